@@ -1,0 +1,208 @@
+// The run spec: every knob of a training run, validated with zod at every boundary (CLI, workflow input,
+// checkpoint manifest). Schemas are strict: an unknown key is an error, never silently ignored.
+// Presets (./presets.ts) give base values; a user's file overrides only what differs.
+import { z } from 'zod';
+
+const positiveInt = z.number().int().positive();
+const nonNegInt = z.number().int().nonnegative();
+const prob = z.number().min(0).max(1);
+
+export const ShapesDatasetConfig = z.strictObject({
+  kind: z.literal('shapes'),
+  /** Images in the training split (held-out compositions are never among them). */
+  count: positiveInt.default(4096),
+  /** Canvas side in pixels; must equal dvae.resolution unless preprocessing rescales. */
+  canvas: positiveInt.default(32),
+  /** Seed of the synthetic generator (independent of train.seed so data is stable across runs). */
+  seed: nonNegInt.default(1234),
+});
+
+export const FolderDatasetConfig = z.strictObject({
+  kind: z.enum(['folder', 'webdataset', 'cub', 'coco']),
+  /** Folder of images + .txt captions, a folder of .tar shards, the CUB root, or COCO root. */
+  path: z.string().min(1),
+  /** COCO: captions JSON relative to path (e.g. annotations/captions_train2017.json). */
+  annotations: z.string().optional(),
+  /** COCO: image folder relative to path (e.g. train2017). */
+  images: z.string().optional(),
+  /** Use at most this many samples (0 = all). */
+  limit: nonNegInt.default(0),
+});
+
+export const DatasetConfig = z.discriminatedUnion('kind', [ShapesDatasetConfig, FolderDatasetConfig]);
+export type DatasetConfig = z.infer<typeof DatasetConfig>;
+
+export const DvaeConfig = z.strictObject({
+  /** Input image side in pixels (paper: 256). */
+  resolution: positiveInt,
+  /** Token grid side (paper: 32); must be resolution / 2^(groups-1). */
+  grid: positiveInt,
+  /** Codebook size K (paper: 8192). */
+  codebookSize: positiveInt,
+  /** Base hidden width n_hid (paper: 256); group g uses (g+1)·hidden (encoder). */
+  hidden: positiveInt,
+  /** Resblock groups (paper: 4), max-pool / upsample between them. */
+  groups: positiveInt,
+  /** Resblocks per group (paper: 2). */
+  blocksPerGroup: positiveInt,
+  /** Training updates of stage 1. */
+  steps: positiveInt,
+  /** Peak learning rate (paper: 1e-4), cosine-decayed to lrEnd over lrDecaySteps. */
+  lr: z.number().positive().default(1e-4),
+  lrEnd: z.number().nonnegative().default(1.25e-6),
+  lrDecaySteps: positiveInt.default(1_200_000),
+  /** KL weight β: cosine 0 → betaMax over betaWarmupSteps (paper: 6.6 over 5,000). */
+  betaMax: z.number().nonnegative().default(6.6),
+  betaWarmupSteps: positiveInt.default(5_000),
+  /** Gumbel-softmax temperature τ: cosine tauStart → tauEnd over tauDecaySteps (paper: 1 → 1/16 over 150,000). */
+  tauStart: z.number().positive().default(1),
+  tauEnd: z.number().positive().default(1 / 16),
+  tauDecaySteps: positiveInt.default(150_000),
+  /** AdamW (paper: 0.9, 0.999, 1e-8, weight decay 1e-4). */
+  adamBeta1: prob.default(0.9),
+  adamBeta2: prob.default(0.999),
+  adamEps: z.number().positive().default(1e-8),
+  weightDecay: z.number().nonnegative().default(1e-4),
+  /** Parameter EMA decay (paper: 0.999). */
+  emaDecay: prob.default(0.999),
+  /** ε of the logit-Laplace pixel map φ (paper: 0.1). */
+  logitLaplaceEps: z.number().positive().max(0.5).default(0.1),
+});
+export type DvaeConfig = z.infer<typeof DvaeConfig>;
+
+export const TransformerConfig = z.strictObject({
+  /** Decoder layers (12B: 64). */
+  layers: positiveInt,
+  /** Attention heads (12B: 62). */
+  heads: positiveInt,
+  /** Model width (12B: 3968 = 62 × 64); must be divisible by heads. */
+  dModel: positiveInt,
+  /** Text positions (12B: 256). */
+  textLen: positiveInt,
+  /** BPE text vocabulary (12B: 16,384). */
+  vocabSize: positiveInt,
+  /** MLP hidden = mlpRatio · dModel. */
+  mlpRatio: positiveInt.default(4),
+  /** Side of the last layer's convolutional attention mask (paper: 11). */
+  convKernel: positiveInt.default(11),
+  /** Training updates of stage 2. */
+  steps: positiveInt,
+  /** Peak learning rate after linear warm-up (paper: 4.5e-4 over 5,000). */
+  lr: z.number().positive().default(4.5e-4),
+  warmupSteps: nonNegInt.default(5_000),
+  /** Plateau rule: halve lr when the smoothed loss has not improved by plateauThreshold (relative) for plateauPatience updates; at most plateauHalvings times (paper: 5). */
+  plateauPatience: positiveInt.default(10_000),
+  plateauThreshold: z.number().nonnegative().default(1e-3),
+  plateauHalvings: nonNegInt.default(5),
+  /** AdamW (paper: 0.9, 0.96, 1e-8, weight decay 4.5e-2; none on gains, biases, embeddings). */
+  adamBeta1: prob.default(0.9),
+  adamBeta2: prob.default(0.96),
+  adamEps: z.number().positive().default(1e-8),
+  weightDecay: z.number().nonnegative().default(4.5e-2),
+  /** Global gradient-norm clip (paper: 4). */
+  gradClip: z.number().positive().default(4),
+  /** Parameter EMA decay (paper: 0.99). */
+  emaDecay: prob.default(0.99),
+  /** BPE dropout in training (paper: 0.1). */
+  bpeDropout: prob.default(0.1),
+  /** Loss weights of text and image cross-entropy (paper: 1/8, 7/8). */
+  textLossWeight: z.number().nonnegative().default(1 / 8),
+  imageLossWeight: z.number().nonnegative().default(7 / 8),
+});
+export type TransformerConfig = z.infer<typeof TransformerConfig>;
+
+export const PowerSgdConfig = z.strictObject({
+  /** Compress gradients between ranks (off: plain fp32 all-reduce). */
+  enabled: z.boolean().default(true),
+  /** Rank r of the low-rank approximation (12B: 896). */
+  rank: positiveInt.default(4),
+  /** torch powerSGD_hook: compress a matrix only if (n+m)·r·rate < n·m. */
+  minCompressionRate: z.number().positive().default(2),
+  /** torch powerSGD_hook: plain all-reduce for the first startIter updates. */
+  startIter: nonNegInt.default(10),
+  /** Warm-start Q from the previous step (torch) instead of a fixed random Q (paper). */
+  warmStart: z.boolean().default(true),
+  /** Wire format of compressed payloads. */
+  wire: z.enum(['fp32', 'fp16']).default('fp32'),
+  /** ε added before orthogonalization: P ← P + εI (paper: 1e-6). */
+  epsilon: z.number().nonnegative().default(1e-6),
+});
+export type PowerSgdConfig = z.infer<typeof PowerSgdConfig>;
+
+export const TrainConfig = z.strictObject({
+  /** Data-parallel ranks (one per worker slot). */
+  worldSize: positiveInt,
+  /** Global batch per update; stays fixed when worldSize changes (per-rank batch adapts). */
+  batchSize: positiveInt,
+  /** Steps per segment (one set of trainShard activities). */
+  segmentSteps: positiveInt,
+  /** Commit a checkpoint every this many steps; bounds the work lost when a machine dies. */
+  checkpointEvery: positiveInt,
+  /** Seed of parameters init, data order, Gumbel noise, BPE dropout. */
+  seed: nonNegInt,
+  /** Seconds without a heartbeat before a rank counts as dead. */
+  heartbeatTimeout: z.number().positive().default(30),
+  /** Seconds a collective operation waits for peers before PeerLostError. */
+  collectiveTimeout: z.number().positive().default(20),
+  /** Committed checkpoints kept per stage. */
+  keepCheckpoints: positiveInt.default(3),
+  /** Segment restarts allowed per stage before the run fails. */
+  maxRestarts: nonNegInt.default(20),
+});
+export type TrainConfig = z.infer<typeof TrainConfig>;
+
+export const PresetName = z.enum(['tiny', 'shapes', 'cub', 'paper-12b']);
+export type PresetName = z.infer<typeof PresetName>;
+
+const RunSpecObject = z.strictObject({
+  /** The preset this spec was built from. */
+  preset: PresetName,
+  /** Name the trained model is published under (KV dalle-models). */
+  modelName: z.string().regex(/^[a-z0-9][a-z0-9_-]*$/, 'lowercase letters, digits, - and _').default('dalle'),
+  dataset: DatasetConfig,
+  dvae: DvaeConfig,
+  transformer: TransformerConfig,
+  powersgd: PowerSgdConfig,
+  train: TrainConfig,
+});
+
+/** A fully resolved run spec: preset values with overrides applied, cross-field rules checked. */
+export const RunSpec = RunSpecObject.superRefine((s, ctx) => {
+  const factor = 2 ** (s.dvae.groups - 1);
+  if (s.dvae.resolution % factor !== 0 || s.dvae.resolution / factor !== s.dvae.grid) {
+    ctx.addIssue({
+      code: 'custom',
+      path: ['dvae', 'grid'],
+      message: `must equal resolution / 2^(groups-1) = ${s.dvae.resolution} / ${factor} = ${s.dvae.resolution / factor}`,
+    });
+  }
+  if (s.transformer.dModel % s.transformer.heads !== 0) {
+    ctx.addIssue({
+      code: 'custom',
+      path: ['transformer', 'dModel'],
+      message: `must be divisible by heads (${s.transformer.heads})`,
+    });
+  }
+  if (s.train.batchSize % s.train.worldSize !== 0) {
+    ctx.addIssue({
+      code: 'custom',
+      path: ['train', 'batchSize'],
+      message: `must be divisible by worldSize (${s.train.worldSize})`,
+    });
+  }
+  if (s.train.segmentSteps % s.train.checkpointEvery !== 0) {
+    ctx.addIssue({
+      code: 'custom',
+      path: ['train', 'segmentSteps'],
+      message: `must be a multiple of checkpointEvery (${s.train.checkpointEvery})`,
+    });
+  }
+  if (s.dataset.kind === 'shapes' && s.dataset.canvas !== s.dvae.resolution) {
+    ctx.addIssue({
+      code: 'custom',
+      path: ['dataset', 'canvas'],
+      message: `must equal dvae.resolution (${s.dvae.resolution})`,
+    });
+  }
+});
+export type RunSpec = z.infer<typeof RunSpec>;
