@@ -1,0 +1,50 @@
+// The contract between a model's training math and the distributed runtime. Both stages implement it;
+// `activities/train-shard.ts` drives it: compute → (compress + all-reduce) → apply, one step at a time.
+// Everything crossing this boundary is plain typed arrays, never tensors, so the collective and the
+// checkpoint store need no tfjs.
+
+/** How a parameter is treated by PowerSGD and weight decay (PAPER.md: gains, biases, embeddings and
+ *  unembeddings are all-reduced uncompressed in fp32 and get no weight decay in stage 2). */
+export type ParamKind = 'matrix' | 'gain' | 'bias' | 'embedding' | 'unembedding';
+
+export interface ParamSpec {
+  /** Stable, unique, human-readable (`encoder.group0.block1.conv2.w`). */
+  name: string;
+  /** Row-major shape; a conv kernel is [kh, kw, in, out] (the collective views it as [kh·kw·in, out]). */
+  shape: number[];
+  kind: ParamKind;
+}
+
+/** Per-step figures for logs, progress queries and metrics. */
+export type StepMetrics = Record<string, number>;
+
+export interface GradientResult {
+  /** Mean loss over the local batch. */
+  loss: number;
+  /** One gradient per parameter, in `paramSpecs()` order, already divided so that averaging over ranks
+   *  gives the gradient of the global-batch mean loss. */
+  grads: Float32Array[];
+  /** e.g. { recon, kl, tau, beta, lr } for the dVAE; { textLoss, imageLoss, lr } for the transformer. */
+  metrics: StepMetrics;
+}
+
+/** One stage's trainable model plus its optimizer. Deterministic: the same state, batch and step give
+ *  bit-identical results, and all randomness (Gumbel noise, dropout) is a pure function of
+ *  (seed, step, rank), so a resumed run needs no RNG stream state beyond the step. */
+export interface Trainer<Batch> {
+  readonly stage: 'dvae' | 'transformer';
+  /** Parameters in a fixed order; the order of `grads` and of saved state. */
+  paramSpecs(): ParamSpec[];
+  /** Phases 1–2: schedules at `step`, forward, backward on this rank's local batch. */
+  computeGradients(batch: Batch, step: number, rank: number): GradientResult;
+  /** Phase 4: apply gradients averaged over ranks (clipping, AdamW, EMA happen here). `loss` is the
+   *  global mean loss of the step (for plateau schedules). */
+  applyGradients(grads: Float32Array[], step: number, loss: number): StepMetrics;
+  /** Everything for an exact resume: params, optimizer moments, EMA, schedule state. */
+  saveState(): Uint8Array;
+  loadState(bytes: Uint8Array): void;
+  /** Current parameters (or their EMA) as typed arrays in `paramSpecs()` order, e.g. for publishing. */
+  exportParams(which: 'params' | 'ema'): Float32Array[];
+  /** Releases every tensor. */
+  dispose(): void;
+}
