@@ -3,7 +3,7 @@ import { readFileSync } from 'node:fs';
 import { parse as parseYaml } from 'yaml';
 import { z } from 'zod';
 import { presets } from './presets.ts';
-import { PresetName, RunSpec } from './spec.ts';
+import { crossFieldIssues, PresetName, RunSpec } from './spec.ts';
 
 export * from './spec.ts';
 export { presets } from './presets.ts';
@@ -43,8 +43,17 @@ export function resolveSpec(input: unknown, source = '(object)'): RunSpec {
   if (!isPlainObject(input)) throw new ConfigError(source, [{ path: '', message: 'must be an object' }]);
   const preset = PresetName.safeParse(input.preset ?? 'tiny');
   if (!preset.success) throw new ConfigError(source, [{ path: 'preset', message: preset.error.issues[0]!.message }]);
-  const parsed = RunSpec.safeParse(merge(presets[preset.data], input));
-  if (!parsed.success) throw new ConfigError(source, issuesOf(parsed.error));
+  const merged = merge(presets[preset.data], input);
+  const parsed = RunSpec.safeParse(merged);
+  if (!parsed.success) {
+    // Field errors stop zod before cross-field rules run; report both at once.
+    const issues = issuesOf(parsed.error);
+    for (const i of crossFieldIssues(merged)) {
+      const path = i.path.join('.');
+      if (!issues.some((x) => x.path === path)) issues.push({ path, message: i.message });
+    }
+    throw new ConfigError(source, issues);
+  }
   return parsed.data;
 }
 

@@ -166,43 +166,45 @@ const RunSpecObject = z.strictObject({
   train: TrainConfig,
 });
 
+type Issue = { path: (string | number)[]; message: string };
+
+/** Rules that span fields. Written over the raw (merged, maybe invalid) object so that a bad file gets
+ *  these reported together with the per-field errors, not one round later. */
+export function crossFieldIssues(raw: unknown): Issue[] {
+  const o = (raw ?? {}) as Record<string, Record<string, unknown> | undefined>;
+  const num = (sec: string, k: string) => {
+    const v = o[sec]?.[k];
+    return typeof v === 'number' && Number.isFinite(v) && v > 0 ? v : undefined;
+  };
+  const out: Issue[] = [];
+  const [res, grid, groups] = [num('dvae', 'resolution'), num('dvae', 'grid'), num('dvae', 'groups')];
+  if (res && grid && groups) {
+    const factor = 2 ** (groups - 1);
+    if (res / factor !== grid) {
+      out.push({ path: ['dvae', 'grid'], message: `must equal resolution / 2^(groups-1) = ${res} / ${factor} = ${res / factor}` });
+    }
+  }
+  const [dModel, heads] = [num('transformer', 'dModel'), num('transformer', 'heads')];
+  if (dModel && heads && dModel % heads !== 0) {
+    out.push({ path: ['transformer', 'dModel'], message: `must be divisible by heads (${heads})` });
+  }
+  const [batch, world] = [num('train', 'batchSize'), num('train', 'worldSize')];
+  if (batch && world && batch % world !== 0) {
+    out.push({ path: ['train', 'batchSize'], message: `must be divisible by worldSize (${world})` });
+  }
+  const [seg, every] = [num('train', 'segmentSteps'), num('train', 'checkpointEvery')];
+  if (seg && every && seg % every !== 0) {
+    out.push({ path: ['train', 'segmentSteps'], message: `must be a multiple of checkpointEvery (${every})` });
+  }
+  const canvas = o.dataset?.kind === 'shapes' ? num('dataset', 'canvas') : undefined;
+  if (canvas && res && canvas !== res) {
+    out.push({ path: ['dataset', 'canvas'], message: `must equal dvae.resolution (${res})` });
+  }
+  return out;
+}
+
 /** A fully resolved run spec: preset values with overrides applied, cross-field rules checked. */
 export const RunSpec = RunSpecObject.superRefine((s, ctx) => {
-  const factor = 2 ** (s.dvae.groups - 1);
-  if (s.dvae.resolution % factor !== 0 || s.dvae.resolution / factor !== s.dvae.grid) {
-    ctx.addIssue({
-      code: 'custom',
-      path: ['dvae', 'grid'],
-      message: `must equal resolution / 2^(groups-1) = ${s.dvae.resolution} / ${factor} = ${s.dvae.resolution / factor}`,
-    });
-  }
-  if (s.transformer.dModel % s.transformer.heads !== 0) {
-    ctx.addIssue({
-      code: 'custom',
-      path: ['transformer', 'dModel'],
-      message: `must be divisible by heads (${s.transformer.heads})`,
-    });
-  }
-  if (s.train.batchSize % s.train.worldSize !== 0) {
-    ctx.addIssue({
-      code: 'custom',
-      path: ['train', 'batchSize'],
-      message: `must be divisible by worldSize (${s.train.worldSize})`,
-    });
-  }
-  if (s.train.segmentSteps % s.train.checkpointEvery !== 0) {
-    ctx.addIssue({
-      code: 'custom',
-      path: ['train', 'segmentSteps'],
-      message: `must be a multiple of checkpointEvery (${s.train.checkpointEvery})`,
-    });
-  }
-  if (s.dataset.kind === 'shapes' && s.dataset.canvas !== s.dvae.resolution) {
-    ctx.addIssue({
-      code: 'custom',
-      path: ['dataset', 'canvas'],
-      message: `must equal dvae.resolution (${s.dvae.resolution})`,
-    });
-  }
+  for (const i of crossFieldIssues(s)) ctx.addIssue({ code: 'custom', path: i.path, message: i.message });
 });
 export type RunSpec = z.infer<typeof RunSpec>;

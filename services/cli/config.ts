@@ -1,0 +1,47 @@
+import { configJsonSchema, loadSpec, type RunSpec } from '../../config/index.ts';
+import { parse, UsageError } from './args.ts';
+
+/** Parameter counts come from the model files (analytic: nothing is allocated, so paper-12b is fine). */
+async function parameterCounts(spec: RunSpec): Promise<Record<string, number | null>> {
+  const count = async (file: string, fn: string, ...args: unknown[]) => {
+    try {
+      const mod = (await import(file)) as Record<string, (...a: unknown[]) => number>;
+      return typeof mod[fn] === 'function' ? mod[fn](...args) : null;
+    } catch {
+      return null;
+    }
+  };
+  return {
+    dvae: await count('../../model/dvae.ts', 'dvaeParameterCount', spec.dvae),
+    transformer: await count('../../model/transformer.ts', 'transformerParameterCount', spec.transformer, spec.dvae),
+  };
+}
+
+export async function run(argv: string[]): Promise<void> {
+  const usage = 'dalle config show <preset|file> [--json] | dalle config schema';
+  const { values, positionals } = parse(argv, { json: { type: 'boolean' } }, usage);
+  const [sub, ref] = positionals;
+  if (sub === 'schema') {
+    console.log(JSON.stringify(configJsonSchema(), null, 2));
+    return;
+  }
+  if (sub !== 'show' || !ref) throw new UsageError(`usage: ${usage}`);
+  const spec = loadSpec(ref);
+  const params = await parameterCounts(spec);
+  const shown = {
+    ...spec,
+    dvae: { ...spec.dvae, parameters: params.dvae },
+    transformer: { ...spec.transformer, parameters: params.transformer },
+  };
+  if (values.json) {
+    console.log(JSON.stringify(shown, null, 2));
+    return;
+  }
+  const fmt = (n: number | null) => (n === null ? 'n/a' : n >= 1e9 ? `${(n / 1e9).toFixed(2)}B` : n >= 1e6 ? `${(n / 1e6).toFixed(2)}M` : `${n}`);
+  console.log(`preset ${spec.preset}, model name '${spec.modelName}'`);
+  for (const [section, body] of Object.entries(shown)) {
+    if (typeof body !== 'object') continue;
+    console.log(`${section}:`);
+    for (const [k, v] of Object.entries(body)) console.log(`  ${k.padEnd(22)} ${k === 'parameters' ? fmt(v as number | null) : JSON.stringify(v)}`);
+  }
+}
