@@ -1,0 +1,138 @@
+// Counter-based randomness: every random number is a pure function of (seed, stream, step, rank, index),
+// so a resumed run, another rank or another backend draws exactly the same numbers with no RNG state to
+// checkpoint. The generator is Philox4x32-10 (Salmon et al., "Parallel random numbers: as easy as 1, 2,
+// 3", SC'11), checked against Random123's known-answer vectors in rng.test.ts.
+//
+//   philox key     = [seed, stream]
+//   philox counter = [block, step, rank, 0]      (block = index / 4: each call yields 4 words)
+
+/** Stream ids, so different uses of the same (seed, step, rank) never share numbers. Add new ones here. */
+export const RngStream = {
+  /** Parameter initialization (step = parameter index, rank = 0). */
+  init: 0,
+  /** dVAE Gumbel-softmax noise. */
+  gumbel: 1,
+  /** Transformer dropout, if any. */
+  dropout: 2,
+  /** BPE dropout of captions. */
+  bpeDropout: 3,
+  /** Data order and augmentation. */
+  data: 4,
+  /** Sampling at inference. */
+  sampling: 5,
+} as const;
+
+export interface RngKey {
+  /** Run seed (train.seed), a uint32. */
+  seed: number;
+  /** One of RngStream (or any uint32 agreed on). */
+  stream: number;
+  /** Training step (or another uint32 coordinate). */
+  step: number;
+  /** Data-parallel rank (or another uint32 coordinate). */
+  rank: number;
+}
+
+/** A key coordinate is not a uint32. */
+export class RngKeyError extends Error {
+  override name = 'RngKeyError';
+  constructor(
+    readonly field: string,
+    readonly value: number,
+  ) {
+    super(`rng key ${field} = ${value} must be an integer in [0, 2^32)`);
+  }
+}
+
+const M0 = 0xd2511f53;
+const M1 = 0xcd9e8d57;
+const W0 = 0x9e3779b9;
+const W1 = 0xbb67ae85;
+
+/** High 32 bits of the 64-bit product of two uint32 (exact: 16-bit limbs keep every product < 2^53). */
+function mulhi(a: number, b: number): number {
+  const aL = a & 0xffff;
+  const aH = a >>> 16;
+  const bL = b & 0xffff;
+  const bH = b >>> 16;
+  const lh = aL * bH;
+  const hl = aH * bL;
+  const mid = ((aL * bL) >>> 16) + (lh & 0xffff) + (hl & 0xffff);
+  return (aH * bH + (lh >>> 16) + (hl >>> 16) + (mid >>> 16)) >>> 0;
+}
+
+/** Philox4x32-10 of one 4-word counter under a 2-word key, written into out[at..at+4). */
+function philoxInto(c0: number, c1: number, c2: number, c3: number, k0: number, k1: number, out: Uint32Array, at: number): void {
+  for (let r = 0; r < 10; r++) {
+    if (r > 0) {
+      k0 = (k0 + W0) >>> 0;
+      k1 = (k1 + W1) >>> 0;
+    }
+    const hi0 = mulhi(M0, c0);
+    const lo0 = Math.imul(M0, c0) >>> 0;
+    const hi1 = mulhi(M1, c2);
+    const lo1 = Math.imul(M1, c2) >>> 0;
+    c0 = (hi1 ^ c1 ^ k0) >>> 0;
+    c1 = lo1;
+    c2 = (hi0 ^ c3 ^ k1) >>> 0;
+    c3 = lo0;
+  }
+  out[at] = c0;
+  out[at + 1] = c1;
+  out[at + 2] = c2;
+  out[at + 3] = c3;
+}
+
+/** Philox4x32-10 of one counter under one key (exposed for the known-answer test). */
+export function philox4x32(counter: ArrayLike<number>, key: ArrayLike<number>): Uint32Array {
+  const out = new Uint32Array(4);
+  philoxInto(counter[0]! >>> 0, counter[1]! >>> 0, counter[2]! >>> 0, counter[3]! >>> 0, key[0]! >>> 0, key[1]! >>> 0, out, 0);
+  return out;
+}
+
+function checkKey(key: RngKey): void {
+  for (const f of ['seed', 'stream', 'step', 'rank'] as const) {
+    const v = key[f];
+    if (!(Number.isInteger(v) && v >= 0 && v < 2 ** 32)) throw new RngKeyError(f, v);
+  }
+}
+
+/** `n` uniform uint32 words for `key`; word i depends only on (key, i). */
+export function randomWords(key: RngKey, n: number): Uint32Array {
+  checkKey(key);
+  if (!(Number.isInteger(n) && n >= 0 && n <= 4 * 2 ** 32)) throw new RangeError(`randomWords: n = ${n} out of range`);
+  const blocks = Math.ceil(n / 4);
+  const out = new Uint32Array(blocks * 4);
+  for (let b = 0; b < blocks; b++) philoxInto(b, key.step, key.rank, 0, key.seed, key.stream, out, 4 * b);
+  return n === out.length ? out : out.slice(0, n);
+}
+
+/** `n` float32 uniforms in the open interval (0, 1): (2k+1)/2^24 for a 23-bit k, exact in float32. */
+export function uniforms(key: RngKey, n: number): Float32Array {
+  const w = randomWords(key, n);
+  const out = new Float32Array(n);
+  for (let i = 0; i < n; i++) out[i] = ((w[i]! >>> 9) * 2 + 1) / 16777216;
+  return out;
+}
+
+/** `n` standard Gumbel(0, 1) samples, −log(−log u), u = (k + ½)/2^32 from a full 32-bit word (float64 math). */
+export function gumbels(key: RngKey, n: number): Float32Array {
+  const w = randomWords(key, n);
+  const out = new Float32Array(n);
+  for (let i = 0; i < n; i++) out[i] = -Math.log(-Math.log((w[i]! + 0.5) / 4294967296));
+  return out;
+}
+
+/** `n` standard normal samples by Box–Muller on pairs of words (float64 math). */
+export function normals(key: RngKey, n: number): Float32Array {
+  const w = randomWords(key, n + (n & 1));
+  const out = new Float32Array(n);
+  for (let i = 0; i < n; i += 2) {
+    const u1 = (w[i]! + 0.5) / 4294967296;
+    const u2 = (w[i + 1]! + 0.5) / 4294967296;
+    const r = Math.sqrt(-2 * Math.log(u1));
+    out[i] = r * Math.cos(2 * Math.PI * u2);
+    if (i + 1 < n) out[i + 1] = r * Math.sin(2 * Math.PI * u2);
+  }
+  return out;
+}
