@@ -1,0 +1,177 @@
+// Two places to keep bytes with one interface: the JetStream object store + KV (a cluster), and a local
+// folder (one machine). Everything above (checkpoints, model bundles) is written once against `Backend`.
+import { createHash } from 'node:crypto';
+import { mkdirSync, readdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync, watch, existsSync } from 'node:fs';
+import { dirname, join, relative, sep } from 'node:path';
+import type { KV, NatsConnection, ObjectStore } from 'nats';
+
+export function sha256(bytes: Uint8Array): string {
+  return createHash('sha256').update(bytes).digest('hex');
+}
+
+/** A bucket pair: objects (large, immutable once written) and a KV of small JSON pointers. */
+export interface Backend {
+  readonly kind: 'nats' | 'folder';
+  /** Store an object; returns its sha256. Readers never see a partial object. */
+  putObject(name: string, bytes: Uint8Array): Promise<string>;
+  /** The object's bytes, or undefined if absent. */
+  getObject(name: string): Promise<Uint8Array | undefined>;
+  deleteObject(name: string): Promise<void>;
+  /** Names of objects starting with prefix. */
+  listObjects(prefix: string): Promise<string[]>;
+  kvGet(key: string): Promise<unknown | undefined>;
+  kvPut(key: string, value: unknown): Promise<void>;
+  /** Calls back with each new value of key (and the current one first); returns a stop function. */
+  kvWatch(key: string, onValue: (value: unknown) => void): Promise<() => Promise<void>>;
+}
+
+const enc = new TextEncoder();
+const dec = new TextDecoder();
+
+/** JetStream: object store bucket + KV bucket of the same purpose (e.g. dalle-checkpoints / dalle-runs). */
+export class NatsBackend implements Backend {
+  readonly kind = 'nats';
+  private constructor(
+    private readonly os: ObjectStore,
+    private readonly kv: KV,
+  ) {}
+
+  static async open(nc: NatsConnection, objectBucket: string, kvBucket: string, opts: { replicas?: number } = {}): Promise<NatsBackend> {
+    const js = nc.jetstream();
+    const os = await js.views.os(objectBucket, { storage: 'file' as never, replicas: opts.replicas ?? 1 } as never);
+    const kv = await js.views.kv(kvBucket, { history: 8, replicas: opts.replicas ?? 1 });
+    return new NatsBackend(os, kv);
+  }
+
+  async putObject(name: string, bytes: Uint8Array): Promise<string> {
+    await this.os.putBlob({ name }, bytes);
+    return sha256(bytes);
+  }
+
+  async getObject(name: string): Promise<Uint8Array | undefined> {
+    const b = await this.os.getBlob(name);
+    return b ? new Uint8Array(b.buffer, b.byteOffset, b.byteLength) : undefined; // a plain view, not a Buffer
+  }
+
+  async deleteObject(name: string): Promise<void> {
+    if (await this.os.info(name)) await this.os.delete(name);
+  }
+
+  async listObjects(prefix: string): Promise<string[]> {
+    return (await this.os.list()).filter((i) => !i.deleted && i.name.startsWith(prefix)).map((i) => i.name).sort();
+  }
+
+  async kvGet(key: string): Promise<unknown | undefined> {
+    const e = await this.kv.get(key);
+    return e && e.operation === 'PUT' && e.value.length ? JSON.parse(dec.decode(e.value)) : undefined;
+  }
+
+  async kvPut(key: string, value: unknown): Promise<void> {
+    await this.kv.put(key, enc.encode(JSON.stringify(value)));
+  }
+
+  async kvWatch(key: string, onValue: (value: unknown) => void): Promise<() => Promise<void>> {
+    const it = await this.kv.watch({ key });
+    void (async () => {
+      for await (const e of it) if (e.operation === 'PUT' && e.value.length) onValue(JSON.parse(dec.decode(e.value)));
+    })();
+    return async () => it.stop();
+  }
+}
+
+/** A local folder: objects are files (written to a temp name, then renamed: atomic), KV is one JSON file per key. */
+export class FolderBackend implements Backend {
+  readonly kind = 'folder';
+  constructor(readonly root: string) {
+    mkdirSync(join(root, 'objects'), { recursive: true });
+    mkdirSync(join(root, 'kv'), { recursive: true });
+  }
+
+  private objectPath(name: string): string {
+    if (name.split('/').some((p) => p === '..' || p === '')) throw new Error(`bad object name '${name}'`);
+    return join(this.root, 'objects', ...name.split('/'));
+  }
+
+  private kvPath(key: string): string {
+    if (!/^[A-Za-z0-9_.=-]+$/.test(key)) throw new Error(`bad KV key '${key}'`);
+    return join(this.root, 'kv', `${key}.json`);
+  }
+
+  private static atomicWrite(path: string, bytes: Uint8Array | string): void {
+    mkdirSync(dirname(path), { recursive: true });
+    const tmp = `${path}.tmp-${process.pid}-${Math.random().toString(36).slice(2)}`;
+    writeFileSync(tmp, bytes, { flush: true });
+    renameSync(tmp, path);
+  }
+
+  async putObject(name: string, bytes: Uint8Array): Promise<string> {
+    FolderBackend.atomicWrite(this.objectPath(name), bytes);
+    return sha256(bytes);
+  }
+
+  async getObject(name: string): Promise<Uint8Array | undefined> {
+    try {
+      return new Uint8Array(readFileSync(this.objectPath(name)));
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+      throw e;
+    }
+  }
+
+  async deleteObject(name: string): Promise<void> {
+    rmSync(this.objectPath(name), { force: true });
+  }
+
+  async listObjects(prefix: string): Promise<string[]> {
+    const base = join(this.root, 'objects');
+    const out: string[] = [];
+    const walk = (dir: string) => {
+      if (!existsSync(dir)) return;
+      for (const n of readdirSync(dir)) {
+        const p = join(dir, n);
+        if (statSync(p).isDirectory()) walk(p);
+        else if (!n.includes('.tmp-')) out.push(relative(base, p).split(sep).join('/'));
+      }
+    };
+    walk(base);
+    return out.filter((n) => n.startsWith(prefix)).sort();
+  }
+
+  async kvGet(key: string): Promise<unknown | undefined> {
+    try {
+      return JSON.parse(readFileSync(this.kvPath(key), 'utf8'));
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+      throw e;
+    }
+  }
+
+  async kvPut(key: string, value: unknown): Promise<void> {
+    FolderBackend.atomicWrite(this.kvPath(key), JSON.stringify(value));
+  }
+
+  async kvWatch(key: string, onValue: (value: unknown) => void): Promise<() => Promise<void>> {
+    let last = '';
+    const poll = () => {
+      let text = '';
+      try {
+        text = readFileSync(this.kvPath(key), 'utf8');
+      } catch {
+        return;
+      }
+      if (text && text !== last) {
+        last = text;
+        onValue(JSON.parse(text));
+      }
+    };
+    poll();
+    // fs.watch on the folder catches renames; the interval covers filesystems where it does not fire.
+    const w = watch(join(this.root, 'kv'), () => poll());
+    const t = setInterval(poll, 500);
+    t.unref();
+    return async () => {
+      w.close();
+      clearInterval(t);
+    };
+  }
+}

@@ -1,0 +1,151 @@
+// Checkpoints with a two-phase commit: every part is stored first, then one manifest names them with their
+// sha256, then the KV pointer `<runId>.<stage>.committed` moves to it. A reader only ever follows the
+// pointer, so a crash at any moment leaves the previous checkpoint in force; a part whose bytes do not
+// match its sha256 makes the loader fall back to the previous committed checkpoint and say so.
+import { z } from 'zod';
+import { sha256, type Backend } from './backend.ts';
+
+export const PartRef = z.strictObject({ name: z.string(), sha256: z.string().regex(/^[0-9a-f]{64}$/), bytes: z.number().int().nonnegative() });
+export type PartRef = z.infer<typeof PartRef>;
+
+export const CheckpointManifest = z.strictObject({
+  runId: z.string(),
+  stage: z.string(),
+  step: z.number().int().nonnegative(),
+  parts: z.array(PartRef),
+  createdAt: z.string(),
+  /** Small facts for status and resume (loss, world size, group id…); never tensors. */
+  meta: z.record(z.string(), z.unknown()).default({}),
+});
+export type CheckpointManifest = z.infer<typeof CheckpointManifest>;
+
+const idPattern = /^[A-Za-z0-9_-]+$/;
+
+/** A part's bytes do not match the manifest (or it is missing). */
+export class CorruptPartError extends Error {
+  override name = 'CorruptPartError';
+  constructor(
+    readonly key: string,
+    readonly expected: string,
+    readonly actual: string | undefined,
+  ) {
+    super(actual ? `checkpoint part ${key}: sha256 ${actual} does not match the manifest's ${expected}` : `checkpoint part ${key} is missing`);
+  }
+}
+
+export interface CheckpointStoreOptions {
+  /** Committed checkpoints kept per stage (older ones are deleted after each commit). */
+  keep?: number;
+  /** Told when a committed checkpoint is unusable and an older one is used instead. */
+  onFallback?: (info: { runId: string; stage: string; badStep: number; reason: string; usingStep: number | undefined }) => void;
+}
+
+export class CheckpointStore {
+  constructor(
+    readonly backend: Backend,
+    private readonly opts: CheckpointStoreOptions = {},
+  ) {}
+
+  static checkIds(runId: string, stage: string): void {
+    if (!idPattern.test(runId)) throw new Error(`run id '${runId}' must match ${idPattern}`);
+    if (!idPattern.test(stage)) throw new Error(`stage '${stage}' must match ${idPattern}`);
+  }
+
+  partKey(runId: string, stage: string, step: number, part: string): string {
+    return `runs/${runId}/${stage}/${step}/${part}`;
+  }
+
+  private pointerKey(runId: string, stage: string): string {
+    return `${runId}.${stage}.committed`;
+  }
+
+  /** Phase 1: store one part (any rank may call this). */
+  async putPart(runId: string, stage: string, step: number, part: string, bytes: Uint8Array): Promise<PartRef> {
+    CheckpointStore.checkIds(runId, stage);
+    if (!idPattern.test(part)) throw new Error(`part name '${part}' must match ${idPattern}`);
+    const hash = await this.backend.putObject(this.partKey(runId, stage, step, part), bytes);
+    return { name: part, sha256: hash, bytes: bytes.length };
+  }
+
+  /** Phase 2: after every part is stored, write the manifest and move the pointer; then prune old ones. */
+  async commit(m: Omit<CheckpointManifest, 'createdAt' | 'meta'> & { meta?: Record<string, unknown> }): Promise<CheckpointManifest> {
+    CheckpointStore.checkIds(m.runId, m.stage);
+    const manifest = CheckpointManifest.parse({ ...m, meta: m.meta ?? {}, createdAt: new Date().toISOString() });
+    await this.backend.putObject(this.partKey(m.runId, m.stage, m.step, 'manifest.json'), new TextEncoder().encode(JSON.stringify(manifest)));
+    await this.backend.kvPut(this.pointerKey(m.runId, m.stage), manifest);
+    await this.prune(m.runId, m.stage, m.step);
+    return manifest;
+  }
+
+  /** The pointer: the newest committed manifest, unverified. */
+  async latest(runId: string, stage: string): Promise<CheckpointManifest | undefined> {
+    CheckpointStore.checkIds(runId, stage);
+    const v = await this.backend.kvGet(this.pointerKey(runId, stage));
+    return v === undefined ? undefined : CheckpointManifest.parse(v);
+  }
+
+  /** Steps that have a manifest stored, ascending. */
+  async committedSteps(runId: string, stage: string): Promise<number[]> {
+    const names = await this.backend.listObjects(`runs/${runId}/${stage}/`);
+    return names
+      .filter((n) => n.endsWith('/manifest.json'))
+      .map((n) => Number(n.split('/')[3]))
+      .filter((s) => Number.isInteger(s))
+      .sort((a, b) => a - b);
+  }
+
+  async manifestAt(runId: string, stage: string, step: number): Promise<CheckpointManifest | undefined> {
+    const bytes = await this.backend.getObject(this.partKey(runId, stage, step, 'manifest.json'));
+    return bytes ? CheckpointManifest.parse(JSON.parse(new TextDecoder().decode(bytes))) : undefined;
+  }
+
+  /** One part's bytes, verified against the manifest. */
+  async loadPart(manifest: CheckpointManifest, name: string): Promise<Uint8Array> {
+    const ref = manifest.parts.find((p) => p.name === name);
+    const key = this.partKey(manifest.runId, manifest.stage, manifest.step, name);
+    if (!ref) throw new CorruptPartError(key, '(not in manifest)', undefined);
+    const bytes = await this.backend.getObject(key);
+    if (!bytes) throw new CorruptPartError(key, ref.sha256, undefined);
+    const actual = sha256(bytes);
+    if (actual !== ref.sha256) throw new CorruptPartError(key, ref.sha256, actual);
+    return bytes;
+  }
+
+  /** Verify every part of a manifest (reads all bytes). */
+  async verify(manifest: CheckpointManifest): Promise<void> {
+    for (const p of manifest.parts) await this.loadPart(manifest, p.name);
+  }
+
+  /** The newest committed checkpoint whose parts all verify, falling back step by step; undefined when
+   *  there is none (a fresh start). Every fallback is reported through `onFallback`. */
+  async resolve(runId: string, stage: string): Promise<CheckpointManifest | undefined> {
+    const pointer = await this.latest(runId, stage);
+    if (!pointer) return undefined;
+    const candidates = (await this.committedSteps(runId, stage)).filter((s) => s <= pointer.step).reverse();
+    if (!candidates.includes(pointer.step)) candidates.unshift(pointer.step);
+    for (let i = 0; i < candidates.length; i++) {
+      const step = candidates[i]!;
+      try {
+        const m = step === pointer.step ? pointer : await this.manifestAt(runId, stage, step);
+        if (!m) throw new Error(`manifest of step ${step} is missing`);
+        await this.verify(m);
+        return m;
+      } catch (e) {
+        this.opts.onFallback?.({ runId, stage, badStep: step, reason: (e as Error).message, usingStep: candidates[i + 1] });
+      }
+    }
+    return undefined;
+  }
+
+  /** Keep the newest `keep` committed checkpoints; delete older parts and manifests. Parts of
+   *  uncommitted steps newer than the pointer (a segment in flight) are left alone. */
+  private async prune(runId: string, stage: string, committedStep: number): Promise<void> {
+    const keep = this.opts.keep ?? 3;
+    const steps = (await this.committedSteps(runId, stage)).filter((s) => s <= committedStep);
+    const drop = new Set(steps.slice(0, Math.max(0, steps.length - keep)));
+    if (!drop.size) return;
+    for (const name of await this.backend.listObjects(`runs/${runId}/${stage}/`)) {
+      if (drop.has(Number(name.split('/')[3]))) await this.backend.deleteObject(name);
+    }
+  }
+}
