@@ -32,3 +32,4 @@ export async function openStores(at: StoreLocation, opts: CheckpointStoreOptions
   }
   return { checkpoints: new CheckpointStore(ck, opts), models: new ModelStore(md) };
 }
+export * from './bundle.ts';
