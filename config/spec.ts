@@ -27,6 +27,13 @@ export const FolderDatasetConfig = z.strictObject({
   images: z.string().optional(),
   /** Use at most this many samples (0 = all). */
   limit: nonNegInt.default(0),
+  /** CUB: folder of the Reed et al. `text_c10` captions relative to path (default: searched next to path). */
+  captions: z.string().optional(),
+  /** folder/webdataset (and coco with `annotations` set): fraction of items, chosen by a hash of their key,
+   *  that form the `heldout` split instead of `train`. CUB uses train_test_split.txt, COCO val2017. */
+  heldoutFraction: prob.default(0),
+  /** Open-time image check: 'decode' every image fully (catches truncated files) or read 'header's only (fast). */
+  verify: z.enum(['decode', 'header']).default('decode'),
 });
 
 export const DatasetConfig = z.discriminatedUnion('kind', [ShapesDatasetConfig, FolderDatasetConfig]);
