@@ -1,0 +1,77 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import * as tf from '@tensorflow/tfjs';
+import { BackendNameError, BackendUnavailableError, initBackend } from './backend.ts';
+
+async function nativeInstalled(): Promise<boolean> {
+  for (const pkg of ['@tensorflow/tfjs-node-gpu', '@tensorflow/tfjs-node']) {
+    try {
+      await import(pkg);
+      return true;
+    } catch {
+      // absent or broken: not usable
+    }
+  }
+  return false;
+}
+
+function withEnv<T>(value: string | undefined, fn: () => T): T {
+  const old = process.env.DALLE_BACKEND;
+  if (value === undefined) delete process.env.DALLE_BACKEND;
+  else process.env.DALLE_BACKEND = value;
+  try {
+    return fn();
+  } finally {
+    if (old === undefined) delete process.env.DALLE_BACKEND;
+    else process.env.DALLE_BACKEND = old;
+  }
+}
+
+test('backend: auto picks native TensorFlow when installed, else wasm, and is idempotent', async () => {
+  const name = await withEnv(undefined, () => initBackend());
+  assert.equal(await withEnv(undefined, () => initBackend()), name);
+  assert.equal(name, (await nativeInstalled()) ? 'tensorflow' : 'wasm');
+  assert.equal(tf.getBackend(), name);
+});
+
+test('backend: DALLE_BACKEND forces one, and an explicit argument beats it', async () => {
+  assert.equal(await withEnv('cpu', () => initBackend()), 'cpu');
+  assert.equal(tf.getBackend(), 'cpu');
+  assert.equal(await withEnv(' WASM ', () => initBackend()), 'wasm');
+  assert.equal(tf.getBackend(), 'wasm');
+  assert.equal(await withEnv('wasm', () => initBackend('cpu')), 'cpu');
+  assert.equal(tf.getBackend(), 'cpu');
+});
+
+test('backend: unknown names are refused naming their source', async () => {
+  await assert.rejects(withEnv('gpu', () => initBackend()), (e: unknown) => e instanceof BackendNameError && e.source === 'DALLE_BACKEND' && /"gpu"/.test(e.message));
+  await assert.rejects(initBackend('webgl'), (e: unknown) => e instanceof BackendNameError && e.source === 'argument');
+});
+
+test('backend: forcing tensorflow without tfjs-node is an error that says why', async (t) => {
+  if (await nativeInstalled()) return t.skip('tfjs-node is installed here');
+  await assert.rejects(
+    withEnv(undefined, () => initBackend('tensorflow')),
+    (e: unknown) => e instanceof BackendUnavailableError && e.reasons.length === 2 && /tfjs-node-gpu/.test(e.reasons[0]!) && /tfjs-node:/.test(e.reasons[1]!),
+  );
+});
+
+test('backend: the choice is logged once per process, skipped options only at debug level', () => {
+  const script = "import { initBackend } from './model/backend.ts'; await initBackend(); await initBackend(); await initBackend();";
+  const stderrOf = (level: string): string => {
+    const r = spawnSync(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', script], {
+      cwd: new URL('..', import.meta.url).pathname,
+      env: { ...process.env, DALLE_BACKEND: '', DALLE_LOG_LEVEL: level },
+      encoding: 'utf8',
+    });
+    assert.equal(r.status, 0, r.stderr);
+    return r.stderr;
+  };
+  const quiet = stderrOf('info');
+  assert.equal(quiet.match(/^tfjs backend: /gm)?.length, 1, quiet);
+  assert.doesNotMatch(quiet, /\[debug\]/);
+  const loud = stderrOf('debug');
+  assert.equal(loud.match(/^tfjs backend: /gm)?.length, 1, loud);
+  if (/tfjs backend: wasm/.test(loud)) assert.match(loud, /\[debug\] backend: skipped @tensorflow\/tfjs-node-gpu: /);
+});

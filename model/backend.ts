@@ -1,0 +1,160 @@
+// Picks the tfjs backend once per process: native TensorFlow when its binding is installed (GPU workers),
+// else wasm (with our kernels for what it lacks), else the pure-JS cpu backend.
+//
+//   order: prefer argument › DALLE_BACKEND › auto (tfjs-node-gpu, tfjs-node, wasm, cpu)
+//
+// tfjs-node(-gpu) cannot be installed on machines without access to TensorFlow's download host, so it is
+// never a dependency: it is imported dynamically and skipped (with the reason at debug level) when absent
+// or broken. A forced backend that cannot start is an error, never a silent fallback.
+import * as tf from '@tensorflow/tfjs';
+import { registerWasmKernels } from './kernels/index.ts';
+
+export const backendNames = ['tensorflow', 'wasm', 'cpu'] as const;
+export type BackendName = (typeof backendNames)[number];
+
+/** An unknown backend name was asked for. */
+export class BackendNameError extends Error {
+  override name = 'BackendNameError';
+  constructor(
+    readonly requested: string,
+    readonly source: 'argument' | 'DALLE_BACKEND',
+  ) {
+    super(`unknown tfjs backend "${requested}" (from ${source}); use one of ${backendNames.join(', ')}`);
+  }
+}
+
+/** A forced backend could not be started; `reasons` says why for each package tried. */
+export class BackendUnavailableError extends Error {
+  override name = 'BackendUnavailableError';
+  constructor(
+    readonly requested: BackendName,
+    readonly reasons: string[],
+  ) {
+    super(`tfjs backend "${requested}" was forced but cannot start:\n${reasons.map((r) => `  - ${r}`).join('\n')}`);
+  }
+}
+
+const debug = (msg: string): void => {
+  if (process.env.DALLE_LOG_LEVEL === 'debug') process.stderr.write(`[debug] backend: ${msg}\n`);
+};
+
+/** Loads tfjs-node-gpu or tfjs-node (registers the 'tensorflow' backend); returns the package loaded. */
+async function loadNative(reasons: string[]): Promise<string | undefined> {
+  for (const pkg of ['@tensorflow/tfjs-node-gpu', '@tensorflow/tfjs-node']) {
+    try {
+      // A variable specifier: these packages are optional and absent from package.json.
+      await import(pkg);
+      if (tf.findBackendFactory('tensorflow')) return pkg;
+      reasons.push(`${pkg}: imported but registered no 'tensorflow' backend`);
+    } catch (e) {
+      reasons.push(`${pkg}: ${firstLine(e)}`);
+    }
+  }
+  return undefined;
+}
+
+async function loadWasm(reasons: string[]): Promise<boolean> {
+  try {
+    await import('@tensorflow/tfjs-backend-wasm');
+    return true;
+  } catch (e) {
+    reasons.push(`@tensorflow/tfjs-backend-wasm: ${firstLine(e)}`);
+    return false;
+  }
+}
+
+/** tf.setBackend resolves false (or throws) when a backend's init fails. */
+async function trySet(name: BackendName, reasons: string[]): Promise<boolean> {
+  try {
+    if (await tf.setBackend(name)) {
+      await tf.ready();
+      return true;
+    }
+    reasons.push(`${name}: initialization failed`);
+  } catch (e) {
+    reasons.push(`${name}: ${firstLine(e)}`);
+  }
+  return false;
+}
+
+async function start(name: BackendName, reasons: string[]): Promise<boolean> {
+  switch (name) {
+    case 'tensorflow': {
+      const pkg = await loadNative(reasons);
+      if (!pkg) return false;
+      if (!(await trySet('tensorflow', reasons))) return false;
+      debug(`tensorflow backend from ${pkg}`);
+      return true;
+    }
+    case 'wasm': {
+      if (!(await loadWasm(reasons)) || !(await trySet('wasm', reasons))) return false;
+      // After init: replacing a stock kernel must not skip its setup (see kernels/index.ts).
+      registerWasmKernels();
+      return true;
+    }
+    case 'cpu':
+      return trySet('cpu', reasons);
+  }
+}
+
+function parseName(v: string, source: 'argument' | 'DALLE_BACKEND'): BackendName {
+  const n = v.trim().toLowerCase();
+  if ((backendNames as readonly string[]).includes(n)) return n as BackendName;
+  throw new BackendNameError(v, source);
+}
+
+const chosen = new Map<string, Promise<string>>();
+
+/**
+ * Chooses and initializes the tfjs backend; returns its name ('tensorflow' | 'wasm' | 'cpu').
+ * `prefer` (e.g. a CLI flag) or else `DALLE_BACKEND` forces one; otherwise the fastest that starts.
+ * Idempotent: a repeated request does no new work and logs nothing (it re-activates its backend if
+ * something switched away from it in between).
+ */
+export async function initBackend(prefer?: string): Promise<string> {
+  const fromArg = prefer !== undefined && prefer !== '';
+  const env = process.env.DALLE_BACKEND;
+  const forced = fromArg ? parseName(prefer, 'argument') : env ? parseName(env, 'DALLE_BACKEND') : undefined;
+  const key = forced ?? 'auto';
+  let p = chosen.get(key);
+  if (!p) {
+    p = choose(forced, fromArg ? 'argument' : 'DALLE_BACKEND');
+    chosen.set(key, p);
+    // A failed start may succeed later (e.g. after installing a package): do not cache failures.
+    p.catch(() => chosen.delete(key));
+    return p;
+  }
+  const name = await p;
+  if (tf.getBackend() !== name) await tf.setBackend(name);
+  return name;
+}
+
+async function choose(forced: BackendName | undefined, source: string): Promise<string> {
+  // tfjs prints a "use tfjs-node" banner on first cpu use unless PROD is set; we log our own choice.
+  tf.env().set('PROD', true);
+  const reasons: string[] = [];
+  if (forced) {
+    if (!(await start(forced, reasons))) throw new BackendUnavailableError(forced, reasons);
+    log(forced, `forced by ${source}`);
+    return forced;
+  }
+  for (const name of backendNames) {
+    if (await start(name, reasons)) {
+      for (const r of reasons) debug(`skipped ${r}`);
+      log(name, reasons.length > 0 ? `after skipping ${reasons.length} option(s); DALLE_LOG_LEVEL=debug says why` : 'first choice');
+      return name;
+    }
+  }
+  throw new BackendUnavailableError('cpu', reasons);
+}
+
+let lastLogged: string | undefined;
+function log(name: string, why: string): void {
+  if (lastLogged === name) return;
+  lastLogged = name;
+  if (process.env.DALLE_LOG_LEVEL !== 'silent') process.stderr.write(`tfjs backend: ${name} (${why})\n`);
+}
+
+function firstLine(e: unknown): string {
+  return String((e as Error)?.message ?? e).split('\n')[0]!;
+}

@@ -1,0 +1,24 @@
+// Kernels we add to (or replace in) the wasm backend so the dVAE and the transformer train on it.
+// Each one is checked against the cpu backend in kernels.test.ts (relative error < 1e-4).
+import { getKernel, registerKernel, unregisterKernel } from '@tensorflow/tfjs';
+import { makeConv2DBackpropInputWasmConfig } from './conv2d-backprop-input.ts';
+import { conv2DBackpropFilterWasmConfig } from './conv2d-backprop-filter.ts';
+import { unsortedSegmentSumWasmConfig } from './unsorted-segment-sum.ts';
+
+/** Names of the kernels this module provides for the wasm backend. */
+export const wasmKernelNames = ['Conv2DBackpropFilter', 'Conv2DBackpropInput', 'UnsortedSegmentSum'] as const;
+
+let registered = false;
+
+/** Registers our wasm kernels once (idempotent). Call before the first backward pass on wasm. */
+export function registerWasmKernels(): void {
+  if (registered) return;
+  for (const cfg of [conv2DBackpropFilterWasmConfig, unsortedSegmentSumWasmConfig]) {
+    // A future tfjs-backend-wasm may ship its own: keep theirs.
+    if (!getKernel(cfg.kernelName, 'wasm')) registerKernel(cfg);
+  }
+  const stock = getKernel('Conv2DBackpropInput', 'wasm');
+  if (stock) unregisterKernel('Conv2DBackpropInput', 'wasm');
+  registerKernel(makeConv2DBackpropInputWasmConfig(stock));
+  registered = true;
+}
