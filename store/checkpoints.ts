@@ -68,12 +68,12 @@ export class CheckpointStore {
   }
 
   /** Phase 2: after every part is stored, write the manifest and move the pointer; then prune old ones. */
-  async commit(m: Omit<CheckpointManifest, 'createdAt' | 'meta'> & { meta?: Record<string, unknown> }): Promise<CheckpointManifest> {
+  async commit(m: Omit<CheckpointManifest, 'createdAt' | 'meta'> & { meta?: Record<string, unknown> }, keep = this.opts.keep ?? 3): Promise<CheckpointManifest> {
     CheckpointStore.checkIds(m.runId, m.stage);
     const manifest = CheckpointManifest.parse({ ...m, meta: m.meta ?? {}, createdAt: new Date().toISOString() });
     await this.backend.putObject(this.partKey(m.runId, m.stage, m.step, 'manifest.json'), new TextEncoder().encode(JSON.stringify(manifest)));
     await this.backend.kvPut(this.pointerKey(m.runId, m.stage), manifest);
-    await this.prune(m.runId, m.stage, m.step);
+    await this.prune(m.runId, m.stage, m.step, keep);
     return manifest;
   }
 
@@ -118,7 +118,7 @@ export class CheckpointStore {
 
   /** The newest committed checkpoint whose parts all verify, falling back step by step; undefined when
    *  there is none (a fresh start). Every fallback is reported through `onFallback`. */
-  async resolve(runId: string, stage: string): Promise<CheckpointManifest | undefined> {
+  async resolve(runId: string, stage: string, onFallback = this.opts.onFallback): Promise<CheckpointManifest | undefined> {
     const pointer = await this.latest(runId, stage);
     if (!pointer) return undefined;
     const candidates = (await this.committedSteps(runId, stage)).filter((s) => s <= pointer.step).reverse();
@@ -131,7 +131,7 @@ export class CheckpointStore {
         await this.verify(m);
         return m;
       } catch (e) {
-        this.opts.onFallback?.({ runId, stage, badStep: step, reason: (e as Error).message, usingStep: candidates[i + 1] });
+        onFallback?.({ runId, stage, badStep: step, reason: (e as Error).message, usingStep: candidates[i + 1] });
       }
     }
     return undefined;
@@ -139,8 +139,7 @@ export class CheckpointStore {
 
   /** Keep the newest `keep` committed checkpoints; delete older parts and manifests. Parts of
    *  uncommitted steps newer than the pointer (a segment in flight) are left alone. */
-  private async prune(runId: string, stage: string, committedStep: number): Promise<void> {
-    const keep = this.opts.keep ?? 3;
+  private async prune(runId: string, stage: string, committedStep: number, keep: number): Promise<void> {
     const steps = (await this.committedSteps(runId, stage)).filter((s) => s <= committedStep);
     const drop = new Set(steps.slice(0, Math.max(0, steps.length - keep)));
     if (!drop.size) return;

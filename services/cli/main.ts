@@ -8,6 +8,9 @@ const commands: Record<string, Command> = {
   up: { summary: 'start Temporal dev server and nats-server (installs them if missing); --check reports health', load: () => import('./up.ts') },
   down: { summary: 'stop the services that `dalle up` started', load: () => import('./down.ts') },
   config: { summary: 'config show <preset|file> [--json] | config schema', load: () => import('./config.ts') },
+  worker: { summary: 'worker [--slots N]: run training activities and workflows (task queue dalle-train)', load: () => import('./worker.ts') },
+  train: { summary: 'train --config <preset|file> [--run-id ID] [--detach]: start a training run', load: () => import('./train.ts') },
+  status: { summary: 'status <run-id> [--json]: state, progress and last checkpoint of a run', load: () => import('./status.ts') },
   bench: { summary: 'bench <name> [--json]: run a benchmark from bench/', load: () => import('./bench.ts') },
 };
 

@@ -1,0 +1,45 @@
+// The batch of (step, rank, W) for each stage. Both are pure functions of the run spec and the step (the
+// data cursor), so a relaunched segment sees exactly the batches the lost one saw.
+import type { RunSpec } from '../config/index.ts';
+import { loadBatch, mixSeed } from '../data/index.ts';
+import type { DvaeBatch } from '../model/dvae-trainer.ts';
+import type { TransformerBatch } from '../model/transformer-trainer.ts';
+import type { CheckpointStore } from '../store/index.ts';
+import { dataset } from './datasets.ts';
+import { encodedData } from './encoded.ts';
+import type { StageName } from './types.ts';
+
+export interface StageBatchSource {
+  batch(step: number, rank: number, worldSize: number): Promise<DvaeBatch | TransformerBatch>;
+}
+
+export async function stageBatches(stage: StageName, spec: RunSpec, checkpoints: CheckpointStore, runId: string): Promise<StageBatchSource> {
+  const ds = await dataset(spec.dataset);
+  const common = { seed: spec.train.seed, globalBatch: spec.train.batchSize, resolution: spec.dvae.resolution };
+  if (stage === 'dvae') {
+    return {
+      async batch(step, rank, worldSize): Promise<DvaeBatch> {
+        const b = await loadBatch(ds, { ...common, step, rank, worldSize, pipeline: 'dvae' });
+        return { images: b.images, n: b.n };
+      },
+    };
+  }
+  const enc = await encodedData(checkpoints, runId);
+  const { textLen, bpeDropout } = spec.transformer;
+  return {
+    async batch(step, rank, worldSize): Promise<TransformerBatch> {
+      // Images are not needed (their tokens are precomputed); captions and indices come from the same
+      // loader so both stages agree on the order and on caption draws.
+      const b = await loadBatch(ds, { ...common, step, rank, worldSize, pipeline: 'transformer' });
+      const text = new Int32Array(b.n * textLen);
+      const image = new Int32Array(b.n * enc.tokensPerImage);
+      for (let j = 0; j < b.n; j++) {
+        const t = enc.tokenizer.encode(b.captions[j]!, textLen, { dropout: bpeDropout, seed: mixSeed(spec.train.seed, 'bpe', b.positions[j]!) });
+        text.set(t.ids, j * textLen);
+        const i = b.indices[j]!;
+        image.set(enc.tokens.subarray(i * enc.tokensPerImage, (i + 1) * enc.tokensPerImage), j * enc.tokensPerImage);
+      }
+      return { text, image, n: b.n };
+    },
+  };
+}

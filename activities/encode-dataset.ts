@@ -1,0 +1,62 @@
+// encodeDataset: between the stages. The tokenizer is trained on the training captions; each worker
+// encodes a shard of the training images with the frozen dVAE (EMA weights, argmax tokens); the lead
+// commits both as the run's `data` checkpoint, which stage 2 reads.
+import { Context } from '@temporalio/activity';
+import { ApplicationFailure } from '@temporalio/common';
+import type { RunSpec } from '../config/index.ts';
+import { preprocessTransformer, rngFor, trainTokenizer } from '../data/index.ts';
+import { initBackend } from '../model/backend.ts';
+import { dvaeFromTrainerState } from '../model/dvae.ts';
+import type { CheckpointStore, PartRef } from '../store/index.ts';
+import { dataset } from './datasets.ts';
+import { DATA_STAGE, DATA_STEP, shardRange } from './encoded.ts';
+import type { EncodeShardInput } from './types.ts';
+
+const ENCODE_CHUNK = 64;
+
+export async function prepareTokenizer(checkpoints: CheckpointStore, input: { runId: string; spec: RunSpec }): Promise<PartRef> {
+  const ds = await dataset(input.spec.dataset);
+  const captions: string[] = [];
+  for (let i = 0; i < ds.size; i++) captions.push(...(await ds.captions(i)));
+  if (!captions.length) throw ApplicationFailure.nonRetryable(`dataset ${input.spec.dataset.kind} has no captions to train the tokenizer on`, 'DatasetError');
+  const tok = trainTokenizer(captions, input.spec.transformer.vocabSize);
+  const bytes = new TextEncoder().encode(JSON.stringify(tok.toJSON()));
+  return checkpoints.putPart(input.runId, DATA_STAGE, DATA_STEP, 'tokenizer', bytes);
+}
+
+export async function encodeShard(checkpoints: CheckpointStore, input: EncodeShardInput): Promise<PartRef> {
+  const { runId, spec, shard, shards, dvaeStep } = input;
+  await initBackend();
+  const m = await checkpoints.manifestAt(runId, 'dvae', dvaeStep);
+  if (!m) throw new Error(`dVAE checkpoint ${runId}/dvae/${dvaeStep} not found`);
+  const dvae = dvaeFromTrainerState(spec.dvae, await checkpoints.loadPart(m, 'params'));
+  try {
+    const ds = await dataset(spec.dataset);
+    const { start, end } = shardRange(shard, shards, ds.size);
+    const res = spec.dvae.resolution;
+    const per = spec.dvae.grid * spec.dvae.grid;
+    const tokens = new Int32Array((end - start) * per);
+    for (let at = start; at < end; at += ENCODE_CHUNK) {
+      const n = Math.min(ENCODE_CHUNK, end - at);
+      const images = new Uint8Array(n * res * res * 3);
+      for (let j = 0; j < n; j++) {
+        // One fixed transformer-pipeline crop per image, keyed by its index.
+        const item = await ds.get(at + j, { seed: spec.train.seed, epoch: 0 });
+        images.set(preprocessTransformer(item.rgb, item.width, item.height, res, rngFor(spec.train.seed, 'encode', at + j)), j * res * res * 3);
+      }
+      tokens.set(dvae.encode(images, n), (at - start) * per);
+      Context.current().heartbeat({ encoded: at + n - start, of: end - start });
+    }
+    return checkpoints.putPart(runId, DATA_STAGE, DATA_STEP, `tokens${shard}`, new Uint8Array(tokens.buffer));
+  } finally {
+    dvae.dispose();
+  }
+}
+
+export async function commitEncoded(checkpoints: CheckpointStore, input: { runId: string; spec: RunSpec; parts: PartRef[]; shards: number }): Promise<void> {
+  const ds = await dataset(input.spec.dataset);
+  await checkpoints.commit({
+    runId: input.runId, stage: DATA_STAGE, step: DATA_STEP, parts: input.parts,
+    meta: { shards: input.shards, size: ds.size, tokensPerImage: input.spec.dvae.grid ** 2 },
+  });
+}

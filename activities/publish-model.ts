@@ -1,0 +1,45 @@
+// publishModel: the EMA weights of both stages' final checkpoints + the tokenizer + the spec, as one
+// bundle in the model store under the spec's model name. Idempotent: a retry after a publish that
+// succeeded returns the version already published for this run.
+import type { RunSpec } from '../config/index.ts';
+import { initBackend } from '../model/backend.ts';
+import { encodeState } from '../model/state-io.ts';
+import { encodeBundle, sha256, type CheckpointStore, type ModelStore } from '../store/index.ts';
+import { createStageTrainer } from './stage-trainer.ts';
+import { DATA_STAGE, DATA_STEP } from './encoded.ts';
+import type { PublishResult, StageName } from './types.ts';
+
+async function emaWeights(checkpoints: CheckpointStore, runId: string, stage: StageName, spec: RunSpec): Promise<Uint8Array> {
+  const m = await checkpoints.resolve(runId, stage);
+  if (!m) throw new Error(`run ${runId} has no committed ${stage} checkpoint to publish`);
+  const trainer = await createStageTrainer(stage, spec, 1);
+  try {
+    trainer.loadState(await checkpoints.loadPart(m, 'params'));
+    const arrays = trainer.exportParams('ema');
+    return encodeState({ stage, step: m.step, runId }, trainer.paramSpecs().map((p, i) => [p.name, arrays[i]!] as const));
+  } finally {
+    trainer.dispose();
+  }
+}
+
+export async function publishModel(deps: { checkpoints: CheckpointStore; models: ModelStore }, input: { runId: string; spec: RunSpec }): Promise<PublishResult> {
+  const { runId, spec } = input;
+  await initBackend();
+  const dataManifest = await deps.checkpoints.manifestAt(runId, DATA_STAGE, DATA_STEP);
+  if (!dataManifest) throw new Error(`run ${runId} has no encoded dataset (tokenizer)`);
+  const tokenizer = JSON.parse(new TextDecoder().decode(await deps.checkpoints.loadPart(dataManifest, 'tokenizer')));
+  const bundle = encodeBundle({
+    spec,
+    tokenizer,
+    dvae: await emaWeights(deps.checkpoints, runId, 'dvae', spec),
+    transformer: await emaWeights(deps.checkpoints, runId, 'transformer', spec),
+    meta: { runId, preset: spec.preset, dvaeSteps: spec.dvae.steps, transformerSteps: spec.transformer.steps },
+  });
+  const hash = sha256(bundle);
+  const latest = await deps.models.latest(spec.modelName);
+  if (latest && latest.sha256 === hash && latest.meta.runId === runId) {
+    return { name: latest.name, version: latest.version, sha256: latest.sha256, bytes: latest.bytes };
+  }
+  const v = await deps.models.publish(spec.modelName, bundle, { runId, preset: spec.preset });
+  return { name: v.name, version: v.version, sha256: v.sha256, bytes: v.bytes };
+}

@@ -1,0 +1,141 @@
+// Rank r of W for one segment: load the committed checkpoint, join the NATS group, run steps
+// (compute → PowerSGD all-reduce → apply), heartbeat every step, and store a checkpoint every
+// `checkpointEvery` steps: each rank its PowerSGD state, rank 0 the model state, then rank 0 commits
+// once every rank has stored its part (a barrier). Cancellation stops at a step boundary.
+import { Context } from '@temporalio/activity';
+import { ApplicationFailure } from '@temporalio/common';
+import type { Client } from '@temporalio/client';
+import type { NatsConnection } from 'nats';
+import type { RunSpec } from '../config/index.ts';
+import { joinGroup, PowerSgd, type Group } from '../collective/index.ts';
+import type { Trainer } from '../model/trainer.ts';
+import type { CheckpointStore, PartRef } from '../store/index.ts';
+import { progressSignal } from '../workflows/signals.ts';
+import { stageBatches, type StageBatchSource } from './batches.ts';
+import { createStageTrainer } from './stage-trainer.ts';
+import type { ProgressReport, TrainShardInput, TrainShardResult } from './types.ts';
+
+export interface TrainShardDeps {
+  nc: NatsConnection;
+  checkpoints: CheckpointStore;
+  /** Signals rank 0's progress to the run's workflow. */
+  client: Client;
+  log: (msg: string, fields?: Record<string, unknown>) => void;
+}
+
+const PROGRESS_EVERY_MS = 1000;
+
+function totalSteps(spec: RunSpec, stage: TrainShardInput['stage']): number {
+  return stage === 'dvae' ? spec.dvae.steps : spec.transformer.steps;
+}
+
+/** The barrier of a checkpoint doubles as an all-gather of every rank's part reference: rank r writes its
+ *  sha256 (as 16-bit words, exact in float32) and byte count into its slot, the others write zeros, and the
+ *  sum is every rank's reference on every rank. */
+async function gatherPartRefs(group: Group, step: number, rank: number, worldSize: number, ref: PartRef): Promise<PartRef[]> {
+  const SLOT = 16 + 2;
+  const v = new Float32Array(worldSize * SLOT);
+  for (let i = 0; i < 16; i++) v[rank * SLOT + i] = parseInt(ref.sha256.slice(i * 4, i * 4 + 4), 16);
+  v[rank * SLOT + 16] = Math.floor(ref.bytes / 0x10000);
+  v[rank * SLOT + 17] = ref.bytes % 0x10000;
+  const sum = await group.allReduce(v, step, 'ckpt');
+  return Array.from({ length: worldSize }, (_, r) => ({
+    name: `rank${r}`,
+    sha256: Array.from({ length: 16 }, (_, i) => sum[r * SLOT + i]!.toString(16).padStart(4, '0')).join(''),
+    bytes: sum[r * SLOT + 16]! * 0x10000 + sum[r * SLOT + 17]!,
+  }));
+}
+
+/** Stores this step's checkpoint; rank 0 commits once every rank's part is stored (the gather above is
+ *  the barrier: no rank's reference exists before its part does). */
+async function saveCheckpoint(deps: TrainShardDeps, input: TrainShardInput, step: number, trainer: Trainer<unknown>, psgd: PowerSgd, group: Group, loss: number): Promise<void> {
+  const { runId, stage, rank, worldSize } = input;
+  const mine = await deps.checkpoints.putPart(runId, stage, step, `rank${rank}`, psgd.saveState());
+  const params = rank === 0 ? await deps.checkpoints.putPart(runId, stage, step, 'params', trainer.saveState()) : undefined;
+  const ranks = await gatherPartRefs(group, step, rank, worldSize, mine);
+  if (params) await deps.checkpoints.commit({ runId, stage, step, parts: [params, ...ranks], meta: { worldSize, loss, groupId: input.groupId } }, input.spec.train.keepCheckpoints);
+}
+
+export async function trainShard(deps: TrainShardDeps, input: TrainShardInput): Promise<TrainShardResult> {
+  const ctx = Context.current();
+  const { runId, stage, spec, rank, worldSize, fromStep, toStep } = input;
+  const total = totalSteps(spec, stage);
+  if (spec.train.batchSize % worldSize !== 0) {
+    throw ApplicationFailure.nonRetryable(`train.batchSize ${spec.train.batchSize} is not divisible by worldSize ${worldSize}`, 'ConfigError');
+  }
+
+  // 1. State: model + optimizer from the committed checkpoint (or the seed), this rank's PowerSGD state.
+  const trainer = await createStageTrainer(stage, spec, worldSize);
+  const source: StageBatchSource = await stageBatches(stage, spec, deps.checkpoints, runId);
+  const psgd = new PowerSgd(trainer.paramSpecs(), spec.powersgd, { rank, worldSize, seed: spec.train.seed });
+  let checkpointStep = 0;
+  if (fromStep > 0) {
+    const manifest = await deps.checkpoints.manifestAt(runId, stage, fromStep);
+    if (!manifest) throw new Error(`committed checkpoint ${runId}/${stage}/${fromStep} has no manifest`);
+    trainer.loadState(await deps.checkpoints.loadPart(manifest, 'params'));
+    // A rank that did not exist at save time (world size grew) starts with empty error buffers.
+    if (manifest.parts.some((p) => p.name === `rank${rank}`) && manifest.meta.worldSize === worldSize) {
+      psgd.loadState(await deps.checkpoints.loadPart(manifest, `rank${rank}`));
+    }
+    checkpointStep = fromStep;
+  }
+
+  // 2. The group: a barrier that every rank of this segment launch passes, or PeerLostError.
+  const group = await joinGroup({
+    nc: deps.nc, runId, groupId: input.groupId, rank, worldSize, timeoutMs: spec.train.collectiveTimeout * 1000,
+  });
+  const progressHandle = rank === 0 ? deps.client.workflow.getHandle(input.progressWorkflowId) : undefined;
+  let lastProgress = 0;
+  let loss = NaN;
+  let bytesRaw = 0;
+  let bytesSent = 0;
+  let skippedSteps = 0;
+  const t0 = Date.now();
+  // Heartbeats also flow while a step blocks (a slow peer), so only a dead process times out.
+  let lastDetails = { step: fromStep, checkpointStep };
+  const beat = setInterval(() => ctx.heartbeat(lastDetails), Math.max(500, (spec.train.heartbeatTimeout * 1000) / 4));
+  try {
+    for (let step = fromStep; step < toStep; step++) {
+      if (ctx.cancellationSignal.aborted) break;
+      // 3. One step: compute → compress + all-reduce → apply.
+      const batch = await source.batch(step, rank, worldSize);
+      const g = trainer.computeGradients(batch, step, rank);
+      const r = await psgd.reduce(group, g.grads, step);
+      const globalLoss = (await group.allReduce(Float32Array.of(g.loss), step, 'loss'))[0]! / worldSize;
+      let metrics = g.metrics;
+      if (r.skipped) skippedSteps++;
+      else metrics = { ...metrics, ...trainer.applyGradients(r.grads, step, globalLoss) };
+      loss = globalLoss;
+      bytesRaw += r.stats.bytesRaw;
+      bytesSent += r.stats.bytesSent;
+
+      const done = step + 1;
+      if (done % spec.train.checkpointEvery === 0 || done === toStep) {
+        await saveCheckpoint(deps, input, done, trainer, psgd, group, loss);
+        checkpointStep = done;
+      }
+      lastDetails = { step: done, checkpointStep };
+      ctx.heartbeat(lastDetails);
+
+      const now = Date.now();
+      if (progressHandle && (now - lastProgress >= PROGRESS_EVERY_MS || done === toStep)) {
+        lastProgress = now;
+        const report: ProgressReport = {
+          stage, step: done, totalSteps: total, loss, lr: metrics.lr ?? NaN, tau: metrics.tau, beta: metrics.beta,
+          stepsPerSec: (done - fromStep) / ((now - t0) / 1000), worldSize, bytesRaw, bytesSent,
+        };
+        await progressHandle.signal(progressSignal, report).catch((e: unknown) => deps.log('progress signal failed', { error: String(e) }));
+      }
+    }
+  } finally {
+    clearInterval(beat);
+    await group.close().catch(() => undefined);
+    trainer.dispose();
+  }
+  if (ctx.cancellationSignal.aborted) throw ctx.cancellationSignal.reason ?? new Error('cancelled');
+  const steps = Math.max(1, lastDetails.step - fromStep);
+  return {
+    rank, step: lastDetails.step, loss, checkpointStep, stepsPerSec: steps / ((Date.now() - t0) / 1000),
+    bytesRaw, bytesSent, skippedSteps,
+  };
+}

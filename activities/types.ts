@@ -1,0 +1,81 @@
+// Payloads between workflows and activities: pointers and small numbers only, never tensors (Temporal's
+// payload limit is 2 MiB and history keeps every payload).
+import type { RunSpec } from '../config/index.ts';
+
+export type StageName = 'dvae' | 'transformer';
+
+export interface ResolveCheckpointInput {
+  runId: string;
+  stage: StageName;
+}
+
+/** The newest committed checkpoint whose parts all verify (step 0 = fresh start). */
+export interface ResolvedCheckpoint {
+  step: number;
+  /** Fallbacks taken to get here (a corrupt or missing part), for the workflow's log and status. */
+  fallbacks: string[];
+}
+
+export interface TrainShardInput {
+  runId: string;
+  stage: StageName;
+  spec: RunSpec;
+  rank: number;
+  worldSize: number;
+  /** Fresh for every segment launch, so ranks of an abandoned attempt can never talk to a new one. */
+  groupId: string;
+  /** Committed checkpoint to start from (0 = initialize from the seed). */
+  fromStep: number;
+  /** Exclusive end of this segment. */
+  toStep: number;
+  /** Workflow that receives `progress` signals (the run's root workflow). */
+  progressWorkflowId: string;
+}
+
+export interface TrainShardResult {
+  rank: number;
+  step: number;
+  loss: number;
+  checkpointStep: number;
+  stepsPerSec: number;
+  /** Gradient bytes this rank would have sent uncompressed vs what it sent. */
+  bytesRaw: number;
+  bytesSent: number;
+  skippedSteps: number;
+}
+
+/** Rank-0 progress within a segment (signalled at most about once a second). */
+export interface ProgressReport {
+  stage: StageName;
+  step: number;
+  totalSteps: number;
+  loss: number;
+  lr: number;
+  tau?: number;
+  beta?: number;
+  stepsPerSec: number;
+  worldSize: number;
+  bytesRaw: number;
+  bytesSent: number;
+}
+
+export interface EncodeShardInput {
+  runId: string;
+  spec: RunSpec;
+  shard: number;
+  shards: number;
+  /** Committed dVAE checkpoint whose EMA weights encode the images. */
+  dvaeStep: number;
+}
+
+export interface PublishInput {
+  runId: string;
+  spec: RunSpec;
+}
+
+export interface PublishResult {
+  name: string;
+  version: number;
+  sha256: string;
+  bytes: number;
+}

@@ -1,0 +1,88 @@
+// `dalle status <run> [--json]`: the workflow's state, its live progress, and the last committed checkpoint.
+import { connect } from 'nats';
+import { serviceEnv } from '../../infra/services.ts';
+import { openStores, type CheckpointManifest } from '../../store/index.ts';
+import type { RunProgress } from '../../workflows/signals.ts';
+import type { TrainDalleResult } from '../../workflows/train-dalle.ts';
+import { parse, UsageError } from './args.ts';
+import { temporalClient } from './temporal.ts';
+import { progressLine } from './train.ts';
+
+export interface RunStatus {
+  runId: string;
+  status: 'running' | 'completed' | 'failed';
+  temporalStatus: string;
+  stage: string;
+  step: number;
+  totalSteps: number;
+  loss: number | null;
+  restarts: number;
+  checkpoint: { stage: string; step: number; parts: CheckpointManifest['parts'] } | null;
+  progress: RunProgress | null;
+  model: TrainDalleResult['model'] | null;
+  failure: string | null;
+}
+
+async function lastCheckpoint(runId: string): Promise<RunStatus['checkpoint']> {
+  const nc = await connect({ servers: serviceEnv().natsUrl, timeout: 3000 });
+  try {
+    const { checkpoints } = await openStores({ nc });
+    for (const stage of ['transformer', 'dvae']) {
+      const m = await checkpoints.latest(runId, stage);
+      if (m) return { stage, step: m.step, parts: m.parts };
+    }
+    return null;
+  } finally {
+    await nc.close();
+  }
+}
+
+export async function runStatus(runId: string): Promise<RunStatus> {
+  const { client, close } = await temporalClient();
+  try {
+    const handle = client.workflow.getHandle(runId);
+    const desc = await handle.describe().catch((e: Error) => {
+      throw new UsageError(`no run '${runId}': ${e.message}`);
+    });
+    const t = desc.status.name;
+    const status: RunStatus['status'] = t === 'RUNNING' ? 'running' : t === 'COMPLETED' ? 'completed' : 'failed';
+    const progress = await handle.query<RunProgress>('progress').catch(() => null);
+    let result: TrainDalleResult | null = null;
+    let failure: string | null = null;
+    if (status === 'completed') result = (await handle.result()) as TrainDalleResult;
+    if (status === 'failed') failure = await handle.result().then(() => null, (e: Error & { cause?: Error }) => e.cause?.message ?? e.message);
+    return {
+      runId,
+      status,
+      temporalStatus: t,
+      stage: result ? 'done' : (progress?.stage ?? 'unknown'),
+      step: result ? result.transformer.step : (progress?.step ?? 0),
+      totalSteps: progress?.totalSteps ?? 0,
+      loss: result ? result.transformer.loss : (progress?.loss ?? null),
+      restarts: result ? result.restarts : (progress?.restarts ?? 0),
+      checkpoint: await lastCheckpoint(runId),
+      progress,
+      model: result?.model ?? null,
+      failure,
+    };
+  } finally {
+    await close();
+  }
+}
+
+export async function run(argv: string[]): Promise<number> {
+  const { values, positionals } = parse(argv, { json: { type: 'boolean' } }, 'dalle status <run-id> [--json]');
+  const runId = positionals[0];
+  if (!runId) throw new UsageError('usage: dalle status <run-id> [--json]');
+  const s = await runStatus(runId);
+  if (values.json) console.log(JSON.stringify(s, null, 2));
+  else {
+    console.log(`run ${s.runId}: ${s.status} (${s.temporalStatus})`);
+    if (s.progress) console.log(progressLine(s.progress));
+    if (s.checkpoint) console.log(`last checkpoint: ${s.checkpoint.stage} step ${s.checkpoint.step} (${s.checkpoint.parts.length} parts)`);
+    if (s.model) console.log(`model: ${s.model.name} v${s.model.version} (${s.model.bytes} bytes)`);
+    if (s.failure) console.log(`failure: ${s.failure}`);
+    for (const e of s.progress?.events ?? []) console.log(`  event: ${e}`);
+  }
+  return s.status === 'failed' ? 1 : 0;
+}

@@ -1,0 +1,68 @@
+// `dalle train --config <preset|file> [--run-id ID] [--detach]`: validates the spec (a bad one never
+// reaches Temporal), starts workflow `trainDalle` with id = run id, and shows live progress until it ends.
+import { randomBytes } from 'node:crypto';
+import { WorkflowFailedError } from '@temporalio/client';
+import { loadSpec } from '../../config/index.ts';
+import { TASK_QUEUE } from '../worker/worker.ts';
+import type { RunProgress } from '../../workflows/signals.ts';
+import type { TrainDalleResult } from '../../workflows/train-dalle.ts';
+import { parse, UsageError } from './args.ts';
+import { temporalClient } from './temporal.ts';
+
+export function progressLine(p: RunProgress): string {
+  const width = 24;
+  const frac = p.totalSteps ? Math.min(1, p.step / p.totalSteps) : 0;
+  const bar = '#'.repeat(Math.round(frac * width)).padEnd(width, '.');
+  const num = (v: number | null, d = 4) => (v === null || !Number.isFinite(v) ? '-' : v.toFixed(d));
+  return `${p.stage.padEnd(11)} [${bar}] ${p.step}/${p.totalSteps} loss ${num(p.loss)} ${num(p.stepsPerSec, 2)} steps/s ckpt ${p.checkpointStep} W=${p.worldSize} restarts ${p.restarts}${p.paused ? ' PAUSED' : ''}`;
+}
+
+export async function run(argv: string[]): Promise<number> {
+  const usage = 'dalle train --config <preset|file> [--run-id ID] [--detach] [--json]';
+  const { values } = parse(argv, { config: { type: 'string' }, 'run-id': { type: 'string' }, detach: { type: 'boolean' }, json: { type: 'boolean' } }, usage);
+  if (!values.config) throw new UsageError(`--config is required\nusage: ${usage}`);
+  const spec = loadSpec(values.config); // throws ConfigError naming every bad field, before any workflow starts
+  const runId = values['run-id'] ?? `${spec.preset}-${new Date().toISOString().replace(/[-:T]/g, '').slice(0, 14)}-${randomBytes(3).toString('hex')}`;
+  if (!/^[A-Za-z0-9_-]+$/.test(runId)) throw new UsageError(`--run-id '${runId}' may contain only letters, digits, - and _`);
+  const { client, close } = await temporalClient();
+  try {
+    const handle = await client.workflow.start('trainDalle', { taskQueue: TASK_QUEUE, workflowId: runId, args: [{ runId, spec }] });
+    process.stderr.write(`run ${runId} started (workflow trainDalle, task queue ${TASK_QUEUE})\n`);
+    if (values.detach) {
+      console.log(values.json ? JSON.stringify({ runId }) : runId);
+      return 0;
+    }
+    const tty = process.stderr.isTTY;
+    let lastPrint = 0;
+    const timer = setInterval(async () => {
+      try {
+        const p = await handle.query<RunProgress>('progress');
+        const line = progressLine(p);
+        if (tty) process.stderr.write(`\r${line}\x1b[K`);
+        else if (Date.now() - lastPrint > 10_000) {
+          lastPrint = Date.now();
+          process.stderr.write(`${line}\n`);
+        }
+      } catch {
+        // no worker yet, or between stages: the next tick will tell
+      }
+    }, 1000);
+    try {
+      const result = (await handle.result()) as TrainDalleResult;
+      if (tty) process.stderr.write('\n');
+      console.log(values.json ? JSON.stringify(result) : `run ${runId} completed: model ${result.model.name} v${result.model.version}, restarts ${result.restarts}`);
+      return 0;
+    } catch (e) {
+      if (tty) process.stderr.write('\n');
+      if (e instanceof WorkflowFailedError) {
+        console.error(`run ${runId} failed: ${e.cause?.message ?? e.message}`);
+        return 1;
+      }
+      throw e;
+    } finally {
+      clearInterval(timer);
+    }
+  } finally {
+    await close();
+  }
+}

@@ -1,0 +1,55 @@
+// `dalle worker`: one process polling task queue `dalle-train` with `slots` rank slots (default 1: one
+// rank per process, so a kill takes out exactly one rank). Connections reconnect forever: a restart of
+// the Temporal server or of nats-server pauses work, it does not end it. SIGTERM/SIGINT shut down
+// gracefully: running activities are cancelled and stop at a step boundary; nothing half-written is
+// ever read (parts are committed only by manifest).
+import { fileURLToPath } from 'node:url';
+import { Client, Connection } from '@temporalio/client';
+import { DefaultLogger, NativeConnection, Runtime, Worker } from '@temporalio/worker';
+import { connect } from 'nats';
+import { createActivities } from '../../activities/index.ts';
+import { serviceEnv } from '../../infra/services.ts';
+import { openStores } from '../../store/index.ts';
+
+export const TASK_QUEUE = 'dalle-train';
+
+export interface WorkerOptions {
+  slots?: number;
+  taskQueue?: string;
+  /** Identity shown in Temporal (default: dalle-worker@<host>:<pid>). */
+  identity?: string;
+}
+
+let runtimeInstalled = false;
+
+export async function runWorker(opts: WorkerOptions = {}): Promise<void> {
+  const env = serviceEnv();
+  if (!runtimeInstalled) {
+    Runtime.install({ logger: new DefaultLogger((process.env.DALLE_LOG_LEVEL as 'WARN') || 'WARN') });
+    runtimeInstalled = true;
+  }
+  const identity = opts.identity ?? `dalle-worker@${process.pid}`;
+  const nc = await connect({ servers: env.natsUrl, name: identity, maxReconnectAttempts: -1, reconnectTimeWait: 500 });
+  const stores = await openStores({ nc });
+  const clientConnection = await Connection.connect({ address: env.temporalAddress });
+  const client = new Client({ connection: clientConnection, namespace: env.temporalNamespace });
+  const log = (msg: string, fields?: Record<string, unknown>) =>
+    process.stderr.write(`[${identity}] ${msg}${fields ? ` ${JSON.stringify(fields)}` : ''}\n`);
+  const worker = await Worker.create({
+    connection: await NativeConnection.connect({ address: env.temporalAddress }),
+    namespace: env.temporalNamespace,
+    taskQueue: opts.taskQueue ?? TASK_QUEUE,
+    identity,
+    workflowsPath: fileURLToPath(new URL('../../workflows/index.ts', import.meta.url)),
+    activities: createActivities({ nc, ...stores, client, log }),
+    maxConcurrentActivityTaskExecutions: opts.slots ?? 1,
+    shutdownGraceTime: '20 seconds',
+  });
+  log(`polling ${opts.taskQueue ?? TASK_QUEUE} on ${env.temporalAddress} (NATS ${env.natsUrl}), ${opts.slots ?? 1} slot(s)`);
+  try {
+    await worker.run();
+  } finally {
+    await clientConnection.close().catch(() => undefined);
+    await nc.drain().catch(() => undefined);
+  }
+}

@@ -1,0 +1,135 @@
+// One training stage: a loop of segments. A segment = W rank activities from the last committed checkpoint.
+// Any rank failing (dead worker: heartbeat timeout; lost peer: PeerLostError) cancels the others and the
+// segment is relaunched from the last committed checkpoint with a new group id. History stays bounded:
+// continue-as-new when Temporal suggests it.
+import {
+  ActivityFailure,
+  ApplicationFailure,
+  CancellationScope,
+  condition,
+  continueAsNew,
+  getExternalWorkflowHandle,
+  isCancellation,
+  log,
+  setHandler,
+  sleep,
+  workflowInfo,
+} from '@temporalio/workflow';
+import type { RunSpec } from '../config/index.ts';
+import type { StageName, TrainShardResult } from '../activities/types.ts';
+import { rankActivities, utilityActivities } from './activities.ts';
+import { pauseSignal, resumeSignal, setWorldSizeSignal, stageEventSignal, type StageEvent } from './signals.ts';
+
+export interface TrainStageInput {
+  runId: string;
+  stage: StageName;
+  spec: RunSpec;
+  worldSize: number;
+  /** The root workflow (receives stage events and rank progress). */
+  parentId: string;
+  /** Carried across continue-as-new. */
+  restarts?: number;
+  groupSeq?: number;
+  paused?: boolean;
+}
+
+export interface TrainStageResult {
+  stage: StageName;
+  step: number;
+  loss: number;
+  restarts: number;
+  bytesRaw: number;
+  bytesSent: number;
+}
+
+function totalSteps(spec: RunSpec, stage: StageName): number {
+  return stage === 'dvae' ? spec.dvae.steps : spec.transformer.steps;
+}
+
+/** Failures that a relaunch cannot fix (bad config, missing dataset) end the stage at once. */
+function nonRetryable(err: unknown): ApplicationFailure | undefined {
+  const cause = err instanceof ActivityFailure ? err.cause : err;
+  return cause instanceof ApplicationFailure && cause.nonRetryable ? cause : undefined;
+}
+
+function describe(err: unknown): string {
+  let e: unknown = err;
+  const parts: string[] = [];
+  while (e instanceof Error && parts.length < 4) {
+    parts.push(e.message);
+    e = (e as { cause?: unknown }).cause;
+  }
+  return parts.filter(Boolean).join(': ');
+}
+
+export async function trainStage(input: TrainStageInput): Promise<TrainStageResult> {
+  const { runId, stage, spec } = input;
+  let restarts = input.restarts ?? 0;
+  let groupSeq = input.groupSeq ?? 0;
+  let paused = input.paused ?? false;
+  let worldSize = input.worldSize;
+  const parent = getExternalWorkflowHandle(input.parentId);
+  const tell = (e: Omit<StageEvent, 'stage'>) => parent.signal(stageEventSignal, { stage, ...e });
+
+  setHandler(pauseSignal, () => void (paused = true));
+  setHandler(resumeSignal, () => void (paused = false));
+  setHandler(setWorldSizeSignal, (w) => {
+    // Validated by the CLI; a bad value here is ignored rather than failing a long run.
+    if (Number.isInteger(w) && w > 0 && spec.train.batchSize % w === 0) worldSize = w;
+    else log.warn('ignoring setWorldSize', { w, batchSize: spec.train.batchSize });
+  });
+
+  const ranks = rankActivities(spec.train.heartbeatTimeout);
+  const total = totalSteps(spec, stage);
+  let last: TrainShardResult | undefined;
+  let bytesRaw = 0;
+  let bytesSent = 0;
+
+  for (;;) {
+    if (paused) await condition(() => !paused);
+    const ck = await utilityActivities.resolveCheckpoint({ runId, stage });
+    for (const f of ck.fallbacks) await tell({ message: `checkpoint fallback: ${f}` });
+    if (ck.step >= total) {
+      return { stage, step: ck.step, loss: last?.loss ?? NaN, restarts, bytesRaw, bytesSent };
+    }
+    if (workflowInfo().continueAsNewSuggested) {
+      await continueAsNew<typeof trainStage>({ ...input, restarts, groupSeq, paused, worldSize });
+    }
+
+    const groupId = `${stage}-g${groupSeq++}`;
+    const toStep = Math.min(ck.step + spec.train.segmentSteps, total);
+    let shards: Promise<TrainShardResult>[] = [];
+    const scope = new CancellationScope();
+    const all = scope.run(() => {
+      shards = Array.from({ length: worldSize }, (_, rank) =>
+        ranks.trainShard({ runId, stage, spec, rank, worldSize, groupId, fromStep: ck.step, toStep, progressWorkflowId: input.parentId }),
+      );
+      return Promise.all(shards);
+    });
+    try {
+      const results = await all;
+      last = results[0];
+      for (const r of results) {
+        bytesRaw += r.bytesRaw;
+        bytesSent += r.bytesSent;
+      }
+      await tell({ checkpointStep: results[0]!.checkpointStep });
+    } catch (err) {
+      // The run itself being cancelled is not a failed segment.
+      if (isCancellation(err) && CancellationScope.current().consideredCancelled) throw err;
+      scope.cancel();
+      await Promise.allSettled(shards);
+      const fatal = nonRetryable(err);
+      if (fatal) throw fatal;
+      restarts += 1;
+      const why = describe(err);
+      log.warn('segment failed; relaunching from the last committed checkpoint', { stage, groupId, restarts, why });
+      await tell({ restarts, message: `restart ${restarts} of ${stage} after ${groupId}: ${why}` });
+      if (restarts > spec.train.maxRestarts) {
+        throw ApplicationFailure.nonRetryable(`stage ${stage} failed ${restarts} times (maxRestarts ${spec.train.maxRestarts}); last: ${why}`, 'TooManyRestarts');
+      }
+      // Back off a little so a dead worker's replacement can come up; capped so recovery stays quick.
+      await sleep(Math.min(1000 * 2 ** Math.min(restarts - 1, 4), 15_000));
+    }
+  }
+}
