@@ -19,7 +19,7 @@ export const presets: Record<PresetName, PresetInput> = {
       lr: 1e-3, warmupSteps: 5, plateauPatience: 10, emaDecay: 0.9,
     },
     powersgd: { enabled: true, rank: 2, startIter: 2, minCompressionRate: 1 },
-    train: { worldSize: 2, batchSize: 8, segmentSteps: 10, checkpointEvery: 5, seed: 0 },
+    train: { worldSize: 2, batchSize: 8, segmentSteps: 10, checkpointEvery: 5, seed: 0, heartbeatTimeout: 8, collectiveTimeout: 6 },
   },
   // The demo: learns the synthetic shapes set on a 2-core machine in minutes.
   shapes: {
