@@ -1,0 +1,522 @@
+// Process groups over core NATS: W ranks of one (runId, groupId) join behind a barrier, then run collective
+// operations one at a time, in the same order on every rank. Subjects: see subjects.ts.
+//
+// Failure model. A rank that does not arrive, dies, or stops answering makes every surviving rank raise
+// PeerLostError within `timeoutMs`: a silent peer is asked for what is missing (request-reply; "no
+// responders" twice = its subscriptions are gone), an operation without progress for `timeoutMs` gives up,
+// and the first rank to give up broadcasts 'abort' so the others fail at once with the same ranks. After a
+// PeerLostError the group is dead: the runtime relaunches with a fresh group id (DESIGN.md).
+import { randomBytes } from 'node:crypto';
+import { SpanStatusCode, trace } from '@opentelemetry/api';
+import { ErrorCode, headers as natsHeaders, type Msg, type NatsConnection, type Subscription } from 'nats';
+import { AllReduceOp, type ChunkMeta, type OpHost, type Phase, type OpSpec, type ResendReply, type ResendRequest, type Wire } from './all-reduce.ts';
+import { CollectiveArgumentError, DuplicateRankError, GroupClosedError, PeerLostError } from './errors.ts';
+import { decodeFp16, encodeFp16 } from './fp16.ts';
+import { Op, Subjects, checkToken } from './subjects.ts';
+import { traceFields } from './trace-headers.ts';
+
+const tracer = trace.getTracer('dalle.collective');
+const META = 'dalle-meta';
+const enc = new TextEncoder();
+const dec = new TextDecoder();
+
+export interface JoinOptions {
+  nc: NatsConnection;
+  runId: string;
+  groupId: string;
+  rank: number;
+  worldSize: number;
+  /** A peer that lets an operation make no progress for this long is lost (PeerLostError). Also the
+   *  join deadline. */
+  timeoutMs: number;
+  /** Payload bytes per message (default: 1 MiB, capped 4 KiB below the server's max_payload). */
+  chunkBytes?: number;
+  /** Reduce-scatter bytes a receiver may have in flight from all senders together (default 16 MiB):
+   *  bounds the server's per-connection buffer far below its 64 MiB slow-consumer limit. */
+  windowBytes?: number;
+  /** Ask a silent peer to resend after this long (default timeoutMs / 10, clamped to 50..1000 ms). */
+  retryMs?: number;
+  /** Fault injection for tests: return true to drop an outgoing chunk (it is never published). */
+  dropChunk?: (c: DroppedChunk) => boolean;
+}
+
+export interface DroppedChunk {
+  opIndex: number;
+  tag: string;
+  phase: Phase;
+  to: number | 'all';
+  seg: number;
+  chunk: number;
+  resend: boolean;
+}
+
+export interface AllReduceOptions {
+  /** Training step (goes into subjects and errors). */
+  step: number;
+  /** Names this all-reduce within the step (subject-safe token), e.g. 'grads', 'p', 'q'. Default 'ar'. */
+  tag?: string;
+  /** Divide the sum by worldSize (default false: sum). */
+  average?: boolean;
+  /** fp16 halves the bytes; the caller scales values into fp16 range. Default fp32. */
+  wire?: Wire;
+}
+
+/** Cumulative counters of one group, for metrics and logs. */
+export interface GroupCounters {
+  ops: number;
+  /** Payload bytes and messages this rank published (first sends and resends). */
+  bytesOut: number;
+  msgsOut: number;
+  /** Payload bytes of chunks this rank used. */
+  bytesIn: number;
+  /** Chunks this rank resent because a peer asked. */
+  resent: number;
+  /** Resend requests this rank sent. */
+  resendRequests: number;
+  /** Chunks dropped by fault injection. */
+  dropped: number;
+}
+
+export interface Group {
+  readonly rank: number;
+  readonly worldSize: number;
+  readonly runId: string;
+  readonly groupId: string;
+  /** Sum (or mean) of `data` over all ranks, bit-identical on every rank and every rerun. Every rank must
+   *  call it with the same length, tag, step and wire, in the same order. `data` is not modified, but
+   *  must not change until the promise settles. Throws PeerLostError, CollectiveMismatchError,
+   *  ChunkLostError, GroupClosedError. */
+  allReduce(data: Float32Array, opts: AllReduceOptions): Promise<Float32Array>;
+  /** Shorthand: the fp32 sum, `allReduce(data, { step, tag })`. */
+  allReduce(data: Float32Array, step: number, tag?: string): Promise<Float32Array>;
+  /** Returns once every rank has reached the barrier of this step. */
+  barrier(step: number): Promise<void>;
+  /** A snapshot of the counters. */
+  counters(): GroupCounters;
+  /** Leaves the group: announces it, waits (at most timeoutMs) for the peers to finish the last
+   *  operation so that they can still ask for resends, then unsubscribes. Idempotent. */
+  close(): Promise<void>;
+}
+
+/** Joins the group and returns once all `worldSize` ranks are there. Throws PeerLostError naming the
+ *  ranks that did not arrive within timeoutMs, DuplicateRankError, CollectiveArgumentError. */
+export async function joinGroup(opts: JoinOptions): Promise<Group> {
+  const g = new NatsGroup(opts);
+  await g.join();
+  return g;
+}
+
+interface Hello {
+  instance: string;
+  worldSize: number;
+  seen: number[];
+}
+
+class NatsGroup implements Group, OpHost {
+  readonly rank: number;
+  readonly worldSize: number;
+  readonly runId: string;
+  readonly groupId: string;
+  readonly timeoutMs: number;
+  readonly retryMs: number;
+  private readonly nc: NatsConnection;
+  private readonly subjects: Subjects;
+  private readonly chunkBytes: number;
+  private readonly windowBytes: number;
+  private readonly dropChunk?: (c: DroppedChunk) => boolean;
+  private readonly instance = randomBytes(8).toString('hex');
+  private readonly subs: Subscription[] = [];
+  private readonly peers = new Map<number, string>(); // rank → instance
+  private joinWaiter?: { resolve: () => void; reject: (e: Error) => void };
+  private nextOp = 0;
+  private current?: AllReduceOp;
+  /** Chunks of operations this rank has not started yet (a fast peer may run one op ahead). */
+  private readonly early = new Map<number, { meta: ChunkMeta; data: Uint8Array }[]>();
+  /** The last completed operation's all-gather payloads, kept until the next one completes (by then
+   *  every peer has finished it, so nobody can ask for them any more). */
+  private retained?: { spec: OpSpec; agPayload: (Uint8Array | undefined)[] };
+  private readonly byes = new Map<number, number>(); // rank → last op index it ran
+  private failure?: Error;
+  /** The PeerLostError that came from a peer's abort (not re-broadcast). */
+  private abortedBy?: PeerLostError;
+  private closing = false;
+  private timer?: NodeJS.Timeout;
+  private queue: Promise<unknown> = Promise.resolve();
+  private traceNow: [string, string][] = [];
+  private readonly stats: GroupCounters = { ops: 0, bytesOut: 0, msgsOut: 0, bytesIn: 0, resent: 0, resendRequests: 0, dropped: 0 };
+
+  constructor(o: JoinOptions) {
+    if (!o || typeof o !== 'object') throw new CollectiveArgumentError('options', o, 'must be an object');
+    if (!o.nc || typeof o.nc.publish !== 'function') throw new CollectiveArgumentError('nc', o.nc, 'must be a connected NatsConnection');
+    if (o.nc.isClosed()) throw new CollectiveArgumentError('nc', 'closed', 'is closed');
+    if (!Number.isInteger(o.worldSize) || o.worldSize < 1) throw new CollectiveArgumentError('worldSize', o.worldSize, 'must be an integer ≥ 1');
+    if (!Number.isInteger(o.rank) || o.rank < 0 || o.rank >= o.worldSize) throw new CollectiveArgumentError('rank', o.rank, `must be an integer in [0, ${o.worldSize})`);
+    if (!(typeof o.timeoutMs === 'number' && o.timeoutMs > 0 && Number.isFinite(o.timeoutMs))) throw new CollectiveArgumentError('timeoutMs', o.timeoutMs, 'must be a positive number of milliseconds');
+    this.subjects = new Subjects(o.runId, o.groupId);
+    this.nc = o.nc;
+    this.rank = o.rank;
+    this.worldSize = o.worldSize;
+    this.runId = o.runId;
+    this.groupId = o.groupId;
+    this.timeoutMs = o.timeoutMs;
+    this.retryMs = o.retryMs ?? Math.min(1000, Math.max(50, o.timeoutMs / 10));
+    if (!(this.retryMs > 0)) throw new CollectiveArgumentError('retryMs', o.retryMs, 'must be a positive number of milliseconds');
+    const maxPayload = o.nc.info?.max_payload ?? 1 << 20;
+    const limit = maxPayload - 4096; // headroom for headers, which count against max_payload
+    const chunk = o.chunkBytes ?? Math.min(1 << 20, limit);
+    if (!Number.isInteger(chunk) || chunk < 8 || chunk > limit) {
+      throw new CollectiveArgumentError('chunkBytes', o.chunkBytes, `must be an integer in [8, ${limit}] (server max_payload ${maxPayload} minus 4 KiB for headers)`);
+    }
+    this.chunkBytes = chunk - (chunk % 4);
+    this.windowBytes = o.windowBytes ?? 16 << 20;
+    if (!(this.windowBytes > 0)) throw new CollectiveArgumentError('windowBytes', o.windowBytes, 'must be positive');
+    this.dropChunk = o.dropChunk;
+  }
+
+  // ---- join ------------------------------------------------------------------------------------------
+
+  async join(): Promise<void> {
+    const s = this.subjects;
+    const me = this.rank;
+    const sub = (subject: string, handler: (m: Msg) => void) => {
+      this.subs.push(this.nc.subscribe(subject, { callback: (err, m) => !err && this.guard(() => handler(m)) }));
+    };
+    sub(s.pattern(Op.reduceScatter, me), (m) => this.onChunkMsg(m));
+    sub(s.pattern(Op.resend, me), (m) => this.onChunkMsg(m));
+    for (let p = 0; p < this.worldSize; p++) if (p !== me) sub(s.pattern(Op.allGather, p), (m) => this.onChunkMsg(m));
+    sub(s.pattern(Op.nack, me), (m) => this.onResendRequest(m));
+    sub(s.pattern(Op.join, '*'), (m) => this.onHello(m));
+    sub(s.pattern(Op.bye, '*'), (m) => this.onBye(m));
+    sub(s.pattern(Op.abort, '*'), (m) => this.onAbort(m));
+    await this.nc.flush(); // the server has our subscriptions before anyone can hear of us
+    if (this.worldSize === 1) return;
+    const t0 = performance.now();
+    const done = new Promise<void>((resolve, reject) => (this.joinWaiter = { resolve, reject }));
+    if (this.failure) this.joinWaiter?.reject(this.failure);
+    if (this.peers.size === this.worldSize - 1) this.joinWaiter?.resolve(); // all heard while subscribing
+    this.sayHello();
+    let lastHello = performance.now();
+    this.timer = setInterval(() => {
+      const now = performance.now();
+      if (now - t0 >= this.timeoutMs) {
+        const missing = this.missingPeers();
+        this.joinWaiter?.reject(new PeerLostError(missing, null, 'join', `did not arrive within ${this.timeoutMs} ms`, me));
+      } else if (now - lastHello >= 100) {
+        this.sayHello();
+        lastHello = now;
+      }
+    }, 25);
+    try {
+      await done;
+    } catch (e) {
+      await this.shutdown(e as Error);
+      throw e;
+    } finally {
+      clearInterval(this.timer);
+      this.timer = undefined;
+      this.joinWaiter = undefined;
+    }
+  }
+
+  private missingPeers(): number[] {
+    const out: number[] = [];
+    for (let p = 0; p < this.worldSize; p++) if (p !== this.rank && !this.peers.has(p)) out.push(p);
+    return out;
+  }
+
+  private sayHello(): void {
+    const hello: Hello = { instance: this.instance, worldSize: this.worldSize, seen: [...this.peers.keys()] };
+    this.nc.publish(this.subjects.of(Op.join, 0, this.rank), enc.encode(JSON.stringify(hello)));
+  }
+
+  private onHello(m: Msg): void {
+    const from = senderOf(m.subject);
+    const h = JSON.parse(dec.decode(m.data)) as Hello;
+    if (from === this.rank) {
+      if (h.instance !== this.instance) this.failGroup(new DuplicateRankError(this.rank, this.groupId));
+      return;
+    }
+    if (from < 0 || from >= this.worldSize) return this.failGroup(new CollectiveArgumentError('rank', from, `of a peer is outside [0, ${this.worldSize})`));
+    if (h.worldSize !== this.worldSize) {
+      return this.failGroup(new CollectiveArgumentError('worldSize', this.worldSize, `differs from rank ${from}'s (${h.worldSize}); every rank of a group must agree`));
+    }
+    const known = this.peers.get(from);
+    if (known && known !== h.instance) return this.failGroup(new DuplicateRankError(from, this.groupId));
+    this.peers.set(from, h.instance);
+    // A peer that has not heard of me subscribed after my last hello: answer it.
+    if (!h.seen.includes(this.rank)) this.sayHello();
+    if (this.joinWaiter && this.peers.size === this.worldSize - 1) this.joinWaiter.resolve();
+  }
+
+  // ---- operations ------------------------------------------------------------------------------------
+
+  allReduce(data: Float32Array, stepOrOpts: number | AllReduceOptions, tagArg?: string): Promise<Float32Array> {
+    const opts: AllReduceOptions = typeof stepOrOpts === 'number' ? { step: stepOrOpts, tag: tagArg } : stepOrOpts;
+    if (!(data instanceof Float32Array)) return Promise.reject(new CollectiveArgumentError('data', data, 'must be a Float32Array'));
+    if (!opts || !Number.isInteger(opts.step) || opts.step < 0) return Promise.reject(new CollectiveArgumentError('step', opts?.step, 'must be an integer ≥ 0'));
+    const tag = opts.tag ?? 'ar';
+    try {
+      checkToken('tag', tag);
+    } catch (e) {
+      return Promise.reject(e as Error);
+    }
+    const wire = opts.wire ?? 'fp32';
+    if (wire !== 'fp32' && wire !== 'fp16') return Promise.reject(new CollectiveArgumentError('wire', wire, "must be 'fp32' or 'fp16'"));
+    const run = () => this.runAllReduce(data, { step: opts.step, tag, wire, average: opts.average ?? false });
+    const p = this.queue.then(run, run);
+    this.queue = p.catch(() => undefined);
+    return p;
+  }
+
+  async barrier(step: number): Promise<void> {
+    await this.allReduce(new Float32Array(0), { step, tag: 'barrier' });
+  }
+
+  private async runAllReduce(data: Float32Array, o: { step: number; tag: string; wire: Wire; average: boolean }): Promise<Float32Array> {
+    if (this.failure || this.closing) throw this.failure ?? new GroupClosedError(this.groupId, this.rank);
+    const opIndex = this.nextOp++;
+    this.stats.ops++;
+    return tracer.startActiveSpan(
+      'collective.allReduce',
+      { attributes: { 'dalle.step': o.step, 'dalle.tag': o.tag, 'dalle.bytes': data.byteLength, 'dalle.rank': this.rank, 'dalle.world_size': this.worldSize, 'dalle.wire': o.wire } },
+      async (span) => {
+        try {
+          const out = this.worldSize === 1 ? solo(data, o.wire) : await this.exchange(opIndex, data, o);
+          span.end();
+          return out;
+        } catch (e) {
+          span.recordException(e as Error);
+          span.setStatus({ code: SpanStatusCode.ERROR, message: (e as Error).message });
+          span.end();
+          throw e;
+        }
+      },
+    );
+  }
+
+  private async exchange(opIndex: number, data: Float32Array, o: { step: number; tag: string; wire: Wire; average: boolean }): Promise<Float32Array> {
+    this.traceNow = traceFields();
+    const op = new AllReduceOp({ opIndex, length: data.length, ...o }, data, this, this.chunkBytes, this.windowBytes);
+    this.current = op;
+    for (const [p, last] of this.byes) {
+      if (last < opIndex) op.fail(new PeerLostError([p], o.step, `allReduce:${o.tag}`, 'left the group', this.rank));
+    }
+    this.timer = setInterval(() => this.guard(() => op.tick(performance.now())), Math.max(10, Math.min(this.retryMs, this.timeoutMs) / 4));
+    try {
+      op.start();
+      const early = this.early.get(opIndex);
+      this.early.delete(opIndex);
+      for (const e of early ?? []) op.onChunk(e.meta, e.data);
+      const out = await op.done;
+      this.retained = { spec: op.spec, agPayload: op.agPayload };
+      this.stats.bytesIn += op.bytesIn;
+      return out;
+    } catch (e) {
+      if (e instanceof PeerLostError && e !== this.abortedBy) this.broadcastAbort(e);
+      this.failure ??= e as Error;
+      throw e;
+    } finally {
+      clearInterval(this.timer);
+      this.timer = undefined;
+      this.current = undefined;
+    }
+  }
+
+  // ---- OpHost ----------------------------------------------------------------------------------------
+
+  publishChunk(op: AllReduceOp, phase: Phase, to: number | 'all', seg: number, chunk: number, payload: Uint8Array, resendTo?: number): void {
+    const s = op.spec;
+    if (this.dropChunk?.({ opIndex: s.opIndex, tag: s.tag, phase, to, seg, chunk, resend: resendTo !== undefined })) {
+      this.stats.dropped++;
+      return;
+    }
+    const h = natsHeaders();
+    h.set(META, `${s.opIndex} ${this.rank} ${phase} ${seg} ${chunk} ${s.length} ${s.wire} ${s.average ? 1 : 0} ${s.step} ${s.tag}`);
+    for (const [k, v] of this.traceNow) h.set(k, v);
+    const subject =
+      resendTo !== undefined
+        ? this.subjects.of(Op.resend, s.step, resendTo)
+        : phase === 'rs'
+          ? this.subjects.of(Op.reduceScatter, s.step, to as number)
+          : this.subjects.of(Op.allGather, s.step, this.rank);
+    this.nc.publish(subject, payload, { headers: h });
+    this.stats.bytesOut += payload.byteLength;
+    this.stats.msgsOut++;
+    if (resendTo !== undefined) this.stats.resent++;
+  }
+
+  async requestResend(op: AllReduceOp, peer: number, req: ResendRequest): Promise<ResendReply | 'no-responders' | 'timeout'> {
+    this.stats.resendRequests++;
+    try {
+      const h = natsHeaders();
+      for (const [k, v] of this.traceNow) h.set(k, v);
+      const m = await this.nc.request(this.subjects.of(Op.nack, op.spec.step, peer), enc.encode(JSON.stringify(req)), {
+        timeout: Math.max(50, this.retryMs),
+        headers: h,
+      });
+      return JSON.parse(dec.decode(m.data)) as ResendReply;
+    } catch (e) {
+      if ((e as { code?: string }).code === ErrorCode.NoResponders) return 'no-responders';
+      return 'timeout';
+    }
+  }
+
+  // ---- incoming --------------------------------------------------------------------------------------
+
+  private onChunkMsg(m: Msg): void {
+    const meta = parseMeta(m.headers?.get(META));
+    if (!meta) return;
+    const cur = this.current;
+    if (cur && meta.opIndex === cur.opIndex) return cur.onChunk(meta, m.data);
+    if (meta.opIndex >= this.nextOp) {
+      // a peer is one operation ahead of us: keep its chunks until we get there
+      const list = this.early.get(meta.opIndex) ?? [];
+      list.push({ meta, data: m.data });
+      this.early.set(meta.opIndex, list);
+    }
+    // else: a late duplicate of a finished operation
+  }
+
+  private onResendRequest(m: Msg): void {
+    const req = JSON.parse(dec.decode(m.data)) as ResendRequest;
+    let reply: ResendReply;
+    const cur = this.current;
+    if (cur && cur.opIndex === req.opIndex) {
+      reply = cur.resend(req);
+    } else if (req.opIndex >= this.nextOp || (cur && req.opIndex > cur.opIndex)) {
+      reply = { state: 'not-started', resent: 0, waitingOn: [] };
+    } else if (this.retained?.spec.opIndex === req.opIndex) {
+      // Finished here, so the asker already holds every reduce-scatter chunk from us (it could not have
+      // sent us its all-gather otherwise): any rs in the request is stale. Serve the all-gather.
+      let resent = 0;
+      for (const c of req.ag) {
+        const p = this.retained.agPayload[c];
+        if (!p) continue;
+        this.resendRetained(this.retained.spec, req.from, c, p);
+        resent++;
+      }
+      reply = { state: 'done', resent, waitingOn: [] };
+    } else {
+      reply = { state: 'gone', resent: 0, waitingOn: [] };
+    }
+    m.respond(enc.encode(JSON.stringify(reply)));
+  }
+
+  private resendRetained(spec: OpSpec, to: number, c: number, payload: Uint8Array): void {
+    const h = natsHeaders();
+    h.set(META, `${spec.opIndex} ${this.rank} ag ${this.rank} ${c} ${spec.length} ${spec.wire} ${spec.average ? 1 : 0} ${spec.step} ${spec.tag}`);
+    this.nc.publish(this.subjects.of(Op.resend, spec.step, to), payload, { headers: h });
+    this.stats.bytesOut += payload.byteLength;
+    this.stats.msgsOut++;
+    this.stats.resent++;
+  }
+
+  private onBye(m: Msg): void {
+    const from = senderOf(m.subject);
+    if (from === this.rank || from < 0) return;
+    const { lastOp } = JSON.parse(dec.decode(m.data)) as { lastOp: number };
+    this.byes.set(from, lastOp);
+    const cur = this.current;
+    if (cur && cur.opIndex > lastOp) cur.fail(new PeerLostError([from], cur.spec.step, `allReduce:${cur.spec.tag}`, 'left the group', this.rank));
+    this.byeWaiter?.();
+  }
+  private byeWaiter?: () => void;
+
+  private onAbort(m: Msg): void {
+    const from = senderOf(m.subject);
+    if (from === this.rank || from < 0) return;
+    const a = JSON.parse(dec.decode(m.data)) as { ranks: number[]; step: number | null; op: string; reason: string };
+    const e = new PeerLostError(a.ranks, a.step, a.op, `rank ${from} gave up on them (${a.reason})`, this.rank);
+    this.abortedBy ??= e;
+    this.failGroup(e);
+  }
+
+  private broadcastAbort(e: PeerLostError): void {
+    if (this.nc.isClosed()) return;
+    const body = { ranks: e.ranks, step: e.step, op: e.op, reason: e.reason };
+    this.nc.publish(this.subjects.of(Op.abort, e.step ?? 0, this.rank), enc.encode(JSON.stringify(body)));
+  }
+
+  /** Fails whatever is running and every later call. */
+  private failGroup(e: Error): void {
+    this.failure ??= e;
+    this.current?.fail(e);
+    this.joinWaiter?.reject(e);
+  }
+
+  /** Runs a message handler; a handler that throws fails the group instead of crashing the process. */
+  private guard(f: () => void): void {
+    try {
+      f();
+    } catch (e) {
+      this.failGroup(e as Error);
+    }
+  }
+
+  counters(): GroupCounters {
+    return { ...this.stats };
+  }
+
+  async close(): Promise<void> {
+    if (this.closing) return;
+    this.closing = true;
+    await this.queue;
+    if (!this.failure && this.worldSize > 1 && !this.nc.isClosed()) {
+      this.nc.publish(this.subjects.of(Op.bye, 0, this.rank), enc.encode(JSON.stringify({ lastOp: this.nextOp - 1 })));
+      // Serve resend requests until every peer has finished too (or timeoutMs).
+      await new Promise<void>((resolve) => {
+        const t = setTimeout(resolve, this.timeoutMs);
+        const check = () => {
+          if (this.byes.size >= this.worldSize - 1 || this.failure) {
+            clearTimeout(t);
+            resolve();
+          }
+        };
+        this.byeWaiter = check;
+        check();
+      });
+    }
+    await this.shutdown();
+  }
+
+  private async shutdown(cause?: Error): Promise<void> {
+    this.failure ??= cause ?? new GroupClosedError(this.groupId, this.rank);
+    this.closing = true;
+    if (this.timer) clearInterval(this.timer);
+    for (const s of this.subs.splice(0)) s.unsubscribe();
+    this.early.clear();
+    this.retained = undefined;
+    if (!this.nc.isClosed()) await this.nc.flush().catch(() => undefined);
+  }
+}
+
+/** worldSize 1: nothing to exchange, but the result is still rounded as the wire would round it. */
+function solo(data: Float32Array, wire: Wire): Float32Array {
+  const out = Float32Array.from(data);
+  if (wire === 'fp16') decodeFp16(encodeFp16(out, new Uint16Array(out.length)), out);
+  return out;
+}
+
+function senderOf(subject: string): number {
+  const r = Number(subject.slice(subject.lastIndexOf('.') + 1));
+  return Number.isInteger(r) ? r : -1;
+}
+
+function parseMeta(v: string | undefined): ChunkMeta | undefined {
+  if (!v) return undefined;
+  const f = v.split(' ');
+  if (f.length !== 10) return undefined;
+  const n = (i: number) => Number(f[i]);
+  return {
+    opIndex: n(0),
+    from: n(1),
+    phase: f[2] as Phase,
+    seg: n(3),
+    chunk: n(4),
+    length: n(5),
+    wire: f[6] as Wire,
+    average: f[7] === '1',
+    step: n(8),
+    tag: f[9]!,
+  };
+}
