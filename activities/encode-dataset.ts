@@ -5,31 +5,39 @@ import { Context } from '@temporalio/activity';
 import { ApplicationFailure } from '@temporalio/common';
 import type { RunSpec } from '../config/index.ts';
 import { preprocessTransformer, rngFor, trainTokenizer } from '../data/index.ts';
-import { initBackend } from '../model/backend.ts';
-import { dvaeFromTrainerState } from '../model/dvae.ts';
+import { Dvae } from '../model/dvae.ts';
 import type { CheckpointStore, PartRef } from '../store/index.ts';
 import { dataset } from './datasets.ts';
 import { DATA_STAGE, DATA_STEP, shardRange } from './encoded.ts';
+import { createStageTrainer } from './stage-trainer.ts';
 import type { EncodeShardInput } from './types.ts';
 
 const ENCODE_CHUNK = 64;
 
+/** The dVAE with the EMA weights of a stage-1 checkpoint (the trainer's state format). */
+export async function frozenDvae(spec: RunSpec, trainerState: Uint8Array): Promise<Dvae> {
+  const trainer = await createStageTrainer('dvae', spec, 1);
+  try {
+    trainer.loadState(trainerState);
+    return Dvae.fromParams(spec.dvae, trainer.exportParams('ema'));
+  } finally {
+    trainer.dispose();
+  }
+}
+
 export async function prepareTokenizer(checkpoints: CheckpointStore, input: { runId: string; spec: RunSpec }): Promise<PartRef> {
   const ds = await dataset(input.spec.dataset);
-  const captions: string[] = [];
-  for (let i = 0; i < ds.size; i++) captions.push(...(await ds.captions(i)));
-  if (!captions.length) throw ApplicationFailure.nonRetryable(`dataset ${input.spec.dataset.kind} has no captions to train the tokenizer on`, 'DatasetError');
-  const tok = trainTokenizer(captions, input.spec.transformer.vocabSize);
+  if (!ds.size) throw ApplicationFailure.nonRetryable(`dataset ${input.spec.dataset.kind} has no items to train the tokenizer on`, 'DatasetError');
+  const tok = await trainTokenizer(ds, input.spec.transformer.vocabSize);
   const bytes = new TextEncoder().encode(JSON.stringify(tok.toJSON()));
   return checkpoints.putPart(input.runId, DATA_STAGE, DATA_STEP, 'tokenizer', bytes);
 }
 
 export async function encodeShard(checkpoints: CheckpointStore, input: EncodeShardInput): Promise<PartRef> {
   const { runId, spec, shard, shards, dvaeStep } = input;
-  await initBackend();
   const m = await checkpoints.manifestAt(runId, 'dvae', dvaeStep);
   if (!m) throw new Error(`dVAE checkpoint ${runId}/dvae/${dvaeStep} not found`);
-  const dvae = dvaeFromTrainerState(spec.dvae, await checkpoints.loadPart(m, 'params'));
+  const dvae = await frozenDvae(spec, await checkpoints.loadPart(m, 'params'));
   try {
     const ds = await dataset(spec.dataset);
     const { start, end } = shardRange(shard, shards, ds.size);
@@ -44,7 +52,7 @@ export async function encodeShard(checkpoints: CheckpointStore, input: EncodeSha
         const item = await ds.get(at + j, { seed: spec.train.seed, epoch: 0 });
         images.set(preprocessTransformer(item.rgb, item.width, item.height, res, rngFor(spec.train.seed, 'encode', at + j)), j * res * res * 3);
       }
-      tokens.set(dvae.encode(images, n), (at - start) * per);
+      tokens.set(dvae.encode(images), (at - start) * per);
       Context.current().heartbeat({ encoded: at + n - start, of: end - start });
     }
     return checkpoints.putPart(runId, DATA_STAGE, DATA_STEP, `tokens${shard}`, new Uint8Array(tokens.buffer));
