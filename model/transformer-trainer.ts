@@ -1,0 +1,224 @@
+// Stage 2's Trainer (model/trainer.ts): the transformer, AdamW and the warm-up + plateau lr schedule.
+// One step, as the runtime drives it:
+//   1. computeGradients: lr from the schedule state; forward + backward on this rank's batch; grads of
+//      the local mean loss come back as Float32Arrays (their mean over equal-sized ranks is the
+//      gradient of the global-batch mean loss).
+//   2. (runtime) PowerSGD / all-reduce of the grads.
+//   3. applyGradients: the plateau rule observes the global loss; clip the averaged, decompressed
+//      gradients to global norm gradClip (PAPER.md: 4, so it must be here, after decompression); AdamW
+//      (β 0.9/0.96, ε 1e-8, wd 4.5e-2 on matrices and unembeddings, none on gains, biases, embeddings);
+//      EMA 0.99.
+// The transformer has no dropout, so a step is a function of (state, batch) alone; rank is accepted
+// for the contract and checked. Deterministic on one backend: same state + batch + step ⇒ same bits.
+import * as tf from '@tensorflow/tfjs';
+import type { DvaeConfig, TransformerConfig } from '../config/index.ts';
+import { AdamW } from './adamw.ts';
+import { initialPlateauState, lrAt, observeLoss, type PlateauState } from './lr-plateau.ts';
+import { decodeState, encodeState, expectArrays, StateMismatchError } from './state-io.ts';
+import { initTransformerParams, Transformer, transformerParamSpecs } from './transformer.ts';
+import type { GradientResult, ParamKind, ParamSpec, StepMetrics, Trainer } from './trainer.ts';
+
+export interface TransformerBatch {
+  /** [n, textLen] BPE ids, 0 = padding. */
+  text: Int32Array;
+  /** [n, grid²] dVAE tokens (argmax of the encoder logits). */
+  image: Int32Array;
+  n: number;
+}
+
+/** A batch whose arrays do not match n, textLen, grid² or the vocabularies. */
+export class TransformerBatchError extends Error {
+  override name = 'TransformerBatchError';
+  constructor(
+    readonly field: string,
+    readonly reason: string,
+  ) {
+    super(`transformer batch ${field}: ${reason}`);
+  }
+}
+
+/** Arguments of a trainer call out of range (rank, step, seed, worldSize). */
+export class TransformerTrainerArgumentError extends Error {
+  override name = 'TransformerTrainerArgumentError';
+  constructor(
+    readonly field: string,
+    readonly value: unknown,
+    readonly rule: string,
+  ) {
+    super(`transformer trainer ${field} = ${String(value)}: ${rule}`);
+  }
+}
+
+/** Weight decay per the paper's stage 2: none on gains, biases, embeddings; on everything else. */
+export function transformerDecays(kind: ParamKind): boolean {
+  return kind === 'matrix' || kind === 'unembedding';
+}
+
+interface SavedMeta {
+  stage: 'transformer';
+  version: 1;
+  updates: number;
+  /** `best` is null when not finite (JSON has no Infinity). */
+  plateau: { smoothed: number | null; best: number | null; bestStep: number; halvings: number };
+  specs: string[];
+}
+
+const PARAM_PREFIX = 'param:';
+const OPT_PREFIX = 'opt:';
+let trainerUid = 0;
+
+export function createTransformerTrainer(cfg: TransformerConfig, dvae: DvaeConfig, seed: number, worldSize: number): Trainer<TransformerBatch> {
+  return new TransformerTrainer(cfg, dvae, seed, worldSize);
+}
+
+class TransformerTrainer implements Trainer<TransformerBatch> {
+  readonly stage = 'transformer' as const;
+  private readonly specs: ParamSpec[];
+  private readonly vars: tf.Variable[];
+  private readonly model: Transformer;
+  private readonly opt: AdamW;
+  private plateau: PlateauState = initialPlateauState();
+
+  constructor(
+    private readonly cfg: TransformerConfig,
+    private readonly dvae: DvaeConfig,
+    seed: number,
+    private readonly worldSize: number,
+  ) {
+    if (!(Number.isInteger(seed) && seed >= 0 && seed < 2 ** 32)) throw new TransformerTrainerArgumentError('seed', seed, 'must be a uint32');
+    if (!(Number.isInteger(worldSize) && worldSize >= 1)) throw new TransformerTrainerArgumentError('worldSize', worldSize, 'must be a positive integer');
+    this.specs = transformerParamSpecs(cfg, dvae);
+    const init = initTransformerParams(cfg, dvae, seed);
+    const uid = trainerUid++;
+    this.vars = this.specs.map((s, i) => {
+      const t = tf.tensor(init[i]!, s.shape, 'float32');
+      const v = tf.variable(t, true, `transformer${uid}/${s.name}`);
+      t.dispose();
+      return v;
+    });
+    this.model = new Transformer(cfg, dvae, this.vars);
+    this.opt = new AdamW(
+      this.specs.map((s, i) => ({ name: s.name, variable: this.vars[i]!, decay: transformerDecays(s.kind) })),
+      { beta1: cfg.adamBeta1, beta2: cfg.adamBeta2, eps: cfg.adamEps, weightDecay: cfg.weightDecay, emaDecay: cfg.emaDecay },
+    );
+  }
+
+  paramSpecs(): ParamSpec[] {
+    return this.specs.map((s) => ({ ...s, shape: [...s.shape] }));
+  }
+
+  /** The model over the live training variables (borrowed: do not dispose; invalid after `dispose`). */
+  get transformer(): Transformer {
+    return this.model;
+  }
+
+  private checkBatch(b: TransformerBatch): void {
+    if (typeof b !== 'object' || b === null) throw new TransformerBatchError('batch', 'must be an object');
+    const D = this.model.dims;
+    if (!(Number.isInteger(b.n) && b.n >= 1)) throw new TransformerBatchError('n', `must be a positive integer, got ${b.n}`);
+    if (!(b.text instanceof Int32Array) || b.text.length !== b.n * D.textLen) {
+      throw new TransformerBatchError('text', `must be an Int32Array of n·textLen = ${b.n * D.textLen} ids, got ${b.text?.length}`);
+    }
+    if (!(b.image instanceof Int32Array) || b.image.length !== b.n * D.imageLen) {
+      throw new TransformerBatchError('image', `must be an Int32Array of n·grid² = ${b.n * D.imageLen} ids, got ${b.image?.length}`);
+    }
+    for (let i = 0; i < b.text.length; i++) {
+      if (b.text[i]! < 0 || b.text[i]! >= D.textVocab) throw new TransformerBatchError('text', `id ${b.text[i]} at ${i} is outside [0, ${D.textVocab})`);
+    }
+    for (let i = 0; i < b.image.length; i++) {
+      if (b.image[i]! < 0 || b.image[i]! >= D.imageVocab) throw new TransformerBatchError('image', `id ${b.image[i]} at ${i} is outside [0, ${D.imageVocab})`);
+    }
+  }
+
+  private checkStep(step: number): void {
+    if (!(Number.isInteger(step) && step >= 0)) throw new TransformerTrainerArgumentError('step', step, 'must be a non-negative integer');
+  }
+
+  computeGradients(batch: TransformerBatch, step: number, rank: number): GradientResult {
+    // 1. schedule
+    this.checkStep(step);
+    if (!(Number.isInteger(rank) && rank >= 0 && rank < this.worldSize)) {
+      throw new TransformerTrainerArgumentError('rank', rank, `must be an integer in [0, ${this.worldSize})`);
+    }
+    this.checkBatch(batch);
+    const lr = lrAt(this.cfg, this.plateau, step);
+    // 2. forward + backward
+    const D = this.model.dims;
+    const text = tf.tensor2d(batch.text, [batch.n, D.textLen], 'int32');
+    const image = tf.tensor2d(batch.image, [batch.n, D.imageLen], 'int32');
+    let textLoss = 0;
+    let imageLoss = 0;
+    const { value, grads } = tf.variableGrads(() => {
+      const l = this.model.losses(text, image);
+      textLoss = l.textLoss.dataSync()[0]!;
+      imageLoss = l.imageLoss.dataSync()[0]!;
+      return l.loss;
+    }, this.vars);
+    const loss = value.dataSync()[0]!;
+    const out = this.vars.map((v) => {
+      const g = grads[v.name];
+      return g ? (g.dataSync() as Float32Array).slice() : new Float32Array(v.size);
+    });
+    tf.dispose([text, image, value, ...Object.values(grads)]);
+    return { loss, grads: out, metrics: { textLoss, imageLoss, lr } };
+  }
+
+  applyGradients(grads: Float32Array[], step: number, loss: number): StepMetrics {
+    this.checkStep(step);
+    this.plateau = observeLoss(this.cfg, this.plateau, step, loss);
+    const lr = lrAt(this.cfg, this.plateau, step);
+    const r = this.opt.apply(grads, lr, { maxGradNorm: this.cfg.gradClip });
+    return {
+      lr,
+      gradNorm: r.gradNorm,
+      clipped: r.clipped ? 1 : 0,
+      skipped: r.skipped ? 1 : 0,
+      updates: r.updates,
+      lrHalvings: this.plateau.halvings,
+      smoothedLoss: this.plateau.smoothed ?? Number.NaN,
+    };
+  }
+
+  saveState(): Uint8Array {
+    const p = this.plateau;
+    const meta: SavedMeta = {
+      stage: 'transformer',
+      version: 1,
+      updates: this.opt.updates,
+      plateau: { smoothed: p.smoothed, best: Number.isFinite(p.best) ? p.best : null, bestStep: p.bestStep, halvings: p.halvings },
+      specs: this.specs.map((s) => `${s.name}:${s.shape.join('x')}:${s.kind}`),
+    };
+    const arrays: [string, Float32Array][] = this.vars.map((v, i) => [`${PARAM_PREFIX}${this.specs[i]!.name}`, (v.dataSync() as Float32Array).slice()]);
+    for (const [name, a] of this.opt.stateArrays()) arrays.push([`${OPT_PREFIX}${name}`, a]);
+    return encodeState(meta as unknown as Record<string, unknown>, arrays);
+  }
+
+  loadState(bytes: Uint8Array): void {
+    const { meta, arrays } = decodeState<SavedMeta>(bytes);
+    if (meta?.stage !== 'transformer') throw new StateMismatchError([`state is for stage ${String(meta?.stage)}, not transformer`]);
+    const expected: [string, number][] = [
+      ...this.specs.map((s, i) => [`${PARAM_PREFIX}${s.name}`, this.vars[i]!.size] as [string, number]),
+      ...this.opt.stateLayout().map(([n, len]) => [`${OPT_PREFIX}${n}`, len] as [string, number]),
+    ];
+    expectArrays(arrays, expected);
+    const opt = new Map<string, Float32Array>();
+    for (const [name, a] of arrays) if (name.startsWith(OPT_PREFIX)) opt.set(name.slice(OPT_PREFIX.length), a);
+    this.opt.loadStateArrays(opt, meta.updates);
+    this.vars.forEach((v, i) => {
+      tf.tidy(() => v.assign(tf.tensor(arrays.get(`${PARAM_PREFIX}${this.specs[i]!.name}`)!, v.shape, 'float32')));
+    });
+    const p = meta.plateau;
+    this.plateau = { smoothed: p.smoothed, best: p.best ?? Number.POSITIVE_INFINITY, bestStep: p.bestStep, halvings: p.halvings };
+  }
+
+  exportParams(which: 'params' | 'ema'): Float32Array[] {
+    if (which === 'ema') return this.opt.emaArrays();
+    return this.vars.map((v) => (v.dataSync() as Float32Array).slice());
+  }
+
+  dispose(): void {
+    this.model.dispose();
+    this.opt.dispose();
+    tf.dispose(this.vars);
+  }
+}
