@@ -136,8 +136,18 @@ export const PowerSgdConfig = z.strictObject({
   warmStart: z.boolean().default(true),
   /** Wire format of compressed payloads. */
   wire: z.enum(['fp32', 'fp16']).default('fp32'),
-  /** ε added before orthogonalization: P ← P + εI (paper: 1e-6). */
+  /** ε added before orthogonalization: P ← P + εI (paper: 1e-6), in the units P travels in (scaled when wire is fp16). */
   epsilon: z.number().nonnegative().default(1e-6),
+  /** Error feedback (paper, torch default): what compression dropped is added to the next step's gradient. */
+  errorFeedback: z.boolean().default(true),
+  /** fp16 wire: each resblock's scale starts at worldSize·2^scaleInitLog2 and stays within
+   *  worldSize·2^[scaleMinLog2, scaleMaxLog2] (paper: 13, 7, 24). */
+  scaleInitLog2: z.number().default(13),
+  scaleMinLog2: z.number().default(7),
+  scaleMaxLog2: z.number().default(24),
+  /** fp16 wire: ×2^scaleGrowthLog2 per clean update (paper: 1/1000); ÷√2 on Inf/NaN, at most once per scaleBackoffInterval updates (paper: 125). */
+  scaleGrowthLog2: z.number().nonnegative().default(1 / 1000),
+  scaleBackoffInterval: positiveInt.default(125),
 });
 export type PowerSgdConfig = z.infer<typeof PowerSgdConfig>;
 
