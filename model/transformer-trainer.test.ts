@@ -1,12 +1,12 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import * as tf from '@tensorflow/tfjs';
-import '@tensorflow/tfjs-backend-wasm';
 import { loadSpec } from '../config/index.ts';
+import { initBackend } from './backend.ts';
 import { createTransformerTrainer, TransformerBatchError, TransformerTrainerArgumentError, type TransformerBatch } from './transformer-trainer.ts';
 import { StateChecksumError } from './state-io.ts';
 
-await tf.setBackend('wasm');
+await initBackend('wasm');
 
 const tiny = loadSpec('tiny');
 const T = tiny.transformer;

@@ -1,8 +1,8 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import * as tf from '@tensorflow/tfjs';
-import '@tensorflow/tfjs-backend-wasm';
 import { loadSpec } from '../config/index.ts';
+import { initBackend } from './backend.ts';
 import {
   initTransformerParams,
   TokenInputError,
@@ -12,7 +12,7 @@ import {
   transformerParamSpecs,
 } from './transformer.ts';
 
-await tf.setBackend('wasm');
+await initBackend('wasm');
 
 const tiny = loadSpec('tiny');
 const L = tiny.transformer.textLen; // 12
