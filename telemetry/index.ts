@@ -1,0 +1,60 @@
+// telemetry/: OpenTelemetry for every dalle process. The public surface; import from here only.
+//
+//   initTelemetry({ serviceName: 'dalle-worker' })        first thing in a process
+//   await shutdownTelemetry()                             last thing (flushes)
+//   temporalClientInterceptors() / temporalWorkerOptions() Temporal tracing (one trace per run)
+//   injectNatsHeaders / extractNatsContext                W3C traceparent in NATS headers
+//   traceAllReduce / traceCheckpoint / withSpan           spans of the training runtime
+//   grpcServerTracing() / grpcClientTracing()             gRPC spans + Generate metrics
+//   dalleMetrics()                                        the typed instruments of issue #8
+export {
+  initTelemetry,
+  shutdownTelemetry,
+  flushTelemetry,
+  currentTelemetry,
+  getTracer,
+  getMeter,
+  SERVICE_NAMES,
+  ATTR_RUN_ID,
+  TelemetryArgumentError,
+  type ServiceName,
+  type Telemetry,
+  type TelemetryOptions,
+} from './setup.ts';
+export { exportConfigFromEnv, TelemetryConfigError, type ExportConfig, type OtlpProtocol, type SignalExport } from './env.ts';
+export {
+  dalleMetrics,
+  METRIC_NAMES,
+  GENERATE_SECONDS_BUCKETS,
+  SHORT_SECONDS_BUCKETS,
+  type DalleMetrics,
+  type TrainAttributes,
+  type CheckpointAttributes,
+  type SamplerAttributes,
+  type GenerateAttributes,
+} from './metrics.ts';
+export {
+  withSpan,
+  traceAllReduce,
+  traceCheckpoint,
+  activeSpan,
+  ATTR,
+  SPAN_NAMES,
+  type AllReduceSpanInfo,
+  type AllReduceResult,
+  type AllReduceSpan,
+  type CheckpointSpanInfo,
+  type CheckpointSpan,
+} from './spans.ts';
+export { injectNatsHeaders, extractNatsContext, linkFromNatsHeaders, MessagingSpanKind } from './nats.ts';
+export { temporalClientInterceptors, temporalWorkerOptions, WORKFLOW_INTERCEPTOR_MODULES, type TemporalWorkerTelemetry } from './temporal.ts';
+export {
+  grpcServerTracing,
+  grpcClientTracing,
+  injectGrpcMetadata,
+  extractGrpcContext,
+  generateRequestAttributes,
+  GENERATE_ATTR,
+  type GrpcTracingOptions,
+  type RequestAttributes,
+} from './grpc.ts';

@@ -1,0 +1,106 @@
+// The metrics of issue #8 as typed instruments, so every caller records the same names, units and
+// attribute keys. `dalleMetrics()` is cheap to call on every use: it caches the instruments per meter
+// provider and rebuilds them after `initTelemetry`/`shutdownTelemetry` (the metrics API, unlike the trace
+// API, has no proxy: an instrument made before `initTelemetry` would stay a no-op forever).
+import type { Counter, Gauge, Histogram, UpDownCounter } from '@opentelemetry/api';
+import { getMeter, telemetryGeneration } from './setup.ts';
+
+/** Attributes of training metrics. */
+export type TrainAttributes = {
+  'dalle.run_id': string;
+  'dalle.stage': 'dvae' | 'transformer';
+  /** Only for per-rank figures (all-reduce time); loss and steps/s are per run. */
+  'dalle.rank'?: number;
+};
+
+export type CheckpointAttributes = TrainAttributes & { 'dalle.checkpoint.op': 'save' | 'load' };
+
+export type SamplerAttributes = {
+  /** e.g. 'Generate' */
+  'rpc.method': string;
+};
+
+export type GenerateAttributes = SamplerAttributes & {
+  /** gRPC status code of the finished call (0 = OK). */
+  'rpc.grpc.status_code': number;
+};
+
+/** Bucket bounds (seconds) of the all-reduce and checkpoint histograms: milliseconds on a LAN to a minute
+ *  for a 12B-parameter state over a slow link. */
+export const SHORT_SECONDS_BUCKETS = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60];
+/** Bucket bounds (seconds) of the Generate latency histogram: sampling 256 image tokens autoregressively
+ *  takes seconds on a GPU and minutes on a CPU, so the buckets run in multi-second steps up to 10 min. */
+export const GENERATE_SECONDS_BUCKETS = [0.5, 1, 2, 5, 10, 20, 30, 60, 120, 300, 600];
+
+export interface DalleMetrics {
+  /** Global mean training loss of the latest step. Gauge. */
+  readonly loss: Gauge<TrainAttributes>;
+  /** Optimizer steps per second over the latest reporting window. Gauge, unit 1/s. */
+  readonly stepsPerSecond: Gauge<TrainAttributes>;
+  /** Gradient bytes before compression ÷ bytes sent, over a step's all-reduces (1 = uncompressed). Gauge. */
+  readonly compressionRate: Gauge<TrainAttributes>;
+  /** Wall time of one all-reduce on one rank. Histogram, seconds. */
+  readonly allReduceSeconds: Histogram<TrainAttributes>;
+  /** Wall time of one checkpoint save or load (one part, or a whole checkpoint). Histogram, seconds. */
+  readonly checkpointSeconds: Histogram<CheckpointAttributes>;
+  /** Segment relaunches after a lost rank. Counter. */
+  readonly restarts: Counter<TrainAttributes>;
+  /** Latency of a finished Generate call, server side. Histogram, seconds, multi-second buckets. */
+  readonly generateSeconds: Histogram<GenerateAttributes>;
+  /** Generate requests accepted but waiting for the model. UpDownCounter (add +1 on enqueue, -1 on dequeue). */
+  readonly queueDepth: UpDownCounter<SamplerAttributes>;
+  /** Requests being served now. UpDownCounter (+1 on start, -1 on finish). */
+  readonly inFlight: UpDownCounter<SamplerAttributes>;
+}
+
+/** Instrument names: the contract with dashboards. */
+export const METRIC_NAMES = {
+  loss: 'dalle.train.loss',
+  stepsPerSecond: 'dalle.train.steps_per_second',
+  compressionRate: 'dalle.collective.compression_rate',
+  allReduceSeconds: 'dalle.collective.allreduce.duration',
+  checkpointSeconds: 'dalle.checkpoint.duration',
+  restarts: 'dalle.train.restarts',
+  generateSeconds: 'dalle.generate.duration',
+  queueDepth: 'dalle.sampler.queue_depth',
+  inFlight: 'dalle.sampler.requests_in_flight',
+} as const satisfies Record<keyof DalleMetrics, string>;
+
+let cached: { generation: number; m: DalleMetrics } | undefined;
+
+function build(): DalleMetrics {
+  const meter = getMeter();
+  return {
+    loss: meter.createGauge(METRIC_NAMES.loss, { description: 'Global mean training loss of the latest step', unit: '1' }),
+    stepsPerSecond: meter.createGauge(METRIC_NAMES.stepsPerSecond, { description: 'Optimizer steps per second', unit: '1/s' }),
+    compressionRate: meter.createGauge(METRIC_NAMES.compressionRate, {
+      description: 'Gradient bytes before compression divided by bytes sent, per step',
+      unit: '1',
+    }),
+    allReduceSeconds: meter.createHistogram(METRIC_NAMES.allReduceSeconds, {
+      description: 'Wall time of one all-reduce on one rank',
+      unit: 's',
+      advice: { explicitBucketBoundaries: SHORT_SECONDS_BUCKETS },
+    }),
+    checkpointSeconds: meter.createHistogram(METRIC_NAMES.checkpointSeconds, {
+      description: 'Wall time of a checkpoint save or load',
+      unit: 's',
+      advice: { explicitBucketBoundaries: SHORT_SECONDS_BUCKETS },
+    }),
+    restarts: meter.createCounter(METRIC_NAMES.restarts, { description: 'Segment relaunches after a lost rank', unit: '1' }),
+    generateSeconds: meter.createHistogram(METRIC_NAMES.generateSeconds, {
+      description: 'Latency of a Generate call, server side',
+      unit: 's',
+      advice: { explicitBucketBoundaries: GENERATE_SECONDS_BUCKETS },
+    }),
+    queueDepth: meter.createUpDownCounter(METRIC_NAMES.queueDepth, { description: 'Generate requests waiting', unit: '1' }),
+    inFlight: meter.createUpDownCounter(METRIC_NAMES.inFlight, { description: 'Sampler requests being served', unit: '1' }),
+  };
+}
+
+/** The typed instruments, bound to the current meter provider (no-ops when metrics are not exported). */
+export function dalleMetrics(): DalleMetrics {
+  const g = telemetryGeneration();
+  if (!cached || cached.generation !== g) cached = { generation: g, m: build() };
+  return cached.m;
+}

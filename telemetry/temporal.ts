@@ -1,0 +1,64 @@
+// Temporal tracing through @temporalio/interceptors-opentelemetry (1.24, built for the OTel 1.x SDK that
+// telemetry/ installs). The chain `dalle train` → trainDalle → trainStage → trainShard becomes one trace:
+//   CLI span ─ StartWorkflow:trainDalle (client interceptor; traceparent into the workflow's headers)
+//     └ RunWorkflow:trainDalle (workflow inbound interceptor, inside the isolate)
+//        └ StartChildWorkflowExecution:trainStage → RunWorkflow:trainStage (outbound → child headers)
+//           └ StartActivity:trainShard (outbound → activity headers)
+//              └ RunActivity:trainShard (activity inbound interceptor, on the worker's node side)
+//                 └ collective.allReduce, checkpoint.save … (telemetry/spans.ts, same async context)
+// Workflow spans are made inside the deterministic isolate and leave it through a sink
+// (`makeWorkflowExporter`), which hands them to the span processor `initTelemetry` installed.
+import { createRequire } from 'node:module';
+import type { ClientInterceptors } from '@temporalio/client';
+import {
+  makeWorkflowExporter,
+  OpenTelemetryActivityInboundInterceptor,
+  OpenTelemetryActivityOutboundInterceptor,
+  OpenTelemetryWorkflowClientInterceptor,
+  type OpenTelemetrySinks,
+} from '@temporalio/interceptors-opentelemetry';
+import type { InjectedSinks, WorkerInterceptors } from '@temporalio/worker';
+import { CurrentSpanProcessor, getTracer, telemetryResource } from './setup.ts';
+
+const require = createRequire(import.meta.url);
+
+/** The workflow interceptor module (exports `interceptors`), bundled into the workflow isolate by the worker.
+ *  Give it to `WorkerOptions.interceptors.workflowModules`, or to `bundleWorkflowCode({ workflowInterceptorModules })`
+ *  when bundling ahead of time (a prebuilt `workflowBundle` ignores `workflowModules`). */
+export const WORKFLOW_INTERCEPTOR_MODULES: readonly string[] = [
+  require.resolve('@temporalio/interceptors-opentelemetry/lib/workflow-interceptors'),
+];
+
+/** Client interceptors for `new Client({ connection, interceptors: temporalClientInterceptors() })`:
+ *  starting, signalling and querying a workflow makes a span and carries its context in the headers. */
+export function temporalClientInterceptors(): ClientInterceptors {
+  return { workflow: [new OpenTelemetryWorkflowClientInterceptor({ tracer: getTracer() })] };
+}
+
+export interface TemporalWorkerTelemetry {
+  interceptors: WorkerInterceptors;
+  sinks: InjectedSinks<OpenTelemetrySinks>;
+}
+
+/**
+ * Spread into `Worker.create({ ...temporalWorkerOptions(), connection, taskQueue, workflowsPath, activities })`
+ * (merge by hand if the worker has interceptors or sinks of its own). Installs the workflow interceptors
+ * (module + span sink) and the activity inbound/outbound interceptors. Always safe to install: without an
+ * exporter the workflow spans reach the sink and are dropped there. Call `initTelemetry` before this, so
+ * workflow spans carry this process's resource (`service.name` = dalle-worker).
+ */
+export function temporalWorkerOptions(): TemporalWorkerTelemetry {
+  return {
+    interceptors: {
+      workflowModules: [...WORKFLOW_INTERCEPTOR_MODULES],
+      activity: [
+        (ctx) => ({
+          inbound: new OpenTelemetryActivityInboundInterceptor(ctx, { tracer: getTracer() }),
+          outbound: new OpenTelemetryActivityOutboundInterceptor(ctx),
+        }),
+      ],
+      client: temporalClientInterceptors(),
+    },
+    sinks: { exporter: makeWorkflowExporter(new CurrentSpanProcessor(), telemetryResource()) },
+  };
+}
