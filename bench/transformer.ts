@@ -1,0 +1,198 @@
+// `dalle bench transformer [--json] [--preset shapes] [--backends tensorflow,wasm,cpu] [--batch 8]
+//                          [--steps 3] [--rows 4]`
+//
+// Stage 2's speed on every backend that starts here, in one process and one run:
+//   - training: steps/s, tokens/s (batch · (textLen + grid²) per step) and achieved GFLOP/s from
+//     `transformerFlopsPerSequence` (forward + backward ≈ 3 × forward matmul FLOPs), for the real
+//     Trainer (computeGradients + applyGradients, AdamW and all);
+//   - sampling: image tokens/s for `rows` rows with the KV cache and with the cache-free reference,
+//     and their ratio;
+//   - the same backend's 512² float32 matmul GFLOP/s, so the step's GFLOP/s reads as a fraction of
+//     what the backend can do.
+// Figures only, never pass/fail: the machines are shared and noisy, so quote ratios from one run.
+import * as tf from '@tensorflow/tfjs';
+import { loadSpec, PresetName } from '../config/index.ts';
+import { backendNames, initBackend, type BackendName } from '../model/backend.ts';
+import { initTransformerParams, Transformer, transformerFlopsPerSequence, transformerParameterCount } from '../model/transformer.ts';
+import { createTransformerTrainer } from '../model/transformer-trainer.ts';
+import { createSampler, type SampleRow } from '../model/sampling.ts';
+import { sampleWithoutCache } from '../model/sampling-reference.ts';
+
+/** A bad command-line argument for this benchmark. */
+export class BenchArgumentError extends Error {
+  override name = 'BenchArgumentError';
+  constructor(
+    readonly argument: string,
+    readonly problem: string,
+  ) {
+    super(`bench transformer: ${argument}: ${problem}`);
+  }
+}
+
+interface Options {
+  json: boolean;
+  preset: PresetName;
+  backends: BackendName[];
+  batch: number;
+  steps: number;
+  rows: number;
+}
+
+function parseArgs(argv: string[]): Options {
+  const o: Options = { json: false, preset: 'shapes', backends: [...backendNames], batch: 8, steps: 3, rows: 4 };
+  const int = (flag: string, v: string | undefined) => {
+    const n = Number(v);
+    if (!Number.isInteger(n) || n < 1) throw new BenchArgumentError(flag, `expects a positive integer, got ${v}`);
+    return n;
+  };
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i]!;
+    if (a === '--json') o.json = true;
+    else if (a === '--preset') {
+      const p = PresetName.safeParse(argv[++i]);
+      if (!p.success || p.data === 'paper-12b' || p.data === 'cub') throw new BenchArgumentError(a, `expects tiny or shapes (the others do not fit this machine), got ${argv[i]}`);
+      o.preset = p.data;
+    } else if (a === '--backends') {
+      const list = (argv[++i] ?? '').split(',').filter(Boolean);
+      const bad = list.filter((b) => !(backendNames as readonly string[]).includes(b));
+      if (list.length === 0 || bad.length > 0) throw new BenchArgumentError(a, `expects a comma list of ${backendNames.join(', ')}, got ${argv[i]}`);
+      o.backends = list as BackendName[];
+    } else if (a === '--batch') o.batch = int(a, argv[++i]);
+    else if (a === '--steps') o.steps = int(a, argv[++i]);
+    else if (a === '--rows') o.rows = int(a, argv[++i]);
+    else throw new BenchArgumentError(a, 'unknown argument (expected --json, --preset, --backends, --batch, --steps, --rows)');
+  }
+  return o;
+}
+
+export interface BackendFigures {
+  backend: string;
+  matmulGflops: number;
+  trainStepsPerSec: number;
+  trainTokensPerSec: number;
+  trainGflops: number;
+  /** Achieved step GFLOP/s over the same backend's matmul GFLOP/s. */
+  trainFractionOfMatmul: number;
+  sampleTokensPerSecCached: number;
+  sampleTokensPerSecUncached: number;
+  cacheSpeedup: number;
+}
+
+function matmulGflops(size = 512, reps = 5): number {
+  const a = tf.randomNormal([size, size], 0, 1, 'float32', 1);
+  const b = tf.randomNormal([size, size], 0, 1, 'float32', 2);
+  tf.matMul(a, b).dispose(); // warm-up: kernel setup, wasm memory growth
+  const t0 = performance.now();
+  for (let i = 0; i < reps; i++) {
+    const c = tf.matMul(a, b);
+    c.dataSync();
+    c.dispose();
+  }
+  const s = (performance.now() - t0) / 1000;
+  tf.dispose([a, b]);
+  return (2 * size ** 3 * reps) / s / 1e9;
+}
+
+function measure(o: Options, backend: string): BackendFigures {
+  const spec = loadSpec(o.preset);
+  const cfg = spec.transformer;
+  const L = cfg.textLen;
+  const N = spec.dvae.grid ** 2;
+  const matmul = matmulGflops();
+
+  // Training: the real trainer on a fixed synthetic batch (captions of varying length, any token grid).
+  const batch = {
+    n: o.batch,
+    text: Int32Array.from({ length: o.batch * L }, (_, k) => (k % L < 4 + ((k / L) | 0) % (L - 3) ? 1 + ((7 * k) % (cfg.vocabSize - 1)) : 0)),
+    image: Int32Array.from({ length: o.batch * N }, (_, k) => (13 * k + ((k / N) | 0)) % spec.dvae.codebookSize),
+  };
+  const trainer = createTransformerTrainer(cfg, spec.dvae, 0, 1);
+  const once = (step: number) => {
+    const g = trainer.computeGradients(batch, step, 0);
+    trainer.applyGradients(g.grads, step, g.loss);
+  };
+  once(0); // warm-up
+  const t0 = performance.now();
+  for (let s = 1; s <= o.steps; s++) once(s);
+  const stepSec = (performance.now() - t0) / 1000 / o.steps;
+  const params = trainer.exportParams('params');
+  trainer.dispose();
+  const flops = transformerFlopsPerSequence(cfg, spec.dvae).train * o.batch;
+
+  // Sampling: a model with the trained-for-a-few-steps weights (the speed does not depend on them).
+  const model = Transformer.fromArrays(cfg, spec.dvae, params.length ? params : initTransformerParams(cfg, spec.dvae, 0));
+  const rows: SampleRow[] = Array.from({ length: o.rows }, (_, k) => ({ text: batch.text.slice((k % o.batch) * L, (k % o.batch + 1) * L), seed: k }));
+  const warm = createSampler(model).start(rows);
+  warm.step();
+  warm.step();
+  warm.dispose();
+  let t1 = performance.now();
+  const session = createSampler(model).start(rows);
+  while (!session.done) session.step();
+  const cachedSec = (performance.now() - t1) / 1000;
+  t1 = performance.now();
+  sampleWithoutCache(model, rows);
+  const uncachedSec = (performance.now() - t1) / 1000;
+  model.dispose();
+
+  const trainGflops = flops / stepSec / 1e9;
+  const cached = (o.rows * N) / cachedSec;
+  const uncached = (o.rows * N) / uncachedSec;
+  return {
+    backend,
+    matmulGflops: matmul,
+    trainStepsPerSec: 1 / stepSec,
+    trainTokensPerSec: (o.batch * (L + N)) / stepSec,
+    trainGflops,
+    trainFractionOfMatmul: trainGflops / matmul,
+    sampleTokensPerSecCached: cached,
+    sampleTokensPerSecUncached: uncached,
+    cacheSpeedup: cached / uncached,
+  };
+}
+
+export async function main(argv: string[]): Promise<void> {
+  const o = parseArgs(argv);
+  const spec = loadSpec(o.preset);
+  const results: BackendFigures[] = [];
+  const skipped: Record<string, string> = {};
+  for (const b of o.backends) {
+    try {
+      await initBackend(b);
+    } catch (e) {
+      skipped[b] = (e as Error).message.replace(/\s*\n\s*-?\s*/g, ' ');
+      continue;
+    }
+    const got = tf.getBackend();
+    if (results.some((r) => r.backend === got)) continue;
+    if (!o.json) process.stderr.write(`bench transformer: measuring ${got}…\n`);
+    results.push(measure(o, got));
+  }
+  const summary = {
+    preset: o.preset,
+    parameters: transformerParameterCount(spec.transformer, spec.dvae),
+    batch: o.batch,
+    steps: o.steps,
+    sampleRows: o.rows,
+    sequence: { textLen: spec.transformer.textLen, imageTokens: spec.dvae.grid ** 2 },
+    backends: results,
+    skipped,
+  };
+  if (o.json) {
+    console.log(JSON.stringify(summary));
+    return;
+  }
+  const f = (x: number, d = 2) => x.toFixed(d);
+  console.log(
+    `transformer bench: preset ${o.preset} (${summary.parameters.toLocaleString('en-US')} parameters), batch ${o.batch} × ` +
+      `${spec.transformer.textLen + spec.dvae.grid ** 2} tokens, ${o.steps} timed steps; sampling ${o.rows} rows × ${spec.dvae.grid ** 2} image tokens`,
+  );
+  for (const r of results) {
+    console.log(`  ${r.backend}`);
+    console.log(`    matmul 512²             ${f(r.matmulGflops)} GFLOP/s`);
+    console.log(`    training                ${f(r.trainStepsPerSec, 3)} steps/s, ${f(r.trainTokensPerSec, 0)} tokens/s, ${f(r.trainGflops)} GFLOP/s (${f(100 * r.trainFractionOfMatmul, 0)}% of matmul)`);
+    console.log(`    sampling, KV cache      ${f(r.sampleTokensPerSecCached, 1)} tokens/s`);
+    console.log(`    sampling, no cache      ${f(r.sampleTokensPerSecUncached, 1)} tokens/s  (cache ×${f(r.cacheSpeedup, 1)})`);
+  }
+  for (const [b, why] of Object.entries(skipped)) console.log(`  ${b}: skipped (${why})`);
+}
