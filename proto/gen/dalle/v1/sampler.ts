@@ -95,8 +95,9 @@ export interface Image {
   /** The sampled image tokens in raster order (grid × grid codebook ids). */
   tokens: number[];
   /**
-   * Mean log-probability per token of the sampled tokens under the sampling distribution (higher: the
-   * model was more certain). A cheap stand-in for the paper's CLIP reranking score.
+   * Mean log-likelihood per image token of these tokens under the model at temperature 1, given the
+   * caption (higher: the model finds the image more likely). A reranking score in place of the paper's
+   * CLIP score, which this system does not have.
    */
   score: number;
 }

@@ -1,0 +1,101 @@
+// Validation of a GenerateRequest: zod on the wire message, then the checks that need the model (top_k
+// against the codebook). Errors name the proto field (`num_images`, not `numImages`): that is what a user
+// of `buf curl` or any other language's stub sees.
+import { randomInt } from 'node:crypto';
+import { z } from 'zod';
+import type { GenerateRequest } from '../../proto/gen/dalle/v1/sampler.ts';
+import type { ModelFacts, SamplingParams } from './engine.ts';
+import { InvalidArgumentError } from './errors.ts';
+
+export const MAX_IMAGES = 16;
+export const MAX_PROMPT_CHARS = 4096;
+export const MAX_TEMPERATURE = 10;
+const UINT32_MAX = 2 ** 32 - 1;
+
+const modelName = /^[a-z0-9][a-z0-9_-]*$/;
+
+/** The wire request, field by field (ts-proto gives optional scalars as `undefined` when unset). */
+const RequestSchema = z.object({
+  prompt: z
+    .string()
+    .refine((s) => s.trim().length > 0, { error: 'must not be empty' })
+    .refine((s) => s.length <= MAX_PROMPT_CHARS, { error: (i) => `must be at most ${MAX_PROMPT_CHARS} characters, got ${(i.input as string).length}` }),
+  numImages: z
+    .number()
+    .int()
+    .refine((n) => n >= 1 && n <= MAX_IMAGES, { error: (i) => `must be between 1 and ${MAX_IMAGES}, got ${String(i.input)}` })
+    .optional(),
+  seed: z
+    .bigint()
+    .refine((s) => s >= 0n && s <= BigInt(UINT32_MAX), { error: (i) => `must be < 2^32, got ${String(i.input)}` })
+    .optional(),
+  temperature: z
+    .number()
+    .refine((t) => Number.isFinite(t) && t > 0 && t <= MAX_TEMPERATURE, { error: (i) => `must be in (0, ${MAX_TEMPERATURE}], got ${String(i.input)}` })
+    .optional(),
+  topK: z.number().int().nonnegative().optional(),
+  topP: z
+    .number()
+    .refine((p) => Number.isFinite(p) && p > 0 && p <= 1, { error: (i) => `must be in (0, 1], got ${String(i.input)}` })
+    .optional(),
+  model: z
+    .object({
+      name: z.string().refine((n) => n === '' || modelName.test(n), { error: (i) => `'${String(i.input)}' must match ${modelName}` }),
+      version: z
+        .number()
+        .int()
+        .refine((v) => v >= 1, { error: (i) => `must be ≥ 1 when set, got ${String(i.input)}` })
+        .optional(),
+    })
+    .optional(),
+});
+
+const protoField: Record<string, string> = { numImages: 'num_images', topK: 'top_k', topP: 'top_p' };
+
+/** A request that passed the wire checks, with defaults filled in. */
+export interface ValidRequest extends SamplingParams {
+  prompt: string;
+  numImages: number;
+  /** Seed of image 0 (random when the client sent none); image i uses (seed + i) mod 2^32. */
+  seed: number;
+  /** Empty: the server's default model. */
+  modelName: string;
+  modelVersion: number | undefined;
+}
+
+/** Wire checks and defaults; throws InvalidArgumentError naming the first bad field (all are listed). */
+export function validateRequest(req: GenerateRequest): ValidRequest {
+  const r = RequestSchema.safeParse(req);
+  if (!r.success) {
+    const issues = r.error.issues.map((i) => {
+      const field = i.path.map((p) => protoField[String(p)] ?? String(p)).join('.') || '(request)';
+      return { field, message: i.message };
+    });
+    const first = issues[0]!;
+    const rest = issues.slice(1).map((i) => `; ${i.field}: ${i.message}`).join('');
+    throw new InvalidArgumentError(first.field, `${first.message}${rest}`);
+  }
+  const v = r.data;
+  return {
+    prompt: v.prompt,
+    numImages: v.numImages ?? 1,
+    seed: v.seed === undefined ? randomInt(0, UINT32_MAX) : Number(v.seed),
+    temperature: v.temperature ?? 1,
+    topK: v.topK ?? 0,
+    topP: v.topP ?? 1,
+    modelName: v.model?.name ?? '',
+    modelVersion: v.model?.version,
+  };
+}
+
+/** Checks that depend on the model the request resolved to. */
+export function checkAgainstModel(req: ValidRequest, model: ModelFacts): void {
+  if (req.topK > model.codebookSize) {
+    throw new InvalidArgumentError('top_k', `must be at most the codebook size ${model.codebookSize} of ${model.name} v${model.version}, got ${req.topK}`);
+  }
+}
+
+/** Seed of image i: consecutive, wrapping at 2^32, so one image is reproducible on its own. */
+export function imageSeed(seed: number, index: number): number {
+  return (seed + index) % 2 ** 32;
+}

@@ -1,0 +1,329 @@
+// The gRPC sampling service: dalle.v1.Sampler + grpc.health.v1.Health + server reflection.
+//
+// Handlers are thin: `handleGenerate` wires a call's cancellation and deadline to an AbortSignal, hands
+// the request to `generate` (a plain function of request, sink and signal), and maps whatever it throws
+// to a status in one place (errors.ts). `onRequest` is the one seam where every request starts and ends
+// (telemetry hangs its spans there).
+import { fileURLToPath } from 'node:url';
+import * as grpc from '@grpc/grpc-js';
+import * as protoLoader from '@grpc/proto-loader';
+import { ReflectionService } from '@grpc/reflection';
+import { HealthImplementation, protoPath as healthProtoPath } from 'grpc-health-check';
+import {
+  SamplerService as SamplerServiceDefinition,
+  type GenerateEvent,
+  type GenerateRequest,
+  type ListModelsRequest,
+  type ListModelsResponse,
+  type ModelInfo,
+  type Timings,
+} from '../../proto/gen/dalle/v1/sampler.ts';
+import type { ModelStore } from '../../store/index.ts';
+import type { ModelFacts, ModelLoader, RowSpec } from './engine.ts';
+import { DrainingError, GenerationStoppedError, toStatus } from './errors.ts';
+import { EventWriter, type GenerateSink } from './event-writer.ts';
+import { ModelRegistry } from './model-registry.ts';
+import { encodePng } from './png.ts';
+import { checkAgainstModel, imageSeed, validateRequest } from './request.ts';
+import { Scheduler, type SchedulerObserver, type SchedulerOptions } from './scheduler.ts';
+
+export const SERVICE_NAME = 'dalle.v1.Sampler';
+export const DEFAULT_ADDRESS = '127.0.0.1:50051';
+
+/** Channel options of the server: room for image payloads, keepalive through load balancers, and
+ *  connection ageing so a balancer can spread long-lived clients over new replicas. */
+export const serverChannelOptions: grpc.ChannelOptions = {
+  // An event carries one PNG (a 256² RGB image is < 200 KiB); 32 MiB leaves room for much larger models.
+  'grpc.max_send_message_length': 32 * 1024 * 1024,
+  // Requests are a caption and a few numbers.
+  'grpc.max_receive_message_length': 1024 * 1024,
+  'grpc.keepalive_time_ms': 30_000,
+  'grpc.keepalive_timeout_ms': 10_000,
+  'grpc.keepalive_permit_without_calls': 1,
+  'grpc.max_connection_age_ms': 30 * 60_000,
+  // A request running when the connection ages out may finish.
+  'grpc.max_connection_age_grace_ms': 10 * 60_000,
+};
+
+/** What a finished (or failed) request reports to `onRequest`'s end callback. */
+export interface RequestOutcome {
+  code: grpc.status;
+  details?: string;
+  model?: { name: string; version: number };
+  images?: number;
+  timings?: Timings;
+}
+
+export interface RequestStart {
+  method: 'Generate' | 'ListModels';
+  request: GenerateRequest | ListModelsRequest;
+  metadata: grpc.Metadata;
+  peer: string;
+}
+
+export interface SamplerServiceOptions {
+  store: ModelStore;
+  /** The model an empty request name means, watched for new versions (default `dalle`). */
+  defaultModel?: string;
+  /** Bundle bytes → SamplingModel (default: the tfjs engine). */
+  loader?: ModelLoader;
+  scheduler?: Partial<SchedulerOptions>;
+  /** Minimum milliseconds between two progress events of one call (0: every token step). */
+  progressIntervalMs?: number;
+  maxExtraModels?: number;
+  /** Sees every forward pass (metrics, tests). */
+  observer?: SchedulerObserver;
+  /** Called when a request arrives; the function it returns is called once when the request ends. */
+  onRequest?: (start: RequestStart) => ((outcome: RequestOutcome) => void) | void;
+  log?: (level: 'info' | 'error', msg: string, fields?: Record<string, unknown>) => void;
+}
+
+export interface GenerateSummary {
+  model: { name: string; version: number };
+  images: number;
+  timings: Timings;
+}
+
+const protoRoot = fileURLToPath(new URL('../../proto/', import.meta.url));
+
+function loadReflectionDefinitions(): protoLoader.PackageDefinition {
+  return protoLoader.loadSync(['dalle/v1/sampler.proto', healthProtoPath], { includeDirs: [protoRoot], keepCase: true, longs: String, enums: String, defaults: true, oneofs: true });
+}
+
+export class SamplerService {
+  readonly scheduler: Scheduler;
+  readonly registry: ModelRegistry;
+  readonly health: HealthImplementation;
+  readonly grpcServer: grpc.Server;
+  /** Handler promises still running (Generate and ListModels). */
+  private readonly inflight = new Set<Promise<unknown>>();
+  private draining = false;
+  private closing: Promise<void> | undefined;
+  private readonly progressIntervalMs: number;
+  private readonly log: NonNullable<SamplerServiceOptions['log']>;
+
+  constructor(private readonly opts: SamplerServiceOptions) {
+    this.log = opts.log ?? ((level, msg, fields) => (level === 'error' ? console.error : console.log)(JSON.stringify({ level, msg, ...fields })));
+    this.progressIntervalMs = opts.progressIntervalMs ?? 50;
+    this.scheduler = new Scheduler(opts.scheduler, opts.observer);
+    this.health = new HealthImplementation({ '': 'NOT_SERVING', [SERVICE_NAME]: 'NOT_SERVING' });
+    this.registry = new ModelRegistry({
+      store: opts.store,
+      loader: opts.loader ?? (async (b, v) => (await import('./tf-engine.ts')).loadBundleModel(b, v)),
+      defaultModel: opts.defaultModel ?? 'dalle',
+      maxExtraModels: opts.maxExtraModels,
+      log: this.log,
+      onServing: (name) => {
+        if (name === this.registry.defaultModel && !this.draining) {
+          this.health.setStatus('', 'SERVING');
+          this.health.setStatus(SERVICE_NAME, 'SERVING');
+        }
+      },
+    });
+    this.grpcServer = new grpc.Server(serverChannelOptions);
+    this.grpcServer.addService(SamplerServiceDefinition, {
+      generate: (call: grpc.ServerWritableStream<GenerateRequest, GenerateEvent>) => this.handleGenerate(call),
+      listModels: (call: grpc.ServerUnaryCall<ListModelsRequest, ListModelsResponse>, cb: grpc.sendUnaryData<ListModelsResponse>) => this.handleListModels(call, cb),
+    });
+    this.health.addToServer(this.grpcServer);
+    new ReflectionService(loadReflectionDefinitions()).addToServer(this.grpcServer);
+  }
+
+  /** Binds `address` (host:port; port 0 picks one), starts watching the default model; returns the port. */
+  async listen(address: string = process.env.DALLE_SAMPLER_ADDRESS || DEFAULT_ADDRESS): Promise<number> {
+    const port = await new Promise<number>((resolve, reject) =>
+      this.grpcServer.bindAsync(address, grpc.ServerCredentials.createInsecure(), (err, p) => (err ? reject(err) : resolve(p))),
+    );
+    await this.registry.start();
+    this.log('info', 'sampler listening', { address, port, model: this.registry.defaultModel });
+    return port;
+  }
+
+  private track<T>(p: Promise<T>): Promise<T> {
+    this.inflight.add(p);
+    void p.finally(() => this.inflight.delete(p)).catch(() => {});
+    return p;
+  }
+
+  // ---- Generate --------------------------------------------------------------------------------------
+
+  private handleGenerate(call: grpc.ServerWritableStream<GenerateRequest, GenerateEvent>): void {
+    const end = this.opts.onRequest?.({ method: 'Generate', request: call.request, metadata: call.metadata, peer: call.getPeer() });
+    const stop = new AbortController();
+    const raw = call.getDeadline();
+    const deadline = raw instanceof Date ? raw.getTime() : raw;
+    // grpc-js also fails the call at the deadline; this timer makes sure the *generation* stops then.
+    const timer = Number.isFinite(deadline) ? setTimeout(() => stop.abort('deadline'), Math.max(0, deadline - Date.now())) : undefined;
+    call.on('cancelled', () => stop.abort(Date.now() >= deadline - 1 ? 'deadline' : 'cancelled'));
+    const writer = new EventWriter(call, this.progressIntervalMs);
+    const done = this.generate(call.request, writer, stop.signal).then(
+      (summary) => {
+        writer.end();
+        end?.({ code: grpc.status.OK, model: summary.model, images: summary.images, timings: summary.timings });
+      },
+      (err: unknown) => {
+        writer.close();
+        const st = toStatus(err);
+        if (st.code === grpc.status.INTERNAL) this.log('error', 'Generate failed', { error: err instanceof Error ? (err.stack ?? err.message) : String(err) });
+        if (!call.cancelled) call.emit('error', st);
+        end?.({ code: st.code, details: st.details });
+      },
+    );
+    void this.track(done.finally(() => clearTimeout(timer)));
+  }
+
+  /**
+   * One Generate request, independent of gRPC: validate, lease the model, queue the rows, stream
+   * progress, PNG-encode and send each image, then Done. Throws the errors of errors.ts.
+   */
+  async generate(raw: GenerateRequest, out: GenerateSink, signal: AbortSignal): Promise<GenerateSummary> {
+    const t0 = performance.now();
+    if (this.draining) throw new DrainingError();
+    const req = validateRequest(raw);
+    const lease = await this.registry.acquire(req.modelName, req.modelVersion);
+    try {
+      const model = lease.model;
+      const facts: ModelFacts = model.facts;
+      checkAgainstModel(req, facts);
+      const stopped = () => new GenerationStoppedError(signal.reason as GenerationStoppedError['reason'], 0);
+      if (signal.aborted) throw stopped();
+      const text = model.encodePrompt(req.prompt);
+      const rows: RowSpec[] = Array.from({ length: req.numImages }, (_, i) => ({
+        text,
+        seed: imageSeed(req.seed, i),
+        temperature: req.temperature,
+        topK: req.topK,
+        topP: req.topP,
+      }));
+      const total = facts.grid * facts.grid;
+      const job = this.scheduler.submit(model, rows, {
+        onQueued: (position) => out.progress({ tokensDone: rows.map(() => 0), tokensTotal: total, queuePosition: position }, true),
+        onProgress: (done) => out.progress({ tokensDone: done, tokensTotal: total, queuePosition: 0 }, done[0] === total),
+      });
+      const onAbort = () => job.cancel(signal.reason as GenerationStoppedError['reason']);
+      signal.addEventListener('abort', onAbort, { once: true });
+      if (signal.aborted) onAbort();
+      let images;
+      try {
+        images = await job.result;
+      } finally {
+        signal.removeEventListener('abort', onAbort);
+      }
+      const tDecoded = performance.now();
+      const pngs = await Promise.all(images.map((img) => encodePng(img.rgb, facts.resolution, facts.resolution)));
+      for (const img of images) {
+        if (signal.aborted) throw stopped();
+        await out.send({
+          event: {
+            $case: 'image',
+            value: {
+              index: img.index,
+              seed: BigInt(imageSeed(req.seed, img.index)),
+              png: pngs[img.index]!,
+              width: facts.resolution,
+              height: facts.resolution,
+              tokens: Array.from(img.tokens),
+              score: img.score,
+            },
+          },
+        });
+      }
+      const s = job.stats;
+      const timings: Timings = {
+        queueMs: (s.startedAt ?? s.enqueuedAt) - s.enqueuedAt,
+        sampleMs: (s.sampledAt ?? tDecoded) - (s.startedAt ?? s.enqueuedAt),
+        decodeMs: performance.now() - (s.sampledAt ?? tDecoded),
+        totalMs: performance.now() - t0,
+        sharedSteps: s.sharedSteps,
+      };
+      const summary = { model: { name: facts.name, version: facts.version }, images: images.length, timings };
+      await out.send({ event: { $case: 'done', value: { model: summary.model, timings } } });
+      return summary;
+    } finally {
+      lease.release();
+    }
+  }
+
+  // ---- ListModels ------------------------------------------------------------------------------------
+
+  private handleListModels(call: grpc.ServerUnaryCall<ListModelsRequest, ListModelsResponse>, cb: grpc.sendUnaryData<ListModelsResponse>): void {
+    const end = this.opts.onRequest?.({ method: 'ListModels', request: call.request, metadata: call.metadata, peer: call.getPeer() });
+    void this.track(
+      this.listModels().then(
+        (res) => {
+          cb(null, res);
+          end?.({ code: grpc.status.OK });
+        },
+        (err: unknown) => {
+          const st = toStatus(err);
+          cb(st);
+          end?.({ code: st.code, details: st.details });
+        },
+      ),
+    );
+  }
+
+  /** Every model name in the store with its latest version, plus what this server holds. */
+  async listModels(): Promise<ListModelsResponse> {
+    const store = this.opts.store;
+    const names = new Set(await store.names());
+    names.add(this.registry.defaultModel);
+    const models: ModelInfo[] = [];
+    for (const name of [...names].sort()) {
+      const latest = await store.latest(name);
+      const serving = this.registry.servingFacts(name);
+      const loaded = this.registry.loadedVersions(name);
+      if (!latest && loaded.length === 0) continue;
+      const facts = serving?.version === latest?.version ? serving : undefined;
+      models.push({
+        name,
+        latestVersion: latest?.version ?? 0,
+        loadedVersions: loaded,
+        servingVersion: serving?.version ?? 0,
+        createdAt: latest?.createdAt ?? '',
+        resolution: facts?.resolution ?? 0,
+        grid: facts?.grid ?? 0,
+        preset: facts?.preset ?? (typeof latest?.meta.preset === 'string' ? latest.meta.preset : ''),
+      });
+    }
+    return { models, defaultModel: this.registry.defaultModel };
+  }
+
+  // ---- shutdown --------------------------------------------------------------------------------------
+
+  /**
+   * Graceful shutdown: health goes NOT_SERVING (a balancer stops routing here), new Generate calls get
+   * UNAVAILABLE, queued and running requests finish. After `graceMs` what is left is stopped
+   * (UNAVAILABLE) and the server closes.
+   */
+  shutdown(graceMs = 30_000): Promise<void> {
+    this.closing ??= (async () => {
+      this.draining = true;
+      this.health.setStatus('', 'NOT_SERVING');
+      this.health.setStatus(SERVICE_NAME, 'NOT_SERVING');
+      this.log('info', 'sampler draining', { active: this.scheduler.active, queued: this.scheduler.queued, graceMs });
+      const idle = Promise.all([this.scheduler.drain(), Promise.allSettled([...this.inflight])]).then(() => true);
+      let timer: NodeJS.Timeout | undefined;
+      const drained = await Promise.race([idle, new Promise<boolean>((r) => (timer = setTimeout(() => r(false), graceMs)))]);
+      clearTimeout(timer);
+      if (!drained) {
+        this.log('info', 'drain timed out; stopping what is left', { active: this.scheduler.active, queued: this.scheduler.queued });
+        this.scheduler.stopAll('shutdown');
+        await Promise.allSettled([...this.inflight]);
+      }
+      await new Promise<void>((resolve) => {
+        const force = setTimeout(() => {
+          this.grpcServer.forceShutdown();
+          resolve();
+        }, 2_000);
+        this.grpcServer.tryShutdown(() => {
+          clearTimeout(force);
+          resolve();
+        });
+      });
+      await this.registry.close();
+      this.log('info', 'sampler stopped', {});
+    })();
+    return this.closing;
+  }
+}
