@@ -60,28 +60,32 @@ export function roundHalfEven(x: number): number {
 }
 
 /** Per output index along one axis: the first input index it overlaps and the integer overlaps, in
- *  units of 1/out pixel (input pixel i spans [i·out, (i+1)·out), output pixel o spans [o·in, (o+1)·in)). */
+ *  units of 1/out pixel (input pixel i spans [i·out, (i+1)·out), output pixel o spans [o·in, (o+1)·in)).
+ *  Flat arrays (weights of output o at [o·k, o·k + count[o])) keep the inner loops monomorphic. */
 interface AxisWeights {
   start: Int32Array; // [out]
-  overlaps: Float64Array[]; // [out][k]
+  count: Int32Array; // [out]
+  k: number; // max inputs per output
+  weights: Float64Array; // [out, k]
 }
 
 function axisWeights(inSize: number, outSize: number): AxisWeights {
+  const k = Math.ceil(inSize / outSize) + 1;
   const start = new Int32Array(outSize);
-  const overlaps: Float64Array[] = [];
+  const count = new Int32Array(outSize);
+  const weights = new Float64Array(outSize * k);
   for (let o = 0; o < outSize; o++) {
     const lo = o * inSize;
     const hi = (o + 1) * inSize;
     const first = Math.floor(lo / outSize);
     const last = Math.ceil(hi / outSize) - 1;
     start[o] = first;
-    const w = new Float64Array(last - first + 1);
+    count[o] = last - first + 1;
     for (let i = first; i <= last; i++) {
-      w[i - first] = Math.min(hi, (i + 1) * outSize) - Math.max(lo, i * outSize);
+      weights[o * k + i - first] = Math.min(hi, (i + 1) * outSize) - Math.max(lo, i * outSize);
     }
-    overlaps.push(w);
   }
-  return { start, overlaps };
+  return { start, count, k, weights };
 }
 
 /** AREA resize as exact integer numerators: value = num / (inW·inH). Separable (rows, then columns);
@@ -92,36 +96,36 @@ function areaNumerators(src: Uint8Array, w: number, h: number, outW: number, out
   const rows = new Float64Array(h * outW * 3); // [h, outW, 3]
   for (let y = 0; y < h; y++) {
     const rowIn = y * w * 3;
-    const rowOut = y * outW * 3;
+    let q = y * outW * 3;
     for (let ox = 0; ox < outW; ox++) {
-      const s = wx.start[ox];
-      const ws = wx.overlaps[ox];
+      let p = rowIn + wx.start[ox] * 3;
+      const wBase = ox * wx.k;
+      const n = wx.count[ox];
       let r = 0;
       let g = 0;
       let b = 0;
-      for (let k = 0; k < ws.length; k++) {
-        const p = rowIn + (s + k) * 3;
-        const c = ws[k];
+      for (let j = 0; j < n; j++) {
+        const c = wx.weights[wBase + j];
         r += c * src[p];
         g += c * src[p + 1];
         b += c * src[p + 2];
+        p += 3;
       }
-      const q = rowOut + ox * 3;
-      rows[q] = r;
-      rows[q + 1] = g;
-      rows[q + 2] = b;
+      rows[q++] = r;
+      rows[q++] = g;
+      rows[q++] = b;
     }
   }
   const out = new Float64Array(outH * outW * 3); // [outH, outW, 3]
   const stride = outW * 3;
   for (let oy = 0; oy < outH; oy++) {
-    const s = wy.start[oy];
-    const ws = wy.overlaps[oy];
     const base = oy * stride;
-    for (let k = 0; k < ws.length; k++) {
-      const c = ws[k];
-      const rowBase = (s + k) * stride;
-      for (let j = 0; j < stride; j++) out[base + j] += c * rows[rowBase + j];
+    const wBase = oy * wy.k;
+    const n = wy.count[oy];
+    for (let j = 0; j < n; j++) {
+      const c = wy.weights[wBase + j];
+      const rowBase = (wy.start[oy] + j) * stride;
+      for (let i = 0; i < stride; i++) out[base + i] += c * rows[rowBase + i];
     }
   }
   return out;
@@ -150,12 +154,17 @@ export function areaResizeUint8(rgb: Uint8Array, w: number, h: number, outW: num
   for (let i = 0; i < num.length; i++) {
     const n = num[i];
     let q = Math.floor(n / den);
-    // Fix a float quotient that landed one off, then decide the tie exactly.
-    while (q * den > n) q--;
-    while ((q + 1) * den <= n) q++;
-    const twiceRem = 2 * (n - q * den);
-    if (twiceRem > den || (twiceRem === den && q % 2 === 1)) q++;
-    out[i] = q < 0 ? 0 : q > 255 ? 255 : q;
+    // The float quotient can land one off; fix it on the exact integer remainder, then decide the tie.
+    let rem = n - q * den;
+    if (rem < 0) {
+      q--;
+      rem += den;
+    } else if (rem >= den) {
+      q++;
+      rem -= den;
+    }
+    if (2 * rem > den || (2 * rem === den && (q & 1) === 1)) q++;
+    out[i] = q > 255 ? 255 : q; // an average of bytes is never negative
   }
   return out;
 }
