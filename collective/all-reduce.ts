@@ -161,7 +161,7 @@ export class AllReduceOp {
     if (this.spec.wire === 'fp32') {
       new Uint8Array(f.buffer).set(bytes);
     } else {
-      const aligned = bytes.byteOffset % 2 === 0 ? bytes : bytes.slice();
+      const aligned = bytes.byteOffset % 2 === 0 ? bytes : new Uint8Array(bytes); // a copy (Buffer#slice would be a view)
       decodeFp16(new Uint16Array(aligned.buffer, aligned.byteOffset, n), f);
     }
     return f;
