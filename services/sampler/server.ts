@@ -76,6 +76,8 @@ export interface SamplerServiceOptions {
   /** Called when a request arrives; the function it returns is called once when the request ends. */
   onRequest?: (start: RequestStart) => ((outcome: RequestOutcome) => void) | void;
   log?: (level: 'info' | 'error', msg: string, fields?: Record<string, unknown>) => void;
+  /** grpc-js server interceptors (e.g. telemetry's `grpcServerTracing()`). */
+  interceptors?: grpc.ServerInterceptor[];
 }
 
 export interface GenerateSummary {
@@ -120,7 +122,7 @@ export class SamplerService {
         }
       },
     });
-    this.grpcServer = new grpc.Server(serverChannelOptions);
+    this.grpcServer = new grpc.Server({ ...serverChannelOptions, interceptors: opts.interceptors ?? [] });
     this.grpcServer.addService(SamplerServiceDefinition, {
       generate: (call: grpc.ServerWritableStream<GenerateRequest, GenerateEvent>) => this.handleGenerate(call),
       listModels: (call: grpc.ServerUnaryCall<ListModelsRequest, ListModelsResponse>, cb: grpc.sendUnaryData<ListModelsResponse>) => this.handleListModels(call, cb),

@@ -1,0 +1,130 @@
+// `dalle generate "<prompt>" [-n 4] [--seed 7] [--out dir] [--server host:port] [--json]`: calls
+// dalle.v1.Sampler/Generate, shows a progress bar on stderr, writes each image and a grid PNG.
+import { mkdirSync, writeFileSync } from 'node:fs';
+import { join, resolve } from 'node:path';
+import type { ServiceError } from '@grpc/grpc-js';
+import { status } from '@grpc/grpc-js';
+import { parse, UsageError } from './args.ts';
+
+const usage =
+  'dalle generate "<prompt>" [-n 4] [--seed 7] [--out dir] [--server host:port] [--model name[@version]] [--temperature t] [--top-k k] [--top-p p] [--timeout seconds] [--json]';
+
+function num(name: string, v: string | undefined, int: boolean): number | undefined {
+  if (v === undefined) return undefined;
+  const n = Number(v);
+  if (v.trim() === '' || !Number.isFinite(n) || (int && !Number.isInteger(n))) {
+    throw new UsageError(`--${name} must be ${int ? 'an integer' : 'a number'}, got '${v}'\nusage: ${usage}`);
+  }
+  return n;
+}
+
+/** `name`, `name@3` or `@3` → ModelRef. */
+export function parseModelRef(v: string | undefined): { name: string; version?: number } | undefined {
+  if (v === undefined) return undefined;
+  const m = /^([a-z0-9][a-z0-9_-]*)?(?:@(\d+))?$/.exec(v);
+  if (!m || (!m[1] && !m[2])) throw new UsageError(`--model must be name, name@version or @version, got '${v}'\nusage: ${usage}`);
+  return { name: m[1] ?? '', ...(m[2] ? { version: Number(m[2]) } : {}) };
+}
+
+function slug(prompt: string): string {
+  return prompt.toLowerCase().replace(/[^a-z0-9]+/g, '-').replace(/^-|-$/g, '').slice(0, 40) || 'prompt';
+}
+
+export function progressBar(done: number[], total: number, width = 30): string {
+  const d = done.length ? done.reduce((a, b) => a + b, 0) / done.length : 0;
+  const frac = total ? Math.min(1, d / total) : 0;
+  return `[${'#'.repeat(Math.round(frac * width)).padEnd(width, '.')}] ${Math.round(d)}/${total} tokens × ${done.length} image${done.length === 1 ? '' : 's'}`;
+}
+
+export async function run(argv: string[]): Promise<number> {
+  const { values, positionals } = parse(
+    argv,
+    {
+      n: { type: 'string', short: 'n' },
+      seed: { type: 'string' },
+      out: { type: 'string' },
+      server: { type: 'string' },
+      model: { type: 'string' },
+      temperature: { type: 'string' },
+      'top-k': { type: 'string' },
+      'top-p': { type: 'string' },
+      timeout: { type: 'string' },
+      json: { type: 'boolean' },
+    },
+    usage,
+  );
+  if (positionals.length !== 1) throw new UsageError(`give exactly one prompt (quote it), got ${positionals.length}\nusage: ${usage}`);
+  const prompt = positionals[0]!;
+  if (values.seed !== undefined && !/^\d+$/.test(values.seed)) throw new UsageError(`--seed must be a non-negative integer, got '${values.seed}'`);
+  const timeout = num('timeout', values.timeout, false);
+  if (timeout !== undefined && !(timeout > 0)) throw new UsageError(`--timeout must be > 0 seconds, got '${values.timeout}'`);
+  // Range checks are the server's (it names the field); the CLI only parses.
+  const request = {
+    prompt,
+    numImages: num('n', values.n, true) ?? 4,
+    seed: values.seed === undefined ? undefined : BigInt(values.seed),
+    temperature: num('temperature', values.temperature, false),
+    topK: num('top-k', values['top-k'], true),
+    topP: num('top-p', values['top-p'], false),
+    model: parseModelRef(values.model),
+  };
+  const server = values.server ?? process.env.DALLE_SAMPLER_ADDRESS ?? '127.0.0.1:50051';
+  const home = resolve(process.env.DALLE_HOME || './.dalle');
+  const stamp = new Date().toISOString().replace(/[-:]/g, '').replace('T', '-').slice(0, 15);
+  const outDir = resolve(values.out ?? join(home, 'outputs', `${stamp}-${slug(prompt)}`));
+
+  const { createSamplerClient, generate } = await import('../sampler/client.ts');
+  const { gridPng } = await import('../sampler/png.ts');
+  const client = createSamplerClient(server);
+  const tty = process.stderr.isTTY && !values.json;
+  let cancel: (() => void) | undefined;
+  const onSigint = () => cancel?.();
+  process.once('SIGINT', onSigint);
+  try {
+    const result = await generate(client, request, {
+      deadline: timeout === undefined ? undefined : Date.now() + timeout * 1000,
+      keepProgress: false,
+      onCall: (call) => (cancel = () => call.cancel()),
+      onProgress: (p) => {
+        if (!tty) return;
+        const q = p.queuePosition > 0 ? ` (queued, ${p.queuePosition} ahead)` : '';
+        process.stderr.write(`\r${progressBar(p.tokensDone, p.tokensTotal)}${q}\x1b[K`);
+      },
+      onImage: (img) => {
+        if (tty) process.stderr.write(`\rimage ${img.index} (seed ${img.seed}) done\x1b[K`);
+      },
+    });
+    if (tty) process.stderr.write('\r\x1b[K');
+    mkdirSync(outDir, { recursive: true });
+    const images = [...result.images].sort((a, b) => a.index - b.index);
+    const files = images.map((img) => {
+      const path = join(outDir, `image-${img.index}-seed${img.seed}.png`);
+      writeFileSync(path, img.png);
+      return { index: img.index, seed: Number(img.seed), path, width: img.width, height: img.height, score: img.score, tokens: img.tokens };
+    });
+    const gridPath = join(outDir, 'grid.png');
+    writeFileSync(gridPath, await gridPng(images.map((i) => i.png)));
+    const model = result.done.model;
+    if (values.json) {
+      console.log(JSON.stringify({ prompt, server, model, images: files, grid: gridPath, timings: result.done.timings }));
+    } else {
+      const t = result.done.timings;
+      console.log(`${files.length} image(s) from ${model?.name} v${model?.version} in ${((t?.totalMs ?? 0) / 1000).toFixed(2)} s → ${outDir}`);
+      for (const f of files) console.log(`  ${f.path}  seed ${f.seed}  score ${f.score.toFixed(3)}`);
+      console.log(`  ${gridPath}`);
+    }
+    return 0;
+  } catch (e) {
+    if (tty) process.stderr.write('\r\x1b[K');
+    const err = e as ServiceError;
+    if (typeof err.code === 'number') {
+      const hint = err.code === status.UNAVAILABLE && /No connection|ECONNREFUSED|connect/i.test(err.details ?? '') ? ` (is \`dalle sampler\` running at ${server}?)` : '';
+      console.error(`dalle generate: ${status[err.code]}: ${err.details}${hint}`);
+      return err.code === status.INVALID_ARGUMENT ? 2 : 1;
+    }
+    throw e;
+  } finally {
+    process.off('SIGINT', onSigint);
+    client.close();
+  }
+}
