@@ -10,7 +10,16 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import sharp from 'sharp';
 import { loadSpec, resolveSpec } from '../config/index.ts';
-import { datasetCaptions, loadBatch, openDataset, preprocessDvae, preprocessTransformer, rngFor, Tokenizer, type Dataset } from '../data/index.ts';
+import {
+  datasetCaptions,
+  loadBatch,
+  openDataset,
+  preprocessDvae,
+  preprocessTransformer,
+  rngFor,
+  Tokenizer,
+  type Dataset,
+} from '../data/index.ts';
 
 function photo(w: number, h: number, seed: number): Uint8Array {
   // Smooth gradients plus noise: compresses like a photo, not like flat colour.
@@ -33,10 +42,17 @@ async function time<T>(fn: () => Promise<T> | T): Promise<{ ms: number; value: T
   return { ms: performance.now() - t0, value };
 }
 
-async function batchesPerSecond(ds: Dataset, res: number, globalBatch: number, steps: number, pipeline: 'dvae' | 'transformer'): Promise<number> {
+async function batchesPerSecond(
+  ds: Dataset,
+  res: number,
+  globalBatch: number,
+  steps: number,
+  pipeline: 'dvae' | 'transformer',
+): Promise<number> {
   await loadBatch(ds, { seed: 0, step: 0, rank: 0, worldSize: 1, globalBatch, resolution: res, pipeline }); // warm-up
   const { ms } = await time(async () => {
-    for (let step = 1; step <= steps; step++) await loadBatch(ds, { seed: 0, step, rank: 0, worldSize: 1, globalBatch, resolution: res, pipeline });
+    for (let step = 1; step <= steps; step++)
+      await loadBatch(ds, { seed: 0, step, rank: 0, worldSize: 1, globalBatch, resolution: res, pipeline });
   });
   return (steps * globalBatch) / (ms / 1000);
 }
@@ -64,23 +80,41 @@ export async function main(argv: string[]): Promise<void> {
   // 2. Shapes preset.
   const spec = loadSpec('shapes');
   const shapes = await openDataset(spec.dataset);
-  log('shapes_loadbatch_dvae_images_per_s', await batchesPerSecond(shapes, spec.dvae.resolution, spec.train.batchSize, 20, 'dvae'), 'images/s');
+  log(
+    'shapes_loadbatch_dvae_images_per_s',
+    await batchesPerSecond(shapes, spec.dvae.resolution, spec.train.batchSize, 20, 'dvae'),
+    'images/s',
+  );
 
   // 3. A folder of JPEG photos.
   const dir = await mkdtemp(join(tmpdir(), 'bench-data-'));
   try {
     const n = 48;
     for (let i = 0; i < n; i++) {
-      await writeFile(join(dir, `${i}.jpg`), await sharp(photo(500, 375, i), { raw: { width: 500, height: 375, channels: 3 } }).jpeg({ quality: 90 }).toBuffer());
+      await writeFile(
+        join(dir, `${i}.jpg`),
+        await sharp(photo(500, 375, i), { raw: { width: 500, height: 375, channels: 3 } })
+          .jpeg({ quality: 90 })
+          .toBuffer(),
+      );
       await writeFile(join(dir, `${i}.txt`), `photo number ${i}\n`);
     }
-    const cfg = (verify: 'decode' | 'header'): Parameters<typeof openDataset>[0] => resolveSpec({ preset: 'tiny', dataset: { kind: 'folder', path: dir, verify } }).dataset;
+    const cfg = (verify: 'decode' | 'header'): Parameters<typeof openDataset>[0] =>
+      resolveSpec({ preset: 'tiny', dataset: { kind: 'folder', path: dir, verify } }).dataset;
     const opened = await time(() => openDataset(cfg('decode')));
     log('folder_open_verify_decode_ms_per_image', opened.ms / n, 'ms/image');
     const header = await time(() => openDataset(cfg('header')));
     log('folder_open_verify_header_ms_per_image', header.ms / n, 'ms/image');
-    log('folder_jpeg_loadbatch_dvae_256_images_per_s', await batchesPerSecond(opened.value, 256, 16, 3, 'dvae'), 'images/s');
-    log('folder_jpeg_loadbatch_transformer_256_images_per_s', await batchesPerSecond(opened.value, 256, 16, 3, 'transformer'), 'images/s');
+    log(
+      'folder_jpeg_loadbatch_dvae_256_images_per_s',
+      await batchesPerSecond(opened.value, 256, 16, 3, 'dvae'),
+      'images/s',
+    );
+    log(
+      'folder_jpeg_loadbatch_transformer_256_images_per_s',
+      await batchesPerSecond(opened.value, 256, 16, 3, 'transformer'),
+      'images/s',
+    );
   } finally {
     await rm(dir, { recursive: true, force: true });
   }
@@ -97,7 +131,8 @@ export async function main(argv: string[]): Promise<void> {
   });
   log('tokenizer_encode_captions_per_s', m / (t.ms / 1000), 'captions/s');
   t = await time(() => {
-    for (let i = 0; i < m; i++) tok.encode(captions[i % captions.length], spec.transformer.textLen, { dropout: 0.1, seed: i });
+    for (let i = 0; i < m; i++)
+      tok.encode(captions[i % captions.length], spec.transformer.textLen, { dropout: 0.1, seed: i });
   });
   log('tokenizer_encode_dropout_captions_per_s', m / (t.ms / 1000), 'captions/s');
   if (json) console.log(JSON.stringify(out));

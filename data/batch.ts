@@ -75,7 +75,8 @@ export class NoDecodableItemError extends Error {
 function checkOptions(o: LoadBatchOptions): void {
   const int = (field: keyof LoadBatchOptions, min: number): void => {
     const v = o[field];
-    if (typeof v !== 'number' || !Number.isSafeInteger(v) || v < min) throw new BatchOptionsError(field, v, `must be an integer ≥ ${min}`);
+    if (typeof v !== 'number' || !Number.isSafeInteger(v) || v < min)
+      throw new BatchOptionsError(field, v, `must be an integer ≥ ${min}`);
   };
   int('seed', 0);
   int('step', 0);
@@ -83,15 +84,30 @@ function checkOptions(o: LoadBatchOptions): void {
   int('worldSize', 1);
   int('globalBatch', 1);
   int('resolution', 1);
-  if (o.rank >= o.worldSize) throw new BatchOptionsError('rank', o.rank, `must be < worldSize (${o.worldSize})`);
-  if (o.globalBatch < o.worldSize) throw new BatchOptionsError('globalBatch', o.globalBatch, `must be ≥ worldSize (${o.worldSize}) so every rank gets a sample`);
-  if (o.pipeline !== 'dvae' && o.pipeline !== 'transformer') throw new BatchOptionsError('pipeline', o.pipeline, "must be 'dvae' or 'transformer'");
+  if (o.rank >= o.worldSize)
+    throw new BatchOptionsError('rank', o.rank, `must be < worldSize (${o.worldSize})`);
+  if (o.globalBatch < o.worldSize)
+    throw new BatchOptionsError(
+      'globalBatch',
+      o.globalBatch,
+      `must be ≥ worldSize (${o.worldSize}) so every rank gets a sample`,
+    );
+  if (o.pipeline !== 'dvae' && o.pipeline !== 'transformer')
+    throw new BatchOptionsError('pipeline', o.pipeline, "must be 'dvae' or 'transformer'");
 }
 
 /** The stream positions of rank r's slice of step s (see the file header). */
-export function rankSlice(step: number, rank: number, worldSize: number, globalBatch: number): { start: number; end: number } {
+export function rankSlice(
+  step: number,
+  rank: number,
+  worldSize: number,
+  globalBatch: number,
+): { start: number; end: number } {
   const base = step * globalBatch;
-  return { start: base + Math.floor((rank * globalBatch) / worldSize), end: base + Math.floor(((rank + 1) * globalBatch) / worldSize) };
+  return {
+    start: base + Math.floor((rank * globalBatch) / worldSize),
+    end: base + Math.floor(((rank + 1) * globalBatch) / worldSize),
+  };
 }
 
 /** Load, caption and preprocess this rank's slice of the global batch of `step`. */

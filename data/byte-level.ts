@@ -5,7 +5,8 @@
 
 /** GPT-2's bytes_to_unicode: printable bytes map to themselves, the rest to U+0100 upward. */
 export const BYTE_TO_CHAR: readonly string[] = (() => {
-  const printable = (b: number): boolean => (b >= 0x21 && b <= 0x7e) || (b >= 0xa1 && b <= 0xac) || (b >= 0xae && b <= 0xff);
+  const printable = (b: number): boolean =>
+    (b >= 0x21 && b <= 0x7e) || (b >= 0xa1 && b <= 0xac) || (b >= 0xae && b <= 0xff);
   const out: string[] = new Array(256);
   let n = 0;
   for (let b = 0; b < 256; b++) out[b] = String.fromCharCode(printable(b) ? b : 256 + n++);

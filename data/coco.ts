@@ -4,11 +4,24 @@
 // divided by `heldoutFraction` on a hash of the file name. Items follow the JSON's `images` order.
 import { basename, join } from 'node:path';
 import { z } from 'zod';
-import { DatasetFormatError, DatasetNotFoundError, keyFraction, type Dataset, type Split } from './dataset.ts';
+import {
+  DatasetFormatError,
+  DatasetNotFoundError,
+  keyFraction,
+  type Dataset,
+  type Split,
+} from './dataset.ts';
 import { openFileDataset, readIfExists, type Candidate, type ValidateOptions } from './file-dataset.ts';
 
 const CocoCaptions = z.object({
-  images: z.array(z.object({ id: z.number(), file_name: z.string(), width: z.number().optional(), height: z.number().optional() })),
+  images: z.array(
+    z.object({
+      id: z.number(),
+      file_name: z.string(),
+      width: z.number().optional(),
+      height: z.number().optional(),
+    }),
+  ),
   annotations: z.array(z.object({ image_id: z.number(), caption: z.string() })),
 });
 
@@ -27,17 +40,28 @@ function imagesFor(annotations: string): string {
 
 export async function openCocoDataset(root: string, opts: CocoOptions): Promise<Dataset> {
   const defaults = opts.annotations === undefined;
-  const annFile = opts.annotations ?? `annotations/captions_${opts.split === 'train' ? 'train' : 'val'}2017.json`;
+  const annFile =
+    opts.annotations ?? `annotations/captions_${opts.split === 'train' ? 'train' : 'val'}2017.json`;
   const imageDir = join(root, opts.images ?? imagesFor(annFile));
   const bytes = await readIfExists(join(root, annFile));
   if (bytes === null) throw new DatasetNotFoundError('coco', root, `no captions file ${annFile}`);
   let parsed: z.infer<typeof CocoCaptions>;
   try {
     const r = CocoCaptions.safeParse(JSON.parse(bytes.toString('utf8')));
-    if (!r.success) throw new Error(r.error.issues.slice(0, 3).map((i) => `${i.path.join('.')}: ${i.message}`).join('; '));
+    if (!r.success)
+      throw new Error(
+        r.error.issues
+          .slice(0, 3)
+          .map((i) => `${i.path.join('.')}: ${i.message}`)
+          .join('; '),
+      );
     parsed = r.data;
   } catch (e) {
-    throw new DatasetFormatError('coco', join(root, annFile), `not a COCO captions file: ${(e as Error).message}`);
+    throw new DatasetFormatError(
+      'coco',
+      join(root, annFile),
+      `not a COCO captions file: ${(e as Error).message}`,
+    );
   }
   const byImage = new Map<number, string[]>();
   for (const a of parsed.annotations) {
@@ -48,7 +72,8 @@ export async function openCocoDataset(root: string, opts: CocoOptions): Promise<
   }
   const candidates: Candidate[] = [];
   for (const img of parsed.images) {
-    if (!defaults && (keyFraction(img.file_name) < opts.heldoutFraction) !== (opts.split === 'heldout')) continue;
+    if (!defaults && keyFraction(img.file_name) < opts.heldoutFraction !== (opts.split === 'heldout'))
+      continue;
     const captions = byImage.get(img.id) ?? [];
     const path = join(imageDir, img.file_name);
     candidates.push({

@@ -6,7 +6,13 @@
 // `captions` defaults to the first existing of text_c10, ../text_c10, ../cvpr2016_cub/text_c10, ../text.
 import { readFile, stat } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
-import { DatasetFormatError, DatasetNotFoundError, parseCaptionLines, type Dataset, type Split } from './dataset.ts';
+import {
+  DatasetFormatError,
+  DatasetNotFoundError,
+  parseCaptionLines,
+  type Dataset,
+  type Split,
+} from './dataset.ts';
 import { openFileDataset, readIfExists, type Candidate, type ValidateOptions } from './file-dataset.ts';
 
 export const CUB_CAPTION_DIRS = ['text_c10', '../text_c10', '../cvpr2016_cub/text_c10', '../text'];
@@ -22,7 +28,12 @@ function idLines(text: string, file: string, root: string): Map<string, string> 
     const t = line.trim();
     if (!t) continue;
     const sp = t.indexOf(' ');
-    if (sp < 0) throw new DatasetFormatError('cub', root, `${file} line ${n + 1} is not "<id> <value>": ${JSON.stringify(t)}`);
+    if (sp < 0)
+      throw new DatasetFormatError(
+        'cub',
+        root,
+        `${file} line ${n + 1} is not "<id> <value>": ${JSON.stringify(t)}`,
+      );
     out.set(t.slice(0, sp), t.slice(sp + 1).trim());
   }
   return out;
@@ -37,7 +48,8 @@ export interface CubOptions extends ValidateOptions {
 export async function openCubDataset(root: string, opts: CubOptions): Promise<Dataset> {
   if (!(await isDir(root))) throw new DatasetNotFoundError('cub', root, 'not a directory');
   const imagesTxt = await readIfExists(join(root, 'images.txt'));
-  if (imagesTxt === null) throw new DatasetNotFoundError('cub', root, 'no images.txt (is this the CUB_200_2011 folder?)');
+  if (imagesTxt === null)
+    throw new DatasetNotFoundError('cub', root, 'no images.txt (is this the CUB_200_2011 folder?)');
   const tried = opts.captions !== undefined ? [opts.captions] : CUB_CAPTION_DIRS;
   let captionRoot: string | undefined;
   for (const c of tried) {
@@ -47,7 +59,11 @@ export async function openCubDataset(root: string, opts: CubOptions): Promise<Da
     }
   }
   if (captionRoot === undefined) {
-    throw new DatasetFormatError('cub', root, `no Reed et al. caption folder; looked in ${tried.map((c) => resolve(root, c)).join(', ')}`);
+    throw new DatasetFormatError(
+      'cub',
+      root,
+      `no Reed et al. caption folder; looked in ${tried.map((c) => resolve(root, c)).join(', ')}`,
+    );
   }
   const images = idLines(imagesTxt.toString('utf8'), 'images.txt', root);
   const splitTxt = await readFile(join(root, 'train_test_split.txt'), 'utf8').catch(() => null);

@@ -97,7 +97,11 @@ export function parseCaptionLines(text: string): string[] {
 }
 
 /** The caption item `index` yields in `epoch`: uniform over its captions, keyed by (seed, epoch, index). */
-export function pickCaption(captions: readonly string[], index: number, draw: CaptionDraw = { seed: 0, epoch: 0 }): string {
+export function pickCaption(
+  captions: readonly string[],
+  index: number,
+  draw: CaptionDraw = { seed: 0, epoch: 0 },
+): string {
   if (captions.length === 1) return captions[0];
   return captions[rngFor(draw.seed, 'caption', draw.epoch, index).int(captions.length)];
 }

@@ -65,7 +65,8 @@ async function validate(c: Candidate, verify: ValidateOptions['verify']): Promis
   }
   if (bytes === null) return SKIP_REASONS.missingImage;
   try {
-    const { width, height } = verify === 'decode' ? await decodeImage(bytes, c.key) : await probeImage(bytes, c.key);
+    const { width, height } =
+      verify === 'decode' ? await decodeImage(bytes, c.key) : await probeImage(bytes, c.key);
     if (!aspectOk(width, height)) return SKIP_REASONS.aspectRatio;
   } catch (e) {
     if (e instanceof ImageDecodeError) return SKIP_REASONS.unreadableImage;
@@ -109,7 +110,12 @@ class FileDataset implements Dataset {
 }
 
 /** Validate candidates in order and number the survivors. Never throws for a bad item. */
-export async function openFileDataset(kind: Dataset['kind'], split: Split, candidates: Candidate[], opts: ValidateOptions): Promise<Dataset> {
+export async function openFileDataset(
+  kind: Dataset['kind'],
+  split: Split,
+  candidates: Candidate[],
+  opts: ValidateOptions,
+): Promise<Dataset> {
   const { verify, limit, concurrency = 8 } = opts;
   const skipped: Record<string, number> = {};
   const items: Valid[] = [];

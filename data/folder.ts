@@ -2,14 +2,24 @@
 // it, one caption per line (`cat.jpg` + `cat.txt`). Items are ordered by relative path.
 import { readdir, stat } from 'node:fs/promises';
 import { extname, join, relative } from 'node:path';
-import { countSkip, DatasetNotFoundError, keyFraction, parseCaptionLines, SKIP_REASONS, type Dataset, type Split } from './dataset.ts';
+import {
+  countSkip,
+  DatasetNotFoundError,
+  keyFraction,
+  parseCaptionLines,
+  SKIP_REASONS,
+  type Dataset,
+  type Split,
+} from './dataset.ts';
 import { openFileDataset, readIfExists, type Candidate, type ValidateOptions } from './file-dataset.ts';
 import { IMAGE_EXTENSIONS } from './image.ts';
 
 /** Every file under `root`, as paths relative to it, sorted (byte order, so every machine agrees). */
 export async function listFiles(root: string): Promise<string[]> {
   const entries = await readdir(root, { recursive: true, withFileTypes: true });
-  const files = entries.filter((e) => e.isFile()).map((e) => relative(root, join(e.parentPath, e.name)).split('\\').join('/'));
+  const files = entries
+    .filter((e) => e.isFile())
+    .map((e) => relative(root, join(e.parentPath, e.name)).split('\\').join('/'));
   return files.sort((a, b) => (a < b ? -1 : a > b ? 1 : 0));
 }
 
@@ -47,7 +57,10 @@ export async function openFolderDataset(root: string, opts: FolderOptions): Prom
     }
     candidates.push({
       key: join(root, image),
-      captions: async () => (txt === undefined ? null : parseCaptionLines((await readIfExists(join(root, txt)))?.toString('utf8') ?? '')),
+      captions: async () =>
+        txt === undefined
+          ? null
+          : parseCaptionLines((await readIfExists(join(root, txt)))?.toString('utf8') ?? ''),
       image: () => readIfExists(join(root, image)),
     });
   }

@@ -30,7 +30,10 @@ export class ImageDecodeError extends Error {
 
 /** Decode image bytes (or a file path) to RGB. `failOn: 'warning'` makes truncated files fail here
  *  instead of decoding to grey garbage. Throws ImageDecodeError naming `key`. */
-export async function decodeImage(input: Uint8Array | string, key = typeof input === 'string' ? input : '(bytes)'): Promise<DecodedImage> {
+export async function decodeImage(
+  input: Uint8Array | string,
+  key = typeof input === 'string' ? input : '(bytes)',
+): Promise<DecodedImage> {
   try {
     const { data, info } = await sharp(input, { failOn: 'warning', autoOrient: true })
       .flatten({ background: '#ffffff' })
@@ -38,7 +41,11 @@ export async function decodeImage(input: Uint8Array | string, key = typeof input
       .raw()
       .toBuffer({ resolveWithObject: true });
     if (info.channels !== 3) throw new Error(`decoded to ${info.channels} channels, expected 3`);
-    return { rgb: new Uint8Array(data.buffer, data.byteOffset, data.length), width: info.width, height: info.height };
+    return {
+      rgb: new Uint8Array(data.buffer, data.byteOffset, data.length),
+      width: info.width,
+      height: info.height,
+    };
   } catch (e) {
     if (e instanceof ImageDecodeError) throw e;
     throw new ImageDecodeError(key, (e as Error).message.split('\n')[0]);
@@ -46,7 +53,10 @@ export async function decodeImage(input: Uint8Array | string, key = typeof input
 }
 
 /** Width and height after EXIF orientation, from the header only (cheap). Throws ImageDecodeError. */
-export async function probeImage(input: Uint8Array | string, key = typeof input === 'string' ? input : '(bytes)'): Promise<{ width: number; height: number }> {
+export async function probeImage(
+  input: Uint8Array | string,
+  key = typeof input === 'string' ? input : '(bytes)',
+): Promise<{ width: number; height: number }> {
   try {
     const m = await sharp(input, { failOn: 'warning' }).metadata();
     const { width, height } = m.autoOrient ?? m;
@@ -65,5 +75,7 @@ export function aspectOk(width: number, height: number): boolean {
 
 /** Encode packed RGB as PNG bytes (lossless, so decoding gives the same pixels back). */
 export async function encodePng(rgb: Uint8Array, width: number, height: number): Promise<Buffer> {
-  return sharp(rgb, { raw: { width, height, channels: 3 } }).png().toBuffer();
+  return sharp(rgb, { raw: { width, height, channels: 3 } })
+    .png()
+    .toBuffer();
 }

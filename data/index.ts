@@ -70,4 +70,13 @@ export {
   normalizeCaption,
   trainTokenizer,
 } from './tokenizer.ts';
-export { type TarEntry, type TarMember, TarFormatError, TarNameError, listTar, readTarMember, tarBytes, writeTar } from './tar.ts';
+export {
+  type TarEntry,
+  type TarMember,
+  TarFormatError,
+  TarNameError,
+  listTar,
+  readTarMember,
+  tarBytes,
+  writeTar,
+} from './tar.ts';

@@ -30,6 +30,11 @@ export async function openDataset(cfg: DatasetConfig, opts: OpenDatasetOptions =
     case 'cub':
       return openCubDataset(path, { ...common, captions: cfg.captions });
     case 'coco':
-      return openCocoDataset(path, { ...common, annotations: cfg.annotations, images: cfg.images, heldoutFraction: cfg.heldoutFraction });
+      return openCocoDataset(path, {
+        ...common,
+        annotations: cfg.annotations,
+        images: cfg.images,
+        heldoutFraction: cfg.heldoutFraction,
+      });
   }
 }

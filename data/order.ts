@@ -9,7 +9,8 @@ const CACHE_ENTRIES = 4; // a batch can straddle two epochs; keep a few so ranks
 
 /** The permutation of 0..n−1 used in `epoch` (Fisher–Yates keyed by (seed, 'order', epoch)); 4·n bytes. */
 export function epochOrder(seed: number, epoch: number, n: number): Uint32Array {
-  if (!Number.isInteger(n) || n < 1 || n > 0xffff_ffff) throw new RangeError(`dataset size must be an integer in [1, 2^32), got ${n}`);
+  if (!Number.isInteger(n) || n < 1 || n > 0xffff_ffff)
+    throw new RangeError(`dataset size must be an integer in [1, 2^32), got ${n}`);
   const key = `${seed}:${epoch}:${n}`;
   const hit = cache.get(key);
   if (hit) return hit;
@@ -28,7 +29,11 @@ export function epochOrder(seed: number, epoch: number, n: number): Uint32Array 
 }
 
 /** The item at stream position p: its epoch, its offset in that epoch, and the dataset index. */
-export function itemAt(seed: number, position: number, n: number): { epoch: number; offset: number; index: number } {
+export function itemAt(
+  seed: number,
+  position: number,
+  n: number,
+): { epoch: number; offset: number; index: number } {
   const epoch = Math.floor(position / n);
   const offset = position - epoch * n;
   return { epoch, offset, index: epochOrder(seed, epoch, n)[offset] };

@@ -76,7 +76,8 @@ test('preprocess: AREA rounding is half to even (tf.rint), decided exactly', () 
   assert.equal(one(0, 1), 0); // 0.5 → 0
   assert.equal(one(254, 255), 254); // 254.5 → 254
   assert.equal(one(255, 255), 255);
-  const three = (a: number, b: number, c: number): number => areaResizeUint8(grey([[a, b, c]]).rgb, 3, 1, 1, 1)[0];
+  const three = (a: number, b: number, c: number): number =>
+    areaResizeUint8(grey([[a, b, c]]).rgb, 3, 1, 1, 1)[0];
   assert.equal(three(0, 0, 1), 0); // ⅓
   assert.equal(three(0, 1, 1), 1); // ⅔
   assert.equal(roundHalfEven(22.5), 22);
@@ -98,7 +99,8 @@ test('preprocess: separable AREA equals the direct 2-D area integral', () => {
     const got = areaResize(rgb, w, h, ow, oh);
     const sx = w / ow;
     const sy = h / oh;
-    const overlap = (a0: number, a1: number, b0: number, b1: number): number => Math.max(0, Math.min(a1, b1) - Math.max(a0, b0));
+    const overlap = (a0: number, a1: number, b0: number, b1: number): number =>
+      Math.max(0, Math.min(a1, b1) - Math.max(a0, b0));
     for (let oy = 0; oy < oh; oy++) {
       for (let ox = 0; ox < ow; ox++) {
         for (let c = 0; c < 3; c++) {
@@ -106,10 +108,14 @@ test('preprocess: separable AREA equals the direct 2-D area integral', () => {
           for (let y = 0; y < h; y++) {
             const fy = overlap(oy * sy, (oy + 1) * sy, y, y + 1);
             if (fy === 0) continue;
-            for (let x = 0; x < w; x++) s += fy * overlap(ox * sx, (ox + 1) * sx, x, x + 1) * rgb[(y * w + x) * 3 + c];
+            for (let x = 0; x < w; x++)
+              s += fy * overlap(ox * sx, (ox + 1) * sx, x, x + 1) * rgb[(y * w + x) * 3 + c];
           }
           const want = s / (sx * sy);
-          assert.ok(Math.abs(got[(oy * ow + ox) * 3 + c] - want) < 1e-9, `${ow}×${oh} at (${ox}, ${oy}, ${c})`);
+          assert.ok(
+            Math.abs(got[(oy * ow + ox) * 3 + c] - want) < 1e-9,
+            `${ow}×${oh} at (${ox}, ${oy}, ${c})`,
+          );
         }
       }
     }
@@ -166,7 +172,10 @@ test('preprocess: pipelines compose crop → AREA → round → crop (→ flip) 
     assert.deepEqual(preprocessDvae(img, w, h, 16, rngFor(s, 'x')), want);
     assert.deepEqual(applyPlan(img, w, h, 16, plan), want);
   }
-  assert.deepEqual(preprocessTransformer(img, w, h, 16, rngFor(5)), preprocessTransformer(img, w, h, 16, rngFor(5)));
+  assert.deepEqual(
+    preprocessTransformer(img, w, h, 16, rngFor(5)),
+    preprocessTransformer(img, w, h, 16, rngFor(5)),
+  );
   assert.notDeepEqual(preprocessDvae(img, w, h, 16, rngFor(5)), preprocessDvae(img, w, h, 16, rngFor(6)));
 });
 

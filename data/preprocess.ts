@@ -28,7 +28,9 @@ export class ImageShapeError extends Error {
     readonly height: number,
     readonly bytes: number,
   ) {
-    super(`RGB image ${width}×${height} needs ${width * height * 3} bytes (positive integer sides), got ${bytes}`);
+    super(
+      `RGB image ${width}×${height} needs ${width * height * 3} bytes (positive integer sides), got ${bytes}`,
+    );
   }
 }
 
@@ -144,7 +146,13 @@ export function areaResize(rgb: Uint8Array, w: number, h: number, outW: number, 
 
 /** AREA resize, then round half to even (tf.rint) and clip to uint8, decided exactly on the integer
  *  numerators so ties (x.5) never depend on float rounding: [outH, outW, 3]. */
-export function areaResizeUint8(rgb: Uint8Array, w: number, h: number, outW: number, outH: number): Uint8Array {
+export function areaResizeUint8(
+  rgb: Uint8Array,
+  w: number,
+  h: number,
+  outW: number,
+  outH: number,
+): Uint8Array {
   checkImage(rgb, w, h);
   checkRes(outW);
   checkRes(outH);
@@ -170,7 +178,15 @@ export function areaResizeUint8(rgb: Uint8Array, w: number, h: number, outW: num
 }
 
 /** Copy the w×h window at (x, y) out of an RGB image. */
-export function cropRgb(rgb: Uint8Array, width: number, height: number, x: number, y: number, w: number, h: number): Uint8Array {
+export function cropRgb(
+  rgb: Uint8Array,
+  width: number,
+  height: number,
+  x: number,
+  y: number,
+  w: number,
+  h: number,
+): Uint8Array {
   checkImage(rgb, width, height);
   if (x < 0 || y < 0 || x + w > width || y + h > height || w < 1 || h < 1) {
     throw new RangeError(`crop ${w}×${h} at (${x}, ${y}) leaves the ${width}×${height} image`);
@@ -250,7 +266,10 @@ export function planTransformer(w: number, h: number, res: number, rng: Rng): Cr
 /** Execute a plan: square crop → AREA resize to t×t → round/clip → res×res crop → optional flip. */
 export function applyPlan(rgb: Uint8Array, w: number, h: number, res: number, plan: CropPlan): Uint8Array {
   const { square, t, crop, flip } = plan;
-  const sq = square.side === w && square.side === h ? rgb : cropRgb(rgb, w, h, square.x, square.y, square.side, square.side);
+  const sq =
+    square.side === w && square.side === h
+      ? rgb
+      : cropRgb(rgb, w, h, square.x, square.y, square.side, square.side);
   const resized = t === square.side ? sq : areaResizeUint8(sq, square.side, square.side, t, t); // [t, t, 3]
   const out = t === res ? resized : cropRgb(resized, t, t, crop.x, crop.y, res, res); // [res, res, 3]
   if (!flip) return out === rgb ? out.slice() : out;
@@ -264,7 +283,13 @@ export function preprocessDvae(rgb: Uint8Array, w: number, h: number, res: numbe
 }
 
 /** Transformer preprocessing of PAPER.md (no flip) → [res, res, 3] uint8. Deterministic given the rng's key. */
-export function preprocessTransformer(rgb: Uint8Array, w: number, h: number, res: number, rng: Rng): Uint8Array {
+export function preprocessTransformer(
+  rgb: Uint8Array,
+  w: number,
+  h: number,
+  res: number,
+  rng: Rng,
+): Uint8Array {
   checkImage(rgb, w, h);
   return applyPlan(rgb, w, h, res, planTransformer(w, h, res, rng));
 }

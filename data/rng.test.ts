@@ -7,8 +7,14 @@ test('rng: the same key gives the same stream, a different key another', () => {
   const b = rngFor(7, 'crop', 3);
   const c = rngFor(7, 'crop', 4);
   const sa = Array.from({ length: 16 }, () => a.uint32());
-  assert.deepEqual(Array.from({ length: 16 }, () => b.uint32()), sa);
-  assert.notDeepEqual(Array.from({ length: 16 }, () => c.uint32()), sa);
+  assert.deepEqual(
+    Array.from({ length: 16 }, () => b.uint32()),
+    sa,
+  );
+  assert.notDeepEqual(
+    Array.from({ length: 16 }, () => c.uint32()),
+    sa,
+  );
   // Part boundaries matter: (1, 23) and (12, 3) are different keys.
   assert.notEqual(rngFor(1, 23).uint32(), rngFor(12, 3).uint32());
   assert.notEqual(rngFor('ab', 'c').uint32(), rngFor('a', 'bc').uint32());

@@ -1,6 +1,13 @@
 // Dataset kind (e): the synthetic shapes set, rendered on demand (nothing on disk, nothing skipped).
 import type { ShapesDatasetConfig } from '../config/index.ts';
-import { checkIndex, pickCaption, type CaptionDraw, type Dataset, type DatasetItem, type Split } from './dataset.ts';
+import {
+  checkIndex,
+  pickCaption,
+  type CaptionDraw,
+  type Dataset,
+  type DatasetItem,
+  type Split,
+} from './dataset.ts';
 import { renderShape, shapeCaptions, shapeItem, shapesSplitSize } from './shapes.ts';
 import type { z } from 'zod';
 
@@ -29,7 +36,12 @@ export class ShapesDataset implements Dataset {
   async get(i: number, draw?: CaptionDraw): Promise<DatasetItem> {
     const spec = this.spec(i);
     const rgb = renderShape(spec, this.canvas);
-    return { rgb, width: this.canvas, height: this.canvas, caption: pickCaption(shapeCaptions(spec), i, draw) };
+    return {
+      rgb,
+      width: this.canvas,
+      height: this.canvas,
+      caption: pickCaption(shapeCaptions(spec), i, draw),
+    };
   }
 
   async captions(i: number): Promise<string[]> {

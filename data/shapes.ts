@@ -93,12 +93,16 @@ export function isHeldOut(c: { color: ShapeColor; shape: ShapeKind }): boolean {
 
 /** All 6 × 3 × 2 × 9 = 324 compositions in a fixed order (colour, shape, size, position). */
 export const ALL_COMPOSITIONS: readonly ShapeComposition[] = COLOR_NAMES.flatMap((color) =>
-  SHAPE_KINDS.flatMap((shape) => SIZE_NAMES.flatMap((size) => POSITION_NAMES.map((position) => ({ color, shape, size, position })))),
+  SHAPE_KINDS.flatMap((shape) =>
+    SIZE_NAMES.flatMap((size) => POSITION_NAMES.map((position) => ({ color, shape, size, position }))),
+  ),
 );
 /** The 216 compositions a training split draws from. */
 export const TRAIN_COMPOSITIONS: readonly ShapeComposition[] = ALL_COMPOSITIONS.filter((c) => !isHeldOut(c));
 /** The 108 held-out compositions. */
-export const HELD_OUT_COMPOSITIONS: readonly ShapeComposition[] = ALL_COMPOSITIONS.filter((c) => isHeldOut(c));
+export const HELD_OUT_COMPOSITIONS: readonly ShapeComposition[] = ALL_COMPOSITIONS.filter((c) =>
+  isHeldOut(c),
+);
 
 /** Bounding-box side in pixels on an S×S canvas (S/4 → small, S/2 → large, rounded). */
 export function shapeSizePx(size: ShapeSize, canvas: number): number {
@@ -106,7 +110,11 @@ export function shapeSizePx(size: ShapeSize, canvas: number): number {
 }
 
 /** Centre of the bounding box in continuous pixel coordinates (pixel (x, y) covers [x, x+1) × [y, y+1)). */
-export function shapeCentre(position: ShapePosition, canvas: number, jitter = { dx: 0, dy: 0 }): { x: number; y: number } {
+export function shapeCentre(
+  position: ShapePosition,
+  canvas: number,
+  jitter = { dx: 0, dy: 0 },
+): { x: number; y: number } {
   const [fx, fy] = POSITIONS[position];
   return { x: canvas * fx + jitter.dx, y: canvas * fy + jitter.dy };
 }
@@ -118,7 +126,13 @@ function check(spec: ShapeSpec, canvas: number): void {
   if (!(spec.size in SIZE_FRACTIONS)) throw new ShapeSpecError('size', spec.size);
   if (!(spec.position in POSITIONS)) throw new ShapeSpecError('position', spec.position);
   const j = spec.jitter;
-  if (j && (!Number.isInteger(j.dx) || !Number.isInteger(j.dy) || Math.abs(j.dx) > JITTER_PX || Math.abs(j.dy) > JITTER_PX)) {
+  if (
+    j &&
+    (!Number.isInteger(j.dx) ||
+      !Number.isInteger(j.dy) ||
+      Math.abs(j.dx) > JITTER_PX ||
+      Math.abs(j.dy) > JITTER_PX)
+  ) {
     throw new ShapeSpecError('jitter', j);
   }
 }
@@ -183,7 +197,11 @@ export function shapeCaptions(c: ShapeComposition): string[] {
 /** The composition a caption names, or null when an attribute is missing or named twice. Accepts any
  *  phrasing that uses the attribute words ("centre" too), so the demo can judge free-form prompts. */
 export function parseShapesCaption(caption: string): ShapeComposition | null {
-  const words = caption.toLowerCase().replace(/centre/g, 'center').split(/[^a-z]+/).filter(Boolean);
+  const words = caption
+    .toLowerCase()
+    .replace(/centre/g, 'center')
+    .split(/[^a-z]+/)
+    .filter(Boolean);
   const pick = <T extends string>(names: readonly T[]): T | null => {
     const found = names.filter((n) => words.includes(n));
     return found.length === 1 ? found[0] : null;
@@ -200,7 +218,11 @@ export function parseShapesCaption(caption: string): ShapeComposition | null {
   else if (centre) position = 'center';
   if (!color || !shape || !size || !position) return null;
   // "top" and "bottom" both present, or a corner plus "center", is ambiguous.
-  if (words.filter((w) => w === 'top' || w === 'bottom').length > 1 || words.filter((w) => w === 'left' || w === 'right').length > 1) return null;
+  if (
+    words.filter((w) => w === 'top' || w === 'bottom').length > 1 ||
+    words.filter((w) => w === 'left' || w === 'right').length > 1
+  )
+    return null;
   return { color, shape, size, position };
 }
 
@@ -238,7 +260,11 @@ export interface WriteShapesOptions extends ShapesOptions {
 /** Write a split as (a) a folder of `<key>.png` + `<key>.txt` (all captions, one per line) or (b) WebDataset
  *  shards `shapes-<n>.tar` holding `<key>.png` + `<key>.txt`. Keys are the zero-padded item index.
  *  Returns the paths written. */
-export async function writeShapes(dir: string, format: 'folder' | 'webdataset', opts: WriteShapesOptions = {}): Promise<string[]> {
+export async function writeShapes(
+  dir: string,
+  format: 'folder' | 'webdataset',
+  opts: WriteShapesOptions = {},
+): Promise<string[]> {
   const { count = 4096, canvas = DEFAULT_CANVAS, seed = 1234, split = 'train', shardSize = 1000 } = opts;
   if (!Number.isInteger(count) || count < 1) throw new ShapeSpecError('count', count);
   if (!Number.isInteger(shardSize) || shardSize < 1) throw new ShapeSpecError('shardSize', shardSize);

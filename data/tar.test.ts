@@ -19,11 +19,19 @@ test('tar: archives we write extract with GNU tar to the same bytes', async () =
     ];
     await writeTar(join(dir, 'x.tar'), entries);
     execFileSync('tar', ['-xf', join(dir, 'x.tar'), '-C', dir]);
-    for (const e of entries) assert.deepEqual(new Uint8Array(await readFile(join(dir, e.name))), new Uint8Array(e.data));
+    for (const e of entries)
+      assert.deepEqual(new Uint8Array(await readFile(join(dir, e.name))), new Uint8Array(e.data));
     // And we read our own archive back.
     const members = await listTar(join(dir, 'x.tar'));
-    assert.deepEqual(members.map((m) => m.name), entries.map((e) => e.name));
-    for (const [i, m] of members.entries()) assert.deepEqual(new Uint8Array(await readTarMember(join(dir, 'x.tar'), m)), new Uint8Array(entries[i].data));
+    assert.deepEqual(
+      members.map((m) => m.name),
+      entries.map((e) => e.name),
+    );
+    for (const [i, m] of members.entries())
+      assert.deepEqual(
+        new Uint8Array(await readTarMember(join(dir, 'x.tar'), m)),
+        new Uint8Array(entries[i].data),
+      );
     // Byte-reproducible.
     assert.deepEqual(tarBytes(entries), tarBytes(entries));
   } finally {
@@ -43,7 +51,11 @@ test('tar: archives from GNU tar (gnu and pax formats) list and read correctly',
       const files = format === 'ustar' ? ['0001.txt', '0001.jpg'] : ['0001.txt', '0001.jpg', longName];
       execFileSync('tar', ['-cf', join(dir, `${format}.tar`), `--format=${format}`, '-C', src, ...files]);
       const members = await listTar(join(dir, `${format}.tar`));
-      assert.deepEqual(members.map((m) => m.name), files, format);
+      assert.deepEqual(
+        members.map((m) => m.name),
+        files,
+        format,
+      );
       const jpg = members.find((m) => m.name === '0001.jpg')!;
       assert.deepEqual(await readTarMember(join(dir, `${format}.tar`), jpg), Buffer.alloc(1500, 7));
     }
@@ -59,9 +71,15 @@ test('tar: a corrupt or truncated archive raises TarFormatError; bad names are r
     const flipped = good.slice();
     flipped[10] ^= 0xff; // inside the name: checksum no longer matches
     await writeFile(join(dir, 'flipped.tar'), flipped);
-    await assert.rejects(listTar(join(dir, 'flipped.tar')), (e: unknown) => e instanceof TarFormatError && /checksum/.test(e.message));
+    await assert.rejects(
+      listTar(join(dir, 'flipped.tar')),
+      (e: unknown) => e instanceof TarFormatError && /checksum/.test(e.message),
+    );
     await writeFile(join(dir, 'short.tar'), good.subarray(0, 1024));
-    await assert.rejects(listTar(join(dir, 'short.tar')), (e: unknown) => e instanceof TarFormatError && /past the end/.test(e.message));
+    await assert.rejects(
+      listTar(join(dir, 'short.tar')),
+      (e: unknown) => e instanceof TarFormatError && /past the end/.test(e.message),
+    );
     assert.throws(() => tarBytes([{ name: '/abs', data: new Uint8Array(1) }]), TarNameError);
     assert.throws(() => tarBytes([{ name: '', data: new Uint8Array(1) }]), TarNameError);
   } finally {

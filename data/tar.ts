@@ -95,11 +95,19 @@ export function tarBytes(entries: TarEntry[]): Uint8Array {
     let name = e.name;
     if (enc.encode(name).length > 100) {
       const pax = enc.encode(paxRecord('path', name));
-      parts.push(header('PaxHeader', pax.length, mtime, 'x'), pax, new Uint8Array(padded(pax.length) - pax.length));
+      parts.push(
+        header('PaxHeader', pax.length, mtime, 'x'),
+        pax,
+        new Uint8Array(padded(pax.length) - pax.length),
+      );
       name = name.slice(-90).replace(/^[^/]*\//, '') || 'long-name'; // readers without pax still get a hint
       while (enc.encode(name).length > 100) name = name.slice(1);
     }
-    parts.push(header(name, e.data.length, mtime, '0'), e.data, new Uint8Array(padded(e.data.length) - e.data.length));
+    parts.push(
+      header(name, e.data.length, mtime, '0'),
+      e.data,
+      new Uint8Array(padded(e.data.length) - e.data.length),
+    );
   }
   parts.push(new Uint8Array(2 * BLOCK));
   const total = parts.reduce((n, p) => n + p.length, 0);
@@ -132,7 +140,8 @@ function parseNumber(b: Uint8Array, at: number, len: number, path: string, offse
   }
   const s = cString(b, at, len).trim();
   if (s === '') return 0;
-  if (!/^[0-7]+$/.test(s)) throw new TarFormatError(path, offset, `number field ${JSON.stringify(s)} is not octal`);
+  if (!/^[0-7]+$/.test(s))
+    throw new TarFormatError(path, offset, `number field ${JSON.stringify(s)} is not octal`);
   return parseInt(s, 8);
 }
 
@@ -172,12 +181,14 @@ export async function listTar(path: string): Promise<TarMember[]> {
       let sum = 0;
       for (let i = 0; i < BLOCK; i++) sum += i >= 148 && i < 156 ? 0x20 : h[i];
       const stored = parseNumber(h, 148, 8, path, offset);
-      if (stored !== sum) throw new TarFormatError(path, offset, `header checksum ${stored} ≠ computed ${sum}`);
+      if (stored !== sum)
+        throw new TarFormatError(path, offset, `header checksum ${stored} ≠ computed ${sum}`);
       const type = String.fromCharCode(h[156] || 0x30);
       let size = parseNumber(h, 124, 12, path, offset);
       if (pax.size !== undefined && type !== 'x' && type !== 'L') size = Number(pax.size);
       const dataAt = offset + BLOCK;
-      if (dataAt + size > fileSize) throw new TarFormatError(path, offset, `member of ${size} bytes runs past the end of the file`);
+      if (dataAt + size > fileSize)
+        throw new TarFormatError(path, offset, `member of ${size} bytes runs past the end of the file`);
       if (type === 'L' || type === 'x') {
         const data = new Uint8Array(size);
         await fh.read(data, 0, size, dataAt);
@@ -188,7 +199,8 @@ export async function listTar(path: string): Promise<TarMember[]> {
       } else {
         const magic = cString(h, 257, 6);
         const prefix = magic === 'ustar' ? cString(h, 345, 155) : ''; // GNU ('ustar  ') reuses these bytes
-        const name = pax.path ?? longName ?? (prefix ? `${prefix}/${cString(h, 0, 100)}` : cString(h, 0, 100));
+        const name =
+          pax.path ?? longName ?? (prefix ? `${prefix}/${cString(h, 0, 100)}` : cString(h, 0, 100));
         if (type === '0' || type === '7') members.push({ name, offset: dataAt, size });
         longName = null;
         pax = {};
@@ -207,7 +219,8 @@ export async function readTarMember(path: string, member: TarMember): Promise<Bu
   try {
     const buf = Buffer.alloc(member.size);
     const { bytesRead } = await fh.read(buf, 0, member.size, member.offset);
-    if (bytesRead !== member.size) throw new TarFormatError(path, member.offset, `member ${member.name} is truncated`);
+    if (bytesRead !== member.size)
+      throw new TarFormatError(path, member.offset, `member ${member.name} is truncated`);
     return buf;
   } finally {
     await fh.close();

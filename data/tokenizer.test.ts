@@ -16,9 +16,22 @@ import {
 
 /** Varied captions: punctuation, digits, apostrophes, accents, emoji, repeated spaces, capitals. */
 function corpus(): string[] {
-  const subjects = ['A small bird', 'The BIRD', 'this yellow warbler', "a robin's nest", 'Two café tables', 'an 18-wheeler truck'];
+  const subjects = [
+    'A small bird',
+    'The BIRD',
+    'this yellow warbler',
+    "a robin's nest",
+    'Two café tables',
+    'an 18-wheeler truck',
+  ];
   const verbs = ['has', 'shows', 'is perched on', "isn't near", 'flies over'];
-  const objects = ['a branch.', 'white wings, black tail!', 'the 3 red apples', 'naïve art 🎨', 'grey   feathers; long beak?'];
+  const objects = [
+    'a branch.',
+    'white wings, black tail!',
+    'the 3 red apples',
+    'naïve art 🎨',
+    'grey   feathers; long beak?',
+  ];
   const out: string[] = [];
   for (const s of subjects) for (const v of verbs) for (const o of objects) out.push(`${s} ${v} ${o}`);
   return [...out, ...ALL_COMPOSITIONS.slice(0, 60).flatMap(shapeCaptions)];
@@ -40,7 +53,8 @@ test('tokenizer: training is deterministic, ids stay below vocabSize, 0 is never
   assert.ok(a.size <= 200 && a.size > 150, `size ${a.size}`);
   for (const c of [...caps, ...probes]) {
     const { ids, length } = a.encode(c, 64);
-    for (let i = 0; i < length; i++) assert.ok(ids[i] > PAD_ID && ids[i] < 200, `id ${ids[i]} of ${JSON.stringify(c)}`);
+    for (let i = 0; i < length; i++)
+      assert.ok(ids[i] > PAD_ID && ids[i] < 200, `id ${ids[i]} of ${JSON.stringify(c)}`);
   }
   // A larger vocabulary continues the same merges (greedy BPE: the smaller run is a prefix).
   const big = await Tokenizer.train(caps, { vocabSize: 300 });
@@ -75,10 +89,20 @@ test('tokenizer: BPE dropout changes segmentation only when asked, the same way 
   }
   assert.ok(changed > 20, `dropout 0.1 changed ${changed} captions`);
   const c = 'there is a large yellow triangle at the bottom left';
-  const seeds = new Set(Array.from({ length: 20 }, (_, s) => Array.from(tok.encode(c, 64, { dropout: 0.3, seed: s }).ids).join(',')));
+  const seeds = new Set(
+    Array.from({ length: 20 }, (_, s) =>
+      Array.from(tok.encode(c, 64, { dropout: 0.3, seed: s }).ids).join(','),
+    ),
+  );
   assert.ok(seeds.size > 5, 'different seeds give different segmentations');
-  assert.throws(() => tok.encode(c, 64, { dropout: 0.1 }), (e: unknown) => e instanceof TokenizerOptionsError && e.option === 'seed');
-  assert.throws(() => tok.encode(c, 64, { dropout: 1 }), (e: unknown) => e instanceof TokenizerOptionsError && e.option === 'dropout');
+  assert.throws(
+    () => tok.encode(c, 64, { dropout: 0.1 }),
+    (e: unknown) => e instanceof TokenizerOptionsError && e.option === 'seed',
+  );
+  assert.throws(
+    () => tok.encode(c, 64, { dropout: 1 }),
+    (e: unknown) => e instanceof TokenizerOptionsError && e.option === 'dropout',
+  );
 });
 
 test('tokenizer: overlong captions are truncated and reported, short ones 0-padded', async () => {
@@ -96,7 +120,10 @@ test('tokenizer: overlong captions are truncated and reported, short ones 0-padd
   assert.deepEqual(Array.from(s.ids.subarray(s.length)), new Array(16 - s.length).fill(PAD_ID));
   assert.equal(tok.decode(s.ids), 'a bird');
   assert.equal(tok.encode('', 4).length, 0);
-  assert.throws(() => tok.encode('x', 0), (e: unknown) => e instanceof TokenizerOptionsError && e.option === 'textLen');
+  assert.throws(
+    () => tok.encode('x', 0),
+    (e: unknown) => e instanceof TokenizerOptionsError && e.option === 'textLen',
+  );
 });
 
 test('tokenizer: toJSON → fromJSON restores identical encodings; bad JSON is named', async () => {
@@ -104,16 +131,31 @@ test('tokenizer: toJSON → fromJSON restores identical encodings; bad JSON is n
   const copy = Tokenizer.fromJSON(JSON.parse(JSON.stringify(tok.toJSON())));
   const fromText = Tokenizer.fromJSON(JSON.stringify(tok));
   for (const [i, c] of [...corpus(), ...probes].entries()) {
-    assert.deepEqual(copy.encode(c, 32, { dropout: 0.1, seed: i }), tok.encode(c, 32, { dropout: 0.1, seed: i }));
+    assert.deepEqual(
+      copy.encode(c, 32, { dropout: 0.1, seed: i }),
+      tok.encode(c, 32, { dropout: 0.1, seed: i }),
+    );
     assert.deepEqual(fromText.encode(c, 32), tok.encode(c, 32));
   }
   assert.equal(copy.vocabSize, 300);
   const j = tok.toJSON();
   assert.throws(() => Tokenizer.fromJSON('{nope'), TokenizerFormatError);
-  assert.throws(() => Tokenizer.fromJSON({ ...j, format: 'other' }), (e: unknown) => e instanceof TokenizerFormatError && /format/.test(e.message));
-  assert.throws(() => Tokenizer.fromJSON({ ...j, vocabSize: 10 }), (e: unknown) => e instanceof TokenizerFormatError && /exceed/.test(e.message));
-  assert.throws(() => Tokenizer.fromJSON({ ...j, merges: [['zz', 'qq']] }), (e: unknown) => e instanceof TokenizerFormatError && /merge 0/.test(e.message));
-  assert.throws(() => Tokenizer.fromJSON({ ...j, vocab: j.vocab.slice(1) }), (e: unknown) => e instanceof TokenizerFormatError && /<pad>/.test(e.message));
+  assert.throws(
+    () => Tokenizer.fromJSON({ ...j, format: 'other' }),
+    (e: unknown) => e instanceof TokenizerFormatError && /format/.test(e.message),
+  );
+  assert.throws(
+    () => Tokenizer.fromJSON({ ...j, vocabSize: 10 }),
+    (e: unknown) => e instanceof TokenizerFormatError && /exceed/.test(e.message),
+  );
+  assert.throws(
+    () => Tokenizer.fromJSON({ ...j, merges: [['zz', 'qq']] }),
+    (e: unknown) => e instanceof TokenizerFormatError && /merge 0/.test(e.message),
+  );
+  assert.throws(
+    () => Tokenizer.fromJSON({ ...j, vocab: j.vocab.slice(1) }),
+    (e: unknown) => e instanceof TokenizerFormatError && /<pad>/.test(e.message),
+  );
 });
 
 test('tokenizer: captions are lowercased; unseen bytes are <unk> in a small vocabulary, never with all 256 bytes', async () => {
@@ -126,14 +168,23 @@ test('tokenizer: captions are lowercased; unseen bytes are <unk> in a small voca
   for (const p of probes) assert.equal(full.encode(p, 64).unknown, 0, p);
   assert.equal(full.decode(full.encode('Zebra quokka ÜBER 🎉', 64).ids), 'zebra quokka über 🎉');
   await assert.rejects(Tokenizer.train(['', '   '], { vocabSize: 64 }), TokenizerTrainingError);
-  await assert.rejects(Tokenizer.train(corpus(), { vocabSize: 20 }), (e: unknown) => e instanceof TokenizerTrainingError && /cannot hold/.test(e.message));
+  await assert.rejects(
+    Tokenizer.train(corpus(), { vocabSize: 20 }),
+    (e: unknown) => e instanceof TokenizerTrainingError && /cannot hold/.test(e.message),
+  );
   await assert.rejects(Tokenizer.train(corpus(), { vocabSize: 2 }), TokenizerOptionsError);
 });
 
 test('tokenizer: trains on a dataset (tiny preset shapes, vocab 64) and fits shapes captions in 16 tokens at vocab 128', async () => {
-  const tiny = await trainTokenizer(new ShapesDataset({ kind: 'shapes', count: 256, canvas: 16, seed: 1234 }), 64);
+  const tiny = await trainTokenizer(
+    new ShapesDataset({ kind: 'shapes', count: 256, canvas: 16, seed: 1234 }),
+    64,
+  );
   assert.ok(tiny.size <= 64);
-  const shapes = await trainTokenizer(new ShapesDataset({ kind: 'shapes', count: 4096, canvas: 32, seed: 1234 }), 128);
+  const shapes = await trainTokenizer(
+    new ShapesDataset({ kind: 'shapes', count: 4096, canvas: 32, seed: 1234 }),
+    128,
+  );
   // Held-out compositions use only training words, so they tokenize without <unk> and within textLen 16.
   for (const c of ALL_COMPOSITIONS.flatMap(shapeCaptions)) {
     const e = shapes.encode(c, 16);

@@ -180,7 +180,9 @@ export class Tokenizer {
       const ib = this.ids.get(b);
       const out = this.ids.get(a + b);
       if (ia === undefined || ib === undefined || out === undefined) {
-        throw new TokenizerFormatError(`merge ${rank} (${JSON.stringify(a)}, ${JSON.stringify(b)}) uses or makes a token not in the vocabulary`);
+        throw new TokenizerFormatError(
+          `merge ${rank} (${JSON.stringify(a)}, ${JSON.stringify(b)}) uses or makes a token not in the vocabulary`,
+        );
       }
       const key = ia * this.size + ib;
       if (!this.pairs.has(key)) this.pairs.set(key, { rank, id: out });
@@ -189,9 +191,13 @@ export class Tokenizer {
 
   /** Train byte-level BPE on captions (normalized first: lowercased). At most `vocabSize` ids, counting
    *  <pad> and <unk>. Deterministic: the same captions give the same tokenizer. */
-  static async train(captions: Iterable<string> | AsyncIterable<string>, opts: { vocabSize: number }): Promise<Tokenizer> {
+  static async train(
+    captions: Iterable<string> | AsyncIterable<string>,
+    opts: { vocabSize: number },
+  ): Promise<Tokenizer> {
     const { vocabSize } = opts;
-    if (!Number.isInteger(vocabSize) || vocabSize < 3) throw new TokenizerOptionsError('vocabSize', vocabSize, 'must be an integer ≥ 3');
+    if (!Number.isInteger(vocabSize) || vocabSize < 3)
+      throw new TokenizerOptionsError('vocabSize', vocabSize, 'must be an integer ≥ 3');
     const lines: string[] = [];
     for await (const c of captions) {
       const n = normalizeCaption(c);
@@ -209,7 +215,9 @@ export class Tokenizer {
       const saved = JSON.parse(await readFile(join(dir, 'tokenizer.json'), 'utf8')) as {
         model: { vocab: Record<string, number>; merges: (string | [string, string])[] };
       };
-      const merges = saved.model.merges.map((m) => (typeof m === 'string' ? (m.split(' ', 2) as [string, string]) : m));
+      const merges = saved.model.merges.map((m) =>
+        typeof m === 'string' ? (m.split(' ', 2) as [string, string]) : m,
+      );
       return Tokenizer.fromTrained(saved.model.vocab, merges, vocabSize);
     } finally {
       await rm(dir, { recursive: true, force: true });
@@ -217,14 +225,23 @@ export class Tokenizer {
   }
 
   /** Keep the longest merge prefix whose tokens fit vocabSize (see the file header). */
-  private static fromTrained(trainedVocab: Record<string, number>, merges: [string, string][], vocabSize: number): Tokenizer {
+  private static fromTrained(
+    trainedVocab: Record<string, number>,
+    merges: [string, string][],
+    vocabSize: number,
+  ): Tokenizer {
     const made = new Set(merges.map(([a, b]) => a + b));
     // The trainer's alphabet, minus the newline byte: it comes from our corpus file's line breaks, and
     // normalized captions never contain one.
     const seen = Object.keys(trainedVocab).filter((t) => !made.has(t) && t !== BYTE_TO_CHAR[0x0a]);
-    const alphabet = vocabSize >= FULL_BYTE_ALPHABET_MIN_VOCAB ? [...BYTE_TO_CHAR] : seen.sort((a, b) => a.codePointAt(0)! - b.codePointAt(0)!);
+    const alphabet =
+      vocabSize >= FULL_BYTE_ALPHABET_MIN_VOCAB
+        ? [...BYTE_TO_CHAR]
+        : seen.sort((a, b) => a.codePointAt(0)! - b.codePointAt(0)!);
     if (vocabSize < 2 + alphabet.length) {
-      throw new TokenizerTrainingError(`vocabSize ${vocabSize} cannot hold <pad>, <unk> and the ${alphabet.length} bytes the captions use`);
+      throw new TokenizerTrainingError(
+        `vocabSize ${vocabSize} cannot hold <pad>, <unk> and the ${alphabet.length} bytes the captions use`,
+      );
     }
     const vocab = [PAD_TOKEN, UNK_TOKEN, ...alphabet];
     const have = new Set(vocab);
@@ -252,16 +269,27 @@ export class Tokenizer {
       }
     }
     const r = TokenizerJSON.safeParse(data);
-    if (!r.success) throw new TokenizerFormatError(r.error.issues.map((i) => `${i.path.join('.') || '(root)'}: ${i.message}`).join('; '));
+    if (!r.success)
+      throw new TokenizerFormatError(
+        r.error.issues.map((i) => `${i.path.join('.') || '(root)'}: ${i.message}`).join('; '),
+      );
     const { vocab, merges, vocabSize } = r.data;
-    if (vocab[PAD_ID] !== PAD_TOKEN || vocab[UNK_ID] !== UNK_TOKEN) throw new TokenizerFormatError('vocab must start with <pad>, <unk>');
-    if (vocab.length > vocabSize) throw new TokenizerFormatError(`${vocab.length} tokens exceed vocabSize ${vocabSize}`);
+    if (vocab[PAD_ID] !== PAD_TOKEN || vocab[UNK_ID] !== UNK_TOKEN)
+      throw new TokenizerFormatError('vocab must start with <pad>, <unk>');
+    if (vocab.length > vocabSize)
+      throw new TokenizerFormatError(`${vocab.length} tokens exceed vocabSize ${vocabSize}`);
     if (new Set(vocab).size !== vocab.length) throw new TokenizerFormatError('vocab has duplicate tokens');
     return new Tokenizer(vocabSize, vocab, merges);
   }
 
   toJSON(): TokenizerJSON {
-    return { format: 'dalle-bpe', version: 1, vocabSize: this.vocabSize, vocab: [...this.vocab], merges: this.merges.map(([a, b]) => [a, b]) };
+    return {
+      format: 'dalle-bpe',
+      version: 1,
+      vocabSize: this.vocabSize,
+      vocab: [...this.vocab],
+      merges: this.merges.map(([a, b]) => [a, b]),
+    };
   }
 
   /** The same tokenizer in the `tokenizers` library's tokenizer.json format (no dropout), for other tools. */
@@ -287,8 +315,14 @@ export class Tokenizer {
       post_processor: null,
       decoder: byteLevel,
       model: {
-        type: 'BPE', dropout: null, unk_token: UNK_TOKEN, continuing_subword_prefix: null, end_of_word_suffix: null,
-        fuse_unk: false, byte_fallback: false, ignore_merges: false,
+        type: 'BPE',
+        dropout: null,
+        unk_token: UNK_TOKEN,
+        continuing_subword_prefix: null,
+        end_of_word_suffix: null,
+        fuse_unk: false,
+        byte_fallback: false,
+        ignore_merges: false,
         vocab: Object.fromEntries(this.vocab.map((t, i) => [t, i])),
         merges: this.merges.map(([a, b]) => [a, b]),
       },
@@ -353,9 +387,14 @@ export class Tokenizer {
   /** All tokens of a caption (normalized, lowercased), before truncation. */
   tokenize(caption: string, opts: EncodeOptions = {}): number[] {
     const dropout = opts.dropout ?? 0;
-    if (!(dropout >= 0 && dropout < 1)) throw new TokenizerOptionsError('dropout', dropout, 'must be in [0, 1)');
+    if (!(dropout >= 0 && dropout < 1))
+      throw new TokenizerOptionsError('dropout', dropout, 'must be in [0, 1)');
     if (dropout > 0 && (opts.seed === undefined || !Number.isSafeInteger(opts.seed) || opts.seed < 0)) {
-      throw new TokenizerOptionsError('seed', opts.seed, 'a non-negative integer is required with dropout > 0, so segmentation is reproducible on resume');
+      throw new TokenizerOptionsError(
+        'seed',
+        opts.seed,
+        'a non-negative integer is required with dropout > 0, so segmentation is reproducible on resume',
+      );
     }
     const rng = dropout > 0 ? rngFor(opts.seed!, 'bpe-dropout') : null;
     const text = normalizeCaption(caption);
@@ -366,7 +405,8 @@ export class Tokenizer {
   /** Encode a caption into exactly textLen ids (0-padded). Truncation is reported, never silent.
    *  Dropout applies only when asked (training); the same (caption, seed) gives the same ids. */
   encode(caption: string, textLen: number, opts: EncodeOptions = {}): Encoded {
-    if (!Number.isInteger(textLen) || textLen < 1) throw new TokenizerOptionsError('textLen', textLen, 'must be a positive integer');
+    if (!Number.isInteger(textLen) || textLen < 1)
+      throw new TokenizerOptionsError('textLen', textLen, 'must be a positive integer');
     const all = this.tokenize(caption, opts);
     const length = Math.min(all.length, textLen);
     const ids = new Int32Array(textLen);

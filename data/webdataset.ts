@@ -4,7 +4,15 @@
 // by shard, then by first appearance in the shard.
 import { open, stat } from 'node:fs/promises';
 import { basename, join } from 'node:path';
-import { countSkip, DatasetNotFoundError, keyFraction, parseCaptionLines, SKIP_REASONS, type Dataset, type Split } from './dataset.ts';
+import {
+  countSkip,
+  DatasetNotFoundError,
+  keyFraction,
+  parseCaptionLines,
+  SKIP_REASONS,
+  type Dataset,
+  type Split,
+} from './dataset.ts';
 import { openFileDataset, type Candidate, type ValidateOptions } from './file-dataset.ts';
 import { listFiles } from './folder.ts';
 import { listTar, readTarMember, type TarMember } from './tar.ts';
@@ -44,7 +52,9 @@ export async function openWebDataset(path: string, opts: WebDatasetOptions): Pro
   const st = await stat(path).catch(() => null);
   if (!st) throw new DatasetNotFoundError('webdataset', path);
   // Shard names relative to `path`, so the heldout split does not change when the folder moves.
-  const names = st.isDirectory() ? (await listFiles(path)).filter((f) => f.endsWith('.tar')) : [basename(path)];
+  const names = st.isDirectory()
+    ? (await listFiles(path)).filter((f) => f.endsWith('.tar'))
+    : [basename(path)];
   const shards = st.isDirectory() ? names.map((f) => join(path, f)) : [path];
   if (shards.length === 0) throw new DatasetNotFoundError('webdataset', path, 'no .tar shards in the folder');
   const skipped: Record<string, number> = {};
@@ -58,8 +68,13 @@ export async function openWebDataset(path: string, opts: WebDatasetOptions): Pro
       else if (ext === 'txt') g.txt = m;
       groups.set(key, g);
     }
-    const mine = [...groups].filter(([key]) => (keyFraction(`${names[s]}/${key}`) < opts.heldoutFraction) === (opts.split === 'heldout'));
-    const texts = await readMembers(shard, mine.flatMap(([, g]) => (g.txt && g.image ? [g.txt] : [])));
+    const mine = [...groups].filter(
+      ([key]) => keyFraction(`${names[s]}/${key}`) < opts.heldoutFraction === (opts.split === 'heldout'),
+    );
+    const texts = await readMembers(
+      shard,
+      mine.flatMap(([, g]) => (g.txt && g.image ? [g.txt] : [])),
+    );
     for (const [key, { image, txt }] of mine) {
       if (image === undefined) {
         if (txt !== undefined) countSkip(skipped, SKIP_REASONS.missingImage);

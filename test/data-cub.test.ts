@@ -25,7 +25,12 @@ test('data: cub layout with text_c10 captions loads both splits and counts bad i
         lines.push(`${id} ${cls}/${name}.jpg`);
         split.push(`${id} ${k < 3 ? 1 : 0}`);
         const w = id === 2 ? 90 : 40; // id 2: aspect 90/40 > 2
-        await writeFile(join(cub, 'images', cls, `${name}.jpg`), await sharp(Buffer.alloc(w * 40 * 3, 30 * k), { raw: { width: w, height: 40, channels: 3 } }).jpeg().toBuffer());
+        await writeFile(
+          join(cub, 'images', cls, `${name}.jpg`),
+          await sharp(Buffer.alloc(w * 40 * 3, 30 * k), { raw: { width: w, height: 40, channels: 3 } })
+            .jpeg()
+            .toBuffer(),
+        );
         if (id === 3) continue; // no caption file
         const caps = Array.from({ length: 10 }, (_, c) => `this bird ${id} has feature ${c}`);
         await writeFile(join(root, 'cvpr2016_cub', 'text_c10', cls, `${name}.txt`), caps.join('\n') + '\n');
@@ -42,7 +47,11 @@ test('data: cub layout with text_c10 captions loads both splits and counts bad i
     const test = await openDataset(dataset, { split: 'heldout' });
     // Train: ids 1,2,3,5,6,7 + 9 (missing file); 2 is too wide, 3 has no captions, 9 has no image.
     assert.equal(train.size, 4);
-    assert.deepEqual(train.skipped, { [SKIP_REASONS.aspectRatio]: 1, [SKIP_REASONS.missingCaptions]: 1, [SKIP_REASONS.missingImage]: 1 });
+    assert.deepEqual(train.skipped, {
+      [SKIP_REASONS.aspectRatio]: 1,
+      [SKIP_REASONS.missingCaptions]: 1,
+      [SKIP_REASONS.missingImage]: 1,
+    });
     assert.equal(test.size, 2);
     assert.deepEqual(test.skipped, {});
     assert.equal((await train.captions(0)).length, 10);
@@ -51,10 +60,19 @@ test('data: cub layout with text_c10 captions loads both splits and counts bad i
     assert.deepEqual([item.width, item.height], [40, 40]);
     assert.match(item.caption, /^this bird 8 has feature \d$/);
     // An explicit caption folder, and a helpful error when none is found.
-    const explicit = resolveSpec({ preset: 'tiny', dataset: { kind: 'cub', path: cub, captions: '../cvpr2016_cub/text_c10' } }).dataset;
+    const explicit = resolveSpec({
+      preset: 'tiny',
+      dataset: { kind: 'cub', path: cub, captions: '../cvpr2016_cub/text_c10' },
+    }).dataset;
     assert.equal((await openDataset(explicit)).size, 4);
-    const wrong = resolveSpec({ preset: 'tiny', dataset: { kind: 'cub', path: cub, captions: 'nowhere' } }).dataset;
-    await assert.rejects(openDataset(wrong), (e: unknown) => (e as Error).name === 'DatasetFormatError' && /nowhere/.test((e as Error).message));
+    const wrong = resolveSpec({
+      preset: 'tiny',
+      dataset: { kind: 'cub', path: cub, captions: 'nowhere' },
+    }).dataset;
+    await assert.rejects(
+      openDataset(wrong),
+      (e: unknown) => (e as Error).name === 'DatasetFormatError' && /nowhere/.test((e as Error).message),
+    );
   } finally {
     await rm(root, { recursive: true, force: true });
   }

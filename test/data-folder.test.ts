@@ -6,15 +6,26 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import sharp from 'sharp';
 import { resolveSpec } from '../config/index.ts';
-import { loadBatch, openDataset, ShapesDataset, SKIP_REASONS, writeShapes, type Dataset } from '../data/index.ts';
+import {
+  loadBatch,
+  openDataset,
+  ShapesDataset,
+  SKIP_REASONS,
+  writeShapes,
+  type Dataset,
+} from '../data/index.ts';
 
 /** Deterministic RGB noise. */
 function pixels(w: number, h: number, seed: number): Uint8Array {
-  return new Uint8Array(w * h * 3).map((_, i) => (Math.imul(i + 1, 2654435761) ^ Math.imul(seed, 40503)) >>> 24);
+  return new Uint8Array(w * h * 3).map(
+    (_, i) => (Math.imul(i + 1, 2654435761) ^ Math.imul(seed, 40503)) >>> 24,
+  );
 }
 
 async function png(w: number, h: number, seed: number): Promise<Buffer> {
-  return sharp(pixels(w, h, seed), { raw: { width: w, height: h, channels: 3 } }).png().toBuffer();
+  return sharp(pixels(w, h, seed), { raw: { width: w, height: h, channels: 3 } })
+    .png()
+    .toBuffer();
 }
 
 function folderCfg(path: string, extra: Record<string, unknown> = {}): Parameters<typeof openDataset>[0] {
@@ -43,10 +54,20 @@ test('data: folder dataset loads image/caption pairs and counts every bad file',
       await writeFile(join(dir, `${k}.txt`), `first caption of ${k}\n\n  second   caption of ${k}  \n`);
     }
     // Grey JPEG and an RGBA PNG are kept and come out as 3-channel RGB.
-    await writeFile(join(dir, 'grey.jpg'), await sharp(Buffer.alloc(20 * 20, 90), { raw: { width: 20, height: 20, channels: 1 } }).jpeg().toBuffer());
+    await writeFile(
+      join(dir, 'grey.jpg'),
+      await sharp(Buffer.alloc(20 * 20, 90), { raw: { width: 20, height: 20, channels: 1 } })
+        .jpeg()
+        .toBuffer(),
+    );
     await writeFile(join(dir, 'grey.txt'), 'a grey square');
     const rgba = Buffer.alloc(10 * 10 * 4, 0); // fully transparent → white on flatten
-    await writeFile(join(dir, 'rgba.png'), await sharp(rgba, { raw: { width: 10, height: 10, channels: 4 } }).png().toBuffer());
+    await writeFile(
+      join(dir, 'rgba.png'),
+      await sharp(rgba, { raw: { width: 10, height: 10, channels: 4 } })
+        .png()
+        .toBuffer(),
+    );
     await writeFile(join(dir, 'rgba.txt'), 'transparent');
     // The bad ones.
     await writeFile(join(dir, 'garbage.jpg'), 'this is not a jpeg');
@@ -72,7 +93,10 @@ test('data: folder dataset loads image/caption pairs and counts every bad file',
       [SKIP_REASONS.aspectRatio]: 1,
     });
     // Sorted by relative path: a, b, grey, rgba, sub/c.
-    assert.deepEqual([0, 1, 2, 3, 4].map((i) => ds.key(i).slice(dir.length + 1)), ['a.png', 'b.png', 'grey.jpg', 'rgba.png', 'sub/c.png']);
+    assert.deepEqual(
+      [0, 1, 2, 3, 4].map((i) => ds.key(i).slice(dir.length + 1)),
+      ['a.png', 'b.png', 'grey.jpg', 'rgba.png', 'sub/c.png'],
+    );
     const a = await ds.get(0);
     assert.deepEqual([a.width, a.height], [40, 30]);
     assert.deepEqual(a.rgb, pixels(40, 30, 1));
@@ -86,7 +110,10 @@ test('data: folder dataset loads image/caption pairs and counts every bad file',
     const drawn = new Set<string>();
     for (let epoch = 0; epoch < 20; epoch++) drawn.add((await ds.get(0, { seed: 1, epoch })).caption);
     assert.equal(drawn.size, 2);
-    assert.equal((await ds.get(0, { seed: 1, epoch: 5 })).caption, (await ds.get(0, { seed: 1, epoch: 5 })).caption);
+    assert.equal(
+      (await ds.get(0, { seed: 1, epoch: 5 })).caption,
+      (await ds.get(0, { seed: 1, epoch: 5 })).caption,
+    );
     // `limit` keeps the first valid items.
     const limited = await openDataset(folderCfg(dir, { limit: 2 }));
     assert.equal(limited.size, 2);
@@ -132,7 +159,15 @@ test("data: with verify 'header' a file truncated after its header is kept, and 
     const lax = await openDataset(folderCfg(dir, { verify: 'header' }));
     assert.equal(lax.size, 6);
     await assert.rejects(lax.get(3), (e: unknown) => (e as Error).name === 'ImageDecodeError');
-    const opts = { seed: 0, step: 0, rank: 0, worldSize: 1, globalBatch: 6, resolution: 16, pipeline: 'transformer' as const };
+    const opts = {
+      seed: 0,
+      step: 0,
+      rank: 0,
+      worldSize: 1,
+      globalBatch: 6,
+      resolution: 16,
+      pipeline: 'transformer' as const,
+    };
     const b = await loadBatch(lax, opts);
     assert.equal(b.substituted, 1);
     assert.ok(!b.indices.includes(3));

@@ -2,7 +2,15 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { loadSpec } from '../config/index.ts';
-import { HELD_OUT_COMPOSITIONS, isHeldOut, loadBatch, openDataset, parseShapesCaption, ShapesDataset, trainTokenizer } from '../data/index.ts';
+import {
+  HELD_OUT_COMPOSITIONS,
+  isHeldOut,
+  loadBatch,
+  openDataset,
+  parseShapesCaption,
+  ShapesDataset,
+  trainTokenizer,
+} from '../data/index.ts';
 
 test('data: shapes presets open a train split without held-out pairs and a held-out split of 108', async () => {
   for (const preset of ['tiny', 'shapes'] as const) {
@@ -20,7 +28,8 @@ test('data: shapes presets open a train split without held-out pairs and a held-
       const { color, shape, size, position } = train.spec(i);
       assert.deepEqual(parsed, { color, shape, size, position }, 'the caption describes the image');
     }
-    for (let i = 0; i < held.size; i++) assert.equal(isHeldOut(parseShapesCaption((await held.get(i)).caption)!), true);
+    for (let i = 0; i < held.size; i++)
+      assert.equal(isHeldOut(parseShapesCaption((await held.get(i)).caption)!), true);
   }
 });
 
@@ -31,7 +40,15 @@ test('data: tiny preset batches for 2 ranks and tokenizes with its own tokenizer
   const { worldSize, batchSize, seed } = spec.train;
   for (let step = 0; step < 3; step++) {
     for (let rank = 0; rank < worldSize; rank++) {
-      const b = await loadBatch(ds, { seed, step, rank, worldSize, globalBatch: batchSize, resolution: spec.dvae.resolution, pipeline: 'dvae' });
+      const b = await loadBatch(ds, {
+        seed,
+        step,
+        rank,
+        worldSize,
+        globalBatch: batchSize,
+        resolution: spec.dvae.resolution,
+        pipeline: 'dvae',
+      });
       assert.equal(b.n, batchSize / worldSize);
       assert.equal(b.images.length, b.n * spec.dvae.resolution ** 2 * 3);
       for (const c of b.captions) {

@@ -7,7 +7,14 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import sharp from 'sharp';
 import { resolveSpec } from '../config/index.ts';
-import { openDataset, ShapesDataset, SKIP_REASONS, tarBytes, TarFormatError, writeShapes } from '../data/index.ts';
+import {
+  openDataset,
+  ShapesDataset,
+  SKIP_REASONS,
+  tarBytes,
+  TarFormatError,
+  writeShapes,
+} from '../data/index.ts';
 
 function cfg(path: string, extra: Record<string, unknown> = {}): Parameters<typeof openDataset>[0] {
   return resolveSpec({ preset: 'tiny', dataset: { kind: 'webdataset', path, ...extra } }).dataset;
@@ -41,8 +48,12 @@ test('data: webdataset shards written by writeShapes read back the same pixels a
 
 test('data: webdataset counts bad samples, ignores other members, reads GNU tar shards', async () => {
   await withDir(async (dir) => {
-    const img = await sharp(Buffer.alloc(24 * 20 * 3, 120), { raw: { width: 24, height: 20, channels: 3 } }).jpeg().toBuffer();
-    const wide = await sharp(Buffer.alloc(50 * 20 * 3, 10), { raw: { width: 50, height: 20, channels: 3 } }).png().toBuffer();
+    const img = await sharp(Buffer.alloc(24 * 20 * 3, 120), { raw: { width: 24, height: 20, channels: 3 } })
+      .jpeg()
+      .toBuffer();
+    const wide = await sharp(Buffer.alloc(50 * 20 * 3, 10), { raw: { width: 50, height: 20, channels: 3 } })
+      .png()
+      .toBuffer();
     const t = (s: string): Buffer => Buffer.from(s);
     await writeFile(
       join(dir, 'a.tar'),
@@ -89,6 +100,9 @@ test('data: webdataset counts bad samples, ignores other members, reads GNU tar 
     bytes[0] ^= 0xff;
     await writeFile(join(dir, 'c.tar'), bytes);
     await assert.rejects(openDataset(cfg(dir)), TarFormatError);
-    await assert.rejects(openDataset(cfg(join(dir, 'missing'))), (e: unknown) => (e as Error).name === 'DatasetNotFoundError');
+    await assert.rejects(
+      openDataset(cfg(join(dir, 'missing'))),
+      (e: unknown) => (e as Error).name === 'DatasetNotFoundError',
+    );
   });
 });
