@@ -269,7 +269,8 @@ class NatsGroup implements Group, OpHost {
   }
 
   async barrier(step: number): Promise<void> {
-    await this.allReduce(new Float32Array(0), { step, tag: 'barrier' });
+    // one element per rank: every rank's result depends on every rank's contribution
+    await this.allReduce(new Float32Array(this.worldSize), { step, tag: 'barrier' });
   }
 
   private async runAllReduce(data: Float32Array, o: { step: number; tag: string; wire: Wire; average: boolean }): Promise<Float32Array> {
