@@ -17,10 +17,13 @@
 // BpeTrainer: vocab 30,000, min frequency 0). BPE training is greedy, so the first M merges of that run
 // are exactly the merges of a run stopped at a smaller vocabulary; we keep the prefix that fits
 // `vocabSize`. Vocabularies above ~30,000 therefore come out smaller than asked (`size` reports it).
+// The library trains in a child process: its `train` blocks the event loop (heartbeats of a Temporal
+// activity would stop) and its progress bar writes to stdout (it would corrupt `--json` output).
+import { spawn } from 'node:child_process';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { createRequire } from 'node:module';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { BPE, byteLevelPreTokenizer, Tokenizer as HfTokenizer } from 'tokenizers';
 import { z } from 'zod';
 import type { Dataset } from './dataset.ts';
 import { BYTE_TO_CHAR, byteLevelToText, byteLevelWords } from './byte-level.ts';
@@ -97,6 +100,29 @@ export class TokenizerTrainingError extends Error {
   constructor(readonly problem: string) {
     super(`cannot train the BPE tokenizer: ${problem}`);
   }
+}
+
+/** Run the library's BPE trainer (byte-level pre-tokenizer, default trainer) on `corpus` in a child
+ *  Node process, saving its tokenizer.json at `out`. */
+async function trainInChild(corpus: string, out: string): Promise<void> {
+  const lib = createRequire(import.meta.url).resolve('tokenizers');
+  const script = [
+    `const { Tokenizer, BPE, byteLevelPreTokenizer } = require(${JSON.stringify(lib)});`,
+    'const [corpus, out] = process.argv.slice(1);',
+    'const t = new Tokenizer(BPE.empty());',
+    't.setPreTokenizer(byteLevelPreTokenizer(true, true));',
+    't.train([corpus]);',
+    't.save(out);',
+  ].join('\n');
+  const child = spawn(process.execPath, ['-e', script, corpus, out], { stdio: ['ignore', 'ignore', 'pipe'] });
+  let stderr = '';
+  child.stderr.on('data', (d: Buffer) => (stderr = (stderr + d.toString()).slice(-2000)));
+  const code = await new Promise<number | null>((resolve, reject) => {
+    child.on('error', reject);
+    child.on('close', resolve);
+  });
+  if (code !== 0)
+    throw new TokenizerTrainingError(`the tokenizers trainer exited with ${code}: ${stderr.trim()}`);
 }
 
 interface Merge {
@@ -208,10 +234,7 @@ export class Tokenizer {
     try {
       const corpus = join(dir, 'captions.txt');
       await writeFile(corpus, lines.join('\n') + '\n');
-      const hf = new HfTokenizer(BPE.empty());
-      hf.setPreTokenizer(byteLevelPreTokenizer(true, true));
-      hf.train([corpus]);
-      hf.save(join(dir, 'tokenizer.json'));
+      await trainInChild(corpus, join(dir, 'tokenizer.json'));
       const saved = JSON.parse(await readFile(join(dir, 'tokenizer.json'), 'utf8')) as {
         model: { vocab: Record<string, number>; merges: (string | [string, string])[] };
       };
