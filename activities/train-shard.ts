@@ -122,7 +122,7 @@ export async function trainShard(deps: TrainShardDeps, input: TrainShardInput): 
         lastProgress = now;
         const report: ProgressReport = {
           stage, step: done, totalSteps: total, loss, lr: metrics.lr ?? NaN, tau: metrics.tau, beta: metrics.beta,
-          stepsPerSec: (done - fromStep) / ((now - t0) / 1000), worldSize, bytesRaw, bytesSent,
+          stepsPerSec: (done - fromStep) / ((now - t0) / 1000), worldSize, bytesRaw, bytesSent, checkpointStep,
         };
         await progressHandle.signal(progressSignal, report).catch((e: unknown) => deps.log('progress signal failed', { error: String(e) }));
       }

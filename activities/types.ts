@@ -57,6 +57,8 @@ export interface ProgressReport {
   worldSize: number;
   bytesRaw: number;
   bytesSent: number;
+  /** Last checkpoint this segment committed (or the one it started from). */
+  checkpointStep: number;
 }
 
 export interface EncodeShardInput {

@@ -33,7 +33,7 @@ test('train: SIGKILLed workers and a corrupted checkpoint still give bit-identic
     // 2. The same spec, with a worker SIGKILLed in each stage.
     const run = `kill-${tag}`;
     assert.equal(dalle(['train', '--config', specFile, '--run-id', run, '--detach']).code, 0);
-    const kills: { stage: string; step: number; ckpt: number; resumedAfterMs: number; resumedFrom: number }[] = [];
+    const kills: { stage: string; step: number; committed: number; resumedAfterMs: number; resumedFrom: number }[] = [];
     for (const [i, stage, atStep] of [[0, 'dvae', 7], [1, 'transformer', 12]] as const) {
       const before = await waitFor(`${stage} step ${atStep}`, async () => {
         const p = await progress(client, run);
@@ -41,14 +41,17 @@ test('train: SIGKILLed workers and a corrupted checkpoint still give bit-identic
       }, 5 * 60_000, 100);
       const killedAt = Date.now();
       await workers[i]!.kill('SIGKILL');
+      const committed = (await checkpoints.latest(run, stage))!.step;
       workers[i] = startWorker({}, `w${i}'`);
-      // Resumed: a restart is counted and progress moves past the last committed checkpoint again.
+      // Resumed: the relaunch starts from the checkpoint committed when the worker died, and progress
+      // moves past it again.
       const after = await waitFor('progress after the kill', async () => {
         const p = await progress(client, run);
-        return p && p.restarts > kills.length && p.stage === stage && p.step > p.checkpointStep ? p : undefined;
+        return p?.lastResume && p.lastResume.restarts > kills.length && p.stage === stage && p.step > p.lastResume.fromStep ? p : undefined;
       }, 5 * 60_000, 100);
-      kills.push({ stage, step: before.step, ckpt: before.checkpointStep, resumedAfterMs: Date.now() - killedAt, resumedFrom: after.checkpointStep });
-      assert.ok(before.step - after.checkpointStep <= 5 + 1, `lost ${before.step - after.checkpointStep} steps > checkpointEvery`);
+      kills.push({ stage, step: before.step, committed, resumedAfterMs: Date.now() - killedAt, resumedFrom: after.lastResume!.fromStep });
+      assert.equal(after.lastResume!.fromStep, committed, 'resumed from the last committed checkpoint');
+      assert.ok(before.step - committed <= 5, `lost ${before.step - committed} steps > checkpointEvery`);
     }
     const result = (await client.workflow.getHandle(run).result()) as TrainDalleResult;
     assert.ok(result.restarts >= 2, `restarts ${result.restarts}`);

@@ -17,6 +17,8 @@ export interface RunProgress {
   paused: boolean;
   bytesRaw: number;
   bytesSent: number;
+  /** The last relaunch after a failure: which checkpoint it resumed from. */
+  lastResume: { stage: StageName; fromStep: number; restarts: number } | null;
   /** Latest events worth a human's attention (restarts, checkpoint fallbacks), newest last. */
   events: string[];
 }
@@ -26,6 +28,8 @@ export interface StageEvent {
   stage: StageName;
   checkpointStep?: number;
   restarts?: number;
+  /** Set when a segment is relaunched after a failure: the checkpoint step it resumes from. */
+  resumedFrom?: number;
   message?: string;
 }
 

@@ -36,7 +36,7 @@ export async function trainDalle(input: TrainDalleInput): Promise<TrainDalleResu
   const p: RunProgress = {
     stage: 'dvae', step: 0, totalSteps: spec.dvae.steps, loss: null, lr: null, tau: null, beta: null,
     checkpointStep: 0, stepsPerSec: 0, worldSize: spec.train.worldSize, restarts: 0, paused: false,
-    bytesRaw: 0, bytesSent: 0, events: [],
+    bytesRaw: 0, bytesSent: 0, lastResume: null, events: [],
   };
   const restartsBy: Record<string, number> = {};
   let child: ChildWorkflowHandle<typeof trainStage> | undefined;
@@ -50,7 +50,7 @@ export async function trainDalle(input: TrainDalleInput): Promise<TrainDalleResu
     if (r.stage !== p.stage) return; // a late report from a finished stage
     Object.assign(p, {
       step: r.step, totalSteps: r.totalSteps, loss: r.loss, lr: r.lr, tau: r.tau ?? null, beta: r.beta ?? null,
-      stepsPerSec: r.stepsPerSec, worldSize: r.worldSize,
+      stepsPerSec: r.stepsPerSec, worldSize: r.worldSize, checkpointStep: r.checkpointStep,
     });
   });
   setHandler(stageEventSignal, (e) => {
@@ -59,6 +59,7 @@ export async function trainDalle(input: TrainDalleInput): Promise<TrainDalleResu
       restartsBy[e.stage] = e.restarts;
       p.restarts = Object.values(restartsBy).reduce((a, b) => a + b, 0);
     }
+    if (e.resumedFrom !== undefined) p.lastResume = { stage: e.stage, fromStep: e.resumedFrom, restarts: p.restarts };
     if (e.message) event(e.message);
   });
   const forward = async (fn: (c: ChildWorkflowHandle<typeof trainStage>) => Promise<void>) => {

@@ -84,6 +84,7 @@ export async function trainStage(input: TrainStageInput): Promise<TrainStageResu
   let last: TrainShardResult | undefined;
   let bytesRaw = 0;
   let bytesSent = 0;
+  let failed = false;
 
   for (;;) {
     if (paused) await condition(() => !paused);
@@ -97,6 +98,10 @@ export async function trainStage(input: TrainStageInput): Promise<TrainStageResu
     }
 
     const groupId = `${stage}-g${groupSeq++}`;
+    if (failed) {
+      await tell({ resumedFrom: ck.step, message: `${stage} resumes from checkpoint ${ck.step} as group ${groupId}` });
+      failed = false;
+    }
     const toStep = Math.min(ck.step + spec.train.segmentSteps, total);
     let shards: Promise<TrainShardResult>[] = [];
     const scope = new CancellationScope();
@@ -122,6 +127,7 @@ export async function trainStage(input: TrainStageInput): Promise<TrainStageResu
       const fatal = nonRetryable(err);
       if (fatal) throw fatal;
       restarts += 1;
+      failed = true;
       const why = describe(err);
       log.warn('segment failed; relaunching from the last committed checkpoint', { stage, groupId, restarts, why });
       await tell({ restarts, message: `restart ${restarts} of ${stage} after ${groupId}: ${why}` });

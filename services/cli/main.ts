@@ -11,8 +11,10 @@ const commands: Record<string, Command> = {
   worker: { summary: 'worker [--slots N]: run training activities and workflows (task queue dalle-train)', load: () => import('./worker.ts') },
   train: { summary: 'train --config <preset|file> [--run-id ID] [--detach]: start a training run', load: () => import('./train.ts') },
   status: { summary: 'status <run-id> [--json]: state, progress and last checkpoint of a run', load: () => import('./status.ts') },
+  eval: { summary: 'eval [--model NAME] [--server host:port | --store DIR] [--n N] [--seed S] [--json]: zero-shot accuracy on the shapes set vs a random-token baseline', load: () => import('./eval.ts') },
   sampler: { summary: 'sampler [--port N] [--model name] [--store dir]: the gRPC sampling service (dalle.v1.Sampler)', load: () => import('./sampler.ts') },
   generate: { summary: 'generate "<prompt>" [-n 4] [--seed 7] [--out dir] [--server host:port] [--json]: images from the sampler', load: () => import('./generate.ts') },
+  demo: { summary: 'demo [--minutes N]: the end-to-end demo (npm start): train shapes on 2 workers, kill one, serve, evaluate', load: () => import('./demo.ts') },
   bench: { summary: 'bench <name> [--json]: run a benchmark from bench/', load: () => import('./bench.ts') },
 };
 

@@ -1,0 +1,255 @@
+// `dalle demo` (= `npm start`): the whole system on one machine. Services up, two worker processes, the
+// `shapes` preset trained as a real trainDalle workflow (W = 2, PowerSGD on), one worker SIGKILLed mid-run
+// to show the resume, the model published, the gRPC sampler started, Generate called for held-out prompts,
+// the zero-shot evaluation run, and a report written to $DALLE_HOME/demo/. Stops what it started.
+import { spawn, type ChildProcess } from 'node:child_process';
+import { createWriteStream, mkdirSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { connect } from 'nats';
+import { resolveSpec, type RunSpec } from '../../config/index.ts';
+import { HELD_OUT_COMPOSITIONS, TRAIN_COMPOSITIONS } from '../../data/shapes.ts';
+import { check, down, serviceEnv, up } from '../../infra/services.ts';
+import { openStores } from '../../store/index.ts';
+import type { RunProgress } from '../../workflows/signals.ts';
+import type { TrainDalleResult } from '../../workflows/train-dalle.ts';
+import { createSamplerClient, generate } from '../sampler/index.ts';
+import { TASK_QUEUE } from '../worker/worker.ts';
+import { parse, UsageError } from './args.ts';
+import { bundleDvae, evalCaption, evaluateShapes, formatEvalTable, grpcGenerator, summary } from './eval.ts';
+import { temporalClient } from './temporal.ts';
+import { progressLine } from './train.ts';
+import { lossCurvesSvg, labelledGridPng, type LossPoint } from './demo-render.ts';
+
+const CLI = fileURLToPath(new URL('../../bin/dalle.js', import.meta.url));
+/** Minutes the shapes preset's step counts are sized for on this 2-core machine. */
+const BASE_MINUTES = 15;
+
+/** The shapes preset with its step counts (and the schedules tied to them) scaled to a time budget. */
+export function demoSpec(minutes: number): RunSpec {
+  const base = resolveSpec({ preset: 'shapes' });
+  const k = minutes / BASE_MINUTES;
+  const steps = (n: number) => Math.max(base.train.checkpointEvery * 2, Math.round((n * k) / 10) * 10);
+  const scale = (n: number) => Math.max(1, Math.round(n * k));
+  return resolveSpec({
+    preset: 'shapes',
+    dvae: {
+      steps: steps(base.dvae.steps), lrDecaySteps: scale(base.dvae.lrDecaySteps),
+      betaWarmupSteps: scale(base.dvae.betaWarmupSteps), tauDecaySteps: scale(base.dvae.tauDecaySteps),
+    },
+    transformer: { steps: steps(base.transformer.steps), warmupSteps: scale(base.transformer.warmupSteps), plateauPatience: scale(base.transformer.plateauPatience) },
+  });
+}
+
+function spawnLogged(args: string[], logFile: string): ChildProcess {
+  const child = spawn(process.execPath, [CLI, ...args], { stdio: ['ignore', 'pipe', 'pipe'], env: process.env });
+  const out = createWriteStream(logFile, { flags: 'a' });
+  child.stdout!.pipe(out);
+  child.stderr!.pipe(out);
+  return child;
+}
+
+function stop(child: ChildProcess, signal: NodeJS.Signals = 'SIGTERM'): Promise<void> {
+  return new Promise((res) => {
+    if (child.exitCode !== null || child.signalCode !== null) return res();
+    const t = setTimeout(() => child.kill('SIGKILL'), 30_000);
+    child.once('exit', () => {
+      clearTimeout(t);
+      res();
+    });
+    child.kill(signal);
+  });
+}
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+export async function run(argv: string[]): Promise<number> {
+  const usage = 'dalle demo [--minutes N] [--no-kill] [--eval-n N]';
+  const { values } = parse(argv, { minutes: { type: 'string' }, 'no-kill': { type: 'boolean' }, 'eval-n': { type: 'string' } }, usage);
+  const minutes = values.minutes === undefined ? BASE_MINUTES : Number(values.minutes);
+  if (!(minutes > 0 && minutes <= 24 * 60)) throw new UsageError(`--minutes must be a positive number, got '${values.minutes}'`);
+  const evalN = values['eval-n'] === undefined ? 54 : Number(values['eval-n']);
+  if (!(Number.isInteger(evalN) && evalN > 0)) throw new UsageError(`--eval-n must be a positive integer, got '${values['eval-n']}'`);
+
+  const t0 = Date.now();
+  const say = (s: string) => console.log(`[demo ${((Date.now() - t0) / 1000).toFixed(0).padStart(4)}s] ${s}`);
+  const env = serviceEnv();
+  const outDir = join(env.home, 'demo');
+  mkdirSync(join(outDir, 'samples'), { recursive: true });
+  const spec = demoSpec(minutes);
+  const runId = `demo-${new Date().toISOString().replace(/[-:T]/g, '').slice(0, 14)}`;
+
+  // 1. Services: start what is not running; remember what we started so we stop only that.
+  const before = await check(env);
+  say(`services: Temporal ${env.temporalAddress}, NATS ${env.natsUrl}, state ${env.home}`);
+  await up(env);
+  const weStarted = before.filter((s) => !s.healthy).length > 0;
+
+  const children: ChildProcess[] = [];
+  const workers: ChildProcess[] = [];
+  const startWorker = (i: number) => {
+    const w = spawnLogged(['worker'], join(outDir, `worker-${i}.log`));
+    children.push(w);
+    workers[i] = w;
+    say(`worker ${i} started (pid ${w.pid}), log ${join(outDir, `worker-${i}.log`)}`);
+  };
+  const { client, close: closeTemporal } = await temporalClient();
+  const nc = await connect({ servers: env.natsUrl });
+  try {
+    for (let i = 0; i < spec.train.worldSize; i++) startWorker(i);
+
+    // 2. Train: a real trainDalle workflow.
+    const handle = await client.workflow.start('trainDalle', { taskQueue: TASK_QUEUE, workflowId: runId, args: [{ runId, spec }] });
+    say(`run ${runId}: dVAE ${spec.dvae.steps} steps, then transformer ${spec.transformer.steps} steps, W=${spec.train.worldSize}, PowerSGD rank ${spec.powersgd.rank}, batch ${spec.train.batchSize}, checkpoint every ${spec.train.checkpointEvery}`);
+    const losses: LossPoint[] = [];
+    const stageStart: Record<string, number> = {};
+    const stageEnd: Record<string, number> = {};
+    let kill: { atStep: number; checkpointStep: number; at: number; resumedAfterMs?: number } | undefined;
+    let lastLine = 0;
+    let done = false;
+    const resultP = handle.result().finally(() => void (done = true)) as Promise<TrainDalleResult>;
+    let lastStage = '';
+    while (!done) {
+      await sleep(1000);
+      const p = await handle.query<RunProgress>('progress').catch(() => undefined);
+      if (!p) continue;
+      if (p.stage !== lastStage) {
+        if (lastStage) stageEnd[lastStage] = Date.now();
+        stageStart[p.stage] = Date.now();
+        lastStage = p.stage;
+      }
+      if ((p.stage === 'dvae' || p.stage === 'transformer') && p.loss !== null && losses.at(-1)?.step !== p.step) {
+        losses.push({ stage: p.stage, step: p.step, loss: p.loss });
+      }
+      if (Date.now() - lastLine > 5000) {
+        lastLine = Date.now();
+        say(progressLine(p));
+      }
+      // 3. Kill one worker mid-dVAE, once, to show that the run resumes from the last checkpoint.
+      if (!values['no-kill'] && !kill && p.stage === 'dvae' && p.step >= spec.dvae.steps / 2 && p.checkpointStep > 0) {
+        const victim = workers[1]!;
+        say(`>>> killing worker 1 (pid ${victim.pid}) with SIGKILL at dVAE step ${p.step}; last committed checkpoint: step ${p.checkpointStep}`);
+        kill = { atStep: p.step, checkpointStep: p.checkpointStep, at: Date.now() };
+        await stop(victim, 'SIGKILL');
+        startWorker(1);
+      }
+      if (kill && kill.resumedAfterMs === undefined && p.restarts > 0 && p.step > kill.checkpointStep) {
+        kill.resumedAfterMs = Date.now() - kill.at;
+        say(`>>> resumed: restart counted, progress at step ${p.step} again from checkpoint ${kill.checkpointStep}, ${(kill.resumedAfterMs / 1000).toFixed(1)} s after the kill (lost ${kill.atStep - kill.checkpointStep} steps ≤ checkpointEvery ${spec.train.checkpointEvery})`);
+      }
+    }
+    const result = await resultP;
+    stageEnd[lastStage] = Date.now();
+    say(`trained: dVAE loss ${result.dvae.loss.toFixed(4)}, transformer loss ${result.transformer.loss.toFixed(4)}, restarts ${result.restarts}; published ${result.model.name} v${result.model.version}`);
+
+    // 4. Serve: the gRPC sampler, then Generate for held-out (zero-shot) and seen prompts.
+    const address = process.env.DALLE_SAMPLER_ADDRESS || '127.0.0.1:50051';
+    const sampler = spawnLogged(['sampler', '--address', address], join(outDir, 'sampler.log'));
+    children.push(sampler);
+    say(`sampler started (pid ${sampler.pid}) on ${address}, log ${join(outDir, 'sampler.log')}`);
+    const grpcClient = createSamplerClient(address);
+    const prompts = [...HELD_OUT_COMPOSITIONS.filter((c) => c.size === 'large' && c.position === 'center'), ...TRAIN_COMPOSITIONS.filter((c) => c.size === 'large' && c.position === 'center').slice(0, 2)].map((c) => evalCaption(c, 0));
+    const rows: { prompt: string; pngs: Uint8Array[] }[] = [];
+    for (const prompt of prompts) {
+      for (let attempt = 0; ; attempt++) {
+        try {
+          const r = await generate(grpcClient, { prompt, numImages: 4, seed: 7n }, { deadline: Date.now() + 300_000, keepProgress: false });
+          const pngs = [...r.images].sort((a, b) => a.index - b.index).map((i) => i.png);
+          pngs.forEach((png, i) => writeFileSync(join(outDir, 'samples', `${rows.length}-${i}.png`), png));
+          rows.push({ prompt, pngs });
+          say(`Generate "${prompt}": ${pngs.length} images, first after ${r.firstImageMs?.toFixed(0)} ms (model ${r.done.model?.name} v${r.done.model?.version})`);
+          break;
+        } catch (e) {
+          if (attempt > 60) throw e;
+          await sleep(1000); // the sampler is still loading the model
+        }
+      }
+    }
+    grpcClient.close();
+    const gridFile = join(outDir, 'grid.png');
+    writeFileSync(gridFile, await labelledGridPng(rows));
+
+    // 5. Evaluate: attributes judged from pixels, seen vs held-out vs random tokens.
+    say(`evaluating ${evalN} prompts per group over gRPC (seen, held-out, random-token baseline) and dVAE reconstructions`);
+    const { models } = await openStores({ nc });
+    const { bundle } = await models.load(result.model.name, result.model.version);
+    const dvae = await bundleDvae(bundle);
+    const gen = await grpcGenerator(address, { concurrency: 4 });
+    let evalReport;
+    try {
+      evalReport = await evaluateShapes({ generate: gen.generate, dvae, n: evalN, seed: 0, log: (l) => say(`  ${l}`) });
+    } finally {
+      gen.close();
+      dvae.dispose();
+    }
+    const table = formatEvalTable(evalReport);
+    console.log(table);
+
+    // 6. Report.
+    const bytesRaw = result.dvae.bytesRaw + result.transformer.bytesRaw;
+    const bytesSent = result.dvae.bytesSent + result.transformer.bytesSent;
+    const secs = (s: string) => (stageEnd[s] && stageStart[s] ? (stageEnd[s]! - stageStart[s]!) / 1000 : null);
+    const report = {
+      runId,
+      wallSeconds: (Date.now() - t0) / 1000,
+      config: spec,
+      steps: { dvae: result.dvae.step, transformer: result.transformer.step },
+      secondsPerStage: { dvae: secs('dvae'), encode: secs('encode'), transformer: secs('transformer'), publish: secs('publish') },
+      finalLoss: { dvae: result.dvae.loss, transformer: result.transformer.loss },
+      restarts: result.restarts,
+      kill: kill ?? null,
+      gradients: { bytesRaw, bytesSent, compressionRate: bytesRaw ? 1 - bytesSent / bytesRaw : 0 },
+      model: result.model,
+      samples: rows.map((r) => r.prompt),
+      evaluation: summary(evalReport),
+    };
+    writeFileSync(join(outDir, 'report.json'), JSON.stringify(report, null, 2));
+    writeFileSync(join(outDir, 'loss.svg'), lossCurvesSvg(losses));
+    const mb = (b: number) => `${(b / 2 ** 20).toFixed(1)} MiB`;
+    writeFileSync(
+      join(outDir, 'report.md'),
+      [
+        `# DALL-E demo run ${runId}`,
+        '',
+        `Preset \`shapes\` (${minutes}-minute budget), W = ${spec.train.worldSize}, PowerSGD rank ${spec.powersgd.rank}, wall time ${(report.wallSeconds / 60).toFixed(1)} min.`,
+        '',
+        '| stage | steps | seconds | final loss |',
+        '| --- | --- | --- | --- |',
+        `| dVAE | ${result.dvae.step} | ${report.secondsPerStage.dvae?.toFixed(0)} | ${result.dvae.loss.toFixed(4)} |`,
+        `| encode dataset | | ${report.secondsPerStage.encode?.toFixed(0)} | |`,
+        `| transformer | ${result.transformer.step} | ${report.secondsPerStage.transformer?.toFixed(0)} | ${result.transformer.loss.toFixed(4)} |`,
+        '',
+        `Restarts: ${result.restarts}${kill ? ` (worker 1 SIGKILLed at dVAE step ${kill.atStep}; resumed from checkpoint ${kill.checkpointStep} after ${((kill.resumedAfterMs ?? NaN) / 1000).toFixed(1)} s)` : ''}.`,
+        '',
+        `Gradient traffic: ${mb(bytesRaw)} raw, ${mb(bytesSent)} sent, compression rate ${(report.gradients.compressionRate * 100).toFixed(1)} %.`,
+        '',
+        `Model: ${result.model.name} v${result.model.version} (${result.model.bytes} bytes, sha256 ${result.model.sha256.slice(0, 16)}…).`,
+        '',
+        '## Samples',
+        '',
+        '![grid](grid.png)',
+        '',
+        '![loss](loss.svg)',
+        '',
+        '## Evaluation (attributes judged from pixels)',
+        '',
+        '```',
+        table,
+        '```',
+        '',
+      ].join('\n'),
+    );
+    say(`wrote ${gridFile}, ${join(outDir, 'loss.svg')}, ${join(outDir, 'report.md')}, ${join(outDir, 'report.json')}`);
+    say(`held-out (zero-shot) accuracy, all four attributes: ${(evalReport.heldOut.accuracy.all * 100).toFixed(1)} % (random tokens ${(evalReport.random.accuracy.all * 100).toFixed(1)} %)`);
+    return 0;
+  } finally {
+    await Promise.all(children.map((c) => stop(c)));
+    await nc.close().catch(() => undefined);
+    await closeTemporal();
+    if (weStarted) {
+      await down(env);
+      say('stopped the services this demo started');
+    }
+    say(`done in ${((Date.now() - t0) / 60_000).toFixed(1)} min; files in ${outDir}`);
+  }
+}
