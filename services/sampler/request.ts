@@ -14,38 +14,30 @@ const UINT32_MAX = 2 ** 32 - 1;
 
 const modelName = /^[a-z0-9][a-z0-9_-]*$/;
 
+/** A numeric field with one message for every way it can be wrong (not a number, NaN, out of range). */
+function numberIn(rule: string, ok: (n: number) => boolean) {
+  const error = (i: { input: unknown }) => `must be ${rule}, got ${String(i.input)}`;
+  return z.number({ error }).refine(ok, { error });
+}
+
 /** The wire request, field by field (ts-proto gives optional scalars as `undefined` when unset). */
 const RequestSchema = z.object({
   prompt: z
     .string()
     .refine((s) => s.trim().length > 0, { error: 'must not be empty' })
     .refine((s) => s.length <= MAX_PROMPT_CHARS, { error: (i) => `must be at most ${MAX_PROMPT_CHARS} characters, got ${(i.input as string).length}` }),
-  numImages: z
-    .number()
-    .int()
-    .refine((n) => n >= 1 && n <= MAX_IMAGES, { error: (i) => `must be between 1 and ${MAX_IMAGES}, got ${String(i.input)}` })
-    .optional(),
+  numImages: numberIn(`between 1 and ${MAX_IMAGES}`, (n) => Number.isInteger(n) && n >= 1 && n <= MAX_IMAGES).optional(),
   seed: z
     .bigint()
     .refine((s) => s >= 0n && s <= BigInt(UINT32_MAX), { error: (i) => `must be < 2^32, got ${String(i.input)}` })
     .optional(),
-  temperature: z
-    .number()
-    .refine((t) => Number.isFinite(t) && t > 0 && t <= MAX_TEMPERATURE, { error: (i) => `must be in (0, ${MAX_TEMPERATURE}], got ${String(i.input)}` })
-    .optional(),
-  topK: z.number().int().nonnegative().optional(),
-  topP: z
-    .number()
-    .refine((p) => Number.isFinite(p) && p > 0 && p <= 1, { error: (i) => `must be in (0, 1], got ${String(i.input)}` })
-    .optional(),
+  temperature: numberIn(`in (0, ${MAX_TEMPERATURE}]`, (t) => Number.isFinite(t) && t > 0 && t <= MAX_TEMPERATURE).optional(),
+  topK: numberIn('a non-negative integer', (k) => Number.isInteger(k) && k >= 0).optional(),
+  topP: numberIn('in (0, 1]', (p) => Number.isFinite(p) && p > 0 && p <= 1).optional(),
   model: z
     .object({
       name: z.string().refine((n) => n === '' || modelName.test(n), { error: (i) => `'${String(i.input)}' must match ${modelName}` }),
-      version: z
-        .number()
-        .int()
-        .refine((v) => v >= 1, { error: (i) => `must be ≥ 1 when set, got ${String(i.input)}` })
-        .optional(),
+      version: numberIn('≥ 1 when set', (v) => Number.isInteger(v) && v >= 1).optional(),
     })
     .optional(),
 });

@@ -88,9 +88,15 @@ export interface GenerateSummary {
 
 const protoRoot = fileURLToPath(new URL('../../proto/', import.meta.url));
 
+/** Reflection serves dalle.v1 only. grpc.health.v1 stays out: proto-loader names the map entry of its
+ *  HealthListResponse `Statuses` instead of `StatusesEntry`, and strict clients (buf curl) then discard
+ *  the whole file. Health clients know its schema anyway (`buf curl --schema <health.proto dir>`). */
 function loadReflectionDefinitions(): protoLoader.PackageDefinition {
-  return protoLoader.loadSync(['dalle/v1/sampler.proto', healthProtoPath], { includeDirs: [protoRoot], keepCase: true, longs: String, enums: String, defaults: true, oneofs: true });
+  return protoLoader.loadSync(['dalle/v1/sampler.proto'], { includeDirs: [protoRoot], keepCase: true, longs: String, enums: String, defaults: true, oneofs: true });
 }
+
+/** Folder holding `health/v1/health.proto` (for `buf curl --schema`). */
+export const healthProtoDir = healthProtoPath.slice(0, healthProtoPath.lastIndexOf('/health/v1/'));
 
 export class SamplerService {
   readonly scheduler: Scheduler;
