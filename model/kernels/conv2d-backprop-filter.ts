@@ -1,9 +1,9 @@
 // Conv2DBackpropFilter for the wasm backend, which ships without it (tfjs-backend-wasm 4.22).
 // dW[kh, kw, ci, co] = Σ_{b,oy,ox} x[b, oy·sh + kh − pt, ox·sw + kw − pl, ci] · dy[b, oy, ox, co]
-// computed as one GEMM per batch chunk: dWᵀ[co, K] = dyᵀ[co, rows] · cols[rows, K], K = kh·kw·ci,
-// rows = b·oh·ow. cols (im2col) is built in JS with contiguous channel copies; the GEMM is the wasm
-// backend's own BatchMatMul (XNNPACK). Orientation matters: BatchMatMul with transposeA takes a slow path
-// (~10× slower here), so dy is transposed in JS instead and the result transposed back.
+// computed as one GEMM per batch chunk: dW[K, co] = colsᵀ[K, rows] · dy[rows, co], K = kh·kw·ci,
+// rows = b·oh·ow. colsᵀ (transposed im2col) is built in JS; the GEMM is the wasm backend's own
+// BatchMatMul (XNNPACK). Orientation matters: XNNPACK packs the right-hand operand on every call and
+// takes a slow path for transposeA, so the big operand goes left, untransposed, and dy (small) right.
 import { backend_util, type KernelConfig, type KernelFunc, type TensorInfo } from '@tensorflow/tfjs';
 import type { BackendWasm } from '@tensorflow/tfjs-backend-wasm';
 import { allocate, free, heapView, runWasmKernel } from './wasm-util.ts';
@@ -39,58 +39,53 @@ function conv2DBackpropFilter(args: { inputs: { x: TensorInfo; dy: TensorInfo };
   const K = FH * FW * CI;
   const rowsPerImage = OH * OW;
   const perChunk = Math.max(1, Math.min(B, Math.floor(colsBudget / Math.max(1, rowsPerImage * K))));
-  const acc = new Float32Array(K * CO); // [K, CO] = [kh, kw, ci, co]
+  const acc = new Float32Array(K * CO); // [K, CO] = [kh, kw, ci, co], summed over chunks in order
 
   for (let b0 = 0; b0 < B; b0 += perChunk) {
     const nb = Math.min(perChunk, B - b0);
     const rows = nb * rowsPerImage;
-    const cols = allocate(backend, [rows, K]);
-    const dyT = allocate(backend, [CO, rows]);
+    const colsT = allocate(backend, [K, rows]);
+    // dy's rows for this chunk: the tensor itself (a reshaped view) when there is one chunk, else a copy.
+    const dyRows = nb === B
+      ? runWasmKernel(backend, 'Reshape', { x: dy }, { shape: [rows, CO] })
+      : allocate(backend, [rows, CO]);
     const xv = heapView(backend, x) as Float32Array;
-    const dyv = heapView(backend, dy) as Float32Array;
-    const cv = heapView(backend, cols) as Float32Array;
-    const dtv = heapView(backend, dyT) as Float32Array;
-    // im2col: row r = (b, oy, ox), column (kh, kw, ci).
-    let r = 0;
-    for (let b = b0; b < b0 + nb; b++) {
-      for (let oy = 0; oy < OH; oy++) {
-        for (let ox = 0; ox < OW; ox++, r++) {
-          let at = r * K;
-          for (let kh = 0; kh < FH; kh++) {
-            const iy = oy * SH + kh - pt;
-            if (iy < 0 || iy >= H) {
-              cv.fill(0, at, at + FW * CI);
-              at += FW * CI;
-              continue;
-            }
-            const rowBase = (b * H + iy) * W;
-            for (let kw = 0; kw < FW; kw++, at += CI) {
-              const ix = ox * SW + kw - pl;
-              if (ix < 0 || ix >= W) {
-                cv.fill(0, at, at + CI);
-              } else {
-                const src = (rowBase + ix) * CI;
-                if (CI >= 16) cv.set(xv.subarray(src, src + CI), at);
-                else for (let c = 0; c < CI; c++) cv[at + c] = xv[src + c]!;
+    const cv = heapView(backend, colsT) as Float32Array;
+    if (nb !== B) {
+      const dyv = heapView(backend, dy) as Float32Array;
+      (heapView(backend, dyRows) as Float32Array).set(dyv.subarray(b0 * rowsPerImage * CO, (b0 + nb) * rowsPerImage * CO));
+    }
+    // colsᵀ row k = (kh, kw, c) holds x shifted by (kh − pt, kw − pl), channel c, over (b, oy, ox):
+    // contiguous writes, reads strided by CI; the in-bounds ox range is hoisted out of the inner loop.
+    for (let kh = 0; kh < FH; kh++) {
+      for (let kw = 0; kw < FW; kw++) {
+        // ox with 0 ≤ ox·SW + kw − pl < W
+        const oxLo = Math.min(OW, Math.max(0, Math.ceil((pl - kw) / SW)));
+        const oxHi = Math.max(oxLo, Math.min(OW, Math.ceil((W + pl - kw) / SW)));
+        for (let c = 0; c < CI; c++) {
+          let at = ((kh * FW + kw) * CI + c) * rows;
+          for (let b = b0; b < b0 + nb; b++) {
+            for (let oy = 0; oy < OH; oy++, at += OW) {
+              const iy = oy * SH + kh - pt;
+              if (iy < 0 || iy >= H) {
+                cv.fill(0, at, at + OW);
+                continue;
               }
+              for (let ox = 0; ox < oxLo; ox++) cv[at + ox] = 0;
+              let src = ((b * H + iy) * W + oxLo * SW + kw - pl) * CI + c;
+              const step = SW * CI;
+              for (let ox = oxLo; ox < oxHi; ox++, src += step) cv[at + ox] = xv[src]!;
+              for (let ox = oxHi; ox < OW; ox++) cv[at + ox] = 0;
             }
           }
         }
       }
     }
-    // dyᵀ for this chunk: [CO, rows].
-    const dyBase = b0 * rowsPerImage * CO;
-    for (let i = 0; i < rows; i++) {
-      const src = dyBase + i * CO;
-      for (let o = 0; o < CO; o++) dtv[o * rows + i] = dyv[src + o]!;
-    }
-    const prod = runWasmKernel(backend, 'BatchMatMul', { a: dyT, b: cols }, { transposeA: false, transposeB: false }); // [1, CO, K]
+    const prod = runWasmKernel(backend, 'BatchMatMul', { a: colsT, b: dyRows }, { transposeA: false, transposeB: false }); // [1, K, CO]
     const pv = heapView(backend, prod) as Float32Array;
-    for (let o = 0; o < CO; o++) {
-      const src = o * K;
-      for (let k = 0; k < K; k++) acc[k * CO + o]! += pv[src + k]!;
-    }
-    free(backend, cols, dyT, prod);
+    if (nb === B) acc.set(pv);
+    else for (let i = 0; i < acc.length; i++) acc[i]! += pv[i]!;
+    free(backend, colsT, dyRows, prod);
   }
   const out = allocate(backend, [...filterShape]);
   (heapView(backend, out) as Float32Array).set(acc);

@@ -3,10 +3,11 @@
 import { getKernel, registerKernel, unregisterKernel } from '@tensorflow/tfjs';
 import { makeConv2DBackpropInputWasmConfig } from './conv2d-backprop-input.ts';
 import { conv2DBackpropFilterWasmConfig } from './conv2d-backprop-filter.ts';
+import { maxPoolGradWasmConfig } from './max-pool-grad.ts';
 import { unsortedSegmentSumWasmConfig } from './unsorted-segment-sum.ts';
 
 /** Names of the kernels this module provides for the wasm backend. */
-export const wasmKernelNames = ['Conv2DBackpropFilter', 'Conv2DBackpropInput', 'UnsortedSegmentSum'] as const;
+export const wasmKernelNames = ['Conv2DBackpropFilter', 'Conv2DBackpropInput', 'MaxPoolGrad', 'UnsortedSegmentSum'] as const;
 
 let registered = false;
 
@@ -20,5 +21,8 @@ export function registerWasmKernels(): void {
   const stock = getKernel('Conv2DBackpropInput', 'wasm');
   if (stock) unregisterKernel('Conv2DBackpropInput', 'wasm');
   registerKernel(makeConv2DBackpropInputWasmConfig(stock));
+  // Replaced, not added: the stock one breaks ties differently from cpu (see max-pool-grad.ts).
+  if (getKernel('MaxPoolGrad', 'wasm')) unregisterKernel('MaxPoolGrad', 'wasm');
+  registerKernel(maxPoolGradWasmConfig);
   registered = true;
 }

@@ -85,6 +85,27 @@ test('kernels: Conv2DBackpropFilter on wasm is the same when im2col is split int
   }
 });
 
+test('kernels: max-pool gradient on wasm matches cpu, ties routed to the first maximum', () => {
+  // Plateaus (flat background, ReLU zeros) make ties the common case.
+  const xs = Float32Array.from(rand([2, 8, 8, 5]), (v) => Math.max(0, Math.round(v)));
+  const up = rand([2, 8, 8, 5]);
+  for (const [size, stride, pad] of [[2, 2, 'valid'], [3, 2, 'same'], [3, 1, 'same']] as const) {
+    const run = () => {
+      const x = tf.tensor4d(xs, [2, 8, 8, 5]);
+      return [tf.grad((xx: tf.Tensor) => {
+        const y = tf.maxPool(xx as tf.Tensor4D, size, stride, pad);
+        return y.mul(tf.tensor(up.slice(0, y.size), y.shape)).sum();
+      })(x)];
+    };
+    const [c] = on('cpu', run);
+    const [w] = on('wasm', run);
+    assert.ok(relErr(w!, c!) < 1e-6, `maxPool ${size}/${stride}/${pad}: rel err ${relErr(w!, c!)}`);
+  }
+  // A window of four equal values sends its whole gradient to its top-left element.
+  const [g] = on('wasm', () => [tf.grad((xx: tf.Tensor) => tf.maxPool(xx as tf.Tensor4D, 2, 2, 'valid').sum())(tf.ones([1, 2, 2, 1]))]);
+  assert.deepEqual([...g!], [1, 0, 0, 0]);
+});
+
 test('kernels: gather gradient (UnsortedSegmentSum) on wasm matches cpu, repeated indices included', () => {
   const table = rand([10, 6]);
   const ids = [3, 1, 3, 9, 0, 3, 7, 1];
