@@ -1,0 +1,171 @@
+// The dVAE behind the Trainer contract (trainer.ts): typed arrays in and out, one visible step in
+// numbered phases, and all randomness (Gumbel noise) a pure function of (seed, step, rank).
+//   1. τ, β, lr from the schedules at `step`
+//   2. forward + backward on this rank's batch → gradients of the local-batch mean loss
+//   3. (outside: the runtime compresses and all-reduces them)
+//   4. AdamW with decoupled weight decay, then the parameter EMA
+// Every rank holds the same number of images (global batch / worldSize), so the mean over ranks of the
+// local-mean gradients is the gradient of the global-batch mean loss.
+import * as tf from '@tensorflow/tfjs';
+import type { DvaeConfig } from '../config/index.ts';
+import { AdamW, decaysByDefault } from './adamw.ts';
+import { Dvae, DvaeInputError } from './dvae.ts';
+import { gumbelNoise } from './gumbel.ts';
+import { betaAt, lrAt, tauAt } from './schedules.ts';
+import { decodeState, encodeState, expectArrays } from './state-io.ts';
+import type { GradientResult, ParamSpec, StepMetrics, Trainer } from './trainer.ts';
+
+export interface DvaeBatch {
+  /** [n, res, res, 3] uint8 RGB, already preprocessed. */
+  images: Uint8Array;
+  n: number;
+}
+
+/** A step, rank or batch argument outside the contract. */
+export class DvaeStepError extends Error {
+  override name = 'DvaeStepError';
+  constructor(
+    readonly field: string,
+    readonly value: unknown,
+    readonly rule: string,
+  ) {
+    super(`dvae trainer ${field} = ${String(value)}: ${rule}`);
+  }
+}
+
+/** A saved state that belongs to another stage or another architecture. */
+export class DvaeStateError extends Error {
+  override name = 'DvaeStateError';
+  constructor(readonly problems: string[]) {
+    super(`dvae state does not fit this trainer:\n${problems.map((p) => `  - ${p}`).join('\n')}`);
+  }
+}
+
+/** Config fields that fix the parameter shapes: a state loads only into the same values. */
+const architectureFields = ['resolution', 'grid', 'codebookSize', 'hidden', 'groups', 'blocksPerGroup'] as const;
+const STATE_FORMAT = 1;
+
+interface DvaeStateMeta {
+  stage: 'dvae';
+  format: number;
+  seed: number;
+  updates: number;
+  config: DvaeConfig;
+}
+
+class DvaeTrainer implements Trainer<DvaeBatch> {
+  readonly stage = 'dvae' as const;
+  readonly model: Dvae;
+  private readonly opt: AdamW;
+  private readonly specs: ParamSpec[];
+
+  constructor(
+    readonly cfg: DvaeConfig,
+    readonly seed: number,
+    readonly worldSize: number,
+  ) {
+    if (!(Number.isInteger(seed) && seed >= 0 && seed < 2 ** 32)) throw new DvaeStepError('seed', seed, 'must be an integer in [0, 2^32)');
+    if (!(Number.isInteger(worldSize) && worldSize >= 1)) throw new DvaeStepError('worldSize', worldSize, 'must be a positive integer');
+    this.model = new Dvae(cfg, { seed, trainable: true });
+    this.specs = this.model.specs;
+    this.opt = new AdamW(
+      this.specs.map((s, i) => ({ name: s.name, variable: this.model.variables[i]!, decay: decaysByDefault(s.kind) })),
+      { beta1: cfg.adamBeta1, beta2: cfg.adamBeta2, eps: cfg.adamEps, weightDecay: cfg.weightDecay, emaDecay: cfg.emaDecay },
+    );
+  }
+
+  paramSpecs(): ParamSpec[] {
+    return this.specs.map((s) => ({ ...s, shape: [...s.shape] }));
+  }
+
+  computeGradients(batch: DvaeBatch, step: number, rank: number): GradientResult {
+    this.checkStep(step);
+    if (!(Number.isInteger(rank) && rank >= 0 && rank < this.worldSize)) {
+      throw new DvaeStepError('rank', rank, `must be an integer in [0, ${this.worldSize})`);
+    }
+    const { resolution: R, grid: g, codebookSize: K } = this.cfg;
+    const n = batch?.n;
+    if (!(Number.isInteger(n) && n >= 1)) throw new DvaeStepError('batch.n', n, 'must be a positive integer');
+    if (!(batch.images instanceof Uint8Array) || batch.images.length !== n * R * R * 3) {
+      throw new DvaeInputError('batch.images', `expected uint8 [${n}, ${R}, ${R}, 3] = ${n * R * R * 3} bytes, got ${batch.images?.length ?? typeof batch.images}`);
+    }
+    // 1. Schedules.
+    const tau = tauAt(step, this.cfg);
+    const beta = betaAt(step, this.cfg);
+    const lr = lrAt(step, this.cfg);
+    // 2. Forward and backward. Metric tensors are kept past the gradient tape's scope, then read.
+    let extra: tf.Tensor[] = [];
+    const { value, grads } = tf.tidy(() => {
+      const x255 = tf.tensor4d(batch.images, [n, R, R, 3], 'int32').toFloat();
+      const noise = gumbelNoise(this.seed, step, rank, [n, g, g, K]); // [n, g, g, K]
+      return tf.variableGrads(() => {
+        const t = this.model.lossTerms(x255 as tf.Tensor4D, noise, tau, beta);
+        extra = [t.recon, t.kl, t.mse, t.codes].map((e) => tf.keep(e));
+        return t.loss;
+      }, this.model.variables);
+    });
+    const gradArrays = this.model.variables.map((v) => {
+      const gt = grads[v.name];
+      if (!gt) throw new Error(`no gradient for ${v.name}`);
+      return (gt.dataSync() as Float32Array).slice();
+    });
+    const loss = value.dataSync()[0]!;
+    const [recon, kl, mse] = extra.slice(0, 3).map((e) => e.dataSync()[0]!);
+    const usage = new Set(extra[3]!.dataSync()).size / K;
+    tf.dispose([value, ...Object.values(grads), ...extra]);
+    return { loss, grads: gradArrays, metrics: { loss, recon: recon!, kl: kl!, mse: mse!, usage, tau, beta, lr } };
+  }
+
+  applyGradients(grads: Float32Array[], step: number, _loss: number): StepMetrics {
+    this.checkStep(step);
+    const lr = lrAt(step, this.cfg);
+    const r = this.opt.apply(grads, lr);
+    return { lr, gradNorm: r.gradNorm, skipped: r.skipped ? 1 : 0, updates: r.updates };
+  }
+
+  saveState(): Uint8Array {
+    const meta: DvaeStateMeta = { stage: 'dvae', format: STATE_FORMAT, seed: this.seed, updates: this.opt.updates, config: this.cfg };
+    const params = this.model.params().map((a, i) => [`param.${this.specs[i]!.name}`, a] as const);
+    const opt = this.opt.stateArrays().map(([name, a]) => [`opt.${name}`, a] as const);
+    return encodeState(meta as unknown as Record<string, unknown>, [...params, ...opt]);
+  }
+
+  loadState(bytes: Uint8Array): void {
+    const { meta, arrays } = decodeState<Partial<DvaeStateMeta>>(bytes);
+    const problems: string[] = [];
+    if (meta?.stage !== 'dvae') problems.push(`state is of stage "${String(meta?.stage)}", not "dvae"`);
+    if (meta?.format !== STATE_FORMAT) problems.push(`state format ${String(meta?.format)}, this code reads ${STATE_FORMAT}`);
+    for (const f of architectureFields) {
+      if (meta?.config?.[f] !== this.cfg[f]) problems.push(`config.${f} is ${String(meta?.config?.[f])} in the state, ${this.cfg[f]} here`);
+    }
+    if (!(Number.isInteger(meta?.updates) && meta!.updates! >= 0)) problems.push(`updates = ${String(meta?.updates)} is not a count`);
+    if (problems.length > 0) throw new DvaeStateError(problems);
+    const sizes = this.specs.map((s) => [s.name, s.shape.reduce((a, b) => a * b, 1)] as const);
+    expectArrays(arrays, [
+      ...sizes.map(([name, n]) => [`param.${name}`, n] as const),
+      ...this.opt.stateLayout().map(([name, n]) => [`opt.${name}`, n] as const),
+    ]);
+    this.model.setParams(this.specs.map((s) => arrays.get(`param.${s.name}`)!));
+    const optArrays = new Map<string, Float32Array>();
+    for (const [name, a] of arrays) if (name.startsWith('opt.')) optArrays.set(name.slice(4), a);
+    this.opt.loadStateArrays(optArrays, meta.updates!);
+  }
+
+  exportParams(which: 'params' | 'ema'): Float32Array[] {
+    return which === 'ema' ? this.opt.emaArrays() : this.model.params();
+  }
+
+  dispose(): void {
+    this.opt.dispose();
+    this.model.dispose();
+  }
+
+  private checkStep(step: number): void {
+    if (!(Number.isInteger(step) && step >= 0 && step < 2 ** 32)) throw new DvaeStepError('step', step, 'must be an integer in [0, 2^32)');
+  }
+}
+
+/** The dVAE trainer for one rank of `worldSize`; parameters start from a pure function of `seed`. */
+export function createDvaeTrainer(cfg: DvaeConfig, seed: number, worldSize: number): Trainer<DvaeBatch> {
+  return new DvaeTrainer(cfg, seed, worldSize);
+}

@@ -1,0 +1,445 @@
+// Stage 1 of DALL-E: the discrete VAE (PAPER.md; layout as in openai/DALL-E's dall_e/encoder.py and
+// decoder.py). Reads top-down: config checks → parameter layout → blocks → encoder → decoder → loss →
+// the Dvae class with encode/decode for the sampler and encodeDataset.
+//
+// Encoder: 7×7 conv → G groups of B bottleneck resblocks (width 2^g·n_hid), 2×2 max-pool after every
+//   group but the last → ReLU → 1×1 conv to K logits per grid cell.           [N,R,R,3] → [N,g,g,K]
+// Decoder: 1×1 conv K → n_init → G groups (width 2^(G−1−g)·n_hid), ×2 nearest upsampling after every
+//   group but the last → ReLU → 1×1 conv to 6 channels (μ, ln b per RGB).      [N,g,g,K] → [N,R,R,6]
+// Resblock: x ↦ id(x) + (1/n_layers²)·res(x), n_layers = G·B; res is ReLU-conv ×4 with width n_out/4
+//   (encoder kernels 3,3,3,1; decoder 1,3,3,3); id is a 1×1 conv when the width changes.
+// n_init = n_hid/2 (the official 128 for n_hid 256). Weights ~ N(0, 1/(n_in·k²)), biases 0.
+import * as tf from '@tensorflow/tfjs';
+import type { DvaeConfig } from '../config/index.ts';
+import { gumbelSoftmax, klToUniform } from './gumbel.ts';
+import { logitLaplaceNll, mapPixels, reconstruction } from './logit-laplace.ts';
+import { RngStream, normals } from './rng.ts';
+import type { ParamSpec } from './trainer.ts';
+
+/** A DvaeConfig that cannot build a network (the message names the field and the rule). */
+export class DvaeConfigError extends Error {
+  override name = 'DvaeConfigError';
+  constructor(
+    readonly field: string,
+    readonly value: unknown,
+    readonly rule: string,
+  ) {
+    super(`dvae.${field} = ${String(value)}: ${rule}`);
+  }
+}
+
+/** Images or tokens handed to encode/decode do not fit the model. */
+export class DvaeInputError extends Error {
+  override name = 'DvaeInputError';
+  constructor(
+    readonly what: string,
+    readonly problem: string,
+  ) {
+    super(`dvae ${what}: ${problem}`);
+  }
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Shape of the network, derived from config only (no tensors).
+
+interface ConvSpec {
+  name: string;
+  k: number;
+  nIn: number;
+  nOut: number;
+  /** How PowerSGD and weight decay treat the kernel (its bias is always 'bias'). */
+  kind: ParamSpec['kind'];
+}
+
+interface BlockSpec {
+  prefix: string;
+  nIn: number;
+  nOut: number;
+  id?: ConvSpec;
+  convs: ConvSpec[];
+}
+
+interface GroupSpec {
+  blocks: BlockSpec[];
+  /** Encoder: max-pool after; decoder: upsample after. */
+  resample: boolean;
+}
+
+export interface DvaeLayout {
+  resolution: number;
+  grid: number;
+  codebookSize: number;
+  nLayers: number;
+  postGain: number;
+  nInit: number;
+  encoder: { input: ConvSpec; groups: GroupSpec[]; output: ConvSpec };
+  decoder: { input: ConvSpec; groups: GroupSpec[]; output: ConvSpec };
+}
+
+export function checkDvaeConfig(cfg: DvaeConfig): void {
+  const posInt = (f: keyof DvaeConfig) => {
+    const v = cfg[f];
+    if (!(Number.isInteger(v) && (v as number) > 0)) throw new DvaeConfigError(f, v, 'must be a positive integer');
+  };
+  (['resolution', 'grid', 'codebookSize', 'hidden', 'groups', 'blocksPerGroup'] as const).forEach(posInt);
+  if (cfg.hidden % 4 !== 0) throw new DvaeConfigError('hidden', cfg.hidden, 'must be a multiple of 4 (bottleneck width is n_out/4)');
+  if (cfg.codebookSize < 2) throw new DvaeConfigError('codebookSize', cfg.codebookSize, 'must be at least 2');
+  const factor = 2 ** (cfg.groups - 1);
+  if (cfg.resolution % factor !== 0 || cfg.resolution / factor !== cfg.grid) {
+    throw new DvaeConfigError('grid', cfg.grid, `must equal resolution / 2^(groups−1) = ${cfg.resolution / factor}`);
+  }
+  if (!(cfg.logitLaplaceEps > 0 && cfg.logitLaplaceEps < 0.5)) {
+    throw new DvaeConfigError('logitLaplaceEps', cfg.logitLaplaceEps, 'must be in (0, 0.5)');
+  }
+}
+
+function conv(name: string, k: number, nIn: number, nOut: number, kind: ParamSpec['kind'] = 'matrix'): ConvSpec {
+  return { name, k, nIn, nOut, kind };
+}
+
+function block(prefix: string, nIn: number, nOut: number, kernels: number[]): BlockSpec {
+  const nHid = nOut / 4;
+  const widths = [nIn, nHid, nHid, nHid, nOut];
+  return {
+    prefix,
+    nIn,
+    nOut,
+    id: nIn !== nOut ? conv(`${prefix}.id`, 1, nIn, nOut) : undefined,
+    convs: kernels.map((k, i) => conv(`${prefix}.conv${i + 1}`, k, widths[i]!, widths[i + 1]!)),
+  };
+}
+
+/** The network's layout for `cfg` (throws DvaeConfigError when it cannot be built). */
+export function dvaeLayout(cfg: DvaeConfig): DvaeLayout {
+  checkDvaeConfig(cfg);
+  const G = cfg.groups;
+  const B = cfg.blocksPerGroup;
+  const h = cfg.hidden;
+  const K = cfg.codebookSize;
+  const nInit = Math.max(1, Math.round(h / 2));
+  const encWidth = (g: number) => 2 ** g * h;
+  const decWidth = (g: number) => 2 ** (G - 1 - g) * h;
+  const groups = (side: 'encoder' | 'decoder', width: (g: number) => number, first: number, kernels: number[]) =>
+    Array.from({ length: G }, (_, g) => ({
+      resample: g < G - 1,
+      blocks: Array.from({ length: B }, (_, i) =>
+        block(`${side}.group${g}.block${i}`, i > 0 ? width(g) : g > 0 ? width(g - 1) : first, width(g), kernels),
+      ),
+    }));
+  return {
+    resolution: cfg.resolution,
+    grid: cfg.grid,
+    codebookSize: K,
+    nLayers: G * B,
+    postGain: 1 / (G * B) ** 2,
+    nInit,
+    encoder: {
+      input: conv('encoder.input', 7, 3, h),
+      groups: groups('encoder', encWidth, h, [3, 3, 3, 1]),
+      // Maps to the K logits: treated like an unembedding (fp32, uncompressed, no decay).
+      output: conv('encoder.output', 1, encWidth(G - 1), K, 'unembedding'),
+    },
+    decoder: {
+      // Its rows are the codebook vectors e_i: treated like an embedding.
+      input: conv('decoder.input', 1, K, nInit, 'embedding'),
+      groups: groups('decoder', decWidth, nInit, [1, 3, 3, 3]),
+      output: conv('decoder.output', 1, h, 6),
+    },
+  };
+}
+
+function allConvs(l: DvaeLayout): ConvSpec[] {
+  const ofGroups = (gs: GroupSpec[]) => gs.flatMap((g) => g.blocks.flatMap((b) => [...(b.id ? [b.id] : []), ...b.convs]));
+  return [
+    l.encoder.input, ...ofGroups(l.encoder.groups), l.encoder.output,
+    l.decoder.input, ...ofGroups(l.decoder.groups), l.decoder.output,
+  ];
+}
+
+/** Parameters in their fixed order (the order of grads, saved state and exported arrays). */
+export function dvaeParamSpecs(cfg: DvaeConfig): ParamSpec[] {
+  return allConvs(dvaeLayout(cfg)).flatMap((c) => [
+    { name: `${c.name}.w`, shape: [c.k, c.k, c.nIn, c.nOut], kind: c.kind },
+    { name: `${c.name}.b`, shape: [c.nOut], kind: 'bias' as const },
+  ]);
+}
+
+/** Number of trainable parameters (encoder + decoder), computed from the config alone. */
+export function dvaeParameterCount(cfg: DvaeConfig): number {
+  return allConvs(dvaeLayout(cfg)).reduce((s, c) => s + c.k * c.k * c.nIn * c.nOut + c.nOut, 0);
+}
+
+/** Multiply-accumulates of one image through encoder and decoder (forward only), for FLOP figures. */
+export function dvaeForwardMacs(cfg: DvaeConfig): number {
+  const l = dvaeLayout(cfg);
+  let macs = 0;
+  const at = (c: ConvSpec, side: number) => (macs += side * side * c.k * c.k * c.nIn * c.nOut);
+  let side = l.resolution;
+  at(l.encoder.input, side);
+  for (const g of l.encoder.groups) {
+    for (const b of g.blocks) [...(b.id ? [b.id] : []), ...b.convs].forEach((c) => at(c, side));
+    if (g.resample) side /= 2;
+  }
+  at(l.encoder.output, side);
+  at(l.decoder.input, side);
+  for (const g of l.decoder.groups) {
+    for (const b of g.blocks) [...(b.id ? [b.id] : []), ...b.convs].forEach((c) => at(c, side));
+    if (g.resample) side *= 2;
+  }
+  at(l.decoder.output, side);
+  return macs;
+}
+
+/** Initial parameter values: N(0, 1/(n_in·k²)) kernels, zero biases; a pure function of `seed`. */
+export function initDvaeParams(cfg: DvaeConfig, seed: number): Float32Array[] {
+  return dvaeParamSpecs(cfg).map((s, i) => {
+    const n = s.shape.reduce((a, b) => a * b, 1);
+    if (s.shape.length === 1) return new Float32Array(n);
+    const [k, , nIn] = s.shape as [number, number, number, number];
+    const std = 1 / Math.sqrt(nIn * k * k);
+    const z = normals({ seed, stream: RngStream.init, step: i, rank: 0 }, n);
+    for (let j = 0; j < n; j++) z[j]! *= std;
+    return z;
+  });
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Forward pass. `p` maps a parameter name to its tensor.
+
+type Params = Map<string, tf.Tensor>;
+
+function applyConv(p: Params, c: ConvSpec, x: tf.Tensor4D, activation: 'linear' | 'relu' = 'linear'): tf.Tensor4D {
+  return tf.fused.conv2d({
+    x,
+    filter: p.get(`${c.name}.w`) as tf.Tensor4D,
+    bias: p.get(`${c.name}.b`),
+    strides: 1,
+    pad: 'same',
+    activation,
+  });
+}
+
+/** id(x) + postGain · conv4(relu(conv3(relu(conv2(relu(conv1(relu(x)))))))) */
+function resblock(p: Params, b: BlockSpec, x: tf.Tensor4D, postGain: number): tf.Tensor4D {
+  const id = b.id ? applyConv(p, b.id, x) : x;
+  let r = x.relu() as tf.Tensor4D;
+  // The ReLU before conv 2..4 is fused into the previous conv's output.
+  r = applyConv(p, b.convs[0]!, r, 'relu');
+  r = applyConv(p, b.convs[1]!, r, 'relu');
+  r = applyConv(p, b.convs[2]!, r, 'relu');
+  r = applyConv(p, b.convs[3]!, r);
+  return id.add(r.mul(postGain));
+}
+
+/** φ-mapped pixels [N, R, R, 3] → logits [N, g, g, K]. */
+function encoderForward(p: Params, l: DvaeLayout, x: tf.Tensor4D): tf.Tensor4D {
+  let h = applyConv(p, l.encoder.input, x); // [N, R, R, n_hid]
+  for (const g of l.encoder.groups) {
+    for (const b of g.blocks) h = resblock(p, b, h, l.postGain);
+    if (g.resample) h = tf.maxPool(h, 2, 2, 'valid'); // [N, side/2, side/2, C]
+  }
+  return applyConv(p, l.encoder.output, h.relu()); // [N, g, g, K]
+}
+
+/** Soft or one-hot codes [N, g, g, K] → statistics [N, R, R, 6] (μ then ln b per RGB channel). */
+function decoderForward(p: Params, l: DvaeLayout, z: tf.Tensor4D): tf.Tensor4D {
+  return decoderFromEmbedded(p, l, applyConv(p, l.decoder.input, z));
+}
+
+/** Same, from codes already embedded by decoder.input: [N, g, g, n_init] → [N, R, R, 6]. */
+function decoderFromEmbedded(p: Params, l: DvaeLayout, e: tf.Tensor4D): tf.Tensor4D {
+  let h = e;
+  for (const g of l.decoder.groups) {
+    for (const b of g.blocks) h = resblock(p, b, h, l.postGain);
+    if (g.resample) h = upsample2x(h); // [N, 2·side, 2·side, C]
+  }
+  return applyConv(p, l.decoder.output, h.relu()); // [N, R, R, 6]
+}
+
+/** Nearest-neighbour ×2 as a broadcast (its gradient is a plain sum, fast on every backend). */
+function upsample2x(x: tf.Tensor4D): tf.Tensor4D {
+  const [n, hh, ww, c] = x.shape;
+  return x
+    .reshape([n, hh, 1, ww, 1, c])
+    .mul(tf.ones([1, 1, 2, 1, 2, 1]))
+    .reshape([n, 2 * hh, 2 * ww, c]) as tf.Tensor4D;
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Loss (PAPER.md): negative ELBO per image, normalized by R·R·3, averaged over the batch:
+//   [ Σ_pixels −log f(φ(x) | μ, b)  +  β · Σ_cells KL(q(z|x) ‖ uniform) ] / (R·R·3)
+
+export interface DvaeLossTerms {
+  /** The training objective (scalar). */
+  loss: tf.Scalar;
+  /** Reconstruction NLL per pixel-channel, nats (scalar). */
+  recon: tf.Scalar;
+  /** KL(q ‖ uniform) per grid cell, nats (scalar). */
+  kl: tf.Scalar;
+  /** Mean squared error of φ⁻¹(sigmoid(μ)) against the input, both in [0, 1] (scalar). */
+  mse: tf.Scalar;
+  /** argmax code of every cell [N, g, g] (int32), e.g. for codebook usage. */
+  codes: tf.Tensor3D;
+}
+
+/** Loss terms for a batch of uint8-valued images [N, R, R, 3] (as float) with Gumbel noise [N, g, g, K]. */
+function lossTerms(p: Params, l: DvaeLayout, eps: number, x255: tf.Tensor4D, noise: tf.Tensor, tau: number, beta: number): DvaeLossTerms {
+  const x = mapPixels(x255, eps) as tf.Tensor4D; // [N, R, R, 3] in [ε, 1−ε]
+  const logits = encoderForward(p, l, x); // [N, g, g, K]
+  const z = gumbelSoftmax(logits, noise, tau) as tf.Tensor4D; // [N, g, g, K]
+  const stats = decoderForward(p, l, z); // [N, R, R, 6]
+  const [n, r] = stats.shape;
+  const mu = stats.slice([0, 0, 0, 0], [n, r, r, 3]);
+  const lnB = stats.slice([0, 0, 0, 3], [n, r, r, 3]);
+  const perPixelChannel = r * r * 3;
+  const cells = l.grid * l.grid;
+  const nllSum = logitLaplaceNll(x, mu, lnB).sum().div(n); // Σ over pixels, mean over batch
+  const klSum = klToUniform(logits).sum().div(n); // Σ over cells, mean over batch
+  const loss = nllSum.add(klSum.mul(beta)).div(perPixelChannel) as tf.Scalar;
+  const mse = tf.tidy(() => reconstruction(stats, eps).sub(x255.div(255)).square().mean()) as tf.Scalar;
+  const codes = logits.argMax(-1) as tf.Tensor3D;
+  return { loss, recon: nllSum.div(perPixelChannel) as tf.Scalar, kl: klSum.div(cells) as tf.Scalar, mse, codes };
+}
+
+// ---------------------------------------------------------------------------------------------------
+
+let instances = 0;
+
+export interface DvaeOptions {
+  /** Initial values in `dvaeParamSpecs` order (e.g. `Trainer.exportParams('ema')`); default: fresh init. */
+  params?: Float32Array[];
+  /** Seed of the fresh init (default 0). */
+  seed?: number;
+  /** Create trainable variables (the trainer does); inference-only models leave this off. */
+  trainable?: boolean;
+  /** Images per forward pass inside encode/decode (bounds memory; default 32). */
+  chunk?: number;
+}
+
+export class Dvae {
+  readonly cfg: DvaeConfig;
+  readonly layout: DvaeLayout;
+  readonly specs: ParamSpec[];
+  /** One variable per spec, same order. */
+  readonly variables: tf.Variable[];
+  private readonly byName: Params;
+  private readonly chunk: number;
+
+  constructor(cfg: DvaeConfig, opts: DvaeOptions = {}) {
+    this.cfg = cfg;
+    this.layout = dvaeLayout(cfg);
+    this.specs = dvaeParamSpecs(cfg);
+    const values = opts.params ?? initDvaeParams(cfg, opts.seed ?? 0);
+    checkParamArrays(this.specs, values);
+    const id = instances++;
+    this.variables = this.specs.map((s, i) =>
+      tf.tidy(() => tf.variable(tf.tensor(values[i]!, s.shape, 'float32'), opts.trainable ?? false, `dvae${id}/${s.name}`)),
+    );
+    this.byName = new Map(this.specs.map((s, i) => [s.name, this.variables[i]!]));
+    this.chunk = opts.chunk ?? 32;
+  }
+
+  /** A model from exported arrays (`Trainer.exportParams('ema')`), for the sampler and encodeDataset. */
+  static fromParams(cfg: DvaeConfig, params: Float32Array[]): Dvae {
+    return new Dvae(cfg, { params });
+  }
+
+  /** Logits [N, g, g, K] of φ-mapped pixels [N, R, R, 3]. */
+  encoderLogits(x: tf.Tensor4D): tf.Tensor4D {
+    return tf.tidy(() => encoderForward(this.byName, this.layout, x));
+  }
+
+  /** Decoder statistics [N, R, R, 6] of codes [N, g, g, K]. */
+  decoderStats(z: tf.Tensor4D): tf.Tensor4D {
+    return tf.tidy(() => decoderForward(this.byName, this.layout, z));
+  }
+
+  /** Loss terms of a uint8-valued image batch [N, R, R, 3] under Gumbel noise [N, g, g, K]. */
+  lossTerms(x255: tf.Tensor4D, noise: tf.Tensor, tau: number, beta: number): DvaeLossTerms {
+    return lossTerms(this.byName, this.layout, this.cfg.logitLaplaceEps, x255, noise, tau, beta);
+  }
+
+  /** Images uint8 [n, R, R, 3] → tokens [n, g·g]: argmax of the logits (no Gumbel noise). */
+  encode(images: Uint8Array): Int32Array {
+    const R = this.cfg.resolution;
+    const per = R * R * 3;
+    const n = countOf(images, per, 'images', `uint8 [n, ${R}, ${R}, 3]`);
+    const cells = this.cfg.grid * this.cfg.grid;
+    const out = new Int32Array(n * cells);
+    for (let i0 = 0; i0 < n; i0 += this.chunk) {
+      const m = Math.min(this.chunk, n - i0);
+      const t = tf.tidy(() => {
+        const x255 = tf.tensor4d(images.subarray(i0 * per, (i0 + m) * per), [m, R, R, 3], 'int32').toFloat();
+        const logits = encoderForward(this.byName, this.layout, mapPixels(x255, this.cfg.logitLaplaceEps) as tf.Tensor4D);
+        return logits.argMax(-1); // [m, g, g]
+      });
+      out.set(t.dataSync() as Int32Array, i0 * cells);
+      t.dispose();
+    }
+    return out;
+  }
+
+  /** Tokens [n, g·g] → images uint8 [n, R, R, 3]: round(255 · φ⁻¹(sigmoid(μ))). */
+  decode(tokens: Int32Array): Uint8Array {
+    const g = this.cfg.grid;
+    const K = this.cfg.codebookSize;
+    const R = this.cfg.resolution;
+    const n = countOf(tokens, g * g, 'tokens', `int32 [n, ${g * g}]`);
+    for (let i = 0; i < tokens.length; i++) {
+      const t = tokens[i]!;
+      if (!(Number.isInteger(t) && t >= 0 && t < K)) throw new DvaeInputError('tokens', `token ${t} at index ${i} is outside [0, ${K})`);
+    }
+    const out = new Uint8Array(n * R * R * 3);
+    for (let i0 = 0; i0 < n; i0 += this.chunk) {
+      const m = Math.min(this.chunk, n - i0);
+      const img = tf.tidy(() => {
+        const idx = tf.tensor1d(tokens.subarray(i0 * g * g, (i0 + m) * g * g), 'int32');
+        // A one-hot code through the 1×1 input conv is a row lookup: gather instead of a K-wide conv.
+        const w = (this.byName.get('decoder.input.w') as tf.Tensor).reshape([K, this.layout.nInit]);
+        const e = tf.gather(w, idx).add(this.byName.get('decoder.input.b')!).reshape([m, g, g, this.layout.nInit]) as tf.Tensor4D;
+        const stats = decoderFromEmbedded(this.byName, this.layout, e);
+        return reconstruction(stats, this.cfg.logitLaplaceEps).mul(255).round(); // [m, R, R, 3]
+      });
+      const v = img.dataSync();
+      const base = i0 * R * R * 3;
+      for (let j = 0; j < v.length; j++) out[base + j] = v[j]!;
+      img.dispose();
+    }
+    return out;
+  }
+
+  /** Current parameter values, in `specs` order. */
+  params(): Float32Array[] {
+    return this.variables.map((v) => (v.dataSync() as Float32Array).slice());
+  }
+
+  /** Overwrites the parameters with arrays in `specs` order. */
+  setParams(values: Float32Array[]): void {
+    checkParamArrays(this.specs, values);
+    this.variables.forEach((v, i) => tf.tidy(() => v.assign(tf.tensor(values[i]!, this.specs[i]!.shape, 'float32'))));
+  }
+
+  dispose(): void {
+    tf.dispose(this.variables);
+  }
+}
+
+function checkParamArrays(specs: ParamSpec[], values: Float32Array[]): void {
+  if (values.length !== specs.length) {
+    throw new DvaeInputError('params', `${values.length} arrays for ${specs.length} parameters`);
+  }
+  specs.forEach((s, i) => {
+    const n = s.shape.reduce((a, b) => a * b, 1);
+    const v = values[i];
+    if (!(v instanceof Float32Array)) throw new DvaeInputError('params', `${s.name} is not a Float32Array`);
+    if (v.length !== n) throw new DvaeInputError('params', `${s.name} has ${v.length} values, expected ${n} ([${s.shape}])`);
+  });
+}
+
+function countOf(a: ArrayLike<number>, per: number, what: string, shape: string): number {
+  const n = a.length / per;
+  if (a.length === 0 || !Number.isInteger(n)) {
+    throw new DvaeInputError(what, `length ${a.length} is not a positive multiple of ${per} (expected ${shape})`);
+  }
+  return n;
+}
