@@ -87,6 +87,7 @@ export class AllReduceOp {
   private readonly lastHeard: Float64Array;
   private readonly lastAsked: Float64Array;
   private readonly unresponsive = new Set<number>();
+  private readonly asking = new Set<number>();
   private readonly noResponders = new Map<number, number>();
   private readonly peerWaitingOn = new Map<number, number[]>();
   private lastProgress: number;
@@ -273,15 +274,19 @@ export class AllReduceOp {
     this.reject(e);
   }
 
-  /** What this rank still lacks from `peer`. */
-  private missingFrom(peer: number): { rs: number[]; ag: number[] } {
+  /** What this rank still lacks from `peer`; `due` limits it to what the peer can already have sent:
+   *  reduce-scatter chunks inside its window (it has at most our all-gathers so far plus a window), and
+   *  all-gather chunks we have contributed to. Asking for more would only fetch duplicates. */
+  private missingFrom(peer: number, due = false): { rs: number[]; ag: number[] } {
     const me = this.host.rank;
     const rs: number[] = [];
-    for (let c = 0; c < this.contrib.length; c++) if (this.contribCount[c]! < this.host.worldSize && !this.contrib[c]![peer]) rs.push(c);
+    const rsLimit = due ? Math.min(this.contrib.length, this.reduced + this.window) : this.contrib.length;
+    for (let c = 0; c < rsLimit; c++) if (this.contribCount[c]! < this.host.worldSize && !this.contrib[c]![peer]) rs.push(c);
     const ag: number[] = [];
     if (peer !== me) {
       const got = this.agGot[peer]!;
-      for (let c = 0; c < got.length; c++) if (!got[c]) ag.push(c);
+      const agLimit = due ? Math.min(got.length, this.rsSent[peer]!) : got.length;
+      for (let c = 0; c < agLimit; c++) if (!got[c]) ag.push(c);
     }
     return { rs, ag };
   }
@@ -324,11 +329,12 @@ export class AllReduceOp {
     const { retryMs, timeoutMs, rank: me, worldSize: W } = this.host;
     for (let p = 0; p < W; p++) {
       if (p === me) continue;
-      if (now - this.lastHeard[p]! < retryMs || now - this.lastAsked[p]! < retryMs) continue;
-      const missing = this.missingFrom(p);
+      if (this.asking.has(p) || now - this.lastHeard[p]! < retryMs || now - this.lastAsked[p]! < retryMs) continue;
+      const missing = this.missingFrom(p, true);
       if (!missing.rs.length && !missing.ag.length) continue;
       this.lastAsked[p] = now;
-      void this.ask(p, missing);
+      this.asking.add(p);
+      void this.ask(p, missing).finally(() => this.asking.delete(p));
     }
     if (now - this.lastProgress >= timeoutMs) {
       this.fail(new PeerLostError(this.culprits(), this.spec.step, `allReduce:${this.spec.tag}`, `no progress for ${Math.round(now - this.lastProgress)} ms`, me));

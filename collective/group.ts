@@ -29,6 +29,9 @@ export interface JoinOptions {
   /** A peer that lets an operation make no progress for this long is lost (PeerLostError). Also the
    *  join deadline. */
   timeoutMs: number;
+  /** How long join waits for every rank (default timeoutMs); ranks launched on different machines may
+   *  need longer to arrive than a running operation may stall. */
+  joinTimeoutMs?: number;
   /** Payload bytes per message (default: 1 MiB, capped 4 KiB below the server's max_payload). */
   chunkBytes?: number;
   /** Reduce-scatter bytes a receiver may have in flight from all senders together (default 16 MiB):
@@ -119,6 +122,7 @@ class NatsGroup implements Group, OpHost {
   readonly groupId: string;
   readonly timeoutMs: number;
   readonly retryMs: number;
+  private readonly joinTimeoutMs: number;
   private readonly nc: NatsConnection;
   private readonly subjects: Subjects;
   private readonly chunkBytes: number;
@@ -159,6 +163,8 @@ class NatsGroup implements Group, OpHost {
     this.runId = o.runId;
     this.groupId = o.groupId;
     this.timeoutMs = o.timeoutMs;
+    this.joinTimeoutMs = o.joinTimeoutMs ?? o.timeoutMs;
+    if (!(this.joinTimeoutMs > 0 && Number.isFinite(this.joinTimeoutMs))) throw new CollectiveArgumentError('joinTimeoutMs', o.joinTimeoutMs, 'must be a positive number of milliseconds');
     this.retryMs = o.retryMs ?? Math.min(1000, Math.max(50, o.timeoutMs / 10));
     if (!(this.retryMs > 0)) throw new CollectiveArgumentError('retryMs', o.retryMs, 'must be a positive number of milliseconds');
     const maxPayload = o.nc.info?.max_payload ?? 1 << 20;
@@ -198,9 +204,9 @@ class NatsGroup implements Group, OpHost {
     let lastHello = performance.now();
     this.timer = setInterval(() => {
       const now = performance.now();
-      if (now - t0 >= this.timeoutMs) {
+      if (now - t0 >= this.joinTimeoutMs) {
         const missing = this.missingPeers();
-        this.joinWaiter?.reject(new PeerLostError(missing, null, 'join', `did not arrive within ${this.timeoutMs} ms`, me));
+        this.joinWaiter?.reject(new PeerLostError(missing, null, 'join', `did not arrive within ${this.joinTimeoutMs} ms`, me));
       } else if (now - lastHello >= 100) {
         this.sayHello();
         lastHello = now;
@@ -352,7 +358,8 @@ class NatsGroup implements Group, OpHost {
       const h = natsHeaders();
       for (const [k, v] of this.traceNow) h.set(k, v);
       const m = await this.nc.request(this.subjects.of(Op.nack, op.spec.step, peer), enc.encode(JSON.stringify(req)), {
-        timeout: Math.max(50, this.retryMs),
+        // a live peer busy with a big chunk answers late; only a dead one gets "no responders"
+        timeout: Math.max(this.retryMs, Math.min(this.timeoutMs / 4, 2000)),
         headers: h,
       });
       return JSON.parse(dec.decode(m.data)) as ResendReply;
@@ -462,8 +469,11 @@ class NatsGroup implements Group, OpHost {
     if (this.closing) return;
     this.closing = true;
     await this.queue;
-    if (!this.failure && this.worldSize > 1 && !this.nc.isClosed()) {
+    if (this.worldSize > 1 && !this.nc.isClosed()) {
+      // peers waiting for us (in an operation, or in their own close) learn at once that we are gone
       this.nc.publish(this.subjects.of(Op.bye, 0, this.rank), enc.encode(JSON.stringify({ lastOp: this.nextOp - 1 })));
+    }
+    if (!this.failure && this.worldSize > 1 && !this.nc.isClosed()) {
       // Serve resend requests until every peer has finished too (or timeoutMs).
       await new Promise<void>((resolve) => {
         const t = setTimeout(resolve, this.timeoutMs);

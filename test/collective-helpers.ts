@@ -1,6 +1,8 @@
 // Shared by the collective integration tests: W ranks in this process, each with its own NATS connection
 // to the real server at $NATS_URL, joined into a fresh group.
+import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
+import { fileURLToPath } from 'node:url';
 import { connect, type NatsConnection } from 'nats';
 import { joinGroup, type Group, type JoinOptions } from '../collective/index.ts';
 
@@ -64,4 +66,56 @@ export function bitsEqual(a: Float32Array, b: Float32Array): boolean {
   const y = new Uint32Array(b.buffer, b.byteOffset, b.length);
   for (let i = 0; i < x.length; i++) if (x[i] !== y[i]) return false;
   return true;
+}
+
+export interface RankProcess<T> {
+  child: ChildProcess;
+  /** Every JSON line the child printed so far. */
+  lines: T[];
+  /** Resolves with the first line matching `pred` (or rejects when the child exits first). */
+  line(pred: (l: T) => boolean): Promise<T>;
+  /** Resolves with the last line once the child exits. */
+  exit: Promise<{ code: number | null; signal: NodeJS.Signals | null; last?: T }>;
+}
+
+/** Runs test/collective-rank-child.ts as its own process (argument: JSON). */
+export function spawnRank<T = Record<string, unknown>>(args: object): RankProcess<T> {
+  const script = fileURLToPath(new URL('./collective-rank-child.ts', import.meta.url));
+  const child = spawn(process.execPath, ['--import', 'tsx', script, JSON.stringify(args)], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const lines: T[] = [];
+  const waiters: { pred: (l: T) => boolean; resolve: (l: T) => void }[] = [];
+  let buf = '';
+  let stderr = '';
+  child.stdout!.on('data', (d: Buffer) => {
+    buf += d.toString();
+    let i: number;
+    while ((i = buf.indexOf('\n')) >= 0) {
+      const text = buf.slice(0, i);
+      buf = buf.slice(i + 1);
+      if (!text.startsWith('{')) continue;
+      const l = JSON.parse(text) as T;
+      lines.push(l);
+      for (const w of waiters.splice(0)) {
+        if (w.pred(l)) w.resolve(l);
+        else waiters.push(w);
+      }
+    }
+  });
+  child.stderr!.on('data', (d: Buffer) => (stderr += d.toString()));
+  const exit = new Promise<{ code: number | null; signal: NodeJS.Signals | null; last?: T }>((resolve) =>
+    child.on('exit', (code, signal) => resolve({ code, signal, last: lines[lines.length - 1] })),
+  );
+  return {
+    child,
+    lines,
+    exit,
+    line(pred) {
+      const hit = lines.find(pred);
+      if (hit) return Promise.resolve(hit);
+      return new Promise<T>((resolve, reject) => {
+        waiters.push({ pred, resolve });
+        void exit.then((e) => reject(new Error(`rank process exited (${e.code ?? e.signal}) before the expected line; stderr: ${stderr.slice(-2000)}`)));
+      });
+    },
+  };
 }
