@@ -16,7 +16,7 @@ export const presets: Record<PresetName, PresetInput> = {
     },
     transformer: {
       layers: 2, heads: 2, dModel: 32, textLen: 12, vocabSize: 64, convKernel: 3, steps: 20,
-      lr: 1e-3, warmupSteps: 5, plateauPatience: 10, emaDecay: 0.9,
+      lr: 1e-3, warmupSteps: 5, plateauPatience: 10, plateauSmoothing: 0.8, emaDecay: 0.9,
     },
     powersgd: { enabled: true, rank: 2, startIter: 2, minCompressionRate: 1 },
     train: { worldSize: 2, batchSize: 8, segmentSteps: 10, checkpointEvery: 5, seed: 0, heartbeatTimeout: 8, collectiveTimeout: 6 },
@@ -31,8 +31,8 @@ export const presets: Record<PresetName, PresetInput> = {
       emaDecay: 0.99,
     },
     transformer: {
-      layers: 4, heads: 4, dModel: 128, textLen: 16, vocabSize: 128, convKernel: 5, steps: 1500,
-      lr: 1e-3, warmupSteps: 100, plateauPatience: 300, emaDecay: 0.99,
+      layers: 4, heads: 4, dModel: 64, textLen: 16, vocabSize: 128, convKernel: 5, steps: 1500,
+      lr: 2e-3, warmupSteps: 50, plateauPatience: 300, plateauSmoothing: 0.95, emaDecay: 0.99,
     },
     powersgd: { enabled: true, rank: 4, startIter: 10 },
     train: { worldSize: 2, batchSize: 32, segmentSteps: 100, checkpointEvery: 50, seed: 0 },
