@@ -37,7 +37,11 @@ interface Tally {
   misses: string[];
 }
 
-function judge(specs: ShapeSpec[], canvas: number, degrade: (rgb: Uint8Array, i: number) => Uint8Array = (x) => x): Tally {
+function judge(
+  specs: ShapeSpec[],
+  canvas: number,
+  degrade: (rgb: Uint8Array, i: number) => Uint8Array = (x) => x,
+): Tally {
   const t: Tally = { n: 0, none: 0, correct: { color: 0, shape: 0, size: 0, position: 0 }, misses: [] };
   specs.forEach((spec, i) => {
     t.n++;
@@ -49,17 +53,28 @@ function judge(specs: ShapeSpec[], canvas: number, degrade: (rgb: Uint8Array, i:
     checkWellFormed(a, canvas);
     for (const k of ATTRS) {
       if (a[k] === spec[k]) t.correct[k]++;
-      else if (t.misses.length < 5) t.misses.push(`${k}: ${JSON.stringify(spec)} judged ${a[k]} (iou ${JSON.stringify(a.iou)}, bbox ${JSON.stringify(a.bbox)})`);
+      else if (t.misses.length < 5)
+        t.misses.push(
+          `${k}: ${JSON.stringify(spec)} judged ${a[k]} (iou ${JSON.stringify(a.iou)}, bbox ${JSON.stringify(a.bbox)})`,
+        );
     }
   });
   return t;
 }
 
 function checkWellFormed(a: ShapeAnalysis, canvas: number): void {
-  assert.ok(COLOR_NAMES.includes(a.color) && SHAPE_KINDS.includes(a.shape) && SIZE_NAMES.includes(a.size) && POSITION_NAMES.includes(a.position));
-  for (const k of ATTRS) assert.ok(a.confidence[k] >= 0 && a.confidence[k] <= 1, `confidence.${k} = ${a.confidence[k]}`);
+  assert.ok(
+    COLOR_NAMES.includes(a.color) &&
+      SHAPE_KINDS.includes(a.shape) &&
+      SIZE_NAMES.includes(a.size) &&
+      POSITION_NAMES.includes(a.position),
+  );
+  for (const k of ATTRS)
+    assert.ok(a.confidence[k] >= 0 && a.confidence[k] <= 1, `confidence.${k} = ${a.confidence[k]}`);
   assert.ok(a.purity > 0 && a.purity <= 1);
-  assert.ok(a.bbox.x >= 0 && a.bbox.y >= 0 && a.bbox.x + a.bbox.width <= canvas && a.bbox.y + a.bbox.height <= canvas);
+  assert.ok(
+    a.bbox.x >= 0 && a.bbox.y >= 0 && a.bbox.x + a.bbox.width <= canvas && a.bbox.y + a.bbox.height <= canvas,
+  );
   assert.ok(a.pixels >= 1 && a.pixels <= a.bbox.width * a.bbox.height);
 }
 
@@ -72,7 +87,10 @@ test('shapes-analyzer: judges every composition, size, position and jitter of th
     assert.equal(t.n, 2916);
     assert.equal(t.none, 0, `canvas ${canvas}: ${t.none} images judged empty`);
     for (const k of ATTRS) {
-      assert.ok(t.correct[k] / t.n >= 0.99, `canvas ${canvas}: ${k} ${pct(t.correct[k], t.n)} correct; e.g.\n${t.misses.join('\n')}`);
+      assert.ok(
+        t.correct[k] / t.n >= 0.99,
+        `canvas ${canvas}: ${k} ${pct(t.correct[k], t.n)} correct; e.g.\n${t.misses.join('\n')}`,
+      );
     }
     // Clean renders are in fact judged perfectly; ≥ 99 % is the contract, 100 % is what we have.
     assert.deepEqual(t.misses, [], `canvas ${canvas}`);
@@ -85,7 +103,11 @@ test('shapes-analyzer: clean renders are judged with margin and without stray pi
     const a = analyzeShape(renderShape(spec, 32), 32)!;
     assert.equal(a.purity, 1);
     assert.deepEqual(a.meanRgb, [...SHAPE_COLORS[spec.color]]);
-    for (const k of ATTRS) assert.ok(a.confidence[k] > 0.05, `${JSON.stringify(spec)}: confidence.${k} = ${a.confidence[k].toFixed(3)}`);
+    for (const k of ATTRS)
+      assert.ok(
+        a.confidence[k] > 0.05,
+        `${JSON.stringify(spec)}: confidence.${k} = ${a.confidence[k].toFixed(3)}`,
+      );
   }
 });
 
@@ -104,7 +126,13 @@ test('shapes-analyzer: an empty canvas or a speck is no shape; the largest compo
   const spec: ShapeComposition = { color: 'blue', shape: 'triangle', size: 'large', position: 'bottom' };
   const img = renderShape(spec, S);
   // Stray yellow specks in the far corner do not move the judged box, colour or shape.
-  for (const [x, y] of [[0, 0], [1, 0], [0, 1], [30, 2]]) img.set([235, 200, 30], 3 * (y! * S + x!));
+  for (const [x, y] of [
+    [0, 0],
+    [1, 0],
+    [0, 1],
+    [30, 2],
+  ])
+    img.set([235, 200, 30], 3 * (y! * S + x!));
   const a = analyzeShape(img, S)!;
   assert.deepEqual([a.color, a.shape, a.size, a.position], ['blue', 'triangle', 'large', 'bottom']);
   assert.ok(a.purity < 1 && a.purity > 0.95, `purity ${a.purity}`);
@@ -121,10 +149,19 @@ test('shapes-analyzer: foreground is the nearest of background and palette', () 
 });
 
 test('shapes-analyzer: bad inputs are named', () => {
-  assert.throws(() => analyzeShape(new Uint8Array(10), 32), (e: unknown) => e instanceof AnalyzerInputError && e.field === 'rgb' && /3072/.test(e.message));
-  assert.throws(() => analyzeShape(new Uint8Array(48), 4.5), (e: unknown) => e instanceof AnalyzerInputError && e.field === 'canvas');
+  assert.throws(
+    () => analyzeShape(new Uint8Array(10), 32),
+    (e: unknown) => e instanceof AnalyzerInputError && e.field === 'rgb' && /3072/.test(e.message),
+  );
+  assert.throws(
+    () => analyzeShape(new Uint8Array(48), 4.5),
+    (e: unknown) => e instanceof AnalyzerInputError && e.field === 'canvas',
+  );
   assert.throws(() => analyzeShape([1, 2, 3] as unknown as Uint8Array, 1), AnalyzerInputError);
-  assert.throws(() => analyzeShape(new Uint8Array(3 * 16 * 16), 16, { minPixels: 0 }), (e: unknown) => e instanceof AnalyzerInputError && e.field === 'minPixels');
+  assert.throws(
+    () => analyzeShape(new Uint8Array(3 * 16 * 16), 16, { minPixels: 0 }),
+    (e: unknown) => e instanceof AnalyzerInputError && e.field === 'minPixels',
+  );
 });
 
 // ---- degraded inputs: reported, not asserted (beyond well-formed answers) --------------------------
@@ -139,7 +176,8 @@ function noisy(sigma: number) {
       const r = Math.sqrt(-2 * Math.log(1 - rng.next()));
       const th = 2 * Math.PI * rng.next();
       out[j] = Math.max(0, Math.min(255, Math.round(rgb[j]! + sigma * r * Math.cos(th))));
-      if (j + 1 < rgb.length) out[j + 1] = Math.max(0, Math.min(255, Math.round(rgb[j + 1]! + sigma * r * Math.sin(th))));
+      if (j + 1 < rgb.length)
+        out[j + 1] = Math.max(0, Math.min(255, Math.round(rgb[j + 1]! + sigma * r * Math.sin(th))));
     }
     return out;
   };
@@ -168,7 +206,8 @@ function blurred(sigma: number, canvas: number) {
     }
     return out;
   };
-  return (rgb: Uint8Array): Uint8Array => Uint8Array.from(pass(pass(Float32Array.from(rgb), 1, 0), 0, 1), (v) => Math.round(v));
+  return (rgb: Uint8Array): Uint8Array =>
+    Uint8Array.from(pass(pass(Float32Array.from(rgb), 1, 0), 0, 1), (v) => Math.round(v));
 }
 
 test('shapes-analyzer: degraded inputs (noise, slight blur) are judged as reported here', (t) => {

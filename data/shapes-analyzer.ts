@@ -92,7 +92,10 @@ function nearest(distances: number[]): { index: number; confidence: number } {
 function toBlend(m: readonly [number, number, number], c: readonly [number, number, number]): number {
   const d = [c[0] - BACKGROUND[0], c[1] - BACKGROUND[1], c[2] - BACKGROUND[2]];
   const v = [m[0] - BACKGROUND[0], m[1] - BACKGROUND[1], m[2] - BACKGROUND[2]];
-  const t = Math.max(0, Math.min(1, (v[0]! * d[0]! + v[1]! * d[1]! + v[2]! * d[2]!) / (d[0]! ** 2 + d[1]! ** 2 + d[2]! ** 2)));
+  const t = Math.max(
+    0,
+    Math.min(1, (v[0]! * d[0]! + v[1]! * d[1]! + v[2]! * d[2]!) / (d[0]! ** 2 + d[1]! ** 2 + d[2]! ** 2)),
+  );
   return Math.hypot(v[0]! - t * d[0]!, v[1]! - t * d[1]!, v[2]! - t * d[2]!);
 }
 
@@ -148,7 +151,15 @@ function largestComponent(mask: Uint8Array, S: number): { pixels: number[]; tota
 }
 
 /** Whether pixel centre (u, v) lies inside kind's ideal outline fitted to the box [x0, x0+w) × [y0, y0+h). */
-function insideIdeal(kind: ShapeKind, u: number, v: number, x0: number, y0: number, w: number, h: number): boolean {
+function insideIdeal(
+  kind: ShapeKind,
+  u: number,
+  v: number,
+  x0: number,
+  y0: number,
+  w: number,
+  h: number,
+): boolean {
   const cx = x0 + w / 2;
   const cy = y0 + h / 2;
   switch (kind) {
@@ -167,9 +178,14 @@ function insideIdeal(kind: ShapeKind, u: number, v: number, x0: number, y0: numb
  * Judges one packed RGB image [canvas, canvas, 3] of the shapes set. Returns null when the image has no
  * shape (no foreground component of at least `minPixels`). Throws AnalyzerInputError on a bad input.
  */
-export function analyzeShape(rgb: Uint8Array, canvas: number, opts: AnalyzeOptions = {}): ShapeAnalysis | null {
+export function analyzeShape(
+  rgb: Uint8Array,
+  canvas: number,
+  opts: AnalyzeOptions = {},
+): ShapeAnalysis | null {
   const minPixels = opts.minPixels ?? 3;
-  if (!(Number.isInteger(minPixels) && minPixels >= 1)) throw new AnalyzerInputError('minPixels', minPixels, 'must be a positive integer');
+  if (!(Number.isInteger(minPixels) && minPixels >= 1))
+    throw new AnalyzerInputError('minPixels', minPixels, 'must be a positive integer');
   const S = canvas;
   const { pixels, total } = largestComponent(foregroundMask(rgb, S), S);
   if (pixels.length < minPixels) return null;
@@ -202,7 +218,9 @@ export function analyzeShape(rgb: Uint8Array, canvas: number, opts: AnalyzeOptio
   // Position: the box centre (POSITIONS defines where the box is centred, not the mass).
   const cx = x0 + w / 2;
   const cy = y0 + h / 2;
-  const position = nearest(POSITION_NAMES.map((p) => Math.hypot(cx - S * POSITIONS[p][0], cy - S * POSITIONS[p][1])));
+  const position = nearest(
+    POSITION_NAMES.map((p) => Math.hypot(cx - S * POSITIONS[p][0], cy - S * POSITIONS[p][1])),
+  );
 
   // Shape: IoU of the component with each ideal outline inside the same box. Every kind's outline fills a
   // square box, so a box that touches the canvas edge may be a clipped square: then square boxes grown past
@@ -215,7 +233,12 @@ export function analyzeShape(rgb: Uint8Array, canvas: number, opts: AnalyzeOptio
     for (let s = side; s <= side + Math.max(2, Math.ceil(side / 4)); s++) {
       const gx = s - w;
       const gy = s - h;
-      if ((gx > 0 && !touches.l && !touches.r) || (gy > 0 && !touches.t && !touches.b) || (gx === 0 && gy === 0)) continue;
+      if (
+        (gx > 0 && !touches.l && !touches.r) ||
+        (gy > 0 && !touches.t && !touches.b) ||
+        (gx === 0 && gy === 0)
+      )
+        continue;
       boxes.push({ bx: touches.l ? x0 - gx : x0, by: touches.t ? y0 - gy : y0, bw: s, bh: s });
     }
   }
@@ -243,7 +266,12 @@ export function analyzeShape(rgb: Uint8Array, canvas: number, opts: AnalyzeOptio
     shape,
     size: SIZE_NAMES[size.index]!,
     position: POSITION_NAMES[position.index]!,
-    confidence: { color: color.confidence, shape: iou[shape] - iou[ranked[1]!], size: size.confidence, position: position.confidence },
+    confidence: {
+      color: color.confidence,
+      shape: iou[shape] - iou[ranked[1]!],
+      size: size.confidence,
+      position: position.confidence,
+    },
     purity: n / total,
     pixels: n,
     bbox: { x: x0, y: y0, width: w, height: h },
@@ -253,9 +281,19 @@ export function analyzeShape(rgb: Uint8Array, canvas: number, opts: AnalyzeOptio
 }
 
 function checkInput(rgb: Uint8Array, canvas: number): void {
-  if (!Number.isInteger(canvas) || canvas < 4) throw new AnalyzerInputError('canvas', canvas, 'must be an integer ≥ 4');
-  if (!(rgb instanceof Uint8Array)) throw new AnalyzerInputError('rgb', rgb === null ? 'null' : typeof rgb, 'must be a Uint8Array of packed RGB');
+  if (!Number.isInteger(canvas) || canvas < 4)
+    throw new AnalyzerInputError('canvas', canvas, 'must be an integer ≥ 4');
+  if (!(rgb instanceof Uint8Array))
+    throw new AnalyzerInputError(
+      'rgb',
+      rgb === null ? 'null' : typeof rgb,
+      'must be a Uint8Array of packed RGB',
+    );
   if (rgb.length !== canvas * canvas * 3) {
-    throw new AnalyzerInputError('rgb', `${rgb.length} bytes`, `must hold canvas·canvas·3 = ${canvas * canvas * 3} bytes (packed RGB ${canvas}×${canvas})`);
+    throw new AnalyzerInputError(
+      'rgb',
+      `${rgb.length} bytes`,
+      `must hold canvas·canvas·3 = ${canvas * canvas * 3} bytes (packed RGB ${canvas}×${canvas})`,
+    );
   }
 }
