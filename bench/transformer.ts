@@ -13,7 +13,12 @@
 import * as tf from '@tensorflow/tfjs';
 import { loadSpec, PresetName } from '../config/index.ts';
 import { backendNames, initBackend, type BackendName } from '../model/backend.ts';
-import { initTransformerParams, Transformer, transformerFlopsPerSequence, transformerParameterCount } from '../model/transformer.ts';
+import {
+  initTransformerParams,
+  Transformer,
+  transformerFlopsPerSequence,
+  transformerParameterCount,
+} from '../model/transformer.ts';
 import { createTransformerTrainer } from '../model/transformer-trainer.ts';
 import { createSampler, type SampleRow } from '../model/sampling.ts';
 import { sampleWithoutCache } from '../model/sampling-reference.ts';
@@ -39,10 +44,18 @@ interface Options {
 }
 
 function parseArgs(argv: string[]): Options {
-  const o: Options = { json: false, preset: 'shapes', backends: [...backendNames], batch: 8, steps: 3, rows: 4 };
+  const o: Options = {
+    json: false,
+    preset: 'shapes',
+    backends: [...backendNames],
+    batch: 8,
+    steps: 3,
+    rows: 4,
+  };
   const int = (flag: string, v: string | undefined) => {
     const n = Number(v);
-    if (!Number.isInteger(n) || n < 1) throw new BenchArgumentError(flag, `expects a positive integer, got ${v}`);
+    if (!Number.isInteger(n) || n < 1)
+      throw new BenchArgumentError(flag, `expects a positive integer, got ${v}`);
     return n;
   };
   for (let i = 0; i < argv.length; i++) {
@@ -50,17 +63,26 @@ function parseArgs(argv: string[]): Options {
     if (a === '--json') o.json = true;
     else if (a === '--preset') {
       const p = PresetName.safeParse(argv[++i]);
-      if (!p.success || p.data === 'paper-12b' || p.data === 'cub') throw new BenchArgumentError(a, `expects tiny or shapes (the others do not fit this machine), got ${argv[i]}`);
+      if (!p.success || p.data === 'paper-12b' || p.data === 'cub')
+        throw new BenchArgumentError(
+          a,
+          `expects tiny or shapes (the others do not fit this machine), got ${argv[i]}`,
+        );
       o.preset = p.data;
     } else if (a === '--backends') {
       const list = (argv[++i] ?? '').split(',').filter(Boolean);
       const bad = list.filter((b) => !(backendNames as readonly string[]).includes(b));
-      if (list.length === 0 || bad.length > 0) throw new BenchArgumentError(a, `expects a comma list of ${backendNames.join(', ')}, got ${argv[i]}`);
+      if (list.length === 0 || bad.length > 0)
+        throw new BenchArgumentError(a, `expects a comma list of ${backendNames.join(', ')}, got ${argv[i]}`);
       o.backends = list as BackendName[];
     } else if (a === '--batch') o.batch = int(a, argv[++i]);
     else if (a === '--steps') o.steps = int(a, argv[++i]);
     else if (a === '--rows') o.rows = int(a, argv[++i]);
-    else throw new BenchArgumentError(a, 'unknown argument (expected --json, --preset, --backends, --batch, --steps, --rows)');
+    else
+      throw new BenchArgumentError(
+        a,
+        'unknown argument (expected --json, --preset, --backends, --batch, --steps, --rows)',
+      );
   }
   return o;
 }
@@ -103,8 +125,13 @@ function measure(o: Options, backend: string): BackendFigures {
   // Training: the real trainer on a fixed synthetic batch (captions of varying length, any token grid).
   const batch = {
     n: o.batch,
-    text: Int32Array.from({ length: o.batch * L }, (_, k) => (k % L < 4 + ((k / L) | 0) % (L - 3) ? 1 + ((7 * k) % (cfg.vocabSize - 1)) : 0)),
-    image: Int32Array.from({ length: o.batch * N }, (_, k) => (13 * k + ((k / N) | 0)) % spec.dvae.codebookSize),
+    text: Int32Array.from({ length: o.batch * L }, (_, k) =>
+      k % L < 4 + (((k / L) | 0) % (L - 3)) ? 1 + ((7 * k) % (cfg.vocabSize - 1)) : 0,
+    ),
+    image: Int32Array.from(
+      { length: o.batch * N },
+      (_, k) => (13 * k + ((k / N) | 0)) % spec.dvae.codebookSize,
+    ),
   };
   const trainer = createTransformerTrainer(cfg, spec.dvae, 0, 1);
   const once = (step: number) => {
@@ -120,8 +147,15 @@ function measure(o: Options, backend: string): BackendFigures {
   const flops = transformerFlopsPerSequence(cfg, spec.dvae).train * o.batch;
 
   // Sampling: a model with the trained-for-a-few-steps weights (the speed does not depend on them).
-  const model = Transformer.fromArrays(cfg, spec.dvae, params.length ? params : initTransformerParams(cfg, spec.dvae, 0));
-  const rows: SampleRow[] = Array.from({ length: o.rows }, (_, k) => ({ text: batch.text.slice((k % o.batch) * L, (k % o.batch + 1) * L), seed: k }));
+  const model = Transformer.fromArrays(
+    cfg,
+    spec.dvae,
+    params.length ? params : initTransformerParams(cfg, spec.dvae, 0),
+  );
+  const rows: SampleRow[] = Array.from({ length: o.rows }, (_, k) => ({
+    text: batch.text.slice((k % o.batch) * L, ((k % o.batch) + 1) * L),
+    seed: k,
+  }));
   const warm = createSampler(model).start(rows);
   warm.step();
   warm.step();
@@ -190,9 +224,13 @@ export async function main(argv: string[]): Promise<void> {
   for (const r of results) {
     console.log(`  ${r.backend}`);
     console.log(`    matmul 512²             ${f(r.matmulGflops)} GFLOP/s`);
-    console.log(`    training                ${f(r.trainStepsPerSec, 3)} steps/s, ${f(r.trainTokensPerSec, 0)} tokens/s, ${f(r.trainGflops)} GFLOP/s (${f(100 * r.trainFractionOfMatmul, 0)}% of matmul)`);
+    console.log(
+      `    training                ${f(r.trainStepsPerSec, 3)} steps/s, ${f(r.trainTokensPerSec, 0)} tokens/s, ${f(r.trainGflops)} GFLOP/s (${f(100 * r.trainFractionOfMatmul, 0)}% of matmul)`,
+    );
     console.log(`    sampling, KV cache      ${f(r.sampleTokensPerSecCached, 1)} tokens/s`);
-    console.log(`    sampling, no cache      ${f(r.sampleTokensPerSecUncached, 1)} tokens/s  (cache ×${f(r.cacheSpeedup, 1)})`);
+    console.log(
+      `    sampling, no cache      ${f(r.sampleTokensPerSecUncached, 1)} tokens/s  (cache ×${f(r.cacheSpeedup, 1)})`,
+    );
   }
   for (const [b, why] of Object.entries(skipped)) console.log(`  ${b}: skipped (${why})`);
 }

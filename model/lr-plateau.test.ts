@@ -1,7 +1,14 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { loadSpec } from '../config/index.ts';
-import { initialPlateauState, lrAt, observeLoss, ScheduleStepError, type PlateauConfig, type PlateauState } from './lr-plateau.ts';
+import {
+  initialPlateauState,
+  lrAt,
+  observeLoss,
+  ScheduleStepError,
+  type PlateauConfig,
+  type PlateauState,
+} from './lr-plateau.ts';
 
 const cfg: PlateauConfig = {
   lr: 1e-3,

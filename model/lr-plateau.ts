@@ -55,7 +55,12 @@ export function lrAt(cfg: PlateauConfig, state: PlateauState, step: number): num
 }
 
 /** The state after observing the training loss of update `step` (rules 1–5 above). */
-export function observeLoss(cfg: PlateauConfig, state: PlateauState, step: number, loss: number): PlateauState {
+export function observeLoss(
+  cfg: PlateauConfig,
+  state: PlateauState,
+  step: number,
+  loss: number,
+): PlateauState {
   checkStep(step);
   if (!Number.isFinite(loss)) return state;
   const beta = cfg.plateauSmoothing;

@@ -85,6 +85,12 @@ test('masks: the full matrix and its additive bias agree, every row non-empty', 
 });
 
 test('masks: bad geometry is named', () => {
-  assert.throws(() => attentionMask('row', { ...g, convKernel: 4 }), (e) => e instanceof MaskGeometryError && e.field === 'convKernel');
-  assert.throws(() => attentionMask('row', { ...g, grid: 0 }), (e) => e instanceof MaskGeometryError && e.field === 'grid');
+  assert.throws(
+    () => attentionMask('row', { ...g, convKernel: 4 }),
+    (e) => e instanceof MaskGeometryError && e.field === 'convKernel',
+  );
+  assert.throws(
+    () => attentionMask('row', { ...g, grid: 0 }),
+    (e) => e instanceof MaskGeometryError && e.field === 'grid',
+  );
 });

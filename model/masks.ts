@@ -79,9 +79,11 @@ export function sequenceLength(g: Pick<MaskGeometry, 'textLen' | 'grid'>): numbe
 
 function checkGeometry(g: MaskGeometry): void {
   for (const field of ['textLen', 'grid', 'convKernel'] as const) {
-    if (!Number.isInteger(g[field]) || g[field] < 1) throw new MaskGeometryError(field, g[field], 'must be a positive integer');
+    if (!Number.isInteger(g[field]) || g[field] < 1)
+      throw new MaskGeometryError(field, g[field], 'must be a positive integer');
   }
-  if (g.convKernel % 2 === 0) throw new MaskGeometryError('convKernel', g.convKernel, 'must be odd (the kernel is centred)');
+  if (g.convKernel % 2 === 0)
+    throw new MaskGeometryError('convKernel', g.convKernel, 'must be odd (the kernel is centred)');
 }
 
 /** Whether image position j may attend image position j − d (d ≥ 0) under `kind` on a w-wide grid. */

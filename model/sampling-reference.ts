@@ -15,7 +15,10 @@ export function sampleWithoutCache(model: Transformer, rows: SampleRow[]): Int32
   try {
     for (let j = 0; j < N; j++) {
       const values = tf.tidy(() => {
-        const prefix = j === 0 ? null : tf.tensor2d(Int32Array.from(out.flatMap((t) => [...t.subarray(0, j)])), [R, j], 'int32');
+        const prefix =
+          j === 0
+            ? null
+            : tf.tensor2d(Int32Array.from(out.flatMap((t) => [...t.subarray(0, j)])), [R, j], 'int32');
         const lg = model.logits(text, prefix).image; // [R, j+1, K]
         return lg.slice([0, j, 0], [R, 1, K]).reshape([R, K]);
       });

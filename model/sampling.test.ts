@@ -4,7 +4,15 @@ import * as tf from '@tensorflow/tfjs';
 import { PNG } from 'pngjs';
 import { loadSpec } from '../config/index.ts';
 import { initBackend } from './backend.ts';
-import { createSampler, pickToken, rgbToPngs, sampleImageTokens, SamplerSessionError, SamplingOptionError, type SampleRow } from './sampling.ts';
+import {
+  createSampler,
+  pickToken,
+  rgbToPngs,
+  sampleImageTokens,
+  SamplerSessionError,
+  SamplingOptionError,
+  type SampleRow,
+} from './sampling.ts';
 import { sampleWithoutCache } from './sampling-reference.ts';
 import { initTransformerParams, Transformer } from './transformer.ts';
 
@@ -22,7 +30,8 @@ const model = Transformer.fromArrays(
   initTransformerParams(tiny.transformer, tiny.dvae, 3).map((a) => a.map((x) => x * 4)),
 );
 
-const caption = (k: number) => Int32Array.from({ length: L }, (_, i) => (i < 3 + k ? 1 + ((i * 5 + k * 11) % 63) : 0));
+const caption = (k: number) =>
+  Int32Array.from({ length: L }, (_, i) => (i < 3 + k ? 1 + ((i * 5 + k * 11) % 63) : 0));
 
 function runSession(rows: SampleRow[]): Int32Array[] {
   const s = createSampler(model).start(rows);
@@ -48,7 +57,12 @@ test('sampling: KV-cache sampling gives the cache-free reference tokens for the 
     for (const z of prefix) ({ cache, logits } = model.decode(cache, Int32Array.of(z)));
     return logits.arraySync()[0]!;
   });
-  const full = tf.tidy(() => model.logits(tf.tensor2d(rows[0]!.text, [1, L], 'int32'), tf.tensor2d(prefix, [1, 7], 'int32')).image.arraySync()[0]![7]!);
+  const full = tf.tidy(
+    () =>
+      model
+        .logits(tf.tensor2d(rows[0]!.text, [1, L], 'int32'), tf.tensor2d(prefix, [1, 7], 'int32'))
+        .image.arraySync()[0]![7]!,
+  );
   viaCache.forEach((x, i) => assert.ok(Math.abs(x - full[i]!) < 1e-4, `logit ${i}: ${x} vs ${full[i]}`));
   // The tokens are not degenerate: the rows differ and use several codes.
   assert.ok(new Set(cached.map((t) => t.join(','))).size === rows.length);
@@ -128,14 +142,22 @@ test('sampling: temperature, top-k and top-p follow their definitions', () => {
     return e.map((x) => x / s);
   };
   const p = softmax(logits);
-  freq({ temperature: 1, topK: 0, topP: 1 }).forEach((f, i) => assert.ok(Math.abs(f - p[i]!) < 1e-3, `token ${i}: ${f} vs ${p[i]}`));
+  freq({ temperature: 1, topK: 0, topP: 1 }).forEach((f, i) =>
+    assert.ok(Math.abs(f - p[i]!) < 1e-3, `token ${i}: ${f} vs ${p[i]}`),
+  );
   const hot = softmax(logits.map((x) => x / 2));
   freq({ temperature: 2, topK: 0, topP: 1 }).forEach((f, i) => assert.ok(Math.abs(f - hot[i]!) < 1e-3));
   const k2 = freq({ temperature: 1, topK: 2, topP: 1 });
-  assert.deepEqual(k2.map((f) => f > 0), [true, false, false, true, false]);
+  assert.deepEqual(
+    k2.map((f) => f > 0),
+    [true, false, false, true, false],
+  );
   assert.ok(Math.abs(k2[3]! - p[3]! / (p[3]! + p[0]!)) < 1e-3);
   // p(3) ≈ 0.64 < 0.7 ≤ p(3) + p(0): the nucleus is {3, 0}.
-  assert.deepEqual(freq({ temperature: 1, topK: 0, topP: 0.7 }).map((f) => f > 0), [true, false, false, true, false]);
+  assert.deepEqual(
+    freq({ temperature: 1, topK: 0, topP: 0.7 }).map((f) => f > 0),
+    [true, false, false, true, false],
+  );
   assert.equal(pickToken(logits, { temperature: 0, topK: 0, topP: 1 }, 0.999), 3);
   assert.equal(pickToken([1, 1, 1], { temperature: 0, topK: 0, topP: 1 }, 0.5), 0, 'ties go to the lower id');
 });
@@ -143,7 +165,11 @@ test('sampling: temperature, top-k and top-p follow their definitions', () => {
 test('sampling: bad options are named like request fields', () => {
   const s = createSampler(model);
   const ok = { text: caption(0), seed: 1 };
-  const field = (rows: SampleRow[], f: string) => assert.throws(() => s.start(rows), (e) => e instanceof SamplingOptionError && e.field === f);
+  const field = (rows: SampleRow[], f: string) =>
+    assert.throws(
+      () => s.start(rows),
+      (e) => e instanceof SamplingOptionError && e.field === f,
+    );
   field([ok, { ...ok, temperature: -1 }], 'rows[1].temperature');
   field([{ ...ok, topK: 1.5 }], 'rows[0].topK');
   field([{ ...ok, topP: 0 }], 'rows[0].topP');
@@ -151,7 +177,10 @@ test('sampling: bad options are named like request fields', () => {
   field([{ ...ok, text: new Int32Array(L + 1) }], 'rows[0].text');
   field([{ ...ok, text: new Int32Array(L).fill(999) }], 'rows[0].text');
   field([], 'rows');
-  assert.throws(() => sampleImageTokens(model, caption(0), { n: 0, seed: 1 }), (e) => e instanceof SamplingOptionError && e.field === 'n');
+  assert.throws(
+    () => sampleImageTokens(model, caption(0), { n: 0, seed: 1 }),
+    (e) => e instanceof SamplingOptionError && e.field === 'n',
+  );
 });
 
 test('sampling: decoded pixels become PNG bytes that decode back to the same pixels', async () => {

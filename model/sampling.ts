@@ -93,25 +93,35 @@ export interface Sampler {
 }
 
 function checkUint32(field: string, v: number): void {
-  if (!(Number.isInteger(v) && v >= 0 && v < 2 ** 32)) throw new SamplingOptionError(field, v, 'must be an integer in [0, 2^32)');
+  if (!(Number.isInteger(v) && v >= 0 && v < 2 ** 32))
+    throw new SamplingOptionError(field, v, 'must be an integer in [0, 2^32)');
 }
 
 /** Validates one row's options against the model; returns them with defaults filled. */
-export function resolveRow(model: Transformer, r: SampleRow, at = 0): Omit<RowState, 'tokens' | 'produced' | 'cancelled'> {
+export function resolveRow(
+  model: Transformer,
+  r: SampleRow,
+  at = 0,
+): Omit<RowState, 'tokens' | 'produced' | 'cancelled'> {
   const f = (name: string) => `rows[${at}].${name}`;
-  if (typeof r !== 'object' || r === null) throw new SamplingOptionError(`rows[${at}]`, r, 'must be an object');
+  if (typeof r !== 'object' || r === null)
+    throw new SamplingOptionError(`rows[${at}]`, r, 'must be an object');
   try {
     model.checkTokens(r.text, 1);
   } catch (e) {
-    if (e instanceof TokenInputError) throw new SamplingOptionError(f('text'), `${r.text?.length ?? 'no'} ids`, e.reason);
+    if (e instanceof TokenInputError)
+      throw new SamplingOptionError(f('text'), `${r.text?.length ?? 'no'} ids`, e.reason);
     throw e;
   }
   const temperature = r.temperature ?? 1;
-  if (!(Number.isFinite(temperature) && temperature >= 0)) throw new SamplingOptionError(f('temperature'), temperature, 'must be a finite number ≥ 0');
+  if (!(Number.isFinite(temperature) && temperature >= 0))
+    throw new SamplingOptionError(f('temperature'), temperature, 'must be a finite number ≥ 0');
   const topK = r.topK ?? 0;
-  if (!(Number.isInteger(topK) && topK >= 0)) throw new SamplingOptionError(f('topK'), topK, 'must be an integer ≥ 0 (0 = off)');
+  if (!(Number.isInteger(topK) && topK >= 0))
+    throw new SamplingOptionError(f('topK'), topK, 'must be an integer ≥ 0 (0 = off)');
   const topP = r.topP ?? 1;
-  if (!(Number.isFinite(topP) && topP > 0 && topP <= 1)) throw new SamplingOptionError(f('topP'), topP, 'must be in (0, 1] (1 = off)');
+  if (!(Number.isFinite(topP) && topP > 0 && topP <= 1))
+    throw new SamplingOptionError(f('topP'), topP, 'must be in (0, 1] (1 = off)');
   checkUint32(f('seed'), r.seed);
   const index = r.index ?? 0;
   checkUint32(f('index'), index);
@@ -122,7 +132,11 @@ export function resolveRow(model: Transformer, r: SampleRow, at = 0): Omit<RowSt
  * One token from a row of logits given a uniform u in (0, 1). Pure and deterministic; exported so the
  * cache-free reference and tests use exactly the same rule.
  */
-export function pickToken(logits: ArrayLike<number>, opts: { temperature: number; topK: number; topP: number }, u: number): number {
+export function pickToken(
+  logits: ArrayLike<number>,
+  opts: { temperature: number; topK: number; topP: number },
+  u: number,
+): number {
   const V = logits.length;
   if (opts.temperature === 0) {
     let best = 0;
@@ -178,9 +192,15 @@ class Session implements SamplerSession {
     private readonly model: Transformer,
     rows: SampleRow[],
   ) {
-    if (!Array.isArray(rows) || rows.length === 0) throw new SamplingOptionError('rows', rows?.length, 'must be a non-empty array');
+    if (!Array.isArray(rows) || rows.length === 0)
+      throw new SamplingOptionError('rows', rows?.length, 'must be a non-empty array');
     const N = model.dims.imageLen;
-    this.rows = rows.map((r, i) => ({ ...resolveRow(model, r, i), tokens: new Int32Array(N), produced: 0, cancelled: false }));
+    this.rows = rows.map((r, i) => ({
+      ...resolveRow(model, r, i),
+      tokens: new Int32Array(N),
+      produced: 0,
+      cancelled: false,
+    }));
     this.texts = rows.map((r) => r.text.slice());
   }
 
@@ -198,7 +218,8 @@ class Session implements SamplerSession {
 
   private checkRow(row: number): RowState {
     const r = this.rows[row];
-    if (!Number.isInteger(row) || !r) throw new SamplerSessionError(`row ${row} is not in [0, ${this.rows.length})`);
+    if (!Number.isInteger(row) || !r)
+      throw new SamplerSessionError(`row ${row} is not in [0, ${this.rows.length})`);
     return r;
   }
 
@@ -247,7 +268,11 @@ class Session implements SamplerSession {
     const K = this.model.dims.imageVocab;
     live.forEach((row, k) => {
       const r = this.rows[row]!;
-      r.tokens[this.pos] = pickToken(values.subarray(k * K, (k + 1) * K), r, rowUniform(r.seed, r.index, this.pos));
+      r.tokens[this.pos] = pickToken(
+        values.subarray(k * K, (k + 1) * K),
+        r,
+        rowUniform(r.seed, r.index, this.pos),
+      );
       r.produced = this.pos + 1;
     });
     this.pos += 1;
@@ -284,7 +309,9 @@ export function sampleImageTokens(model: Transformer, text: Int32Array, opts: Sa
   const n = opts.n ?? 1;
   if (!(Number.isInteger(n) && n >= 1)) throw new SamplingOptionError('n', n, 'must be a positive integer');
   const { temperature, topK, topP, seed } = opts;
-  const session = createSampler(model).start(Array.from({ length: n }, (_, index) => ({ text, temperature, topK, topP, seed, index })));
+  const session = createSampler(model).start(
+    Array.from({ length: n }, (_, index) => ({ text, temperature, topK, topP, seed, index })),
+  );
   try {
     while (!session.done) session.step();
     const N = model.dims.imageLen;
@@ -310,13 +337,21 @@ export async function rgbToPngs(rgb: Uint8Array, n: number): Promise<Uint8Array[
   }
   return Promise.all(
     Array.from({ length: n }, async (_, k) => {
-      const png = await sharp(rgb.subarray(k * per, (k + 1) * per), { raw: { width: res, height: res, channels: 3 } }).png().toBuffer();
+      const png = await sharp(rgb.subarray(k * per, (k + 1) * per), {
+        raw: { width: res, height: res, channels: 3 },
+      })
+        .png()
+        .toBuffer();
       return new Uint8Array(png.buffer, png.byteOffset, png.byteLength);
     }),
   );
 }
 
 /** tokens → dVAE decoder → PNG bytes, one per image. */
-export async function tokensToPngs(decoder: TokenDecoder, tokens: Int32Array, n: number): Promise<Uint8Array[]> {
+export async function tokensToPngs(
+  decoder: TokenDecoder,
+  tokens: Int32Array,
+  n: number,
+): Promise<Uint8Array[]> {
   return rgbToPngs(decoder.decode(tokens), n);
 }

@@ -3,7 +3,12 @@ import assert from 'node:assert/strict';
 import * as tf from '@tensorflow/tfjs';
 import { loadSpec } from '../config/index.ts';
 import { initBackend } from './backend.ts';
-import { createTransformerTrainer, TransformerBatchError, TransformerTrainerArgumentError, type TransformerBatch } from './transformer-trainer.ts';
+import {
+  createTransformerTrainer,
+  TransformerBatchError,
+  TransformerTrainerArgumentError,
+  type TransformerBatch,
+} from './transformer-trainer.ts';
 import { StateChecksumError } from './state-io.ts';
 
 await initBackend('wasm');
@@ -16,12 +21,19 @@ const N = tiny.dvae.grid ** 2;
 function batch(n: number, salt = 0): TransformerBatch {
   return {
     n,
-    text: Int32Array.from({ length: n * L }, (_, k) => (k % L < 4 + ((k / L) | 0) ? 1 + ((5 * k + salt) % (T.vocabSize - 1)) : 0)),
-    image: Int32Array.from({ length: n * N }, (_, k) => (11 * k + salt + ((k / N) | 0)) % tiny.dvae.codebookSize),
+    text: Int32Array.from({ length: n * L }, (_, k) =>
+      k % L < 4 + ((k / L) | 0) ? 1 + ((5 * k + salt) % (T.vocabSize - 1)) : 0,
+    ),
+    image: Int32Array.from(
+      { length: n * N },
+      (_, k) => (11 * k + salt + ((k / N) | 0)) % tiny.dvae.codebookSize,
+    ),
   };
 }
 
-const bitsEqual = (a: Float32Array[], b: Float32Array[]) => a.length === b.length && a.every((x, i) => x.length === b[i]!.length && x.every((v, j) => Object.is(v, b[i]![j])));
+const bitsEqual = (a: Float32Array[], b: Float32Array[]) =>
+  a.length === b.length &&
+  a.every((x, i) => x.length === b[i]!.length && x.every((v, j) => Object.is(v, b[i]![j])));
 
 test('transformer-trainer: steps leak no tensors and are bit-identical for the same seed, state and batch', () => {
   const a = createTransformerTrainer(T, tiny.dvae, 3, 2);
@@ -32,7 +44,11 @@ test('transformer-trainer: steps leak no tensors and are bit-identical for the s
     const gb = b.computeGradients(batch(4, step), step, 1);
     assert.equal(ga.loss, gb.loss);
     assert.ok(bitsEqual(ga.grads, gb.grads), `step ${step}: grads differ`);
-    assert.ok(Math.abs(ga.loss - (T.textLossWeight * ga.metrics.textLoss! + T.imageLossWeight * ga.metrics.imageLoss!)) < 1e-5);
+    assert.ok(
+      Math.abs(
+        ga.loss - (T.textLossWeight * ga.metrics.textLoss! + T.imageLossWeight * ga.metrics.imageLoss!),
+      ) < 1e-5,
+    );
     const ma = a.applyGradients(ga.grads, step, ga.loss);
     b.applyGradients(gb.grads, step, gb.loss);
     assert.equal(ma.lr, T.lr * Math.min(1, (step + 1) / T.warmupSteps));
@@ -40,7 +56,10 @@ test('transformer-trainer: steps leak no tensors and are bit-identical for the s
   }
   assert.ok(bitsEqual(a.exportParams('params'), b.exportParams('params')));
   const c = createTransformerTrainer(T, tiny.dvae, 4, 2);
-  assert.ok(!bitsEqual(a.exportParams('params'), c.exportParams('params')), 'another seed must give another init');
+  assert.ok(
+    !bitsEqual(a.exportParams('params'), c.exportParams('params')),
+    'another seed must give another init',
+  );
   for (const t of [a, b, c]) t.dispose();
 });
 
@@ -76,7 +95,11 @@ test('transformer-trainer: weight decay touches matrices only, never gains, bias
   const specs = t.paramSpecs();
   const before = t.exportParams('params');
   // Zero gradients: Adam's step is 0, so only the decoupled decay p ← p·(1 − lr·wd) can move anything.
-  t.applyGradients(specs.map((s) => new Float32Array(s.shape.reduce((a, b) => a * b, 1))), 0, 1);
+  t.applyGradients(
+    specs.map((s) => new Float32Array(s.shape.reduce((a, b) => a * b, 1))),
+    0,
+    1,
+  );
   const after = t.exportParams('params');
   specs.forEach((s, i) => {
     const decays = s.kind === 'matrix';
@@ -93,7 +116,8 @@ test('transformer-trainer: gradients are clipped to norm 4 inside applyGradients
   const g0 = specs.computeGradients(batch(2), 0, 0).grads;
   specs.dispose();
   const scaled = (k: number) => g0.map((g) => g.map((x) => x * k));
-  const norm = (gs: Float32Array[]) => Math.sqrt(gs.reduce((s, g) => s + g.reduce((a, x) => a + x * x, 0), 0));
+  const norm = (gs: Float32Array[]) =>
+    Math.sqrt(gs.reduce((s, g) => s + g.reduce((a, x) => a + x * x, 0), 0));
   const big = scaled(1000 / norm(g0)); // norm 1000
   const clippedByHand = scaled(4 / norm(g0)); // what clipping should turn it into
   // A norm-1 second update: Adam's step depends on the ratio of the two gradients, so it shows whether
@@ -113,21 +137,40 @@ test('transformer-trainer: gradients are clipped to norm 4 inside applyGradients
   const byHand = run(1e9, clippedByHand);
   const unclipped = run(1e9, big);
   assert.equal(unclipped.m.clipped, 0);
-  const maxDiff = (a: Float32Array[], b: Float32Array[]) => Math.max(...a.map((x, i) => Math.max(...x.map((v, j) => Math.abs(v - b[i]![j]!)))));
-  assert.ok(maxDiff(clipped.p, byHand.p) < 1e-6, `clip in apply = clip by hand (${maxDiff(clipped.p, byHand.p)})`);
+  const maxDiff = (a: Float32Array[], b: Float32Array[]) =>
+    Math.max(...a.map((x, i) => Math.max(...x.map((v, j) => Math.abs(v - b[i]![j]!)))));
+  assert.ok(
+    maxDiff(clipped.p, byHand.p) < 1e-6,
+    `clip in apply = clip by hand (${maxDiff(clipped.p, byHand.p)})`,
+  );
   assert.ok(maxDiff(clipped.p, unclipped.p) > 1e-5, 'clipping must change the result of the second update');
 });
 
 test('transformer-trainer: bad batches and arguments are named', () => {
   const t = createTransformerTrainer(T, tiny.dvae, 0, 2);
   const b = batch(2);
-  assert.throws(() => t.computeGradients({ ...b, n: 3 }, 0, 0), (e) => e instanceof TransformerBatchError && e.field === 'text');
-  assert.throws(() => t.computeGradients({ ...b, image: b.image.subarray(1) }, 0, 0), (e) => e instanceof TransformerBatchError && e.field === 'image');
+  assert.throws(
+    () => t.computeGradients({ ...b, n: 3 }, 0, 0),
+    (e) => e instanceof TransformerBatchError && e.field === 'text',
+  );
+  assert.throws(
+    () => t.computeGradients({ ...b, image: b.image.subarray(1) }, 0, 0),
+    (e) => e instanceof TransformerBatchError && e.field === 'image',
+  );
   const badImage = b.image.slice();
   badImage[5] = tiny.dvae.codebookSize;
   assert.throws(() => t.computeGradients({ ...b, image: badImage }, 0, 0), /id 32 at 5 is outside \[0, 32\)/);
-  assert.throws(() => t.computeGradients(b, 0, 2), (e) => e instanceof TransformerTrainerArgumentError && e.field === 'rank');
-  assert.throws(() => t.computeGradients(b, -1, 0), (e) => e instanceof TransformerTrainerArgumentError && e.field === 'step');
-  assert.throws(() => createTransformerTrainer(T, tiny.dvae, -1, 1), (e) => e instanceof TransformerTrainerArgumentError && e.field === 'seed');
+  assert.throws(
+    () => t.computeGradients(b, 0, 2),
+    (e) => e instanceof TransformerTrainerArgumentError && e.field === 'rank',
+  );
+  assert.throws(
+    () => t.computeGradients(b, -1, 0),
+    (e) => e instanceof TransformerTrainerArgumentError && e.field === 'step',
+  );
+  assert.throws(
+    () => createTransformerTrainer(T, tiny.dvae, -1, 1),
+    (e) => e instanceof TransformerTrainerArgumentError && e.field === 'seed',
+  );
   t.dispose();
 });

@@ -67,7 +67,12 @@ const PARAM_PREFIX = 'param:';
 const OPT_PREFIX = 'opt:';
 let trainerUid = 0;
 
-export function createTransformerTrainer(cfg: TransformerConfig, dvae: DvaeConfig, seed: number, worldSize: number): Trainer<TransformerBatch> {
+export function createTransformerTrainer(
+  cfg: TransformerConfig,
+  dvae: DvaeConfig,
+  seed: number,
+  worldSize: number,
+): Trainer<TransformerBatch> {
   return new TransformerTrainer(cfg, dvae, seed, worldSize);
 }
 
@@ -85,8 +90,10 @@ class TransformerTrainer implements Trainer<TransformerBatch> {
     seed: number,
     private readonly worldSize: number,
   ) {
-    if (!(Number.isInteger(seed) && seed >= 0 && seed < 2 ** 32)) throw new TransformerTrainerArgumentError('seed', seed, 'must be a uint32');
-    if (!(Number.isInteger(worldSize) && worldSize >= 1)) throw new TransformerTrainerArgumentError('worldSize', worldSize, 'must be a positive integer');
+    if (!(Number.isInteger(seed) && seed >= 0 && seed < 2 ** 32))
+      throw new TransformerTrainerArgumentError('seed', seed, 'must be a uint32');
+    if (!(Number.isInteger(worldSize) && worldSize >= 1))
+      throw new TransformerTrainerArgumentError('worldSize', worldSize, 'must be a positive integer');
     this.specs = transformerParamSpecs(cfg, dvae);
     const init = initTransformerParams(cfg, dvae, seed);
     const uid = trainerUid++;
@@ -99,7 +106,13 @@ class TransformerTrainer implements Trainer<TransformerBatch> {
     this.model = new Transformer(cfg, dvae, this.vars);
     this.opt = new AdamW(
       this.specs.map((s, i) => ({ name: s.name, variable: this.vars[i]!, decay: transformerDecays(s.kind) })),
-      { beta1: cfg.adamBeta1, beta2: cfg.adamBeta2, eps: cfg.adamEps, weightDecay: cfg.weightDecay, emaDecay: cfg.emaDecay },
+      {
+        beta1: cfg.adamBeta1,
+        beta2: cfg.adamBeta2,
+        eps: cfg.adamEps,
+        weightDecay: cfg.weightDecay,
+        emaDecay: cfg.emaDecay,
+      },
     );
   }
 
@@ -115,23 +128,33 @@ class TransformerTrainer implements Trainer<TransformerBatch> {
   private checkBatch(b: TransformerBatch): void {
     if (typeof b !== 'object' || b === null) throw new TransformerBatchError('batch', 'must be an object');
     const D = this.model.dims;
-    if (!(Number.isInteger(b.n) && b.n >= 1)) throw new TransformerBatchError('n', `must be a positive integer, got ${b.n}`);
+    if (!(Number.isInteger(b.n) && b.n >= 1))
+      throw new TransformerBatchError('n', `must be a positive integer, got ${b.n}`);
     if (!(b.text instanceof Int32Array) || b.text.length !== b.n * D.textLen) {
-      throw new TransformerBatchError('text', `must be an Int32Array of n·textLen = ${b.n * D.textLen} ids, got ${b.text?.length}`);
+      throw new TransformerBatchError(
+        'text',
+        `must be an Int32Array of n·textLen = ${b.n * D.textLen} ids, got ${b.text?.length}`,
+      );
     }
     if (!(b.image instanceof Int32Array) || b.image.length !== b.n * D.imageLen) {
-      throw new TransformerBatchError('image', `must be an Int32Array of n·grid² = ${b.n * D.imageLen} ids, got ${b.image?.length}`);
+      throw new TransformerBatchError(
+        'image',
+        `must be an Int32Array of n·grid² = ${b.n * D.imageLen} ids, got ${b.image?.length}`,
+      );
     }
     for (let i = 0; i < b.text.length; i++) {
-      if (b.text[i]! < 0 || b.text[i]! >= D.textVocab) throw new TransformerBatchError('text', `id ${b.text[i]} at ${i} is outside [0, ${D.textVocab})`);
+      if (b.text[i]! < 0 || b.text[i]! >= D.textVocab)
+        throw new TransformerBatchError('text', `id ${b.text[i]} at ${i} is outside [0, ${D.textVocab})`);
     }
     for (let i = 0; i < b.image.length; i++) {
-      if (b.image[i]! < 0 || b.image[i]! >= D.imageVocab) throw new TransformerBatchError('image', `id ${b.image[i]} at ${i} is outside [0, ${D.imageVocab})`);
+      if (b.image[i]! < 0 || b.image[i]! >= D.imageVocab)
+        throw new TransformerBatchError('image', `id ${b.image[i]} at ${i} is outside [0, ${D.imageVocab})`);
     }
   }
 
   private checkStep(step: number): void {
-    if (!(Number.isInteger(step) && step >= 0)) throw new TransformerTrainerArgumentError('step', step, 'must be a non-negative integer');
+    if (!(Number.isInteger(step) && step >= 0))
+      throw new TransformerTrainerArgumentError('step', step, 'must be a non-negative integer');
   }
 
   computeGradients(batch: TransformerBatch, step: number, rank: number): GradientResult {
@@ -185,30 +208,47 @@ class TransformerTrainer implements Trainer<TransformerBatch> {
       stage: 'transformer',
       version: 1,
       updates: this.opt.updates,
-      plateau: { smoothed: p.smoothed, best: Number.isFinite(p.best) ? p.best : null, bestStep: p.bestStep, halvings: p.halvings },
+      plateau: {
+        smoothed: p.smoothed,
+        best: Number.isFinite(p.best) ? p.best : null,
+        bestStep: p.bestStep,
+        halvings: p.halvings,
+      },
       specs: this.specs.map((s) => `${s.name}:${s.shape.join('x')}:${s.kind}`),
     };
-    const arrays: [string, Float32Array][] = this.vars.map((v, i) => [`${PARAM_PREFIX}${this.specs[i]!.name}`, (v.dataSync() as Float32Array).slice()]);
+    const arrays: [string, Float32Array][] = this.vars.map((v, i) => [
+      `${PARAM_PREFIX}${this.specs[i]!.name}`,
+      (v.dataSync() as Float32Array).slice(),
+    ]);
     for (const [name, a] of this.opt.stateArrays()) arrays.push([`${OPT_PREFIX}${name}`, a]);
     return encodeState(meta as unknown as Record<string, unknown>, arrays);
   }
 
   loadState(bytes: Uint8Array): void {
     const { meta, arrays } = decodeState<SavedMeta>(bytes);
-    if (meta?.stage !== 'transformer') throw new StateMismatchError([`state is for stage ${String(meta?.stage)}, not transformer`]);
+    if (meta?.stage !== 'transformer')
+      throw new StateMismatchError([`state is for stage ${String(meta?.stage)}, not transformer`]);
     const expected: [string, number][] = [
       ...this.specs.map((s, i) => [`${PARAM_PREFIX}${s.name}`, this.vars[i]!.size] as [string, number]),
       ...this.opt.stateLayout().map(([n, len]) => [`${OPT_PREFIX}${n}`, len] as [string, number]),
     ];
     expectArrays(arrays, expected);
     const opt = new Map<string, Float32Array>();
-    for (const [name, a] of arrays) if (name.startsWith(OPT_PREFIX)) opt.set(name.slice(OPT_PREFIX.length), a);
+    for (const [name, a] of arrays)
+      if (name.startsWith(OPT_PREFIX)) opt.set(name.slice(OPT_PREFIX.length), a);
     this.opt.loadStateArrays(opt, meta.updates);
     this.vars.forEach((v, i) => {
-      tf.tidy(() => v.assign(tf.tensor(arrays.get(`${PARAM_PREFIX}${this.specs[i]!.name}`)!, v.shape, 'float32')));
+      tf.tidy(() =>
+        v.assign(tf.tensor(arrays.get(`${PARAM_PREFIX}${this.specs[i]!.name}`)!, v.shape, 'float32')),
+      );
     });
     const p = meta.plateau;
-    this.plateau = { smoothed: p.smoothed, best: p.best ?? Number.POSITIVE_INFINITY, bestStep: p.bestStep, halvings: p.halvings };
+    this.plateau = {
+      smoothed: p.smoothed,
+      best: p.best ?? Number.POSITIVE_INFINITY,
+      bestStep: p.bestStep,
+      halvings: p.halvings,
+    };
   }
 
   exportParams(which: 'params' | 'ema'): Float32Array[] {

@@ -28,7 +28,10 @@ function captions(n: number): Int32Array {
 }
 
 function images(n: number, salt = 0): Int32Array {
-  return Int32Array.from({ length: n * N }, (_, k) => (13 * k + salt + Math.floor(k / N)) % tiny.dvae.codebookSize);
+  return Int32Array.from(
+    { length: n * N },
+    (_, k) => (13 * k + salt + Math.floor(k / N)) % tiny.dvae.codebookSize,
+  );
 }
 
 test('transformer: paper-12b counts 12.0B ± 0.2B parameters without allocating', () => {
@@ -49,11 +52,17 @@ test('transformer: paper-12b counts 12.0B ± 0.2B parameters without allocating'
 test('transformer: the count equals what tiny allocates, and kinds cover every parameter', () => {
   const specs = transformerParamSpecs(tiny.transformer, tiny.dvae);
   const arrays = initTransformerParams(tiny.transformer, tiny.dvae, 0);
-  assert.equal(arrays.reduce((s, a) => s + a.length, 0), transformerParameterCount(tiny.transformer, tiny.dvae));
+  assert.equal(
+    arrays.reduce((s, a) => s + a.length, 0),
+    transformerParameterCount(tiny.transformer, tiny.dvae),
+  );
   const kinds = new Set(specs.map((s) => s.kind));
   assert.deepEqual([...kinds].sort(), ['bias', 'embedding', 'gain', 'matrix']);
   const untied = transformerParamSpecs({ ...tiny.transformer, tiedUnembedding: false }, tiny.dvae);
-  assert.deepEqual(untied.filter((s) => s.kind === 'unembedding').map((s) => s.name), ['text.unembed', 'image.unembed']);
+  assert.deepEqual(
+    untied.filter((s) => s.kind === 'unembedding').map((s) => s.name),
+    ['text.unembed', 'image.unembed'],
+  );
   assert.equal(new Set(specs.map((s) => s.name)).size, specs.length);
   // Same seed, same init; another seed, another init.
   assert.deepEqual(initTransformerParams(tiny.transformer, tiny.dvae, 0)[0], arrays[0]);
@@ -62,7 +71,9 @@ test('transformer: the count equals what tiny allocates, and kinds cover every p
 
 test('transformer: padding positions use their own learned vectors, not token 0 plus position', () => {
   const specs = transformerParamSpecs(tiny.transformer, tiny.dvae);
-  const tensors = initTransformerParams(tiny.transformer, tiny.dvae, 0).map((a, i) => tf.tensor(a, specs[i]!.shape));
+  const tensors = initTransformerParams(tiny.transformer, tiny.dvae, 0).map((a, i) =>
+    tf.tensor(a, specs[i]!.shape),
+  );
   const n = 3; // real lengths 3, 4, 5: positions 0..2 never padded, 5..11 always, 3..4 sometimes
   const text = tf.tensor2d(captions(n), [n, L], 'int32');
   const image = tf.tensor2d(images(n), [n, N], 'int32');
@@ -92,7 +103,11 @@ test('transformer: padding positions use their own learned vectors, not token 0 
 });
 
 test('transformer: text and image losses are each normalized by their own counts and weighted 1/8, 7/8', () => {
-  const m = Transformer.fromArrays(tiny.transformer, tiny.dvae, initTransformerParams(tiny.transformer, tiny.dvae, 2).map((a) => a.map((x) => x * 10)));
+  const m = Transformer.fromArrays(
+    tiny.transformer,
+    tiny.dvae,
+    initTransformerParams(tiny.transformer, tiny.dvae, 2).map((a) => a.map((x) => x * 10)),
+  );
   const n = 3;
   const textIds = captions(n);
   const imageIds = images(n);
@@ -115,10 +130,16 @@ test('transformer: text and image losses are each normalized by their own counts
   }
   const l = m.losses(text, image);
   const [loss, textLoss, imageLoss] = [l.loss, l.textLoss, l.imageLoss].map((t) => t.dataSync()[0]!);
-  assert.ok(Math.abs(textLoss! - textSum / (n * (L - 1))) < 1e-4, `text ${textLoss} vs ${textSum / (n * (L - 1))}`);
+  assert.ok(
+    Math.abs(textLoss! - textSum / (n * (L - 1))) < 1e-4,
+    `text ${textLoss} vs ${textSum / (n * (L - 1))}`,
+  );
   assert.ok(Math.abs(imageLoss! - imageSum / (n * N)) < 1e-4, `image ${imageLoss} vs ${imageSum / (n * N)}`);
   assert.ok(Math.abs(loss! - (textLoss! / 8 + (7 * imageLoss!) / 8)) < 1e-5);
-  assert.ok(Math.abs(textLoss! - imageLoss!) > 0.1, 'the two parts must differ for the weighting to be visible');
+  assert.ok(
+    Math.abs(textLoss! - imageLoss!) > 0.1,
+    'the two parts must differ for the weighting to be visible',
+  );
   tf.dispose([lg.text, lg.image, l.loss, l.textLoss, l.imageLoss]);
   assert.equal(tf.memory().numTensors, before, 'forward and loss leak no tensors');
   tf.dispose([text, image, imageIn]);
@@ -126,9 +147,21 @@ test('transformer: text and image losses are each normalized by their own counts
 });
 
 test('transformer: image logits see all text and only earlier image tokens', () => {
-  const m = Transformer.fromArrays(tiny.transformer, tiny.dvae, initTransformerParams(tiny.transformer, tiny.dvae, 4).map((a) => a.map((x) => x * 10)));
+  const m = Transformer.fromArrays(
+    tiny.transformer,
+    tiny.dvae,
+    initTransformerParams(tiny.transformer, tiny.dvae, 4).map((a) => a.map((x) => x * 10)),
+  );
   const imageLogits = (textIds: Int32Array, imageIds: Int32Array) =>
-    tf.tidy(() => m.logits(tf.tensor2d(textIds, [1, L], 'int32'), tf.tensor2d(imageIds.subarray(0, N - 1), [1, N - 1], 'int32')).image.arraySync()[0]!);
+    tf.tidy(
+      () =>
+        m
+          .logits(
+            tf.tensor2d(textIds, [1, L], 'int32'),
+            tf.tensor2d(imageIds.subarray(0, N - 1), [1, N - 1], 'int32'),
+          )
+          .image.arraySync()[0]!,
+    );
   const t0 = captions(1);
   const z0 = images(1);
   const base = imageLogits(t0, z0);
@@ -143,19 +176,34 @@ test('transformer: image logits see all text and only earlier image tokens', () 
   const t1 = t0.slice();
   t1[L - 1] = 5; // the last text position, padding before
   const withText = imageLogits(t1, z0);
-  assert.ok(!withText[0]!.every((x, k) => x === base[0]![k]), 'the first image token sees the last text position');
+  assert.ok(
+    !withText[0]!.every((x, k) => x === base[0]![k]),
+    'the first image token sees the last text position',
+  );
   m.dispose();
 });
 
 test('transformer: bad parameter arrays and token ids are named', () => {
   const arrays = initTransformerParams(tiny.transformer, tiny.dvae, 0);
-  assert.throws(() => Transformer.fromArrays(tiny.transformer, tiny.dvae, arrays.slice(1)), TransformerParamsError);
+  assert.throws(
+    () => Transformer.fromArrays(tiny.transformer, tiny.dvae, arrays.slice(1)),
+    TransformerParamsError,
+  );
   const short = arrays.map((a, i) => (i === 3 ? a.subarray(1) : a));
-  assert.throws(() => Transformer.fromArrays(tiny.transformer, tiny.dvae, short), /image\.start has 31 values, expected 32/);
+  assert.throws(
+    () => Transformer.fromArrays(tiny.transformer, tiny.dvae, short),
+    /image\.start has 31 values, expected 32/,
+  );
   const m = Transformer.fromArrays(tiny.transformer, tiny.dvae, arrays);
-  assert.throws(() => m.checkTokens(new Int32Array(L - 1), 1), (e) => e instanceof TokenInputError && e.field === 'text');
+  assert.throws(
+    () => m.checkTokens(new Int32Array(L - 1), 1),
+    (e) => e instanceof TokenInputError && e.field === 'text',
+  );
   assert.throws(() => m.checkTokens(new Int32Array(L).fill(64), 1), /id 64 at 0 is outside \[0, 64\)/);
   assert.throws(() => m.prefill(new Int32Array(L).fill(-3), 1), TokenInputError);
-  assert.throws(() => m.checkTokens(new Int32Array(L), 1, new Int32Array(N).fill(-1)), (e) => e instanceof TokenInputError && e.field === 'image');
+  assert.throws(
+    () => m.checkTokens(new Int32Array(L), 1, new Int32Array(N).fill(-1)),
+    (e) => e instanceof TokenInputError && e.field === 'image',
+  );
   m.dispose();
 });

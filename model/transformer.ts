@@ -80,9 +80,12 @@ export class TokenInputError extends Error {
 }
 
 export function transformerDims(cfg: TransformerConfig, dvae: DvaeConfig): TransformerDims {
-  if (cfg.dModel % cfg.heads !== 0) throw new TransformerConfigError('dModel', cfg.dModel, `must be divisible by heads (${cfg.heads})`);
-  if (cfg.convKernel % 2 !== 1) throw new TransformerConfigError('convKernel', cfg.convKernel, 'must be odd (the kernel is centred)');
-  if (cfg.vocabSize < 2) throw new TransformerConfigError('vocabSize', cfg.vocabSize, 'must be ≥ 2 (id 0 is padding)');
+  if (cfg.dModel % cfg.heads !== 0)
+    throw new TransformerConfigError('dModel', cfg.dModel, `must be divisible by heads (${cfg.heads})`);
+  if (cfg.convKernel % 2 !== 1)
+    throw new TransformerConfigError('convKernel', cfg.convKernel, 'must be odd (the kernel is centred)');
+  if (cfg.vocabSize < 2)
+    throw new TransformerConfigError('vocabSize', cfg.vocabSize, 'must be ≥ 2 (id 0 is padding)');
   const imageLen = dvae.grid * dvae.grid;
   return {
     layers: cfg.layers,
@@ -135,7 +138,10 @@ export function transformerParamSpecs(cfg: TransformerConfig, dvae: DvaeConfig):
       { name: `${p}.mlp.proj.b`, shape: [d], kind: 'bias' },
     );
   }
-  specs.push({ name: 'final.ln.g', shape: [d], kind: 'gain' }, { name: 'final.ln.b', shape: [d], kind: 'bias' });
+  specs.push(
+    { name: 'final.ln.g', shape: [d], kind: 'gain' },
+    { name: 'final.ln.b', shape: [d], kind: 'bias' },
+  );
   if (!D.tied) {
     specs.push(
       { name: 'text.unembed', shape: [d, D.textVocab], kind: 'unembedding' },
@@ -152,7 +158,10 @@ export function transformerParameterCount(cfg: TransformerConfig, dvae: DvaeConf
 
 /** Training FLOPs of one sequence (forward + backward ≈ 3 × forward, multiply-add = 2): the dense
  *  matmuls, the embedding one-hot matmuls and the attention over all T positions as computed here. */
-export function transformerFlopsPerSequence(cfg: TransformerConfig, dvae: DvaeConfig): { forward: number; train: number } {
+export function transformerFlopsPerSequence(
+  cfg: TransformerConfig,
+  dvae: DvaeConfig,
+): { forward: number; train: number } {
   const D = transformerDims(cfg, dvae);
   const T = D.seqLen;
   const perLayer = 2 * T * (D.d * 3 * D.d + D.d * D.d + 2 * D.d * D.mlp) + 2 * 2 * T * T * D.d;
@@ -165,7 +174,11 @@ export function transformerFlopsPerSequence(cfg: TransformerConfig, dvae: DvaeCo
 /** Initial parameters for `seed`: N(0, 0.02) for matrices and embeddings, the residual output
  *  projections scaled by 1/√(2·layers) (GPT-2), gains 1, biases 0. Parameter i draws from the
  *  counter-based stream (seed, init, step = i), so the init is independent of order of creation. */
-export function initTransformerParams(cfg: TransformerConfig, dvae: DvaeConfig, seed: number): Float32Array[] {
+export function initTransformerParams(
+  cfg: TransformerConfig,
+  dvae: DvaeConfig,
+  seed: number,
+): Float32Array[] {
   const specs = transformerParamSpecs(cfg, dvae);
   const residualStd = 0.02 / Math.sqrt(2 * cfg.layers);
   return specs.map((s, i) => {
@@ -198,7 +211,11 @@ function oneHot(indices: tf.Tensor, depth: number): tf.Tensor2D {
 
 function layerNorm(x: tf.Tensor, g: tf.Tensor, b: tf.Tensor): tf.Tensor {
   const { mean, variance } = tf.moments(x, -1, true);
-  return x.sub(mean).mul(tf.rsqrt(variance.add(LN_EPS))).mul(g).add(b);
+  return x
+    .sub(mean)
+    .mul(tf.rsqrt(variance.add(LN_EPS)))
+    .mul(g)
+    .add(b);
 }
 
 /** GELU, tanh form (GPT-2): made of ops whose gradients every backend has. */
@@ -233,11 +250,13 @@ export class Transformer {
     this.dims = transformerDims(cfg, dvae);
     this.specs = transformerParamSpecs(cfg, dvae);
     const problems: string[] = [];
-    if (params.length !== this.specs.length) problems.push(`${params.length} tensors for ${this.specs.length} parameters`);
+    if (params.length !== this.specs.length)
+      problems.push(`${params.length} tensors for ${this.specs.length} parameters`);
     else {
       this.specs.forEach((s, i) => {
         const t = params[i]!;
-        if (t.shape.join('x') !== s.shape.join('x')) problems.push(`${s.name} has shape [${t.shape}], expected [${s.shape}]`);
+        if (t.shape.join('x') !== s.shape.join('x'))
+          problems.push(`${s.name} has shape [${t.shape}], expected [${s.shape}]`);
         else if (t.dtype !== 'float32') problems.push(`${s.name} has dtype ${t.dtype}, expected float32`);
       });
     }
@@ -246,11 +265,29 @@ export class Transformer {
     this.kinds = layerKinds(this.dims.layers);
     const geom = maskGeometry(this.dims);
     const T = this.dims.seqLen;
-    this.bias = new Map([...new Set(this.kinds)].map((k) => [k, tf.tensor2d(attentionBias(k, geom), [T, T])]));
+    this.bias = new Map(
+      [...new Set(this.kinds)].map((k) => [k, tf.tensor2d(attentionBias(k, geom), [T, T])]),
+    );
     const { grid, imageLen } = this.dims;
     const cells = Int32Array.from({ length: imageLen }, (_, j) => j);
-    this.rowSel = tf.tidy(() => oneHot(tf.tensor1d(cells.map((j) => Math.floor(j / grid)), 'int32'), grid));
-    this.colSel = tf.tidy(() => oneHot(tf.tensor1d(cells.map((j) => j % grid), 'int32'), grid));
+    this.rowSel = tf.tidy(() =>
+      oneHot(
+        tf.tensor1d(
+          cells.map((j) => Math.floor(j / grid)),
+          'int32',
+        ),
+        grid,
+      ),
+    );
+    this.colSel = tf.tidy(() =>
+      oneHot(
+        tf.tensor1d(
+          cells.map((j) => j % grid),
+          'int32',
+        ),
+        grid,
+      ),
+    );
     this.owned = [...this.bias.values(), this.rowSel, this.colSel, ...(ownParams ? params : [])];
   }
 
@@ -258,12 +295,14 @@ export class Transformer {
   static fromArrays(cfg: TransformerConfig, dvae: DvaeConfig, arrays: readonly Float32Array[]): Transformer {
     const specs = transformerParamSpecs(cfg, dvae);
     const problems: string[] = [];
-    if (arrays.length !== specs.length) problems.push(`${arrays.length} arrays for ${specs.length} parameters`);
+    if (arrays.length !== specs.length)
+      problems.push(`${arrays.length} arrays for ${specs.length} parameters`);
     else {
       specs.forEach((s, i) => {
         const n = s.shape.reduce((a, b) => a * b, 1);
         if (!(arrays[i] instanceof Float32Array)) problems.push(`${s.name} is not a Float32Array`);
-        else if (arrays[i]!.length !== n) problems.push(`${s.name} has ${arrays[i]!.length} values, expected ${n}`);
+        else if (arrays[i]!.length !== n)
+          problems.push(`${s.name} has ${arrays[i]!.length} values, expected ${n}`);
       });
     }
     if (problems.length > 0) throw new TransformerParamsError(problems);
@@ -282,18 +321,22 @@ export class Transformer {
     const D = this.dims;
     if (!Number.isInteger(n) || n < 1) throw new TokenInputError('n', `must be a positive integer, got ${n}`);
     if (!(text instanceof Int32Array)) throw new TokenInputError('text', 'must be an Int32Array');
-    if (text.length !== n * D.textLen) throw new TokenInputError('text', `has ${text.length} ids, expected n·textLen = ${n}·${D.textLen}`);
+    if (text.length !== n * D.textLen)
+      throw new TokenInputError('text', `has ${text.length} ids, expected n·textLen = ${n}·${D.textLen}`);
     for (let i = 0; i < text.length; i++) {
       const t = text[i]!;
-      if (t < 0 || t >= D.textVocab) throw new TokenInputError('text', `id ${t} at ${i} is outside [0, ${D.textVocab})`);
+      if (t < 0 || t >= D.textVocab)
+        throw new TokenInputError('text', `id ${t} at ${i} is outside [0, ${D.textVocab})`);
     }
     if (image === undefined) return;
     const m = imageLen ?? D.imageLen;
     if (!(image instanceof Int32Array)) throw new TokenInputError('image', 'must be an Int32Array');
-    if (image.length !== n * m) throw new TokenInputError('image', `has ${image.length} ids, expected ${n}·${m}`);
+    if (image.length !== n * m)
+      throw new TokenInputError('image', `has ${image.length} ids, expected ${n}·${m}`);
     for (let i = 0; i < image.length; i++) {
       const z = image[i]!;
-      if (z < 0 || z >= D.imageVocab) throw new TokenInputError('image', `id ${z} at ${i} is outside [0, ${D.imageVocab})`);
+      if (z < 0 || z >= D.imageVocab)
+        throw new TokenInputError('image', `id ${z} at ${i} is outside [0, ${D.imageVocab})`);
     }
   }
 
@@ -334,22 +377,39 @@ export class Transformer {
   }
 
   /** Attention of layer l over S positions; returns the output [n·S, d] and this layer's K, V. */
-  private attention(l: number, h: tf.Tensor2D, n: number, S: number, bias: tf.Tensor): { out: tf.Tensor2D; k: tf.Tensor4D; v: tf.Tensor4D } {
+  private attention(
+    l: number,
+    h: tf.Tensor2D,
+    n: number,
+    S: number,
+    bias: tf.Tensor,
+  ): { out: tf.Tensor2D; k: tf.Tensor4D; v: tf.Tensor4D } {
     const { d, dh } = this.dims;
     const qkv = tf.matMul(h, this.w(`layer${l}.attn.qkv.w`)).add(this.w(`layer${l}.attn.qkv.b`)); // [n·S, 3d]
     const q = this.heads(qkv.slice([0, 0], [-1, d]), n, S); // [n, H, S, dh]
     const k = this.heads(qkv.slice([0, d], [-1, d]), n, S);
     const v = this.heads(qkv.slice([0, 2 * d], [-1, d]), n, S);
-    const scores = tf.matMul(q, k, false, true).mul(1 / Math.sqrt(dh)).add(bias); // [n, H, S, S]
+    const scores = tf
+      .matMul(q, k, false, true)
+      .mul(1 / Math.sqrt(dh))
+      .add(bias); // [n, H, S, S]
     const y = tf.matMul(tf.softmax(scores), v); // [n, H, S, dh]
     const merged = y.transpose([0, 2, 1, 3]).reshape([n * S, d]);
-    const out = tf.matMul(merged, this.w(`layer${l}.attn.proj.w`)).add(this.w(`layer${l}.attn.proj.b`)) as tf.Tensor2D;
+    const out = tf
+      .matMul(merged, this.w(`layer${l}.attn.proj.w`))
+      .add(this.w(`layer${l}.attn.proj.b`)) as tf.Tensor2D;
     return { out, k, v };
   }
 
   private mlp(l: number, h: tf.Tensor): tf.Tensor {
-    const a = gelu(tf.matMul(h as tf.Tensor2D, this.w(`layer${l}.mlp.fc.w`) as tf.Tensor2D).add(this.w(`layer${l}.mlp.fc.b`)));
-    return tf.matMul(a as tf.Tensor2D, this.w(`layer${l}.mlp.proj.w`) as tf.Tensor2D).add(this.w(`layer${l}.mlp.proj.b`));
+    const a = gelu(
+      tf
+        .matMul(h as tf.Tensor2D, this.w(`layer${l}.mlp.fc.w`) as tf.Tensor2D)
+        .add(this.w(`layer${l}.mlp.fc.b`)),
+    );
+    return tf
+      .matMul(a as tf.Tensor2D, this.w(`layer${l}.mlp.proj.w`) as tf.Tensor2D)
+      .add(this.w(`layer${l}.mlp.proj.b`));
   }
 
   /** All layers over x [n, S, d] (S ≤ T, positions 0..S−1); the final LN's output [n·S, d] and K/V. */
@@ -360,7 +420,13 @@ export class Transformer {
     const vs: tf.Tensor4D[] = [];
     for (let l = 0; l < this.dims.layers; l++) {
       const bias = this.bias.get(this.kinds[l]!)!.slice([0, 0], [S, S]);
-      const a = this.attention(l, layerNorm(r, this.w(`layer${l}.ln1.g`), this.w(`layer${l}.ln1.b`)) as tf.Tensor2D, n, S, bias);
+      const a = this.attention(
+        l,
+        layerNorm(r, this.w(`layer${l}.ln1.g`), this.w(`layer${l}.ln1.b`)) as tf.Tensor2D,
+        n,
+        S,
+        bias,
+      );
       r = r.add(a.out);
       r = r.add(this.mlp(l, layerNorm(r, this.w(`layer${l}.ln2.g`), this.w(`layer${l}.ln2.b`))));
       ks.push(a.k);
@@ -370,11 +436,15 @@ export class Transformer {
   }
 
   private textLogits(h: tf.Tensor2D): tf.Tensor2D {
-    return this.dims.tied ? tf.matMul(h, this.w('text.embed'), false, true) : tf.matMul(h, this.w('text.unembed') as tf.Tensor2D);
+    return this.dims.tied
+      ? tf.matMul(h, this.w('text.embed'), false, true)
+      : tf.matMul(h, this.w('text.unembed') as tf.Tensor2D);
   }
 
   private imageLogits(h: tf.Tensor2D): tf.Tensor2D {
-    return this.dims.tied ? tf.matMul(h, this.w('image.embed'), false, true) : tf.matMul(h, this.w('image.unembed') as tf.Tensor2D);
+    return this.dims.tied
+      ? tf.matMul(h, this.w('image.embed'), false, true)
+      : tf.matMul(h, this.w('image.unembed') as tf.Tensor2D);
   }
 
   // ---- whole-sequence forward (training, and the cache-free reference) --------------------------------
@@ -394,14 +464,19 @@ export class Transformer {
       const hi = h.slice([0, L, 0], [n, S - L, d]).reshape([n * (S - L), d]) as tf.Tensor2D;
       const ht = L > 1 ? (h.slice([0, 0, 0], [n, L - 1, d]).reshape([n * (L - 1), d]) as tf.Tensor2D) : null;
       return {
-        text: (ht ? this.textLogits(ht).reshape([n, L - 1, textVocab]) : tf.zeros([n, 0, textVocab])) as tf.Tensor3D,
+        text: (ht
+          ? this.textLogits(ht).reshape([n, L - 1, textVocab])
+          : tf.zeros([n, 0, textVocab])) as tf.Tensor3D,
         image: this.imageLogits(hi).reshape([n, S - L, imageVocab]) as tf.Tensor3D,
       };
     });
   }
 
   /** The weighted loss and its two parts, as scalars (differentiable w.r.t. the parameter tensors). */
-  losses(text: tf.Tensor2D, image: tf.Tensor2D): { loss: tf.Scalar; textLoss: tf.Scalar; imageLoss: tf.Scalar } {
+  losses(
+    text: tf.Tensor2D,
+    image: tf.Tensor2D,
+  ): { loss: tf.Scalar; textLoss: tf.Scalar; imageLoss: tf.Scalar } {
     return tf.tidy(() => {
       const { textLen: L, imageLen: N, textVocab, imageVocab } = this.dims;
       const n = text.shape[0];
@@ -413,9 +488,12 @@ export class Transformer {
         const picked = logp.mul(oneHot(targets.reshape([count]), vocab)); // one-hot pick, no gather
         return picked.sum().neg().div(count) as tf.Scalar;
       };
-      const textLoss = L > 1 ? ce(lg.text, text.slice([0, 1], [n, L - 1]), textVocab, n * (L - 1)) : tf.scalar(0);
+      const textLoss =
+        L > 1 ? ce(lg.text, text.slice([0, 1], [n, L - 1]), textVocab, n * (L - 1)) : tf.scalar(0);
       const imageLoss = ce(lg.image, image, imageVocab, n * N);
-      const loss = textLoss.mul(this.cfg.textLossWeight).add(imageLoss.mul(this.cfg.imageLossWeight)) as tf.Scalar;
+      const loss = textLoss
+        .mul(this.cfg.textLossWeight)
+        .add(imageLoss.mul(this.cfg.imageLossWeight)) as tf.Scalar;
       return { loss, textLoss, imageLoss };
     });
   }
@@ -431,7 +509,10 @@ export class Transformer {
       const t = tf.tensor2d(text, [rows, L], 'int32');
       const x = tf.concat([this.embedText(t), this.embedImage(null, rows)], 1) as tf.Tensor3D; // [R, L+1, d]
       const out = this.trunk(x);
-      const last = out.h.reshape([rows, L + 1, d]).slice([0, L, 0], [rows, 1, d]).reshape([rows, d]) as tf.Tensor2D;
+      const last = out.h
+        .reshape([rows, L + 1, d])
+        .slice([0, L, 0], [rows, 1, d])
+        .reshape([rows, d]) as tf.Tensor2D;
       return { cache: { k: out.k, v: out.v, length: L + 1 }, logits: this.imageLogits(last) };
     });
   }
@@ -445,15 +526,20 @@ export class Transformer {
     const { textLen: L, imageLen: N, imageVocab, grid, d, layers } = this.dims;
     const pos = cache.length;
     const j = pos - L - 1; // cell of the token fed now
-    if (j < 0 || j >= N - 1) throw new TokenInputError('cache', `position ${pos} has no image token to feed (cells 0..${N - 2})`);
+    if (j < 0 || j >= N - 1)
+      throw new TokenInputError('cache', `position ${pos} has no image token to feed (cells 0..${N - 2})`);
     const R = tokens.length;
-    if (cache.k[0]!.shape[0] !== R) throw new TokenInputError('tokens', `${R} tokens for a cache of ${cache.k[0]!.shape[0]} rows`);
+    if (cache.k[0]!.shape[0] !== R)
+      throw new TokenInputError('tokens', `${R} tokens for a cache of ${cache.k[0]!.shape[0]} rows`);
     for (let i = 0; i < R; i++) {
-      if (!(tokens[i]! >= 0 && tokens[i]! < imageVocab)) throw new TokenInputError('tokens', `id ${tokens[i]} at ${i} is outside [0, ${imageVocab})`);
+      if (!(tokens[i]! >= 0 && tokens[i]! < imageVocab))
+        throw new TokenInputError('tokens', `id ${tokens[i]} at ${i} is outside [0, ${imageVocab})`);
     }
     return tf.tidy(() => {
       const oh = oneHot(tf.tensor1d(tokens, 'int32'), imageVocab); // [R, K]
-      const cell = this.w('image.row').slice([Math.floor(j / grid), 0], [1, d]).add(this.w('image.col').slice([j % grid, 0], [1, d]));
+      const cell = this.w('image.row')
+        .slice([Math.floor(j / grid), 0], [1, d])
+        .add(this.w('image.col').slice([j % grid, 0], [1, d]));
       let r: tf.Tensor = tf.matMul(oh, this.w('image.embed')).add(cell); // [R, d]
       const ks: tf.Tensor4D[] = [];
       const vs: tf.Tensor4D[] = [];
@@ -462,9 +548,15 @@ export class Transformer {
         const qkv = tf.matMul(h, this.w(`layer${l}.attn.qkv.w`)).add(this.w(`layer${l}.attn.qkv.b`)); // [R, 3d]
         const q = this.heads(qkv.slice([0, 0], [-1, d]), R, 1); // [R, H, 1, dh]
         const k = tf.concat([cache.k[l]!, this.heads(qkv.slice([0, d], [-1, d]), R, 1)], 2) as tf.Tensor4D; // [R, H, pos+1, dh]
-        const v = tf.concat([cache.v[l]!, this.heads(qkv.slice([0, 2 * d], [-1, d]), R, 1)], 2) as tf.Tensor4D;
+        const v = tf.concat(
+          [cache.v[l]!, this.heads(qkv.slice([0, 2 * d], [-1, d]), R, 1)],
+          2,
+        ) as tf.Tensor4D;
         const bias = this.bias.get(this.kinds[l]!)!.slice([pos, 0], [1, pos + 1]); // [1, pos+1]: this position's mask row
-        const scores = tf.matMul(q, k, false, true).mul(1 / Math.sqrt(this.dims.dh)).add(bias); // [R, H, 1, pos+1]
+        const scores = tf
+          .matMul(q, k, false, true)
+          .mul(1 / Math.sqrt(this.dims.dh))
+          .add(bias); // [R, H, 1, pos+1]
         const y = tf.matMul(tf.softmax(scores), v).transpose([0, 2, 1, 3]).reshape([R, d]);
         r = r.add(tf.matMul(y, this.w(`layer${l}.attn.proj.w`)).add(this.w(`layer${l}.attn.proj.b`)));
         r = r.add(this.mlp(l, layerNorm(r, this.w(`layer${l}.ln2.g`), this.w(`layer${l}.ln2.b`))));
@@ -480,7 +572,11 @@ export class Transformer {
   selectRows(cache: KvCache, keep: number[]): KvCache {
     return tf.tidy(() => {
       const idx = tf.tensor1d(keep, 'int32');
-      return { k: cache.k.map((t) => tf.gather(t, idx) as tf.Tensor4D), v: cache.v.map((t) => tf.gather(t, idx) as tf.Tensor4D), length: cache.length };
+      return {
+        k: cache.k.map((t) => tf.gather(t, idx) as tf.Tensor4D),
+        v: cache.v.map((t) => tf.gather(t, idx) as tf.Tensor4D),
+        length: cache.length,
+      };
     });
   }
 

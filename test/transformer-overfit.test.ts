@@ -15,7 +15,13 @@ import assert from 'node:assert/strict';
 import * as tf from '@tensorflow/tfjs';
 import { loadSpec } from '../config/index.ts';
 import { Tokenizer } from '../data/tokenizer.ts';
-import { renderShape, SHAPE_COLORS, shapeCaptions, TRAIN_COMPOSITIONS, type ShapeSpec } from '../data/shapes.ts';
+import {
+  renderShape,
+  SHAPE_COLORS,
+  shapeCaptions,
+  TRAIN_COMPOSITIONS,
+  type ShapeSpec,
+} from '../data/shapes.ts';
 import { initBackend } from '../model/backend.ts';
 import { createTransformerTrainer } from '../model/transformer-trainer.ts';
 import { Transformer } from '../model/transformer.ts';
@@ -45,7 +51,10 @@ function cellTokens(rgb: Uint8Array, canvas: number, grid: number): Int32Array {
         }
       }
       const total = counts.reduce((a, b) => a + b, 0);
-      out[gy * grid + gx] = total === 0 ? 0 : 1 + 3 * counts.indexOf(Math.max(...counts)) + Math.min(2, Math.floor((3 * total) / (c * c)));
+      out[gy * grid + gx] =
+        total === 0
+          ? 0
+          : 1 + 3 * counts.indexOf(Math.max(...counts)) + Math.min(2, Math.floor((3 * total) / (c * c)));
     }
   }
   return out;
@@ -60,7 +69,10 @@ test('transformer: a shapes transformer overfits a small set', async () => {
   const grid = spec.dvae.grid;
   const L = cfg.textLen;
   const N = grid * grid;
-  const tokenizer = await Tokenizer.train(TRAIN_COMPOSITIONS.flatMap((c) => shapeCaptions(c)), { vocabSize: cfg.vocabSize });
+  const tokenizer = await Tokenizer.train(
+    TRAIN_COMPOSITIONS.flatMap((c) => shapeCaptions(c)),
+    { vocabSize: cfg.vocabSize },
+  );
   // Four compositions that differ in colour, shape, size and place.
   const picks = [0, 55, 110, 165].map((i) => TRAIN_COMPOSITIONS[i]!);
   const items = picks.map((c) => {
@@ -103,9 +115,15 @@ test('transformer: a shapes transformer overfits a small set', async () => {
     if (imageLoss < 0.05 && steps % 20 === 0) wrong = greedyWrong();
   }
   const seconds = (performance.now() - t0) / 1000;
-  process.stderr.write(`overfit: image loss ${imageLoss.toFixed(4)}, greedy wrong cells ${wrong} after ${steps} steps (${seconds.toFixed(0)} s)\n`);
+  process.stderr.write(
+    `overfit: image loss ${imageLoss.toFixed(4)}, greedy wrong cells ${wrong} after ${steps} steps (${seconds.toFixed(0)} s)\n`,
+  );
   assert.ok(imageLoss < 0.05, `image loss ${imageLoss} after ${steps} steps`);
-  assert.deepEqual(wrong, items.map(() => 0), `greedy sampling must reproduce each caption's grid; wrong cells per caption: ${wrong}`);
+  assert.deepEqual(
+    wrong,
+    items.map(() => 0),
+    `greedy sampling must reproduce each caption's grid; wrong cells per caption: ${wrong}`,
+  );
   trainer.dispose();
   assert.equal(tf.memory().numTensors, before, 'training and sampling leaked tensors');
 });
