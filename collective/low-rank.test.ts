@@ -11,8 +11,11 @@ function naive(rowsA: number, inner: number, B: (k: number, j: number) => number
   return out;
 }
 
-test('low-rank: the kernels agree with the textbook products', () => {
-  const [a, b, r] = [7, 5, 3];
+test('low-rank: the kernels agree with the textbook products (r below, at and above the 4-column block)', () => {
+  for (const [a, b, r] of [[7, 5, 3], [6, 9, 4], [5, 11, 9], [3, 2, 1]] as const) check(a, b, r);
+});
+
+function check(a: number, b: number, r: number): void {
   const G = rand(a * b, 1);
   const X = rand(b * r, 2);
   const Y = rand(a * r, 3);
@@ -28,4 +31,4 @@ test('low-rank: the kernels agree with the textbook products', () => {
   const G2 = Float32Array.from(G);
   subLRt(G2, Y, R, a, b, r);
   close(G2, Array.from(G, (g, i) => g - LRt[i]!));
-});
+}
