@@ -2,7 +2,7 @@
 // telemetry/ installs). The chain `dalle train` → trainDalle → trainStage → trainShard becomes one trace:
 //   CLI span ─ StartWorkflow:trainDalle (client interceptor; traceparent into the workflow's headers)
 //     └ RunWorkflow:trainDalle (workflow inbound interceptor, inside the isolate)
-//        └ StartChildWorkflowExecution:trainStage → RunWorkflow:trainStage (outbound → child headers)
+//        └ StartChildWorkflow:trainStage → RunWorkflow:trainStage (outbound → child headers)
 //           └ StartActivity:trainShard (outbound → activity headers)
 //              └ RunActivity:trainShard (activity inbound interceptor, on the worker's node side)
 //                 └ collective.allReduce, checkpoint.save … (telemetry/spans.ts, same async context)
