@@ -9,12 +9,14 @@ import {
   pickToken,
   rgbToPngs,
   sampleImageTokens,
+  tokensToPngs,
   SamplerSessionError,
   SamplingOptionError,
   type SampleRow,
 } from './sampling.ts';
 import { sampleWithoutCache } from './sampling-reference.ts';
 import { initTransformerParams, Transformer } from './transformer.ts';
+import { Dvae, initDvaeParams } from './dvae.ts';
 
 await initBackend('wasm');
 
@@ -196,4 +198,21 @@ test('sampling: decoded pixels become PNG bytes that decode back to the same pix
     }
   });
   await assert.rejects(rgbToPngs(rgb.subarray(1), 2), SamplingOptionError);
+});
+
+test('sampling: sampled tokens go through the dVAE decoder into PNG images', async () => {
+  const dvae = Dvae.fromParams(tiny.dvae, initDvaeParams(tiny.dvae, 0));
+  const tokens = sampleImageTokens(model, caption(2), { n: 2, seed: 5 });
+  const rgb = dvae.decode(tokens);
+  const pngs = await tokensToPngs(dvae, tokens, 2);
+  const res = tiny.dvae.resolution;
+  pngs.forEach((bytes, k) => {
+    const img = PNG.sync.read(Buffer.from(bytes));
+    assert.equal(img.width, res);
+    assert.equal(img.height, res);
+    for (let p = 0; p < res * res; p++) {
+      for (let c = 0; c < 3; c++) assert.equal(img.data[p * 4 + c], rgb[k * res * res * 3 + p * 3 + c]);
+    }
+  });
+  dvae.dispose();
 });
