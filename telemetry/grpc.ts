@@ -74,18 +74,15 @@ function rpcAttributes(path: string): Attributes {
 /** Maps a request message to span attributes; `undefined` for none. */
 export type RequestAttributes = (path: string, request: unknown) => Attributes | undefined;
 
-/** Generate's request attributes from a request object with `numImages` (or `num_images`) and optional
- *  `modelVersion` / `model` fields, whatever else it carries. Unknown shapes give no attributes. */
+/** Generate's request attributes: `numImages` as sent (unset means 1) and the requested model (`model: { name,
+ *  version }` of dalle.v1.GenerateRequest; version 0 or unset = latest, recorded as asked). The server adds
+ *  what only it knows (text tokens, the version actually served) with `activeSpan().setAttributes(…)`. */
 export const generateRequestAttributes: RequestAttributes = (path, request) => {
   if (!path.endsWith('/Generate') || typeof request !== 'object' || request === null) return undefined;
-  const r = request as Record<string, unknown>;
-  const out: Attributes = {};
-  const n = r.numImages ?? r.num_images;
-  if (typeof n === 'number') out[GENERATE_ATTR.numImages] = n;
-  const v = r.modelVersion ?? r.model_version;
-  if (typeof v === 'string' && v) out[GENERATE_ATTR.modelVersion] = v;
-  const name = r.model ?? r.modelName ?? r.model_name;
-  if (typeof name === 'string' && name) out[GENERATE_ATTR.modelName] = name;
+  const r = request as { numImages?: unknown; model?: { name?: unknown; version?: unknown } };
+  const out: Attributes = { [GENERATE_ATTR.numImages]: typeof r.numImages === 'number' ? r.numImages : 1 };
+  if (typeof r.model?.name === 'string' && r.model.name) out[GENERATE_ATTR.modelName] = r.model.name;
+  if (typeof r.model?.version === 'number' && r.model.version > 0) out[GENERATE_ATTR.modelVersion] = r.model.version;
   return out;
 };
 

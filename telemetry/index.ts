@@ -24,6 +24,7 @@ export {
 export { exportConfigFromEnv, TelemetryConfigError, type ExportConfig, type OtlpProtocol, type SignalExport } from './env.ts';
 export {
   dalleMetrics,
+  observeQueueDepth,
   METRIC_NAMES,
   GENERATE_SECONDS_BUCKETS,
   SHORT_SECONDS_BUCKETS,
@@ -47,7 +48,7 @@ export {
   type CheckpointSpan,
 } from './spans.ts';
 export { injectNatsHeaders, extractNatsContext, linkFromNatsHeaders, MessagingSpanKind } from './nats.ts';
-export { temporalClientInterceptors, temporalWorkerOptions, WORKFLOW_INTERCEPTOR_MODULES, type TemporalWorkerTelemetry } from './temporal.ts';
+export { temporalClientInterceptors, temporalWorkerOptions, WORKFLOW_INTERCEPTOR_MODULES, UNTRACED_SIGNALS, type TemporalWorkerTelemetry } from './temporal.ts';
 export {
   grpcServerTracing,
   grpcClientTracing,

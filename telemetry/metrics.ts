@@ -2,7 +2,7 @@
 // attribute keys. `dalleMetrics()` is cheap to call on every use: it caches the instruments per meter
 // provider and rebuilds them after `initTelemetry`/`shutdownTelemetry` (the metrics API, unlike the trace
 // API, has no proxy: an instrument made before `initTelemetry` would stay a no-op forever).
-import type { Counter, Gauge, Histogram, UpDownCounter } from '@opentelemetry/api';
+import type { Counter, Gauge, Histogram, ObservableResult, UpDownCounter } from '@opentelemetry/api';
 import { getMeter, telemetryGeneration } from './setup.ts';
 
 /** Attributes of training metrics. */
@@ -47,8 +47,6 @@ export interface DalleMetrics {
   readonly restarts: Counter<TrainAttributes>;
   /** Latency of a finished Generate call, server side. Histogram, seconds, multi-second buckets. */
   readonly generateSeconds: Histogram<GenerateAttributes>;
-  /** Generate requests accepted but waiting for the model. UpDownCounter (add +1 on enqueue, -1 on dequeue). */
-  readonly queueDepth: UpDownCounter<SamplerAttributes>;
   /** Requests being served now. UpDownCounter (+1 on start, -1 on finish). */
   readonly inFlight: UpDownCounter<SamplerAttributes>;
 }
@@ -62,9 +60,10 @@ export const METRIC_NAMES = {
   checkpointSeconds: 'dalle.checkpoint.duration',
   restarts: 'dalle.train.restarts',
   generateSeconds: 'dalle.generate.duration',
+  /** observable: see observeQueueDepth */
   queueDepth: 'dalle.sampler.queue_depth',
   inFlight: 'dalle.sampler.requests_in_flight',
-} as const satisfies Record<keyof DalleMetrics, string>;
+} as const satisfies Record<keyof DalleMetrics | 'queueDepth', string>;
 
 let cached: { generation: number; m: DalleMetrics } | undefined;
 
@@ -93,7 +92,6 @@ function build(): DalleMetrics {
       unit: 's',
       advice: { explicitBucketBoundaries: GENERATE_SECONDS_BUCKETS },
     }),
-    queueDepth: meter.createUpDownCounter(METRIC_NAMES.queueDepth, { description: 'Generate requests waiting', unit: '1' }),
     inFlight: meter.createUpDownCounter(METRIC_NAMES.inFlight, { description: 'Sampler requests being served', unit: '1' }),
   };
 }
@@ -103,4 +101,19 @@ export function dalleMetrics(): DalleMetrics {
   const g = telemetryGeneration();
   if (!cached || cached.generation !== g) cached = { generation: g, m: build() };
   return cached.m;
+}
+
+/**
+ * Reports the sampler's queue depth (`dalle.sampler.queue_depth`, a gauge) by asking `read` at every
+ * export, so the scheduler needs no bookkeeping at each place a request enters or leaves its queue. Call
+ * after `initTelemetry`; returns the unregister function.
+ */
+export function observeQueueDepth(read: () => number, attributes: SamplerAttributes = { 'rpc.method': 'Generate' }): () => void {
+  const gauge = getMeter().createObservableGauge<SamplerAttributes>(METRIC_NAMES.queueDepth, {
+    description: 'Generate requests accepted and waiting for a generation slot',
+    unit: '1',
+  });
+  const callback = (r: ObservableResult<SamplerAttributes>) => r.observe(read(), attributes);
+  gauge.addCallback(callback);
+  return () => gauge.removeCallback(callback);
 }

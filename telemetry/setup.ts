@@ -252,9 +252,10 @@ export function telemetryResource(): Resource {
 /** Forwards finished spans to whatever processor the current `initTelemetry` installed, or drops them. Late
  *  binding lets a Temporal worker be given its workflow-span sink before or after telemetry starts. */
 export class CurrentSpanProcessor implements SpanProcessor {
+  constructor(private readonly keep: (span: ReadableSpan) => boolean = () => true) {}
   onStart(_span: Span, _parentContext: Context): void {}
   onEnd(span: ReadableSpan): void {
-    state?.spanProcessor?.onEnd(span);
+    if (state?.spanProcessor && this.keep(span)) state.spanProcessor.onEnd(span);
   }
   async forceFlush(): Promise<void> {
     await state?.spanProcessor?.forceFlush();

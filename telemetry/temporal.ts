@@ -9,7 +9,8 @@
 // Workflow spans are made inside the deterministic isolate and leave it through a sink
 // (`makeWorkflowExporter`), which hands them to the span processor `initTelemetry` installed.
 import { createRequire } from 'node:module';
-import type { ClientInterceptors } from '@temporalio/client';
+import type { ClientInterceptors, Next, WorkflowClientInterceptor, WorkflowQueryInput, WorkflowSignalInput } from '@temporalio/client';
+import type { ReadableSpan } from '@opentelemetry/sdk-trace-base';
 import {
   makeWorkflowExporter,
   OpenTelemetryActivityInboundInterceptor,
@@ -29,10 +30,31 @@ export const WORKFLOW_INTERCEPTOR_MODULES: readonly string[] = [
   require.resolve('@temporalio/interceptors-opentelemetry/lib/workflow-interceptors'),
 ];
 
+/** Signals sent many times per run (rank 0 reports progress every second) are not traced, and neither are
+ *  queries (`dalle train` polls `progress` every second): as spans they would bury a run's structure under
+ *  thousands of identical children, or start a new trace per poll. */
+export const UNTRACED_SIGNALS: readonly string[] = ['reportProgress'];
+
+class DalleWorkflowClientInterceptor extends OpenTelemetryWorkflowClientInterceptor {
+  override async query(input: WorkflowQueryInput, next: Next<WorkflowClientInterceptor, 'query'>): Promise<unknown> {
+    return await next(input);
+  }
+  override async signal(input: WorkflowSignalInput, next: Next<WorkflowClientInterceptor, 'signal'>): Promise<void> {
+    if (UNTRACED_SIGNALS.includes(input.signalName)) return await next(input);
+    return await super.signal(input, next);
+  }
+}
+
+/** Workflow-side spans of the untraced calls above arrive without a parent: drop them at the sink. */
+function keepWorkflowSpan(span: ReadableSpan): boolean {
+  if (span.name.startsWith('HandleQuery:')) return false;
+  return !UNTRACED_SIGNALS.some((s) => span.name === `HandleSignal:${s}`);
+}
+
 /** Client interceptors for `new Client({ connection, interceptors: temporalClientInterceptors() })`:
- *  starting, signalling and querying a workflow makes a span and carries its context in the headers. */
+ *  starting and signalling a workflow makes a span and carries its context in the headers. */
 export function temporalClientInterceptors(): ClientInterceptors {
-  return { workflow: [new OpenTelemetryWorkflowClientInterceptor({ tracer: getTracer() })] };
+  return { workflow: [new DalleWorkflowClientInterceptor({ tracer: getTracer() })] };
 }
 
 export interface TemporalWorkerTelemetry {
@@ -59,6 +81,6 @@ export function temporalWorkerOptions(): TemporalWorkerTelemetry {
       ],
       client: temporalClientInterceptors(),
     },
-    sinks: { exporter: makeWorkflowExporter(new CurrentSpanProcessor(), telemetryResource()) },
+    sinks: { exporter: makeWorkflowExporter(new CurrentSpanProcessor(keepWorkflowSpan), telemetryResource()) },
   };
 }

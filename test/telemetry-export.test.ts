@@ -6,6 +6,7 @@ import {
   GENERATE_SECONDS_BUCKETS,
   initTelemetry,
   METRIC_NAMES,
+  observeQueueDepth,
   SHORT_SECONDS_BUCKETS,
   shutdownTelemetry,
   traceAllReduce,
@@ -45,7 +46,9 @@ for (const protocol of ['http/json', 'http/protobuf'] as const) {
       m.checkpointSeconds.record(0.2, { ...train, 'dalle.checkpoint.op': 'load' });
       m.restarts.add(1, train);
       m.generateSeconds.record(3.5, { 'rpc.method': 'Generate', 'rpc.grpc.status_code': 0 });
-      m.queueDepth.add(2, { 'rpc.method': 'Generate' });
+      let queued = 5;
+      observeQueueDepth(() => queued);
+      queued = 2; // read at export time, not at registration
       m.inFlight.add(1, { 'rpc.method': 'Generate' });
       await shutdownTelemetry(); // flushes both signals
 
@@ -112,7 +115,7 @@ for (const protocol of ['http/json', 'http/protobuf'] as const) {
       // 3.5 s falls in the (2, 5] bucket: index 3 of the bounds [0.5, 1, 2, 5, …].
       assert.equal(gen.bucketCounts![3], 1);
       const q = point(METRIC_NAMES.queueDepth);
-      assert.deepEqual([q.type, q.isMonotonic, q.value], ['sum', false, 2]);
+      assert.deepEqual([q.type, q.value], ['gauge', 2]);
       assert.equal(point(METRIC_NAMES.inFlight).value, 1);
     } finally {
       await shutdownTelemetry();

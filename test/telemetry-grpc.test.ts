@@ -67,7 +67,7 @@ test('telemetry: Generate is traced on client and server with attributes, status
     assert.equal(okServer.attributes['rpc.grpc.status_code'], 0);
     assert.equal(okServer.attributes[GENERATE_ATTR.numImages], 2);
     assert.equal(okServer.attributes[GENERATE_ATTR.textTokens], 7, 'set by the handler on the active span');
-    assert.equal(okServer.attributes[GENERATE_ATTR.modelVersion], 'v7');
+    assert.equal(okServer.attributes[GENERATE_ATTR.modelVersion], 7);
     const sample = await rx.waitFor('the handler span', () => rx.spans.find((s) => s.name === 'sampler.sample'));
     assert.equal(sample.parentSpanId, okServer.spanId, 'the handler runs inside the server span');
     assert.equal(ok.events[0].handlerSpanId, okServer.spanId);
@@ -81,6 +81,7 @@ test('telemetry: Generate is traced on client and server with attributes, status
     assert.match(badClient.status.message ?? '', /INVALID_ARGUMENT: numImages must be at least 1/);
     assert.equal(badServer.attributes['rpc.grpc.status_code'], grpc.status.INVALID_ARGUMENT);
     assert.equal(badServer.status.code, 0, 'INVALID_ARGUMENT leaves the server span status unset');
+    assert.equal(badServer.attributes[GENERATE_ATTR.numImages], 0, 'the request as sent');
 
     // Sampler metrics: latency per status code, in-flight back to 0, queue depth back to 0.
     server.stop();
