@@ -156,11 +156,13 @@ export class AllReduceOp {
     return decodeFp16(encodeFp16(src, new Uint16Array(b - a)), new Float32Array(b - a));
   }
 
-  private decode(bytes: Uint8Array, n: number): Float32Array {
+  /** The values of a received chunk, written into `into` (or a fresh array). A message's bytes are never
+   *  kept: they are a view of the client's read buffer. */
+  private decode(bytes: Uint8Array, n: number, into?: Float32Array): Float32Array {
     if (bytes.byteLength !== n * this.elemBytes) throw new RangeError(`chunk of ${bytes.byteLength} bytes for ${n} values`);
-    const f = new Float32Array(n);
+    const f = into ?? new Float32Array(n);
     if (this.spec.wire === 'fp32') {
-      new Uint8Array(f.buffer).set(bytes);
+      new Uint8Array(f.buffer, f.byteOffset, f.byteLength).set(bytes);
     } else {
       const aligned = bytes.byteOffset % 2 === 0 ? bytes : new Uint8Array(bytes); // a copy (Buffer#slice would be a view)
       decodeFp16(new Uint16Array(aligned.buffer, aligned.byteOffset, n), f);
@@ -212,7 +214,7 @@ export class AllReduceOp {
         const [a, b] = chunkRange(this.layout, meta.seg, meta.chunk);
         this.bytesIn += bytes.byteLength;
         this.lastProgress = now;
-        this.out.set(this.decode(bytes, b - a), a);
+        this.decode(bytes, b - a, this.out.subarray(a, b));
         this.agGot[meta.seg]![meta.chunk] = 1;
         this.agCount[meta.seg]!++;
         this.pump();

@@ -109,6 +109,34 @@ export async function joinGroup(opts: JoinOptions): Promise<Group> {
   return g;
 }
 
+/** A group of one rank that needs no server: allReduce returns a copy (rounded as the wire would round
+ *  it). For single-process runs and for measuring compression math alone. */
+export function soloGroup(runId = 'solo', groupId = 'solo'): Group {
+  checkToken('runId', runId);
+  checkToken('groupId', groupId);
+  const stats: GroupCounters = { ops: 0, bytesOut: 0, msgsOut: 0, bytesIn: 0, resent: 0, resendRequests: 0, dropped: 0 };
+  let closed = false;
+  const allReduce = (data: Float32Array, stepOrOpts: number | AllReduceOptions): Promise<Float32Array> => {
+    if (closed) return Promise.reject(new GroupClosedError(groupId, 0));
+    if (!(data instanceof Float32Array)) return Promise.reject(new CollectiveArgumentError('data', data, 'must be a Float32Array'));
+    const wire = typeof stepOrOpts === 'number' ? 'fp32' : (stepOrOpts.wire ?? 'fp32');
+    stats.ops++;
+    return Promise.resolve(solo(data, wire));
+  };
+  return {
+    rank: 0,
+    worldSize: 1,
+    runId,
+    groupId,
+    allReduce,
+    barrier: async () => undefined,
+    counters: () => ({ ...stats }),
+    close: async () => {
+      closed = true;
+    },
+  };
+}
+
 interface Hello {
   instance: string;
   worldSize: number;

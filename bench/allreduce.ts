@@ -1,0 +1,213 @@
+// `dalle bench allreduce [--json] [--sizes 1,16,64] [--worlds 2,4] [--iters 3] [--url nats://…]`
+//
+// Bus bandwidth of the collective's all-reduce (S/t · 2(W−1)/W, the NCCL convention: what each rank's link
+// carries) for S = 1, 16, 64 MB at W = 2 and 4, one process per rank, next to the raw NATS pub/sub
+// throughput between two processes measured in the same run with the same message size (the ratio is
+// the figure to watch: the protocol's cost over the transport). Starts its own nats-server unless --url.
+import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { createServer } from 'node:net';
+import { cpus, loadavg, tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath, pathToFileURL } from 'node:url';
+import { connect } from 'nats';
+import { joinGroup } from '../collective/index.ts';
+
+const MB = 1 << 20;
+const self = fileURLToPath(import.meta.url);
+
+interface RankJob {
+  kind: 'rank';
+  url: string;
+  runId: string;
+  rank: number;
+  worldSize: number;
+  sizesMB: number[];
+  iters: number;
+}
+interface PubSubJob {
+  kind: 'pub' | 'sub';
+  url: string;
+  subject: string;
+  msgBytes: number;
+  count: number;
+}
+
+function arg(argv: string[], name: string): string | undefined {
+  const i = argv.indexOf(name);
+  return i >= 0 ? argv[i + 1] : undefined;
+}
+const list = (s: string | undefined, d: number[]) => (s ? s.split(',').map(Number) : d);
+
+async function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const s = createServer();
+    s.listen(0, '127.0.0.1', () => {
+      const port = (s.address() as { port: number }).port;
+      s.close(() => resolve(port));
+    });
+    s.on('error', reject);
+  });
+}
+
+/** A private nats-server for the run (default settings: max_payload 1 MiB, max_pending 64 MiB). */
+async function startServer(): Promise<{ url: string; stop: () => void }> {
+  const port = await freePort();
+  const dir = mkdtempSync(join(tmpdir(), 'bench-nats-'));
+  const bin = process.env.DALLE_NATS_BIN ?? 'nats-server';
+  const p = spawn(bin, ['-a', '127.0.0.1', '-p', String(port), '-l', join(dir, 'log')], { stdio: 'ignore' });
+  const url = `nats://127.0.0.1:${port}`;
+  for (let i = 0; i < 100; i++) {
+    try {
+      const nc = await connect({ servers: url, reconnect: false });
+      await nc.close();
+      const stop = () => {
+        p.kill();
+        rmSync(dir, { recursive: true, force: true });
+      };
+      return { url, stop };
+    } catch {
+      await new Promise((r) => setTimeout(r, 100));
+    }
+  }
+  p.kill();
+  throw new Error(`could not start ${bin} on port ${port}`);
+}
+
+function runChild(job: RankJob | PubSubJob): { child: ChildProcess; lines: Promise<Record<string, unknown>[]>; first: Promise<Record<string, unknown>> } {
+  const child = spawn(process.execPath, ['--import', 'tsx', self, '--child', JSON.stringify(job)], { stdio: ['ignore', 'pipe', 'inherit'] });
+  const out: Record<string, unknown>[] = [];
+  let buf = '';
+  let firstResolve!: (l: Record<string, unknown>) => void;
+  const first = new Promise<Record<string, unknown>>((r) => (firstResolve = r));
+  child.stdout!.on('data', (d: Buffer) => {
+    buf += d.toString();
+    let i: number;
+    while ((i = buf.indexOf('\n')) >= 0) {
+      const l = JSON.parse(buf.slice(0, i)) as Record<string, unknown>;
+      buf = buf.slice(i + 1);
+      if (!out.length) firstResolve(l);
+      out.push(l);
+    }
+  });
+  const lines = new Promise<Record<string, unknown>[]>((resolve, reject) =>
+    child.on('exit', (code) => (code === 0 ? resolve(out) : reject(new Error(`bench child ${job.kind} exited ${code}`)))),
+  );
+  return { child, lines, first };
+}
+
+/** Raw NATS: one publisher process → one subscriber process, `count` messages of `msgBytes`. */
+async function rawPubSub(url: string, msgBytes: number, totalBytes: number): Promise<number> {
+  const count = Math.ceil(totalBytes / msgBytes);
+  const subject = `bench.raw.${process.pid}.${Date.now()}`;
+  const sub = runChild({ kind: 'sub', url, subject, msgBytes, count });
+  await sub.first; // subscribed
+  const pub = runChild({ kind: 'pub', url, subject, msgBytes, count });
+  const [res] = await Promise.all([sub.lines, pub.lines]);
+  const r = res[res.length - 1] as { ms: number; bytes: number };
+  return r.bytes / MB / (r.ms / 1000);
+}
+
+const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
+
+export async function main(argv: string[]): Promise<void> {
+  const json = argv.includes('--json');
+  const sizesMB = list(arg(argv, '--sizes'), [1, 16, 64]);
+  const worlds = list(arg(argv, '--worlds'), [2, 4]);
+  const iters = Number(arg(argv, '--iters') ?? 3);
+  const given = arg(argv, '--url');
+  const server = given ? { url: given, stop: () => undefined } : await startServer();
+  try {
+    const probe = await connect({ servers: server.url });
+    const maxPayload = probe.info!.max_payload;
+    await probe.close();
+    const chunkBytes = Math.min(MB, maxPayload - 4096) - (Math.min(MB, maxPayload - 4096) % 4);
+    const rawMBps = await rawPubSub(server.url, chunkBytes, 48 * MB);
+    const results: { worldSize: number; sizeMB: number; ms: number; algMBps: number; busMBps: number; busToRaw: number; samplesMs: number[] }[] = [];
+    for (const W of worlds) {
+      const runId = `bench-${process.pid}-${W}-${Date.now()}`;
+      const ranks = Array.from({ length: W }, (_, rank) => runChild({ kind: 'rank', url: server.url, runId, rank, worldSize: W, sizesMB, iters }));
+      const outs = await Promise.all(ranks.map((r) => r.lines));
+      for (const sizeMB of sizesMB) {
+        // an iteration ends when the slowest rank has its result
+        const per = outs.map((o) => (o.find((l) => l.sizeMB === sizeMB) as { times: number[] }).times);
+        const samples = per[0]!.map((_, i) => Math.max(...per.map((t) => t[i]!)));
+        const ms = median(samples);
+        const algMBps = sizeMB / (ms / 1000);
+        const busMBps = (algMBps * 2 * (W - 1)) / W;
+        results.push({ worldSize: W, sizeMB, ms, algMBps, busMBps, busToRaw: busMBps / rawMBps, samplesMs: samples });
+      }
+    }
+    const report = {
+      bench: 'allreduce',
+      machine: { cpus: cpus().length, loadavg1: loadavg()[0] },
+      chunkBytes,
+      iters,
+      raw: { what: 'one publisher process → one subscriber process', msgBytes: chunkBytes, MBps: rawMBps },
+      results,
+    };
+    if (json) {
+      console.log(JSON.stringify(report));
+      return;
+    }
+    console.log(`all-reduce over NATS (one process per rank), ${iters} timed iterations, median; chunk ${chunkBytes} B; load ${report.machine.loadavg1.toFixed(1)} on ${report.machine.cpus} cores`);
+    console.log(`raw NATS pub/sub, 1 → 1 process, ${chunkBytes} B messages: ${rawMBps.toFixed(0)} MB/s`);
+    console.log('   W   size      time   alg bw   bus bw   bus/raw');
+    for (const r of results) {
+      console.log(`${String(r.worldSize).padStart(4)} ${String(r.sizeMB).padStart(4)} MB ${r.ms.toFixed(1).padStart(8)} ms ${r.algMBps.toFixed(0).padStart(5)} MB/s ${r.busMBps.toFixed(0).padStart(5)} MB/s ${(r.busToRaw * 100).toFixed(0).padStart(6)} %`);
+    }
+  } finally {
+    server.stop();
+  }
+}
+
+async function child(job: RankJob | PubSubJob): Promise<void> {
+  const nc = await connect({ servers: job.url });
+  if (job.kind === 'sub') {
+    let n = 0;
+    let bytes = 0;
+    let t0 = 0;
+    const done = new Promise<void>((resolve) =>
+      nc.subscribe(job.subject, {
+        callback: (_e, m) => {
+          if (n === 0) t0 = performance.now();
+          n++;
+          bytes += m.data.length;
+          if (n === job.count) resolve();
+        },
+      }),
+    );
+    await nc.flush();
+    console.log(JSON.stringify({ ready: true }));
+    await done;
+    // first → last arrival covers count−1 messages
+    console.log(JSON.stringify({ ms: performance.now() - t0, bytes: (bytes * (job.count - 1)) / job.count }));
+  } else if (job.kind === 'pub') {
+    const payload = new Uint8Array(job.msgBytes).fill(7);
+    for (let i = 0; i < job.count; i++) {
+      nc.publish(job.subject, payload);
+      if (i % 8 === 7) await nc.flush(); // keep the client's outbound buffer bounded, as the all-reduce's window does
+    }
+    await nc.flush();
+  } else if (job.kind === 'rank') {
+    const g = await joinGroup({ nc, runId: job.runId, groupId: 'bench', rank: job.rank, worldSize: job.worldSize, timeoutMs: 60_000 });
+    for (const sizeMB of job.sizesMB) {
+      const data = new Float32Array((sizeMB * MB) / 4);
+      for (let i = 0; i < data.length; i++) data[i] = ((i * 2654435761) % 1000) / 1000 - 0.5;
+      const times: number[] = [];
+      for (let it = -1; it < job.iters; it++) {
+        await g.barrier(it + 1);
+        const t0 = performance.now();
+        await g.allReduce(data, { step: it + 1, tag: `s${sizeMB}` });
+        if (it >= 0) times.push(performance.now() - t0); // iteration -1 warms up
+      }
+      console.log(JSON.stringify({ rank: job.rank, sizeMB, times, resent: g.counters().resent }));
+    }
+    await g.close();
+  }
+  await nc.close();
+}
+
+if (process.argv[1] && import.meta.url === pathToFileURL(process.argv[1]).href && process.argv[2] === '--child') {
+  await child(JSON.parse(process.argv[3]!) as RankJob | PubSubJob);
+}
