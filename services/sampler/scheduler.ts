@@ -16,11 +16,12 @@ export interface SchedulerOptions {
   maxQueue: number;
   /** Rows (images) in one session's forward pass; ≥ 16 so any single request fits. */
   maxBatchRows: number;
-  /** When idle, wait this long after the first arrival so near-simultaneous requests share a session. */
+  /** A new session starts only once its oldest request waited this long (or rows fill a batch), so
+   *  requests arriving close together share one session instead of each paying for its own passes. */
   batchWindowMs: number;
 }
 
-export const defaultSchedulerOptions: SchedulerOptions = { maxConcurrent: 16, maxQueue: 64, maxBatchRows: 64, batchWindowMs: 4 };
+export const defaultSchedulerOptions: SchedulerOptions = { maxConcurrent: 16, maxQueue: 64, maxBatchRows: 64, batchWindowMs: 10 };
 
 /** A finished image, before PNG encoding. */
 export interface SampledImage {
@@ -218,8 +219,11 @@ export class Scheduler {
     this.running = true;
     try {
       while (this.queue.length > 0 || this.sessions.length > 0) {
-        // Idle → first arrival: give simultaneous requests a moment to arrive and share one session.
-        if (this.sessions.length === 0 && this.options.batchWindowMs > 0) await sleep(this.options.batchWindowMs);
+        // Idle → first arrival: give near-simultaneous requests the window to arrive and share one session.
+        if (this.sessions.length === 0 && this.queue.length > 0) {
+          const wait = this.options.batchWindowMs - (performance.now() - this.queue[0]!.stats.enqueuedAt);
+          if (wait > 0) await sleep(wait);
+        }
         this.admit();
         for (const s of [...this.sessions]) {
           this.step(s);
@@ -235,6 +239,11 @@ export class Scheduler {
 
   /** Moves queued requests (FIFO, no overtaking) into new sessions, one per model, while limits allow. */
   private admit(): void {
+    const head = this.queue[0];
+    if (!head) return;
+    const queuedRows = this.queue.reduce((n, j) => n + j.rows.length, 0);
+    const waited = performance.now() - head.stats.enqueuedAt;
+    if (this.sessions.length > 0 && waited < this.options.batchWindowMs && queuedRows < this.options.maxBatchRows) return;
     const groups: { model: SamplingModel; jobs: Job[]; rows: number }[] = [];
     let jobs = this.active;
     while (this.queue.length > 0 && jobs < this.options.maxConcurrent) {

@@ -1,0 +1,238 @@
+// `dalle bench generate [--json] [--preset shapes] [--images 32] [--levels 1,4,16] [--store dir --model name]`
+//
+// The sampling service end to end over a loopback gRPC server in this process:
+//   - time to first image: one Generate (1 image) on a warm server, call → first Image event;
+//   - images/s at concurrency 1, 4 and 16: C clients each sending 1-image Generate calls back to back
+//     until `images` images came back; the gain over concurrency 1 is what batched token steps buy
+//     (concurrent requests share one forward pass per token); forward passes and rows per pass are shown;
+//   - the KV-cache speedup: image tokens/s sampling `rows` rows with the cache (model/sampling.ts) and
+//     with the cache-free reference (model/sampling-reference.ts), same rows, same tokens.
+// The model is the preset's architecture with initial weights (speed does not depend on training) and a
+// tokenizer trained on the shapes captions, packed as a real bundle; or a published one (--store/--model).
+// Figures only, never pass/fail: the machines are shared and noisy, so quote ratios from one run.
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { loadSpec, PresetName, type RunSpec } from '../config/index.ts';
+import { ShapesDataset } from '../data/shapes-dataset.ts';
+import { trainTokenizer } from '../data/tokenizer.ts';
+import { initBackend } from '../model/backend.ts';
+import { dvaeParamSpecs, initDvaeParams } from '../model/dvae.ts';
+import { createSampler, type SampleRow } from '../model/sampling.ts';
+import { sampleWithoutCache } from '../model/sampling-reference.ts';
+import { encodeState } from '../model/state-io.ts';
+import { initTransformerParams, Transformer, transformerParamSpecs } from '../model/transformer.ts';
+import { createSamplerClient, generate } from '../services/sampler/client.ts';
+import { SamplerService } from '../services/sampler/server.ts';
+import type { StepEvent } from '../services/sampler/scheduler.ts';
+import { decodeBundle, encodeBundle, openStores } from '../store/index.ts';
+
+/** A bad command-line argument for this benchmark. */
+export class BenchArgumentError extends Error {
+  override name = 'BenchArgumentError';
+  constructor(
+    readonly argument: string,
+    readonly problem: string,
+  ) {
+    super(`bench generate: ${argument}: ${problem}`);
+  }
+}
+
+interface Options {
+  json: boolean;
+  preset: PresetName;
+  images: number;
+  levels: number[];
+  rows: number;
+  store?: string;
+  model?: string;
+}
+
+function parseArgs(argv: string[]): Options {
+  const o: Options = { json: false, preset: 'shapes', images: 32, levels: [1, 4, 16], rows: 4 };
+  const int = (flag: string, v: string | undefined) => {
+    const n = Number(v);
+    if (!Number.isInteger(n) || n < 1) throw new BenchArgumentError(flag, `expects a positive integer, got ${v}`);
+    return n;
+  };
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i]!;
+    const v = () => {
+      const x = argv[++i];
+      if (x === undefined) throw new BenchArgumentError(a, 'needs a value');
+      return x;
+    };
+    if (a === '--json') o.json = true;
+    else if (a === '--preset') {
+      const p = PresetName.safeParse(v());
+      if (!p.success || p.data === 'paper-12b') throw new BenchArgumentError(a, `expects tiny, shapes or cub, got ${argv[i]}`);
+      o.preset = p.data;
+    } else if (a === '--images') o.images = int(a, v());
+    else if (a === '--rows') o.rows = int(a, v());
+    else if (a === '--levels') o.levels = v().split(',').map((x) => int(a, x));
+    else if (a === '--store') o.store = v();
+    else if (a === '--model') o.model = v();
+    else throw new BenchArgumentError(a, 'unknown argument (known: --json --preset --images --levels --rows --store --model)');
+  }
+  if (Boolean(o.store) !== Boolean(o.model)) throw new BenchArgumentError('--store/--model', 'give both (a published model) or neither (a fresh bundle)');
+  return o;
+}
+
+/** A bundle of the preset's architecture with initial weights and a tokenizer trained on shapes captions. */
+async function initBundle(spec: RunSpec): Promise<Uint8Array> {
+  const shapes = spec.dataset.kind === 'shapes' ? spec.dataset : { kind: 'shapes' as const, count: 256, canvas: 32, seed: 1234 };
+  const tokenizer = await trainTokenizer(new ShapesDataset(shapes, 'train'), spec.transformer.vocabSize);
+  const tSpecs = transformerParamSpecs(spec.transformer, spec.dvae);
+  const tArrays = initTransformerParams(spec.transformer, spec.dvae, spec.train.seed);
+  const dSpecs = dvaeParamSpecs(spec.dvae);
+  const dArrays = initDvaeParams(spec.dvae, spec.train.seed);
+  return encodeBundle({
+    spec,
+    tokenizer: tokenizer.toJSON(),
+    dvae: encodeState({ stage: 'dvae', bench: 'init' }, dSpecs.map((s, i) => [s.name, dArrays[i]!] as const)),
+    transformer: encodeState({ stage: 'transformer', bench: 'init' }, tSpecs.map((s, i) => [s.name, tArrays[i]!] as const)),
+    meta: { bench: 'generate', weights: 'init' },
+  });
+}
+
+interface Level {
+  concurrency: number;
+  images: number;
+  seconds: number;
+  imagesPerSec: number;
+  /** Forward passes run, and mean rows per pass. */
+  forwardPasses: number;
+  rowsPerPass: number;
+  meanLatencyMs: number;
+}
+
+export async function main(argv: string[]): Promise<void> {
+  const o = parseArgs(argv);
+  const backend = await initBackend();
+  const say = (s: string) => {
+    if (!o.json) console.log(s);
+  };
+  const dir = mkdtempSync(join(tmpdir(), 'bench-generate-'));
+  const { models } = await openStores({ dir: o.store ?? dir });
+  const name = o.model ?? 'bench';
+  let bundle: Uint8Array;
+  if (o.model) {
+    bundle = (await models.load(o.model)).bundle;
+  } else {
+    bundle = await initBundle(loadSpec(o.preset));
+    await models.publish(name, bundle, { preset: o.preset });
+  }
+  const spec = decodeBundle(bundle).spec;
+  const steps: StepEvent[] = [];
+  const svc = new SamplerService({
+    store: models,
+    defaultModel: name,
+    log: () => {},
+    scheduler: { maxConcurrent: Math.max(16, ...o.levels), maxQueue: 1024, maxBatchRows: Math.max(64, ...o.levels) },
+    observer: { onStep: (e) => steps.push(e) },
+  });
+  const port = await svc.listen('127.0.0.1:0');
+  await svc.registry.waitForServing(1, 120_000);
+  const client = createSamplerClient(`127.0.0.1:${port}`);
+  const grid2 = spec.dvae.grid ** 2;
+  say(`bench generate: model ${name} (${spec.preset}: ${spec.dvae.resolution}² px, ${grid2} image tokens, ${spec.transformer.layers} layers × d ${spec.transformer.dModel}), backend ${backend}`);
+  try {
+    // Warm-up: first-call kernel setup is not what a running service pays.
+    await generate(client, { prompt: 'a large red circle', numImages: 1, seed: 0n });
+    const firsts = [];
+    for (let i = 1; i <= 3; i++) firsts.push(await generate(client, { prompt: 'a small blue square', numImages: 1, seed: BigInt(i) }));
+    const first = firsts.sort((a, b) => a.firstImageMs! - b.firstImageMs!)[1]!; // the median of 3
+    const ttfi = first.firstImageMs!;
+    say(`  time to first image (1 image, warm, median of 3): ${ttfi.toFixed(0)} ms (sample ${first.done.timings!.sampleMs.toFixed(0)} ms, decode+png ${first.done.timings!.decodeMs.toFixed(0)} ms)`);
+
+    const levels: Level[] = [];
+    for (const c of o.levels) {
+      const before = steps.length;
+      let issued = 0;
+      const latencies: number[] = [];
+      const t0 = performance.now();
+      await Promise.all(
+        Array.from({ length: c }, async (_, k) => {
+          while (issued < o.images) {
+            const seed = issued++;
+            const a = performance.now();
+            await generate(client, { prompt: k % 2 ? 'a green triangle' : 'a large yellow circle', numImages: 1, seed: BigInt(seed) }, { keepProgress: false });
+            latencies.push(performance.now() - a);
+          }
+        }),
+      );
+      const seconds = (performance.now() - t0) / 1000;
+      const passes = steps.slice(before);
+      const level: Level = {
+        concurrency: c,
+        images: latencies.length,
+        seconds,
+        imagesPerSec: latencies.length / seconds,
+        forwardPasses: passes.length,
+        rowsPerPass: passes.reduce((s, p) => s + p.rows, 0) / Math.max(1, passes.length),
+        meanLatencyMs: latencies.reduce((a, b) => a + b, 0) / latencies.length,
+      };
+      levels.push(level);
+      say(
+        `  concurrency ${String(c).padStart(2)}: ${level.imagesPerSec.toFixed(2)} images/s (${level.images} in ${seconds.toFixed(1)} s, ` +
+          `${level.forwardPasses} forward passes, ${level.rowsPerPass.toFixed(1)} rows/pass, mean latency ${level.meanLatencyMs.toFixed(0)} ms)`,
+      );
+    }
+    const base = levels.find((l) => l.concurrency === 1)?.imagesPerSec;
+    const gains = Object.fromEntries(levels.map((l) => [l.concurrency, base ? l.imagesPerSec / base : null]));
+    if (base) say(`  batching gain vs concurrency 1: ${levels.map((l) => `×${(l.imagesPerSec / base).toFixed(2)} at ${l.concurrency}`).join(', ')}`);
+
+    // KV cache vs the cache-free reference, on the model itself (same rows, same random numbers).
+    const b = decodeBundle(bundle);
+    const tArrays = (await import('../model/state-io.ts')).decodeState(b.transformer).arrays;
+    const model = Transformer.fromArrays(b.spec.transformer, b.spec.dvae, transformerParamSpecs(b.spec.transformer, b.spec.dvae).map((s) => tArrays.get(s.name)!));
+    let kv: { cached: number; uncached: number; speedup: number; identical: boolean };
+    try {
+      const text = new Int32Array(b.spec.transformer.textLen);
+      text.set([3, 5, 7, 9].map((t) => t % b.spec.transformer.vocabSize || 1));
+      const rows: SampleRow[] = Array.from({ length: o.rows }, (_, i) => ({ text, seed: 7, index: i }));
+      const time = (f: () => Int32Array[]) => {
+        const t0 = performance.now();
+        const out = f();
+        return { out, s: (performance.now() - t0) / 1000 };
+      };
+      const cached = time(() => {
+        const s = createSampler(model).start(rows);
+        while (!s.done) s.step();
+        const out = rows.map((_, i) => s.tokens(i));
+        s.dispose();
+        return out;
+      });
+      const uncached = time(() => sampleWithoutCache(model, rows));
+      const tokens = o.rows * grid2;
+      kv = {
+        cached: tokens / cached.s,
+        uncached: tokens / uncached.s,
+        speedup: uncached.s / cached.s,
+        identical: cached.out.every((t, i) => t.every((x, j) => x === uncached.out[i]![j])),
+      };
+    } finally {
+      model.dispose();
+    }
+    say(
+      `  KV cache: ${kv.cached.toFixed(0)} image tokens/s vs ${kv.uncached.toFixed(0)} without (×${kv.speedup.toFixed(2)}, ${o.rows} rows × ${grid2} tokens; same tokens: ${kv.identical})`,
+    );
+    if (o.json) {
+      console.log(
+        JSON.stringify({
+          bench: 'generate',
+          backend,
+          model: { name, preset: spec.preset, resolution: spec.dvae.resolution, imageTokens: grid2, layers: spec.transformer.layers, dModel: spec.transformer.dModel },
+          timeToFirstImageMs: ttfi,
+          levels,
+          batchingGain: gains,
+          kvCache: { rows: o.rows, tokensPerSecCached: kv.cached, tokensPerSecUncached: kv.uncached, speedup: kv.speedup, identicalTokens: kv.identical },
+        }),
+      );
+    }
+  } finally {
+    client.close();
+    await svc.shutdown(5_000);
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
