@@ -74,6 +74,9 @@ export const DvaeConfig = z.strictObject({
   emaDecay: prob.default(0.999),
   /** ε of the logit-Laplace pixel map φ (paper: 0.1). */
   logitLaplaceEps: z.number().positive().max(0.5).default(0.1),
+  /** Feed the encoder 2φ(x)−1 instead of φ(x) (the official code feeds φ(x): false). On flat white
+   *  backgrounds the uncentred input's constant term makes every cell pick one code early in training. */
+  centerInput: z.boolean().default(false),
 });
 export type DvaeConfig = z.infer<typeof DvaeConfig>;
 
