@@ -2,9 +2,10 @@
 // the worker wire real connections the same way).
 import type { Client } from '@temporalio/client';
 import type { NatsConnection } from 'nats';
-import type { RunSpec } from '../config/index.ts';
+import { RunSpec } from '../config/index.ts';
 import type { CheckpointStore, ModelStore, PartRef } from '../store/index.ts';
 import { commitEncoded, encodeShard, prepareTokenizer } from './encode-dataset.ts';
+import { withFatalErrors } from './errors.ts';
 import { publishModel } from './publish-model.ts';
 import { trainShard } from './train-shard.ts';
 import type { EncodeShardInput, PublishInput, ResolveCheckpointInput, ResolvedCheckpoint, TrainShardInput } from './types.ts';
@@ -17,9 +18,15 @@ export interface ActivityDeps {
   log?: (msg: string, fields?: Record<string, unknown>) => void;
 }
 
+/** Every activity re-validates the spec it is handed: a workflow started by an older version carries a
+ *  spec without newer fields, and zod fills their defaults (or names what is wrong). */
+function checked<I extends { spec: RunSpec }>(input: I): I {
+  return { ...input, spec: RunSpec.parse(input.spec) };
+}
+
 export function createActivities(deps: ActivityDeps) {
   const log = deps.log ?? ((msg, fields) => console.log(`[worker] ${msg}`, fields ?? ''));
-  return {
+  return withFatalErrors({
     async resolveCheckpoint(input: ResolveCheckpointInput): Promise<ResolvedCheckpoint> {
       const fallbacks: string[] = [];
       const m = await deps.checkpoints.resolve(input.runId, input.stage, (f) =>
@@ -29,19 +36,19 @@ export function createActivities(deps: ActivityDeps) {
       return { step: m?.step ?? 0, fallbacks };
     },
     async trainShard(input: TrainShardInput) {
-      return trainShard({ ...deps, log }, input);
+      return trainShard({ ...deps, log }, checked(input));
     },
     async prepareTokenizer(input: { runId: string; spec: RunSpec }): Promise<PartRef> {
-      return prepareTokenizer(deps.checkpoints, input);
+      return prepareTokenizer(deps.checkpoints, checked(input));
     },
     async encodeShard(input: EncodeShardInput): Promise<PartRef> {
-      return encodeShard(deps.checkpoints, input);
+      return encodeShard(deps.checkpoints, checked(input));
     },
     async commitEncoded(input: { runId: string; spec: RunSpec; parts: PartRef[]; shards: number }): Promise<void> {
-      return commitEncoded(deps.checkpoints, input);
+      return commitEncoded(deps.checkpoints, checked(input));
     },
     async publishModel(input: PublishInput) {
-      return publishModel(deps, input);
+      return publishModel(deps, checked(input));
     },
-  };
+  });
 }

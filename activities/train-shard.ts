@@ -8,6 +8,7 @@ import type { Client } from '@temporalio/client';
 import type { NatsConnection } from 'nats';
 import type { RunSpec } from '../config/index.ts';
 import { joinGroup, PowerSgd, type Group } from '../collective/index.ts';
+import { initBackend } from '../model/backend.ts';
 import type { Trainer } from '../model/trainer.ts';
 import type { CheckpointStore, PartRef } from '../store/index.ts';
 import { progressSignal } from '../workflows/signals.ts';
@@ -48,12 +49,12 @@ async function gatherPartRefs(group: Group, step: number, rank: number, worldSiz
 
 /** Stores this step's checkpoint; rank 0 commits once every rank's part is stored (the gather above is
  *  the barrier: no rank's reference exists before its part does). */
-async function saveCheckpoint(deps: TrainShardDeps, input: TrainShardInput, step: number, trainer: Trainer<unknown>, psgd: PowerSgd, group: Group, loss: number): Promise<void> {
+async function saveCheckpoint(deps: TrainShardDeps, input: TrainShardInput, step: number, trainer: Trainer<unknown>, psgd: PowerSgd, group: Group, loss: number, backend: string): Promise<void> {
   const { runId, stage, rank, worldSize } = input;
   const mine = await deps.checkpoints.putPart(runId, stage, step, `rank${rank}`, psgd.saveState());
   const params = rank === 0 ? await deps.checkpoints.putPart(runId, stage, step, 'params', trainer.saveState()) : undefined;
   const ranks = await gatherPartRefs(group, step, rank, worldSize, mine);
-  if (params) await deps.checkpoints.commit({ runId, stage, step, parts: [params, ...ranks], meta: { worldSize, loss, groupId: input.groupId } }, input.spec.train.keepCheckpoints);
+  if (params) await deps.checkpoints.commit({ runId, stage, step, parts: [params, ...ranks], meta: { worldSize, loss, groupId: input.groupId, backend } }, input.spec.train.keepCheckpoints);
 }
 
 export async function trainShard(deps: TrainShardDeps, input: TrainShardInput): Promise<TrainShardResult> {
@@ -65,6 +66,7 @@ export async function trainShard(deps: TrainShardDeps, input: TrainShardInput): 
   }
 
   // 1. State: model + optimizer from the committed checkpoint (or the seed), this rank's PowerSGD state.
+  const backend = await initBackend();
   const trainer = await createStageTrainer(stage, spec, worldSize);
   const source: StageBatchSource = await stageBatches(stage, spec, deps.checkpoints, runId);
   const psgd = new PowerSgd(trainer.paramSpecs(), spec.powersgd, { rank, worldSize, seed: spec.train.seed });
@@ -78,11 +80,15 @@ export async function trainShard(deps: TrainShardDeps, input: TrainShardInput): 
       psgd.loadState(await deps.checkpoints.loadPart(manifest, `rank${rank}`));
     }
     checkpointStep = fromStep;
+    if (manifest.meta.backend !== undefined && manifest.meta.backend !== backend) {
+      deps.log(`resuming a checkpoint written on the ${String(manifest.meta.backend)} backend on ${backend}: training continues correctly, but not bit-identically to a run that stayed on one backend`);
+    }
   }
 
   // 2. The group: a barrier that every rank of this segment launch passes, or PeerLostError.
   const group = await joinGroup({
     nc: deps.nc, runId, groupId: input.groupId, rank, worldSize, timeoutMs: spec.train.collectiveTimeout * 1000,
+    joinTimeoutMs: spec.train.joinTimeout * 1000,
   });
   const progressHandle = rank === 0 ? deps.client.workflow.getHandle(input.progressWorkflowId) : undefined;
   let lastProgress = 0;
@@ -111,7 +117,7 @@ export async function trainShard(deps: TrainShardDeps, input: TrainShardInput): 
 
       const done = step + 1;
       if (done % spec.train.checkpointEvery === 0 || done === toStep) {
-        await saveCheckpoint(deps, input, done, trainer, psgd, group, loss);
+        await saveCheckpoint(deps, input, done, trainer, psgd, group, loss, backend);
         checkpointStep = done;
       }
       lastDetails = { step: done, checkpointStep };

@@ -169,6 +169,9 @@ export const TrainConfig = z.strictObject({
   heartbeatTimeout: z.number().positive().default(30),
   /** Seconds a collective operation waits for peers before PeerLostError. */
   collectiveTimeout: z.number().positive().default(20),
+  /** Seconds the ranks of a segment wait for each other to arrive: longer than collectiveTimeout, since a
+   *  replacement worker may still be starting (a waiting rank keeps heartbeating). */
+  joinTimeout: z.number().positive().default(120),
   /** Committed checkpoints kept per stage. */
   keepCheckpoints: positiveInt.default(3),
   /** Segment restarts allowed per stage before the run fails. */

@@ -47,7 +47,8 @@ test('train: SIGKILLed workers and a corrupted checkpoint still give bit-identic
       // moves past it again.
       const after = await waitFor('progress after the kill', async () => {
         const p = await progress(client, run);
-        return p?.lastResume && p.lastResume.restarts > kills.length && p.stage === stage && p.step > p.lastResume.fromStep ? p : undefined;
+        const r = p?.lastResume;
+        return r && r.stage === stage && r.restarts > before.restarts && p.step > r.fromStep ? p : undefined;
       }, 5 * 60_000, 100);
       kills.push({ stage, step: before.step, committed, resumedAfterMs: Date.now() - killedAt, resumedFrom: after.lastResume!.fromStep });
       assert.equal(after.lastResume!.fromStep, committed, 'resumed from the last committed checkpoint');
