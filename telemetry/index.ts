@@ -48,7 +48,7 @@ export {
   type CheckpointSpan,
 } from './spans.ts';
 export { injectNatsHeaders, extractNatsContext, linkFromNatsHeaders, MessagingSpanKind } from './nats.ts';
-export { temporalClientInterceptors, temporalWorkerOptions, WORKFLOW_INTERCEPTOR_MODULES, UNTRACED_SIGNALS, type TemporalWorkerTelemetry } from './temporal.ts';
+export { temporalClientInterceptors, temporalWorkerOptions, WORKFLOW_INTERCEPTOR_MODULES, UNTRACED_SIGNALS, type TemporalWorkerTelemetry, type DalleWorkflowSinks } from './temporal.ts';
 export {
   grpcServerTracing,
   grpcClientTracing,

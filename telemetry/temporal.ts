@@ -19,6 +19,8 @@ import {
   type OpenTelemetrySinks,
 } from '@temporalio/interceptors-opentelemetry';
 import type { InjectedSinks, WorkerInterceptors } from '@temporalio/worker';
+import type { Sinks } from '@temporalio/workflow';
+import { dalleMetrics } from './metrics.ts';
 import { CurrentSpanProcessor, getTracer, telemetryResource } from './setup.ts';
 
 const require = createRequire(import.meta.url);
@@ -57,9 +59,22 @@ export function temporalClientInterceptors(): ClientInterceptors {
   return { workflow: [new DalleWorkflowClientInterceptor({ tracer: getTracer() })] };
 }
 
+/**
+ * Metrics only a workflow knows (it decides relaunches), recorded through a sink so workflow code stays
+ * deterministic: sinks run outside the isolate and not during replay, so a replayed relaunch is not counted
+ * twice. In workflow code: `const { dalleMetrics } = proxySinks<DalleWorkflowSinks>();` then
+ * `dalleMetrics.restart({ runId, stage })`.
+ */
+export interface DalleWorkflowSinks extends Sinks {
+  dalleMetrics: {
+    /** A segment is relaunched after a lost rank: `dalle.train.restarts` += 1. */
+    restart(a: { runId: string; stage: 'dvae' | 'transformer' }): void;
+  };
+}
+
 export interface TemporalWorkerTelemetry {
   interceptors: WorkerInterceptors;
-  sinks: InjectedSinks<OpenTelemetrySinks>;
+  sinks: InjectedSinks<OpenTelemetrySinks & DalleWorkflowSinks>;
 }
 
 /**
@@ -81,6 +96,14 @@ export function temporalWorkerOptions(): TemporalWorkerTelemetry {
       ],
       client: temporalClientInterceptors(),
     },
-    sinks: { exporter: makeWorkflowExporter(new CurrentSpanProcessor(keepWorkflowSpan), telemetryResource()) },
+    sinks: {
+      exporter: makeWorkflowExporter(new CurrentSpanProcessor(keepWorkflowSpan), telemetryResource()),
+      dalleMetrics: {
+        restart: {
+          fn: (_info, a) => dalleMetrics().restarts.add(1, { 'dalle.run_id': a.runId, 'dalle.stage': a.stage }),
+          callDuringReplay: false,
+        },
+      },
+    },
   };
 }

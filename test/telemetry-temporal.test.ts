@@ -9,7 +9,7 @@ import { initTelemetry, shutdownTelemetry, temporalClientInterceptors, withSpan 
 import { OtlpReceiver, type ReceivedSpan } from './fixtures/otlp-receiver.ts';
 import { spawnChild } from './fixtures/telemetry-spawn.ts';
 
-test('telemetry: one trace from a Temporal client through both workflows to every rank activity and its all-reduce', async () => {
+test('telemetry: one trace from a Temporal client through both workflows to every rank activity and its all-reduce; restarts through the workflow sink', async () => {
   const env = serviceEnv();
   const rx = await OtlpReceiver.start();
   const runId = `tel-${process.pid}-${Date.now()}`;
@@ -86,6 +86,13 @@ test('telemetry: one trace from a Temporal client through both workflows to ever
         `rank ${String(ar.attributes['dalle.rank'])} links to its peer's all-reduce span`,
       );
     }
+
+    // The workflow's restart went through the sink to the worker's dalle.train.restarts counter.
+    worker.stop();
+    assert.equal((await worker.exited).code, 0);
+    const restarts = rx.latestPoint('dalle.train.restarts', (p) => p.attributes['dalle.run_id'] === runId);
+    assert.ok(restarts, rx.summary());
+    assert.deepEqual([restarts.service, restarts.value, restarts.attributes['dalle.stage']], ['dalle-worker', 1, 'dvae']);
   } finally {
     worker.stop();
     const { code, stderr } = await worker.exited;
