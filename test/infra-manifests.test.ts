@@ -357,6 +357,13 @@ test('infra: the collector takes OTLP/HTTP on 4318 and sends traces to Jaeger', 
     for (const e of p.exporters) assert.ok(col.exporters[e], `${name}: exporter ${e}`);
   }
   assert.deepEqual(col.service.pipelines.traces.exporters, ['otlp/jaeger']);
+  assert.ok((svc.jaeger.command as string[]).includes(`--set=receivers.otlp.protocols.grpc.endpoint=0.0.0.0:${portOf(jaeger.endpoint)}`));
+  // One set of telemetry images and configs with the viewing-only stack beside it (docker-compose.yaml).
+  const viewing = parseYaml(read('infra/compose/docker-compose.yaml')) as Obj;
+  for (const name of ['otel-collector', 'jaeger', 'prometheus']) {
+    assert.equal(svc[name].image, viewing.services[name].image, `${name} image`);
+    assert.deepEqual(svc[name].volumes, viewing.services[name].volumes, `${name} mounts`);
+  }
 });
 
 test('infra: the compose healthcheck probe reads the sampler’s real gRPC health (NOT_SERVING until a model loads)', async () => {
