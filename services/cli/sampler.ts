@@ -52,7 +52,7 @@ export async function run(argv: string[]): Promise<number> {
   const graceMs = values.grace === undefined ? 30_000 : Number(values.grace) * 1000;
   if (!(graceMs >= 0)) throw new UsageError(`--grace must be a number of seconds ≥ 0, got '${values.grace}'`);
 
-  const { initTelemetry, shutdownTelemetry, grpcServerTracing } = await import('../../telemetry/index.ts');
+  const { initTelemetry, shutdownTelemetry, grpcServerTracing, observeQueueDepth } = await import('../../telemetry/index.ts');
   initTelemetry({ serviceName: 'dalle-sampler' });
   const { openStores } = await import('../../store/index.ts');
   let closeNats = async () => {};
@@ -77,6 +77,7 @@ export async function run(argv: string[]): Promise<number> {
     scheduler: Object.fromEntries(Object.entries(scheduler).filter(([, v]) => v !== undefined)),
     interceptors: [grpcServerTracing()],
   });
+  const stopQueueGauge = observeQueueDepth(() => svc.scheduler.queued);
   const port = await svc.listen(address);
   const host = address.slice(0, address.lastIndexOf(':'));
   process.stderr.write(`sampler: listening on ${host}:${port}, model '${model}' from ${where} (health NOT_SERVING until a version loads)\n`);
@@ -98,6 +99,7 @@ export async function run(argv: string[]): Promise<number> {
     process.on('SIGTERM', onSignal);
   });
   await stopped;
+  stopQueueGauge();
   await closeNats();
   await shutdownTelemetry();
   return 0;

@@ -6,6 +6,7 @@
 // (telemetry hangs its spans there).
 import { fileURLToPath } from 'node:url';
 import * as grpc from '@grpc/grpc-js';
+import { trace } from '@opentelemetry/api';
 import * as protoLoader from '@grpc/proto-loader';
 import { ReflectionService } from '@grpc/reflection';
 import { HealthImplementation, protoPath as healthProtoPath } from 'grpc-health-check';
@@ -19,6 +20,7 @@ import {
   type Timings,
 } from '../../proto/gen/dalle/v1/sampler.ts';
 import type { ModelStore } from '../../store/index.ts';
+import { GENERATE_ATTR } from '../../telemetry/grpc.ts';
 import type { ModelFacts, ModelLoader, RowSpec } from './engine.ts';
 import { DrainingError, GenerationStoppedError, toStatus } from './errors.ts';
 import { EventWriter, type GenerateSink } from './event-writer.ts';
@@ -83,6 +85,9 @@ export interface SamplerServiceOptions {
 export interface GenerateSummary {
   model: { name: string; version: number };
   images: number;
+  /** Image tokens per image (grid²) and the caption's text tokens. */
+  imageTokens: number;
+  textTokens: number;
   timings: Timings;
 }
 
@@ -157,6 +162,8 @@ export class SamplerService {
 
   private handleGenerate(call: grpc.ServerWritableStream<GenerateRequest, GenerateEvent>): void {
     const end = this.opts.onRequest?.({ method: 'Generate', request: call.request, metadata: call.metadata, peer: call.getPeer() });
+    // The server span of telemetry's interceptor, when there is one (a no-op span otherwise).
+    const span = trace.getActiveSpan();
     const stop = new AbortController();
     const raw = call.getDeadline();
     const deadline = raw instanceof Date ? raw.getTime() : raw;
@@ -167,6 +174,15 @@ export class SamplerService {
     const done = this.generate(call.request, writer, stop.signal).then(
       (summary) => {
         writer.end();
+        span?.setAttributes({
+          [GENERATE_ATTR.modelName]: summary.model.name,
+          [GENERATE_ATTR.modelVersion]: summary.model.version,
+          [GENERATE_ATTR.numImages]: summary.images,
+          [GENERATE_ATTR.imageTokens]: summary.imageTokens,
+          [GENERATE_ATTR.textTokens]: summary.textTokens,
+          'dalle.generate.shared_steps': summary.timings.sharedSteps,
+          'dalle.generate.queue_ms': summary.timings.queueMs,
+        });
         end?.({ code: grpc.status.OK, model: summary.model, images: summary.images, timings: summary.timings });
       },
       (err: unknown) => {
@@ -244,7 +260,13 @@ export class SamplerService {
         totalMs: performance.now() - t0,
         sharedSteps: s.sharedSteps,
       };
-      const summary = { model: { name: facts.name, version: facts.version }, images: images.length, timings };
+      const summary: GenerateSummary = {
+        model: { name: facts.name, version: facts.version },
+        images: images.length,
+        imageTokens: total,
+        textTokens: text.reduce((n, id) => n + (id === 0 ? 0 : 1), 0),
+        timings,
+      };
       await out.send({ event: { $case: 'done', value: { model: summary.model, timings } } });
       return summary;
     } finally {
