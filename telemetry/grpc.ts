@@ -27,7 +27,7 @@ import {
   type StatusObject,
 } from '@grpc/grpc-js';
 import { dalleMetrics } from './metrics.ts';
-import { getTracer } from './setup.ts';
+import { getTracer } from './api.ts';
 
 /** Attribute keys of Generate spans. */
 export const GENERATE_ATTR = {

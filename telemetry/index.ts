@@ -7,6 +7,9 @@
 //   traceAllReduce / traceCheckpoint / withSpan           spans of the training runtime
 //   grpcServerTracing() / grpcClientTracing()             gRPC spans + Generate metrics
 //   dalleMetrics()                                        the typed instruments of issue #8
+//
+// Libraries on a hot path that must not load the SDK (collective/ runs in many short rank processes) may
+// import `./spans.ts` and `./metrics.ts` directly: they depend on @opentelemetry/api alone.
 export {
   initTelemetry,
   shutdownTelemetry,

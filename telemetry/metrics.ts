@@ -3,7 +3,7 @@
 // provider and rebuilds them after `initTelemetry`/`shutdownTelemetry` (the metrics API, unlike the trace
 // API, has no proxy: an instrument made before `initTelemetry` would stay a no-op forever).
 import type { Counter, Gauge, Histogram, ObservableResult, UpDownCounter } from '@opentelemetry/api';
-import { getMeter, telemetryGeneration } from './setup.ts';
+import { getMeter, telemetryGeneration } from './api.ts';
 
 /** Attributes of training metrics. */
 export type TrainAttributes = {

@@ -17,8 +17,6 @@ import {
   trace,
   type Attributes,
   type Context,
-  type Meter,
-  type Tracer,
 } from '@opentelemetry/api';
 import { AsyncLocalStorageContextManager } from '@opentelemetry/context-async-hooks';
 import { W3CTraceContextPropagator, CompositePropagator, W3CBaggagePropagator } from '@opentelemetry/core';
@@ -32,17 +30,13 @@ import { BatchSpanProcessor, type ReadableSpan, type Span, type SpanProcessor } 
 import { NodeTracerProvider } from '@opentelemetry/sdk-trace-node';
 import { ATTR_SERVICE_NAME, ATTR_SERVICE_VERSION } from '@opentelemetry/semantic-conventions';
 import { hostname } from 'node:os';
+import { ATTR_RUN_ID, bumpTelemetryGeneration, VERSION } from './api.ts';
 import { exportConfigFromEnv, type ExportConfig } from './env.ts';
+
+export { ATTR_RUN_ID, getMeter, getTracer, INSTRUMENTATION_SCOPE, telemetryGeneration } from './api.ts';
 
 export const SERVICE_NAMES = ['dalle-cli', 'dalle-worker', 'dalle-sampler'] as const;
 export type ServiceName = (typeof SERVICE_NAMES)[number];
-
-/** Instrumentation scope of every dalle span and metric. */
-export const INSTRUMENTATION_SCOPE = 'dalle';
-const VERSION = '0.1.0';
-
-/** Resource / span attribute carrying the run id (the workflow id of `trainDalle`). */
-export const ATTR_RUN_ID = 'dalle.run_id';
 
 export interface TelemetryOptions {
   serviceName: ServiceName;
@@ -79,12 +73,9 @@ interface State extends Telemetry {
   tracerProvider?: NodeTracerProvider;
   meterProvider?: MeterProvider;
   spanProcessor?: SpanProcessor;
-  /** Bumped on every init/shutdown so cached instruments know to rebuild. */
-  generation: number;
 }
 
 let state: State | undefined;
-let generation = 0;
 
 function logLevel(env: NodeJS.ProcessEnv): DiagLogLevel | undefined {
   const v = env.OTEL_LOG_LEVEL?.trim().toUpperCase();
@@ -194,8 +185,8 @@ export function initTelemetry(opts: TelemetryOptions): Telemetry {
     tracerProvider,
     meterProvider,
     spanProcessor,
-    generation: ++generation,
   };
+  bumpTelemetryGeneration();
   return state;
 }
 
@@ -208,7 +199,7 @@ export async function shutdownTelemetry(): Promise<void> {
   const s = state;
   if (!s) return;
   state = undefined;
-  generation++;
+  bumpTelemetryGeneration();
   const results = await Promise.allSettled([s.tracerProvider?.shutdown(), s.meterProvider?.shutdown()]);
   for (const r of results) if (r.status === 'rejected') diag.error('telemetry shutdown failed', r.reason);
   trace.disable();
@@ -226,22 +217,6 @@ export async function flushTelemetry(): Promise<void> {
 /** The handle of the current `initTelemetry`, if any. */
 export function currentTelemetry(): Telemetry | undefined {
   return state;
-}
-
-/** dalle's tracer. A proxy: valid before `initTelemetry`, records once a provider is registered. */
-export function getTracer(): Tracer {
-  return trace.getTracer(INSTRUMENTATION_SCOPE, VERSION);
-}
-
-/** dalle's meter from the current provider (the API's no-op meter when metrics are not exported). Prefer
- *  the typed instruments of `dalleMetrics()` (telemetry/metrics.ts). */
-export function getMeter(): Meter {
-  return metrics.getMeter(INSTRUMENTATION_SCOPE, VERSION);
-}
-
-/** Changes whenever the meter provider may have changed, for caches of instruments. */
-export function telemetryGeneration(): number {
-  return state?.generation ?? generation;
 }
 
 /** The resource spans recorded outside the SDK (Temporal workflow spans) are stamped with. */

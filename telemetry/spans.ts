@@ -2,7 +2,7 @@
 // attributes — one per all-reduce per rank, one per checkpoint save/load — each also feeding its histogram.
 import { context, INVALID_SPAN_CONTEXT, SpanKind, SpanStatusCode, trace, type Attributes, type Span } from '@opentelemetry/api';
 import { dalleMetrics } from './metrics.ts';
-import { ATTR_RUN_ID, getTracer } from './setup.ts';
+import { ATTR_RUN_ID, getTracer } from './api.ts';
 
 /** Span attribute keys: the contract with whoever queries traces. */
 export const ATTR = {

@@ -21,7 +21,8 @@ import {
 import type { InjectedSinks, WorkerInterceptors } from '@temporalio/worker';
 import type { Sinks } from '@temporalio/workflow';
 import { dalleMetrics } from './metrics.ts';
-import { CurrentSpanProcessor, getTracer, telemetryResource } from './setup.ts';
+import { getTracer } from './api.ts';
+import { CurrentSpanProcessor, telemetryResource } from './setup.ts';
 
 const require = createRequire(import.meta.url);
 
