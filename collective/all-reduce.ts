@@ -156,10 +156,11 @@ export class AllReduceOp {
     return decodeFp16(encodeFp16(src, new Uint16Array(b - a)), new Float32Array(b - a));
   }
 
-  /** The values of a received chunk, written into `into` (or a fresh array). A message's bytes are never
-   *  kept: they are a view of the client's read buffer. */
+  /** The values of a received chunk, written into `into`, or else a view of the message when it is
+   *  4-byte aligned fp32 (the client hands each socket read its own buffer, so the view stays valid). */
   private decode(bytes: Uint8Array, n: number, into?: Float32Array): Float32Array {
     if (bytes.byteLength !== n * this.elemBytes) throw new RangeError(`chunk of ${bytes.byteLength} bytes for ${n} values`);
+    if (!into && this.spec.wire === 'fp32' && bytes.byteOffset % 4 === 0) return new Float32Array(bytes.buffer, bytes.byteOffset, n);
     const f = into ?? new Float32Array(n);
     if (this.spec.wire === 'fp32') {
       new Uint8Array(f.buffer, f.byteOffset, f.byteLength).set(bytes);
@@ -239,8 +240,10 @@ export class AllReduceOp {
     if (++this.contribCount[c]! < this.host.worldSize) return;
     // Sum in rank order: the result is a pure function of the inputs, identical on every rerun.
     const W = this.host.worldSize;
-    const acc = Float32Array.from(slot[0]!);
-    for (let r = 1; r < W; r++) {
+    const acc = new Float32Array(slot[0]!.length);
+    const [x0, x1] = [slot[0]!, slot[1] ?? acc];
+    for (let k = 0; k < acc.length; k++) acc[k] = x0[k]! + x1[k]!;
+    for (let r = 2; r < W; r++) {
       const x = slot[r]!;
       for (let k = 0; k < acc.length; k++) acc[k]! += x[k]!;
     }
@@ -347,15 +350,15 @@ export class AllReduceOp {
     const reply = await this.host.requestResend(this, p, { opIndex: this.spec.opIndex, from: this.host.rank, ...missing });
     if (this.settled) return;
     if (reply === 'no-responders') {
-      // Seen twice, retryMs apart: a peer reconnecting after a slow-consumer cut is briefly without
-      // subscriptions too, and must not count as dead.
+      // Its subscriptions are gone: the process died, or the server cut it off as a slow consumer (an
+      // event loop blocked for seconds) and it has not reconnected yet. Give it a third of the timeout
+      // to come back; a dead process is then reported well within the timeout.
       const first = this.noResponders.get(p);
       const now = performance.now();
       if (first === undefined) this.noResponders.set(p, now);
-      else if (now - first >= Math.min(this.host.retryMs, this.host.timeoutMs / 4)) {
-        this.fail(new PeerLostError([p], this.spec.step, `allReduce:${this.spec.tag}`, 'no responders: its subscriptions are gone (process dead or group closed)', this.host.rank));
+      else if (now - first >= this.host.timeoutMs / 3) {
+        this.fail(new PeerLostError([p], this.spec.step, `allReduce:${this.spec.tag}`, `no responders for ${Math.round(now - first)} ms: its subscriptions are gone (process dead, or cut off and not back)`, this.host.rank));
       }
-      this.lastAsked[p] = 0; // confirm soon
       return;
     }
     this.noResponders.delete(p);

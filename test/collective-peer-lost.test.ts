@@ -37,7 +37,7 @@ test('peer-lost: a rank that never arrives makes the others raise PeerLostError 
 
 test('peer-lost: a rank killed with SIGKILL mid-all-reduce makes every other rank raise PeerLostError within the timeout', async () => {
   const W = 3;
-  const timeoutMs = 8000;
+  const timeoutMs = 12_000;
   const [runId, groupId] = [uniqueId('kill'), uniqueId('g')];
   const victim = spawnRank<{ joined?: boolean; survived?: boolean }>({ url: NATS_URL, runId, groupId, rank: 2, worldSize: W, timeoutMs: 30_000, mode: 'victim' });
   const ncs = await conns(2);

@@ -3,6 +3,8 @@
 //   mode 'work':   all-reduces of the standard sizes + a few PowerSGD steps; prints their sha256
 //   mode 'victim': one big all-reduce (the parent kills this process with SIGKILL while it runs)
 //   mode 'hang':   joins, then blocks its event loop (alive but not answering)
+//   mode 'stall':  starts an all-reduce and blocks its event loop for stallMs once data arrives, so that
+//                  the server cuts it off as a slow consumer; then reconnects and finishes
 import { createHash } from 'node:crypto';
 import { connect } from 'nats';
 import { joinGroup, PeerLostError, PowerSgd } from '../collective/index.ts';
@@ -15,11 +17,17 @@ export interface RankArgs {
   rank: number;
   worldSize: number;
   timeoutMs: number;
-  mode: 'work' | 'victim' | 'hang';
+  mode: 'work' | 'victim' | 'hang' | 'stall';
+  stallMs?: number;
+  size?: number;
 }
 
 const a = JSON.parse(process.argv[2]!) as RankArgs;
-const nc = await connect({ servers: a.url });
+const nc = await connect({ servers: a.url, reconnectTimeWait: 100, maxReconnectAttempts: -1 });
+const events: string[] = [];
+void (async () => {
+  for await (const s of nc.status()) events.push(s.type);
+})();
 const hash = (xs: Float32Array[]) => {
   const h = createHash('sha256');
   for (const x of xs) h.update(new Uint8Array(x.buffer, x.byteOffset, x.byteLength));
@@ -39,6 +47,24 @@ try {
     console.log(JSON.stringify({ rank: a.rank, joined: true }));
     await group.allReduce(workInput(8 << 20, 0, a.rank), { step: 7 }); // 32 MB: long enough to be killed mid-way
     console.log(JSON.stringify({ rank: a.rank, survived: true }));
+  } else if (a.mode === 'stall') {
+    let stalled = false;
+    // the group's own subject: block as soon as the peer's reduce-scatter data starts to arrive
+    nc.subscribe(`dalle.${a.runId}.${a.groupId}.rs.*.${a.rank}`, {
+      callback: () => {
+        if (stalled) return;
+        stalled = true;
+        setTimeout(() => {
+          const until = Date.now() + a.stallMs!;
+          while (Date.now() < until);
+        }, 0);
+      },
+    });
+    await nc.flush();
+    const out = await group.allReduce(workInput(a.size!, 0, a.rank), { step: 1 });
+    const counters = group.counters();
+    await group.close();
+    console.log(JSON.stringify({ rank: a.rank, sum: hash([out]), events, counters }));
   } else {
     console.log(JSON.stringify({ rank: a.rank, joined: true }));
     const until = Date.now() + 4 * a.timeoutMs;

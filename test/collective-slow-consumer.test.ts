@@ -1,0 +1,61 @@
+// Core NATS drops what it cannot deliver: a rank whose event loop stalls is cut off by the server as a
+// slow consumer, loses every chunk in flight to it, reconnects, and the all-reduce still completes with
+// the exact sum (lost chunks re-requested, never summed as zero). Own nats-server with small limits.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { createHash } from 'node:crypto';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { connect, type NatsConnection } from 'nats';
+import { joinGroup, type GroupCounters } from '../collective/index.ts';
+import { rankOrderSum, spawnRank, uniqueId } from './collective-helpers.ts';
+import { workInput } from './collective-work.ts';
+
+async function freePort(): Promise<number> {
+  return new Promise((resolve) => {
+    const s = createServer().listen(0, '127.0.0.1', () => {
+      const { port } = s.address() as { port: number };
+      s.close(() => resolve(port));
+    });
+  });
+}
+
+test('slow-consumer: a rank cut off by the server mid-all-reduce reconnects and recovers every lost chunk', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'collective-slow-'));
+  const port = await freePort();
+  // max_pending 1 MiB (default 64 MiB) and a 2 s write deadline: a 3 s stall is a slow consumer for sure
+  writeFileSync(join(dir, 'nats.conf'), `listen: 127.0.0.1:${port}\nmax_pending: 1048576\nmax_payload: 262144\nwrite_deadline: "2s"\n`);
+  const server = spawn(process.env.DALLE_NATS_BIN ?? 'nats-server', ['-c', join(dir, 'nats.conf'), '-l', join(dir, 'log')], { stdio: 'ignore' });
+  const url = `nats://127.0.0.1:${port}`;
+  let nc: NatsConnection | undefined;
+  try {
+    for (let i = 0; i < 50 && !nc; i++) nc = await connect({ servers: url, reconnect: false }).catch(() => new Promise<undefined>((r) => setTimeout(r, 100)));
+    assert.ok(nc, 'nats-server started');
+    const [runId, groupId] = [uniqueId('slow'), uniqueId('g')];
+    const n = 2_621_440;
+    const stalled = spawnRank<{ sum?: string; events?: string[]; counters?: GroupCounters; error?: string; message?: string }>({
+      url, runId, groupId, rank: 1, worldSize: 2, timeoutMs: 30_000, mode: 'stall', stallMs: 3000, size: n,
+    });
+    const g = await joinGroup({ nc, runId, groupId, rank: 0, worldSize: 2, timeoutMs: 30_000, joinTimeoutMs: 60_000 });
+    const out = await g.allReduce(workInput(n, 0, 0), { step: 1 });
+    const mine = g.counters();
+    await g.close();
+    const child = (await stalled.exit).last!;
+    assert.equal(child.error, undefined, `${child.error}: ${child.message}`);
+    const expected = rankOrderSum([workInput(n, 0, 0), workInput(n, 0, 1)]);
+    assert.ok(Buffer.from(out.buffer).equals(Buffer.from(expected.buffer)), 'rank 0: exact sum');
+    assert.equal(child.sum, createHash('sha256').update(new Uint8Array(expected.buffer)).digest('hex'), 'rank 1: exact sum');
+    const log = readFileSync(join(dir, 'log'), 'utf8');
+    assert.match(log, /Slow Consumer Detected/, 'the server really cut rank 1 off');
+    assert.ok(child.events!.includes('disconnect') && child.events!.includes('reconnect'), `rank 1 connection events: ${child.events}`);
+    assert.ok(child.counters!.resendRequests > 0 && mine.resent > 0, `recovered by resends: asked ${child.counters!.resendRequests}, resent ${mine.resent}`);
+    console.log(`slow consumer cut and recovered: rank 1 asked ${child.counters!.resendRequests} times, rank 0 resent ${mine.resent} chunks`);
+  } finally {
+    await nc?.close();
+    server.kill();
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
