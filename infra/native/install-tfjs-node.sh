@@ -10,7 +10,7 @@
 # re-run this script afterwards; with a warm cache it only re-links files (a few seconds).
 #
 # Why these choices (details and evidence in README.md beside this file):
-#  - tfjs-node 4.22's binding calls 56 TF_*/TFE_* functions of TensorFlow's stable C API; it was
+#  - tfjs-node 4.22's binding imports 55 TF_*/TFE_* functions of TensorFlow's stable C API; it was
 #    written against libtensorflow 2.9.1 (scripts/deps-constants.js).
 #  - PyPI wheels up to 2.11 carry the C API only inside tensorflow/python/_pywrap_tensorflow_internal.so,
 #    which needs libpython at load time (undefined symbol: PyTuple_Type). From 2.12 on the wheels carry
@@ -19,6 +19,9 @@
 #
 # Usage: infra/native/install-tfjs-node.sh [--variant cpu|gpu] [--tf VERSION] [--project DIR]
 #                                          [--cache DIR] [--rebuild] [--no-cuda-wheels] [--verify-only]
+#                                          [--require-gpu]
+#   --require-gpu   fail unless the installed backend runs on a GPU (for provisioning GPU workers)
+#   --verify-only   only check that the installed package loads and computes
 set -euo pipefail
 
 VARIANT=cpu
@@ -28,6 +31,7 @@ CACHE=${DALLE_NATIVE_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/dalle-native}
 REBUILD=0
 CUDA_WHEELS=1
 VERIFY_ONLY=0
+REQUIRE_GPU=0
 # Only the libraries are taken from the wheel, so any Python tag with a manylinux x86_64 wheel will do.
 PY_TAG=3.11
 
@@ -49,6 +53,7 @@ while [[ $# -gt 0 ]]; do
   --rebuild) REBUILD=1; shift ;;
   --no-cuda-wheels) CUDA_WHEELS=0; shift ;;
   --verify-only) VERIFY_ONLY=1; shift ;;
+  --require-gpu) REQUIRE_GPU=1; shift ;;
   -h | --help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
   *) die "unknown argument '$1' (see --help)" ;;
   esac
@@ -87,6 +92,7 @@ verify() {
     const core = await import('@tensorflow/tfjs');
     if (core.engine() !== tf.engine()) throw new Error('tfjs-node loaded a second copy of tfjs-core');
     console.log(JSON.stringify({ package: '$PKG', tensorflow: b.binding.TF_Version, gpu: b.isUsingGpuDevice, tfjs: tf.version.tfjs }));
+    if ($REQUIRE_GPU && !b.isUsingGpuDevice) throw new Error('no GPU device: TensorFlow fell back to the CPU (driver, libcuda.so.1 and the log above tell why)');
   ") || die "$PKG is in $TARGET but does not work (output above)"
 }
 
