@@ -160,6 +160,60 @@ test('infra: the image runs `node bin/dalle.js` from node:20 with npm ci, and ev
     assert.ok(commands.has(cmd), `${where} runs 'dalle ${cmd}', which is not a command`);
 });
 
+test('infra: every command line in the manifests is accepted by the CLI, options and all', async () => {
+  // Each distinct command line runs for real, with the services pointed at a closed port: the CLI must get
+  // past its own argument checks and fail only where it reaches for a service (or, for train, the config
+  // file that only exists in the container). An unknown option or bad value would exit 2 with a usage line.
+  const lines = new Map<string, string[]>();
+  for (const [, s] of dalleServices()) if (s.command) lines.set(JSON.stringify(s.command), s.command);
+  for (const { c } of dalleContainers()) lines.set(JSON.stringify(c.args), c.args);
+  assert.ok(lines.size >= 3);
+  const home = join(root, '.dalle-test', `infra-cli-${process.pid}`);
+  const env = {
+    ...process.env,
+    NATS_URL: 'nats://127.0.0.1:1',
+    TEMPORAL_ADDRESS: '127.0.0.1:1',
+    DALLE_SAMPLER_ADDRESS: '127.0.0.1:0',
+    DALLE_HOME: home,
+  };
+  try {
+    await Promise.all(
+      [...lines.values()].map(
+        (args) =>
+          new Promise<void>((resolve, reject) =>
+            execFile(
+              process.execPath,
+              ['bin/dalle.js', ...args],
+              { cwd: root, env, timeout: 60_000 },
+              (err, _out, stderr) => {
+                try {
+                  const line = `dalle ${args.join(' ')}`;
+                  assert.doesNotMatch(stderr, /Unknown option|usage: dalle|must be/, `${line}: ${stderr}`);
+                  if (args[0] === 'train') {
+                    assert.equal(err?.code, 2, line);
+                    assert.match(
+                      stderr,
+                      new RegExp(`cannot read file: ENOENT.*${flag(args, 'config')}`),
+                      line,
+                    );
+                  } else {
+                    assert.equal(err?.code, 1, `${line} should fail on the closed NATS port: ${stderr}`);
+                    assert.match(stderr, /ECONNREFUSED|CONNECTION_REFUSED/, line);
+                  }
+                  resolve();
+                } catch (e) {
+                  reject(e);
+                }
+              },
+            ),
+          ),
+      ),
+    );
+  } finally {
+    rmSync(home, { recursive: true, force: true });
+  }
+});
+
 test('infra: ports and addresses match the code defaults (sampler 50051, Temporal 7233, NATS 4222, OTLP/HTTP 4318)', () => {
   assert.equal(SAMPLER_PORT, 50051);
   assert.equal(TEMPORAL_PORT, 7233);
@@ -357,7 +411,11 @@ test('infra: the collector takes OTLP/HTTP on 4318 and sends traces to Jaeger', 
     for (const e of p.exporters) assert.ok(col.exporters[e], `${name}: exporter ${e}`);
   }
   assert.deepEqual(col.service.pipelines.traces.exporters, ['otlp/jaeger']);
-  assert.ok((svc.jaeger.command as string[]).includes(`--set=receivers.otlp.protocols.grpc.endpoint=0.0.0.0:${portOf(jaeger.endpoint)}`));
+  assert.ok(
+    (svc.jaeger.command as string[]).includes(
+      `--set=receivers.otlp.protocols.grpc.endpoint=0.0.0.0:${portOf(jaeger.endpoint)}`,
+    ),
+  );
   // One set of telemetry images and configs with the viewing-only stack beside it (docker-compose.yaml).
   const viewing = parseYaml(read('infra/compose/docker-compose.yaml')) as Obj;
   for (const name of ['otel-collector', 'jaeger', 'prometheus']) {
