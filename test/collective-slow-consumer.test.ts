@@ -32,7 +32,10 @@ test('slow-consumer: a rank cut off by the server mid-all-reduce reconnects and 
   const url = `nats://127.0.0.1:${port}`;
   let nc: NatsConnection | undefined;
   try {
-    for (let i = 0; i < 50 && !nc; i++) nc = await connect({ servers: url, reconnect: false }).catch(() => new Promise<undefined>((r) => setTimeout(r, 100)));
+    for (let i = 0; i < 50 && !nc; i++) {
+      nc = await connect({ servers: url, reconnect: false }).catch(() => undefined);
+      if (!nc) await new Promise((r) => setTimeout(r, 100));
+    }
     assert.ok(nc, 'nats-server started');
     const [runId, groupId] = [uniqueId('slow'), uniqueId('g')];
     const n = 2_621_440;
