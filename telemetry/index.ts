@@ -33,6 +33,7 @@ export {
   SHORT_SECONDS_BUCKETS,
   type DalleMetrics,
   type TrainAttributes,
+  type AllReduceAttributes,
   type CheckpointAttributes,
   type SamplerAttributes,
   type GenerateAttributes,

@@ -9,8 +9,15 @@ import { getMeter, telemetryGeneration } from './api.ts';
 export type TrainAttributes = {
   'dalle.run_id': string;
   'dalle.stage': 'dvae' | 'transformer';
-  /** Only for per-rank figures (all-reduce time); loss and steps/s are per run. */
-  'dalle.rank'?: number;
+};
+
+/** Attributes of one rank's all-reduce timings: the tag tells PowerSGD's P and Q from the dense buffer,
+ *  the loss and checkpoint barriers. */
+export type AllReduceAttributes = {
+  'dalle.run_id': string;
+  'dalle.rank': number;
+  'dalle.allreduce.tag'?: string;
+  'dalle.stage'?: 'dvae' | 'transformer';
 };
 
 export type CheckpointAttributes = TrainAttributes & { 'dalle.checkpoint.op': 'save' | 'load' };
@@ -40,7 +47,7 @@ export interface DalleMetrics {
   /** Gradient bytes before compression ÷ bytes sent, over a step's all-reduces (1 = uncompressed). Gauge. */
   readonly compressionRate: Gauge<TrainAttributes>;
   /** Wall time of one all-reduce on one rank. Histogram, seconds. */
-  readonly allReduceSeconds: Histogram<TrainAttributes>;
+  readonly allReduceSeconds: Histogram<AllReduceAttributes>;
   /** Wall time of one checkpoint save or load (one part, or a whole checkpoint). Histogram, seconds. */
   readonly checkpointSeconds: Histogram<CheckpointAttributes>;
   /** Segment relaunches after a lost rank. Counter. */

@@ -1,7 +1,7 @@
 // Span helpers for the training runtime: a generic `withSpan`, and the two spans issue #8 names with their
 // attributes — one per all-reduce per rank, one per checkpoint save/load — each also feeding its histogram.
 import { context, INVALID_SPAN_CONTEXT, SpanKind, SpanStatusCode, trace, type Attributes, type Span } from '@opentelemetry/api';
-import { dalleMetrics } from './metrics.ts';
+import { dalleMetrics, type AllReduceAttributes } from './metrics.ts';
 import { ATTR_RUN_ID, getTracer } from './api.ts';
 
 /** Span attribute keys: the contract with whoever queries traces. */
@@ -59,7 +59,8 @@ export async function withSpan<T>(
 
 export interface AllReduceSpanInfo {
   runId: string;
-  stage: 'dvae' | 'transformer';
+  /** When the caller knows it (the collective itself does not). */
+  stage?: 'dvae' | 'transformer';
   step: number;
   rank: number;
   /** W */
@@ -92,12 +93,17 @@ export interface AllReduceSpan {
  */
 export function traceAllReduce<T>(info: AllReduceSpanInfo, fn: (s: AllReduceSpan) => Promise<T>): Promise<T> {
   const t0 = performance.now();
-  const attrs = { 'dalle.run_id': info.runId, 'dalle.stage': info.stage, 'dalle.rank': info.rank };
+  const attrs: AllReduceAttributes = {
+    'dalle.run_id': info.runId,
+    'dalle.rank': info.rank,
+    ...(info.tag !== undefined ? { 'dalle.allreduce.tag': info.tag } : {}),
+    ...(info.stage !== undefined ? { 'dalle.stage': info.stage } : {}),
+  };
   return withSpan(
     SPAN_NAMES.allReduce,
     {
       [ATTR.runId]: info.runId,
-      [ATTR.stage]: info.stage,
+      ...(info.stage !== undefined ? { [ATTR.stage]: info.stage } : {}),
       [ATTR.step]: info.step,
       [ATTR.rank]: info.rank,
       [ATTR.worldSize]: info.worldSize,
