@@ -7,15 +7,14 @@
 // and the first rank to give up broadcasts 'abort' so the others fail at once with the same ranks. After a
 // PeerLostError the group is dead: the runtime relaunches with a fresh group id (DESIGN.md).
 import { randomBytes } from 'node:crypto';
-import { SpanStatusCode, trace } from '@opentelemetry/api';
 import { ErrorCode, headers as natsHeaders, type Msg, type NatsConnection, type Subscription } from 'nats';
 import { AllReduceOp, type ChunkMeta, type OpHost, type Phase, type OpSpec, type ResendReply, type ResendRequest, type Wire } from './all-reduce.ts';
 import { CollectiveArgumentError, DuplicateRankError, GroupClosedError, PeerLostError } from './errors.ts';
 import { decodeFp16, encodeFp16 } from './fp16.ts';
 import { Op, Subjects, checkToken } from './subjects.ts';
 import { traceFields } from './trace-headers.ts';
+import { traceAllReduce } from '../telemetry/spans.ts';
 
-const tracer = trace.getTracer('dalle.collective');
 const META = 'dalle-meta';
 const enc = new TextEncoder();
 const dec = new TextDecoder();
@@ -222,7 +221,14 @@ class NatsGroup implements Group, OpHost {
     sub(s.pattern(Op.join, '*'), (m) => this.onHello(m));
     sub(s.pattern(Op.bye, '*'), (m) => this.onBye(m));
     sub(s.pattern(Op.abort, '*'), (m) => this.onAbort(m));
-    await this.nc.flush(); // the server has our subscriptions before anyone can hear of us
+    // the server has our subscriptions before anyone can hear of us (bounded: a server that is down
+    // and reconnecting never answers the flush)
+    try {
+      await within(this.nc.flush(), this.joinTimeoutMs, 'flush');
+    } catch (e) {
+      await this.shutdown(e as Error);
+      throw new PeerLostError(this.missingPeers(), null, 'join', `no answer from the NATS server within ${this.joinTimeoutMs} ms`, this.rank);
+    }
     if (this.worldSize === 1) return;
     const t0 = performance.now();
     const done = new Promise<void>((resolve, reject) => (this.joinWaiter = { resolve, reject }));
@@ -311,22 +317,17 @@ class NatsGroup implements Group, OpHost {
     if (this.failure || this.closing) throw this.failure ?? new GroupClosedError(this.groupId, this.rank);
     const opIndex = this.nextOp++;
     this.stats.ops++;
-    return tracer.startActiveSpan(
-      'collective.allReduce',
-      { attributes: { 'dalle.step': o.step, 'dalle.tag': o.tag, 'dalle.bytes': data.byteLength, 'dalle.rank': this.rank, 'dalle.world_size': this.worldSize, 'dalle.wire': o.wire } },
-      async (span) => {
-        try {
-          const out = this.worldSize === 1 ? solo(data, o.wire) : await this.exchange(opIndex, data, o);
-          span.end();
-          return out;
-        } catch (e) {
-          span.recordException(e as Error);
-          span.setStatus({ code: SpanStatusCode.ERROR, message: (e as Error).message });
-          span.end();
-          throw e;
-        }
-      },
-    );
+    // One span per all-reduce per rank (telemetry/spans.ts: step, W, bytes raw/sent, chunks) and a sample of
+    // the all-reduce seconds histogram; the chunks' traceparent headers point at this span.
+    const info = { runId: this.runId, groupId: this.groupId, step: o.step, rank: this.rank, worldSize: this.worldSize, tag: o.tag, wire: o.wire, bytesRaw: data.byteLength };
+    return traceAllReduce(info, async (s) => {
+      const before = { bytes: this.stats.bytesOut, msgs: this.stats.msgsOut };
+      try {
+        return this.worldSize === 1 ? solo(data, o.wire) : await this.exchange(opIndex, data, o);
+      } finally {
+        s.setResult({ bytesSent: this.stats.bytesOut - before.bytes, chunks: this.stats.msgsOut - before.msgs });
+      }
+    });
   }
 
   private async exchange(opIndex: number, data: Float32Array, o: { step: number; tag: string; wire: Wire; average: boolean }): Promise<Float32Array> {
@@ -525,8 +526,15 @@ class NatsGroup implements Group, OpHost {
     for (const s of this.subs.splice(0)) s.unsubscribe();
     this.early.clear();
     this.retained = undefined;
-    if (!this.nc.isClosed()) await this.nc.flush().catch(() => undefined);
+    if (!this.nc.isClosed()) await within(this.nc.flush(), this.timeoutMs, 'flush').catch(() => undefined);
   }
+}
+
+/** `p`, or a rejection after `ms`: nothing the collective awaits may hang. */
+function within<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
+  let t: NodeJS.Timeout | undefined;
+  const timeout = new Promise<never>((_, reject) => (t = setTimeout(() => reject(new Error(`${what} took longer than ${ms} ms`)), ms)));
+  return Promise.race([p, timeout]).finally(() => clearTimeout(t));
 }
 
 /** worldSize 1: nothing to exchange, but the result is still rounded as the wire would round it. */
