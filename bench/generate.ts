@@ -52,7 +52,8 @@ function parseArgs(argv: string[]): Options {
   const o: Options = { json: false, preset: 'shapes', images: 32, levels: [1, 4, 16], rows: 4 };
   const int = (flag: string, v: string | undefined) => {
     const n = Number(v);
-    if (!Number.isInteger(n) || n < 1) throw new BenchArgumentError(flag, `expects a positive integer, got ${v}`);
+    if (!Number.isInteger(n) || n < 1)
+      throw new BenchArgumentError(flag, `expects a positive integer, got ${v}`);
     return n;
   };
   for (let i = 0; i < argv.length; i++) {
@@ -65,22 +66,37 @@ function parseArgs(argv: string[]): Options {
     if (a === '--json') o.json = true;
     else if (a === '--preset') {
       const p = PresetName.safeParse(v());
-      if (!p.success || p.data === 'paper-12b') throw new BenchArgumentError(a, `expects tiny, shapes or cub, got ${argv[i]}`);
+      if (!p.success || p.data === 'paper-12b')
+        throw new BenchArgumentError(a, `expects tiny, shapes or cub, got ${argv[i]}`);
       o.preset = p.data;
     } else if (a === '--images') o.images = int(a, v());
     else if (a === '--rows') o.rows = int(a, v());
-    else if (a === '--levels') o.levels = v().split(',').map((x) => int(a, x));
+    else if (a === '--levels')
+      o.levels = v()
+        .split(',')
+        .map((x) => int(a, x));
     else if (a === '--store') o.store = v();
     else if (a === '--model') o.model = v();
-    else throw new BenchArgumentError(a, 'unknown argument (known: --json --preset --images --levels --rows --store --model)');
+    else
+      throw new BenchArgumentError(
+        a,
+        'unknown argument (known: --json --preset --images --levels --rows --store --model)',
+      );
   }
-  if (Boolean(o.store) !== Boolean(o.model)) throw new BenchArgumentError('--store/--model', 'give both (a published model) or neither (a fresh bundle)');
+  if (Boolean(o.store) !== Boolean(o.model))
+    throw new BenchArgumentError(
+      '--store/--model',
+      'give both (a published model) or neither (a fresh bundle)',
+    );
   return o;
 }
 
 /** A bundle of the preset's architecture with initial weights and a tokenizer trained on shapes captions. */
 async function initBundle(spec: RunSpec): Promise<Uint8Array> {
-  const shapes = spec.dataset.kind === 'shapes' ? spec.dataset : { kind: 'shapes' as const, count: 256, canvas: 32, seed: 1234 };
+  const shapes =
+    spec.dataset.kind === 'shapes'
+      ? spec.dataset
+      : { kind: 'shapes' as const, count: 256, canvas: 32, seed: 1234 };
   const tokenizer = await trainTokenizer(new ShapesDataset(shapes, 'train'), spec.transformer.vocabSize);
   const tSpecs = transformerParamSpecs(spec.transformer, spec.dvae);
   const tArrays = initTransformerParams(spec.transformer, spec.dvae, spec.train.seed);
@@ -89,8 +105,14 @@ async function initBundle(spec: RunSpec): Promise<Uint8Array> {
   return encodeBundle({
     spec,
     tokenizer: tokenizer.toJSON(),
-    dvae: encodeState({ stage: 'dvae', bench: 'init' }, dSpecs.map((s, i) => [s.name, dArrays[i]!] as const)),
-    transformer: encodeState({ stage: 'transformer', bench: 'init' }, tSpecs.map((s, i) => [s.name, tArrays[i]!] as const)),
+    dvae: encodeState(
+      { stage: 'dvae', bench: 'init' },
+      dSpecs.map((s, i) => [s.name, dArrays[i]!] as const),
+    ),
+    transformer: encodeState(
+      { stage: 'transformer', bench: 'init' },
+      tSpecs.map((s, i) => [s.name, tArrays[i]!] as const),
+    ),
     meta: { bench: 'generate', weights: 'init' },
   });
 }
@@ -128,22 +150,31 @@ export async function main(argv: string[]): Promise<void> {
     store: models,
     defaultModel: name,
     log: () => {},
-    scheduler: { maxConcurrent: Math.max(16, ...o.levels), maxQueue: 1024, maxBatchRows: Math.max(64, ...o.levels) },
+    scheduler: {
+      maxConcurrent: Math.max(16, ...o.levels),
+      maxQueue: 1024,
+      maxBatchRows: Math.max(64, ...o.levels),
+    },
     observer: { onStep: (e) => steps.push(e) },
   });
   const port = await svc.listen('127.0.0.1:0');
   await svc.registry.waitForServing(1, 120_000);
   const client = createSamplerClient(`127.0.0.1:${port}`);
   const grid2 = spec.dvae.grid ** 2;
-  say(`bench generate: model ${name} (${spec.preset}: ${spec.dvae.resolution}² px, ${grid2} image tokens, ${spec.transformer.layers} layers × d ${spec.transformer.dModel}), backend ${backend}`);
+  say(
+    `bench generate: model ${name} (${spec.preset}: ${spec.dvae.resolution}² px, ${grid2} image tokens, ${spec.transformer.layers} layers × d ${spec.transformer.dModel}), backend ${backend}`,
+  );
   try {
     // Warm-up: first-call kernel setup is not what a running service pays.
     await generate(client, { prompt: 'a large red circle', numImages: 1, seed: 0n });
     const firsts = [];
-    for (let i = 1; i <= 3; i++) firsts.push(await generate(client, { prompt: 'a small blue square', numImages: 1, seed: BigInt(i) }));
+    for (let i = 1; i <= 3; i++)
+      firsts.push(await generate(client, { prompt: 'a small blue square', numImages: 1, seed: BigInt(i) }));
     const first = firsts.sort((a, b) => a.firstImageMs! - b.firstImageMs!)[1]!; // the median of 3
     const ttfi = first.firstImageMs!;
-    say(`  time to first image (1 image, warm, median of 3): ${ttfi.toFixed(0)} ms (sample ${first.done.timings!.sampleMs.toFixed(0)} ms, decode+png ${first.done.timings!.decodeMs.toFixed(0)} ms)`);
+    say(
+      `  time to first image (1 image, warm, median of 3): ${ttfi.toFixed(0)} ms (sample ${first.done.timings!.sampleMs.toFixed(0)} ms, decode+png ${first.done.timings!.decodeMs.toFixed(0)} ms)`,
+    );
 
     const levels: Level[] = [];
     for (const c of o.levels) {
@@ -156,7 +187,15 @@ export async function main(argv: string[]): Promise<void> {
           while (issued < o.images) {
             const seed = issued++;
             const a = performance.now();
-            await generate(client, { prompt: k % 2 ? 'a green triangle' : 'a large yellow circle', numImages: 1, seed: BigInt(seed) }, { keepProgress: false });
+            await generate(
+              client,
+              {
+                prompt: k % 2 ? 'a green triangle' : 'a large yellow circle',
+                numImages: 1,
+                seed: BigInt(seed),
+              },
+              { keepProgress: false },
+            );
             latencies.push(performance.now() - a);
           }
         }),
@@ -180,12 +219,19 @@ export async function main(argv: string[]): Promise<void> {
     }
     const base = levels.find((l) => l.concurrency === 1)?.imagesPerSec;
     const gains = Object.fromEntries(levels.map((l) => [l.concurrency, base ? l.imagesPerSec / base : null]));
-    if (base) say(`  batching gain vs concurrency 1: ${levels.map((l) => `×${(l.imagesPerSec / base).toFixed(2)} at ${l.concurrency}`).join(', ')}`);
+    if (base)
+      say(
+        `  batching gain vs concurrency 1: ${levels.map((l) => `×${(l.imagesPerSec / base).toFixed(2)} at ${l.concurrency}`).join(', ')}`,
+      );
 
     // KV cache vs the cache-free reference, on the model itself (same rows, same random numbers).
     const b = decodeBundle(bundle);
     const tArrays = (await import('../model/state-io.ts')).decodeState(b.transformer).arrays;
-    const model = Transformer.fromArrays(b.spec.transformer, b.spec.dvae, transformerParamSpecs(b.spec.transformer, b.spec.dvae).map((s) => tArrays.get(s.name)!));
+    const model = Transformer.fromArrays(
+      b.spec.transformer,
+      b.spec.dvae,
+      transformerParamSpecs(b.spec.transformer, b.spec.dvae).map((s) => tArrays.get(s.name)!),
+    );
     let kv: { cached: number; uncached: number; speedup: number; identical: boolean };
     try {
       const text = new Int32Array(b.spec.transformer.textLen);
@@ -222,11 +268,24 @@ export async function main(argv: string[]): Promise<void> {
         JSON.stringify({
           bench: 'generate',
           backend,
-          model: { name, preset: spec.preset, resolution: spec.dvae.resolution, imageTokens: grid2, layers: spec.transformer.layers, dModel: spec.transformer.dModel },
+          model: {
+            name,
+            preset: spec.preset,
+            resolution: spec.dvae.resolution,
+            imageTokens: grid2,
+            layers: spec.transformer.layers,
+            dModel: spec.transformer.dModel,
+          },
           timeToFirstImageMs: ttfi,
           levels,
           batchingGain: gains,
-          kvCache: { rows: o.rows, tokensPerSecCached: kv.cached, tokensPerSecUncached: kv.uncached, speedup: kv.speedup, identicalTokens: kv.identical },
+          kvCache: {
+            rows: o.rows,
+            tokensPerSecCached: kv.cached,
+            tokensPerSecUncached: kv.uncached,
+            speedup: kv.speedup,
+            identicalTokens: kv.identical,
+          },
         }),
       );
     }

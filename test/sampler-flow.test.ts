@@ -6,13 +6,22 @@ import { test } from 'node:test';
 import { status, type ClientReadableStream, type ServiceError } from '@grpc/grpc-js';
 import sharp from 'sharp';
 import { generate } from '../services/sampler/client.ts';
-import { GRID8, startSampler, waitFor, type HarnessOptions, type SamplerHarness } from './fixtures/sampler-harness.ts';
+import {
+  GRID8,
+  startSampler,
+  waitFor,
+  type HarnessOptions,
+  type SamplerHarness,
+} from './fixtures/sampler-harness.ts';
 import { makeTinyBundle } from './fixtures/tiny-bundle.ts';
 
 const TOKENS = 64; // GRID8: 8 × 8 image tokens
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-async function withSampler(opts: HarnessOptions & { name?: string }, fn: (h: SamplerHarness, name: string) => Promise<void>): Promise<void> {
+async function withSampler(
+  opts: HarnessOptions & { name?: string },
+  fn: (h: SamplerHarness, name: string) => Promise<void>,
+): Promise<void> {
   const name = opts.name ?? 'dalle';
   const h = await startSampler({ defaultModel: name, ...opts });
   try {
@@ -33,7 +42,9 @@ const code = (c: status) => (e: ServiceError) => {
 test('sampler: overload → RESOURCE_EXHAUSTED, and capacity comes back', async () => {
   await withSampler({ scheduler: { maxConcurrent: 1, maxQueue: 1 } }, async (h) => {
     // One generating + one queued fill it; the third is refused at once.
-    const results = await Promise.allSettled([0, 1, 2].map((i) => generate(h.client, { prompt: 'a red circle', numImages: 4, seed: BigInt(i) })));
+    const results = await Promise.allSettled(
+      [0, 1, 2].map((i) => generate(h.client, { prompt: 'a red circle', numImages: 4, seed: BigInt(i) })),
+    );
     const refused = results.filter((r) => r.status === 'rejected');
     assert.equal(refused.length, 1, JSON.stringify(results.map((r) => r.status)));
     const err = (refused[0] as PromiseRejectedResult).reason as ServiceError;
@@ -79,11 +90,20 @@ test('sampler: a cancelled call leaves the batch at the next token step; the req
     const steps = h.steps.slice(first);
     // Both requests shared one session: 32 rows per forward pass until the cancel, 16 after it.
     const shared = steps.filter((s) => s.jobs.length === 2);
-    assert.ok(shared.length >= 4 && shared.every((s) => s.rows === 32), `shared steps: ${shared.map((s) => s.rows)}`);
+    assert.ok(
+      shared.length >= 4 && shared.every((s) => s.rows === 32),
+      `shared steps: ${shared.map((s) => s.rows)}`,
+    );
     const afterServer = h.steps.slice(stepsWhenServerSawCancel);
-    assert.ok(afterServer.every((s) => s.jobs.length === 1 && s.rows === 16), 'no forward pass computed a cancelled row after the server saw the cancel');
+    assert.ok(
+      afterServer.every((s) => s.jobs.length === 1 && s.rows === 16),
+      'no forward pass computed a cancelled row after the server saw the cancel',
+    );
     // From the client's cancel() to the server seeing it: at most the one step already running plus one.
-    assert.ok(stepsWhenServerSawCancel - stepsWhenClientCancelled <= 2, `${stepsWhenServerSawCancel - stepsWhenClientCancelled} steps between cancel() and the server noticing`);
+    assert.ok(
+      stepsWhenServerSawCancel - stepsWhenClientCancelled <= 2,
+      `${stepsWhenServerSawCancel - stepsWhenClientCancelled} steps between cancel() and the server noticing`,
+    );
     assert.ok(shared.length < TOKENS, `cancelled after ${shared.length} of ${TOKENS} tokens`);
     assert.equal(steps.length, TOKENS, 'the survivor needed exactly one forward pass per token');
   });
@@ -92,8 +112,14 @@ test('sampler: a cancelled call leaves the batch at the next token step; the req
 test('sampler: a deadline stops generation (DEADLINE_EXCEEDED) and no step runs after it', async () => {
   await withSampler({}, async (h) => {
     const first = h.steps.length;
-    await assert.rejects(generate(h.client, { prompt: 'a red circle', numImages: 16 }, { deadline: Date.now() + 300 }), code(status.DEADLINE_EXCEEDED));
-    await waitFor(() => h.outcomes.some((o) => o.code === status.DEADLINE_EXCEEDED), 'the server to end the request');
+    await assert.rejects(
+      generate(h.client, { prompt: 'a red circle', numImages: 16 }, { deadline: Date.now() + 300 }),
+      code(status.DEADLINE_EXCEEDED),
+    );
+    await waitFor(
+      () => h.outcomes.some((o) => o.code === status.DEADLINE_EXCEEDED),
+      'the server to end the request',
+    );
     const stepsAtEnd = h.steps.length;
     await sleep(300);
     assert.equal(h.steps.length, stepsAtEnd, 'generation stopped');
@@ -105,10 +131,20 @@ test('sampler: a deadline stops generation (DEADLINE_EXCEEDED) and no step runs 
 test('sampler: concurrent requests share forward passes (batched token steps)', async () => {
   await withSampler({}, async (h) => {
     const first = h.steps.length;
-    const rs = await Promise.all([0, 1, 2, 3].map((i) => generate(h.client, { prompt: 'a green triangle', numImages: 2, seed: BigInt(10 * i) })));
+    const rs = await Promise.all(
+      [0, 1, 2, 3].map((i) =>
+        generate(h.client, { prompt: 'a green triangle', numImages: 2, seed: BigInt(10 * i) }),
+      ),
+    );
     const passes = h.steps.length - first;
-    assert.ok(passes <= 2 * TOKENS, `4 requests of ${TOKENS} tokens took ${passes} forward passes (unbatched: ${4 * TOKENS})`);
-    assert.ok(rs.every((r) => r.done.timings!.sharedSteps > 0), `shared steps per request: ${rs.map((r) => r.done.timings!.sharedSteps)}`);
+    assert.ok(
+      passes <= 2 * TOKENS,
+      `4 requests of ${TOKENS} tokens took ${passes} forward passes (unbatched: ${4 * TOKENS})`,
+    );
+    assert.ok(
+      rs.every((r) => r.done.timings!.sharedSteps > 0),
+      `shared steps per request: ${rs.map((r) => r.done.timings!.sharedSteps)}`,
+    );
     assert.ok(h.steps.slice(first).some((s) => s.rows >= 4 && s.jobs.length >= 2));
   });
 });
@@ -125,7 +161,8 @@ test('sampler: hot swap mid-stream (JetStream watch) keeps the stream intact; a 
       {
         onProgress: (p) => {
           // v2 lands while v1 is mid-way through this request.
-          if (!published && p.tokensDone[0]! >= 2) published = h.models.publish(name, bytes, { preset: 'tiny', note: 'v2' });
+          if (!published && p.tokensDone[0]! >= 2)
+            published = h.models.publish(name, bytes, { preset: 'tiny', note: 'v2' });
         },
         onImage: (img) => images.push(img.index),
       },
@@ -133,14 +170,20 @@ test('sampler: hot swap mid-stream (JetStream watch) keeps the stream intact; a 
     assert.ok(published, 'v2 was published mid-stream');
     assert.equal(r.done.model?.version, 1, 'the stream finished on the model it started with');
     assert.equal(r.images.length, 16);
-    assert.deepEqual([...images].sort((a, b) => a - b), [...Array(16).keys()]);
+    assert.deepEqual(
+      [...images].sort((a, b) => a - b),
+      [...Array(16).keys()],
+    );
     for (const img of r.images) assert.equal((await sharp(img.png).metadata()).width, 32);
     await h.svc.registry.waitForServing(2, 20_000);
     const swap = h.logs.find((l) => l.msg === 'model swapped');
     assert.ok(swap, JSON.stringify(h.logs));
     assert.equal(swap.fields?.version, 2);
     assert.equal(swap.fields?.inFlightOnPrevious, 1, 'swapped while the request held v1');
-    await waitFor(() => h.logs.some((l) => l.msg === 'model released' && l.fields?.version === 1), 'v1 released after its last request');
+    await waitFor(
+      () => h.logs.some((l) => l.msg === 'model released' && l.fields?.version === 1),
+      'v1 released after its last request',
+    );
     const next = await generate(h.client, { prompt: 'a large yellow circle', numImages: 1 });
     assert.equal(next.done.model?.version, 2);
 
@@ -154,7 +197,11 @@ test('sampler: hot swap mid-stream (JetStream watch) keeps the stream intact; a 
     const still = await generate(h.client, { prompt: 'a small red square', numImages: 1 });
     assert.equal(still.done.model?.version, 2);
     // Pinning a version loads it beside the serving one.
-    const pinned = await generate(h.client, { prompt: 'a small red square', numImages: 1, model: { name, version: 1 } });
+    const pinned = await generate(h.client, {
+      prompt: 'a small red square',
+      numImages: 1,
+      model: { name, version: 1 },
+    });
     assert.equal(pinned.done.model?.version, 1);
   });
 });
@@ -173,7 +220,10 @@ test('sampler: graceful shutdown drains in-flight requests and refuses new ones'
     );
     await waitFor(() => draining !== undefined, 'shutdown to start');
     assert.equal(await h.healthCheck(), 'NOT_SERVING', 'a balancer stops routing here at once');
-    await assert.rejects(generate(h.client, { prompt: 'late' }), (e: ServiceError) => e.code === status.UNAVAILABLE && /draining/.test(e.details));
+    await assert.rejects(
+      generate(h.client, { prompt: 'late' }),
+      (e: ServiceError) => e.code === status.UNAVAILABLE && /draining/.test(e.details),
+    );
     const r = await inflight;
     assert.equal(r.images.length, 8, 'the in-flight request finished');
     await draining;
@@ -181,8 +231,15 @@ test('sampler: graceful shutdown drains in-flight requests and refuses new ones'
   // With no grace left, what still runs is stopped as UNAVAILABLE (a client retries elsewhere).
   await withSampler({}, async (h) => {
     let draining: Promise<void> | undefined;
-    const cut = generate(h.client, { prompt: 'a red circle', numImages: 16 }, { onProgress: () => (draining ??= h.svc.shutdown(50)) });
-    await assert.rejects(cut, (e: ServiceError) => e.code === status.UNAVAILABLE && /shutdown/.test(e.details));
+    const cut = generate(
+      h.client,
+      { prompt: 'a red circle', numImages: 16 },
+      { onProgress: () => (draining ??= h.svc.shutdown(50)) },
+    );
+    await assert.rejects(
+      cut,
+      (e: ServiceError) => e.code === status.UNAVAILABLE && /shutdown/.test(e.details),
+    );
     await draining;
   });
 });

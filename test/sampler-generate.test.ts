@@ -32,7 +32,10 @@ test('sampler: health flips to SERVING once the published model has loaded', asy
   try {
     assert.equal(await late.healthCheck(), 'NOT_SERVING');
     assert.equal(await late.healthCheck('dalle.v1.Sampler'), 'NOT_SERVING');
-    await assert.rejects(generate(late.client, { prompt: 'a red circle' }), (e: ServiceError) => e.code === status.UNAVAILABLE && /not loaded yet/.test(e.details));
+    await assert.rejects(
+      generate(late.client, { prompt: 'a red circle' }),
+      (e: ServiceError) => e.code === status.UNAVAILABLE && /not loaded yet/.test(e.details),
+    );
     await publishTinyBundle(late.models, 'late');
     await waitFor(async () => (await late.healthCheck()) === 'SERVING', 'health SERVING');
     assert.equal(await late.healthCheck('dalle.v1.Sampler'), 'SERVING');
@@ -51,12 +54,22 @@ test('sampler: a trained tiny model returns valid PNGs of the configured size', 
   for (const img of r.images) {
     const meta = await sharp(img.png).metadata();
     assert.equal(meta.format, 'png');
-    assert.deepEqual([meta.width, meta.height, meta.channels], [16, 16, 3], 'tiny preset: dvae.resolution 16, RGB');
+    assert.deepEqual(
+      [meta.width, meta.height, meta.channels],
+      [16, 16, 3],
+      'tiny preset: dvae.resolution 16, RGB',
+    );
     assert.deepEqual([img.width, img.height], [16, 16]);
     assert.equal(img.tokens.length, 16, 'grid 4 × 4');
-    assert.ok(img.tokens.every((t) => Number.isInteger(t) && t >= 0 && t < 32), 'tokens inside the codebook');
+    assert.ok(
+      img.tokens.every((t) => Number.isInteger(t) && t >= 0 && t < 32),
+      'tokens inside the codebook',
+    );
     assert.equal(img.seed, 11n + BigInt(img.index));
-    assert.ok(Number.isFinite(img.score) && img.score < 0, `score is a mean log-likelihood, got ${img.score}`);
+    assert.ok(
+      Number.isFinite(img.score) && img.score < 0,
+      `score is a mean log-likelihood, got ${img.score}`,
+    );
   }
   // Progress: per image, ending at 16/16, before any image.
   const last = r.progress.at(-1)!;
@@ -69,18 +82,55 @@ test('sampler: a trained tiny model returns valid PNGs of the configured size', 
 });
 
 test('sampler: the same seed gives byte-identical PNGs; image i alone with its own seed reproduces it', async () => {
-  const a = await generate(h.client, { prompt: 'a small blue square', numImages: 4, seed: 1234n, temperature: 0.9, topK: 20, topP: 0.95 });
+  const a = await generate(h.client, {
+    prompt: 'a small blue square',
+    numImages: 4,
+    seed: 1234n,
+    temperature: 0.9,
+    topK: 20,
+    topP: 0.95,
+  });
   // Run the repeat beside another request, so it shares forward passes with different rows.
   const [b] = await Promise.all([
-    generate(h.client, { prompt: 'a small blue square', numImages: 4, seed: 1234n, temperature: 0.9, topK: 20, topP: 0.95 }),
+    generate(h.client, {
+      prompt: 'a small blue square',
+      numImages: 4,
+      seed: 1234n,
+      temperature: 0.9,
+      topK: 20,
+      topP: 0.95,
+    }),
     generate(h.client, { prompt: 'a green triangle', numImages: 5, seed: 99n }),
   ]);
-  const png = (r: typeof a) => [...r.images].sort((x, y) => x.index - y.index).map((i) => Buffer.from(i.png).toString('hex'));
+  const png = (r: typeof a) =>
+    [...r.images].sort((x, y) => x.index - y.index).map((i) => Buffer.from(i.png).toString('hex'));
   assert.deepEqual(png(b), png(a), 'same request, same bytes');
-  const one = await generate(h.client, { prompt: 'a small blue square', numImages: 1, seed: 1236n, temperature: 0.9, topK: 20, topP: 0.95 });
-  assert.equal(Buffer.from(one.images[0]!.png).toString('hex'), png(a)[2], 'image 2 of seed 1234 is image 0 of seed 1236');
-  const other = await generate(h.client, { prompt: 'a small blue square', numImages: 4, seed: 5n, temperature: 0.9, topK: 20, topP: 0.95 });
-  assert.notDeepEqual(other.images.map((i) => i.tokens), a.images.map((i) => i.tokens), 'another seed samples other tokens');
+  const one = await generate(h.client, {
+    prompt: 'a small blue square',
+    numImages: 1,
+    seed: 1236n,
+    temperature: 0.9,
+    topK: 20,
+    topP: 0.95,
+  });
+  assert.equal(
+    Buffer.from(one.images[0]!.png).toString('hex'),
+    png(a)[2],
+    'image 2 of seed 1234 is image 0 of seed 1236',
+  );
+  const other = await generate(h.client, {
+    prompt: 'a small blue square',
+    numImages: 4,
+    seed: 5n,
+    temperature: 0.9,
+    topK: 20,
+    topP: 0.95,
+  });
+  assert.notDeepEqual(
+    other.images.map((i) => i.tokens),
+    a.images.map((i) => i.tokens),
+    'another seed samples other tokens',
+  );
 });
 
 test('sampler: each invalid field → INVALID_ARGUMENT naming it', async () => {
@@ -112,11 +162,22 @@ test('sampler: each invalid field → INVALID_ARGUMENT naming it', async () => {
     );
   }
   // Two bad fields: both named.
-  await assert.rejects(generate(h.client, { prompt: '', numImages: 99 }), (e: ServiceError) => /prompt: .*; num_images: /.test(e.details));
+  await assert.rejects(generate(h.client, { prompt: '', numImages: 99 }), (e: ServiceError) =>
+    /prompt: .*; num_images: /.test(e.details),
+  );
   // An unknown model or version is NOT_FOUND, not a validation error.
-  await assert.rejects(generate(h.client, { prompt: 'a red circle', model: { name: 'nope' } }), (e: ServiceError) => e.code === status.NOT_FOUND);
-  await assert.rejects(generate(h.client, { prompt: 'a red circle', model: { name: 'dalle', version: 9 } }), (e: ServiceError) => e.code === status.NOT_FOUND);
-  assert.ok(h.outcomes.some((o) => o.code === status.INVALID_ARGUMENT), 'the request seam saw the failures');
+  await assert.rejects(
+    generate(h.client, { prompt: 'a red circle', model: { name: 'nope' } }),
+    (e: ServiceError) => e.code === status.NOT_FOUND,
+  );
+  await assert.rejects(
+    generate(h.client, { prompt: 'a red circle', model: { name: 'dalle', version: 9 } }),
+    (e: ServiceError) => e.code === status.NOT_FOUND,
+  );
+  assert.ok(
+    h.outcomes.some((o) => o.code === status.INVALID_ARGUMENT),
+    'the request seam saw the failures',
+  );
 });
 
 test('sampler: ListModels reports the store and what is loaded', async () => {
@@ -124,20 +185,33 @@ test('sampler: ListModels reports the store and what is loaded', async () => {
   assert.equal(r.defaultModel, 'dalle');
   const m = r.models.find((x) => x.name === 'dalle');
   assert.ok(m, JSON.stringify(r));
-  assert.deepEqual({ latest: m.latestVersion, serving: m.servingVersion, loaded: m.loadedVersions, res: m.resolution, grid: m.grid, preset: m.preset }, {
-    latest: 1,
-    serving: 1,
-    loaded: [1],
-    res: 16,
-    grid: 4,
-    preset: 'tiny',
-  });
+  assert.deepEqual(
+    {
+      latest: m.latestVersion,
+      serving: m.servingVersion,
+      loaded: m.loadedVersions,
+      res: m.resolution,
+      grid: m.grid,
+      preset: m.preset,
+    },
+    {
+      latest: 1,
+      serving: 1,
+      loaded: [1],
+      res: 16,
+      grid: 4,
+      preset: 'tiny',
+    },
+  );
 });
 
 function bufCurl(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
   return new Promise((resolve) =>
-    execFile('npx', ['buf', 'curl', '--protocol', 'grpc', '--http2-prior-knowledge', ...args], { cwd: root, timeout: 60_000 }, (e, stdout, stderr) =>
-      resolve({ code: e ? Number(e.code ?? 1) : 0, stdout, stderr }),
+    execFile(
+      'npx',
+      ['buf', 'curl', '--protocol', 'grpc', '--http2-prior-knowledge', ...args],
+      { cwd: root, timeout: 60_000 },
+      (e, stdout, stderr) => resolve({ code: e ? Number(e.code ?? 1) : 0, stdout, stderr }),
     ),
   );
 }
@@ -147,19 +221,36 @@ test('sampler: npx buf curl works against server reflection', async () => {
   const services = await bufCurl(['--list-services', url]);
   assert.equal(services.code, 0, services.stderr);
   assert.match(services.stdout, /^dalle\.v1\.Sampler$/m);
-  const gen = await bufCurl(['--data', '{"prompt":"a red circle","num_images":2,"seed":"3"}', `${url}/dalle.v1.Sampler/Generate`]);
+  const gen = await bufCurl([
+    '--data',
+    '{"prompt":"a red circle","num_images":2,"seed":"3"}',
+    `${url}/dalle.v1.Sampler/Generate`,
+  ]);
   assert.equal(gen.code, 0, gen.stderr);
   // buf curl prints each message as a JSON object.
   const events = gen.stdout.split(/\n(?=\{)/).map((s) => JSON.parse(s) as Record<string, any>);
   const images = events.filter((e) => e.image).map((e) => e.image);
   assert.equal(images.length, 2);
-  assert.deepEqual(images.map((i) => i.seed), ['3', '4']);
+  assert.deepEqual(
+    images.map((i) => i.seed),
+    ['3', '4'],
+  );
   assert.equal(Buffer.from(images[0].png, 'base64').subarray(1, 4).toString(), 'PNG');
   assert.equal(events.at(-1)!.done.model.name, 'dalle');
-  const bad = await bufCurl(['--data', '{"prompt":"a red circle","num_images":17}', `${url}/dalle.v1.Sampler/Generate`]);
+  const bad = await bufCurl([
+    '--data',
+    '{"prompt":"a red circle","num_images":17}',
+    `${url}/dalle.v1.Sampler/Generate`,
+  ]);
   assert.notEqual(bad.code, 0);
   assert.match(bad.stdout + bad.stderr, /invalid_argument[\s\S]*num_images: must be between 1 and 16/);
-  const health = await bufCurl(['--schema', healthProtoDir, '--data', '{"service":"dalle.v1.Sampler"}', `${url}/grpc.health.v1.Health/Check`]);
+  const health = await bufCurl([
+    '--schema',
+    healthProtoDir,
+    '--data',
+    '{"service":"dalle.v1.Sampler"}',
+    `${url}/grpc.health.v1.Health/Check`,
+  ]);
   assert.equal(health.code, 0, health.stderr);
   assert.equal(JSON.parse(health.stdout).status, 'SERVING');
 });

@@ -17,14 +17,19 @@ test('sampler: Generate server spans carry model, version, token counts and the 
     await publishTinyBundle(h.models, 'dalle');
     await h.svc.registry.waitForServing(1);
     await generate(h.client, { prompt: 'a large red circle', numImages: 2, seed: 1n });
-    await assert.rejects(generate(h.client, { prompt: 'a red circle', numImages: 40 }), (e: ServiceError) => e.code === status.INVALID_ARGUMENT);
+    await assert.rejects(
+      generate(h.client, { prompt: 'a red circle', numImages: 40 }),
+      (e: ServiceError) => e.code === status.INVALID_ARGUMENT,
+    );
   } finally {
     await h.close();
     await shutdownTelemetry();
   }
   try {
     const spans = await rx.waitFor('two Generate server spans', () => {
-      const s = rx.spans.filter((x) => x.name === 'dalle.v1.Sampler/Generate' && x.service === 'dalle-sampler');
+      const s = rx.spans.filter(
+        (x) => x.name === 'dalle.v1.Sampler/Generate' && x.service === 'dalle-sampler',
+      );
       return s.length === 2 ? s : undefined;
     });
     const ok = spans.find((s) => s.attributes['rpc.grpc.status_code'] === 0)!;

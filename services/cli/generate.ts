@@ -22,12 +22,19 @@ function num(name: string, v: string | undefined, int: boolean): number | undefi
 export function parseModelRef(v: string | undefined): { name: string; version?: number } | undefined {
   if (v === undefined) return undefined;
   const m = /^([a-z0-9][a-z0-9_-]*)?(?:@(\d+))?$/.exec(v);
-  if (!m || (!m[1] && !m[2])) throw new UsageError(`--model must be name, name@version or @version, got '${v}'\nusage: ${usage}`);
+  if (!m || (!m[1] && !m[2]))
+    throw new UsageError(`--model must be name, name@version or @version, got '${v}'\nusage: ${usage}`);
   return { name: m[1] ?? '', ...(m[2] ? { version: Number(m[2]) } : {}) };
 }
 
 function slug(prompt: string): string {
-  return prompt.toLowerCase().replace(/[^a-z0-9]+/g, '-').replace(/^-|-$/g, '').slice(0, 40) || 'prompt';
+  return (
+    prompt
+      .toLowerCase()
+      .replace(/[^a-z0-9]+/g, '-')
+      .replace(/^-|-$/g, '')
+      .slice(0, 40) || 'prompt'
+  );
 }
 
 export function progressBar(done: number[], total: number, width = 30): string {
@@ -53,11 +60,14 @@ export async function run(argv: string[]): Promise<number> {
     },
     usage,
   );
-  if (positionals.length !== 1) throw new UsageError(`give exactly one prompt (quote it), got ${positionals.length}\nusage: ${usage}`);
+  if (positionals.length !== 1)
+    throw new UsageError(`give exactly one prompt (quote it), got ${positionals.length}\nusage: ${usage}`);
   const prompt = positionals[0]!;
-  if (values.seed !== undefined && !/^\d+$/.test(values.seed)) throw new UsageError(`--seed must be a non-negative integer, got '${values.seed}'`);
+  if (values.seed !== undefined && !/^\d+$/.test(values.seed))
+    throw new UsageError(`--seed must be a non-negative integer, got '${values.seed}'`);
   const timeout = num('timeout', values.timeout, false);
-  if (timeout !== undefined && !(timeout > 0)) throw new UsageError(`--timeout must be > 0 seconds, got '${values.timeout}'`);
+  if (timeout !== undefined && !(timeout > 0))
+    throw new UsageError(`--timeout must be > 0 seconds, got '${values.timeout}'`);
   // Range checks are the server's (it names the field); the CLI only parses.
   const request = {
     prompt,
@@ -100,16 +110,35 @@ export async function run(argv: string[]): Promise<number> {
     const files = images.map((img) => {
       const path = join(outDir, `image-${img.index}-seed${img.seed}.png`);
       writeFileSync(path, img.png);
-      return { index: img.index, seed: Number(img.seed), path, width: img.width, height: img.height, score: img.score, tokens: img.tokens };
+      return {
+        index: img.index,
+        seed: Number(img.seed),
+        path,
+        width: img.width,
+        height: img.height,
+        score: img.score,
+        tokens: img.tokens,
+      };
     });
     const gridPath = join(outDir, 'grid.png');
     writeFileSync(gridPath, await gridPng(images.map((i) => i.png)));
     const model = result.done.model;
     if (values.json) {
-      console.log(JSON.stringify({ prompt, server, model, images: files, grid: gridPath, timings: result.done.timings }));
+      console.log(
+        JSON.stringify({
+          prompt,
+          server,
+          model,
+          images: files,
+          grid: gridPath,
+          timings: result.done.timings,
+        }),
+      );
     } else {
       const t = result.done.timings;
-      console.log(`${files.length} image(s) from ${model?.name} v${model?.version} in ${((t?.totalMs ?? 0) / 1000).toFixed(2)} s → ${outDir}`);
+      console.log(
+        `${files.length} image(s) from ${model?.name} v${model?.version} in ${((t?.totalMs ?? 0) / 1000).toFixed(2)} s → ${outDir}`,
+      );
       for (const f of files) console.log(`  ${f.path}  seed ${f.seed}  score ${f.score.toFixed(3)}`);
       console.log(`  ${gridPath}`);
     }
@@ -118,7 +147,10 @@ export async function run(argv: string[]): Promise<number> {
     if (tty) process.stderr.write('\r\x1b[K');
     const err = e as ServiceError;
     if (typeof err.code === 'number') {
-      const hint = err.code === status.UNAVAILABLE && /No connection|ECONNREFUSED|connect/i.test(err.details ?? '') ? ` (is \`dalle sampler\` running at ${server}?)` : '';
+      const hint =
+        err.code === status.UNAVAILABLE && /No connection|ECONNREFUSED|connect/i.test(err.details ?? '')
+          ? ` (is \`dalle sampler\` running at ${server}?)`
+          : '';
       console.error(`dalle generate: ${status[err.code]}: ${err.details}${hint}`);
       return err.code === status.INVALID_ARGUMENT ? 2 : 1;
     }

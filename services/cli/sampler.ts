@@ -9,14 +9,19 @@ const usage =
 function intOption(name: string, v: string | undefined, min: number): number | undefined {
   if (v === undefined) return undefined;
   const n = Number(v);
-  if (!Number.isInteger(n) || n < min) throw new UsageError(`--${name} must be an integer ≥ ${min}, got '${v}'\nusage: ${usage}`);
+  if (!Number.isInteger(n) || n < min)
+    throw new UsageError(`--${name} must be an integer ≥ ${min}, got '${v}'\nusage: ${usage}`);
   return n;
 }
 
 /** host:port from --address, or --port on the host of DALLE_SAMPLER_ADDRESS. */
-export function samplerAddress(values: { address?: string; port?: string }, env: NodeJS.ProcessEnv = process.env): string {
+export function samplerAddress(
+  values: { address?: string; port?: string },
+  env: NodeJS.ProcessEnv = process.env,
+): string {
   const base = env.DALLE_SAMPLER_ADDRESS || '127.0.0.1:50051';
-  if (values.address && values.port) throw new UsageError(`give --address or --port, not both\nusage: ${usage}`);
+  if (values.address && values.port)
+    throw new UsageError(`give --address or --port, not both\nusage: ${usage}`);
   if (values.address) return values.address;
   if (values.port === undefined) return base;
   const port = intOption('port', values.port, 0)!;
@@ -40,10 +45,12 @@ export async function run(argv: string[]): Promise<number> {
     },
     usage,
   );
-  if (positionals.length > 0) throw new UsageError(`unexpected argument '${positionals[0]}'\nusage: ${usage}`);
+  if (positionals.length > 0)
+    throw new UsageError(`unexpected argument '${positionals[0]}'\nusage: ${usage}`);
   const address = samplerAddress(values);
   const model = values.model ?? 'dalle';
-  if (!/^[a-z0-9][a-z0-9_-]*$/.test(model)) throw new UsageError(`--model '${model}' must be lowercase letters, digits, - and _`);
+  if (!/^[a-z0-9][a-z0-9_-]*$/.test(model))
+    throw new UsageError(`--model '${model}' must be lowercase letters, digits, - and _`);
   const scheduler = {
     maxConcurrent: intOption('max-concurrent', values['max-concurrent'], 1),
     maxQueue: intOption('max-queue', values['max-queue'], 0),
@@ -52,7 +59,8 @@ export async function run(argv: string[]): Promise<number> {
   const graceMs = values.grace === undefined ? 30_000 : Number(values.grace) * 1000;
   if (!(graceMs >= 0)) throw new UsageError(`--grace must be a number of seconds ≥ 0, got '${values.grace}'`);
 
-  const { initTelemetry, shutdownTelemetry, grpcServerTracing, observeQueueDepth } = await import('../../telemetry/index.ts');
+  const { initTelemetry, shutdownTelemetry, grpcServerTracing, observeQueueDepth } =
+    await import('../../telemetry/index.ts');
   initTelemetry({ serviceName: 'dalle-sampler' });
   const { openStores } = await import('../../store/index.ts');
   let closeNats = async () => {};
@@ -80,7 +88,9 @@ export async function run(argv: string[]): Promise<number> {
   const stopQueueGauge = observeQueueDepth(() => svc.scheduler.queued);
   const port = await svc.listen(address);
   const host = address.slice(0, address.lastIndexOf(':'));
-  process.stderr.write(`sampler: listening on ${host}:${port}, model '${model}' from ${where} (health NOT_SERVING until a version loads)\n`);
+  process.stderr.write(
+    `sampler: listening on ${host}:${port}, model '${model}' from ${where} (health NOT_SERVING until a version loads)\n`,
+  );
 
   const stopped = new Promise<void>((resolve) => {
     let signals = 0;

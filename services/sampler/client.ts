@@ -1,7 +1,13 @@
 // A small client over the generated stub, shared by `dalle generate`, `dalle bench generate` and tests:
 // channel options that match the server's, and one call that collects a Generate stream.
 import * as grpc from '@grpc/grpc-js';
-import { SamplerClient, type Done, type GenerateRequest, type Image, type Progress } from '../../proto/gen/dalle/v1/sampler.ts';
+import {
+  SamplerClient,
+  type Done,
+  type GenerateRequest,
+  type Image,
+  type Progress,
+} from '../../proto/gen/dalle/v1/sampler.ts';
 import { DEFAULT_ADDRESS } from './server.ts';
 
 export const clientChannelOptions: grpc.ChannelOptions = {
@@ -10,7 +16,9 @@ export const clientChannelOptions: grpc.ChannelOptions = {
   'grpc.keepalive_timeout_ms': 10_000,
 };
 
-export function createSamplerClient(address: string = process.env.DALLE_SAMPLER_ADDRESS || DEFAULT_ADDRESS): SamplerClient {
+export function createSamplerClient(
+  address: string = process.env.DALLE_SAMPLER_ADDRESS || DEFAULT_ADDRESS,
+): SamplerClient {
   return new SamplerClient(address, grpc.credentials.createInsecure(), clientChannelOptions);
 }
 
@@ -35,7 +43,11 @@ export interface GenerateCallOptions {
 }
 
 /** Runs one Generate call to completion; rejects with the call's ServiceError (code, details). */
-export function generate(client: SamplerClient, request: Partial<GenerateRequest>, opts: GenerateCallOptions = {}): Promise<GenerateResult> {
+export function generate(
+  client: SamplerClient,
+  request: Partial<GenerateRequest>,
+  opts: GenerateCallOptions = {},
+): Promise<GenerateResult> {
   const t0 = performance.now();
   const req: GenerateRequest = { prompt: '', model: undefined, ...request };
   return new Promise((resolve, reject) => {
@@ -65,6 +77,10 @@ export function generate(client: SamplerClient, request: Partial<GenerateRequest
 }
 
 /** Unary ListModels as a promise. */
-export function listModels(client: SamplerClient): Promise<import('../../proto/gen/dalle/v1/sampler.ts').ListModelsResponse> {
-  return new Promise((resolve, reject) => client.listModels({}, (err, res) => (err ? reject(err) : resolve(res))));
+export function listModels(
+  client: SamplerClient,
+): Promise<import('../../proto/gen/dalle/v1/sampler.ts').ListModelsResponse> {
+  return new Promise((resolve, reject) =>
+    client.listModels({}, (err, res) => (err ? reject(err) : resolve(res))),
+  );
 }

@@ -82,4 +82,7 @@ export interface SamplingModel {
 
 /** Builds a SamplingModel from a published bundle's bytes (kept as a function so the registry does not
  *  import tfjs itself and tests can count loads). */
-export type ModelLoader = (bundle: Uint8Array, version: { name: string; version: number; createdAt: string }) => Promise<SamplingModel>;
+export type ModelLoader = (
+  bundle: Uint8Array,
+  version: { name: string; version: number; createdAt: string },
+) => Promise<SamplingModel>;

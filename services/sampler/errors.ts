@@ -22,7 +22,9 @@ export class OverloadedError extends Error {
     readonly maxQueue: number,
     readonly active: number,
   ) {
-    super(`sampler overloaded: ${active} requests generating and ${queued} queued (queue limit ${maxQueue}); retry later`);
+    super(
+      `sampler overloaded: ${active} requests generating and ${queued} queued (queue limit ${maxQueue}); retry later`,
+    );
   }
 }
 
@@ -62,7 +64,9 @@ export class ModelLoadError extends Error {
     readonly version: number,
     override readonly cause: unknown,
   ) {
-    super(`loading model ${model} v${version} failed: ${cause instanceof Error ? cause.message : String(cause)}`);
+    super(
+      `loading model ${model} v${version} failed: ${cause instanceof Error ? cause.message : String(cause)}`,
+    );
   }
 }
 
@@ -77,7 +81,11 @@ export function toStatus(err: unknown): Partial<StatusObject> & { code: status }
     if (err instanceof CorruptModelError) return status.DATA_LOSS;
     if (err instanceof ModelLoadError) return status.FAILED_PRECONDITION;
     if (err instanceof GenerationStoppedError) {
-      return err.reason === 'deadline' ? status.DEADLINE_EXCEEDED : err.reason === 'shutdown' ? status.UNAVAILABLE : status.CANCELLED;
+      return err.reason === 'deadline'
+        ? status.DEADLINE_EXCEEDED
+        : err.reason === 'shutdown'
+          ? status.UNAVAILABLE
+          : status.CANCELLED;
     }
     return status.INTERNAL;
   })();

@@ -5,7 +5,12 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import * as grpc from '@grpc/grpc-js';
-import { SamplerClient, SamplerService as SamplerDefinition, type GenerateEvent, type GenerateRequest } from '../../proto/gen/dalle/v1/sampler.ts';
+import {
+  SamplerClient,
+  SamplerService as SamplerDefinition,
+  type GenerateEvent,
+  type GenerateRequest,
+} from '../../proto/gen/dalle/v1/sampler.ts';
 import { EventWriter } from './event-writer.ts';
 import { serverChannelOptions } from './server.ts';
 
@@ -23,18 +28,35 @@ test('event-writer: waits for drain when the client reads slowly, coalesces prog
           // Several token steps' progress per image, as the service produces them.
           for (let k = 0; k < 4; k++) w.progress({ tokensDone: [i], tokensTotal: IMAGES, queuePosition: k });
           await w.send({
-            event: { $case: 'image', value: { index: i, seed: BigInt(i), png: Buffer.alloc(PNG_BYTES, i), width: 1, height: 1, tokens: [], score: 0 } },
+            event: {
+              $case: 'image',
+              value: {
+                index: i,
+                seed: BigInt(i),
+                png: Buffer.alloc(PNG_BYTES, i),
+                width: 1,
+                height: 1,
+                tokens: [],
+                score: 0,
+              },
+            },
           });
           seen.buffered.push(call.writableLength);
         }
-        await w.send({ event: { $case: 'done', value: { model: { name: 'm', version: 1 }, timings: undefined } } });
+        await w.send({
+          event: { $case: 'done', value: { model: { name: 'm', version: 1 }, timings: undefined } },
+        });
         w.end();
       })();
     },
     listModels: (_call: unknown, cb: grpc.sendUnaryData<never>) => cb({ code: grpc.status.UNIMPLEMENTED }),
   });
-  const port = await new Promise<number>((res, rej) => server.bindAsync('127.0.0.1:0', grpc.ServerCredentials.createInsecure(), (e, p) => (e ? rej(e) : res(p))));
-  const client = new SamplerClient(`127.0.0.1:${port}`, grpc.credentials.createInsecure(), { 'grpc.max_receive_message_length': 8 * 1024 * 1024 });
+  const port = await new Promise<number>((res, rej) =>
+    server.bindAsync('127.0.0.1:0', grpc.ServerCredentials.createInsecure(), (e, p) => (e ? rej(e) : res(p))),
+  );
+  const client = new SamplerClient(`127.0.0.1:${port}`, grpc.credentials.createInsecure(), {
+    'grpc.max_receive_message_length': 8 * 1024 * 1024,
+  });
   try {
     const call = client.generate({ prompt: 'x', model: undefined });
     const got: GenerateEvent[] = [];
@@ -47,12 +69,20 @@ test('event-writer: waits for drain when the client reads slowly, coalesces prog
     const w = seen.writer!;
     assert.ok(w.stats.drainWaits > 0, 'the writer waited for drain while the client did not read');
     const sentWhilePaused = seen.buffered.length;
-    assert.ok(sentWhilePaused < IMAGES / 2, `only ${sentWhilePaused} of ${IMAGES} images got past a stalled reader`);
-    assert.ok(Math.max(...seen.buffered) <= 17, `stream buffer stays bounded (max ${Math.max(...seen.buffered)} events)`);
+    assert.ok(
+      sentWhilePaused < IMAGES / 2,
+      `only ${sentWhilePaused} of ${IMAGES} images got past a stalled reader`,
+    );
+    assert.ok(
+      Math.max(...seen.buffered) <= 17,
+      `stream buffer stays bounded (max ${Math.max(...seen.buffered)} events)`,
+    );
     call.resume();
     await ended;
     await seen.finished;
-    const images = got.filter((e) => e.event?.$case === 'image').map((e) => (e.event as { value: { index: number; png: Buffer } }).value);
+    const images = got
+      .filter((e) => e.event?.$case === 'image')
+      .map((e) => (e.event as { value: { index: number; png: Buffer } }).value);
     assert.deepEqual(
       images.map((i) => i.index),
       [...Array(IMAGES).keys()],

@@ -59,10 +59,11 @@ export class EventWriter implements GenerateSink {
     this.pendingProgress = p;
     const wait = this.lastProgressAt + this.progressIntervalMs - performance.now();
     if (final || wait <= 0) this.flushProgress();
-    else this.timer ??= setTimeout(() => {
-      this.timer = undefined;
-      this.flushProgress();
-    }, wait);
+    else
+      this.timer ??= setTimeout(() => {
+        this.timer = undefined;
+        this.flushProgress();
+      }, wait);
   }
 
   private flushProgress(): void {

@@ -52,7 +52,10 @@ export class ModelRegistry {
   private readonly log: NonNullable<RegistryOptions['log']>;
 
   constructor(private readonly opts: RegistryOptions) {
-    this.log = opts.log ?? ((level, msg, fields) => (level === 'error' ? console.error : console.log)(JSON.stringify({ level, msg, ...fields })));
+    this.log =
+      opts.log ??
+      ((level, msg, fields) =>
+        (level === 'error' ? console.error : console.log)(JSON.stringify({ level, msg, ...fields })));
   }
 
   get defaultModel(): string {
@@ -137,7 +140,12 @@ export class ModelRegistry {
         }
         const entry: Entry = { key, model, refs: 0, retired: false, lastUsed: Date.now() };
         this.entries.set(key, entry);
-        this.log('info', 'model loaded', { model: name, version, bytes: info.bytes, ms: Math.round(performance.now() - t0) });
+        this.log('info', 'model loaded', {
+          model: name,
+          version,
+          bytes: info.bytes,
+          ms: Math.round(performance.now() - t0),
+        });
         return entry;
       })().finally(() => this.loading.delete(key));
       this.loading.set(key, p);
@@ -153,7 +161,10 @@ export class ModelRegistry {
 
   /** Versions of `name` held in memory. */
   loadedVersions(name: string): number[] {
-    return [...this.entries.values()].filter((e) => e.model.facts.name === name).map((e) => e.model.facts.version).sort((a, b) => a - b);
+    return [...this.entries.values()]
+      .filter((e) => e.model.facts.name === name)
+      .map((e) => e.model.facts.version)
+      .sort((a, b) => a - b);
   }
 
   /**
@@ -208,7 +219,9 @@ export class ModelRegistry {
   /** Keeps at most maxExtraModels unreferenced, non-serving entries (least recently used go first). */
   private evict(): void {
     const max = this.opts.maxExtraModels ?? 2;
-    const idle = [...this.entries.values()].filter((e) => e.refs === 0 && !this.isServing(e)).sort((a, b) => a.lastUsed - b.lastUsed);
+    const idle = [...this.entries.values()]
+      .filter((e) => e.refs === 0 && !this.isServing(e))
+      .sort((a, b) => a.lastUsed - b.lastUsed);
     for (const e of idle.slice(0, Math.max(0, idle.length - max))) {
       e.retired = true;
       this.maybeDispose(e);

@@ -4,14 +4,27 @@ import sharp from 'sharp';
 
 /** PNG of one RGB image [height, width, 3]. */
 export async function encodePng(rgb: Uint8Array, width: number, height: number): Promise<Buffer> {
-  if (rgb.length !== width * height * 3) throw new RangeError(`encodePng: ${rgb.length} bytes for ${width}×${height}×3`);
-  return sharp(rgb, { raw: { width, height, channels: 3 } }).png({ compressionLevel: 6, adaptiveFiltering: false }).toBuffer();
+  if (rgb.length !== width * height * 3)
+    throw new RangeError(`encodePng: ${rgb.length} bytes for ${width}×${height}×3`);
+  return sharp(rgb, { raw: { width, height, channels: 3 } })
+    .png({ compressionLevel: 6, adaptiveFiltering: false })
+    .toBuffer();
 }
 
 /** Pixels of a PNG as RGB [height, width, 3] (alpha dropped). */
-export async function decodePng(png: Uint8Array): Promise<{ rgb: Uint8Array; width: number; height: number }> {
-  const { data, info } = await sharp(png).removeAlpha().toColourspace('srgb').raw().toBuffer({ resolveWithObject: true });
-  return { rgb: new Uint8Array(data.buffer, data.byteOffset, data.byteLength), width: info.width, height: info.height };
+export async function decodePng(
+  png: Uint8Array,
+): Promise<{ rgb: Uint8Array; width: number; height: number }> {
+  const { data, info } = await sharp(png)
+    .removeAlpha()
+    .toColourspace('srgb')
+    .raw()
+    .toBuffer({ resolveWithObject: true });
+  return {
+    rgb: new Uint8Array(data.buffer, data.byteOffset, data.byteLength),
+    width: info.width,
+    height: info.height,
+  };
 }
 
 /** One PNG with the images in a near-square grid (row-major), `gap` pixels of white between them. */

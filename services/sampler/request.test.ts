@@ -5,14 +5,42 @@ import type { GenerateRequest } from '../../proto/gen/dalle/v1/sampler.ts';
 import { InvalidArgumentError } from './errors.ts';
 import { checkAgainstModel, imageSeed, validateRequest } from './request.ts';
 
-const req = (r: Partial<GenerateRequest>): GenerateRequest => ({ prompt: 'a red circle', model: undefined, ...r });
+const req = (r: Partial<GenerateRequest>): GenerateRequest => ({
+  prompt: 'a red circle',
+  model: undefined,
+  ...r,
+});
 
 test('request: defaults fill every unset field; a random seed is a uint32', () => {
   const v = validateRequest(req({}));
-  assert.deepEqual({ ...v, seed: 0 }, { prompt: 'a red circle', numImages: 1, seed: 0, temperature: 1, topK: 0, topP: 1, modelName: '', modelVersion: undefined });
+  assert.deepEqual(
+    { ...v, seed: 0 },
+    {
+      prompt: 'a red circle',
+      numImages: 1,
+      seed: 0,
+      temperature: 1,
+      topK: 0,
+      topP: 1,
+      modelName: '',
+      modelVersion: undefined,
+    },
+  );
   assert.ok(Number.isInteger(v.seed) && v.seed >= 0 && v.seed < 2 ** 32);
-  const w = validateRequest(req({ numImages: 16, seed: 2n ** 32n - 1n, temperature: 10, topK: 5, topP: 1, model: { name: 'cub-2', version: 3 } }));
-  assert.deepEqual([w.numImages, w.seed, w.temperature, w.topK, w.topP, w.modelName, w.modelVersion], [16, 2 ** 32 - 1, 10, 5, 1, 'cub-2', 3]);
+  const w = validateRequest(
+    req({
+      numImages: 16,
+      seed: 2n ** 32n - 1n,
+      temperature: 10,
+      topK: 5,
+      topP: 1,
+      model: { name: 'cub-2', version: 3 },
+    }),
+  );
+  assert.deepEqual(
+    [w.numImages, w.seed, w.temperature, w.topK, w.topP, w.modelName, w.modelVersion],
+    [16, 2 ** 32 - 1, 10, 5, 1, 'cub-2', 3],
+  );
 });
 
 test('request: a bad field throws InvalidArgumentError with the proto field name', () => {
@@ -28,14 +56,31 @@ test('request: a bad field throws InvalidArgumentError with the proto field name
     [{ model: { name: 'x', version: 2.5 } }, 'model.version'],
   ];
   for (const [r, field] of bad) {
-    assert.throws(() => validateRequest(req(r)), (e: unknown) => e instanceof InvalidArgumentError && e.field === field && e.message.startsWith(`${field}: `), field);
+    assert.throws(
+      () => validateRequest(req(r)),
+      (e: unknown) =>
+        e instanceof InvalidArgumentError && e.field === field && e.message.startsWith(`${field}: `),
+      field,
+    );
   }
 });
 
 test('request: top_k is checked against the model codebook', () => {
-  const facts = { name: 'm', version: 2, resolution: 16, grid: 4, codebookSize: 32, textLen: 12, preset: 'tiny', createdAt: '' };
+  const facts = {
+    name: 'm',
+    version: 2,
+    resolution: 16,
+    grid: 4,
+    codebookSize: 32,
+    textLen: 12,
+    preset: 'tiny',
+    createdAt: '',
+  };
   checkAgainstModel(validateRequest(req({ topK: 32 })), facts);
-  assert.throws(() => checkAgainstModel(validateRequest(req({ topK: 33 })), facts), /top_k: must be at most the codebook size 32 of m v2, got 33/);
+  assert.throws(
+    () => checkAgainstModel(validateRequest(req({ topK: 33 })), facts),
+    /top_k: must be at most the codebook size 32 of m v2, got 33/,
+  );
 });
 
 test('request: image seeds are consecutive and wrap at 2^32', () => {

@@ -25,18 +25,32 @@ const RequestSchema = z.object({
   prompt: z
     .string()
     .refine((s) => s.trim().length > 0, { error: 'must not be empty' })
-    .refine((s) => s.length <= MAX_PROMPT_CHARS, { error: (i) => `must be at most ${MAX_PROMPT_CHARS} characters, got ${(i.input as string).length}` }),
-  numImages: numberIn(`between 1 and ${MAX_IMAGES}`, (n) => Number.isInteger(n) && n >= 1 && n <= MAX_IMAGES).optional(),
+    .refine((s) => s.length <= MAX_PROMPT_CHARS, {
+      error: (i) => `must be at most ${MAX_PROMPT_CHARS} characters, got ${(i.input as string).length}`,
+    }),
+  numImages: numberIn(
+    `between 1 and ${MAX_IMAGES}`,
+    (n) => Number.isInteger(n) && n >= 1 && n <= MAX_IMAGES,
+  ).optional(),
   seed: z
     .bigint()
-    .refine((s) => s >= 0n && s <= BigInt(UINT32_MAX), { error: (i) => `must be < 2^32, got ${String(i.input)}` })
+    .refine((s) => s >= 0n && s <= BigInt(UINT32_MAX), {
+      error: (i) => `must be < 2^32, got ${String(i.input)}`,
+    })
     .optional(),
-  temperature: numberIn(`in (0, ${MAX_TEMPERATURE}]`, (t) => Number.isFinite(t) && t > 0 && t <= MAX_TEMPERATURE).optional(),
+  temperature: numberIn(
+    `in (0, ${MAX_TEMPERATURE}]`,
+    (t) => Number.isFinite(t) && t > 0 && t <= MAX_TEMPERATURE,
+  ).optional(),
   topK: numberIn('a non-negative integer', (k) => Number.isInteger(k) && k >= 0).optional(),
   topP: numberIn('in (0, 1]', (p) => Number.isFinite(p) && p > 0 && p <= 1).optional(),
   model: z
     .object({
-      name: z.string().refine((n) => n === '' || modelName.test(n), { error: (i) => `'${String(i.input)}' must match ${modelName}` }),
+      name: z
+        .string()
+        .refine((n) => n === '' || modelName.test(n), {
+          error: (i) => `'${String(i.input)}' must match ${modelName}`,
+        }),
       version: numberIn('≥ 1 when set', (v) => Number.isInteger(v) && v >= 1).optional(),
     })
     .optional(),
@@ -64,7 +78,10 @@ export function validateRequest(req: GenerateRequest): ValidRequest {
       return { field, message: i.message };
     });
     const first = issues[0]!;
-    const rest = issues.slice(1).map((i) => `; ${i.field}: ${i.message}`).join('');
+    const rest = issues
+      .slice(1)
+      .map((i) => `; ${i.field}: ${i.message}`)
+      .join('');
     throw new InvalidArgumentError(first.field, `${first.message}${rest}`);
   }
   const v = r.data;
@@ -83,7 +100,10 @@ export function validateRequest(req: GenerateRequest): ValidRequest {
 /** Checks that depend on the model the request resolved to. */
 export function checkAgainstModel(req: ValidRequest, model: ModelFacts): void {
   if (req.topK > model.codebookSize) {
-    throw new InvalidArgumentError('top_k', `must be at most the codebook size ${model.codebookSize} of ${model.name} v${model.version}, got ${req.topK}`);
+    throw new InvalidArgumentError(
+      'top_k',
+      `must be at most the codebook size ${model.codebookSize} of ${model.name} v${model.version}, got ${req.topK}`,
+    );
   }
 }
 

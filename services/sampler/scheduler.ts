@@ -21,7 +21,12 @@ export interface SchedulerOptions {
   batchWindowMs: number;
 }
 
-export const defaultSchedulerOptions: SchedulerOptions = { maxConcurrent: 16, maxQueue: 64, maxBatchRows: 64, batchWindowMs: 10 };
+export const defaultSchedulerOptions: SchedulerOptions = {
+  maxConcurrent: 16,
+  maxQueue: 64,
+  maxBatchRows: 64,
+  batchWindowMs: 10,
+};
 
 /** A finished image, before PNG encoding. */
 export interface SampledImage {
@@ -72,7 +77,14 @@ let nextJobId = 1;
 /** One request inside the scheduler. Settles with its images or a GenerationStoppedError. */
 export class Job {
   readonly id = nextJobId++;
-  readonly stats: JobStats = { enqueuedAt: performance.now(), startedAt: undefined, sampledAt: undefined, decodedAt: undefined, steps: 0, sharedSteps: 0 };
+  readonly stats: JobStats = {
+    enqueuedAt: performance.now(),
+    startedAt: undefined,
+    sampledAt: undefined,
+    decodedAt: undefined,
+    steps: 0,
+    sharedSteps: 0,
+  };
   readonly result: Promise<SampledImage[]>;
   /** Tokens sampled per image so far. */
   position = 0;
@@ -149,11 +161,17 @@ export class Scheduler {
     this.options = { ...defaultSchedulerOptions, ...options };
     const o = this.options;
     for (const k of ['maxConcurrent', 'maxBatchRows'] as const) {
-      if (!(Number.isInteger(o[k]) && o[k] >= 1)) throw new RangeError(`scheduler ${k} must be a positive integer, got ${o[k]}`);
+      if (!(Number.isInteger(o[k]) && o[k] >= 1))
+        throw new RangeError(`scheduler ${k} must be a positive integer, got ${o[k]}`);
     }
-    if (!(Number.isInteger(o.maxQueue) && o.maxQueue >= 0)) throw new RangeError(`scheduler maxQueue must be a non-negative integer, got ${o.maxQueue}`);
-    if (o.maxBatchRows < 16) throw new RangeError(`scheduler maxBatchRows must be ≥ 16 (one request may ask for 16 images), got ${o.maxBatchRows}`);
-    if (!(o.batchWindowMs >= 0)) throw new RangeError(`scheduler batchWindowMs must be ≥ 0, got ${o.batchWindowMs}`);
+    if (!(Number.isInteger(o.maxQueue) && o.maxQueue >= 0))
+      throw new RangeError(`scheduler maxQueue must be a non-negative integer, got ${o.maxQueue}`);
+    if (o.maxBatchRows < 16)
+      throw new RangeError(
+        `scheduler maxBatchRows must be ≥ 16 (one request may ask for 16 images), got ${o.maxBatchRows}`,
+      );
+    if (!(o.batchWindowMs >= 0))
+      throw new RangeError(`scheduler batchWindowMs must be ≥ 0, got ${o.batchWindowMs}`);
   }
 
   /** Requests generating now. */
@@ -173,10 +191,12 @@ export class Scheduler {
   /** Queues a request. Throws DrainingError or OverloadedError (nothing queued then). */
   submit(model: SamplingModel, rows: RowSpec[], listener: JobListener = {}): Job {
     if (this.draining) throw new DrainingError();
-    if (rows.length < 1 || rows.length > this.options.maxBatchRows) throw new RangeError(`a request needs 1..${this.options.maxBatchRows} rows, got ${rows.length}`);
+    if (rows.length < 1 || rows.length > this.options.maxBatchRows)
+      throw new RangeError(`a request needs 1..${this.options.maxBatchRows} rows, got ${rows.length}`);
     // Admission counts what is waiting beyond the free generation slots.
     const free = Math.max(0, this.options.maxConcurrent - this.active);
-    if (this.queue.length - free >= this.options.maxQueue) throw new OverloadedError(this.queue.length, this.options.maxQueue, this.active);
+    if (this.queue.length - free >= this.options.maxQueue)
+      throw new OverloadedError(this.queue.length, this.options.maxQueue, this.active);
     const job = new Job(model, rows, listener, this);
     this.queue.push(job);
     listener.onQueued?.(this.queue.length - 1);
@@ -243,7 +263,12 @@ export class Scheduler {
     if (!head) return;
     const queuedRows = this.queue.reduce((n, j) => n + j.rows.length, 0);
     const waited = performance.now() - head.stats.enqueuedAt;
-    if (this.sessions.length > 0 && waited < this.options.batchWindowMs && queuedRows < this.options.maxBatchRows) return;
+    if (
+      this.sessions.length > 0 &&
+      waited < this.options.batchWindowMs &&
+      queuedRows < this.options.maxBatchRows
+    )
+      return;
     const groups: { model: SamplingModel; jobs: Job[]; rows: number }[] = [];
     let jobs = this.active;
     while (this.queue.length > 0 && jobs < this.options.maxConcurrent) {
@@ -303,7 +328,14 @@ export class Scheduler {
     const ms = performance.now() - t0;
     this.totals.steps++;
     this.totals.rowSteps += rows;
-    this.observer.onStep?.({ model: s.model.facts.name, version: s.model.facts.version, rows, jobs: jobs.map((j) => j.id), position, ms });
+    this.observer.onStep?.({
+      model: s.model.facts.name,
+      version: s.model.facts.version,
+      rows,
+      jobs: jobs.map((j) => j.id),
+      position,
+      ms,
+    });
     for (const j of jobs) {
       j.stats.steps++;
       if (jobs.length > 1) j.stats.sharedSteps++;

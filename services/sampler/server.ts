@@ -97,7 +97,14 @@ const protoRoot = fileURLToPath(new URL('../../proto/', import.meta.url));
  *  HealthListResponse `Statuses` instead of `StatusesEntry`, and strict clients (buf curl) then discard
  *  the whole file. Health clients know its schema anyway (`buf curl --schema <health.proto dir>`). */
 function loadReflectionDefinitions(): protoLoader.PackageDefinition {
-  return protoLoader.loadSync(['dalle/v1/sampler.proto'], { includeDirs: [protoRoot], keepCase: true, longs: String, enums: String, defaults: true, oneofs: true });
+  return protoLoader.loadSync(['dalle/v1/sampler.proto'], {
+    includeDirs: [protoRoot],
+    keepCase: true,
+    longs: String,
+    enums: String,
+    defaults: true,
+    oneofs: true,
+  });
 }
 
 /** Folder holding `health/v1/health.proto` (for `buf curl --schema`). */
@@ -116,7 +123,10 @@ export class SamplerService {
   private readonly log: NonNullable<SamplerServiceOptions['log']>;
 
   constructor(private readonly opts: SamplerServiceOptions) {
-    this.log = opts.log ?? ((level, msg, fields) => (level === 'error' ? console.error : console.log)(JSON.stringify({ level, msg, ...fields })));
+    this.log =
+      opts.log ??
+      ((level, msg, fields) =>
+        (level === 'error' ? console.error : console.log)(JSON.stringify({ level, msg, ...fields })));
     this.progressIntervalMs = opts.progressIntervalMs ?? 50;
     this.scheduler = new Scheduler(opts.scheduler, opts.observer);
     this.health = new HealthImplementation({ '': 'NOT_SERVING', [SERVICE_NAME]: 'NOT_SERVING' });
@@ -135,8 +145,12 @@ export class SamplerService {
     });
     this.grpcServer = new grpc.Server({ ...serverChannelOptions, interceptors: opts.interceptors ?? [] });
     this.grpcServer.addService(SamplerServiceDefinition, {
-      generate: (call: grpc.ServerWritableStream<GenerateRequest, GenerateEvent>) => this.handleGenerate(call),
-      listModels: (call: grpc.ServerUnaryCall<ListModelsRequest, ListModelsResponse>, cb: grpc.sendUnaryData<ListModelsResponse>) => this.handleListModels(call, cb),
+      generate: (call: grpc.ServerWritableStream<GenerateRequest, GenerateEvent>) =>
+        this.handleGenerate(call),
+      listModels: (
+        call: grpc.ServerUnaryCall<ListModelsRequest, ListModelsResponse>,
+        cb: grpc.sendUnaryData<ListModelsResponse>,
+      ) => this.handleListModels(call, cb),
     });
     this.health.addToServer(this.grpcServer);
     new ReflectionService(loadReflectionDefinitions()).addToServer(this.grpcServer);
@@ -145,7 +159,9 @@ export class SamplerService {
   /** Binds `address` (host:port; port 0 picks one), starts watching the default model; returns the port. */
   async listen(address: string = process.env.DALLE_SAMPLER_ADDRESS || DEFAULT_ADDRESS): Promise<number> {
     const port = await new Promise<number>((resolve, reject) =>
-      this.grpcServer.bindAsync(address, grpc.ServerCredentials.createInsecure(), (err, p) => (err ? reject(err) : resolve(p))),
+      this.grpcServer.bindAsync(address, grpc.ServerCredentials.createInsecure(), (err, p) =>
+        err ? reject(err) : resolve(p),
+      ),
     );
     await this.registry.start();
     this.log('info', 'sampler listening', { address, port, model: this.registry.defaultModel });
@@ -161,14 +177,21 @@ export class SamplerService {
   // ---- Generate --------------------------------------------------------------------------------------
 
   private handleGenerate(call: grpc.ServerWritableStream<GenerateRequest, GenerateEvent>): void {
-    const end = this.opts.onRequest?.({ method: 'Generate', request: call.request, metadata: call.metadata, peer: call.getPeer() });
+    const end = this.opts.onRequest?.({
+      method: 'Generate',
+      request: call.request,
+      metadata: call.metadata,
+      peer: call.getPeer(),
+    });
     // The server span of telemetry's interceptor, when there is one (a no-op span otherwise).
     const span = trace.getActiveSpan();
     const stop = new AbortController();
     const raw = call.getDeadline();
     const deadline = raw instanceof Date ? raw.getTime() : raw;
     // grpc-js also fails the call at the deadline; this timer makes sure the *generation* stops then.
-    const timer = Number.isFinite(deadline) ? setTimeout(() => stop.abort('deadline'), Math.max(0, deadline - Date.now())) : undefined;
+    const timer = Number.isFinite(deadline)
+      ? setTimeout(() => stop.abort('deadline'), Math.max(0, deadline - Date.now()))
+      : undefined;
     call.on('cancelled', () => stop.abort(Date.now() >= deadline - 1 ? 'deadline' : 'cancelled'));
     const writer = new EventWriter(call, this.progressIntervalMs);
     const done = this.generate(call.request, writer, stop.signal).then(
@@ -183,12 +206,20 @@ export class SamplerService {
           'dalle.generate.shared_steps': summary.timings.sharedSteps,
           'dalle.generate.queue_ms': summary.timings.queueMs,
         });
-        end?.({ code: grpc.status.OK, model: summary.model, images: summary.images, timings: summary.timings });
+        end?.({
+          code: grpc.status.OK,
+          model: summary.model,
+          images: summary.images,
+          timings: summary.timings,
+        });
       },
       (err: unknown) => {
         writer.close();
         const st = toStatus(err);
-        if (st.code === grpc.status.INTERNAL) this.log('error', 'Generate failed', { error: err instanceof Error ? (err.stack ?? err.message) : String(err) });
+        if (st.code === grpc.status.INTERNAL)
+          this.log('error', 'Generate failed', {
+            error: err instanceof Error ? (err.stack ?? err.message) : String(err),
+          });
         if (!call.cancelled) call.emit('error', st);
         end?.({ code: st.code, details: st.details });
       },
@@ -221,8 +252,10 @@ export class SamplerService {
       }));
       const total = facts.grid * facts.grid;
       const job = this.scheduler.submit(model, rows, {
-        onQueued: (position) => out.progress({ tokensDone: rows.map(() => 0), tokensTotal: total, queuePosition: position }, true),
-        onProgress: (done) => out.progress({ tokensDone: done, tokensTotal: total, queuePosition: 0 }, done[0] === total),
+        onQueued: (position) =>
+          out.progress({ tokensDone: rows.map(() => 0), tokensTotal: total, queuePosition: position }, true),
+        onProgress: (done) =>
+          out.progress({ tokensDone: done, tokensTotal: total, queuePosition: 0 }, done[0] === total),
       });
       const onAbort = () => job.cancel(signal.reason as GenerationStoppedError['reason']);
       signal.addEventListener('abort', onAbort, { once: true });
@@ -234,7 +267,9 @@ export class SamplerService {
         signal.removeEventListener('abort', onAbort);
       }
       const tDecoded = performance.now();
-      const pngs = await Promise.all(images.map((img) => encodePng(img.rgb, facts.resolution, facts.resolution)));
+      const pngs = await Promise.all(
+        images.map((img) => encodePng(img.rgb, facts.resolution, facts.resolution)),
+      );
       for (const img of images) {
         if (signal.aborted) throw stopped();
         await out.send({
@@ -276,8 +311,16 @@ export class SamplerService {
 
   // ---- ListModels ------------------------------------------------------------------------------------
 
-  private handleListModels(call: grpc.ServerUnaryCall<ListModelsRequest, ListModelsResponse>, cb: grpc.sendUnaryData<ListModelsResponse>): void {
-    const end = this.opts.onRequest?.({ method: 'ListModels', request: call.request, metadata: call.metadata, peer: call.getPeer() });
+  private handleListModels(
+    call: grpc.ServerUnaryCall<ListModelsRequest, ListModelsResponse>,
+    cb: grpc.sendUnaryData<ListModelsResponse>,
+  ): void {
+    const end = this.opts.onRequest?.({
+      method: 'ListModels',
+      request: call.request,
+      metadata: call.metadata,
+      peer: call.getPeer(),
+    });
     void this.track(
       this.listModels().then(
         (res) => {
@@ -331,13 +374,25 @@ export class SamplerService {
       this.draining = true;
       this.health.setStatus('', 'NOT_SERVING');
       this.health.setStatus(SERVICE_NAME, 'NOT_SERVING');
-      this.log('info', 'sampler draining', { active: this.scheduler.active, queued: this.scheduler.queued, graceMs });
-      const idle = Promise.all([this.scheduler.drain(), Promise.allSettled([...this.inflight])]).then(() => true);
+      this.log('info', 'sampler draining', {
+        active: this.scheduler.active,
+        queued: this.scheduler.queued,
+        graceMs,
+      });
+      const idle = Promise.all([this.scheduler.drain(), Promise.allSettled([...this.inflight])]).then(
+        () => true,
+      );
       let timer: NodeJS.Timeout | undefined;
-      const drained = await Promise.race([idle, new Promise<boolean>((r) => (timer = setTimeout(() => r(false), graceMs)))]);
+      const drained = await Promise.race([
+        idle,
+        new Promise<boolean>((r) => (timer = setTimeout(() => r(false), graceMs))),
+      ]);
       clearTimeout(timer);
       if (!drained) {
-        this.log('info', 'drain timed out; stopping what is left', { active: this.scheduler.active, queued: this.scheduler.queued });
+        this.log('info', 'drain timed out; stopping what is left', {
+          active: this.scheduler.active,
+          queued: this.scheduler.queued,
+        });
         this.scheduler.stopAll('shutdown');
         await Promise.allSettled([...this.inflight]);
       }

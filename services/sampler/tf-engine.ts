@@ -10,7 +10,14 @@ import { decodeState, expectArrays } from '../../model/state-io.ts';
 import type { ParamSpec } from '../../model/trainer.ts';
 import { Transformer, transformerParamSpecs } from '../../model/transformer.ts';
 import { decodeBundle } from '../../store/bundle.ts';
-import type { ModelFacts, ModelLoader, RowResult, RowSpec, SamplingModel, SamplingSession } from './engine.ts';
+import type {
+  ModelFacts,
+  ModelLoader,
+  RowResult,
+  RowSpec,
+  SamplingModel,
+  SamplingSession,
+} from './engine.ts';
 import { InvalidArgumentError } from './errors.ts';
 
 /** Arrays of a state-io blob in `specs` order, checked name by name and length by length. */
@@ -54,7 +61,16 @@ class TfSession implements SamplingSession {
   ) {
     // index 0 for every row: a row's draws then depend on its own seed alone, so image i of a request
     // (seed s + i) is reproduced by a one-image request with that seed.
-    this.inner = model.sampler.start(specs.map((r) => ({ text: r.text, temperature: r.temperature, topK: r.topK, topP: r.topP, seed: r.seed, index: 0 })));
+    this.inner = model.sampler.start(
+      specs.map((r) => ({
+        text: r.text,
+        temperature: r.temperature,
+        topK: r.topK,
+        topP: r.topP,
+        seed: r.seed,
+        index: 0,
+      })),
+    );
     this.cancelled = specs.map(() => false);
   }
 
@@ -90,7 +106,10 @@ class TfSession implements SamplingSession {
       tokens.set(this.inner.tokens(row), k * N);
     });
     const scores = likelihoods(this.model.transformer, text, tokens, advanced.length);
-    return advanced.map((row, k) => ({ row, result: { tokens: tokens.slice(k * N, (k + 1) * N), score: scores[k]! } }));
+    return advanced.map((row, k) => ({
+      row,
+      result: { tokens: tokens.slice(k * N, (k + 1) * N), score: scores[k]! },
+    }));
   }
 
   cancel(row: number): void {
@@ -120,7 +139,8 @@ class TfModel implements SamplingModel {
 
   encodePrompt(prompt: string): Int32Array {
     const enc = this.tokenizer.encode(prompt, this.facts.textLen);
-    if (enc.length === 0) throw new InvalidArgumentError('prompt', 'has no tokens after normalization (only whitespace?)');
+    if (enc.length === 0)
+      throw new InvalidArgumentError('prompt', 'has no tokens after normalization (only whitespace?)');
     return enc.ids;
   }
 
@@ -130,7 +150,8 @@ class TfModel implements SamplingModel {
 
   decode(tokens: Int32Array, n: number): Uint8Array {
     const N = this.facts.grid * this.facts.grid;
-    if (tokens.length !== n * N) throw new RangeError(`decode: ${tokens.length} tokens for ${n} images of ${N}`);
+    if (tokens.length !== n * N)
+      throw new RangeError(`decode: ${tokens.length} tokens for ${n} images of ${N}`);
     return this.dvae.decode(tokens);
   }
 
