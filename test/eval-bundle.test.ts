@@ -15,12 +15,29 @@ import { initBackend } from '../model/backend.ts';
 import { dvaeParamSpecs, initDvaeParams } from '../model/dvae.ts';
 import { encodeState } from '../model/state-io.ts';
 import { initTransformerParams, transformerParamSpecs } from '../model/transformer.ts';
-import { bundleDvae, evaluateShapes, grpcGenerator, samplingModelGenerator } from '../services/cli/eval.ts';
+import {
+  bundleDvae,
+  evaluateShapes,
+  grpcGenerator,
+  samplingModelGenerator,
+  type GenerateFn,
+} from '../services/cli/eval.ts';
 import { SamplerService } from '../services/sampler/server.ts';
 import { loadBundleModel } from '../services/sampler/tf-engine.ts';
 import { encodeBundle, openStores } from '../store/index.ts';
 
 const root = fileURLToPath(new URL('..', import.meta.url));
+
+/** A generator that also records every image it returns. */
+const keep =
+  (into: Uint8Array[], g: GenerateFn): GenerateFn =>
+  async (prompts, n, seed) => {
+    const out = await g(prompts, n, seed);
+    into.push(...out);
+    return out;
+  };
+const localImages: Uint8Array[] = [];
+const grpcImages: Uint8Array[] = [];
 
 async function publishTinyBundle(dir: string): Promise<Uint8Array> {
   const spec = loadSpec('tiny');
@@ -62,7 +79,7 @@ test('eval: a published bundle is judged alike in process and over gRPC, and by 
     });
     const n = 12;
     const local = await evaluateShapes({
-      generate: samplingModelGenerator(model, { batch: 5 }),
+      generate: keep(localImages, samplingModelGenerator(model, { batch: 5 })),
       dvae,
       n,
       seed: 5,
@@ -73,13 +90,24 @@ test('eval: a published bundle is judged alike in process and over gRPC, and by 
     const remote = await grpcGenerator(`127.0.0.1:${port}`, { concurrency: 4 });
     let overGrpc;
     try {
-      overGrpc = await evaluateShapes({ generate: remote.generate, dvae, n, seed: 5 });
+      overGrpc = await evaluateShapes({ generate: keep(grpcImages, remote.generate), dvae, n, seed: 5 });
     } finally {
       remote.close();
     }
     model.dispose();
     dvae.dispose();
     // Same seeds, same model code: the same images, so the same verdict on every one of them.
+    assert.equal(grpcImages.length, 2 * n);
+    assert.ok(
+      localImages.some((img) => !Buffer.from(img).equals(Buffer.from(localImages[0]!))),
+      'the sampled images differ from one another',
+    );
+    grpcImages.forEach((img, i) =>
+      assert.ok(
+        Buffer.from(img).equals(Buffer.from(localImages[i]!)),
+        `image ${i} differs between in-process and gRPC`,
+      ),
+    );
     assert.deepEqual(overGrpc.items, local.items);
     assert.equal(local.seen.images, n);
     assert.equal(local.heldOut.images, n);
