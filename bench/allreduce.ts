@@ -5,7 +5,7 @@
 // throughput between two processes measured in the same run with the same message size (the ratio is
 // the figure to watch: the protocol's cost over the transport). Starts its own nats-server unless --url.
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { cpus, loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -54,7 +54,7 @@ async function freePort(): Promise<number> {
 async function startServer(): Promise<{ url: string; stop: () => void }> {
   const port = await freePort();
   const dir = mkdtempSync(join(tmpdir(), 'bench-nats-'));
-  const bin = process.env.DALLE_NATS_BIN ?? 'nats-server';
+  const bin = process.env.DALLE_NATS_BIN ?? (existsSync('/usr/sbin/nats-server') ? '/usr/sbin/nats-server' : 'nats-server');
   const p = spawn(bin, ['-a', '127.0.0.1', '-p', String(port), '-l', join(dir, 'log')], { stdio: 'ignore' });
   const url = `nats://127.0.0.1:${port}`;
   for (let i = 0; i < 100; i++) {

@@ -5,7 +5,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -13,6 +13,10 @@ import { connect, type NatsConnection } from 'nats';
 import { joinGroup, type GroupCounters } from '../collective/index.ts';
 import { rankOrderSum, spawnRank, uniqueId } from './collective-helpers.ts';
 import { workInput } from './collective-work.ts';
+
+function natsBin(): string {
+  return process.env.DALLE_NATS_BIN ?? (existsSync('/usr/sbin/nats-server') ? '/usr/sbin/nats-server' : 'nats-server');
+}
 
 async function freePort(): Promise<number> {
   return new Promise((resolve) => {
@@ -28,7 +32,7 @@ test('slow-consumer: a rank cut off by the server mid-all-reduce reconnects and 
   const port = await freePort();
   // max_pending 1 MiB (default 64 MiB) and a 2 s write deadline: a 3 s stall is a slow consumer for sure
   writeFileSync(join(dir, 'nats.conf'), `listen: 127.0.0.1:${port}\nmax_pending: 1048576\nmax_payload: 262144\nwrite_deadline: "2s"\n`);
-  const server = spawn(process.env.DALLE_NATS_BIN ?? 'nats-server', ['-c', join(dir, 'nats.conf'), '-l', join(dir, 'log')], { stdio: 'ignore' });
+  const server = spawn(natsBin(), ['-c', join(dir, 'nats.conf'), '-l', join(dir, 'log')], { stdio: 'ignore' });
   const url = `nats://127.0.0.1:${port}`;
   let nc: NatsConnection | undefined;
   try {
