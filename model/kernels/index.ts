@@ -3,11 +3,12 @@
 import { getKernel, registerKernel, unregisterKernel } from '@tensorflow/tfjs';
 import { makeConv2DBackpropInputWasmConfig } from './conv2d-backprop-input.ts';
 import { conv2DBackpropFilterWasmConfig } from './conv2d-backprop-filter.ts';
+import { identityWasmConfig } from './identity.ts';
 import { maxPoolGradWasmConfig } from './max-pool-grad.ts';
 import { unsortedSegmentSumWasmConfig } from './unsorted-segment-sum.ts';
 
 /** Names of the kernels this module provides for the wasm backend. */
-export const wasmKernelNames = ['Conv2DBackpropFilter', 'Conv2DBackpropInput', 'MaxPoolGrad', 'UnsortedSegmentSum'] as const;
+export const wasmKernelNames = ['Conv2DBackpropFilter', 'Conv2DBackpropInput', 'Identity', 'MaxPoolGrad', 'UnsortedSegmentSum'] as const;
 
 let registered = false;
 
@@ -24,5 +25,8 @@ export function registerWasmKernels(): void {
   // Replaced, not added: the stock one breaks ties differently from cpu (see max-pool-grad.ts).
   if (getKernel('MaxPoolGrad', 'wasm')) unregisterKernel('MaxPoolGrad', 'wasm');
   registerKernel(maxPoolGradWasmConfig);
+  // Replaced: shares the buffer instead of copying it (see identity.ts).
+  if (getKernel('Identity', 'wasm')) unregisterKernel('Identity', 'wasm');
+  registerKernel(identityWasmConfig);
   registered = true;
 }
