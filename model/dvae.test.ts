@@ -93,6 +93,21 @@ test('dvae: encode gives argmax tokens, decode gives images, shapes as the contr
   m.dispose();
 });
 
+test('dvae: centerInput feeds the encoder 2φ(x)−1 instead of φ(x), nothing else changes', () => {
+  const plain = new Dvae(tiny, { seed: 8 });
+  const centred = Dvae.fromParams({ ...tiny, centerInput: true }, plain.params());
+  const x = images(2, 16);
+  const [a, b] = tf.tidy(() => {
+    const phi = mapPixels(tf.tensor4d(x, [2, 16, 16, 3], 'int32').toFloat(), 0.1) as tf.Tensor4D;
+    return [centred.encoderLogits(phi).dataSync(), plain.encoderLogits(phi.mul(2).sub(1) as tf.Tensor4D).dataSync()];
+  });
+  assert.deepEqual([...a!], [...b!]);
+  const tokens = plain.encode(x);
+  assert.deepEqual(centred.decode(tokens), plain.decode(tokens), 'the decoder is untouched');
+  plain.dispose();
+  centred.dispose();
+});
+
 test('dvae: the loss is the paper negative ELBO per pixel-channel, checked in float64', () => {
   const m = new Dvae(tiny, { seed: 5 });
   const n = 2;

@@ -9,6 +9,7 @@
 // Resblock: x ↦ id(x) + (1/n_layers²)·res(x), n_layers = G·B; res is ReLU-conv ×4 with width n_out/4
 //   (encoder kernels 3,3,3,1; decoder 1,3,3,3); id is a 1×1 conv when the width changes.
 // n_init = n_hid/2 (the official 128 for n_hid 256). Weights ~ N(0, 1/(n_in·k²)), biases 0.
+// The encoder sees φ(x) as in the official code, or 2φ(x)−1 with config centerInput (see config/spec.ts).
 import * as tf from '@tensorflow/tfjs';
 import type { DvaeConfig } from '../config/index.ts';
 import { gumbelSoftmax, klToUniform } from './gumbel.ts';
@@ -67,6 +68,8 @@ interface GroupSpec {
 
 export interface DvaeLayout {
   resolution: number;
+  /** Encoder sees 2φ(x)−1 rather than φ(x) (config centerInput). */
+  centerInput: boolean;
   grid: number;
   codebookSize: number;
   nLayers: number;
@@ -128,6 +131,7 @@ export function dvaeLayout(cfg: DvaeConfig): DvaeLayout {
     }));
   return {
     resolution: cfg.resolution,
+    centerInput: cfg.centerInput ?? false,
     grid: cfg.grid,
     codebookSize: K,
     nLayers: G * B,
@@ -231,9 +235,13 @@ function resblock(p: Params, b: BlockSpec, x: tf.Tensor4D, postGain: number): tf
   return id.add(r.mul(postGain));
 }
 
-/** φ-mapped pixels [N, R, R, 3] → logits [N, g, g, K]. */
+/** φ-mapped pixels [N, R, R, 3] → logits [N, g, g, K] (centred first when the config says so). */
 function encoderForward(p: Params, l: DvaeLayout, x: tf.Tensor4D): tf.Tensor4D {
-  let h = applyConv(p, l.encoder.input, x); // [N, R, R, n_hid]
+  if (l.centerInput) x = x.mul(2).sub(1) as tf.Tensor4D; // [ε, 1−ε] → [2ε−1, 1−2ε]
+  // Unfused on purpose: the fused op's custom gradient also computes ∂/∂x, the images' gradient,
+  // which nothing needs (~10% of a step); the plain conv's gradient is skipped for inputs off the tape.
+  const w = p.get(`${l.encoder.input.name}.w`) as tf.Tensor4D;
+  let h = tf.conv2d(x, w, 1, 'same').add(p.get(`${l.encoder.input.name}.b`)!) as tf.Tensor4D; // [N, R, R, n_hid]
   for (const g of l.encoder.groups) {
     for (const b of g.blocks) h = resblock(p, b, h, l.postGain);
     if (g.resample) h = tf.maxPool(h, 2, 2, 'valid'); // [N, side/2, side/2, C]
@@ -241,19 +249,34 @@ function encoderForward(p: Params, l: DvaeLayout, x: tf.Tensor4D): tf.Tensor4D {
   return applyConv(p, l.encoder.output, h.relu()); // [N, g, g, K]
 }
 
-/** Soft or one-hot codes [N, g, g, K] → statistics [N, R, R, 6] (μ then ln b per RGB channel). */
-function decoderForward(p: Params, l: DvaeLayout, z: tf.Tensor4D): tf.Tensor4D {
+interface DecoderHeads {
+  /** Location μ of the logit-Laplace, per RGB channel [N, R, R, 3]. */
+  mu: tf.Tensor4D;
+  /** ln b, per RGB channel [N, R, R, 3]. */
+  lnB: tf.Tensor4D;
+}
+
+/** Soft or one-hot codes [N, g, g, K] → μ and ln b, each [N, R, R, 3]. */
+function decoderForward(p: Params, l: DvaeLayout, z: tf.Tensor4D): DecoderHeads {
   return decoderFromEmbedded(p, l, applyConv(p, l.decoder.input, z));
 }
 
-/** Same, from codes already embedded by decoder.input: [N, g, g, n_init] → [N, R, R, 6]. */
-function decoderFromEmbedded(p: Params, l: DvaeLayout, e: tf.Tensor4D): tf.Tensor4D {
+/** Same, from codes already embedded by decoder.input: [N, g, g, n_init] → heads [N, R, R, 3]. */
+function decoderFromEmbedded(p: Params, l: DvaeLayout, e: tf.Tensor4D): DecoderHeads {
   let h = e;
   for (const g of l.decoder.groups) {
     for (const b of g.blocks) h = resblock(p, b, h, l.postGain);
     if (g.resample) h = upsample2x(h); // [N, 2·side, 2·side, C]
   }
-  return applyConv(p, l.decoder.output, h.relu()); // [N, R, R, 6]
+  h = h.relu() as tf.Tensor4D;
+  // The 6-channel output conv, run as its μ half and its ln b half: slicing the [1, 1, C, 6] kernel is
+  // cheap, slicing the [N, R, R, 6] activations (and padding their gradient back) is not.
+  const w = p.get(`${l.decoder.output.name}.w`) as tf.Tensor4D;
+  const b = p.get(`${l.decoder.output.name}.b`)!;
+  const c = w.shape[2];
+  const half = (from: number) =>
+    tf.fused.conv2d({ x: h, filter: w.slice([0, 0, 0, from], [1, 1, c, 3]), bias: b.slice([from], [3]), strides: 1, pad: 'same' });
+  return { mu: half(0), lnB: half(3) };
 }
 
 /** Nearest-neighbour ×2 as a broadcast (its gradient is a plain sum, fast on every backend). */
@@ -287,16 +310,14 @@ function lossTerms(p: Params, l: DvaeLayout, eps: number, x255: tf.Tensor4D, noi
   const x = mapPixels(x255, eps) as tf.Tensor4D; // [N, R, R, 3] in [ε, 1−ε]
   const logits = encoderForward(p, l, x); // [N, g, g, K]
   const z = gumbelSoftmax(logits, noise, tau) as tf.Tensor4D; // [N, g, g, K]
-  const stats = decoderForward(p, l, z); // [N, R, R, 6]
-  const [n, r] = stats.shape;
-  const mu = stats.slice([0, 0, 0, 0], [n, r, r, 3]);
-  const lnB = stats.slice([0, 0, 0, 3], [n, r, r, 3]);
+  const { mu, lnB } = decoderForward(p, l, z); // [N, R, R, 3] each
+  const [n, r] = mu.shape;
   const perPixelChannel = r * r * 3;
   const cells = l.grid * l.grid;
   const nllSum = logitLaplaceNll(x, mu, lnB).sum().div(n); // Σ over pixels, mean over batch
   const klSum = klToUniform(logits).sum().div(n); // Σ over cells, mean over batch
   const loss = nllSum.add(klSum.mul(beta)).div(perPixelChannel) as tf.Scalar;
-  const mse = tf.tidy(() => reconstruction(stats, eps).sub(x255.div(255)).square().mean()) as tf.Scalar;
+  const mse = tf.tidy(() => reconstruction(mu, eps).sub(x255.div(255)).square().mean()) as tf.Scalar;
   const codes = logits.argMax(-1) as tf.Tensor3D;
   return { loss, recon: nllSum.div(perPixelChannel) as tf.Scalar, kl: klSum.div(cells) as tf.Scalar, mse, codes };
 }
@@ -349,9 +370,12 @@ export class Dvae {
     return tf.tidy(() => encoderForward(this.byName, this.layout, x));
   }
 
-  /** Decoder statistics [N, R, R, 6] of codes [N, g, g, K]. */
+  /** Decoder statistics [N, R, R, 6] of codes [N, g, g, K]: μ (channels 0–2), then ln b (3–5). */
   decoderStats(z: tf.Tensor4D): tf.Tensor4D {
-    return tf.tidy(() => decoderForward(this.byName, this.layout, z));
+    return tf.tidy(() => {
+      const { mu, lnB } = decoderForward(this.byName, this.layout, z);
+      return tf.concat([mu, lnB], 3) as tf.Tensor4D;
+    });
   }
 
   /** Loss terms of a uint8-valued image batch [N, R, R, 3] under Gumbel noise [N, g, g, K]. */
@@ -397,8 +421,8 @@ export class Dvae {
         // A one-hot code through the 1×1 input conv is a row lookup: gather instead of a K-wide conv.
         const w = (this.byName.get('decoder.input.w') as tf.Tensor).reshape([K, this.layout.nInit]);
         const e = tf.gather(w, idx).add(this.byName.get('decoder.input.b')!).reshape([m, g, g, this.layout.nInit]) as tf.Tensor4D;
-        const stats = decoderFromEmbedded(this.byName, this.layout, e);
-        return reconstruction(stats, this.cfg.logitLaplaceEps).mul(255).round(); // [m, R, R, 3]
+        const { mu } = decoderFromEmbedded(this.byName, this.layout, e);
+        return reconstruction(mu, this.cfg.logitLaplaceEps).mul(255).round(); // [m, R, R, 3]
       });
       const v = img.dataSync();
       const base = i0 * R * R * 3;

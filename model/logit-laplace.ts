@@ -31,11 +31,7 @@ export function logitLaplaceNll(x: tf.Tensor, mu: tf.Tensor, lnB: tf.Tensor): tf
   });
 }
 
-/** Decoder statistics [B, H, W, 6] → reconstruction in [0, 1]: φ⁻¹(sigmoid(μ)), μ = channels 0..2. */
-export function reconstruction(stats: tf.Tensor4D, eps: number): tf.Tensor4D {
-  return tf.tidy(() => {
-    const [b, h, w] = stats.shape;
-    const mu = stats.slice([0, 0, 0, 0], [b, h, w, 3]);
-    return unmapPixels(mu.sigmoid(), eps) as tf.Tensor4D;
-  });
+/** The decoder's μ [B, H, W, 3] → reconstruction in [0, 1]: φ⁻¹(sigmoid(μ)). */
+export function reconstruction(mu: tf.Tensor4D, eps: number): tf.Tensor4D {
+  return tf.tidy(() => unmapPixels(mu.sigmoid(), eps) as tf.Tensor4D);
 }
