@@ -147,3 +147,19 @@ test('kernels: no tensors or wasm heap blocks leak from the custom kernels', () 
   assert.equal(tf.engine().backend.numDataIds(), dataIds);
   tf.dispose([x, w]);
 });
+
+test('kernels: wasm Identity shares memory safely (a clone outlives its source; assign does not touch clones)', () => {
+  tf.setBackend('wasm');
+  const ids = tf.engine().backend.numDataIds();
+  const a = tf.tensor1d([1, 2, 3]);
+  const c = a.clone();
+  assert.equal(tf.engine().backend.numDataIds(), ids + 1, 'the clone shares the buffer');
+  a.dispose();
+  assert.deepEqual([...c.dataSync()], [1, 2, 3]);
+  const v = tf.variable(tf.tensor1d([4, 5]), true, 'kernels_test_identity');
+  const saved = v.clone();
+  v.assign(tf.tensor1d([6, 7]));
+  assert.deepEqual([...saved.dataSync()], [4, 5]);
+  assert.deepEqual([...v.dataSync()], [6, 7]);
+  tf.dispose([c, v, saved]);
+});
