@@ -19,20 +19,20 @@ export const presets: Record<PresetName, PresetInput> = {
       lr: 1e-3, warmupSteps: 5, plateauPatience: 10, plateauSmoothing: 0.8, emaDecay: 0.9,
     },
     powersgd: { enabled: true, rank: 2, startIter: 2, minCompressionRate: 1 },
-    train: { worldSize: 2, batchSize: 8, segmentSteps: 10, checkpointEvery: 5, seed: 0, heartbeatTimeout: 8, collectiveTimeout: 6 },
+    train: { worldSize: 2, batchSize: 8, segmentSteps: 10, checkpointEvery: 5, seed: 0, heartbeatTimeout: 20, collectiveTimeout: 8, joinTimeout: 60 },
   },
   // The demo: learns the synthetic shapes set on a 2-core machine in minutes.
   shapes: {
     preset: 'shapes',
     dataset: { kind: 'shapes', count: 4096, canvas: 32, seed: 1234 },
     dvae: {
-      resolution: 32, grid: 8, codebookSize: 128, hidden: 32, groups: 3, blocksPerGroup: 1, steps: 600,
-      lr: 2e-3, lrEnd: 1e-4, lrDecaySteps: 600, betaMax: 0.1, betaWarmupSteps: 200, tauDecaySteps: 400,
-      emaDecay: 0.99,
+      resolution: 32, grid: 8, codebookSize: 128, hidden: 16, groups: 3, blocksPerGroup: 1, steps: 400,
+      lr: 2e-3, lrEnd: 1e-4, lrDecaySteps: 400, betaMax: 2, betaWarmupSteps: 50, tauDecaySteps: 400,
+      emaDecay: 0.99, centerInput: true,
     },
     transformer: {
-      layers: 4, heads: 4, dModel: 64, textLen: 16, vocabSize: 128, convKernel: 5, steps: 1500,
-      lr: 2e-3, warmupSteps: 50, plateauPatience: 300, plateauSmoothing: 0.95, emaDecay: 0.99,
+      layers: 4, heads: 4, dModel: 64, textLen: 16, vocabSize: 128, convKernel: 5, steps: 300,
+      lr: 2e-3, warmupSteps: 50, plateauPatience: 100, plateauSmoothing: 0.95, emaDecay: 0.99,
     },
     powersgd: { enabled: true, rank: 4, startIter: 10 },
     train: { worldSize: 2, batchSize: 32, segmentSteps: 100, checkpointEvery: 50, seed: 0 },
