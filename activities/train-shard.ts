@@ -85,11 +85,23 @@ export async function trainShard(deps: TrainShardDeps, input: TrainShardInput): 
     }
   }
 
-  // 2. The group: a barrier that every rank of this segment launch passes, or PeerLostError.
-  const group = await joinGroup({
+  // 2. The group: a barrier that every rank of this segment launch passes, or PeerLostError. A
+  // cancellation ends any wait at once: joining is raced against it, and closing the group makes a pending
+  // collective operation reject, so a cancelled rank frees its worker slot promptly.
+  const joining = joinGroup({
     nc: deps.nc, runId, groupId: input.groupId, rank, worldSize, timeoutMs: spec.train.collectiveTimeout * 1000,
     joinTimeoutMs: spec.train.joinTimeout * 1000,
   });
+  let group: Group;
+  try {
+    group = await Promise.race([joining, ctx.cancelled]);
+  } catch (e) {
+    void joining.then((g) => g.close(), () => undefined);
+    trainer.dispose();
+    throw e;
+  }
+  const onAbort = () => void group.close().catch(() => undefined);
+  ctx.cancellationSignal.addEventListener('abort', onAbort);
   const progressHandle = rank === 0 ? deps.client.workflow.getHandle(input.progressWorkflowId) : undefined;
   let lastProgress = 0;
   let loss = NaN;
@@ -134,6 +146,7 @@ export async function trainShard(deps: TrainShardDeps, input: TrainShardInput): 
       }
     }
   } finally {
+    ctx.cancellationSignal.removeEventListener('abort', onAbort);
     clearInterval(beat);
     await group.close().catch(() => undefined);
     trainer.dispose();

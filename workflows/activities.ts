@@ -5,13 +5,15 @@ import type { createActivities } from '../activities/index.ts';
 type Acts = ReturnType<typeof createActivities>;
 
 /** Rank activities are never retried by Temporal: a rank cannot rejoin its group alone. The workflow
- *  relaunches the whole segment instead. Cancellation waits until the rank has really stopped. */
+ *  relaunches the whole segment instead, at once: a cancelled rank stops at its next step boundary (or
+ *  wait) on its own, and a dead worker's rank would only settle at its heartbeat timeout, so the workflow
+ *  does not wait for either (a new group id keeps old and new ranks apart). */
 export function rankActivities(heartbeatTimeoutSec: number) {
   return proxyActivities<Acts>({
     startToCloseTimeout: '7 days',
     heartbeatTimeout: `${heartbeatTimeoutSec} seconds`,
     retry: { maximumAttempts: 1 },
-    cancellationType: ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
+    cancellationType: ActivityCancellationType.TRY_CANCEL,
   });
 }
 
