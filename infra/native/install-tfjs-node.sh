@@ -101,7 +101,7 @@ if ((VERIFY_ONLY)); then
   exit 0
 fi
 
-for tool in node npm python3 make g++ nm readelf; do
+for tool in node npm python3 make g++ nm readelf flock; do
   command -v "$tool" >/dev/null || die "'$tool' is not on PATH (Debian: apt-get install build-essential binutils python3-pip)"
 done
 python3 -m pip --version >/dev/null 2>&1 || die "python3 has no pip (Debian: apt-get install python3-pip)"
@@ -112,6 +112,11 @@ NODEDIR=$(dirname "$(dirname "$(readlink -f "$(command -v node)")")")
   die "Node headers not found under $NODEDIR/include/node (node-gyp cannot fetch them offline); install Node from a package that ships include/node"
 NODE_GYP=$(node -p "require.resolve('node-gyp/bin/node-gyp.js', { paths: ['$(npm root -g)/npm/node_modules', '$(npm root -g)'] })" 2>/dev/null) ||
   die "node-gyp not found (npm normally bundles it); try: npm install -g node-gyp"
+
+# One installer at a time per cache: two builds of the same stage would overwrite each other's files.
+mkdir -p "$CACHE"
+exec 9>"$CACHE/.lock"
+flock 9 || die "could not lock $CACHE/.lock"
 
 # Each step leaves its output in the cache; a re-run only places the staged package.
 if ((REBUILD)) || [[ ! -f "$STAGE/dalle-native.json" ]]; then
