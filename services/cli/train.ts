@@ -8,6 +8,7 @@ import type { RunProgress } from '../../workflows/signals.ts';
 import type { TrainDalleResult } from '../../workflows/train-dalle.ts';
 import { parse, UsageError } from './args.ts';
 import { temporalClient } from './temporal.ts';
+import { ATTR, initTelemetry, shutdownTelemetry, withSpan } from '../../telemetry/index.ts';
 
 export function progressLine(p: RunProgress): string {
   const width = 24;
@@ -24,45 +25,53 @@ export async function run(argv: string[]): Promise<number> {
   const spec = loadSpec(values.config); // throws ConfigError naming every bad field, before any workflow starts
   const runId = values['run-id'] ?? `${spec.preset}-${new Date().toISOString().replace(/[-:T]/g, '').slice(0, 14)}-${randomBytes(3).toString('hex')}`;
   if (!/^[A-Za-z0-9_-]+$/.test(runId)) throw new UsageError(`--run-id '${runId}' may contain only letters, digits, - and _`);
-  const { client, close } = await temporalClient();
+  // One trace per run: this span is the parent of StartWorkflow:trainDalle and everything the workers do.
+  initTelemetry({ serviceName: 'dalle-cli', runId });
   try {
-    const handle = await client.workflow.start('trainDalle', { taskQueue: TASK_QUEUE, workflowId: runId, args: [{ runId, spec }] });
-    process.stderr.write(`run ${runId} started (workflow trainDalle, task queue ${TASK_QUEUE})\n`);
-    if (values.detach) {
-      console.log(values.json ? JSON.stringify({ runId }) : runId);
-      return 0;
-    }
-    const tty = process.stderr.isTTY;
-    let lastPrint = 0;
-    const timer = setInterval(async () => {
+    return await withSpan('dalle train', { [ATTR.runId]: runId, 'dalle.preset': spec.preset, 'dalle.detach': !!values.detach }, async () => {
+      const { client, close } = await temporalClient();
       try {
-        const p = await handle.query<RunProgress>('progress');
-        const line = progressLine(p);
-        if (tty) process.stderr.write(`\r${line}\x1b[K`);
-        else if (Date.now() - lastPrint > 10_000) {
-          lastPrint = Date.now();
-          process.stderr.write(`${line}\n`);
+        const handle = await client.workflow.start('trainDalle', { taskQueue: TASK_QUEUE, workflowId: runId, args: [{ runId, spec }] });
+        process.stderr.write(`run ${runId} started (workflow trainDalle, task queue ${TASK_QUEUE})\n`);
+        if (values.detach) {
+          console.log(values.json ? JSON.stringify({ runId }) : runId);
+          return 0;
         }
-      } catch {
-        // no worker yet, or between stages: the next tick will tell
+        const tty = process.stderr.isTTY;
+        let lastPrint = 0;
+        const timer = setInterval(async () => {
+          try {
+            const p = await handle.query<RunProgress>('progress');
+            const line = progressLine(p);
+            if (tty) process.stderr.write(`\r${line}\x1b[K`);
+            else if (Date.now() - lastPrint > 10_000) {
+              lastPrint = Date.now();
+              process.stderr.write(`${line}\n`);
+            }
+          } catch {
+            // no worker yet, or between stages: the next tick will tell
+          }
+        }, 1000);
+        try {
+          const result = (await handle.result()) as TrainDalleResult;
+          if (tty) process.stderr.write('\n');
+          console.log(values.json ? JSON.stringify(result) : `run ${runId} completed: model ${result.model.name} v${result.model.version}, restarts ${result.restarts}`);
+          return 0;
+        } catch (e) {
+          if (tty) process.stderr.write('\n');
+          if (e instanceof WorkflowFailedError) {
+            console.error(`run ${runId} failed: ${e.cause?.message ?? e.message}`);
+            return 1;
+          }
+          throw e;
+        } finally {
+          clearInterval(timer);
+        }
+      } finally {
+        await close();
       }
-    }, 1000);
-    try {
-      const result = (await handle.result()) as TrainDalleResult;
-      if (tty) process.stderr.write('\n');
-      console.log(values.json ? JSON.stringify(result) : `run ${runId} completed: model ${result.model.name} v${result.model.version}, restarts ${result.restarts}`);
-      return 0;
-    } catch (e) {
-      if (tty) process.stderr.write('\n');
-      if (e instanceof WorkflowFailedError) {
-        console.error(`run ${runId} failed: ${e.cause?.message ?? e.message}`);
-        return 1;
-      }
-      throw e;
-    } finally {
-      clearInterval(timer);
-    }
+    });
   } finally {
-    await close();
+    await shutdownTelemetry();
   }
 }
