@@ -10,6 +10,7 @@ import { connect } from 'nats';
 import { createActivities } from '../../activities/index.ts';
 import { serviceEnv } from '../../infra/services.ts';
 import { openStores } from '../../store/index.ts';
+import { temporalClientInterceptors, temporalWorkerOptions } from '../../telemetry/index.ts';
 
 export const TASK_QUEUE = 'dalle-train';
 
@@ -32,10 +33,12 @@ export async function runWorker(opts: WorkerOptions = {}): Promise<void> {
   const nc = await connect({ servers: env.natsUrl, name: identity, maxReconnectAttempts: -1, reconnectTimeWait: 500 });
   const stores = await openStores({ nc });
   const clientConnection = await Connection.connect({ address: env.temporalAddress });
-  const client = new Client({ connection: clientConnection, namespace: env.temporalNamespace });
+  const client = new Client({ connection: clientConnection, namespace: env.temporalNamespace, interceptors: temporalClientInterceptors() });
   const log = (msg: string, fields?: Record<string, unknown>) =>
     process.stderr.write(`[${identity}] ${msg}${fields ? ` ${JSON.stringify(fields)}` : ''}\n`);
   const worker = await Worker.create({
+    // Tracing: workflow + activity interceptors and the workflow span sink (telemetry/temporal.ts).
+    ...temporalWorkerOptions(),
     connection: await NativeConnection.connect({ address: env.temporalAddress }),
     namespace: env.temporalNamespace,
     taskQueue: opts.taskQueue ?? TASK_QUEUE,
