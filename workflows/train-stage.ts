@@ -11,12 +11,14 @@ import {
   getExternalWorkflowHandle,
   isCancellation,
   log,
+  proxySinks,
   setHandler,
   sleep,
   workflowInfo,
 } from '@temporalio/workflow';
 import type { RunSpec } from '../config/index.ts';
 import type { StageName, TrainShardResult } from '../activities/types.ts';
+import type { DalleWorkflowSinks } from '../telemetry/index.ts';
 import { rankActivities, utilityActivities } from './activities.ts';
 import { pauseSignal, resumeSignal, setWorldSizeSignal, stageEventSignal, type StageEvent } from './signals.ts';
 
@@ -128,6 +130,8 @@ export async function trainStage(input: TrainStageInput): Promise<TrainStageResu
       if (fatal) throw fatal;
       restarts += 1;
       failed = true;
+      // dalle.train.restarts (a sink: outside the isolate, not called on replay, no history change).
+      proxySinks<DalleWorkflowSinks>().dalleMetrics.restart({ runId, stage });
       const why = describe(err);
       log.warn('segment failed; relaunching from the last committed checkpoint', { stage, groupId, restarts, why });
       await tell({ restarts, message: `restart ${restarts} of ${stage} after ${groupId}: ${why}` });
