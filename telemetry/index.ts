@@ -28,6 +28,7 @@ export { exportConfigFromEnv, TelemetryConfigError, type ExportConfig, type Otlp
 export {
   dalleMetrics,
   observeQueueDepth,
+  recordTrainStep,
   METRIC_NAMES,
   GENERATE_SECONDS_BUCKETS,
   SHORT_SECONDS_BUCKETS,
@@ -42,6 +43,7 @@ export {
   withSpan,
   traceAllReduce,
   traceCheckpoint,
+  traceCheckpointStore,
   activeSpan,
   ATTR,
   SPAN_NAMES,
@@ -50,6 +52,7 @@ export {
   type AllReduceSpan,
   type CheckpointSpanInfo,
   type CheckpointSpan,
+  type TraceablePartStore,
 } from './spans.ts';
 export { injectNatsHeaders, extractNatsContext, linkFromNatsHeaders, MessagingSpanKind } from './nats.ts';
 export { temporalClientInterceptors, temporalWorkerOptions, WORKFLOW_INTERCEPTOR_MODULES, UNTRACED_SIGNALS, type TemporalWorkerTelemetry, type DalleWorkflowSinks } from './temporal.ts';

@@ -20,7 +20,7 @@ export type AllReduceAttributes = {
   'dalle.stage'?: 'dvae' | 'transformer';
 };
 
-export type CheckpointAttributes = TrainAttributes & { 'dalle.checkpoint.op': 'save' | 'load' };
+export type CheckpointAttributes = { 'dalle.run_id': string; 'dalle.stage': string; 'dalle.checkpoint.op': 'save' | 'load' };
 
 export type SamplerAttributes = {
   /** e.g. 'Generate' */
@@ -123,4 +123,23 @@ export function observeQueueDepth(read: () => number, attributes: SamplerAttribu
   const callback = (r: ObservableResult<SamplerAttributes>) => r.observe(read(), attributes);
   gauge.addCallback(callback);
   return () => gauge.removeCallback(callback);
+}
+
+/** One optimizer step's training gauges (call on one rank: the values are global). Non-finite values and a
+ *  step that sent nothing are skipped rather than exported as NaN/∞. */
+export function recordTrainStep(s: {
+  runId: string;
+  stage: 'dvae' | 'transformer';
+  /** Global mean loss of the step. */
+  loss: number;
+  stepsPerSec: number;
+  /** This step's gradient bytes before compression and on the wire (PowerSGD's ReduceStats). */
+  bytesRaw: number;
+  bytesSent: number;
+}): void {
+  const m = dalleMetrics();
+  const a: TrainAttributes = { 'dalle.run_id': s.runId, 'dalle.stage': s.stage };
+  if (Number.isFinite(s.loss)) m.loss.record(s.loss, a);
+  if (Number.isFinite(s.stepsPerSec) && s.stepsPerSec > 0) m.stepsPerSecond.record(s.stepsPerSec, a);
+  if (s.bytesSent > 0) m.compressionRate.record(s.bytesRaw / s.bytesSent, a);
 }

@@ -128,7 +128,8 @@ export function traceAllReduce<T>(info: AllReduceSpanInfo, fn: (s: AllReduceSpan
 
 export interface CheckpointSpanInfo {
   runId: string;
-  stage: 'dvae' | 'transformer';
+  /** 'dvae' | 'transformer', or another store stage (the encoded dataset's). */
+  stage: string;
   step: number;
   /** The part (e.g. 'state', 'errbuf-r1'), or absent for a whole checkpoint. */
   part?: string;
@@ -176,4 +177,45 @@ export function traceCheckpoint<T>(op: 'save' | 'load', info: CheckpointSpanInfo
 /** The active span, for adding attributes from deep inside a call (no-op span when none). */
 export function activeSpan(): Span {
   return trace.getSpan(context.active()) ?? trace.wrapSpanContext(INVALID_SPAN_CONTEXT);
+}
+
+type PartRef = { name: string; sha256: string; bytes: number };
+
+/** What `traceCheckpointStore` wraps: store/'s CheckpointStore, described structurally (telemetry/ imports
+ *  no other folder). */
+export interface TraceablePartStore {
+  partKey(runId: string, stage: string, step: number, part: string): string;
+  putPart(runId: string, stage: string, step: number, part: string, bytes: Uint8Array): Promise<PartRef>;
+  loadPart(manifest: { runId: string; stage: string; step: number; parts: PartRef[] }, name: string): Promise<Uint8Array>;
+}
+
+/**
+ * The same checkpoint store with a `checkpoint.save` span around every `putPart` and a `checkpoint.load`
+ * span around every `loadPart` (bytes, sha256, key; `dalle.checkpoint.duration`). Wrap once where the
+ * store is opened (the worker) and every activity's part I/O is traced; everything else passes through.
+ */
+export function traceCheckpointStore<T extends TraceablePartStore>(store: T): T {
+  const putPart: TraceablePartStore['putPart'] = (runId, stage, step, part, bytes) =>
+    traceCheckpoint('save', { runId, stage, step, part, key: store.partKey(runId, stage, step, part) }, async (s) => {
+      const ref = await store.putPart(runId, stage, step, part, bytes);
+      s.setResult(ref);
+      return ref;
+    });
+  const loadPart: TraceablePartStore['loadPart'] = (manifest, name) => {
+    const { runId, stage, step } = manifest;
+    return traceCheckpoint('load', { runId, stage, step, part: name, key: store.partKey(runId, stage, step, name) }, async (s) => {
+      const bytes = await store.loadPart(manifest, name);
+      // loadPart verified the bytes against the manifest: its sha256 is theirs.
+      s.setResult({ bytes: bytes.length, sha256: manifest.parts.find((p) => p.name === name)?.sha256 ?? '' });
+      return bytes;
+    });
+  };
+  return new Proxy(store, {
+    get(target, prop) {
+      if (prop === 'putPart') return putPart;
+      if (prop === 'loadPart') return loadPart;
+      const v: unknown = Reflect.get(target, prop, target);
+      return typeof v === 'function' ? (v as (...a: unknown[]) => unknown).bind(target) : v;
+    },
+  });
 }
