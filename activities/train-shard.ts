@@ -11,6 +11,7 @@ import { joinGroup, PowerSgd, type Group } from '../collective/index.ts';
 import { initBackend } from '../model/backend.ts';
 import type { Trainer } from '../model/trainer.ts';
 import type { CheckpointStore, PartRef } from '../store/index.ts';
+import { recordTrainStep } from '../telemetry/index.ts';
 import { progressSignal } from '../workflows/signals.ts';
 import { stageBatches, type StageBatchSource } from './batches.ts';
 import { createStageTrainer } from './stage-trainer.ts';
@@ -134,6 +135,8 @@ export async function trainShard(deps: TrainShardDeps, input: TrainShardInput): 
       }
       lastDetails = { step: done, checkpointStep };
       ctx.heartbeat(lastDetails);
+      // Loss, steps/s, compression rate gauges (global figures: one rank reports them).
+      if (rank === 0) recordTrainStep({ runId, stage, loss, stepsPerSec: (done - fromStep) / ((Date.now() - t0) / 1000), bytesRaw: r.stats.bytesRaw, bytesSent: r.stats.bytesSent });
 
       const now = Date.now();
       if (progressHandle && (now - lastProgress >= PROGRESS_EVERY_MS || done === toStep)) {
