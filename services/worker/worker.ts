@@ -10,7 +10,7 @@ import { connect } from 'nats';
 import { createActivities } from '../../activities/index.ts';
 import { serviceEnv } from '../../infra/services.ts';
 import { openStores } from '../../store/index.ts';
-import { temporalClientInterceptors, temporalWorkerOptions } from '../../telemetry/index.ts';
+import { temporalClientInterceptors, temporalWorkerOptions, traceCheckpointStore } from '../../telemetry/index.ts';
 
 export const TASK_QUEUE = 'dalle-train';
 
@@ -44,7 +44,8 @@ export async function runWorker(opts: WorkerOptions = {}): Promise<void> {
     taskQueue: opts.taskQueue ?? TASK_QUEUE,
     identity,
     workflowsPath: fileURLToPath(new URL('../../workflows/index.ts', import.meta.url)),
-    activities: createActivities({ nc, ...stores, client, log }),
+    // Every checkpoint part stored or loaded is a span with bytes and sha256.
+    activities: createActivities({ nc, ...stores, checkpoints: traceCheckpointStore(stores.checkpoints), client, log }),
     maxConcurrentActivityTaskExecutions: opts.slots ?? 1,
     shutdownGraceTime: '20 seconds',
   });
