@@ -122,7 +122,8 @@ export async function main(argv: string[]): Promise<void> {
     const maxPayload = probe.info!.max_payload;
     await probe.close();
     const chunkBytes = Math.min(MB, maxPayload - 4096) - (Math.min(MB, maxPayload - 4096) % 4);
-    const rawMBps = await rawPubSub(server.url, chunkBytes, 48 * MB);
+    // raw throughput before and after the all-reduces (this machine's load drifts): the ratio uses the mean
+    const rawBefore = await rawPubSub(server.url, chunkBytes, 48 * MB);
     const results: { worldSize: number; sizeMB: number; ms: number; algMBps: number; busMBps: number; busToRaw: number; samplesMs: number[] }[] = [];
     for (const W of worlds) {
       const runId = `bench-${process.pid}-${W}-${Date.now()}`;
@@ -135,15 +136,18 @@ export async function main(argv: string[]): Promise<void> {
         const ms = median(samples);
         const algMBps = sizeMB / (ms / 1000);
         const busMBps = (algMBps * 2 * (W - 1)) / W;
-        results.push({ worldSize: W, sizeMB, ms, algMBps, busMBps, busToRaw: busMBps / rawMBps, samplesMs: samples });
+        results.push({ worldSize: W, sizeMB, ms, algMBps, busMBps, busToRaw: 0, samplesMs: samples });
       }
     }
+    const rawAfter = await rawPubSub(server.url, chunkBytes, 48 * MB);
+    const rawMBps = (rawBefore + rawAfter) / 2;
+    for (const r of results) r.busToRaw = r.busMBps / rawMBps;
     const report = {
       bench: 'allreduce',
       machine: { cpus: cpus().length, loadavg1: loadavg()[0] },
       chunkBytes,
       iters,
-      raw: { what: 'one publisher process → one subscriber process', msgBytes: chunkBytes, MBps: rawMBps },
+      raw: { what: 'one publisher process → one subscriber process', msgBytes: chunkBytes, MBps: rawMBps, beforeMBps: rawBefore, afterMBps: rawAfter },
       results,
     };
     if (json) {
@@ -151,7 +155,7 @@ export async function main(argv: string[]): Promise<void> {
       return;
     }
     console.log(`all-reduce over NATS (one process per rank), ${iters} timed iterations, median; chunk ${chunkBytes} B; load ${report.machine.loadavg1.toFixed(1)} on ${report.machine.cpus} cores`);
-    console.log(`raw NATS pub/sub, 1 → 1 process, ${chunkBytes} B messages: ${rawMBps.toFixed(0)} MB/s`);
+    console.log(`raw NATS pub/sub, 1 → 1 process, ${chunkBytes} B messages: ${rawMBps.toFixed(0)} MB/s (before ${rawBefore.toFixed(0)}, after ${rawAfter.toFixed(0)})`);
     console.log('   W   size      time   alg bw   bus bw   bus/raw');
     for (const r of results) {
       console.log(`${String(r.worldSize).padStart(4)} ${String(r.sizeMB).padStart(4)} MB ${r.ms.toFixed(1).padStart(8)} ms ${r.algMBps.toFixed(0).padStart(5)} MB/s ${r.busMBps.toFixed(0).padStart(5)} MB/s ${(r.busToRaw * 100).toFixed(0).padStart(6)} %`);
