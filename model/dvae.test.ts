@@ -7,6 +7,7 @@ import { Dvae, DvaeConfigError, DvaeInputError, dvaeLayout, dvaeParamSpecs, dvae
 import { gumbelNoise } from './gumbel.ts';
 import { logitLaplaceNll, mapPixels } from './logit-laplace.ts';
 
+await initBackend('cpu');
 await initBackend('wasm');
 
 const tiny = loadSpec('tiny').dvae;
@@ -182,7 +183,9 @@ test('dvae: every parameter gradient on wasm matches cpu (relative error < 1e-4)
     const x = images(n, 16);
     const noise = gumbelNoise(7, 1, 0, [n, cfg.grid, cfg.grid, cfg.codebookSize]).dataSync().slice();
     const run = (backend: string) => {
-      tf.setBackend(backend);
+      // Both backends are initialized above, so the switch is synchronous; the assert checks it.
+      void tf.setBackend(backend);
+      assert.equal(tf.getBackend(), backend);
       return tf.tidy(() => {
         const x255 = tf.tensor4d(x, [n, 16, 16, 3], 'int32').toFloat() as tf.Tensor4D;
         const nz = tf.tensor4d(noise, [n, cfg.grid, cfg.grid, cfg.codebookSize]);

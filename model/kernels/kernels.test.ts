@@ -5,11 +5,19 @@ import { initBackend } from '../backend.ts';
 import { setIm2colBudget } from './conv2d-backprop-filter.ts';
 import { normals } from '../rng.ts';
 
+await initBackend('cpu');
 await initBackend('wasm');
+
+/** Switches to an already-initialized backend. tf.setBackend is async but switches synchronously when
+ *  the backend needs no init (both are initialized above); the assert makes sure it did. */
+function use(backend: 'cpu' | 'wasm'): void {
+  void tf.setBackend(backend);
+  assert.equal(tf.getBackend(), backend);
+}
 
 /** Runs `fn` on a backend and returns its outputs as plain arrays (inputs rebuilt there from arrays). */
 function on(backend: 'cpu' | 'wasm', fn: () => tf.Tensor[]): Float32Array[] {
-  tf.setBackend(backend);
+  use(backend);
   const outs = tf.tidy(fn);
   const arrays = outs.map((t) => t.dataSync() as Float32Array).map((a) => Float32Array.from(a));
   tf.dispose(outs);
@@ -135,7 +143,7 @@ test('kernels: UnsortedSegmentSum on wasm drops out-of-range ids and keeps trail
 });
 
 test('kernels: no tensors or wasm heap blocks leak from the custom kernels', () => {
-  tf.setBackend('wasm');
+  use('wasm');
   const x = tf.tensor4d(rand([2, 8, 8, 4]), [2, 8, 8, 4]);
   const w = tf.tensor4d(rand([3, 3, 4, 4]), [3, 3, 4, 4]);
   const step = () => tf.tidy(() => tf.grads((a: tf.Tensor, b: tf.Tensor) => tf.conv2d(a as tf.Tensor4D, b as tf.Tensor4D, 1, "same").sum())([x, w]).map((g) => g.sum()).reduce((p, q) => p.add(q)).dataSync());
@@ -149,7 +157,7 @@ test('kernels: no tensors or wasm heap blocks leak from the custom kernels', () 
 });
 
 test('kernels: wasm Identity shares memory safely (a clone outlives its source; assign does not touch clones)', () => {
-  tf.setBackend('wasm');
+  use('wasm');
   const ids = tf.engine().backend.numDataIds();
   const a = tf.tensor1d([1, 2, 3]);
   const c = a.clone();
