@@ -251,9 +251,9 @@ interface BackendFigures {
   stepLeakedTensors: number;
 }
 
-async function measureBackend(steps: number, quick: boolean): Promise<BackendFigures> {
-  const matmul = await matmulGflops(1024, quick ? 1 : 5);
-  const conv = await conv2dGflops(quick ? 1 : 5);
+async function measureBackend(steps: number, reps: number): Promise<BackendFigures> {
+  const matmul = await matmulGflops(1024, reps);
+  const conv = await conv2dGflops(reps);
   const model = transformerStep();
   const firstLoss = await model.step(); // also the warm-up
   const before = tf.memory().numTensors;
@@ -376,6 +376,10 @@ export async function main(argv: string[]): Promise<void> {
   const args = parseArgs(argv);
   // Timed steps per backend: enough to average, few enough that the cpu backend (~1 min/step) ends.
   const steps: Record<Backend, number> = { tensorflow: 10, wasm: 2, cpu: 1, ...args.steps };
+  // Calls per timing round of matmul and conv2d (3 rounds, median): the cpu backend needs ~10 s a matmul.
+  const reps: Record<Backend, number> = args.quick
+    ? { tensorflow: 1, wasm: 1, cpu: 1 }
+    : { tensorflow: 5, wasm: 3, cpu: 1 };
   const say = (s: string): void => {
     if (!args.json) console.log(s);
   };
@@ -407,7 +411,7 @@ export async function main(argv: string[]): Promise<void> {
     }
     await tf.ready();
     say(`measuring ${b} (${steps[b]} timed step${steps[b] > 1 ? 's' : ''}) …`);
-    results[b] = await measureBackend(steps[b], args.quick);
+    results[b] = await measureBackend(steps[b], reps[b]);
   }
 
   // numpy again at the end; the ratio uses the better of the two, which is the harder bar.
