@@ -28,7 +28,8 @@ test('sampler: Generate server spans carry model, version, token counts and the 
   try {
     const spans = await rx.waitFor('two Generate server spans', () => {
       const s = rx.spans.filter(
-        (x) => x.name === 'dalle.v1.Sampler/Generate' && x.service === 'dalle-sampler',
+        // kind 2 = SERVER: the harness's client (createSamplerClient) makes CLIENT spans of the same name here.
+        (x) => x.name === 'dalle.v1.Sampler/Generate' && x.service === 'dalle-sampler' && x.kind === 2,
       );
       return s.length === 2 ? s : undefined;
     });

@@ -83,6 +83,8 @@ export async function run(argv: string[]): Promise<number> {
   const stamp = new Date().toISOString().replace(/[-:]/g, '').replace('T', '-').slice(0, 15);
   const outDir = resolve(values.out ?? join(home, 'outputs', `${stamp}-${slug(prompt)}`));
 
+  const { initTelemetry, shutdownTelemetry } = await import('../../telemetry/index.ts');
+  initTelemetry({ serviceName: 'dalle-cli' }); // the Generate client span, exported when OTEL_* says so
   const { createSamplerClient, generate } = await import('../sampler/client.ts');
   const { gridPng } = await import('../sampler/png.ts');
   const client = createSamplerClient(server);
@@ -158,5 +160,6 @@ export async function run(argv: string[]): Promise<number> {
   } finally {
     process.off('SIGINT', onSigint);
     client.close();
+    await shutdownTelemetry();
   }
 }

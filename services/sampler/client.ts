@@ -8,6 +8,7 @@ import {
   type Image,
   type Progress,
 } from '../../proto/gen/dalle/v1/sampler.ts';
+import { grpcClientTracing } from '../../telemetry/grpc.ts';
 import { DEFAULT_ADDRESS } from './server.ts';
 
 export const clientChannelOptions: grpc.ChannelOptions = {
@@ -19,7 +20,8 @@ export const clientChannelOptions: grpc.ChannelOptions = {
 export function createSamplerClient(
   address: string = process.env.DALLE_SAMPLER_ADDRESS || DEFAULT_ADDRESS,
 ): SamplerClient {
-  return new SamplerClient(address, grpc.credentials.createInsecure(), clientChannelOptions);
+  // A CLIENT span per call with traceparent in the metadata (a no-op until the process inits telemetry).
+  return new SamplerClient(address, grpc.credentials.createInsecure(), { ...clientChannelOptions, interceptors: [grpcClientTracing()] });
 }
 
 export interface GenerateResult {
