@@ -96,7 +96,9 @@ export interface Group {
   /** A snapshot of the counters. */
   counters(): GroupCounters;
   /** Leaves the group: announces it, waits (at most timeoutMs) for the peers to finish the last
-   *  operation so that they can still ask for resends, then unsubscribes. Idempotent. */
+   *  operation so that they can still ask for resends, then unsubscribes. An operation still running
+   *  rejects at once with GroupClosedError (and the peers waiting in it with PeerLostError): closing is
+   *  how a cancelled rank stops waiting. Idempotent. */
   close(): Promise<void>;
 }
 
@@ -171,6 +173,8 @@ class NatsGroup implements Group, OpHost {
   /** The PeerLostError that came from a peer's abort (not re-broadcast). */
   private abortedBy?: PeerLostError;
   private closing = false;
+  /** Index of the last operation this rank completed (-1: none). */
+  private lastCompleted = -1;
   private timer?: NodeJS.Timeout;
   private queue: Promise<unknown> = Promise.resolve();
   private traceNow: [string, string][] = [];
@@ -344,6 +348,7 @@ class NatsGroup implements Group, OpHost {
       this.early.delete(opIndex);
       for (const e of early ?? []) op.onChunk(e.meta, e.data);
       const out = await op.done;
+      this.lastCompleted = opIndex;
       this.retained = { spec: op.spec, agPayload: op.agPayload };
       this.stats.bytesIn += op.bytesIn;
       return out;
@@ -494,13 +499,22 @@ class NatsGroup implements Group, OpHost {
     return { ...this.stats };
   }
 
-  async close(): Promise<void> {
-    if (this.closing) return;
+  close(): Promise<void> {
+    this.closed ??= this.leave();
+    return this.closed;
+  }
+  private closed?: Promise<void>;
+
+  private async leave(): Promise<void> {
     this.closing = true;
+    // an operation still running is abandoned: it rejects now, and so does everything queued behind it
+    const cur = this.current;
+    if (cur && !cur.isSettled) cur.fail(new GroupClosedError(this.groupId, this.rank));
     await this.queue;
     if (this.worldSize > 1 && !this.nc.isClosed()) {
-      // peers waiting for us (in an operation, or in their own close) learn at once that we are gone
-      this.nc.publish(this.subjects.of(Op.bye, 0, this.rank), enc.encode(JSON.stringify({ lastOp: this.nextOp - 1 })));
+      // peers waiting for us (in an operation we did not finish, or in their own close) learn at once
+      // that we are gone
+      this.nc.publish(this.subjects.of(Op.bye, 0, this.rank), enc.encode(JSON.stringify({ lastOp: this.lastCompleted })));
     }
     if (!this.failure && this.worldSize > 1 && !this.nc.isClosed()) {
       // Serve resend requests until every peer has finished too (or timeoutMs).

@@ -3,7 +3,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { connect, type NatsConnection } from 'nats';
-import { DuplicateRankError, joinGroup, PeerLostError, type Group } from '../collective/index.ts';
+import { DuplicateRankError, GroupClosedError, joinGroup, PeerLostError, type Group } from '../collective/index.ts';
 import { NATS_URL, openRanks, spawnRank, uniqueId } from './collective-helpers.ts';
 import { workInput } from './collective-work.ts';
 
@@ -115,6 +115,20 @@ test('peer-lost: a rank that leaves the group fails the others at once; two proc
     await leaving;
   } finally {
     await ranks.close();
+  }
+  // closing in the middle of an operation (a cancelled rank): its own wait ends at once, the others' too
+  const more = await openRanks(3, { timeoutMs: 10_000 });
+  try {
+    const pending = more.groups[2]!.allReduce(new Float32Array(10), { step: 4 });
+    await new Promise((r) => setTimeout(r, 200)); // waiting for ranks 0 and 1, which have not called yet
+    const t0 = performance.now();
+    await more.groups[2]!.close();
+    await assert.rejects(pending, GroupClosedError);
+    const res = await Promise.allSettled([0, 1].map((r) => more.groups[r]!.allReduce(new Float32Array(10), { step: 4 })));
+    for (const r of res) assert.deepEqual(lost(r).ranks, [2]);
+    assert.ok(performance.now() - t0 < 2000, `${performance.now() - t0} ms`);
+  } finally {
+    await more.close();
   }
   const ncs = await conns(3);
   const [runId, groupId] = [uniqueId('dup'), uniqueId('g')];
