@@ -27,7 +27,7 @@ export const presets: Record<PresetName, PresetInput> = {
     dataset: { kind: 'shapes', count: 4096, canvas: 32, seed: 1234 },
     dvae: {
       resolution: 32, grid: 8, codebookSize: 128, hidden: 16, groups: 3, blocksPerGroup: 1, steps: 400,
-      lr: 2e-3, lrEnd: 1e-4, lrDecaySteps: 400, betaMax: 2, betaWarmupSteps: 50, tauDecaySteps: 400,
+      lr: 4e-3, lrEnd: 1e-4, lrDecaySteps: 400, betaMax: 2, betaWarmupSteps: 50, tauDecaySteps: 400,
       emaDecay: 0.99, centerInput: true,
     },
     transformer: {
