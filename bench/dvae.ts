@@ -1,0 +1,193 @@
+// `dalle bench dvae [--json] [--preset shapes] [--backends tensorflow,wasm,cpu] [--batch 16] [--steps 3]`
+//
+// Stage 1's training speed on every backend that starts here, in one process and one run:
+//   - the real Trainer step (computeGradients + applyGradients: Gumbel noise, forward, backward,
+//     AdamW, EMA) on rendered shapes: steps/s, images/s, and achieved GFLOP/s counted as
+//     3 × forward conv FLOPs (backward ≈ 2 × forward) from `dvaeForwardMacs`;
+//   - the same backend's float32 matmul GFLOP/s (512²), so the step's GFLOP/s reads as a fraction of
+//     what the backend can do;
+//   - encode (argmax tokens) images/s, the path encodeDataset takes.
+// Figures only, never pass/fail: the machines are shared and noisy, so quote ratios from one run.
+import * as tf from '@tensorflow/tfjs';
+import { loadSpec, PresetName } from '../config/index.ts';
+import { renderShape, shapeItem } from '../data/shapes.ts';
+import { backendNames, initBackend, type BackendName } from '../model/backend.ts';
+import { Dvae, dvaeForwardMacs, dvaeParameterCount } from '../model/dvae.ts';
+import { createDvaeTrainer } from '../model/dvae-trainer.ts';
+
+/** A bad command-line argument for this benchmark. */
+export class BenchArgumentError extends Error {
+  override name = 'BenchArgumentError';
+  constructor(
+    readonly argument: string,
+    readonly problem: string,
+  ) {
+    super(`bench dvae: ${argument}: ${problem}`);
+  }
+}
+
+interface Options {
+  json: boolean;
+  preset: PresetName;
+  backends: BackendName[];
+  /** Images per step (default: the preset's per-rank batch). */
+  batch?: number;
+  steps: number;
+}
+
+function parseArgs(argv: string[]): Options {
+  const o: Options = { json: false, preset: 'shapes', backends: [...backendNames], steps: 3 };
+  const int = (flag: string, v: string | undefined) => {
+    const n = Number(v);
+    if (!Number.isInteger(n) || n < 1) throw new BenchArgumentError(flag, `expects a positive integer, got ${v}`);
+    return n;
+  };
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i]!;
+    if (a === '--json') o.json = true;
+    else if (a === '--preset') {
+      const p = PresetName.safeParse(argv[++i]);
+      if (!p.success || p.data === 'paper-12b' || p.data === 'cub') {
+        throw new BenchArgumentError(a, `expects tiny or shapes (the others do not fit this machine), got ${argv[i]}`);
+      }
+      o.preset = p.data;
+    } else if (a === '--backends') {
+      const list = (argv[++i] ?? '').split(',').filter(Boolean);
+      const bad = list.filter((b) => !(backendNames as readonly string[]).includes(b));
+      if (list.length === 0 || bad.length > 0) throw new BenchArgumentError(a, `expects a comma list of ${backendNames.join(', ')}, got ${argv[i]}`);
+      o.backends = list as BackendName[];
+    } else if (a === '--batch') o.batch = int(a, argv[++i]);
+    else if (a === '--steps') o.steps = int(a, argv[++i]);
+    else throw new BenchArgumentError(a, 'unknown argument (expected --json, --preset, --backends, --batch, --steps)');
+  }
+  return o;
+}
+
+export interface DvaeBackendFigures {
+  backend: string;
+  matmulGflops: number;
+  stepsPerSec: number;
+  imagesPerSec: number;
+  gflops: number;
+  /** Achieved step GFLOP/s over the same backend's matmul GFLOP/s. */
+  fractionOfMatmul: number;
+  /** Median seconds of one step, and the slowest, over the timed steps. */
+  stepSecMedian: number;
+  stepSecMax: number;
+  encodeImagesPerSec: number;
+}
+
+function matmulGflops(size = 512, reps = 5): number {
+  const a = tf.randomNormal([size, size], 0, 1, 'float32', 1);
+  const b = tf.randomNormal([size, size], 0, 1, 'float32', 2);
+  tf.matMul(a, b).dispose(); // warm-up: kernel setup, wasm memory growth
+  const t0 = performance.now();
+  for (let i = 0; i < reps; i++) {
+    const c = tf.matMul(a, b);
+    c.dataSync();
+    c.dispose();
+  }
+  const s = (performance.now() - t0) / 1000;
+  tf.dispose([a, b]);
+  return (2 * size ** 3 * reps) / s / 1e9;
+}
+
+/** `n` rendered training-split shapes at the preset's resolution, as one uint8 batch. */
+function shapesBatch(n: number, res: number, offset: number): Uint8Array {
+  const out = new Uint8Array(n * res * res * 3);
+  for (let i = 0; i < n; i++) out.set(renderShape(shapeItem(offset + i, 'train', 1234), res), i * res * res * 3);
+  return out;
+}
+
+function measure(o: Options, backend: string, batch: number): DvaeBackendFigures {
+  const cfg = loadSpec(o.preset).dvae;
+  const R = cfg.resolution;
+  const matmul = matmulGflops();
+  const trainer = createDvaeTrainer(cfg, 0, 1);
+  const once = (step: number) => {
+    const g = trainer.computeGradients({ images: shapesBatch(batch, R, step * batch), n: batch }, step, 0);
+    trainer.applyGradients(g.grads, step, g.loss);
+  };
+  once(0); // warm-up: kernel setup, JIT, wasm memory growth
+  const times: number[] = [];
+  for (let s = 1; s <= o.steps; s++) {
+    const t0 = performance.now();
+    once(s);
+    times.push((performance.now() - t0) / 1000);
+  }
+  const ema = Dvae.fromParams(cfg, trainer.exportParams('ema'));
+  trainer.dispose();
+  const images = shapesBatch(batch, R, 0);
+  ema.encode(images);
+  const t1 = performance.now();
+  ema.encode(images);
+  const encodeSec = (performance.now() - t1) / 1000;
+  ema.dispose();
+
+  const stepSec = times.reduce((a, b) => a + b, 0) / times.length;
+  const sorted = [...times].sort((a, b) => a - b);
+  const gflops = (3 * 2 * dvaeForwardMacs(cfg) * batch) / stepSec / 1e9;
+  return {
+    backend,
+    matmulGflops: matmul,
+    stepsPerSec: 1 / stepSec,
+    imagesPerSec: batch / stepSec,
+    gflops,
+    fractionOfMatmul: gflops / matmul,
+    stepSecMedian: sorted[Math.floor(sorted.length / 2)]!,
+    stepSecMax: sorted[sorted.length - 1]!,
+    encodeImagesPerSec: batch / encodeSec,
+  };
+}
+
+export async function main(argv: string[]): Promise<void> {
+  const o = parseArgs(argv);
+  const spec = loadSpec(o.preset);
+  const batch = o.batch ?? spec.train.batchSize / spec.train.worldSize;
+  const results: DvaeBackendFigures[] = [];
+  const skipped: Record<string, string> = {};
+  for (const b of o.backends) {
+    try {
+      await initBackend(b);
+    } catch (e) {
+      skipped[b] = (e as Error).message.replace(/\s*\n\s*-?\s*/g, ' ');
+      continue;
+    }
+    const got = tf.getBackend();
+    if (results.some((r) => r.backend === got)) continue;
+    if (!o.json) process.stderr.write(`bench dvae: measuring ${got}…\n`);
+    results.push(measure(o, got, batch));
+  }
+  const summary = {
+    preset: o.preset,
+    parameters: dvaeParameterCount(spec.dvae),
+    /** Training FLOPs of one image (3 × forward). */
+    trainFlopsPerImage: 3 * 2 * dvaeForwardMacs(spec.dvae),
+    batch,
+    steps: o.steps,
+    resolution: spec.dvae.resolution,
+    grid: spec.dvae.grid,
+    backends: results,
+    skipped,
+  };
+  if (o.json) {
+    console.log(JSON.stringify(summary));
+    return;
+  }
+  const f = (x: number, d = 2) => x.toFixed(d);
+  console.log(
+    `dvae bench: preset ${o.preset} (${summary.parameters.toLocaleString('en-US')} parameters, ` +
+      `${spec.dvae.resolution}² → ${spec.dvae.grid}² tokens of ${spec.dvae.codebookSize}), batch ${batch}, ` +
+      `${o.steps} timed steps, ${f(summary.trainFlopsPerImage / 1e6, 1)} MFLOP per training image`,
+  );
+  for (const r of results) {
+    console.log(`  ${r.backend}`);
+    console.log(`    matmul 512²     ${f(r.matmulGflops)} GFLOP/s`);
+    console.log(
+      `    training        ${f(r.stepsPerSec, 3)} steps/s, ${f(r.imagesPerSec, 1)} images/s, ${f(r.gflops)} GFLOP/s ` +
+        `(${f(100 * r.fractionOfMatmul, 0)}% of matmul); step median ${f(r.stepSecMedian, 3)} s, max ${f(r.stepSecMax, 3)} s`,
+    );
+    console.log(`    encode          ${f(r.encodeImagesPerSec, 1)} images/s`);
+  }
+  for (const [b, why] of Object.entries(skipped)) console.log(`  ${b}: skipped (${why})`);
+}
