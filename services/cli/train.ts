@@ -8,7 +8,7 @@ import type { RunProgress } from '../../workflows/signals.ts';
 import type { TrainDalleResult } from '../../workflows/train-dalle.ts';
 import { parse, UsageError } from './args.ts';
 import { temporalClient } from './temporal.ts';
-import { ATTR, initTelemetry, shutdownTelemetry, withSpan } from '../../telemetry/index.ts';
+import { ATTR, dalleMetrics, initTelemetry, shutdownTelemetry, withSpan } from '../../telemetry/index.ts';
 
 export function progressLine(p: RunProgress): string {
   const width = 24;
@@ -27,6 +27,8 @@ export async function run(argv: string[]): Promise<number> {
   if (!/^[A-Za-z0-9_-]+$/.test(runId)) throw new UsageError(`--run-id '${runId}' may contain only letters, digits, - and _`);
   // One trace per run: this span is the parent of StartWorkflow:trainDalle and everything the workers do.
   initTelemetry({ serviceName: 'dalle-cli', runId });
+  // Counters start at 0, so a clean run reports 0 restarts rather than nothing (workers add the relaunches).
+  for (const stage of ['dvae', 'transformer'] as const) dalleMetrics().restarts.add(0, { 'dalle.run_id': runId, 'dalle.stage': stage });
   try {
     return await withSpan('dalle train', { [ATTR.runId]: runId, 'dalle.preset': spec.preset, 'dalle.detach': !!values.detach }, async () => {
       const { client, close } = await temporalClient();
