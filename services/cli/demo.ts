@@ -2,8 +2,8 @@
 // `shapes` preset trained as a real trainDalle workflow (W = 2, PowerSGD on), one worker SIGKILLed mid-run
 // to show the resume, the model published, the gRPC sampler started, Generate called for held-out prompts,
 // the zero-shot evaluation run, and a report written to $DALLE_HOME/demo/. Stops what it started.
-import { spawn, type ChildProcess } from 'node:child_process';
-import { createWriteStream, mkdirSync, writeFileSync } from 'node:fs';
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { closeSync, createWriteStream, mkdirSync, openSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { connect } from 'nats';
@@ -22,6 +22,7 @@ import { progressLine } from './train.ts';
 import { lossCurvesSvg, labelledGridPng, type LossPoint } from './demo-render.ts';
 
 const CLI = fileURLToPath(new URL('../../bin/dalle.js', import.meta.url));
+const NATIVE_INSTALLER = fileURLToPath(new URL('../../infra/native/install-tfjs-node.sh', import.meta.url));
 /** Minutes the shapes preset's step counts are sized for on this 2-core machine. */
 const BASE_MINUTES = 15;
 
@@ -64,8 +65,8 @@ function stop(child: ChildProcess, signal: NodeJS.Signals = 'SIGTERM'): Promise<
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 export async function run(argv: string[]): Promise<number> {
-  const usage = 'dalle demo [--minutes N] [--no-kill] [--eval-n N]';
-  const { values } = parse(argv, { minutes: { type: 'string' }, 'no-kill': { type: 'boolean' }, 'eval-n': { type: 'string' } }, usage);
+  const usage = 'dalle demo [--minutes N] [--no-kill] [--no-native] [--eval-n N]';
+  const { values } = parse(argv, { minutes: { type: 'string' }, 'no-kill': { type: 'boolean' }, 'no-native': { type: 'boolean' }, 'eval-n': { type: 'string' } }, usage);
   const minutes = values.minutes === undefined ? BASE_MINUTES : Number(values.minutes);
   if (!(minutes > 0 && minutes <= 24 * 60)) throw new UsageError(`--minutes must be a positive number, got '${values.minutes}'`);
   const evalN = values['eval-n'] === undefined ? 54 : Number(values['eval-n']);
@@ -78,6 +79,19 @@ export async function run(argv: string[]): Promise<number> {
   mkdirSync(join(outDir, 'samples'), { recursive: true });
   const spec = demoSpec(minutes);
   const runId = `demo-${new Date().toISOString().replace(/[-:T]/g, '').slice(0, 14)}`;
+
+  // 0. The native TensorFlow backend (about 20× wasm here) when it can be built from the registries;
+  //    optional: a failure leaves the workers on wasm. `npm install` prunes it, so it is (re)linked here.
+  let backend = process.env.DALLE_BACKEND || 'wasm';
+  if (!values['no-native'] && !process.env.DALLE_BACKEND) {
+    const logFile = join(outDir, 'native-install.log');
+    say(`installing the optional native TensorFlow backend (infra/native/install-tfjs-node.sh), log ${logFile}`);
+    const fd = openSync(logFile, 'a');
+    const r = spawnSync('bash', [NATIVE_INSTALLER, '--variant', 'cpu'], { stdio: ['ignore', fd, fd], timeout: 15 * 60_000 });
+    closeSync(fd);
+    if (r.status === 0) backend = 'tensorflow';
+    say(r.status === 0 ? 'native backend ready: workers train on tfjs-node' : `native backend unavailable (exit ${r.status ?? r.signal}); workers train on wasm`);
+  }
 
   // 1. Services: start what is not running; remember what we started so we stop only that.
   const before = await check(env);
@@ -126,7 +140,10 @@ export async function run(argv: string[]): Promise<number> {
         say(progressLine(p));
       }
       // 3. Kill one worker mid-dVAE, once, to show that the run resumes from the last checkpoint.
-      if (!values['no-kill'] && !kill && p.stage === 'dvae' && p.step >= spec.dvae.steps / 2 && p.checkpointStep > 0) {
+      //    Mid-segment and past a checkpoint, so the kill really interrupts ranks at work.
+      const inSegment = p.step % spec.train.segmentSteps;
+      const midSegment = inSegment > 5 && inSegment < spec.train.segmentSteps - 5 && p.step > p.checkpointStep + 2;
+      if (!values['no-kill'] && !kill && p.stage === 'dvae' && p.step >= spec.dvae.steps / 2 && p.checkpointStep > 0 && midSegment) {
         const victim = workers[1]!;
         say(`>>> killing worker 1 (pid ${victim.pid}) with SIGKILL at dVAE step ${p.step}; last committed checkpoint: step ${p.checkpointStep}`);
         kill = { atStep: p.step, checkpointStep: p.checkpointStep, at: Date.now() };
@@ -192,6 +209,7 @@ export async function run(argv: string[]): Promise<number> {
     const report = {
       runId,
       wallSeconds: (Date.now() - t0) / 1000,
+      backend,
       config: spec,
       steps: { dvae: result.dvae.step, transformer: result.transformer.step },
       secondsPerStage: { dvae: secs('dvae'), encode: secs('encode'), transformer: secs('transformer'), publish: secs('publish') },
@@ -211,7 +229,7 @@ export async function run(argv: string[]): Promise<number> {
       [
         `# DALL-E demo run ${runId}`,
         '',
-        `Preset \`shapes\` (${minutes}-minute budget), W = ${spec.train.worldSize}, PowerSGD rank ${spec.powersgd.rank}, wall time ${(report.wallSeconds / 60).toFixed(1)} min.`,
+        `Preset \`shapes\` (${minutes}-minute budget), W = ${spec.train.worldSize}, PowerSGD rank ${spec.powersgd.rank}, tfjs backend ${backend}, wall time ${(report.wallSeconds / 60).toFixed(1)} min.`,
         '',
         '| stage | steps | seconds | final loss |',
         '| --- | --- | --- | --- |',
