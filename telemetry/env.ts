@@ -48,10 +48,18 @@ function checkUrl(variable: string, value: string): string {
   try {
     u = new URL(value);
   } catch {
-    throw new TelemetryConfigError(variable, value, 'an absolute http:// or https:// URL, e.g. http://127.0.0.1:4318');
+    throw new TelemetryConfigError(
+      variable,
+      value,
+      'an absolute http:// or https:// URL, e.g. http://127.0.0.1:4318',
+    );
   }
   if (u.protocol !== 'http:' && u.protocol !== 'https:') {
-    throw new TelemetryConfigError(variable, value, 'an http:// or https:// URL (this build exports OTLP over HTTP, port 4318 on a Collector)');
+    throw new TelemetryConfigError(
+      variable,
+      value,
+      'an http:// or https:// URL (this build exports OTLP over HTTP, port 4318 on a Collector)',
+    );
   }
   return value;
 }
@@ -98,7 +106,8 @@ function positiveInt(env: NodeJS.ProcessEnv, variable: string, fallback: number)
   const raw = nonEmpty(env, variable);
   if (raw === undefined) return fallback;
   const n = Number(raw);
-  if (!Number.isInteger(n) || n <= 0) throw new TelemetryConfigError(variable, raw, 'a positive integer number of milliseconds');
+  if (!Number.isInteger(n) || n <= 0)
+    throw new TelemetryConfigError(variable, raw, 'a positive integer number of milliseconds');
   return n;
 }
 
@@ -111,6 +120,8 @@ export function exportConfigFromEnv(env: NodeJS.ProcessEnv = process.env): Expor
   const metrics = signalExport(env, 'METRICS');
   return {
     ...(traces ? { traces } : {}),
-    ...(metrics ? { metrics: { ...metrics, intervalMs: positiveInt(env, 'OTEL_METRIC_EXPORT_INTERVAL', 60_000) } } : {}),
+    ...(metrics
+      ? { metrics: { ...metrics, intervalMs: positiveInt(env, 'OTEL_METRIC_EXPORT_INTERVAL', 60_000) } }
+      : {}),
   };
 }

@@ -82,7 +82,8 @@ export const generateRequestAttributes: RequestAttributes = (path, request) => {
   const r = request as { numImages?: unknown; model?: { name?: unknown; version?: unknown } };
   const out: Attributes = { [GENERATE_ATTR.numImages]: typeof r.numImages === 'number' ? r.numImages : 1 };
   if (typeof r.model?.name === 'string' && r.model.name) out[GENERATE_ATTR.modelName] = r.model.name;
-  if (typeof r.model?.version === 'number' && r.model.version > 0) out[GENERATE_ATTR.modelVersion] = r.model.version;
+  if (typeof r.model?.version === 'number' && r.model.version > 0)
+    out[GENERATE_ATTR.modelVersion] = r.model.version;
   return out;
 };
 
@@ -93,7 +94,8 @@ export interface GrpcTracingOptions {
   requestAttributes?: RequestAttributes;
 }
 
-const defaultTraced = (path: string) => !path.startsWith('/grpc.health.') && !path.startsWith('/grpc.reflection.');
+const defaultTraced = (path: string) =>
+  !path.startsWith('/grpc.health.') && !path.startsWith('/grpc.reflection.');
 
 /** OTel semconv for gRPC servers: these codes are the server's fault; the rest (INVALID_ARGUMENT,
  *  RESOURCE_EXHAUSTED, CANCELLED, …) are the caller's and leave the server span unset. */
@@ -106,7 +108,12 @@ const SERVER_ERROR_CODES = new Set<number>([
   Status.DATA_LOSS,
 ]);
 
-function endWithStatus(span: Span, code: number, details: string | undefined, kind: 'client' | 'server'): void {
+function endWithStatus(
+  span: Span,
+  code: number,
+  details: string | undefined,
+  kind: 'client' | 'server',
+): void {
   span.setAttribute('rpc.grpc.status_code', code);
   if (code !== Status.OK) {
     span.setAttribute('rpc.grpc.status_text', Status[code] ?? String(code));
@@ -140,7 +147,10 @@ export function grpcServerTracing(opts: GrpcTracingOptions = {}): ServerIntercep
       endWithStatus(span, code, details, 'server');
       const m = dalleMetrics();
       m.inFlight.add(-1, { 'rpc.method': method });
-      m.generateSeconds.record((performance.now() - t0) / 1000, { 'rpc.method': method, 'rpc.grpc.status_code': code });
+      m.generateSeconds.record((performance.now() - t0) / 1000, {
+        'rpc.method': method,
+        'rpc.grpc.status_code': code,
+      });
     };
     return new ServerInterceptingCall(call, {
       start: (next) => {
@@ -148,7 +158,11 @@ export function grpcServerTracing(opts: GrpcTracingOptions = {}): ServerIntercep
           onReceiveMetadata: (metadata, nextMd) => {
             // ROOT, not the active context: a request's only parent is the caller's traceparent.
             const parent = extractGrpcContext(metadata, ROOT_CONTEXT);
-            span = getTracer().startSpan(path.slice(1), { kind: SpanKind.SERVER, attributes: rpcAttributes(path) }, parent);
+            span = getTracer().startSpan(
+              path.slice(1),
+              { kind: SpanKind.SERVER, attributes: rpcAttributes(path) },
+              parent,
+            );
             ctx = trace.setSpan(parent, span);
             t0 = performance.now();
             dalleMetrics().inFlight.add(1, { 'rpc.method': method });
@@ -184,7 +198,11 @@ export function grpcClientTracing(opts: GrpcTracingOptions = {}): Interceptor {
     const path = options.method_definition.path;
     if (!traced(path)) return new InterceptingCall(nextCall(options));
     const parent = context.active();
-    const span = getTracer().startSpan(path.slice(1), { kind: SpanKind.CLIENT, attributes: rpcAttributes(path) }, parent);
+    const span = getTracer().startSpan(
+      path.slice(1),
+      { kind: SpanKind.CLIENT, attributes: rpcAttributes(path) },
+      parent,
+    );
     const ctx = trace.setSpan(parent, span);
     let ended = false;
     return new InterceptingCall(nextCall(options), {

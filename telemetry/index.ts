@@ -24,7 +24,13 @@ export {
   type Telemetry,
   type TelemetryOptions,
 } from './setup.ts';
-export { exportConfigFromEnv, TelemetryConfigError, type ExportConfig, type OtlpProtocol, type SignalExport } from './env.ts';
+export {
+  exportConfigFromEnv,
+  TelemetryConfigError,
+  type ExportConfig,
+  type OtlpProtocol,
+  type SignalExport,
+} from './env.ts';
 export {
   dalleMetrics,
   observeQueueDepth,
@@ -55,7 +61,14 @@ export {
   type TraceablePartStore,
 } from './spans.ts';
 export { injectNatsHeaders, extractNatsContext, linkFromNatsHeaders, MessagingSpanKind } from './nats.ts';
-export { temporalClientInterceptors, temporalWorkerOptions, WORKFLOW_INTERCEPTOR_MODULES, UNTRACED_SIGNALS, type TemporalWorkerTelemetry, type DalleWorkflowSinks } from './temporal.ts';
+export {
+  temporalClientInterceptors,
+  temporalWorkerOptions,
+  WORKFLOW_INTERCEPTOR_MODULES,
+  UNTRACED_SIGNALS,
+  type TemporalWorkerTelemetry,
+  type DalleWorkflowSinks,
+} from './temporal.ts';
 export {
   grpcServerTracing,
   grpcClientTracing,

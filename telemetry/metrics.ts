@@ -20,7 +20,11 @@ export type AllReduceAttributes = {
   'dalle.stage'?: 'dvae' | 'transformer';
 };
 
-export type CheckpointAttributes = { 'dalle.run_id': string; 'dalle.stage': string; 'dalle.checkpoint.op': 'save' | 'load' };
+export type CheckpointAttributes = {
+  'dalle.run_id': string;
+  'dalle.stage': string;
+  'dalle.checkpoint.op': 'save' | 'load';
+};
 
 export type SamplerAttributes = {
   /** e.g. 'Generate' */
@@ -34,7 +38,9 @@ export type GenerateAttributes = SamplerAttributes & {
 
 /** Bucket bounds (seconds) of the all-reduce and checkpoint histograms: milliseconds on a LAN to a minute
  *  for a 12B-parameter state over a slow link. */
-export const SHORT_SECONDS_BUCKETS = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60];
+export const SHORT_SECONDS_BUCKETS = [
+  0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60,
+];
 /** Bucket bounds (seconds) of the Generate latency histogram: sampling 256 image tokens autoregressively
  *  takes seconds on a GPU and minutes on a CPU, so the buckets run in multi-second steps up to 10 min. */
 export const GENERATE_SECONDS_BUCKETS = [0.5, 1, 2, 5, 10, 20, 30, 60, 120, 300, 600];
@@ -77,8 +83,14 @@ let cached: { generation: number; m: DalleMetrics } | undefined;
 function build(): DalleMetrics {
   const meter = getMeter();
   return {
-    loss: meter.createGauge(METRIC_NAMES.loss, { description: 'Global mean training loss of the latest step', unit: '1' }),
-    stepsPerSecond: meter.createGauge(METRIC_NAMES.stepsPerSecond, { description: 'Optimizer steps per second', unit: '1/s' }),
+    loss: meter.createGauge(METRIC_NAMES.loss, {
+      description: 'Global mean training loss of the latest step',
+      unit: '1',
+    }),
+    stepsPerSecond: meter.createGauge(METRIC_NAMES.stepsPerSecond, {
+      description: 'Optimizer steps per second',
+      unit: '1/s',
+    }),
     compressionRate: meter.createGauge(METRIC_NAMES.compressionRate, {
       description: 'Gradient bytes before compression divided by bytes sent, per step',
       unit: '1',
@@ -93,13 +105,19 @@ function build(): DalleMetrics {
       unit: 's',
       advice: { explicitBucketBoundaries: SHORT_SECONDS_BUCKETS },
     }),
-    restarts: meter.createCounter(METRIC_NAMES.restarts, { description: 'Segment relaunches after a lost rank', unit: '1' }),
+    restarts: meter.createCounter(METRIC_NAMES.restarts, {
+      description: 'Segment relaunches after a lost rank',
+      unit: '1',
+    }),
     generateSeconds: meter.createHistogram(METRIC_NAMES.generateSeconds, {
       description: 'Latency of a Generate call, server side',
       unit: 's',
       advice: { explicitBucketBoundaries: GENERATE_SECONDS_BUCKETS },
     }),
-    inFlight: meter.createUpDownCounter(METRIC_NAMES.inFlight, { description: 'Sampler requests being served', unit: '1' }),
+    inFlight: meter.createUpDownCounter(METRIC_NAMES.inFlight, {
+      description: 'Sampler requests being served',
+      unit: '1',
+    }),
   };
 }
 
@@ -115,7 +133,10 @@ export function dalleMetrics(): DalleMetrics {
  * export, so the scheduler needs no bookkeeping at each place a request enters or leaves its queue. Call
  * after `initTelemetry`; returns the unregister function.
  */
-export function observeQueueDepth(read: () => number, attributes: SamplerAttributes = { 'rpc.method': 'Generate' }): () => void {
+export function observeQueueDepth(
+  read: () => number,
+  attributes: SamplerAttributes = { 'rpc.method': 'Generate' },
+): () => void {
   const gauge = getMeter().createObservableGauge<SamplerAttributes>(METRIC_NAMES.queueDepth, {
     description: 'Generate requests accepted and waiting for a generation slot',
     unit: '1',

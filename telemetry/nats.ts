@@ -2,7 +2,17 @@
 // propagator that `initTelemetry` installs. collective/trace-headers.ts does the same for the collective's
 // hot path (fields computed once per operation, copied onto every chunk); these helpers are for everything
 // else that publishes or receives over NATS.
-import { context, propagation, ROOT_CONTEXT, SpanKind, trace, type Context, type Link, type TextMapGetter, type TextMapSetter } from '@opentelemetry/api';
+import {
+  context,
+  propagation,
+  ROOT_CONTEXT,
+  SpanKind,
+  trace,
+  type Context,
+  type Link,
+  type TextMapGetter,
+  type TextMapSetter,
+} from '@opentelemetry/api';
 import { headers as natsHeaders, type MsgHdrs } from 'nats';
 
 const setter: TextMapSetter<MsgHdrs> = {

@@ -26,7 +26,12 @@ import { OTLPTraceExporter as JsonTraceExporter } from '@opentelemetry/exporter-
 import { OTLPTraceExporter as ProtoTraceExporter } from '@opentelemetry/exporter-trace-otlp-proto';
 import { envDetectorSync, Resource } from '@opentelemetry/resources';
 import { MeterProvider, PeriodicExportingMetricReader } from '@opentelemetry/sdk-metrics';
-import { BatchSpanProcessor, type ReadableSpan, type Span, type SpanProcessor } from '@opentelemetry/sdk-trace-base';
+import {
+  BatchSpanProcessor,
+  type ReadableSpan,
+  type Span,
+  type SpanProcessor,
+} from '@opentelemetry/sdk-trace-base';
 import { NodeTracerProvider } from '@opentelemetry/sdk-trace-node';
 import { ATTR_SERVICE_NAME, ATTR_SERVICE_VERSION } from '@opentelemetry/semantic-conventions';
 import { hostname } from 'node:os';
@@ -82,7 +87,11 @@ function logLevel(env: NodeJS.ProcessEnv): DiagLogLevel | undefined {
   if (!v) return undefined;
   const level = (DiagLogLevel as unknown as Record<string, number>)[v];
   if (typeof level !== 'number') {
-    throw new TelemetryArgumentError('OTEL_LOG_LEVEL', env.OTEL_LOG_LEVEL, 'NONE, ERROR, WARN, INFO, DEBUG, VERBOSE or ALL');
+    throw new TelemetryArgumentError(
+      'OTEL_LOG_LEVEL',
+      env.OTEL_LOG_LEVEL,
+      'NONE, ERROR, WARN, INFO, DEBUG, VERBOSE or ALL',
+    );
   }
   return level;
 }
@@ -92,7 +101,8 @@ function buildResource(opts: TelemetryOptions, env: NodeJS.ProcessEnv): Resource
   const saved = process.env.OTEL_RESOURCE_ATTRIBUTES;
   let fromEnv: Resource;
   try {
-    if (env.OTEL_RESOURCE_ATTRIBUTES !== undefined) process.env.OTEL_RESOURCE_ATTRIBUTES = env.OTEL_RESOURCE_ATTRIBUTES;
+    if (env.OTEL_RESOURCE_ATTRIBUTES !== undefined)
+      process.env.OTEL_RESOURCE_ATTRIBUTES = env.OTEL_RESOURCE_ATTRIBUTES;
     else delete process.env.OTEL_RESOURCE_ATTRIBUTES;
     fromEnv = new Resource(envDetectorSync.detect().attributes);
   } finally {
@@ -124,14 +134,20 @@ function buildResource(opts: TelemetryOptions, env: NodeJS.ProcessEnv): Resource
  */
 export function initTelemetry(opts: TelemetryOptions): Telemetry {
   if (!SERVICE_NAMES.includes(opts?.serviceName)) {
-    throw new TelemetryArgumentError('serviceName', opts?.serviceName, SERVICE_NAMES.map((s) => `'${s}'`).join(' | '));
+    throw new TelemetryArgumentError(
+      'serviceName',
+      opts?.serviceName,
+      SERVICE_NAMES.map((s) => `'${s}'`).join(' | '),
+    );
   }
   if (opts.runId !== undefined && (typeof opts.runId !== 'string' || opts.runId === '')) {
     throw new TelemetryArgumentError('runId', opts.runId, 'a non-empty string');
   }
   if (state) {
     if (state.serviceName !== opts.serviceName) {
-      diag.warn(`initTelemetry: already initialised as ${state.serviceName}; keeping it (asked for ${opts.serviceName})`);
+      diag.warn(
+        `initTelemetry: already initialised as ${state.serviceName}; keeping it (asked for ${opts.serviceName})`,
+      );
     }
     return state;
   }
@@ -171,7 +187,11 @@ export function initTelemetry(opts: TelemetryOptions): Telemetry {
     meterProvider = new MeterProvider({
       resource,
       readers: [
-        new PeriodicExportingMetricReader({ exporter, exportIntervalMillis: interval, exportTimeoutMillis: Math.min(30_000, interval) }),
+        new PeriodicExportingMetricReader({
+          exporter,
+          exportIntervalMillis: interval,
+          exportTimeoutMillis: Math.min(30_000, interval),
+        }),
       ],
     });
     metrics.setGlobalMeterProvider(meterProvider);

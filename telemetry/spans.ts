@@ -1,6 +1,14 @@
 // Span helpers for the training runtime: a generic `withSpan`, and the two spans issue #8 names with their
 // attributes — one per all-reduce per rank, one per checkpoint save/load — each also feeding its histogram.
-import { context, INVALID_SPAN_CONTEXT, SpanKind, SpanStatusCode, trace, type Attributes, type Span } from '@opentelemetry/api';
+import {
+  context,
+  INVALID_SPAN_CONTEXT,
+  SpanKind,
+  SpanStatusCode,
+  trace,
+  type Attributes,
+  type Span,
+} from '@opentelemetry/api';
 import { dalleMetrics, type AllReduceAttributes } from './metrics.ts';
 import { ATTR_RUN_ID, getTracer } from './api.ts';
 
@@ -32,7 +40,10 @@ export const SPAN_NAMES = {
 
 function recordError(span: Span, e: unknown): void {
   if (e instanceof Error) span.recordException(e);
-  span.setStatus({ code: SpanStatusCode.ERROR, message: e instanceof Error ? `${e.name}: ${e.message}` : String(e) });
+  span.setStatus({
+    code: SpanStatusCode.ERROR,
+    message: e instanceof Error ? `${e.name}: ${e.message}` : String(e),
+  });
 }
 
 /**
@@ -145,7 +156,11 @@ export interface CheckpointSpan {
 
 /** A checkpoint save or load: span `checkpoint.save` / `checkpoint.load` with bytes and sha256, plus a sample
  *  of `dalle.checkpoint.duration`. */
-export function traceCheckpoint<T>(op: 'save' | 'load', info: CheckpointSpanInfo, fn: (s: CheckpointSpan) => Promise<T>): Promise<T> {
+export function traceCheckpoint<T>(
+  op: 'save' | 'load',
+  info: CheckpointSpanInfo,
+  fn: (s: CheckpointSpan) => Promise<T>,
+): Promise<T> {
   const t0 = performance.now();
   return withSpan(
     op === 'save' ? SPAN_NAMES.checkpointSave : SPAN_NAMES.checkpointLoad,
@@ -161,7 +176,8 @@ export function traceCheckpoint<T>(op: 'save' | 'load', info: CheckpointSpanInfo
       try {
         return await fn({
           span,
-          setResult: (r) => span.setAttributes({ [ATTR.checkpointBytes]: r.bytes, [ATTR.checkpointSha256]: r.sha256 }),
+          setResult: (r) =>
+            span.setAttributes({ [ATTR.checkpointBytes]: r.bytes, [ATTR.checkpointSha256]: r.sha256 }),
         });
       } finally {
         dalleMetrics().checkpointSeconds.record((performance.now() - t0) / 1000, {
@@ -186,7 +202,10 @@ type PartRef = { name: string; sha256: string; bytes: number };
 export interface TraceablePartStore {
   partKey(runId: string, stage: string, step: number, part: string): string;
   putPart(runId: string, stage: string, step: number, part: string, bytes: Uint8Array): Promise<PartRef>;
-  loadPart(manifest: { runId: string; stage: string; step: number; parts: PartRef[] }, name: string): Promise<Uint8Array>;
+  loadPart(
+    manifest: { runId: string; stage: string; step: number; parts: PartRef[] },
+    name: string,
+  ): Promise<Uint8Array>;
 }
 
 /**
@@ -196,19 +215,30 @@ export interface TraceablePartStore {
  */
 export function traceCheckpointStore<T extends TraceablePartStore>(store: T): T {
   const putPart: TraceablePartStore['putPart'] = (runId, stage, step, part, bytes) =>
-    traceCheckpoint('save', { runId, stage, step, part, key: store.partKey(runId, stage, step, part) }, async (s) => {
-      const ref = await store.putPart(runId, stage, step, part, bytes);
-      s.setResult(ref);
-      return ref;
-    });
+    traceCheckpoint(
+      'save',
+      { runId, stage, step, part, key: store.partKey(runId, stage, step, part) },
+      async (s) => {
+        const ref = await store.putPart(runId, stage, step, part, bytes);
+        s.setResult(ref);
+        return ref;
+      },
+    );
   const loadPart: TraceablePartStore['loadPart'] = (manifest, name) => {
     const { runId, stage, step } = manifest;
-    return traceCheckpoint('load', { runId, stage, step, part: name, key: store.partKey(runId, stage, step, name) }, async (s) => {
-      const bytes = await store.loadPart(manifest, name);
-      // loadPart verified the bytes against the manifest: its sha256 is theirs.
-      s.setResult({ bytes: bytes.length, sha256: manifest.parts.find((p) => p.name === name)?.sha256 ?? '' });
-      return bytes;
-    });
+    return traceCheckpoint(
+      'load',
+      { runId, stage, step, part: name, key: store.partKey(runId, stage, step, name) },
+      async (s) => {
+        const bytes = await store.loadPart(manifest, name);
+        // loadPart verified the bytes against the manifest: its sha256 is theirs.
+        s.setResult({
+          bytes: bytes.length,
+          sha256: manifest.parts.find((p) => p.name === name)?.sha256 ?? '',
+        });
+        return bytes;
+      },
+    );
   };
   return new Proxy(store, {
     get(target, prop) {

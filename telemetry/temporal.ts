@@ -9,7 +9,13 @@
 // Workflow spans are made inside the deterministic isolate and leave it through a sink
 // (`makeWorkflowExporter`), which hands them to the span processor `initTelemetry` installed.
 import { createRequire } from 'node:module';
-import type { ClientInterceptors, Next, WorkflowClientInterceptor, WorkflowQueryInput, WorkflowSignalInput } from '@temporalio/client';
+import type {
+  ClientInterceptors,
+  Next,
+  WorkflowClientInterceptor,
+  WorkflowQueryInput,
+  WorkflowSignalInput,
+} from '@temporalio/client';
 import type { ReadableSpan } from '@opentelemetry/sdk-trace-base';
 import {
   makeWorkflowExporter,
@@ -39,10 +45,16 @@ export const WORKFLOW_INTERCEPTOR_MODULES: readonly string[] = [
 export const UNTRACED_SIGNALS: readonly string[] = ['reportProgress'];
 
 class DalleWorkflowClientInterceptor extends OpenTelemetryWorkflowClientInterceptor {
-  override async query(input: WorkflowQueryInput, next: Next<WorkflowClientInterceptor, 'query'>): Promise<unknown> {
+  override async query(
+    input: WorkflowQueryInput,
+    next: Next<WorkflowClientInterceptor, 'query'>,
+  ): Promise<unknown> {
     return await next(input);
   }
-  override async signal(input: WorkflowSignalInput, next: Next<WorkflowClientInterceptor, 'signal'>): Promise<void> {
+  override async signal(
+    input: WorkflowSignalInput,
+    next: Next<WorkflowClientInterceptor, 'signal'>,
+  ): Promise<void> {
     if (UNTRACED_SIGNALS.includes(input.signalName)) return await next(input);
     return await super.signal(input, next);
   }
@@ -101,7 +113,8 @@ export function temporalWorkerOptions(): TemporalWorkerTelemetry {
       exporter: makeWorkflowExporter(new CurrentSpanProcessor(keepWorkflowSpan), telemetryResource()),
       dalleMetrics: {
         restart: {
-          fn: (_info, a) => dalleMetrics().restarts.add(1, { 'dalle.run_id': a.runId, 'dalle.stage': a.stage }),
+          fn: (_info, a) =>
+            dalleMetrics().restarts.add(1, { 'dalle.run_id': a.runId, 'dalle.stage': a.stage }),
           callDuringReplay: false,
         },
       },

@@ -26,8 +26,9 @@ for (const protocol of ['http/json', 'http/protobuf'] as const) {
       assert.deepEqual(t.exporting, { traces: true, metrics: true });
       const train = { 'dalle.run_id': 'run-x', 'dalle.stage': 'dvae' } as const;
       await withSpan('cli.train', { k: 'v' }, async () => {
-        await traceAllReduce({ runId: 'run-x', stage: 'dvae', step: 7, rank: 1, worldSize: 2, tag: 'P', bytesRaw: 4096 }, async (s) =>
-          s.setResult({ bytesSent: 512, chunks: 3 }),
+        await traceAllReduce(
+          { runId: 'run-x', stage: 'dvae', step: 7, rank: 1, worldSize: 2, tag: 'P', bytesRaw: 4096 },
+          async (s) => s.setResult({ bytesSent: 512, chunks: 3 }),
         );
         await traceCheckpoint('save', { runId: 'run-x', stage: 'dvae', step: 7, part: 'state' }, async (s) =>
           s.setResult({ bytes: 123, sha256: 'ab'.repeat(32) }),
@@ -54,7 +55,10 @@ for (const protocol of ['http/json', 'http/protobuf'] as const) {
 
       assert.deepEqual(rx.rejected, []);
       const wantType = protocol === 'http/json' ? 'application/json' : 'application/x-protobuf';
-      assert.ok(rx.requests.length >= 2 && rx.requests.every((r) => r.contentType === wantType), JSON.stringify(rx.requests));
+      assert.ok(
+        rx.requests.length >= 2 && rx.requests.every((r) => r.contentType === wantType),
+        JSON.stringify(rx.requests),
+      );
 
       const byName = new Map(rx.spans.map((s) => [s.name, s]));
       const root = byName.get('cli.train')!;
@@ -105,7 +109,9 @@ for (const protocol of ['http/json', 'http/protobuf'] as const) {
       assert.equal(arh.attributes['dalle.rank'], 1);
       assert.ok(arh.sum! >= 0 && arh.sum! < 5, `all-reduce took ${arh.sum} s`);
       // One checkpoint save timed by traceCheckpoint, one load recorded by hand.
-      const ckOps = rx.points.filter((p) => p.name === METRIC_NAMES.checkpointSeconds).map((p) => p.attributes['dalle.checkpoint.op']);
+      const ckOps = rx.points
+        .filter((p) => p.name === METRIC_NAMES.checkpointSeconds)
+        .map((p) => p.attributes['dalle.checkpoint.op']);
       assert.deepEqual(new Set(ckOps), new Set(['save', 'load']));
       const restarts = point(METRIC_NAMES.restarts);
       assert.deepEqual([restarts.type, restarts.isMonotonic, restarts.value], ['sum', true, 1]);
@@ -173,7 +179,11 @@ test('telemetry: an unreachable collector does not fail the process', async () =
   const url = gone.url;
   await gone.close();
   const t0 = Date.now();
-  const child = spawnChild('noop', {}, { OTEL_EXPORTER_OTLP_ENDPOINT: url, OTEL_EXPORTER_OTLP_TIMEOUT: '1000' });
+  const child = spawnChild(
+    'noop',
+    {},
+    { OTEL_EXPORTER_OTLP_ENDPOINT: url, OTEL_EXPORTER_OTLP_TIMEOUT: '1000' },
+  );
   const report = await child.next();
   assert.deepEqual(report.exporting, { traces: true, metrics: true });
   assert.equal(report.recording, true);

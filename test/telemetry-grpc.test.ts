@@ -16,7 +16,10 @@ import { OtlpReceiver } from './fixtures/otlp-receiver.ts';
 import { FakeSamplerClient, type FakeGenerateRequest } from './fixtures/telemetry-grpc.ts';
 import { spawnChild } from './fixtures/telemetry-spawn.ts';
 
-function generate(client: grpc.Client, req: FakeGenerateRequest): Promise<{ events: any[]; code: number; details: string }> {
+function generate(
+  client: grpc.Client,
+  req: FakeGenerateRequest,
+): Promise<{ events: any[]; code: number; details: string }> {
   return new Promise((resolve) => {
     const events: any[] = [];
     const call = (client as any).Generate(req) as grpc.ClientReadableStream<unknown>;
@@ -33,9 +36,13 @@ test('telemetry: Generate is traced on client and server with attributes, status
   try {
     initTelemetry({ serviceName: 'dalle-cli', env: rx.env('http/protobuf') });
     const { port } = (await server.next()) as { port: number };
-    client = new FakeSamplerClient(`127.0.0.1:${port}`, grpc.credentials.createInsecure(), { interceptors: [grpcClientTracing()] });
+    client = new FakeSamplerClient(`127.0.0.1:${port}`, grpc.credentials.createInsecure(), {
+      interceptors: [grpcClientTracing()],
+    });
 
-    const ok = await withSpan('cli.generate', {}, () => generate(client!, { caption: 'a red square on a blue circle', numImages: 2 }));
+    const ok = await withSpan('cli.generate', {}, () =>
+      generate(client!, { caption: 'a red square on a blue circle', numImages: 2 }),
+    );
     assert.equal(ok.code, grpc.status.OK, ok.details);
     assert.equal(ok.events.length, 2);
     const bad = await generate(client, { caption: 'x', numImages: 0 });
@@ -43,10 +50,14 @@ test('telemetry: Generate is traced on client and server with attributes, status
     await shutdownTelemetry();
 
     const servers = await rx.waitFor('two server spans', () => {
-      const s = rx.spans.filter((x) => x.name === 'dalle.v1.Sampler/Generate' && x.service === 'dalle-sampler');
+      const s = rx.spans.filter(
+        (x) => x.name === 'dalle.v1.Sampler/Generate' && x.service === 'dalle-sampler',
+      );
       return s.length === 2 ? s : undefined;
     });
-    const clients = rx.spans.filter((x) => x.name === 'dalle.v1.Sampler/Generate' && x.service === 'dalle-cli');
+    const clients = rx.spans.filter(
+      (x) => x.name === 'dalle.v1.Sampler/Generate' && x.service === 'dalle-cli',
+    );
     assert.equal(clients.length, 2);
     const root = rx.spans.find((x) => x.name === 'cli.generate')!;
 
@@ -58,17 +69,27 @@ test('telemetry: Generate is traced on client and server with attributes, status
     assert.equal(okClient.attributes[GENERATE_ATTR.numImages], 2);
     assert.equal(okClient.status.code, 0);
     const okServer = servers.find((s) => s.traceId === root.traceId)!;
-    assert.equal(okServer.parentSpanId, okClient.spanId, 'the server span continues the client span across processes');
+    assert.equal(
+      okServer.parentSpanId,
+      okClient.spanId,
+      'the server span continues the client span across processes',
+    );
     assert.equal(okServer.kind, 2);
     assert.deepEqual(
-      [okServer.attributes['rpc.system'], okServer.attributes['rpc.service'], okServer.attributes['rpc.method']],
+      [
+        okServer.attributes['rpc.system'],
+        okServer.attributes['rpc.service'],
+        okServer.attributes['rpc.method'],
+      ],
       ['grpc', 'dalle.v1.Sampler', 'Generate'],
     );
     assert.equal(okServer.attributes['rpc.grpc.status_code'], 0);
     assert.equal(okServer.attributes[GENERATE_ATTR.numImages], 2);
     assert.equal(okServer.attributes[GENERATE_ATTR.textTokens], 7, 'set by the handler on the active span');
     assert.equal(okServer.attributes[GENERATE_ATTR.modelVersion], 7);
-    const sample = await rx.waitFor('the handler span', () => rx.spans.find((s) => s.name === 'sampler.sample'));
+    const sample = await rx.waitFor('the handler span', () =>
+      rx.spans.find((s) => s.name === 'sampler.sample'),
+    );
     assert.equal(sample.parentSpanId, okServer.spanId, 'the handler runs inside the server span');
     assert.equal(ok.events[0].handlerSpanId, okServer.spanId);
 
@@ -86,7 +107,11 @@ test('telemetry: Generate is traced on client and server with attributes, status
     // Sampler metrics: latency per status code, in-flight back to 0, queue depth back to 0.
     server.stop();
     assert.equal((await server.exited).code, 0);
-    const lat = (code: number) => rx.latestPoint(METRIC_NAMES.generateSeconds, (p) => p.service === 'dalle-sampler' && p.attributes['rpc.grpc.status_code'] === code);
+    const lat = (code: number) =>
+      rx.latestPoint(
+        METRIC_NAMES.generateSeconds,
+        (p) => p.service === 'dalle-sampler' && p.attributes['rpc.grpc.status_code'] === code,
+      );
     const okLat = lat(0)!;
     assert.ok(okLat, rx.summary());
     assert.equal(okLat.count, 1);

@@ -20,11 +20,17 @@ test('telemetry: traceparent crosses NATS between processes', async () => {
     let received = '';
     for await (const m of sub) {
       received = m.headers?.get('traceparent') ?? '';
-      await context.with(extractNatsContext(m.headers), () => withSpan('nats.receiver', {}, async () => undefined));
+      await context.with(extractNatsContext(m.headers), () =>
+        withSpan('nats.receiver', {}, async () => undefined),
+      );
     }
     const pub = (await child.next()) as { traceId: string; spanId: string };
     assert.equal((await child.exited).code, 0);
-    assert.equal(received, `00-${pub.traceId}-${pub.spanId}-01`, 'the message carries the publisher span as traceparent');
+    assert.equal(
+      received,
+      `00-${pub.traceId}-${pub.spanId}-01`,
+      'the message carries the publisher span as traceparent',
+    );
     await shutdownTelemetry();
 
     const [publisher, receiver] = await rx.waitFor('publisher and receiver spans', () => {

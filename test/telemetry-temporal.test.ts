@@ -5,7 +5,12 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { Client, Connection } from '@temporalio/client';
 import { serviceEnv } from '../infra/services.ts';
-import { initTelemetry, shutdownTelemetry, temporalClientInterceptors, withSpan } from '../telemetry/index.ts';
+import {
+  initTelemetry,
+  shutdownTelemetry,
+  temporalClientInterceptors,
+  withSpan,
+} from '../telemetry/index.ts';
 import { OtlpReceiver, type ReceivedSpan } from './fixtures/otlp-receiver.ts';
 import { spawnChild } from './fixtures/telemetry-spawn.ts';
 
@@ -19,14 +24,28 @@ test('telemetry: one trace from a Temporal client through both workflows to ever
     initTelemetry({ serviceName: 'dalle-cli', runId, env: rx.env('http/json') });
     assert.deepEqual(await worker.next(), { ready: true });
     connection = await Connection.connect({ address: env.temporalAddress });
-    const client = new Client({ connection, namespace: env.temporalNamespace, interceptors: temporalClientInterceptors() });
+    const client = new Client({
+      connection,
+      namespace: env.temporalNamespace,
+      interceptors: temporalClientInterceptors(),
+    });
     const sum = await withSpan('cli.train', {}, () =>
-      client.workflow.execute('telemetryParent', { taskQueue: runId, workflowId: runId, args: [runId, 2], workflowExecutionTimeout: '3 minutes' }),
+      client.workflow.execute('telemetryParent', {
+        taskQueue: runId,
+        workflowId: runId,
+        args: [runId, 2],
+        workflowExecutionTimeout: '3 minutes',
+      }),
     );
     assert.equal(sum, 3, 'each rank summed 1 + 2 over NATS');
     await shutdownTelemetry();
 
-    const want = ['RunWorkflow:telemetryParent', 'RunWorkflow:telemetryChild', 'RunActivity:rankStep', 'collective.allReduce'];
+    const want = [
+      'RunWorkflow:telemetryParent',
+      'RunWorkflow:telemetryChild',
+      'RunActivity:rankStep',
+      'collective.allReduce',
+    ];
     await rx.waitFor('the worker spans', () => {
       const names = rx.spans.map((s) => s.name);
       return (
@@ -46,7 +65,11 @@ test('telemetry: one trace from a Temporal client through both workflows to ever
       return found[0]!;
     };
     const childOf = (s: ReceivedSpan, parent: ReceivedSpan) =>
-      assert.equal(s.parentSpanId, parent.spanId, `${s.name} (${s.service}) is a child of ${parent.name} (${parent.service})`);
+      assert.equal(
+        s.parentSpanId,
+        parent.spanId,
+        `${s.name} (${s.service}) is a child of ${parent.name} (${parent.service})`,
+      );
 
     assert.equal(root.service, 'dalle-cli');
     const start = one('StartWorkflow:telemetryParent', 'dalle-cli');
@@ -74,7 +97,10 @@ test('telemetry: one trace from a Temporal client through both workflows to ever
     const ranks = allReduces.map((s) => s.attributes['dalle.rank']).sort();
     assert.deepEqual(ranks, [0, 1]);
     for (const ar of allReduces) {
-      assert.ok(runActs.some((a) => a.spanId === ar.parentSpanId), 'the all-reduce runs inside its rank activity');
+      assert.ok(
+        runActs.some((a) => a.spanId === ar.parentSpanId),
+        'the all-reduce runs inside its rank activity',
+      );
       assert.equal(ar.attributes['dalle.world_size'], 2);
       assert.equal(ar.attributes['dalle.allreduce.bytes_raw'], 8);
       assert.ok(Number(ar.attributes['dalle.allreduce.bytes_sent']) >= 8);
@@ -92,7 +118,10 @@ test('telemetry: one trace from a Temporal client through both workflows to ever
     assert.equal((await worker.exited).code, 0);
     const restarts = rx.latestPoint('dalle.train.restarts', (p) => p.attributes['dalle.run_id'] === runId);
     assert.ok(restarts, rx.summary());
-    assert.deepEqual([restarts.service, restarts.value, restarts.attributes['dalle.stage']], ['dalle-worker', 1, 'dvae']);
+    assert.deepEqual(
+      [restarts.service, restarts.value, restarts.attributes['dalle.stage']],
+      ['dalle-worker', 1, 'dvae'],
+    );
   } finally {
     worker.stop();
     const { code, stderr } = await worker.exited;
