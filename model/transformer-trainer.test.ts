@@ -82,6 +82,12 @@ test('transformer-trainer: saveState/loadState resumes bit-identically, EMA and 
   assert.ok(bitsEqual(a.exportParams('params'), b.exportParams('params')));
   assert.ok(bitsEqual(a.exportParams('ema'), b.exportParams('ema')));
   assert.ok(!bitsEqual(a.exportParams('ema'), a.exportParams('params')), 'EMA lags the parameters');
+  // The same bytes as a Node Buffer (what fs.readFile gives) load to the same parameters.
+  const c = createTransformerTrainer(T, tiny.dvae, 98, 1);
+  c.loadState(Buffer.from(bytes));
+  c.loadState(Buffer.from(a.saveState()));
+  assert.ok(bitsEqual(c.exportParams('params'), a.exportParams('params')));
+  c.dispose();
   const corrupt = bytes.slice();
   corrupt[corrupt.length - 5]! ^= 0xff;
   assert.throws(() => b.loadState(corrupt), StateChecksumError);

@@ -225,7 +225,10 @@ class TransformerTrainer implements Trainer<TransformerBatch> {
   }
 
   loadState(bytes: Uint8Array): void {
-    const { meta, arrays } = decodeState<SavedMeta>(bytes);
+    // A Node Buffer's slice() is a view, not a copy, and state-io's decodeState then reads its floats from
+    // the wrong offset (checksum still passing). Hand it a plain Uint8Array copy.
+    const plain = Buffer.isBuffer(bytes) ? new Uint8Array(bytes) : bytes;
+    const { meta, arrays } = decodeState<SavedMeta>(plain);
     if (meta?.stage !== 'transformer')
       throw new StateMismatchError([`state is for stage ${String(meta?.stage)}, not transformer`]);
     const expected: [string, number][] = [
