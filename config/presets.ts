@@ -32,7 +32,7 @@ export const presets: Record<PresetName, PresetInput> = {
     },
     transformer: {
       layers: 4, heads: 4, dModel: 64, textLen: 16, vocabSize: 128, convKernel: 5, steps: 300,
-      lr: 2e-3, warmupSteps: 50, plateauPatience: 100, plateauSmoothing: 0.95, emaDecay: 0.99,
+      lr: 2e-3, warmupSteps: 50, plateauPatience: 100, plateauSmoothing: 0.95, emaDecay: 0.95,
     },
     powersgd: { enabled: true, rank: 4, startIter: 10 },
     train: { worldSize: 2, batchSize: 32, segmentSteps: 100, checkpointEvery: 50, seed: 0 },
