@@ -84,3 +84,9 @@ test('state-io: expectArrays lists every missing, extra and wrong-length array',
       /unexpected array "c.m"/.test(e.message),
   );
 });
+
+test('state-io: a Node Buffer (a view into a pool) decodes to the same floats', () => {
+  const blob = encodeState({ k: 1 }, [['x', Float32Array.of(1, 2, 3)]]);
+  const pooled = Buffer.concat([Buffer.from('padding!'), Buffer.from(blob)]).subarray(8);
+  assert.deepEqual([...decodeState(pooled).arrays.get('x')!], [1, 2, 3]);
+});

@@ -133,8 +133,9 @@ export function decodeState<Meta = Record<string, unknown>>(bytes: Uint8Array): 
   if (payloadAt + floats * 4 !== n) {
     throw new StateFormatError(`payload should be ${floats * 4} bytes at offset ${payloadAt}, blob has ${n - payloadAt}`, n);
   }
-  // Copy so the result is aligned and independent of the caller's buffer.
-  const payload = bytes.slice(payloadAt);
+  // Copy so the result is aligned and independent of the caller's buffer. Uint8Array's own slice: a Node
+  // Buffer's slice is a view into its pool, and reading floats from that view's buffer is silently wrong.
+  const payload = Uint8Array.prototype.slice.call(bytes, payloadAt);
   const actual = sha256Hex(payload);
   if (actual !== header.sha256) throw new StateChecksumError(header.sha256, actual);
   const all = new Float32Array(payload.buffer);
