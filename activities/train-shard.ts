@@ -25,7 +25,9 @@ export interface TrainShardDeps {
   log: (msg: string, fields?: Record<string, unknown>) => void;
 }
 
-const PROGRESS_EVERY_MS = 1000;
+/** Progress signals land in the root workflow's history: every 2 s keeps a long run's history (and a
+ *  replay after a worker dies) small. */
+const PROGRESS_EVERY_MS = 2000;
 
 function totalSteps(spec: RunSpec, stage: TrainShardInput['stage']): number {
   return stage === 'dvae' ? spec.dvae.steps : spec.transformer.steps;

@@ -114,6 +114,16 @@ export async function run(argv: string[]): Promise<number> {
 
     // 2. Train: a real trainDalle workflow.
     const handle = await client.workflow.start('trainDalle', { taskQueue: TASK_QUEUE, workflowId: runId, args: [{ runId, spec }] });
+    // Ctrl-C ends the run too: a workflow left running would keep scheduling ranks onto the next demo's workers.
+    const interrupted = async () => {
+      say('interrupted: terminating the run and stopping what the demo started');
+      await handle.terminate('dalle demo interrupted').catch(() => undefined);
+      await Promise.all(children.map((c) => stop(c)));
+      if (weStarted) await down(env);
+      process.exit(130);
+    };
+    process.once('SIGINT', interrupted);
+    process.once('SIGTERM', interrupted);
     say(`run ${runId}: dVAE ${spec.dvae.steps} steps, then transformer ${spec.transformer.steps} steps, W=${spec.train.worldSize}, PowerSGD rank ${spec.powersgd.rank}, batch ${spec.train.batchSize}, checkpoint every ${spec.train.checkpointEvery}`);
     const losses: LossPoint[] = [];
     const stageStart: Record<string, number> = {};
