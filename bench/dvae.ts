@@ -65,6 +65,9 @@ function parseArgs(argv: string[]): Options {
 
 export interface DvaeBackendFigures {
   backend: string;
+  /** Images per step and timed steps on this backend (the cpu backend gets a smaller run, see below). */
+  batch: number;
+  steps: number;
   matmulGflops: number;
   stepsPerSec: number;
   imagesPerSec: number;
@@ -99,8 +102,14 @@ function shapesBatch(n: number, res: number, offset: number): Uint8Array {
   return out;
 }
 
-function measure(o: Options, backend: string, batch: number): DvaeBackendFigures {
+/** tfjs's cpu Conv2DBackpropFilter is a per-element loop (~2 min for one shapes step of 16 images on
+ *  this machine): measure it on a small run rather than hold the whole benchmark hostage. */
+const CPU_LIMITS = { batch: 2, steps: 1 };
+
+function measure(o: Options, backend: string, requestedBatch: number): DvaeBackendFigures {
   const cfg = loadSpec(o.preset).dvae;
+  const batch = backend === 'cpu' ? Math.min(requestedBatch, CPU_LIMITS.batch) : requestedBatch;
+  const steps = backend === 'cpu' ? Math.min(o.steps, CPU_LIMITS.steps) : o.steps;
   const R = cfg.resolution;
   const matmul = matmulGflops();
   const trainer = createDvaeTrainer(cfg, 0, 1);
@@ -110,7 +119,7 @@ function measure(o: Options, backend: string, batch: number): DvaeBackendFigures
   };
   once(0); // warm-up: kernel setup, JIT, wasm memory growth
   const times: number[] = [];
-  for (let s = 1; s <= o.steps; s++) {
+  for (let s = 1; s <= steps; s++) {
     const t0 = performance.now();
     once(s);
     times.push((performance.now() - t0) / 1000);
@@ -129,6 +138,8 @@ function measure(o: Options, backend: string, batch: number): DvaeBackendFigures
   const gflops = (3 * 2 * dvaeForwardMacs(cfg) * batch) / stepSec / 1e9;
   return {
     backend,
+    batch,
+    steps,
     matmulGflops: matmul,
     stepsPerSec: 1 / stepSec,
     imagesPerSec: batch / stepSec,
@@ -181,7 +192,7 @@ export async function main(argv: string[]): Promise<void> {
       `${o.steps} timed steps, ${f(summary.trainFlopsPerImage / 1e6, 1)} MFLOP per training image`,
   );
   for (const r of results) {
-    console.log(`  ${r.backend}`);
+    console.log(`  ${r.backend}${r.batch !== batch || r.steps !== o.steps ? ` (batch ${r.batch}, ${r.steps} timed step${r.steps > 1 ? 's' : ''})` : ''}`);
     console.log(`    matmul 512²     ${f(r.matmulGflops)} GFLOP/s`);
     console.log(
       `    training        ${f(r.stepsPerSec, 3)} steps/s, ${f(r.imagesPerSec, 1)} images/s, ${f(r.gflops)} GFLOP/s ` +
