@@ -14,6 +14,7 @@ import { renderShape, shapeItem } from '../data/shapes.ts';
 import { backendNames, initBackend, type BackendName } from '../model/backend.ts';
 import { Dvae, dvaeForwardMacs, dvaeParameterCount } from '../model/dvae.ts';
 import { createDvaeTrainer } from '../model/dvae-trainer.ts';
+import { matmulGflops } from './lib/matmul.ts';
 
 /** A bad command-line argument for this benchmark. */
 export class BenchArgumentError extends Error {
@@ -80,20 +81,6 @@ export interface DvaeBackendFigures {
   encodeImagesPerSec: number;
 }
 
-function matmulGflops(size = 512, reps = 5): number {
-  const a = tf.randomNormal([size, size], 0, 1, 'float32', 1);
-  const b = tf.randomNormal([size, size], 0, 1, 'float32', 2);
-  tf.matMul(a, b).dispose(); // warm-up: kernel setup, wasm memory growth
-  const t0 = performance.now();
-  for (let i = 0; i < reps; i++) {
-    const c = tf.matMul(a, b);
-    c.dataSync();
-    c.dispose();
-  }
-  const s = (performance.now() - t0) / 1000;
-  tf.dispose([a, b]);
-  return (2 * size ** 3 * reps) / s / 1e9;
-}
 
 /** `n` rendered training-split shapes at the preset's resolution, as one uint8 batch. */
 function shapesBatch(n: number, res: number, offset: number): Uint8Array {

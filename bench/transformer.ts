@@ -22,6 +22,7 @@ import {
 import { createTransformerTrainer } from '../model/transformer-trainer.ts';
 import { createSampler, type SampleRow } from '../model/sampling.ts';
 import { sampleWithoutCache } from '../model/sampling-reference.ts';
+import { matmulGflops } from './lib/matmul.ts';
 
 /** A bad command-line argument for this benchmark. */
 export class BenchArgumentError extends Error {
@@ -100,20 +101,6 @@ export interface BackendFigures {
   cacheSpeedup: number;
 }
 
-function matmulGflops(size = 512, reps = 5): number {
-  const a = tf.randomNormal([size, size], 0, 1, 'float32', 1);
-  const b = tf.randomNormal([size, size], 0, 1, 'float32', 2);
-  tf.matMul(a, b).dispose(); // warm-up: kernel setup, wasm memory growth
-  const t0 = performance.now();
-  for (let i = 0; i < reps; i++) {
-    const c = tf.matMul(a, b);
-    c.dataSync();
-    c.dispose();
-  }
-  const s = (performance.now() - t0) / 1000;
-  tf.dispose([a, b]);
-  return (2 * size ** 3 * reps) / s / 1e9;
-}
 
 function measure(o: Options, backend: string): BackendFigures {
   const spec = loadSpec(o.preset);
