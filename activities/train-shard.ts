@@ -29,6 +29,10 @@ export interface TrainShardDeps {
  *  replay after a worker dies) small. */
 const PROGRESS_EVERY_MS = 2000;
 
+/** Fault injection for failure tests: `DALLE_TEST_SIGKILL_AT=<stage>:<step>` makes this worker process
+ *  SIGKILL itself when one of its ranks reaches that step, mid-segment, exactly as a dying machine would. */
+const sigkillAt = process.env.DALLE_TEST_SIGKILL_AT;
+
 function totalSteps(spec: RunSpec, stage: TrainShardInput['stage']): number {
   return stage === 'dvae' ? spec.dvae.steps : spec.transformer.steps;
 }
@@ -119,6 +123,7 @@ export async function trainShard(deps: TrainShardDeps, input: TrainShardInput): 
     for (let step = fromStep; step < toStep; step++) {
       if (ctx.cancellationSignal.aborted) break;
       // 3. One step: compute → compress + all-reduce → apply.
+      if (sigkillAt === `${stage}:${step}`) process.kill(process.pid, 'SIGKILL');
       const batch = await source.batch(step, rank, worldSize);
       const g = trainer.computeGradients(batch, step, rank);
       const r = await psgd.reduce(group, g.grads, step);

@@ -31,28 +31,31 @@ test('train: SIGKILLed workers and a corrupted checkpoint still give bit-identic
     const refSha = { dvae: await paramsSha(checkpoints, ref, 'dvae'), transformer: await paramsSha(checkpoints, ref, 'transformer') };
 
     // 2. The same spec, with a worker SIGKILLed in each stage.
+    // Each victim SIGKILLs itself when one of its ranks reaches the step (DALLE_TEST_SIGKILL_AT), so the
+    // kill always lands mid-segment however fast the machine is.
+    await Promise.all(workers.map((w) => w.kill('SIGTERM')));
+    workers = [startWorker({ DALLE_TEST_SIGKILL_AT: 'dvae:7' }, 'w0'), startWorker({ DALLE_TEST_SIGKILL_AT: 'transformer:13' }, 'w1')];
     const run = `kill-${tag}`;
     assert.equal(dalle(['train', '--config', specFile, '--run-id', run, '--detach']).code, 0);
     const kills: { stage: string; step: number; committed: number; resumedAfterMs: number; resumedFrom: number }[] = [];
-    for (const [i, stage, atStep] of [[0, 'dvae', 7], [1, 'transformer', 12]] as const) {
-      const before = await waitFor(`${stage} step ${atStep}`, async () => {
-        const p = await progress(client, run);
-        return p && p.stage === stage && p.step >= atStep ? p : undefined;
-      }, 5 * 60_000, 100);
+    for (const [i, stage, atStep] of [[0, 'dvae', 7], [1, 'transformer', 13]] as const) {
+      const victim = workers[i]!;
+      await waitFor(`worker ${i} to die at ${stage} step ${atStep}`, async () => victim.proc.exitCode !== null || victim.proc.signalCode !== null, 5 * 60_000, 50);
+      assert.equal(victim.proc.signalCode, 'SIGKILL');
       const killedAt = Date.now();
-      await workers[i]!.kill('SIGKILL');
       const committed = (await checkpoints.latest(run, stage))!.step;
+      const restartsBefore = kills.length; // restarts counted before this kill (one per earlier kill)
       workers[i] = startWorker({}, `w${i}'`);
       // Resumed: the relaunch starts from the checkpoint committed when the worker died, and progress
       // moves past it again.
       const after = await waitFor('progress after the kill', async () => {
         const p = await progress(client, run);
         const r = p?.lastResume;
-        return r && r.stage === stage && r.restarts > before.restarts && p.step > r.fromStep ? p : undefined;
+        return r && r.stage === stage && r.restarts > restartsBefore && p.step > r.fromStep ? p : undefined;
       }, 5 * 60_000, 100);
-      kills.push({ stage, step: before.step, committed, resumedAfterMs: Date.now() - killedAt, resumedFrom: after.lastResume!.fromStep });
+      kills.push({ stage, step: atStep, committed, resumedAfterMs: Date.now() - killedAt, resumedFrom: after.lastResume!.fromStep });
       assert.equal(after.lastResume!.fromStep, committed, 'resumed from the last committed checkpoint');
-      assert.ok(before.step - committed <= 5, `lost ${before.step - committed} steps > checkpointEvery`);
+      assert.ok(atStep - committed <= 5, `lost ${atStep - committed} steps > checkpointEvery`);
     }
     const result = (await client.workflow.getHandle(run).result()) as TrainDalleResult;
     assert.ok(result.restarts >= 2, `restarts ${result.restarts}`);
@@ -60,11 +63,13 @@ test('train: SIGKILLed workers and a corrupted checkpoint still give bit-identic
     assert.equal(await paramsSha(checkpoints, run, 'transformer'), refSha.transformer);
     t.diagnostic(`kills: ${JSON.stringify(kills)}`);
 
-    // 3. Corruption: stop all workers mid-dVAE, flip a byte in the newest committed params part, restart.
+    // 3. Corruption: both workers die at dVAE step 12, a byte of the newest committed params part (step 10)
+    //    is flipped, fresh workers resume.
+    await Promise.all(workers.map((w) => w.kill('SIGTERM')));
+    workers = [startWorker({ DALLE_TEST_SIGKILL_AT: 'dvae:12' }, 'w0'), startWorker({ DALLE_TEST_SIGKILL_AT: 'dvae:12' }, 'w1')];
     const run3 = `flip-${tag}`;
     assert.equal(dalle(['train', '--config', specFile, '--run-id', run3, '--detach']).code, 0);
-    await waitFor('dvae checkpoint 10', async () => ((await checkpoints.latest(run3, 'dvae'))?.step ?? 0) >= 10, 5 * 60_000, 100);
-    await Promise.all(workers.map((w) => w.kill('SIGKILL')));
+    await waitFor('both workers to die at dVAE step 12', async () => workers.every((w) => w.proc.signalCode === 'SIGKILL'), 5 * 60_000, 50);
     const m = (await checkpoints.latest(run3, 'dvae'))!;
     const key = checkpoints.partKey(run3, 'dvae', m.step, 'params');
     const bytes = (await checkpoints.backend.getObject(key))!;
