@@ -8,12 +8,12 @@
 //     what the backend can do;
 //   - encode (argmax tokens) images/s, the path encodeDataset takes.
 // Figures only, never pass/fail: the machines are shared and noisy, so quote ratios from one run.
-import * as tf from '@tensorflow/tfjs';
 import { loadSpec, PresetName } from '../config/index.ts';
 import { renderShape, shapeItem } from '../data/shapes.ts';
-import { backendNames, initBackend, type BackendName } from '../model/backend.ts';
+import { backendNames, type BackendName } from '../model/backend.ts';
 import { Dvae, dvaeForwardMacs, dvaeParameterCount } from '../model/dvae.ts';
 import { createDvaeTrainer } from '../model/dvae-trainer.ts';
+import { availableBackends } from './lib/backends.ts';
 import { matmulGflops } from './lib/matmul.ts';
 
 /** A bad command-line argument for this benchmark. */
@@ -144,15 +144,7 @@ export async function main(argv: string[]): Promise<void> {
   const batch = o.batch ?? spec.train.batchSize / spec.train.worldSize;
   const results: DvaeBackendFigures[] = [];
   const skipped: Record<string, string> = {};
-  for (const b of o.backends) {
-    try {
-      await initBackend(b);
-    } catch (e) {
-      skipped[b] = (e as Error).message.replace(/\s*\n\s*-?\s*/g, ' ');
-      continue;
-    }
-    const got = tf.getBackend();
-    if (results.some((r) => r.backend === got)) continue;
+  for await (const got of availableBackends(o.backends, skipped)) {
     if (!o.json) process.stderr.write(`bench dvae: measuring ${got}…\n`);
     results.push(measure(o, got, batch));
   }

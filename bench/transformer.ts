@@ -10,9 +10,8 @@
 //   - the same backend's 512² float32 matmul GFLOP/s, so the step's GFLOP/s reads as a fraction of
 //     what the backend can do.
 // Figures only, never pass/fail: the machines are shared and noisy, so quote ratios from one run.
-import * as tf from '@tensorflow/tfjs';
 import { loadSpec, PresetName } from '../config/index.ts';
-import { backendNames, initBackend, type BackendName } from '../model/backend.ts';
+import { backendNames, type BackendName } from '../model/backend.ts';
 import {
   initTransformerParams,
   Transformer,
@@ -22,6 +21,7 @@ import {
 import { createTransformerTrainer } from '../model/transformer-trainer.ts';
 import { createSampler, type SampleRow } from '../model/sampling.ts';
 import { sampleWithoutCache } from '../model/sampling-reference.ts';
+import { availableBackends } from './lib/backends.ts';
 import { matmulGflops } from './lib/matmul.ts';
 
 /** A bad command-line argument for this benchmark. */
@@ -177,15 +177,7 @@ export async function main(argv: string[]): Promise<void> {
   const spec = loadSpec(o.preset);
   const results: BackendFigures[] = [];
   const skipped: Record<string, string> = {};
-  for (const b of o.backends) {
-    try {
-      await initBackend(b);
-    } catch (e) {
-      skipped[b] = (e as Error).message.replace(/\s*\n\s*-?\s*/g, ' ');
-      continue;
-    }
-    const got = tf.getBackend();
-    if (results.some((r) => r.backend === got)) continue;
+  for await (const got of availableBackends(o.backends, skipped)) {
     if (!o.json) process.stderr.write(`bench transformer: measuring ${got}…\n`);
     results.push(measure(o, got));
   }
