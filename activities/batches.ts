@@ -13,9 +13,18 @@ export interface StageBatchSource {
   batch(step: number, rank: number, worldSize: number): Promise<DvaeBatch | TransformerBatch>;
 }
 
-export async function stageBatches(stage: StageName, spec: RunSpec, checkpoints: CheckpointStore, runId: string): Promise<StageBatchSource> {
+export async function stageBatches(
+  stage: StageName,
+  spec: RunSpec,
+  checkpoints: CheckpointStore,
+  runId: string,
+): Promise<StageBatchSource> {
   const ds = await dataset(spec.dataset);
-  const common = { seed: spec.train.seed, globalBatch: spec.train.batchSize, resolution: spec.dvae.resolution };
+  const common = {
+    seed: spec.train.seed,
+    globalBatch: spec.train.batchSize,
+    resolution: spec.dvae.resolution,
+  };
   if (stage === 'dvae') {
     return {
       async batch(step, rank, worldSize): Promise<DvaeBatch> {
@@ -34,10 +43,16 @@ export async function stageBatches(stage: StageName, spec: RunSpec, checkpoints:
       const text = new Int32Array(b.n * textLen);
       const image = new Int32Array(b.n * enc.tokensPerImage);
       for (let j = 0; j < b.n; j++) {
-        const t = enc.tokenizer.encode(b.captions[j]!, textLen, { dropout: bpeDropout, seed: mixSeed(spec.train.seed, 'bpe', b.positions[j]!) });
+        const t = enc.tokenizer.encode(b.captions[j]!, textLen, {
+          dropout: bpeDropout,
+          seed: mixSeed(spec.train.seed, 'bpe', b.positions[j]!),
+        });
         text.set(t.ids, j * textLen);
         const i = b.indices[j]!;
-        image.set(enc.tokens.subarray(i * enc.tokensPerImage, (i + 1) * enc.tokensPerImage), j * enc.tokensPerImage);
+        image.set(
+          enc.tokens.subarray(i * enc.tokensPerImage, (i + 1) * enc.tokensPerImage),
+          j * enc.tokensPerImage,
+        );
       }
       return { text, image, n: b.n };
     },

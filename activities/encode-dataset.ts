@@ -25,9 +25,16 @@ export async function frozenDvae(spec: RunSpec, trainerState: Uint8Array): Promi
   }
 }
 
-export async function prepareTokenizer(checkpoints: CheckpointStore, input: { runId: string; spec: RunSpec }): Promise<PartRef> {
+export async function prepareTokenizer(
+  checkpoints: CheckpointStore,
+  input: { runId: string; spec: RunSpec },
+): Promise<PartRef> {
   const ds = await dataset(input.spec.dataset);
-  if (!ds.size) throw ApplicationFailure.nonRetryable(`dataset ${input.spec.dataset.kind} has no items to train the tokenizer on`, 'DatasetError');
+  if (!ds.size)
+    throw ApplicationFailure.nonRetryable(
+      `dataset ${input.spec.dataset.kind} has no items to train the tokenizer on`,
+      'DatasetError',
+    );
   const tok = await trainTokenizer(ds, input.spec.transformer.vocabSize);
   const bytes = new TextEncoder().encode(JSON.stringify(tok.toJSON()));
   return checkpoints.putPart(input.runId, DATA_STAGE, DATA_STEP, 'tokenizer', bytes);
@@ -50,7 +57,16 @@ export async function encodeShard(checkpoints: CheckpointStore, input: EncodeSha
       for (let j = 0; j < n; j++) {
         // One fixed transformer-pipeline crop per image, keyed by its index.
         const item = await ds.get(at + j, { seed: spec.train.seed, epoch: 0 });
-        images.set(preprocessTransformer(item.rgb, item.width, item.height, res, rngFor(spec.train.seed, 'encode', at + j)), j * res * res * 3);
+        images.set(
+          preprocessTransformer(
+            item.rgb,
+            item.width,
+            item.height,
+            res,
+            rngFor(spec.train.seed, 'encode', at + j),
+          ),
+          j * res * res * 3,
+        );
       }
       tokens.set(dvae.encode(images), (at - start) * per);
       Context.current().heartbeat({ encoded: at + n - start, of: end - start });
@@ -61,10 +77,16 @@ export async function encodeShard(checkpoints: CheckpointStore, input: EncodeSha
   }
 }
 
-export async function commitEncoded(checkpoints: CheckpointStore, input: { runId: string; spec: RunSpec; parts: PartRef[]; shards: number }): Promise<void> {
+export async function commitEncoded(
+  checkpoints: CheckpointStore,
+  input: { runId: string; spec: RunSpec; parts: PartRef[]; shards: number },
+): Promise<void> {
   const ds = await dataset(input.spec.dataset);
   await checkpoints.commit({
-    runId: input.runId, stage: DATA_STAGE, step: DATA_STEP, parts: input.parts,
+    runId: input.runId,
+    stage: DATA_STAGE,
+    step: DATA_STEP,
+    parts: input.parts,
     meta: { shards: input.shards, size: ds.size, tokensPerImage: input.spec.dvae.grid ** 2 },
   });
 }

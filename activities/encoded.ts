@@ -23,7 +23,9 @@ export function shardRange(shard: number, shards: number, n: number): { start: n
 async function load(checkpoints: CheckpointStore, runId: string): Promise<EncodedData> {
   const m = await checkpoints.manifestAt(runId, DATA_STAGE, DATA_STEP);
   if (!m) throw new Error(`run ${runId} has no encoded dataset (encodeDataset has not committed)`);
-  const tokenizer = Tokenizer.fromJSON(JSON.parse(new TextDecoder().decode(await checkpoints.loadPart(m, 'tokenizer'))));
+  const tokenizer = Tokenizer.fromJSON(
+    JSON.parse(new TextDecoder().decode(await checkpoints.loadPart(m, 'tokenizer'))),
+  );
   const shards = Number(m.meta.shards);
   const size = Number(m.meta.size);
   const tokensPerImage = Number(m.meta.tokensPerImage);
@@ -31,7 +33,10 @@ async function load(checkpoints: CheckpointStore, runId: string): Promise<Encode
   for (let s = 0; s < shards; s++) {
     const bytes = await checkpoints.loadPart(m, `tokens${s}`);
     const { start } = shardRange(s, shards, size);
-    tokens.set(new Int32Array(bytes.buffer.slice(bytes.byteOffset, bytes.byteOffset + bytes.byteLength)), start * tokensPerImage);
+    tokens.set(
+      new Int32Array(bytes.buffer.slice(bytes.byteOffset, bytes.byteOffset + bytes.byteLength)),
+      start * tokensPerImage,
+    );
   }
   return { tokenizer, tokens, tokensPerImage };
 }

@@ -4,15 +4,29 @@ import { ApplicationFailure } from '@temporalio/common';
 import { z } from 'zod';
 
 const FATAL = new Set([
-  'ConfigError', 'ZodError', 'CollectiveArgumentError', 'DatasetNotFoundError', 'DatasetFormatError',
-  'EmptyDatasetError', 'BatchOptionsError', 'DvaeConfigError', 'StateMismatchError', 'TokenizerOptionsError',
-  'MaskGeometryError', 'AdamWConfigError',
+  'ConfigError',
+  'ZodError',
+  'CollectiveArgumentError',
+  'DatasetNotFoundError',
+  'DatasetFormatError',
+  'EmptyDatasetError',
+  'BatchOptionsError',
+  'DvaeConfigError',
+  'StateMismatchError',
+  'TokenizerOptionsError',
+  'MaskGeometryError',
+  'AdamWConfigError',
 ]);
 
 export function asNonRetryable(err: unknown): unknown {
   if (err instanceof ApplicationFailure) return err;
   if (err instanceof Error && (FATAL.has(err.name) || err instanceof z.ZodError)) {
-    return ApplicationFailure.create({ message: `${err.name}: ${err.message}`, type: err.name, nonRetryable: true, cause: err });
+    return ApplicationFailure.create({
+      message: `${err.name}: ${err.message}`,
+      type: err.name,
+      nonRetryable: true,
+      cause: err,
+    });
   }
   return err;
 }

@@ -8,7 +8,13 @@ import { commitEncoded, encodeShard, prepareTokenizer } from './encode-dataset.t
 import { withFatalErrors } from './errors.ts';
 import { publishModel } from './publish-model.ts';
 import { trainShard } from './train-shard.ts';
-import type { EncodeShardInput, PublishInput, ResolveCheckpointInput, ResolvedCheckpoint, TrainShardInput } from './types.ts';
+import type {
+  EncodeShardInput,
+  PublishInput,
+  ResolveCheckpointInput,
+  ResolvedCheckpoint,
+  TrainShardInput,
+} from './types.ts';
 
 export interface ActivityDeps {
   nc: NatsConnection;
@@ -44,7 +50,12 @@ export function createActivities(deps: ActivityDeps) {
     async encodeShard(input: EncodeShardInput): Promise<PartRef> {
       return encodeShard(deps.checkpoints, checked(input));
     },
-    async commitEncoded(input: { runId: string; spec: RunSpec; parts: PartRef[]; shards: number }): Promise<void> {
+    async commitEncoded(input: {
+      runId: string;
+      spec: RunSpec;
+      parts: PartRef[];
+      shards: number;
+    }): Promise<void> {
       return commitEncoded(deps.checkpoints, checked(input));
     },
     async publishModel(input: PublishInput) {

@@ -9,31 +9,49 @@ import { createStageTrainer } from './stage-trainer.ts';
 import { DATA_STAGE, DATA_STEP } from './encoded.ts';
 import type { PublishResult, StageName } from './types.ts';
 
-async function emaWeights(checkpoints: CheckpointStore, runId: string, stage: StageName, spec: RunSpec): Promise<Uint8Array> {
+async function emaWeights(
+  checkpoints: CheckpointStore,
+  runId: string,
+  stage: StageName,
+  spec: RunSpec,
+): Promise<Uint8Array> {
   const m = await checkpoints.resolve(runId, stage);
   if (!m) throw new Error(`run ${runId} has no committed ${stage} checkpoint to publish`);
   const trainer = await createStageTrainer(stage, spec, 1);
   try {
     trainer.loadState(await checkpoints.loadPart(m, 'params'));
     const arrays = trainer.exportParams('ema');
-    return encodeState({ stage, step: m.step, runId }, trainer.paramSpecs().map((p, i) => [p.name, arrays[i]!] as const));
+    return encodeState(
+      { stage, step: m.step, runId },
+      trainer.paramSpecs().map((p, i) => [p.name, arrays[i]!] as const),
+    );
   } finally {
     trainer.dispose();
   }
 }
 
-export async function publishModel(deps: { checkpoints: CheckpointStore; models: ModelStore }, input: { runId: string; spec: RunSpec }): Promise<PublishResult> {
+export async function publishModel(
+  deps: { checkpoints: CheckpointStore; models: ModelStore },
+  input: { runId: string; spec: RunSpec },
+): Promise<PublishResult> {
   const { runId, spec } = input;
   await initBackend();
   const dataManifest = await deps.checkpoints.manifestAt(runId, DATA_STAGE, DATA_STEP);
   if (!dataManifest) throw new Error(`run ${runId} has no encoded dataset (tokenizer)`);
-  const tokenizer = JSON.parse(new TextDecoder().decode(await deps.checkpoints.loadPart(dataManifest, 'tokenizer')));
+  const tokenizer = JSON.parse(
+    new TextDecoder().decode(await deps.checkpoints.loadPart(dataManifest, 'tokenizer')),
+  );
   const bundle = encodeBundle({
     spec,
     tokenizer,
     dvae: await emaWeights(deps.checkpoints, runId, 'dvae', spec),
     transformer: await emaWeights(deps.checkpoints, runId, 'transformer', spec),
-    meta: { runId, preset: spec.preset, dvaeSteps: spec.dvae.steps, transformerSteps: spec.transformer.steps },
+    meta: {
+      runId,
+      preset: spec.preset,
+      dvaeSteps: spec.dvae.steps,
+      transformerSteps: spec.transformer.steps,
+    },
   });
   const hash = sha256(bundle);
   const latest = await deps.models.latest(spec.modelName);

@@ -6,7 +6,11 @@ import { createTransformerTrainer } from '../model/transformer-trainer.ts';
 import type { Trainer } from '../model/trainer.ts';
 import type { StageName } from './types.ts';
 
-export async function createStageTrainer(stage: StageName, spec: RunSpec, worldSize: number): Promise<Trainer<any>> {
+export async function createStageTrainer(
+  stage: StageName,
+  spec: RunSpec,
+  worldSize: number,
+): Promise<Trainer<any>> {
   await initBackend();
   return stage === 'dvae'
     ? createDvaeTrainer(spec.dvae, spec.train.seed, worldSize)

@@ -40,7 +40,13 @@ function totalSteps(spec: RunSpec, stage: TrainShardInput['stage']): number {
 /** The barrier of a checkpoint doubles as an all-gather of every rank's part reference: rank r writes its
  *  sha256 (as 16-bit words, exact in float32) and byte count into its slot, the others write zeros, and the
  *  sum is every rank's reference on every rank. */
-async function gatherPartRefs(group: Group, step: number, rank: number, worldSize: number, ref: PartRef): Promise<PartRef[]> {
+async function gatherPartRefs(
+  group: Group,
+  step: number,
+  rank: number,
+  worldSize: number,
+  ref: PartRef,
+): Promise<PartRef[]> {
   const SLOT = 16 + 2;
   const v = new Float32Array(worldSize * SLOT);
   for (let i = 0; i < 16; i++) v[rank * SLOT + i] = parseInt(ref.sha256.slice(i * 4, i * 4 + 4), 16);
@@ -56,12 +62,34 @@ async function gatherPartRefs(group: Group, step: number, rank: number, worldSiz
 
 /** Stores this step's checkpoint; rank 0 commits once every rank's part is stored (the gather above is
  *  the barrier: no rank's reference exists before its part does). */
-async function saveCheckpoint(deps: TrainShardDeps, input: TrainShardInput, step: number, trainer: Trainer<unknown>, psgd: PowerSgd, group: Group, loss: number, backend: string): Promise<void> {
+async function saveCheckpoint(
+  deps: TrainShardDeps,
+  input: TrainShardInput,
+  step: number,
+  trainer: Trainer<unknown>,
+  psgd: PowerSgd,
+  group: Group,
+  loss: number,
+  backend: string,
+): Promise<void> {
   const { runId, stage, rank, worldSize } = input;
   const mine = await deps.checkpoints.putPart(runId, stage, step, `rank${rank}`, psgd.saveState());
-  const params = rank === 0 ? await deps.checkpoints.putPart(runId, stage, step, 'params', trainer.saveState()) : undefined;
+  const params =
+    rank === 0
+      ? await deps.checkpoints.putPart(runId, stage, step, 'params', trainer.saveState())
+      : undefined;
   const ranks = await gatherPartRefs(group, step, rank, worldSize, mine);
-  if (params) await deps.checkpoints.commit({ runId, stage, step, parts: [params, ...ranks], meta: { worldSize, loss, groupId: input.groupId, backend } }, input.spec.train.keepCheckpoints);
+  if (params)
+    await deps.checkpoints.commit(
+      {
+        runId,
+        stage,
+        step,
+        parts: [params, ...ranks],
+        meta: { worldSize, loss, groupId: input.groupId, backend },
+      },
+      input.spec.train.keepCheckpoints,
+    );
 }
 
 export async function trainShard(deps: TrainShardDeps, input: TrainShardInput): Promise<TrainShardResult> {
@@ -69,7 +97,10 @@ export async function trainShard(deps: TrainShardDeps, input: TrainShardInput): 
   const { runId, stage, spec, rank, worldSize, fromStep, toStep } = input;
   const total = totalSteps(spec, stage);
   if (spec.train.batchSize % worldSize !== 0) {
-    throw ApplicationFailure.nonRetryable(`train.batchSize ${spec.train.batchSize} is not divisible by worldSize ${worldSize}`, 'ConfigError');
+    throw ApplicationFailure.nonRetryable(
+      `train.batchSize ${spec.train.batchSize} is not divisible by worldSize ${worldSize}`,
+      'ConfigError',
+    );
   }
 
   // 1. State: model + optimizer from the committed checkpoint (or the seed), this rank's PowerSGD state.
@@ -88,7 +119,9 @@ export async function trainShard(deps: TrainShardDeps, input: TrainShardInput): 
     }
     checkpointStep = fromStep;
     if (manifest.meta.backend !== undefined && manifest.meta.backend !== backend) {
-      deps.log(`resuming a checkpoint written on the ${String(manifest.meta.backend)} backend on ${backend}: training continues correctly, but not bit-identically to a run that stayed on one backend`);
+      deps.log(
+        `resuming a checkpoint written on the ${String(manifest.meta.backend)} backend on ${backend}: training continues correctly, but not bit-identically to a run that stayed on one backend`,
+      );
     }
   }
 
@@ -96,14 +129,22 @@ export async function trainShard(deps: TrainShardDeps, input: TrainShardInput): 
   // cancellation ends any wait at once: joining is raced against it, and closing the group makes a pending
   // collective operation reject, so a cancelled rank frees its worker slot promptly.
   const joining = joinGroup({
-    nc: deps.nc, runId, groupId: input.groupId, rank, worldSize, timeoutMs: spec.train.collectiveTimeout * 1000,
+    nc: deps.nc,
+    runId,
+    groupId: input.groupId,
+    rank,
+    worldSize,
+    timeoutMs: spec.train.collectiveTimeout * 1000,
     joinTimeoutMs: spec.train.joinTimeout * 1000,
   });
   let group: Group;
   try {
     group = await Promise.race([joining, ctx.cancelled]);
   } catch (e) {
-    void joining.then((g) => g.close(), () => undefined);
+    void joining.then(
+      (g) => g.close(),
+      () => undefined,
+    );
     trainer.dispose();
     throw e;
   }
@@ -118,7 +159,10 @@ export async function trainShard(deps: TrainShardDeps, input: TrainShardInput): 
   const t0 = Date.now();
   // Heartbeats also flow while a step blocks (a slow peer), so only a dead process times out.
   let lastDetails = { step: fromStep, checkpointStep };
-  const beat = setInterval(() => ctx.heartbeat(lastDetails), Math.max(500, (spec.train.heartbeatTimeout * 1000) / 4));
+  const beat = setInterval(
+    () => ctx.heartbeat(lastDetails),
+    Math.max(500, (spec.train.heartbeatTimeout * 1000) / 4),
+  );
   try {
     for (let step = fromStep; step < toStep; step++) {
       if (ctx.cancellationSignal.aborted) break;
@@ -143,16 +187,36 @@ export async function trainShard(deps: TrainShardDeps, input: TrainShardInput): 
       lastDetails = { step: done, checkpointStep };
       ctx.heartbeat(lastDetails);
       // Loss, steps/s, compression rate gauges (global figures: one rank reports them).
-      if (rank === 0) recordTrainStep({ runId, stage, loss, stepsPerSec: (done - fromStep) / ((Date.now() - t0) / 1000), bytesRaw: r.stats.bytesRaw, bytesSent: r.stats.bytesSent });
+      if (rank === 0)
+        recordTrainStep({
+          runId,
+          stage,
+          loss,
+          stepsPerSec: (done - fromStep) / ((Date.now() - t0) / 1000),
+          bytesRaw: r.stats.bytesRaw,
+          bytesSent: r.stats.bytesSent,
+        });
 
       const now = Date.now();
       if (progressHandle && (now - lastProgress >= PROGRESS_EVERY_MS || done === toStep)) {
         lastProgress = now;
         const report: ProgressReport = {
-          stage, step: done, totalSteps: total, loss, lr: metrics.lr ?? NaN, tau: metrics.tau, beta: metrics.beta,
-          stepsPerSec: (done - fromStep) / ((now - t0) / 1000), worldSize, bytesRaw, bytesSent, checkpointStep,
+          stage,
+          step: done,
+          totalSteps: total,
+          loss,
+          lr: metrics.lr ?? NaN,
+          tau: metrics.tau,
+          beta: metrics.beta,
+          stepsPerSec: (done - fromStep) / ((now - t0) / 1000),
+          worldSize,
+          bytesRaw,
+          bytesSent,
+          checkpointStep,
         };
-        await progressHandle.signal(progressSignal, report).catch((e: unknown) => deps.log('progress signal failed', { error: String(e) }));
+        await progressHandle
+          .signal(progressSignal, report)
+          .catch((e: unknown) => deps.log('progress signal failed', { error: String(e) }));
       }
     }
   } finally {
@@ -164,7 +228,13 @@ export async function trainShard(deps: TrainShardDeps, input: TrainShardInput): 
   if (ctx.cancellationSignal.aborted) throw ctx.cancellationSignal.reason ?? new Error('cancelled');
   const steps = Math.max(1, lastDetails.step - fromStep);
   return {
-    rank, step: lastDetails.step, loss, checkpointStep, stepsPerSec: steps / ((Date.now() - t0) / 1000),
-    bytesRaw, bytesSent, skippedSteps,
+    rank,
+    step: lastDetails.step,
+    loss,
+    checkpointStep,
+    stepsPerSec: steps / ((Date.now() - t0) / 1000),
+    bytesRaw,
+    bytesSent,
+    skippedSteps,
   };
 }

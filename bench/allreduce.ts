@@ -54,7 +54,9 @@ async function freePort(): Promise<number> {
 async function startServer(): Promise<{ url: string; stop: () => void }> {
   const port = await freePort();
   const dir = mkdtempSync(join(tmpdir(), 'bench-nats-'));
-  const bin = process.env.DALLE_NATS_BIN ?? (existsSync('/usr/sbin/nats-server') ? '/usr/sbin/nats-server' : 'nats-server');
+  const bin =
+    process.env.DALLE_NATS_BIN ??
+    (existsSync('/usr/sbin/nats-server') ? '/usr/sbin/nats-server' : 'nats-server');
   const p = spawn(bin, ['-a', '127.0.0.1', '-p', String(port), '-l', join(dir, 'log')], { stdio: 'ignore' });
   const url = `nats://127.0.0.1:${port}`;
   for (let i = 0; i < 100; i++) {
@@ -74,8 +76,14 @@ async function startServer(): Promise<{ url: string; stop: () => void }> {
   throw new Error(`could not start ${bin} on port ${port}`);
 }
 
-function runChild(job: RankJob | PubSubJob): { child: ChildProcess; lines: Promise<Record<string, unknown>[]>; first: Promise<Record<string, unknown>> } {
-  const child = spawn(process.execPath, ['--import', 'tsx', self, '--child', JSON.stringify(job)], { stdio: ['ignore', 'pipe', 'inherit'] });
+function runChild(job: RankJob | PubSubJob): {
+  child: ChildProcess;
+  lines: Promise<Record<string, unknown>[]>;
+  first: Promise<Record<string, unknown>>;
+} {
+  const child = spawn(process.execPath, ['--import', 'tsx', self, '--child', JSON.stringify(job)], {
+    stdio: ['ignore', 'pipe', 'inherit'],
+  });
   const out: Record<string, unknown>[] = [];
   let buf = '';
   let firstResolve!: (l: Record<string, unknown>) => void;
@@ -91,7 +99,9 @@ function runChild(job: RankJob | PubSubJob): { child: ChildProcess; lines: Promi
     }
   });
   const lines = new Promise<Record<string, unknown>[]>((resolve, reject) =>
-    child.on('exit', (code) => (code === 0 ? resolve(out) : reject(new Error(`bench child ${job.kind} exited ${code}`)))),
+    child.on('exit', (code) =>
+      code === 0 ? resolve(out) : reject(new Error(`bench child ${job.kind} exited ${code}`)),
+    ),
   );
   return { child, lines, first };
 }
@@ -124,10 +134,20 @@ export async function main(argv: string[]): Promise<void> {
     const chunkBytes = Math.min(MB, maxPayload - 4096) - (Math.min(MB, maxPayload - 4096) % 4);
     // raw throughput before and after the all-reduces (this machine's load drifts): the ratio uses the mean
     const rawBefore = await rawPubSub(server.url, chunkBytes, 48 * MB);
-    const results: { worldSize: number; sizeMB: number; ms: number; algMBps: number; busMBps: number; busToRaw: number; samplesMs: number[] }[] = [];
+    const results: {
+      worldSize: number;
+      sizeMB: number;
+      ms: number;
+      algMBps: number;
+      busMBps: number;
+      busToRaw: number;
+      samplesMs: number[];
+    }[] = [];
     for (const W of worlds) {
       const runId = `bench-${process.pid}-${W}-${Date.now()}`;
-      const ranks = Array.from({ length: W }, (_, rank) => runChild({ kind: 'rank', url: server.url, runId, rank, worldSize: W, sizesMB, iters }));
+      const ranks = Array.from({ length: W }, (_, rank) =>
+        runChild({ kind: 'rank', url: server.url, runId, rank, worldSize: W, sizesMB, iters }),
+      );
       const outs = await Promise.all(ranks.map((r) => r.lines));
       for (const sizeMB of sizesMB) {
         // an iteration ends when the slowest rank has its result
@@ -147,18 +167,30 @@ export async function main(argv: string[]): Promise<void> {
       machine: { cpus: cpus().length, loadavg1: loadavg()[0] },
       chunkBytes,
       iters,
-      raw: { what: 'one publisher process → one subscriber process', msgBytes: chunkBytes, MBps: rawMBps, beforeMBps: rawBefore, afterMBps: rawAfter },
+      raw: {
+        what: 'one publisher process → one subscriber process',
+        msgBytes: chunkBytes,
+        MBps: rawMBps,
+        beforeMBps: rawBefore,
+        afterMBps: rawAfter,
+      },
       results,
     };
     if (json) {
       console.log(JSON.stringify(report));
       return;
     }
-    console.log(`all-reduce over NATS (one process per rank), ${iters} timed iterations, median; chunk ${chunkBytes} B; load ${report.machine.loadavg1.toFixed(1)} on ${report.machine.cpus} cores`);
-    console.log(`raw NATS pub/sub, 1 → 1 process, ${chunkBytes} B messages: ${rawMBps.toFixed(0)} MB/s (before ${rawBefore.toFixed(0)}, after ${rawAfter.toFixed(0)})`);
+    console.log(
+      `all-reduce over NATS (one process per rank), ${iters} timed iterations, median; chunk ${chunkBytes} B; load ${report.machine.loadavg1.toFixed(1)} on ${report.machine.cpus} cores`,
+    );
+    console.log(
+      `raw NATS pub/sub, 1 → 1 process, ${chunkBytes} B messages: ${rawMBps.toFixed(0)} MB/s (before ${rawBefore.toFixed(0)}, after ${rawAfter.toFixed(0)})`,
+    );
     console.log('   W   size      time   alg bw   bus bw   bus/raw');
     for (const r of results) {
-      console.log(`${String(r.worldSize).padStart(4)} ${String(r.sizeMB).padStart(4)} MB ${r.ms.toFixed(1).padStart(8)} ms ${r.algMBps.toFixed(0).padStart(5)} MB/s ${r.busMBps.toFixed(0).padStart(5)} MB/s ${(r.busToRaw * 100).toFixed(0).padStart(6)} %`);
+      console.log(
+        `${String(r.worldSize).padStart(4)} ${String(r.sizeMB).padStart(4)} MB ${r.ms.toFixed(1).padStart(8)} ms ${r.algMBps.toFixed(0).padStart(5)} MB/s ${r.busMBps.toFixed(0).padStart(5)} MB/s ${(r.busToRaw * 100).toFixed(0).padStart(6)} %`,
+      );
     }
   } finally {
     server.stop();
@@ -194,7 +226,14 @@ async function child(job: RankJob | PubSubJob): Promise<void> {
     }
     await nc.flush();
   } else if (job.kind === 'rank') {
-    const g = await joinGroup({ nc, runId: job.runId, groupId: 'bench', rank: job.rank, worldSize: job.worldSize, timeoutMs: 60_000 });
+    const g = await joinGroup({
+      nc,
+      runId: job.runId,
+      groupId: 'bench',
+      rank: job.rank,
+      worldSize: job.worldSize,
+      timeoutMs: 60_000,
+    });
     for (const sizeMB of job.sizesMB) {
       const data = new Float32Array((sizeMB * MB) / 4);
       for (let i = 0; i < data.length; i++) data[i] = ((i * 2654435761) % 1000) / 1000 - 0.5;
@@ -212,6 +251,10 @@ async function child(job: RankJob | PubSubJob): Promise<void> {
   await nc.close();
 }
 
-if (process.argv[1] && import.meta.url === pathToFileURL(process.argv[1]).href && process.argv[2] === '--child') {
+if (
+  process.argv[1] &&
+  import.meta.url === pathToFileURL(process.argv[1]).href &&
+  process.argv[2] === '--child'
+) {
   await child(JSON.parse(process.argv[3]!) as RankJob | PubSubJob);
 }

@@ -10,7 +10,14 @@ import { writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { loadSpec, PresetName } from '../config/index.ts';
-import { encodePng, HELD_OUT_COMPOSITIONS, loadBatch, openDataset, renderShape, shapeItem } from '../data/index.ts';
+import {
+  encodePng,
+  HELD_OUT_COMPOSITIONS,
+  loadBatch,
+  openDataset,
+  renderShape,
+  shapeItem,
+} from '../data/index.ts';
 import { initBackend } from '../model/backend.ts';
 import { Dvae } from '../model/dvae.ts';
 import { createDvaeTrainer } from '../model/dvae-trainer.ts';
@@ -37,7 +44,8 @@ function parseArgs(argv: string[]): Options {
   const o: Options = { json: false, preset: 'shapes', out: join(tmpdir(), 'dalle-dvae-recon.png') };
   const int = (flag: string, v: string | undefined) => {
     const n = Number(v);
-    if (!Number.isInteger(n) || n < 1) throw new BenchArgumentError(flag, `expects a positive integer, got ${v}`);
+    if (!Number.isInteger(n) || n < 1)
+      throw new BenchArgumentError(flag, `expects a positive integer, got ${v}`);
     return n;
   };
   for (let i = 0; i < argv.length; i++) {
@@ -45,7 +53,11 @@ function parseArgs(argv: string[]): Options {
     if (a === '--json') o.json = true;
     else if (a === '--preset') {
       const p = PresetName.safeParse(argv[++i]);
-      if (!p.success || (p.data !== 'tiny' && p.data !== 'shapes')) throw new BenchArgumentError(a, `expects tiny or shapes (held-out shapes need a shapes dataset), got ${argv[i]}`);
+      if (!p.success || (p.data !== 'tiny' && p.data !== 'shapes'))
+        throw new BenchArgumentError(
+          a,
+          `expects tiny or shapes (held-out shapes need a shapes dataset), got ${argv[i]}`,
+        );
       o.preset = p.data;
     } else if (a === '--steps') o.steps = int(a, argv[++i]);
     else if (a === '--batch') o.batch = int(a, argv[++i]);
@@ -53,7 +65,11 @@ function parseArgs(argv: string[]): Options {
       const v = argv[++i];
       if (!v) throw new BenchArgumentError(a, 'expects a file path');
       o.out = v;
-    } else throw new BenchArgumentError(a, 'unknown argument (expected --json, --preset, --steps, --batch, --out)');
+    } else
+      throw new BenchArgumentError(
+        a,
+        'unknown argument (expected --json, --preset, --steps, --batch, --out)',
+      );
   }
   return o;
 }
@@ -65,7 +81,12 @@ function mse(a: Uint8Array, b: Uint8Array): number {
 }
 
 /** Originals (row 0) over reconstructions (row 1) of `cols` evenly spread images, 2 px white gutters. */
-function grid(rows: Uint8Array[], n: number, R: number, cols: number): { rgb: Uint8Array; width: number; height: number } {
+function grid(
+  rows: Uint8Array[],
+  n: number,
+  R: number,
+  cols: number,
+): { rgb: Uint8Array; width: number; height: number } {
   const width = cols * (R + 2);
   const height = rows.length * (R + 2);
   const rgb = new Uint8Array(width * height * 3).fill(255);
@@ -97,23 +118,37 @@ export async function main(argv: string[]): Promise<void> {
   let last: Record<string, number> = {};
   const t0 = performance.now();
   for (let step = 0; step < steps; step++) {
-    const b = await loadBatch(ds, { seed: spec.train.seed, step, rank: 0, worldSize: 1, globalBatch: batch, resolution: R, pipeline: 'dvae' });
+    const b = await loadBatch(ds, {
+      seed: spec.train.seed,
+      step,
+      rank: 0,
+      worldSize: 1,
+      globalBatch: batch,
+      resolution: R,
+      pipeline: 'dvae',
+    });
     for (let i = 0; i < b.images.length; i++) mean[i % mean.length]! += b.images[i]!;
     seen += b.n;
     const g = trainer.computeGradients({ images: b.images, n: b.n }, step, 0);
     trainer.applyGradients(g.grads, step, g.loss);
     last = g.metrics;
     if (!o.json && (step + 1) % 50 === 0) {
-      process.stderr.write(`  step ${step + 1}/${steps}: loss ${g.loss.toFixed(3)}, mse ${g.metrics.mse!.toFixed(4)}, codes ${(g.metrics.usage! * cfg.codebookSize).toFixed(0)}\n`);
+      process.stderr.write(
+        `  step ${step + 1}/${steps}: loss ${g.loss.toFixed(3)}, mse ${g.metrics.mse!.toFixed(4)}, codes ${(g.metrics.usage! * cfg.codebookSize).toFixed(0)}\n`,
+      );
     }
   }
   const trainSec = (performance.now() - t0) / 1000;
 
   const n = HELD_OUT_COMPOSITIONS.length;
   const held = new Uint8Array(n * R * R * 3);
-  for (let i = 0; i < n; i++) held.set(renderShape(shapeItem(i, 'heldout', spec.dataset.seed), R), i * R * R * 3);
+  for (let i = 0; i < n; i++)
+    held.set(renderShape(shapeItem(i, 'heldout', spec.dataset.seed), R), i * R * R * 3);
   const meanImage = Uint8Array.from(mean, (v) => Math.round(v / seen));
-  const baseline = mse(held, Uint8Array.from({ length: held.length }, (_, i) => meanImage[i % meanImage.length]!));
+  const baseline = mse(
+    held,
+    Uint8Array.from({ length: held.length }, (_, i) => meanImage[i % meanImage.length]!),
+  );
   const judge = (which: 'params' | 'ema') => {
     const m = Dvae.fromParams(cfg, trainer.exportParams(which));
     const tokens = m.encode(held);
@@ -144,10 +179,16 @@ export async function main(argv: string[]): Promise<void> {
     console.log(JSON.stringify(summary));
     return;
   }
-  console.log(`dvae-recon: preset ${o.preset} on ${backend}, ${steps} steps × ${batch} images in ${trainSec.toFixed(0)} s`);
+  console.log(
+    `dvae-recon: preset ${o.preset} on ${backend}, ${steps} steps × ${batch} images in ${trainSec.toFixed(0)} s`,
+  );
   console.log(`  held-out MSE (${n} compositions never trained on), pixels in [0, 1]:`);
   console.log(`    code-free baseline (mean training image)  ${baseline.toFixed(4)}`);
-  console.log(`    parameters                                 ${params.mse.toFixed(4)}  (${params.codesUsed} codes used)`);
-  console.log(`    EMA (what the sampler uses)                ${ema.mse.toFixed(4)}  (${ema.codesUsed} codes used)`);
+  console.log(
+    `    parameters                                 ${params.mse.toFixed(4)}  (${params.codesUsed} codes used)`,
+  );
+  console.log(
+    `    EMA (what the sampler uses)                ${ema.mse.toFixed(4)}  (${ema.codesUsed} codes used)`,
+  );
   console.log(`  grid: ${o.out} (rows: originals, EMA reconstructions, parameter reconstructions)`);
 }

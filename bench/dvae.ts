@@ -40,7 +40,8 @@ function parseArgs(argv: string[]): Options {
   const o: Options = { json: false, preset: 'shapes', backends: [...backendNames], steps: 3 };
   const int = (flag: string, v: string | undefined) => {
     const n = Number(v);
-    if (!Number.isInteger(n) || n < 1) throw new BenchArgumentError(flag, `expects a positive integer, got ${v}`);
+    if (!Number.isInteger(n) || n < 1)
+      throw new BenchArgumentError(flag, `expects a positive integer, got ${v}`);
     return n;
   };
   for (let i = 0; i < argv.length; i++) {
@@ -49,17 +50,25 @@ function parseArgs(argv: string[]): Options {
     else if (a === '--preset') {
       const p = PresetName.safeParse(argv[++i]);
       if (!p.success || p.data === 'paper-12b' || p.data === 'cub') {
-        throw new BenchArgumentError(a, `expects tiny or shapes (the others do not fit this machine), got ${argv[i]}`);
+        throw new BenchArgumentError(
+          a,
+          `expects tiny or shapes (the others do not fit this machine), got ${argv[i]}`,
+        );
       }
       o.preset = p.data;
     } else if (a === '--backends') {
       const list = (argv[++i] ?? '').split(',').filter(Boolean);
       const bad = list.filter((b) => !(backendNames as readonly string[]).includes(b));
-      if (list.length === 0 || bad.length > 0) throw new BenchArgumentError(a, `expects a comma list of ${backendNames.join(', ')}, got ${argv[i]}`);
+      if (list.length === 0 || bad.length > 0)
+        throw new BenchArgumentError(a, `expects a comma list of ${backendNames.join(', ')}, got ${argv[i]}`);
       o.backends = list as BackendName[];
     } else if (a === '--batch') o.batch = int(a, argv[++i]);
     else if (a === '--steps') o.steps = int(a, argv[++i]);
-    else throw new BenchArgumentError(a, 'unknown argument (expected --json, --preset, --backends, --batch, --steps)');
+    else
+      throw new BenchArgumentError(
+        a,
+        'unknown argument (expected --json, --preset, --backends, --batch, --steps)',
+      );
   }
   return o;
 }
@@ -81,11 +90,11 @@ export interface DvaeBackendFigures {
   encodeImagesPerSec: number;
 }
 
-
 /** `n` rendered training-split shapes at the preset's resolution, as one uint8 batch. */
 function shapesBatch(n: number, res: number, offset: number): Uint8Array {
   const out = new Uint8Array(n * res * res * 3);
-  for (let i = 0; i < n; i++) out.set(renderShape(shapeItem(offset + i, 'train', 1234), res), i * res * res * 3);
+  for (let i = 0; i < n; i++)
+    out.set(renderShape(shapeItem(offset + i, 'train', 1234), res), i * res * res * 3);
   return out;
 }
 
@@ -171,7 +180,9 @@ export async function main(argv: string[]): Promise<void> {
       `${o.steps} timed steps, ${f(summary.trainFlopsPerImage / 1e6, 1)} MFLOP per training image`,
   );
   for (const r of results) {
-    console.log(`  ${r.backend}${r.batch !== batch || r.steps !== o.steps ? ` (batch ${r.batch}, ${r.steps} timed step${r.steps > 1 ? 's' : ''})` : ''}`);
+    console.log(
+      `  ${r.backend}${r.batch !== batch || r.steps !== o.steps ? ` (batch ${r.batch}, ${r.steps} timed step${r.steps > 1 ? 's' : ''})` : ''}`,
+    );
     console.log(`    matmul 512²     ${f(r.matmulGflops)} GFLOP/s`);
     console.log(
       `    training        ${f(r.stepsPerSec, 3)} steps/s, ${f(r.imagesPerSec, 1)} images/s, ${f(r.gflops)} GFLOP/s ` +

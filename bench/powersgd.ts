@@ -59,7 +59,13 @@ interface Row {
   samplesMs: number[];
 }
 
-async function measure(model: string, specs: ParamSpec[], cfg: PowerSgdConfig, steps: number, warmup: number): Promise<Row> {
+async function measure(
+  model: string,
+  specs: ParamSpec[],
+  cfg: PowerSgdConfig,
+  steps: number,
+  warmup: number,
+): Promise<Row> {
   const psgd = new PowerSgd(specs, { ...cfg, startIter: 0 }, { rank: 0, worldSize: 1, seed: 0 });
   const group = soloGroup();
   const grads = specs.map((s, i) => fill(numel(s), i + 1));
@@ -94,13 +100,39 @@ export async function main(argv: string[]): Promise<void> {
   const shapes = loadSpec('shapes');
   const paper = loadSpec('paper-12b');
   const rows: Row[] = [];
-  rows.push(await measure('shapes transformer', transformerParamSpecs(shapes.transformer, shapes.dvae), shapes.powersgd, steps, warmup));
+  rows.push(
+    await measure(
+      'shapes transformer',
+      transformerParamSpecs(shapes.transformer, shapes.dvae),
+      shapes.powersgd,
+      steps,
+      warmup,
+    ),
+  );
   rows.push(await measure('shapes dvae', dvaeParamSpecs(shapes.dvae), shapes.powersgd, steps, warmup));
-  rows.push(await measure('shapes transformer, fp16 wire', transformerParamSpecs(shapes.transformer, shapes.dvae), { ...shapes.powersgd, wire: 'fp16' }, steps, warmup));
-  const layer = transformerParamSpecs(paper.transformer, paper.dvae).filter((s) => s.name.startsWith('layer0.') && s.kind === 'matrix');
+  rows.push(
+    await measure(
+      'shapes transformer, fp16 wire',
+      transformerParamSpecs(shapes.transformer, shapes.dvae),
+      { ...shapes.powersgd, wire: 'fp16' },
+      steps,
+      warmup,
+    ),
+  );
+  const layer = transformerParamSpecs(paper.transformer, paper.dvae).filter(
+    (s) => s.name.startsWith('layer0.') && s.kind === 'matrix',
+  );
   const atPaperRank = planCompression(layer, paper.powersgd);
   if (!argv.includes('--skip-paper')) {
-    rows.push(await measure(`paper-12b layer (4 matrices, d=${paper.transformer.dModel})`, layer, { ...paper.powersgd, rank: paperRank }, 1, 0));
+    rows.push(
+      await measure(
+        `paper-12b layer (4 matrices, d=${paper.transformer.dModel})`,
+        layer,
+        { ...paper.powersgd, rank: paperRank },
+        1,
+        0,
+      ),
+    );
   }
   const report = {
     bench: 'powersgd',
@@ -108,19 +140,31 @@ export async function main(argv: string[]): Promise<void> {
     steps,
     warmup,
     rows,
-    paper12bLayerAtR896: { rank: paper.powersgd.rank, wire: paper.powersgd.wire, bytesRaw: atPaperRank.bytesRaw, bytesSent: atPaperRank.bytesSent, compressionRate: atPaperRank.compressionRate },
+    paper12bLayerAtR896: {
+      rank: paper.powersgd.rank,
+      wire: paper.powersgd.wire,
+      bytesRaw: atPaperRank.bytesRaw,
+      bytesSent: atPaperRank.bytesSent,
+      compressionRate: atPaperRank.compressionRate,
+    },
   };
   if (json) {
     console.log(JSON.stringify(report));
     return;
   }
-  console.log(`PowerSGD compress+decompress per step on one rank (median of ${steps} after ${warmup} warm-up steps; paper layer: 1 step); load ${report.machine.loadavg1.toFixed(1)} on ${report.machine.cpus} cores`);
-  console.log('model                                    params    r wire   raw MB  sent MB  rate   ms/step  copy ms  ×copy');
+  console.log(
+    `PowerSGD compress+decompress per step on one rank (median of ${steps} after ${warmup} warm-up steps; paper layer: 1 step); load ${report.machine.loadavg1.toFixed(1)} on ${report.machine.cpus} cores`,
+  );
+  console.log(
+    'model                                    params    r wire   raw MB  sent MB  rate   ms/step  copy ms  ×copy',
+  );
   for (const r of rows) {
     console.log(
       `${r.model.padEnd(40)} ${(r.params / 1e6).toFixed(2).padStart(7)}M ${String(r.rank).padStart(4)} ${r.wire} ${(r.bytesRaw / 1e6).toFixed(2).padStart(8)} ${(r.bytesSent / 1e6).toFixed(3).padStart(8)} ${(r.compressionRate * 100).toFixed(1).padStart(5)}% ${r.msPerStep.toFixed(1).padStart(9)} ${r.copyMs.toFixed(2).padStart(8)} ${r.ratioToCopy.toFixed(0).padStart(6)}`,
     );
   }
   const p = report.paper12bLayerAtR896;
-  console.log(`paper-12b layer at the paper's r = ${p.rank}, ${p.wire}: ${(p.bytesRaw / 1e6).toFixed(1)} MB raw → ${(p.bytesSent / 1e6).toFixed(1)} MB sent (${(p.compressionRate * 100).toFixed(1)} %)`);
+  console.log(
+    `paper-12b layer at the paper's r = ${p.rank}, ${p.wire}: ${(p.bytesRaw / 1e6).toFixed(1)} MB raw → ${(p.bytesSent / 1e6).toFixed(1)} MB sent (${(p.compressionRate * 100).toFixed(1)} %)`,
+  );
 }

@@ -101,7 +101,6 @@ export interface BackendFigures {
   cacheSpeedup: number;
 }
 
-
 function measure(o: Options, backend: string): BackendFigures {
   const spec = loadSpec(o.preset);
   const cfg = spec.transformer;

@@ -24,9 +24,21 @@ export interface OpHost {
   readonly retryMs: number;
   readonly timeoutMs: number;
   /** Publish a chunk. to = owner (rs), or 'all' (ag broadcast); resendTo = the rank that asked for it. */
-  publishChunk(op: AllReduceOp, phase: Phase, to: number | 'all', seg: number, chunk: number, payload: Uint8Array, resendTo?: number): void;
+  publishChunk(
+    op: AllReduceOp,
+    phase: Phase,
+    to: number | 'all',
+    seg: number,
+    chunk: number,
+    payload: Uint8Array,
+    resendTo?: number,
+  ): void;
   /** Ask `peer` to resend what this rank lacks. */
-  requestResend(op: AllReduceOp, peer: number, req: ResendRequest): Promise<ResendReply | 'no-responders' | 'timeout'>;
+  requestResend(
+    op: AllReduceOp,
+    peer: number,
+    req: ResendRequest,
+  ): Promise<ResendReply | 'no-responders' | 'timeout'>;
 }
 
 export interface ResendRequest {
@@ -159,8 +171,10 @@ export class AllReduceOp {
   /** The values of a received chunk, written into `into`, or else a view of the message when it is
    *  4-byte aligned fp32 (the client hands each socket read its own buffer, so the view stays valid). */
   private decode(bytes: Uint8Array, n: number, into?: Float32Array): Float32Array {
-    if (bytes.byteLength !== n * this.elemBytes) throw new RangeError(`chunk of ${bytes.byteLength} bytes for ${n} values`);
-    if (!into && this.spec.wire === 'fp32' && bytes.byteOffset % 4 === 0) return new Float32Array(bytes.buffer, bytes.byteOffset, n);
+    if (bytes.byteLength !== n * this.elemBytes)
+      throw new RangeError(`chunk of ${bytes.byteLength} bytes for ${n} values`);
+    if (!into && this.spec.wire === 'fp32' && bytes.byteOffset % 4 === 0)
+      return new Float32Array(bytes.buffer, bytes.byteOffset, n);
     const f = into ?? new Float32Array(n);
     if (this.spec.wire === 'fp32') {
       new Uint8Array(f.buffer, f.byteOffset, f.byteLength).set(bytes);
@@ -203,14 +217,17 @@ export class AllReduceOp {
     const me = this.host.rank;
     try {
       if (meta.phase === 'rs') {
-        if (meta.seg !== me || meta.chunk >= this.layout.chunks[me]!) throw new RangeError(`reduce-scatter chunk ${meta.seg}/${meta.chunk} sent to rank ${me}`);
-        if (this.contribCount[meta.chunk]! >= this.host.worldSize || this.contrib[meta.chunk]![meta.from]) return; // duplicate (a resend raced the original)
+        if (meta.seg !== me || meta.chunk >= this.layout.chunks[me]!)
+          throw new RangeError(`reduce-scatter chunk ${meta.seg}/${meta.chunk} sent to rank ${me}`);
+        if (this.contribCount[meta.chunk]! >= this.host.worldSize || this.contrib[meta.chunk]![meta.from])
+          return; // duplicate (a resend raced the original)
         const [a, b] = chunkRange(this.layout, me, meta.chunk);
         this.bytesIn += bytes.byteLength;
         this.lastProgress = now;
         this.addContribution(meta.chunk, meta.from, this.decode(bytes, b - a));
       } else {
-        if (meta.seg !== meta.from || meta.chunk >= this.layout.chunks[meta.seg]!) throw new RangeError(`all-gather chunk ${meta.seg}/${meta.chunk} from rank ${meta.from}`);
+        if (meta.seg !== meta.from || meta.chunk >= this.layout.chunks[meta.seg]!)
+          throw new RangeError(`all-gather chunk ${meta.seg}/${meta.chunk} from rank ${meta.from}`);
         if (this.agGot[meta.seg]![meta.chunk]) return;
         const [a, b] = chunkRange(this.layout, meta.seg, meta.chunk);
         this.bytesIn += bytes.byteLength;
@@ -268,7 +285,8 @@ export class AllReduceOp {
     if (this.settled) return;
     const me = this.host.rank;
     if (this.reduced < this.layout.chunks[me]!) return;
-    for (let j = 0; j < this.host.worldSize; j++) if (j !== me && this.agCount[j]! < this.layout.chunks[j]!) return;
+    for (let j = 0; j < this.host.worldSize; j++)
+      if (j !== me && this.agCount[j]! < this.layout.chunks[j]!) return;
     this.settled = true;
     this.resolve(this.out);
   }
@@ -286,7 +304,8 @@ export class AllReduceOp {
     const me = this.host.rank;
     const rs: number[] = [];
     const rsLimit = due ? Math.min(this.contrib.length, this.reduced + this.window) : this.contrib.length;
-    for (let c = 0; c < rsLimit; c++) if (this.contribCount[c]! < this.host.worldSize && !this.contrib[c]![peer]) rs.push(c);
+    for (let c = 0; c < rsLimit; c++)
+      if (this.contribCount[c]! < this.host.worldSize && !this.contrib[c]![peer]) rs.push(c);
     const ag: number[] = [];
     if (peer !== me) {
       const got = this.agGot[peer]!;
@@ -324,7 +343,11 @@ export class AllReduceOp {
         resent++;
       }
     }
-    return { state: this.settled ? 'done' : 'active', resent, waitingOn: this.settled ? [] : this.waitingOn() };
+    return {
+      state: this.settled ? 'done' : 'active',
+      resent,
+      waitingOn: this.settled ? [] : this.waitingOn(),
+    };
   }
 
   /** Called periodically: asks silent peers for what is missing, and gives up after timeoutMs without
@@ -334,7 +357,8 @@ export class AllReduceOp {
     const { retryMs, timeoutMs, rank: me, worldSize: W } = this.host;
     for (let p = 0; p < W; p++) {
       if (p === me) continue;
-      if (this.asking.has(p) || now - this.lastHeard[p]! < retryMs || now - this.lastAsked[p]! < retryMs) continue;
+      if (this.asking.has(p) || now - this.lastHeard[p]! < retryMs || now - this.lastAsked[p]! < retryMs)
+        continue;
       const missing = this.missingFrom(p, true);
       if (!missing.rs.length && !missing.ag.length) continue;
       this.lastAsked[p] = now;
@@ -342,12 +366,24 @@ export class AllReduceOp {
       void this.ask(p, missing).finally(() => this.asking.delete(p));
     }
     if (now - this.lastProgress >= timeoutMs) {
-      this.fail(new PeerLostError(this.culprits(), this.spec.step, `allReduce:${this.spec.tag}`, `no progress for ${Math.round(now - this.lastProgress)} ms`, me));
+      this.fail(
+        new PeerLostError(
+          this.culprits(),
+          this.spec.step,
+          `allReduce:${this.spec.tag}`,
+          `no progress for ${Math.round(now - this.lastProgress)} ms`,
+          me,
+        ),
+      );
     }
   }
 
   private async ask(p: number, missing: { rs: number[]; ag: number[] }): Promise<void> {
-    const reply = await this.host.requestResend(this, p, { opIndex: this.spec.opIndex, from: this.host.rank, ...missing });
+    const reply = await this.host.requestResend(this, p, {
+      opIndex: this.spec.opIndex,
+      from: this.host.rank,
+      ...missing,
+    });
     if (this.settled) return;
     if (reply === 'no-responders') {
       // Its subscriptions are gone: the process died, or the server cut it off as a slow consumer (an
@@ -357,7 +393,15 @@ export class AllReduceOp {
       const now = performance.now();
       if (first === undefined) this.noResponders.set(p, now);
       else if (now - first >= this.host.timeoutMs / 3) {
-        this.fail(new PeerLostError([p], this.spec.step, `allReduce:${this.spec.tag}`, `no responders for ${Math.round(now - first)} ms: its subscriptions are gone (process dead, or cut off and not back)`, this.host.rank));
+        this.fail(
+          new PeerLostError(
+            [p],
+            this.spec.step,
+            `allReduce:${this.spec.tag}`,
+            `no responders for ${Math.round(now - first)} ms: its subscriptions are gone (process dead, or cut off and not back)`,
+            this.host.rank,
+          ),
+        );
       }
       return;
     }
@@ -372,7 +416,15 @@ export class AllReduceOp {
       const now = this.missingFrom(p); // the request may be stale: fail only for what is still missing
       if (!now.rs.length && !now.ag.length) return;
       const phase = now.rs.length ? 'reduce-scatter' : 'all-gather';
-      this.fail(new ChunkLostError(p, this.spec.step, `allReduce:${this.spec.tag}`, phase, now.rs.length ? now.rs : now.ag));
+      this.fail(
+        new ChunkLostError(
+          p,
+          this.spec.step,
+          `allReduce:${this.spec.tag}`,
+          phase,
+          now.rs.length ? now.rs : now.ag,
+        ),
+      );
     }
   }
 

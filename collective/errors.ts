@@ -18,7 +18,9 @@ export class PeerLostError extends Error {
     /** The rank that raised it. */
     readonly rank: number,
   ) {
-    super(`rank ${rank}: peer rank(s) ${ranks.join(', ')} lost during ${op}${step === null ? '' : ` at step ${step}`}: ${reason}`);
+    super(
+      `rank ${rank}: peer rank(s) ${ranks.join(', ')} lost during ${op}${step === null ? '' : ` at step ${step}`}: ${reason}`,
+    );
   }
 }
 
@@ -33,7 +35,9 @@ export class ChunkLostError extends Error {
     readonly phase: 'reduce-scatter' | 'all-gather',
     readonly chunks: number[],
   ) {
-    super(`${phase} chunk(s) ${chunks.slice(0, 8).join(', ')}${chunks.length > 8 ? ', …' : ''} from rank ${from} of ${op} at step ${step} were lost and can no longer be resent`);
+    super(
+      `${phase} chunk(s) ${chunks.slice(0, 8).join(', ')}${chunks.length > 8 ? ', …' : ''} from rank ${from} of ${op} at step ${step} were lost and can no longer be resent`,
+    );
   }
 }
 
@@ -48,7 +52,9 @@ export class CollectiveMismatchError extends Error {
     readonly peer: number,
     readonly opIndex: number,
   ) {
-    super(`operation #${opIndex}: ${field} is ${String(local)} here but ${String(remote)} on rank ${peer}; all ranks must issue the same collective calls in the same order`);
+    super(
+      `operation #${opIndex}: ${field} is ${String(local)} here but ${String(remote)} on rank ${peer}; all ranks must issue the same collective calls in the same order`,
+    );
   }
 }
 

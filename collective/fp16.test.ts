@@ -5,9 +5,10 @@ import { decodeFp16, encodeFp16, FP16_MAX, roundTripFp16 } from './fp16.ts';
 const enc = (xs: number[]) => Array.from(encodeFp16(new Float32Array(xs), new Uint16Array(xs.length)));
 
 test('fp16: known encodings (normal, subnormal, zero, inf, nan)', () => {
-  assert.deepEqual(enc([1, -2, 0.5, FP16_MAX, 2 ** -14, 2 ** -24, 0, -0]), [
-    0x3c00, 0xc000, 0x3800, 0x7bff, 0x0400, 0x0001, 0x0000, 0x8000,
-  ]);
+  assert.deepEqual(
+    enc([1, -2, 0.5, FP16_MAX, 2 ** -14, 2 ** -24, 0, -0]),
+    [0x3c00, 0xc000, 0x3800, 0x7bff, 0x0400, 0x0001, 0x0000, 0x8000],
+  );
   assert.deepEqual(enc([Infinity, -Infinity, 1e6, -70000]), [0x7c00, 0xfc00, 0x7c00, 0xfc00]);
   const [nan] = enc([NaN]);
   assert.equal(nan! & 0x7c00, 0x7c00);
@@ -39,7 +40,8 @@ test('fp16: every float16 survives a trip through float32 and back', () => {
 
 test('fp16: relative error of normal values is at most 2^-11', () => {
   const xs = new Float32Array(10_000);
-  for (let i = 0; i < xs.length; i++) xs[i] = Math.fround((Math.sin(i * 12.9898) * 43758.5453) % 1) * 2 ** ((i % 28) - 14);
+  for (let i = 0; i < xs.length; i++)
+    xs[i] = Math.fround((Math.sin(i * 12.9898) * 43758.5453) % 1) * 2 ** ((i % 28) - 14);
   const r = roundTripFp16(Float32Array.from(xs));
   for (let i = 0; i < xs.length; i++) {
     if (Math.abs(xs[i]!) < 2 ** -14) continue;

@@ -22,7 +22,8 @@ export const FP16_MAX = 65504;
 
 /** Encodes `src` into `dst` (same length). */
 export function encodeFp16(src: Float32Array, dst: Uint16Array): Uint16Array {
-  if (dst.length !== src.length) throw new RangeError(`encodeFp16: dst has ${dst.length} slots for ${src.length} values`);
+  if (dst.length !== src.length)
+    throw new RangeError(`encodeFp16: dst has ${dst.length} slots for ${src.length} values`);
   const bits = new Uint32Array(src.buffer, src.byteOffset, src.length);
   for (let i = 0; i < bits.length; i++) {
     const x = bits[i]!;
@@ -60,7 +61,8 @@ export function encodeFp16(src: Float32Array, dst: Uint16Array): Uint16Array {
 
 /** Decodes `src` into `dst` (same length). */
 export function decodeFp16(src: Uint16Array, dst: Float32Array): Float32Array {
-  if (dst.length !== src.length) throw new RangeError(`decodeFp16: dst has ${dst.length} slots for ${src.length} values`);
+  if (dst.length !== src.length)
+    throw new RangeError(`decodeFp16: dst has ${dst.length} slots for ${src.length} values`);
   for (let i = 0; i < src.length; i++) dst[i] = DECODE[src[i]!]!;
   return dst;
 }

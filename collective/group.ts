@@ -8,7 +8,16 @@
 // PeerLostError the group is dead: the runtime relaunches with a fresh group id (DESIGN.md).
 import { randomBytes } from 'node:crypto';
 import { ErrorCode, headers as natsHeaders, type Msg, type NatsConnection, type Subscription } from 'nats';
-import { AllReduceOp, type ChunkMeta, type OpHost, type Phase, type OpSpec, type ResendReply, type ResendRequest, type Wire } from './all-reduce.ts';
+import {
+  AllReduceOp,
+  type ChunkMeta,
+  type OpHost,
+  type Phase,
+  type OpSpec,
+  type ResendReply,
+  type ResendRequest,
+  type Wire,
+} from './all-reduce.ts';
 import { CollectiveArgumentError, DuplicateRankError, GroupClosedError, PeerLostError } from './errors.ts';
 import { decodeFp16, encodeFp16 } from './fp16.ts';
 import { Op, Subjects, checkToken } from './subjects.ts';
@@ -115,11 +124,20 @@ export async function joinGroup(opts: JoinOptions): Promise<Group> {
 export function soloGroup(runId = 'solo', groupId = 'solo'): Group {
   checkToken('runId', runId);
   checkToken('groupId', groupId);
-  const stats: GroupCounters = { ops: 0, bytesOut: 0, msgsOut: 0, bytesIn: 0, resent: 0, resendRequests: 0, dropped: 0 };
+  const stats: GroupCounters = {
+    ops: 0,
+    bytesOut: 0,
+    msgsOut: 0,
+    bytesIn: 0,
+    resent: 0,
+    resendRequests: 0,
+    dropped: 0,
+  };
   let closed = false;
   const allReduce = (data: Float32Array, stepOrOpts: number | AllReduceOptions): Promise<Float32Array> => {
     if (closed) return Promise.reject(new GroupClosedError(groupId, 0));
-    if (!(data instanceof Float32Array)) return Promise.reject(new CollectiveArgumentError('data', data, 'must be a Float32Array'));
+    if (!(data instanceof Float32Array))
+      return Promise.reject(new CollectiveArgumentError('data', data, 'must be a Float32Array'));
     const wire = typeof stepOrOpts === 'number' ? 'fp32' : (stepOrOpts.wire ?? 'fp32');
     stats.ops++;
     return Promise.resolve(solo(data, wire));
@@ -178,15 +196,31 @@ class NatsGroup implements Group, OpHost {
   private timer?: NodeJS.Timeout;
   private queue: Promise<unknown> = Promise.resolve();
   private traceNow: [string, string][] = [];
-  private readonly stats: GroupCounters = { ops: 0, bytesOut: 0, msgsOut: 0, bytesIn: 0, resent: 0, resendRequests: 0, dropped: 0 };
+  private readonly stats: GroupCounters = {
+    ops: 0,
+    bytesOut: 0,
+    msgsOut: 0,
+    bytesIn: 0,
+    resent: 0,
+    resendRequests: 0,
+    dropped: 0,
+  };
 
   constructor(o: JoinOptions) {
     if (!o || typeof o !== 'object') throw new CollectiveArgumentError('options', o, 'must be an object');
-    if (!o.nc || typeof o.nc.publish !== 'function') throw new CollectiveArgumentError('nc', o.nc, 'must be a connected NatsConnection');
+    if (!o.nc || typeof o.nc.publish !== 'function')
+      throw new CollectiveArgumentError('nc', o.nc, 'must be a connected NatsConnection');
     if (o.nc.isClosed()) throw new CollectiveArgumentError('nc', 'closed', 'is closed');
-    if (!Number.isInteger(o.worldSize) || o.worldSize < 1) throw new CollectiveArgumentError('worldSize', o.worldSize, 'must be an integer ≥ 1');
-    if (!Number.isInteger(o.rank) || o.rank < 0 || o.rank >= o.worldSize) throw new CollectiveArgumentError('rank', o.rank, `must be an integer in [0, ${o.worldSize})`);
-    if (!(typeof o.timeoutMs === 'number' && o.timeoutMs > 0 && Number.isFinite(o.timeoutMs))) throw new CollectiveArgumentError('timeoutMs', o.timeoutMs, 'must be a positive number of milliseconds');
+    if (!Number.isInteger(o.worldSize) || o.worldSize < 1)
+      throw new CollectiveArgumentError('worldSize', o.worldSize, 'must be an integer ≥ 1');
+    if (!Number.isInteger(o.rank) || o.rank < 0 || o.rank >= o.worldSize)
+      throw new CollectiveArgumentError('rank', o.rank, `must be an integer in [0, ${o.worldSize})`);
+    if (!(typeof o.timeoutMs === 'number' && o.timeoutMs > 0 && Number.isFinite(o.timeoutMs)))
+      throw new CollectiveArgumentError(
+        'timeoutMs',
+        o.timeoutMs,
+        'must be a positive number of milliseconds',
+      );
     this.subjects = new Subjects(o.runId, o.groupId);
     this.nc = o.nc;
     this.rank = o.rank;
@@ -195,18 +229,29 @@ class NatsGroup implements Group, OpHost {
     this.groupId = o.groupId;
     this.timeoutMs = o.timeoutMs;
     this.joinTimeoutMs = o.joinTimeoutMs ?? o.timeoutMs;
-    if (!(this.joinTimeoutMs > 0 && Number.isFinite(this.joinTimeoutMs))) throw new CollectiveArgumentError('joinTimeoutMs', o.joinTimeoutMs, 'must be a positive number of milliseconds');
+    if (!(this.joinTimeoutMs > 0 && Number.isFinite(this.joinTimeoutMs)))
+      throw new CollectiveArgumentError(
+        'joinTimeoutMs',
+        o.joinTimeoutMs,
+        'must be a positive number of milliseconds',
+      );
     this.retryMs = o.retryMs ?? Math.min(1000, Math.max(50, o.timeoutMs / 10));
-    if (!(this.retryMs > 0)) throw new CollectiveArgumentError('retryMs', o.retryMs, 'must be a positive number of milliseconds');
+    if (!(this.retryMs > 0))
+      throw new CollectiveArgumentError('retryMs', o.retryMs, 'must be a positive number of milliseconds');
     const maxPayload = o.nc.info?.max_payload ?? 1 << 20;
     const limit = maxPayload - 4096; // headroom for headers, which count against max_payload
     const chunk = o.chunkBytes ?? Math.min(1 << 20, limit);
     if (!Number.isInteger(chunk) || chunk < 8 || chunk > limit) {
-      throw new CollectiveArgumentError('chunkBytes', o.chunkBytes, `must be an integer in [8, ${limit}] (server max_payload ${maxPayload} minus 4 KiB for headers)`);
+      throw new CollectiveArgumentError(
+        'chunkBytes',
+        o.chunkBytes,
+        `must be an integer in [8, ${limit}] (server max_payload ${maxPayload} minus 4 KiB for headers)`,
+      );
     }
     this.chunkBytes = chunk - (chunk % 4);
     this.windowBytes = o.windowBytes ?? 16 << 20;
-    if (!(this.windowBytes > 0)) throw new CollectiveArgumentError('windowBytes', o.windowBytes, 'must be positive');
+    if (!(this.windowBytes > 0))
+      throw new CollectiveArgumentError('windowBytes', o.windowBytes, 'must be positive');
     this.dropChunk = o.dropChunk;
   }
 
@@ -216,11 +261,14 @@ class NatsGroup implements Group, OpHost {
     const s = this.subjects;
     const me = this.rank;
     const sub = (subject: string, handler: (m: Msg) => void) => {
-      this.subs.push(this.nc.subscribe(subject, { callback: (err, m) => !err && this.guard(() => handler(m)) }));
+      this.subs.push(
+        this.nc.subscribe(subject, { callback: (err, m) => !err && this.guard(() => handler(m)) }),
+      );
     };
     sub(s.pattern(Op.reduceScatter, me), (m) => this.onChunkMsg(m));
     sub(s.pattern(Op.resend, me), (m) => this.onChunkMsg(m));
-    for (let p = 0; p < this.worldSize; p++) if (p !== me) sub(s.pattern(Op.allGather, p), (m) => this.onChunkMsg(m));
+    for (let p = 0; p < this.worldSize; p++)
+      if (p !== me) sub(s.pattern(Op.allGather, p), (m) => this.onChunkMsg(m));
     sub(s.pattern(Op.nack, me), (m) => this.onResendRequest(m));
     sub(s.pattern(Op.join, '*'), (m) => this.onHello(m));
     sub(s.pattern(Op.bye, '*'), (m) => this.onBye(m));
@@ -231,7 +279,13 @@ class NatsGroup implements Group, OpHost {
       await within(this.nc.flush(), this.joinTimeoutMs, 'flush');
     } catch (e) {
       await this.shutdown(e as Error);
-      throw new PeerLostError(this.missingPeers(), null, 'join', `no answer from the NATS server within ${this.joinTimeoutMs} ms`, this.rank);
+      throw new PeerLostError(
+        this.missingPeers(),
+        null,
+        'join',
+        `no answer from the NATS server within ${this.joinTimeoutMs} ms`,
+        this.rank,
+      );
     }
     if (this.worldSize === 1) return;
     const t0 = performance.now();
@@ -244,7 +298,9 @@ class NatsGroup implements Group, OpHost {
       const now = performance.now();
       if (now - t0 >= this.joinTimeoutMs) {
         const missing = this.missingPeers();
-        this.joinWaiter?.reject(new PeerLostError(missing, null, 'join', `did not arrive within ${this.joinTimeoutMs} ms`, me));
+        this.joinWaiter?.reject(
+          new PeerLostError(missing, null, 'join', `did not arrive within ${this.joinTimeoutMs} ms`, me),
+        );
       } else if (now - lastHello >= 100) {
         this.sayHello();
         lastHello = now;
@@ -280,9 +336,18 @@ class NatsGroup implements Group, OpHost {
       if (h.instance !== this.instance) this.failGroup(new DuplicateRankError(this.rank, this.groupId));
       return;
     }
-    if (from < 0 || from >= this.worldSize) return this.failGroup(new CollectiveArgumentError('rank', from, `of a peer is outside [0, ${this.worldSize})`));
+    if (from < 0 || from >= this.worldSize)
+      return this.failGroup(
+        new CollectiveArgumentError('rank', from, `of a peer is outside [0, ${this.worldSize})`),
+      );
     if (h.worldSize !== this.worldSize) {
-      return this.failGroup(new CollectiveArgumentError('worldSize', this.worldSize, `differs from rank ${from}'s (${h.worldSize}); every rank of a group must agree`));
+      return this.failGroup(
+        new CollectiveArgumentError(
+          'worldSize',
+          this.worldSize,
+          `differs from rank ${from}'s (${h.worldSize}); every rank of a group must agree`,
+        ),
+      );
     }
     const known = this.peers.get(from);
     if (known && known !== h.instance) return this.failGroup(new DuplicateRankError(from, this.groupId));
@@ -294,10 +359,17 @@ class NatsGroup implements Group, OpHost {
 
   // ---- operations ------------------------------------------------------------------------------------
 
-  allReduce(data: Float32Array, stepOrOpts: number | AllReduceOptions, tagArg?: string): Promise<Float32Array> {
-    const opts: AllReduceOptions = typeof stepOrOpts === 'number' ? { step: stepOrOpts, tag: tagArg } : stepOrOpts;
-    if (!(data instanceof Float32Array)) return Promise.reject(new CollectiveArgumentError('data', data, 'must be a Float32Array'));
-    if (!opts || !Number.isInteger(opts.step) || opts.step < 0) return Promise.reject(new CollectiveArgumentError('step', opts?.step, 'must be an integer ≥ 0'));
+  allReduce(
+    data: Float32Array,
+    stepOrOpts: number | AllReduceOptions,
+    tagArg?: string,
+  ): Promise<Float32Array> {
+    const opts: AllReduceOptions =
+      typeof stepOrOpts === 'number' ? { step: stepOrOpts, tag: tagArg } : stepOrOpts;
+    if (!(data instanceof Float32Array))
+      return Promise.reject(new CollectiveArgumentError('data', data, 'must be a Float32Array'));
+    if (!opts || !Number.isInteger(opts.step) || opts.step < 0)
+      return Promise.reject(new CollectiveArgumentError('step', opts?.step, 'must be an integer ≥ 0'));
     const tag = opts.tag ?? 'ar';
     try {
       checkToken('tag', tag);
@@ -305,7 +377,8 @@ class NatsGroup implements Group, OpHost {
       return Promise.reject(e as Error);
     }
     const wire = opts.wire ?? 'fp32';
-    if (wire !== 'fp32' && wire !== 'fp16') return Promise.reject(new CollectiveArgumentError('wire', wire, "must be 'fp32' or 'fp16'"));
+    if (wire !== 'fp32' && wire !== 'fp16')
+      return Promise.reject(new CollectiveArgumentError('wire', wire, "must be 'fp32' or 'fp16'"));
     const run = () => this.runAllReduce(data, { step: opts.step, tag, wire, average: opts.average ?? false });
     const p = this.queue.then(run, run);
     this.queue = p.catch(() => undefined);
@@ -317,31 +390,60 @@ class NatsGroup implements Group, OpHost {
     await this.allReduce(new Float32Array(this.worldSize), { step, tag: 'barrier' });
   }
 
-  private async runAllReduce(data: Float32Array, o: { step: number; tag: string; wire: Wire; average: boolean }): Promise<Float32Array> {
+  private async runAllReduce(
+    data: Float32Array,
+    o: { step: number; tag: string; wire: Wire; average: boolean },
+  ): Promise<Float32Array> {
     if (this.failure || this.closing) throw this.failure ?? new GroupClosedError(this.groupId, this.rank);
     const opIndex = this.nextOp++;
     this.stats.ops++;
     // One span per all-reduce per rank (telemetry/spans.ts: step, W, bytes raw/sent, chunks) and a sample of
     // the all-reduce seconds histogram; the chunks' traceparent headers point at this span.
-    const info = { runId: this.runId, groupId: this.groupId, step: o.step, rank: this.rank, worldSize: this.worldSize, tag: o.tag, wire: o.wire, bytesRaw: data.byteLength };
+    const info = {
+      runId: this.runId,
+      groupId: this.groupId,
+      step: o.step,
+      rank: this.rank,
+      worldSize: this.worldSize,
+      tag: o.tag,
+      wire: o.wire,
+      bytesRaw: data.byteLength,
+    };
     return traceAllReduce(info, async (s) => {
       const before = { bytes: this.stats.bytesOut, msgs: this.stats.msgsOut };
       try {
         return this.worldSize === 1 ? solo(data, o.wire) : await this.exchange(opIndex, data, o);
       } finally {
-        s.setResult({ bytesSent: this.stats.bytesOut - before.bytes, chunks: this.stats.msgsOut - before.msgs });
+        s.setResult({
+          bytesSent: this.stats.bytesOut - before.bytes,
+          chunks: this.stats.msgsOut - before.msgs,
+        });
       }
     });
   }
 
-  private async exchange(opIndex: number, data: Float32Array, o: { step: number; tag: string; wire: Wire; average: boolean }): Promise<Float32Array> {
+  private async exchange(
+    opIndex: number,
+    data: Float32Array,
+    o: { step: number; tag: string; wire: Wire; average: boolean },
+  ): Promise<Float32Array> {
     this.traceNow = traceFields();
-    const op = new AllReduceOp({ opIndex, length: data.length, ...o }, data, this, this.chunkBytes, this.windowBytes);
+    const op = new AllReduceOp(
+      { opIndex, length: data.length, ...o },
+      data,
+      this,
+      this.chunkBytes,
+      this.windowBytes,
+    );
     this.current = op;
     for (const [p, last] of this.byes) {
-      if (last < opIndex) op.fail(new PeerLostError([p], o.step, `allReduce:${o.tag}`, 'left the group', this.rank));
+      if (last < opIndex)
+        op.fail(new PeerLostError([p], o.step, `allReduce:${o.tag}`, 'left the group', this.rank));
     }
-    this.timer = setInterval(() => this.guard(() => op.tick(performance.now())), Math.max(10, Math.min(this.retryMs, this.timeoutMs) / 4));
+    this.timer = setInterval(
+      () => this.guard(() => op.tick(performance.now())),
+      Math.max(10, Math.min(this.retryMs, this.timeoutMs) / 4),
+    );
     try {
       op.start();
       const early = this.early.get(opIndex);
@@ -365,14 +467,35 @@ class NatsGroup implements Group, OpHost {
 
   // ---- OpHost ----------------------------------------------------------------------------------------
 
-  publishChunk(op: AllReduceOp, phase: Phase, to: number | 'all', seg: number, chunk: number, payload: Uint8Array, resendTo?: number): void {
+  publishChunk(
+    op: AllReduceOp,
+    phase: Phase,
+    to: number | 'all',
+    seg: number,
+    chunk: number,
+    payload: Uint8Array,
+    resendTo?: number,
+  ): void {
     const s = op.spec;
-    if (this.dropChunk?.({ opIndex: s.opIndex, tag: s.tag, phase, to, seg, chunk, resend: resendTo !== undefined })) {
+    if (
+      this.dropChunk?.({
+        opIndex: s.opIndex,
+        tag: s.tag,
+        phase,
+        to,
+        seg,
+        chunk,
+        resend: resendTo !== undefined,
+      })
+    ) {
       this.stats.dropped++;
       return;
     }
     const h = natsHeaders();
-    h.set(META, `${s.opIndex} ${this.rank} ${phase} ${seg} ${chunk} ${s.length} ${s.wire} ${s.average ? 1 : 0} ${s.step} ${s.tag}`);
+    h.set(
+      META,
+      `${s.opIndex} ${this.rank} ${phase} ${seg} ${chunk} ${s.length} ${s.wire} ${s.average ? 1 : 0} ${s.step} ${s.tag}`,
+    );
     for (const [k, v] of this.traceNow) h.set(k, v);
     const subject =
       resendTo !== undefined
@@ -386,16 +509,24 @@ class NatsGroup implements Group, OpHost {
     if (resendTo !== undefined) this.stats.resent++;
   }
 
-  async requestResend(op: AllReduceOp, peer: number, req: ResendRequest): Promise<ResendReply | 'no-responders' | 'timeout'> {
+  async requestResend(
+    op: AllReduceOp,
+    peer: number,
+    req: ResendRequest,
+  ): Promise<ResendReply | 'no-responders' | 'timeout'> {
     this.stats.resendRequests++;
     try {
       const h = natsHeaders();
       for (const [k, v] of this.traceNow) h.set(k, v);
-      const m = await this.nc.request(this.subjects.of(Op.nack, op.spec.step, peer), enc.encode(JSON.stringify(req)), {
-        // a live peer busy with a big chunk answers late; only a dead one gets "no responders"
-        timeout: Math.max(this.retryMs, Math.min(this.timeoutMs / 4, 2000)),
-        headers: h,
-      });
+      const m = await this.nc.request(
+        this.subjects.of(Op.nack, op.spec.step, peer),
+        enc.encode(JSON.stringify(req)),
+        {
+          // a live peer busy with a big chunk answers late; only a dead one gets "no responders"
+          timeout: Math.max(this.retryMs, Math.min(this.timeoutMs / 4, 2000)),
+          headers: h,
+        },
+      );
       return JSON.parse(dec.decode(m.data)) as ResendReply;
     } catch (e) {
       if ((e as { code?: string }).code === ErrorCode.NoResponders) return 'no-responders';
@@ -446,7 +577,10 @@ class NatsGroup implements Group, OpHost {
 
   private resendRetained(spec: OpSpec, to: number, c: number, payload: Uint8Array): void {
     const h = natsHeaders();
-    h.set(META, `${spec.opIndex} ${this.rank} ag ${this.rank} ${c} ${spec.length} ${spec.wire} ${spec.average ? 1 : 0} ${spec.step} ${spec.tag}`);
+    h.set(
+      META,
+      `${spec.opIndex} ${this.rank} ag ${this.rank} ${c} ${spec.length} ${spec.wire} ${spec.average ? 1 : 0} ${spec.step} ${spec.tag}`,
+    );
     this.nc.publish(this.subjects.of(Op.resend, spec.step, to), payload, { headers: h });
     this.stats.bytesOut += payload.byteLength;
     this.stats.msgsOut++;
@@ -459,7 +593,10 @@ class NatsGroup implements Group, OpHost {
     const { lastOp } = JSON.parse(dec.decode(m.data)) as { lastOp: number };
     this.byes.set(from, lastOp);
     const cur = this.current;
-    if (cur && cur.opIndex > lastOp) cur.fail(new PeerLostError([from], cur.spec.step, `allReduce:${cur.spec.tag}`, 'left the group', this.rank));
+    if (cur && cur.opIndex > lastOp)
+      cur.fail(
+        new PeerLostError([from], cur.spec.step, `allReduce:${cur.spec.tag}`, 'left the group', this.rank),
+      );
     this.byeWaiter?.();
   }
   private byeWaiter?: () => void;
@@ -467,8 +604,19 @@ class NatsGroup implements Group, OpHost {
   private onAbort(m: Msg): void {
     const from = senderOf(m.subject);
     if (from === this.rank || from < 0) return;
-    const a = JSON.parse(dec.decode(m.data)) as { ranks: number[]; step: number | null; op: string; reason: string };
-    const e = new PeerLostError(a.ranks, a.step, a.op, `rank ${from} gave up on them (${a.reason})`, this.rank);
+    const a = JSON.parse(dec.decode(m.data)) as {
+      ranks: number[];
+      step: number | null;
+      op: string;
+      reason: string;
+    };
+    const e = new PeerLostError(
+      a.ranks,
+      a.step,
+      a.op,
+      `rank ${from} gave up on them (${a.reason})`,
+      this.rank,
+    );
     this.abortedBy ??= e;
     this.failGroup(e);
   }
@@ -514,7 +662,10 @@ class NatsGroup implements Group, OpHost {
     if (this.worldSize > 1 && !this.nc.isClosed()) {
       // peers waiting for us (in an operation we did not finish, or in their own close) learn at once
       // that we are gone
-      this.nc.publish(this.subjects.of(Op.bye, 0, this.rank), enc.encode(JSON.stringify({ lastOp: this.lastCompleted })));
+      this.nc.publish(
+        this.subjects.of(Op.bye, 0, this.rank),
+        enc.encode(JSON.stringify({ lastOp: this.lastCompleted })),
+      );
     }
     if (!this.failure && this.worldSize > 1 && !this.nc.isClosed()) {
       // Serve resend requests until every peer has finished too (or timeoutMs).
@@ -547,7 +698,9 @@ class NatsGroup implements Group, OpHost {
 /** `p`, or a rejection after `ms`: nothing the collective awaits may hang. */
 function within<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
   let t: NodeJS.Timeout | undefined;
-  const timeout = new Promise<never>((_, reject) => (t = setTimeout(() => reject(new Error(`${what} took longer than ${ms} ms`)), ms)));
+  const timeout = new Promise<never>(
+    (_, reject) => (t = setTimeout(() => reject(new Error(`${what} took longer than ${ms} ms`)), ms)),
+  );
   return Promise.race([p, timeout]).finally(() => clearTimeout(t));
 }
 

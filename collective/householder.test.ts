@@ -27,7 +27,8 @@ function classicalGramSchmidt(P: Float32Array, n: number, r: number): Float32Arr
       for (let i = 0; i < n; i++) d = Math.fround(d + Math.fround(Q[i * r + k]! * P[i * r + j]!));
       proj[k] = d;
     }
-    for (let k = 0; k < j; k++) for (let i = 0; i < n; i++) v[i] = Math.fround(v[i]! - Math.fround(proj[k]! * Q[i * r + k]!));
+    for (let k = 0; k < j; k++)
+      for (let i = 0; i < n; i++) v[i] = Math.fround(v[i]! - Math.fround(proj[k]! * Q[i * r + k]!));
     let nn = 0;
     for (let i = 0; i < n; i++) nn = Math.fround(nn + Math.fround(v[i]! * v[i]!));
     const norm = Math.fround(Math.sqrt(nn));
@@ -54,7 +55,9 @@ test('householder: ‖QᵀQ − I‖ < 1e-5 on an ill-conditioned P where classi
   const P = illConditioned(n, r);
   const hh = orthogonalityError(orthonormalize(P, n, r), n, r);
   const cgs = orthogonalityError(classicalGramSchmidt(P, n, r), n, r);
-  console.log(`‖QᵀQ − I‖max: householder ${hh.toExponential(2)}, classical Gram-Schmidt ${cgs.toExponential(2)}`);
+  console.log(
+    `‖QᵀQ − I‖max: householder ${hh.toExponential(2)}, classical Gram-Schmidt ${cgs.toExponential(2)}`,
+  );
   assert.ok(hh < 1e-5, `householder ${hh}`);
   assert.ok(cgs > 1e-2, `classical Gram-Schmidt ${cgs} (expected to lose orthogonality)`);
 });
@@ -75,7 +78,10 @@ test('householder: Q spans the columns of P (P = Q·QᵀP)', () => {
 });
 
 test('householder: zero and rank-deficient inputs still give an orthonormal Q, deterministically', () => {
-  for (const P of [new Float32Array(30), Float32Array.from({ length: 30 }, (_, i) => (i % 3 === 1 ? 0 : i))]) {
+  for (const P of [
+    new Float32Array(30),
+    Float32Array.from({ length: 30 }, (_, i) => (i % 3 === 1 ? 0 : i)),
+  ]) {
     const Q = orthonormalize(P, 10, 3);
     assert.ok(orthogonalityError(Q, 10, 3) < 1e-6);
     assert.deepEqual(orthonormalize(P, 10, 3), Q);

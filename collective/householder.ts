@@ -6,10 +6,16 @@
 /** Q [n, r] (row-major) with orthonormal columns spanning the columns of P [n, r]; requires n ≥ r.
  *  Deterministic: the same P gives the same bits. Zero columns yield the corresponding unit vectors
  *  (a reflector of a zero vector is the identity). */
-export function orthonormalize(P: Float32Array, n: number, r: number, out = new Float32Array(n * r)): Float32Array {
+export function orthonormalize(
+  P: Float32Array,
+  n: number,
+  r: number,
+  out = new Float32Array(n * r),
+): Float32Array {
   if (P.length !== n * r) throw new RangeError(`orthonormalize: P has ${P.length} values, not ${n}×${r}`);
   if (r > n) throw new RangeError(`orthonormalize: needs n ≥ r, got ${n}×${r}`);
-  if (out.length !== n * r) throw new RangeError(`orthonormalize: out has ${out.length} values, not ${n}×${r}`);
+  if (out.length !== n * r)
+    throw new RangeError(`orthonormalize: out has ${out.length} values, not ${n}×${r}`);
   const A = Float64Array.from(P); // [n, r], overwritten by R above the diagonal
   const vs: Float64Array[] = [];
   const betas = new Float64Array(r);

@@ -11,7 +11,13 @@ export { joinGroup, soloGroup } from './group.ts';
 export type { AllReduceOptions, DroppedChunk, Group, GroupCounters, JoinOptions } from './group.ts';
 export type { Wire } from './all-reduce.ts';
 export { PowerSgd } from './powersgd.ts';
-export type { LoadStateOptions, PowerSgdCounters, PowerSgdOptions, ReduceResult, ReduceStats } from './powersgd.ts';
+export type {
+  LoadStateOptions,
+  PowerSgdCounters,
+  PowerSgdOptions,
+  ReduceResult,
+  ReduceStats,
+} from './powersgd.ts';
 export { planCompression, resblockOf } from './powersgd-plan.ts';
 export type { CompressionPlan, ParamPlan } from './powersgd-plan.ts';
 export { orthonormalize } from './householder.ts';

@@ -11,7 +11,14 @@ function transpose(X: Float32Array, rows: number, cols: number): Float64Array {
 }
 
 /** out [a, r] = G [a, b] · X [b, r] */
-export function mulGX(G: Float32Array, a: number, b: number, X: Float32Array, r: number, out = new Float32Array(a * r)): Float32Array {
+export function mulGX(
+  G: Float32Array,
+  a: number,
+  b: number,
+  X: Float32Array,
+  r: number,
+  out = new Float32Array(a * r),
+): Float32Array {
   const XT = transpose(X, b, r); // [r, b]
   for (let i = 0; i < a; i++) {
     const row = i * b;
@@ -42,7 +49,14 @@ export function mulGX(G: Float32Array, a: number, b: number, X: Float32Array, r:
 }
 
 /** out [b, r] = Gᵀ · Y, with G [a, b] and Y [a, r] */
-export function mulGtY(G: Float32Array, a: number, b: number, Y: Float32Array, r: number, out = new Float32Array(b * r)): Float32Array {
+export function mulGtY(
+  G: Float32Array,
+  a: number,
+  b: number,
+  Y: Float32Array,
+  r: number,
+  out = new Float32Array(b * r),
+): Float32Array {
   const acc = new Float64Array(r * b); // [r, b]
   for (let i = 0; i < a; i++) {
     const row = i * b;
@@ -70,13 +84,24 @@ export function mulGtY(G: Float32Array, a: number, b: number, Y: Float32Array, r
 }
 
 /** rowOut[k] = Σ_j L[i, j] · R[k, j], for one row i (RT is R transposed, [r, b]). */
-function lowRankRow(L: Float32Array, i: number, RT: Float64Array, b: number, r: number, rowOut: Float64Array): void {
+function lowRankRow(
+  L: Float32Array,
+  i: number,
+  RT: Float64Array,
+  b: number,
+  r: number,
+  rowOut: Float64Array,
+): void {
   let j = 0;
   for (; j + 4 <= r; j += 4) {
     const [l0, l1, l2, l3] = [L[i * r + j]!, L[i * r + j + 1]!, L[i * r + j + 2]!, L[i * r + j + 3]!];
     const [r0, r1, r2, r3] = [j * b, (j + 1) * b, (j + 2) * b, (j + 3) * b];
-    if (j === 0) for (let k = 0; k < b; k++) rowOut[k] = l0 * RT[r0 + k]! + l1 * RT[r1 + k]! + l2 * RT[r2 + k]! + l3 * RT[r3 + k]!;
-    else for (let k = 0; k < b; k++) rowOut[k]! += l0 * RT[r0 + k]! + l1 * RT[r1 + k]! + l2 * RT[r2 + k]! + l3 * RT[r3 + k]!;
+    if (j === 0)
+      for (let k = 0; k < b; k++)
+        rowOut[k] = l0 * RT[r0 + k]! + l1 * RT[r1 + k]! + l2 * RT[r2 + k]! + l3 * RT[r3 + k]!;
+    else
+      for (let k = 0; k < b; k++)
+        rowOut[k]! += l0 * RT[r0 + k]! + l1 * RT[r1 + k]! + l2 * RT[r2 + k]! + l3 * RT[r3 + k]!;
   }
   for (; j < r; j++) {
     const lj = L[i * r + j]!;
@@ -88,7 +113,14 @@ function lowRankRow(L: Float32Array, i: number, RT: Float64Array, b: number, r: 
 }
 
 /** out [a, b] = L [a, r] · R [b, r]ᵀ */
-export function mulLRt(L: Float32Array, R: Float32Array, a: number, b: number, r: number, out = new Float32Array(a * b)): Float32Array {
+export function mulLRt(
+  L: Float32Array,
+  R: Float32Array,
+  a: number,
+  b: number,
+  r: number,
+  out = new Float32Array(a * b),
+): Float32Array {
   const RT = transpose(R, b, r);
   const row = new Float64Array(b);
   for (let i = 0; i < a; i++) {
@@ -99,7 +131,14 @@ export function mulLRt(L: Float32Array, R: Float32Array, a: number, b: number, r
 }
 
 /** G [a, b] −= L [a, r] · R [b, r]ᵀ, in place */
-export function subLRt(G: Float32Array, L: Float32Array, R: Float32Array, a: number, b: number, r: number): Float32Array {
+export function subLRt(
+  G: Float32Array,
+  L: Float32Array,
+  R: Float32Array,
+  a: number,
+  b: number,
+  r: number,
+): Float32Array {
   const RT = transpose(R, b, r);
   const row = new Float64Array(b);
   for (let i = 0; i < a; i++) {

@@ -4,7 +4,14 @@ import { chunkRange, layout } from './partition.ts';
 
 test('partition: chunks tile the array exactly once, none empty, none over the limit', () => {
   for (const [n, w, ce] of [
-    [0, 1, 4], [0, 4, 4], [1, 4, 4], [3, 4, 1], [10, 3, 3], [1000, 4, 7], [2_621_440, 4, 261_120], [17, 2, 100],
+    [0, 1, 4],
+    [0, 4, 4],
+    [1, 4, 4],
+    [3, 4, 1],
+    [10, 3, 3],
+    [1000, 4, 7],
+    [2_621_440, 4, 261_120],
+    [17, 2, 100],
   ] as const) {
     const l = layout(n, w, ce);
     const seen = new Uint8Array(n);
@@ -15,7 +22,10 @@ test('partition: chunks tile the array exactly once, none empty, none over the l
         for (let i = a; i < b; i++) seen[i]!++;
       }
     }
-    assert.ok(seen.every((s) => s === 1), `n=${n} w=${w}: every index exactly once`);
+    assert.ok(
+      seen.every((s) => s === 1),
+      `n=${n} w=${w}: every index exactly once`,
+    );
   }
 });
 

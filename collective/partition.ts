@@ -15,7 +15,8 @@ export interface Layout {
 export function layout(length: number, worldSize: number, chunkElems: number): Layout {
   if (!Number.isInteger(length) || length < 0) throw new RangeError(`layout: length ${length}`);
   if (!Number.isInteger(worldSize) || worldSize < 1) throw new RangeError(`layout: worldSize ${worldSize}`);
-  if (!Number.isInteger(chunkElems) || chunkElems < 1) throw new RangeError(`layout: chunkElems ${chunkElems}`);
+  if (!Number.isInteger(chunkElems) || chunkElems < 1)
+    throw new RangeError(`layout: chunkElems ${chunkElems}`);
   const segStart: number[] = [];
   for (let j = 0; j <= worldSize; j++) segStart.push(Math.floor((j * length) / worldSize));
   const chunks = segStart.slice(0, -1).map((s, j) => Math.ceil((segStart[j + 1]! - s) / chunkElems));

@@ -69,16 +69,28 @@ export function resblockOf(spec: ParamSpec): string {
   return end >= 0 ? parts.slice(0, end + 1).join('.') : spec.name;
 }
 
-export function planCompression(specs: ParamSpec[], cfg: PlanConfig, scaleGroupOf: (s: ParamSpec) => string = resblockOf): CompressionPlan {
-  if (!Array.isArray(specs)) throw new CollectiveArgumentError('specs', specs, 'must be an array of ParamSpec');
-  if (!Number.isInteger(cfg.rank) || cfg.rank < 1) throw new CollectiveArgumentError('powersgd.rank', cfg.rank, 'must be an integer ≥ 1');
+export function planCompression(
+  specs: ParamSpec[],
+  cfg: PlanConfig,
+  scaleGroupOf: (s: ParamSpec) => string = resblockOf,
+): CompressionPlan {
+  if (!Array.isArray(specs))
+    throw new CollectiveArgumentError('specs', specs, 'must be an array of ParamSpec');
+  if (!Number.isInteger(cfg.rank) || cfg.rank < 1)
+    throw new CollectiveArgumentError('powersgd.rank', cfg.rank, 'must be an integer ≥ 1');
   const names = new Set<string>();
   const groupIndex = new Map<string, number>();
   const params: ParamPlan[] = specs.map((s, index) => {
-    if (!s || typeof s.name !== 'string' || !Array.isArray(s.shape)) throw new CollectiveArgumentError(`specs[${index}]`, s, 'must be a ParamSpec {name, shape, kind}');
+    if (!s || typeof s.name !== 'string' || !Array.isArray(s.shape))
+      throw new CollectiveArgumentError(`specs[${index}]`, s, 'must be a ParamSpec {name, shape, kind}');
     if (names.has(s.name)) throw new CollectiveArgumentError(`specs[${index}].name`, s.name, 'is not unique');
     names.add(s.name);
-    if (!s.shape.every((d) => Number.isInteger(d) && d >= 1)) throw new CollectiveArgumentError(`${s.name}.shape`, JSON.stringify(s.shape), 'must be positive integers');
+    if (!s.shape.every((d) => Number.isInteger(d) && d >= 1))
+      throw new CollectiveArgumentError(
+        `${s.name}.shape`,
+        JSON.stringify(s.shape),
+        'must be positive integers',
+      );
     const numel = s.shape.reduce((a, b) => a * b, 1);
     const cols = s.shape.length ? s.shape[s.shape.length - 1]! : 1;
     const rows = numel / cols;

@@ -12,7 +12,8 @@ import { PowerSgdStateError } from './errors.ts';
 const MAGIC = 0x47535044; // "DPSG" as a little-endian u32
 const VERSION = 1;
 
-if (new Uint8Array(new Uint32Array([1]).buffer)[0] !== 1) throw new Error('collective/ assumes a little-endian machine');
+if (new Uint8Array(new Uint32Array([1]).buffer)[0] !== 1)
+  throw new Error('collective/ assumes a little-endian machine');
 
 export interface StateBlob<M> {
   meta: M;
@@ -27,7 +28,11 @@ export function encodeState<M>(meta: M, arrays: [string, Float32Array][]): Uint8
     payloadBytes += a.byteLength;
   }
   const header = new TextEncoder().encode(
-    JSON.stringify({ meta, arrays: arrays.map(([name, a]) => ({ name, length: a.length })), sha256: hash.digest('hex') }),
+    JSON.stringify({
+      meta,
+      arrays: arrays.map(([name, a]) => ({ name, length: a.length })),
+      sha256: hash.digest('hex'),
+    }),
   );
   const start = Math.ceil((12 + header.length) / 4) * 4;
   const out = new Uint8Array(start + payloadBytes);
@@ -61,9 +66,11 @@ export function decodeState<M>(bytes: Uint8Array): StateBlob<M> {
     throw fail(`header is not JSON: ${(e as Error).message}`);
   }
   const start = Math.ceil((12 + hlen) / 4) * 4;
-  for (let i = 12 + hlen; i < Math.min(start, bytes.length); i++) if (bytes[i] !== 0) throw fail('non-zero padding (corrupt blob)');
+  for (let i = 12 + hlen; i < Math.min(start, bytes.length); i++)
+    if (bytes[i] !== 0) throw fail('non-zero padding (corrupt blob)');
   const total = header.arrays.reduce((s, a) => s + a.length * 4, 0);
-  if (start + total !== bytes.length) throw fail(`payload is ${bytes.length - start} bytes, header lists ${total}`);
+  if (start + total !== bytes.length)
+    throw fail(`payload is ${bytes.length - start} bytes, header lists ${total}`);
   const payload = new Uint8Array(bytes.subarray(start)); // an aligned copy (Buffer#slice would be a view)
   const digest = createHash('sha256').update(payload).digest('hex');
   if (digest !== header.sha256) throw fail('sha256 mismatch (corrupt blob)');

@@ -89,7 +89,13 @@ interface StateMeta {
   worldSize: number;
   seed: number;
   generator: string;
-  config: { rank: number; warmStart: boolean; errorFeedback: boolean; wire: string; minCompressionRate: number };
+  config: {
+    rank: number;
+    warmStart: boolean;
+    errorFeedback: boolean;
+    wire: string;
+    minCompressionRate: number;
+  };
   params: { name: string; shape: number[]; compressed: boolean; r: number }[];
   scaler: ScalerState;
   counters: PowerSgdCounters;
@@ -100,7 +106,15 @@ export interface LoadStateOptions {
   allowRankChange?: boolean;
 }
 
-const freshCounters = (): PowerSgdCounters => ({ steps: 0, plainSteps: 0, compressedSteps: 0, skippedSteps: 0, zeroedErrorBuffers: 0, bytesRaw: 0, bytesSent: 0 });
+const freshCounters = (): PowerSgdCounters => ({
+  steps: 0,
+  plainSteps: 0,
+  compressedSteps: 0,
+  skippedSteps: 0,
+  zeroedErrorBuffers: 0,
+  bytesRaw: 0,
+  bytesSent: 0,
+});
 
 function allFinite(a: Float32Array): boolean {
   let s = 0;
@@ -125,12 +139,19 @@ export class PowerSgd {
     const parsed = PowerSgdConfig.safeParse(cfg ?? {});
     if (!parsed.success) {
       const i = parsed.error.issues[0]!;
-      throw new CollectiveArgumentError(`powersgd.${i.path.join('.')}`, (cfg as Record<string, unknown>)?.[String(i.path[0])], i.message);
+      throw new CollectiveArgumentError(
+        `powersgd.${i.path.join('.')}`,
+        (cfg as Record<string, unknown>)?.[String(i.path[0])],
+        i.message,
+      );
     }
     this.cfg = parsed.data;
-    if (!opts || !Number.isInteger(opts.worldSize) || opts.worldSize < 1) throw new CollectiveArgumentError('worldSize', opts?.worldSize, 'must be an integer ≥ 1');
-    if (!Number.isInteger(opts.rank) || opts.rank < 0 || opts.rank >= opts.worldSize) throw new CollectiveArgumentError('rank', opts.rank, `must be an integer in [0, ${opts.worldSize})`);
-    if (!Number.isInteger(opts.seed) || opts.seed < 0 || opts.seed > 0xffffffff) throw new CollectiveArgumentError('seed', opts.seed, 'must be a uint32');
+    if (!opts || !Number.isInteger(opts.worldSize) || opts.worldSize < 1)
+      throw new CollectiveArgumentError('worldSize', opts?.worldSize, 'must be an integer ≥ 1');
+    if (!Number.isInteger(opts.rank) || opts.rank < 0 || opts.rank >= opts.worldSize)
+      throw new CollectiveArgumentError('rank', opts.rank, `must be an integer in [0, ${opts.worldSize})`);
+    if (!Number.isInteger(opts.seed) || opts.seed < 0 || opts.seed > 0xffffffff)
+      throw new CollectiveArgumentError('seed', opts.seed, 'must be a uint32');
     this.rank = opts.rank;
     this.worldSize = opts.worldSize;
     this.seed = opts.seed;
@@ -159,17 +180,32 @@ export class PowerSgd {
   }
 
   private checkInputs(group: Group, grads: Float32Array[], step: number): void {
-    if (!group || typeof group.allReduce !== 'function') throw new CollectiveArgumentError('group', group, 'must be a Group from joinGroup');
+    if (!group || typeof group.allReduce !== 'function')
+      throw new CollectiveArgumentError('group', group, 'must be a Group from joinGroup');
     if (group.worldSize !== this.worldSize || group.rank !== this.rank) {
-      throw new CollectiveArgumentError('group', `rank ${group.rank} of ${group.worldSize}`, `does not match this PowerSgd (rank ${this.rank} of ${this.worldSize})`);
+      throw new CollectiveArgumentError(
+        'group',
+        `rank ${group.rank} of ${group.worldSize}`,
+        `does not match this PowerSgd (rank ${this.rank} of ${this.worldSize})`,
+      );
     }
-    if (!Number.isInteger(step) || step < 0) throw new CollectiveArgumentError('step', step, 'must be an integer ≥ 0');
+    if (!Number.isInteger(step) || step < 0)
+      throw new CollectiveArgumentError('step', step, 'must be an integer ≥ 0');
     if (!Array.isArray(grads) || grads.length !== this.plan.params.length) {
-      throw new CollectiveArgumentError('grads', Array.isArray(grads) ? `${grads.length} arrays` : grads, `must be ${this.plan.params.length} Float32Arrays in paramSpecs order`);
+      throw new CollectiveArgumentError(
+        'grads',
+        Array.isArray(grads) ? `${grads.length} arrays` : grads,
+        `must be ${this.plan.params.length} Float32Arrays in paramSpecs order`,
+      );
     }
     for (const p of this.plan.params) {
       const g = grads[p.index];
-      if (!(g instanceof Float32Array)) throw new GradientShapeError(p.name, p.numel, g === null || g === undefined ? String(g) : (g as object).constructor.name);
+      if (!(g instanceof Float32Array))
+        throw new GradientShapeError(
+          p.name,
+          p.numel,
+          g === null || g === undefined ? String(g) : (g as object).constructor.name,
+        );
       if (g.length !== p.numel) throw new GradientShapeError(p.name, p.numel, g.length);
     }
   }
@@ -181,7 +217,13 @@ export class PowerSgd {
     const c0 = group.counters();
     let commMs = 0;
     let bytesSent = 0;
-    const allReduce = async (buf: Float32Array, tag: string, average: boolean, wire: 'fp32' | 'fp16', gradientBytes: number) => {
+    const allReduce = async (
+      buf: Float32Array,
+      tag: string,
+      average: boolean,
+      wire: 'fp32' | 'fp16',
+      gradientBytes: number,
+    ) => {
       const t = performance.now();
       const out = await group.allReduce(buf, { step, tag, average, wire });
       commMs += performance.now() - t;
@@ -274,7 +316,10 @@ export class PowerSgd {
         }
       }
       const bad = new Set(badAnywhere.map((p) => p.index));
-      return finish(true, overflow((p) => bad.has(p.index)));
+      return finish(
+        true,
+        overflow((p) => bad.has(p.index)),
+      );
     }
     if (!compress) return finish(false, []);
 
@@ -284,7 +329,9 @@ export class PowerSgd {
     off = 0;
     for (const p of this.compressed) {
       const Q = this.startQ(p, step);
-      const P = p.transposed ? mulGtY(M[p.index]!, p.rows, p.cols, Q, p.r) : mulGX(M[p.index]!, p.rows, p.cols, Q, p.r);
+      const P = p.transposed
+        ? mulGtY(M[p.index]!, p.rows, p.cols, Q, p.r)
+        : mulGX(M[p.index]!, p.rows, p.cols, Q, p.r);
       const s = fp16 ? this.scaler.scales[p.scaleGroup]! : 1;
       if (s !== 1) for (let i = 0; i < P.length; i++) P[i]! *= s;
       pBuf.set(P, off);
@@ -292,8 +339,14 @@ export class PowerSgd {
       off += P.length;
     }
     const pAvg = await allReduce(pBuf, 'p', true, this.cfg.wire, pBuf.length * this.plan.wireBytesPerElem);
-    const pBad = this.compressed.filter((p) => !allFinite(pAvg.subarray(pOff[p.index]!, pOff[p.index]! + p.n * p.r)));
-    if (pBad.length) return finish(true, overflow((p) => pBad.includes(p)));
+    const pBad = this.compressed.filter(
+      (p) => !allFinite(pAvg.subarray(pOff[p.index]!, pOff[p.index]! + p.n * p.r)),
+    );
+    if (pBad.length)
+      return finish(
+        true,
+        overflow((p) => pBad.includes(p)),
+      );
 
     // 5-6. P̂ = householder(P + εI); Q_w = Mᵀ·P̂, one all-reduce
     const Phat: Float32Array[] = [];
@@ -305,7 +358,9 @@ export class PowerSgd {
       for (let i = 0; i < p.r; i++) P[i * p.r + i]! += this.cfg.epsilon;
       const ph = orthonormalize(P, p.n, p.r);
       Phat[p.index] = ph;
-      const Qw = p.transposed ? mulGX(M[p.index]!, p.rows, p.cols, ph, p.r) : mulGtY(M[p.index]!, p.rows, p.cols, ph, p.r);
+      const Qw = p.transposed
+        ? mulGX(M[p.index]!, p.rows, p.cols, ph, p.r)
+        : mulGtY(M[p.index]!, p.rows, p.cols, ph, p.r);
       const s = fp16 ? this.scaler.scales[p.scaleGroup]! : 1;
       if (s !== 1) for (let i = 0; i < Qw.length; i++) Qw[i]! *= s;
       if (fp16) roundTripFp16(Qw); // the error below must see exactly what was sent
@@ -314,8 +369,14 @@ export class PowerSgd {
       off += Qw.length;
     }
     const qAvg = await allReduce(qBuf, 'q', true, this.cfg.wire, qBuf.length * this.plan.wireBytesPerElem);
-    const qBad = this.compressed.filter((p) => !allFinite(qAvg.subarray(qOff[p.index]!, qOff[p.index]! + p.m * p.r)));
-    if (qBad.length) return finish(true, overflow((p) => qBad.includes(p)));
+    const qBad = this.compressed.filter(
+      (p) => !allFinite(qAvg.subarray(qOff[p.index]!, qOff[p.index]! + p.m * p.r)),
+    );
+    if (qBad.length)
+      return finish(
+        true,
+        overflow((p) => qBad.includes(p)),
+      );
 
     // 7. decompress (the mean), and keep what this rank's message did not carry
     for (const p of this.compressed) {
@@ -338,13 +399,18 @@ export class PowerSgd {
       }
       if (this.cfg.warmStart) this.qMemory[p.index] = Qbar;
     }
-    return finish(false, overflow(() => false));
+    return finish(
+      false,
+      overflow(() => false),
+    );
   }
 
   /** Q [m, r], orthonormal: last step's mean Q (warm start) or fresh from (seed, step, parameter). */
   private startQ(p: ParamPlan, step: number): Float32Array {
     const mem = this.cfg.warmStart ? this.qMemory[p.index] : undefined;
-    const Q = mem ? Float32Array.from(mem) : fillGaussian(new Float32Array(p.m * p.r), this.seed, step, p.index);
+    const Q = mem
+      ? Float32Array.from(mem)
+      : fillGaussian(new Float32Array(p.m * p.r), this.seed, step, p.index);
     return orthonormalize(Q, p.m, p.r);
   }
 
@@ -357,8 +423,19 @@ export class PowerSgd {
       worldSize: this.worldSize,
       seed: this.seed,
       generator: GAUSSIAN_GENERATOR,
-      config: { rank: this.cfg.rank, warmStart: this.cfg.warmStart, errorFeedback: this.cfg.errorFeedback, wire: this.cfg.wire, minCompressionRate: this.cfg.minCompressionRate },
-      params: this.plan.params.map((p) => ({ name: p.name, shape: p.shape, compressed: p.compressed, r: p.r })),
+      config: {
+        rank: this.cfg.rank,
+        warmStart: this.cfg.warmStart,
+        errorFeedback: this.cfg.errorFeedback,
+        wire: this.cfg.wire,
+        minCompressionRate: this.cfg.minCompressionRate,
+      },
+      params: this.plan.params.map((p) => ({
+        name: p.name,
+        shape: p.shape,
+        compressed: p.compressed,
+        r: p.r,
+      })),
       scaler: this.scaler.state(),
       counters: this.counters(),
     };
@@ -385,28 +462,40 @@ export class PowerSgd {
     const { meta, arrays } = decodeState<StateMeta>(bytes);
     const fail = (reason: string) => new PowerSgdStateError(reason, bytes.length);
     if (meta?.kind !== 'powersgd') throw fail('not a PowerSGD state');
-    if (meta.generator !== GAUSSIAN_GENERATOR) throw fail(`random generator ${meta.generator}, this build uses ${GAUSSIAN_GENERATOR}`);
+    if (meta.generator !== GAUSSIAN_GENERATOR)
+      throw fail(`random generator ${meta.generator}, this build uses ${GAUSSIAN_GENERATOR}`);
     if (meta.seed !== this.seed) throw fail(`saved with seed ${meta.seed}, this run uses ${this.seed}`);
     if (!opts.allowRankChange && (meta.rank !== this.rank || meta.worldSize !== this.worldSize)) {
-      throw fail(`error buffers of rank ${meta.rank} of ${meta.worldSize}, this is rank ${this.rank} of ${this.worldSize} (pass allowRankChange to accept)`);
+      throw fail(
+        `error buffers of rank ${meta.rank} of ${meta.worldSize}, this is rank ${this.rank} of ${this.worldSize} (pass allowRankChange to accept)`,
+      );
     }
-    if (meta.params.length !== this.plan.params.length) throw fail(`${meta.params.length} parameters saved, ${this.plan.params.length} expected`);
+    if (meta.params.length !== this.plan.params.length)
+      throw fail(`${meta.params.length} parameters saved, ${this.plan.params.length} expected`);
     for (const p of this.plan.params) {
       const s = meta.params[p.index]!;
-      if (s.name !== p.name || s.shape.join('x') !== p.shape.join('x')) throw fail(`parameter ${p.index} is ${s.name} [${s.shape.join(', ')}], expected ${p.name} [${p.shape.join(', ')}]`);
-      if (s.compressed !== p.compressed || s.r !== p.r) throw fail(`${p.name} was saved ${s.compressed ? `compressed at rank ${s.r}` : 'uncompressed'}, this config ${p.compressed ? `compresses it at rank ${p.r}` : 'does not compress it'}`);
+      if (s.name !== p.name || s.shape.join('x') !== p.shape.join('x'))
+        throw fail(
+          `parameter ${p.index} is ${s.name} [${s.shape.join(', ')}], expected ${p.name} [${p.shape.join(', ')}]`,
+        );
+      if (s.compressed !== p.compressed || s.r !== p.r)
+        throw fail(
+          `${p.name} was saved ${s.compressed ? `compressed at rank ${s.r}` : 'uncompressed'}, this config ${p.compressed ? `compresses it at rank ${p.r}` : 'does not compress it'}`,
+        );
     }
     const errors = new Array<Float32Array | undefined>(this.specs.length);
     const qMemory = new Array<Float32Array | undefined>(this.specs.length);
     for (const p of this.compressed) {
       const e = arrays.get(`error/${p.name}`);
       if (e) {
-        if (e.length !== p.numel) throw fail(`error buffer of ${p.name} has ${e.length} values, expected ${p.numel}`);
+        if (e.length !== p.numel)
+          throw fail(`error buffer of ${p.name} has ${e.length} values, expected ${p.numel}`);
         errors[p.index] = Float32Array.from(e);
       }
       const q = arrays.get(`q/${p.name}`);
       if (q && this.cfg.warmStart) {
-        if (q.length !== p.m * p.r) throw fail(`Q of ${p.name} has ${q.length} values, expected ${p.m * p.r}`);
+        if (q.length !== p.m * p.r)
+          throw fail(`Q of ${p.name} has ${q.length} values, expected ${p.m * p.r}`);
         qMemory[p.index] = Float32Array.from(q);
       }
     }

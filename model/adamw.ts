@@ -51,9 +51,7 @@ export interface AdamWStepResult {
 /** Gradient list does not match the parameter list (count or sizes). */
 export class GradientShapeError extends Error {
   override name = 'GradientShapeError';
-  constructor(
-    readonly problems: string[],
-  ) {
+  constructor(readonly problems: string[]) {
     super(`gradients do not match parameters:\n${problems.map((p) => `  - ${p}`).join('\n')}`);
   }
 }
@@ -107,7 +105,8 @@ export class AdamW {
     const names = new Set<string>();
     for (const p of params) {
       if (names.has(p.name)) throw new AdamWConfigError('params', p.name, 'parameter names must be unique');
-      if (p.variable.dtype !== 'float32') throw new AdamWConfigError(`params[${p.name}].dtype`, p.variable.dtype, 'must be float32');
+      if (p.variable.dtype !== 'float32')
+        throw new AdamWConfigError(`params[${p.name}].dtype`, p.variable.dtype, 'must be float32');
       names.add(p.name);
     }
     this.params = [...params];
@@ -122,8 +121,13 @@ export class AdamW {
   }
 
   /** Applies one update with learning rate `lr`; `grads` in `params` order. */
-  apply(grads: ReadonlyArray<Float32Array | tf.Tensor>, lr: number, opts: AdamWStepOptions = {}): AdamWStepResult {
-    if (!(Number.isFinite(lr) && lr >= 0)) throw new AdamWConfigError('lr', lr, 'must be a finite number ≥ 0');
+  apply(
+    grads: ReadonlyArray<Float32Array | tf.Tensor>,
+    lr: number,
+    opts: AdamWStepOptions = {},
+  ): AdamWStepResult {
+    if (!(Number.isFinite(lr) && lr >= 0))
+      throw new AdamWConfigError('lr', lr, 'must be a finite number ≥ 0');
     if (opts.maxGradNorm !== undefined && !(opts.maxGradNorm > 0)) {
       throw new AdamWConfigError('maxGradNorm', opts.maxGradNorm, 'must be > 0');
     }
@@ -152,7 +156,10 @@ export class AdamW {
       const gradScale = tf.scalar(scale);
       this.params.forEach((p, i) => {
         const gIn = grads[i]!;
-        let g: tf.Tensor = gIn instanceof tf.Tensor ? gIn.reshape(p.variable.shape) : tf.tensor(gIn, p.variable.shape, 'float32');
+        let g: tf.Tensor =
+          gIn instanceof tf.Tensor
+            ? gIn.reshape(p.variable.shape)
+            : tf.tensor(gIn, p.variable.shape, 'float32');
         if (clipped) g = g.mul(gradScale);
         const m = this.m[i]!.mul(b1).add(g.mul(oneMinusB1));
         const v = this.v[i]!.mul(b2).add(g.square().mul(oneMinusB2));
@@ -190,18 +197,24 @@ export class AdamW {
   stateLayout(): [string, number][] {
     return this.params.flatMap((p) => {
       const n = p.variable.size;
-      return [[`${p.name}.m`, n], [`${p.name}.v`, n], [`${p.name}.ema`, n]] as [string, number][];
+      return [
+        [`${p.name}.m`, n],
+        [`${p.name}.v`, n],
+        [`${p.name}.ema`, n],
+      ] as [string, number][];
     });
   }
 
   /** Restores moments, EMA and the update count saved by `stateArrays` / `updates`. */
   loadStateArrays(arrays: Map<string, Float32Array>, updates: number): void {
-    if (!(Number.isInteger(updates) && updates >= 0)) throw new AdamWConfigError('updates', updates, 'must be an integer ≥ 0');
+    if (!(Number.isInteger(updates) && updates >= 0))
+      throw new AdamWConfigError('updates', updates, 'must be an integer ≥ 0');
     const problems: string[] = [];
     for (const [name, n] of this.stateLayout()) {
       const a = arrays.get(name);
       if (!a) problems.push(`missing optimizer array "${name}"`);
-      else if (a.length !== n) problems.push(`optimizer array "${name}" has ${a.length} values, expected ${n}`);
+      else if (a.length !== n)
+        problems.push(`optimizer array "${name}" has ${a.length} values, expected ${n}`);
     }
     if (problems.length > 0) throw new GradientShapeError(problems);
     this.params.forEach((p, i) => {
@@ -233,8 +246,10 @@ export class AdamW {
       this.params.forEach((p, i) => {
         const g = grads[i]!;
         const n = g instanceof tf.Tensor ? g.size : g.length;
-        if (!(g instanceof tf.Tensor) && !(g instanceof Float32Array)) problems.push(`gradient of ${p.name} is neither a Float32Array nor a tensor`);
-        else if (n !== p.variable.size) problems.push(`gradient of ${p.name} has ${n} values, parameter has ${p.variable.size}`);
+        if (!(g instanceof tf.Tensor) && !(g instanceof Float32Array))
+          problems.push(`gradient of ${p.name} is neither a Float32Array nor a tensor`);
+        else if (n !== p.variable.size)
+          problems.push(`gradient of ${p.name} has ${n} values, parameter has ${p.variable.size}`);
       });
     }
     if (problems.length > 0) throw new GradientShapeError(problems);

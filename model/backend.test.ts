@@ -45,20 +45,31 @@ test('backend: DALLE_BACKEND forces one, and an explicit argument beats it', asy
 });
 
 test('backend: unknown names are refused naming their source', async () => {
-  await assert.rejects(withEnv('gpu', () => initBackend()), (e: unknown) => e instanceof BackendNameError && e.source === 'DALLE_BACKEND' && /"gpu"/.test(e.message));
-  await assert.rejects(initBackend('webgl'), (e: unknown) => e instanceof BackendNameError && e.source === 'argument');
+  await assert.rejects(
+    withEnv('gpu', () => initBackend()),
+    (e: unknown) => e instanceof BackendNameError && e.source === 'DALLE_BACKEND' && /"gpu"/.test(e.message),
+  );
+  await assert.rejects(
+    initBackend('webgl'),
+    (e: unknown) => e instanceof BackendNameError && e.source === 'argument',
+  );
 });
 
 test('backend: forcing tensorflow without tfjs-node is an error that says why', async (t) => {
   if (await nativeInstalled()) return t.skip('tfjs-node is installed here');
   await assert.rejects(
     withEnv(undefined, () => initBackend('tensorflow')),
-    (e: unknown) => e instanceof BackendUnavailableError && e.reasons.length === 2 && /tfjs-node-gpu/.test(e.reasons[0]!) && /tfjs-node:/.test(e.reasons[1]!),
+    (e: unknown) =>
+      e instanceof BackendUnavailableError &&
+      e.reasons.length === 2 &&
+      /tfjs-node-gpu/.test(e.reasons[0]!) &&
+      /tfjs-node:/.test(e.reasons[1]!),
   );
 });
 
 test('backend: the choice is logged once per process, skipped options only at debug level', () => {
-  const script = "import { initBackend } from './model/backend.ts'; await initBackend(); await initBackend(); await initBackend();";
+  const script =
+    "import { initBackend } from './model/backend.ts'; await initBackend(); await initBackend(); await initBackend();";
   const stderrOf = (level: string): string => {
     const r = spawnSync(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', script], {
       cwd: new URL('..', import.meta.url).pathname,
@@ -73,5 +84,6 @@ test('backend: the choice is logged once per process, skipped options only at de
   assert.doesNotMatch(quiet, /\[debug\]/);
   const loud = stderrOf('debug');
   assert.equal(loud.match(/^tfjs backend: /gm)?.length, 1, loud);
-  if (/tfjs backend: wasm/.test(loud)) assert.match(loud, /\[debug\] backend: skipped @tensorflow\/tfjs-node-gpu: /);
+  if (/tfjs backend: wasm/.test(loud))
+    assert.match(loud, /\[debug\] backend: skipped @tensorflow\/tfjs-node-gpu: /);
 });

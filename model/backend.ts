@@ -30,7 +30,9 @@ export class BackendUnavailableError extends Error {
     readonly requested: BackendName,
     readonly reasons: string[],
   ) {
-    super(`tfjs backend "${requested}" was forced but cannot start:\n${reasons.map((r) => `  - ${r}`).join('\n')}`);
+    super(
+      `tfjs backend "${requested}" was forced but cannot start:\n${reasons.map((r) => `  - ${r}`).join('\n')}`,
+    );
   }
 }
 
@@ -141,7 +143,12 @@ async function choose(forced: BackendName | undefined, source: string): Promise<
   for (const name of backendNames) {
     if (await start(name, reasons)) {
       for (const r of reasons) debug(`skipped ${r}`);
-      log(name, reasons.length > 0 ? `after skipping ${reasons.length} option(s); DALLE_LOG_LEVEL=debug says why` : 'first choice');
+      log(
+        name,
+        reasons.length > 0
+          ? `after skipping ${reasons.length} option(s); DALLE_LOG_LEVEL=debug says why`
+          : 'first choice',
+      );
       return name;
     }
   }

@@ -17,7 +17,8 @@ function batch(n: number, salt: number): DvaeBatch {
   return { images, n };
 }
 
-const bits = (arrays: Float32Array[]) => arrays.map((a) => Buffer.from(a.buffer, a.byteOffset, a.byteLength).toString('base64'));
+const bits = (arrays: Float32Array[]) =>
+  arrays.map((a) => Buffer.from(a.buffer, a.byteOffset, a.byteLength).toString('base64'));
 
 test('dvae-trainer: same state, batch, step and rank give bit-identical gradients; noise follows step and rank', () => {
   const a = createDvaeTrainer(cfg, 7, 2);
@@ -26,15 +27,24 @@ test('dvae-trainer: same state, batch, step and rank give bit-identical gradient
   const ga = a.computeGradients(x, 3, 1);
   assert.deepEqual(bits(b.computeGradients(x, 3, 1).grads), bits(ga.grads));
   assert.deepEqual(bits(a.computeGradients(x, 3, 1).grads), bits(ga.grads), 'recomputing changes nothing');
-  assert.notDeepEqual(bits(a.computeGradients(x, 3, 0).grads), bits(ga.grads), 'another rank draws other Gumbel noise');
-  assert.notDeepEqual(bits(a.computeGradients(x, 4, 1).grads), bits(ga.grads), 'another step draws other Gumbel noise');
+  assert.notDeepEqual(
+    bits(a.computeGradients(x, 3, 0).grads),
+    bits(ga.grads),
+    'another rank draws other Gumbel noise',
+  );
+  assert.notDeepEqual(
+    bits(a.computeGradients(x, 4, 1).grads),
+    bits(ga.grads),
+    'another step draws other Gumbel noise',
+  );
   assert.deepEqual(
     a.paramSpecs().map((s) => s.shape.reduce((p, q) => p * q, 1)),
     ga.grads.map((g) => g.length),
     'one gradient per parameter, in paramSpecs order',
   );
-  for (const k of ['loss', 'recon', 'kl', 'mse', 'usage', 'tau', 'beta', 'lr']) assert.ok(Number.isFinite(ga.metrics[k]), k);
-  assert.equal(ga.metrics.tau, 1 / 16 + (15 / 16) * (1 + Math.cos((Math.PI * 3) / cfg.tauDecaySteps)) / 2);
+  for (const k of ['loss', 'recon', 'kl', 'mse', 'usage', 'tau', 'beta', 'lr'])
+    assert.ok(Number.isFinite(ga.metrics[k]), k);
+  assert.equal(ga.metrics.tau, 1 / 16 + ((15 / 16) * (1 + Math.cos((Math.PI * 3) / cfg.tauDecaySteps))) / 2);
   a.dispose();
   b.dispose();
 });
@@ -110,13 +120,33 @@ test('dvae-trainer: exportParams("ema") builds a Dvae that encodes like the trai
 
 test('dvae-trainer: bad batches, steps, ranks and foreign or corrupt state are named', () => {
   const t = createDvaeTrainer(cfg, 0, 2);
-  assert.throws(() => t.computeGradients({ images: new Uint8Array(10), n: 1 }, 0, 0), (e: unknown) => e instanceof DvaeInputError && /expected uint8 \[1, 16, 16, 3\] = 768 bytes, got 10/.test(e.message));
-  assert.throws(() => t.computeGradients(batch(1, 0), 0, 2), (e: unknown) => e instanceof DvaeStepError && e.field === 'rank');
-  assert.throws(() => t.computeGradients(batch(1, 0), -1, 0), (e: unknown) => e instanceof DvaeStepError && e.field === 'step');
-  assert.throws(() => t.computeGradients({ images: new Uint8Array(0), n: 0 }, 0, 0), (e: unknown) => e instanceof DvaeStepError && e.field === 'batch.n');
-  assert.throws(() => createDvaeTrainer(cfg, 0, 0), (e: unknown) => e instanceof DvaeStepError && e.field === 'worldSize');
+  assert.throws(
+    () => t.computeGradients({ images: new Uint8Array(10), n: 1 }, 0, 0),
+    (e: unknown) =>
+      e instanceof DvaeInputError && /expected uint8 \[1, 16, 16, 3\] = 768 bytes, got 10/.test(e.message),
+  );
+  assert.throws(
+    () => t.computeGradients(batch(1, 0), 0, 2),
+    (e: unknown) => e instanceof DvaeStepError && e.field === 'rank',
+  );
+  assert.throws(
+    () => t.computeGradients(batch(1, 0), -1, 0),
+    (e: unknown) => e instanceof DvaeStepError && e.field === 'step',
+  );
+  assert.throws(
+    () => t.computeGradients({ images: new Uint8Array(0), n: 0 }, 0, 0),
+    (e: unknown) => e instanceof DvaeStepError && e.field === 'batch.n',
+  );
+  assert.throws(
+    () => createDvaeTrainer(cfg, 0, 0),
+    (e: unknown) => e instanceof DvaeStepError && e.field === 'worldSize',
+  );
   const other = createDvaeTrainer({ ...cfg, codebookSize: 16 }, 0, 1);
-  assert.throws(() => t.loadState(other.saveState()), (e: unknown) => e instanceof DvaeStateError && /config.codebookSize is 16 in the state, 32 here/.test(e.message));
+  assert.throws(
+    () => t.loadState(other.saveState()),
+    (e: unknown) =>
+      e instanceof DvaeStateError && /config.codebookSize is 16 in the state, 32 here/.test(e.message),
+  );
   const blob = t.saveState();
   blob[blob.length - 1]! ^= 1;
   assert.throws(() => t.loadState(blob), StateChecksumError);

@@ -42,7 +42,14 @@ export class DvaeStateError extends Error {
 }
 
 /** Config fields that fix the parameter shapes: a state loads only into the same values. */
-const architectureFields = ['resolution', 'grid', 'codebookSize', 'hidden', 'groups', 'blocksPerGroup'] as const;
+const architectureFields = [
+  'resolution',
+  'grid',
+  'codebookSize',
+  'hidden',
+  'groups',
+  'blocksPerGroup',
+] as const;
 const STATE_FORMAT = 1;
 
 interface DvaeStateMeta {
@@ -64,13 +71,25 @@ class DvaeTrainer implements Trainer<DvaeBatch> {
     readonly seed: number,
     readonly worldSize: number,
   ) {
-    if (!(Number.isInteger(seed) && seed >= 0 && seed < 2 ** 32)) throw new DvaeStepError('seed', seed, 'must be an integer in [0, 2^32)');
-    if (!(Number.isInteger(worldSize) && worldSize >= 1)) throw new DvaeStepError('worldSize', worldSize, 'must be a positive integer');
+    if (!(Number.isInteger(seed) && seed >= 0 && seed < 2 ** 32))
+      throw new DvaeStepError('seed', seed, 'must be an integer in [0, 2^32)');
+    if (!(Number.isInteger(worldSize) && worldSize >= 1))
+      throw new DvaeStepError('worldSize', worldSize, 'must be a positive integer');
     this.model = new Dvae(cfg, { seed, trainable: true });
     this.specs = this.model.specs;
     this.opt = new AdamW(
-      this.specs.map((s, i) => ({ name: s.name, variable: this.model.variables[i]!, decay: decaysByDefault(s.kind) })),
-      { beta1: cfg.adamBeta1, beta2: cfg.adamBeta2, eps: cfg.adamEps, weightDecay: cfg.weightDecay, emaDecay: cfg.emaDecay },
+      this.specs.map((s, i) => ({
+        name: s.name,
+        variable: this.model.variables[i]!,
+        decay: decaysByDefault(s.kind),
+      })),
+      {
+        beta1: cfg.adamBeta1,
+        beta2: cfg.adamBeta2,
+        eps: cfg.adamEps,
+        weightDecay: cfg.weightDecay,
+        emaDecay: cfg.emaDecay,
+      },
     );
   }
 
@@ -87,7 +106,10 @@ class DvaeTrainer implements Trainer<DvaeBatch> {
     const n = batch?.n;
     if (!(Number.isInteger(n) && n >= 1)) throw new DvaeStepError('batch.n', n, 'must be a positive integer');
     if (!(batch.images instanceof Uint8Array) || batch.images.length !== n * R * R * 3) {
-      throw new DvaeInputError('batch.images', `expected uint8 [${n}, ${R}, ${R}, 3] = ${n * R * R * 3} bytes, got ${batch.images?.length ?? typeof batch.images}`);
+      throw new DvaeInputError(
+        'batch.images',
+        `expected uint8 [${n}, ${R}, ${R}, 3] = ${n * R * R * 3} bytes, got ${batch.images?.length ?? typeof batch.images}`,
+      );
     }
     // 1. Schedules.
     const tau = tauAt(step, this.cfg);
@@ -113,7 +135,11 @@ class DvaeTrainer implements Trainer<DvaeBatch> {
     const [recon, kl, mse] = extra.slice(0, 3).map((e) => e.dataSync()[0]!);
     const usage = new Set(extra[3]!.dataSync()).size / K;
     tf.dispose([value, ...Object.values(grads), ...extra]);
-    return { loss, grads: gradArrays, metrics: { loss, recon: recon!, kl: kl!, mse: mse!, usage, tau, beta, lr } };
+    return {
+      loss,
+      grads: gradArrays,
+      metrics: { loss, recon: recon!, kl: kl!, mse: mse!, usage, tau, beta, lr },
+    };
   }
 
   applyGradients(grads: Float32Array[], step: number, _loss: number): StepMetrics {
@@ -124,7 +150,13 @@ class DvaeTrainer implements Trainer<DvaeBatch> {
   }
 
   saveState(): Uint8Array {
-    const meta: DvaeStateMeta = { stage: 'dvae', format: STATE_FORMAT, seed: this.seed, updates: this.opt.updates, config: this.cfg };
+    const meta: DvaeStateMeta = {
+      stage: 'dvae',
+      format: STATE_FORMAT,
+      seed: this.seed,
+      updates: this.opt.updates,
+      config: this.cfg,
+    };
     const params = this.model.params().map((a, i) => [`param.${this.specs[i]!.name}`, a] as const);
     const opt = this.opt.stateArrays().map(([name, a]) => [`opt.${name}`, a] as const);
     return encodeState(meta as unknown as Record<string, unknown>, [...params, ...opt]);
@@ -134,11 +166,14 @@ class DvaeTrainer implements Trainer<DvaeBatch> {
     const { meta, arrays } = decodeState<Partial<DvaeStateMeta>>(bytes);
     const problems: string[] = [];
     if (meta?.stage !== 'dvae') problems.push(`state is of stage "${String(meta?.stage)}", not "dvae"`);
-    if (meta?.format !== STATE_FORMAT) problems.push(`state format ${String(meta?.format)}, this code reads ${STATE_FORMAT}`);
+    if (meta?.format !== STATE_FORMAT)
+      problems.push(`state format ${String(meta?.format)}, this code reads ${STATE_FORMAT}`);
     for (const f of architectureFields) {
-      if (meta?.config?.[f] !== this.cfg[f]) problems.push(`config.${f} is ${String(meta?.config?.[f])} in the state, ${this.cfg[f]} here`);
+      if (meta?.config?.[f] !== this.cfg[f])
+        problems.push(`config.${f} is ${String(meta?.config?.[f])} in the state, ${this.cfg[f]} here`);
     }
-    if (!(Number.isInteger(meta?.updates) && meta!.updates! >= 0)) problems.push(`updates = ${String(meta?.updates)} is not a count`);
+    if (!(Number.isInteger(meta?.updates) && meta!.updates! >= 0))
+      problems.push(`updates = ${String(meta?.updates)} is not a count`);
     if (problems.length > 0) throw new DvaeStateError(problems);
     const sizes = this.specs.map((s) => [s.name, s.shape.reduce((a, b) => a * b, 1)] as const);
     expectArrays(arrays, [
@@ -161,7 +196,8 @@ class DvaeTrainer implements Trainer<DvaeBatch> {
   }
 
   private checkStep(step: number): void {
-    if (!(Number.isInteger(step) && step >= 0 && step < 2 ** 32)) throw new DvaeStepError('step', step, 'must be an integer in [0, 2^32)');
+    if (!(Number.isInteger(step) && step >= 0 && step < 2 ** 32))
+      throw new DvaeStepError('step', step, 'must be an integer in [0, 2^32)');
   }
 }
 

@@ -3,7 +3,14 @@ import assert from 'node:assert/strict';
 import * as tf from '@tensorflow/tfjs';
 import { DvaeConfig, loadSpec } from '../config/index.ts';
 import { initBackend } from './backend.ts';
-import { Dvae, DvaeConfigError, DvaeInputError, dvaeLayout, dvaeParamSpecs, dvaeParameterCount } from './dvae.ts';
+import {
+  Dvae,
+  DvaeConfigError,
+  DvaeInputError,
+  dvaeLayout,
+  dvaeParamSpecs,
+  dvaeParameterCount,
+} from './dvae.ts';
 import { gumbelNoise } from './gumbel.ts';
 import { logitLaplaceNll, mapPixels } from './logit-laplace.ts';
 
@@ -12,7 +19,15 @@ await initBackend('wasm');
 
 const tiny = loadSpec('tiny').dvae;
 /** Exercises width-changing blocks, several blocks per group and the identity path. */
-const deeper: DvaeConfig = DvaeConfig.parse({ resolution: 16, grid: 4, codebookSize: 16, hidden: 8, groups: 3, blocksPerGroup: 2, steps: 1 });
+const deeper: DvaeConfig = DvaeConfig.parse({
+  resolution: 16,
+  grid: 4,
+  codebookSize: 16,
+  hidden: 8,
+  groups: 3,
+  blocksPerGroup: 2,
+  steps: 1,
+});
 
 /** Filled squares and discs on white, deterministic. */
 function images(n: number, res: number): Uint8Array {
@@ -24,8 +39,11 @@ function images(n: number, res: number): Uint8Array {
     const r = 2 + (i % 3);
     for (let y = 0; y < res; y++) {
       for (let x = 0; x < res; x++) {
-        const inside = i % 2 === 0 ? Math.abs(x - cx) <= r && Math.abs(y - cy) <= r : (x - cx) ** 2 + (y - cy) ** 2 <= r * r;
-        if (inside) out.set(c, (((i * res + y) * res) + x) * 3);
+        const inside =
+          i % 2 === 0
+            ? Math.abs(x - cx) <= r && Math.abs(y - cy) <= r
+            : (x - cx) ** 2 + (y - cy) ** 2 <= r * r;
+        if (inside) out.set(c, ((i * res + y) * res + x) * 3);
       }
     }
   }
@@ -35,18 +53,41 @@ function images(n: number, res: number): Uint8Array {
 test('dvae: parameter count is analytic and equals an independent closed form for the paper', () => {
   for (const cfg of [tiny, deeper, loadSpec('shapes').dvae]) {
     const m = new Dvae(cfg);
-    assert.equal(m.variables.reduce((s, v) => s + v.size, 0), dvaeParameterCount(cfg));
+    assert.equal(
+      m.variables.reduce((s, v) => s + v.size, 0),
+      dvaeParameterCount(cfg),
+    );
     m.dispose();
   }
   // Paper dVAE (n_hid 256, 4 groups × 2 blocks, K 8192), counted block by block from PAPER.md.
   const conv = (k: number, i: number, o: number) => k * k * i * o + o;
-  const encBlock = (i: number, o: number) => (i !== o ? conv(1, i, o) : 0) + conv(3, i, o / 4) + 2 * conv(3, o / 4, o / 4) + conv(1, o / 4, o);
-  const decBlock = (i: number, o: number) => (i !== o ? conv(1, i, o) : 0) + conv(1, i, o / 4) + 2 * conv(3, o / 4, o / 4) + conv(3, o / 4, o);
+  const encBlock = (i: number, o: number) =>
+    (i !== o ? conv(1, i, o) : 0) + conv(3, i, o / 4) + 2 * conv(3, o / 4, o / 4) + conv(1, o / 4, o);
+  const decBlock = (i: number, o: number) =>
+    (i !== o ? conv(1, i, o) : 0) + conv(1, i, o / 4) + 2 * conv(3, o / 4, o / 4) + conv(3, o / 4, o);
   const h = 256;
-  const encoder = conv(7, 3, h) + encBlock(h, h) + encBlock(h, h) + encBlock(h, 2 * h) + encBlock(2 * h, 2 * h) +
-    encBlock(2 * h, 4 * h) + encBlock(4 * h, 4 * h) + encBlock(4 * h, 8 * h) + encBlock(8 * h, 8 * h) + conv(1, 8 * h, 8192);
-  const decoder = conv(1, 8192, 128) + decBlock(128, 8 * h) + decBlock(8 * h, 8 * h) + decBlock(8 * h, 4 * h) + decBlock(4 * h, 4 * h) +
-    decBlock(4 * h, 2 * h) + decBlock(2 * h, 2 * h) + decBlock(2 * h, h) + decBlock(h, h) + conv(1, h, 6);
+  const encoder =
+    conv(7, 3, h) +
+    encBlock(h, h) +
+    encBlock(h, h) +
+    encBlock(h, 2 * h) +
+    encBlock(2 * h, 2 * h) +
+    encBlock(2 * h, 4 * h) +
+    encBlock(4 * h, 4 * h) +
+    encBlock(4 * h, 8 * h) +
+    encBlock(8 * h, 8 * h) +
+    conv(1, 8 * h, 8192);
+  const decoder =
+    conv(1, 8192, 128) +
+    decBlock(128, 8 * h) +
+    decBlock(8 * h, 8 * h) +
+    decBlock(8 * h, 4 * h) +
+    decBlock(4 * h, 4 * h) +
+    decBlock(4 * h, 2 * h) +
+    decBlock(2 * h, 2 * h) +
+    decBlock(2 * h, h) +
+    decBlock(h, h) +
+    conv(1, h, 6);
   assert.equal(dvaeParameterCount(loadSpec('paper-12b').dvae), encoder + decoder);
   assert.equal(encoder + decoder, 97_616_006);
 });
@@ -55,12 +96,27 @@ test('dvae: layout follows the paper (widths, resampling, gain 1/n_layers², par
   const l = dvaeLayout(loadSpec('paper-12b').dvae);
   assert.equal(l.nLayers, 8);
   assert.equal(l.postGain, 1 / 64);
-  assert.deepEqual(l.encoder.groups.map((g) => g.blocks[0]!.nOut), [256, 512, 1024, 2048]);
-  assert.deepEqual(l.encoder.groups.map((g) => g.resample), [true, true, true, false]);
-  assert.deepEqual(l.decoder.groups.map((g) => g.blocks[0]!.nOut), [2048, 1024, 512, 256]);
+  assert.deepEqual(
+    l.encoder.groups.map((g) => g.blocks[0]!.nOut),
+    [256, 512, 1024, 2048],
+  );
+  assert.deepEqual(
+    l.encoder.groups.map((g) => g.resample),
+    [true, true, true, false],
+  );
+  assert.deepEqual(
+    l.decoder.groups.map((g) => g.blocks[0]!.nOut),
+    [2048, 1024, 512, 256],
+  );
   assert.equal(l.decoder.input.nOut, 128);
-  assert.deepEqual(l.encoder.groups[0]!.blocks[0]!.convs.map((c) => c.k), [3, 3, 3, 1]);
-  assert.deepEqual(l.decoder.groups[0]!.blocks[0]!.convs.map((c) => c.k), [1, 3, 3, 3]);
+  assert.deepEqual(
+    l.encoder.groups[0]!.blocks[0]!.convs.map((c) => c.k),
+    [3, 3, 3, 1],
+  );
+  assert.deepEqual(
+    l.decoder.groups[0]!.blocks[0]!.convs.map((c) => c.k),
+    [1, 3, 3, 3],
+  );
   const kinds = new Map(dvaeParamSpecs(tiny).map((s) => [s.name, s.kind]));
   assert.equal(kinds.get('encoder.output.w'), 'unembedding');
   assert.equal(kinds.get('decoder.input.w'), 'embedding');
@@ -77,14 +133,21 @@ test('dvae: encode gives argmax tokens, decode gives images, shapes as the contr
   assert.equal(tokens.length, n * 16);
   assert.ok(tokens.every((t) => t >= 0 && t < 16));
   assert.deepEqual(m.encode(x), tokens, 'no noise: encoding is deterministic');
-  const expected = tf.tidy(() => m.encoderLogits(mapPixels(tf.tensor4d(x, [n, 16, 16, 3], 'int32').toFloat(), 0.1) as tf.Tensor4D).argMax(-1).dataSync());
+  const expected = tf.tidy(() =>
+    m
+      .encoderLogits(mapPixels(tf.tensor4d(x, [n, 16, 16, 3], 'int32').toFloat(), 0.1) as tf.Tensor4D)
+      .argMax(-1)
+      .dataSync(),
+  );
   assert.deepEqual([...tokens], [...expected]);
   const out = m.decode(tokens);
   assert.ok(out instanceof Uint8Array);
   assert.equal(out.length, n * 16 * 16 * 3);
   // decode's row lookup equals the decoder run on one-hot codes.
   const viaOneHot = tf.tidy(() => {
-    const stats = m.decoderStats(tf.oneHot(tf.tensor1d(tokens, 'int32'), 16).toFloat().reshape([n, 4, 4, 16]) as tf.Tensor4D);
+    const stats = m.decoderStats(
+      tf.oneHot(tf.tensor1d(tokens, 'int32'), 16).toFloat().reshape([n, 4, 4, 16]) as tf.Tensor4D,
+    );
     const mu = stats.slice([0, 0, 0, 0], [n, 16, 16, 3]);
     return mu.sigmoid().sub(0.1).div(0.8).clipByValue(0, 1).mul(255).round().dataSync();
   });
@@ -100,7 +163,10 @@ test('dvae: centerInput feeds the encoder 2φ(x)−1 instead of φ(x), nothing e
   const x = images(2, 16);
   const [a, b] = tf.tidy(() => {
     const phi = mapPixels(tf.tensor4d(x, [2, 16, 16, 3], 'int32').toFloat(), 0.1) as tf.Tensor4D;
-    return [centred.encoderLogits(phi).dataSync(), plain.encoderLogits(phi.mul(2).sub(1) as tf.Tensor4D).dataSync()];
+    return [
+      centred.encoderLogits(phi).dataSync(),
+      plain.encoderLogits(phi.mul(2).sub(1) as tf.Tensor4D).dataSync(),
+    ];
   });
   assert.deepEqual([...a!], [...b!]);
   const tokens = plain.encode(x);
@@ -121,9 +187,20 @@ test('dvae: the loss is the paper negative ELBO per pixel-channel, checked in fl
     const noise = gumbelNoise(1, 2, 0, [n, 4, 4, 32]);
     const t = m.lossTerms(x255, noise, tau, beta);
     const logits = m.encoderLogits(mapPixels(x255, 0.1) as tf.Tensor4D).dataSync();
-    const z = tf.softmax(m.encoderLogits(mapPixels(x255, 0.1) as tf.Tensor4D).add(noise).div(tau)) as tf.Tensor4D;
+    const z = tf.softmax(
+      m
+        .encoderLogits(mapPixels(x255, 0.1) as tf.Tensor4D)
+        .add(noise)
+        .div(tau),
+    ) as tf.Tensor4D;
     const stats = m.decoderStats(z).dataSync();
-    return { loss: t.loss.dataSync()[0]!, recon: t.recon.dataSync()[0]!, kl: t.kl.dataSync()[0]!, logits, stats };
+    return {
+      loss: t.loss.dataSync()[0]!,
+      recon: t.recon.dataSync()[0]!,
+      kl: t.kl.dataSync()[0]!,
+      logits,
+      stats,
+    };
   });
   // Reference in float64 from PAPER.md's formulas.
   let nll = 0;
@@ -146,7 +223,8 @@ test('dvae: the loss is the paper negative ELBO per pixel-channel, checked in fl
     }
   }
   const perPixelChannel = R * R * 3;
-  const close = (a: number, b: number, what: string) => assert.ok(Math.abs(a - b) <= 1e-4 * Math.max(1, Math.abs(b)), `${what}: ${a} vs ${b}`);
+  const close = (a: number, b: number, what: string) =>
+    assert.ok(Math.abs(a - b) <= 1e-4 * Math.max(1, Math.abs(b)), `${what}: ${a} vs ${b}`);
   close(check.recon, nll / n / perPixelChannel, 'recon');
   close(check.kl, kl / n / 16, 'kl per cell');
   close(check.loss, (nll + beta * kl) / n / perPixelChannel, 'loss');
@@ -159,7 +237,10 @@ test('dvae: the loss and its gradient are batch means (so rank averages give the
   const noise = gumbelNoise(4, 0, 0, [2, 4, 4, 32]).arraySync() as number[][][][];
   const gradsOf = (idx: number[]) =>
     tf.tidy(() => {
-      const x255 = tf.tensor4d(idx.flatMap((i) => [...x.subarray(i * 768, (i + 1) * 768)]), [idx.length, 16, 16, 3]);
+      const x255 = tf.tensor4d(
+        idx.flatMap((i) => [...x.subarray(i * 768, (i + 1) * 768)]),
+        [idx.length, 16, 16, 3],
+      );
       const nz = tf.tensor4d(idx.map((i) => noise[i]!));
       const { value, grads } = tf.variableGrads(() => m.lossTerms(x255, nz, 0.9, 1.5).loss, m.variables);
       return [value, ...m.variables.map((v) => grads[v.name]!)].map((t) => t.dataSync().slice());
@@ -170,7 +251,10 @@ test('dvae: the loss and its gradient are batch means (so rank averages give the
   both.forEach((g, i) => {
     for (let j = 0; j < g.length; j++) {
       const mean = (a[i]![j]! + b[i]![j]!) / 2;
-      assert.ok(Math.abs(g[j]! - mean) <= 1e-4 * Math.max(1e-3, Math.abs(mean)) + 1e-7, `tensor ${i}[${j}]: ${g[j]} vs mean ${mean}`);
+      assert.ok(
+        Math.abs(g[j]! - mean) <= 1e-4 * Math.max(1e-3, Math.abs(mean)) + 1e-7,
+        `tensor ${i}[${j}]: ${g[j]} vs mean ${mean}`,
+      );
     }
   });
   m.dispose();
@@ -210,15 +294,34 @@ test('dvae: every parameter gradient on wasm matches cpu (relative error < 1e-4)
 });
 
 test('dvae: bad configs, images, tokens and parameter arrays are named', () => {
-  assert.throws(() => new Dvae({ ...tiny, hidden: 6 }), (e: unknown) => e instanceof DvaeConfigError && e.field === 'hidden');
-  assert.throws(() => new Dvae({ ...tiny, grid: 8 }), (e: unknown) => e instanceof DvaeConfigError && e.field === 'grid' && /resolution \/ 2\^\(groups−1\) = 4/.test(e.message));
+  assert.throws(
+    () => new Dvae({ ...tiny, hidden: 6 }),
+    (e: unknown) => e instanceof DvaeConfigError && e.field === 'hidden',
+  );
+  assert.throws(
+    () => new Dvae({ ...tiny, grid: 8 }),
+    (e: unknown) =>
+      e instanceof DvaeConfigError &&
+      e.field === 'grid' &&
+      /resolution \/ 2\^\(groups−1\) = 4/.test(e.message),
+  );
   const m = new Dvae(tiny);
-  assert.throws(() => m.encode(new Uint8Array(100)), (e: unknown) => e instanceof DvaeInputError && /not a positive multiple of 768/.test(e.message));
-  assert.throws(() => m.decode(new Int32Array(16).fill(32)), (e: unknown) => e instanceof DvaeInputError && /token 32 at index 0 is outside \[0, 32\)/.test(e.message));
+  assert.throws(
+    () => m.encode(new Uint8Array(100)),
+    (e: unknown) => e instanceof DvaeInputError && /not a positive multiple of 768/.test(e.message),
+  );
+  assert.throws(
+    () => m.decode(new Int32Array(16).fill(32)),
+    (e: unknown) => e instanceof DvaeInputError && /token 32 at index 0 is outside \[0, 32\)/.test(e.message),
+  );
   assert.throws(() => m.decode(new Int32Array(15)), /not a positive multiple of 16/);
   const params = m.params();
   params[3] = new Float32Array(1);
-  assert.throws(() => Dvae.fromParams(tiny, params), (e: unknown) => e instanceof DvaeInputError && /encoder\.group0\.block0\.conv1\.b has 1 values/.test(e.message));
+  assert.throws(
+    () => Dvae.fromParams(tiny, params),
+    (e: unknown) =>
+      e instanceof DvaeInputError && /encoder\.group0\.block0\.conv1\.b has 1 values/.test(e.message),
+  );
   assert.throws(() => Dvae.fromParams(tiny, params.slice(1)), /arrays for/);
   m.dispose();
 });
@@ -242,10 +345,16 @@ test('dvae: no tensors leak from encode, decode, loss and gradients', () => {
 });
 
 test('dvae: logit-Laplace density integrates to 1 on (0, 1)', () => {
-  for (const [mu, lnB] of [[0, 0], [1.5, -1], [-2, 0.5]] as const) {
+  for (const [mu, lnB] of [
+    [0, 0],
+    [1.5, -1],
+    [-2, 0.5],
+  ] as const) {
     const steps = 200_000;
     const xs = Float32Array.from({ length: steps }, (_, i) => (i + 0.5) / steps);
-    const nll = tf.tidy(() => logitLaplaceNll(tf.tensor1d(xs), tf.fill([steps], mu), tf.fill([steps], lnB)).dataSync());
+    const nll = tf.tidy(() =>
+      logitLaplaceNll(tf.tensor1d(xs), tf.fill([steps], mu), tf.fill([steps], lnB)).dataSync(),
+    );
     let integral = 0;
     for (let i = 0; i < steps; i++) integral += Math.exp(-nll[i]!) / steps;
     assert.ok(Math.abs(integral - 1) < 2e-3, `μ=${mu}, ln b=${lnB}: ∫f = ${integral}`);

@@ -82,21 +82,33 @@ export interface DvaeLayout {
 export function checkDvaeConfig(cfg: DvaeConfig): void {
   const posInt = (f: keyof DvaeConfig) => {
     const v = cfg[f];
-    if (!(Number.isInteger(v) && (v as number) > 0)) throw new DvaeConfigError(f, v, 'must be a positive integer');
+    if (!(Number.isInteger(v) && (v as number) > 0))
+      throw new DvaeConfigError(f, v, 'must be a positive integer');
   };
   (['resolution', 'grid', 'codebookSize', 'hidden', 'groups', 'blocksPerGroup'] as const).forEach(posInt);
-  if (cfg.hidden % 4 !== 0) throw new DvaeConfigError('hidden', cfg.hidden, 'must be a multiple of 4 (bottleneck width is n_out/4)');
+  if (cfg.hidden % 4 !== 0)
+    throw new DvaeConfigError('hidden', cfg.hidden, 'must be a multiple of 4 (bottleneck width is n_out/4)');
   if (cfg.codebookSize < 2) throw new DvaeConfigError('codebookSize', cfg.codebookSize, 'must be at least 2');
   const factor = 2 ** (cfg.groups - 1);
   if (cfg.resolution % factor !== 0 || cfg.resolution / factor !== cfg.grid) {
-    throw new DvaeConfigError('grid', cfg.grid, `must equal resolution / 2^(groups−1) = ${cfg.resolution / factor}`);
+    throw new DvaeConfigError(
+      'grid',
+      cfg.grid,
+      `must equal resolution / 2^(groups−1) = ${cfg.resolution / factor}`,
+    );
   }
   if (!(cfg.logitLaplaceEps > 0 && cfg.logitLaplaceEps < 0.5)) {
     throw new DvaeConfigError('logitLaplaceEps', cfg.logitLaplaceEps, 'must be in (0, 0.5)');
   }
 }
 
-function conv(name: string, k: number, nIn: number, nOut: number, kind: ParamSpec['kind'] = 'matrix'): ConvSpec {
+function conv(
+  name: string,
+  k: number,
+  nIn: number,
+  nOut: number,
+  kind: ParamSpec['kind'] = 'matrix',
+): ConvSpec {
   return { name, k, nIn, nOut, kind };
 }
 
@@ -122,11 +134,21 @@ export function dvaeLayout(cfg: DvaeConfig): DvaeLayout {
   const nInit = Math.max(1, Math.round(h / 2));
   const encWidth = (g: number) => 2 ** g * h;
   const decWidth = (g: number) => 2 ** (G - 1 - g) * h;
-  const groups = (side: 'encoder' | 'decoder', width: (g: number) => number, first: number, kernels: number[]) =>
+  const groups = (
+    side: 'encoder' | 'decoder',
+    width: (g: number) => number,
+    first: number,
+    kernels: number[],
+  ) =>
     Array.from({ length: G }, (_, g) => ({
       resample: g < G - 1,
       blocks: Array.from({ length: B }, (_, i) =>
-        block(`${side}.group${g}.block${i}`, i > 0 ? width(g) : g > 0 ? width(g - 1) : first, width(g), kernels),
+        block(
+          `${side}.group${g}.block${i}`,
+          i > 0 ? width(g) : g > 0 ? width(g - 1) : first,
+          width(g),
+          kernels,
+        ),
       ),
     }));
   return {
@@ -153,10 +175,15 @@ export function dvaeLayout(cfg: DvaeConfig): DvaeLayout {
 }
 
 function allConvs(l: DvaeLayout): ConvSpec[] {
-  const ofGroups = (gs: GroupSpec[]) => gs.flatMap((g) => g.blocks.flatMap((b) => [...(b.id ? [b.id] : []), ...b.convs]));
+  const ofGroups = (gs: GroupSpec[]) =>
+    gs.flatMap((g) => g.blocks.flatMap((b) => [...(b.id ? [b.id] : []), ...b.convs]));
   return [
-    l.encoder.input, ...ofGroups(l.encoder.groups), l.encoder.output,
-    l.decoder.input, ...ofGroups(l.decoder.groups), l.decoder.output,
+    l.encoder.input,
+    ...ofGroups(l.encoder.groups),
+    l.encoder.output,
+    l.decoder.input,
+    ...ofGroups(l.decoder.groups),
+    l.decoder.output,
   ];
 }
 
@@ -212,7 +239,12 @@ export function initDvaeParams(cfg: DvaeConfig, seed: number): Float32Array[] {
 
 type Params = Map<string, tf.Tensor>;
 
-function applyConv(p: Params, c: ConvSpec, x: tf.Tensor4D, activation: 'linear' | 'relu' = 'linear'): tf.Tensor4D {
+function applyConv(
+  p: Params,
+  c: ConvSpec,
+  x: tf.Tensor4D,
+  activation: 'linear' | 'relu' = 'linear',
+): tf.Tensor4D {
   return tf.fused.conv2d({
     x,
     filter: p.get(`${c.name}.w`) as tf.Tensor4D,
@@ -275,7 +307,13 @@ function decoderFromEmbedded(p: Params, l: DvaeLayout, e: tf.Tensor4D): DecoderH
   const b = p.get(`${l.decoder.output.name}.b`)!;
   const c = w.shape[2];
   const half = (from: number) =>
-    tf.fused.conv2d({ x: h, filter: w.slice([0, 0, 0, from], [1, 1, c, 3]), bias: b.slice([from], [3]), strides: 1, pad: 'same' });
+    tf.fused.conv2d({
+      x: h,
+      filter: w.slice([0, 0, 0, from], [1, 1, c, 3]),
+      bias: b.slice([from], [3]),
+      strides: 1,
+      pad: 'same',
+    });
   return { mu: half(0), lnB: half(3) };
 }
 
@@ -306,7 +344,15 @@ export interface DvaeLossTerms {
 }
 
 /** Loss terms for a batch of uint8-valued images [N, R, R, 3] (as float) with Gumbel noise [N, g, g, K]. */
-function lossTerms(p: Params, l: DvaeLayout, eps: number, x255: tf.Tensor4D, noise: tf.Tensor, tau: number, beta: number): DvaeLossTerms {
+function lossTerms(
+  p: Params,
+  l: DvaeLayout,
+  eps: number,
+  x255: tf.Tensor4D,
+  noise: tf.Tensor,
+  tau: number,
+  beta: number,
+): DvaeLossTerms {
   const x = mapPixels(x255, eps) as tf.Tensor4D; // [N, R, R, 3] in [ε, 1−ε]
   const logits = encoderForward(p, l, x); // [N, g, g, K]
   const z = gumbelSoftmax(logits, noise, tau) as tf.Tensor4D; // [N, g, g, K]
@@ -319,7 +365,13 @@ function lossTerms(p: Params, l: DvaeLayout, eps: number, x255: tf.Tensor4D, noi
   const loss = nllSum.add(klSum.mul(beta)).div(perPixelChannel) as tf.Scalar;
   const mse = tf.tidy(() => reconstruction(mu, eps).sub(x255.div(255)).square().mean()) as tf.Scalar;
   const codes = logits.argMax(-1) as tf.Tensor3D;
-  return { loss, recon: nllSum.div(perPixelChannel) as tf.Scalar, kl: klSum.div(cells) as tf.Scalar, mse, codes };
+  return {
+    loss,
+    recon: nllSum.div(perPixelChannel) as tf.Scalar,
+    kl: klSum.div(cells) as tf.Scalar,
+    mse,
+    codes,
+  };
 }
 
 // ---------------------------------------------------------------------------------------------------
@@ -354,7 +406,13 @@ export class Dvae {
     checkParamArrays(this.specs, values);
     const id = instances++;
     this.variables = this.specs.map((s, i) =>
-      tf.tidy(() => tf.variable(tf.tensor(values[i]!, s.shape, 'float32'), opts.trainable ?? false, `dvae${id}/${s.name}`)),
+      tf.tidy(() =>
+        tf.variable(
+          tf.tensor(values[i]!, s.shape, 'float32'),
+          opts.trainable ?? false,
+          `dvae${id}/${s.name}`,
+        ),
+      ),
     );
     this.byName = new Map(this.specs.map((s, i) => [s.name, this.variables[i]!]));
     this.chunk = opts.chunk ?? 32;
@@ -394,7 +452,11 @@ export class Dvae {
       const m = Math.min(this.chunk, n - i0);
       const t = tf.tidy(() => {
         const x255 = tf.tensor4d(images.subarray(i0 * per, (i0 + m) * per), [m, R, R, 3], 'int32').toFloat();
-        const logits = encoderForward(this.byName, this.layout, mapPixels(x255, this.cfg.logitLaplaceEps) as tf.Tensor4D);
+        const logits = encoderForward(
+          this.byName,
+          this.layout,
+          mapPixels(x255, this.cfg.logitLaplaceEps) as tf.Tensor4D,
+        );
         return logits.argMax(-1); // [m, g, g]
       });
       out.set(t.dataSync() as Int32Array, i0 * cells);
@@ -411,7 +473,8 @@ export class Dvae {
     const n = countOf(tokens, g * g, 'tokens', `int32 [n, ${g * g}]`);
     for (let i = 0; i < tokens.length; i++) {
       const t = tokens[i]!;
-      if (!(Number.isInteger(t) && t >= 0 && t < K)) throw new DvaeInputError('tokens', `token ${t} at index ${i} is outside [0, ${K})`);
+      if (!(Number.isInteger(t) && t >= 0 && t < K))
+        throw new DvaeInputError('tokens', `token ${t} at index ${i} is outside [0, ${K})`);
     }
     const out = new Uint8Array(n * R * R * 3);
     for (let i0 = 0; i0 < n; i0 += this.chunk) {
@@ -420,7 +483,10 @@ export class Dvae {
         const idx = tf.tensor1d(tokens.subarray(i0 * g * g, (i0 + m) * g * g), 'int32');
         // A one-hot code through the 1×1 input conv is a row lookup: gather instead of a K-wide conv.
         const w = (this.byName.get('decoder.input.w') as tf.Tensor).reshape([K, this.layout.nInit]);
-        const e = tf.gather(w, idx).add(this.byName.get('decoder.input.b')!).reshape([m, g, g, this.layout.nInit]) as tf.Tensor4D;
+        const e = tf
+          .gather(w, idx)
+          .add(this.byName.get('decoder.input.b')!)
+          .reshape([m, g, g, this.layout.nInit]) as tf.Tensor4D;
         const { mu } = decoderFromEmbedded(this.byName, this.layout, e);
         return reconstruction(mu, this.cfg.logitLaplaceEps).mul(255).round(); // [m, R, R, 3]
       });
@@ -440,7 +506,9 @@ export class Dvae {
   /** Overwrites the parameters with arrays in `specs` order. */
   setParams(values: Float32Array[]): void {
     checkParamArrays(this.specs, values);
-    this.variables.forEach((v, i) => tf.tidy(() => v.assign(tf.tensor(values[i]!, this.specs[i]!.shape, 'float32'))));
+    this.variables.forEach((v, i) =>
+      tf.tidy(() => v.assign(tf.tensor(values[i]!, this.specs[i]!.shape, 'float32'))),
+    );
   }
 
   dispose(): void {
@@ -456,14 +524,18 @@ function checkParamArrays(specs: ParamSpec[], values: Float32Array[]): void {
     const n = s.shape.reduce((a, b) => a * b, 1);
     const v = values[i];
     if (!(v instanceof Float32Array)) throw new DvaeInputError('params', `${s.name} is not a Float32Array`);
-    if (v.length !== n) throw new DvaeInputError('params', `${s.name} has ${v.length} values, expected ${n} ([${s.shape}])`);
+    if (v.length !== n)
+      throw new DvaeInputError('params', `${s.name} has ${v.length} values, expected ${n} ([${s.shape}])`);
   });
 }
 
 function countOf(a: ArrayLike<number>, per: number, what: string, shape: string): number {
   const n = a.length / per;
   if (a.length === 0 || !Number.isInteger(n)) {
-    throw new DvaeInputError(what, `length ${a.length} is not a positive multiple of ${per} (expected ${shape})`);
+    throw new DvaeInputError(
+      what,
+      `length ${a.length} is not a positive multiple of ${per} (expected ${shape})`,
+    );
   }
   return n;
 }

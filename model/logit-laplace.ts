@@ -12,7 +12,12 @@ export function mapPixels(x255: tf.Tensor, eps: number): tf.Tensor {
 
 /** φ⁻¹ back to [0, 1] (clipped: sigmoid(μ) may leave [ε, 1−ε]). */
 export function unmapPixels(x: tf.Tensor, eps: number): tf.Tensor {
-  return tf.tidy(() => x.sub(eps).div(1 - 2 * eps).clipByValue(0, 1));
+  return tf.tidy(() =>
+    x
+      .sub(eps)
+      .div(1 - 2 * eps)
+      .clipByValue(0, 1),
+  );
 }
 
 /** −log f(x | μ, b) per element; x already mapped by φ, lnB = ln b. All [B, H, W, 3]. */

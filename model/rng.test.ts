@@ -7,7 +7,10 @@ const hex = (a: Uint32Array) => [...a].map((x) => x.toString(16).padStart(8, '0'
 test('rng: Philox4x32-10 matches the Random123 known-answer vectors', () => {
   // Random123 tests/kat_vectors, "philox4x32 10" lines: counter[4] key[2] → result[4].
   assert.equal(hex(philox4x32([0, 0, 0, 0], [0, 0])), '6627e8d5 e169c58d bc57ac4c 9b00dbd8');
-  assert.equal(hex(philox4x32([0xffffffff, 0xffffffff, 0xffffffff, 0xffffffff], [0xffffffff, 0xffffffff])), '408f276d 41c83b0e a20bc7c6 6d5451fd');
+  assert.equal(
+    hex(philox4x32([0xffffffff, 0xffffffff, 0xffffffff, 0xffffffff], [0xffffffff, 0xffffffff])),
+    '408f276d 41c83b0e a20bc7c6 6d5451fd',
+  );
   assert.equal(
     hex(philox4x32([0x243f6a88, 0x85a308d3, 0x13198a2e, 0x03707344], [0xa4093822, 0x299f31d0])),
     'd16cfe09 94fdcceb 5001e420 24126ea1',
@@ -22,7 +25,10 @@ test('rng: words are a pure function of (seed, stream, step, rank, index)', () =
   assert.deepEqual(randomWords(key, 3), a.slice(0, 3));
   for (const change of [{ seed: 8 }, { stream: RngStream.init }, { step: 124 }, { rank: 0 }]) {
     const b = randomWords({ ...key, ...change }, 10);
-    assert.ok(b.some((x, i) => x !== a[i]), `changing ${JSON.stringify(change)} changes the words`);
+    assert.ok(
+      b.some((x, i) => x !== a[i]),
+      `changing ${JSON.stringify(change)} changes the words`,
+    );
   }
 });
 
@@ -51,7 +57,16 @@ test('rng: uniforms lie in (0, 1) with the right moments; gumbels and normals to
 });
 
 test('rng: key coordinates outside uint32 are refused by name', () => {
-  assert.throws(() => randomWords({ seed: -1, stream: 0, step: 0, rank: 0 }, 1), (e: unknown) => e instanceof RngKeyError && e.field === 'seed');
-  assert.throws(() => randomWords({ seed: 0, stream: 0, step: 2 ** 32, rank: 0 }, 1), (e: unknown) => e instanceof RngKeyError && e.field === 'step');
-  assert.throws(() => randomWords({ seed: 0, stream: 0, step: 0, rank: 0.5 }, 1), (e: unknown) => e instanceof RngKeyError && e.field === 'rank');
+  assert.throws(
+    () => randomWords({ seed: -1, stream: 0, step: 0, rank: 0 }, 1),
+    (e: unknown) => e instanceof RngKeyError && e.field === 'seed',
+  );
+  assert.throws(
+    () => randomWords({ seed: 0, stream: 0, step: 2 ** 32, rank: 0 }, 1),
+    (e: unknown) => e instanceof RngKeyError && e.field === 'step',
+  );
+  assert.throws(
+    () => randomWords({ seed: 0, stream: 0, step: 0, rank: 0.5 }, 1),
+    (e: unknown) => e instanceof RngKeyError && e.field === 'rank',
+  );
 });

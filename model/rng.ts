@@ -62,7 +62,16 @@ function mulhi(a: number, b: number): number {
 }
 
 /** Philox4x32-10 of one 4-word counter under a 2-word key, written into out[at..at+4). */
-function philoxInto(c0: number, c1: number, c2: number, c3: number, k0: number, k1: number, out: Uint32Array, at: number): void {
+function philoxInto(
+  c0: number,
+  c1: number,
+  c2: number,
+  c3: number,
+  k0: number,
+  k1: number,
+  out: Uint32Array,
+  at: number,
+): void {
   for (let r = 0; r < 10; r++) {
     if (r > 0) {
       k0 = (k0 + W0) >>> 0;
@@ -86,7 +95,16 @@ function philoxInto(c0: number, c1: number, c2: number, c3: number, k0: number, 
 /** Philox4x32-10 of one counter under one key (exposed for the known-answer test). */
 export function philox4x32(counter: ArrayLike<number>, key: ArrayLike<number>): Uint32Array {
   const out = new Uint32Array(4);
-  philoxInto(counter[0]! >>> 0, counter[1]! >>> 0, counter[2]! >>> 0, counter[3]! >>> 0, key[0]! >>> 0, key[1]! >>> 0, out, 0);
+  philoxInto(
+    counter[0]! >>> 0,
+    counter[1]! >>> 0,
+    counter[2]! >>> 0,
+    counter[3]! >>> 0,
+    key[0]! >>> 0,
+    key[1]! >>> 0,
+    out,
+    0,
+  );
   return out;
 }
 
@@ -100,7 +118,8 @@ function checkKey(key: RngKey): void {
 /** `n` uniform uint32 words for `key`; word i depends only on (key, i). */
 export function randomWords(key: RngKey, n: number): Uint32Array {
   checkKey(key);
-  if (!(Number.isInteger(n) && n >= 0 && n <= 4 * 2 ** 32)) throw new RangeError(`randomWords: n = ${n} out of range`);
+  if (!(Number.isInteger(n) && n >= 0 && n <= 4 * 2 ** 32))
+    throw new RangeError(`randomWords: n = ${n} out of range`);
   const blocks = Math.ceil(n / 4);
   const out = new Uint32Array(blocks * 4);
   for (let b = 0; b < blocks; b++) philoxInto(b, key.step, key.rank, 0, key.seed, key.stream, out, 4 * b);

@@ -14,13 +14,17 @@ test('schedules: the paper preset equals the paper at steps 0, 5,000, 150,000 an
   assert.equal(betaAt(1_200_000, paper), 6.6);
   // τ: 1 → 1/16 over 150,000 updates.
   assert.equal(tauAt(0, paper), 1);
-  assert.ok(Math.abs(tauAt(5_000, paper) - (1 / 16 + (15 / 16) * (1 + Math.cos(Math.PI / 30)) / 2)) < 1e-15);
+  assert.ok(
+    Math.abs(tauAt(5_000, paper) - (1 / 16 + ((15 / 16) * (1 + Math.cos(Math.PI / 30))) / 2)) < 1e-15,
+  );
   assert.equal(tauAt(75_000, paper), (1 + 1 / 16) / 2);
   assert.equal(tauAt(150_000, paper), 1 / 16);
   assert.equal(tauAt(1_200_000, paper), 1 / 16);
   // lr: 1e-4 → 1.25e-6 over 1,200,000 updates.
   assert.equal(lrAt(0, paper), 1e-4);
-  assert.ok(Math.abs(lrAt(5_000, paper) - (1.25e-6 + (1e-4 - 1.25e-6) * (1 + Math.cos(Math.PI / 240)) / 2)) < 1e-18);
+  assert.ok(
+    Math.abs(lrAt(5_000, paper) - (1.25e-6 + ((1e-4 - 1.25e-6) * (1 + Math.cos(Math.PI / 240))) / 2)) < 1e-18,
+  );
   assert.ok(Math.abs(lrAt(600_000, paper) - (1e-4 + 1.25e-6) / 2) < 1e-18);
   assert.equal(lrAt(1_200_000, paper), 1.25e-6);
   assert.equal(lrAt(3_000_000, paper), 1.25e-6);
@@ -47,6 +51,9 @@ test('schedules: scaled presets use their own lengths', () => {
 
 test('schedules: a bad step is named', () => {
   for (const bad of [-1, NaN, Infinity]) {
-    assert.throws(() => lrAt(bad, paper), (e: unknown) => e instanceof ScheduleStepError && /step must be/.test(e.message));
+    assert.throws(
+      () => lrAt(bad, paper),
+      (e: unknown) => e instanceof ScheduleStepError && /step must be/.test(e.message),
+    );
   }
 });

@@ -25,7 +25,10 @@ test('state-io: round trip keeps meta, order and every bit', () => {
   assert.deepEqual([...arrays.keys()], ['a.w', 'b', 'c.m']);
   for (const [name, data] of sample()) {
     const back = arrays.get(name)!;
-    assert.deepEqual(new Uint8Array(back.buffer, back.byteOffset, back.byteLength), new Uint8Array(data.buffer));
+    assert.deepEqual(
+      new Uint8Array(back.buffer, back.byteOffset, back.byteLength),
+      new Uint8Array(data.buffer),
+    );
   }
 });
 
@@ -52,30 +55,64 @@ test('state-io: a flipped payload bit fails the checksum', () => {
 
 test('state-io: bad magic, version, truncation and header are named', () => {
   const blob = encodeState({}, sample());
-  assert.throws(() => decodeState(new Uint8Array(4)), (e: unknown) => e instanceof StateFormatError && /prefix/.test(e.message));
+  assert.throws(
+    () => decodeState(new Uint8Array(4)),
+    (e: unknown) => e instanceof StateFormatError && /prefix/.test(e.message),
+  );
   const badMagic = blob.slice();
   badMagic[0] = 0;
-  assert.throws(() => decodeState(badMagic), (e: unknown) => e instanceof StateFormatError && /magic/.test(e.message));
+  assert.throws(
+    () => decodeState(badMagic),
+    (e: unknown) => e instanceof StateFormatError && /magic/.test(e.message),
+  );
   const badVersion = blob.slice();
   badVersion[4] = 9;
-  assert.throws(() => decodeState(badVersion), (e: unknown) => e instanceof StateFormatError && /version 9/.test(e.message));
-  assert.throws(() => decodeState(blob.subarray(0, blob.length - 4)), (e: unknown) => e instanceof StateFormatError && /payload/.test(e.message));
+  assert.throws(
+    () => decodeState(badVersion),
+    (e: unknown) => e instanceof StateFormatError && /version 9/.test(e.message),
+  );
+  assert.throws(
+    () => decodeState(blob.subarray(0, blob.length - 4)),
+    (e: unknown) => e instanceof StateFormatError && /payload/.test(e.message),
+  );
   const badHeader = blob.slice();
   badHeader[12] = 0x7b + 1; // first header byte is '{'
-  assert.throws(() => decodeState(badHeader), (e: unknown) => e instanceof StateFormatError && /JSON/.test(e.message));
+  assert.throws(
+    () => decodeState(badHeader),
+    (e: unknown) => e instanceof StateFormatError && /JSON/.test(e.message),
+  );
 });
 
 test('state-io: duplicate names and non-float arrays are refused on encode', () => {
   const x = new Float32Array(1);
-  assert.throws(() => encodeState({}, [['a', x], ['a', x]]), /duplicate array name "a"/);
-  assert.throws(() => encodeState({}, [['a', new Float64Array(1) as unknown as Float32Array]]), /not a Float32Array/);
+  assert.throws(
+    () =>
+      encodeState({}, [
+        ['a', x],
+        ['a', x],
+      ]),
+    /duplicate array name "a"/,
+  );
+  assert.throws(
+    () => encodeState({}, [['a', new Float64Array(1) as unknown as Float32Array]]),
+    /not a Float32Array/,
+  );
 });
 
 test('state-io: expectArrays lists every missing, extra and wrong-length array', () => {
   const { arrays } = decodeState(encodeState({}, sample()));
-  expectArrays(arrays, [['a.w', 5], ['b', 0], ['c.m', 1001]]);
+  expectArrays(arrays, [
+    ['a.w', 5],
+    ['b', 0],
+    ['c.m', 1001],
+  ]);
   assert.throws(
-    () => expectArrays(arrays, [['a.w', 4], ['b', 0], ['d', 2]]),
+    () =>
+      expectArrays(arrays, [
+        ['a.w', 4],
+        ['b', 0],
+        ['d', 2],
+      ]),
     (e: unknown) =>
       e instanceof StateMismatchError &&
       e.problems.length === 3 &&

@@ -44,9 +44,7 @@ export class StateChecksumError extends Error {
 /** Arrays expected by a loader are missing, unexpected or of the wrong length. */
 export class StateMismatchError extends Error {
   override name = 'StateMismatchError';
-  constructor(
-    readonly problems: string[],
-  ) {
+  constructor(readonly problems: string[]) {
     super(`state does not fit this model:\n${problems.map((p) => `  - ${p}`).join('\n')}`);
   }
 }
@@ -77,7 +75,8 @@ export function encodeState(
   let floats = 0;
   for (const [name, data] of entries) {
     if (seen.has(name)) throw new StateFormatError(`duplicate array name "${name}"`, 0);
-    if (!(data instanceof Float32Array)) throw new StateFormatError(`array "${name}" is not a Float32Array`, 0);
+    if (!(data instanceof Float32Array))
+      throw new StateFormatError(`array "${name}" is not a Float32Array`, 0);
     seen.add(name);
     floats += data.length;
   }
@@ -113,17 +112,26 @@ export function decodeState<Meta = Record<string, unknown>>(bytes: Uint8Array): 
   const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
   if (view.getUint32(0, true) !== MAGIC) throw new StateFormatError('bad magic (expected "DLST")', n);
   const version = view.getUint32(4, true);
-  if (version !== VERSION) throw new StateFormatError(`unsupported format version ${version} (this code reads ${VERSION})`, n);
+  if (version !== VERSION)
+    throw new StateFormatError(`unsupported format version ${version} (this code reads ${VERSION})`, n);
   const headerLen = view.getUint32(8, true);
-  if (PREFIX_BYTES + headerLen > n) throw new StateFormatError(`header of ${headerLen} bytes runs past the end`, n);
+  if (PREFIX_BYTES + headerLen > n)
+    throw new StateFormatError(`header of ${headerLen} bytes runs past the end`, n);
   let header: Header;
   try {
-    header = JSON.parse(new TextDecoder('utf-8', { fatal: true }).decode(bytes.subarray(PREFIX_BYTES, PREFIX_BYTES + headerLen)));
+    header = JSON.parse(
+      new TextDecoder('utf-8', { fatal: true }).decode(
+        bytes.subarray(PREFIX_BYTES, PREFIX_BYTES + headerLen),
+      ),
+    );
   } catch (e) {
     throw new StateFormatError(`header is not valid UTF-8 JSON: ${(e as Error).message}`, n);
   }
   if (
-    typeof header !== 'object' || header === null || !Array.isArray(header.arrays) || typeof header.sha256 !== 'string' ||
+    typeof header !== 'object' ||
+    header === null ||
+    !Array.isArray(header.arrays) ||
+    typeof header.sha256 !== 'string' ||
     !header.arrays.every((a) => typeof a?.name === 'string' && Number.isInteger(a?.length) && a.length >= 0)
   ) {
     throw new StateFormatError('header lacks arrays[{name, length}] or sha256', n);
@@ -131,7 +139,10 @@ export function decodeState<Meta = Record<string, unknown>>(bytes: Uint8Array): 
   const payloadAt = align4(PREFIX_BYTES + headerLen);
   const floats = header.arrays.reduce((s, a) => s + a.length, 0);
   if (payloadAt + floats * 4 !== n) {
-    throw new StateFormatError(`payload should be ${floats * 4} bytes at offset ${payloadAt}, blob has ${n - payloadAt}`, n);
+    throw new StateFormatError(
+      `payload should be ${floats * 4} bytes at offset ${payloadAt}, blob has ${n - payloadAt}`,
+      n,
+    );
   }
   // Copy so the result is aligned and independent of the caller's buffer. Uint8Array's own slice: a Node
   // Buffer's slice is a view into its pool, and reading floats from that view's buffer is silently wrong.
@@ -150,13 +161,17 @@ export function decodeState<Meta = Record<string, unknown>>(bytes: Uint8Array): 
 }
 
 /** Checks that `arrays` holds exactly the `expected` names with these lengths; throws StateMismatchError listing every problem. */
-export function expectArrays(arrays: Map<string, Float32Array>, expected: Iterable<readonly [string, number]>): void {
+export function expectArrays(
+  arrays: Map<string, Float32Array>,
+  expected: Iterable<readonly [string, number]>,
+): void {
   const problems: string[] = [];
   const want = new Map(expected);
   for (const [name, length] of want) {
     const got = arrays.get(name);
     if (!got) problems.push(`missing array "${name}" (${length} values)`);
-    else if (got.length !== length) problems.push(`array "${name}" has ${got.length} values, expected ${length}`);
+    else if (got.length !== length)
+      problems.push(`array "${name}" has ${got.length} values, expected ${length}`);
   }
   for (const name of arrays.keys()) if (!want.has(name)) problems.push(`unexpected array "${name}"`);
   if (problems.length > 0) throw new StateMismatchError(problems);

@@ -1,7 +1,17 @@
 // Two places to keep bytes with one interface: the JetStream object store + KV (a cluster), and a local
 // folder (one machine). Everything above (checkpoints, model bundles) is written once against `Backend`.
 import { createHash } from 'node:crypto';
-import { mkdirSync, readdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync, watch, existsSync } from 'node:fs';
+import {
+  mkdirSync,
+  readdirSync,
+  readFileSync,
+  renameSync,
+  rmSync,
+  statSync,
+  writeFileSync,
+  watch,
+  existsSync,
+} from 'node:fs';
 import { dirname, join, relative, sep } from 'node:path';
 import type { KV, NatsConnection, ObjectStore } from 'nats';
 
@@ -36,9 +46,17 @@ export class NatsBackend implements Backend {
     private readonly kv: KV,
   ) {}
 
-  static async open(nc: NatsConnection, objectBucket: string, kvBucket: string, opts: { replicas?: number } = {}): Promise<NatsBackend> {
+  static async open(
+    nc: NatsConnection,
+    objectBucket: string,
+    kvBucket: string,
+    opts: { replicas?: number } = {},
+  ): Promise<NatsBackend> {
     const js = nc.jetstream();
-    const os = await js.views.os(objectBucket, { storage: 'file' as never, replicas: opts.replicas ?? 1 } as never);
+    const os = await js.views.os(objectBucket, {
+      storage: 'file' as never,
+      replicas: opts.replicas ?? 1,
+    } as never);
     const kv = await js.views.kv(kvBucket, { history: 8, replicas: opts.replicas ?? 1 });
     return new NatsBackend(os, kv);
   }
@@ -58,7 +76,10 @@ export class NatsBackend implements Backend {
   }
 
   async listObjects(prefix: string): Promise<string[]> {
-    return (await this.os.list()).filter((i) => !i.deleted && i.name.startsWith(prefix)).map((i) => i.name).sort();
+    return (await this.os.list())
+      .filter((i) => !i.deleted && i.name.startsWith(prefix))
+      .map((i) => i.name)
+      .sort();
   }
 
   async kvGet(key: string): Promise<unknown | undefined> {
@@ -73,7 +94,8 @@ export class NatsBackend implements Backend {
   async kvWatch(key: string, onValue: (value: unknown) => void): Promise<() => Promise<void>> {
     const it = await this.kv.watch({ key });
     void (async () => {
-      for await (const e of it) if (e.operation === 'PUT' && e.value.length) onValue(JSON.parse(dec.decode(e.value)));
+      for await (const e of it)
+        if (e.operation === 'PUT' && e.value.length) onValue(JSON.parse(dec.decode(e.value)));
     })();
     return async () => it.stop();
   }

@@ -37,5 +37,11 @@ export function decodeBundle(bytes: Uint8Array): ModelBundle {
   const parse = (k: string) => JSON.parse(new TextDecoder().decode(s[k]));
   const spec = RunSpec.safeParse(parse('spec.json'));
   if (!spec.success) throw new BadContainerError(`model bundle spec is invalid: ${spec.error.message}`);
-  return { spec: spec.data, tokenizer: parse('tokenizer.json'), meta: parse('meta.json'), dvae: s.dvae!, transformer: s.transformer! };
+  return {
+    spec: spec.data,
+    tokenizer: parse('tokenizer.json'),
+    meta: parse('meta.json'),
+    dvae: s.dvae!,
+    transformer: s.transformer!,
+  };
 }

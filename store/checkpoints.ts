@@ -5,7 +5,11 @@
 import { z } from 'zod';
 import { sha256, type Backend } from './backend.ts';
 
-export const PartRef = z.strictObject({ name: z.string(), sha256: z.string().regex(/^[0-9a-f]{64}$/), bytes: z.number().int().nonnegative() });
+export const PartRef = z.strictObject({
+  name: z.string(),
+  sha256: z.string().regex(/^[0-9a-f]{64}$/),
+  bytes: z.number().int().nonnegative(),
+});
 export type PartRef = z.infer<typeof PartRef>;
 
 export const CheckpointManifest = z.strictObject({
@@ -29,7 +33,11 @@ export class CorruptPartError extends Error {
     readonly expected: string,
     readonly actual: string | undefined,
   ) {
-    super(actual ? `checkpoint part ${key}: sha256 ${actual} does not match the manifest's ${expected}` : `checkpoint part ${key} is missing`);
+    super(
+      actual
+        ? `checkpoint part ${key}: sha256 ${actual} does not match the manifest's ${expected}`
+        : `checkpoint part ${key} is missing`,
+    );
   }
 }
 
@@ -37,7 +45,13 @@ export interface CheckpointStoreOptions {
   /** Committed checkpoints kept per stage (older ones are deleted after each commit). */
   keep?: number;
   /** Told when a committed checkpoint is unusable and an older one is used instead. */
-  onFallback?: (info: { runId: string; stage: string; badStep: number; reason: string; usingStep: number | undefined }) => void;
+  onFallback?: (info: {
+    runId: string;
+    stage: string;
+    badStep: number;
+    reason: string;
+    usingStep: number | undefined;
+  }) => void;
 }
 
 export class CheckpointStore {
@@ -60,7 +74,13 @@ export class CheckpointStore {
   }
 
   /** Phase 1: store one part (any rank may call this). */
-  async putPart(runId: string, stage: string, step: number, part: string, bytes: Uint8Array): Promise<PartRef> {
+  async putPart(
+    runId: string,
+    stage: string,
+    step: number,
+    part: string,
+    bytes: Uint8Array,
+  ): Promise<PartRef> {
     CheckpointStore.checkIds(runId, stage);
     if (!idPattern.test(part)) throw new Error(`part name '${part}' must match ${idPattern}`);
     const hash = await this.backend.putObject(this.partKey(runId, stage, step, part), bytes);
@@ -68,10 +88,20 @@ export class CheckpointStore {
   }
 
   /** Phase 2: after every part is stored, write the manifest and move the pointer; then prune old ones. */
-  async commit(m: Omit<CheckpointManifest, 'createdAt' | 'meta'> & { meta?: Record<string, unknown> }, keep = this.opts.keep ?? 3): Promise<CheckpointManifest> {
+  async commit(
+    m: Omit<CheckpointManifest, 'createdAt' | 'meta'> & { meta?: Record<string, unknown> },
+    keep = this.opts.keep ?? 3,
+  ): Promise<CheckpointManifest> {
     CheckpointStore.checkIds(m.runId, m.stage);
-    const manifest = CheckpointManifest.parse({ ...m, meta: m.meta ?? {}, createdAt: new Date().toISOString() });
-    await this.backend.putObject(this.partKey(m.runId, m.stage, m.step, 'manifest.json'), new TextEncoder().encode(JSON.stringify(manifest)));
+    const manifest = CheckpointManifest.parse({
+      ...m,
+      meta: m.meta ?? {},
+      createdAt: new Date().toISOString(),
+    });
+    await this.backend.putObject(
+      this.partKey(m.runId, m.stage, m.step, 'manifest.json'),
+      new TextEncoder().encode(JSON.stringify(manifest)),
+    );
     await this.backend.kvPut(this.pointerKey(m.runId, m.stage), manifest);
     await this.prune(m.runId, m.stage, m.step, keep);
     return manifest;
@@ -118,7 +148,11 @@ export class CheckpointStore {
 
   /** The newest committed checkpoint whose parts all verify, falling back step by step; undefined when
    *  there is none (a fresh start). Every fallback is reported through `onFallback`. */
-  async resolve(runId: string, stage: string, onFallback = this.opts.onFallback): Promise<CheckpointManifest | undefined> {
+  async resolve(
+    runId: string,
+    stage: string,
+    onFallback = this.opts.onFallback,
+  ): Promise<CheckpointManifest | undefined> {
     const pointer = await this.latest(runId, stage);
     if (!pointer) return undefined;
     const candidates = (await this.committedSteps(runId, stage)).filter((s) => s <= pointer.step).reverse();
@@ -131,7 +165,13 @@ export class CheckpointStore {
         await this.verify(m);
         return m;
       } catch (e) {
-        onFallback?.({ runId, stage, badStep: step, reason: (e as Error).message, usingStep: candidates[i + 1] });
+        onFallback?.({
+          runId,
+          stage,
+          badStep: step,
+          reason: (e as Error).message,
+          usingStep: candidates[i + 1],
+        });
       }
     }
     return undefined;

@@ -20,7 +20,10 @@ export const BUCKETS = {
 
 export type StoreLocation = { nc: NatsConnection } | { dir: string };
 
-export async function openStores(at: StoreLocation, opts: CheckpointStoreOptions = {}): Promise<{ checkpoints: CheckpointStore; models: ModelStore }> {
+export async function openStores(
+  at: StoreLocation,
+  opts: CheckpointStoreOptions = {},
+): Promise<{ checkpoints: CheckpointStore; models: ModelStore }> {
   let ck: Backend;
   let md: Backend;
   if ('nc' in at) {

@@ -28,8 +28,13 @@ export class ModelNotFoundError extends Error {
 
 export class CorruptModelError extends Error {
   override name = 'CorruptModelError';
-  constructor(readonly info: ModelVersion, readonly actual: string | undefined) {
-    super(`model ${info.name} v${info.version}: ${actual ? `sha256 ${actual} does not match ${info.sha256}` : 'bundle object missing'}`);
+  constructor(
+    readonly info: ModelVersion,
+    readonly actual: string | undefined,
+  ) {
+    super(
+      `model ${info.name} v${info.version}: ${actual ? `sha256 ${actual} does not match ${info.sha256}` : 'bundle object missing'}`,
+    );
   }
 }
 
@@ -45,7 +50,14 @@ export class ModelStore {
     const prev = await this.latest(name);
     const version = (prev?.version ?? 0) + 1;
     const hash = await this.backend.putObject(`models/${name}/${version}`, bundle);
-    const info = ModelVersion.parse({ name, version, sha256: hash, bytes: bundle.length, createdAt: new Date().toISOString(), meta });
+    const info = ModelVersion.parse({
+      name,
+      version,
+      sha256: hash,
+      bytes: bundle.length,
+      createdAt: new Date().toISOString(),
+      meta,
+    });
     await this.backend.kvPut(`${name}.v${version}`, info);
     await this.backend.kvPut(`${name}.latest`, info);
     return info;
@@ -59,7 +71,8 @@ export class ModelStore {
 
   async info(name: string, version?: number): Promise<ModelVersion> {
     ModelStore.check(name);
-    const v = version === undefined ? await this.latest(name) : await this.backend.kvGet(`${name}.v${version}`);
+    const v =
+      version === undefined ? await this.latest(name) : await this.backend.kvGet(`${name}.v${version}`);
     if (v === undefined) throw new ModelNotFoundError(name, version);
     return ModelVersion.parse(v);
   }

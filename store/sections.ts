@@ -39,9 +39,12 @@ export function unpackSections(bytes: Uint8Array): Record<string, Uint8Array> {
     throw new BadContainerError(`unreadable header: ${(e as Error).message}`);
   }
   if (bytes.length !== base + header.total) {
-    throw new BadContainerError(`size ${bytes.length} does not match the header's ${base + header.total} (truncated?)`);
+    throw new BadContainerError(
+      `size ${bytes.length} does not match the header's ${base + header.total} (truncated?)`,
+    );
   }
   const out: Record<string, Uint8Array> = {};
-  for (const { name, offset, length } of header.index) out[name] = bytes.subarray(base + offset, base + offset + length);
+  for (const { name, offset, length } of header.index)
+    out[name] = bytes.subarray(base + offset, base + offset + length);
   return out;
 }

@@ -6,17 +6,31 @@ import { join } from 'node:path';
 import { test } from 'node:test';
 import { connect, type NatsConnection } from 'nats';
 import { serviceEnv } from '../infra/services.ts';
-import { CorruptModelError, openStores, packSections, unpackSections, BadContainerError, sha256 } from './index.ts';
+import {
+  CorruptModelError,
+  openStores,
+  packSections,
+  unpackSections,
+  BadContainerError,
+  sha256,
+} from './index.ts';
 
 const bytes = (n: number, seed: number) => Uint8Array.from({ length: n }, (_, i) => (i * 31 + seed) & 255);
 
-async function withStores(kind: 'nats' | 'folder', fn: (s: Awaited<ReturnType<typeof openStores>>, fallbacks: string[]) => Promise<void>) {
+async function withStores(
+  kind: 'nats' | 'folder',
+  fn: (s: Awaited<ReturnType<typeof openStores>>, fallbacks: string[]) => Promise<void>,
+) {
   const fallbacks: string[] = [];
-  const onFallback = (f: { badStep: number; usingStep: number | undefined; reason: string }) => fallbacks.push(`${f.badStep}->${f.usingStep}: ${f.reason}`);
+  const onFallback = (f: { badStep: number; usingStep: number | undefined; reason: string }) =>
+    fallbacks.push(`${f.badStep}->${f.usingStep}: ${f.reason}`);
   let nc: NatsConnection | undefined;
   try {
     if (kind === 'nats') nc = await connect({ servers: serviceEnv().natsUrl });
-    const s = await openStores(nc ? { nc } : { dir: mkdtempSync(join(tmpdir(), 'store-')) }, { keep: 2, onFallback });
+    const s = await openStores(nc ? { nc } : { dir: mkdtempSync(join(tmpdir(), 'store-')) }, {
+      keep: 2,
+      onFallback,
+    });
     await fn(s, fallbacks);
   } finally {
     await nc?.close();
@@ -29,7 +43,10 @@ for (const kind of ['nats', 'folder'] as const) {
       const run = `run-${kind}-${process.pid}-${Date.now()}`;
       assert.equal(await ck.resolve(run, 'dvae'), undefined, 'fresh run has no checkpoint');
       for (const step of [5, 10, 15]) {
-        const parts = [await ck.putPart(run, 'dvae', step, 'params', bytes(3000, step)), await ck.putPart(run, 'dvae', step, 'rank1', bytes(100, step + 1))];
+        const parts = [
+          await ck.putPart(run, 'dvae', step, 'params', bytes(3000, step)),
+          await ck.putPart(run, 'dvae', step, 'rank1', bytes(100, step + 1)),
+        ];
         assert.equal(parts[0]!.sha256, sha256(bytes(3000, step)));
         await ck.commit({ runId: run, stage: 'dvae', step, parts, meta: { loss: step } });
       }
@@ -73,13 +90,20 @@ for (const kind of ['nats', 'folder'] as const) {
       assert.ok((await models.names()).includes(name));
       await models.backend.putObject(`models/${name}/2`, bytes(600, 3));
       await assert.rejects(models.load(name), CorruptModelError);
-      await assert.rejects(models.load('nope-never-published'), /no published model named 'nope-never-published'/);
+      await assert.rejects(
+        models.load('nope-never-published'),
+        /no published model named 'nope-never-published'/,
+      );
     });
   });
 }
 
 test('store: section containers round-trip and reject truncation', () => {
-  const packed = packSections({ a: bytes(10, 1), 'spec.json': new TextEncoder().encode('{"x":1}'), empty: new Uint8Array(0) });
+  const packed = packSections({
+    a: bytes(10, 1),
+    'spec.json': new TextEncoder().encode('{"x":1}'),
+    empty: new Uint8Array(0),
+  });
   const back = unpackSections(packed);
   assert.deepEqual(back.a, bytes(10, 1));
   assert.equal(new TextDecoder().decode(back['spec.json']), '{"x":1}');

@@ -27,13 +27,25 @@ test('allreduce: W = 2, 3, 4 ranks get the rank-order float32 sum, bit-identical
         const outs: Float32Array[] = [];
         for (const [k, n] of SIZES.entries()) {
           const inputs = ranks.groups.map((_, r) => values(n, 100 * k + r, 10 ** (r - 2)));
-          const res = await Promise.all(ranks.groups.map((g, r) => g.allReduce(inputs[r]!, { step: k, tag: 'sum' })));
+          const res = await Promise.all(
+            ranks.groups.map((g, r) => g.allReduce(inputs[r]!, { step: k, tag: 'sum' })),
+          );
           const expected = rankOrderSum(inputs);
-          for (const [r, out] of res.entries()) assert.ok(bitsEqual(out, expected), `W=${W} n=${n}: rank ${r} differs from the rank-order sum`);
+          for (const [r, out] of res.entries())
+            assert.ok(bitsEqual(out, expected), `W=${W} n=${n}: rank ${r} differs from the rank-order sum`);
           // inputs were not modified
           assert.ok(bitsEqual(inputs[0]!, values(n, 100 * k, 10 ** -2)));
-          const mean = await Promise.all(ranks.groups.map((g, r) => g.allReduce(inputs[r]!, { step: k, tag: 'mean', average: true })));
-          for (const out of mean) assert.ok(bitsEqual(out, expected.map((v) => v / W)), `W=${W} n=${n}: mean`);
+          const mean = await Promise.all(
+            ranks.groups.map((g, r) => g.allReduce(inputs[r]!, { step: k, tag: 'mean', average: true })),
+          );
+          for (const out of mean)
+            assert.ok(
+              bitsEqual(
+                out,
+                expected.map((v) => v / W),
+              ),
+              `W=${W} n=${n}: mean`,
+            );
           outs.push(res[0]!);
         }
         runs.push(outs);
@@ -41,7 +53,8 @@ test('allreduce: W = 2, 3, 4 ranks get the rank-order float32 sum, bit-identical
         await ranks.close();
       }
     }
-    for (const i of SIZES.keys()) assert.ok(bitsEqual(runs[0]![i]!, runs[1]![i]!), `W=${W}: rerun differs at size ${SIZES[i]}`);
+    for (const i of SIZES.keys())
+      assert.ok(bitsEqual(runs[0]![i]!, runs[1]![i]!), `W=${W}: rerun differs at size ${SIZES[i]}`);
   }
 });
 
@@ -68,7 +81,11 @@ test('allreduce: 10 MB tensors are cut into chunks below max_payload and arrive 
       const expected = rankOrderSum(inputs);
       for (const out of res) assert.ok(bitsEqual(out, expected), `W=${W}: 10 MB result`);
       await spy.flush();
-      const l = layout(n, W, Math.floor((Math.min(1 << 20, maxPayload - 4096) - (Math.min(1 << 20, maxPayload - 4096) % 4)) / 4));
+      const l = layout(
+        n,
+        W,
+        Math.floor((Math.min(1 << 20, maxPayload - 4096) - (Math.min(1 << 20, maxPayload - 4096) % 4)) / 4),
+      );
       const total = l.chunks.reduce((a, b) => a + b, 0);
       const published = ranks.groups.reduce((s, g, r) => s + g.counters().msgsOut - c0[r]!.msgsOut, 0);
       const resent = ranks.groups.reduce((s, g) => s + g.counters().resent, 0);
@@ -90,9 +107,12 @@ test('allreduce: fp16 wire rounds like IEEE half, sums in fp32 at the owner, and
   try {
     const n = 70_001;
     const inputs = ranks.groups.map((_, r) => values(n, 40 + r, 100));
-    const half = (a: Float32Array) => decodeFp16(encodeFp16(a, new Uint16Array(a.length)), new Float32Array(a.length));
+    const half = (a: Float32Array) =>
+      decodeFp16(encodeFp16(a, new Uint16Array(a.length)), new Float32Array(a.length));
     for (const average of [false, true]) {
-      const res = await Promise.all(ranks.groups.map((g, r) => g.allReduce(inputs[r]!, { step: 0, wire: 'fp16', average })));
+      const res = await Promise.all(
+        ranks.groups.map((g, r) => g.allReduce(inputs[r]!, { step: 0, wire: 'fp16', average })),
+      );
       const sum = rankOrderSum(inputs.map(half));
       const expected = half(average ? sum.map((v) => v / W) : sum);
       for (const out of res) assert.ok(bitsEqual(out, expected), `fp16 average=${average}`);
@@ -110,15 +130,34 @@ test('allreduce: a lost chunk is detected and re-requested, never summed as zero
   const dropped = new Set<string>();
   // rank 1 "loses" (never publishes) the first send of one reduce-scatter chunk to rank 0 and of one
   // all-gather broadcast; rank 2 loses one reduce-scatter chunk to rank 1. Only first sends: resends pass.
-  const drop = (rank: number) => (c: { phase: string; to: number | 'all'; chunk: number; resend: boolean }) => {
-    const key = `${rank}:${c.phase}:${c.to}:${c.chunk}`;
-    const lose = !c.resend && c.chunk === 1 && ((rank === 1 && (c.to === 0 || c.to === 'all')) || (rank === 2 && c.to === 1)) && !dropped.has(key);
-    if (lose) dropped.add(key);
-    return lose;
-  };
+  const drop =
+    (rank: number) => (c: { phase: string; to: number | 'all'; chunk: number; resend: boolean }) => {
+      const key = `${rank}:${c.phase}:${c.to}:${c.chunk}`;
+      const lose =
+        !c.resend &&
+        c.chunk === 1 &&
+        ((rank === 1 && (c.to === 0 || c.to === 'all')) || (rank === 2 && c.to === 1)) &&
+        !dropped.has(key);
+      if (lose) dropped.add(key);
+      return lose;
+    };
   const ncs = await Promise.all([0, 1, 2].map(() => connect({ servers: NATS_URL })));
   const [runId, groupId] = [uniqueId('run'), uniqueId('g')];
-  const groups = await Promise.all(ncs.map((nc, rank) => joinGroup({ nc, runId, groupId, rank, worldSize: W, timeoutMs: 5000, retryMs: 100, chunkBytes: 4096, dropChunk: drop(rank) })));
+  const groups = await Promise.all(
+    ncs.map((nc, rank) =>
+      joinGroup({
+        nc,
+        runId,
+        groupId,
+        rank,
+        worldSize: W,
+        timeoutMs: 5000,
+        retryMs: 100,
+        chunkBytes: 4096,
+        dropChunk: drop(rank),
+      }),
+    ),
+  );
   try {
     const inputs = groups.map((_, r) => values(20_000, 3 + r));
     const res = await Promise.all(groups.map((g, r) => g.allReduce(inputs[r]!, { step: 9 })));
@@ -133,10 +172,16 @@ test('allreduce: a lost chunk is detected and re-requested, never summed as zero
     await Promise.all(ncs.map((nc) => nc.close()));
   }
   // a peer whose chunks keep getting lost (resends too) is reported, not summed as zero
-  const ranks = await openRanks(2, { timeoutMs: 1500, retryMs: 100, dropChunk: (c) => c.to === 0 || c.to === 'all' });
+  const ranks = await openRanks(2, {
+    timeoutMs: 1500,
+    retryMs: 100,
+    dropChunk: (c) => c.to === 0 || c.to === 'all',
+  });
   try {
     const t0 = performance.now();
-    const res = await Promise.allSettled(ranks.groups.map((g, r) => g.allReduce(values(100, r), { step: 4 })));
+    const res = await Promise.allSettled(
+      ranks.groups.map((g, r) => g.allReduce(values(100, r), { step: 4 })),
+    );
     const ms = performance.now() - t0;
     const r0 = res[0]!;
     assert.equal(r0.status, 'rejected');
@@ -149,19 +194,28 @@ test('allreduce: a lost chunk is detected and re-requested, never summed as zero
   }
 });
 
-test('allreduce: the W3C traceparent of the caller travels in every chunk\'s headers', async () => {
+test("allreduce: the W3C traceparent of the caller travels in every chunk's headers", async () => {
   // what the telemetry SDK will install: a context manager and the W3C propagator
   context.setGlobalContextManager(new AsyncLocalStorageContextManager().enable());
   propagation.setGlobalPropagator(new W3CTraceContextPropagator());
   const ranks = await openRanks(2);
   const spy = await connect({ servers: NATS_URL });
   const seen: string[] = [];
-  spy.subscribe(`dalle.${ranks.runId}.${ranks.groupId}.*.*.*`, { callback: (_e, m) => /\.(rs|ag)\./.test(m.subject) && seen.push(m.headers?.get('traceparent') ?? '') });
+  spy.subscribe(`dalle.${ranks.runId}.${ranks.groupId}.*.*.*`, {
+    callback: (_e, m) => /\.(rs|ag)\./.test(m.subject) && seen.push(m.headers?.get('traceparent') ?? ''),
+  });
   await spy.flush();
   try {
     const traceId = '0af7651916cd43dd8448eb211c80319c';
-    const parent = trace.setSpanContext(ROOT_CONTEXT, { traceId, spanId: 'b7ad6b7169203331', traceFlags: TraceFlags.SAMPLED, isRemote: true });
-    await context.with(parent, () => Promise.all(ranks.groups.map((g, r) => g.allReduce(values(300_000, r), { step: 2 }))));
+    const parent = trace.setSpanContext(ROOT_CONTEXT, {
+      traceId,
+      spanId: 'b7ad6b7169203331',
+      traceFlags: TraceFlags.SAMPLED,
+      isRemote: true,
+    });
+    await context.with(parent, () =>
+      Promise.all(ranks.groups.map((g, r) => g.allReduce(values(300_000, r), { step: 2 }))),
+    );
     await spy.flush();
     assert.ok(seen.length >= 4, `${seen.length} chunks`);
     // no SDK: the span is non-recording and propagates the caller's context unchanged
@@ -179,7 +233,11 @@ test('allreduce: barrier(step) returns only once every rank has arrived', async 
   try {
     const t0 = performance.now();
     const late = new Promise((r) => setTimeout(r, 300)).then(() => ranks.groups[2]!.barrier(5));
-    const times = await Promise.all([ranks.groups[0]!.barrier(5).then(() => performance.now() - t0), ranks.groups[1]!.barrier(5).then(() => performance.now() - t0), late]);
+    const times = await Promise.all([
+      ranks.groups[0]!.barrier(5).then(() => performance.now() - t0),
+      ranks.groups[1]!.barrier(5).then(() => performance.now() - t0),
+      late,
+    ]);
     assert.ok(times[0]! >= 290 && times[1]! >= 290, `${times[0]} ${times[1]}`);
   } finally {
     await ranks.close();
@@ -189,7 +247,10 @@ test('allreduce: barrier(step) returns only once every rank has arrived', async 
 test('allreduce: mismatched calls fail with CollectiveMismatchError naming the field; bad arguments are rejected', async () => {
   const ranks = await openRanks(2, { timeoutMs: 3000 });
   try {
-    const res = await Promise.allSettled([ranks.groups[0]!.allReduce(new Float32Array(10), { step: 1 }), ranks.groups[1]!.allReduce(new Float32Array(11), { step: 1 })]);
+    const res = await Promise.allSettled([
+      ranks.groups[0]!.allReduce(new Float32Array(10), { step: 1 }),
+      ranks.groups[1]!.allReduce(new Float32Array(11), { step: 1 }),
+    ]);
     for (const r of res) {
       assert.equal(r.status, 'rejected');
       const e = (r as PromiseRejectedResult).reason as CollectiveMismatchError;
@@ -197,10 +258,22 @@ test('allreduce: mismatched calls fail with CollectiveMismatchError naming the f
       assert.equal(e.field, 'length');
     }
     // the group is unusable afterwards
-    await assert.rejects(ranks.groups[0]!.allReduce(new Float32Array(1), { step: 2 }), CollectiveMismatchError);
-    await assert.rejects(ranks.groups[0]!.allReduce([1, 2] as unknown as Float32Array, { step: 2 }), (e: Error) => e instanceof CollectiveArgumentError && /data must be a Float32Array/.test(e.message));
-    await assert.rejects(ranks.groups[0]!.allReduce(new Float32Array(1), { step: 2, tag: 'a.b' }), /tag must be/);
-    await assert.rejects(ranks.groups[0]!.allReduce(new Float32Array(1), { step: -1 }), /step must be an integer/);
+    await assert.rejects(
+      ranks.groups[0]!.allReduce(new Float32Array(1), { step: 2 }),
+      CollectiveMismatchError,
+    );
+    await assert.rejects(
+      ranks.groups[0]!.allReduce([1, 2] as unknown as Float32Array, { step: 2 }),
+      (e: Error) => e instanceof CollectiveArgumentError && /data must be a Float32Array/.test(e.message),
+    );
+    await assert.rejects(
+      ranks.groups[0]!.allReduce(new Float32Array(1), { step: 2, tag: 'a.b' }),
+      /tag must be/,
+    );
+    await assert.rejects(
+      ranks.groups[0]!.allReduce(new Float32Array(1), { step: -1 }),
+      /step must be an integer/,
+    );
   } finally {
     await ranks.close();
   }
@@ -212,7 +285,10 @@ test('allreduce: mismatched calls fail with CollectiveMismatchError naming the f
     await assert.rejects(joinGroup({ ...base, runId: 'a b' }), /runId must be/);
     await assert.rejects(joinGroup({ ...base, groupId: 'x.>' }), /groupId must be/);
     await assert.rejects(joinGroup({ ...base, timeoutMs: 0 }), /timeoutMs must be/);
-    await assert.rejects(joinGroup({ ...base, chunkBytes: 2 ** 21 }), /chunkBytes must be an integer in \[8, /);
+    await assert.rejects(
+      joinGroup({ ...base, chunkBytes: 2 ** 21 }),
+      /chunkBytes must be an integer in \[8, /,
+    );
     // worldSize 1: a copy, no network
     const solo = await joinGroup({ ...base, worldSize: 1, groupId: uniqueId('solo') });
     const x = values(10, 1);

@@ -21,11 +21,16 @@ export interface Ranks {
 }
 
 /** Joins W ranks (one connection each) into a fresh group; `close` leaves and disconnects. */
-export async function openRanks(W: number, opts: Partial<Omit<JoinOptions, 'nc' | 'rank' | 'worldSize'>> = {}): Promise<Ranks> {
+export async function openRanks(
+  W: number,
+  opts: Partial<Omit<JoinOptions, 'nc' | 'rank' | 'worldSize'>> = {},
+): Promise<Ranks> {
   const ncs = await Promise.all(Array.from({ length: W }, () => connect({ servers: NATS_URL })));
   const runId = opts.runId ?? uniqueId('run');
   const groupId = opts.groupId ?? uniqueId('g');
-  const groups = await Promise.all(ncs.map((nc, rank) => joinGroup({ timeoutMs: 10_000, ...opts, nc, runId, groupId, rank, worldSize: W })));
+  const groups = await Promise.all(
+    ncs.map((nc, rank) => joinGroup({ timeoutMs: 10_000, ...opts, nc, runId, groupId, rank, worldSize: W })),
+  );
   return {
     groups,
     ncs,
@@ -81,7 +86,9 @@ export interface RankProcess<T> {
 /** Runs test/collective-rank-child.ts as its own process (argument: JSON). */
 export function spawnRank<T = Record<string, unknown>>(args: object): RankProcess<T> {
   const script = fileURLToPath(new URL('./collective-rank-child.ts', import.meta.url));
-  const child = spawn(process.execPath, ['--import', 'tsx', script, JSON.stringify(args)], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn(process.execPath, ['--import', 'tsx', script, JSON.stringify(args)], {
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
   const lines: T[] = [];
   const waiters: { pred: (l: T) => boolean; resolve: (l: T) => void }[] = [];
   let buf = '';
@@ -114,7 +121,13 @@ export function spawnRank<T = Record<string, unknown>>(args: object): RankProces
       if (hit) return Promise.resolve(hit);
       return new Promise<T>((resolve, reject) => {
         waiters.push({ pred, resolve });
-        void exit.then((e) => reject(new Error(`rank process exited (${e.code ?? e.signal}) before the expected line; stderr: ${stderr.slice(-2000)}`)));
+        void exit.then((e) =>
+          reject(
+            new Error(
+              `rank process exited (${e.code ?? e.signal}) before the expected line; stderr: ${stderr.slice(-2000)}`,
+            ),
+          ),
+        );
       });
     },
   };

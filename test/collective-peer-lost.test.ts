@@ -3,7 +3,13 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { connect, type NatsConnection } from 'nats';
-import { DuplicateRankError, GroupClosedError, joinGroup, PeerLostError, type Group } from '../collective/index.ts';
+import {
+  DuplicateRankError,
+  GroupClosedError,
+  joinGroup,
+  PeerLostError,
+  type Group,
+} from '../collective/index.ts';
 import { NATS_URL, openRanks, spawnRank, uniqueId } from './collective-helpers.ts';
 import { workInput } from './collective-work.ts';
 
@@ -23,7 +29,9 @@ test('peer-lost: a rank that never arrives makes the others raise PeerLostError 
   const [runId, groupId] = [uniqueId('run'), uniqueId('g')];
   try {
     const t0 = performance.now();
-    const res = await Promise.allSettled(ncs.map((nc, rank) => joinGroup({ nc, runId, groupId, rank, worldSize: 3, timeoutMs: 1500 })));
+    const res = await Promise.allSettled(
+      ncs.map((nc, rank) => joinGroup({ nc, runId, groupId, rank, worldSize: 3, timeoutMs: 1500 })),
+    );
     const ms = performance.now() - t0;
     for (const r of res) {
       const e = lost(r);
@@ -39,7 +47,15 @@ test('peer-lost: a rank killed with SIGKILL mid-all-reduce makes every other ran
   const W = 3;
   const timeoutMs = 12_000;
   const [runId, groupId] = [uniqueId('kill'), uniqueId('g')];
-  const victim = spawnRank<{ joined?: boolean; survived?: boolean }>({ url: NATS_URL, runId, groupId, rank: 2, worldSize: W, timeoutMs: 30_000, mode: 'victim' });
+  const victim = spawnRank<{ joined?: boolean; survived?: boolean }>({
+    url: NATS_URL,
+    runId,
+    groupId,
+    rank: 2,
+    worldSize: W,
+    timeoutMs: 30_000,
+    mode: 'victim',
+  });
   const ncs = await conns(2);
   const spy = await connect({ servers: NATS_URL });
   let killedAt = 0;
@@ -57,7 +73,11 @@ test('peer-lost: a rank killed with SIGKILL mid-all-reduce makes every other ran
   let groups: Group[] = [];
   const inputs = [0, 1].map((r) => workInput(8 << 20, 0, r));
   try {
-    groups = await Promise.all(ncs.map((nc, rank) => joinGroup({ nc, runId, groupId, rank, worldSize: W, timeoutMs, retryMs: 250, joinTimeoutMs: 60_000 })));
+    groups = await Promise.all(
+      ncs.map((nc, rank) =>
+        joinGroup({ nc, runId, groupId, rank, worldSize: W, timeoutMs, retryMs: 250, joinTimeoutMs: 60_000 }),
+      ),
+    );
     const res = await Promise.allSettled(groups.map((g, r) => g.allReduce(inputs[r]!, { step: 7 })));
     const failedAt = performance.now();
     assert.ok(killedAt > 0, 'the victim was killed');
@@ -67,8 +87,13 @@ test('peer-lost: a rank killed with SIGKILL mid-all-reduce makes every other ran
       assert.deepEqual([e.ranks, e.step, e.op], [[2], 7, 'allReduce:ar']);
       reasons.push(e.message);
     }
-    console.log(`PeerLostError ${Math.round(failedAt - killedAt)} ms after SIGKILL (timeout ${timeoutMs} ms)`);
-    assert.ok(failedAt - killedAt < timeoutMs, `raised ${Math.round(failedAt - killedAt)} ms after the kill (timeout ${timeoutMs}): ${reasons.join('; ')}`);
+    console.log(
+      `PeerLostError ${Math.round(failedAt - killedAt)} ms after SIGKILL (timeout ${timeoutMs} ms)`,
+    );
+    assert.ok(
+      failedAt - killedAt < timeoutMs,
+      `raised ${Math.round(failedAt - killedAt)} ms after the kill (timeout ${timeoutMs}): ${reasons.join('; ')}`,
+    );
     const exit = await victim.exit;
     assert.equal(exit.signal, 'SIGKILL');
     assert.ok(!victim.lines.some((l) => l.survived), 'the victim never finished its all-reduce');
@@ -86,14 +111,28 @@ test('peer-lost: a rank that stops answering (event loop blocked) is named after
   const W = 3;
   const timeoutMs = 2000;
   const [runId, groupId] = [uniqueId('hang'), uniqueId('g')];
-  const hung = spawnRank<{ joined?: boolean }>({ url: NATS_URL, runId, groupId, rank: 2, worldSize: W, timeoutMs, mode: 'hang' });
+  const hung = spawnRank<{ joined?: boolean }>({
+    url: NATS_URL,
+    runId,
+    groupId,
+    rank: 2,
+    worldSize: W,
+    timeoutMs,
+    mode: 'hang',
+  });
   const ncs = await conns(2);
   let groups: Group[] = [];
   try {
-    groups = await Promise.all(ncs.map((nc, rank) => joinGroup({ nc, runId, groupId, rank, worldSize: W, timeoutMs, joinTimeoutMs: 60_000 })));
+    groups = await Promise.all(
+      ncs.map((nc, rank) =>
+        joinGroup({ nc, runId, groupId, rank, worldSize: W, timeoutMs, joinTimeoutMs: 60_000 }),
+      ),
+    );
     await hung.line((l) => !!l.joined);
     const t0 = performance.now();
-    const res = await Promise.allSettled(groups.map((g, r) => g.allReduce(workInput(1000, 0, r), { step: 3 })));
+    const res = await Promise.allSettled(
+      groups.map((g, r) => g.allReduce(workInput(1000, 0, r), { step: 3 })),
+    );
     const ms = performance.now() - t0;
     for (const r of res) assert.deepEqual(lost(r).ranks, [2]);
     assert.ok(ms >= timeoutMs * 0.9 && ms < timeoutMs + 1500, `${Math.round(ms)} ms`);
@@ -109,7 +148,9 @@ test('peer-lost: a rank that leaves the group fails the others at once; two proc
   try {
     const leaving = ranks.groups[2]!.close();
     const t0 = performance.now();
-    const res = await Promise.allSettled([0, 1].map((r) => ranks.groups[r]!.allReduce(new Float32Array(10), { step: 1 })));
+    const res = await Promise.allSettled(
+      [0, 1].map((r) => ranks.groups[r]!.allReduce(new Float32Array(10), { step: 1 })),
+    );
     for (const r of res) assert.deepEqual(lost(r).ranks, [2]);
     assert.ok(performance.now() - t0 < 1500);
     await leaving;
@@ -124,7 +165,9 @@ test('peer-lost: a rank that leaves the group fails the others at once; two proc
     const t0 = performance.now();
     await more.groups[2]!.close();
     await assert.rejects(pending, GroupClosedError);
-    const res = await Promise.allSettled([0, 1].map((r) => more.groups[r]!.allReduce(new Float32Array(10), { step: 4 })));
+    const res = await Promise.allSettled(
+      [0, 1].map((r) => more.groups[r]!.allReduce(new Float32Array(10), { step: 4 })),
+    );
     for (const r of res) assert.deepEqual(lost(r).ranks, [2]);
     assert.ok(performance.now() - t0 < 2000, `${performance.now() - t0} ms`);
   } finally {
@@ -133,10 +176,17 @@ test('peer-lost: a rank that leaves the group fails the others at once; two proc
   const ncs = await conns(3);
   const [runId, groupId] = [uniqueId('dup'), uniqueId('g')];
   try {
-    const res = await Promise.allSettled([0, 1, 1].map((rank, i) => joinGroup({ nc: ncs[i]!, runId, groupId, rank, worldSize: 3, timeoutMs: 3000 })));
+    const res = await Promise.allSettled(
+      [0, 1, 1].map((rank, i) =>
+        joinGroup({ nc: ncs[i]!, runId, groupId, rank, worldSize: 3, timeoutMs: 3000 }),
+      ),
+    );
     for (const r of res) {
       assert.equal(r.status, 'rejected');
-      assert.ok((r as PromiseRejectedResult).reason instanceof DuplicateRankError, String((r as PromiseRejectedResult).reason));
+      assert.ok(
+        (r as PromiseRejectedResult).reason instanceof DuplicateRankError,
+        String((r as PromiseRejectedResult).reason),
+      );
     }
   } finally {
     await Promise.all(ncs.map((nc) => nc.close()));

@@ -23,10 +23,19 @@ const hash = (xs: Float32Array[]) => {
 
 /** The same workload with W ranks in this process. */
 async function inProcess(W: number): Promise<{ sums: string[]; steps: string[] }> {
-  const sums = WORK_SIZES.map((n, k) => hash([rankOrderSum(Array.from({ length: W }, (_, r) => workInput(n, k, r)))]));
+  const sums = WORK_SIZES.map((n, k) =>
+    hash([rankOrderSum(Array.from({ length: W }, (_, r) => workInput(n, k, r)))]),
+  );
   const ranks = await openRanks(W);
   try {
-    const ps = ranks.groups.map((_, r) => new PowerSgd(psgdSpecs, { rank: 2, startIter: 1, minCompressionRate: 1, wire: 'fp16' }, { rank: r, worldSize: W, seed: 11 }));
+    const ps = ranks.groups.map(
+      (_, r) =>
+        new PowerSgd(
+          psgdSpecs,
+          { rank: 2, startIter: 1, minCompressionRate: 1, wire: 'fp16' },
+          { rank: r, worldSize: W, seed: 11 },
+        ),
+    );
     const steps: string[] = [];
     for (let s = 0; s < 3; s++) {
       const res = await Promise.all(ps.map((p, r) => p.reduce(ranks.groups[r]!, psgdGrads(s, r), s)));
@@ -41,7 +50,17 @@ async function inProcess(W: number): Promise<{ sums: string[]; steps: string[] }
 
 async function separate(W: number): Promise<WorkResult[]> {
   const [runId, groupId] = [uniqueId('proc'), uniqueId('g')];
-  const procs = Array.from({ length: W }, (_, rank) => spawnRank<WorkResult>({ url: NATS_URL, runId, groupId, rank, worldSize: W, timeoutMs: 30_000, mode: 'work' }));
+  const procs = Array.from({ length: W }, (_, rank) =>
+    spawnRank<WorkResult>({
+      url: NATS_URL,
+      runId,
+      groupId,
+      rank,
+      worldSize: W,
+      timeoutMs: 30_000,
+      mode: 'work',
+    }),
+  );
   const exits = await Promise.all(procs.map((p) => p.exit));
   return exits.map((e, r) => {
     assert.ok(e.last, `rank ${r} printed nothing (exit ${e.code ?? e.signal})`);

@@ -34,11 +34,24 @@ const hash = (xs: Float32Array[]) => {
   return h.digest('hex');
 };
 try {
-  const group = await joinGroup({ nc, runId: a.runId, groupId: a.groupId, rank: a.rank, worldSize: a.worldSize, timeoutMs: a.timeoutMs, joinTimeoutMs: 60_000 });
+  const group = await joinGroup({
+    nc,
+    runId: a.runId,
+    groupId: a.groupId,
+    rank: a.rank,
+    worldSize: a.worldSize,
+    timeoutMs: a.timeoutMs,
+    joinTimeoutMs: 60_000,
+  });
   if (a.mode === 'work') {
     const sums: string[] = [];
-    for (const [k, n] of WORK_SIZES.entries()) sums.push(hash([await group.allReduce(workInput(n, k, a.rank), { step: k })]));
-    const psgd = new PowerSgd(psgdSpecs, { rank: 2, startIter: 1, minCompressionRate: 1, wire: 'fp16' }, { rank: a.rank, worldSize: a.worldSize, seed: 11 });
+    for (const [k, n] of WORK_SIZES.entries())
+      sums.push(hash([await group.allReduce(workInput(n, k, a.rank), { step: k })]));
+    const psgd = new PowerSgd(
+      psgdSpecs,
+      { rank: 2, startIter: 1, minCompressionRate: 1, wire: 'fp16' },
+      { rank: a.rank, worldSize: a.worldSize, seed: 11 },
+    );
     const steps: string[] = [];
     for (let s = 0; s < 3; s++) steps.push(hash((await psgd.reduce(group, psgdGrads(s, a.rank), s)).grads));
     await group.close();
@@ -72,7 +85,14 @@ try {
   }
 } catch (e) {
   const err = e as Error;
-  console.log(JSON.stringify({ rank: a.rank, error: err.name, message: err.message, ranks: err instanceof PeerLostError ? err.ranks : undefined }));
+  console.log(
+    JSON.stringify({
+      rank: a.rank,
+      error: err.name,
+      message: err.message,
+      ranks: err instanceof PeerLostError ? err.ranks : undefined,
+    }),
+  );
 } finally {
   await nc.close();
 }

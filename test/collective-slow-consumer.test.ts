@@ -15,7 +15,10 @@ import { rankOrderSum, spawnRank, uniqueId } from './collective-helpers.ts';
 import { workInput } from './collective-work.ts';
 
 function natsBin(): string {
-  return process.env.DALLE_NATS_BIN ?? (existsSync('/usr/sbin/nats-server') ? '/usr/sbin/nats-server' : 'nats-server');
+  return (
+    process.env.DALLE_NATS_BIN ??
+    (existsSync('/usr/sbin/nats-server') ? '/usr/sbin/nats-server' : 'nats-server')
+  );
 }
 
 async function freePort(): Promise<number> {
@@ -31,8 +34,13 @@ test('slow-consumer: a rank cut off by the server mid-all-reduce reconnects and 
   const dir = mkdtempSync(join(tmpdir(), 'collective-slow-'));
   const port = await freePort();
   // max_pending 1 MiB (default 64 MiB) and a 2 s write deadline: a 3 s stall is a slow consumer for sure
-  writeFileSync(join(dir, 'nats.conf'), `listen: 127.0.0.1:${port}\nmax_pending: 1048576\nmax_payload: 262144\nwrite_deadline: "2s"\n`);
-  const server = spawn(natsBin(), ['-c', join(dir, 'nats.conf'), '-l', join(dir, 'log')], { stdio: 'ignore' });
+  writeFileSync(
+    join(dir, 'nats.conf'),
+    `listen: 127.0.0.1:${port}\nmax_pending: 1048576\nmax_payload: 262144\nwrite_deadline: "2s"\n`,
+  );
+  const server = spawn(natsBin(), ['-c', join(dir, 'nats.conf'), '-l', join(dir, 'log')], {
+    stdio: 'ignore',
+  });
   const url = `nats://127.0.0.1:${port}`;
   let nc: NatsConnection | undefined;
   try {
@@ -43,10 +51,32 @@ test('slow-consumer: a rank cut off by the server mid-all-reduce reconnects and 
     assert.ok(nc, 'nats-server started');
     const [runId, groupId] = [uniqueId('slow'), uniqueId('g')];
     const n = 2_621_440;
-    const stalled = spawnRank<{ sum?: string; events?: string[]; counters?: GroupCounters; error?: string; message?: string }>({
-      url, runId, groupId, rank: 1, worldSize: 2, timeoutMs: 30_000, mode: 'stall', stallMs: 3000, size: n,
+    const stalled = spawnRank<{
+      sum?: string;
+      events?: string[];
+      counters?: GroupCounters;
+      error?: string;
+      message?: string;
+    }>({
+      url,
+      runId,
+      groupId,
+      rank: 1,
+      worldSize: 2,
+      timeoutMs: 30_000,
+      mode: 'stall',
+      stallMs: 3000,
+      size: n,
     });
-    const g = await joinGroup({ nc, runId, groupId, rank: 0, worldSize: 2, timeoutMs: 30_000, joinTimeoutMs: 60_000 });
+    const g = await joinGroup({
+      nc,
+      runId,
+      groupId,
+      rank: 0,
+      worldSize: 2,
+      timeoutMs: 30_000,
+      joinTimeoutMs: 60_000,
+    });
     const out = await g.allReduce(workInput(n, 0, 0), { step: 1 });
     const mine = g.counters();
     await g.close();
@@ -54,12 +84,24 @@ test('slow-consumer: a rank cut off by the server mid-all-reduce reconnects and 
     assert.equal(child.error, undefined, `${child.error}: ${child.message}`);
     const expected = rankOrderSum([workInput(n, 0, 0), workInput(n, 0, 1)]);
     assert.ok(Buffer.from(out.buffer).equals(Buffer.from(expected.buffer)), 'rank 0: exact sum');
-    assert.equal(child.sum, createHash('sha256').update(new Uint8Array(expected.buffer)).digest('hex'), 'rank 1: exact sum');
+    assert.equal(
+      child.sum,
+      createHash('sha256').update(new Uint8Array(expected.buffer)).digest('hex'),
+      'rank 1: exact sum',
+    );
     const log = readFileSync(join(dir, 'log'), 'utf8');
     assert.match(log, /Slow Consumer Detected/, 'the server really cut rank 1 off');
-    assert.ok(child.events!.includes('disconnect') && child.events!.includes('reconnect'), `rank 1 connection events: ${child.events}`);
-    assert.ok(child.counters!.resendRequests > 0 && mine.resent > 0, `recovered by resends: asked ${child.counters!.resendRequests}, resent ${mine.resent}`);
-    console.log(`slow consumer cut and recovered: rank 1 asked ${child.counters!.resendRequests} times, rank 0 resent ${mine.resent} chunks`);
+    assert.ok(
+      child.events!.includes('disconnect') && child.events!.includes('reconnect'),
+      `rank 1 connection events: ${child.events}`,
+    );
+    assert.ok(
+      child.counters!.resendRequests > 0 && mine.resent > 0,
+      `recovered by resends: asked ${child.counters!.resendRequests}, resent ${mine.resent}`,
+    );
+    console.log(
+      `slow consumer cut and recovered: rank 1 asked ${child.counters!.resendRequests} times, rank 0 resent ${mine.resent} chunks`,
+    );
   } finally {
     await nc?.close();
     server.kill();

@@ -17,5 +17,11 @@ export const psgdSpecs: ParamSpec[] = [
 ];
 
 export function psgdGrads(step: number, rank: number): Float32Array[] {
-  return psgdSpecs.map((s, i) => values(s.shape.reduce((a, b) => a * b, 1), 77 * step + 7 * rank + i, 1e-2));
+  return psgdSpecs.map((s, i) =>
+    values(
+      s.shape.reduce((a, b) => a * b, 1),
+      77 * step + 7 * rank + i,
+      1e-2,
+    ),
+  );
 }

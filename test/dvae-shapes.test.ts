@@ -15,7 +15,14 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import * as tf from '@tensorflow/tfjs';
 import { loadSpec } from '../config/index.ts';
-import { encodePng, loadBatch, openDataset, renderShape, shapeItem, HELD_OUT_COMPOSITIONS } from '../data/index.ts';
+import {
+  encodePng,
+  loadBatch,
+  openDataset,
+  renderShape,
+  shapeItem,
+  HELD_OUT_COMPOSITIONS,
+} from '../data/index.ts';
 import { initBackend } from '../model/backend.ts';
 import { Dvae } from '../model/dvae.ts';
 import { createDvaeTrainer } from '../model/dvae-trainer.ts';
@@ -46,7 +53,15 @@ test('dvae: shapes reconstruction of held-out compositions beats half the code-f
   let metrics: Record<string, number> = {};
   const t0 = performance.now();
   for (let step = 0; step < STEPS; step++) {
-    const b = await loadBatch(ds, { seed: spec.train.seed, step, rank: 0, worldSize: 1, globalBatch: BATCH, resolution: R, pipeline: 'dvae' });
+    const b = await loadBatch(ds, {
+      seed: spec.train.seed,
+      step,
+      rank: 0,
+      worldSize: 1,
+      globalBatch: BATCH,
+      resolution: R,
+      pipeline: 'dvae',
+    });
     for (let i = 0; i < b.images.length; i++) mean[i % mean.length]! += b.images[i]!;
     seen += b.n;
     const g = trainer.computeGradients({ images: b.images, n: b.n }, step, 0);
@@ -59,10 +74,17 @@ test('dvae: shapes reconstruction of held-out compositions beats half the code-f
   // Held-out compositions (never in a training split), one image each.
   const n = HELD_OUT_COMPOSITIONS.length;
   const held = new Uint8Array(n * R * R * 3);
-  for (let i = 0; i < n; i++) held.set(renderShape(shapeItem(i, 'heldout', spec.dataset.kind === 'shapes' ? spec.dataset.seed : 0), R), i * R * R * 3);
+  for (let i = 0; i < n; i++)
+    held.set(
+      renderShape(shapeItem(i, 'heldout', spec.dataset.kind === 'shapes' ? spec.dataset.seed : 0), R),
+      i * R * R * 3,
+    );
   // The code-free baseline: every image reconstructed as the mean training image.
   const meanImage = Uint8Array.from(mean, (v) => Math.round(v / seen));
-  const baseline = mse(held, Uint8Array.from({ length: held.length }, (_, i) => meanImage[i % meanImage.length]!));
+  const baseline = mse(
+    held,
+    Uint8Array.from({ length: held.length }, (_, i) => meanImage[i % meanImage.length]!),
+  );
 
   // Short run: the EMA (decay 0.99) still lags, so judge the parameters themselves.
   const model = Dvae.fromParams(cfg, trainer.exportParams('params'));
@@ -78,9 +100,12 @@ test('dvae: shapes reconstruction of held-out compositions beats half the code-f
   const grid = new Uint8Array(W * H * 3).fill(255);
   for (let c = 0; c < cols; c++) {
     const idx = Math.floor((c * n) / cols);
-    for (const [row, src] of [[0, held], [1, rec]] as const) {
+    for (const [row, src] of [
+      [0, held],
+      [1, rec],
+    ] as const) {
       for (let y = 0; y < R; y++) {
-        const from = ((idx * R + y) * R) * 3;
+        const from = (idx * R + y) * R * 3;
         grid.set(src.subarray(from, from + R * 3), ((row * (R + 2) + 1 + y) * W + c * (R + 2) + 1) * 3);
       }
     }
@@ -91,8 +116,13 @@ test('dvae: shapes reconstruction of held-out compositions beats half the code-f
   t.diagnostic(
     `${STEPS} steps × ${BATCH} in ${trainSec.toFixed(0)} s; last step ${JSON.stringify(Object.fromEntries(Object.entries(metrics).map(([k, v]) => [k, +v.toPrecision(4)])))}`,
   );
-  t.diagnostic(`held-out MSE ${got.toFixed(4)} vs code-free baseline ${baseline.toFixed(4)} (threshold ${(baseline / 2).toFixed(4)}); ${codesUsed} codes used; grid ${png}`);
-  assert.ok(got < baseline / 2, `held-out reconstruction MSE ${got.toFixed(4)} is not below half the mean-image baseline ${baseline.toFixed(4)}`);
+  t.diagnostic(
+    `held-out MSE ${got.toFixed(4)} vs code-free baseline ${baseline.toFixed(4)} (threshold ${(baseline / 2).toFixed(4)}); ${codesUsed} codes used; grid ${png}`,
+  );
+  assert.ok(
+    got < baseline / 2,
+    `held-out reconstruction MSE ${got.toFixed(4)} is not below half the mean-image baseline ${baseline.toFixed(4)}`,
+  );
   model.dispose();
   trainer.dispose();
 });

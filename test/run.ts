@@ -1,4 +1,4 @@
-// `npm test`: typecheck, lint, then every *.test.ts under node's test runner, against real services that
+// `npm test`: typecheck, lint, format check, then every *.test.ts under node's test runner, against real services that
 // this script starts on its own ports and $DALLE_HOME (so a user's running stack is never touched).
 import { spawnSync } from 'node:child_process';
 import { readdirSync, statSync } from 'node:fs';
@@ -23,7 +23,9 @@ function step(title: string, cmd: string, args: string[]): boolean {
   const t0 = Date.now();
   console.log(`\n== ${title}: ${cmd} ${args.join(' ')}`);
   const r = spawnSync(cmd, args, { cwd: root, stdio: 'inherit', env: process.env });
-  console.log(`== ${title}: ${r.status === 0 ? 'ok' : `FAILED (exit ${r.status ?? r.signal})`} in ${((Date.now() - t0) / 1000).toFixed(1)} s`);
+  console.log(
+    `== ${title}: ${r.status === 0 ? 'ok' : `FAILED (exit ${r.status ?? r.signal})`} in ${((Date.now() - t0) / 1000).toFixed(1)} s`,
+  );
   return r.status === 0;
 }
 
@@ -38,6 +40,7 @@ let ok = true;
 if (!filter.length) {
   ok = step('typecheck', 'npx', ['tsc', '--noEmit', '-p', '.']) && ok;
   ok = step('lint', 'npx', ['eslint', '--max-warnings', '0', '.']) && ok;
+  ok = step('format', 'npx', ['prettier', '--check', '--log-level', 'warn', '.']) && ok;
 }
 
 console.log(`\n== services: Temporal ${env.temporalAddress}, NATS ${env.natsUrl}, state ${env.home}`);
@@ -45,7 +48,15 @@ await up(env);
 const files = findTests(root).filter((f) => !filter.length || filter.some((x) => f.includes(x)));
 console.log(`== ${files.length} test files`);
 try {
-  ok = step('tests', process.execPath, ['--import', 'tsx', '--test', '--test-concurrency=1', '--test-timeout=900000', ...files]) && ok;
+  ok =
+    step('tests', process.execPath, [
+      '--import',
+      'tsx',
+      '--test',
+      '--test-concurrency=1',
+      '--test-timeout=900000',
+      ...files,
+    ]) && ok;
 } finally {
   await down(env); // only what up started under this test $DALLE_HOME
 }

@@ -13,8 +13,14 @@ test('workflows: recorded histories replay deterministically', async () => {
   Runtime.install({ logger: new DefaultLogger('WARN') });
   const files = readdirSync(dir).filter((f) => f.endsWith('.json'));
   assert.ok(files.length >= 3, 'histories of trainDalle and both trainStage kinds are recorded');
-  const histories = files.map((f) => ({ workflowId: f.replace(/\.json$/, ''), history: JSON.parse(readFileSync(dir + f, 'utf8')) }));
-  const results = Worker.runReplayHistories({ workflowsPath: fileURLToPath(new URL('../workflows/index.ts', import.meta.url)) }, histories);
+  const histories = files.map((f) => ({
+    workflowId: f.replace(/\.json$/, ''),
+    history: JSON.parse(readFileSync(dir + f, 'utf8')),
+  }));
+  const results = Worker.runReplayHistories(
+    { workflowsPath: fileURLToPath(new URL('../workflows/index.ts', import.meta.url)) },
+    histories,
+  );
   let n = 0;
   for await (const r of results) {
     assert.equal(r.error, undefined, `${r.workflowId}: ${r.error?.message}`);

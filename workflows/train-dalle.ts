@@ -34,9 +34,22 @@ const MAX_EVENTS = 20;
 export async function trainDalle(input: TrainDalleInput): Promise<TrainDalleResult> {
   const { runId, spec } = input;
   const p: RunProgress = {
-    stage: 'dvae', step: 0, totalSteps: spec.dvae.steps, loss: null, lr: null, tau: null, beta: null,
-    checkpointStep: 0, stepsPerSec: 0, worldSize: spec.train.worldSize, restarts: 0, paused: false,
-    bytesRaw: 0, bytesSent: 0, lastResume: null, events: [],
+    stage: 'dvae',
+    step: 0,
+    totalSteps: spec.dvae.steps,
+    loss: null,
+    lr: null,
+    tau: null,
+    beta: null,
+    checkpointStep: 0,
+    stepsPerSec: 0,
+    worldSize: spec.train.worldSize,
+    restarts: 0,
+    paused: false,
+    bytesRaw: 0,
+    bytesSent: 0,
+    lastResume: null,
+    events: [],
   };
   const restartsBy: Record<string, number> = {};
   let child: ChildWorkflowHandle<typeof trainStage> | undefined;
@@ -49,8 +62,15 @@ export async function trainDalle(input: TrainDalleInput): Promise<TrainDalleResu
   setHandler(progressSignal, (r) => {
     if (r.stage !== p.stage) return; // a late report from a finished stage
     Object.assign(p, {
-      step: r.step, totalSteps: r.totalSteps, loss: r.loss, lr: r.lr, tau: r.tau ?? null, beta: r.beta ?? null,
-      stepsPerSec: r.stepsPerSec, worldSize: r.worldSize, checkpointStep: r.checkpointStep,
+      step: r.step,
+      totalSteps: r.totalSteps,
+      loss: r.loss,
+      lr: r.lr,
+      tau: r.tau ?? null,
+      beta: r.beta ?? null,
+      stepsPerSec: r.stepsPerSec,
+      worldSize: r.worldSize,
+      checkpointStep: r.checkpointStep,
     });
   });
   setHandler(stageEventSignal, (e) => {
@@ -59,11 +79,13 @@ export async function trainDalle(input: TrainDalleInput): Promise<TrainDalleResu
       restartsBy[e.stage] = e.restarts;
       p.restarts = Object.values(restartsBy).reduce((a, b) => a + b, 0);
     }
-    if (e.resumedFrom !== undefined) p.lastResume = { stage: e.stage, fromStep: e.resumedFrom, restarts: p.restarts };
+    if (e.resumedFrom !== undefined)
+      p.lastResume = { stage: e.stage, fromStep: e.resumedFrom, restarts: p.restarts };
     if (e.message) event(e.message);
   });
   const forward = async (fn: (c: ChildWorkflowHandle<typeof trainStage>) => Promise<void>) => {
-    if (child) await fn(child).catch((e: unknown) => log.warn('could not forward signal', { error: String(e) }));
+    if (child)
+      await fn(child).catch((e: unknown) => log.warn('could not forward signal', { error: String(e) }));
   };
   setHandler(pauseSignal, async () => {
     p.paused = true;
@@ -79,10 +101,18 @@ export async function trainDalle(input: TrainDalleInput): Promise<TrainDalleResu
   });
 
   const runStage = async (stage: StageName): Promise<TrainStageResult> => {
-    Object.assign(p, { stage, step: 0, totalSteps: stage === 'dvae' ? spec.dvae.steps : spec.transformer.steps, checkpointStep: 0, loss: null });
+    Object.assign(p, {
+      stage,
+      step: 0,
+      totalSteps: stage === 'dvae' ? spec.dvae.steps : spec.transformer.steps,
+      checkpointStep: 0,
+      loss: null,
+    });
     child = await startChild(trainStage, {
       workflowId: `${runId}-${stage}`,
-      args: [{ runId, stage, spec, worldSize: p.worldSize, parentId: workflowInfo().workflowId, paused: p.paused }],
+      args: [
+        { runId, stage, spec, worldSize: p.worldSize, parentId: workflowInfo().workflowId, paused: p.paused },
+      ],
     });
     const result = await child.result();
     child = undefined;
@@ -98,7 +128,9 @@ export async function trainDalle(input: TrainDalleInput): Promise<TrainDalleResu
   const shards = p.worldSize;
   const [tokenizer, ...tokens] = await Promise.all([
     utilityActivities.prepareTokenizer({ runId, spec }),
-    ...Array.from({ length: shards }, (_, shard) => utilityActivities.encodeShard({ runId, spec, shard, shards, dvaeStep: dvae.step })),
+    ...Array.from({ length: shards }, (_, shard) =>
+      utilityActivities.encodeShard({ runId, spec, shard, shards, dvaeStep: dvae.step }),
+    ),
   ]);
   await utilityActivities.commitEncoded({ runId, spec, parts: [tokenizer!, ...tokens], shards });
 

@@ -20,7 +20,13 @@ import type { RunSpec } from '../config/index.ts';
 import type { StageName, TrainShardResult } from '../activities/types.ts';
 import type { DalleWorkflowSinks } from '../telemetry/index.ts';
 import { rankActivities, utilityActivities } from './activities.ts';
-import { pauseSignal, resumeSignal, setWorldSizeSignal, stageEventSignal, type StageEvent } from './signals.ts';
+import {
+  pauseSignal,
+  resumeSignal,
+  setWorldSizeSignal,
+  stageEventSignal,
+  type StageEvent,
+} from './signals.ts';
 
 export interface TrainStageInput {
   runId: string;
@@ -101,7 +107,10 @@ export async function trainStage(input: TrainStageInput): Promise<TrainStageResu
 
     const groupId = `${stage}-g${groupSeq++}`;
     if (failed) {
-      await tell({ resumedFrom: ck.step, message: `${stage} resumes from checkpoint ${ck.step} as group ${groupId}` });
+      await tell({
+        resumedFrom: ck.step,
+        message: `${stage} resumes from checkpoint ${ck.step} as group ${groupId}`,
+      });
       failed = false;
     }
     const toStep = Math.min(ck.step + spec.train.segmentSteps, total);
@@ -109,7 +118,17 @@ export async function trainStage(input: TrainStageInput): Promise<TrainStageResu
     const scope = new CancellationScope();
     const all = scope.run(() => {
       shards = Array.from({ length: worldSize }, (_, rank) =>
-        ranks.trainShard({ runId, stage, spec, rank, worldSize, groupId, fromStep: ck.step, toStep, progressWorkflowId: input.parentId }),
+        ranks.trainShard({
+          runId,
+          stage,
+          spec,
+          rank,
+          worldSize,
+          groupId,
+          fromStep: ck.step,
+          toStep,
+          progressWorkflowId: input.parentId,
+        }),
       );
       return Promise.all(shards);
     });
@@ -133,10 +152,18 @@ export async function trainStage(input: TrainStageInput): Promise<TrainStageResu
       // dalle.train.restarts (a sink: outside the isolate, not called on replay, no history change).
       proxySinks<DalleWorkflowSinks>().dalleMetrics.restart({ runId, stage });
       const why = describe(err);
-      log.warn('segment failed; relaunching from the last committed checkpoint', { stage, groupId, restarts, why });
+      log.warn('segment failed; relaunching from the last committed checkpoint', {
+        stage,
+        groupId,
+        restarts,
+        why,
+      });
       await tell({ restarts, message: `restart ${restarts} of ${stage} after ${groupId}: ${why}` });
       if (restarts > spec.train.maxRestarts) {
-        throw ApplicationFailure.nonRetryable(`stage ${stage} failed ${restarts} times (maxRestarts ${spec.train.maxRestarts}); last: ${why}`, 'TooManyRestarts');
+        throw ApplicationFailure.nonRetryable(
+          `stage ${stage} failed ${restarts} times (maxRestarts ${spec.train.maxRestarts}); last: ${why}`,
+          'TooManyRestarts',
+        );
       }
       // Back off a little so a dead worker's replacement can come up; capped so recovery stays quick.
       await sleep(Math.min(1000 * 2 ** Math.min(restarts - 1, 4), 15_000));

@@ -3,7 +3,10 @@
 import * as tf from '@tensorflow/tfjs';
 import { initBackend, type BackendName } from '../../model/backend.ts';
 
-export async function* availableBackends(names: readonly BackendName[], skipped: Record<string, string>): AsyncGenerator<string> {
+export async function* availableBackends(
+  names: readonly BackendName[],
+  skipped: Record<string, string>,
+): AsyncGenerator<string> {
   const seen = new Set<string>();
   for (const b of names) {
     try {

@@ -13,26 +13,51 @@ let colsBudget = 16 * 1024 * 1024;
 
 /** Sets the im2col chunk budget in floats (tests use a small one to exercise chunking); returns the old one. */
 export function setIm2colBudget(floats: number): number {
-  if (!(Number.isInteger(floats) && floats > 0)) throw new RangeError(`im2col budget must be a positive integer, got ${floats}`);
+  if (!(Number.isInteger(floats) && floats > 0))
+    throw new RangeError(`im2col budget must be a positive integer, got ${floats}`);
   const old = colsBudget;
   colsBudget = floats;
   return old;
 }
 
-function conv2DBackpropFilter(args: { inputs: { x: TensorInfo; dy: TensorInfo }; backend: BackendWasm; attrs: backend_util.Conv2DInfo | any }): TensorInfo {
+function conv2DBackpropFilter(args: {
+  inputs: { x: TensorInfo; dy: TensorInfo };
+  backend: BackendWasm;
+  attrs: backend_util.Conv2DInfo | any;
+}): TensorInfo {
   const { inputs, backend, attrs } = args;
   const { x, dy } = inputs;
   const { strides, pad, dataFormat, dimRoundingMode, filterShape } = attrs as {
-    strides: [number, number] | number; pad: any; dataFormat: 'NHWC' | 'NCHW'; dimRoundingMode?: 'floor' | 'round' | 'ceil';
+    strides: [number, number] | number;
+    pad: any;
+    dataFormat: 'NHWC' | 'NCHW';
+    dimRoundingMode?: 'floor' | 'round' | 'ceil';
     filterShape: [number, number, number, number];
   };
-  if (x.dtype !== 'float32' || dy.dtype !== 'float32') throw new Error(`Conv2DBackpropFilter (wasm): float32 only, got ${x.dtype}/${dy.dtype}`);
+  if (x.dtype !== 'float32' || dy.dtype !== 'float32')
+    throw new Error(`Conv2DBackpropFilter (wasm): float32 only, got ${x.dtype}/${dy.dtype}`);
   const fmt = backend_util.convertConv2DDataFormat(dataFormat);
-  if (fmt !== 'channelsLast') throw new Error(`Conv2DBackpropFilter (wasm): dataFormat ${dataFormat} unsupported, use NHWC`);
+  if (fmt !== 'channelsLast')
+    throw new Error(`Conv2DBackpropFilter (wasm): dataFormat ${dataFormat} unsupported, use NHWC`);
   const info = backend_util.computeConv2DInfo(
-    x.shape as [number, number, number, number], filterShape, strides, 1, pad, dimRoundingMode, false, fmt,
+    x.shape as [number, number, number, number],
+    filterShape,
+    strides,
+    1,
+    pad,
+    dimRoundingMode,
+    false,
+    fmt,
   );
-  const { batchSize: B, inHeight: H, inWidth: W, inChannels: CI, outHeight: OH, outWidth: OW, outChannels: CO } = info;
+  const {
+    batchSize: B,
+    inHeight: H,
+    inWidth: W,
+    inChannels: CI,
+    outHeight: OH,
+    outWidth: OW,
+    outChannels: CO,
+  } = info;
   const { filterHeight: FH, filterWidth: FW, strideHeight: SH, strideWidth: SW } = info;
   const pt = info.padInfo.top;
   const pl = info.padInfo.left;
@@ -46,14 +71,17 @@ function conv2DBackpropFilter(args: { inputs: { x: TensorInfo; dy: TensorInfo };
     const rows = nb * rowsPerImage;
     const colsT = allocate(backend, [K, rows]);
     // dy's rows for this chunk: the tensor itself (a reshaped view) when there is one chunk, else a copy.
-    const dyRows = nb === B
-      ? runWasmKernel(backend, 'Reshape', { x: dy }, { shape: [rows, CO] })
-      : allocate(backend, [rows, CO]);
+    const dyRows =
+      nb === B
+        ? runWasmKernel(backend, 'Reshape', { x: dy }, { shape: [rows, CO] })
+        : allocate(backend, [rows, CO]);
     const xv = heapView(backend, x) as Float32Array;
     const cv = heapView(backend, colsT) as Float32Array;
     if (nb !== B) {
       const dyv = heapView(backend, dy) as Float32Array;
-      (heapView(backend, dyRows) as Float32Array).set(dyv.subarray(b0 * rowsPerImage * CO, (b0 + nb) * rowsPerImage * CO));
+      (heapView(backend, dyRows) as Float32Array).set(
+        dyv.subarray(b0 * rowsPerImage * CO, (b0 + nb) * rowsPerImage * CO),
+      );
     }
     // colsᵀ row k = (kh, kw, c) holds x shifted by (kh − pt, kw − pl), channel c, over (b, oy, ox):
     // contiguous writes, reads strided by CI; the in-bounds ox range is hoisted out of the inner loop.
@@ -81,7 +109,12 @@ function conv2DBackpropFilter(args: { inputs: { x: TensorInfo; dy: TensorInfo };
         }
       }
     }
-    const prod = runWasmKernel(backend, 'BatchMatMul', { a: colsT, b: dyRows }, { transposeA: false, transposeB: false }); // [1, K, CO]
+    const prod = runWasmKernel(
+      backend,
+      'BatchMatMul',
+      { a: colsT, b: dyRows },
+      { transposeA: false, transposeB: false },
+    ); // [1, K, CO]
     const pv = heapView(backend, prod) as Float32Array;
     if (nb === B) acc.set(pv);
     else for (let i = 0; i < acc.length; i++) acc[i]! += pv[i]!;

@@ -3,7 +3,13 @@
 // the input gradient is itself a forward convolution, which XNNPACK runs fast:
 //   dx = conv2d(dy, flip(W)ᵀ, pads (fh−1−pb, ..)),  flip(W)ᵀ[kh, kw, co, ci] = W[fh−1−kh, fw−1−kw, ci, co].
 // Other strides (and pads beyond fh−1) go to the stock kernel, kept as the fallback.
-import { backend_util, type KernelConfig, type KernelFunc, type KernelBackend, type TensorInfo } from '@tensorflow/tfjs';
+import {
+  backend_util,
+  type KernelConfig,
+  type KernelFunc,
+  type KernelBackend,
+  type TensorInfo,
+} from '@tensorflow/tfjs';
 import type { BackendWasm } from '@tensorflow/tfjs-backend-wasm';
 import { allocate, free, heapView, runWasmKernel } from './wasm-util.ts';
 
@@ -19,23 +25,43 @@ export function makeConv2DBackpropInputWasmConfig(stock: KernelConfig | undefine
     }
     return stock.kernelFunc(args as never) as TensorInfo;
   };
-  const kernelFunc = (args: { inputs: { dy: TensorInfo; filter: TensorInfo }; backend: BackendWasm; attrs: any }): TensorInfo => {
+  const kernelFunc = (args: {
+    inputs: { dy: TensorInfo; filter: TensorInfo };
+    backend: BackendWasm;
+    attrs: any;
+  }): TensorInfo => {
     const { inputs, backend, attrs } = args;
     const { dy, filter } = inputs;
     const { strides, pad, dataFormat, dimRoundingMode, inputShape } = attrs as {
-      strides: [number, number] | number; pad: any; dataFormat: 'NHWC' | 'NCHW'; dimRoundingMode?: 'floor' | 'round' | 'ceil';
+      strides: [number, number] | number;
+      pad: any;
+      dataFormat: 'NHWC' | 'NCHW';
+      dimRoundingMode?: 'floor' | 'round' | 'ceil';
       inputShape: [number, number, number, number];
     };
     const fmt = backend_util.convertConv2DDataFormat(dataFormat);
     const info = backend_util.computeConv2DInfo(
-      inputShape, filter.shape as [number, number, number, number], strides, 1, pad, dimRoundingMode, false, fmt,
+      inputShape,
+      filter.shape as [number, number, number, number],
+      strides,
+      1,
+      pad,
+      dimRoundingMode,
+      false,
+      fmt,
     );
     const { filterHeight: FH, filterWidth: FW, inChannels: CI, outChannels: CO } = info;
     const p = info.padInfo;
     const fast =
-      fmt === 'channelsLast' && dy.dtype === 'float32' && filter.dtype === 'float32' &&
-      info.strideHeight === 1 && info.strideWidth === 1 &&
-      p.top <= FH - 1 && p.bottom <= FH - 1 && p.left <= FW - 1 && p.right <= FW - 1;
+      fmt === 'channelsLast' &&
+      dy.dtype === 'float32' &&
+      filter.dtype === 'float32' &&
+      info.strideHeight === 1 &&
+      info.strideWidth === 1 &&
+      p.top <= FH - 1 &&
+      p.bottom <= FH - 1 &&
+      p.left <= FW - 1 &&
+      p.right <= FW - 1;
     if (!fast) return fallback(args);
     const flipped = allocate(backend, [FH, FW, CO, CI]);
     const wv = heapView(backend, filter) as Float32Array;
@@ -44,20 +70,35 @@ export function makeConv2DBackpropInputWasmConfig(stock: KernelConfig | undefine
       for (let kw = 0; kw < FW; kw++) {
         const src = ((FH - 1 - kh) * FW + (FW - 1 - kw)) * CI * CO;
         const dst = (kh * FW + kw) * CO * CI;
-        for (let c = 0; c < CI; c++) for (let o = 0; o < CO; o++) fv[dst + o * CI + c] = wv[src + c * CO + o]!;
+        for (let c = 0; c < CI; c++)
+          for (let o = 0; o < CO; o++) fv[dst + o * CI + c] = wv[src + c * CO + o]!;
       }
     }
-    const dx = runWasmKernel(backend, 'Conv2D', { x: dy, filter: flipped }, {
-      strides: 1,
-      dilations: 1,
-      dataFormat: 'NHWC',
-      pad: [[0, 0], [FH - 1 - p.top, FH - 1 - p.bottom], [FW - 1 - p.left, FW - 1 - p.right], [0, 0]],
-    });
+    const dx = runWasmKernel(
+      backend,
+      'Conv2D',
+      { x: dy, filter: flipped },
+      {
+        strides: 1,
+        dilations: 1,
+        dataFormat: 'NHWC',
+        pad: [
+          [0, 0],
+          [FH - 1 - p.top, FH - 1 - p.bottom],
+          [FW - 1 - p.left, FW - 1 - p.right],
+          [0, 0],
+        ],
+      },
+    );
     free(backend, flipped);
     if (dx.shape.join() !== inputShape.join()) {
       throw new Error(`Conv2DBackpropInput (wasm): produced ${dx.shape}, expected ${inputShape}`);
     }
     return dx;
   };
-  return { kernelName: 'Conv2DBackpropInput', backendName: 'wasm', kernelFunc: kernelFunc as unknown as KernelFunc };
+  return {
+    kernelName: 'Conv2DBackpropInput',
+    backendName: 'wasm',
+    kernelFunc: kernelFunc as unknown as KernelFunc,
+  };
 }

@@ -8,7 +8,13 @@ import { maxPoolGradWasmConfig } from './max-pool-grad.ts';
 import { unsortedSegmentSumWasmConfig } from './unsorted-segment-sum.ts';
 
 /** Names of the kernels this module provides for the wasm backend. */
-export const wasmKernelNames = ['Conv2DBackpropFilter', 'Conv2DBackpropInput', 'Identity', 'MaxPoolGrad', 'UnsortedSegmentSum'] as const;
+export const wasmKernelNames = [
+  'Conv2DBackpropFilter',
+  'Conv2DBackpropInput',
+  'Identity',
+  'MaxPoolGrad',
+  'UnsortedSegmentSum',
+] as const;
 
 let registered = false;
 

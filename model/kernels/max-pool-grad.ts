@@ -6,14 +6,29 @@ import { backend_util, type KernelConfig, type KernelFunc, type TensorInfo } fro
 import type { BackendWasm } from '@tensorflow/tfjs-backend-wasm';
 import { allocate, heapView } from './wasm-util.ts';
 
-function maxPoolGrad(args: { inputs: { dy: TensorInfo; input: TensorInfo; output: TensorInfo }; backend: BackendWasm; attrs: any }): TensorInfo {
+function maxPoolGrad(args: {
+  inputs: { dy: TensorInfo; input: TensorInfo; output: TensorInfo };
+  backend: BackendWasm;
+  attrs: any;
+}): TensorInfo {
   const { inputs, backend, attrs } = args;
   const { dy, input } = inputs;
   const { filterSize, strides, pad, dimRoundingMode } = attrs as {
-    filterSize: [number, number] | number; strides: [number, number] | number; pad: any; dimRoundingMode?: 'floor' | 'round' | 'ceil';
+    filterSize: [number, number] | number;
+    strides: [number, number] | number;
+    pad: any;
+    dimRoundingMode?: 'floor' | 'round' | 'ceil';
   };
-  if (input.dtype !== 'float32' || dy.dtype !== 'float32') throw new Error(`MaxPoolGrad (wasm): float32 only, got ${input.dtype}/${dy.dtype}`);
-  const info = backend_util.computePool2DInfo(input.shape as [number, number, number, number], filterSize, strides, 1, pad, dimRoundingMode);
+  if (input.dtype !== 'float32' || dy.dtype !== 'float32')
+    throw new Error(`MaxPoolGrad (wasm): float32 only, got ${input.dtype}/${dy.dtype}`);
+  const info = backend_util.computePool2DInfo(
+    input.shape as [number, number, number, number],
+    filterSize,
+    strides,
+    1,
+    pad,
+    dimRoundingMode,
+  );
   const { batchSize: B, inHeight: H, inWidth: W, inChannels: C, outHeight: OH, outWidth: OW } = info;
   const { filterHeight: FH, filterWidth: FW, strideHeight: SH, strideWidth: SW } = info;
   const pt = info.padInfo.top;

@@ -6,15 +6,22 @@ import { util, type KernelConfig, type KernelFunc, type TensorInfo } from '@tens
 import type { BackendWasm } from '@tensorflow/tfjs-backend-wasm';
 import { allocate, heapView } from './wasm-util.ts';
 
-function unsortedSegmentSum(args: { inputs: { x: TensorInfo; segmentIds: TensorInfo }; backend: BackendWasm; attrs: { numSegments: number } }): TensorInfo {
+function unsortedSegmentSum(args: {
+  inputs: { x: TensorInfo; segmentIds: TensorInfo };
+  backend: BackendWasm;
+  attrs: { numSegments: number };
+}): TensorInfo {
   const { inputs, backend, attrs } = args;
   const { x, segmentIds } = inputs;
   const { numSegments } = attrs;
   const idRank = segmentIds.shape.length;
   if (segmentIds.shape.some((d, i) => d !== x.shape[i])) {
-    throw new Error(`UnsortedSegmentSum (wasm): segmentIds shape [${segmentIds.shape}] is not a prefix of x shape [${x.shape}]`);
+    throw new Error(
+      `UnsortedSegmentSum (wasm): segmentIds shape [${segmentIds.shape}] is not a prefix of x shape [${x.shape}]`,
+    );
   }
-  if (x.dtype !== 'float32' && x.dtype !== 'int32') throw new Error(`UnsortedSegmentSum (wasm): dtype ${x.dtype} unsupported`);
+  if (x.dtype !== 'float32' && x.dtype !== 'int32')
+    throw new Error(`UnsortedSegmentSum (wasm): dtype ${x.dtype} unsupported`);
   const inner = util.sizeFromShape(x.shape.slice(idRank));
   const n = util.sizeFromShape(segmentIds.shape);
   const out = allocate(backend, [numSegments, ...x.shape.slice(idRank)], x.dtype);

@@ -1,7 +1,13 @@
 // Small helpers for kernels that run inside the wasm backend: allocate on its heap, view its memory,
 // call its own kernels (XNNPACK matmul and conv) and free intermediates. Views into the heap are only
 // valid until the next allocation (the heap may grow), so take them after the last makeOutput.
-import { getKernel, type DataType, type NamedAttrMap, type NamedTensorInfoMap, type TensorInfo } from '@tensorflow/tfjs';
+import {
+  getKernel,
+  type DataType,
+  type NamedAttrMap,
+  type NamedTensorInfoMap,
+  type TensorInfo,
+} from '@tensorflow/tfjs';
 import type { BackendWasm } from '@tensorflow/tfjs-backend-wasm';
 
 /** A float32/int32 view of a tensor's bytes on the wasm heap. */

@@ -13,7 +13,12 @@ async function parameterCounts(spec: RunSpec): Promise<Record<string, number | n
   };
   return {
     dvae: await count('../../model/dvae.ts', 'dvaeParameterCount', spec.dvae),
-    transformer: await count('../../model/transformer.ts', 'transformerParameterCount', spec.transformer, spec.dvae),
+    transformer: await count(
+      '../../model/transformer.ts',
+      'transformerParameterCount',
+      spec.transformer,
+      spec.dvae,
+    ),
   };
 }
 
@@ -37,11 +42,19 @@ export async function run(argv: string[]): Promise<void> {
     console.log(JSON.stringify(shown, null, 2));
     return;
   }
-  const fmt = (n: number | null) => (n === null ? 'n/a' : n >= 1e9 ? `${(n / 1e9).toFixed(2)}B` : n >= 1e6 ? `${(n / 1e6).toFixed(2)}M` : `${n}`);
+  const fmt = (n: number | null) =>
+    n === null
+      ? 'n/a'
+      : n >= 1e9
+        ? `${(n / 1e9).toFixed(2)}B`
+        : n >= 1e6
+          ? `${(n / 1e6).toFixed(2)}M`
+          : `${n}`;
   console.log(`preset ${spec.preset}, model name '${spec.modelName}'`);
   for (const [section, body] of Object.entries(shown)) {
     if (typeof body !== 'object') continue;
     console.log(`${section}:`);
-    for (const [k, v] of Object.entries(body)) console.log(`  ${k.padEnd(22)} ${k === 'parameters' ? fmt(v as number | null) : JSON.stringify(v)}`);
+    for (const [k, v] of Object.entries(body))
+      console.log(`  ${k.padEnd(22)} ${k === 'parameters' ? fmt(v as number | null) : JSON.stringify(v)}`);
   }
 }

@@ -35,15 +35,24 @@ export function demoSpec(minutes: number): RunSpec {
   return resolveSpec({
     preset: 'shapes',
     dvae: {
-      steps: steps(base.dvae.steps), lrDecaySteps: scale(base.dvae.lrDecaySteps),
-      betaWarmupSteps: scale(base.dvae.betaWarmupSteps), tauDecaySteps: scale(base.dvae.tauDecaySteps),
+      steps: steps(base.dvae.steps),
+      lrDecaySteps: scale(base.dvae.lrDecaySteps),
+      betaWarmupSteps: scale(base.dvae.betaWarmupSteps),
+      tauDecaySteps: scale(base.dvae.tauDecaySteps),
     },
-    transformer: { steps: steps(base.transformer.steps), warmupSteps: scale(base.transformer.warmupSteps), plateauPatience: scale(base.transformer.plateauPatience) },
+    transformer: {
+      steps: steps(base.transformer.steps),
+      warmupSteps: scale(base.transformer.warmupSteps),
+      plateauPatience: scale(base.transformer.plateauPatience),
+    },
   });
 }
 
 function spawnLogged(args: string[], logFile: string): ChildProcess {
-  const child = spawn(process.execPath, [CLI, ...args], { stdio: ['ignore', 'pipe', 'pipe'], env: process.env });
+  const child = spawn(process.execPath, [CLI, ...args], {
+    stdio: ['ignore', 'pipe', 'pipe'],
+    env: process.env,
+  });
   const out = createWriteStream(logFile, { flags: 'a' });
   child.stdout!.pipe(out);
   child.stderr!.pipe(out);
@@ -66,11 +75,22 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 export async function run(argv: string[]): Promise<number> {
   const usage = 'dalle demo [--minutes N] [--no-kill] [--no-native] [--eval-n N]';
-  const { values } = parse(argv, { minutes: { type: 'string' }, 'no-kill': { type: 'boolean' }, 'no-native': { type: 'boolean' }, 'eval-n': { type: 'string' } }, usage);
+  const { values } = parse(
+    argv,
+    {
+      minutes: { type: 'string' },
+      'no-kill': { type: 'boolean' },
+      'no-native': { type: 'boolean' },
+      'eval-n': { type: 'string' },
+    },
+    usage,
+  );
   const minutes = values.minutes === undefined ? BASE_MINUTES : Number(values.minutes);
-  if (!(minutes > 0 && minutes <= 24 * 60)) throw new UsageError(`--minutes must be a positive number, got '${values.minutes}'`);
+  if (!(minutes > 0 && minutes <= 24 * 60))
+    throw new UsageError(`--minutes must be a positive number, got '${values.minutes}'`);
   const evalN = values['eval-n'] === undefined ? 54 : Number(values['eval-n']);
-  if (!(Number.isInteger(evalN) && evalN > 0)) throw new UsageError(`--eval-n must be a positive integer, got '${values['eval-n']}'`);
+  if (!(Number.isInteger(evalN) && evalN > 0))
+    throw new UsageError(`--eval-n must be a positive integer, got '${values['eval-n']}'`);
 
   const t0 = Date.now();
   const say = (s: string) => console.log(`[demo ${((Date.now() - t0) / 1000).toFixed(0).padStart(4)}s] ${s}`);
@@ -85,12 +105,21 @@ export async function run(argv: string[]): Promise<number> {
   let backend = process.env.DALLE_BACKEND || 'wasm';
   if (!values['no-native'] && !process.env.DALLE_BACKEND) {
     const logFile = join(outDir, 'native-install.log');
-    say(`installing the optional native TensorFlow backend (infra/native/install-tfjs-node.sh), log ${logFile}`);
+    say(
+      `installing the optional native TensorFlow backend (infra/native/install-tfjs-node.sh), log ${logFile}`,
+    );
     const fd = openSync(logFile, 'a');
-    const r = spawnSync('bash', [NATIVE_INSTALLER, '--variant', 'cpu'], { stdio: ['ignore', fd, fd], timeout: 15 * 60_000 });
+    const r = spawnSync('bash', [NATIVE_INSTALLER, '--variant', 'cpu'], {
+      stdio: ['ignore', fd, fd],
+      timeout: 15 * 60_000,
+    });
     closeSync(fd);
     if (r.status === 0) backend = 'tensorflow';
-    say(r.status === 0 ? 'native backend ready: workers train on tfjs-node' : `native backend unavailable (exit ${r.status ?? r.signal}); workers train on wasm`);
+    say(
+      r.status === 0
+        ? 'native backend ready: workers train on tfjs-node'
+        : `native backend unavailable (exit ${r.status ?? r.signal}); workers train on wasm`,
+    );
   }
 
   // 1. Services: start what is not running; remember what we started so we stop only that.
@@ -113,7 +142,11 @@ export async function run(argv: string[]): Promise<number> {
     for (let i = 0; i < spec.train.worldSize; i++) startWorker(i);
 
     // 2. Train: a real trainDalle workflow.
-    const handle = await client.workflow.start('trainDalle', { taskQueue: TASK_QUEUE, workflowId: runId, args: [{ runId, spec }] });
+    const handle = await client.workflow.start('trainDalle', {
+      taskQueue: TASK_QUEUE,
+      workflowId: runId,
+      args: [{ runId, spec }],
+    });
     // Ctrl-C ends the run too: a workflow left running would keep scheduling ranks onto the next demo's workers.
     const interrupted = async () => {
       say('interrupted: terminating the run and stopping what the demo started');
@@ -124,7 +157,9 @@ export async function run(argv: string[]): Promise<number> {
     };
     process.once('SIGINT', interrupted);
     process.once('SIGTERM', interrupted);
-    say(`run ${runId}: dVAE ${spec.dvae.steps} steps, then transformer ${spec.transformer.steps} steps, W=${spec.train.worldSize}, PowerSGD rank ${spec.powersgd.rank}, batch ${spec.train.batchSize}, checkpoint every ${spec.train.checkpointEvery}`);
+    say(
+      `run ${runId}: dVAE ${spec.dvae.steps} steps, then transformer ${spec.transformer.steps} steps, W=${spec.train.worldSize}, PowerSGD rank ${spec.powersgd.rank}, batch ${spec.train.batchSize}, checkpoint every ${spec.train.checkpointEvery}`,
+    );
     const losses: LossPoint[] = [];
     const stageStart: Record<string, number> = {};
     const stageEnd: Record<string, number> = {};
@@ -142,7 +177,11 @@ export async function run(argv: string[]): Promise<number> {
         stageStart[p.stage] = Date.now();
         lastStage = p.stage;
       }
-      if ((p.stage === 'dvae' || p.stage === 'transformer') && p.loss !== null && losses.at(-1)?.step !== p.step) {
+      if (
+        (p.stage === 'dvae' || p.stage === 'transformer') &&
+        p.loss !== null &&
+        losses.at(-1)?.step !== p.step
+      ) {
         losses.push({ stage: p.stage, step: p.step, loss: p.loss });
       }
       if (Date.now() - lastLine > 5000) {
@@ -152,22 +191,36 @@ export async function run(argv: string[]): Promise<number> {
       // 3. Kill one worker mid-dVAE, once, to show that the run resumes from the last checkpoint.
       //    Mid-segment and past a checkpoint, so the kill really interrupts ranks at work.
       const inSegment = p.step % spec.train.segmentSteps;
-      const midSegment = inSegment > 5 && inSegment < spec.train.segmentSteps - 5 && p.step > p.checkpointStep + 2;
-      if (!values['no-kill'] && !kill && p.stage === 'dvae' && p.step >= spec.dvae.steps / 2 && p.checkpointStep > 0 && midSegment) {
+      const midSegment =
+        inSegment > 5 && inSegment < spec.train.segmentSteps - 5 && p.step > p.checkpointStep + 2;
+      if (
+        !values['no-kill'] &&
+        !kill &&
+        p.stage === 'dvae' &&
+        p.step >= spec.dvae.steps / 2 &&
+        p.checkpointStep > 0 &&
+        midSegment
+      ) {
         const victim = workers[1]!;
-        say(`>>> killing worker 1 (pid ${victim.pid}) with SIGKILL at dVAE step ${p.step}; last committed checkpoint: step ${p.checkpointStep}`);
+        say(
+          `>>> killing worker 1 (pid ${victim.pid}) with SIGKILL at dVAE step ${p.step}; last committed checkpoint: step ${p.checkpointStep}`,
+        );
         kill = { atStep: p.step, checkpointStep: p.checkpointStep, at: Date.now() };
         await stop(victim, 'SIGKILL');
         startWorker(1);
       }
       if (kill && kill.resumedAfterMs === undefined && p.restarts > 0 && p.step > kill.checkpointStep) {
         kill.resumedAfterMs = Date.now() - kill.at;
-        say(`>>> resumed: restart counted, progress at step ${p.step} again from checkpoint ${kill.checkpointStep}, ${(kill.resumedAfterMs / 1000).toFixed(1)} s after the kill (lost ${kill.atStep - kill.checkpointStep} steps ≤ checkpointEvery ${spec.train.checkpointEvery})`);
+        say(
+          `>>> resumed: restart counted, progress at step ${p.step} again from checkpoint ${kill.checkpointStep}, ${(kill.resumedAfterMs / 1000).toFixed(1)} s after the kill (lost ${kill.atStep - kill.checkpointStep} steps ≤ checkpointEvery ${spec.train.checkpointEvery})`,
+        );
       }
     }
     const result = await resultP;
     stageEnd[lastStage] = Date.now();
-    say(`trained: dVAE loss ${result.dvae.loss.toFixed(4)}, transformer loss ${result.transformer.loss.toFixed(4)}, restarts ${result.restarts}; published ${result.model.name} v${result.model.version}`);
+    say(
+      `trained: dVAE loss ${result.dvae.loss.toFixed(4)}, transformer loss ${result.transformer.loss.toFixed(4)}, restarts ${result.restarts}; published ${result.model.name} v${result.model.version}`,
+    );
 
     // 4. Serve: the gRPC sampler, then Generate for held-out (zero-shot) and seen prompts.
     const address = process.env.DALLE_SAMPLER_ADDRESS || '127.0.0.1:50051';
@@ -175,16 +228,25 @@ export async function run(argv: string[]): Promise<number> {
     children.push(sampler);
     say(`sampler started (pid ${sampler.pid}) on ${address}, log ${join(outDir, 'sampler.log')}`);
     const grpcClient = createSamplerClient(address);
-    const prompts = [...HELD_OUT_COMPOSITIONS.filter((c) => c.size === 'large' && c.position === 'center'), ...TRAIN_COMPOSITIONS.filter((c) => c.size === 'large' && c.position === 'center').slice(0, 2)].map((c) => evalCaption(c, 0));
+    const prompts = [
+      ...HELD_OUT_COMPOSITIONS.filter((c) => c.size === 'large' && c.position === 'center'),
+      ...TRAIN_COMPOSITIONS.filter((c) => c.size === 'large' && c.position === 'center').slice(0, 2),
+    ].map((c) => evalCaption(c, 0));
     const rows: { prompt: string; pngs: Uint8Array[] }[] = [];
     for (const prompt of prompts) {
       for (let attempt = 0; ; attempt++) {
         try {
-          const r = await generate(grpcClient, { prompt, numImages: 4, seed: 7n }, { deadline: Date.now() + 300_000, keepProgress: false });
+          const r = await generate(
+            grpcClient,
+            { prompt, numImages: 4, seed: 7n },
+            { deadline: Date.now() + 300_000, keepProgress: false },
+          );
           const pngs = [...r.images].sort((a, b) => a.index - b.index).map((i) => i.png);
           pngs.forEach((png, i) => writeFileSync(join(outDir, 'samples', `${rows.length}-${i}.png`), png));
           rows.push({ prompt, pngs });
-          say(`Generate "${prompt}": ${pngs.length} images, first after ${r.firstImageMs?.toFixed(0)} ms (model ${r.done.model?.name} v${r.done.model?.version})`);
+          say(
+            `Generate "${prompt}": ${pngs.length} images, first after ${r.firstImageMs?.toFixed(0)} ms (model ${r.done.model?.name} v${r.done.model?.version})`,
+          );
           break;
         } catch (e) {
           if (attempt > 60) throw e;
@@ -197,14 +259,22 @@ export async function run(argv: string[]): Promise<number> {
     writeFileSync(gridFile, await labelledGridPng(rows));
 
     // 5. Evaluate: attributes judged from pixels, seen vs held-out vs random tokens.
-    say(`evaluating ${evalN} prompts per group over gRPC (seen, held-out, random-token baseline) and dVAE reconstructions`);
+    say(
+      `evaluating ${evalN} prompts per group over gRPC (seen, held-out, random-token baseline) and dVAE reconstructions`,
+    );
     const { models } = await openStores({ nc });
     const { bundle } = await models.load(result.model.name, result.model.version);
     const dvae = await bundleDvae(bundle);
     const gen = await grpcGenerator(address, { concurrency: 4 });
     let evalReport;
     try {
-      evalReport = await evaluateShapes({ generate: gen.generate, dvae, n: evalN, seed: 0, log: (l) => say(`  ${l}`) });
+      evalReport = await evaluateShapes({
+        generate: gen.generate,
+        dvae,
+        n: evalN,
+        seed: 0,
+        log: (l) => say(`  ${l}`),
+      });
     } finally {
       gen.close();
       dvae.dispose();
@@ -215,14 +285,20 @@ export async function run(argv: string[]): Promise<number> {
     // 6. Report.
     const bytesRaw = result.dvae.bytesRaw + result.transformer.bytesRaw;
     const bytesSent = result.dvae.bytesSent + result.transformer.bytesSent;
-    const secs = (s: string) => (stageEnd[s] && stageStart[s] ? (stageEnd[s]! - stageStart[s]!) / 1000 : null);
+    const secs = (s: string) =>
+      stageEnd[s] && stageStart[s] ? (stageEnd[s]! - stageStart[s]!) / 1000 : null;
     const report = {
       runId,
       wallSeconds: (Date.now() - t0) / 1000,
       backend,
       config: spec,
       steps: { dvae: result.dvae.step, transformer: result.transformer.step },
-      secondsPerStage: { dvae: secs('dvae'), encode: secs('encode'), transformer: secs('transformer'), publish: secs('publish') },
+      secondsPerStage: {
+        dvae: secs('dvae'),
+        encode: secs('encode'),
+        transformer: secs('transformer'),
+        publish: secs('publish'),
+      },
       finalLoss: { dvae: result.dvae.loss, transformer: result.transformer.loss },
       restarts: result.restarts,
       kill: kill ?? null,
@@ -267,8 +343,12 @@ export async function run(argv: string[]): Promise<number> {
         '',
       ].join('\n'),
     );
-    say(`wrote ${gridFile}, ${join(outDir, 'loss.svg')}, ${join(outDir, 'report.md')}, ${join(outDir, 'report.json')}`);
-    say(`held-out (zero-shot) accuracy, all four attributes: ${(evalReport.heldOut.accuracy.all * 100).toFixed(1)} % (random tokens ${(evalReport.random.accuracy.all * 100).toFixed(1)} %)`);
+    say(
+      `wrote ${gridFile}, ${join(outDir, 'loss.svg')}, ${join(outDir, 'report.md')}, ${join(outDir, 'report.json')}`,
+    );
+    say(
+      `held-out (zero-shot) accuracy, all four attributes: ${(evalReport.heldOut.accuracy.all * 100).toFixed(1)} % (random tokens ${(evalReport.random.accuracy.all * 100).toFixed(1)} %)`,
+    );
     return 0;
   } finally {
     await Promise.all(children.map((c) => stop(c)));

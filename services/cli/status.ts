@@ -45,12 +45,17 @@ export async function runStatus(runId: string): Promise<RunStatus> {
       throw new UsageError(`no run '${runId}': ${e.message}`);
     });
     const t = desc.status.name;
-    const status: RunStatus['status'] = t === 'RUNNING' ? 'running' : t === 'COMPLETED' ? 'completed' : 'failed';
+    const status: RunStatus['status'] =
+      t === 'RUNNING' ? 'running' : t === 'COMPLETED' ? 'completed' : 'failed';
     const progress = await handle.query<RunProgress>('progress').catch(() => null);
     let result: TrainDalleResult | null = null;
     let failure: string | null = null;
     if (status === 'completed') result = (await handle.result()) as TrainDalleResult;
-    if (status === 'failed') failure = await handle.result().then(() => null, (e: Error & { cause?: Error }) => e.cause?.message ?? e.message);
+    if (status === 'failed')
+      failure = await handle.result().then(
+        () => null,
+        (e: Error & { cause?: Error }) => e.cause?.message ?? e.message,
+      );
     return {
       runId,
       status,
@@ -71,7 +76,11 @@ export async function runStatus(runId: string): Promise<RunStatus> {
 }
 
 export async function run(argv: string[]): Promise<number> {
-  const { values, positionals } = parse(argv, { json: { type: 'boolean' } }, 'dalle status <run-id> [--json]');
+  const { values, positionals } = parse(
+    argv,
+    { json: { type: 'boolean' } },
+    'dalle status <run-id> [--json]',
+  );
   const runId = positionals[0];
   if (!runId) throw new UsageError('usage: dalle status <run-id> [--json]');
   const s = await runStatus(runId);
@@ -79,7 +88,10 @@ export async function run(argv: string[]): Promise<number> {
   else {
     console.log(`run ${s.runId}: ${s.status} (${s.temporalStatus})`);
     if (s.progress) console.log(progressLine(s.progress));
-    if (s.checkpoint) console.log(`last checkpoint: ${s.checkpoint.stage} step ${s.checkpoint.step} (${s.checkpoint.parts.length} parts)`);
+    if (s.checkpoint)
+      console.log(
+        `last checkpoint: ${s.checkpoint.stage} step ${s.checkpoint.step} (${s.checkpoint.parts.length} parts)`,
+      );
     if (s.model) console.log(`model: ${s.model.name} v${s.model.version} (${s.model.bytes} bytes)`);
     if (s.failure) console.log(`failure: ${s.failure}`);
     for (const e of s.progress?.events ?? []) console.log(`  event: ${e}`);

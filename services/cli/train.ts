@@ -20,59 +20,84 @@ export function progressLine(p: RunProgress): string {
 
 export async function run(argv: string[]): Promise<number> {
   const usage = 'dalle train --config <preset|file> [--run-id ID] [--detach] [--json]';
-  const { values } = parse(argv, { config: { type: 'string' }, 'run-id': { type: 'string' }, detach: { type: 'boolean' }, json: { type: 'boolean' } }, usage);
+  const { values } = parse(
+    argv,
+    {
+      config: { type: 'string' },
+      'run-id': { type: 'string' },
+      detach: { type: 'boolean' },
+      json: { type: 'boolean' },
+    },
+    usage,
+  );
   if (!values.config) throw new UsageError(`--config is required\nusage: ${usage}`);
   const spec = loadSpec(values.config); // throws ConfigError naming every bad field, before any workflow starts
-  const runId = values['run-id'] ?? `${spec.preset}-${new Date().toISOString().replace(/[-:T]/g, '').slice(0, 14)}-${randomBytes(3).toString('hex')}`;
-  if (!/^[A-Za-z0-9_-]+$/.test(runId)) throw new UsageError(`--run-id '${runId}' may contain only letters, digits, - and _`);
+  const runId =
+    values['run-id'] ??
+    `${spec.preset}-${new Date().toISOString().replace(/[-:T]/g, '').slice(0, 14)}-${randomBytes(3).toString('hex')}`;
+  if (!/^[A-Za-z0-9_-]+$/.test(runId))
+    throw new UsageError(`--run-id '${runId}' may contain only letters, digits, - and _`);
   // One trace per run: this span is the parent of StartWorkflow:trainDalle and everything the workers do.
   initTelemetry({ serviceName: 'dalle-cli', runId });
   // Counters start at 0, so a clean run reports 0 restarts rather than nothing (workers add the relaunches).
-  for (const stage of ['dvae', 'transformer'] as const) dalleMetrics().restarts.add(0, { 'dalle.run_id': runId, 'dalle.stage': stage });
+  for (const stage of ['dvae', 'transformer'] as const)
+    dalleMetrics().restarts.add(0, { 'dalle.run_id': runId, 'dalle.stage': stage });
   try {
-    return await withSpan('dalle train', { [ATTR.runId]: runId, 'dalle.preset': spec.preset, 'dalle.detach': !!values.detach }, async () => {
-      const { client, close } = await temporalClient();
-      try {
-        const handle = await client.workflow.start('trainDalle', { taskQueue: TASK_QUEUE, workflowId: runId, args: [{ runId, spec }] });
-        process.stderr.write(`run ${runId} started (workflow trainDalle, task queue ${TASK_QUEUE})\n`);
-        if (values.detach) {
-          console.log(values.json ? JSON.stringify({ runId }) : runId);
-          return 0;
-        }
-        const tty = process.stderr.isTTY;
-        let lastPrint = 0;
-        const timer = setInterval(async () => {
-          try {
-            const p = await handle.query<RunProgress>('progress');
-            const line = progressLine(p);
-            if (tty) process.stderr.write(`\r${line}\x1b[K`);
-            else if (Date.now() - lastPrint > 10_000) {
-              lastPrint = Date.now();
-              process.stderr.write(`${line}\n`);
-            }
-          } catch {
-            // no worker yet, or between stages: the next tick will tell
-          }
-        }, 1000);
+    return await withSpan(
+      'dalle train',
+      { [ATTR.runId]: runId, 'dalle.preset': spec.preset, 'dalle.detach': !!values.detach },
+      async () => {
+        const { client, close } = await temporalClient();
         try {
-          const result = (await handle.result()) as TrainDalleResult;
-          if (tty) process.stderr.write('\n');
-          console.log(values.json ? JSON.stringify(result) : `run ${runId} completed: model ${result.model.name} v${result.model.version}, restarts ${result.restarts}`);
-          return 0;
-        } catch (e) {
-          if (tty) process.stderr.write('\n');
-          if (e instanceof WorkflowFailedError) {
-            console.error(`run ${runId} failed: ${e.cause?.message ?? e.message}`);
-            return 1;
+          const handle = await client.workflow.start('trainDalle', {
+            taskQueue: TASK_QUEUE,
+            workflowId: runId,
+            args: [{ runId, spec }],
+          });
+          process.stderr.write(`run ${runId} started (workflow trainDalle, task queue ${TASK_QUEUE})\n`);
+          if (values.detach) {
+            console.log(values.json ? JSON.stringify({ runId }) : runId);
+            return 0;
           }
-          throw e;
+          const tty = process.stderr.isTTY;
+          let lastPrint = 0;
+          const timer = setInterval(async () => {
+            try {
+              const p = await handle.query<RunProgress>('progress');
+              const line = progressLine(p);
+              if (tty) process.stderr.write(`\r${line}\x1b[K`);
+              else if (Date.now() - lastPrint > 10_000) {
+                lastPrint = Date.now();
+                process.stderr.write(`${line}\n`);
+              }
+            } catch {
+              // no worker yet, or between stages: the next tick will tell
+            }
+          }, 1000);
+          try {
+            const result = (await handle.result()) as TrainDalleResult;
+            if (tty) process.stderr.write('\n');
+            console.log(
+              values.json
+                ? JSON.stringify(result)
+                : `run ${runId} completed: model ${result.model.name} v${result.model.version}, restarts ${result.restarts}`,
+            );
+            return 0;
+          } catch (e) {
+            if (tty) process.stderr.write('\n');
+            if (e instanceof WorkflowFailedError) {
+              console.error(`run ${runId} failed: ${e.cause?.message ?? e.message}`);
+              return 1;
+            }
+            throw e;
+          } finally {
+            clearInterval(timer);
+          }
         } finally {
-          clearInterval(timer);
+          await close();
         }
-      } finally {
-        await close();
-      }
-    });
+      },
+    );
   } finally {
     await shutdownTelemetry();
   }

@@ -21,7 +21,10 @@ export function createSamplerClient(
   address: string = process.env.DALLE_SAMPLER_ADDRESS || DEFAULT_ADDRESS,
 ): SamplerClient {
   // A CLIENT span per call with traceparent in the metadata (a no-op until the process inits telemetry).
-  return new SamplerClient(address, grpc.credentials.createInsecure(), { ...clientChannelOptions, interceptors: [grpcClientTracing()] });
+  return new SamplerClient(address, grpc.credentials.createInsecure(), {
+    ...clientChannelOptions,
+    interceptors: [grpcClientTracing()],
+  });
 }
 
 export interface GenerateResult {

@@ -46,11 +46,9 @@ const RequestSchema = z.object({
   topP: numberIn('in (0, 1]', (p) => Number.isFinite(p) && p > 0 && p <= 1).optional(),
   model: z
     .object({
-      name: z
-        .string()
-        .refine((n) => n === '' || modelName.test(n), {
-          error: (i) => `'${String(i.input)}' must match ${modelName}`,
-        }),
+      name: z.string().refine((n) => n === '' || modelName.test(n), {
+        error: (i) => `'${String(i.input)}' must match ${modelName}`,
+      }),
       version: numberIn('≥ 1 when set', (v) => Number.isInteger(v) && v >= 1).optional(),
     })
     .optional(),

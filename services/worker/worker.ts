@@ -10,7 +10,11 @@ import { connect } from 'nats';
 import { createActivities } from '../../activities/index.ts';
 import { serviceEnv } from '../../infra/services.ts';
 import { openStores } from '../../store/index.ts';
-import { temporalClientInterceptors, temporalWorkerOptions, traceCheckpointStore } from '../../telemetry/index.ts';
+import {
+  temporalClientInterceptors,
+  temporalWorkerOptions,
+  traceCheckpointStore,
+} from '../../telemetry/index.ts';
 
 export const TASK_QUEUE = 'dalle-train';
 
@@ -30,10 +34,19 @@ export async function runWorker(opts: WorkerOptions = {}): Promise<void> {
     runtimeInstalled = true;
   }
   const identity = opts.identity ?? `dalle-worker@${process.pid}`;
-  const nc = await connect({ servers: env.natsUrl, name: identity, maxReconnectAttempts: -1, reconnectTimeWait: 500 });
+  const nc = await connect({
+    servers: env.natsUrl,
+    name: identity,
+    maxReconnectAttempts: -1,
+    reconnectTimeWait: 500,
+  });
   const stores = await openStores({ nc });
   const clientConnection = await Connection.connect({ address: env.temporalAddress });
-  const client = new Client({ connection: clientConnection, namespace: env.temporalNamespace, interceptors: temporalClientInterceptors() });
+  const client = new Client({
+    connection: clientConnection,
+    namespace: env.temporalNamespace,
+    interceptors: temporalClientInterceptors(),
+  });
   const log = (msg: string, fields?: Record<string, unknown>) =>
     process.stderr.write(`[${identity}] ${msg}${fields ? ` ${JSON.stringify(fields)}` : ''}\n`);
   const worker = await Worker.create({
@@ -45,11 +58,19 @@ export async function runWorker(opts: WorkerOptions = {}): Promise<void> {
     identity,
     workflowsPath: fileURLToPath(new URL('../../workflows/index.ts', import.meta.url)),
     // Every checkpoint part stored or loaded is a span with bytes and sha256.
-    activities: createActivities({ nc, ...stores, checkpoints: traceCheckpointStore(stores.checkpoints), client, log }),
+    activities: createActivities({
+      nc,
+      ...stores,
+      checkpoints: traceCheckpointStore(stores.checkpoints),
+      client,
+      log,
+    }),
     maxConcurrentActivityTaskExecutions: opts.slots ?? 1,
     shutdownGraceTime: '20 seconds',
   });
-  log(`polling ${opts.taskQueue ?? TASK_QUEUE} on ${env.temporalAddress} (NATS ${env.natsUrl}), ${opts.slots ?? 1} slot(s)`);
+  log(
+    `polling ${opts.taskQueue ?? TASK_QUEUE} on ${env.temporalAddress} (NATS ${env.natsUrl}), ${opts.slots ?? 1} slot(s)`,
+  );
   try {
     await worker.run();
   } finally {
