@@ -1,5 +1,7 @@
-// Lint: type-aware rules everywhere, and a hard fence around workflows/ so workflow code stays
-// deterministic (Temporal replays it): no Node built-ins, no tfjs, no nats, no grpc there.
+// Lint: type-aware rules everywhere, and fences around the Temporal boundary: workflows/ stays
+// deterministic (Temporal replays it: no Node built-ins, no tfjs, no nats, no grpc there) and imports other
+// folders as types only, except contract/; contract/ holds only definitions and types; activities/ never
+// loads workflow code.
 import tseslint from 'typescript-eslint';
 
 const nodeBuiltins = [
@@ -85,7 +87,46 @@ export default tseslint.config(
                 '../telemetry/*',
               ],
               allowTypeImports: true,
-              message: 'workflows/ may only `import type` from other folders.',
+              message: 'workflows/ may only `import type` from other folders (values: contract/ only).',
+            },
+          ],
+        },
+      ],
+    },
+  },
+  {
+    files: ['contract/**/*.ts'],
+    rules: {
+      'no-restricted-imports': [
+        'error',
+        {
+          patterns: [
+            {
+              regex: '^(?!@temporalio/(workflow|common)$|\\./|\\.\\./config/)',
+              message:
+                'contract/ may import only @temporalio/workflow, @temporalio/common and config/ types.',
+            },
+            {
+              group: ['../config/*'],
+              allowTypeImports: true,
+              message: 'contract/ may only `import type` from config/.',
+            },
+          ],
+        },
+      ],
+    },
+  },
+  {
+    files: ['activities/**/*.ts'],
+    rules: {
+      'no-restricted-imports': [
+        'error',
+        {
+          patterns: [
+            {
+              group: ['../workflows/*'],
+              allowTypeImports: true,
+              message: 'activities/ may not load workflow code: shared definitions live in contract/.',
             },
           ],
         },

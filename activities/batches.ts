@@ -7,7 +7,7 @@ import type { TransformerBatch } from '../model/transformer-trainer.ts';
 import type { CheckpointStore } from '../store/index.ts';
 import { dataset } from './datasets.ts';
 import { encodedData } from './encoded.ts';
-import type { StageName } from './types.ts';
+import type { StageName } from '../contract/index.ts';
 
 export interface StageBatchSource {
   batch(step: number, rank: number, worldSize: number): Promise<DvaeBatch | TransformerBatch>;

@@ -10,7 +10,7 @@ import type { CheckpointStore, PartRef } from '../store/index.ts';
 import { dataset } from './datasets.ts';
 import { DATA_STAGE, DATA_STEP, shardRange } from './encoded.ts';
 import { createStageTrainer } from './stage-trainer.ts';
-import type { EncodeShardInput } from './types.ts';
+import type { EncodeShardInput } from '../contract/index.ts';
 
 const ENCODE_CHUNK = 64;
 

@@ -14,7 +14,7 @@ import type {
   ResolveCheckpointInput,
   ResolvedCheckpoint,
   TrainShardInput,
-} from './types.ts';
+} from '../contract/index.ts';
 
 export interface ActivityDeps {
   nc: NatsConnection;

@@ -7,7 +7,7 @@ import { encodeState } from '../model/state-io.ts';
 import { encodeBundle, sha256, type CheckpointStore, type ModelStore } from '../store/index.ts';
 import { createStageTrainer } from './stage-trainer.ts';
 import { DATA_STAGE, DATA_STEP } from './encoded.ts';
-import type { PublishResult, StageName } from './types.ts';
+import type { PublishResult, StageName } from '../contract/index.ts';
 
 async function emaWeights(
   checkpoints: CheckpointStore,

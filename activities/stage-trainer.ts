@@ -4,7 +4,7 @@ import { initBackend } from '../model/backend.ts';
 import { createDvaeTrainer } from '../model/dvae-trainer.ts';
 import { createTransformerTrainer } from '../model/transformer-trainer.ts';
 import type { Trainer } from '../model/trainer.ts';
-import type { StageName } from './types.ts';
+import type { StageName } from '../contract/index.ts';
 
 export async function createStageTrainer(
   stage: StageName,

@@ -6,16 +6,20 @@ import { Context } from '@temporalio/activity';
 import { ApplicationFailure } from '@temporalio/common';
 import type { Client } from '@temporalio/client';
 import type { NatsConnection } from 'nats';
-import type { RunSpec } from '../config/index.ts';
 import { joinGroup, PowerSgd, type Group } from '../collective/index.ts';
 import { initBackend } from '../model/backend.ts';
 import type { Trainer } from '../model/trainer.ts';
 import type { CheckpointStore, PartRef } from '../store/index.ts';
 import { recordTrainStep } from '../telemetry/index.ts';
-import { progressSignal } from '../workflows/signals.ts';
 import { stageBatches, type StageBatchSource } from './batches.ts';
 import { createStageTrainer } from './stage-trainer.ts';
-import type { ProgressReport, TrainShardInput, TrainShardResult } from './types.ts';
+import {
+  progressSignal,
+  stageSteps,
+  type ProgressReport,
+  type TrainShardInput,
+  type TrainShardResult,
+} from '../contract/index.ts';
 
 export interface TrainShardDeps {
   nc: NatsConnection;
@@ -32,10 +36,6 @@ const PROGRESS_EVERY_MS = 2000;
 /** Fault injection for failure tests: `DALLE_TEST_SIGKILL_AT=<stage>:<step>` makes this worker process
  *  SIGKILL itself when one of its ranks reaches that step, mid-segment, exactly as a dying machine would. */
 const sigkillAt = process.env.DALLE_TEST_SIGKILL_AT;
-
-function totalSteps(spec: RunSpec, stage: TrainShardInput['stage']): number {
-  return stage === 'dvae' ? spec.dvae.steps : spec.transformer.steps;
-}
 
 /** The barrier of a checkpoint doubles as an all-gather of every rank's part reference: rank r writes its
  *  sha256 (as 16-bit words, exact in float32) and byte count into its slot, the others write zeros, and the
@@ -95,7 +95,7 @@ async function saveCheckpoint(
 export async function trainShard(deps: TrainShardDeps, input: TrainShardInput): Promise<TrainShardResult> {
   const ctx = Context.current();
   const { runId, stage, spec, rank, worldSize, fromStep, toStep } = input;
-  const total = totalSteps(spec, stage);
+  const total = stageSteps(spec, stage);
   if (spec.train.batchSize % worldSize !== 0) {
     throw ApplicationFailure.nonRetryable(
       `train.batchSize ${spec.train.batchSize} is not divisible by worldSize ${worldSize}`,

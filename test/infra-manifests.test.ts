@@ -13,7 +13,7 @@ import { loadSpec, resolveSpec } from '../config/index.ts';
 import { serviceEnv } from '../infra/services.ts';
 import { checkHealth } from '../infra/docker/grpc-health.ts';
 import { DEFAULT_ADDRESS, SamplerService } from '../services/sampler/server.ts';
-import { TASK_QUEUE } from '../services/worker/worker.ts';
+import { TASK_QUEUE } from '../contract/index.ts';
 import { BUCKETS, openStores } from '../store/index.ts';
 import { exportConfigFromEnv } from '../telemetry/env.ts';
 

@@ -5,7 +5,7 @@ import { test } from 'node:test';
 import { connect } from 'nats';
 import { serviceEnv } from '../infra/services.ts';
 import { openStores, type CheckpointStore } from '../store/index.ts';
-import type { TrainDalleResult } from '../workflows/train-dalle.ts';
+import type { TrainDalleWorkflow } from '../contract/index.ts';
 import {
   dalle,
   progress,
@@ -37,7 +37,7 @@ test(
       // 1. The reference: uninterrupted.
       const ref = `ref-${tag}`;
       assert.equal(dalle(['train', '--config', specFile, '--run-id', ref, '--detach']).code, 0);
-      const refResult = (await client.workflow.getHandle(ref).result()) as TrainDalleResult;
+      const refResult = await client.workflow.getHandle<TrainDalleWorkflow>(ref).result();
       assert.equal(refResult.restarts, 0);
       const refSha = {
         dvae: await paramsSha(checkpoints, ref, 'dvae'),
@@ -101,7 +101,7 @@ test(
         assert.equal(after.lastResume!.fromStep, committed, 'resumed from the last committed checkpoint');
         assert.ok(atStep - committed <= 5, `lost ${atStep - committed} steps > checkpointEvery`);
       }
-      const result = (await client.workflow.getHandle(run).result()) as TrainDalleResult;
+      const result = await client.workflow.getHandle<TrainDalleWorkflow>(run).result();
       assert.ok(result.restarts >= 2, `restarts ${result.restarts}`);
       assert.equal(await paramsSha(checkpoints, run, 'dvae'), refSha.dvae);
       assert.equal(await paramsSha(checkpoints, run, 'transformer'), refSha.transformer);
@@ -128,7 +128,7 @@ test(
       bytes[Math.floor(bytes.length / 2)]! ^= 0x01;
       await checkpoints.backend.putObject(key, bytes);
       workers = [startWorker({}, 'w0"'), startWorker({}, 'w1"')];
-      const result3 = (await client.workflow.getHandle(run3).result()) as TrainDalleResult;
+      const result3 = await client.workflow.getHandle<TrainDalleWorkflow>(run3).result();
       assert.ok(result3.restarts >= 1);
       const st = JSON.parse(dalle(['status', run3, '--json']).out) as {
         status: string;

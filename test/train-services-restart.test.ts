@@ -6,8 +6,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { Client, Connection } from '@temporalio/client';
-import type { RunProgress } from '../workflows/signals.ts';
-import type { TrainDalleResult } from '../workflows/train-dalle.ts';
+import { progressQuery, type TrainDalleWorkflow } from '../contract/index.ts';
 import { dalle, startWorker, waitFor, writeSpec, type WorkerProc } from './fixtures/cluster.ts';
 
 test(
@@ -39,12 +38,12 @@ test(
         dalle(['train', '--config', writeSpec({ preset: 'tiny' }), '--run-id', runId, '--detach'], env).code,
         0,
       );
-      const handle = client.workflow.getHandle(runId);
+      const handle = client.workflow.getHandle<TrainDalleWorkflow>(runId);
       const at = async (stage: string, step: number) =>
         waitFor(
           `${stage} step ${step}`,
           async () => {
-            const p = await handle.query<RunProgress>('progress').catch(() => undefined);
+            const p = await handle.query(progressQuery).catch(() => undefined);
             return p && (p.stage === stage ? p.step >= step : p.stage !== 'dvae') ? p : undefined;
           },
           5 * 60_000,
@@ -74,7 +73,7 @@ test(
       );
       assert.equal(up().find((s) => s.name === 'temporal')!.action, 'restarted');
 
-      const result = (await handle.result()) as TrainDalleResult;
+      const result = await handle.result();
       assert.equal(result.dvae.step, 20);
       assert.equal(result.transformer.step, 20);
       t.diagnostic(`restarts after service restarts: ${result.restarts}`);

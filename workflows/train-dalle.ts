@@ -2,9 +2,6 @@
 // Workflow id = run id. Holds the run's live progress (rank 0 signals it; stages signal their events)
 // for the `progress` query, and forwards pause/resume/setWorldSize to the stage in flight.
 import { log, setHandler, startChild, workflowInfo, type ChildWorkflowHandle } from '@temporalio/workflow';
-import type { RunSpec } from '../config/index.ts';
-import type { PublishResult, StageName } from '../activities/types.ts';
-import { utilityActivities } from './activities.ts';
 import {
   pauseSignal,
   progressQuery,
@@ -12,22 +9,15 @@ import {
   resumeSignal,
   setWorldSizeSignal,
   stageEventSignal,
+  stageSteps,
   type RunProgress,
-} from './signals.ts';
-import { trainStage, type TrainStageResult } from './train-stage.ts';
-
-export interface TrainDalleInput {
-  runId: string;
-  spec: RunSpec;
-}
-
-export interface TrainDalleResult {
-  runId: string;
-  dvae: TrainStageResult;
-  transformer: TrainStageResult;
-  model: PublishResult;
-  restarts: number;
-}
+  type StageName,
+  type TrainDalleInput,
+  type TrainDalleResult,
+  type TrainStageResult,
+} from '../contract/index.ts';
+import { utilityActivities } from './activities.ts';
+import { trainStage } from './train-stage.ts';
 
 const MAX_EVENTS = 20;
 
@@ -36,7 +26,7 @@ export async function trainDalle(input: TrainDalleInput): Promise<TrainDalleResu
   const p: RunProgress = {
     stage: 'dvae',
     step: 0,
-    totalSteps: spec.dvae.steps,
+    totalSteps: stageSteps(spec, 'dvae'),
     loss: null,
     lr: null,
     tau: null,
@@ -104,7 +94,7 @@ export async function trainDalle(input: TrainDalleInput): Promise<TrainDalleResu
     Object.assign(p, {
       stage,
       step: 0,
-      totalSteps: stage === 'dvae' ? spec.dvae.steps : spec.transformer.steps,
+      totalSteps: stageSteps(spec, stage),
       checkpointStep: 0,
       loss: null,
     });

@@ -16,43 +16,19 @@ import {
   sleep,
   workflowInfo,
 } from '@temporalio/workflow';
-import type { RunSpec } from '../config/index.ts';
-import type { StageName, TrainShardResult } from '../activities/types.ts';
-import type { DalleWorkflowSinks } from '../telemetry/index.ts';
-import { rankActivities, utilityActivities } from './activities.ts';
 import {
   pauseSignal,
   resumeSignal,
   setWorldSizeSignal,
   stageEventSignal,
+  stageSteps,
   type StageEvent,
-} from './signals.ts';
-
-export interface TrainStageInput {
-  runId: string;
-  stage: StageName;
-  spec: RunSpec;
-  worldSize: number;
-  /** The root workflow (receives stage events and rank progress). */
-  parentId: string;
-  /** Carried across continue-as-new. */
-  restarts?: number;
-  groupSeq?: number;
-  paused?: boolean;
-}
-
-export interface TrainStageResult {
-  stage: StageName;
-  step: number;
-  loss: number;
-  restarts: number;
-  bytesRaw: number;
-  bytesSent: number;
-}
-
-function totalSteps(spec: RunSpec, stage: StageName): number {
-  return stage === 'dvae' ? spec.dvae.steps : spec.transformer.steps;
-}
+  type TrainShardResult,
+  type TrainStageInput,
+  type TrainStageResult,
+} from '../contract/index.ts';
+import type { DalleWorkflowSinks } from '../telemetry/index.ts';
+import { rankActivities, utilityActivities } from './activities.ts';
 
 /** Failures that a relaunch cannot fix (bad config, missing dataset) end the stage at once. */
 function nonRetryable(err: unknown): ApplicationFailure | undefined {
@@ -88,7 +64,7 @@ export async function trainStage(input: TrainStageInput): Promise<TrainStageResu
   });
 
   const ranks = rankActivities(spec.train.heartbeatTimeout);
-  const total = totalSteps(spec, stage);
+  const total = stageSteps(spec, stage);
   let last: TrainShardResult | undefined;
   let bytesRaw = 0;
   let bytesSent = 0;

@@ -11,10 +11,8 @@ import { resolveSpec, type RunSpec } from '../../config/index.ts';
 import { HELD_OUT_COMPOSITIONS, TRAIN_COMPOSITIONS } from '../../data/shapes.ts';
 import { check, down, serviceEnv, up } from '../../infra/services.ts';
 import { openStores } from '../../store/index.ts';
-import type { RunProgress } from '../../workflows/signals.ts';
-import type { TrainDalleResult } from '../../workflows/train-dalle.ts';
+import { progressQuery, TASK_QUEUE, WORKFLOW_TYPE, type TrainDalleWorkflow } from '../../contract/index.ts';
 import { createSamplerClient, generate } from '../sampler/index.ts';
-import { TASK_QUEUE } from '../worker/worker.ts';
 import { parse, UsageError } from './args.ts';
 import { bundleDvae, evalCaption, evaluateShapes, formatEvalTable, grpcGenerator, summary } from './eval.ts';
 import { temporalClient } from './temporal.ts';
@@ -142,7 +140,7 @@ export async function run(argv: string[]): Promise<number> {
     for (let i = 0; i < spec.train.worldSize; i++) startWorker(i);
 
     // 2. Train: a real trainDalle workflow.
-    const handle = await client.workflow.start('trainDalle', {
+    const handle = await client.workflow.start<TrainDalleWorkflow>(WORKFLOW_TYPE.trainDalle, {
       taskQueue: TASK_QUEUE,
       workflowId: runId,
       args: [{ runId, spec }],
@@ -166,11 +164,11 @@ export async function run(argv: string[]): Promise<number> {
     let kill: { atStep: number; checkpointStep: number; at: number; resumedAfterMs?: number } | undefined;
     let lastLine = 0;
     let done = false;
-    const resultP = handle.result().finally(() => void (done = true)) as Promise<TrainDalleResult>;
+    const resultP = handle.result().finally(() => void (done = true));
     let lastStage = '';
     while (!done) {
       await sleep(1000);
-      const p = await handle.query<RunProgress>('progress').catch(() => undefined);
+      const p = await handle.query(progressQuery).catch(() => undefined);
       if (!p) continue;
       if (p.stage !== lastStage) {
         if (lastStage) stageEnd[lastStage] = Date.now();

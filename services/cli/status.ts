@@ -2,8 +2,12 @@
 import { connect } from 'nats';
 import { serviceEnv } from '../../infra/services.ts';
 import { openStores, type CheckpointManifest } from '../../store/index.ts';
-import type { RunProgress } from '../../workflows/signals.ts';
-import type { TrainDalleResult } from '../../workflows/train-dalle.ts';
+import {
+  progressQuery,
+  type RunProgress,
+  type TrainDalleResult,
+  type TrainDalleWorkflow,
+} from '../../contract/index.ts';
 import { parse, UsageError } from './args.ts';
 import { temporalClient } from './temporal.ts';
 import { progressLine } from './train.ts';
@@ -40,17 +44,17 @@ async function lastCheckpoint(runId: string): Promise<RunStatus['checkpoint']> {
 export async function runStatus(runId: string): Promise<RunStatus> {
   const { client, close } = await temporalClient();
   try {
-    const handle = client.workflow.getHandle(runId);
+    const handle = client.workflow.getHandle<TrainDalleWorkflow>(runId);
     const desc = await handle.describe().catch((e: Error) => {
       throw new UsageError(`no run '${runId}': ${e.message}`);
     });
     const t = desc.status.name;
     const status: RunStatus['status'] =
       t === 'RUNNING' ? 'running' : t === 'COMPLETED' ? 'completed' : 'failed';
-    const progress = await handle.query<RunProgress>('progress').catch(() => null);
+    const progress = await handle.query(progressQuery).catch(() => null);
     let result: TrainDalleResult | null = null;
     let failure: string | null = null;
-    if (status === 'completed') result = (await handle.result()) as TrainDalleResult;
+    if (status === 'completed') result = await handle.result();
     if (status === 'failed')
       failure = await handle.result().then(
         () => null,

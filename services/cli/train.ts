@@ -3,9 +3,13 @@
 import { randomBytes } from 'node:crypto';
 import { WorkflowFailedError } from '@temporalio/client';
 import { loadSpec } from '../../config/index.ts';
-import { TASK_QUEUE } from '../worker/worker.ts';
-import type { RunProgress } from '../../workflows/signals.ts';
-import type { TrainDalleResult } from '../../workflows/train-dalle.ts';
+import {
+  progressQuery,
+  TASK_QUEUE,
+  WORKFLOW_TYPE,
+  type RunProgress,
+  type TrainDalleWorkflow,
+} from '../../contract/index.ts';
 import { parse, UsageError } from './args.ts';
 import { temporalClient } from './temporal.ts';
 import { ATTR, dalleMetrics, initTelemetry, shutdownTelemetry, withSpan } from '../../telemetry/index.ts';
@@ -49,12 +53,14 @@ export async function run(argv: string[]): Promise<number> {
       async () => {
         const { client, close } = await temporalClient();
         try {
-          const handle = await client.workflow.start('trainDalle', {
+          const handle = await client.workflow.start<TrainDalleWorkflow>(WORKFLOW_TYPE.trainDalle, {
             taskQueue: TASK_QUEUE,
             workflowId: runId,
             args: [{ runId, spec }],
           });
-          process.stderr.write(`run ${runId} started (workflow trainDalle, task queue ${TASK_QUEUE})\n`);
+          process.stderr.write(
+            `run ${runId} started (workflow ${WORKFLOW_TYPE.trainDalle}, task queue ${TASK_QUEUE})\n`,
+          );
           if (values.detach) {
             console.log(values.json ? JSON.stringify({ runId }) : runId);
             return 0;
@@ -63,7 +69,7 @@ export async function run(argv: string[]): Promise<number> {
           let lastPrint = 0;
           const timer = setInterval(async () => {
             try {
-              const p = await handle.query<RunProgress>('progress');
+              const p = await handle.query(progressQuery);
               const line = progressLine(p);
               if (tty) process.stderr.write(`\r${line}\x1b[K`);
               else if (Date.now() - lastPrint > 10_000) {
@@ -75,7 +81,7 @@ export async function run(argv: string[]): Promise<number> {
             }
           }, 1000);
           try {
-            const result = (await handle.result()) as TrainDalleResult;
+            const result = await handle.result();
             if (tty) process.stderr.write('\n');
             console.log(
               values.json

@@ -8,6 +8,7 @@ import { Client, Connection } from '@temporalio/client';
 import { DefaultLogger, NativeConnection, Runtime, Worker } from '@temporalio/worker';
 import { connect } from 'nats';
 import { createActivities } from '../../activities/index.ts';
+import { TASK_QUEUE } from '../../contract/index.ts';
 import { serviceEnv } from '../../infra/services.ts';
 import { openStores } from '../../store/index.ts';
 import {
@@ -15,8 +16,6 @@ import {
   temporalWorkerOptions,
   traceCheckpointStore,
 } from '../../telemetry/index.ts';
-
-export const TASK_QUEUE = 'dalle-train';
 
 export interface WorkerOptions {
   slots?: number;

@@ -2,7 +2,13 @@
 // payload limit is 2 MiB and history keeps every payload).
 import type { RunSpec } from '../config/index.ts';
 
+/** The two training stages of a run, in order. */
 export type StageName = 'dvae' | 'transformer';
+
+/** Steps a stage trains for (its end step). */
+export function stageSteps(spec: RunSpec, stage: StageName): number {
+  return stage === 'dvae' ? spec.dvae.steps : spec.transformer.steps;
+}
 
 export interface ResolveCheckpointInput {
   runId: string;

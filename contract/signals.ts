@@ -1,0 +1,17 @@
+// Signals and queries of the training workflows. Their names are recorded in every run's history and used
+// by clients of running workflows: they never change.
+import { defineQuery, defineSignal } from '@temporalio/workflow';
+import type { ProgressReport } from './activities.ts';
+import type { RunProgress, StageEvent } from './workflows.ts';
+
+/** `progress` (trainDalle): the run's live progress. */
+export const progressQuery = defineQuery<RunProgress>('progress');
+/** `pause` / `resume` (trainDalle, forwarded to the stage in flight): stop launching segments, go on. */
+export const pauseSignal = defineSignal('pause');
+export const resumeSignal = defineSignal('resume');
+/** `setWorldSize` (trainDalle → trainStage): ranks of the next segment; the global batch stays fixed. */
+export const setWorldSizeSignal = defineSignal<[number]>('setWorldSize');
+/** `reportProgress` (rank 0's trainShard → trainDalle): step, loss and throughput within a segment. */
+export const progressSignal = defineSignal<[ProgressReport]>('reportProgress');
+/** `stageEvent` (trainStage → trainDalle): checkpoints committed, restarts, resumes, fallbacks. */
+export const stageEventSignal = defineSignal<[StageEvent]>('stageEvent');

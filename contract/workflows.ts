@@ -1,0 +1,89 @@
+// The training workflows as their clients see them: the task queue, the workflow types with their input
+// and result, and the progress they report. Workflow ids: the run id for trainDalle, `<run>-<stage>` for
+// its trainStage children.
+import type { RunSpec } from '../config/index.ts';
+import type { PublishResult, StageName } from './activities.ts';
+
+/** The task queue every `dalle worker` polls and every run is started on. */
+export const TASK_QUEUE = 'dalle-train';
+
+/** Workflow type names as registered by the worker (the exported names of workflows/index.ts). */
+export const WORKFLOW_TYPE = { trainDalle: 'trainDalle', trainStage: 'trainStage' } as const;
+
+export interface TrainDalleInput {
+  runId: string;
+  spec: RunSpec;
+}
+
+export interface TrainDalleResult {
+  runId: string;
+  dvae: TrainStageResult;
+  transformer: TrainStageResult;
+  model: PublishResult;
+  restarts: number;
+}
+
+export interface TrainStageInput {
+  runId: string;
+  stage: StageName;
+  spec: RunSpec;
+  worldSize: number;
+  /** The root workflow (receives stage events and rank progress). */
+  parentId: string;
+  /** Carried across continue-as-new. */
+  restarts?: number;
+  groupSeq?: number;
+  paused?: boolean;
+}
+
+export interface TrainStageResult {
+  stage: StageName;
+  step: number;
+  loss: number;
+  restarts: number;
+  bytesRaw: number;
+  bytesSent: number;
+}
+
+/** A run: stage dvae → encode the dataset → stage transformer → publish the model. */
+export type TrainDalleWorkflow = (input: TrainDalleInput) => Promise<TrainDalleResult>;
+/** One stage of a run: segments of W rank activities from the last committed checkpoint. */
+export type TrainStageWorkflow = (input: TrainStageInput) => Promise<TrainStageResult>;
+
+/** What workflows/index.ts must export (checked there at compile time). */
+export interface DalleWorkflows {
+  [WORKFLOW_TYPE.trainDalle]: TrainDalleWorkflow;
+  [WORKFLOW_TYPE.trainStage]: TrainStageWorkflow;
+}
+
+/** The answer of query `progress`. */
+export interface RunProgress {
+  stage: StageName | 'encode' | 'publish' | 'done';
+  step: number;
+  totalSteps: number;
+  loss: number | null;
+  lr: number | null;
+  tau: number | null;
+  beta: number | null;
+  checkpointStep: number;
+  stepsPerSec: number;
+  worldSize: number;
+  restarts: number;
+  paused: boolean;
+  bytesRaw: number;
+  bytesSent: number;
+  /** The last relaunch after a failure: which checkpoint it resumed from. */
+  lastResume: { stage: StageName; fromStep: number; restarts: number } | null;
+  /** Latest events worth a human's attention (restarts, checkpoint fallbacks), newest last. */
+  events: string[];
+}
+
+/** A stage's notable events, from trainStage to the root. */
+export interface StageEvent {
+  stage: StageName;
+  checkpointStep?: number;
+  restarts?: number;
+  /** Set when a segment is relaunched after a failure: the checkpoint step it resumes from. */
+  resumedFrom?: number;
+  message?: string;
+}
