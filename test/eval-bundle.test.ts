@@ -21,7 +21,7 @@ import {
   grpcGenerator,
   samplingModelGenerator,
   type GenerateFn,
-} from '../services/cli/eval.ts';
+} from '../eval/index.ts';
 import { SamplerService } from '../services/sampler/server.ts';
 import { loadBundleModel } from '../services/sampler/tf-engine.ts';
 import { encodeBundle, openStores } from '../store/index.ts';

@@ -25,7 +25,7 @@ import {
   formatEvalTable,
   type EvalDvae,
   type GenerateFn,
-} from '../services/cli/eval.ts';
+} from '../eval/index.ts';
 
 const spec = loadSpec('tiny');
 const R = spec.dvae.resolution; // 16

@@ -14,7 +14,14 @@ import { openStores } from '../../store/index.ts';
 import { progressQuery, TASK_QUEUE, WORKFLOW_TYPE, type TrainDalleWorkflow } from '../../contract/index.ts';
 import { createSamplerClient, generate } from '../sampler/index.ts';
 import { parse, UsageError } from './args.ts';
-import { bundleDvae, evalCaption, evaluateShapes, formatEvalTable, grpcGenerator, summary } from './eval.ts';
+import {
+  bundleDvae,
+  evalCaption,
+  evaluateShapes,
+  formatEvalTable,
+  grpcGenerator,
+  summary,
+} from '../../eval/index.ts';
 import { temporalClient } from './temporal.ts';
 import { progressLine } from './train.ts';
 import { lossCurvesSvg, labelledGridPng, type LossPoint } from './demo-render.ts';

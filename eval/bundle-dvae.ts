@@ -1,0 +1,42 @@
+// The dVAE the evaluation needs (decode for the random-token baseline, encode → decode for the
+// reconstruction ceiling), from a published bundle or from a model/dvae.ts Dvae.
+import type { RunSpec } from '../config/index.ts';
+import type { Dvae } from '../model/dvae.ts';
+import type { EvalDvae } from './shapes-eval.ts';
+
+/** The dVAE of a published bundle, for reconstruction and the random-token baseline. */
+export async function bundleDvae(bundle: Uint8Array): Promise<EvalDvae & { spec: RunSpec; dispose(): void }> {
+  const { initBackend } = await import('../model/backend.ts');
+  const { Dvae, dvaeParamSpecs } = await import('../model/dvae.ts');
+  const { decodeState, expectArrays } = await import('../model/state-io.ts');
+  const { decodeBundle } = await import('../store/bundle.ts');
+  await initBackend();
+  const b = decodeBundle(bundle);
+  const specs = dvaeParamSpecs(b.spec.dvae);
+  const { arrays } = decodeState(b.dvae);
+  expectArrays(
+    arrays,
+    specs.map((s) => [s.name, s.shape.reduce((x, y) => x * y, 1)] as const),
+  );
+  return {
+    ...dvaeAdapter(
+      Dvae.fromParams(
+        b.spec.dvae,
+        specs.map((s) => arrays.get(s.name)!),
+      ),
+    ),
+    spec: b.spec,
+  };
+}
+
+/** EvalDvae over a model/dvae.ts Dvae (owned: `dispose` releases it). */
+export function dvaeAdapter(d: Dvae): EvalDvae & { dispose(): void } {
+  return {
+    resolution: d.cfg.resolution,
+    grid: d.cfg.grid,
+    codebookSize: d.cfg.codebookSize,
+    decode: (tokens) => d.decode(tokens),
+    reconstruct: (rgb) => d.decode(d.encode(rgb)),
+    dispose: () => d.dispose(),
+  };
+}

@@ -1,0 +1,4 @@
+// The evaluation library: what `dalle eval`, `dalle demo` and the tests share.
+export * from './shapes-eval.ts';
+export * from './generators.ts';
+export * from './bundle-dvae.ts';
