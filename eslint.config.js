@@ -29,6 +29,26 @@ const nodeBuiltins = [
   'vm',
 ];
 
+/** Outside model/, the model is imported through its public surface only. */
+const modelSurface = {
+  regex: '(^|/)model/(?!index\\.ts$).+',
+  message: 'import the model through model/index.ts, its public surface.',
+};
+
+/** Relative imports of top-level folders other than `allowed` (a file's own folder is reached with ./). */
+function lowerOnly(allowed, message) {
+  return { regex: `^(\\.\\./)+(?!(${allowed.join('|')})/)[a-z-]+/`, message };
+}
+
+/** One no-restricted-imports block: the model-surface rule plus a folder's own patterns. */
+function fence(files, ignores, patterns = [], paths = []) {
+  return {
+    files,
+    ignores,
+    rules: { 'no-restricted-imports': ['error', { paths, patterns: [modelSurface, ...patterns] }] },
+  };
+}
+
 export default tseslint.config(
   {
     ignores: [
@@ -58,79 +78,84 @@ export default tseslint.config(
       '@typescript-eslint/no-explicit-any': 'off',
     },
   },
-  {
-    files: ['workflows/**/*.ts'],
-    rules: {
-      'no-restricted-imports': [
-        'error',
-        {
-          paths: nodeBuiltins
-            .flatMap((m) => [m, `node:${m}`])
-            .map((name) => ({
-              name,
-              message: 'workflows/ must be deterministic: no Node built-ins (use activities).',
-            })),
-          patterns: [
-            { group: ['node:*'], message: 'workflows/ must be deterministic: no Node built-ins.' },
-            {
-              group: ['@tensorflow/*', 'nats', 'nats/*', '@grpc/*', 'sharp', 'tokenizers'],
-              message: 'workflows/ may not use tfjs, nats, grpc or native modules: do it in an activity.',
-            },
-            {
-              group: [
-                '../activities/*',
-                '../model/*',
-                '../collective/*',
-                '../store/*',
-                '../data/*',
-                '../services/*',
-                '../telemetry/*',
-              ],
-              allowTypeImports: true,
-              message: 'workflows/ may only `import type` from other folders (values: contract/ only).',
-            },
-          ],
-        },
-      ],
-    },
-  },
-  {
-    files: ['contract/**/*.ts'],
-    rules: {
-      'no-restricted-imports': [
-        'error',
-        {
-          patterns: [
-            {
-              regex: '^(?!@temporalio/(workflow|common)$|\\./|\\.\\./config/)',
-              message:
-                'contract/ may import only @temporalio/workflow, @temporalio/common and config/ types.',
-            },
-            {
-              group: ['../config/*'],
-              allowTypeImports: true,
-              message: 'contract/ may only `import type` from config/.',
-            },
-          ],
-        },
-      ],
-    },
-  },
-  {
-    files: ['activities/**/*.ts'],
-    rules: {
-      'no-restricted-imports': [
-        'error',
-        {
-          patterns: [
-            {
-              group: ['../workflows/*'],
-              allowTypeImports: true,
-              message: 'activities/ may not load workflow code: shared definitions live in contract/.',
-            },
-          ],
-        },
-      ],
-    },
-  },
+  // Layers (docs/architecture.md): the model is used through model/index.ts only, and the lower folders
+  // import only the folders below them. Each block lists the whole rule: a later block's options replace an
+  // earlier one's for the files both match.
+  fence(
+    ['**/*.ts'],
+    ['model/**', 'data/**', 'collective/**', 'workflows/**', 'contract/**', 'activities/**'],
+  ),
+  fence(
+    ['model/**/*.ts', 'data/**/*.ts'],
+    [],
+    [lowerOnly(['config'], 'model/ and data/ may import only config/.')],
+  ),
+  fence(
+    ['collective/**/*.ts'],
+    [],
+    [
+      lowerOnly(['config', 'telemetry', 'model'], 'collective/ may import only config/ and telemetry/.'),
+      {
+        group: ['../model/*'],
+        allowTypeImports: true,
+        message: 'collective/ may only `import type` from model/ (its ParamSpec).',
+      },
+    ],
+  ),
+  fence(
+    ['workflows/**/*.ts'],
+    [],
+    [
+      { group: ['node:*'], message: 'workflows/ must be deterministic: no Node built-ins.' },
+      {
+        group: ['@tensorflow/*', 'nats', 'nats/*', '@grpc/*', 'sharp', 'tokenizers'],
+        message: 'workflows/ may not use tfjs, nats, grpc or native modules: do it in an activity.',
+      },
+      {
+        group: [
+          '../activities/*',
+          '../model/*',
+          '../collective/*',
+          '../store/*',
+          '../data/*',
+          '../services/*',
+          '../telemetry/*',
+        ],
+        allowTypeImports: true,
+        message: 'workflows/ may only `import type` from other folders (values: contract/ only).',
+      },
+    ],
+    nodeBuiltins
+      .flatMap((m) => [m, `node:${m}`])
+      .map((name) => ({
+        name,
+        message: 'workflows/ must be deterministic: no Node built-ins (use activities).',
+      })),
+  ),
+  fence(
+    ['contract/**/*.ts'],
+    [],
+    [
+      {
+        regex: '^(?!@temporalio/(workflow|common)$|\\./|\\.\\./config/)',
+        message: 'contract/ may import only @temporalio/workflow, @temporalio/common and config/ types.',
+      },
+      {
+        group: ['../config/*'],
+        allowTypeImports: true,
+        message: 'contract/ may only `import type` from config/.',
+      },
+    ],
+  ),
+  fence(
+    ['activities/**/*.ts'],
+    [],
+    [
+      {
+        group: ['../workflows/*'],
+        allowTypeImports: true,
+        message: 'activities/ may not load workflow code: shared definitions live in contract/.',
+      },
+    ],
+  ),
 );

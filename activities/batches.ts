@@ -2,8 +2,7 @@
 // data cursor), so a relaunched segment sees exactly the batches the lost one saw.
 import type { RunSpec } from '../config/index.ts';
 import { loadBatch, mixSeed } from '../data/index.ts';
-import type { DvaeBatch } from '../model/dvae-trainer.ts';
-import type { TransformerBatch } from '../model/transformer-trainer.ts';
+import type { DvaeBatch, TransformerBatch } from '../model/index.ts';
 import type { CheckpointStore } from '../store/index.ts';
 import { dataset } from './datasets.ts';
 import { encodedData } from './encoded.ts';

@@ -5,7 +5,7 @@ import { Context } from '@temporalio/activity';
 import { ApplicationFailure } from '@temporalio/common';
 import type { RunSpec } from '../config/index.ts';
 import { preprocessTransformer, rngFor, trainTokenizer } from '../data/index.ts';
-import { Dvae } from '../model/dvae.ts';
+import { Dvae } from '../model/index.ts';
 import type { CheckpointStore, PartRef } from '../store/index.ts';
 import { dataset } from './datasets.ts';
 import { DATA_STAGE, DATA_STEP, shardRange } from './encoded.ts';

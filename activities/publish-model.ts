@@ -2,8 +2,7 @@
 // bundle in the model store under the spec's model name. Idempotent: a retry after a publish that
 // succeeded returns the version already published for this run.
 import type { RunSpec } from '../config/index.ts';
-import { initBackend } from '../model/backend.ts';
-import { encodeState } from '../model/state-io.ts';
+import { encodeState, initTfBackend } from '../model/index.ts';
 import { encodeBundle, sha256, type CheckpointStore, type ModelStore } from '../store/index.ts';
 import { createStageTrainer } from './stage-trainer.ts';
 import { DATA_STAGE, DATA_STEP } from './encoded.ts';
@@ -35,7 +34,7 @@ export async function publishModel(
   input: { runId: string; spec: RunSpec },
 ): Promise<PublishResult> {
   const { runId, spec } = input;
-  await initBackend();
+  await initTfBackend();
   const dataManifest = await deps.checkpoints.manifestAt(runId, DATA_STAGE, DATA_STEP);
   if (!dataManifest) throw new Error(`run ${runId} has no encoded dataset (tokenizer)`);
   const tokenizer = JSON.parse(

@@ -1,9 +1,6 @@
 // The trainer of a stage, on the best backend this process has.
 import type { RunSpec } from '../config/index.ts';
-import { initBackend } from '../model/backend.ts';
-import { createDvaeTrainer } from '../model/dvae-trainer.ts';
-import { createTransformerTrainer } from '../model/transformer-trainer.ts';
-import type { Trainer } from '../model/trainer.ts';
+import { createDvaeTrainer, createTransformerTrainer, initTfBackend, type Trainer } from '../model/index.ts';
 import type { StageName } from '../contract/index.ts';
 
 export async function createStageTrainer(
@@ -11,7 +8,7 @@ export async function createStageTrainer(
   spec: RunSpec,
   worldSize: number,
 ): Promise<Trainer<any>> {
-  await initBackend();
+  await initTfBackend();
   return stage === 'dvae'
     ? createDvaeTrainer(spec.dvae, spec.train.seed, worldSize)
     : createTransformerTrainer(spec.transformer, spec.dvae, spec.train.seed, worldSize);

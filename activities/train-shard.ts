@@ -7,8 +7,7 @@ import { ApplicationFailure } from '@temporalio/common';
 import type { Client } from '@temporalio/client';
 import type { NatsConnection } from 'nats';
 import { joinGroup, PowerSgd, type Group } from '../collective/index.ts';
-import { initBackend } from '../model/backend.ts';
-import type { Trainer } from '../model/trainer.ts';
+import { initTfBackend, type Trainer } from '../model/index.ts';
 import type { CheckpointStore, PartRef } from '../store/index.ts';
 import { recordTrainStep } from '../telemetry/index.ts';
 import { stageBatches, type StageBatchSource } from './batches.ts';
@@ -104,7 +103,7 @@ export async function trainShard(deps: TrainShardDeps, input: TrainShardInput): 
   }
 
   // 1. State: model + optimizer from the committed checkpoint (or the seed), this rank's PowerSGD state.
-  const backend = await initBackend();
+  const backend = await initTfBackend();
   const trainer = await createStageTrainer(stage, spec, worldSize);
   const source: StageBatchSource = await stageBatches(stage, spec, deps.checkpoints, runId);
   const psgd = new PowerSgd(trainer.paramSpecs(), spec.powersgd, { rank, worldSize, seed: spec.train.seed });

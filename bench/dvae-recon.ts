@@ -18,9 +18,7 @@ import {
   renderShape,
   shapeItem,
 } from '../data/index.ts';
-import { initBackend } from '../model/backend.ts';
-import { Dvae } from '../model/dvae.ts';
-import { createDvaeTrainer } from '../model/dvae-trainer.ts';
+import { createDvaeTrainer, Dvae, initTfBackend } from '../model/index.ts';
 
 export class BenchArgumentError extends Error {
   override name = 'BenchArgumentError';
@@ -104,7 +102,7 @@ function grid(
 
 export async function main(argv: string[]): Promise<void> {
   const o = parseArgs(argv);
-  const backend = await initBackend();
+  const backend = await initTfBackend();
   const spec = loadSpec(o.preset);
   if (spec.dataset.kind !== 'shapes') throw new BenchArgumentError('--preset', 'needs a shapes dataset');
   const cfg = spec.dvae;

@@ -10,10 +10,15 @@
 // Figures only, never pass/fail: the machines are shared and noisy, so quote ratios from one run.
 import { loadSpec, PresetName } from '../config/index.ts';
 import { renderShape, shapeItem } from '../data/shapes.ts';
-import { backendNames, type BackendName } from '../model/backend.ts';
-import { Dvae, dvaeForwardMacs, dvaeParameterCount } from '../model/dvae.ts';
-import { createDvaeTrainer } from '../model/dvae-trainer.ts';
-import { availableBackends } from './lib/backends.ts';
+import {
+  createDvaeTrainer,
+  Dvae,
+  dvaeForwardMacs,
+  dvaeParameterCount,
+  type TfBackendName,
+  tfBackendNames,
+} from '../model/index.ts';
+import { availableTfBackends } from './lib/tf-backends.ts';
 import { matmulGflops } from './lib/matmul.ts';
 
 /** A bad command-line argument for this benchmark. */
@@ -30,14 +35,14 @@ export class BenchArgumentError extends Error {
 interface Options {
   json: boolean;
   preset: PresetName;
-  backends: BackendName[];
+  backends: TfBackendName[];
   /** Images per step (default: the preset's per-rank batch). */
   batch?: number;
   steps: number;
 }
 
 function parseArgs(argv: string[]): Options {
-  const o: Options = { json: false, preset: 'shapes', backends: [...backendNames], steps: 3 };
+  const o: Options = { json: false, preset: 'shapes', backends: [...tfBackendNames], steps: 3 };
   const int = (flag: string, v: string | undefined) => {
     const n = Number(v);
     if (!Number.isInteger(n) || n < 1)
@@ -58,10 +63,13 @@ function parseArgs(argv: string[]): Options {
       o.preset = p.data;
     } else if (a === '--backends') {
       const list = (argv[++i] ?? '').split(',').filter(Boolean);
-      const bad = list.filter((b) => !(backendNames as readonly string[]).includes(b));
+      const bad = list.filter((b) => !(tfBackendNames as readonly string[]).includes(b));
       if (list.length === 0 || bad.length > 0)
-        throw new BenchArgumentError(a, `expects a comma list of ${backendNames.join(', ')}, got ${argv[i]}`);
-      o.backends = list as BackendName[];
+        throw new BenchArgumentError(
+          a,
+          `expects a comma list of ${tfBackendNames.join(', ')}, got ${argv[i]}`,
+        );
+      o.backends = list as TfBackendName[];
     } else if (a === '--batch') o.batch = int(a, argv[++i]);
     else if (a === '--steps') o.steps = int(a, argv[++i]);
     else
@@ -153,7 +161,7 @@ export async function main(argv: string[]): Promise<void> {
   const batch = o.batch ?? spec.train.batchSize / spec.train.worldSize;
   const results: DvaeBackendFigures[] = [];
   const skipped: Record<string, string> = {};
-  for await (const got of availableBackends(o.backends, skipped)) {
+  for await (const got of availableTfBackends(o.backends, skipped)) {
     if (!o.json) process.stderr.write(`bench dvae: measuring ${got}…\n`);
     results.push(measure(o, got, batch));
   }

@@ -16,12 +16,18 @@ import { join } from 'node:path';
 import { loadSpec, PresetName, type RunSpec } from '../config/index.ts';
 import { ShapesDataset } from '../data/shapes-dataset.ts';
 import { trainTokenizer } from '../data/tokenizer.ts';
-import { initBackend } from '../model/backend.ts';
-import { dvaeParamSpecs, initDvaeParams } from '../model/dvae.ts';
-import { createSampler, type SampleRow } from '../model/sampling.ts';
-import { sampleWithoutCache } from '../model/sampling-reference.ts';
-import { encodeState } from '../model/state-io.ts';
-import { initTransformerParams, Transformer, transformerParamSpecs } from '../model/transformer.ts';
+import {
+  createSampler,
+  dvaeParamSpecs,
+  encodeState,
+  initDvaeParams,
+  initTfBackend,
+  initTransformerParams,
+  type SampleRow,
+  sampleWithoutCache,
+  Transformer,
+  transformerParamSpecs,
+} from '../model/index.ts';
 import { createSamplerClient, generate } from '../services/sampler/client.ts';
 import { SamplerService } from '../services/sampler/server.ts';
 import type { StepEvent } from '../services/sampler/scheduler.ts';
@@ -130,7 +136,7 @@ interface Level {
 
 export async function main(argv: string[]): Promise<void> {
   const o = parseArgs(argv);
-  const backend = await initBackend();
+  const backend = await initTfBackend();
   const say = (s: string) => {
     if (!o.json) console.log(s);
   };
@@ -226,7 +232,7 @@ export async function main(argv: string[]): Promise<void> {
 
     // KV cache vs the cache-free reference, on the model itself (same rows, same random numbers).
     const b = decodeBundle(bundle);
-    const tArrays = (await import('../model/state-io.ts')).decodeState(b.transformer).arrays;
+    const tArrays = (await import('../model/index.ts')).decodeState(b.transformer).arrays;
     const model = Transformer.fromArrays(
       b.spec.transformer,
       b.spec.dvae,

@@ -10,9 +10,7 @@
 import { cpus, loadavg } from 'node:os';
 import { loadSpec } from '../config/index.ts';
 import { planCompression, PowerSgd, soloGroup } from '../collective/index.ts';
-import { dvaeParamSpecs } from '../model/dvae.ts';
-import { transformerParamSpecs } from '../model/transformer.ts';
-import type { ParamSpec } from '../model/trainer.ts';
+import { dvaeParamSpecs, type ParamSpec, transformerParamSpecs } from '../model/index.ts';
 import type { PowerSgdConfig } from '../config/index.ts';
 
 function arg(argv: string[], name: string): string | undefined {

@@ -11,17 +11,19 @@
 //     what the backend can do.
 // Figures only, never pass/fail: the machines are shared and noisy, so quote ratios from one run.
 import { loadSpec, PresetName } from '../config/index.ts';
-import { backendNames, type BackendName } from '../model/backend.ts';
 import {
+  createSampler,
+  createTransformerTrainer,
   initTransformerParams,
+  type SampleRow,
+  sampleWithoutCache,
+  type TfBackendName,
+  tfBackendNames,
   Transformer,
   transformerFlopsPerSequence,
   transformerParameterCount,
-} from '../model/transformer.ts';
-import { createTransformerTrainer } from '../model/transformer-trainer.ts';
-import { createSampler, type SampleRow } from '../model/sampling.ts';
-import { sampleWithoutCache } from '../model/sampling-reference.ts';
-import { availableBackends } from './lib/backends.ts';
+} from '../model/index.ts';
+import { availableTfBackends } from './lib/tf-backends.ts';
 import { matmulGflops } from './lib/matmul.ts';
 
 /** A bad command-line argument for this benchmark. */
@@ -38,7 +40,7 @@ export class BenchArgumentError extends Error {
 interface Options {
   json: boolean;
   preset: PresetName;
-  backends: BackendName[];
+  backends: TfBackendName[];
   batch: number;
   steps: number;
   rows: number;
@@ -48,7 +50,7 @@ function parseArgs(argv: string[]): Options {
   const o: Options = {
     json: false,
     preset: 'shapes',
-    backends: [...backendNames],
+    backends: [...tfBackendNames],
     batch: 8,
     steps: 3,
     rows: 4,
@@ -72,10 +74,13 @@ function parseArgs(argv: string[]): Options {
       o.preset = p.data;
     } else if (a === '--backends') {
       const list = (argv[++i] ?? '').split(',').filter(Boolean);
-      const bad = list.filter((b) => !(backendNames as readonly string[]).includes(b));
+      const bad = list.filter((b) => !(tfBackendNames as readonly string[]).includes(b));
       if (list.length === 0 || bad.length > 0)
-        throw new BenchArgumentError(a, `expects a comma list of ${backendNames.join(', ')}, got ${argv[i]}`);
-      o.backends = list as BackendName[];
+        throw new BenchArgumentError(
+          a,
+          `expects a comma list of ${tfBackendNames.join(', ')}, got ${argv[i]}`,
+        );
+      o.backends = list as TfBackendName[];
     } else if (a === '--batch') o.batch = int(a, argv[++i]);
     else if (a === '--steps') o.steps = int(a, argv[++i]);
     else if (a === '--rows') o.rows = int(a, argv[++i]);
@@ -176,7 +181,7 @@ export async function main(argv: string[]): Promise<void> {
   const spec = loadSpec(o.preset);
   const results: BackendFigures[] = [];
   const skipped: Record<string, string> = {};
-  for await (const got of availableBackends(o.backends, skipped)) {
+  for await (const got of availableTfBackends(o.backends, skipped)) {
     if (!o.json) process.stderr.write(`bench transformer: measuring ${got}…\n`);
     results.push(measure(o, got));
   }

@@ -10,7 +10,7 @@
 //  - r = min(rank, m); compressed only if (n + m)·r·minCompressionRate < n·m;
 //  - P [n, r] and Q [m, r] travel in the wire format; everything uncompressed in fp32.
 import type { PowerSgdConfig } from '../config/index.ts';
-import type { ParamSpec } from '../model/trainer.ts';
+import type { ParamSpec } from '../model/index.ts';
 import { CollectiveArgumentError } from './errors.ts';
 
 export interface ParamPlan {

@@ -15,7 +15,7 @@
 // Non-finite P̂ or Q̄ (an fp16 overflow) also skips the step; the error buffers then keep all of M (nothing
 // was transmitted), and the scaler backs off the groups that overflowed.
 import { PowerSgdConfig } from '../config/index.ts';
-import type { ParamSpec } from '../model/trainer.ts';
+import type { ParamSpec } from '../model/index.ts';
 import { CollectiveArgumentError, GradientShapeError, PowerSgdStateError } from './errors.ts';
 import { roundTripFp16 } from './fp16.ts';
 import { fillGaussian, GAUSSIAN_GENERATOR } from './gaussian.ts';

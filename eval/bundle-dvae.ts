@@ -1,16 +1,15 @@
 // The dVAE the evaluation needs (decode for the random-token baseline, encode → decode for the
 // reconstruction ceiling), from a published bundle or from a model/dvae.ts Dvae.
 import type { RunSpec } from '../config/index.ts';
-import type { Dvae } from '../model/dvae.ts';
+import type { Dvae } from '../model/index.ts';
 import type { EvalDvae } from './shapes-eval.ts';
 
 /** The dVAE of a published bundle, for reconstruction and the random-token baseline. */
 export async function bundleDvae(bundle: Uint8Array): Promise<EvalDvae & { spec: RunSpec; dispose(): void }> {
-  const { initBackend } = await import('../model/backend.ts');
-  const { Dvae, dvaeParamSpecs } = await import('../model/dvae.ts');
-  const { decodeState, expectArrays } = await import('../model/state-io.ts');
+  const { decodeState, Dvae, dvaeParamSpecs, expectArrays, initTfBackend } =
+    await import('../model/index.ts');
   const { decodeBundle } = await import('../store/bundle.ts');
-  await initBackend();
+  await initTfBackend();
   const b = decodeBundle(bundle);
   const specs = dvaeParamSpecs(b.spec.dvae);
   const { arrays } = decodeState(b.dvae);

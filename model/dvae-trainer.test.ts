@@ -2,12 +2,12 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import * as tf from '@tensorflow/tfjs';
 import { loadSpec } from '../config/index.ts';
-import { initBackend } from './backend.ts';
+import { initTfBackend } from './tf-backend.ts';
 import { Dvae, DvaeInputError } from './dvae.ts';
 import { DvaeStateError, DvaeStepError, createDvaeTrainer, type DvaeBatch } from './dvae-trainer.ts';
 import { StateChecksumError } from './state-io.ts';
 
-await initBackend('wasm');
+await initTfBackend('wasm');
 const cfg = loadSpec('tiny').dvae;
 const R = cfg.resolution;
 

@@ -2,7 +2,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import * as tf from '@tensorflow/tfjs';
 import { DvaeConfig, loadSpec } from '../config/index.ts';
-import { initBackend } from './backend.ts';
+import { initTfBackend } from './tf-backend.ts';
 import {
   Dvae,
   DvaeConfigError,
@@ -14,8 +14,8 @@ import {
 import { gumbelNoise } from './gumbel.ts';
 import { logitLaplaceNll, mapPixels } from './logit-laplace.ts';
 
-await initBackend('cpu');
-await initBackend('wasm');
+await initTfBackend('cpu');
+await initTfBackend('wasm');
 
 const tiny = loadSpec('tiny').dvae;
 /** Exercises width-changing blocks, several blocks per group and the identity path. */

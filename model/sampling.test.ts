@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import * as tf from '@tensorflow/tfjs';
 import { PNG } from 'pngjs';
 import { loadSpec } from '../config/index.ts';
-import { initBackend } from './backend.ts';
+import { initTfBackend } from './tf-backend.ts';
 import {
   createSampler,
   pickToken,
@@ -18,7 +18,7 @@ import { sampleWithoutCache } from './sampling-reference.ts';
 import { initTransformerParams, Transformer } from './transformer.ts';
 import { Dvae, initDvaeParams } from './dvae.ts';
 
-await initBackend('wasm');
+await initTfBackend('wasm');
 
 const tiny = loadSpec('tiny');
 const L = tiny.transformer.textLen;

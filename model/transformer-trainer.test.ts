@@ -2,7 +2,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import * as tf from '@tensorflow/tfjs';
 import { loadSpec } from '../config/index.ts';
-import { initBackend } from './backend.ts';
+import { initTfBackend } from './tf-backend.ts';
 import {
   createTransformerTrainer,
   TransformerBatchError,
@@ -11,7 +11,7 @@ import {
 } from './transformer-trainer.ts';
 import { StateChecksumError } from './state-io.ts';
 
-await initBackend('wasm');
+await initTfBackend('wasm');
 
 const tiny = loadSpec('tiny');
 const T = tiny.transformer;

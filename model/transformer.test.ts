@@ -2,7 +2,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import * as tf from '@tensorflow/tfjs';
 import { loadSpec } from '../config/index.ts';
-import { initBackend } from './backend.ts';
+import { initTfBackend } from './tf-backend.ts';
 import {
   initTransformerParams,
   TokenInputError,
@@ -12,7 +12,7 @@ import {
   transformerParamSpecs,
 } from './transformer.ts';
 
-await initBackend('wasm');
+await initTfBackend('wasm');
 
 const tiny = loadSpec('tiny');
 const L = tiny.transformer.textLen; // 12

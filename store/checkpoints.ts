@@ -3,7 +3,7 @@
 // pointer, so a crash at any moment leaves the previous checkpoint in force; a part whose bytes do not
 // match its sha256 makes the loader fall back to the previous committed checkpoint and say so.
 import { z } from 'zod';
-import { sha256, type Backend } from './backend.ts';
+import { sha256, type StorageBackend } from './storage-backend.ts';
 
 export const PartRef = z.strictObject({
   name: z.string(),
@@ -56,7 +56,7 @@ export interface CheckpointStoreOptions {
 
 export class CheckpointStore {
   constructor(
-    readonly backend: Backend,
+    readonly backend: StorageBackend,
     private readonly opts: CheckpointStoreOptions = {},
   ) {}
 

@@ -1,11 +1,11 @@
 // One public surface for storage. `openStores` picks JetStream (a NATS connection) or a local folder;
 // callers get the same CheckpointStore and ModelStore either way.
 import type { NatsConnection } from 'nats';
-import { FolderBackend, NatsBackend, type Backend } from './backend.ts';
+import { FolderStorageBackend, NatsStorageBackend, type StorageBackend } from './storage-backend.ts';
 import { CheckpointStore, type CheckpointStoreOptions } from './checkpoints.ts';
 import { ModelStore } from './models.ts';
 
-export * from './backend.ts';
+export * from './storage-backend.ts';
 export * from './checkpoints.ts';
 export * from './models.ts';
 export * from './sections.ts';
@@ -24,14 +24,14 @@ export async function openStores(
   at: StoreLocation,
   opts: CheckpointStoreOptions = {},
 ): Promise<{ checkpoints: CheckpointStore; models: ModelStore }> {
-  let ck: Backend;
-  let md: Backend;
+  let ck: StorageBackend;
+  let md: StorageBackend;
   if ('nc' in at) {
-    ck = await NatsBackend.open(at.nc, BUCKETS.checkpointObjects, BUCKETS.runsKv);
-    md = await NatsBackend.open(at.nc, BUCKETS.modelObjects, BUCKETS.modelsKv);
+    ck = await NatsStorageBackend.open(at.nc, BUCKETS.checkpointObjects, BUCKETS.runsKv);
+    md = await NatsStorageBackend.open(at.nc, BUCKETS.modelObjects, BUCKETS.modelsKv);
   } else {
-    ck = new FolderBackend(`${at.dir}/checkpoints`);
-    md = new FolderBackend(`${at.dir}/models`);
+    ck = new FolderStorageBackend(`${at.dir}/checkpoints`);
+    md = new FolderStorageBackend(`${at.dir}/models`);
   }
   return { checkpoints: new CheckpointStore(ck, opts), models: new ModelStore(md) };
 }

@@ -1,7 +1,7 @@
 // Published model bundles: object `models/<name>/<version>`, KV `<name>.latest` → {version, sha256, bytes}.
 // Versions are consecutive integers; the sampler watches the latest key and swaps models when it moves.
 import { z } from 'zod';
-import { sha256, type Backend } from './backend.ts';
+import { sha256, type StorageBackend } from './storage-backend.ts';
 
 export const ModelVersion = z.strictObject({
   name: z.string(),
@@ -39,7 +39,7 @@ export class CorruptModelError extends Error {
 }
 
 export class ModelStore {
-  constructor(readonly backend: Backend) {}
+  constructor(readonly backend: StorageBackend) {}
 
   private static check(name: string): void {
     if (!namePattern.test(name)) throw new Error(`model name '${name}' must match ${namePattern}`);

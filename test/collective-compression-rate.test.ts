@@ -4,9 +4,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { loadSpec } from '../config/index.ts';
 import { planCompression, PowerSgd } from '../collective/index.ts';
-import { dvaeParamSpecs } from '../model/dvae.ts';
-import { transformerParamSpecs } from '../model/transformer.ts';
-import type { ParamSpec } from '../model/trainer.ts';
+import { dvaeParamSpecs, type ParamSpec, transformerParamSpecs } from '../model/index.ts';
 import { openRanks, values } from './collective-helpers.ts';
 
 const numel = (s: ParamSpec) => s.shape.reduce((a, b) => a * b, 1);

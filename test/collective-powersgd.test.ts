@@ -2,7 +2,7 @@
 // non-finite gradients, fp16 wire and its scaler, startIter, checkpoint state, input errors.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import type { ParamSpec } from '../model/trainer.ts';
+import type { ParamSpec } from '../model/index.ts';
 import {
   CollectiveArgumentError,
   GradientShapeError,

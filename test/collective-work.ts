@@ -1,6 +1,6 @@
 // The deterministic workload that the separate-process tests run in each child and recompute in the
 // parent: all-reduce inputs of several sizes, and PowerSGD gradients of a small mixed model.
-import type { ParamSpec } from '../model/trainer.ts';
+import type { ParamSpec } from '../model/index.ts';
 import { values } from './collective-helpers.ts';
 
 export const WORK_SIZES = [1, 1000, 1_000_003];

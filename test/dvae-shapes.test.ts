@@ -23,9 +23,7 @@ import {
   shapeItem,
   HELD_OUT_COMPOSITIONS,
 } from '../data/index.ts';
-import { initBackend } from '../model/backend.ts';
-import { Dvae } from '../model/dvae.ts';
-import { createDvaeTrainer } from '../model/dvae-trainer.ts';
+import { createDvaeTrainer, Dvae, initTfBackend } from '../model/index.ts';
 
 /** Steps and batch of this test: ~1 minute of one wasm core on an idle machine. */
 const STEPS = 100;
@@ -41,7 +39,7 @@ function mse(a: Uint8Array, b: Uint8Array): number {
 }
 
 test('dvae: shapes reconstruction of held-out compositions beats half the code-free baseline', async (t) => {
-  await initBackend('wasm');
+  await initTfBackend('wasm');
   const spec = loadSpec('shapes');
   const cfg = spec.dvae;
   const R = cfg.resolution;

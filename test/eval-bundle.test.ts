@@ -11,10 +11,14 @@ import { fileURLToPath } from 'node:url';
 import { loadSpec } from '../config/index.ts';
 import { ALL_COMPOSITIONS, shapeCaptions } from '../data/shapes.ts';
 import { Tokenizer } from '../data/tokenizer.ts';
-import { initBackend } from '../model/backend.ts';
-import { dvaeParamSpecs, initDvaeParams } from '../model/dvae.ts';
-import { encodeState } from '../model/state-io.ts';
-import { initTransformerParams, transformerParamSpecs } from '../model/transformer.ts';
+import {
+  dvaeParamSpecs,
+  encodeState,
+  initDvaeParams,
+  initTfBackend,
+  initTransformerParams,
+  transformerParamSpecs,
+} from '../model/index.ts';
 import {
   bundleDvae,
   evaluateShapes,
@@ -65,7 +69,7 @@ async function publishTinyBundle(dir: string): Promise<Uint8Array> {
 }
 
 test('eval: a published bundle is judged alike in process and over gRPC, and by the CLI', async (t) => {
-  await initBackend();
+  await initTfBackend();
   const dir = mkdtempSync(join(tmpdir(), 'dalle-eval-'));
   const quiet = () => undefined;
   const server = new SamplerService({ store: (await openStores({ dir })).models, log: quiet });

@@ -14,8 +14,7 @@ import {
   renderShape,
   type ShapeComposition,
 } from '../data/shapes.ts';
-import { initBackend } from '../model/backend.ts';
-import { Dvae } from '../model/dvae.ts';
+import { Dvae, initTfBackend } from '../model/index.ts';
 import {
   ATTRIBUTES,
   dvaeAdapter,
@@ -48,7 +47,7 @@ const renderer: GenerateFn = async (prompts, n, seed) =>
   });
 
 test('eval: the renderer as generator scores 100 % on seen and held-out prompts; random tokens stay near chance', async (t) => {
-  await initBackend();
+  await initTfBackend();
   const dvae = dvaeAdapter(new Dvae(spec.dvae, { seed: 3 })); // untrained: the baseline's decoder
   try {
     const before = tf.memory().numTensors;

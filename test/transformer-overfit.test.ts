@@ -22,10 +22,7 @@ import {
   TRAIN_COMPOSITIONS,
   type ShapeSpec,
 } from '../data/shapes.ts';
-import { initBackend } from '../model/backend.ts';
-import { createTransformerTrainer } from '../model/transformer-trainer.ts';
-import { Transformer } from '../model/transformer.ts';
-import { sampleImageTokens } from '../model/sampling.ts';
+import { createTransformerTrainer, initTfBackend, sampleImageTokens, Transformer } from '../model/index.ts';
 
 const PALETTE = Object.values(SHAPE_COLORS);
 
@@ -61,7 +58,7 @@ function cellTokens(rgb: Uint8Array, canvas: number, grid: number): Int32Array {
 }
 
 test('transformer: a shapes transformer overfits a small set', async () => {
-  await initBackend('wasm');
+  await initTfBackend('wasm');
   const spec = loadSpec('shapes');
   // The preset's model and optimizer; only the warm-up is shortened (50 → 10) so the test stays short.
   const cfg = { ...spec.transformer, warmupSteps: 10 };

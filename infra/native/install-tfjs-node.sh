@@ -81,7 +81,7 @@ STAGE="$CACHE/stage/$NAME" # the finished package, copied (hard-linked) into nod
 WORK="$CACHE/build/$NAME"
 
 verify() {
-  # Loads the package exactly as model/backend.ts does (a bare import from the project) and checks a
+  # Loads the package exactly as model/tf-backend.ts does (a bare import from the project) and checks a
   # matmul against the pure-JS cpu backend, so a binding that loads but computes wrongly is caught.
   (cd "$PROJECT" && TF_CPP_MIN_LOG_LEVEL=${TF_CPP_MIN_LOG_LEVEL:-2} node --input-type=module -e "
     const tf = await import('$PKG');

@@ -1,12 +1,12 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import * as tf from '@tensorflow/tfjs';
-import { initBackend } from '../backend.ts';
+import { initTfBackend } from '../tf-backend.ts';
 import { setIm2colBudget } from './conv2d-backprop-filter.ts';
 import { normals } from '../rng.ts';
 
-await initBackend('cpu');
-await initBackend('wasm');
+await initTfBackend('cpu');
+await initTfBackend('wasm');
 
 /** Switches to an already-initialized backend. tf.setBackend is async but switches synchronously when
  *  the backend needs no init (both are initialized above); the assert makes sure it did. */

@@ -12,9 +12,9 @@ async function parameterCounts(spec: RunSpec): Promise<Record<string, number | n
     }
   };
   return {
-    dvae: await count('../../model/dvae.ts', 'dvaeParameterCount', spec.dvae),
+    dvae: await count('../../model/index.ts', 'dvaeParameterCount', spec.dvae),
     transformer: await count(
-      '../../model/transformer.ts',
+      '../../model/index.ts',
       'transformerParameterCount',
       spec.transformer,
       spec.dvae,

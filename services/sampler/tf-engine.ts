@@ -3,12 +3,19 @@
 // tfjs; everything above it sees typed arrays.
 import * as tf from '@tensorflow/tfjs';
 import { Tokenizer } from '../../data/tokenizer.ts';
-import { initBackend } from '../../model/backend.ts';
-import { Dvae, dvaeParamSpecs } from '../../model/dvae.ts';
-import { createSampler, type Sampler, type SamplerSession } from '../../model/sampling.ts';
-import { decodeState, expectArrays } from '../../model/state-io.ts';
-import type { ParamSpec } from '../../model/trainer.ts';
-import { Transformer, transformerParamSpecs } from '../../model/transformer.ts';
+import {
+  createSampler,
+  decodeState,
+  Dvae,
+  dvaeParamSpecs,
+  expectArrays,
+  initTfBackend,
+  type ParamSpec,
+  type Sampler,
+  type SamplerSession,
+  Transformer,
+  transformerParamSpecs,
+} from '../../model/index.ts';
 import { decodeBundle } from '../../store/bundle.ts';
 import type {
   ModelFacts,
@@ -163,7 +170,7 @@ class TfModel implements SamplingModel {
 
 /** Builds a SamplingModel from bundle bytes (verified by the store). Initializes the tfjs backend. */
 export const loadBundleModel: ModelLoader = async (bytes, v) => {
-  await initBackend();
+  await initTfBackend();
   const b = decodeBundle(bytes);
   const { spec } = b;
   const tokenizer = Tokenizer.fromJSON(b.tokenizer);

@@ -2,7 +2,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import * as tf from '@tensorflow/tfjs';
-import { BackendNameError, BackendUnavailableError, initBackend } from './backend.ts';
+import { TfBackendNameError, TfBackendUnavailableError, initTfBackend } from './tf-backend.ts';
 
 async function nativeInstalled(): Promise<boolean> {
   for (const pkg of ['@tensorflow/tfjs-node-gpu', '@tensorflow/tfjs-node']) {
@@ -29,38 +29,39 @@ function withEnv<T>(value: string | undefined, fn: () => T): T {
 }
 
 test('backend: auto picks native TensorFlow when installed, else wasm, and is idempotent', async () => {
-  const name = await withEnv(undefined, () => initBackend());
-  assert.equal(await withEnv(undefined, () => initBackend()), name);
+  const name = await withEnv(undefined, () => initTfBackend());
+  assert.equal(await withEnv(undefined, () => initTfBackend()), name);
   assert.equal(name, (await nativeInstalled()) ? 'tensorflow' : 'wasm');
   assert.equal(tf.getBackend(), name);
 });
 
 test('backend: DALLE_BACKEND forces one, and an explicit argument beats it', async () => {
-  assert.equal(await withEnv('cpu', () => initBackend()), 'cpu');
+  assert.equal(await withEnv('cpu', () => initTfBackend()), 'cpu');
   assert.equal(tf.getBackend(), 'cpu');
-  assert.equal(await withEnv(' WASM ', () => initBackend()), 'wasm');
+  assert.equal(await withEnv(' WASM ', () => initTfBackend()), 'wasm');
   assert.equal(tf.getBackend(), 'wasm');
-  assert.equal(await withEnv('wasm', () => initBackend('cpu')), 'cpu');
+  assert.equal(await withEnv('wasm', () => initTfBackend('cpu')), 'cpu');
   assert.equal(tf.getBackend(), 'cpu');
 });
 
 test('backend: unknown names are refused naming their source', async () => {
   await assert.rejects(
-    withEnv('gpu', () => initBackend()),
-    (e: unknown) => e instanceof BackendNameError && e.source === 'DALLE_BACKEND' && /"gpu"/.test(e.message),
+    withEnv('gpu', () => initTfBackend()),
+    (e: unknown) =>
+      e instanceof TfBackendNameError && e.source === 'DALLE_BACKEND' && /"gpu"/.test(e.message),
   );
   await assert.rejects(
-    initBackend('webgl'),
-    (e: unknown) => e instanceof BackendNameError && e.source === 'argument',
+    initTfBackend('webgl'),
+    (e: unknown) => e instanceof TfBackendNameError && e.source === 'argument',
   );
 });
 
 test('backend: forcing tensorflow without tfjs-node is an error that says why', async (t) => {
   if (await nativeInstalled()) return t.skip('tfjs-node is installed here');
   await assert.rejects(
-    withEnv(undefined, () => initBackend('tensorflow')),
+    withEnv(undefined, () => initTfBackend('tensorflow')),
     (e: unknown) =>
-      e instanceof BackendUnavailableError &&
+      e instanceof TfBackendUnavailableError &&
       e.reasons.length === 2 &&
       /tfjs-node-gpu/.test(e.reasons[0]!) &&
       /tfjs-node:/.test(e.reasons[1]!),
@@ -69,7 +70,7 @@ test('backend: forcing tensorflow without tfjs-node is an error that says why', 
 
 test('backend: the choice is logged once per process, skipped options only at debug level', () => {
   const script =
-    "import { initBackend } from './model/backend.ts'; await initBackend(); await initBackend(); await initBackend();";
+    "import { initTfBackend } from './model/tf-backend.ts'; await initTfBackend(); await initTfBackend(); await initTfBackend();";
   const stderrOf = (level: string): string => {
     const r = spawnSync(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', script], {
       cwd: new URL('..', import.meta.url).pathname,

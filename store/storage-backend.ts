@@ -1,5 +1,5 @@
 // Two places to keep bytes with one interface: the JetStream object store + KV (a cluster), and a local
-// folder (one machine). Everything above (checkpoints, model bundles) is written once against `Backend`.
+// folder (one machine). Everything above (checkpoints, model bundles) is written once against `StorageBackend`.
 import { createHash } from 'node:crypto';
 import {
   mkdirSync,
@@ -20,7 +20,7 @@ export function sha256(bytes: Uint8Array): string {
 }
 
 /** A bucket pair: objects (large, immutable once written) and a KV of small JSON pointers. */
-export interface Backend {
+export interface StorageBackend {
   readonly kind: 'nats' | 'folder';
   /** Store an object; returns its sha256. Readers never see a partial object. */
   putObject(name: string, bytes: Uint8Array): Promise<string>;
@@ -39,7 +39,7 @@ const enc = new TextEncoder();
 const dec = new TextDecoder();
 
 /** JetStream: object store bucket + KV bucket of the same purpose (e.g. dalle-checkpoints / dalle-runs). */
-export class NatsBackend implements Backend {
+export class NatsStorageBackend implements StorageBackend {
   readonly kind = 'nats';
   private constructor(
     private readonly os: ObjectStore,
@@ -51,14 +51,14 @@ export class NatsBackend implements Backend {
     objectBucket: string,
     kvBucket: string,
     opts: { replicas?: number } = {},
-  ): Promise<NatsBackend> {
+  ): Promise<NatsStorageBackend> {
     const js = nc.jetstream();
     const os = await js.views.os(objectBucket, {
       storage: 'file' as never,
       replicas: opts.replicas ?? 1,
     } as never);
     const kv = await js.views.kv(kvBucket, { history: 8, replicas: opts.replicas ?? 1 });
-    return new NatsBackend(os, kv);
+    return new NatsStorageBackend(os, kv);
   }
 
   async putObject(name: string, bytes: Uint8Array): Promise<string> {
@@ -102,7 +102,7 @@ export class NatsBackend implements Backend {
 }
 
 /** A local folder: objects are files (written to a temp name, then renamed: atomic), KV is one JSON file per key. */
-export class FolderBackend implements Backend {
+export class FolderStorageBackend implements StorageBackend {
   readonly kind = 'folder';
   constructor(readonly root: string) {
     mkdirSync(join(root, 'objects'), { recursive: true });
@@ -127,7 +127,7 @@ export class FolderBackend implements Backend {
   }
 
   async putObject(name: string, bytes: Uint8Array): Promise<string> {
-    FolderBackend.atomicWrite(this.objectPath(name), bytes);
+    FolderStorageBackend.atomicWrite(this.objectPath(name), bytes);
     return sha256(bytes);
   }
 
@@ -169,7 +169,7 @@ export class FolderBackend implements Backend {
   }
 
   async kvPut(key: string, value: unknown): Promise<void> {
-    FolderBackend.atomicWrite(this.kvPath(key), JSON.stringify(value));
+    FolderStorageBackend.atomicWrite(this.kvPath(key), JSON.stringify(value));
   }
 
   async kvWatch(key: string, onValue: (value: unknown) => void): Promise<() => Promise<void>> {

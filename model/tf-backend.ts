@@ -9,25 +9,25 @@
 import * as tf from '@tensorflow/tfjs';
 import { registerWasmKernels } from './kernels/index.ts';
 
-export const backendNames = ['tensorflow', 'wasm', 'cpu'] as const;
-export type BackendName = (typeof backendNames)[number];
+export const tfBackendNames = ['tensorflow', 'wasm', 'cpu'] as const;
+export type TfBackendName = (typeof tfBackendNames)[number];
 
 /** An unknown backend name was asked for. */
-export class BackendNameError extends Error {
-  override name = 'BackendNameError';
+export class TfBackendNameError extends Error {
+  override name = 'TfBackendNameError';
   constructor(
     readonly requested: string,
     readonly source: 'argument' | 'DALLE_BACKEND',
   ) {
-    super(`unknown tfjs backend "${requested}" (from ${source}); use one of ${backendNames.join(', ')}`);
+    super(`unknown tfjs backend "${requested}" (from ${source}); use one of ${tfBackendNames.join(', ')}`);
   }
 }
 
 /** A forced backend could not be started; `reasons` says why for each package tried. */
-export class BackendUnavailableError extends Error {
-  override name = 'BackendUnavailableError';
+export class TfBackendUnavailableError extends Error {
+  override name = 'TfBackendUnavailableError';
   constructor(
-    readonly requested: BackendName,
+    readonly requested: TfBackendName,
     readonly reasons: string[],
   ) {
     super(
@@ -66,7 +66,7 @@ async function loadWasm(reasons: string[]): Promise<boolean> {
 }
 
 /** tf.setBackend resolves false (or throws) when a backend's init fails. */
-async function trySet(name: BackendName, reasons: string[]): Promise<boolean> {
+async function trySet(name: TfBackendName, reasons: string[]): Promise<boolean> {
   try {
     if (await tf.setBackend(name)) {
       await tf.ready();
@@ -79,7 +79,7 @@ async function trySet(name: BackendName, reasons: string[]): Promise<boolean> {
   return false;
 }
 
-async function start(name: BackendName, reasons: string[]): Promise<boolean> {
+async function start(name: TfBackendName, reasons: string[]): Promise<boolean> {
   switch (name) {
     case 'tensorflow': {
       const pkg = await loadNative(reasons);
@@ -99,10 +99,10 @@ async function start(name: BackendName, reasons: string[]): Promise<boolean> {
   }
 }
 
-function parseName(v: string, source: 'argument' | 'DALLE_BACKEND'): BackendName {
+function parseName(v: string, source: 'argument' | 'DALLE_BACKEND'): TfBackendName {
   const n = v.trim().toLowerCase();
-  if ((backendNames as readonly string[]).includes(n)) return n as BackendName;
-  throw new BackendNameError(v, source);
+  if ((tfBackendNames as readonly string[]).includes(n)) return n as TfBackendName;
+  throw new TfBackendNameError(v, source);
 }
 
 const chosen = new Map<string, Promise<string>>();
@@ -113,7 +113,7 @@ const chosen = new Map<string, Promise<string>>();
  * Idempotent: a repeated request does no new work and logs nothing (it re-activates its backend if
  * something switched away from it in between).
  */
-export async function initBackend(prefer?: string): Promise<string> {
+export async function initTfBackend(prefer?: string): Promise<string> {
   const fromArg = prefer !== undefined && prefer !== '';
   const env = process.env.DALLE_BACKEND;
   const forced = fromArg ? parseName(prefer, 'argument') : env ? parseName(env, 'DALLE_BACKEND') : undefined;
@@ -131,16 +131,16 @@ export async function initBackend(prefer?: string): Promise<string> {
   return name;
 }
 
-async function choose(forced: BackendName | undefined, source: string): Promise<string> {
+async function choose(forced: TfBackendName | undefined, source: string): Promise<string> {
   // tfjs prints a "use tfjs-node" banner on first cpu use unless PROD is set; we log our own choice.
   tf.env().set('PROD', true);
   const reasons: string[] = [];
   if (forced) {
-    if (!(await start(forced, reasons))) throw new BackendUnavailableError(forced, reasons);
+    if (!(await start(forced, reasons))) throw new TfBackendUnavailableError(forced, reasons);
     log(forced, `forced by ${source}`);
     return forced;
   }
-  for (const name of backendNames) {
+  for (const name of tfBackendNames) {
     if (await start(name, reasons)) {
       for (const r of reasons) debug(`skipped ${r}`);
       log(
@@ -152,7 +152,7 @@ async function choose(forced: BackendName | undefined, source: string): Promise<
       return name;
     }
   }
-  throw new BackendUnavailableError('cpu', reasons);
+  throw new TfBackendUnavailableError('cpu', reasons);
 }
 
 let lastLogged: string | undefined;
