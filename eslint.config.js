@@ -88,13 +88,16 @@ export default tseslint.config(
   fence(
     ['model/**/*.ts', 'data/**/*.ts'],
     [],
-    [lowerOnly(['config'], 'model/ and data/ may import only config/.')],
+    [lowerOnly(['config', 'random'], 'model/ and data/ may import only config/ and random/.')],
   ),
   fence(
     ['collective/**/*.ts'],
     [],
     [
-      lowerOnly(['config', 'telemetry', 'model'], 'collective/ may import only config/ and telemetry/.'),
+      lowerOnly(
+        ['config', 'telemetry', 'random', 'model'],
+        'collective/ may import only config/, telemetry/ and random/.',
+      ),
       {
         group: ['../model/*'],
         allowTypeImports: true,

@@ -1,7 +1,8 @@
 // The batch of (step, rank, W) for each stage. Both are pure functions of the run spec and the step (the
 // data cursor), so a relaunched segment sees exactly the batches the lost one saw.
 import type { RunSpec } from '../config/index.ts';
-import { loadBatch, mixSeed } from '../data/index.ts';
+import { loadBatch } from '../data/index.ts';
+import { mixSeed } from '../random/index.ts';
 import type { DvaeBatch, TransformerBatch } from '../model/index.ts';
 import type { CheckpointStore } from '../store/index.ts';
 import { dataset } from './datasets.ts';

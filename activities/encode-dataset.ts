@@ -4,7 +4,8 @@
 import { Context } from '@temporalio/activity';
 import { ApplicationFailure } from '@temporalio/common';
 import type { RunSpec } from '../config/index.ts';
-import { preprocessTransformer, rngFor, trainTokenizer } from '../data/index.ts';
+import { preprocessTransformer, trainTokenizer } from '../data/index.ts';
+import { rngFor } from '../random/index.ts';
 import { Dvae } from '../model/index.ts';
 import type { CheckpointStore, PartRef } from '../store/index.ts';
 import { dataset } from './datasets.ts';

@@ -16,10 +16,10 @@ import {
   openDataset,
   preprocessDvae,
   preprocessTransformer,
-  rngFor,
   Tokenizer,
   type Dataset,
 } from '../data/index.ts';
+import { rngFor } from '../random/index.ts';
 
 function photo(w: number, h: number, seed: number): Uint8Array {
   // Smooth gradients plus noise: compresses like a photo, not like flat colour.

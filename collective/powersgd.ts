@@ -18,7 +18,7 @@ import { PowerSgdConfig } from '../config/index.ts';
 import type { ParamSpec } from '../model/index.ts';
 import { CollectiveArgumentError, GradientShapeError, PowerSgdStateError } from './errors.ts';
 import { roundTripFp16 } from './fp16.ts';
-import { fillGaussian, GAUSSIAN_GENERATOR } from './gaussian.ts';
+import { fillGaussian, GAUSSIAN_GENERATOR } from '../random/index.ts';
 import type { Group } from './group.ts';
 import { orthonormalize } from './householder.ts';
 import { mulGtY, mulGX, mulLRt, subLRt } from './low-rank.ts';

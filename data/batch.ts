@@ -10,7 +10,7 @@ import { ImageDecodeError } from './image.ts';
 import type { Dataset } from './dataset.ts';
 import { itemAt } from './order.ts';
 import { preprocessDvae, preprocessTransformer } from './preprocess.ts';
-import { rngFor } from './rng.ts';
+import { rngFor } from '../random/index.ts';
 
 export interface LoadBatchOptions {
   /** The run's seed (train.seed): data order, captions and crops all derive from it. */

@@ -1,6 +1,6 @@
 // The one interface every dataset kind implements, and the rules they share: which items are skipped
 // (and counted), how captions are cleaned, and how one caption is drawn per (seed, epoch).
-import { rngFor } from './rng.ts';
+import { rngFor } from '../random/index.ts';
 
 export type Split = 'train' | 'heldout';
 

@@ -40,7 +40,6 @@ export {
   preprocessTransformer,
   roundHalfEven,
 } from './preprocess.ts';
-export { type KeyPart, type Rng, RngKeyError, mixSeed, rngFor } from './rng.ts';
 export {
   type DecodedImage,
   IMAGE_EXTENSIONS,

@@ -2,7 +2,7 @@
 // dataset that is a pure function of (seed, epoch). Position p of the stream is item
 // epochOrder(seed, ⌊p/N⌋, N)[p mod N], so any position can be computed without replaying the past:
 // that is what makes resume exact with the step as the only cursor.
-import { rngFor } from './rng.ts';
+import { rngFor } from '../random/index.ts';
 
 const cache = new Map<string, Uint32Array>();
 const CACHE_ENTRIES = 4; // a batch can straddle two epochs; keep a few so ranks in one process share them

@@ -14,7 +14,7 @@ import {
   ResolutionError,
   roundHalfEven,
 } from './preprocess.ts';
-import { rngFor } from './rng.ts';
+import { rngFor } from '../random/index.ts';
 
 /** A grey image (r = g = b) from rows of values. */
 function grey(rows: number[][]): { rgb: Uint8Array; w: number; h: number } {

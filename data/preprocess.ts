@@ -18,7 +18,7 @@
 //
 // Random draws, in this order (each `rng.int`): dVAE: crop y, crop x, t, crop2 y, crop2 x, flip (int(2));
 // transformer: offset y, offset x, t, crop2 y, crop2 x.
-import type { Rng } from './rng.ts';
+import type { Rng } from '../random/index.ts';
 
 /** An RGB buffer whose length is not width·height·3, or non-positive/non-integer dimensions. */
 export class ImageShapeError extends Error {

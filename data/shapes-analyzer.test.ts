@@ -1,7 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { AnalyzerInputError, analyzeShape, foregroundMask, type ShapeAnalysis } from './shapes-analyzer.ts';
-import { rngFor } from './rng.ts';
+import { rngFor } from '../random/index.ts';
 import {
   ALL_COMPOSITIONS,
   COLOR_NAMES,

@@ -7,7 +7,7 @@
 import { mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { encodePng } from './image.ts';
-import { rngFor } from './rng.ts';
+import { rngFor } from '../random/index.ts';
 import { tarBytes, type TarEntry } from './tar.ts';
 
 /** sRGB of each colour. */

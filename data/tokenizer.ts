@@ -27,7 +27,7 @@ import { join } from 'node:path';
 import { z } from 'zod';
 import type { Dataset } from './dataset.ts';
 import { BYTE_TO_CHAR, byteLevelToText, byteLevelWords } from './byte-level.ts';
-import { rngFor, type Rng } from './rng.ts';
+import { rngFor, type Rng } from '../random/index.ts';
 
 export const PAD_ID = 0;
 export const UNK_ID = 1;

@@ -8,7 +8,7 @@
 // `evaluateShapes` is a plain function over a `generate` function and the dVAE, so `dalle eval` and
 // `dalle demo` run the same code whichever way the images are produced (generators.ts, bundle-dvae.ts).
 import { analyzeShape, type ShapeAnalysis } from '../data/shapes-analyzer.ts';
-import { rngFor } from '../data/rng.ts';
+import { rngFor } from '../random/index.ts';
 import {
   CAPTION_TEMPLATES,
   COLOR_NAMES,

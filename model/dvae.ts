@@ -14,7 +14,7 @@ import * as tf from '@tensorflow/tfjs';
 import type { DvaeConfig } from '../config/index.ts';
 import { gumbelSoftmax, klToUniform } from './gumbel.ts';
 import { logitLaplaceNll, mapPixels, reconstruction } from './logit-laplace.ts';
-import { RngStream, normals } from './rng.ts';
+import { RngStream, normals } from '../random/index.ts';
 import type { ParamSpec } from './trainer.ts';
 
 /** A DvaeConfig that cannot build a network (the message names the field and the rule). */

@@ -3,7 +3,7 @@
 // log q_i differs from the encoder logit by a per-cell constant, which softmax ignores, so the logits
 // are used directly. The noise is a pure function of (seed, step, rank): see rng.ts.
 import * as tf from '@tensorflow/tfjs';
-import { RngStream, gumbels } from './rng.ts';
+import { RngStream, gumbels } from '../random/index.ts';
 
 /** Gumbel(0, 1) noise for one rank's step, shaped like the logits it will perturb. */
 export function gumbelNoise(seed: number, step: number, rank: number, shape: number[]): tf.Tensor {

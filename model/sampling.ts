@@ -12,7 +12,7 @@
 // inverse-CDF sampling. Ties in the ordering break by the lower token id.
 import * as tf from '@tensorflow/tfjs';
 import sharp from 'sharp';
-import { RngStream, uniforms } from './rng.ts';
+import { RngStream, uniforms } from '../random/index.ts';
 import { disposeCache, TokenInputError, type KvCache, type Transformer } from './transformer.ts';
 
 export interface SampleRow {

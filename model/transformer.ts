@@ -20,7 +20,7 @@
 import * as tf from '@tensorflow/tfjs';
 import type { DvaeConfig, TransformerConfig } from '../config/index.ts';
 import { attentionBias, layerKinds, type AttentionKind, type MaskGeometry } from './masks.ts';
-import { normals, RngStream } from './rng.ts';
+import { normals, RngStream } from '../random/index.ts';
 import type { ParamSpec } from './trainer.ts';
 
 /** Sizes every part of the model derives from the two configs. */

@@ -3,10 +3,16 @@
 // that alters one of these numbers is a change of every run's randomness, not a refactoring.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { fillGaussian } from '../collective/gaussian.ts';
-import { mixSeed, rngFor } from '../data/rng.ts';
-// eslint-disable-next-line no-restricted-imports -- the generator's old home, until it moves (next commit)
-import { gumbels, normals, randomWords, RngStream, uniforms } from '../model/rng.ts';
+import {
+  fillGaussian,
+  gumbels,
+  mixSeed,
+  normals,
+  randomWords,
+  rngFor,
+  RngStream,
+  uniforms,
+} from './index.ts';
 
 const u32 = (a: ArrayLike<number>) => Array.from(a, (x) => (x >>> 0).toString(16).padStart(8, '0')).join(' ');
 const f32 = (a: Float32Array) => u32(new Uint32Array(a.buffer, a.byteOffset, a.length));

@@ -5,7 +5,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import * as tf from '@tensorflow/tfjs';
 import { loadSpec } from '../config/index.ts';
-import { rngFor } from '../data/rng.ts';
+import { rngFor } from '../random/index.ts';
 import {
   HELD_OUT_COMPOSITIONS,
   isHeldOut,

@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import * as tf from '@tensorflow/tfjs';
 import { initTfBackend } from '../tf-backend.ts';
 import { setIm2colBudget } from './conv2d-backprop-filter.ts';
-import { normals } from '../rng.ts';
+import { normals } from '../../random/index.ts';
 
 await initTfBackend('cpu');
 await initTfBackend('wasm');

@@ -1,24 +1,22 @@
-// Counter-based randomness: every random number is a pure function of (seed, stream, step, rank, index),
-// so a resumed run, another rank or another backend draws exactly the same numbers with no RNG state to
-// checkpoint. The generator is Philox4x32-10 (Salmon et al., "Parallel random numbers: as easy as 1, 2,
-// 3", SC'11), checked against Random123's known-answer vectors in rng.test.ts.
+// Philox4x32-10 (Salmon et al., "Parallel random numbers: as easy as 1, 2, 3", SC'11), checked against
+// Random123's known-answer vectors in philox.test.ts: the model's randomness (parameter init, Gumbel noise,
+// sampling). Every number is a pure function of (seed, stream, step, rank, index), so a resumed run,
+// another rank or another backend draws exactly the same numbers with no RNG state to checkpoint.
 //
 //   philox key     = [seed, stream]
 //   philox counter = [block, step, rank, 0]      (block = index / 4: each call yields 4 words)
+import { gumbelsFromWords, normalsFromWords, uniformsFromWords } from './distributions.ts';
+import { RngKeyError } from './key-error.ts';
 
-/** Stream ids, so different uses of the same (seed, step, rank) never share numbers. Add new ones here. */
+/** Stream ids, so different uses of the same (seed, step, rank) never share numbers. The ids are part of
+ *  every run's numbers: never renumber one; a new use takes an id never used before (2, 3 and 4 were
+ *  reserved once and are free). */
 export const RngStream = {
   /** Parameter initialization (step = parameter index, rank = 0). */
   init: 0,
   /** dVAE Gumbel-softmax noise. */
   gumbel: 1,
-  /** Transformer dropout, if any. */
-  dropout: 2,
-  /** BPE dropout of captions. */
-  bpeDropout: 3,
-  /** Data order and augmentation. */
-  data: 4,
-  /** Sampling at inference. */
+  /** Sampling at inference (step = token position, rank = row). */
   sampling: 5,
 } as const;
 
@@ -31,17 +29,6 @@ export interface RngKey {
   step: number;
   /** Data-parallel rank (or another uint32 coordinate). */
   rank: number;
-}
-
-/** A key coordinate is not a uint32. */
-export class RngKeyError extends Error {
-  override name = 'RngKeyError';
-  constructor(
-    readonly field: string,
-    readonly value: number,
-  ) {
-    super(`rng key ${field} = ${value} must be an integer in [0, 2^32)`);
-  }
 }
 
 const M0 = 0xd2511f53;
@@ -111,7 +98,8 @@ export function philox4x32(counter: ArrayLike<number>, key: ArrayLike<number>): 
 function checkKey(key: RngKey): void {
   for (const f of ['seed', 'stream', 'step', 'rank'] as const) {
     const v = key[f];
-    if (!(Number.isInteger(v) && v >= 0 && v < 2 ** 32)) throw new RngKeyError(f, v);
+    if (!(Number.isInteger(v) && v >= 0 && v < 2 ** 32))
+      throw new RngKeyError(f, v, 'must be an integer in [0, 2^32)');
   }
 }
 
@@ -126,32 +114,17 @@ export function randomWords(key: RngKey, n: number): Uint32Array {
   return n === out.length ? out : out.slice(0, n);
 }
 
-/** `n` float32 uniforms in the open interval (0, 1): (2k+1)/2^24 for a 23-bit k, exact in float32. */
+/** `n` float32 uniforms in the open interval (0, 1). */
 export function uniforms(key: RngKey, n: number): Float32Array {
-  const w = randomWords(key, n);
-  const out = new Float32Array(n);
-  for (let i = 0; i < n; i++) out[i] = ((w[i]! >>> 9) * 2 + 1) / 16777216;
-  return out;
+  return uniformsFromWords(randomWords(key, n));
 }
 
-/** `n` standard Gumbel(0, 1) samples, −log(−log u), u = (k + ½)/2^32 from a full 32-bit word (float64 math). */
+/** `n` standard Gumbel(0, 1) samples. */
 export function gumbels(key: RngKey, n: number): Float32Array {
-  const w = randomWords(key, n);
-  const out = new Float32Array(n);
-  for (let i = 0; i < n; i++) out[i] = -Math.log(-Math.log((w[i]! + 0.5) / 4294967296));
-  return out;
+  return gumbelsFromWords(randomWords(key, n));
 }
 
-/** `n` standard normal samples by Box–Muller on pairs of words (float64 math). */
+/** `n` standard normal samples (Box–Muller on pairs of words). */
 export function normals(key: RngKey, n: number): Float32Array {
-  const w = randomWords(key, n + (n & 1));
-  const out = new Float32Array(n);
-  for (let i = 0; i < n; i += 2) {
-    const u1 = (w[i]! + 0.5) / 4294967296;
-    const u2 = (w[i + 1]! + 0.5) / 4294967296;
-    const r = Math.sqrt(-2 * Math.log(u1));
-    out[i] = r * Math.cos(2 * Math.PI * u2);
-    if (i + 1 < n) out[i + 1] = r * Math.sin(2 * Math.PI * u2);
-  }
-  return out;
+  return normalsFromWords(randomWords(key, n + (n & 1)), new Float32Array(n));
 }

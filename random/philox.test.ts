@@ -1,6 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { RngKeyError, RngStream, gumbels, normals, philox4x32, randomWords, uniforms } from './rng.ts';
+import { RngKeyError } from './key-error.ts';
+import { RngStream, gumbels, normals, philox4x32, randomWords, uniforms } from './philox.ts';
 
 const hex = (a: Uint32Array) => [...a].map((x) => x.toString(16).padStart(8, '0')).join(' ');
 
@@ -34,7 +35,7 @@ test('rng: words are a pure function of (seed, stream, step, rank, index)', () =
 
 test('rng: uniforms lie in (0, 1) with the right moments; gumbels and normals too', () => {
   const n = 200_000;
-  const key = { seed: 1, stream: RngStream.data, step: 0, rank: 0 };
+  const key = { seed: 1, stream: RngStream.sampling, step: 0, rank: 0 };
   const u = uniforms(key, n);
   let s = 0;
   let s2 = 0;

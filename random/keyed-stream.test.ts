@@ -1,6 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mixSeed, rngFor, RngKeyError } from './rng.ts';
+import { RngKeyError } from './key-error.ts';
+import { mixSeed, rngFor } from './keyed-stream.ts';
 
 test('rng: the same key gives the same stream, a different key another', () => {
   const a = rngFor(7, 'crop', 3);

@@ -1,7 +1,8 @@
-// Counter-based randomness for the data pipeline. Every random choice (order, crops, flips, caption
-// draws, BPE dropout) is a pure function of integers the caller already has (seed, epoch, step, sample
-// position), so a resumed run needs no generator state beyond the step, and any rank can recompute any
-// other rank's choices.
+// Keyed streams for the data pipeline and the evaluation: every random choice (order, crops, flips,
+// caption draws, BPE dropout) comes from a generator keyed by integers and tags the caller already has
+// (seed, epoch, step, sample position), so a resumed run needs no generator state beyond the step, and any
+// rank can recompute any other rank's choices. The key is hashed into sfc32's 128-bit state.
+import { RngKeyError } from './key-error.ts';
 
 /** A seeded stream of uniform numbers. Deterministic: the same key gives the same stream everywhere. */
 export interface Rng {
@@ -15,14 +16,6 @@ export interface Rng {
 
 /** A part of an RNG key: non-negative safe integers or short domain tags such as 'order' or 'crop'. */
 export type KeyPart = number | string;
-
-/** A key part that is neither a non-negative safe integer nor a string. */
-export class RngKeyError extends Error {
-  override name = 'RngKeyError';
-  constructor(readonly part: unknown) {
-    super(`rng key parts must be non-negative safe integers or strings, got ${String(part)}`);
-  }
-}
 
 // murmur3's 32-bit finalizer: full avalanche, so neighbouring keys give unrelated streams.
 function fmix32(h: number): number {
@@ -41,7 +34,8 @@ function words(part: KeyPart): number[] {
     for (let i = 0; i < part.length; i++) out.push(part.charCodeAt(i));
     return out;
   }
-  if (!Number.isSafeInteger(part) || part < 0) throw new RngKeyError(part);
+  if (!Number.isSafeInteger(part) || part < 0)
+    throw new RngKeyError('part', part, 'must be a non-negative safe integer or a string');
   return [Math.floor(part / 0x1_0000_0000) >>> 0, part >>> 0];
 }
 
