@@ -12,6 +12,7 @@ import { join } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { connect } from 'nats';
 import { joinGroup } from '../collective/index.ts';
+import { command, parseCommand, readers } from '../services/cli/args.ts';
 
 const MB = 1 << 20;
 const self = fileURLToPath(import.meta.url);
@@ -33,11 +34,17 @@ interface PubSubJob {
   count: number;
 }
 
-function arg(argv: string[], name: string): string | undefined {
-  const i = argv.indexOf(name);
-  return i >= 0 ? argv[i + 1] : undefined;
-}
-const list = (s: string | undefined, d: number[]) => (s ? s.split(',').map(Number) : d);
+export const cli = command({
+  name: 'bench allreduce',
+  summary: "bus bandwidth of the collective's all-reduce vs raw NATS pub/sub, one process per rank",
+  options: {
+    json: { type: 'boolean', help: 'print the figures as JSON' },
+    sizes: { type: 'string', value: 'MB,…', help: 'all-reduced sizes in MB (default 1,16,64)' },
+    worlds: { type: 'string', value: 'W,…', help: 'world sizes (default 2,4)' },
+    iters: { type: 'string', value: 'N', help: 'timed all-reduces per size (default 3)' },
+    url: { type: 'string', value: 'nats://…', help: 'an existing nats-server (default: start one)' },
+  },
+});
 
 async function freePort(): Promise<number> {
   return new Promise((resolve, reject) => {
@@ -121,11 +128,13 @@ async function rawPubSub(url: string, msgBytes: number, totalBytes: number): Pro
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
 
 export async function main(argv: string[]): Promise<void> {
-  const json = argv.includes('--json');
-  const sizesMB = list(arg(argv, '--sizes'), [1, 16, 64]);
-  const worlds = list(arg(argv, '--worlds'), [2, 4]);
-  const iters = Number(arg(argv, '--iters') ?? 3);
-  const given = arg(argv, '--url');
+  const { values } = parseCommand(argv, cli);
+  const read = readers(cli);
+  const json = !!values.json;
+  const sizesMB = read.ints('sizes', values.sizes, 1) ?? [1, 16, 64];
+  const worlds = read.ints('worlds', values.worlds, 2) ?? [2, 4];
+  const iters = read.int('iters', values.iters, 1) ?? 3;
+  const given = values.url;
   const server = given ? { url: given, stop: () => undefined } : await startServer();
   try {
     const probe = await connect({ servers: server.url });

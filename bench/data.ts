@@ -20,6 +20,13 @@ import {
   type Dataset,
 } from '../data/index.ts';
 import { rngFor } from '../random/index.ts';
+import { command, parseCommand } from '../services/cli/args.ts';
+
+export const cli = command({
+  name: 'bench data',
+  summary: 'throughput of the data side: preprocessing, loadBatch (shapes, a JPEG folder), BPE tokenizer',
+  options: { json: { type: 'boolean', help: 'print the figures as JSON' } },
+});
 
 function photo(w: number, h: number, seed: number): Uint8Array {
   // Smooth gradients plus noise: compresses like a photo, not like flat colour.
@@ -58,7 +65,7 @@ async function batchesPerSecond(
 }
 
 export async function main(argv: string[]): Promise<void> {
-  const json = argv.includes('--json');
+  const json = !!parseCommand(argv, cli).values.json;
   const out: Record<string, number> = {};
   const log = (k: string, v: number, unit: string): void => {
     out[k] = Number(v.toPrecision(4));

@@ -9,7 +9,7 @@
 import { writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { loadSpec, PresetName } from '../config/index.ts';
+import { loadSpec } from '../config/index.ts';
 import {
   encodePng,
   HELD_OUT_COMPOSITIONS,
@@ -19,57 +19,42 @@ import {
   shapeItem,
 } from '../data/index.ts';
 import { createDvaeTrainer, Dvae, initTfBackend } from '../model/index.ts';
+import { command, parseCommand, readers } from '../services/cli/args.ts';
 
-export class BenchArgumentError extends Error {
-  override name = 'BenchArgumentError';
-  constructor(
-    readonly argument: string,
-    readonly problem: string,
-  ) {
-    super(`bench dvae-recon: ${argument}: ${problem}`);
-  }
-}
+export const cli = command({
+  name: 'bench dvae-recon',
+  summary: "how well the preset's dVAE reconstructs the held-out shapes after a preset-length training",
+  options: {
+    json: { type: 'boolean', help: 'print the figures as JSON' },
+    preset: { type: 'string', value: 'tiny|shapes', help: 'the preset (default shapes)' },
+    steps: { type: 'string', value: 'N', help: "training steps (default: the preset's dvae.steps)" },
+    batch: { type: 'string', value: 'B', help: "images per step (default: the preset's batch)" },
+    out: {
+      type: 'string',
+      value: 'file.png',
+      help: 'the PNG grid: originals over reconstructions (default in tmp)',
+    },
+  },
+});
 
 interface Options {
   json: boolean;
-  preset: PresetName;
+  preset: 'tiny' | 'shapes';
   steps?: number;
   batch?: number;
   out: string;
 }
 
-function parseArgs(argv: string[]): Options {
-  const o: Options = { json: false, preset: 'shapes', out: join(tmpdir(), 'dalle-dvae-recon.png') };
-  const int = (flag: string, v: string | undefined) => {
-    const n = Number(v);
-    if (!Number.isInteger(n) || n < 1)
-      throw new BenchArgumentError(flag, `expects a positive integer, got ${v}`);
-    return n;
+function options(argv: string[]): Options {
+  const { values } = parseCommand(argv, cli);
+  const read = readers(cli);
+  return {
+    json: !!values.json,
+    preset: read.choice('preset', values.preset, ['tiny', 'shapes'] as const) ?? 'shapes',
+    steps: read.int('steps', values.steps, 1),
+    batch: read.int('batch', values.batch, 1),
+    out: values.out ?? join(tmpdir(), 'dalle-dvae-recon.png'),
   };
-  for (let i = 0; i < argv.length; i++) {
-    const a = argv[i]!;
-    if (a === '--json') o.json = true;
-    else if (a === '--preset') {
-      const p = PresetName.safeParse(argv[++i]);
-      if (!p.success || (p.data !== 'tiny' && p.data !== 'shapes'))
-        throw new BenchArgumentError(
-          a,
-          `expects tiny or shapes (held-out shapes need a shapes dataset), got ${argv[i]}`,
-        );
-      o.preset = p.data;
-    } else if (a === '--steps') o.steps = int(a, argv[++i]);
-    else if (a === '--batch') o.batch = int(a, argv[++i]);
-    else if (a === '--out') {
-      const v = argv[++i];
-      if (!v) throw new BenchArgumentError(a, 'expects a file path');
-      o.out = v;
-    } else
-      throw new BenchArgumentError(
-        a,
-        'unknown argument (expected --json, --preset, --steps, --batch, --out)',
-      );
-  }
-  return o;
 }
 
 function mse(a: Uint8Array, b: Uint8Array): number {
@@ -101,10 +86,10 @@ function grid(
 }
 
 export async function main(argv: string[]): Promise<void> {
-  const o = parseArgs(argv);
+  const o = options(argv);
   const backend = await initTfBackend();
   const spec = loadSpec(o.preset);
-  if (spec.dataset.kind !== 'shapes') throw new BenchArgumentError('--preset', 'needs a shapes dataset');
+  if (spec.dataset.kind !== 'shapes') throw readers(cli).error('--preset needs a shapes dataset');
   const cfg = spec.dvae;
   const R = cfg.resolution;
   const steps = o.steps ?? cfg.steps;

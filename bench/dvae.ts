@@ -8,7 +8,7 @@
 //     what the backend can do;
 //   - encode (argmax tokens) images/s, the path encodeDataset takes.
 // Figures only, never pass/fail: the machines are shared and noisy, so quote ratios from one run.
-import { loadSpec, PresetName } from '../config/index.ts';
+import { loadSpec } from '../config/index.ts';
 import { renderShape, shapeItem } from '../data/shapes.ts';
 import {
   createDvaeTrainer,
@@ -18,67 +18,45 @@ import {
   type TfBackendName,
   tfBackendNames,
 } from '../model/index.ts';
+import { command, parseCommand, readers } from '../services/cli/args.ts';
 import { availableTfBackends } from './lib/tf-backends.ts';
 import { matmulGflops } from './lib/matmul.ts';
 
-/** A bad command-line argument for this benchmark. */
-export class BenchArgumentError extends Error {
-  override name = 'BenchArgumentError';
-  constructor(
-    readonly argument: string,
-    readonly problem: string,
-  ) {
-    super(`bench dvae: ${argument}: ${problem}`);
-  }
-}
+export const cli = command({
+  name: 'bench dvae',
+  summary: "stage 1's training speed (steps/s, images/s, GFLOP/s vs matmul) on every tfjs backend here",
+  options: {
+    json: { type: 'boolean', help: 'print the figures as JSON' },
+    preset: { type: 'string', value: 'tiny|shapes', help: 'the preset (default shapes)' },
+    backends: {
+      type: 'string',
+      value: 'list',
+      help: `comma list of ${tfBackendNames.join(', ')} (default all)`,
+    },
+    batch: { type: 'string', value: 'B', help: "images per step (default: the preset's per-rank batch)" },
+    steps: { type: 'string', value: 'N', help: 'timed steps (default 3)' },
+  },
+});
 
 interface Options {
   json: boolean;
-  preset: PresetName;
+  preset: 'tiny' | 'shapes';
   backends: TfBackendName[];
   /** Images per step (default: the preset's per-rank batch). */
   batch?: number;
   steps: number;
 }
 
-function parseArgs(argv: string[]): Options {
-  const o: Options = { json: false, preset: 'shapes', backends: [...tfBackendNames], steps: 3 };
-  const int = (flag: string, v: string | undefined) => {
-    const n = Number(v);
-    if (!Number.isInteger(n) || n < 1)
-      throw new BenchArgumentError(flag, `expects a positive integer, got ${v}`);
-    return n;
+function options(argv: string[]): Options {
+  const { values } = parseCommand(argv, cli);
+  const read = readers(cli);
+  return {
+    json: !!values.json,
+    preset: read.choice('preset', values.preset, ['tiny', 'shapes'] as const) ?? 'shapes',
+    backends: read.choices('backends', values.backends, tfBackendNames) ?? [...tfBackendNames],
+    batch: read.int('batch', values.batch, 1),
+    steps: read.int('steps', values.steps, 1) ?? 3,
   };
-  for (let i = 0; i < argv.length; i++) {
-    const a = argv[i]!;
-    if (a === '--json') o.json = true;
-    else if (a === '--preset') {
-      const p = PresetName.safeParse(argv[++i]);
-      if (!p.success || p.data === 'paper-12b' || p.data === 'cub') {
-        throw new BenchArgumentError(
-          a,
-          `expects tiny or shapes (the others do not fit this machine), got ${argv[i]}`,
-        );
-      }
-      o.preset = p.data;
-    } else if (a === '--backends') {
-      const list = (argv[++i] ?? '').split(',').filter(Boolean);
-      const bad = list.filter((b) => !(tfBackendNames as readonly string[]).includes(b));
-      if (list.length === 0 || bad.length > 0)
-        throw new BenchArgumentError(
-          a,
-          `expects a comma list of ${tfBackendNames.join(', ')}, got ${argv[i]}`,
-        );
-      o.backends = list as TfBackendName[];
-    } else if (a === '--batch') o.batch = int(a, argv[++i]);
-    else if (a === '--steps') o.steps = int(a, argv[++i]);
-    else
-      throw new BenchArgumentError(
-        a,
-        'unknown argument (expected --json, --preset, --backends, --batch, --steps)',
-      );
-  }
-  return o;
 }
 
 export interface DvaeBackendFigures {
@@ -156,7 +134,7 @@ function measure(o: Options, backend: string, requestedBatch: number): DvaeBacke
 }
 
 export async function main(argv: string[]): Promise<void> {
-  const o = parseArgs(argv);
+  const o = options(argv);
   const spec = loadSpec(o.preset);
   const batch = o.batch ?? spec.train.batchSize / spec.train.worldSize;
   const results: DvaeBackendFigures[] = [];

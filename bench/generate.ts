@@ -13,7 +13,7 @@
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { loadSpec, PresetName, type RunSpec } from '../config/index.ts';
+import { loadSpec, type RunSpec } from '../config/index.ts';
 import { ShapesDataset } from '../data/shapes-dataset.ts';
 import { trainTokenizer } from '../data/tokenizer.ts';
 import {
@@ -28,25 +28,33 @@ import {
   Transformer,
   transformerParamSpecs,
 } from '../model/index.ts';
+import { command, parseCommand, readers } from '../services/cli/args.ts';
 import { createSamplerClient, generate } from '../services/sampler/client.ts';
 import { SamplerService } from '../services/sampler/server.ts';
 import type { StepEvent } from '../services/sampler/scheduler.ts';
 import { decodeBundle, encodeBundle, openStores } from '../store/index.ts';
 
-/** A bad command-line argument for this benchmark. */
-export class BenchArgumentError extends Error {
-  override name = 'BenchArgumentError';
-  constructor(
-    readonly argument: string,
-    readonly problem: string,
-  ) {
-    super(`bench generate: ${argument}: ${problem}`);
-  }
-}
+export const cli = command({
+  name: 'bench generate',
+  summary: 'the sampler over gRPC: images/s and latency at concurrency levels, KV-cache speedup',
+  options: {
+    json: { type: 'boolean', help: 'print the figures as JSON' },
+    preset: {
+      type: 'string',
+      value: 'tiny|shapes|cub',
+      help: 'architecture of a fresh bundle (default shapes)',
+    },
+    images: { type: 'string', value: 'N', help: 'images per concurrency level (default 32)' },
+    levels: { type: 'string', value: 'C,…', help: 'concurrency levels (default 1,4,16)' },
+    rows: { type: 'string', value: 'N', help: 'rows of the KV-cache comparison (default 4)' },
+    store: { type: 'string', value: 'dir', help: 'a store folder with a published model (with --model)' },
+    model: { type: 'string', value: 'name', help: 'the published model to serve (with --store)' },
+  },
+});
 
 interface Options {
   json: boolean;
-  preset: PresetName;
+  preset: 'tiny' | 'shapes' | 'cub';
   images: number;
   levels: number[];
   rows: number;
@@ -54,47 +62,20 @@ interface Options {
   model?: string;
 }
 
-function parseArgs(argv: string[]): Options {
-  const o: Options = { json: false, preset: 'shapes', images: 32, levels: [1, 4, 16], rows: 4 };
-  const int = (flag: string, v: string | undefined) => {
-    const n = Number(v);
-    if (!Number.isInteger(n) || n < 1)
-      throw new BenchArgumentError(flag, `expects a positive integer, got ${v}`);
-    return n;
+function options(argv: string[]): Options {
+  const { values } = parseCommand(argv, cli);
+  const read = readers(cli);
+  if (Boolean(values.store) !== Boolean(values.model))
+    throw read.error('give --store and --model both (a published model) or neither (a fresh bundle)');
+  return {
+    json: !!values.json,
+    preset: read.choice('preset', values.preset, ['tiny', 'shapes', 'cub'] as const) ?? 'shapes',
+    images: read.int('images', values.images, 1) ?? 32,
+    levels: read.ints('levels', values.levels, 1) ?? [1, 4, 16],
+    rows: read.int('rows', values.rows, 1) ?? 4,
+    store: values.store,
+    model: values.model,
   };
-  for (let i = 0; i < argv.length; i++) {
-    const a = argv[i]!;
-    const v = () => {
-      const x = argv[++i];
-      if (x === undefined) throw new BenchArgumentError(a, 'needs a value');
-      return x;
-    };
-    if (a === '--json') o.json = true;
-    else if (a === '--preset') {
-      const p = PresetName.safeParse(v());
-      if (!p.success || p.data === 'paper-12b')
-        throw new BenchArgumentError(a, `expects tiny, shapes or cub, got ${argv[i]}`);
-      o.preset = p.data;
-    } else if (a === '--images') o.images = int(a, v());
-    else if (a === '--rows') o.rows = int(a, v());
-    else if (a === '--levels')
-      o.levels = v()
-        .split(',')
-        .map((x) => int(a, x));
-    else if (a === '--store') o.store = v();
-    else if (a === '--model') o.model = v();
-    else
-      throw new BenchArgumentError(
-        a,
-        'unknown argument (known: --json --preset --images --levels --rows --store --model)',
-      );
-  }
-  if (Boolean(o.store) !== Boolean(o.model))
-    throw new BenchArgumentError(
-      '--store/--model',
-      'give both (a published model) or neither (a fresh bundle)',
-    );
-  return o;
 }
 
 /** A bundle of the preset's architecture with initial weights and a tokenizer trained on shapes captions. */
@@ -135,7 +116,7 @@ interface Level {
 }
 
 export async function main(argv: string[]): Promise<void> {
-  const o = parseArgs(argv);
+  const o = options(argv);
   const backend = await initTfBackend();
   const say = (s: string) => {
     if (!o.json) console.log(s);

@@ -14,19 +14,20 @@ import { existsSync } from 'node:fs';
 import { availableParallelism, homedir, loadavg } from 'node:os';
 import { join } from 'node:path';
 import * as tf from '@tensorflow/tfjs';
+import { tfBackendNames, type TfBackendName } from '../model/index.ts';
+import { command, parseCommand, readers } from '../services/cli/args.ts';
 
 const nativePackages = ['@tensorflow/tfjs-node-gpu', '@tensorflow/tfjs-node'];
-type Backend = 'tensorflow' | 'wasm' | 'cpu';
-const allBackends: Backend[] = ['tensorflow', 'wasm', 'cpu'];
+type Backend = TfBackendName;
 
-/** A bad command-line argument for this benchmark. */
-export class BenchArgumentError extends Error {
-  override name = 'BenchArgumentError';
+/** The step's shape cannot be built (width not divisible by heads). */
+export class StepShapeError extends Error {
+  override name = 'StepShapeError';
   constructor(
-    readonly argument: string,
-    readonly problem: string,
+    readonly width: number,
+    readonly heads: number,
   ) {
-    super(`bench native: ${argument}: ${problem}`);
+    super(`bench native: width ${width} is not divisible by heads ${heads}`);
   }
 }
 
@@ -68,8 +69,7 @@ function tokens(n: number, vocab: number, seed: number): Int32Array {
 export function transformerStep(shape: StepShape = benchShape, seed = 1): TransformerStep {
   const { batch: B, tokens: T, width: C, layers: L, heads: H, vocab: V } = shape;
   const D = C / H;
-  if (!Number.isInteger(D))
-    throw new BenchArgumentError('shape', `width ${C} is not divisible by heads ${H}`);
+  if (!Number.isInteger(D)) throw new StepShapeError(C, H);
   let seq = seed * 1000;
   // tidy frees each initial value once its variable holds the data (a variable is never tidied away).
   const w = (shape: number[], scale: number): tf.Variable =>
@@ -323,57 +323,45 @@ async function loadNative(): Promise<{ pkg: string; version: string; gpu: boolea
   return { error: errors.join('; ') };
 }
 
-function parseArgs(argv: string[]): {
-  json: boolean;
-  backends: Backend[];
-  steps: Partial<Record<Backend, number>>;
-  python?: string;
-  quick: boolean;
-} {
-  const out = {
-    json: false,
-    backends: allBackends,
-    steps: {} as Partial<Record<Backend, number>>,
-    python: undefined as string | undefined,
-    quick: false,
+export const cli = command({
+  name: 'bench native',
+  summary: 'native TensorFlow vs wasm vs cpu on matmul, conv2d and a transformer-like step, next to numpy',
+  options: {
+    json: { type: 'boolean', help: 'print the figures as JSON' },
+    backends: {
+      type: 'string',
+      value: 'list',
+      help: `comma list of ${tfBackendNames.join(', ')} (default all)`,
+    },
+    steps: {
+      type: 'string',
+      value: 'N',
+      help: 'timed steps on every backend (default tensorflow 10, wasm 2, cpu 1)',
+    },
+    python: {
+      type: 'string',
+      value: 'PATH',
+      help: "the python with numpy for the peak matmul (default: the installer's)",
+    },
+    quick: { type: 'boolean', help: 'fewer timing rounds' },
+  },
+});
+
+function options(argv: string[]) {
+  const { values } = parseCommand(argv, cli);
+  const read = readers(cli);
+  const n = read.int('steps', values.steps, 1);
+  return {
+    json: !!values.json,
+    backends: read.choices('backends', values.backends, tfBackendNames) ?? [...tfBackendNames],
+    steps: (n === undefined ? {} : { tensorflow: n, wasm: n, cpu: n }) as Partial<Record<Backend, number>>,
+    python: values.python,
+    quick: !!values.quick,
   };
-  for (let i = 0; i < argv.length; i++) {
-    const a = argv[i];
-    const value = (): string => {
-      const v = argv[++i];
-      if (v === undefined) throw new BenchArgumentError(a, 'needs a value');
-      return v;
-    };
-    if (a === '--json') out.json = true;
-    else if (a === '--quick') out.quick = true;
-    else if (a === '--python') out.python = value();
-    else if (a === '--backends') {
-      const list = value()
-        .split(',')
-        .map((s) => s.trim());
-      const bad = list.filter((b) => !(allBackends as string[]).includes(b));
-      if (bad.length || !list.length)
-        throw new BenchArgumentError(
-          a,
-          `unknown backend(s) ${bad.join(', ')}; use ${allBackends.join(', ')}`,
-        );
-      out.backends = list as Backend[];
-    } else if (a === '--steps') {
-      const n = Number(value());
-      if (!Number.isInteger(n) || n < 1)
-        throw new BenchArgumentError(a, `must be a positive integer, got ${argv[i]}`);
-      out.steps = { tensorflow: n, wasm: n, cpu: n };
-    } else
-      throw new BenchArgumentError(
-        a,
-        'unknown argument (use --json, --quick, --backends, --steps, --python)',
-      );
-  }
-  return out;
 }
 
 export async function main(argv: string[]): Promise<void> {
-  const args = parseArgs(argv);
+  const args = options(argv);
   // Timed steps per backend: enough to average, few enough that the cpu backend (~1 min/step) ends.
   const steps: Record<Backend, number> = { tensorflow: 10, wasm: 2, cpu: 1, ...args.steps };
   // Calls per timing round of matmul and conv2d (3 rounds, median): the cpu backend needs ~10 s a matmul.

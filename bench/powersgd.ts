@@ -12,11 +12,23 @@ import { loadSpec } from '../config/index.ts';
 import { planCompression, PowerSgd, soloGroup } from '../collective/index.ts';
 import { dvaeParamSpecs, type ParamSpec, transformerParamSpecs } from '../model/index.ts';
 import type { PowerSgdConfig } from '../config/index.ts';
+import { command, parseCommand, readers } from '../services/cli/args.ts';
 
-function arg(argv: string[], name: string): string | undefined {
-  const i = argv.indexOf(name);
-  return i >= 0 ? argv[i + 1] : undefined;
-}
+export const cli = command({
+  name: 'bench powersgd',
+  summary: "PowerSGD's compression math per step (shapes models, one paper-12b layer): time and bytes",
+  options: {
+    json: { type: 'boolean', help: 'print the figures as JSON' },
+    steps: { type: 'string', value: 'N', help: 'timed steps (default 5)' },
+    warmup: { type: 'string', value: 'N', help: 'untimed steps first (default 3)' },
+    'paper-rank': {
+      type: 'string',
+      value: 'r',
+      help: "PowerSGD rank of the paper-12b layer (default 8; the paper's is 896)",
+    },
+    'skip-paper': { type: 'boolean', help: 'skip the paper-12b layer' },
+  },
+});
 
 const numel = (s: ParamSpec) => s.shape.reduce((a, b) => a * b, 1);
 
@@ -91,10 +103,12 @@ async function measure(
 }
 
 export async function main(argv: string[]): Promise<void> {
-  const json = argv.includes('--json');
-  const steps = Number(arg(argv, '--steps') ?? 5);
-  const warmup = Number(arg(argv, '--warmup') ?? 3);
-  const paperRank = Number(arg(argv, '--paper-rank') ?? 8);
+  const { values } = parseCommand(argv, cli);
+  const read = readers(cli);
+  const json = !!values.json;
+  const steps = read.int('steps', values.steps, 1) ?? 5;
+  const warmup = read.int('warmup', values.warmup, 0) ?? 3;
+  const paperRank = read.int('paper-rank', values['paper-rank'], 1) ?? 8;
   const shapes = loadSpec('shapes');
   const paper = loadSpec('paper-12b');
   const rows: Row[] = [];
@@ -121,7 +135,7 @@ export async function main(argv: string[]): Promise<void> {
     (s) => s.name.startsWith('layer0.') && s.kind === 'matrix',
   );
   const atPaperRank = planCompression(layer, paper.powersgd);
-  if (!argv.includes('--skip-paper')) {
+  if (!values['skip-paper']) {
     rows.push(
       await measure(
         `paper-12b layer (4 matrices, d=${paper.transformer.dModel})`,

@@ -5,7 +5,17 @@
 //   dalle bench telemetry [--json] [--calls 20000]
 import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
+import { command, parseCommand, readers } from '../services/cli/args.ts';
 import { initTelemetry, recordTrainStep, shutdownTelemetry, traceAllReduce } from '../telemetry/index.ts';
+
+export const cli = command({
+  name: 'bench telemetry',
+  summary: 'per-call cost of the all-reduce span and the step gauges: no-op vs OTLP protobuf vs JSON',
+  options: {
+    json: { type: 'boolean', help: 'print the figures as JSON' },
+    calls: { type: 'string', value: 'N', help: 'timed calls per setup (default 20000)' },
+  },
+});
 
 interface Row {
   setup: string;
@@ -55,11 +65,9 @@ async function measure(
 }
 
 export async function main(argv: string[]): Promise<void> {
-  const json = argv.includes('--json');
-  const i = argv.indexOf('--calls');
-  const calls = i >= 0 ? Number(argv[i + 1]) : 20_000;
-  if (!Number.isInteger(calls) || calls <= 0)
-    throw new Error(`--calls must be a positive integer, got '${argv[i + 1]}'`);
+  const { values } = parseCommand(argv, cli);
+  const json = !!values.json;
+  const calls = readers(cli).int('calls', values.calls, 1) ?? 20_000;
   // A sink that answers like a Collector and throws the bytes away, so parsing does not load this process.
   const sink = { requests: 0, bytes: 0 };
   const server = createServer((req, res) => {

@@ -10,7 +10,7 @@
 //   - the same backend's 512² float32 matmul GFLOP/s, so the step's GFLOP/s reads as a fraction of
 //     what the backend can do.
 // Figures only, never pass/fail: the machines are shared and noisy, so quote ratios from one run.
-import { loadSpec, PresetName } from '../config/index.ts';
+import { loadSpec } from '../config/index.ts';
 import {
   createSampler,
   createTransformerTrainer,
@@ -23,74 +23,47 @@ import {
   transformerFlopsPerSequence,
   transformerParameterCount,
 } from '../model/index.ts';
+import { command, parseCommand, readers } from '../services/cli/args.ts';
 import { availableTfBackends } from './lib/tf-backends.ts';
 import { matmulGflops } from './lib/matmul.ts';
 
-/** A bad command-line argument for this benchmark. */
-export class BenchArgumentError extends Error {
-  override name = 'BenchArgumentError';
-  constructor(
-    readonly argument: string,
-    readonly problem: string,
-  ) {
-    super(`bench transformer: ${argument}: ${problem}`);
-  }
-}
+export const cli = command({
+  name: 'bench transformer',
+  summary: "stage 2's training and sampling speed on every tfjs backend that starts here",
+  options: {
+    json: { type: 'boolean', help: 'print the figures as JSON' },
+    preset: { type: 'string', value: 'tiny|shapes', help: 'the preset (default shapes)' },
+    backends: {
+      type: 'string',
+      value: 'list',
+      help: `comma list of ${tfBackendNames.join(', ')} (default all)`,
+    },
+    batch: { type: 'string', value: 'B', help: 'sequences per training step (default 8)' },
+    steps: { type: 'string', value: 'N', help: 'timed training steps (default 3)' },
+    rows: { type: 'string', value: 'N', help: 'rows sampled at once (default 4)' },
+  },
+});
 
 interface Options {
   json: boolean;
-  preset: PresetName;
+  preset: 'tiny' | 'shapes';
   backends: TfBackendName[];
   batch: number;
   steps: number;
   rows: number;
 }
 
-function parseArgs(argv: string[]): Options {
-  const o: Options = {
-    json: false,
-    preset: 'shapes',
-    backends: [...tfBackendNames],
-    batch: 8,
-    steps: 3,
-    rows: 4,
+function options(argv: string[]): Options {
+  const { values } = parseCommand(argv, cli);
+  const read = readers(cli);
+  return {
+    json: !!values.json,
+    preset: read.choice('preset', values.preset, ['tiny', 'shapes'] as const) ?? 'shapes',
+    backends: read.choices('backends', values.backends, tfBackendNames) ?? [...tfBackendNames],
+    batch: read.int('batch', values.batch, 1) ?? 8,
+    steps: read.int('steps', values.steps, 1) ?? 3,
+    rows: read.int('rows', values.rows, 1) ?? 4,
   };
-  const int = (flag: string, v: string | undefined) => {
-    const n = Number(v);
-    if (!Number.isInteger(n) || n < 1)
-      throw new BenchArgumentError(flag, `expects a positive integer, got ${v}`);
-    return n;
-  };
-  for (let i = 0; i < argv.length; i++) {
-    const a = argv[i]!;
-    if (a === '--json') o.json = true;
-    else if (a === '--preset') {
-      const p = PresetName.safeParse(argv[++i]);
-      if (!p.success || p.data === 'paper-12b' || p.data === 'cub')
-        throw new BenchArgumentError(
-          a,
-          `expects tiny or shapes (the others do not fit this machine), got ${argv[i]}`,
-        );
-      o.preset = p.data;
-    } else if (a === '--backends') {
-      const list = (argv[++i] ?? '').split(',').filter(Boolean);
-      const bad = list.filter((b) => !(tfBackendNames as readonly string[]).includes(b));
-      if (list.length === 0 || bad.length > 0)
-        throw new BenchArgumentError(
-          a,
-          `expects a comma list of ${tfBackendNames.join(', ')}, got ${argv[i]}`,
-        );
-      o.backends = list as TfBackendName[];
-    } else if (a === '--batch') o.batch = int(a, argv[++i]);
-    else if (a === '--steps') o.steps = int(a, argv[++i]);
-    else if (a === '--rows') o.rows = int(a, argv[++i]);
-    else
-      throw new BenchArgumentError(
-        a,
-        'unknown argument (expected --json, --preset, --backends, --batch, --steps, --rows)',
-      );
-  }
-  return o;
 }
 
 export interface BackendFigures {
@@ -177,7 +150,7 @@ function measure(o: Options, backend: string): BackendFigures {
 }
 
 export async function main(argv: string[]): Promise<void> {
-  const o = parseArgs(argv);
+  const o = options(argv);
   const spec = loadSpec(o.preset);
   const results: BackendFigures[] = [];
   const skipped: Record<string, string> = {};

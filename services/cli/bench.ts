@@ -1,18 +1,38 @@
-// `dalle bench <name>`: runs bench/<name>.ts, whose `main(argv)` prints figures (never pass/fail on time).
+// `dalle bench <name>`: runs bench/<name>.ts, whose `main(argv)` prints figures (never pass/fail on time)
+// and parses its own options with the same argument layer (`dalle bench <name> --help`).
 import { readdirSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
-import { UsageError } from './args.ts';
+import { command, parseCommand, usageError } from './args.ts';
+import { commands } from './commands.ts';
 
 const benchDir = fileURLToPath(new URL('../../bench/', import.meta.url));
 
+/** The benchmarks: bench/*.ts (bench/lib/ holds their shared helpers). */
+export function benchmarks(): string[] {
+  return readdirSync(benchDir)
+    .filter((f) => f.endsWith('.ts') && !f.endsWith('.test.ts'))
+    .map((f) => f.slice(0, -3))
+    .sort();
+}
+
+export const cli = command({
+  name: 'bench',
+  summary: commands.bench.summary,
+  positionals: '<name> [options]',
+  options: {},
+  notes: [
+    `benchmarks: ${benchmarks().join(', ')}`,
+    'dalle bench <name> --help: the options of one benchmark',
+  ],
+});
+
 export async function run(argv: string[]): Promise<void> {
   const [name, ...rest] = argv;
-  const available = readdirSync(benchDir)
-    .filter((f) => f.endsWith('.ts') && !f.endsWith('.test.ts'))
-    .map((f) => f.slice(0, -3));
-  if (!name || !available.includes(name)) {
-    throw new UsageError(
-      `${name ? `unknown benchmark '${name}'` : 'which benchmark?'}; available: ${available.join(', ') || '(none yet)'}`,
+  if (name?.startsWith('-')) parseCommand([name], cli); // --help, or an option bench itself does not have
+  if (!name || !benchmarks().includes(name)) {
+    throw usageError(
+      cli,
+      `${name ? `unknown benchmark '${name}'` : 'which benchmark?'}; available: ${benchmarks().join(', ')}`,
     );
   }
   const mod = (await import(`${benchDir}${name}.ts`)) as { main(argv: string[]): Promise<void> };

@@ -1,5 +1,18 @@
 import { configJsonSchema, loadSpec, type RunSpec } from '../../config/index.ts';
-import { parse, UsageError } from './args.ts';
+import { command, parseCommand, usageError } from './args.ts';
+import { commands } from './commands.ts';
+
+export const cli = command({
+  name: 'config',
+  summary: commands.config.summary,
+  positionals: 'show <preset|file> | schema',
+  options: { json: { type: 'boolean', help: 'show: print the resolved spec as JSON' } },
+  notes: [
+    'show <preset|file>  every value of a preset (tiny, shapes, cub, paper-12b) or a JSON/YAML file, with',
+    '                    parameter counts; a file names its `preset` and only what differs',
+    'schema              the JSON Schema of config files',
+  ],
+});
 
 /** Parameter counts come from the model files (analytic: nothing is allocated, so paper-12b is fine). */
 async function parameterCounts(spec: RunSpec): Promise<Record<string, number | null>> {
@@ -23,14 +36,14 @@ async function parameterCounts(spec: RunSpec): Promise<Record<string, number | n
 }
 
 export async function run(argv: string[]): Promise<void> {
-  const usage = 'dalle config show <preset|file> [--json] | dalle config schema';
-  const { values, positionals } = parse(argv, { json: { type: 'boolean' } }, usage);
+  const { values, positionals } = parseCommand(argv, cli);
   const [sub, ref] = positionals;
-  if (sub === 'schema') {
+  if (sub === 'schema' && positionals.length === 1) {
     console.log(JSON.stringify(configJsonSchema(), null, 2));
     return;
   }
-  if (sub !== 'show' || !ref) throw new UsageError(`usage: ${usage}`);
+  if (sub !== 'show' || !ref || positionals.length > 2)
+    throw usageError(cli, sub === 'show' ? 'show needs one preset or file' : `expected show or schema`);
   const spec = loadSpec(ref);
   const params = await parameterCounts(spec);
   const shown = {

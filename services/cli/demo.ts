@@ -13,7 +13,8 @@ import { check, down, serviceEnv, up } from '../../infra/services.ts';
 import { openStores } from '../../store/index.ts';
 import { progressQuery, TASK_QUEUE, WORKFLOW_TYPE, type TrainDalleWorkflow } from '../../contract/index.ts';
 import { createSamplerClient, generate } from '../sampler/index.ts';
-import { parse, UsageError } from './args.ts';
+import { command, parseCommand, readers } from './args.ts';
+import { commands } from './commands.ts';
 import {
   bundleDvae,
   evalCaption,
@@ -78,24 +79,29 @@ function stop(child: ChildProcess, signal: NodeJS.Signals = 'SIGTERM'): Promise<
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-export async function run(argv: string[]): Promise<number> {
-  const usage = 'dalle demo [--minutes N] [--no-kill] [--no-native] [--eval-n N]';
-  const { values } = parse(
-    argv,
-    {
-      minutes: { type: 'string' },
-      'no-kill': { type: 'boolean' },
-      'no-native': { type: 'boolean' },
-      'eval-n': { type: 'string' },
+export const cli = command({
+  name: 'demo',
+  summary: commands.demo.summary,
+  options: {
+    minutes: {
+      type: 'string',
+      value: 'N',
+      help: `training budget; scales the step counts (default ${BASE_MINUTES})`,
     },
-    usage,
-  );
-  const minutes = values.minutes === undefined ? BASE_MINUTES : Number(values.minutes);
-  if (!(minutes > 0 && minutes <= 24 * 60))
-    throw new UsageError(`--minutes must be a positive number, got '${values.minutes}'`);
-  const evalN = values['eval-n'] === undefined ? 54 : Number(values['eval-n']);
-  if (!(Number.isInteger(evalN) && evalN > 0))
-    throw new UsageError(`--eval-n must be a positive integer, got '${values['eval-n']}'`);
+    'no-kill': { type: 'boolean', help: 'do not SIGKILL a worker mid-run' },
+    'no-native': { type: 'boolean', help: 'skip installing the native TensorFlow backend (train on wasm)' },
+    'eval-n': { type: 'string', value: 'N', help: 'prompts per evaluation group (default 54)' },
+  },
+  notes: ['Writes $DALLE_HOME/demo/: grid.png, loss.svg, report.md, report.json and every process log.'],
+});
+
+export async function run(argv: string[]): Promise<number> {
+  const { values } = parseCommand(argv, cli);
+  const read = readers(cli);
+  const minutes =
+    read.num('minutes', values.minutes, (m) => m > 0 && m <= 24 * 60, 'a number of minutes in (0, 1440]') ??
+    BASE_MINUTES;
+  const evalN = read.int('eval-n', values['eval-n'], 1) ?? 54;
 
   const t0 = Date.now();
   const say = (s: string) => console.log(`[demo ${((Date.now() - t0) / 1000).toFixed(0).padStart(4)}s] ${s}`);

@@ -1,7 +1,8 @@
 // `dalle eval`: the zero-shot evaluation (eval/) of a published shapes model, sampled in this process from
 // the bundle or over gRPC from a running sampler (`--server`). Heavy modules (tfjs, sharp, grpc) are
 // imported only on the path that needs them.
-import { parse, UsageError } from './args.ts';
+import { command, parseCommand, readers } from './args.ts';
+import { commands } from './commands.ts';
 import {
   bundleDvae,
   EvalOptionError,
@@ -14,44 +15,48 @@ import {
 } from '../../eval/index.ts';
 import { HELD_OUT_COMPOSITIONS } from '../../data/shapes.ts';
 
-const USAGE =
-  'dalle eval [--model NAME] [--version V] [--server host:port | --store DIR] [--n N] [--seed S] [--temperature T] [--top-k K] [--json] [--details]';
-
-function intOption(name: string, raw: string | undefined, dflt: number, min: number): number {
-  if (raw === undefined) return dflt;
-  const v = Number(raw);
-  if (!(Number.isInteger(v) && v >= min))
-    throw new UsageError(`--${name} must be an integer ≥ ${min}, got '${raw}'\nusage: ${USAGE}`);
-  return v;
-}
+export const cli = command({
+  name: 'eval',
+  summary: commands.eval.summary,
+  options: {
+    model: { type: 'string', value: 'NAME', help: "the published model (default 'dalle')" },
+    version: { type: 'string', value: 'V', help: 'its version (default the latest)' },
+    server: {
+      type: 'string',
+      value: 'host:port',
+      help: 'generate over gRPC from this sampler (default: in this process)',
+    },
+    store: {
+      type: 'string',
+      value: 'DIR',
+      help: 'load the model from a local store folder (default: JetStream at NATS_URL)',
+    },
+    n: {
+      type: 'string',
+      value: 'N',
+      help: `prompts per group (default ${HELD_OUT_COMPOSITIONS.length}: every held-out composition once)`,
+    },
+    seed: {
+      type: 'string',
+      value: 'S',
+      help: 'seed of prompt choice, sampling and random tokens (default 0)',
+    },
+    temperature: { type: 'string', value: 'T', help: 'sampling temperature (default 1)' },
+    'top-k': { type: 'string', value: 'K', help: 'keep the K most likely tokens (default 0: all)' },
+    json: { type: 'boolean', help: 'print the report as JSON' },
+    details: { type: 'boolean', help: 'with --json: every judged image too' },
+  },
+});
 
 export async function run(argv: string[]): Promise<number> {
-  const { values, positionals } = parse(
-    argv,
-    {
-      model: { type: 'string' },
-      version: { type: 'string' },
-      server: { type: 'string' },
-      store: { type: 'string' },
-      n: { type: 'string' },
-      seed: { type: 'string' },
-      temperature: { type: 'string' },
-      'top-k': { type: 'string' },
-      json: { type: 'boolean' },
-      details: { type: 'boolean' },
-    },
-    USAGE,
-  );
-  if (positionals.length > 0)
-    throw new UsageError(`unexpected argument '${positionals[0]}'\nusage: ${USAGE}`);
+  const { values } = parseCommand(argv, cli);
+  const read = readers(cli);
   const name = values.model ?? 'dalle';
-  const version = values.version === undefined ? undefined : intOption('version', values.version, 1, 1);
-  const n = intOption('n', values.n, HELD_OUT_COMPOSITIONS.length, 1);
-  const seed = intOption('seed', values.seed, 0, 0);
-  const topK = intOption('top-k', values['top-k'], 0, 0);
-  const temperature = values.temperature === undefined ? 1 : Number(values.temperature);
-  if (!(Number.isFinite(temperature) && temperature > 0))
-    throw new UsageError(`--temperature must be a number > 0, got '${values.temperature}'`);
+  const version = read.int('version', values.version, 1);
+  const n = read.int('n', values.n, 1) ?? HELD_OUT_COMPOSITIONS.length;
+  const seed = read.int('seed', values.seed, 0) ?? 0;
+  const topK = read.int('top-k', values['top-k'], 0) ?? 0;
+  const temperature = read.num('temperature', values.temperature, (t) => t > 0, 'a number > 0') ?? 1;
   const log = (line: string) => process.stderr.write(`eval: ${line}\n`);
 
   // The bundle: from a local store folder, or from JetStream at NATS_URL.

@@ -4,26 +4,49 @@ import { mkdirSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import type { ServiceError } from '@grpc/grpc-js';
 import { status } from '@grpc/grpc-js';
-import { parse, UsageError } from './args.ts';
+import { command, parseCommand, readers } from './args.ts';
+import { commands } from './commands.ts';
 
-const usage =
-  'dalle generate "<prompt>" [-n 4] [--seed 7] [--out dir] [--server host:port] [--model name[@version]] [--temperature t] [--top-k k] [--top-p p] [--timeout seconds] [--json]';
-
-function num(name: string, v: string | undefined, int: boolean): number | undefined {
-  if (v === undefined) return undefined;
-  const n = Number(v);
-  if (v.trim() === '' || !Number.isFinite(n) || (int && !Number.isInteger(n))) {
-    throw new UsageError(`--${name} must be ${int ? 'an integer' : 'a number'}, got '${v}'\nusage: ${usage}`);
-  }
-  return n;
-}
+export const cli = command({
+  name: 'generate',
+  summary: commands.generate.summary,
+  positionals: '"<prompt>"',
+  options: {
+    n: { type: 'string', short: 'n', value: 'N', help: 'images for the prompt (default 4)' },
+    seed: {
+      type: 'string',
+      value: 'S',
+      help: 'seed of the first image (image i uses S + i); default random',
+    },
+    out: {
+      type: 'string',
+      value: 'dir',
+      help: 'folder for the PNGs (default $DALLE_HOME/outputs/<time>-<prompt>)',
+    },
+    server: {
+      type: 'string',
+      value: 'host:port',
+      help: 'the sampler (default DALLE_SAMPLER_ADDRESS or 127.0.0.1:50051)',
+    },
+    model: {
+      type: 'string',
+      value: 'name[@version]',
+      help: "model and version (default: the sampler's, latest)",
+    },
+    temperature: { type: 'string', value: 'T', help: 'sampling temperature (default 1)' },
+    'top-k': { type: 'string', value: 'K', help: 'keep the K most likely tokens (default 0: all)' },
+    'top-p': { type: 'string', value: 'P', help: 'nucleus: keep tokens up to probability P (default 1)' },
+    timeout: { type: 'string', value: 'seconds', help: 'deadline of the call (default none)' },
+    json: { type: 'boolean', help: 'print the files and timings as JSON' },
+  },
+});
+const read = readers(cli);
 
 /** `name`, `name@3` or `@3` → ModelRef. */
 export function parseModelRef(v: string | undefined): { name: string; version?: number } | undefined {
   if (v === undefined) return undefined;
   const m = /^([a-z0-9][a-z0-9_-]*)?(?:@(\d+))?$/.exec(v);
-  if (!m || (!m[1] && !m[2]))
-    throw new UsageError(`--model must be name, name@version or @version, got '${v}'\nusage: ${usage}`);
+  if (!m || (!m[1] && !m[2])) throw read.error(`--model must be name, name@version or @version, got '${v}'`);
   return { name: m[1] ?? '', ...(m[2] ? { version: Number(m[2]) } : {}) };
 }
 
@@ -44,38 +67,21 @@ export function progressBar(done: number[], total: number, width = 30): string {
 }
 
 export async function run(argv: string[]): Promise<number> {
-  const { values, positionals } = parse(
-    argv,
-    {
-      n: { type: 'string', short: 'n' },
-      seed: { type: 'string' },
-      out: { type: 'string' },
-      server: { type: 'string' },
-      model: { type: 'string' },
-      temperature: { type: 'string' },
-      'top-k': { type: 'string' },
-      'top-p': { type: 'string' },
-      timeout: { type: 'string' },
-      json: { type: 'boolean' },
-    },
-    usage,
-  );
+  const { values, positionals } = parseCommand(argv, cli);
   if (positionals.length !== 1)
-    throw new UsageError(`give exactly one prompt (quote it), got ${positionals.length}\nusage: ${usage}`);
+    throw read.error(`give exactly one prompt (quote it), got ${positionals.length}`);
   const prompt = positionals[0]!;
   if (values.seed !== undefined && !/^\d+$/.test(values.seed))
-    throw new UsageError(`--seed must be a non-negative integer, got '${values.seed}'`);
-  const timeout = num('timeout', values.timeout, false);
-  if (timeout !== undefined && !(timeout > 0))
-    throw new UsageError(`--timeout must be > 0 seconds, got '${values.timeout}'`);
+    throw read.error(`--seed must be a non-negative integer, got '${values.seed}'`);
+  const timeout = read.num('timeout', values.timeout, (t) => t > 0, 'a number of seconds > 0');
   // Range checks are the server's (it names the field); the CLI only parses.
   const request = {
     prompt,
-    numImages: num('n', values.n, true) ?? 4,
+    numImages: read.int('n', values.n) ?? 4,
     seed: values.seed === undefined ? undefined : BigInt(values.seed),
-    temperature: num('temperature', values.temperature, false),
-    topK: num('top-k', values['top-k'], true),
-    topP: num('top-p', values['top-p'], false),
+    temperature: read.num('temperature', values.temperature),
+    topK: read.int('top-k', values['top-k']),
+    topP: read.num('top-p', values['top-p']),
     model: parseModelRef(values.model),
   };
   const server = values.server ?? process.env.DALLE_SAMPLER_ADDRESS ?? '127.0.0.1:50051';

@@ -1,18 +1,32 @@
 // `dalle sampler [--port N | --address host:port] [--model name] [--store dir]`: the gRPC sampling service.
 // Serves the latest version of the model from the store (JetStream at NATS_URL, or a local folder), swaps
 // in new versions as they are published, and drains on SIGINT/SIGTERM (a second signal stops at once).
-import { parse, UsageError } from './args.ts';
+import { command, parseCommand, readers } from './args.ts';
+import { commands } from './commands.ts';
 
-const usage =
-  'dalle sampler [--port N | --address host:port] [--model name] [--store dir] [--max-concurrent N] [--max-queue N] [--max-batch-rows N] [--grace seconds]';
-
-function intOption(name: string, v: string | undefined, min: number): number | undefined {
-  if (v === undefined) return undefined;
-  const n = Number(v);
-  if (!Number.isInteger(n) || n < min)
-    throw new UsageError(`--${name} must be an integer ≥ ${min}, got '${v}'\nusage: ${usage}`);
-  return n;
-}
+export const cli = command({
+  name: 'sampler',
+  summary: commands.sampler.summary,
+  options: {
+    port: { type: 'string', value: 'N', help: 'listen on this port, on the host of DALLE_SAMPLER_ADDRESS' },
+    address: {
+      type: 'string',
+      value: 'host:port',
+      help: 'listen here (default DALLE_SAMPLER_ADDRESS or 127.0.0.1:50051)',
+    },
+    model: { type: 'string', value: 'name', help: "the model served by default (default 'dalle')" },
+    store: {
+      type: 'string',
+      value: 'dir',
+      help: 'load models from a local store folder (default: JetStream at NATS_URL)',
+    },
+    'max-concurrent': { type: 'string', value: 'N', help: 'requests sampled at once (≥ 1)' },
+    'max-queue': { type: 'string', value: 'N', help: 'requests waiting before RESOURCE_EXHAUSTED (≥ 0)' },
+    'max-batch-rows': { type: 'string', value: 'N', help: 'image rows batched into one forward pass (≥ 16)' },
+    grace: { type: 'string', value: 'seconds', help: 'drain time on SIGINT/SIGTERM (default 30)' },
+  },
+});
+const read = readers(cli);
 
 /** host:port from --address, or --port on the host of DALLE_SAMPLER_ADDRESS. */
 export function samplerAddress(
@@ -20,44 +34,26 @@ export function samplerAddress(
   env: NodeJS.ProcessEnv = process.env,
 ): string {
   const base = env.DALLE_SAMPLER_ADDRESS || '127.0.0.1:50051';
-  if (values.address && values.port)
-    throw new UsageError(`give --address or --port, not both\nusage: ${usage}`);
+  if (values.address && values.port) throw read.error('give --address or --port, not both');
   if (values.address) return values.address;
   if (values.port === undefined) return base;
-  const port = intOption('port', values.port, 0)!;
-  if (port > 65535) throw new UsageError(`--port must be ≤ 65535, got ${port}`);
+  const port = read.int('port', values.port, 0, 65535)!;
   const host = base.slice(0, base.lastIndexOf(':')) || '127.0.0.1';
   return `${host}:${port}`;
 }
 
 export async function run(argv: string[]): Promise<number> {
-  const { values, positionals } = parse(
-    argv,
-    {
-      port: { type: 'string' },
-      address: { type: 'string' },
-      model: { type: 'string' },
-      store: { type: 'string' },
-      'max-concurrent': { type: 'string' },
-      'max-queue': { type: 'string' },
-      'max-batch-rows': { type: 'string' },
-      grace: { type: 'string' },
-    },
-    usage,
-  );
-  if (positionals.length > 0)
-    throw new UsageError(`unexpected argument '${positionals[0]}'\nusage: ${usage}`);
+  const { values } = parseCommand(argv, cli);
   const address = samplerAddress(values);
   const model = values.model ?? 'dalle';
   if (!/^[a-z0-9][a-z0-9_-]*$/.test(model))
-    throw new UsageError(`--model '${model}' must be lowercase letters, digits, - and _`);
+    throw read.error(`--model '${model}' must be lowercase letters, digits, - and _`);
   const scheduler = {
-    maxConcurrent: intOption('max-concurrent', values['max-concurrent'], 1),
-    maxQueue: intOption('max-queue', values['max-queue'], 0),
-    maxBatchRows: intOption('max-batch-rows', values['max-batch-rows'], 16),
+    maxConcurrent: read.int('max-concurrent', values['max-concurrent'], 1),
+    maxQueue: read.int('max-queue', values['max-queue'], 0),
+    maxBatchRows: read.int('max-batch-rows', values['max-batch-rows'], 16),
   };
-  const graceMs = values.grace === undefined ? 30_000 : Number(values.grace) * 1000;
-  if (!(graceMs >= 0)) throw new UsageError(`--grace must be a number of seconds ≥ 0, got '${values.grace}'`);
+  const graceMs = (read.num('grace', values.grace, (s) => s >= 0, 'a number of seconds ≥ 0') ?? 30) * 1000;
 
   const { initTelemetry, shutdownTelemetry, grpcServerTracing, observeQueueDepth } =
     await import('../../telemetry/index.ts');

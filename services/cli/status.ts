@@ -8,7 +8,8 @@ import {
   type TrainDalleResult,
   type TrainDalleWorkflow,
 } from '../../contract/index.ts';
-import { parse, UsageError } from './args.ts';
+import { command, parseCommand, usageError, UsageError } from './args.ts';
+import { commands } from './commands.ts';
 import { temporalClient } from './temporal.ts';
 import { progressLine } from './train.ts';
 
@@ -46,7 +47,7 @@ export async function runStatus(runId: string): Promise<RunStatus> {
   try {
     const handle = client.workflow.getHandle<TrainDalleWorkflow>(runId);
     const desc = await handle.describe().catch((e: Error) => {
-      throw new UsageError(`no run '${runId}': ${e.message}`);
+      throw new UsageError(`no run '${runId}': ${e.message}`, 'status');
     });
     const t = desc.status.name;
     const status: RunStatus['status'] =
@@ -79,14 +80,17 @@ export async function runStatus(runId: string): Promise<RunStatus> {
   }
 }
 
+export const cli = command({
+  name: 'status',
+  summary: commands.status.summary,
+  positionals: '<run-id>',
+  options: { json: { type: 'boolean', help: 'print the status as JSON' } },
+});
+
 export async function run(argv: string[]): Promise<number> {
-  const { values, positionals } = parse(
-    argv,
-    { json: { type: 'boolean' } },
-    'dalle status <run-id> [--json]',
-  );
+  const { values, positionals } = parseCommand(argv, cli);
   const runId = positionals[0];
-  if (!runId) throw new UsageError('usage: dalle status <run-id> [--json]');
+  if (!runId || positionals.length > 1) throw usageError(cli, 'give exactly one run id');
   const s = await runStatus(runId);
   if (values.json) console.log(JSON.stringify(s, null, 2));
   else {

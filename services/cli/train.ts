@@ -10,7 +10,8 @@ import {
   type RunProgress,
   type TrainDalleWorkflow,
 } from '../../contract/index.ts';
-import { parse, UsageError } from './args.ts';
+import { command, parseCommand, usageError } from './args.ts';
+import { commands } from './commands.ts';
 import { temporalClient } from './temporal.ts';
 import { ATTR, dalleMetrics, initTelemetry, shutdownTelemetry, withSpan } from '../../telemetry/index.ts';
 
@@ -22,25 +23,34 @@ export function progressLine(p: RunProgress): string {
   return `${p.stage.padEnd(11)} [${bar}] ${p.step}/${p.totalSteps} loss ${num(p.loss)} ${num(p.stepsPerSec, 2)} steps/s ckpt ${p.checkpointStep} W=${p.worldSize} restarts ${p.restarts}${p.paused ? ' PAUSED' : ''}`;
 }
 
-export async function run(argv: string[]): Promise<number> {
-  const usage = 'dalle train --config <preset|file> [--run-id ID] [--detach] [--json]';
-  const { values } = parse(
-    argv,
-    {
-      config: { type: 'string' },
-      'run-id': { type: 'string' },
-      detach: { type: 'boolean' },
-      json: { type: 'boolean' },
+export const cli = command({
+  name: 'train',
+  summary: commands.train.summary,
+  options: {
+    config: {
+      type: 'string',
+      value: '<preset|file>',
+      help: 'a preset (tiny, shapes, cub, paper-12b) or a JSON/YAML file',
+      required: true,
     },
-    usage,
-  );
-  if (!values.config) throw new UsageError(`--config is required\nusage: ${usage}`);
-  const spec = loadSpec(values.config); // throws ConfigError naming every bad field, before any workflow starts
+    'run-id': {
+      type: 'string',
+      value: 'ID',
+      help: 'the run id (= workflow id); default <preset>-<time>-<random>',
+    },
+    detach: { type: 'boolean', help: 'print the run id and return once the run has started' },
+    json: { type: 'boolean', help: 'print the result (or, with --detach, the run id) as JSON' },
+  },
+});
+
+export async function run(argv: string[]): Promise<number> {
+  const { values } = parseCommand(argv, cli);
+  const spec = loadSpec(values.config!); // throws ConfigError naming every bad field, before any workflow starts
   const runId =
     values['run-id'] ??
     `${spec.preset}-${new Date().toISOString().replace(/[-:T]/g, '').slice(0, 14)}-${randomBytes(3).toString('hex')}`;
   if (!/^[A-Za-z0-9_-]+$/.test(runId))
-    throw new UsageError(`--run-id '${runId}' may contain only letters, digits, - and _`);
+    throw usageError(cli, `--run-id '${runId}' may contain only letters, digits, - and _`);
   // One trace per run: this span is the parent of StartWorkflow:trainDalle and everything the workers do.
   initTelemetry({ serviceName: 'dalle-cli', runId });
   // Counters start at 0, so a clean run reports 0 restarts rather than nothing (workers add the relaunches).

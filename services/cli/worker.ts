@@ -1,16 +1,24 @@
 import { initTelemetry, shutdownTelemetry } from '../../telemetry/index.ts';
-import { runWorker } from '../worker/worker.ts';
-import { parse, UsageError } from './args.ts';
+import { command, parseCommand, readers } from './args.ts';
+import { commands } from './commands.ts';
+
+export const cli = command({
+  name: 'worker',
+  summary: commands.worker.summary,
+  options: {
+    slots: {
+      type: 'string',
+      value: 'N',
+      help: 'rank activities run at once (default 1: a kill takes out one rank)',
+    },
+    'task-queue': { type: 'string', value: 'Q', help: 'task queue to poll (default dalle-train)' },
+  },
+});
 
 export async function run(argv: string[]): Promise<void> {
-  const { values } = parse(
-    argv,
-    { slots: { type: 'string' }, 'task-queue': { type: 'string' } },
-    'dalle worker [--slots N] [--task-queue Q]',
-  );
-  const slots = values.slots === undefined ? 1 : Number(values.slots);
-  if (!Number.isInteger(slots) || slots < 1)
-    throw new UsageError(`--slots must be a positive integer, got '${values.slots}'`);
+  const { values } = parseCommand(argv, cli);
+  const slots = readers(cli).int('slots', values.slots, 1) ?? 1;
+  const { runWorker } = await import('../worker/worker.ts'); // the Temporal worker, every activity, tfjs
   initTelemetry({ serviceName: 'dalle-worker' });
   try {
     await runWorker({ slots, taskQueue: values['task-queue'] });
