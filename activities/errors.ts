@@ -1,26 +1,18 @@
 // Errors that no retry or relaunch can fix (a bad spec, a missing dataset, a checkpoint of another
-// architecture) end the run at once with the original message instead of burning restarts.
+// architecture) end the run at once with the original message instead of burning restarts. An error class
+// says so itself with `readonly fatal = true` (the folders below activities/ cannot import anything of
+// Temporal's, so the marker is a plain property); zod's errors, which we cannot mark, are fatal too.
 import { ApplicationFailure } from '@temporalio/common';
 import { z } from 'zod';
 
-const FATAL = new Set([
-  'ConfigError',
-  'ZodError',
-  'CollectiveArgumentError',
-  'DatasetNotFoundError',
-  'DatasetFormatError',
-  'EmptyDatasetError',
-  'BatchOptionsError',
-  'DvaeConfigError',
-  'StateMismatchError',
-  'TokenizerOptionsError',
-  'MaskGeometryError',
-  'AdamWConfigError',
-]);
+/** True for an error whose class is marked `fatal`, and for zod's validation errors. */
+export function isFatal(err: unknown): err is Error {
+  return err instanceof z.ZodError || (err instanceof Error && (err as { fatal?: unknown }).fatal === true);
+}
 
 export function asNonRetryable(err: unknown): unknown {
   if (err instanceof ApplicationFailure) return err;
-  if (err instanceof Error && (FATAL.has(err.name) || err instanceof z.ZodError)) {
+  if (isFatal(err)) {
     return ApplicationFailure.create({
       message: `${err.name}: ${err.message}`,
       type: err.name,

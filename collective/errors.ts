@@ -72,6 +72,7 @@ export class DuplicateRankError extends Error {
 /** An argument to a collective call is invalid (bad rank, world size, id token, timeout, array). */
 export class CollectiveArgumentError extends Error {
   override name = 'CollectiveArgumentError';
+  readonly fatal = true;
   constructor(
     readonly field: string,
     readonly value: unknown,

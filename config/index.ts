@@ -11,6 +11,7 @@ export { presets } from './presets.ts';
 /** A config that failed validation; `issues` lists every offending path and why. */
 export class ConfigError extends Error {
   override name = 'ConfigError';
+  readonly fatal = true;
   constructor(
     readonly source: string,
     readonly issues: { path: string; message: string }[],

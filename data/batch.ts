@@ -44,6 +44,7 @@ export interface Batch {
 /** Options that cannot describe a batch. */
 export class BatchOptionsError extends Error {
   override name = 'BatchOptionsError';
+  readonly fatal = true;
   constructor(
     readonly field: string,
     readonly value: unknown,
@@ -56,6 +57,7 @@ export class BatchOptionsError extends Error {
 /** A dataset with no items to train on. */
 export class EmptyDatasetError extends Error {
   override name = 'EmptyDatasetError';
+  readonly fatal = true;
   constructor(
     readonly kind: string,
     readonly skipped: Record<string, number>,

@@ -63,6 +63,7 @@ export class DatasetIndexError extends Error {
 /** A dataset path that does not exist. */
 export class DatasetNotFoundError extends Error {
   override name = 'DatasetNotFoundError';
+  readonly fatal = true;
   constructor(
     readonly kind: string,
     readonly path: string,
@@ -75,6 +76,7 @@ export class DatasetNotFoundError extends Error {
 /** A dataset whose layout or index files are malformed (not a per-item problem: those are skipped). */
 export class DatasetFormatError extends Error {
   override name = 'DatasetFormatError';
+  readonly fatal = true;
   constructor(
     readonly kind: string,
     readonly path: string,

@@ -77,6 +77,7 @@ export type TokenizerJSON = z.infer<typeof TokenizerJSON>;
 /** Bad arguments to encode/train (the message names the argument). */
 export class TokenizerOptionsError extends Error {
   override name = 'TokenizerOptionsError';
+  readonly fatal = true;
   constructor(
     readonly option: string,
     readonly value: unknown,

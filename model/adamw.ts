@@ -59,6 +59,7 @@ export class GradientShapeError extends Error {
 /** A hyper-parameter or step argument is out of range. */
 export class AdamWConfigError extends Error {
   override name = 'AdamWConfigError';
+  readonly fatal = true;
   constructor(
     readonly field: string,
     readonly value: unknown,

@@ -20,6 +20,7 @@ import type { ParamSpec } from './trainer.ts';
 /** A DvaeConfig that cannot build a network (the message names the field and the rule). */
 export class DvaeConfigError extends Error {
   override name = 'DvaeConfigError';
+  readonly fatal = true;
   constructor(
     readonly field: string,
     readonly value: unknown,

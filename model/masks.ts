@@ -35,6 +35,7 @@ export interface MaskGeometry {
 /** A mask geometry that cannot describe a sequence (non-positive sizes, an even kernel). */
 export class MaskGeometryError extends Error {
   override name = 'MaskGeometryError';
+  readonly fatal = true;
   constructor(
     readonly field: keyof MaskGeometry,
     readonly value: number,

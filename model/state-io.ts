@@ -44,6 +44,7 @@ export class StateChecksumError extends Error {
 /** Arrays expected by a loader are missing, unexpected or of the wrong length. */
 export class StateMismatchError extends Error {
   override name = 'StateMismatchError';
+  readonly fatal = true;
   constructor(readonly problems: string[]) {
     super(`state does not fit this model:\n${problems.map((p) => `  - ${p}`).join('\n')}`);
   }
