@@ -15,9 +15,8 @@ import {
 } from './dataset.ts';
 import { openFileDataset, type Candidate, type ValidateOptions } from './file-dataset.ts';
 import { listFiles } from './folder.ts';
+import { IMAGE_EXTENSIONS } from './image.ts';
 import { listTar, readTarMember, type TarMember } from './tar.ts';
-
-const IMAGE_EXTS = ['jpg', 'jpeg', 'png', 'webp'];
 
 /** WebDataset's split of a member path into (key, extension): the extension starts at the first '.' of the file name. */
 export function splitKey(name: string): { key: string; ext: string } {
@@ -64,7 +63,7 @@ export async function openWebDataset(path: string, opts: WebDatasetOptions): Pro
     for (const m of await listTar(shard)) {
       const { key, ext } = splitKey(m.name);
       const g = groups.get(key) ?? {};
-      if (IMAGE_EXTS.includes(ext) && g.image === undefined) g.image = m;
+      if (IMAGE_EXTENSIONS.includes(`.${ext}`) && g.image === undefined) g.image = m;
       else if (ext === 'txt') g.txt = m;
       groups.set(key, g);
     }
