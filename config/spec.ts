@@ -188,6 +188,14 @@ export const TrainConfig = z.strictObject({
   keepCheckpoints: positiveInt.default(3),
   /** Segment restarts allowed per stage before the run fails. */
   maxRestarts: nonNegInt.default(20),
+  /** Captions rank 0 samples at every transformer checkpoint, `sampleImages` each, into a grid stored with the
+   *  checkpoint (part `samples`). The sampling seed is fixed, so the grids of successive checkpoints differ only
+   *  by what the model learned. The other ranks wait at the checkpoint barrier meanwhile: keep the work well
+   *  under collectiveTimeout. */
+  samplePrompts: z.array(z.string().trim().min(1).max(200)).max(32).default([]),
+  /** Images per sample prompt; every dVAE checkpoint reconstructs twice this many held-out images into its
+   *  grid. 0: no samples at all. */
+  sampleImages: z.number().int().min(0).max(16).default(4),
 });
 export type TrainConfig = z.infer<typeof TrainConfig>;
 
