@@ -8,9 +8,11 @@ import type { Client } from '@temporalio/client';
 import type { NatsConnection } from 'nats';
 import { joinGroup, PowerSgd, type Group } from '../collective/index.ts';
 import { initTfBackend, type Trainer } from '../model/index.ts';
-import type { CheckpointStore, PartRef } from '../store/index.ts';
+import { SAMPLES_PART, type CheckpointStore, type PartRef } from '../store/index.ts';
 import { recordTrainStep } from '../telemetry/index.ts';
 import { stageBatches, type StageBatchSource } from './batches.ts';
+import { renderCheckpointSamples } from './checkpoint-samples.ts';
+import { CURVES_PART, RunCurves } from './run-curves.ts';
 import { createStageTrainer } from './stage-trainer.ts';
 import {
   progressSignal,
@@ -59,6 +61,36 @@ async function gatherPartRefs(
   }));
 }
 
+/** Rank 0's curves and sample grid of a checkpoint: parts and manifest facts. A grid that fails to draw is
+ *  logged and left out; it never costs the checkpoint. */
+async function rank0Extras(
+  deps: TrainShardDeps,
+  input: TrainShardInput,
+  step: number,
+  trainer: Trainer<unknown>,
+  curves: RunCurves,
+): Promise<{ parts: PartRef[]; meta: Record<string, unknown> }> {
+  const { runId, stage, spec } = input;
+  const parts = [await deps.checkpoints.putPart(runId, stage, step, CURVES_PART, curves.encode())];
+  const meta: Record<string, unknown> = {};
+  try {
+    const grid = await renderCheckpointSamples({
+      runId,
+      stage,
+      spec,
+      trainer,
+      checkpoints: deps.checkpoints,
+    });
+    if (grid) {
+      parts.push(await deps.checkpoints.putPart(runId, stage, step, SAMPLES_PART, grid.png));
+      meta.samples = grid.meta;
+    }
+  } catch (e) {
+    deps.log(`no sample grid for ${runId}/${stage}/${step}: ${String(e)}`);
+  }
+  return { parts, meta };
+}
+
 /** Stores this step's checkpoint; rank 0 commits once every rank's part is stored (the gather above is
  *  the barrier: no rank's reference exists before its part does). */
 async function saveCheckpoint(
@@ -70,6 +102,7 @@ async function saveCheckpoint(
   group: Group,
   loss: number,
   backend: string,
+  curves: RunCurves | undefined,
 ): Promise<void> {
   const { runId, stage, rank, worldSize } = input;
   const mine = await deps.checkpoints.putPart(runId, stage, step, `rank${rank}`, psgd.saveState());
@@ -77,6 +110,7 @@ async function saveCheckpoint(
     rank === 0
       ? await deps.checkpoints.putPart(runId, stage, step, 'params', trainer.saveState())
       : undefined;
+  const extras = curves ? await rank0Extras(deps, input, step, trainer, curves) : undefined;
   const ranks = await gatherPartRefs(group, step, rank, worldSize, mine);
   if (params)
     await deps.checkpoints.commit(
@@ -84,8 +118,8 @@ async function saveCheckpoint(
         runId,
         stage,
         step,
-        parts: [params, ...ranks],
-        meta: { worldSize, loss, groupId: input.groupId, backend },
+        parts: [params, ...ranks, ...(extras?.parts ?? [])],
+        meta: { worldSize, loss, groupId: input.groupId, backend, ...extras?.meta },
       },
       input.spec.train.keepCheckpoints,
     );
@@ -108,10 +142,14 @@ export async function trainShard(deps: TrainShardDeps, input: TrainShardInput): 
   const source: StageBatchSource = await stageBatches(stage, spec, deps.checkpoints, runId);
   const psgd = new PowerSgd(trainer.paramSpecs(), spec.powersgd, { rank, worldSize, seed: spec.train.seed });
   let checkpointStep = 0;
+  // Rank 0 keeps the stage's curves; a resumed segment continues those of its checkpoint.
+  let curves = rank === 0 ? new RunCurves() : undefined;
   if (fromStep > 0) {
     const manifest = await deps.checkpoints.manifestAt(runId, stage, fromStep);
     if (!manifest) throw new Error(`committed checkpoint ${runId}/${stage}/${fromStep} has no manifest`);
     trainer.loadState(await deps.checkpoints.loadPart(manifest, 'params'));
+    if (curves && manifest.parts.some((p) => p.name === CURVES_PART))
+      curves = RunCurves.decode(await deps.checkpoints.loadPart(manifest, CURVES_PART), fromStep);
     // A rank that did not exist at save time (world size grew) starts with empty error buffers.
     if (manifest.parts.some((p) => p.name === `rank${rank}`) && manifest.meta.worldSize === worldSize) {
       psgd.loadState(await deps.checkpoints.loadPart(manifest, `rank${rank}`));
@@ -167,6 +205,7 @@ export async function trainShard(deps: TrainShardDeps, input: TrainShardInput): 
       if (ctx.cancellationSignal.aborted) break;
       // 3. One step: compute → compress + all-reduce → apply.
       if (sigkillAt === `${stage}:${step}`) process.kill(process.pid, 'SIGKILL');
+      const stepStart = performance.now();
       const batch = await source.batch(step, rank, worldSize);
       const g = trainer.computeGradients(batch, step, rank);
       const r = await psgd.reduce(group, g.grads, step);
@@ -179,8 +218,14 @@ export async function trainShard(deps: TrainShardDeps, input: TrainShardInput): 
       bytesSent += r.stats.bytesSent;
 
       const done = step + 1;
+      curves?.record(done, {
+        ...metrics,
+        loss,
+        seconds: (performance.now() - stepStart) / 1000,
+        sentFraction: r.stats.bytesRaw ? r.stats.bytesSent / r.stats.bytesRaw : 1,
+      });
       if (done % spec.train.checkpointEvery === 0 || done === toStep) {
-        await saveCheckpoint(deps, input, done, trainer, psgd, group, loss, backend);
+        await saveCheckpoint(deps, input, done, trainer, psgd, group, loss, backend, curves);
         checkpointStep = done;
       }
       lastDetails = { step: done, checkpointStep };

@@ -1,7 +1,7 @@
 // `dalle status <run> [--json]`: the workflow's state, its live progress, and the last committed checkpoint.
 import { connect } from 'nats';
 import { serviceEnv } from '../../infra/services.ts';
-import { openStores, type CheckpointManifest } from '../../store/index.ts';
+import { openStores, SAMPLES_PART, type CheckpointManifest } from '../../store/index.ts';
 import {
   progressQuery,
   type RunProgress,
@@ -23,20 +23,29 @@ export interface RunStatus {
   loss: number | null;
   restarts: number;
   checkpoint: { stage: string; step: number; parts: CheckpointManifest['parts'] } | null;
+  /** Every stored sample grid of the run (checkpoint part `samples`, kept after pruning), oldest first. */
+  samples: { stage: string; step: number; key: string }[];
   progress: RunProgress | null;
   model: TrainDalleResult['model'] | null;
   failure: string | null;
 }
 
-async function lastCheckpoint(runId: string): Promise<RunStatus['checkpoint']> {
+async function storedState(runId: string): Promise<Pick<RunStatus, 'checkpoint' | 'samples'>> {
   const nc = await connect({ servers: serviceEnv().natsUrl, timeout: 3000 });
   try {
     const { checkpoints } = await openStores({ nc });
+    let checkpoint: RunStatus['checkpoint'] = null;
     for (const stage of ['transformer', 'dvae']) {
       const m = await checkpoints.latest(runId, stage);
-      if (m) return { stage, step: m.step, parts: m.parts };
+      if (m) {
+        checkpoint = { stage, step: m.step, parts: m.parts };
+        break;
+      }
     }
-    return null;
+    const samples: RunStatus['samples'] = [];
+    for (const stage of ['dvae', 'transformer'])
+      for (const s of await checkpoints.partsNamed(runId, stage, SAMPLES_PART)) samples.push({ stage, ...s });
+    return { checkpoint, samples };
   } finally {
     await nc.close();
   }
@@ -70,7 +79,7 @@ export async function runStatus(runId: string): Promise<RunStatus> {
       totalSteps: progress?.totalSteps ?? 0,
       loss: result ? result.transformer.loss : (progress?.loss ?? null),
       restarts: result ? result.restarts : (progress?.restarts ?? 0),
-      checkpoint: await lastCheckpoint(runId),
+      ...(await storedState(runId)),
       progress,
       model: result?.model ?? null,
       failure,
@@ -100,6 +109,7 @@ export async function run(argv: string[]): Promise<number> {
       console.log(
         `last checkpoint: ${s.checkpoint.stage} step ${s.checkpoint.step} (${s.checkpoint.parts.length} parts)`,
       );
+    if (s.samples.length) console.log(`sample grids: ${s.samples.length} (latest ${s.samples.at(-1)!.key})`);
     if (s.model) console.log(`model: ${s.model.name} v${s.model.version} (${s.model.bytes} bytes)`);
     if (s.failure) console.log(`failure: ${s.failure}`);
     for (const e of s.progress?.events ?? []) console.log(`  event: ${e}`);

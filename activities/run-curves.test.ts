@@ -1,0 +1,26 @@
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import { RunCurves } from './run-curves.ts';
+
+test('run-curves: records steps, round-trips through its part, and cuts at a resume step', () => {
+  const c = new RunCurves();
+  c.record(1, { loss: 2.5, lr: 1e-3 });
+  c.record(2, { loss: 2.25, lr: 1e-3, tau: 0.5 });
+  c.record(3, { loss: 2, tau: 0.25 });
+  assert.deepEqual(c.toJSON(), {
+    steps: [1, 2, 3],
+    series: { loss: [2.5, 2.25, 2], lr: [1e-3, 1e-3, NaN], tau: [NaN, 0.5, 0.25] },
+  });
+  // Stored as float32.
+  const back = RunCurves.decode(c.encode());
+  assert.deepEqual(back.toJSON(), {
+    steps: [1, 2, 3],
+    series: { loss: [2.5, 2.25, 2], lr: [1e-3, 1e-3, NaN].map(Math.fround), tau: [NaN, 0.5, 0.25] },
+  });
+  // A segment resuming from step 2 continues the curve from there.
+  const resumed = RunCurves.decode(Buffer.from(c.encode()), 2);
+  resumed.record(3, { loss: 1.5, lr: 1e-3 });
+  assert.deepEqual(resumed.toJSON().steps, [1, 2, 3]);
+  assert.deepEqual(resumed.toJSON().series.loss, [2.5, 2.25, 1.5]);
+  assert.deepEqual(resumed.toJSON().series.tau, [NaN, 0.5, NaN]);
+});
