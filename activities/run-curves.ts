@@ -1,8 +1,9 @@
 // A stage's training curves: rank 0's per-step figures (global loss, the schedules' lr, τ, β, the trainer's
-// own terms, seconds per step, the fraction of gradient bytes sent) from step 0 to the checkpoint, stored
-// with every checkpoint as part `curves`. Each checkpoint holds the whole history, so pruning older
-// checkpoints loses nothing, and a relaunched segment continues the curve of the checkpoint it resumes
-// from: after a restart the curve is exactly that of an uninterrupted run, minus the lost steps' timings.
+// own terms, seconds per step, gradient bytes an uncompressed all-reduce would send and bytes sent) from
+// step 1 to the checkpoint, stored with every checkpoint as part `curves`. Each checkpoint holds the whole
+// history, so pruning older checkpoints loses nothing, and a relaunched segment continues the curve of the
+// checkpoint it resumes from: after a restart the curve is exactly that of an uninterrupted run, minus the
+// lost steps' timings.
 import { decodeState, encodeState } from '../model/index.ts';
 
 /** The part name of a checkpoint's curves. */

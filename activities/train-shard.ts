@@ -222,7 +222,8 @@ export async function trainShard(deps: TrainShardDeps, input: TrainShardInput): 
         ...metrics,
         loss,
         seconds: (performance.now() - stepStart) / 1000,
-        sentFraction: r.stats.bytesRaw ? r.stats.bytesSent / r.stats.bytesRaw : 1,
+        bytesRaw: r.stats.bytesRaw,
+        bytesSent: r.stats.bytesSent,
       });
       if (done % spec.train.checkpointEvery === 0 || done === toStep) {
         await saveCheckpoint(deps, input, done, trainer, psgd, group, loss, backend, curves);

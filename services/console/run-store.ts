@@ -92,6 +92,34 @@ export function downsample(
   };
 }
 
+/** Gradient bytes of a stage's stored steps: what an uncompressed all-reduce would have sent, and what was
+ *  sent (rank 0's, as every rank's are alike). Kept per checkpoint: a committed checkpoint never changes. */
+const trafficCache = new Map<string, Promise<{ raw: number; sent: number }>>();
+
+export function stageTraffic(
+  ck: CheckpointStore,
+  runId: string,
+  stage: Stage,
+  step: number,
+): Promise<{ raw: number; sent: number }> {
+  const key = `${runId}/${stage}/${step}`;
+  let p = trafficCache.get(key);
+  if (!p) {
+    p = (async () => {
+      const m = await ck.manifestAt(runId, stage, step);
+      if (!m?.parts.some((x) => x.name === CURVES_PART)) return { raw: 0, sent: 0 };
+      const { series } = RunCurves.decode(await ck.loadPart(m, CURVES_PART)).toJSON();
+      const sum = (v: number[] | undefined) =>
+        (v ?? []).reduce((a, b) => a + (Number.isFinite(b) ? b : 0), 0);
+      return { raw: sum(series.bytesRaw), sent: sum(series.bytesSent) };
+    })();
+    p.catch(() => trafficCache.delete(key));
+    if (trafficCache.size > 256) trafficCache.clear();
+    trafficCache.set(key, p);
+  }
+  return p;
+}
+
 /** A stage's curves from its newest committed checkpoint (empty before the first one). */
 export async function readCurves(ck: CheckpointStore, runId: string, stage: Stage): Promise<Curves> {
   const m = await ck.latest(runId, stage);

@@ -10,8 +10,10 @@ import {
   type TrainDalleResult,
   type TrainDalleWorkflow,
 } from '../../contract/index.ts';
+import type { CheckpointStore } from '../../store/index.ts';
 import type { RunStatusName, RunSummary } from './api-types.ts';
 import { readRunStart, readTimeline, type RunStart, type TimelineEntry } from './run-history.ts';
+import { stageTraffic } from './run-store.ts';
 
 /** Workflow type of a run (task queue dalle-train). */
 const RUN_WORKFLOW = WORKFLOW_TYPE.trainDalle;
@@ -73,7 +75,24 @@ export class RunReader {
   private readonly starts = new Map<string, Promise<RunStart>>();
   private readonly timelines = new Map<string, { key: string; entries: Promise<TimelineEntry[]> }>();
 
-  constructor(private readonly client: () => Promise<Client>) {}
+  constructor(
+    private readonly client: () => Promise<Client>,
+    private readonly checkpoints: () => Promise<CheckpointStore>,
+  ) {}
+
+  /** Live compression of a running run: the finished stages' totals plus the current stage's stored steps. */
+  private async liveCompression(runId: string, p: RunProgress): Promise<number | null> {
+    let raw = p.bytesRaw;
+    let sent = p.bytesSent;
+    if ((p.stage === 'dvae' || p.stage === 'transformer') && p.checkpointStep > 0) {
+      const t = await stageTraffic(await this.checkpoints(), runId, p.stage, p.checkpointStep).catch(
+        () => undefined,
+      );
+      raw += t?.raw ?? 0;
+      sent += t?.sent ?? 0;
+    }
+    return compression(raw, sent);
+  }
 
   /** Newest first. */
   async list(): Promise<RunSummary[]> {
@@ -172,7 +191,7 @@ export class RunReader {
         worldSize: progress?.worldSize ?? start.spec?.train.worldSize ?? null,
         restarts: progress?.restarts ?? 0,
         paused: progress?.paused ?? false,
-        compressionRate: progress ? compression(progress.bytesRaw, progress.bytesSent) : null,
+        compressionRate: progress ? await this.liveCompression(info.workflowId, progress) : null,
         note,
       };
       return { summary, progress, closed: undefined, start };

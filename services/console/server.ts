@@ -168,7 +168,10 @@ function pageRoutes(app: Hono, assets: Assets): void {
 /** The console's routes over a cluster. */
 export function createConsoleApp(deps: ConsoleDeps): Hono {
   const { options, cluster } = deps;
-  const runs = new RunReader(() => cluster.temporal());
+  const runs = new RunReader(
+    () => cluster.temporal(),
+    async () => (await cluster.stores()).checkpoints,
+  );
   const app = new Hono();
   app.onError((e, c) => errorResponse(c, e));
   app.notFound((c) => c.json({ error: 'not_found', message: `no route ${c.req.method} ${c.req.path}` }, 404));

@@ -20,7 +20,7 @@ const MAIN: Record<Stage, { title: string; series: string[]; log?: boolean }[]> 
   ],
 };
 /** Counters and flags, not curves. */
-const HIDDEN = new Set(['updates', 'skipped', 'clipped']);
+const HIDDEN = new Set(['updates', 'skipped', 'clipped', 'bytesRaw']);
 const LIVE_KEYS = ['loss', 'lr', 'tau', 'beta'] as const;
 
 function useCurves(runId: string, stage: Stage, checkpointKey: string): Curves | undefined {
