@@ -23,4 +23,8 @@ test('run-curves: records steps, round-trips through its part, and cuts at a res
   assert.deepEqual(resumed.toJSON().steps, [1, 2, 3]);
   assert.deepEqual(resumed.toJSON().series.loss, [2.5, 2.25, 1.5]);
   assert.deepEqual(resumed.toJSON().series.tau, [NaN, 0.5, NaN]);
+  // A checkpoint's own figures land on its step.
+  resumed.annotate(3, 'sampleSeconds', 0.25);
+  assert.deepEqual(resumed.toJSON().series.sampleSeconds, [NaN, NaN, 0.25]);
+  assert.throws(() => resumed.annotate(2, 'sampleSeconds', 1), /not the newest/);
 });

@@ -46,6 +46,16 @@ export class RunCurves {
     for (const s of this.series.values()) if (s.length === i) s.push(NaN);
   }
 
+  /** Sets one figure of the newest step (e.g. what its checkpoint's work took, known only after the step). */
+  annotate(step: number, name: string, value: number): void {
+    const i = this.steps.length - 1;
+    if (this.steps[i] !== step)
+      throw new RangeError(`annotate: step ${step} is not the newest (${this.steps[i]})`);
+    let s = this.series.get(name);
+    if (!s) this.series.set(name, (s = new Array<number>(this.steps.length).fill(NaN)));
+    s[i] = value;
+  }
+
   encode(): Uint8Array {
     return encodeState({ version: 1 }, [
       [STEP, Float32Array.from(this.steps)],

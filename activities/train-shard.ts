@@ -61,8 +61,9 @@ async function gatherPartRefs(
   }));
 }
 
-/** Rank 0's curves and sample grid of a checkpoint: parts and manifest facts. A grid that fails to draw is
- *  logged and left out; it never costs the checkpoint. */
+/** Rank 0's curves and sample grid of a checkpoint: parts and manifest facts. The grid's drawing time goes
+ *  into the curves (`sampleSeconds` at the checkpoint's step). A grid that fails to draw is logged and left
+ *  out; it never costs the checkpoint. */
 async function rank0Extras(
   deps: TrainShardDeps,
   input: TrainShardInput,
@@ -71,24 +72,18 @@ async function rank0Extras(
   curves: RunCurves,
 ): Promise<{ parts: PartRef[]; meta: Record<string, unknown> }> {
   const { runId, stage, spec } = input;
+  const grid = await renderCheckpointSamples({
+    runId,
+    stage,
+    spec,
+    trainer,
+    checkpoints: deps.checkpoints,
+  }).catch((e: unknown) => void deps.log(`no sample grid for ${runId}/${stage}/${step}: ${String(e)}`));
+  if (grid) curves.annotate(step, 'sampleSeconds', grid.meta.ms / 1000);
   const parts = [await deps.checkpoints.putPart(runId, stage, step, CURVES_PART, curves.encode())];
-  const meta: Record<string, unknown> = {};
-  try {
-    const grid = await renderCheckpointSamples({
-      runId,
-      stage,
-      spec,
-      trainer,
-      checkpoints: deps.checkpoints,
-    });
-    if (grid) {
-      parts.push(await deps.checkpoints.putPart(runId, stage, step, SAMPLES_PART, grid.png));
-      meta.samples = grid.meta;
-    }
-  } catch (e) {
-    deps.log(`no sample grid for ${runId}/${stage}/${step}: ${String(e)}`);
-  }
-  return { parts, meta };
+  if (!grid) return { parts, meta: {} };
+  parts.push(await deps.checkpoints.putPart(runId, stage, step, SAMPLES_PART, grid.png));
+  return { parts, meta: { samples: grid.meta } };
 }
 
 /** Stores this step's checkpoint; rank 0 commits once every rank's part is stored (the gather above is

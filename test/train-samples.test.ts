@@ -56,6 +56,11 @@ test('train: curves and sample grids at every checkpoint; samples off trains bit
       assert.ok(curves.series.loss!.every(Number.isFinite));
       assert.ok(curves.series.lr!.every((v) => v > 0));
       assert.ok(stage === 'dvae' ? curves.series.tau && curves.series.beta : curves.series.imageLoss);
+      // Each grid's drawing time sits on its checkpoint's step.
+      const drawn = curves.steps.filter((_, i) => Number.isFinite(curves.series.sampleSeconds![i]));
+      assert.deepEqual(drawn, [5, 10, 15, 20]);
+      const offCurves = RunCurves.decode(await checkpoints.loadPart(b, 'curves')).toJSON();
+      assert.equal(offCurves.series.sampleSeconds, undefined, 'no grids, no drawing time');
     }
 
     const status = JSON.parse(dalle(['status', on, '--json']).out) as {

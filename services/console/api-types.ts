@@ -79,6 +79,16 @@ export interface SampleInfo {
   rows: string[];
 }
 
+/** What drawing a stage's sample grids cost, from its newest checkpoint's curves. */
+export interface SampleCost {
+  stage: 'dvae' | 'transformer';
+  grids: number;
+  /** Seconds rank 0 spent drawing them. */
+  sampleSeconds: number;
+  /** Seconds of the stage's training steps (compute and all-reduce) up to that checkpoint. */
+  stepSeconds: number;
+}
+
 /** GET /api/runs/:id */
 export interface RunDetail extends RunSummary {
   workflowRunId: string;
@@ -93,6 +103,7 @@ export interface RunDetail extends RunSummary {
   timeline: TimelineEntry[];
   checkpoints: CheckpointInfo[];
   samples: SampleInfo[];
+  sampleCost: SampleCost[];
   links: { temporal: string; trace: string | null };
 }
 

@@ -92,30 +92,46 @@ export function downsample(
   };
 }
 
-/** Gradient bytes of a stage's stored steps: what an uncompressed all-reduce would have sent, and what was
- *  sent (rank 0's, as every rank's are alike). Kept per checkpoint: a committed checkpoint never changes. */
-const trafficCache = new Map<string, Promise<{ raw: number; sent: number }>>();
+/** Sums over a stage's stored steps: gradient bytes (what an uncompressed all-reduce would send, and what
+ *  was sent; rank 0's, every rank's are alike), seconds of training steps, and the sample grids drawn. */
+export interface StageTotals {
+  bytesRaw: number;
+  bytesSent: number;
+  stepSeconds: number;
+  sampleSeconds: number;
+  grids: number;
+}
 
-export function stageTraffic(
+/** Kept per checkpoint: a committed checkpoint never changes. */
+const totalsCache = new Map<string, Promise<StageTotals>>();
+
+export function stageTotals(
   ck: CheckpointStore,
   runId: string,
   stage: Stage,
   step: number,
-): Promise<{ raw: number; sent: number }> {
+): Promise<StageTotals> {
   const key = `${runId}/${stage}/${step}`;
-  let p = trafficCache.get(key);
+  let p = totalsCache.get(key);
   if (!p) {
     p = (async () => {
       const m = await ck.manifestAt(runId, stage, step);
-      if (!m?.parts.some((x) => x.name === CURVES_PART)) return { raw: 0, sent: 0 };
+      const none = { bytesRaw: 0, bytesSent: 0, stepSeconds: 0, sampleSeconds: 0, grids: 0 };
+      if (!m?.parts.some((x) => x.name === CURVES_PART)) return none;
       const { series } = RunCurves.decode(await ck.loadPart(m, CURVES_PART)).toJSON();
-      const sum = (v: number[] | undefined) =>
-        (v ?? []).reduce((a, b) => a + (Number.isFinite(b) ? b : 0), 0);
-      return { raw: sum(series.bytesRaw), sent: sum(series.bytesSent) };
+      const finite = (v: number[] | undefined) => (v ?? []).filter(Number.isFinite);
+      const sum = (v: number[] | undefined) => finite(v).reduce((a, b) => a + b, 0);
+      return {
+        bytesRaw: sum(series.bytesRaw),
+        bytesSent: sum(series.bytesSent),
+        stepSeconds: sum(series.seconds),
+        sampleSeconds: sum(series.sampleSeconds),
+        grids: finite(series.sampleSeconds).length,
+      };
     })();
-    p.catch(() => trafficCache.delete(key));
-    if (trafficCache.size > 256) trafficCache.clear();
-    trafficCache.set(key, p);
+    p.catch(() => totalsCache.delete(key));
+    if (totalsCache.size > 256) totalsCache.clear();
+    totalsCache.set(key, p);
   }
   return p;
 }

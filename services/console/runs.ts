@@ -13,7 +13,7 @@ import {
 import type { CheckpointStore } from '../../store/index.ts';
 import type { RunStatusName, RunSummary } from './api-types.ts';
 import { readRunStart, readTimeline, type RunStart, type TimelineEntry } from './run-history.ts';
-import { stageTraffic } from './run-store.ts';
+import { stageTotals } from './run-store.ts';
 
 /** Workflow type of a run (task queue dalle-train). */
 const RUN_WORKFLOW = WORKFLOW_TYPE.trainDalle;
@@ -85,11 +85,11 @@ export class RunReader {
     let raw = p.bytesRaw;
     let sent = p.bytesSent;
     if ((p.stage === 'dvae' || p.stage === 'transformer') && p.checkpointStep > 0) {
-      const t = await stageTraffic(await this.checkpoints(), runId, p.stage, p.checkpointStep).catch(
+      const t = await stageTotals(await this.checkpoints(), runId, p.stage, p.checkpointStep).catch(
         () => undefined,
       );
-      raw += t?.raw ?? 0;
-      sent += t?.sent ?? 0;
+      raw += t?.bytesRaw ?? 0;
+      sent += t?.bytesSent ?? 0;
     }
     return compression(raw, sent);
   }

@@ -27,7 +27,7 @@ import type { ConsoleOptions } from './env.ts';
 import { handleGenerate } from './generate-http.ts';
 import { HttpError } from './http-error.ts';
 import { modelsView } from './models.ts';
-import { listCheckpoints, listSamples, readCurves, readSamples, STAGES } from './run-store.ts';
+import { listCheckpoints, listSamples, readCurves, readSamples, stageTotals, STAGES } from './run-store.ts';
 import { RunNotFoundError, RunReader } from './runs.ts';
 import { buildAssets, type Assets } from './web-bundle.ts';
 
@@ -119,10 +119,18 @@ function runRoutes(app: Hono, deps: ConsoleDeps, runs: RunReader): void {
     const { checkpoints: ck } = await deps.cluster.stores();
     const checkpoints = await listCheckpoints(ck, id);
     const ns = deps.cluster.env.temporalNamespace;
+    const sampleCost = await Promise.all(
+      STAGES.filter((s) => checkpoints.some((c) => c.stage === s)).map(async (stage) => {
+        const newest = checkpoints.filter((c) => c.stage === stage).at(-1)!.step;
+        const { grids, sampleSeconds, stepSeconds } = await stageTotals(ck, id, stage, newest);
+        return { stage, grids, sampleSeconds, stepSeconds };
+      }),
+    );
     const body: RunDetail = {
       ...detail,
       checkpoints,
       samples: await listSamples(ck, id, checkpoints),
+      sampleCost,
       links: {
         temporal: `${options.temporalUi}/namespaces/${encodeURIComponent(ns)}/workflows/${encodeURIComponent(id)}`,
         trace: detail.start.traceId ? options.traceUrl.replace('{traceId}', detail.start.traceId) : null,

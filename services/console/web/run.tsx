@@ -118,6 +118,7 @@ function SamplesPanel(props: { run: RunDetail }) {
   // Follows the newest grid until the slider is moved.
   const i = pos === null || pos >= grids.length ? grids.length - 1 : pos;
   const g = grids[i]!;
+  const cost = run.sampleCost.find((c) => c.stage === stage);
   return (
     <div class="panel samples">
       <h2>
@@ -138,6 +139,12 @@ function SamplesPanel(props: { run: RunDetail }) {
           onInput={(e) => setPos(Number((e.target as HTMLInputElement).value))}
         />
       </label>
+      {cost && cost.grids > 0 && (
+        <p class="muted" data-sample-cost>
+          {cost.grids} grids of this stage took {cost.sampleSeconds.toFixed(1)} s to draw,{' '}
+          {pct(cost.sampleSeconds / (cost.sampleSeconds + cost.stepSeconds))} of its step time
+        </p>
+      )}
       <img
         class="grid"
         alt={`${stage} samples at step ${g.step}: ${g.rows.join('; ')}`}
