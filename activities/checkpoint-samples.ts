@@ -1,5 +1,5 @@
 // Pictures of a run while it trains: at every checkpoint rank 0 draws one grid from the weights it is about
-// to store (their EMA, what a published model would carry). A dVAE checkpoint shows held-out images above
+// to store (their EMA, what a published model would carry). A dVAE checkpoint shows 8 held-out images above
 // their reconstructions; a transformer checkpoint shows `train.sampleImages` samples for each of
 // `train.samplePrompts`, decoded by the run's final dVAE. The grid is stored as the checkpoint's part
 // `samples`.
@@ -48,6 +48,9 @@ export interface SampleContext {
   checkpoints: CheckpointStore;
 }
 
+/** Held-out images a dVAE grid reconstructs (fewer when the split is smaller). */
+export const RECONSTRUCTIONS = 8;
+
 /** The seed of every checkpoint's sample grid of a run. */
 export function samplesSeed(spec: RunSpec): number {
   return mixSeed(spec.train.seed, 'checkpoint-samples');
@@ -59,7 +62,7 @@ export async function renderCheckpointSamples(ctx: SampleContext): Promise<Sampl
   const n = spec.train.sampleImages;
   if (n === 0 || (stage === 'transformer' && spec.train.samplePrompts.length === 0)) return undefined;
   const t0 = performance.now();
-  const grid = stage === 'dvae' ? await reconstructions(ctx, 2 * n) : await generated(ctx, n);
+  const grid = stage === 'dvae' ? await reconstructions(ctx, RECONSTRUCTIONS) : await generated(ctx, n);
   return { png: grid.png, meta: { ...grid.meta, ms: Math.round(performance.now() - t0) } };
 }
 

@@ -193,8 +193,7 @@ export const TrainConfig = z.strictObject({
    *  by what the model learned. The other ranks wait at the checkpoint barrier meanwhile: keep the work well
    *  under collectiveTimeout. */
   samplePrompts: z.array(z.string().trim().min(1).max(200)).max(32).default([]),
-  /** Images per sample prompt; every dVAE checkpoint reconstructs twice this many held-out images into its
-   *  grid. 0: no samples at all. */
+  /** Images per sample prompt (every dVAE checkpoint reconstructs 8 held-out images). 0: no samples at all. */
   sampleImages: z.number().int().min(0).max(16).default(4),
 });
 export type TrainConfig = z.infer<typeof TrainConfig>;
