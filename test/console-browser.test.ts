@@ -1,8 +1,9 @@
 // console: Debian's Chromium (driven by playwright-core) against a real stack: workers training a tiny run,
 // a sampler waiting for its model, and `dalle console` in this process. The run page's progress advances, a
 // sample grid appears after the first checkpoint, Pause pauses the workflow (Temporal says so and no step
-// is taken), Resume resumes it, the models page shows what the sampler serves, and the playground shows
-// the images Generate streams. Screenshots and page-load timings go to $DALLE_HOME/console/.
+// is taken), Resume resumes it, a SIGKILLed worker shows in the timeline with the checkpoint the run resumed
+// from, the models page shows what the sampler serves, and the playground shows the images Generate
+// streams. Screenshots and page-load timings go to $DALLE_HOME/console/.
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdirSync, writeFileSync } from 'node:fs';
@@ -83,7 +84,8 @@ test(
     // Long enough a dVAE stage to watch it and pause it; everything else as the tiny preset.
     const spec = writeSpec({ preset: 'tiny', modelName: model, dvae: { steps: 40 } });
     const sampler = startSampler(model);
-    const workers = [startWorker({}, 'w0'), startWorker({}, 'w1')];
+    // w1 dies mid-segment in the transformer stage, as a lost machine would: the timeline must show it.
+    const workers = [startWorker({}, 'w0'), startWorker({ DALLE_TEST_SIGKILL_AT: 'transformer:13' }, 'w1')];
     let consoleServer: RunningConsole | undefined;
     const ctx = await launchBrowser();
     const { client, close } = await temporal();
@@ -157,18 +159,30 @@ test(
         },
         60_000,
       );
+
+      // 5. A worker dies; a new one takes its place; the timeline says what failed and where it resumed.
+      const victim = workers[1]!;
+      await waitFor(
+        'w1 to die at transformer step 13',
+        async () => victim.proc.signalCode === 'SIGKILL',
+        5 * 60_000,
+      );
+      workers.push(startWorker({}, "w1'"));
       await client.workflow.getHandle(runId).result();
       await page.waitForSelector('.status-completed', { timeout: 30_000 });
+      await page.waitForSelector('.timeline .kind-restart');
+      const resumed = await page.textContent('.timeline .tl-resume');
+      assert.match(resumed ?? '', /transformer resumes from checkpoint 10 .*\(resumed from step 10\)/);
       await page.click('button.tab >> text=transformer samples').catch(() => undefined);
       await page.waitForFunction(imagesLoaded, ['img.grid', 1, 1] as [string, number, number]);
       await shot(page, 'run');
 
-      // 5. Models: the sampler serves the run's model once it has loaded it.
+      // 6. Models: the sampler serves the run's model once it has loaded it.
       await page.goto(`${base}#/models`);
       await page.waitForSelector(`[data-model="${model}"] [data-serving]`, { timeout: 90_000 });
       await shot(page, 'models');
 
-      // 6. Playground: images appear as Generate streams them.
+      // 7. Playground: images appear as Generate streams them.
       await page.goto(`${base}#/playground`);
       await page.fill('.prompt textarea', 'a large blue circle at the center');
       await page.fill('.knobs input[type=number] >> nth=0', '3');
@@ -178,7 +192,7 @@ test(
       });
       await shot(page, 'playground');
 
-      // 7. Page load of the runs view until its table shows: cold (a new browser profile), then warm.
+      // 8. Page load of the runs view until its table shows: cold (a new browser profile), then warm.
       const cold = await launchBrowser();
       try {
         const tab = cold.pages()[0] ?? (await cold.newPage());
