@@ -8,11 +8,10 @@ import type { Client } from '@temporalio/client';
 import type { NatsConnection } from 'nats';
 import { joinGroup, PowerSgd, type Group } from '../collective/index.ts';
 import { initTfBackend, type Trainer } from '../model/index.ts';
-import { SAMPLES_PART, type CheckpointStore, type PartRef } from '../store/index.ts';
+import { CURVES_PART, RunCurves, SAMPLES_PART, type CheckpointStore, type PartRef } from '../store/index.ts';
 import { recordTrainStep } from '../telemetry/index.ts';
 import { stageBatches, type StageBatchSource } from './batches.ts';
 import { renderCheckpointSamples } from './checkpoint-samples.ts';
-import { CURVES_PART, RunCurves } from './run-curves.ts';
 import { createStageTrainer } from './stage-trainer.ts';
 import {
   progressSignal,
@@ -144,7 +143,13 @@ export async function trainShard(deps: TrainShardDeps, input: TrainShardInput): 
     if (!manifest) throw new Error(`committed checkpoint ${runId}/${stage}/${fromStep} has no manifest`);
     trainer.loadState(await deps.checkpoints.loadPart(manifest, 'params'));
     if (curves && manifest.parts.some((p) => p.name === CURVES_PART))
-      curves = RunCurves.decode(await deps.checkpoints.loadPart(manifest, CURVES_PART), fromStep);
+      curves = await deps.checkpoints
+        .loadPart(manifest, CURVES_PART)
+        .then((b) => RunCurves.decode(b, fromStep))
+        .catch((e: unknown) => {
+          deps.log(`curves of ${runId}/${stage}/${fromStep} unreadable, starting them afresh: ${String(e)}`);
+          return new RunCurves();
+        });
     // A rank that did not exist at save time (world size grew) starts with empty error buffers.
     if (manifest.parts.some((p) => p.name === `rank${rank}`) && manifest.meta.worldSize === worldSize) {
       psgd.loadState(await deps.checkpoints.loadPart(manifest, `rank${rank}`));

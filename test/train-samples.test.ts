@@ -5,9 +5,8 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { connect } from 'nats';
 import sharp from 'sharp';
-import { RunCurves } from '../activities/run-curves.ts';
 import { serviceEnv } from '../infra/services.ts';
-import { openStores, type CheckpointManifest } from '../store/index.ts';
+import { openStores, RunCurves, type CheckpointManifest } from '../store/index.ts';
 import { dalle, startWorker, temporal, writeSpec } from './fixtures/cluster.ts';
 
 test('train: curves and sample grids at every checkpoint; samples off trains bit-identically', async (t) => {

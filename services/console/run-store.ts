@@ -1,7 +1,6 @@
 // What a run has stored: its committed checkpoints (parts with sizes and sha256), the sample grid of every
 // checkpoint, and each stage's curves (read from the newest checkpoint, which carries the whole history).
-import { CURVES_PART, RunCurves } from '../../activities/run-curves.ts';
-import { SAMPLES_PART, sha256, type CheckpointStore } from '../../store/index.ts';
+import { CURVES_PART, RunCurves, SAMPLES_PART, sha256, type CheckpointStore } from '../../store/index.ts';
 import type { CheckpointInfo, Curves, SampleInfo } from './api-types.ts';
 
 /** The training stages, in run order. */

@@ -4,13 +4,26 @@
 // history, so pruning older checkpoints loses nothing, and a relaunched segment continues the curve of the
 // checkpoint it resumes from: after a restart the curve is exactly that of an uninterrupted run, minus the
 // lost steps' timings.
-import { decodeState, encodeState } from '../model/index.ts';
+import { packSections, unpackSections } from './sections.ts';
 
 /** The part name of a checkpoint's curves. */
 export const CURVES_PART = 'curves';
 
 /** The step column's name in the stored blob. */
 const STEP = 'step';
+/** The blob's format, as its first section (the other sections are float32 columns). */
+const FORMAT = 'curves.json';
+
+/** A curves part that does not decode: its columns disagree in length, or a section is not float32s. */
+export class CurvesFormatError extends Error {
+  override name = 'CurvesFormatError';
+}
+
+const f32 = (b: Uint8Array) => {
+  if (b.length % 4) throw new CurvesFormatError(`a curves column of ${b.length} bytes is not float32s`);
+  // A copy (aligned, its own buffer): a Node Buffer's slice() would be a view into a shared pool.
+  return new Float32Array(new Uint8Array(b).buffer);
+};
 
 export class RunCurves {
   private steps: number[] = [];
@@ -18,14 +31,21 @@ export class RunCurves {
 
   /** The curves of a stored part, cut after `upTo` (the step a segment resumes from). */
   static decode(bytes: Uint8Array, upTo = Infinity): RunCurves {
-    const { arrays } = decodeState(Buffer.isBuffer(bytes) ? new Uint8Array(bytes) : bytes);
+    const sections = unpackSections(bytes);
     const c = new RunCurves();
-    const steps = arrays.get(STEP) ?? new Float32Array();
+    const steps = f32(sections[STEP] ?? new Uint8Array());
     let n = steps.length;
     while (n > 0 && steps[n - 1]! > upTo) n--;
     c.steps = Array.from(steps.subarray(0, n));
-    for (const [name, values] of arrays)
-      if (name !== STEP) c.series.set(name, Array.from(values.subarray(0, n)));
+    for (const [name, b] of Object.entries(sections)) {
+      if (name === STEP || name === FORMAT) continue;
+      const values = f32(b);
+      if (values.length !== steps.length)
+        throw new CurvesFormatError(
+          `curves column '${name}' has ${values.length} values for ${steps.length} steps`,
+        );
+      c.series.set(name, Array.from(values.subarray(0, n)));
+    }
     return c;
   }
 
@@ -57,10 +77,12 @@ export class RunCurves {
   }
 
   encode(): Uint8Array {
-    return encodeState({ version: 1 }, [
-      [STEP, Float32Array.from(this.steps)],
-      ...[...this.series].map(([name, v]) => [name, Float32Array.from(v)] as const),
-    ]);
+    const col = (v: number[]) => new Uint8Array(Float32Array.from(v).buffer);
+    return packSections({
+      [FORMAT]: new TextEncoder().encode(JSON.stringify({ version: 1 })),
+      [STEP]: col(this.steps),
+      ...Object.fromEntries([...this.series].map(([name, v]) => [name, col(v)])),
+    });
   }
 
   /** Columns for a chart: steps and one array per series (NaN where a series has no value). */

@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { RunCurves } from './run-curves.ts';
+import { CurvesFormatError, RunCurves } from './run-curves.ts';
+import { packSections } from './sections.ts';
 
 test('run-curves: records steps, round-trips through its part, and cuts at a resume step', () => {
   const c = new RunCurves();
@@ -27,4 +28,13 @@ test('run-curves: records steps, round-trips through its part, and cuts at a res
   resumed.annotate(3, 'sampleSeconds', 0.25);
   assert.deepEqual(resumed.toJSON().series.sampleSeconds, [NaN, NaN, 0.25]);
   assert.throws(() => resumed.annotate(2, 'sampleSeconds', 1), /not the newest/);
+});
+
+test('run-curves: a part whose columns disagree is an error naming the column', () => {
+  const bad = packSections({
+    step: new Uint8Array(Float32Array.of(1, 2).buffer),
+    loss: new Uint8Array(Float32Array.of(1).buffer),
+  });
+  assert.throws(() => RunCurves.decode(bad), CurvesFormatError);
+  assert.throws(() => RunCurves.decode(bad), /column 'loss' has 1 values for 2 steps/);
 });
