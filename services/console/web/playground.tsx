@@ -11,6 +11,8 @@ interface Shown {
   src: string;
 }
 
+type Form = typeof DEFAULTS;
+
 const DEFAULTS = {
   prompt: 'a large blue circle at the center',
   n: '4',
@@ -21,8 +23,25 @@ const DEFAULTS = {
   model: '',
 };
 
-export function PlaygroundPage() {
-  const [f, setF] = useState(DEFAULTS);
+/** The request body for the form: the .proto's field names; the server judges the values. */
+function bodyOf(f: Form): Record<string, unknown> {
+  const body: Record<string, unknown> = {
+    prompt: f.prompt,
+    num_images: Number(f.n),
+    temperature: Number(f.temperature),
+    top_k: Number(f.topK),
+    top_p: Number(f.topP),
+  };
+  if (f.seed.trim()) body.seed = f.seed.trim();
+  if (f.model.trim()) {
+    const [name, version] = f.model.trim().split('@');
+    body.model = version ? { name, version: Number(version) } : { name };
+  }
+  return body;
+}
+
+/** One Generate stream at a time: its events as state, and a way to start (or cancel) one. */
+function useGenerate() {
   const [images, setImages] = useState<Shown[]>([]);
   const [progress, setProgress] = useState<GenerateEvents['progress'] | null>(null);
   const [asked, setAsked] = useState<GenerateEvents['request'] | null>(null);
@@ -30,12 +49,8 @@ export function PlaygroundPage() {
   const [err, setErr] = useState<{ message: string; field?: string } | null>(null);
   const [running, setRunning] = useState(false);
   const abort = useRef<AbortController | undefined>(undefined);
-  const field = (k: keyof typeof DEFAULTS) => ({
-    value: f[k],
-    onInput: (e: Event) => setF({ ...f, [k]: (e.target as HTMLInputElement).value }),
-  });
 
-  const go = async () => {
+  const start = async (body: Record<string, unknown>) => {
     abort.current?.abort();
     const ac = new AbortController();
     abort.current = ac;
@@ -45,36 +60,20 @@ export function PlaygroundPage() {
     setErr(null);
     setAsked(null);
     setRunning(true);
-    const body: Record<string, unknown> = {
-      prompt: f.prompt,
-      num_images: Number(f.n),
-      temperature: Number(f.temperature),
-      top_k: Number(f.topK),
-      top_p: Number(f.topP),
-    };
-    if (f.seed.trim()) body.seed = f.seed.trim();
-    if (f.model.trim()) {
-      const [name, version] = f.model.trim().split('@');
-      body.model = version ? { name, version: Number(version) } : { name };
-    }
+    const image = (i: GenerateEvents['image']) =>
+      setImages((xs) =>
+        [
+          ...xs,
+          { index: i.index, seed: i.seed, score: i.score, src: `data:image/png;base64,${i.png_base64}` },
+        ].sort((a, b) => a.index - b.index),
+      );
     try {
       await generateStream(
         body,
         {
           request: setAsked,
           progress: setProgress,
-          image: (i) =>
-            setImages((xs) =>
-              [
-                ...xs,
-                {
-                  index: i.index,
-                  seed: i.seed,
-                  score: i.score,
-                  src: `data:image/png;base64,${i.png_base64}`,
-                },
-              ].sort((a, b) => a.index - b.index),
-            ),
+          image,
           done: setDone,
           error: (e) => setErr({ message: e.message, field: e.field }),
         },
@@ -89,10 +88,17 @@ export function PlaygroundPage() {
       setRunning(false);
     }
   };
+  return { images, progress, asked, done, err, running, start, cancel: () => abort.current?.abort() };
+}
 
-  const bad = (k: string) => (err?.field === k ? 'bad' : undefined);
-  const total = progress?.tokens_total ?? 0;
-  const doneTokens = progress?.tokens_done.reduce((a, b) => a + b, 0) ?? 0;
+export function PlaygroundPage() {
+  const [f, setF] = useState(DEFAULTS);
+  const g = useGenerate();
+  const field = (k: keyof Form) => ({
+    value: f[k],
+    onInput: (e: Event) => setF({ ...f, [k]: (e.target as HTMLInputElement).value }),
+  });
+  const bad = (k: string) => (g.err?.field === k ? 'bad' : undefined);
   return (
     <section class="playground">
       <h1>Playground</h1>
@@ -100,7 +106,7 @@ export function PlaygroundPage() {
         class="panel"
         onSubmit={(e) => {
           e.preventDefault();
-          void go();
+          void g.start(bodyOf(f));
         }}
       >
         <label class={`prompt ${bad('prompt') ?? ''}`}>
@@ -127,33 +133,34 @@ export function PlaygroundPage() {
             model <input placeholder="default (name or name@version)" {...field('model')} />
           </label>
         </div>
-        <button type="submit" disabled={running} data-action="generate">
-          {running ? 'Generating…' : 'Generate'}
+        <button type="submit" disabled={g.running} data-action="generate">
+          {g.running ? 'Generating…' : 'Generate'}
         </button>
-        {running && (
-          <button type="button" onClick={() => abort.current?.abort()}>
+        {g.running && (
+          <button type="button" onClick={g.cancel}>
             Cancel
           </button>
         )}
       </form>
-      {err && (
-        <p class="error">
-          {err.field ? `${err.field}: ` : ''}
-          {err.message}
-        </p>
-      )}
+      <Results g={g} />
+    </section>
+  );
+}
+
+function Results(props: { g: ReturnType<typeof useGenerate> }) {
+  const { err, progress, asked, images, done } = props.g;
+  const total = progress ? progress.tokens_total * Math.max(1, progress.tokens_done.length) : 0;
+  const sampled = progress?.tokens_done.reduce((a, b) => a + b, 0) ?? 0;
+  return (
+    <>
+      {err && <p class="error">{err.message}</p>}
       {progress && total > 0 && (
         <div class="progress" title="image tokens sampled">
-          <div
-            class="bar"
-            style={{
-              width: `${((100 * doneTokens) / (total * Math.max(1, progress.tokens_done.length))).toFixed(1)}%`,
-            }}
-          />
+          <div class="bar" style={{ width: `${((100 * sampled) / total).toFixed(1)}%` }} />
           <span class="label">
             {progress.queue_position > 0
               ? `queued (${progress.queue_position} ahead)`
-              : `tokens ${doneTokens} / ${total * progress.tokens_done.length}`}
+              : `tokens ${sampled} / ${total}`}
           </span>
         </div>
       )}
@@ -175,6 +182,6 @@ export function PlaygroundPage() {
           {num(done.timings.decode_ms, 0)})
         </p>
       )}
-    </section>
+    </>
   );
 }

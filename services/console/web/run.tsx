@@ -23,73 +23,8 @@ export function RunView(props: { id: string }) {
       </h1>
       {error && <p class="error">{error.message} (showing the last answer)</p>}
       {run.note && <p class={run.status === 'running' ? 'muted' : 'error'}>{run.note}</p>}
-      <div class="facts">
-        <span>
-          stage <b data-stage>{run.stage}</b>
-        </span>
-        <Progress step={run.step} total={run.totalSteps} done={run.status === 'completed'} />
-        <span>
-          loss <b>{num(run.loss)}</b>
-        </span>
-        {p && (
-          <span>
-            lr <b>{num(p.lr)}</b>
-          </span>
-        )}
-        {p?.tau !== null && p?.tau !== undefined && (
-          <span>
-            τ <b>{num(p.tau, 3)}</b> β <b>{num(p.beta, 3)}</b>
-          </span>
-        )}
-        <span>
-          <b>{num(run.stepsPerSec, 2)}</b> steps/s
-        </span>
-        <span>
-          W <b>{run.worldSize ?? '–'}</b>
-        </span>
-        <span>
-          restarts <b>{run.restarts}</b>
-        </span>
-        <span>
-          compression <b>{pct(run.compressionRate)}</b>
-        </span>
-        {p && (
-          <span>
-            checkpoint <b data-checkpoint>{p.checkpointStep}</b>
-          </span>
-        )}
-      </div>
-      <div class="links">
-        <a href={run.links.temporal} target="_blank" rel="noreferrer">
-          open in the Temporal UI
-        </a>
-        {run.start.traceId ? (
-          <span>
-            trace{' '}
-            {run.links.trace ? (
-              <a href={run.links.trace} target="_blank" rel="noreferrer">
-                <code>{run.start.traceId}</code>
-              </a>
-            ) : (
-              <code>{run.start.traceId}</code>
-            )}
-          </span>
-        ) : (
-          <span class="muted">not traced (no OTEL_EXPORTER_OTLP_ENDPOINT when it started)</span>
-        )}
-        <span class="muted">
-          started {when(run.startedAt)}
-          {run.closedAt ? `, ended ${when(run.closedAt)}` : ''}
-        </span>
-        {run.result && (
-          <span>
-            published{' '}
-            <a href="#/models">
-              {run.result.model.name} v{run.result.model.version}
-            </a>
-          </span>
-        )}
-      </div>
+      <RunFacts run={run} />
+      <RunLinks run={run} />
       {run.status === 'running' && <Controls run={run} onDone={refresh} />}
       <SamplesPanel run={run} />
       {stages.map((s) => (
@@ -98,6 +33,88 @@ export function RunView(props: { id: string }) {
       <Timeline run={run} />
       <Checkpoints run={run} />
     </section>
+  );
+}
+
+/** The live figures of a run (progress query while it runs, its result once done). */
+function RunFacts(props: { run: RunDetail }) {
+  const { run } = props;
+  const p = run.progress;
+  return (
+    <div class="facts">
+      <span>
+        stage <b data-stage>{run.stage}</b>
+      </span>
+      <Progress step={run.step} total={run.totalSteps} done={run.status === 'completed'} />
+      <span>
+        loss <b>{num(run.loss)}</b>
+      </span>
+      {p && (
+        <span>
+          lr <b>{num(p.lr)}</b>
+        </span>
+      )}
+      {p?.tau !== null && p?.tau !== undefined && (
+        <span>
+          τ <b>{num(p.tau, 3)}</b> β <b>{num(p.beta, 3)}</b>
+        </span>
+      )}
+      <span>
+        <b>{num(run.stepsPerSec, 2)}</b> steps/s
+      </span>
+      <span>
+        W <b>{run.worldSize ?? '–'}</b>
+      </span>
+      <span>
+        restarts <b>{run.restarts}</b>
+      </span>
+      <span>
+        compression <b>{pct(run.compressionRate)}</b>
+      </span>
+      {p && (
+        <span>
+          checkpoint <b data-checkpoint>{p.checkpointStep}</b>
+        </span>
+      )}
+    </div>
+  );
+}
+
+/** Where else to look at the run: the Temporal UI, its trace, the model it published. */
+function RunLinks(props: { run: RunDetail }) {
+  const { run } = props;
+  return (
+    <div class="links">
+      <a href={run.links.temporal} target="_blank" rel="noreferrer">
+        open in the Temporal UI
+      </a>
+      {run.start.traceId ? (
+        <span>
+          trace{' '}
+          {run.links.trace ? (
+            <a href={run.links.trace} target="_blank" rel="noreferrer">
+              <code>{run.start.traceId}</code>
+            </a>
+          ) : (
+            <code>{run.start.traceId}</code>
+          )}
+        </span>
+      ) : (
+        <span class="muted">not traced (no OTEL_EXPORTER_OTLP_ENDPOINT when it started)</span>
+      )}
+      <span class="muted">
+        started {when(run.startedAt)}
+        {run.closedAt ? `, ended ${when(run.closedAt)}` : ''}
+      </span>
+      {run.result && (
+        <span>
+          published{' '}
+          <a href="#/models">
+            {run.result.model.name} v{run.result.model.version}
+          </a>
+        </span>
+      )}
+    </div>
   );
 }
 
