@@ -208,6 +208,9 @@ test(
       }
       assert.deepEqual(errors, [], 'the page threw');
     } catch (e) {
+      // What the page showed when the test gave up.
+      const open = ctx.pages()[0];
+      if (open) await shot(open, 'failure').catch(() => undefined);
       for (const w of workers) t.diagnostic(w.output.slice(-30).join('\n'));
       t.diagnostic(sampler.log.join('').slice(-3000));
       throw e;

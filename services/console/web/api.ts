@@ -1,7 +1,7 @@
 // The page's side of the console API: the bearer token (taken once from `?token=` in the URL, then kept in
 // this browser's localStorage), JSON calls that name what went wrong, polling that rests while the tab is
 // hidden, and a reader of the server-sent events of POST /api/generate.
-import { useEffect, useRef, useState } from 'preact/hooks';
+import { useEffect, useState } from 'preact/hooks';
 import type { ApiError, GenerateEvents } from '../api-types.ts';
 
 const TOKEN_KEY = 'dalle-console-token';
@@ -44,8 +44,8 @@ async function check(r: Response): Promise<Response> {
   throw new ApiCallError(r.status, body);
 }
 
-export async function getJson<T>(path: string): Promise<T> {
-  return (await (await check(await fetch(path, { headers: headers(false) }))).json()) as T;
+export async function getJson<T>(path: string, signal?: AbortSignal): Promise<T> {
+  return (await (await check(await fetch(path, { headers: headers(false), signal }))).json()) as T;
 }
 
 export async function postJson<T>(path: string, body?: unknown): Promise<T> {
@@ -64,32 +64,38 @@ export interface Polled<T> {
   refresh: () => void;
 }
 
+/** A poll's request that has not answered by then is dropped (and the next one made), so one request stuck
+ *  in a slow service never ends the polling. */
+const POLL_TIMEOUT_MS = 15_000;
+
 /** GET `path` now and every `everyMs` while the tab is visible; `path` null pauses. */
 export function usePoll<T>(path: string | null, everyMs: number): Polled<T> {
   const [data, setData] = useState<T>();
   const [error, setError] = useState<Error>();
   const [tick, setTick] = useState(0);
-  const alive = useRef(true);
   useEffect(() => {
-    alive.current = true;
     if (!path) return;
+    // Per effect, not per component: after a refresh the previous loop's request in flight must not
+    // schedule a second loop beside the new one.
+    let alive = true;
     let timer: ReturnType<typeof setTimeout> | undefined;
     const run = async () => {
       if (document.visibilityState === 'visible') {
         try {
-          const d = await getJson<T>(path);
-          if (!alive.current) return;
+          const d = await getJson<T>(path, AbortSignal.timeout(POLL_TIMEOUT_MS));
+          if (!alive) return;
           setData(d);
           setError(undefined);
         } catch (e) {
-          if (alive.current) setError(e as Error);
+          if (!alive) return;
+          setError(e as Error);
         }
       }
-      if (alive.current) timer = setTimeout(() => void run(), everyMs);
+      if (alive) timer = setTimeout(() => void run(), everyMs);
     };
     void run();
     return () => {
-      alive.current = false;
+      alive = false;
       clearTimeout(timer);
     };
   }, [path, everyMs, tick]);
