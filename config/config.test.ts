@@ -3,7 +3,7 @@ import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
-import { ConfigError, configJsonSchema, loadSpec, PresetName, resolveSpec } from './index.ts';
+import { ConfigError, configJsonSchema, loadSpec, PresetName, resolveSpec, RunSpec } from './index.ts';
 
 test('config: every preset resolves', () => {
   for (const p of PresetName.options) assert.equal(loadSpec(p).preset, p);
@@ -95,7 +95,23 @@ test('config: JSON Schema names the top-level keys', () => {
     'modelName',
     'powersgd',
     'preset',
+    'rerank',
     'train',
     'transformer',
   ]);
+});
+
+test('config: a spec written before the reranker existed parses with no rerank stage and no caption dropout', () => {
+  const old = JSON.parse(JSON.stringify(loadSpec('tiny'))) as Record<string, Record<string, unknown>>;
+  delete old.rerank;
+  delete old.transformer!.captionDropout;
+  const s = RunSpec.parse(old);
+  assert.equal(s.rerank.steps, 0);
+  assert.equal(s.transformer.captionDropout, 0);
+  assert.equal(
+    loadSpec('tiny').rerank.steps > 0,
+    true,
+    'tiny trains a reranker (the tests exercise the stage)',
+  );
+  assert.equal(loadSpec('paper-12b').rerank.steps, 0, 'the paper trained CLIP apart from DALL-E');
 });

@@ -123,6 +123,10 @@ export const TransformerConfig = z.strictObject({
   emaDecay: prob.default(0.99),
   /** BPE dropout in training (paper: 0.1). */
   bpeDropout: prob.default(0.1),
+  /** Classifier-free guidance (not in the paper): the share of training captions replaced by the empty
+   *  caption (all padding), so the model also learns p(z) and `guidance_scale` can push samples from it
+   *  towards the caption. 0 (the paper) trains the conditional model only. */
+  captionDropout: prob.default(0),
   /** Loss weights of text and image cross-entropy (paper: 1/8, 7/8). */
   textLossWeight: z
     .number()
@@ -134,6 +138,49 @@ export const TransformerConfig = z.strictObject({
     .default(7 / 8),
 });
 export type TransformerConfig = z.infer<typeof TransformerConfig>;
+
+export const RerankConfig = z.strictObject({
+  /** Training updates of stage 3, the CLIP-style reranker (0: no reranker; the model is published without
+   *  one and Generate's `candidates` must stay 1). */
+  steps: nonNegInt.default(0),
+  /** Width of the joint embedding space both encoders project into. */
+  embedDim: positiveInt.default(64),
+  /** Image encoder: `imageStages` stages of 3×3 conv + ReLU + 2×2 max-pool, stage s of width
+   *  imageWidth·2^s; the last feature map is flattened (so position survives) and projected. */
+  imageWidth: positiveInt.default(16),
+  imageStages: positiveInt.default(3),
+  /** The conv stack sees each image's channels standardized per image (a shape reads the same in every
+   *  colour), and colour enters through a small MLP over the per-channel means and deviations. true also
+   *  feeds the raw RGB into the conv stack: colour bound to place, at the cost of colour–shape habits. */
+  rgbInConv: z.boolean().default(true),
+  /** Text encoder: token + position embeddings of this width, `textLayers` pre-LN self-attention blocks
+   *  (0: none, the mean of the embeddings), mean over the caption's tokens, projected. */
+  textWidth: positiveInt.default(64),
+  textLayers: nonNegInt.default(1),
+  textHeads: positiveInt.default(4),
+  /** Global batch of this stage (default train.batchSize). Every other pair of the global batch is a
+   *  negative (ranks exchange their embeddings), and negatives that differ from a pair in one attribute
+   *  only are what teach the model that attribute: contrastive models want large batches. */
+  batchSize: positiveInt.optional(),
+  /** Learning rate: linear warm-up over warmupSteps, then cosine to lrEnd at `steps`. */
+  lr: z.number().positive().default(1e-3),
+  lrEnd: z.number().nonnegative().default(1e-5),
+  warmupSteps: nonNegInt.default(50),
+  /** AdamW (CLIP: 0.9, 0.98, 1e-6, weight decay 0.2 on matrices only). */
+  adamBeta1: prob.default(0.9),
+  adamBeta2: prob.default(0.98),
+  adamEps: z.number().positive().default(1e-6),
+  weightDecay: z.number().nonnegative().default(0.2),
+  /** Parameter EMA decay; the EMA weights are published. */
+  emaDecay: prob.default(0.99),
+  /** The learned logit scale starts here and is clipped at logitScaleMax (CLIP: 1/0.07 and 100). */
+  logitScaleInit: z
+    .number()
+    .positive()
+    .default(1 / 0.07),
+  logitScaleMax: z.number().positive().default(100),
+});
+export type RerankConfig = z.infer<typeof RerankConfig>;
 
 export const PowerSgdConfig = z.strictObject({
   /** Compress gradients between ranks (off: plain fp32 all-reduce). */
@@ -212,6 +259,8 @@ const RunSpecObject = z.strictObject({
   dataset: DatasetConfig,
   dvae: DvaeConfig,
   transformer: TransformerConfig,
+  /** Absent in specs written before the reranker existed: then no rerank stage. */
+  rerank: RerankConfig.prefault({}),
   powersgd: PowerSgdConfig,
   train: TrainConfig,
 });
@@ -250,6 +299,28 @@ export function crossFieldIssues(raw: unknown): Issue[] {
     out.push({
       path: ['train', 'segmentSteps'],
       message: `must be a multiple of checkpointEvery (${every})`,
+    });
+  }
+  const [rerankSteps, stages] = [num('rerank', 'steps'), num('rerank', 'imageStages') ?? 3];
+  if (rerankSteps && res && res % 2 ** stages !== 0) {
+    out.push({
+      path: ['rerank', 'imageStages'],
+      message: `dvae.resolution ${res} must be divisible by 2^imageStages = ${2 ** stages}`,
+    });
+  }
+  const [textWidth, textHeads] = [num('rerank', 'textWidth') ?? 64, num('rerank', 'textHeads') ?? 4];
+  if (rerankSteps && textWidth % textHeads !== 0) {
+    out.push({ path: ['rerank', 'textWidth'], message: `must be divisible by textHeads (${textHeads})` });
+  }
+  const rerankBatch = num('rerank', 'batchSize');
+  if (rerankSteps && rerankBatch && world && rerankBatch % world !== 0) {
+    out.push({ path: ['rerank', 'batchSize'], message: `must be divisible by train.worldSize (${world})` });
+  }
+  // The contrastive loss needs another pair to tell the right caption from.
+  if (rerankSteps && (rerankBatch ?? batch) !== undefined && (rerankBatch ?? batch)! < 2) {
+    out.push({
+      path: ['rerank', 'batchSize'],
+      message: 'the rerank stage needs a global batch of ≥ 2 pairs',
     });
   }
   const canvas = o.dataset?.kind === 'shapes' ? num('dataset', 'canvas') : undefined;

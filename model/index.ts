@@ -7,6 +7,8 @@ export * from './dvae.ts';
 export * from './dvae-trainer.ts';
 export * from './transformer.ts';
 export * from './transformer-trainer.ts';
+export * from './reranker.ts';
+export * from './reranker-trainer.ts';
 export * from './sampling.ts';
 export * from './sampling-reference.ts';
 export * from './state-io.ts';

@@ -32,11 +32,17 @@ export interface GradientResult {
  *  bit-identical results, and all randomness (Gumbel noise, dropout) is a pure function of
  *  (seed, step, rank), so a resumed run needs no RNG stream state beyond the step. */
 export interface Trainer<Batch> {
-  readonly stage: 'dvae' | 'transformer';
+  readonly stage: 'dvae' | 'transformer' | 'rerank';
   /** Parameters in a fixed order; the order of `grads` and of saved state. */
   paramSpecs(): ParamSpec[];
-  /** Phases 1–2: schedules at `step`, forward, backward on this rank's local batch. */
-  computeGradients(batch: Batch, step: number, rank: number): GradientResult;
+  /** Phases 1–2: schedules at `step`, forward, backward on this rank's local batch. `gathered` is what
+   *  every rank's `exchange` returned for this step, in rank order (only for trainers that have one). */
+  computeGradients(batch: Batch, step: number, rank: number, gathered?: Float32Array[]): GradientResult;
+  /** Only for a loss that couples samples of different ranks (the reranker's contrastive loss, whose
+   *  negatives are the whole global batch): this rank's contribution, computed before its gradients. The
+   *  runtime all-gathers the contributions (equal lengths on every rank) and passes them to
+   *  `computeGradients`. */
+  exchange?(batch: Batch, step: number, rank: number): Float32Array;
   /** Phase 4: apply gradients averaged over ranks (clipping, AdamW, EMA happen here). `loss` is the
    *  global mean loss of the step (for plateau schedules). */
   applyGradients(grads: Float32Array[], step: number, loss: number): StepMetrics;

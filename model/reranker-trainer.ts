@@ -1,0 +1,267 @@
+// Stage 3's Trainer (model/trainer.ts): the reranker (./reranker.ts), AdamW and a warm-up + cosine lr.
+// One step, as the runtime drives it:
+//   1. computeGradients: lr at `step`; forward + backward of the contrastive loss on this rank's pairs.
+//   2. (runtime) PowerSGD / all-reduce of the grads.
+//   3. applyGradients: AdamW (weight decay on matrices only), EMA.
+// The negatives of a pair are the other pairs of the same rank's slice (the Trainer contract moves
+// gradients, not embeddings, between ranks): the averaged gradient is that of the mean of the ranks'
+// losses. A fixed world size therefore resumes exactly; a changed one trains on other negatives.
+// No randomness: a step is a function of (state, batch).
+import * as tf from '@tensorflow/tfjs';
+import type { DvaeConfig, RerankConfig, TransformerConfig } from '../config/index.ts';
+import { AdamW, decaysByDefault } from './adamw.ts';
+import {
+  initRerankerParams,
+  Reranker,
+  rerankerDims,
+  rerankerParamSpecs,
+  type RerankerDims,
+} from './reranker.ts';
+import { cosineAnneal } from './schedules.ts';
+import { decodeState, encodeState, expectArrays, StateMismatchError } from './state-io.ts';
+import type { GradientResult, ParamSpec, StepMetrics, Trainer } from './trainer.ts';
+
+export interface RerankBatch {
+  /** [n, R, R, 3] uint8 RGB (the transformer's preprocessing: centred crop, no flip). */
+  images: Uint8Array;
+  /** [n, textLen] BPE ids of each image's caption, 0 = padding. */
+  text: Int32Array;
+  n: number;
+}
+
+/** Arguments of a trainer call out of range (rank, step, seed, worldSize, a batch too small to contrast). */
+export class RerankTrainerArgumentError extends Error {
+  override name = 'RerankTrainerArgumentError';
+  readonly fatal = true;
+  constructor(
+    readonly field: string,
+    readonly value: unknown,
+    readonly rule: string,
+  ) {
+    super(`rerank trainer ${field} = ${String(value)}: ${rule}`);
+  }
+}
+
+/** Learning rate of update `step`: lr·(step+1)/warmupSteps during warm-up, then cosine to lrEnd at `steps`. */
+export function rerankLrAt(
+  cfg: Pick<RerankConfig, 'lr' | 'lrEnd' | 'warmupSteps' | 'steps'>,
+  step: number,
+): number {
+  if (step < cfg.warmupSteps) return (cfg.lr * (step + 1)) / cfg.warmupSteps;
+  return cosineAnneal(step - cfg.warmupSteps, cfg.lr, cfg.lrEnd, Math.max(1, cfg.steps - cfg.warmupSteps));
+}
+
+function concat(parts: Float32Array[]): Float32Array {
+  const out = new Float32Array(parts.reduce((a, p) => a + p.length, 0));
+  let at = 0;
+  for (const p of parts) {
+    out.set(p, at);
+    at += p.length;
+  }
+  return out;
+}
+
+interface SavedMeta {
+  stage: 'rerank';
+  version: 1;
+  updates: number;
+  specs: string[];
+}
+
+const PARAM_PREFIX = 'param:';
+const OPT_PREFIX = 'opt:';
+let trainerUid = 0;
+
+export function createRerankTrainer(
+  cfg: RerankConfig,
+  transformer: Pick<TransformerConfig, 'textLen' | 'vocabSize'>,
+  dvae: Pick<DvaeConfig, 'resolution'>,
+  seed: number,
+  worldSize: number,
+): Trainer<RerankBatch> & { readonly reranker: Reranker } {
+  return new RerankTrainer(cfg, rerankerDims(cfg, transformer, dvae), seed, worldSize);
+}
+
+class RerankTrainer implements Trainer<RerankBatch> {
+  readonly stage = 'rerank' as const;
+  private readonly specs: ParamSpec[];
+  private readonly vars: tf.Variable[];
+  private readonly model: Reranker;
+  private readonly opt: AdamW;
+
+  constructor(
+    private readonly cfg: RerankConfig,
+    dims: RerankerDims,
+    seed: number,
+    private readonly worldSize: number,
+  ) {
+    if (!(Number.isInteger(seed) && seed >= 0 && seed < 2 ** 32))
+      throw new RerankTrainerArgumentError('seed', seed, 'must be a uint32');
+    if (!(Number.isInteger(worldSize) && worldSize >= 1))
+      throw new RerankTrainerArgumentError('worldSize', worldSize, 'must be a positive integer');
+    const init = initRerankerParams(cfg, dims, seed);
+    const uid = trainerUid++;
+    this.specs = rerankerParamSpecs(dims);
+    this.vars = this.specs.map((s, i) =>
+      tf.tidy(() => tf.variable(tf.tensor(init[i]!, s.shape, 'float32'), true, `rerank${uid}/${s.name}`)),
+    );
+    this.model = new Reranker(cfg, dims, this.vars);
+    this.opt = new AdamW(
+      this.specs.map((s, i) => ({ name: s.name, variable: this.vars[i]!, decay: decaysByDefault(s.kind) })),
+      {
+        beta1: cfg.adamBeta1,
+        beta2: cfg.adamBeta2,
+        eps: cfg.adamEps,
+        weightDecay: cfg.weightDecay,
+        emaDecay: cfg.emaDecay,
+      },
+    );
+  }
+
+  /** The model over the live training variables (borrowed: do not dispose). */
+  get reranker(): Reranker {
+    return this.model;
+  }
+
+  paramSpecs(): ParamSpec[] {
+    return this.specs.map((s) => ({ ...s, shape: [...s.shape] }));
+  }
+
+  private checkStep(step: number): void {
+    if (!(Number.isInteger(step) && step >= 0))
+      throw new RerankTrainerArgumentError('step', step, 'must be a non-negative integer');
+  }
+
+  private checkArgs(batch: RerankBatch, step: number, rank: number): void {
+    this.checkStep(step);
+    if (!(Number.isInteger(rank) && rank >= 0 && rank < this.worldSize))
+      throw new RerankTrainerArgumentError('rank', rank, `must be an integer in [0, ${this.worldSize})`);
+    if (!(Number.isInteger(batch?.n) && batch.n >= 1))
+      throw new RerankTrainerArgumentError('batch.n', batch?.n, 'must be a positive integer');
+    this.model.checkInputs(batch.text, batch.images, batch.n);
+  }
+
+  private tensors(batch: RerankBatch): [tf.Tensor4D, tf.Tensor2D] {
+    const { resolution: R, textLen: L } = this.model.dims;
+    return [
+      tf.tensor4d(batch.images, [batch.n, R, R, 3], 'int32'),
+      tf.tensor2d(batch.text, [batch.n, L], 'int32'),
+    ];
+  }
+
+  /** This rank's pairs embedded, [n, 2E] flattened: the negatives every other rank contrasts against. */
+  exchange(batch: RerankBatch, step: number, rank: number): Float32Array {
+    this.checkArgs(batch, step, rank);
+    const [images, text] = this.tensors(batch);
+    const pairs = this.model.embedPairs(images, text);
+    const out = (pairs.dataSync() as Float32Array).slice();
+    tf.dispose([images, text, pairs]);
+    return out;
+  }
+
+  computeGradients(
+    batch: RerankBatch,
+    step: number,
+    rank: number,
+    gathered?: Float32Array[],
+  ): GradientResult {
+    // 1. schedule
+    this.checkArgs(batch, step, rank);
+    const width = 2 * this.model.dims.embedDim;
+    const total = gathered ? gathered.reduce((a, g) => a + g.length, 0) / width : batch.n;
+    if (total < 2)
+      throw new RerankTrainerArgumentError(
+        'batch',
+        total,
+        'must hold ≥ 2 pairs: a pair is told apart from the others',
+      );
+    if (gathered && gathered[rank]?.length !== batch.n * width)
+      throw new RerankTrainerArgumentError(
+        'gathered',
+        gathered[rank]?.length,
+        `rank ${rank}'s part must be n·2E = ${batch.n * width} values`,
+      );
+    const lr = rerankLrAt(this.cfg, step);
+    // 2. forward + backward: the global batch's loss, with this rank's pairs embedded under the tape. Each
+    // rank's gradient is that of W·loss through its own embeddings, so their mean is the loss's gradient.
+    const [images, text] = this.tensors(batch);
+    const pairs = gathered ? tf.tensor2d(concat(gathered), [total, width]) : undefined;
+    const offset = gathered ? gathered.slice(0, rank).reduce((a, g) => a + g.length, 0) / width : 0;
+    let logits: Float32Array = new Float32Array(0);
+    let scale = NaN;
+    let loss = NaN;
+    const { value, grads } = tf.variableGrads(() => {
+      const l = this.model.losses(images, text, pairs && { pairs, offset, ranks: gathered!.length });
+      logits = l.logits.dataSync() as Float32Array;
+      scale = l.scale.dataSync()[0]!;
+      loss = l.loss.dataSync()[0]!;
+      return l.loss.mul(gathered ? gathered.length : 1) as tf.Scalar;
+    }, this.vars);
+    const out = this.vars.map((v) => {
+      const g = grads[v.name];
+      return g ? (g.dataSync() as Float32Array).slice() : new Float32Array(v.size);
+    });
+    tf.dispose([images, text, value, ...(pairs ? [pairs] : []), ...Object.values(grads)]);
+    // Retrieval within the global batch: the share of images whose own caption scores highest.
+    let hits = 0;
+    for (let i = 0; i < total; i++) {
+      const row = logits.subarray(i * total, (i + 1) * total);
+      if (row.every((v, j) => j === i || v < row[i]!)) hits++;
+    }
+    return { loss, grads: out, metrics: { lr, accuracy: hits / total, logitScale: scale } };
+  }
+
+  applyGradients(grads: Float32Array[], step: number, _loss: number): StepMetrics {
+    this.checkStep(step);
+    const lr = rerankLrAt(this.cfg, step);
+    const r = this.opt.apply(grads, lr);
+    return { lr, gradNorm: r.gradNorm, skipped: r.skipped ? 1 : 0, updates: r.updates };
+  }
+
+  saveState(): Uint8Array {
+    const meta: SavedMeta = {
+      stage: 'rerank',
+      version: 1,
+      updates: this.opt.updates,
+      specs: this.specs.map((s) => `${s.name}:${s.shape.join('x')}:${s.kind}`),
+    };
+    const arrays: [string, Float32Array][] = this.vars.map((v, i) => [
+      `${PARAM_PREFIX}${this.specs[i]!.name}`,
+      (v.dataSync() as Float32Array).slice(),
+    ]);
+    for (const [name, a] of this.opt.stateArrays()) arrays.push([`${OPT_PREFIX}${name}`, a]);
+    return encodeState(meta as unknown as Record<string, unknown>, arrays);
+  }
+
+  loadState(bytes: Uint8Array): void {
+    // A Node Buffer's slice() is a view: decodeState needs a plain Uint8Array (see transformer-trainer.ts).
+    const plain = Buffer.isBuffer(bytes) ? new Uint8Array(bytes) : bytes;
+    const { meta, arrays } = decodeState<SavedMeta>(plain);
+    if (meta?.stage !== 'rerank')
+      throw new StateMismatchError([`state is for stage ${String(meta?.stage)}, not rerank`]);
+    expectArrays(arrays, [
+      ...this.specs.map((s, i) => [`${PARAM_PREFIX}${s.name}`, this.vars[i]!.size] as [string, number]),
+      ...this.opt.stateLayout().map(([n, len]) => [`${OPT_PREFIX}${n}`, len] as [string, number]),
+    ]);
+    const opt = new Map<string, Float32Array>();
+    for (const [name, a] of arrays)
+      if (name.startsWith(OPT_PREFIX)) opt.set(name.slice(OPT_PREFIX.length), a);
+    this.opt.loadStateArrays(opt, meta.updates);
+    this.vars.forEach((v, i) =>
+      tf.tidy(() =>
+        v.assign(tf.tensor(arrays.get(`${PARAM_PREFIX}${this.specs[i]!.name}`)!, v.shape, 'float32')),
+      ),
+    );
+  }
+
+  exportParams(which: 'params' | 'ema'): Float32Array[] {
+    if (which === 'ema') return this.opt.emaArrays();
+    return this.vars.map((v) => (v.dataSync() as Float32Array).slice());
+  }
+
+  dispose(): void {
+    this.model.dispose();
+    this.opt.dispose();
+    tf.dispose(this.vars);
+  }
+}
