@@ -56,10 +56,12 @@ export function samplesSeed(spec: RunSpec): number {
   return mixSeed(spec.train.seed, 'checkpoint-samples');
 }
 
-/** The grid of this checkpoint, or undefined when the spec asks for none. */
+/** The grid of this checkpoint, or undefined when the spec asks for none or the stage draws nothing (the
+ *  reranker scores images, it makes none). */
 export async function renderCheckpointSamples(ctx: SampleContext): Promise<SampleGrid | undefined> {
   const { spec, stage } = ctx;
   const n = spec.train.sampleImages;
+  if (stage === 'rerank') return undefined;
   if (n === 0 || (stage === 'transformer' && spec.train.samplePrompts.length === 0)) return undefined;
   const t0 = performance.now();
   const grid = stage === 'dvae' ? await reconstructions(ctx, RECONSTRUCTIONS) : await generated(ctx, n);

@@ -1,12 +1,13 @@
-// publishModel: the EMA weights of both stages' final checkpoints + the tokenizer + the spec, as one
-// bundle in the model store under the spec's model name. Idempotent: a retry after a publish that
+// publishModel: the EMA weights of every stage's final checkpoint (dVAE, transformer, and the reranker when
+// the spec trains one) + the tokenizer + the spec, as one bundle in the model store under the spec's model
+// name. Idempotent: a retry after a publish that
 // succeeded returns the version already published for this run.
 import type { RunSpec } from '../config/index.ts';
 import { encodeState, initTfBackend } from '../model/index.ts';
 import { encodeBundle, sha256, type CheckpointStore, type ModelStore } from '../store/index.ts';
 import { createStageTrainer } from './stage-trainer.ts';
 import { DATA_STAGE, DATA_STEP } from './encoded.ts';
-import type { PublishResult, StageName } from '../contract/index.ts';
+import { stageSteps, type PublishResult, type StageName } from '../contract/index.ts';
 
 async function emaWeights(
   checkpoints: CheckpointStore,
@@ -45,11 +46,15 @@ export async function publishModel(
     tokenizer,
     dvae: await emaWeights(deps.checkpoints, runId, 'dvae', spec),
     transformer: await emaWeights(deps.checkpoints, runId, 'transformer', spec),
+    ...(stageSteps(spec, 'rerank') > 0
+      ? { rerank: await emaWeights(deps.checkpoints, runId, 'rerank', spec) }
+      : {}),
     meta: {
       runId,
       preset: spec.preset,
       dvaeSteps: spec.dvae.steps,
       transformerSteps: spec.transformer.steps,
+      rerankSteps: stageSteps(spec, 'rerank'),
     },
   });
   const hash = sha256(bundle);

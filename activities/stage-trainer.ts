@@ -1,6 +1,12 @@
 // The trainer of a stage, on the best backend this process has.
 import type { RunSpec } from '../config/index.ts';
-import { createDvaeTrainer, createTransformerTrainer, initTfBackend, type Trainer } from '../model/index.ts';
+import {
+  createDvaeTrainer,
+  createRerankTrainer,
+  createTransformerTrainer,
+  initTfBackend,
+  type Trainer,
+} from '../model/index.ts';
 import type { StageName } from '../contract/index.ts';
 
 export async function createStageTrainer(
@@ -9,7 +15,8 @@ export async function createStageTrainer(
   worldSize: number,
 ): Promise<Trainer<any>> {
   await initTfBackend();
-  return stage === 'dvae'
-    ? createDvaeTrainer(spec.dvae, spec.train.seed, worldSize)
-    : createTransformerTrainer(spec.transformer, spec.dvae, spec.train.seed, worldSize);
+  const seed = spec.train.seed;
+  if (stage === 'dvae') return createDvaeTrainer(spec.dvae, seed, worldSize);
+  if (stage === 'transformer') return createTransformerTrainer(spec.transformer, spec.dvae, seed, worldSize);
+  return createRerankTrainer(spec.rerank, spec.transformer, spec.dvae, seed, worldSize);
 }

@@ -15,6 +15,7 @@ import { renderCheckpointSamples } from './checkpoint-samples.ts';
 import { createStageTrainer } from './stage-trainer.ts';
 import {
   progressSignal,
+  stageBatchSize,
   stageSteps,
   type ProgressReport,
   type TrainShardInput,
@@ -85,6 +86,21 @@ async function rank0Extras(
   return { parts, meta: { samples: grid.meta } };
 }
 
+/** Every rank's `mine` (equal lengths), in rank order: an all-reduce of a buffer where each rank fills only
+ *  its own slot. Exact: every other slot adds zeros. */
+async function allGather(
+  group: Group,
+  mine: Float32Array,
+  step: number,
+  rank: number,
+  worldSize: number,
+): Promise<Float32Array[]> {
+  const v = new Float32Array(worldSize * mine.length);
+  v.set(mine, rank * mine.length);
+  const sum = await group.allReduce(v, step, 'gather');
+  return Array.from({ length: worldSize }, (_, r) => sum.slice(r * mine.length, (r + 1) * mine.length));
+}
+
 /** Stores this step's checkpoint; rank 0 commits once every rank's part is stored (the gather above is
  *  the barrier: no rank's reference exists before its part does). */
 async function saveCheckpoint(
@@ -123,9 +139,10 @@ export async function trainShard(deps: TrainShardDeps, input: TrainShardInput): 
   const ctx = Context.current();
   const { runId, stage, spec, rank, worldSize, fromStep, toStep } = input;
   const total = stageSteps(spec, stage);
-  if (spec.train.batchSize % worldSize !== 0) {
+  const globalBatch = stageBatchSize(spec, stage);
+  if (globalBatch % worldSize !== 0) {
     throw ApplicationFailure.nonRetryable(
-      `train.batchSize ${spec.train.batchSize} is not divisible by worldSize ${worldSize}`,
+      `the ${stage} stage's global batch ${globalBatch} is not divisible by worldSize ${worldSize}`,
       'ConfigError',
     );
   }
@@ -207,7 +224,10 @@ export async function trainShard(deps: TrainShardDeps, input: TrainShardInput): 
       if (sigkillAt === `${stage}:${step}`) process.kill(process.pid, 'SIGKILL');
       const stepStart = performance.now();
       const batch = await source.batch(step, rank, worldSize);
-      const g = trainer.computeGradients(batch, step, rank);
+      const gathered = trainer.exchange
+        ? await allGather(group, trainer.exchange(batch, step, rank), step, rank, worldSize)
+        : undefined;
+      const g = trainer.computeGradients(batch, step, rank, gathered);
       const r = await psgd.reduce(group, g.grads, step);
       const globalLoss = (await group.allReduce(Float32Array.of(g.loss), step, 'loss'))[0]! / worldSize;
       let metrics = g.metrics;

@@ -2,12 +2,21 @@
 // payload limit is 2 MiB and history keeps every payload).
 import type { RunSpec } from '../config/index.ts';
 
-/** The two training stages of a run, in order. */
-export type StageName = 'dvae' | 'transformer';
+/** The training stages of a run, in order: the dVAE, the transformer, the CLIP-style reranker. */
+export type StageName = 'dvae' | 'transformer' | 'rerank';
 
-/** Steps a stage trains for (its end step). */
+/** Steps a stage trains for (its end step). A spec written before the reranker existed has no `rerank`
+ *  section (workflows see specs as they were sent, without defaults): no rerank steps then. */
 export function stageSteps(spec: RunSpec, stage: StageName): number {
-  return stage === 'dvae' ? spec.dvae.steps : spec.transformer.steps;
+  if (stage === 'dvae') return spec.dvae.steps;
+  if (stage === 'transformer') return spec.transformer.steps;
+  return (spec.rerank as RunSpec['rerank'] | undefined)?.steps ?? 0;
+}
+
+/** Global batch of a stage: train.batchSize, or the reranker's own rerank.batchSize when set. */
+export function stageBatchSize(spec: RunSpec, stage: StageName): number {
+  const own = stage === 'rerank' ? (spec.rerank as RunSpec['rerank'] | undefined)?.batchSize : undefined;
+  return own ?? spec.train.batchSize;
 }
 
 export interface ResolveCheckpointInput {

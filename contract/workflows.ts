@@ -10,6 +10,12 @@ export const TASK_QUEUE = 'dalle-train';
 /** Workflow type names as registered by the worker (the exported names of workflows/index.ts). */
 export const WORKFLOW_TYPE = { trainDalle: 'trainDalle', trainStage: 'trainStage' } as const;
 
+/** `patched()` ids of workflow changes, recorded in the histories of runs that took the new path. */
+export const PATCH = {
+  /** trainDalle runs stage `rerank` between the transformer and publishing. */
+  rerankStage: 'rerank-stage',
+} as const;
+
 export interface TrainDalleInput {
   runId: string;
   spec: RunSpec;
@@ -19,6 +25,8 @@ export interface TrainDalleResult {
   runId: string;
   dvae: TrainStageResult;
   transformer: TrainStageResult;
+  /** Absent when the spec trains no reranker (rerank.steps = 0) or the run predates the stage. */
+  rerank?: TrainStageResult;
   model: PublishResult;
   restarts: number;
 }
@@ -45,7 +53,7 @@ export interface TrainStageResult {
   bytesSent: number;
 }
 
-/** A run: stage dvae → encode the dataset → stage transformer → publish the model. */
+/** A run: stage dvae → encode the dataset → stage transformer → stage rerank → publish the model. */
 export type TrainDalleWorkflow = (input: TrainDalleInput) => Promise<TrainDalleResult>;
 /** One stage of a run: segments of W rank activities from the last committed checkpoint. */
 export type TrainStageWorkflow = (input: TrainStageInput) => Promise<TrainStageResult>;

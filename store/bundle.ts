@@ -13,6 +13,8 @@ export interface ModelBundle {
   dvae: Uint8Array;
   /** model/state-io blob of the transformer weights. */
   transformer: Uint8Array;
+  /** model/state-io blob of the reranker's weights; absent when the run trained none (or predates it). */
+  rerank?: Uint8Array;
   /** Free-form facts: run id, steps, losses. */
   meta: Record<string, unknown>;
 }
@@ -26,6 +28,7 @@ export function encodeBundle(b: ModelBundle): Uint8Array {
     'meta.json': json(b.meta),
     dvae: b.dvae,
     transformer: b.transformer,
+    ...(b.rerank ? { rerank: b.rerank } : {}),
   });
 }
 
@@ -43,5 +46,6 @@ export function decodeBundle(bytes: Uint8Array): ModelBundle {
     meta: parse('meta.json'),
     dvae: s.dvae!,
     transformer: s.transformer!,
+    ...(s.rerank ? { rerank: s.rerank } : {}),
   };
 }

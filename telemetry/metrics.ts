@@ -8,7 +8,7 @@ import { getMeter, telemetryGeneration } from './api.ts';
 /** Attributes of training metrics. */
 export type TrainAttributes = {
   'dalle.run_id': string;
-  'dalle.stage': 'dvae' | 'transformer';
+  'dalle.stage': 'dvae' | 'transformer' | 'rerank';
 };
 
 /** Attributes of one rank's all-reduce timings: the tag tells PowerSGD's P and Q from the dense buffer,
@@ -17,7 +17,7 @@ export type AllReduceAttributes = {
   'dalle.run_id': string;
   'dalle.rank': number;
   'dalle.allreduce.tag'?: string;
-  'dalle.stage'?: 'dvae' | 'transformer';
+  'dalle.stage'?: 'dvae' | 'transformer' | 'rerank';
 };
 
 export type CheckpointAttributes = {
@@ -150,7 +150,7 @@ export function observeQueueDepth(
  *  step that sent nothing are skipped rather than exported as NaN/∞. */
 export function recordTrainStep(s: {
   runId: string;
-  stage: 'dvae' | 'transformer';
+  stage: 'dvae' | 'transformer' | 'rerank';
   /** Global mean loss of the step. */
   loss: number;
   stepsPerSec: number;

@@ -71,7 +71,7 @@ export async function withSpan<T>(
 export interface AllReduceSpanInfo {
   runId: string;
   /** When the caller knows it (the collective itself does not). */
-  stage?: 'dvae' | 'transformer';
+  stage?: 'dvae' | 'transformer' | 'rerank';
   step: number;
   rank: number;
   /** W */
@@ -139,7 +139,7 @@ export function traceAllReduce<T>(info: AllReduceSpanInfo, fn: (s: AllReduceSpan
 
 export interface CheckpointSpanInfo {
   runId: string;
-  /** 'dvae' | 'transformer', or another store stage (the encoded dataset's). */
+  /** 'dvae', 'transformer', 'rerank', or another store stage (the encoded dataset's). */
   stage: string;
   step: number;
   /** The part (e.g. 'state', 'errbuf-r1'), or absent for a whole checkpoint. */

@@ -81,7 +81,7 @@ export function temporalClientInterceptors(): ClientInterceptors {
 export interface DalleWorkflowSinks extends Sinks {
   dalleMetrics: {
     /** A segment is relaunched after a lost rank: `dalle.train.restarts` += 1. */
-    restart(a: { runId: string; stage: 'dvae' | 'transformer' }): void;
+    restart(a: { runId: string; stage: 'dvae' | 'transformer' | 'rerank' }): void;
   };
 }
 

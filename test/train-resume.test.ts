@@ -1,5 +1,6 @@
-// train: a tiny run (W = 2, PowerSGD on) whose workers are SIGKILLed twice, and whose newest checkpoint
-// is then corrupted, ends with parameters bit-identical to an uninterrupted run of the same spec and seed.
+// train: a tiny run (W = 2, PowerSGD on) whose workers are SIGKILLed once in each of its three stages, and
+// whose newest checkpoint is then corrupted, ends with parameters bit-identical to an uninterrupted run of
+// the same spec and seed.
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { connect } from 'nats';
@@ -39,12 +40,14 @@ test(
       assert.equal(dalle(['train', '--config', specFile, '--run-id', ref, '--detach']).code, 0);
       const refResult = await client.workflow.getHandle<TrainDalleWorkflow>(ref).result();
       assert.equal(refResult.restarts, 0);
+      assert.ok(refResult.rerank, 'the tiny preset trains a reranker');
       const refSha = {
         dvae: await paramsSha(checkpoints, ref, 'dvae'),
         transformer: await paramsSha(checkpoints, ref, 'transformer'),
+        rerank: await paramsSha(checkpoints, ref, 'rerank'),
       };
 
-      // 2. The same spec, with a worker SIGKILLed in each stage.
+      // 2. The same spec, with a worker SIGKILLed in each stage (the first victim's replacement is the third).
       // Each victim SIGKILLs itself when one of its ranks reaches the step (DALLE_TEST_SIGKILL_AT), so the
       // kill always lands mid-segment however fast the machine is.
       await Promise.all(workers.map((w) => w.kill('SIGTERM')));
@@ -61,9 +64,10 @@ test(
         resumedAfterMs: number;
         resumedFrom: number;
       }[] = [];
-      for (const [i, stage, atStep] of [
-        [0, 'dvae', 7],
-        [1, 'transformer', 13],
+      for (const [i, stage, atStep, replacementKillsAt] of [
+        [0, 'dvae', 7, 'rerank:13'],
+        [1, 'transformer', 13, undefined],
+        [0, 'rerank', 13, undefined],
       ] as const) {
         const victim = workers[i]!;
         await waitFor(
@@ -76,7 +80,10 @@ test(
         const killedAt = Date.now();
         const committed = (await checkpoints.latest(run, stage))!.step;
         const restartsBefore = kills.length; // restarts counted before this kill (one per earlier kill)
-        workers[i] = startWorker({}, `w${i}'`);
+        workers[i] = startWorker(
+          replacementKillsAt ? { DALLE_TEST_SIGKILL_AT: replacementKillsAt } : {},
+          `w${i}'${kills.length}`,
+        );
         // Resumed: the relaunch starts from the checkpoint committed when the worker died, and progress
         // moves past it again.
         const after = await waitFor(
@@ -102,9 +109,10 @@ test(
         assert.ok(atStep - committed <= 5, `lost ${atStep - committed} steps > checkpointEvery`);
       }
       const result = await client.workflow.getHandle<TrainDalleWorkflow>(run).result();
-      assert.ok(result.restarts >= 2, `restarts ${result.restarts}`);
+      assert.ok(result.restarts >= 3, `restarts ${result.restarts}`);
       assert.equal(await paramsSha(checkpoints, run, 'dvae'), refSha.dvae);
       assert.equal(await paramsSha(checkpoints, run, 'transformer'), refSha.transformer);
+      assert.equal(await paramsSha(checkpoints, run, 'rerank'), refSha.rerank);
       t.diagnostic(`kills: ${JSON.stringify(kills)}`);
 
       // 3. Corruption: both workers die at dVAE step 12, a byte of the newest committed params part (step 10)
@@ -114,8 +122,10 @@ test(
         startWorker({ DALLE_TEST_SIGKILL_AT: 'dvae:12' }, 'w0'),
         startWorker({ DALLE_TEST_SIGKILL_AT: 'dvae:12' }, 'w1'),
       ];
+      // The same dVAE and transformer; no rerank stage (it changes neither, and the suite's time is short).
       const run3 = `flip-${tag}`;
-      assert.equal(dalle(['train', '--config', specFile, '--run-id', run3, '--detach']).code, 0);
+      const noRerank = writeSpec({ ...spec, rerank: { steps: 0 } });
+      assert.equal(dalle(['train', '--config', noRerank, '--run-id', run3, '--detach']).code, 0);
       await waitFor(
         'both workers to die at dVAE step 12',
         async () => workers.every((w) => w.proc.signalCode === 'SIGKILL'),

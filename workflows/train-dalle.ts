@@ -1,8 +1,17 @@
-// The run: stage dvae → encodeDataset (sharded over workers) → stage transformer → publishModel.
+// The run: stage dvae → encodeDataset (sharded over workers) → stage transformer → stage rerank (when the
+// spec trains a reranker) → publishModel.
 // Workflow id = run id. Holds the run's live progress (rank 0 signals it; stages signal their events)
 // for the `progress` query, and forwards pause/resume/setWorldSize to the stage in flight.
-import { log, setHandler, startChild, workflowInfo, type ChildWorkflowHandle } from '@temporalio/workflow';
 import {
+  log,
+  patched,
+  setHandler,
+  startChild,
+  workflowInfo,
+  type ChildWorkflowHandle,
+} from '@temporalio/workflow';
+import {
+  PATCH,
   pauseSignal,
   progressQuery,
   progressSignal,
@@ -125,10 +134,14 @@ export async function trainDalle(input: TrainDalleInput): Promise<TrainDalleResu
   await utilityActivities.commitEncoded({ runId, spec, parts: [tokenizer!, ...tokens], shards });
 
   const transformer = await runStage('transformer');
+  // The reranker needs the tokenizer and the images only; it runs last so the transformer is never delayed.
+  // patched(): a run recorded before this stage existed replays straight on to publishing.
+  const rerank =
+    stageSteps(spec, 'rerank') > 0 && patched(PATCH.rerankStage) ? await runStage('rerank') : undefined;
 
   Object.assign(p, { stage: 'publish' });
   const model = await utilityActivities.publishModel({ runId, spec });
   Object.assign(p, { stage: 'done' });
   event(`published ${model.name} v${model.version}`);
-  return { runId, dvae, transformer, model, restarts: p.restarts };
+  return { runId, dvae, transformer, ...(rerank ? { rerank } : {}), model, restarts: p.restarts };
 }

@@ -20,6 +20,7 @@ import {
   pauseSignal,
   resumeSignal,
   setWorldSizeSignal,
+  stageBatchSize,
   stageEventSignal,
   stageSteps,
   type StageEvent,
@@ -59,8 +60,9 @@ export async function trainStage(input: TrainStageInput): Promise<TrainStageResu
   setHandler(resumeSignal, () => void (paused = false));
   setHandler(setWorldSizeSignal, (w) => {
     // Validated by the CLI; a bad value here is ignored rather than failing a long run.
-    if (Number.isInteger(w) && w > 0 && spec.train.batchSize % w === 0) worldSize = w;
-    else log.warn('ignoring setWorldSize', { w, batchSize: spec.train.batchSize });
+    const batchSize = stageBatchSize(spec, stage);
+    if (Number.isInteger(w) && w > 0 && batchSize % w === 0) worldSize = w;
+    else log.warn('ignoring setWorldSize', { w, batchSize });
   });
 
   const ranks = rankActivities(spec.train.heartbeatTimeout);

@@ -35,7 +35,7 @@ async function storedState(runId: string): Promise<Pick<RunStatus, 'checkpoint' 
   try {
     const { checkpoints } = await openStores({ nc });
     let checkpoint: RunStatus['checkpoint'] = null;
-    for (const stage of ['transformer', 'dvae']) {
+    for (const stage of ['rerank', 'transformer', 'dvae']) {
       const m = await checkpoints.latest(runId, stage);
       if (m) {
         checkpoint = { stage, step: m.step, parts: m.parts };

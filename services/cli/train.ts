@@ -54,7 +54,11 @@ export async function run(argv: string[]): Promise<number> {
   // One trace per run: this span is the parent of StartWorkflow:trainDalle and everything the workers do.
   initTelemetry({ serviceName: 'dalle-cli', runId });
   // Counters start at 0, so a clean run reports 0 restarts rather than nothing (workers add the relaunches).
-  for (const stage of ['dvae', 'transformer'] as const)
+  for (const stage of [
+    'dvae',
+    'transformer',
+    ...(spec.rerank.steps > 0 ? (['rerank'] as const) : []),
+  ] as const)
     dalleMetrics().restarts.add(0, { 'dalle.run_id': runId, 'dalle.stage': stage });
   try {
     return await withSpan(
