@@ -1,16 +1,34 @@
 // The batch of (step, rank, W) for each stage. Both are pure functions of the run spec and the step (the
 // data cursor), so a relaunched segment sees exactly the batches the lost one saw.
 import type { RunSpec } from '../config/index.ts';
-import { loadBatch } from '../data/index.ts';
-import { mixSeed } from '../random/index.ts';
-import type { DvaeBatch, TransformerBatch } from '../model/index.ts';
+import { loadBatch, type Tokenizer } from '../data/index.ts';
+import { mixSeed, rngFor } from '../random/index.ts';
+import type { DvaeBatch, RerankBatch, TransformerBatch } from '../model/index.ts';
 import type { CheckpointStore } from '../store/index.ts';
 import { dataset } from './datasets.ts';
 import { encodedData } from './encoded.ts';
-import type { StageName } from '../contract/index.ts';
+import { stageBatchSize, type StageName } from '../contract/index.ts';
 
 export interface StageBatchSource {
-  batch(step: number, rank: number, worldSize: number): Promise<DvaeBatch | TransformerBatch>;
+  batch(step: number, rank: number, worldSize: number): Promise<DvaeBatch | TransformerBatch | RerankBatch>;
+}
+
+/** The caption ids the transformer trains on for the sample at stream position `position`: BPE with
+ *  dropout, or, with probability transformer.captionDropout, the empty caption (all padding) that
+ *  classifier-free guidance needs. Keyed by (seed, position) like every other draw: a resumed run, or one
+ *  with another world size, drops the same captions. */
+export function transformerCaption(
+  tokenizer: Pick<Tokenizer, 'encode'>,
+  caption: string,
+  position: number,
+  spec: RunSpec,
+): Int32Array {
+  const { textLen, bpeDropout, captionDropout } = spec.transformer;
+  const seed = spec.train.seed;
+  if (captionDropout > 0 && rngFor(seed, 'caption-dropout', position).next() < captionDropout)
+    return new Int32Array(textLen);
+  return tokenizer.encode(caption, textLen, { dropout: bpeDropout, seed: mixSeed(seed, 'bpe', position) })
+    .ids;
 }
 
 export async function stageBatches(
@@ -22,7 +40,7 @@ export async function stageBatches(
   const ds = await dataset(spec.dataset);
   const common = {
     seed: spec.train.seed,
-    globalBatch: spec.train.batchSize,
+    globalBatch: stageBatchSize(spec, stage),
     resolution: spec.dvae.resolution,
   };
   if (stage === 'dvae') {
@@ -35,6 +53,24 @@ export async function stageBatches(
   }
   const enc = await encodedData(checkpoints, runId);
   const { textLen, bpeDropout } = spec.transformer;
+  const seed = spec.train.seed;
+  if (stage === 'rerank') {
+    return {
+      async batch(step, rank, worldSize): Promise<RerankBatch> {
+        // The reranker must tell left from right: the transformer's pipeline (no flip), not the dVAE's.
+        const b = await loadBatch(ds, { ...common, step, rank, worldSize, pipeline: 'transformer' });
+        const text = new Int32Array(b.n * textLen);
+        for (let j = 0; j < b.n; j++) {
+          const t = enc.tokenizer.encode(b.captions[j]!, textLen, {
+            dropout: bpeDropout,
+            seed: mixSeed(seed, 'rerank-bpe', b.positions[j]!),
+          });
+          text.set(t.ids, j * textLen);
+        }
+        return { images: b.images, text, n: b.n };
+      },
+    };
+  }
   return {
     async batch(step, rank, worldSize): Promise<TransformerBatch> {
       // Images are not needed (their tokens are precomputed); captions and indices come from the same
@@ -43,11 +79,7 @@ export async function stageBatches(
       const text = new Int32Array(b.n * textLen);
       const image = new Int32Array(b.n * enc.tokensPerImage);
       for (let j = 0; j < b.n; j++) {
-        const t = enc.tokenizer.encode(b.captions[j]!, textLen, {
-          dropout: bpeDropout,
-          seed: mixSeed(spec.train.seed, 'bpe', b.positions[j]!),
-        });
-        text.set(t.ids, j * textLen);
+        text.set(transformerCaption(enc.tokenizer, b.captions[j]!, b.positions[j]!, spec), j * textLen);
         const i = b.indices[j]!;
         image.set(
           enc.tokens.subarray(i * enc.tokensPerImage, (i + 1) * enc.tokensPerImage),
