@@ -130,6 +130,40 @@ test('sampling: cancel drops a row within one step and leaves the others unchang
   assert.throws(() => t.cancel(5), SamplerSessionError);
 });
 
+test('sampling: guided rows follow u + s·(c − u) of the empty caption, in one batched pass with their partners', () => {
+  const rows: SampleRow[] = [
+    { text: caption(0), seed: 1, guidanceScale: 3 },
+    { text: caption(1), seed: 2 },
+    { text: caption(2), seed: 3, guidanceScale: 0, topK: 6 },
+    { text: caption(3), seed: 4, guidanceScale: 1.5, temperature: 0.8 },
+  ];
+  const cached = runSession(rows);
+  const reference = sampleWithoutCache(model, rows);
+  rows.forEach((_, i) => assert.deepEqual([...cached[i]!], [...reference[i]!], `row ${i}`));
+  // Scale 1 is plain sampling; another scale changes the image; the same guided row alone or in a mixed
+  // batch gives the same tokens.
+  const plain = runSession([{ text: caption(0), seed: 1 }])[0]!;
+  assert.deepEqual([...runSession([{ text: caption(0), seed: 1, guidanceScale: 1 }])[0]!], [...plain]);
+  assert.notDeepEqual([...cached[0]!], [...plain]);
+  assert.deepEqual([...runSession([rows[0]!])[0]!], [...cached[0]!]);
+  // Scale 0 ignores the caption: any caption gives the unconditional image.
+  const uncond = runSession([{ text: caption(5), seed: 3, guidanceScale: 0, topK: 6 }])[0]!;
+  assert.deepEqual([...uncond], [...cached[2]!]);
+  // A guided row holds two cache rows (its own and its partner's); cancelling it drops both.
+  const before = tf.memory().numTensors;
+  const sess = createSampler(model).start(rows);
+  sess.step();
+  sess.cancel(0);
+  sess.step();
+  while (!sess.done) sess.step();
+  assert.deepEqual([...sess.tokens(3)], [...cached[3]!], 'the other rows go on unchanged');
+  assert.equal(tf.memory().numTensors, before);
+  assert.throws(
+    () => createSampler(model).start([{ text: caption(0), seed: 1, guidanceScale: -1 }]),
+    /rows\[0\]\.guidanceScale = -1: must be a finite number ≥ 0/,
+  );
+});
+
 test('sampling: temperature, top-k and top-p follow their definitions', () => {
   const logits = [2, 1, 0, 3, -1]; // order by likelihood: 3, 0, 1, 2, 4
   const freq = (opts: { temperature: number; topK: number; topP: number }) => {

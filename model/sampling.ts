@@ -7,9 +7,14 @@
 // (seed_r, sampling, step = j, rank = index_r), so the same seed, index and weights give the same tokens
 // whatever else is in the batch (rows are computed independently; nothing couples them).
 //
-// Filtering per row, in this order, on float64 copies of the logits: temperature (0 = argmax), top-k
-// (0 = off), top-p nucleus (1 = off: the smallest set of most likely tokens whose mass reaches p), then
-// inverse-CDF sampling. Ties in the ordering break by the lower token id.
+// Classifier-free guidance (not in the paper; dalle-pytorch, dalle-mini): a row with guidanceScale s ≠ 1
+// gets a partner row in the same session whose caption is empty (all padding) and which is fed the same
+// tokens; the logits sampled from are u + s·(c − u), c the row's and u the partner's. Both rows live in the
+// one KV cache, so a guided row costs one more row of the same batched pass, not a second pass.
+//
+// Filtering per row, in this order, on float64 copies of the logits: guidance, temperature (0 = argmax),
+// top-k (0 = off), top-p nucleus (1 = off: the smallest set of most likely tokens whose mass reaches p),
+// then inverse-CDF sampling. Ties in the ordering break by the lower token id.
 import * as tf from '@tensorflow/tfjs';
 import sharp from 'sharp';
 import { RngStream, uniforms } from '../random/index.ts';
@@ -28,6 +33,9 @@ export interface SampleRow {
   seed: number;
   /** Image index within a request (the k of "n images per prompt"); a uint32, default 0. */
   index?: number;
+  /** Classifier-free guidance scale s ≥ 0: logits u + s·(c − u) against the empty caption's u. 1
+   *  (default) is plain conditional sampling and costs nothing; 0 ignores the caption. */
+  guidanceScale?: number;
 }
 
 /** A sampling option out of range; `field` names it as a request would. */
@@ -56,6 +64,7 @@ interface RowState {
   topP: number;
   seed: number;
   index: number;
+  guidanceScale: number;
   tokens: Int32Array;
   /** Tokens drawn for this row (stops growing when it is cancelled). */
   produced: number;
@@ -125,7 +134,21 @@ export function resolveRow(
   checkUint32(f('seed'), r.seed);
   const index = r.index ?? 0;
   checkUint32(f('index'), index);
-  return { temperature, topK, topP, seed: r.seed, index };
+  const guidanceScale = r.guidanceScale ?? 1;
+  if (!(Number.isFinite(guidanceScale) && guidanceScale >= 0))
+    throw new SamplingOptionError(f('guidanceScale'), guidanceScale, 'must be a finite number ≥ 0 (1 = off)');
+  return { temperature, topK, topP, seed: r.seed, index, guidanceScale };
+}
+
+/** Guided logits u + s·(c − u) in float64 (the cache-free reference uses the same rule). */
+export function guidedLogits(
+  cond: ArrayLike<number>,
+  uncond: ArrayLike<number>,
+  scale: number,
+): Float64Array {
+  const out = new Float64Array(cond.length);
+  for (let i = 0; i < out.length; i++) out[i] = uncond[i]! + scale * (cond[i]! - uncond[i]!);
+  return out;
 }
 
 /**
@@ -179,10 +202,16 @@ export function rowUniform(seed: number, index: number, j: number): number {
   return uniforms({ seed, stream: RngStream.sampling, step: j, rank: index }, 1)[0]!;
 }
 
+/** A row of the KV cache: a requested row's own, or the empty-caption partner of a guided one. */
+interface CacheRow {
+  row: number;
+  uncond: boolean;
+}
+
 class Session implements SamplerSession {
   private readonly rows: RowState[];
-  /** Rows the cache holds, in cache order. */
-  private inCache: number[] = [];
+  /** What each row of the cache holds, in cache order (see `layout`). */
+  private inCache: CacheRow[] = [];
   private cache: KvCache | null = null;
   private pos = 0;
   private finished = false;
@@ -237,42 +266,53 @@ class Session implements SamplerSession {
     return r.tokens.slice(0, r.produced);
   }
 
+  /** The cache's rows for the live rows: each live row's own, then the empty-caption partner of each
+   *  guided one, both in row order (so dropping rows keeps the survivors' order). */
+  private layout(live: number[]): CacheRow[] {
+    const guided = live.filter((row) => this.rows[row]!.guidanceScale !== 1);
+    return [...live.map((row) => ({ row, uncond: false })), ...guided.map((row) => ({ row, uncond: true }))];
+  }
+
   step(): StepResult {
     if (this.finished) throw new SamplerSessionError('step() after the session finished');
     const live = this.rows.flatMap((r, i) => (r.cancelled ? [] : [i]));
+    const layout = this.layout(live);
     let logits: tf.Tensor2D;
     if (this.cache === null) {
       const L = this.model.dims.textLen;
-      const text = new Int32Array(live.length * L);
-      live.forEach((row, k) => text.set(this.texts[row]!, k * L));
-      const out = this.model.prefill(text, live.length);
+      const text = new Int32Array(layout.length * L); // a partner's caption stays all padding
+      layout.forEach((e, k) => {
+        if (!e.uncond) text.set(this.texts[e.row]!, k * L);
+      });
+      const out = this.model.prefill(text, layout.length);
       this.cache = out.cache;
       logits = out.logits;
     } else {
-      if (live.length !== this.inCache.length) {
-        // Cancelled since the last step: drop their rows from the cache before computing anything.
-        const keep = live.map((row) => this.inCache.indexOf(row));
+      if (layout.length !== this.inCache.length) {
+        // Cancelled since the last step: drop their rows (and partners) before computing anything.
+        const keep = layout.map((e) =>
+          this.inCache.findIndex((c) => c.row === e.row && c.uncond === e.uncond),
+        );
         const smaller = this.model.selectRows(this.cache, keep);
         disposeCache(this.cache);
         this.cache = smaller;
       }
-      const fed = Int32Array.from(live, (row) => this.rows[row]!.tokens[this.pos - 1]!);
+      const fed = Int32Array.from(layout, (e) => this.rows[e.row]!.tokens[this.pos - 1]!);
       const out = this.model.decode(this.cache, fed);
       disposeCache(this.cache);
       this.cache = out.cache;
       logits = out.logits;
     }
-    this.inCache = live;
+    this.inCache = layout;
     const values = logits.dataSync() as Float32Array;
     logits.dispose();
     const K = this.model.dims.imageVocab;
+    const at = (k: number) => values.subarray(k * K, (k + 1) * K);
+    let partner = live.length;
     live.forEach((row, k) => {
       const r = this.rows[row]!;
-      r.tokens[this.pos] = pickToken(
-        values.subarray(k * K, (k + 1) * K),
-        r,
-        rowUniform(r.seed, r.index, this.pos),
-      );
+      const lg = r.guidanceScale === 1 ? at(k) : guidedLogits(at(k), at(partner++), r.guidanceScale);
+      r.tokens[this.pos] = pickToken(lg, r, rowUniform(r.seed, r.index, this.pos));
       r.produced = this.pos + 1;
     });
     this.pos += 1;
@@ -302,15 +342,17 @@ export interface SampleOptions {
   topK?: number;
   topP?: number;
   seed: number;
+  /** Classifier-free guidance scale (1 = off). */
+  guidanceScale?: number;
 }
 
 /** n images' tokens for one caption, [n, grid²] row-major; image k uses (seed, index k). */
 export function sampleImageTokens(model: Transformer, text: Int32Array, opts: SampleOptions): Int32Array {
   const n = opts.n ?? 1;
   if (!(Number.isInteger(n) && n >= 1)) throw new SamplingOptionError('n', n, 'must be a positive integer');
-  const { temperature, topK, topP, seed } = opts;
+  const { temperature, topK, topP, seed, guidanceScale } = opts;
   const session = createSampler(model).start(
-    Array.from({ length: n }, (_, index) => ({ text, temperature, topK, topP, seed, index })),
+    Array.from({ length: n }, (_, index) => ({ text, temperature, topK, topP, seed, index, guidanceScale })),
   );
   try {
     while (!session.done) session.step();
