@@ -26,9 +26,9 @@ export const ATTRIBUTES = ['color', 'shape', 'size', 'position'] as const;
 export type Attribute = (typeof ATTRIBUTES)[number];
 
 /**
- * Images for captions: for each prompt, `n` RGB images packed [n, R, R, 3]. Image i of prompt k must be
- * drawn with seed (seed + k·n + i) mod 2^32 (what a gRPC request with seed + k·n and num_images n does),
- * so an evaluation is reproducible image by image.
+ * Images for captions: for each prompt, `n` RGB images packed [n, R, R, 3]. Prompt k must be drawn as a
+ * gRPC request with seed (seed + k·n·N) mod 2^32 and num_images n draws it (N the candidates per image, 1
+ * without reranking; see generators.ts `requestSeed`), so an evaluation is reproducible image by image.
  */
 export type GenerateFn = (prompts: string[], n: number, seed: number) => Promise<Uint8Array[]>;
 

@@ -38,6 +38,14 @@ export const GENERATE_ATTR = {
   imageTokens: 'dalle.generate.image_tokens',
   modelName: 'dalle.model.name',
   modelVersion: 'dalle.model.version',
+  /** Candidates sampled per image returned (reranking; 1 = none), as asked. */
+  candidates: 'dalle.generate.candidates',
+  /** Classifier-free guidance scale (1 = none), as asked. */
+  guidanceScale: 'dalle.generate.guidance_scale',
+  /** Rows of the batched forward pass the request took: images × candidates, ×2 with guidance. */
+  rows: 'dalle.generate.rows',
+  /** Milliseconds the reranker took to score the candidates. */
+  rerankMs: 'dalle.generate.rerank_ms',
 } as const;
 
 const setter: TextMapSetter<Metadata> = { set: (md, key, value) => md.set(key, value) };
@@ -74,13 +82,24 @@ function rpcAttributes(path: string): Attributes {
 /** Maps a request message to span attributes; `undefined` for none. */
 export type RequestAttributes = (path: string, request: unknown) => Attributes | undefined;
 
-/** Generate's request attributes: `numImages` as sent (unset means 1) and the requested model (`model: { name,
- *  version }` of dalle.v1.GenerateRequest; version 0 or unset = latest, recorded as asked). The server adds
+/** Generate's request attributes: `numImages`, `candidates` and `guidanceScale` as sent (unset means 1) and the
+ *  requested model (`model: { name, version }` of dalle.v1.GenerateRequest; version 0 or unset = latest,
+ *  recorded as asked). The server adds
  *  what only it knows (text tokens, the version actually served) with `activeSpan().setAttributes(…)`. */
 export const generateRequestAttributes: RequestAttributes = (path, request) => {
   if (!path.endsWith('/Generate') || typeof request !== 'object' || request === null) return undefined;
-  const r = request as { numImages?: unknown; model?: { name?: unknown; version?: unknown } };
-  const out: Attributes = { [GENERATE_ATTR.numImages]: typeof r.numImages === 'number' ? r.numImages : 1 };
+  const r = request as {
+    numImages?: unknown;
+    candidates?: unknown;
+    guidanceScale?: unknown;
+    model?: { name?: unknown; version?: unknown };
+  };
+  const num = (v: unknown) => (typeof v === 'number' ? v : 1);
+  const out: Attributes = {
+    [GENERATE_ATTR.numImages]: num(r.numImages),
+    [GENERATE_ATTR.candidates]: num(r.candidates),
+    [GENERATE_ATTR.guidanceScale]: num(r.guidanceScale),
+  };
   if (typeof r.model?.name === 'string' && r.model.name) out[GENERATE_ATTR.modelName] = r.model.name;
   if (typeof r.model?.version === 'number' && r.model.version > 0)
     out[GENERATE_ATTR.modelVersion] = r.model.version;

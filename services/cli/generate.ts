@@ -36,6 +36,16 @@ export const cli = command({
     temperature: { type: 'string', value: 'T', help: 'sampling temperature (default 1)' },
     'top-k': { type: 'string', value: 'K', help: 'keep the K most likely tokens (default 0: all)' },
     'top-p': { type: 'string', value: 'P', help: 'nucleus: keep tokens up to probability P (default 1)' },
+    'guidance-scale': {
+      type: 'string',
+      value: 'S',
+      help: 'classifier-free guidance: logits u + S·(c − u) against the empty caption (default 1: none)',
+    },
+    candidates: {
+      type: 'string',
+      value: 'N',
+      help: "sample N per image and keep the one the model's reranker scores best (default 1)",
+    },
     timeout: { type: 'string', value: 'seconds', help: 'deadline of the call (default none)' },
     json: { type: 'boolean', help: 'print the files and timings as JSON' },
   },
@@ -82,6 +92,8 @@ export async function run(argv: string[]): Promise<number> {
     temperature: read.num('temperature', values.temperature),
     topK: read.int('top-k', values['top-k']),
     topP: read.num('top-p', values['top-p']),
+    guidanceScale: read.num('guidance-scale', values['guidance-scale']),
+    candidates: read.int('candidates', values.candidates),
     model: parseModelRef(values.model),
   };
   const server = values.server ?? process.env.DALLE_SAMPLER_ADDRESS ?? '127.0.0.1:50051';
@@ -125,6 +137,8 @@ export async function run(argv: string[]): Promise<number> {
         width: img.width,
         height: img.height,
         score: img.score,
+        rerankScore: img.rerankScore,
+        candidate: img.candidate,
         tokens: img.tokens,
       };
     });
@@ -147,7 +161,13 @@ export async function run(argv: string[]): Promise<number> {
       console.log(
         `${files.length} image(s) from ${model?.name} v${model?.version} in ${((t?.totalMs ?? 0) / 1000).toFixed(2)} s → ${outDir}`,
       );
-      for (const f of files) console.log(`  ${f.path}  seed ${f.seed}  score ${f.score.toFixed(3)}`);
+      for (const f of files) {
+        const rerank =
+          f.rerankScore === undefined
+            ? ''
+            : `  reranker ${f.rerankScore.toFixed(3)} (candidate ${f.candidate})`;
+        console.log(`  ${f.path}  seed ${f.seed}  score ${f.score.toFixed(3)}${rerank}`);
+      }
       console.log(`  ${gridPath}`);
     }
     return 0;

@@ -22,7 +22,21 @@ export const cli = command({
     },
     'max-concurrent': { type: 'string', value: 'N', help: 'requests sampled at once (≥ 1)' },
     'max-queue': { type: 'string', value: 'N', help: 'requests waiting before RESOURCE_EXHAUSTED (≥ 0)' },
-    'max-batch-rows': { type: 'string', value: 'N', help: 'image rows batched into one forward pass (≥ 16)' },
+    'max-batch-rows': {
+      type: 'string',
+      value: 'N',
+      help: 'rows in one forward pass, a guided row counting twice (≥ 16, default 256); a request must fit',
+    },
+    'max-rows': {
+      type: 'string',
+      value: 'N',
+      help: 'rows generating or queued before RESOURCE_EXHAUSTED (≥ --max-batch-rows, default 1024)',
+    },
+    'max-candidates': {
+      type: 'string',
+      value: 'N',
+      help: 'GenerateRequest.candidates allowed (default 64; more is INVALID_ARGUMENT)',
+    },
     grace: { type: 'string', value: 'seconds', help: 'drain time on SIGINT/SIGTERM (default 30)' },
   },
 });
@@ -52,7 +66,13 @@ export async function run(argv: string[]): Promise<number> {
     maxConcurrent: read.int('max-concurrent', values['max-concurrent'], 1),
     maxQueue: read.int('max-queue', values['max-queue'], 0),
     maxBatchRows: read.int('max-batch-rows', values['max-batch-rows'], 16),
+    maxRows: read.int('max-rows', values['max-rows'], 16),
   };
+  const maxCandidates = read.int('max-candidates', values['max-candidates'], 1);
+  const { defaultSchedulerOptions } = await import('../sampler/scheduler.ts');
+  const batchRows = scheduler.maxBatchRows ?? defaultSchedulerOptions.maxBatchRows;
+  if ((scheduler.maxRows ?? defaultSchedulerOptions.maxRows) < batchRows)
+    throw read.error(`--max-rows must be ≥ --max-batch-rows ${batchRows} (one request may fill a batch)`);
   const graceMs = (read.num('grace', values.grace, (s) => s >= 0, 'a number of seconds ≥ 0') ?? 30) * 1000;
 
   const { initTelemetry, shutdownTelemetry, grpcServerTracing, observeQueueDepth } =
@@ -79,6 +99,7 @@ export async function run(argv: string[]): Promise<number> {
     store: stores.models,
     defaultModel: model,
     scheduler: Object.fromEntries(Object.entries(scheduler).filter(([, v]) => v !== undefined)),
+    maxCandidates,
     interceptors: [grpcServerTracing()],
   });
   const stopQueueGauge = observeQueueDepth(() => svc.scheduler.queued);

@@ -10,6 +10,8 @@ export interface SamplingParams {
   topK: number;
   /** Nucleus mass in (0, 1]; 1 = all. */
   topP: number;
+  /** Classifier-free guidance scale ≥ 0; 1 = off. */
+  guidanceScale: number;
 }
 
 /** One image to sample: a text row plus its own seed. Rows of one session may come from many requests. */
@@ -18,6 +20,11 @@ export interface RowSpec extends SamplingParams {
   text: Int32Array;
   /** uint32; the row's randomness is a pure function of (seed, token position), never of its batch. */
   seed: number;
+}
+
+/** Rows of the batched forward pass a row takes: a guided row also carries its empty-caption partner. */
+export function rowCost(r: Pick<RowSpec, 'guidanceScale'>): number {
+  return r.guidanceScale === 1 ? 1 : 2;
 }
 
 /** A finished row: its image tokens and how likely the sampler found them. */
@@ -65,6 +72,8 @@ export interface ModelFacts {
   textLen: number;
   preset: string;
   createdAt: string;
+  /** The bundle has a reranker: `rerank` scores images and requests may ask for candidates. */
+  reranker: boolean;
 }
 
 /** A loaded, ready-to-sample model. Owned by the model registry; disposed once no request holds it. */
@@ -76,6 +85,9 @@ export interface SamplingModel {
   start(rows: RowSpec[]): SamplingSession;
   /** Image tokens [n, grid²] → RGB pixels [n, resolution, resolution, 3]. */
   decode(tokens: Int32Array, n: number): Uint8Array;
+  /** The reranker's score of each of n images against one caption's ids (from `encodePrompt`): cosines in
+   *  [−1, 1]. Only when `facts.reranker`. */
+  rerank(text: Int32Array, rgb: Uint8Array, n: number): Float32Array;
   /** Releases every tensor. */
   dispose(): void;
 }

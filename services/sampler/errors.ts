@@ -14,16 +14,20 @@ export class InvalidArgumentError extends Error {
   }
 }
 
-/** The wait queue is full: the caller should back off and retry (or go to another replica). */
+/** The wait queue, or the rows the sampler holds, are full: the caller should back off and retry (or go to
+ *  another replica). `rows` is set when the rows were the limit (candidates and guidance take rows). */
 export class OverloadedError extends Error {
   override name = 'OverloadedError';
   constructor(
     readonly queued: number,
     readonly maxQueue: number,
     readonly active: number,
+    readonly rows?: { held: number; request: number; max: number },
   ) {
     super(
-      `sampler overloaded: ${active} requests generating and ${queued} queued (queue limit ${maxQueue}); retry later`,
+      rows
+        ? `sampler overloaded: ${rows.held} image rows generating or queued and this request needs ${rows.request} (limit ${rows.max} rows, --max-rows); retry later`
+        : `sampler overloaded: ${active} requests generating and ${queued} queued (queue limit ${maxQueue}); retry later`,
     );
   }
 }

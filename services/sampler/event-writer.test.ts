@@ -38,6 +38,7 @@ test('event-writer: waits for drain when the client reads slowly, coalesces prog
                 height: 1,
                 tokens: [],
                 score: 0,
+                candidate: 0,
               },
             },
           });

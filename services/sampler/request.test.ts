@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import type { GenerateRequest } from '../../proto/gen/dalle/v1/sampler.ts';
 import { InvalidArgumentError } from './errors.ts';
-import { checkAgainstModel, imageSeed, validateRequest } from './request.ts';
+import { checkAgainstModel, imageSeed, requestRows, requestRowSpecs, validateRequest } from './request.ts';
 
 const req = (r: Partial<GenerateRequest>): GenerateRequest => ({
   prompt: 'a red circle',
@@ -22,6 +22,8 @@ test('request: defaults fill every unset field; a random seed is a uint32', () =
       temperature: 1,
       topK: 0,
       topP: 1,
+      guidanceScale: 1,
+      candidates: 1,
       modelName: '',
       modelVersion: undefined,
     },
@@ -52,6 +54,11 @@ test('request: a bad field throws InvalidArgumentError with the proto field name
     [{ temperature: Infinity }, 'temperature'],
     [{ topK: -2 }, 'top_k'],
     [{ topP: -0.1 }, 'top_p'],
+    [{ guidanceScale: -1 }, 'guidance_scale'],
+    [{ guidanceScale: 20.5 }, 'guidance_scale'],
+    [{ guidanceScale: NaN }, 'guidance_scale'],
+    [{ candidates: 0 }, 'candidates'],
+    [{ candidates: 2.5 }, 'candidates'],
     [{ model: { name: 'UPPER' } }, 'model.name'],
     [{ model: { name: 'x', version: 2.5 } }, 'model.version'],
   ];
@@ -65,7 +72,7 @@ test('request: a bad field throws InvalidArgumentError with the proto field name
   }
 });
 
-test('request: top_k is checked against the model codebook', () => {
+test('request: top_k, candidates and rows are checked against the model and the server limits', () => {
   const facts = {
     name: 'm',
     version: 2,
@@ -75,12 +82,49 @@ test('request: top_k is checked against the model codebook', () => {
     textLen: 12,
     preset: 'tiny',
     createdAt: '',
+    reranker: true,
   };
-  checkAgainstModel(validateRequest(req({ topK: 32 })), facts);
+  const limits = { maxCandidates: 64, maxBatchRows: 256 };
+  checkAgainstModel(validateRequest(req({ topK: 32 })), facts, limits);
   assert.throws(
-    () => checkAgainstModel(validateRequest(req({ topK: 33 })), facts),
+    () => checkAgainstModel(validateRequest(req({ topK: 33 })), facts, limits),
     /top_k: must be at most the codebook size 32 of m v2, got 33/,
   );
+  const ok = validateRequest(req({ numImages: 4, candidates: 64 }));
+  checkAgainstModel(ok, facts, limits);
+  assert.equal(requestRows(ok), 256);
+  const check =
+    (r: Partial<GenerateRequest>, f = facts) =>
+    () =>
+      checkAgainstModel(validateRequest(req(r)), f, limits);
+  assert.throws(
+    check({ candidates: 65 }),
+    /candidates: must be at most this sampler's --max-candidates 64, got 65/,
+  );
+  assert.throws(
+    check({ numImages: 4, candidates: 64, guidanceScale: 3 }),
+    (e: unknown) =>
+      e instanceof InvalidArgumentError &&
+      e.field === 'candidates' &&
+      /num_images × candidates × 2 \(guidance\) = 512 rows exceed this sampler's --max-batch-rows 256/.test(
+        e.message,
+      ),
+  );
+  assert.throws(
+    check({ candidates: 2 }, { ...facts, reranker: false }),
+    /candidates: must be 1: m v2 was trained without a reranker/,
+  );
+  checkAgainstModel(validateRequest(req({ candidates: 1 })), { ...facts, reranker: false }, limits);
+  // Sample k = i·candidates + c has seed (seed + k): candidates of one image are consecutive.
+  const rows = requestRowSpecs(
+    validateRequest(req({ numImages: 2, candidates: 3, seed: 10n, guidanceScale: 2 })),
+    Int32Array.of(1),
+  );
+  assert.deepEqual(
+    rows.map((r) => r.seed),
+    [10, 11, 12, 13, 14, 15],
+  );
+  assert.ok(rows.every((r) => r.guidanceScale === 2));
 });
 
 test('request: image seeds are consecutive and wrap at 2^32', () => {

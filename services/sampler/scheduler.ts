@@ -6,7 +6,11 @@
 // their own session; the loop steps every live session in turn, yielding to the event loop after each
 // step so cancellations, deadlines and new requests are seen between two steps. A cancelled request's rows
 // leave the very next forward pass.
-import type { RowResult, RowSpec, SamplingModel, SamplingSession } from './engine.ts';
+//
+// Rows, not requests, are what costs: a request takes num_images × candidates rows, twice that with
+// guidance (`rowCost`). A session's rows are capped by maxBatchRows, and rows generating or queued by
+// maxRows (admission control: the request past it is refused).
+import { rowCost, type RowResult, type RowSpec, type SamplingModel, type SamplingSession } from './engine.ts';
 import { DrainingError, GenerationStoppedError, OverloadedError } from './errors.ts';
 
 export interface SchedulerOptions {
@@ -14,8 +18,12 @@ export interface SchedulerOptions {
   maxConcurrent: number;
   /** Requests that may wait; one more is refused with OverloadedError (RESOURCE_EXHAUSTED). */
   maxQueue: number;
-  /** Rows (images) in one session's forward pass; ≥ 16 so any single request fits. */
+  /** Rows in one session's forward pass (a guided row counts twice); ≥ 16 so a 16-image request fits.
+   *  A request's rows must fit in one pass. */
   maxBatchRows: number;
+  /** Rows generating or queued, all requests together: one more is refused with OverloadedError
+   *  (RESOURCE_EXHAUSTED). Bounds the KV caches' memory; ≥ maxBatchRows. */
+  maxRows: number;
   /** A new session starts only once its oldest request waited this long (or rows fill a batch), so
    *  requests arriving close together share one session instead of each paying for its own passes. */
   batchWindowMs: number;
@@ -24,7 +32,8 @@ export interface SchedulerOptions {
 export const defaultSchedulerOptions: SchedulerOptions = {
   maxConcurrent: 16,
   maxQueue: 64,
-  maxBatchRows: 64,
+  maxBatchRows: 256,
+  maxRows: 1024,
   batchWindowMs: 10,
 };
 
@@ -92,6 +101,8 @@ export class Job {
   /** Set while the job is in a session: the session and the job's row indices in it. */
   placement: { session: LiveSession; rows: number[] } | undefined;
   readonly results: (RowResult | undefined)[];
+  /** Rows of the forward pass this request takes (see `rowCost`). */
+  readonly cost: number;
   private settle!: { resolve: (v: SampledImage[]) => void; reject: (e: Error) => void };
   private settled = false;
 
@@ -102,6 +113,7 @@ export class Job {
     private readonly scheduler: Scheduler,
   ) {
     this.results = rows.map(() => undefined);
+    this.cost = rows.reduce((n, r) => n + rowCost(r), 0);
     this.result = new Promise((resolve, reject) => (this.settle = { resolve, reject }));
     // A caller that stops listening must not cause an unhandled rejection.
     this.result.catch(() => {});
@@ -160,7 +172,7 @@ export class Scheduler {
   ) {
     this.options = { ...defaultSchedulerOptions, ...options };
     const o = this.options;
-    for (const k of ['maxConcurrent', 'maxBatchRows'] as const) {
+    for (const k of ['maxConcurrent', 'maxBatchRows', 'maxRows'] as const) {
       if (!(Number.isInteger(o[k]) && o[k] >= 1))
         throw new RangeError(`scheduler ${k} must be a positive integer, got ${o[k]}`);
     }
@@ -169,6 +181,10 @@ export class Scheduler {
     if (o.maxBatchRows < 16)
       throw new RangeError(
         `scheduler maxBatchRows must be ≥ 16 (one request may ask for 16 images), got ${o.maxBatchRows}`,
+      );
+    if (o.maxRows < o.maxBatchRows)
+      throw new RangeError(
+        `scheduler maxRows must be ≥ maxBatchRows ${o.maxBatchRows} (one request may fill a batch), got ${o.maxRows}`,
       );
     if (!(o.batchWindowMs >= 0))
       throw new RangeError(`scheduler batchWindowMs must be ≥ 0, got ${o.batchWindowMs}`);
@@ -188,15 +204,30 @@ export class Scheduler {
     return this.sessions.reduce((n, s) => n + s.session.liveRows, 0);
   }
 
+  /** Forward-pass rows of every request queued or generating (what maxRows bounds). */
+  get heldRows(): number {
+    let n = this.queue.reduce((a, j) => a + j.cost, 0);
+    for (const s of this.sessions) for (const j of s.jobs) if (!j.finished) n += j.cost;
+    return n;
+  }
+
   /** Queues a request. Throws DrainingError or OverloadedError (nothing queued then). */
   submit(model: SamplingModel, rows: RowSpec[], listener: JobListener = {}): Job {
     if (this.draining) throw new DrainingError();
-    if (rows.length < 1 || rows.length > this.options.maxBatchRows)
-      throw new RangeError(`a request needs 1..${this.options.maxBatchRows} rows, got ${rows.length}`);
-    // Admission counts what is waiting beyond the free generation slots.
+    const cost = rows.reduce((n, r) => n + rowCost(r), 0);
+    if (rows.length < 1 || cost > this.options.maxBatchRows)
+      throw new RangeError(`a request needs 1..${this.options.maxBatchRows} rows, got ${cost}`);
+    // Admission counts what is waiting beyond the free generation slots, and every row held.
     const free = Math.max(0, this.options.maxConcurrent - this.active);
     if (this.queue.length - free >= this.options.maxQueue)
       throw new OverloadedError(this.queue.length, this.options.maxQueue, this.active);
+    const held = this.heldRows;
+    if (held + cost > this.options.maxRows)
+      throw new OverloadedError(this.queue.length, this.options.maxQueue, this.active, {
+        held,
+        request: cost,
+        max: this.options.maxRows,
+      });
     const job = new Job(model, rows, listener, this);
     this.queue.push(job);
     listener.onQueued?.(this.queue.length - 1);
@@ -261,7 +292,7 @@ export class Scheduler {
   private admit(): void {
     const head = this.queue[0];
     if (!head) return;
-    const queuedRows = this.queue.reduce((n, j) => n + j.rows.length, 0);
+    const queuedRows = this.queue.reduce((n, j) => n + j.cost, 0);
     const waited = performance.now() - head.stats.enqueuedAt;
     if (
       this.sessions.length > 0 &&
@@ -274,11 +305,11 @@ export class Scheduler {
     while (this.queue.length > 0 && jobs < this.options.maxConcurrent) {
       const job = this.queue.shift()!;
       const last = [...groups].reverse().find((g) => g.model === job.model);
-      if (last && last.rows + job.rows.length <= this.options.maxBatchRows) {
+      if (last && last.rows + job.cost <= this.options.maxBatchRows) {
         last.jobs.push(job);
-        last.rows += job.rows.length;
+        last.rows += job.cost;
       } else {
-        groups.push({ model: job.model, jobs: [job], rows: job.rows.length });
+        groups.push({ model: job.model, jobs: [job], rows: job.cost });
       }
       jobs++;
     }

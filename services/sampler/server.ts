@@ -21,16 +21,19 @@ import {
 } from '../../proto/gen/dalle/v1/sampler.ts';
 import type { ModelStore } from '../../store/index.ts';
 import { GENERATE_ATTR } from '../../telemetry/grpc.ts';
-import type { ModelFacts, ModelLoader, RowSpec } from './engine.ts';
+import type { ModelFacts, ModelLoader } from './engine.ts';
 import { DrainingError, GenerationStoppedError, toStatus } from './errors.ts';
 import { EventWriter, type GenerateSink } from './event-writer.ts';
 import { ModelRegistry } from './model-registry.ts';
 import { encodePng } from './png.ts';
-import { checkAgainstModel, imageSeed, validateRequest } from './request.ts';
+import { checkAgainstModel, imageSeed, requestRowSpecs, validateRequest } from './request.ts';
+import { keepBest } from './candidates.ts';
 import { Scheduler, type SchedulerObserver, type SchedulerOptions } from './scheduler.ts';
 
 export const SERVICE_NAME = 'dalle.v1.Sampler';
 export const DEFAULT_ADDRESS = '127.0.0.1:50051';
+/** GenerateRequest.candidates a sampler allows unless told otherwise (the paper saw gains flatten by 32). */
+export const DEFAULT_MAX_CANDIDATES = 64;
 
 /** Channel options of the server: room for image payloads, keepalive through load balancers, and
  *  connection ageing so a balancer can spread long-lived clients over new replicas. */
@@ -72,6 +75,8 @@ export interface SamplerServiceOptions {
   scheduler?: Partial<SchedulerOptions>;
   /** Minimum milliseconds between two progress events of one call (0: every token step). */
   progressIntervalMs?: number;
+  /** GenerateRequest.candidates at most this (default 64). */
+  maxCandidates?: number;
   maxExtraModels?: number;
   /** Sees every forward pass (metrics, tests). */
   observer?: SchedulerObserver;
@@ -85,6 +90,10 @@ export interface SamplerServiceOptions {
 export interface GenerateSummary {
   model: { name: string; version: number };
   images: number;
+  /** Candidates per image, the guidance scale, and the forward-pass rows the request took. */
+  candidates: number;
+  guidanceScale: number;
+  rows: number;
   /** Image tokens per image (grid²) and the caption's text tokens. */
   imageTokens: number;
   textTokens: number;
@@ -120,6 +129,7 @@ export class SamplerService {
   private draining = false;
   private closing: Promise<void> | undefined;
   private readonly progressIntervalMs: number;
+  private readonly maxCandidates: number;
   private readonly log: NonNullable<SamplerServiceOptions['log']>;
 
   constructor(private readonly opts: SamplerServiceOptions) {
@@ -128,6 +138,9 @@ export class SamplerService {
       ((level, msg, fields) =>
         (level === 'error' ? console.error : console.log)(JSON.stringify({ level, msg, ...fields })));
     this.progressIntervalMs = opts.progressIntervalMs ?? 50;
+    this.maxCandidates = opts.maxCandidates ?? DEFAULT_MAX_CANDIDATES;
+    if (!(Number.isInteger(this.maxCandidates) && this.maxCandidates >= 1))
+      throw new RangeError(`sampler maxCandidates must be a positive integer, got ${this.maxCandidates}`);
     this.scheduler = new Scheduler(opts.scheduler, opts.observer);
     this.health = new HealthImplementation({ '': 'NOT_SERVING', [SERVICE_NAME]: 'NOT_SERVING' });
     this.registry = new ModelRegistry({
@@ -203,6 +216,10 @@ export class SamplerService {
           [GENERATE_ATTR.numImages]: summary.images,
           [GENERATE_ATTR.imageTokens]: summary.imageTokens,
           [GENERATE_ATTR.textTokens]: summary.textTokens,
+          [GENERATE_ATTR.candidates]: summary.candidates,
+          [GENERATE_ATTR.guidanceScale]: summary.guidanceScale,
+          [GENERATE_ATTR.rows]: summary.rows,
+          [GENERATE_ATTR.rerankMs]: summary.timings.rerankMs,
           'dalle.generate.shared_steps': summary.timings.sharedSteps,
           'dalle.generate.queue_ms': summary.timings.queueMs,
         });
@@ -239,50 +256,55 @@ export class SamplerService {
     try {
       const model = lease.model;
       const facts: ModelFacts = model.facts;
-      checkAgainstModel(req, facts);
+      checkAgainstModel(req, facts, {
+        maxCandidates: this.maxCandidates,
+        maxBatchRows: this.scheduler.options.maxBatchRows,
+      });
       const stopped = () => new GenerationStoppedError(signal.reason as GenerationStoppedError['reason'], 0);
       if (signal.aborted) throw stopped();
       const text = model.encodePrompt(req.prompt);
-      const rows: RowSpec[] = Array.from({ length: req.numImages }, (_, i) => ({
-        text,
-        seed: imageSeed(req.seed, i),
-        temperature: req.temperature,
-        topK: req.topK,
-        topP: req.topP,
-      }));
+      const rows = requestRowSpecs(req, text);
       const total = facts.grid * facts.grid;
+      // Rows move in lockstep: every returned image has the same tokens done.
+      const perImage = (done: number) => Array.from({ length: req.numImages }, () => done);
       const job = this.scheduler.submit(model, rows, {
         onQueued: (position) =>
-          out.progress({ tokensDone: rows.map(() => 0), tokensTotal: total, queuePosition: position }, true),
+          out.progress({ tokensDone: perImage(0), tokensTotal: total, queuePosition: position }, true),
         onProgress: (done) =>
-          out.progress({ tokensDone: done, tokensTotal: total, queuePosition: 0 }, done[0] === total),
+          out.progress(
+            { tokensDone: perImage(done[0] ?? 0), tokensTotal: total, queuePosition: 0 },
+            done[0] === total,
+          ),
       });
       const onAbort = () => job.cancel(signal.reason as GenerationStoppedError['reason']);
       signal.addEventListener('abort', onAbort, { once: true });
       if (signal.aborted) onAbort();
-      let images;
+      let samples;
       try {
-        images = await job.result;
+        samples = await job.result;
       } finally {
         signal.removeEventListener('abort', onAbort);
       }
       const tDecoded = performance.now();
+      const { kept, ms: rerankMs } = keepBest(model, text, samples, req.candidates);
       const pngs = await Promise.all(
-        images.map((img) => encodePng(img.rgb, facts.resolution, facts.resolution)),
+        kept.map((k) => encodePng(k.image.rgb, facts.resolution, facts.resolution)),
       );
-      for (const img of images) {
+      for (const k of kept) {
         if (signal.aborted) throw stopped();
         await out.send({
           event: {
             $case: 'image',
             value: {
-              index: img.index,
-              seed: BigInt(imageSeed(req.seed, img.index)),
-              png: pngs[img.index]!,
+              index: k.index,
+              seed: BigInt(imageSeed(req.seed, k.sample)),
+              png: pngs[k.index]!,
               width: facts.resolution,
               height: facts.resolution,
-              tokens: Array.from(img.tokens),
-              score: img.score,
+              tokens: Array.from(k.image.tokens),
+              score: k.image.score,
+              rerankScore: k.rerankScore,
+              candidate: k.candidate,
             },
           },
         });
@@ -291,13 +313,17 @@ export class SamplerService {
       const timings: Timings = {
         queueMs: (s.startedAt ?? s.enqueuedAt) - s.enqueuedAt,
         sampleMs: (s.sampledAt ?? tDecoded) - (s.startedAt ?? s.enqueuedAt),
-        decodeMs: performance.now() - (s.sampledAt ?? tDecoded),
+        decodeMs: performance.now() - (s.sampledAt ?? tDecoded) - rerankMs,
         totalMs: performance.now() - t0,
         sharedSteps: s.sharedSteps,
+        rerankMs,
       };
       const summary: GenerateSummary = {
         model: { name: facts.name, version: facts.version },
-        images: images.length,
+        images: kept.length,
+        candidates: req.candidates,
+        guidanceScale: req.guidanceScale,
+        rows: job.cost,
         imageTokens: total,
         textTokens: text.reduce((n, id) => n + (id === 0 ? 0 : 1), 0),
         timings,
@@ -357,6 +383,7 @@ export class SamplerService {
         resolution: facts?.resolution ?? 0,
         grid: facts?.grid ?? 0,
         preset: facts?.preset ?? (typeof latest?.meta.preset === 'string' ? latest.meta.preset : ''),
+        reranker: facts?.reranker ?? false,
       });
     }
     return { models, defaultModel: this.registry.defaultModel };

@@ -1,5 +1,6 @@
 // The SamplingModel of a published bundle (store/bundle.ts): tokenizer → transformer with KV-cache
-// sessions (model/sampling.ts) → dVAE decoder (model/dvae.ts). The only file of the service that touches
+// sessions (model/sampling.ts) → dVAE decoder (model/dvae.ts) → the reranker (model/reranker.ts), when the
+// bundle has one. The only file of the service that touches
 // tfjs; everything above it sees typed arrays.
 import * as tf from '@tensorflow/tfjs';
 import { Tokenizer } from '../../data/tokenizer.ts';
@@ -10,6 +11,9 @@ import {
   dvaeParamSpecs,
   expectArrays,
   initTfBackend,
+  Reranker,
+  rerankerDims,
+  rerankerParamSpecs,
   type ParamSpec,
   type Sampler,
   type SamplerSession,
@@ -76,6 +80,7 @@ class TfSession implements SamplingSession {
         topP: r.topP,
         seed: r.seed,
         index: 0,
+        guidanceScale: r.guidanceScale,
       })),
     );
     this.cancelled = specs.map(() => false);
@@ -140,6 +145,7 @@ class TfModel implements SamplingModel {
     readonly transformer: Transformer,
     readonly dvae: Dvae,
     readonly tokenizer: Tokenizer,
+    readonly reranker: Reranker | undefined,
   ) {
     this.sampler = createSampler(transformer);
   }
@@ -162,9 +168,21 @@ class TfModel implements SamplingModel {
     return this.dvae.decode(tokens);
   }
 
+  rerank(text: Int32Array, rgb: Uint8Array, n: number): Float32Array {
+    if (!this.reranker)
+      throw new InvalidArgumentError(
+        'candidates',
+        `model ${this.facts.name} v${this.facts.version} has no reranker`,
+      );
+    const texts = new Int32Array(n * text.length);
+    for (let i = 0; i < n; i++) texts.set(text, i * text.length);
+    return this.reranker.score(texts, rgb, n);
+  }
+
   dispose(): void {
     this.transformer.dispose();
     this.dvae.dispose();
+    this.reranker?.dispose();
   }
 }
 
@@ -177,11 +195,17 @@ export const loadBundleModel: ModelLoader = async (bytes, v) => {
   const tArrays = arraysFor(b.transformer, transformerParamSpecs(spec.transformer, spec.dvae));
   const dArrays = arraysFor(b.dvae, dvaeParamSpecs(spec.dvae));
   const transformer = Transformer.fromArrays(spec.transformer, spec.dvae, tArrays);
-  let dvae: Dvae;
+  let dvae: Dvae | undefined;
+  let reranker: Reranker | undefined;
   try {
     dvae = Dvae.fromParams(spec.dvae, dArrays);
+    if (b.rerank) {
+      const dims = rerankerDims(spec.rerank, spec.transformer, spec.dvae);
+      reranker = Reranker.fromArrays(spec.rerank, dims, arraysFor(b.rerank, rerankerParamSpecs(dims)));
+    }
   } catch (e) {
     transformer.dispose();
+    dvae?.dispose();
     throw e;
   }
   const facts: ModelFacts = {
@@ -193,6 +217,7 @@ export const loadBundleModel: ModelLoader = async (bytes, v) => {
     textLen: spec.transformer.textLen,
     preset: spec.preset,
     createdAt: v.createdAt,
+    reranker: reranker !== undefined,
   };
-  return new TfModel(facts, transformer, dvae, tokenizer);
+  return new TfModel(facts, transformer, dvae, tokenizer, reranker);
 };

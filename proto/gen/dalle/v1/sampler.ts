@@ -42,11 +42,15 @@ export interface ModelRef {
 export interface GenerateRequest {
   /** The caption; lowercased and BPE-encoded by the model's tokenizer, truncated to its text length. */
   prompt: string;
-  /** Images to sample, 1..16 (unset: 1). */
+  /** Images to return, 1..16 (unset: 1). */
   numImages?:
     | number
     | undefined;
-  /** Seed of image 0; image i uses (seed + i) mod 2^32 and reports it. Must be < 2^32. Unset: random. */
+  /**
+   * Seed of image 0; image i uses (seed + i) mod 2^32 and reports it. Must be < 2^32. Unset: random.
+   * With candidates N, candidate c of image i uses (seed + i·N + c) mod 2^32, and Image.seed is the seed of
+   * the candidate returned.
+   */
   seed?:
     | bigint
     | undefined;
@@ -60,7 +64,24 @@ export interface GenerateRequest {
     | undefined;
   /** Nucleus sampling: keep the smallest set of tokens whose probability reaches p, (0, 1] (unset: 1). */
   topP?: number | undefined;
-  model: ModelRef | undefined;
+  model:
+    | ModelRef
+    | undefined;
+  /**
+   * Classifier-free guidance: tokens are drawn from u + s·(c − u), c the logits given the caption and u
+   * given the empty caption, s in [0, 20] (unset: 1, plain sampling; 0 ignores the caption). Each image
+   * costs a second row in the same batched pass. Meant for models trained with caption dropout.
+   */
+  guidanceScale?:
+    | number
+    | undefined;
+  /**
+   * The paper's reranking: sample this many candidates for every image returned and keep the one the
+   * model's reranker (a contrastive text–image model trained with it) scores highest. 1..the server's
+   * --max-candidates (unset: 1); above 1 the model must have a reranker. num_images × candidates rows
+   * (twice that with guidance) count against the server's batch and queue limits.
+   */
+  candidates?: number | undefined;
 }
 
 export interface GenerateEvent {
@@ -96,10 +117,18 @@ export interface Image {
   tokens: number[];
   /**
    * Mean log-likelihood per image token of these tokens under the model at temperature 1, given the
-   * caption (higher: the model finds the image more likely). A reranking score in place of the paper's
-   * CLIP score, which this system does not have.
+   * caption (higher: the transformer finds the image more likely).
    */
   score: number;
+  /**
+   * The reranker's verdict: the cosine of the caption's and the image's embeddings, in [-1, 1] (higher:
+   * a better match). Unset when the model has no reranker.
+   */
+  rerankScore?:
+    | number
+    | undefined;
+  /** Which candidate of this image was kept (0..candidates − 1). */
+  candidate: number;
 }
 
 export interface Done {
@@ -124,6 +153,8 @@ export interface Timings {
   totalMs: number;
   /** Token steps whose forward pass this request shared with other requests. */
   sharedSteps: number;
+  /** Scoring every candidate with the reranker (their dVAE decoding is in decode_ms). */
+  rerankMs: number;
 }
 
 export interface ListModelsRequest {
@@ -148,6 +179,8 @@ export interface ModelInfo {
   resolution: number;
   grid: number;
   preset: string;
+  /** The serving version has a reranker (GenerateRequest.candidates above 1 needs one). */
+  reranker: boolean;
 }
 
 function createBaseModelRef(): ModelRef {
@@ -244,6 +277,8 @@ function createBaseGenerateRequest(): GenerateRequest {
     topK: undefined,
     topP: undefined,
     model: undefined,
+    guidanceScale: undefined,
+    candidates: undefined,
   };
 }
 
@@ -272,6 +307,12 @@ export const GenerateRequest: MessageFns<GenerateRequest> = {
     }
     if (message.model !== undefined) {
       ModelRef.encode(message.model, writer.uint32(58).fork()).join();
+    }
+    if (message.guidanceScale !== undefined) {
+      writer.uint32(69).float(message.guidanceScale);
+    }
+    if (message.candidates !== undefined) {
+      writer.uint32(72).uint32(message.candidates);
     }
     return writer;
   },
@@ -345,6 +386,22 @@ export const GenerateRequest: MessageFns<GenerateRequest> = {
             message.model = ModelRef.decode(reader, reader.uint32());
             continue;
           }
+          case 8: {
+            if (tag !== 69) {
+              break;
+            }
+
+            message.guidanceScale = reader.float();
+            continue;
+          }
+          case 9: {
+            if (tag !== 72) {
+              break;
+            }
+
+            message.candidates = reader.uint32();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -378,6 +435,12 @@ export const GenerateRequest: MessageFns<GenerateRequest> = {
         ? globalThis.Number(object.top_p)
         : undefined,
       model: isSet(object.model) ? ModelRef.fromJSON(object.model) : undefined,
+      guidanceScale: isSet(object.guidanceScale)
+        ? globalThis.Number(object.guidanceScale)
+        : isSet(object.guidance_scale)
+        ? globalThis.Number(object.guidance_scale)
+        : undefined,
+      candidates: isSet(object.candidates) ? globalThis.Number(object.candidates) : undefined,
     };
   },
 
@@ -404,6 +467,12 @@ export const GenerateRequest: MessageFns<GenerateRequest> = {
     if (message.model !== undefined) {
       obj.model = ModelRef.toJSON(message.model);
     }
+    if (message.guidanceScale !== undefined) {
+      obj.guidanceScale = floatToJson(message.guidanceScale);
+    }
+    if (message.candidates !== undefined) {
+      obj.candidates = Math.round(message.candidates);
+    }
     return obj;
   },
 
@@ -421,6 +490,8 @@ export const GenerateRequest: MessageFns<GenerateRequest> = {
     message.model = (object.model !== undefined && object.model !== null)
       ? ModelRef.fromPartial(object.model)
       : undefined;
+    message.guidanceScale = object.guidanceScale ?? undefined;
+    message.candidates = object.candidates ?? undefined;
     return message;
   },
 };
@@ -675,7 +746,17 @@ export const Progress: MessageFns<Progress> = {
 };
 
 function createBaseImage(): Image {
-  return { index: 0, seed: 0n, png: Buffer.alloc(0), width: 0, height: 0, tokens: [], score: 0 };
+  return {
+    index: 0,
+    seed: 0n,
+    png: Buffer.alloc(0),
+    width: 0,
+    height: 0,
+    tokens: [],
+    score: 0,
+    rerankScore: undefined,
+    candidate: 0,
+  };
 }
 
 export const Image: MessageFns<Image> = {
@@ -707,6 +788,12 @@ export const Image: MessageFns<Image> = {
     }
     if (message.score !== 0) {
       writer.uint32(61).float(message.score);
+    }
+    if (message.rerankScore !== undefined) {
+      writer.uint32(69).float(message.rerankScore);
+    }
+    if (message.candidate !== 0) {
+      writer.uint32(72).uint32(message.candidate);
     }
     return writer;
   },
@@ -790,6 +877,22 @@ export const Image: MessageFns<Image> = {
             message.score = reader.float();
             continue;
           }
+          case 8: {
+            if (tag !== 69) {
+              break;
+            }
+
+            message.rerankScore = reader.float();
+            continue;
+          }
+          case 9: {
+            if (tag !== 72) {
+              break;
+            }
+
+            message.candidate = reader.uint32();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -811,6 +914,12 @@ export const Image: MessageFns<Image> = {
       height: isSet(object.height) ? globalThis.Number(object.height) : 0,
       tokens: globalThis.Array.isArray(object?.tokens) ? object.tokens.map((e: any) => globalThis.Number(e)) : [],
       score: isSet(object.score) ? globalThis.Number(object.score) : 0,
+      rerankScore: isSet(object.rerankScore)
+        ? globalThis.Number(object.rerankScore)
+        : isSet(object.rerank_score)
+        ? globalThis.Number(object.rerank_score)
+        : undefined,
+      candidate: isSet(object.candidate) ? globalThis.Number(object.candidate) : 0,
     };
   },
 
@@ -837,6 +946,12 @@ export const Image: MessageFns<Image> = {
     if (message.score !== 0) {
       obj.score = floatToJson(message.score);
     }
+    if (message.rerankScore !== undefined) {
+      obj.rerankScore = floatToJson(message.rerankScore);
+    }
+    if (message.candidate !== 0) {
+      obj.candidate = Math.round(message.candidate);
+    }
     return obj;
   },
 
@@ -852,6 +967,8 @@ export const Image: MessageFns<Image> = {
     message.height = object.height ?? 0;
     message.tokens = object.tokens?.map((e) => e) || [];
     message.score = object.score ?? 0;
+    message.rerankScore = object.rerankScore ?? undefined;
+    message.candidate = object.candidate ?? 0;
     return message;
   },
 };
@@ -1031,7 +1148,7 @@ export const ModelVersion: MessageFns<ModelVersion> = {
 };
 
 function createBaseTimings(): Timings {
-  return { queueMs: 0, sampleMs: 0, decodeMs: 0, totalMs: 0, sharedSteps: 0 };
+  return { queueMs: 0, sampleMs: 0, decodeMs: 0, totalMs: 0, sharedSteps: 0, rerankMs: 0 };
 }
 
 export const Timings: MessageFns<Timings> = {
@@ -1050,6 +1167,9 @@ export const Timings: MessageFns<Timings> = {
     }
     if (message.sharedSteps !== 0) {
       writer.uint32(40).uint32(message.sharedSteps);
+    }
+    if (message.rerankMs !== 0) {
+      writer.uint32(49).double(message.rerankMs);
     }
     return writer;
   },
@@ -1107,6 +1227,14 @@ export const Timings: MessageFns<Timings> = {
             message.sharedSteps = reader.uint32();
             continue;
           }
+          case 6: {
+            if (tag !== 49) {
+              break;
+            }
+
+            message.rerankMs = reader.double();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1146,6 +1274,11 @@ export const Timings: MessageFns<Timings> = {
         : isSet(object.shared_steps)
         ? globalThis.Number(object.shared_steps)
         : 0,
+      rerankMs: isSet(object.rerankMs)
+        ? globalThis.Number(object.rerankMs)
+        : isSet(object.rerank_ms)
+        ? globalThis.Number(object.rerank_ms)
+        : 0,
     };
   },
 
@@ -1166,6 +1299,9 @@ export const Timings: MessageFns<Timings> = {
     if (message.sharedSteps !== 0) {
       obj.sharedSteps = Math.round(message.sharedSteps);
     }
+    if (message.rerankMs !== 0) {
+      obj.rerankMs = floatToJson(message.rerankMs);
+    }
     return obj;
   },
 
@@ -1179,6 +1315,7 @@ export const Timings: MessageFns<Timings> = {
     message.decodeMs = object.decodeMs ?? 0;
     message.totalMs = object.totalMs ?? 0;
     message.sharedSteps = object.sharedSteps ?? 0;
+    message.rerankMs = object.rerankMs ?? 0;
     return message;
   },
 };
@@ -1334,6 +1471,7 @@ function createBaseModelInfo(): ModelInfo {
     resolution: 0,
     grid: 0,
     preset: "",
+    reranker: false,
   };
 }
 
@@ -1366,6 +1504,9 @@ export const ModelInfo: MessageFns<ModelInfo> = {
     }
     if (message.preset !== "") {
       writer.uint32(66).string(message.preset);
+    }
+    if (message.reranker !== false) {
+      writer.uint32(72).bool(message.reranker);
     }
     return writer;
   },
@@ -1457,6 +1598,14 @@ export const ModelInfo: MessageFns<ModelInfo> = {
             message.preset = reader.string();
             continue;
           }
+          case 9: {
+            if (tag !== 72) {
+              break;
+            }
+
+            message.reranker = reader.bool();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1495,6 +1644,7 @@ export const ModelInfo: MessageFns<ModelInfo> = {
       resolution: isSet(object.resolution) ? globalThis.Number(object.resolution) : 0,
       grid: isSet(object.grid) ? globalThis.Number(object.grid) : 0,
       preset: isSet(object.preset) ? globalThis.String(object.preset) : "",
+      reranker: isSet(object.reranker) ? globalThis.Boolean(object.reranker) : false,
     };
   },
 
@@ -1524,6 +1674,9 @@ export const ModelInfo: MessageFns<ModelInfo> = {
     if (message.preset !== "") {
       obj.preset = message.preset;
     }
+    if (message.reranker !== false) {
+      obj.reranker = message.reranker;
+    }
     return obj;
   },
 
@@ -1540,6 +1693,7 @@ export const ModelInfo: MessageFns<ModelInfo> = {
     message.resolution = object.resolution ?? 0;
     message.grid = object.grid ?? 0;
     message.preset = object.preset ?? "";
+    message.reranker = object.reranker ?? false;
     return message;
   },
 };
