@@ -2,3 +2,5 @@
 export * from './shapes-eval.ts';
 export * from './generators.ts';
 export * from './bundle-dvae.ts';
+export * from './caption-scores.ts';
+export * from './bundle-reranker.ts';

@@ -179,6 +179,13 @@ test('reranker: learns to match captions to images, and scores pairs with cosine
   assert.ok(scores.every((s) => s >= -1 && s <= 1));
   const mean = (a: Float32Array) => a.reduce((x, y) => x + y, 0) / a.length;
   assert.ok(mean(scores) > mean(wrong) + 0.2, `matching ${mean(scores)} vs mismatched ${mean(wrong)}`);
+  const sim = model.similarities(b.text, b.n, b.images, b.n); // [image, caption]
+  scores.forEach((v, i) =>
+    assert.ok(Math.abs(sim[i * b.n + i]! - v) < 1e-5, 'the diagonal is the pair score'),
+  );
+  assert.ok(
+    Math.abs(sim[1]! - model.score(b.text.subarray(L, 2 * L), b.images.subarray(0, R * R * 3), 1)[0]!) < 1e-5,
+  );
   assert.throws(() => model.score(b.text, b.images.subarray(1), b.n), RerankerInputError);
   assert.throws(
     () =>

@@ -417,17 +417,28 @@ export class Reranker {
 
   /** Throws RerankerInputError unless `text` is [n, L] ids in the vocabulary and `images` [n, R, R, 3]. */
   checkInputs(text: Int32Array, images: Uint8Array, n: number): void {
-    const { textLen: L, textVocab: V, resolution: R } = this.dims;
-    if (!(Number.isInteger(n) && n >= 1))
-      throw new RerankerInputError('n', `must be a positive integer, got ${n}`);
-    if (!(text instanceof Int32Array) || text.length !== n * L)
+    this.checkText(text, n);
+    this.checkImages(images, n);
+  }
+
+  private checkText(text: Int32Array, m: number): void {
+    const { textLen: L, textVocab: V } = this.dims;
+    if (!(Number.isInteger(m) && m >= 1))
+      throw new RerankerInputError('n', `must be a positive integer, got ${m}`);
+    if (!(text instanceof Int32Array) || text.length !== m * L)
       throw new RerankerInputError(
         'text',
-        `must be an Int32Array of n·textLen = ${n * L} ids, got ${text?.length}`,
+        `must be an Int32Array of n·textLen = ${m * L} ids, got ${text?.length}`,
       );
     for (let i = 0; i < text.length; i++)
       if (text[i]! < 0 || text[i]! >= V)
         throw new RerankerInputError('text', `id ${text[i]} at ${i} is outside [0, ${V})`);
+  }
+
+  private checkImages(images: Uint8Array, n: number): void {
+    const R = this.dims.resolution;
+    if (!(Number.isInteger(n) && n >= 1))
+      throw new RerankerInputError('n', `must be a positive integer, got ${n}`);
     if (!(images instanceof Uint8Array) || images.length !== n * R * R * 3)
       throw new RerankerInputError(
         'images',
@@ -450,6 +461,36 @@ export class Reranker {
       out.set(cos.dataSync() as Float32Array, at);
       cos.dispose();
     }
+    return out;
+  }
+
+  /** Every image against every caption: cosines [n images, m captions] row-major, each side embedded once
+   *  (retrieval metrics such as R-precision). */
+  similarities(text: Int32Array, m: number, images: Uint8Array, n: number): Float32Array {
+    this.checkText(text, m);
+    this.checkImages(images, n);
+    const { textLen: L, resolution: R } = this.dims;
+    const chunked = (count: number, embed: (at: number, k: number) => tf.Tensor2D): tf.Tensor2D => {
+      const parts: tf.Tensor2D[] = [];
+      for (let at = 0; at < count; at += SCORE_CHUNK)
+        parts.push(embed(at, Math.min(SCORE_CHUNK, count - at)));
+      const all = tf.concat(parts, 0) as tf.Tensor2D;
+      tf.dispose(parts);
+      return all;
+    };
+    const txt = chunked(m, (at, k) =>
+      tf.tidy(() => this.embedTexts(tf.tensor2d(text.subarray(at * L, (at + k) * L), [k, L], 'int32'))),
+    );
+    const img = chunked(n, (at, k) =>
+      tf.tidy(() =>
+        this.embedImages(
+          tf.tensor4d(images.subarray(at * R * R * 3, (at + k) * R * R * 3), [k, R, R, 3], 'int32'),
+        ),
+      ),
+    );
+    const sim = tf.matMul(img, txt, false, true);
+    const out = sim.dataSync() as Float32Array;
+    tf.dispose([txt, img, sim]);
     return out;
   }
 

@@ -1,19 +1,28 @@
-// `dalle eval`: the zero-shot evaluation (eval/) of a published shapes model, sampled in this process from
-// the bundle or over gRPC from a running sampler (`--server`). Heavy modules (tfjs, sharp, grpc) are
-// imported only on the path that needs them.
+// `dalle eval`: the evaluation (eval/) of a published model, sampled in this process from the bundle or over
+// gRPC from a running sampler (`--server`): the zero-shot attribute table for a shapes model, and for any
+// dataset the caption–image score of its reranker (generated vs real held-out images). Heavy modules (tfjs,
+// sharp, grpc) are imported only on the path that needs them.
 import { command, parseCommand, readers } from './args.ts';
 import { commands } from './commands.ts';
 import {
   bundleDvae,
+  bundleReranker,
+  captionScores,
   EvalOptionError,
   evaluateShapes,
+  formatCaptionScores,
   formatEvalTable,
   grpcGenerator,
+  heldoutPairs,
   samplingModelGenerator,
   summary,
+  type CaptionScoreReport,
   type GenerateFn,
+  type SamplingChoice,
 } from '../../eval/index.ts';
 import { HELD_OUT_COMPOSITIONS } from '../../data/shapes.ts';
+import type { RunSpec } from '../../config/index.ts';
+import type { ModelVersion } from '../../store/index.ts';
 
 export const cli = command({
   name: 'eval',
@@ -31,6 +40,11 @@ export const cli = command({
       value: 'DIR',
       help: 'load the model from a local store folder (default: JetStream at NATS_URL)',
     },
+    dataset: {
+      type: 'string',
+      value: 'PATH',
+      help: "where the model's (non-shapes) dataset is on this machine (default: the path it was trained on)",
+    },
     n: {
       type: 'string',
       value: 'N',
@@ -43,10 +57,51 @@ export const cli = command({
     },
     temperature: { type: 'string', value: 'T', help: 'sampling temperature (default 1)' },
     'top-k': { type: 'string', value: 'K', help: 'keep the K most likely tokens (default 0: all)' },
+    'guidance-scale': {
+      type: 'string',
+      value: 'S',
+      help: 'classifier-free guidance scale (default 1: none)',
+    },
+    candidates: {
+      type: 'string',
+      value: 'N',
+      help: "sample N per image, keep the reranker's best (default 1)",
+    },
     json: { type: 'boolean', help: 'print the report as JSON' },
     details: { type: 'boolean', help: 'with --json: every judged image too' },
   },
+  notes: [
+    'A shapes model gets the zero-shot table (attributes judged from pixels); a model with a reranker, on any',
+    'dataset, gets the caption–image score of generated vs real held-out images (the reranker as judge).',
+  ],
 });
+
+/** The model's generator: over gRPC with --server, else the bundle loaded in this process. */
+async function generator(
+  values: { server?: string },
+  info: ModelVersion,
+  bundle: Uint8Array,
+  choice: SamplingChoice,
+  cleanups: (() => void | Promise<void>)[],
+): Promise<GenerateFn> {
+  if (values.server) {
+    const g = await grpcGenerator(values.server, { model: info.name, version: info.version, ...choice });
+    cleanups.push(() => g.close());
+    return g.generate;
+  }
+  const { loadBundleModel } = await import('../sampler/tf-engine.ts');
+  const model = await loadBundleModel(bundle, { ...info });
+  cleanups.push(() => model.dispose());
+  return samplingModelGenerator(model, choice);
+}
+
+/** The dataset the model was trained on, at --dataset when it moved. */
+function datasetOf(spec: RunSpec, path: string | undefined): RunSpec['dataset'] {
+  if (path === undefined) return spec.dataset;
+  if (spec.dataset.kind === 'shapes')
+    throw new EvalOptionError('dataset', path, 'a shapes model has no dataset path');
+  return { ...spec.dataset, path };
+}
 
 export async function run(argv: string[]): Promise<number> {
   const { values } = parseCommand(argv, cli);
@@ -55,8 +110,12 @@ export async function run(argv: string[]): Promise<number> {
   const version = read.int('version', values.version, 1);
   const n = read.int('n', values.n, 1) ?? HELD_OUT_COMPOSITIONS.length;
   const seed = read.int('seed', values.seed, 0) ?? 0;
-  const topK = read.int('top-k', values['top-k'], 0) ?? 0;
-  const temperature = read.num('temperature', values.temperature, (t) => t > 0, 'a number > 0') ?? 1;
+  const choice: SamplingChoice = {
+    temperature: read.num('temperature', values.temperature, (t) => t > 0, 'a number > 0') ?? 1,
+    topK: read.int('top-k', values['top-k'], 0) ?? 0,
+    guidanceScale: read.num('guidance-scale', values['guidance-scale'], (g) => g >= 0, 'a number ≥ 0') ?? 1,
+    candidates: read.int('candidates', values.candidates, 1) ?? 1,
+  };
   const log = (line: string) => process.stderr.write(`eval: ${line}\n`);
 
   // The bundle: from a local store folder, or from JetStream at NATS_URL.
@@ -80,46 +139,47 @@ export async function run(argv: string[]): Promise<number> {
     );
     const dvae = await bundleDvae(bundle);
     cleanups.push(() => dvae.dispose());
-    const ds = dvae.spec.dataset;
-    if (ds.kind !== 'shapes') {
+    const reranker = await bundleReranker(bundle);
+    if (reranker) cleanups.push(() => reranker.dispose());
+    const ds = datasetOf(dvae.spec, values.dataset);
+    if (ds.kind !== 'shapes' && !reranker)
       throw new EvalOptionError(
         'model',
         `${info.name} v${info.version}`,
-        `was trained on a '${ds.kind}' dataset; the evaluation judges shapes-set images only`,
+        `was trained on a '${ds.kind}' dataset without a reranker: nothing here can judge its images (train with rerank.steps > 0)`,
       );
+    const generate = await generator(values, info, bundle, choice, cleanups);
+    log(
+      values.server ? `generating over gRPC at ${values.server}` : 'generating in this process (no --server)',
+    );
+    const shapes =
+      ds.kind === 'shapes'
+        ? await evaluateShapes({ generate, dvae, n, seed, datasetSeed: ds.seed, log })
+        : undefined;
+    let scores: (CaptionScoreReport & { split: 'heldout' | 'train' }) | undefined;
+    if (reranker && n < 2) log('no caption–image score: it ranks captions against each other (--n ≥ 2)');
+    else if (reranker) {
+      const { pairs, split } = await heldoutPairs(ds, dvae.resolution, n, seed);
+      scores = { split, ...(await captionScores({ generate, reranker, pairs, seed, log })) };
     }
-    let generate: GenerateFn;
-    if (values.server) {
-      const g = await grpcGenerator(values.server, { model: name, version: info.version, temperature, topK });
-      cleanups.push(() => g.close());
-      generate = g.generate;
-      log(`generating over gRPC at ${values.server}`);
-    } else {
-      const { loadBundleModel } = await import('../sampler/tf-engine.ts');
-      const model = await loadBundleModel(bundle, {
-        name: info.name,
-        version: info.version,
-        createdAt: info.createdAt,
-      });
-      cleanups.push(() => model.dispose());
-      generate = samplingModelGenerator(model, { temperature, topK });
-      log('generating in this process (no --server)');
-    }
-    const report = await evaluateShapes({ generate, dvae, n, seed, datasetSeed: ds.seed, log });
+    const model = { name: info.name, version: info.version };
     if (values.json) {
+      const shapesOut = shapes && (values.details ? shapes : summary(shapes));
+      console.log(JSON.stringify({ model, ...choice, ...shapesOut, captionScores: scores }));
+      return 0;
+    }
+    const how = Object.entries(choice)
+      .map(([k, v]) => `${k} ${v}`)
+      .join(', ');
+    console.log(
+      `evaluation of ${info.name} v${info.version} (${n} prompts per group, seed ${seed}, ${how})\n`,
+    );
+    if (shapes) console.log(`${formatEvalTable(shapes)}\n`);
+    if (scores) {
+      const where = scores.split === 'heldout' ? 'held-out' : 'training (the dataset has no held-out split)';
       console.log(
-        JSON.stringify({
-          model: { name: info.name, version: info.version },
-          temperature,
-          topK,
-          ...(values.details ? report : summary(report)),
-        }),
+        `caption–image score by the model's reranker, ${where} pairs:\n\n${formatCaptionScores(scores)}`,
       );
-    } else {
-      console.log(
-        `zero-shot evaluation of ${info.name} v${info.version} (${n} prompts per group, seed ${seed}, temperature ${temperature}${topK ? `, top-k ${topK}` : ''})\n`,
-      );
-      console.log(formatEvalTable(report));
     }
     return 0;
   } finally {
