@@ -4,3 +4,4 @@ export * from './generators.ts';
 export * from './bundle-dvae.ts';
 export * from './caption-scores.ts';
 export * from './bundle-reranker.ts';
+export * from './sampling-curve.ts';

@@ -190,6 +190,27 @@ function checkBytes(source: string, rgb: Uint8Array, n: number, R: number): void
     throw new EvalImageError(source, rgb?.length ?? 0, n * R * R * 3);
 }
 
+/** One image per composition (prompt k: its caption k, drawn as GenerateFn says with `seed`), judged. */
+export async function generateAndJudge(
+  generate: GenerateFn,
+  group: 'seen' | 'heldOut',
+  comps: ShapeComposition[],
+  seed: number,
+  R: number,
+): Promise<{ items: EvalItem[]; score: GroupScore }> {
+  const prompts = comps.map(evalCaption);
+  const t0 = performance.now();
+  const images = await generate(prompts, 1, seed);
+  const seconds = (performance.now() - t0) / 1000;
+  if (images.length !== prompts.length)
+    throw new EvalImageError(`generate (${group}) image sets`, images.length, prompts.length);
+  const items = comps.map((c, k) => {
+    checkBytes(`generate (${group}) prompt ${k}`, images[k]!, 1, R);
+    return judge(group, prompts[k]!, c, images[k]!, R);
+  });
+  return { items, score: score(items, seconds) };
+}
+
 /** Runs the evaluation; see the file header. */
 export async function evaluateShapes(opts: EvaluateOptions): Promise<EvalReport> {
   const n = opts.n ?? HELD_OUT_COMPOSITIONS.length;
@@ -205,26 +226,23 @@ export async function evaluateShapes(opts: EvaluateOptions): Promise<EvalReport>
   const items: EvalItem[] = [];
 
   // Seen and held-out: one image per prompt; the held-out prompts come second with seeds after the seen ones.
-  const groups: [GroupName, ShapeComposition[]][] = [
+  const groups: ['seen' | 'heldOut', ShapeComposition[]][] = [
     ['seen', pickCompositions(TRAIN_COMPOSITIONS, n, seed, 'seen')],
     ['heldOut', pickCompositions(HELD_OUT_COMPOSITIONS, n, seed, 'heldout')],
   ];
   const scores = {} as Record<GroupName, GroupScore>;
   for (const [g, comps] of groups) {
-    const prompts = comps.map(evalCaption);
-    const t0 = performance.now();
-    const images = await opts.generate(prompts, 1, (seed + (g === 'seen' ? 0 : n)) % 2 ** 32);
-    const seconds = (performance.now() - t0) / 1000;
-    if (images.length !== prompts.length)
-      throw new EvalImageError(`generate (${g}) image sets`, images.length, prompts.length);
-    const mine = comps.map((c, k) => {
-      checkBytes(`generate (${g}) prompt ${k}`, images[k]!, 1, R);
-      return judge(g, prompts[k]!, c, images[k]!, R);
-    });
-    items.push(...mine);
-    scores[g] = score(mine, seconds);
+    const judged = await generateAndJudge(
+      opts.generate,
+      g,
+      comps,
+      (seed + (g === 'seen' ? 0 : n)) % 2 ** 32,
+      R,
+    );
+    items.push(...judged.items);
+    scores[g] = judged.score;
     log(
-      `${g}: ${n} images in ${seconds.toFixed(1)} s, all-four accuracy ${(100 * scores[g].accuracy.all).toFixed(1)}%`,
+      `${g}: ${n} images in ${judged.score.seconds.toFixed(1)} s, all-four accuracy ${(100 * judged.score.accuracy.all).toFixed(1)}%`,
     );
   }
 

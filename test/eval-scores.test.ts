@@ -76,6 +76,32 @@ test('eval: the reranker scores generated vs real held-out images, on shapes and
     assert.equal(out.captionScores.split, 'heldout');
     assert.equal(out.captionScores.pairs, 4);
     assert.equal(out.captionScores.generated.images, 4);
+    // A curve: the same held-out prompts and seeds per setting, so its (N 2, scale 2) point is the row above.
+    const sweep = dalle([
+      '--store',
+      dir,
+      '--n',
+      '4',
+      '--candidates',
+      '2,1',
+      '--guidance-scale',
+      '2',
+      '--json',
+    ]);
+    assert.equal(sweep.status, 0, sweep.stderr);
+    const { curve } = JSON.parse(sweep.stdout) as { curve: Record<string, any>[] };
+    assert.deepEqual(
+      curve.map((p) => [p.candidates, p.guidanceScale, p.heldOut.images]),
+      [
+        [2, 2, 4],
+        [1, 2, 4],
+      ],
+    );
+    assert.deepEqual(curve[0]!.heldOut.accuracy, out.heldOut.accuracy);
+    assert.ok(curve.every((p) => p.msPerImage > 0));
+    const badScale = dalle(['--store', dir, '--guidance-scale', '1,x']);
+    assert.equal(badScale.status, 2);
+    assert.match(badScale.stderr, /--guidance-scale must be a comma list of numbers ≥ 0, got 'x'/);
 
     // A model of a folder dataset that moved: --dataset points at it; only the score applies.
     const photos = join(dir, 'photos');

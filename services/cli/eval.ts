@@ -11,6 +11,10 @@ import {
   EvalOptionError,
   evaluateShapes,
   formatCaptionScores,
+  formatCurve,
+  curveSettings,
+  heldOutCurve,
+  type CurveSetting,
   formatEvalTable,
   grpcGenerator,
   heldoutPairs,
@@ -60,12 +64,12 @@ export const cli = command({
     'guidance-scale': {
       type: 'string',
       value: 'S',
-      help: 'classifier-free guidance scale (default 1: none)',
+      help: 'classifier-free guidance scale (default 1: none); a comma list: the held-out curve',
     },
     candidates: {
       type: 'string',
       value: 'N',
-      help: "sample N per image, keep the reranker's best (default 1)",
+      help: "sample N per image, keep the reranker's best (default 1); a comma list: the held-out curve",
     },
     json: { type: 'boolean', help: 'print the report as JSON' },
     details: { type: 'boolean', help: 'with --json: every judged image too' },
@@ -73,26 +77,63 @@ export const cli = command({
   notes: [
     'A shapes model gets the zero-shot table (attributes judged from pixels); a model with a reranker, on any',
     'dataset, gets the caption–image score of generated vs real held-out images (the reranker as judge).',
+    'Several --candidates or --guidance-scale values (1,4,16): held-out accuracy and time per image for each',
+    'combination, on the same prompts and seeds.',
   ],
 });
 
-/** The model's generator: over gRPC with --server, else the bundle loaded in this process. */
-async function generator(
+/** The model's generators, one per sampling choice: over gRPC with --server, else the bundle loaded once in
+ *  this process. */
+async function generators(
   values: { server?: string },
   info: ModelVersion,
   bundle: Uint8Array,
-  choice: SamplingChoice,
   cleanups: (() => void | Promise<void>)[],
-): Promise<GenerateFn> {
-  if (values.server) {
-    const g = await grpcGenerator(values.server, { model: info.name, version: info.version, ...choice });
-    cleanups.push(() => g.close());
-    return g.generate;
-  }
+): Promise<(choice: SamplingChoice) => Promise<GenerateFn>> {
+  const { server } = values;
+  if (server)
+    return async (choice) => {
+      const g = await grpcGenerator(server, { model: info.name, version: info.version, ...choice });
+      cleanups.push(() => g.close());
+      return g.generate;
+    };
   const { loadBundleModel } = await import('../sampler/tf-engine.ts');
   const model = await loadBundleModel(bundle, { ...info });
   cleanups.push(() => model.dispose());
-  return samplingModelGenerator(model, choice);
+  return async (choice) => samplingModelGenerator(model, choice);
+}
+
+/** A comma list of guidance scales ≥ 0. */
+function scales(read: ReturnType<typeof readers>, raw: string | undefined): number[] | undefined {
+  return raw
+    ?.split(',')
+    .map((s) =>
+      read.num('guidance-scale', s, (g) => g >= 0 && Number.isFinite(g), 'a comma list of numbers ≥ 0')!,
+    );
+}
+
+/** `--candidates` or `--guidance-scale` with several values: held-out accuracy for each setting. */
+async function printCurve(opts: {
+  generatorFor: (choice: SamplingChoice) => Promise<GenerateFn>;
+  base: SamplingChoice;
+  settings: CurveSetting[];
+  resolution: number;
+  n: number;
+  seed: number;
+  json?: boolean;
+  log: (line: string) => void;
+}): Promise<void> {
+  const points = await heldOutCurve({
+    generatorFor: async (s) => ({ generate: await opts.generatorFor({ ...opts.base, ...s }) }),
+    settings: opts.settings,
+    resolution: opts.resolution,
+    n: opts.n,
+    seed: opts.seed,
+    log: opts.log,
+  });
+  if (opts.json) console.log(JSON.stringify({ ...opts.base, seed: opts.seed, curve: points }));
+  else
+    console.log(`held-out compositions by sampling setting (seed ${opts.seed}):\n\n${formatCurve(points)}`);
 }
 
 /** The dataset the model was trained on, at --dataset when it moved. */
@@ -103,6 +144,16 @@ function datasetOf(spec: RunSpec, path: string | undefined): RunSpec['dataset'] 
   return { ...spec.dataset, path };
 }
 
+/** The model store: a local folder, or JetStream at NATS_URL. */
+async function openModelStore(dir: string | undefined) {
+  const { openStores } = await import('../../store/index.ts');
+  if (dir) return { stores: await openStores({ dir }), closeNats: async () => {} };
+  const { connect } = await import('nats');
+  const { serviceEnv } = await import('../../infra/services.ts');
+  const nc = await connect({ servers: serviceEnv().natsUrl, name: 'dalle-eval' });
+  return { stores: await openStores({ nc }), closeNats: () => nc.drain() };
+}
+
 export async function run(argv: string[]): Promise<number> {
   const { values } = parseCommand(argv, cli);
   const read = readers(cli);
@@ -110,27 +161,18 @@ export async function run(argv: string[]): Promise<number> {
   const version = read.int('version', values.version, 1);
   const n = read.int('n', values.n, 1) ?? HELD_OUT_COMPOSITIONS.length;
   const seed = read.int('seed', values.seed, 0) ?? 0;
+  const candidateList = read.ints('candidates', values.candidates, 1) ?? [1];
+  const scaleList = scales(read, values['guidance-scale']) ?? [1];
   const choice: SamplingChoice = {
     temperature: read.num('temperature', values.temperature, (t) => t > 0, 'a number > 0') ?? 1,
     topK: read.int('top-k', values['top-k'], 0) ?? 0,
-    guidanceScale: read.num('guidance-scale', values['guidance-scale'], (g) => g >= 0, 'a number ≥ 0') ?? 1,
-    candidates: read.int('candidates', values.candidates, 1) ?? 1,
+    guidanceScale: scaleList[0]!,
+    candidates: candidateList[0]!,
   };
+  const curve = candidateList.length > 1 || scaleList.length > 1;
   const log = (line: string) => process.stderr.write(`eval: ${line}\n`);
 
-  // The bundle: from a local store folder, or from JetStream at NATS_URL.
-  const { openStores } = await import('../../store/index.ts');
-  let closeNats = async () => {};
-  let stores;
-  if (values.store) {
-    stores = await openStores({ dir: values.store });
-  } else {
-    const { connect } = await import('nats');
-    const { serviceEnv } = await import('../../infra/services.ts');
-    const nc = await connect({ servers: serviceEnv().natsUrl, name: 'dalle-eval' });
-    closeNats = () => nc.drain();
-    stores = await openStores({ nc });
-  }
+  const { stores, closeNats } = await openModelStore(values.store);
   const cleanups: (() => void | Promise<void>)[] = [];
   try {
     const { info, bundle } = await stores.models.load(name, version);
@@ -148,10 +190,27 @@ export async function run(argv: string[]): Promise<number> {
         `${info.name} v${info.version}`,
         `was trained on a '${ds.kind}' dataset without a reranker: nothing here can judge its images (train with rerank.steps > 0)`,
       );
-    const generate = await generator(values, info, bundle, choice, cleanups);
+    const generatorFor = await generators(values, info, bundle, cleanups);
     log(
       values.server ? `generating over gRPC at ${values.server}` : 'generating in this process (no --server)',
     );
+    if (curve) {
+      if (ds.kind !== 'shapes')
+        throw new EvalOptionError('candidates', values.candidates, 'a curve judges a shapes model only');
+      const settings = curveSettings(candidateList, scaleList);
+      await printCurve({
+        generatorFor,
+        base: choice,
+        settings,
+        resolution: dvae.resolution,
+        n,
+        seed,
+        json: values.json,
+        log,
+      });
+      return 0;
+    }
+    const generate = await generatorFor(choice);
     const shapes =
       ds.kind === 'shapes'
         ? await evaluateShapes({ generate, dvae, n, seed, datasetSeed: ds.seed, log })

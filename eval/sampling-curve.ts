@@ -1,0 +1,81 @@
+// Held-out accuracy of a shapes model against how it is sampled: candidates N per image (the reranker keeps
+// the best) and the classifier-free guidance scale. Every setting draws the same held-out prompts with the
+// same seeds as `evaluateShapes` (so N = 1 at scale 1 is its held-out row exactly) and is judged from the
+// pixels alone; the cost is the wall time per image returned, all candidates and guidance rows included.
+import { HELD_OUT_COMPOSITIONS } from '../data/shapes.ts';
+import type { SamplingChoice } from './generators.ts';
+import {
+  ATTRIBUTES,
+  EvalOptionError,
+  generateAndJudge,
+  pickCompositions,
+  type GenerateFn,
+  type GroupScore,
+} from './shapes-eval.ts';
+
+/** One sampling setting of a curve. */
+export type CurveSetting = Required<Pick<SamplingChoice, 'candidates' | 'guidanceScale'>>;
+
+export interface CurvePoint extends CurveSetting {
+  heldOut: GroupScore;
+  /** Wall milliseconds per image returned. */
+  msPerImage: number;
+}
+
+/** Every combination of the candidate counts and guidance scales, in the order given. */
+export function curveSettings(candidates: number[], guidanceScales: number[]): CurveSetting[] {
+  return candidates.flatMap((c) => guidanceScales.map((g) => ({ candidates: c, guidanceScale: g })));
+}
+
+/** Held-out accuracy for each setting; `generatorFor` makes the model's generator for one setting. */
+export async function heldOutCurve(opts: {
+  generatorFor: (s: CurveSetting) => Promise<{ generate: GenerateFn; close?: () => void }>;
+  settings: CurveSetting[];
+  /** The model's image side. */
+  resolution: number;
+  /** Held-out prompts per setting (default 108: every held-out composition once). */
+  n?: number;
+  seed?: number;
+  log?: (line: string) => void;
+}): Promise<CurvePoint[]> {
+  const n = opts.n ?? HELD_OUT_COMPOSITIONS.length;
+  const seed = opts.seed ?? 0;
+  if (!(Number.isInteger(n) && n >= 1)) throw new EvalOptionError('n', n, 'must be a positive integer');
+  if (!opts.settings.length) throw new EvalOptionError('settings', 0, 'the curve needs ≥ 1 setting');
+  // The held-out prompts and seeds of evaluateShapes (its held-out group follows n seen prompts).
+  const comps = pickCompositions(HELD_OUT_COMPOSITIONS, n, seed, 'heldout');
+  const points: CurvePoint[] = [];
+  for (const setting of opts.settings) {
+    const g = await opts.generatorFor(setting);
+    try {
+      const { score } = await generateAndJudge(
+        g.generate,
+        'heldOut',
+        comps,
+        (seed + n) % 2 ** 32,
+        opts.resolution,
+      );
+      const point = { ...setting, heldOut: score, msPerImage: (1000 * score.seconds) / n };
+      opts.log?.(
+        `N ${setting.candidates}, guidance ${setting.guidanceScale}: held-out all four ${(100 * score.accuracy.all).toFixed(1)}%, ${point.msPerImage.toFixed(0)} ms/image`,
+      );
+      points.push(point);
+    } finally {
+      g.close?.();
+    }
+  }
+  return points;
+}
+
+/** The curve as a Markdown table. */
+export function formatCurve(points: CurvePoint[]): string {
+  const pct = (v: number) => `${(100 * v).toFixed(1)}%`;
+  return [
+    '| candidates N | guidance scale | n | color | shape | size | position | all four | ms per image |',
+    '| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |',
+    ...points.map(
+      (p) =>
+        `| ${p.candidates} | ${p.guidanceScale} | ${p.heldOut.images} | ${[...ATTRIBUTES, 'all' as const].map((k) => pct(p.heldOut.accuracy[k])).join(' | ')} | ${p.msPerImage.toFixed(0)} |`,
+    ),
+  ].join('\n');
+}
