@@ -25,6 +25,7 @@ import {
 } from '../../eval/index.ts';
 import { temporalClient } from './temporal.ts';
 import { progressLine } from './train.ts';
+import { demoCurves, demoCurvesSection } from './demo-curves.ts';
 import { lossCurvesSvg, labelledGridPng, type LossPoint } from './demo-render.ts';
 import { startConsoleChild, untilInterrupted } from './demo-console.ts';
 
@@ -300,6 +301,7 @@ export async function run(argv: string[]): Promise<number> {
     }
     const table = formatEvalTable(evalReport);
     console.log(table);
+    const curves = await demoCurves({ address, spec, n: Math.min(evalN, 36), log: (l) => say(`  ${l}`) });
 
     // 6. Report.
     const bytesRaw = result.dvae.bytesRaw + result.transformer.bytesRaw;
@@ -316,6 +318,7 @@ export async function run(argv: string[]): Promise<number> {
         dvae: secs('dvae'),
         encode: secs('encode'),
         transformer: secs('transformer'),
+        rerank: secs('rerank'),
         publish: secs('publish'),
       },
       finalLoss: { dvae: result.dvae.loss, transformer: result.transformer.loss },
@@ -325,6 +328,7 @@ export async function run(argv: string[]): Promise<number> {
       model: result.model,
       samples: rows.map((r) => r.prompt),
       evaluation: summary(evalReport),
+      samplingCurve: curves,
     };
     writeFileSync(join(outDir, 'report.json'), JSON.stringify(report, null, 2));
     writeFileSync(join(outDir, 'loss.svg'), lossCurvesSvg(losses));
@@ -341,6 +345,11 @@ export async function run(argv: string[]): Promise<number> {
         `| dVAE | ${result.dvae.step} | ${report.secondsPerStage.dvae?.toFixed(0)} | ${result.dvae.loss.toFixed(4)} |`,
         `| encode dataset | | ${report.secondsPerStage.encode?.toFixed(0)} | |`,
         `| transformer | ${result.transformer.step} | ${report.secondsPerStage.transformer?.toFixed(0)} | ${result.transformer.loss.toFixed(4)} |`,
+        ...(result.rerank
+          ? [
+              `| reranker | ${result.rerank.step} | ${report.secondsPerStage.rerank?.toFixed(0)} | ${result.rerank.loss.toFixed(4)} |`,
+            ]
+          : []),
         '',
         `Restarts: ${result.restarts}${kill ? ` (worker 1 SIGKILLed at dVAE step ${kill.atStep}; resumed from checkpoint ${kill.checkpointStep} after ${((kill.resumedAfterMs ?? NaN) / 1000).toFixed(1)} s)` : ''}.`,
         '',
@@ -360,6 +369,7 @@ export async function run(argv: string[]): Promise<number> {
         table,
         '```',
         '',
+        ...demoCurvesSection(curves, spec),
       ].join('\n'),
     );
     say(
