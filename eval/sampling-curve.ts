@@ -1,11 +1,13 @@
 // Held-out accuracy of a shapes model against how it is sampled: candidates N per image (the reranker keeps
 // the best) and the classifier-free guidance scale. Every setting draws the same held-out prompts with the
 // same seeds as `evaluateShapes` (so N = 1 at scale 1 is its held-out row exactly) and is judged from the
-// pixels alone; the cost is the wall time per image returned, all candidates and guidance rows included.
+// pixels alone; the cost is the wall time per image returned, all candidates and guidance rows included,
+// after one untimed warm-up request per setting.
 import { HELD_OUT_COMPOSITIONS } from '../data/shapes.ts';
 import type { SamplingChoice } from './generators.ts';
 import {
   ATTRIBUTES,
+  evalCaption,
   EvalOptionError,
   generateAndJudge,
   pickCompositions,
@@ -48,6 +50,8 @@ export async function heldOutCurve(opts: {
   for (const setting of opts.settings) {
     const g = await opts.generatorFor(setting);
     try {
+      // Untimed: the first session of a setting pays for allocation and kernel warm-up, not sampling.
+      await g.generate([evalCaption(comps[0]!, 0)], 1, seed);
       const { score } = await generateAndJudge(
         g.generate,
         'heldOut',
