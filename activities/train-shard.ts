@@ -8,6 +8,7 @@ import type { Client } from '@temporalio/client';
 import type { NatsConnection } from 'nats';
 import { joinGroup, PowerSgd, type Group } from '../collective/index.ts';
 import { initTfBackend, type Trainer } from '../model/index.ts';
+import { rankConnection } from '../security/run-credentials.ts';
 import type { CheckpointStore, PartRef } from '../store/index.ts';
 import { recordTrainStep } from '../telemetry/index.ts';
 import { stageBatches, type StageBatchSource } from './batches.ts';
@@ -127,8 +128,10 @@ export async function trainShard(deps: TrainShardDeps, input: TrainShardInput): 
   // 2. The group: a barrier that every rank of this segment launch passes, or PeerLostError. A
   // cancellation ends any wait at once: joining is raced against it, and closing the group makes a pending
   // collective operation reject, so a cancelled rank frees its worker slot promptly.
+  // On a secured cluster the rank talks over its own connection, confined to this run's subjects.
+  const link = await rankConnection(deps.nc, runId);
   const joining = joinGroup({
-    nc: deps.nc,
+    nc: link.nc,
     runId,
     groupId: input.groupId,
     rank,
@@ -140,10 +143,12 @@ export async function trainShard(deps: TrainShardDeps, input: TrainShardInput): 
   try {
     group = await Promise.race([joining, ctx.cancelled]);
   } catch (e) {
-    void joining.then(
-      (g) => g.close(),
-      () => undefined,
-    );
+    void joining
+      .then(
+        (g) => g.close(),
+        () => undefined,
+      )
+      .finally(() => link.close());
     trainer.dispose();
     throw e;
   }
@@ -222,6 +227,7 @@ export async function trainShard(deps: TrainShardDeps, input: TrainShardInput): 
     ctx.cancellationSignal.removeEventListener('abort', onAbort);
     clearInterval(beat);
     await group.close().catch(() => undefined);
+    await link.close();
     trainer.dispose();
   }
   if (ctx.cancellationSignal.aborted) throw ctx.cancellationSignal.reason ?? new Error('cancelled');

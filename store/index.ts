@@ -20,15 +20,17 @@ export const BUCKETS = {
 
 export type StoreLocation = { nc: NatsConnection } | { dir: string };
 
+/** `readOnly` (sampler, CLI readers): bind to existing buckets only, never create one. */
 export async function openStores(
   at: StoreLocation,
-  opts: CheckpointStoreOptions = {},
+  opts: CheckpointStoreOptions & { readOnly?: boolean } = {},
 ): Promise<{ checkpoints: CheckpointStore; models: ModelStore }> {
   let ck: StorageBackend;
   let md: StorageBackend;
   if ('nc' in at) {
-    ck = await NatsStorageBackend.open(at.nc, BUCKETS.checkpointObjects, BUCKETS.runsKv);
-    md = await NatsStorageBackend.open(at.nc, BUCKETS.modelObjects, BUCKETS.modelsKv);
+    const o = { readOnly: opts.readOnly };
+    ck = await NatsStorageBackend.open(at.nc, BUCKETS.checkpointObjects, BUCKETS.runsKv, o);
+    md = await NatsStorageBackend.open(at.nc, BUCKETS.modelObjects, BUCKETS.modelsKv, o);
   } else {
     ck = new FolderStorageBackend(`${at.dir}/checkpoints`);
     md = new FolderStorageBackend(`${at.dir}/models`);
@@ -36,3 +38,12 @@ export async function openStores(
   return { checkpoints: new CheckpointStore(ck, opts), models: new ModelStore(md) };
 }
 export * from './bundle.ts';
+
+/** The model store alone (the sampler and evaluation read nothing else; a sampler user may read only it). */
+export async function openModelStore(
+  at: StoreLocation,
+  opts: { readOnly?: boolean } = {},
+): Promise<ModelStore> {
+  if (!('nc' in at)) return new ModelStore(new FolderStorageBackend(`${at.dir}/models`));
+  return new ModelStore(await NatsStorageBackend.open(at.nc, BUCKETS.modelObjects, BUCKETS.modelsKv, opts));
+}

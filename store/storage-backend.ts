@@ -38,6 +38,20 @@ export interface StorageBackend {
 const enc = new TextEncoder();
 const dec = new TextDecoder();
 
+/** A read-only store was opened before its bucket exists (only writers and admins may create one). */
+export class MissingBucketError extends Error {
+  override name = 'MissingBucketError';
+  constructor(
+    readonly bucket: string,
+    readonly kind: 'kv' | 'object',
+  ) {
+    super(
+      `${kind === 'kv' ? 'KV' : 'object store'} bucket '${bucket}' does not exist and this read-only user may not ` +
+        `create it ('dalle up --secure' creates every bucket; on a cluster create them first)`,
+    );
+  }
+}
+
 /** JetStream: object store bucket + KV bucket of the same purpose (e.g. dalle-checkpoints / dalle-runs). */
 export class NatsStorageBackend implements StorageBackend {
   readonly kind = 'nats';
@@ -46,13 +60,35 @@ export class NatsStorageBackend implements StorageBackend {
     private readonly kv: KV,
   ) {}
 
+  /** `readOnly`: bind to existing buckets and never try to create them (a read-only user may not). */
   static async open(
     nc: NatsConnection,
     objectBucket: string,
     kvBucket: string,
-    opts: { replicas?: number } = {},
+    opts: { replicas?: number; readOnly?: boolean } = {},
   ): Promise<NatsStorageBackend> {
     const js = nc.jetstream();
+    if (opts.readOnly) {
+      const jsm = await nc.jetstreamManager();
+      for (const stream of [`OBJ_${objectBucket}`, `KV_${kvBucket}`]) {
+        const found = await jsm.streams.info(stream).then(
+          () => true,
+          (e: Error) => {
+            if (/not found/i.test(e.message)) return false;
+            throw e;
+          },
+        );
+        if (!found)
+          throw new MissingBucketError(
+            stream.replace(/^(OBJ|KV)_/, ''),
+            stream.startsWith('KV_') ? 'kv' : 'object',
+          );
+      }
+      return new NatsStorageBackend(
+        await js.views.os(objectBucket),
+        await js.views.kv(kvBucket, { bindOnly: true }),
+      );
+    }
     const os = await js.views.os(objectBucket, {
       storage: 'file' as never,
       replicas: opts.replicas ?? 1,

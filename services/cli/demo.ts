@@ -6,10 +6,10 @@ import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { closeSync, createWriteStream, mkdirSync, openSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { connect } from 'nats';
 import { resolveSpec, type RunSpec } from '../../config/index.ts';
 import { HELD_OUT_COMPOSITIONS, TRAIN_COMPOSITIONS } from '../../data/shapes.ts';
 import { check, down, serviceEnv, up } from '../../infra/services.ts';
+import { connectNats, redactUrl } from '../../security/nats.ts';
 import { openStores } from '../../store/index.ts';
 import { progressQuery, TASK_QUEUE, WORKFLOW_TYPE, type TrainDalleWorkflow } from '../../contract/index.ts';
 import { createSamplerClient, generate } from '../sampler/index.ts';
@@ -135,7 +135,7 @@ export async function run(argv: string[]): Promise<number> {
 
   // 1. Services: start what is not running; remember what we started so we stop only that.
   const before = await check(env);
-  say(`services: Temporal ${env.temporalAddress}, NATS ${env.natsUrl}, state ${env.home}`);
+  say(`services: Temporal ${env.temporalAddress}, NATS ${redactUrl(env.natsUrl)}, state ${env.home}`);
   await up(env);
   const weStarted = before.filter((s) => !s.healthy).length > 0;
 
@@ -148,7 +148,7 @@ export async function run(argv: string[]): Promise<number> {
     say(`worker ${i} started (pid ${w.pid}), log ${join(outDir, `worker-${i}.log`)}`);
   };
   const { client, close: closeTemporal } = await temporalClient();
-  const nc = await connect({ servers: env.natsUrl });
+  const nc = await connectNats({ name: 'dalle-demo' });
   try {
     for (let i = 0; i < spec.train.worldSize; i++) startWorker(i);
 

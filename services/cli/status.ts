@@ -1,7 +1,6 @@
 // `dalle status <run> [--json]`: the workflow's state, its live progress, and the last committed checkpoint.
-import { connect } from 'nats';
-import { serviceEnv } from '../../infra/services.ts';
-import { openStores, type CheckpointManifest } from '../../store/index.ts';
+import { connectNats } from '../../security/nats.ts';
+import { MissingBucketError, openStores, type CheckpointManifest } from '../../store/index.ts';
 import {
   progressQuery,
   type RunProgress,
@@ -29,9 +28,14 @@ export interface RunStatus {
 }
 
 async function lastCheckpoint(runId: string): Promise<RunStatus['checkpoint']> {
-  const nc = await connect({ servers: serviceEnv().natsUrl, timeout: 3000 });
+  const nc = await connectNats({ timeout: 3000, reconnect: false });
   try {
-    const { checkpoints } = await openStores({ nc });
+    const stores = await openStores({ nc }, { readOnly: true }).catch((e: Error) => {
+      if (e instanceof MissingBucketError) return undefined; // no run has stored anything yet
+      throw e;
+    });
+    if (!stores) return null;
+    const { checkpoints } = stores;
     for (const stage of ['transformer', 'dvae']) {
       const m = await checkpoints.latest(runId, stage);
       if (m) return { stage, step: m.step, parts: m.parts };

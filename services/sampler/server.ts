@@ -19,6 +19,8 @@ import {
   type ModelInfo,
   type Timings,
 } from '../../proto/gen/dalle/v1/sampler.ts';
+import { samplerServerCredentials, samplerTokenCheck } from '../../security/grpc.ts';
+import type { SamplerServerSecurity } from '../../security/settings.ts';
 import type { ModelStore } from '../../store/index.ts';
 import { GENERATE_ATTR } from '../../telemetry/grpc.ts';
 import type { ModelFacts, ModelLoader, RowSpec } from './engine.ts';
@@ -80,6 +82,8 @@ export interface SamplerServiceOptions {
   log?: (level: 'info' | 'error', msg: string, fields?: Record<string, unknown>) => void;
   /** grpc-js server interceptors (e.g. telemetry's `grpcServerTracing()`). */
   interceptors?: grpc.ServerInterceptor[];
+  /** TLS (optionally mutual) and a bearer token (the CLI passes DALLE_SAMPLER_*); default: plaintext, open. */
+  security?: SamplerServerSecurity;
 }
 
 export interface GenerateSummary {
@@ -143,7 +147,11 @@ export class SamplerService {
         }
       },
     });
-    this.grpcServer = new grpc.Server({ ...serverChannelOptions, interceptors: opts.interceptors ?? [] });
+    // The token check runs first: an unauthenticated call reaches no other interceptor and no handler.
+    this.grpcServer = new grpc.Server({
+      ...serverChannelOptions,
+      interceptors: [samplerTokenCheck(opts.security?.token), ...(opts.interceptors ?? [])],
+    });
     this.grpcServer.addService(SamplerServiceDefinition, {
       generate: (call: grpc.ServerWritableStream<GenerateRequest, GenerateEvent>) =>
         this.handleGenerate(call),
@@ -159,7 +167,7 @@ export class SamplerService {
   /** Binds `address` (host:port; port 0 picks one), starts watching the default model; returns the port. */
   async listen(address: string = process.env.DALLE_SAMPLER_ADDRESS || DEFAULT_ADDRESS): Promise<number> {
     const port = await new Promise<number>((resolve, reject) =>
-      this.grpcServer.bindAsync(address, grpc.ServerCredentials.createInsecure(), (err, p) =>
+      this.grpcServer.bindAsync(address, samplerServerCredentials(this.opts.security ?? {}), (err, p) =>
         err ? reject(err) : resolve(p),
       ),
     );
