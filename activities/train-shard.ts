@@ -130,6 +130,7 @@ export async function trainShard(deps: TrainShardDeps, input: TrainShardInput): 
   // collective operation reject, so a cancelled rank frees its worker slot promptly.
   // On a secured cluster the rank talks over its own connection, confined to this run's subjects.
   const link = await rankConnection(deps.nc, runId);
+  let rejected = 0;
   const joining = joinGroup({
     nc: link.nc,
     runId,
@@ -138,6 +139,13 @@ export async function trainShard(deps: TrainShardDeps, input: TrainShardInput): 
     worldSize,
     timeoutMs: spec.train.collectiveTimeout * 1000,
     joinTimeoutMs: spec.train.joinTimeout * 1000,
+    // Forged, stale or misaddressed messages are dropped by the group; say so (sparingly: a flood of
+    // them must not become a flood of log lines).
+    onRejected: (r) => {
+      rejected++;
+      if (rejected <= 5 || rejected % 1000 === 0)
+        deps.log(`rank ${rank}: rejected a collective message (${rejected} so far)`, { ...r });
+    },
   });
   let group: Group;
   try {
