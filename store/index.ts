@@ -3,7 +3,7 @@
 import type { NatsConnection } from 'nats';
 import { FolderStorageBackend, NatsStorageBackend, type StorageBackend } from './storage-backend.ts';
 import { CheckpointStore, type CheckpointStoreOptions } from './checkpoints.ts';
-import { ModelStore } from './models.ts';
+import { ModelStore, type ModelStoreOptions } from './models.ts';
 
 export * from './storage-backend.ts';
 export * from './checkpoints.ts';
@@ -23,7 +23,7 @@ export type StoreLocation = { nc: NatsConnection } | { dir: string };
 /** `readOnly` (sampler, CLI readers): bind to existing buckets only, never create one. */
 export async function openStores(
   at: StoreLocation,
-  opts: CheckpointStoreOptions & { readOnly?: boolean } = {},
+  opts: CheckpointStoreOptions & ModelStoreOptions & { readOnly?: boolean } = {},
 ): Promise<{ checkpoints: CheckpointStore; models: ModelStore }> {
   let ck: StorageBackend;
   let md: StorageBackend;
@@ -35,7 +35,7 @@ export async function openStores(
     ck = new FolderStorageBackend(`${at.dir}/checkpoints`);
     md = new FolderStorageBackend(`${at.dir}/models`);
   }
-  return { checkpoints: new CheckpointStore(ck, opts), models: new ModelStore(md) };
+  return { checkpoints: new CheckpointStore(ck, opts), models: new ModelStore(md, opts) };
 }
 export * from './bundle.ts';
 

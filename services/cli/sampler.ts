@@ -62,6 +62,7 @@ export async function run(argv: string[]): Promise<number> {
   let closeNats = async () => {};
   let models;
   let where: string;
+  let nats: import('nats').NatsConnection | undefined;
   if (values.store) {
     models = await openModelStore({ dir: values.store });
     where = `folder ${values.store}`;
@@ -94,6 +95,16 @@ export async function run(argv: string[]): Promise<number> {
     interceptors: [grpcServerTracing()],
   });
   const stopQueueGauge = observeQueueDepth(() => svc.scheduler.queued);
+  if (nats) {
+    // Health follows the store's connection; on its return the model watch catches up.
+    const conn = nats;
+    void (async () => {
+      for await (const s of conn.status()) {
+        if (s.type === 'disconnect') svc.setStoreConnected(false);
+        else if (s.type === 'reconnect') svc.setStoreConnected(true);
+      }
+    })();
+  }
   const port = await svc.listen(address);
   const how = [
     security.tls ? (security.tls.clientCa ? 'mutual TLS' : 'TLS') : 'plaintext',
