@@ -70,12 +70,18 @@ export async function run(argv: string[]): Promise<number> {
     const { connectNats, describeNatsAuth, redactUrl } = await import('../../security/nats.ts');
     const { natsSecurity } = await import('../../security/settings.ts');
     const sec = natsSecurity();
-    // Reconnects forever: NATS being away pauses model updates, it never ends the service.
+    // Reconnects forever (also before the first connection): NATS being away pauses model updates, it
+    // never ends the service.
     const nc = await connectNats(
-      { name: 'dalle-sampler', maxReconnectAttempts: -1, reconnectTimeWait: 1000 },
+      { name: 'dalle-sampler', maxReconnectAttempts: -1, reconnectTimeWait: 1000, waitOnFirstConnect: true },
       sec,
     );
-    closeNats = () => nc.drain();
+    nats = nc;
+    // Drain at most a few seconds: with the server away, a drain would wait for its return forever.
+    closeNats = async () => {
+      await Promise.race([nc.drain().catch(() => undefined), new Promise((r) => setTimeout(r, 3000))]);
+      if (!nc.isClosed()) await nc.close();
+    };
     models = await openModelStore({ nc }, { readOnly: true });
     where = `JetStream at ${redactUrl(sec.url)} (${describeNatsAuth(sec)})`;
   }
