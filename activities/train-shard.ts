@@ -1,20 +1,23 @@
 // Rank r of W for one segment: load the committed checkpoint, join the NATS group, run steps
-// (compute → PowerSGD all-reduce → apply), heartbeat every step, and store a checkpoint every
-// `checkpointEvery` steps: each rank its PowerSGD state, rank 0 the model state, then rank 0 commits
-// once every rank has stored its part (a barrier). Cancellation stops at a step boundary.
+// (compute → PowerSGD all-reduce → apply), and store a checkpoint every `checkpointEvery` steps: each rank
+// its PowerSGD state, rank 0 the model state, then rank 0 commits once every rank has stored its part (a
+// barrier). The heartbeat starts first (before checkpoint load, dataset open and group join) and keeps
+// flowing through long synchronous steps (heartbeat.ts). Rank 0 writes live progress to the run's KV record,
+// not into workflow history. Cancellation stops at a step boundary.
 import { Context } from '@temporalio/activity';
 import { ApplicationFailure } from '@temporalio/common';
 import type { Client } from '@temporalio/client';
 import type { NatsConnection } from 'nats';
-import { joinGroup, PowerSgd, type Group } from '../collective/index.ts';
+import { specHash } from '../config/index.ts';
+import { joinGroup, PeerLostError, PowerSgd, type Group } from '../collective/index.ts';
 import { initTfBackend, type Trainer } from '../model/index.ts';
 import { rankConnection } from '../security/run-credentials.ts';
-import type { CheckpointStore, PartRef } from '../store/index.ts';
+import { CheckpointStore, type PartRef } from '../store/index.ts';
 import { recordTrainStep } from '../telemetry/index.ts';
-import { stageBatches, type StageBatchSource } from './batches.ts';
+import { stageBatches } from './batches.ts';
+import { startHeartbeat, type Heartbeat } from './heartbeat.ts';
 import { createStageTrainer } from './stage-trainer.ts';
 import {
-  progressSignal,
   stageSteps,
   type ProgressReport,
   type TrainShardInput,
@@ -24,18 +27,20 @@ import {
 export interface TrainShardDeps {
   nc: NatsConnection;
   checkpoints: CheckpointStore;
-  /** Signals rank 0's progress to the run's workflow. */
+  /** Temporal client of the worker (not used for progress any more: that goes to the run's KV record). */
   client: Client;
   log: (msg: string, fields?: Record<string, unknown>) => void;
 }
 
-/** Progress signals land in the root workflow's history: every 2 s keeps a long run's history (and a
- *  replay after a worker dies) small. */
+/** How often rank 0 rewrites the run's progress record. */
 const PROGRESS_EVERY_MS = 2000;
 
 /** Fault injection for failure tests: `DALLE_TEST_SIGKILL_AT=<stage>:<step>` makes this worker process
  *  SIGKILL itself when one of its ranks reaches that step, mid-segment, exactly as a dying machine would. */
 const sigkillAt = process.env.DALLE_TEST_SIGKILL_AT;
+/** `DALLE_TEST_BLOCK_AT=<stage>:<step>:<seconds>`: the rank keeps its thread busy (no await) that long at
+ *  that step, as one huge synchronous step would. */
+const blockAt = process.env.DALLE_TEST_BLOCK_AT;
 
 /** The barrier of a checkpoint doubles as an all-gather of every rank's part reference: rank r writes its
  *  sha256 (as 16-bit words, exact in float32) and byte count into its slot, the others write zeros, and the
@@ -86,59 +91,59 @@ async function saveCheckpoint(
         stage,
         step,
         parts: [params, ...ranks],
-        meta: { worldSize, loss, groupId: input.groupId, backend },
+        meta: { worldSize, loss, groupId: input.groupId, backend, specHash: specHash(input.spec) },
       },
       input.spec.train.keepCheckpoints,
     );
 }
 
-export async function trainShard(deps: TrainShardDeps, input: TrainShardInput): Promise<TrainShardResult> {
-  const ctx = Context.current();
-  const { runId, stage, spec, rank, worldSize, fromStep, toStep } = input;
-  const total = stageSteps(spec, stage);
-  if (spec.train.batchSize % worldSize !== 0) {
-    throw ApplicationFailure.nonRetryable(
-      `train.batchSize ${spec.train.batchSize} is not divisible by worldSize ${worldSize}`,
-      'ConfigError',
+/** The checkpoint a segment starts from (model + optimizer, and this rank's PowerSGD state); the step. */
+async function loadRankState(
+  deps: TrainShardDeps,
+  input: TrainShardInput,
+  trainer: Trainer<unknown>,
+  psgd: PowerSgd,
+  backend: string,
+): Promise<number> {
+  const { runId, stage, rank, worldSize, fromStep } = input;
+  if (fromStep === 0) return 0;
+  const manifest = await deps.checkpoints.manifestAt(runId, stage, fromStep);
+  if (!manifest) throw new Error(`committed checkpoint ${runId}/${stage}/${fromStep} has no manifest`);
+  CheckpointStore.checkSpec(manifest, specHash(input.spec)); // the same run id under another spec: fatal
+  trainer.loadState(await deps.checkpoints.loadPart(manifest, 'params'));
+  // A rank that did not exist at save time (world size grew) starts with empty error buffers.
+  if (manifest.parts.some((p) => p.name === `rank${rank}`) && manifest.meta.worldSize === worldSize) {
+    psgd.loadState(await deps.checkpoints.loadPart(manifest, `rank${rank}`));
+  }
+  if (manifest.meta.backend !== undefined && manifest.meta.backend !== backend) {
+    deps.log(
+      `resuming a checkpoint written on the ${String(manifest.meta.backend)} backend on ${backend}: training continues correctly, but not bit-identically to a run that stayed on one backend`,
     );
   }
+  return fromStep;
+}
 
-  // 1. State: model + optimizer from the committed checkpoint (or the seed), this rank's PowerSGD state.
-  const backend = await initTfBackend();
-  const trainer = await createStageTrainer(stage, spec, worldSize);
-  const source: StageBatchSource = await stageBatches(stage, spec, deps.checkpoints, runId);
-  const psgd = new PowerSgd(trainer.paramSpecs(), spec.powersgd, { rank, worldSize, seed: spec.train.seed });
-  let checkpointStep = 0;
-  if (fromStep > 0) {
-    const manifest = await deps.checkpoints.manifestAt(runId, stage, fromStep);
-    if (!manifest) throw new Error(`committed checkpoint ${runId}/${stage}/${fromStep} has no manifest`);
-    trainer.loadState(await deps.checkpoints.loadPart(manifest, 'params'));
-    // A rank that did not exist at save time (world size grew) starts with empty error buffers.
-    if (manifest.parts.some((p) => p.name === `rank${rank}`) && manifest.meta.worldSize === worldSize) {
-      psgd.loadState(await deps.checkpoints.loadPart(manifest, `rank${rank}`));
-    }
-    checkpointStep = fromStep;
-    if (manifest.meta.backend !== undefined && manifest.meta.backend !== backend) {
-      deps.log(
-        `resuming a checkpoint written on the ${String(manifest.meta.backend)} backend on ${backend}: training continues correctly, but not bit-identically to a run that stayed on one backend`,
-      );
-    }
-  }
-
-  // 2. The group: a barrier that every rank of this segment launch passes, or PeerLostError. A
-  // cancellation ends any wait at once: joining is raced against it, and closing the group makes a pending
-  // collective operation reject, so a cancelled rank frees its worker slot promptly.
-  // On a secured cluster the rank talks over its own connection, confined to this run's subjects.
-  const link = await rankConnection(deps.nc, runId);
+/** The group of this segment launch. Waiting for peers is not a failure of the run: when the ranks that
+ *  never arrived are all that went wrong, the failure says so (type `PeersAbsent`) and the workflow waits
+ *  and relaunches without spending a restart. A cancellation ends the wait at once. */
+async function joinSegment(
+  deps: TrainShardDeps,
+  input: TrainShardInput,
+  nc: NatsConnection,
+  onWaiting: (missing: number[]) => void,
+): Promise<Group> {
+  const ctx = Context.current();
+  const { runId, rank, worldSize, spec } = input;
   let rejected = 0;
   const joining = joinGroup({
-    nc: link.nc,
+    nc,
     runId,
     groupId: input.groupId,
     rank,
     worldSize,
     timeoutMs: spec.train.collectiveTimeout * 1000,
     joinTimeoutMs: spec.train.joinTimeout * 1000,
+    onWaiting,
     // Forged, stale or misaddressed messages are dropped by the group; say so (sparingly: a flood of
     // them must not become a flood of log lines).
     onRejected: (r) => {
@@ -147,107 +152,197 @@ export async function trainShard(deps: TrainShardDeps, input: TrainShardInput): 
         deps.log(`rank ${rank}: rejected a collective message (${rejected} so far)`, { ...r });
     },
   });
-  let group: Group;
   try {
-    group = await Promise.race([joining, ctx.cancelled]);
+    return await Promise.race([joining, ctx.cancelled]);
   } catch (e) {
-    void joining
-      .then(
-        (g) => g.close(),
-        () => undefined,
-      )
-      .finally(() => link.close());
-    trainer.dispose();
+    void joining.then(
+      (g) => g.close(),
+      () => undefined,
+    );
+    if (e instanceof PeerLostError && e.op === 'join') {
+      throw ApplicationFailure.create({
+        message: `waiting for rank(s) ${e.ranks.join(', ')}: ${e.reason} (no worker free for them yet?)`,
+        type: 'PeersAbsent',
+        details: [{ ranks: e.ranks }],
+        cause: e,
+      });
+    }
     throw e;
   }
-  const onAbort = () => void group.close().catch(() => undefined);
-  ctx.cancellationSignal.addEventListener('abort', onAbort);
-  const progressHandle = rank === 0 ? deps.client.workflow.getHandle(input.progressWorkflowId) : undefined;
-  let lastProgress = 0;
+}
+
+export async function trainShard(deps: TrainShardDeps, input: TrainShardInput): Promise<TrainShardResult> {
+  const ctx = Context.current();
+  const { runId, stage, spec, rank, worldSize, fromStep } = input;
+  if (spec.train.batchSize % worldSize !== 0) {
+    throw ApplicationFailure.nonRetryable(
+      `train.batchSize ${spec.train.batchSize} is not divisible by worldSize ${worldSize}`,
+      'ConfigError',
+    );
+  }
+  // First thing: the heartbeat. Loading a checkpoint, opening a dataset and waiting for peers all take time.
+  const hb = startHeartbeat(
+    ctx,
+    {
+      intervalMs: Math.max(500, (spec.train.heartbeatTimeout * 1000) / 4),
+      stallMs: spec.train.stepTimeout * 1000,
+    },
+    { step: fromStep, checkpointStep: fromStep },
+  );
+  const progress = rank === 0 ? progressReporter(deps, input) : undefined;
+  let trainer: Trainer<unknown> | undefined;
+  let link: Awaited<ReturnType<typeof rankConnection>> | undefined;
+  let group: Group | undefined;
+  try {
+    // 1. State: model + optimizer from the committed checkpoint (or the seed), this rank's PowerSGD state.
+    const backend = await initTfBackend();
+    trainer = await createStageTrainer(stage, spec, worldSize);
+    const source = await stageBatches(stage, spec, deps.checkpoints, runId);
+    const psgd = new PowerSgd(trainer.paramSpecs(), spec.powersgd, {
+      rank,
+      worldSize,
+      seed: spec.train.seed,
+    });
+    const checkpointStep = await loadRankState(deps, input, trainer, psgd, backend);
+    // 2. The group (on a secured cluster over a connection confined to this run's subjects).
+    link = await rankConnection(deps.nc, runId);
+    group = await joinSegment(deps, input, link.nc, (missing) => progress?.waiting(missing));
+    const joined = group;
+    const onAbort = () => void joined.close().catch(() => undefined);
+    ctx.cancellationSignal.addEventListener('abort', onAbort);
+    try {
+      return await runSteps(deps, input, {
+        trainer,
+        psgd,
+        group,
+        source,
+        hb,
+        progress,
+        backend,
+        checkpointStep,
+      });
+    } finally {
+      ctx.cancellationSignal.removeEventListener('abort', onAbort);
+    }
+  } finally {
+    await hb.close();
+    await group?.close().catch(() => undefined);
+    await link?.close();
+    trainer?.dispose();
+  }
+}
+
+interface Running {
+  trainer: Trainer<unknown>;
+  psgd: PowerSgd;
+  group: Group;
+  source: Awaited<ReturnType<typeof stageBatches>>;
+  hb: Heartbeat;
+  progress: ReturnType<typeof progressReporter> | undefined;
+  backend: string;
+  checkpointStep: number;
+}
+
+/** 3. The steps of the segment: compute → compress + all-reduce → apply, checkpoints, progress. */
+async function runSteps(deps: TrainShardDeps, input: TrainShardInput, s: Running): Promise<TrainShardResult> {
+  const ctx = Context.current();
+  const { runId, stage, rank, worldSize, fromStep, toStep, spec } = input;
+  let { checkpointStep } = s;
+  let step = fromStep;
   let loss = NaN;
   let bytesRaw = 0;
   let bytesSent = 0;
   let skippedSteps = 0;
   const t0 = Date.now();
-  // Heartbeats also flow while a step blocks (a slow peer), so only a dead process times out.
-  let lastDetails = { step: fromStep, checkpointStep };
-  const beat = setInterval(
-    () => ctx.heartbeat(lastDetails),
-    Math.max(500, (spec.train.heartbeatTimeout * 1000) / 4),
-  );
-  try {
-    for (let step = fromStep; step < toStep; step++) {
-      if (ctx.cancellationSignal.aborted) break;
-      // 3. One step: compute → compress + all-reduce → apply.
-      if (sigkillAt === `${stage}:${step}`) process.kill(process.pid, 'SIGKILL');
-      const batch = await source.batch(step, rank, worldSize);
-      const g = trainer.computeGradients(batch, step, rank);
-      const r = await psgd.reduce(group, g.grads, step);
-      const globalLoss = (await group.allReduce(Float32Array.of(g.loss), step, 'loss'))[0]! / worldSize;
-      let metrics = g.metrics;
-      if (r.skipped) skippedSteps++;
-      else metrics = { ...metrics, ...trainer.applyGradients(r.grads, step, globalLoss) };
-      loss = globalLoss;
-      bytesRaw += r.stats.bytesRaw;
-      bytesSent += r.stats.bytesSent;
-
-      const done = step + 1;
-      if (done % spec.train.checkpointEvery === 0 || done === toStep) {
-        await saveCheckpoint(deps, input, done, trainer, psgd, group, loss, backend);
-        checkpointStep = done;
-      }
-      lastDetails = { step: done, checkpointStep };
-      ctx.heartbeat(lastDetails);
-      // Loss, steps/s, compression rate gauges (global figures: one rank reports them).
-      if (rank === 0)
-        recordTrainStep({
-          runId,
-          stage,
-          loss,
-          stepsPerSec: (done - fromStep) / ((Date.now() - t0) / 1000),
-          bytesRaw: r.stats.bytesRaw,
-          bytesSent: r.stats.bytesSent,
-        });
-
-      const now = Date.now();
-      if (progressHandle && (now - lastProgress >= PROGRESS_EVERY_MS || done === toStep)) {
-        lastProgress = now;
-        const report: ProgressReport = {
-          stage,
-          step: done,
-          totalSteps: total,
-          loss,
-          lr: metrics.lr ?? NaN,
-          tau: metrics.tau,
-          beta: metrics.beta,
-          stepsPerSec: (done - fromStep) / ((now - t0) / 1000),
-          worldSize,
-          bytesRaw,
-          bytesSent,
-          checkpointStep,
-        };
-        await progressHandle
-          .signal(progressSignal, report)
-          .catch((e: unknown) => deps.log('progress signal failed', { error: String(e) }));
-      }
+  for (; step < toStep; step++) {
+    if (ctx.cancellationSignal.aborted) break;
+    if (sigkillAt === `${stage}:${step}`) process.kill(process.pid, 'SIGKILL');
+    busyAt(stage, step);
+    const batch = await s.source.batch(step, rank, worldSize);
+    const g = s.trainer.computeGradients(batch, step, rank);
+    const r = await s.psgd.reduce(s.group, g.grads, step);
+    const globalLoss = (await s.group.allReduce(Float32Array.of(g.loss), step, 'loss'))[0]! / worldSize;
+    let metrics = g.metrics;
+    if (r.skipped) skippedSteps++;
+    else metrics = { ...metrics, ...s.trainer.applyGradients(r.grads, step, globalLoss) };
+    loss = globalLoss;
+    bytesRaw += r.stats.bytesRaw;
+    bytesSent += r.stats.bytesSent;
+    const done = step + 1;
+    if (done % spec.train.checkpointEvery === 0 || done === toStep) {
+      await saveCheckpoint(deps, input, done, s.trainer, s.psgd, s.group, loss, s.backend);
+      checkpointStep = done;
     }
-  } finally {
-    ctx.cancellationSignal.removeEventListener('abort', onAbort);
-    clearInterval(beat);
-    await group.close().catch(() => undefined);
-    await link.close();
-    trainer.dispose();
+    s.hb.beat({ step: done, checkpointStep });
+    const stepsPerSec = (done - fromStep) / ((Date.now() - t0) / 1000);
+    // Loss, steps/s, compression rate gauges (global figures: one rank reports them).
+    if (rank === 0)
+      recordTrainStep({
+        runId,
+        stage,
+        loss,
+        stepsPerSec,
+        bytesRaw: r.stats.bytesRaw,
+        bytesSent: r.stats.bytesSent,
+      });
+    await s.progress?.step(
+      {
+        step: done,
+        loss,
+        lr: metrics.lr ?? NaN,
+        tau: metrics.tau,
+        beta: metrics.beta,
+        stepsPerSec,
+        bytesRaw,
+        bytesSent,
+        checkpointStep,
+      },
+      done === toStep,
+    );
   }
   if (ctx.cancellationSignal.aborted) throw ctx.cancellationSignal.reason ?? new Error('cancelled');
-  const steps = Math.max(1, lastDetails.step - fromStep);
   return {
     rank,
-    step: lastDetails.step,
+    step,
     loss,
     checkpointStep,
-    stepsPerSec: steps / ((Date.now() - t0) / 1000),
+    stepsPerSec: Math.max(1, step - fromStep) / ((Date.now() - t0) / 1000),
     bytesRaw,
     bytesSent,
     skippedSteps,
+  };
+}
+
+/** Fault injection (DALLE_TEST_BLOCK_AT): a synchronous stretch with no await, like one enormous step. */
+function busyAt(stage: string, step: number): void {
+  const [st, at, seconds] = blockAt?.split(':') ?? [];
+  if (st !== stage || Number(at) !== step) return;
+  const until = Date.now() + Number(seconds) * 1000;
+  while (Date.now() < until) {
+    // busy: the event loop, and so every in-thread timer, is stopped
+  }
+}
+
+/** Rank 0's progress: the run's KV record (`<run>.progress`), rewritten every few seconds and at the end
+ *  of the segment; while the group waits for peers it says for which ranks. Never fails a step. */
+function progressReporter(deps: TrainShardDeps, input: TrainShardInput) {
+  const { runId, stage, worldSize, spec } = input;
+  const total = stageSteps(spec, stage);
+  let last = 0;
+  const put = (r: Record<string, unknown>) =>
+    deps.checkpoints
+      .putProgress(runId, { stage, totalSteps: total, worldSize, fromStep: input.fromStep, ...r })
+      .catch((e: unknown) => deps.log('progress record not written', { error: String(e) }));
+  return {
+    waiting(missing: number[]): void {
+      if (Date.now() - last < PROGRESS_EVERY_MS) return;
+      last = Date.now();
+      void put({ step: input.fromStep, checkpointStep: input.fromStep, waitingFor: missing });
+    },
+    async step(r: Omit<ProgressReport, 'stage' | 'totalSteps' | 'worldSize'>, final: boolean): Promise<void> {
+      if (!final && Date.now() - last < PROGRESS_EVERY_MS) return;
+      last = Date.now();
+      await put({ ...r });
+    },
   };
 }

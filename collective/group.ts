@@ -55,6 +55,8 @@ export interface JoinOptions {
   windowBytes?: number;
   /** Ask a silent peer to resend after this long (default timeoutMs / 10, clamped to 50..1000 ms). */
   retryMs?: number;
+  /** Called about once a second while join waits, with the ranks that have not arrived yet. */
+  onWaiting?: (missing: number[]) => void;
   /** Fault injection for tests: return true to drop an outgoing chunk (it is never published). */
   dropChunk?: (c: DroppedChunk) => boolean;
   /** Told about every incoming message that was not believed (forged, stale, misaddressed); such a
@@ -200,6 +202,7 @@ class NatsGroup implements Group, OpHost {
   /** Step of the last operation started (-1: none), to judge early chunks. */
   private lastStep = -1;
   private readonly onRejected?: (r: Rejection) => void;
+  private readonly onWaiting?: (missing: number[]) => void;
   /** The last completed operation's all-gather payloads, kept until the next one completes (by then
    *  every peer has finished it, so nobody can ask for them any more). */
   private retained?: { spec: OpSpec; agPayload: (Uint8Array | undefined)[] };
@@ -272,6 +275,7 @@ class NatsGroup implements Group, OpHost {
       throw new CollectiveArgumentError('windowBytes', o.windowBytes, 'must be positive');
     this.dropChunk = o.dropChunk;
     this.onRejected = o.onRejected;
+    this.onWaiting = o.onWaiting;
     // A peer one operation ahead has at most a window of reduce-scatter chunks in flight to us (plus
     // resends of the same chunks, which are deduplicated): twice that is a flood, not a fast peer.
     this.early = new EarlyChunks(
@@ -320,17 +324,17 @@ class NatsGroup implements Group, OpHost {
     sub(s.pattern(Op.join, '*'), (m) => this.onHello(m));
     sub(s.pattern(Op.bye, '*'), (m) => this.onBye(m));
     sub(s.pattern(Op.abort, '*'), (m) => this.onAbort(m));
-    // the server has our subscriptions before anyone can hear of us (bounded: a server that is down
-    // and reconnecting never answers the flush)
+    // the server has our subscriptions before anyone can hear of us (bounded by the operation timeout: a
+    // server that is down and reconnecting never answers the flush, and waiting for peers is not that)
     try {
-      await within(this.nc.flush(), this.joinTimeoutMs, 'flush');
+      await within(this.nc.flush(), this.timeoutMs, 'flush');
     } catch (e) {
       await this.shutdown(e as Error);
       throw new PeerLostError(
         this.missingPeers(),
         null,
         'join',
-        `no answer from the NATS server within ${this.joinTimeoutMs} ms`,
+        `no answer from the NATS server within ${this.timeoutMs} ms`,
         this.rank,
       );
     }
@@ -341,8 +345,13 @@ class NatsGroup implements Group, OpHost {
     if (this.peers.size === this.worldSize - 1) this.joinWaiter?.resolve(); // all heard while subscribing
     this.sayHello();
     let lastHello = performance.now();
+    let lastWaiting = t0;
     this.timer = setInterval(() => {
       const now = performance.now();
+      if (this.onWaiting && now - lastWaiting >= 1000) {
+        lastWaiting = now;
+        this.guard(() => this.onWaiting!(this.missingPeers()));
+      }
       if (now - t0 >= this.joinTimeoutMs) {
         const missing = this.missingPeers();
         this.joinWaiter?.reject(

@@ -194,6 +194,9 @@ export const TrainConfig = z.strictObject({
   keepCheckpoints: upTo(1000).default(3),
   /** Segment restarts allowed per stage before the run fails. */
   maxRestarts: nonNegInt.max(1_000_000).default(20),
+  /** Seconds one step may keep a rank's process busy without a break (a large model on CPU): its heartbeat
+   *  keeps flowing from a helper thread for that long; a process silent for longer counts as hung. */
+  stepTimeout: z.number().positive().max(SECONDS_MAX).default(1800),
 });
 export type TrainConfig = z.infer<typeof TrainConfig>;
 

@@ -76,6 +76,9 @@ export interface RunProgress {
   lastResume: { stage: StageName; fromStep: number; restarts: number } | null;
   /** Latest events worth a human's attention (restarts, checkpoint fallbacks), newest last. */
   events: string[];
+  /** Ranks the current segment is waiting for (no worker has started them yet), when it waits. Filled in by
+   *  clients from rank 0's progress record, like step and loss (never sent into workflow history). */
+  waitingFor?: number[];
 }
 
 /** A stage's notable events, from trainStage to the root. */

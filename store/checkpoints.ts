@@ -62,6 +62,24 @@ export class NoVerifiedCheckpointError extends Error {
   }
 }
 
+/** A run id's checkpoints were written under another spec: resuming them would train a different model
+ *  (or fail deep in a weight loader). Fatal: the run id must change, or the spec go back. */
+export class SpecMismatchError extends Error {
+  override name = 'SpecMismatchError';
+  readonly fatal = true;
+  readonly userError = true;
+  constructor(
+    readonly runId: string,
+    readonly recorded: string,
+    readonly given: string,
+  ) {
+    super(
+      `run ${runId} already has checkpoints of another spec (spec sha256 ${recorded.slice(0, 12)}…, this one ` +
+        `${given.slice(0, 12)}…): start it under a new --run-id, or resume it with the spec it was started with`,
+    );
+  }
+}
+
 export interface CheckpointStoreOptions {
   /** Committed checkpoints kept per stage (older ones are deleted after each commit). */
   keep?: number;
@@ -92,6 +110,36 @@ export class CheckpointStore {
 
   private pointerKey(runId: string, stage: string): string {
     return `${runId}.${stage}.committed`;
+  }
+
+  /** Throws SpecMismatchError when `m` was committed under a spec whose hash is not `hash` (manifests
+   *  written before hashes were recorded carry none and pass). */
+  static checkSpec(m: CheckpointManifest, hash: string): void {
+    const recorded = m.meta.specHash;
+    if (typeof recorded === 'string' && recorded !== hash)
+      throw new SpecMismatchError(m.runId, recorded, hash);
+  }
+
+  /** The spec hash the run's newest committed checkpoint (of any stage) records, if any. */
+  async recordedSpecHash(runId: string): Promise<string | undefined> {
+    for (const stage of ['transformer', 'dvae']) {
+      const m = await this.latest(runId, stage).catch(() => undefined);
+      if (typeof m?.meta.specHash === 'string') return m.meta.specHash;
+    }
+    return undefined;
+  }
+
+  /** Rank 0's live progress of a run (overwritten every few seconds: it keeps workflow histories small). */
+  async putProgress(runId: string, report: Record<string, unknown>): Promise<void> {
+    CheckpointStore.checkIds(runId, 'progress');
+    await this.backend.kvPut(`${runId}.progress`, { ...report, at: new Date().toISOString() });
+  }
+
+  /** The last progress report of a run, or undefined (none yet, or an unreadable record). */
+  async progress(runId: string): Promise<Record<string, unknown> | undefined> {
+    CheckpointStore.checkIds(runId, 'progress');
+    const v = await this.backend.kvGet(`${runId}.progress`).catch(() => undefined);
+    return v && typeof v === 'object' ? (v as Record<string, unknown>) : undefined;
   }
 
   /** Phase 1: store one part (any rank may call this). */

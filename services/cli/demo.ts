@@ -11,7 +11,7 @@ import { HELD_OUT_COMPOSITIONS, TRAIN_COMPOSITIONS } from '../../data/shapes.ts'
 import { check, down, serviceEnv, up } from '../../infra/services.ts';
 import { connectNats, redactUrl } from '../../security/nats.ts';
 import { openStores } from '../../store/index.ts';
-import { progressQuery, TASK_QUEUE, WORKFLOW_TYPE, type TrainDalleWorkflow } from '../../contract/index.ts';
+import { TASK_QUEUE, WORKFLOW_TYPE, type TrainDalleWorkflow } from '../../contract/index.ts';
 import { createSamplerClient, generate } from '../sampler/index.ts';
 import { command, parseCommand, readers } from './args.ts';
 import { commands } from './commands.ts';
@@ -25,6 +25,7 @@ import {
 } from '../../eval/index.ts';
 import { temporalClient } from './temporal.ts';
 import { progressLine } from './train.ts';
+import { runProgress } from './run-progress.ts';
 import { lossCurvesSvg, labelledGridPng, type LossPoint } from './demo-render.ts';
 
 const CLI = fileURLToPath(new URL('../../bin/dalle.js', import.meta.url));
@@ -149,6 +150,7 @@ export async function run(argv: string[]): Promise<number> {
   };
   const { client, close: closeTemporal } = await temporalClient();
   const nc = await connectNats({ name: 'dalle-demo' });
+  const { checkpoints, models } = await openStores({ nc });
   try {
     for (let i = 0; i < spec.train.worldSize; i++) startWorker(i);
 
@@ -181,7 +183,7 @@ export async function run(argv: string[]): Promise<number> {
     let lastStage = '';
     while (!done) {
       await sleep(1000);
-      const p = await handle.query(progressQuery).catch(() => undefined);
+      const p = await runProgress(client, checkpoints, runId);
       if (!p) continue;
       if (p.stage !== lastStage) {
         if (lastStage) stageEnd[lastStage] = Date.now();
@@ -273,7 +275,6 @@ export async function run(argv: string[]): Promise<number> {
     say(
       `evaluating ${evalN} prompts per group over gRPC (seen, held-out, random-token baseline) and dVAE reconstructions`,
     );
-    const { models } = await openStores({ nc });
     const { bundle } = await models.load(result.model.name, result.model.version);
     const dvae = await bundleDvae(bundle);
     const gen = await grpcGenerator(address, { concurrency: 4 });

@@ -1,14 +1,9 @@
 // `dalle status <run> [--json]`: the workflow's state, its live progress, and the last committed checkpoint.
-import { connectNats } from '../../security/nats.ts';
-import { MissingBucketError, openStores, type CheckpointManifest } from '../../store/index.ts';
-import {
-  progressQuery,
-  type RunProgress,
-  type TrainDalleResult,
-  type TrainDalleWorkflow,
-} from '../../contract/index.ts';
+import type { CheckpointManifest, CheckpointStore } from '../../store/index.ts';
+import type { RunProgress, TrainDalleResult, TrainDalleWorkflow } from '../../contract/index.ts';
 import { command, parseCommand, usageError, UsageError } from './args.ts';
 import { commands } from './commands.ts';
+import { openRunRecords, runProgress } from './run-progress.ts';
 import { temporalClient } from './temporal.ts';
 import { progressLine } from './train.ts';
 
@@ -27,27 +22,20 @@ export interface RunStatus {
   failure: string | null;
 }
 
-async function lastCheckpoint(runId: string): Promise<RunStatus['checkpoint']> {
-  const nc = await connectNats({ timeout: 3000, reconnect: false });
-  try {
-    const stores = await openStores({ nc }, { readOnly: true }).catch((e: Error) => {
-      if (e instanceof MissingBucketError) return undefined; // no run has stored anything yet
-      throw e;
-    });
-    if (!stores) return null;
-    const { checkpoints } = stores;
-    for (const stage of ['transformer', 'dvae']) {
-      const m = await checkpoints.latest(runId, stage);
-      if (m) return { stage, step: m.step, parts: m.parts };
-    }
-    return null;
-  } finally {
-    await nc.close();
+async function lastCheckpoint(
+  checkpoints: CheckpointStore | undefined,
+  runId: string,
+): Promise<RunStatus['checkpoint']> {
+  for (const stage of ['transformer', 'dvae']) {
+    const m = await checkpoints?.latest(runId, stage).catch(() => undefined);
+    if (m) return { stage, step: m.step, parts: m.parts };
   }
+  return null;
 }
 
 export async function runStatus(runId: string): Promise<RunStatus> {
   const { client, close } = await temporalClient();
+  const records = await openRunRecords();
   try {
     const handle = client.workflow.getHandle<TrainDalleWorkflow>(runId);
     const desc = await handle.describe().catch((e: Error) => {
@@ -56,7 +44,7 @@ export async function runStatus(runId: string): Promise<RunStatus> {
     const t = desc.status.name;
     const status: RunStatus['status'] =
       t === 'RUNNING' ? 'running' : t === 'COMPLETED' ? 'completed' : 'failed';
-    const progress = await handle.query(progressQuery).catch(() => null);
+    const progress = (await runProgress(client, records.checkpoints, runId)) ?? null;
     let result: TrainDalleResult | null = null;
     let failure: string | null = null;
     if (status === 'completed') result = await handle.result();
@@ -74,13 +62,14 @@ export async function runStatus(runId: string): Promise<RunStatus> {
       totalSteps: progress?.totalSteps ?? 0,
       loss: result ? result.transformer.loss : (progress?.loss ?? null),
       restarts: result ? result.restarts : (progress?.restarts ?? 0),
-      checkpoint: await lastCheckpoint(runId),
+      checkpoint: await lastCheckpoint(records.checkpoints, runId),
       progress,
       model: result?.model ?? null,
       failure,
     };
   } finally {
     await close();
+    await records.close();
   }
 }
 
