@@ -189,7 +189,8 @@ export async function trainShard(deps: TrainShardDeps, input: TrainShardInput): 
     },
     { step: fromStep, checkpointStep: fromStep },
   );
-  const progress = rank === 0 ? progressReporter(deps, input) : undefined;
+  // Rank 0 reports steps; any rank that waits for peers says so (rank 0 may be the one nobody runs yet).
+  const progress = progressReporter(deps, input);
   let trainer: Trainer<unknown> | undefined;
   let link: Awaited<ReturnType<typeof rankConnection>> | undefined;
   let group: Group | undefined;
@@ -206,7 +207,7 @@ export async function trainShard(deps: TrainShardDeps, input: TrainShardInput): 
     const checkpointStep = await loadRankState(deps, input, trainer, psgd, backend);
     // 2. The group (on a secured cluster over a connection confined to this run's subjects).
     link = await rankConnection(deps.nc, runId);
-    group = await joinSegment(deps, input, link.nc, (missing) => progress?.waiting(missing));
+    group = await joinSegment(deps, input, link.nc, (missing) => progress.waiting(missing));
     const joined = group;
     const onAbort = () => void joined.close().catch(() => undefined);
     ctx.cancellationSignal.addEventListener('abort', onAbort);
@@ -238,7 +239,7 @@ interface Running {
   group: Group;
   source: Awaited<ReturnType<typeof stageBatches>>;
   hb: Heartbeat;
-  progress: ReturnType<typeof progressReporter> | undefined;
+  progress: ReturnType<typeof progressReporter>;
   backend: string;
   checkpointStep: number;
 }
@@ -285,20 +286,21 @@ async function runSteps(deps: TrainShardDeps, input: TrainShardInput, s: Running
         bytesRaw: r.stats.bytesRaw,
         bytesSent: r.stats.bytesSent,
       });
-    await s.progress?.step(
-      {
-        step: done,
-        loss,
-        lr: metrics.lr ?? NaN,
-        tau: metrics.tau,
-        beta: metrics.beta,
-        stepsPerSec,
-        bytesRaw,
-        bytesSent,
-        checkpointStep,
-      },
-      done === toStep,
-    );
+    if (rank === 0)
+      await s.progress.step(
+        {
+          step: done,
+          loss,
+          lr: metrics.lr ?? NaN,
+          tau: metrics.tau,
+          beta: metrics.beta,
+          stepsPerSec,
+          bytesRaw,
+          bytesSent,
+          checkpointStep,
+        },
+        done === toStep,
+      );
   }
   if (ctx.cancellationSignal.aborted) throw ctx.cancellationSignal.reason ?? new Error('cancelled');
   return {

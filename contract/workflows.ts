@@ -13,6 +13,20 @@ export const WORKFLOW_TYPE = { trainDalle: 'trainDalle', trainStage: 'trainStage
 export interface TrainDalleInput {
   runId: string;
   spec: RunSpec;
+  /** Set by trainDalle itself when it continues as new between phases: what is done, and the progress
+   *  state to go on with. Absent for a new run. */
+  carry?: TrainDalleCarry;
+}
+
+/** A run's state across continue-as-new of trainDalle (only at phase boundaries). */
+export interface TrainDalleCarry {
+  /** The next phase to run. */
+  next: 'encode' | 'transformer' | 'publish';
+  dvae: TrainStageResult;
+  transformer?: TrainStageResult;
+  progress: RunProgress;
+  /** Restarts per stage so far. */
+  restartsBy: Record<string, number>;
 }
 
 export interface TrainDalleResult {
