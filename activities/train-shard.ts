@@ -15,6 +15,7 @@ import { rankConnection } from '../security/run-credentials.ts';
 import { CheckpointStore, type PartRef } from '../store/index.ts';
 import { recordTrainStep } from '../telemetry/index.ts';
 import { stageBatches } from './batches.ts';
+import { asNonRetryable } from './errors.ts';
 import { startHeartbeat, type Heartbeat } from './heartbeat.ts';
 import { createStageTrainer } from './stage-trainer.ts';
 import {
@@ -130,9 +131,9 @@ async function joinSegment(
   deps: TrainShardDeps,
   input: TrainShardInput,
   nc: NatsConnection,
+  cancelled: AbortSignal,
   onWaiting: (missing: number[]) => void,
 ): Promise<Group> {
-  const ctx = Context.current();
   const { runId, rank, worldSize, spec } = input;
   let rejected = 0;
   const joining = joinGroup({
@@ -153,7 +154,11 @@ async function joinSegment(
     },
   });
   try {
-    return await Promise.race([joining, ctx.cancelled]);
+    const onCancel = new Promise<never>((_, reject) => {
+      if (cancelled.aborted) reject(cancelled.reason);
+      cancelled.addEventListener('abort', () => reject(cancelled.reason));
+    });
+    return await Promise.race([joining, onCancel]);
   } catch (e) {
     void joining.then(
       (g) => g.close(),
@@ -173,7 +178,7 @@ async function joinSegment(
 
 export async function trainShard(deps: TrainShardDeps, input: TrainShardInput): Promise<TrainShardResult> {
   const ctx = Context.current();
-  const { runId, stage, spec, rank, worldSize, fromStep } = input;
+  const { spec, rank, worldSize, fromStep } = input;
   if (spec.train.batchSize % worldSize !== 0) {
     throw ApplicationFailure.nonRetryable(
       `train.batchSize ${spec.train.batchSize} is not divisible by worldSize ${worldSize}`,
@@ -186,9 +191,31 @@ export async function trainShard(deps: TrainShardDeps, input: TrainShardInput): 
     {
       intervalMs: Math.max(500, (spec.train.heartbeatTimeout * 1000) / 4),
       stallMs: spec.train.stepTimeout * 1000,
+      log: (m) => deps.log(`rank ${rank}: ${m}`),
     },
     { step: fromStep, checkpointStep: fromStep },
   );
+  try {
+    const result = await runShard(deps, input, hb);
+    await hb.settle({ result });
+    return result;
+  } catch (e) {
+    await hb
+      .settle({ error: asNonRetryable(e) })
+      .catch((err: unknown) => deps.log(`rank ${rank}: outcome not reported`, { error: String(err) }));
+    throw e;
+  } finally {
+    await hb.close();
+  }
+}
+
+/** 1–3 of a rank's segment, under its heartbeat. */
+async function runShard(
+  deps: TrainShardDeps,
+  input: TrainShardInput,
+  hb: Heartbeat,
+): Promise<TrainShardResult> {
+  const { runId, stage, spec, rank, worldSize } = input;
   // Rank 0 reports steps; any rank that waits for peers says so (rank 0 may be the one nobody runs yet).
   const progress = progressReporter(deps, input);
   let trainer: Trainer<unknown> | undefined;
@@ -207,10 +234,11 @@ export async function trainShard(deps: TrainShardDeps, input: TrainShardInput): 
     const checkpointStep = await loadRankState(deps, input, trainer, psgd, backend);
     // 2. The group (on a secured cluster over a connection confined to this run's subjects).
     link = await rankConnection(deps.nc, runId);
-    group = await joinSegment(deps, input, link.nc, (missing) => progress.waiting(missing));
+    group = await joinSegment(deps, input, link.nc, hb.signal, (missing) => progress.waiting(missing));
     const joined = group;
+    // A cancelled rank stops waiting at once: closing the group rejects a pending collective operation.
     const onAbort = () => void joined.close().catch(() => undefined);
-    ctx.cancellationSignal.addEventListener('abort', onAbort);
+    hb.signal.addEventListener('abort', onAbort);
     try {
       return await runSteps(deps, input, {
         trainer,
@@ -223,10 +251,9 @@ export async function trainShard(deps: TrainShardDeps, input: TrainShardInput): 
         checkpointStep,
       });
     } finally {
-      ctx.cancellationSignal.removeEventListener('abort', onAbort);
+      hb.signal.removeEventListener('abort', onAbort);
     }
   } finally {
-    await hb.close();
     await group?.close().catch(() => undefined);
     await link?.close();
     trainer?.dispose();
@@ -246,7 +273,7 @@ interface Running {
 
 /** 3. The steps of the segment: compute → compress + all-reduce → apply, checkpoints, progress. */
 async function runSteps(deps: TrainShardDeps, input: TrainShardInput, s: Running): Promise<TrainShardResult> {
-  const ctx = Context.current();
+  const cancelled = s.hb.signal;
   const { runId, stage, rank, worldSize, fromStep, toStep, spec } = input;
   let { checkpointStep } = s;
   let step = fromStep;
@@ -256,7 +283,7 @@ async function runSteps(deps: TrainShardDeps, input: TrainShardInput, s: Running
   let skippedSteps = 0;
   const t0 = Date.now();
   for (; step < toStep; step++) {
-    if (ctx.cancellationSignal.aborted) break;
+    if (cancelled.aborted) break;
     if (sigkillAt === `${stage}:${step}`) process.kill(process.pid, 'SIGKILL');
     busyAt(stage, step);
     const batch = await s.source.batch(step, rank, worldSize);
@@ -302,7 +329,7 @@ async function runSteps(deps: TrainShardDeps, input: TrainShardInput, s: Running
         done === toStep,
       );
   }
-  if (ctx.cancellationSignal.aborted) throw ctx.cancellationSignal.reason ?? new Error('cancelled');
+  if (cancelled.aborted) throw cancelled.reason ?? new Error('cancelled');
   return {
     rank,
     step,
