@@ -13,6 +13,8 @@ export function stageSteps(spec: RunSpec, stage: StageName): number {
 export interface ResolveCheckpointInput {
   runId: string;
   stage: StageName;
+  /** The run's spec: a checkpoint committed under another is refused (absent in older histories). */
+  spec?: RunSpec;
 }
 
 /** The newest committed checkpoint whose parts all verify (step 0 = fresh start). */

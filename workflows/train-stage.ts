@@ -86,7 +86,7 @@ export async function trainStage(input: TrainStageInput): Promise<TrainStageResu
 
   for (;;) {
     if (paused) await condition(() => !paused);
-    const ck = await utilityActivities.resolveCheckpoint({ runId, stage });
+    const ck = await utilityActivities.resolveCheckpoint({ runId, stage, spec });
     for (const f of ck.fallbacks) await tell({ message: `checkpoint fallback: ${f}` });
     if (ck.step >= total) {
       return { stage, step: ck.step, loss: last?.loss ?? NaN, restarts, bytesRaw, bytesSent };
