@@ -12,9 +12,10 @@ import { specHash } from '../config/index.ts';
 import { joinGroup, PeerLostError, PowerSgd, type Group } from '../collective/index.ts';
 import { initTfBackend, type Trainer } from '../model/index.ts';
 import { rankConnection } from '../security/run-credentials.ts';
-import { CheckpointStore, type PartRef } from '../store/index.ts';
+import { CheckpointStore, CURVES_PART, RunCurves, SAMPLES_PART, type PartRef } from '../store/index.ts';
 import { recordTrainStep } from '../telemetry/index.ts';
 import { stageBatches } from './batches.ts';
+import { renderCheckpointSamples } from './checkpoint-samples.ts';
 import { asNonRetryable } from './errors.ts';
 import { startHeartbeat, type Heartbeat } from './heartbeat.ts';
 import { createStageTrainer } from './stage-trainer.ts';
@@ -66,6 +67,31 @@ async function gatherPartRefs(
   }));
 }
 
+/** Rank 0's curves and sample grid of a checkpoint: parts and manifest facts. The grid's drawing time goes
+ *  into the curves (`sampleSeconds` at the checkpoint's step). A grid that fails to draw is logged and left
+ *  out; it never costs the checkpoint. */
+async function rank0Extras(
+  deps: TrainShardDeps,
+  input: TrainShardInput,
+  step: number,
+  trainer: Trainer<unknown>,
+  curves: RunCurves,
+): Promise<{ parts: PartRef[]; meta: Record<string, unknown> }> {
+  const { runId, stage, spec } = input;
+  const grid = await renderCheckpointSamples({
+    runId,
+    stage,
+    spec,
+    trainer,
+    checkpoints: deps.checkpoints,
+  }).catch((e: unknown) => void deps.log(`no sample grid for ${runId}/${stage}/${step}: ${String(e)}`));
+  if (grid) curves.annotate(step, 'sampleSeconds', grid.meta.ms / 1000);
+  const parts = [await deps.checkpoints.putPart(runId, stage, step, CURVES_PART, curves.encode())];
+  if (!grid) return { parts, meta: {} };
+  parts.push(await deps.checkpoints.putPart(runId, stage, step, SAMPLES_PART, grid.png));
+  return { parts, meta: { samples: grid.meta } };
+}
+
 /** Stores this step's checkpoint; rank 0 commits once every rank's part is stored (the gather above is
  *  the barrier: no rank's reference exists before its part does). */
 async function saveCheckpoint(
@@ -77,6 +103,7 @@ async function saveCheckpoint(
   group: Group,
   loss: number,
   backend: string,
+  curves: RunCurves | undefined,
 ): Promise<void> {
   const { runId, stage, rank, worldSize } = input;
   const mine = await deps.checkpoints.putPart(runId, stage, step, `rank${rank}`, psgd.saveState());
@@ -84,6 +111,7 @@ async function saveCheckpoint(
     rank === 0
       ? await deps.checkpoints.putPart(runId, stage, step, 'params', trainer.saveState())
       : undefined;
+  const extras = curves ? await rank0Extras(deps, input, step, trainer, curves) : undefined;
   const ranks = await gatherPartRefs(group, step, rank, worldSize, mine);
   if (params)
     await deps.checkpoints.commit(
@@ -91,27 +119,45 @@ async function saveCheckpoint(
         runId,
         stage,
         step,
-        parts: [params, ...ranks],
-        meta: { worldSize, loss, groupId: input.groupId, backend, specHash: specHash(input.spec) },
+        parts: [params, ...ranks, ...(extras?.parts ?? [])],
+        meta: {
+          worldSize,
+          loss,
+          groupId: input.groupId,
+          backend,
+          specHash: specHash(input.spec),
+          ...extras?.meta,
+        },
       },
       input.spec.train.keepCheckpoints,
     );
 }
 
-/** The checkpoint a segment starts from (model + optimizer, and this rank's PowerSGD state); the step. */
+/** The checkpoint a segment starts from (model + optimizer, and this rank's PowerSGD state), its step, and
+ *  on rank 0 the stage's curves so far (a resumed segment continues those of its checkpoint). */
 async function loadRankState(
   deps: TrainShardDeps,
   input: TrainShardInput,
   trainer: Trainer<unknown>,
   psgd: PowerSgd,
   backend: string,
-): Promise<number> {
+): Promise<{ checkpointStep: number; curves: RunCurves | undefined }> {
   const { runId, stage, rank, worldSize, fromStep } = input;
-  if (fromStep === 0) return 0;
+  const fresh = rank === 0 ? new RunCurves() : undefined;
+  if (fromStep === 0) return { checkpointStep: 0, curves: fresh };
   const manifest = await deps.checkpoints.manifestAt(runId, stage, fromStep);
   if (!manifest) throw new Error(`committed checkpoint ${runId}/${stage}/${fromStep} has no manifest`);
   CheckpointStore.checkSpec(manifest, specHash(input.spec)); // the same run id under another spec: fatal
   trainer.loadState(await deps.checkpoints.loadPart(manifest, 'params'));
+  let curves = fresh;
+  if (curves && manifest.parts.some((p) => p.name === CURVES_PART))
+    curves = await deps.checkpoints
+      .loadPart(manifest, CURVES_PART)
+      .then((b) => RunCurves.decode(b, fromStep))
+      .catch((e: unknown) => {
+        deps.log(`curves of ${runId}/${stage}/${fromStep} unreadable, starting them afresh: ${String(e)}`);
+        return new RunCurves();
+      });
   // A rank that did not exist at save time (world size grew) starts with empty error buffers.
   if (manifest.parts.some((p) => p.name === `rank${rank}`) && manifest.meta.worldSize === worldSize) {
     psgd.loadState(await deps.checkpoints.loadPart(manifest, `rank${rank}`));
@@ -121,7 +167,7 @@ async function loadRankState(
       `resuming a checkpoint written on the ${String(manifest.meta.backend)} backend on ${backend}: training continues correctly, but not bit-identically to a run that stayed on one backend`,
     );
   }
-  return fromStep;
+  return { checkpointStep: fromStep, curves };
 }
 
 /** The group of this segment launch. Waiting for peers is not a failure of the run: when the ranks that
@@ -231,7 +277,7 @@ async function runShard(
       worldSize,
       seed: spec.train.seed,
     });
-    const checkpointStep = await loadRankState(deps, input, trainer, psgd, backend);
+    const { checkpointStep, curves } = await loadRankState(deps, input, trainer, psgd, backend);
     // 2. The group (on a secured cluster over a connection confined to this run's subjects).
     link = await rankConnection(deps.nc, runId);
     group = await joinSegment(deps, input, link.nc, hb.signal, (missing) => progress.waiting(missing));
@@ -249,6 +295,7 @@ async function runShard(
         progress,
         backend,
         checkpointStep,
+        curves,
       });
     } finally {
       hb.signal.removeEventListener('abort', onAbort);
@@ -269,6 +316,7 @@ interface Running {
   progress: ReturnType<typeof progressReporter>;
   backend: string;
   checkpointStep: number;
+  curves: RunCurves | undefined;
 }
 
 /** 3. The steps of the segment: compute → compress + all-reduce → apply, checkpoints, progress. */
@@ -286,6 +334,7 @@ async function runSteps(deps: TrainShardDeps, input: TrainShardInput, s: Running
     if (cancelled.aborted) break;
     if (sigkillAt === `${stage}:${step}`) process.kill(process.pid, 'SIGKILL');
     busyAt(stage, step);
+    const stepStart = performance.now();
     const batch = await s.source.batch(step, rank, worldSize);
     const g = s.trainer.computeGradients(batch, step, rank);
     const r = await s.psgd.reduce(s.group, g.grads, step);
@@ -297,8 +346,15 @@ async function runSteps(deps: TrainShardDeps, input: TrainShardInput, s: Running
     bytesRaw += r.stats.bytesRaw;
     bytesSent += r.stats.bytesSent;
     const done = step + 1;
+    s.curves?.record(done, {
+      ...metrics,
+      loss,
+      seconds: (performance.now() - stepStart) / 1000,
+      bytesRaw: r.stats.bytesRaw,
+      bytesSent: r.stats.bytesSent,
+    });
     if (done % spec.train.checkpointEvery === 0 || done === toStep) {
-      await saveCheckpoint(deps, input, done, s.trainer, s.psgd, s.group, loss, s.backend);
+      await saveCheckpoint(deps, input, done, s.trainer, s.psgd, s.group, loss, s.backend, s.curves);
       checkpointStep = done;
     }
     s.hb.beat({ step: done, checkpointStep });

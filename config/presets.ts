@@ -48,6 +48,9 @@ export const presets: Record<PresetName, PresetInput> = {
       heartbeatTimeout: 20,
       collectiveTimeout: 8,
       joinTimeout: 60,
+      // One seen and one held-out colour–shape pair.
+      samplePrompts: ['a large red circle at the center', 'a large blue circle at the center'],
+      sampleImages: 2,
     },
   },
   // The demo: learns the synthetic shapes set on a 2-core machine in minutes.
@@ -86,7 +89,24 @@ export const presets: Record<PresetName, PresetInput> = {
       emaDecay: 0.95,
     },
     powersgd: { enabled: true, rank: 4, startIter: 10 },
-    train: { worldSize: 2, batchSize: 32, segmentSteps: 100, checkpointEvery: 50, seed: 0 },
+    train: {
+      worldSize: 2,
+      batchSize: 32,
+      segmentSteps: 100,
+      checkpointEvery: 50,
+      seed: 0,
+      // Three seen colour–shape pairs, then three held-out ones (never in a training image). Two images each:
+      // a grid's cost grows with its rows, and 12 keep it near 3 % of the transformer stage here.
+      sampleImages: 2,
+      samplePrompts: [
+        'a large red circle at the center',
+        'a small green square at the top left',
+        'a large yellow triangle at the bottom',
+        'a large blue circle at the center',
+        'a large red square at the center',
+        'a small green triangle at the top right',
+      ],
+    },
   },
   // CUB-200-2011 birds with the Reed et al. captions: a single-GPU-node scale.
   cub: {
@@ -113,7 +133,18 @@ export const presets: Record<PresetName, PresetInput> = {
       warmupSteps: 2_000,
     },
     powersgd: { enabled: true, rank: 32 },
-    train: { worldSize: 8, batchSize: 256, segmentSteps: 2_000, checkpointEvery: 500, seed: 0 },
+    train: {
+      worldSize: 8,
+      batchSize: 256,
+      segmentSteps: 2_000,
+      checkpointEvery: 500,
+      seed: 0,
+      samplePrompts: [
+        'this bird has a red crown, a short black beak and white wings',
+        'a small yellow bird with black wings and a pointed beak',
+        'a large bird with a long neck and grey feathers',
+      ],
+    },
   },
   // The paper: 12B parameters, 1024 V100s. Config only: counted, never allocated here.
   'paper-12b': {
@@ -164,6 +195,19 @@ export const presets: Record<PresetName, PresetInput> = {
       imageLossWeight: 7 / 8,
     },
     powersgd: { enabled: true, rank: 896, wire: 'fp16', warmStart: false, epsilon: 1e-6 },
-    train: { worldSize: 1024, batchSize: 1024, segmentSteps: 5_000, checkpointEvery: 1_000, seed: 0 },
+    train: {
+      worldSize: 1024,
+      batchSize: 1024,
+      segmentSteps: 5_000,
+      checkpointEvery: 1_000,
+      seed: 0,
+      // Captions from the paper's figures.
+      samplePrompts: [
+        'an armchair in the shape of an avocado',
+        'a tapir made of accordion. a tapir with the texture of an accordion.',
+        'an illustration of a baby daikon radish in a tutu walking a dog',
+        'a store front that has the word openai written on it',
+      ],
+    },
   },
 };

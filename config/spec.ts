@@ -197,6 +197,13 @@ export const TrainConfig = z.strictObject({
   /** Seconds one step may keep a rank's process busy without a break (a large model on CPU): its heartbeat
    *  keeps flowing from a helper thread for that long; a process silent for longer counts as hung. */
   stepTimeout: z.number().positive().max(SECONDS_MAX).default(1800),
+  /** Captions rank 0 samples at every transformer checkpoint, `sampleImages` each, into a grid stored with the
+   *  checkpoint (part `samples`). The sampling seed is fixed, so the grids of successive checkpoints differ only
+   *  by what the model learned. The other ranks wait at the checkpoint barrier meanwhile: keep the work well
+   *  under collectiveTimeout. */
+  samplePrompts: z.array(z.string().trim().min(1).max(200)).max(32).default([]),
+  /** Images per sample prompt (every dVAE checkpoint reconstructs 8 held-out images). 0: no samples at all. */
+  sampleImages: z.number().int().min(0).max(16).default(4),
 });
 export type TrainConfig = z.infer<typeof TrainConfig>;
 

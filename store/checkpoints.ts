@@ -25,6 +25,13 @@ export type CheckpointManifest = z.infer<typeof CheckpointManifest>;
 
 const idPattern = /^[A-Za-z0-9_-]+$/;
 
+/** The part holding a checkpoint's sample grid (a PNG drawn by rank 0 from the weights it stores). */
+export const SAMPLES_PART = 'samples';
+
+/** Parts that outlive the pruning of their checkpoint: small pictures (a few KB each) that show how a run
+ *  learned, one per checkpoint. Never read for a resume. */
+export const RETAINED_PARTS: readonly string[] = [SAMPLES_PART];
+
 /** A part's bytes do not match the manifest (or it is missing). */
 export class CorruptPartError extends Error {
   override name = 'CorruptPartError';
@@ -294,9 +301,19 @@ export class CheckpointStore {
     return undefined;
   }
 
-  /** Keep the newest `keep` committed checkpoints and delete older parts and manifests, but never the
-   *  newest one that verifies (read back here: bytes can rot after their sha256 was taken). Parts of
-   *  uncommitted steps newer than the pointer (a segment in flight) are left alone. */
+  /** Stored parts named `part` of a stage, pruned checkpoints' included (see RETAINED_PARTS), by step. */
+  async partsNamed(runId: string, stage: string, part: string): Promise<{ step: number; key: string }[]> {
+    CheckpointStore.checkIds(runId, stage);
+    return (await this.backend.listObjects(`runs/${runId}/${stage}/`))
+      .map((key) => ({ key, at: key.split('/') }))
+      .filter(({ at }) => at.length === 5 && at[4] === part && Number.isInteger(Number(at[3])))
+      .map(({ key, at }) => ({ step: Number(at[3]), key }))
+      .sort((a, b) => a.step - b.step);
+  }
+
+  /** Keep the newest `keep` committed checkpoints and delete older parts (but RETAINED_PARTS) and manifests,
+   *  but never the newest one that verifies (read back here: bytes can rot after their sha256 was taken).
+   *  Parts of uncommitted steps newer than the pointer (a segment in flight) are left alone. */
   private async prune(runId: string, stage: string, committedStep: number, keep: number): Promise<void> {
     const steps = (await this.committedSteps(runId, stage)).filter((s) => s <= committedStep);
     const drop = new Set(steps.slice(0, Math.max(0, steps.length - keep)));
@@ -305,7 +322,8 @@ export class CheckpointStore {
     if (verified === undefined) return; // nothing verifies: delete nothing, whoever resumes will say so
     for (const s of [...drop]) if (s >= verified) drop.delete(s);
     for (const name of await this.backend.listObjects(`runs/${runId}/${stage}/`)) {
-      if (drop.has(Number(name.split('/')[3]))) await this.backend.deleteObject(name);
+      const [, , , step, part] = name.split('/');
+      if (drop.has(Number(step)) && !RETAINED_PARTS.includes(part!)) await this.backend.deleteObject(name);
     }
   }
 }

@@ -9,6 +9,7 @@ export * from './storage-backend.ts';
 export * from './checkpoints.ts';
 export * from './models.ts';
 export * from './sections.ts';
+export * from './run-curves.ts';
 
 /** Bucket names (DESIGN.md, Storage). */
 export const BUCKETS = {

@@ -151,6 +151,18 @@ export class ModelStore {
     return { info, bundle };
   }
 
+  /** Every published version of a model, oldest first. */
+  async versions(name: string): Promise<ModelVersion[]> {
+    const latest = await this.latest(name);
+    if (!latest) return [];
+    const out: ModelVersion[] = [];
+    for (let v = 1; v < latest.version; v++) {
+      const info = await this.backend.kvGet(`${name}.v${v}`);
+      if (info !== undefined) out.push(ModelVersion.parse(info));
+    }
+    return [...out, latest];
+  }
+
   /** Published model names. */
   async names(): Promise<string[]> {
     const objs = await this.backend.listObjects('models/');

@@ -47,6 +47,7 @@ for (const kind of ['nats', 'folder'] as const) {
         const parts = [
           await ck.putPart(run, 'dvae', step, 'params', bytes(3000, step)),
           await ck.putPart(run, 'dvae', step, 'rank1', bytes(100, step + 1)),
+          await ck.putPart(run, 'dvae', step, 'samples', bytes(50, step + 2)),
         ];
         assert.equal(parts[0]!.sha256, sha256(bytes(3000, step)));
         await ck.commit({ runId: run, stage: 'dvae', step, parts, meta: { loss: step } });
@@ -55,6 +56,13 @@ for (const kind of ['nats', 'folder'] as const) {
       await ck.putPart(run, 'dvae', 20, 'params', bytes(10, 20));
       assert.equal((await ck.resolve(run, 'dvae'))?.step, 15);
       assert.deepEqual(await ck.committedSteps(run, 'dvae'), [10, 15], 'keep=2 pruned step 5');
+      assert.equal(await ck.backend.getObject(ck.partKey(run, 'dvae', 5, 'params')), undefined);
+      // Sample grids outlive their pruned checkpoint.
+      assert.deepEqual(
+        (await ck.partsNamed(run, 'dvae', 'samples')).map((p) => p.step),
+        [5, 10, 15],
+      );
+      assert.deepEqual(await ck.backend.getObject(ck.partKey(run, 'dvae', 5, 'samples')), bytes(50, 7));
 
       // A flipped byte in the newest committed part: detected, previous checkpoint used, and said so.
       const key = ck.partKey(run, 'dvae', 15, 'params');

@@ -39,3 +39,12 @@ for (const cmd of ['train', 'status', 'generate']) {
     for (const p of HEAVY) assert.ok(!loaded.includes(p), `dalle ${cmd} loads ${p}`);
   });
 }
+
+test('cli: the web console server loads neither TensorFlow.js nor @temporalio/worker', () => {
+  const loaded = packagesLoadedBy('services/console/server.ts');
+  for (const p of HEAVY) assert.ok(!loaded.includes(p), `the console loads ${p}`);
+  assert.ok(
+    loaded.includes('@temporalio/client'),
+    `the probe saw what the console loads: ${loaded.join(' ')}`,
+  );
+});

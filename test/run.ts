@@ -40,6 +40,7 @@ const env = serviceEnv();
 let ok = true;
 if (!filter.length) {
   ok = step('typecheck', 'npx', ['tsc', '--noEmit', '-p', '.']) && ok;
+  ok = step('typecheck (console page)', 'npx', ['tsc', '--noEmit', '-p', 'services/console/web']) && ok;
   ok = step('lint', 'npx', ['eslint', '--max-warnings', '0', '.']) && ok;
   ok = step('format', 'npx', ['prettier', '--check', '--log-level', 'warn', '.']) && ok;
 }

@@ -44,6 +44,10 @@ export const commands = {
     summary: 'the end-to-end demo (npm start): train shapes on 2 workers, kill one, serve, evaluate',
     load: () => import('./demo.ts'),
   },
+  console: {
+    summary: 'the web console: runs, their curves and sample grids, models, a Generate playground',
+    load: () => import('./console.ts'),
+  },
   bench: {
     summary: 'run a benchmark from bench/ (figures, never pass/fail)',
     load: () => import('./bench.ts'),

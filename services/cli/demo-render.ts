@@ -1,40 +1,10 @@
-// The demo's pictures: a grid of generated images with the prompts as row labels (PNG, via sharp's SVG
-// text rendering), and loss curves (SVG written by hand: no plotting dependency).
-import sharp, { type OverlayOptions } from 'sharp';
+// The demo's pictures: a grid of generated images with the prompts as row labels, and loss curves (SVG
+// written by hand: no plotting dependency).
+import { labelledGridPng as grid } from '../../data/image-grid.ts';
 
-const esc = (s: string) => s.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;');
-
-/** Rows of images (PNG bytes) with a text label each; images upscaled ×`zoom` with nearest neighbour. */
-export async function labelledGridPng(
-  rows: { prompt: string; pngs: Uint8Array[] }[],
-  zoom = 3,
-  labelWidth = 330,
-  gap = 6,
-): Promise<Buffer> {
-  const first = await sharp(rows[0]!.pngs[0]!).metadata();
-  const side = (first.width ?? 32) * zoom;
-  const cols = Math.max(...rows.map((r) => r.pngs.length));
-  const W = labelWidth + cols * (side + gap) + gap;
-  const H = rows.length * (side + gap) + gap;
-  const composites: OverlayOptions[] = [];
-  const labels: string[] = [];
-  for (const [r, row] of rows.entries()) {
-    const y = gap + r * (side + gap);
-    labels.push(
-      `<text x="8" y="${y + side / 2 + 5}" font-family="DejaVu Sans, sans-serif" font-size="14" fill="#222">${esc(row.prompt)}</text>`,
-    );
-    for (const [c, png] of row.pngs.entries()) {
-      const img = await sharp(png).resize(side, side, { kernel: 'nearest' }).png().toBuffer();
-      composites.push({ input: img, left: labelWidth + gap + c * (side + gap), top: y });
-    }
-  }
-  const svg = Buffer.from(
-    `<svg xmlns="http://www.w3.org/2000/svg" width="${W}" height="${H}">${labels.join('')}</svg>`,
-  );
-  return sharp({ create: { width: W, height: H, channels: 3, background: '#ffffff' } })
-    .composite([{ input: svg, left: 0, top: 0 }, ...composites])
-    .png()
-    .toBuffer();
+/** Rows of images (PNG bytes), each labelled with its prompt. */
+export function labelledGridPng(rows: { prompt: string; pngs: Uint8Array[] }[]): Promise<Buffer> {
+  return grid(rows.map((r) => ({ label: r.prompt, pngs: r.pngs })));
 }
 
 export interface LossPoint {

@@ -27,6 +27,7 @@ import { temporalClient } from './temporal.ts';
 import { progressLine } from './train.ts';
 import { runProgress } from './run-progress.ts';
 import { lossCurvesSvg, labelledGridPng, type LossPoint } from './demo-render.ts';
+import { startConsoleChild, untilInterrupted } from './demo-console.ts';
 
 const CLI = fileURLToPath(new URL('../../bin/dalle.js', import.meta.url));
 const NATIVE_INSTALLER = fileURLToPath(new URL('../../infra/native/install-tfjs-node.sh', import.meta.url));
@@ -91,6 +92,10 @@ export const cli = command({
     },
     'no-kill': { type: 'boolean', help: 'do not SIGKILL a worker mid-run' },
     'no-native': { type: 'boolean', help: 'skip installing the native TensorFlow backend (train on wasm)' },
+    'no-console': {
+      type: 'boolean',
+      help: 'do not start the web console (by default it stays up until Ctrl-C)',
+    },
     'eval-n': { type: 'string', value: 'N', help: 'prompts per evaluation group (default 54)' },
   },
   notes: ['Writes $DALLE_HOME/demo/: grid.png, loss.svg, report.md, report.json and every process log.'],
@@ -153,6 +158,9 @@ export async function run(argv: string[]): Promise<number> {
   const { checkpoints, models } = await openStores({ nc });
   try {
     for (let i = 0; i < spec.train.worldSize; i++) startWorker(i);
+    const web = values['no-console'] ? undefined : await startConsoleChild(join(outDir, 'console.log'));
+    if (web && 'child' in web) children.push(web.child);
+    if (web) say('url' in web ? `>>> web console: ${web.url}` : `web console not started: ${web.error}`);
 
     // 2. Train: a real trainDalle workflow.
     const handle = await client.workflow.start<TrainDalleWorkflow>(WORKFLOW_TYPE.trainDalle, {
@@ -361,6 +369,12 @@ export async function run(argv: string[]): Promise<number> {
     say(
       `held-out (zero-shot) accuracy, all four attributes: ${(evalReport.heldOut.accuracy.all * 100).toFixed(1)} % (random tokens ${(evalReport.random.accuracy.all * 100).toFixed(1)} %)`,
     );
+    if (web && 'url' in web) {
+      process.off('SIGINT', interrupted);
+      process.off('SIGTERM', interrupted);
+      say(`>>> the web console stays up with the sampler: ${web.url} (Ctrl-C to stop everything)`);
+      await untilInterrupted();
+    }
     return 0;
   } finally {
     await Promise.all(children.map((c) => stop(c)));

@@ -1,5 +1,5 @@
 // `dalle status <run> [--json]`: the workflow's state, its live progress, and the last committed checkpoint.
-import type { CheckpointManifest, CheckpointStore } from '../../store/index.ts';
+import { SAMPLES_PART, type CheckpointManifest, type CheckpointStore } from '../../store/index.ts';
 import type { RunProgress, TrainDalleResult, TrainDalleWorkflow } from '../../contract/index.ts';
 import { command, parseCommand, usageError, UsageError } from './args.ts';
 import { commands } from './commands.ts';
@@ -17,20 +17,31 @@ export interface RunStatus {
   loss: number | null;
   restarts: number;
   checkpoint: { stage: string; step: number; parts: CheckpointManifest['parts'] } | null;
+  /** Every stored sample grid of the run (checkpoint part `samples`, kept after pruning), oldest first. */
+  samples: { stage: string; step: number; key: string }[];
   progress: RunProgress | null;
   model: TrainDalleResult['model'] | null;
   failure: string | null;
 }
 
-async function lastCheckpoint(
+/** The last committed checkpoint and every stored sample grid of the run (none while no run stored anything). */
+async function storedState(
   checkpoints: CheckpointStore | undefined,
   runId: string,
-): Promise<RunStatus['checkpoint']> {
+): Promise<Pick<RunStatus, 'checkpoint' | 'samples'>> {
+  let checkpoint: RunStatus['checkpoint'] = null;
   for (const stage of ['transformer', 'dvae']) {
     const m = await checkpoints?.latest(runId, stage).catch(() => undefined);
-    if (m) return { stage, step: m.step, parts: m.parts };
+    if (m) {
+      checkpoint = { stage, step: m.step, parts: m.parts };
+      break;
+    }
   }
-  return null;
+  const samples: RunStatus['samples'] = [];
+  for (const stage of ['dvae', 'transformer'])
+    for (const s of (await checkpoints?.partsNamed(runId, stage, SAMPLES_PART)) ?? [])
+      samples.push({ stage, ...s });
+  return { checkpoint, samples };
 }
 
 export async function runStatus(runId: string): Promise<RunStatus> {
@@ -62,7 +73,7 @@ export async function runStatus(runId: string): Promise<RunStatus> {
       totalSteps: progress?.totalSteps ?? 0,
       loss: result ? result.transformer.loss : (progress?.loss ?? null),
       restarts: result ? result.restarts : (progress?.restarts ?? 0),
-      checkpoint: await lastCheckpoint(records.checkpoints, runId),
+      ...(await storedState(records.checkpoints, runId)),
       progress,
       model: result?.model ?? null,
       failure,
@@ -93,6 +104,7 @@ export async function run(argv: string[]): Promise<number> {
       console.log(
         `last checkpoint: ${s.checkpoint.stage} step ${s.checkpoint.step} (${s.checkpoint.parts.length} parts)`,
       );
+    if (s.samples.length) console.log(`sample grids: ${s.samples.length} (latest ${s.samples.at(-1)!.key})`);
     if (s.model) console.log(`model: ${s.model.name} v${s.model.version} (${s.model.bytes} bytes)`);
     if (s.failure) console.log(`failure: ${s.failure}`);
     for (const e of s.progress?.events ?? []) console.log(`  event: ${e}`);
