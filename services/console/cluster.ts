@@ -7,7 +7,7 @@ import type { NatsConnection } from 'nats';
 import type { SamplerClient } from '../../proto/gen/dalle/v1/sampler.ts';
 import { serviceEnv, type ServiceEnv } from '../../infra/services.ts';
 import { connectNats } from '../../security/nats.ts';
-import { temporalSecurity } from '../../security/settings.ts';
+import { natsSecurity, temporalSecurity } from '../../security/settings.ts';
 import { connectTemporal } from '../../security/temporal.ts';
 import { openStores, type CheckpointStore, type ModelStore } from '../../store/index.ts';
 import { createSamplerClient } from '../sampler/index.ts';
@@ -65,7 +65,11 @@ function lazy<T>(make: () => Promise<T>): {
 export function connectCluster(samplerAddress: string, env: ServiceEnv = serviceEnv()): ConsoleCluster {
   const temporal = lazy(async () => {
     // Address, namespace, TLS and API key from the same TEMPORAL_* variables as every other client.
-    const sec = temporalSecurity();
+    const sec = temporalSecurity({
+      ...process.env,
+      TEMPORAL_ADDRESS: env.temporalAddress,
+      TEMPORAL_NAMESPACE: env.temporalNamespace,
+    });
     const connection = await connectTemporal({ connectTimeout: 3000 }, sec).catch((e: Error) => {
       throw new ServiceUnavailableError('temporal', sec.address, e.message);
     });
@@ -73,11 +77,14 @@ export function connectCluster(samplerAddress: string, env: ServiceEnv = service
   });
   const nats = lazy(async () => {
     // Credentials and TLS from the NATS_* variables, as for every other NATS client.
-    const nc: NatsConnection = await connectNats({
-      name: 'dalle-console',
-      timeout: 3000,
-      maxReconnectAttempts: -1,
-    }).catch((e: Error) => {
+    const nc: NatsConnection = await connectNats(
+      {
+        name: 'dalle-console',
+        timeout: 3000,
+        maxReconnectAttempts: -1,
+      },
+      natsSecurity({ ...process.env, NATS_URL: env.natsUrl }),
+    ).catch((e: Error) => {
       throw new ServiceUnavailableError('nats', env.natsUrl, e.message);
     });
     return { nc, stores: await openStores({ nc }) };
