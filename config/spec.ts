@@ -77,9 +77,35 @@ export const DvaeConfig = z.strictObject({
   emaDecay: prob.default(0.999),
   /** ε of the logit-Laplace pixel map φ (paper: 0.1). */
   logitLaplaceEps: z.number().positive().max(0.5).default(0.1),
+  /** Smallest scale b the logit-Laplace may predict (0: none, the paper). Pixels are 8-bit: a density
+   *  sharper than their quantization step rewards ever more precise copies of flat regions (a white
+   *  background) without bound, and that term can drown the few pixels that carry colour and shape. */
+  logitLaplaceMinScale: z.number().nonnegative().default(0),
   /** Feed the encoder 2φ(x)−1 instead of φ(x) (the official code feeds φ(x): false). On flat white
    *  backgrounds the uncentred input's constant term makes every cell pick one code early in training. */
   centerInput: z.boolean().default(false),
+  /** Straight-through Gumbel-softmax: the decoder sees the one-hot argmax of the relaxed sample (what it
+   *  sees at inference) while gradients flow through the relaxation. The paper trains on the relaxation
+   *  itself: false. */
+  straightThrough: z.boolean().default(false),
+  /** Weight w of a codebook-diversity term added to the loss: w·(log K − H(q̄)) nats, where q̄ is the
+   *  encoder's softmax averaged over every cell of the rank's batch (wav2vec 2.0's diversity loss).
+   *  Counters codebook collapse without pushing each cell towards uniform. Paper: 0 (none). */
+  diversityWeight: z.number().nonnegative().default(0),
+  /** 0: the encoder's logits are a plain 1×1 convolution (the paper). s > 0: they are s times the cosine
+   *  between each cell's features and each code's weight vector (l2-normalized codes, as in ViT-VQGAN):
+   *  bounded logits keep the Gumbel noise able to try other codes, so the codebook does not collapse to
+   *  the few codes that won early. */
+  codeLogitScale: z.number().nonnegative().default(0),
+  /** Initial standard deviation of the codebook (decoder.input's rows): 0 keeps the convolution init
+   *  N(0, 1/K) (the paper's), under which every code starts decoding to nearly the same thing; 1 is an
+   *  embedding table's N(0, 1) (dalle-pytorch's nn.Embedding), codes distinct from the first step. */
+  codebookInitStd: z.number().nonnegative().default(0),
+  /** Dead-code restarts (model/code-restart.ts; needs straightThrough): every this many updates, codes
+   *  no cell used during the window restart as copies of the busiest ones. 0: never (the paper). */
+  codeRestartEvery: nonNegInt.default(0),
+  /** … up to this update (restarts late in training would leave the EMA weights no time to follow). */
+  codeRestartUntil: nonNegInt.default(0),
 });
 export type DvaeConfig = z.infer<typeof DvaeConfig>;
 
@@ -250,6 +276,12 @@ export function crossFieldIssues(raw: unknown): Issue[] {
     out.push({
       path: ['train', 'segmentSteps'],
       message: `must be a multiple of checkpointEvery (${every})`,
+    });
+  }
+  if (num('dvae', 'codeRestartEvery') && o.dvae?.straightThrough !== true) {
+    out.push({
+      path: ['dvae', 'codeRestartEvery'],
+      message: 'needs dvae.straightThrough: true (code usage is read from the gradient of one-hot codes)',
     });
   }
   const canvas = o.dataset?.kind === 'shapes' ? num('dataset', 'canvas') : undefined;

@@ -71,6 +71,14 @@ export interface DvaeLayout {
   resolution: number;
   /** Encoder sees 2φ(x)−1 rather than φ(x) (config centerInput). */
   centerInput: boolean;
+  /** Decoder trains on the hard argmax of the relaxed sample (config straightThrough). */
+  straightThrough: boolean;
+  /** Weight of the codebook-diversity term (config diversityWeight). */
+  diversityWeight: number;
+  /** Cosine logits with this scale, or 0 for the plain output convolution (config codeLogitScale). */
+  codeLogitScale: number;
+  /** ln of the smallest logit-Laplace scale, or −∞ for none (config logitLaplaceMinScale). */
+  minLnB: number;
   grid: number;
   codebookSize: number;
   nLayers: number;
@@ -100,6 +108,13 @@ export function checkDvaeConfig(cfg: DvaeConfig): void {
   }
   if (!(cfg.logitLaplaceEps > 0 && cfg.logitLaplaceEps < 0.5)) {
     throw new DvaeConfigError('logitLaplaceEps', cfg.logitLaplaceEps, 'must be in (0, 0.5)');
+  }
+  if ((cfg.codeRestartEvery ?? 0) > 0 && !cfg.straightThrough) {
+    throw new DvaeConfigError(
+      'codeRestartEvery',
+      cfg.codeRestartEvery,
+      'needs straightThrough: true (code usage is read from the gradient of one-hot codes)',
+    );
   }
 }
 
@@ -155,6 +170,10 @@ export function dvaeLayout(cfg: DvaeConfig): DvaeLayout {
   return {
     resolution: cfg.resolution,
     centerInput: cfg.centerInput ?? false,
+    straightThrough: cfg.straightThrough ?? false,
+    diversityWeight: cfg.diversityWeight ?? 0,
+    codeLogitScale: cfg.codeLogitScale ?? 0,
+    minLnB: cfg.logitLaplaceMinScale ? Math.log(cfg.logitLaplaceMinScale) : -Infinity,
     grid: cfg.grid,
     codebookSize: K,
     nLayers: G * B,
@@ -222,13 +241,16 @@ export function dvaeForwardMacs(cfg: DvaeConfig): number {
   return macs;
 }
 
-/** Initial parameter values: N(0, 1/(n_in·k²)) kernels, zero biases; a pure function of `seed`. */
+/** Initial parameter values: N(0, 1/(n_in·k²)) kernels (the codebook N(0, codebookInitStd²) when set),
+ *  zero biases; a pure function of `seed`. */
 export function initDvaeParams(cfg: DvaeConfig, seed: number): Float32Array[] {
   return dvaeParamSpecs(cfg).map((s, i) => {
     const n = s.shape.reduce((a, b) => a * b, 1);
     if (s.shape.length === 1) return new Float32Array(n);
     const [k, , nIn] = s.shape as [number, number, number, number];
-    const std = 1 / Math.sqrt(nIn * k * k);
+    // The codebook (decoder.input's rows) may start as an embedding table does, N(0, σ²).
+    const codebook = s.name === 'decoder.input.w' && (cfg.codebookInitStd ?? 0) > 0;
+    const std = codebook ? cfg.codebookInitStd : 1 / Math.sqrt(nIn * k * k);
     const z = normals({ seed, stream: RngStream.init, step: i, rank: 0 }, n);
     for (let j = 0; j < n; j++) z[j]! *= std;
     return z;
@@ -279,7 +301,16 @@ function encoderForward(p: Params, l: DvaeLayout, x: tf.Tensor4D): tf.Tensor4D {
     for (const b of g.blocks) h = resblock(p, b, h, l.postGain);
     if (g.resample) h = tf.maxPool(h, 2, 2, 'valid'); // [N, side/2, side/2, C]
   }
-  return applyConv(p, l.encoder.output, h.relu()); // [N, g, g, K]
+  if (l.codeLogitScale === 0) return applyConv(p, l.encoder.output, h.relu()); // [N, g, g, K]
+  return cosineLogits(p, l, h.relu() as tf.Tensor4D);
+}
+
+/** s · cos(features, code weights) + bias, per cell and code: [N, g, g, C] → [N, g, g, K]. */
+function cosineLogits(p: Params, l: DvaeLayout, h: tf.Tensor4D): tf.Tensor4D {
+  const w = p.get(`${l.encoder.output.name}.w`) as tf.Tensor4D; // [1, 1, C, K]
+  const unit = (t: tf.Tensor, axis: number) => t.div(t.square().sum(axis, true).add(1e-12).sqrt());
+  const filter = unit(w, 2).mul(l.codeLogitScale) as tf.Tensor4D;
+  return tf.conv2d(unit(h, 3) as tf.Tensor4D, filter, 1, 'same').add(p.get(`${l.encoder.output.name}.b`)!);
 }
 
 interface DecoderHeads {
@@ -356,14 +387,17 @@ function lossTerms(
 ): DvaeLossTerms {
   const x = mapPixels(x255, eps) as tf.Tensor4D; // [N, R, R, 3] in [ε, 1−ε]
   const logits = encoderForward(p, l, x); // [N, g, g, K]
-  const z = gumbelSoftmax(logits, noise, tau) as tf.Tensor4D; // [N, g, g, K]
+  const soft = gumbelSoftmax(logits, noise, tau) as tf.Tensor4D; // [N, g, g, K]
+  const z = l.straightThrough ? straightThrough(soft) : soft;
   const { mu, lnB } = decoderForward(p, l, z); // [N, R, R, 3] each
   const [n, r] = mu.shape;
   const perPixelChannel = r * r * 3;
   const cells = l.grid * l.grid;
-  const nllSum = logitLaplaceNll(x, mu, lnB).sum().div(n); // Σ over pixels, mean over batch
+  const floored = Number.isFinite(l.minLnB) ? lnB.maximum(l.minLnB) : lnB;
+  const nllSum = logitLaplaceNll(x, mu, floored).sum().div(n); // Σ over pixels, mean over batch
   const klSum = klToUniform(logits).sum().div(n); // Σ over cells, mean over batch
-  const loss = nllSum.add(klSum.mul(beta)).div(perPixelChannel) as tf.Scalar;
+  let loss = nllSum.add(klSum.mul(beta)).div(perPixelChannel) as tf.Scalar;
+  if (l.diversityWeight > 0) loss = loss.add(codebookDivergence(logits).mul(l.diversityWeight));
   const mse = tf.tidy(() => reconstruction(mu, eps).sub(x255.div(255)).square().mean()) as tf.Scalar;
   const codes = logits.argMax(-1) as tf.Tensor3D;
   return {
@@ -373,6 +407,23 @@ function lossTerms(
     mse,
     codes,
   };
+}
+
+/** One-hot argmax of y in the forward pass, identity in the backward pass (straight-through). */
+const straightThrough = tf.customGrad((...args: (tf.Tensor | tf.GradSaveFunc)[]) => {
+  const y = args[0] as tf.Tensor;
+  const k = y.shape[y.shape.length - 1]!;
+  // int32 one-hot, then cast: tfjs-backend-wasm 4.22's OneHot ignores a float32 dtype.
+  const value = tf.oneHot(y.argMax(-1), k, 1, 0, 'int32').cast('float32');
+  return { value, gradFunc: (dy: tf.Tensor) => dy };
+}) as (y: tf.Tensor4D) => tf.Tensor4D;
+
+/** log K − H(q̄), q̄ the softmax of `logits` averaged over every cell: 0 when the batch uses all K codes
+ *  equally, log K when every cell picks the same code with certainty. */
+function codebookDivergence(logits: tf.Tensor4D): tf.Scalar {
+  const k = logits.shape[3];
+  const mean = tf.softmax(logits).reshape([-1, k]).mean(0); // q̄ [K]
+  return mean.mul(mean.add(1e-12).log()).sum().add(Math.log(k)) as tf.Scalar;
 }
 
 // ---------------------------------------------------------------------------------------------------
