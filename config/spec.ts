@@ -15,6 +15,14 @@ export const ShapesDatasetConfig = z.strictObject({
   canvas: positiveInt.default(32),
   /** Seed of the synthetic generator (independent of train.seed so data is stable across runs). */
   seed: nonNegInt.default(1234),
+  /** Zero-shot levers (data/shapes-scenes.ts); the held-out pairs stay out of every training image and
+   *  caption whatever they are. Training images may also use this many extra colours (0–6)… */
+  extraColors: nonNegInt.max(6).default(0),
+  /** … this many extra shape kinds (0–3: diamond, cross, ring)… */
+  extraShapes: nonNegInt.max(3).default(0),
+  /** … and 1..maxShapes shapes each, every one with its own colour, kind, size and position, all named by
+   *  the caption (needs a textLen that holds them: about 12 tokens per shape). */
+  maxShapes: positiveInt.max(3).default(1),
 });
 
 export const FolderDatasetConfig = z.strictObject({
