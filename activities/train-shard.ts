@@ -12,9 +12,11 @@ import { CURVES_PART, RunCurves, SAMPLES_PART, type CheckpointStore, type PartRe
 import { recordTrainStep } from '../telemetry/index.ts';
 import { stageBatches, type StageBatchSource } from './batches.ts';
 import { renderCheckpointSamples } from './checkpoint-samples.ts';
+import { createQualityProbe, measureQuality } from './quality.ts';
 import { createStageTrainer } from './stage-trainer.ts';
 import {
   progressSignal,
+  type QualityPoint,
   stageSteps,
   type ProgressReport,
   type TrainShardInput,
@@ -162,6 +164,10 @@ export async function trainShard(deps: TrainShardDeps, input: TrainShardInput): 
     }
   }
 
+  // Rank 0 measures quality at each checkpoint (the latest point rides on the next progress signal). Built
+  // before joining: its set-up (validation images through the dVAE) must not hold up the other ranks.
+  const probe = rank === 0 ? await createQualityProbe(deps, stage, spec, runId) : undefined;
+
   // 2. The group: a barrier that every rank of this segment launch passes, or PeerLostError. A
   // cancellation ends any wait at once: joining is raced against it, and closing the group makes a pending
   // collective operation reject, so a cancelled rank frees its worker slot promptly.
@@ -182,12 +188,14 @@ export async function trainShard(deps: TrainShardDeps, input: TrainShardInput): 
       (g) => g.close(),
       () => undefined,
     );
+    probe?.dispose();
     trainer.dispose();
     throw e;
   }
   const onAbort = () => void group.close().catch(() => undefined);
   ctx.cancellationSignal.addEventListener('abort', onAbort);
   const progressHandle = rank === 0 ? deps.client.workflow.getHandle(input.progressWorkflowId) : undefined;
+  let quality: QualityPoint | undefined;
   let lastProgress = 0;
   let loss = NaN;
   let bytesRaw = 0;
@@ -228,6 +236,7 @@ export async function trainShard(deps: TrainShardDeps, input: TrainShardInput): 
       if (done % spec.train.checkpointEvery === 0 || done === toStep) {
         await saveCheckpoint(deps, input, done, trainer, psgd, group, loss, backend, curves);
         checkpointStep = done;
+        if (probe) quality = (await measureQuality(deps, probe, input, done, trainer)) ?? quality;
       }
       lastDetails = { step: done, checkpointStep };
       ctx.heartbeat(lastDetails);
@@ -243,7 +252,7 @@ export async function trainShard(deps: TrainShardDeps, input: TrainShardInput): 
         });
 
       const now = Date.now();
-      if (progressHandle && (now - lastProgress >= PROGRESS_EVERY_MS || done === toStep)) {
+      if (progressHandle && (now - lastProgress >= PROGRESS_EVERY_MS || done === toStep || quality)) {
         lastProgress = now;
         const report: ProgressReport = {
           stage,
@@ -258,16 +267,20 @@ export async function trainShard(deps: TrainShardDeps, input: TrainShardInput): 
           bytesRaw,
           bytesSent,
           checkpointStep,
+          ...(quality ? { quality } : {}),
         };
-        await progressHandle
-          .signal(progressSignal, report)
-          .catch((e: unknown) => deps.log('progress signal failed', { error: String(e) }));
+        const sent = await progressHandle.signal(progressSignal, report).then(
+          () => true,
+          (e: unknown) => (deps.log('progress signal failed', { error: String(e) }), false),
+        );
+        if (sent) quality = undefined;
       }
     }
   } finally {
     ctx.cancellationSignal.removeEventListener('abort', onAbort);
     clearInterval(beat);
     await group.close().catch(() => undefined);
+    probe?.dispose();
     trainer.dispose();
   }
   if (ctx.cancellationSignal.aborted) throw ctx.cancellationSignal.reason ?? new Error('cancelled');

@@ -51,6 +51,8 @@ export const presets: Record<PresetName, PresetInput> = {
       // One seen and one held-out colour–shape pair.
       samplePrompts: ['a large red circle at the center', 'a large blue circle at the center'],
       sampleImages: 2,
+      qualityExamples: 16,
+      qualitySamples: 4,
     },
   },
   // The demo: learns the synthetic shapes set on a 2-core machine in minutes.

@@ -229,6 +229,11 @@ export const TrainConfig = z.strictObject({
   samplePrompts: z.array(z.string().trim().min(1).max(200)).max(32).default([]),
   /** Images per sample prompt (every dVAE checkpoint reconstructs 8 held-out images). 0: no samples at all. */
   sampleImages: z.number().int().min(0).max(16).default(4),
+  /** Quality measured at every checkpoint (rank 0, EMA weights): validation examples per set for codebook
+   *  usage, reconstruction and caption information; 0 measures nothing. */
+  qualityExamples: nonNegInt.default(64),
+  /** … and plain samples per group (seen, held-out prompts) judged by the shapes analyzer (shapes set only). */
+  qualitySamples: nonNegInt.default(16),
 });
 export type TrainConfig = z.infer<typeof TrainConfig>;
 

@@ -3,6 +3,7 @@
 // its trainStage children.
 import type { RunSpec } from '../config/index.ts';
 import type { PublishResult, StageName } from './activities.ts';
+import type { QualityPoint } from './quality.ts';
 
 /** The task queue every `dalle worker` polls and every run is started on. */
 export const TASK_QUEUE = 'dalle-train';
@@ -76,6 +77,9 @@ export interface RunProgress {
   lastResume: { stage: StageName; fromStep: number; restarts: number } | null;
   /** Latest events worth a human's attention (restarts, checkpoint fallbacks), newest last. */
   events: string[];
+  /** Quality measured at checkpoints, both stages, oldest first (thinned when long: see trainDalle).
+   *  Absent in the progress of runs started before it existed. */
+  quality?: QualityPoint[];
 }
 
 /** A stage's notable events, from trainStage to the root. */

@@ -5,7 +5,7 @@ import { HELD_OUT_COMPOSITIONS, TRAIN_COMPOSITIONS, type ShapeComposition } from
 import type { Tokenizer } from '../data/tokenizer.ts';
 import { createSampler } from '../model/sampling.ts';
 import type { Transformer } from '../model/transformer.ts';
-import { evalCaption, pickCompositions } from '../services/cli/eval.ts';
+import { evalCaption, pickCompositions } from '../eval/index.ts';
 import { judgeShapes, type AttributeAccuracy } from './dvae-quality.ts';
 
 export interface SampleAccuracy {

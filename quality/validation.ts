@@ -16,7 +16,7 @@ import {
   TRAIN_COMPOSITIONS,
   type ShapeSpec,
 } from '../data/index.ts';
-import { pickCompositions } from '../services/cli/eval.ts';
+import { pickCompositions } from '../eval/index.ts';
 import type { ValidationName } from './point.ts';
 
 export interface ValidationSet {

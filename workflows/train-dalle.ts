@@ -14,12 +14,25 @@ import {
   type StageName,
   type TrainDalleInput,
   type TrainDalleResult,
+  type QualityPoint,
   type TrainStageResult,
 } from '../contract/index.ts';
 import { utilityActivities } from './activities.ts';
 import { trainStage } from './train-stage.ts';
 
 const MAX_EVENTS = 20;
+/** Quality points a run keeps in its state: beyond this, the older half is thinned to every other point. */
+export const MAX_QUALITY_POINTS = 200;
+
+/** `points` with `q` added: a point for a (stage, step) already there is replaced (a relaunched segment
+ *  measures the same checkpoint again); over the cap, the older half is thinned to every other point. */
+export function addQualityPoint(points: QualityPoint[], q: QualityPoint): QualityPoint[] {
+  const out = points.filter((p) => !(p.stage === q.stage && p.step === q.step));
+  out.push(q);
+  if (out.length <= MAX_QUALITY_POINTS) return out;
+  const half = Math.floor(out.length / 2);
+  return [...out.slice(0, half).filter((_, i) => i % 2 === 0), ...out.slice(half)];
+}
 
 export async function trainDalle(input: TrainDalleInput): Promise<TrainDalleResult> {
   const { runId, spec } = input;
@@ -40,6 +53,7 @@ export async function trainDalle(input: TrainDalleInput): Promise<TrainDalleResu
     bytesSent: 0,
     lastResume: null,
     events: [],
+    quality: [],
   };
   const restartsBy: Record<string, number> = {};
   let child: ChildWorkflowHandle<typeof trainStage> | undefined;
@@ -50,6 +64,8 @@ export async function trainDalle(input: TrainDalleInput): Promise<TrainDalleResu
 
   setHandler(progressQuery, () => p);
   setHandler(progressSignal, (r) => {
+    // A measurement stays valid after its stage ends; the rest of a late report does not.
+    if (r.quality) p.quality = addQualityPoint(p.quality ?? [], r.quality);
     if (r.stage !== p.stage) return; // a late report from a finished stage
     Object.assign(p, {
       step: r.step,

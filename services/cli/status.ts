@@ -4,12 +4,14 @@ import { serviceEnv } from '../../infra/services.ts';
 import { openStores, SAMPLES_PART, type CheckpointManifest } from '../../store/index.ts';
 import {
   progressQuery,
+  type QualityPoint,
   type RunProgress,
   type TrainDalleResult,
   type TrainDalleWorkflow,
 } from '../../contract/index.ts';
 import { command, parseCommand, usageError, UsageError } from './args.ts';
 import { commands } from './commands.ts';
+import { qualityLine } from '../../quality/point.ts';
 import { temporalClient } from './temporal.ts';
 import { progressLine } from './train.ts';
 
@@ -26,6 +28,8 @@ export interface RunStatus {
   /** Every stored sample grid of the run (checkpoint part `samples`, kept after pruning), oldest first. */
   samples: { stage: string; step: number; key: string }[];
   progress: RunProgress | null;
+  /** The latest checkpoint measurement of each stage (the whole history is progress.quality). */
+  quality: { dvae: QualityPoint | null; transformer: QualityPoint | null };
   model: TrainDalleResult['model'] | null;
   failure: string | null;
 }
@@ -81,6 +85,10 @@ export async function runStatus(runId: string): Promise<RunStatus> {
       restarts: result ? result.restarts : (progress?.restarts ?? 0),
       ...(await storedState(runId)),
       progress,
+      quality: {
+        dvae: progress?.quality?.filter((q) => q.stage === 'dvae').at(-1) ?? null,
+        transformer: progress?.quality?.filter((q) => q.stage === 'transformer').at(-1) ?? null,
+      },
       model: result?.model ?? null,
       failure,
     };
@@ -110,6 +118,7 @@ export async function run(argv: string[]): Promise<number> {
         `last checkpoint: ${s.checkpoint.stage} step ${s.checkpoint.step} (${s.checkpoint.parts.length} parts)`,
       );
     if (s.samples.length) console.log(`sample grids: ${s.samples.length} (latest ${s.samples.at(-1)!.key})`);
+    for (const q of [s.quality.dvae, s.quality.transformer]) if (q) console.log(`quality: ${qualityLine(q)}`);
     if (s.model) console.log(`model: ${s.model.name} v${s.model.version} (${s.model.bytes} bytes)`);
     if (s.failure) console.log(`failure: ${s.failure}`);
     for (const e of s.progress?.events ?? []) console.log(`  event: ${e}`);

@@ -12,6 +12,7 @@ import {
 } from '../../contract/index.ts';
 import { command, parseCommand, usageError } from './args.ts';
 import { commands } from './commands.ts';
+import { qualityLine } from '../../quality/point.ts';
 import { temporalClient } from './temporal.ts';
 import { ATTR, dalleMetrics, initTelemetry, shutdownTelemetry, withSpan } from '../../telemetry/index.ts';
 
@@ -77,9 +78,16 @@ export async function run(argv: string[]): Promise<number> {
           }
           const tty = process.stderr.isTTY;
           let lastPrint = 0;
+          let lastQuality = 0;
           const timer = setInterval(async () => {
             try {
               const p = await handle.query(progressQuery);
+              // Each checkpoint's quality, once, on its own line (newest last; the list may be thinned).
+              const newest = p.quality?.at(-1);
+              if (newest && newest.at > lastQuality) {
+                lastQuality = newest.at;
+                process.stderr.write(`${tty ? '\r\x1b[K' : ''}quality: ${qualityLine(newest)}\n`);
+              }
               const line = progressLine(p);
               if (tty) process.stderr.write(`\r${line}\x1b[K`);
               else if (Date.now() - lastPrint > 10_000) {
