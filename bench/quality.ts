@@ -1,0 +1,426 @@
+// `dalle bench quality`: the recipe experiments of the quality work, in one process and fast.
+//
+// Trains the dVAE and then the transformer with the real Trainer classes and the real data pipeline
+// (W = 1, the global batch of the spec, no PowerSGD), and prints the quality measurements over training
+// time: for the dVAE codebook usage and held-out reconstruction accuracy, for the transformer caption
+// information (seen and held-out validation images) and the attribute accuracy of plain samples.
+//
+//   dalle bench quality [--preset shapes] [--set dvae.lr=3e-3 ...] [--stage all|dvae|transformer]
+//                       [--dvae-every N] [--transformer-every N] [--samples N] [--cache DIR] [--json]
+//
+// `--set path=value` overrides one config field (value parsed as JSON, else taken as a string), so an
+// experiment is a command line. The dVAE's EMA weights, tokenizer and encoded training set are cached in
+// `--cache` under a hash of what determines them, so transformer experiments reuse one dVAE.
+import { createHash } from 'node:crypto';
+import { mkdir, readFile, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { encodeItems } from '../activities/encode-dataset.ts';
+import { transformerBatch } from '../activities/batches.ts';
+import { presets, PresetName, resolveSpec, type RunSpec } from '../config/index.ts';
+import {
+  HELD_OUT_COMPOSITIONS,
+  loadBatch,
+  openDataset,
+  renderShape,
+  shapeCaptions,
+  shapeItem,
+  Tokenizer,
+  trainTokenizer,
+  TRAIN_COMPOSITIONS,
+  type Dataset,
+  type ShapeSpec,
+} from '../data/index.ts';
+import { PowerSgd, type Group } from '../collective/index.ts';
+import { initBackend } from '../model/backend.ts';
+import type { Trainer } from '../model/trainer.ts';
+import { localGroups } from './lib/local-groups.ts';
+import { Dvae } from '../model/dvae.ts';
+import { createDvaeTrainer } from '../model/dvae-trainer.ts';
+import { decodeState, encodeState } from '../model/state-io.ts';
+import { Transformer } from '../model/transformer.ts';
+import { createTransformerTrainer } from '../model/transformer-trainer.ts';
+import { captionInformation } from '../quality/caption-information.ts';
+import { measureDvae } from '../quality/dvae-quality.ts';
+import { sampleAccuracy } from '../quality/sample-accuracy.ts';
+
+export class BenchArgumentError extends Error {
+  override name = 'BenchArgumentError';
+  constructor(
+    readonly argument: string,
+    readonly problem: string,
+  ) {
+    super(`bench quality: ${argument}: ${problem}`);
+  }
+}
+
+interface Options {
+  preset: PresetName;
+  overrides: Record<string, unknown>;
+  stage: 'all' | 'dvae' | 'transformer';
+  dvaeEvery: number;
+  transformerEvery: number;
+  samples: number;
+  cache: string;
+  json: boolean;
+  /** Ranks simulated in this process (their gradients averaged by PowerSGD as the spec says). */
+  world: number;
+}
+
+function setPath(o: Record<string, unknown>, path: string, value: unknown): void {
+  const keys = path.split('.');
+  let at = o;
+  for (const k of keys.slice(0, -1)) {
+    if (typeof at[k] !== 'object' || at[k] === null) at[k] = {};
+    at = at[k] as Record<string, unknown>;
+  }
+  at[keys.at(-1)!] = value;
+}
+
+function parseArgs(argv: string[]): Options {
+  const o: Options = {
+    preset: 'shapes',
+    overrides: {},
+    stage: 'all',
+    dvaeEvery: 100,
+    transformerEvery: 100,
+    samples: 24,
+    cache: join(process.env.DALLE_HOME ?? '.dalle', 'quality-cache'),
+    json: false,
+    world: 1,
+  };
+  const int = (flag: string, v: string | undefined) => {
+    const n = Number(v);
+    if (!Number.isInteger(n) || n < 1)
+      throw new BenchArgumentError(flag, `expects a positive integer, got ${v}`);
+    return n;
+  };
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i]!;
+    const v = () => {
+      const x = argv[++i];
+      if (x === undefined) throw new BenchArgumentError(a, 'expects a value');
+      return x;
+    };
+    if (a === '--json') o.json = true;
+    else if (a === '--preset') {
+      const p = PresetName.safeParse(v());
+      if (!p.success || (presets[p.data].dataset as { kind: string }).kind !== 'shapes')
+        throw new BenchArgumentError(a, `expects a preset on the shapes set (tiny, shapes), got ${argv[i]}`);
+      o.preset = p.data;
+    } else if (a === '--set') {
+      const kv = v();
+      const eq = kv.indexOf('=');
+      if (eq < 1) throw new BenchArgumentError(a, `expects path=value, got ${kv}`);
+      let value: unknown = kv.slice(eq + 1);
+      try {
+        value = JSON.parse(value as string);
+      } catch {
+        // a plain string
+      }
+      setPath(o.overrides, kv.slice(0, eq), value);
+    } else if (a === '--stage') {
+      const s = v();
+      if (s !== 'all' && s !== 'dvae' && s !== 'transformer')
+        throw new BenchArgumentError(a, `expects all, dvae or transformer, got ${s}`);
+      o.stage = s;
+    } else if (a === '--dvae-every') o.dvaeEvery = int(a, v());
+    else if (a === '--transformer-every') o.transformerEvery = int(a, v());
+    else if (a === '--samples') o.samples = int(a, v());
+    else if (a === '--cache') o.cache = v();
+    else if (a === '--world') o.world = int(a, v());
+    else
+      throw new BenchArgumentError(
+        a,
+        'unknown argument (expected --preset, --set, --stage, --dvae-every, --transformer-every, --samples, --cache, --world, --json)',
+      );
+  }
+  return o;
+}
+
+type Emit = (event: string, fields: Record<string, unknown>) => void;
+
+/** One data-parallel step of W simulated ranks: the ranks share one set of parameters (they would stay
+ *  identical anyway), each computes the gradient of its slice, PowerSGD (per the spec, with its error
+ *  feedback per rank) averages them over in-process groups, and the average is applied once. */
+class DataParallel<B> {
+  private readonly groups: Group[];
+  private readonly psgd: PowerSgd[];
+
+  constructor(
+    readonly trainer: Trainer<B>,
+    spec: RunSpec,
+    readonly world: number,
+  ) {
+    this.groups = localGroups(world);
+    this.psgd = this.groups.map(
+      (_, rank) =>
+        new PowerSgd(trainer.paramSpecs(), spec.powersgd, { rank, worldSize: world, seed: spec.train.seed }),
+    );
+  }
+
+  async step(batches: B[], step: number): Promise<{ loss: number; metrics: Record<string, number> }> {
+    const g = batches.map((b, r) => this.trainer.computeGradients(b, step, r));
+    const loss = g.reduce((s, x) => s + x.loss, 0) / this.world;
+    if (this.world === 1) {
+      return { loss, metrics: { ...g[0]!.metrics, ...this.trainer.applyGradients(g[0]!.grads, step, loss) } };
+    }
+    const r = await Promise.all(this.psgd.map((p, k) => p.reduce(this.groups[k]!, g[k]!.grads, step)));
+    const bytes = { bytesRaw: r[0]!.stats.bytesRaw, bytesSent: r[0]!.stats.bytesSent };
+    if (r[0]!.skipped) return { loss, metrics: { ...g[0]!.metrics, ...bytes, skipped: 1 } };
+    return {
+      loss,
+      metrics: { ...g[0]!.metrics, ...bytes, ...this.trainer.applyGradients(r[0]!.grads, step, loss) },
+    };
+  }
+}
+
+async function rankBatches(
+  ds: Dataset,
+  spec: RunSpec,
+  step: number,
+  world: number,
+  pipeline: 'dvae' | 'transformer',
+) {
+  return Promise.all(
+    Array.from({ length: world }, (_, rank) =>
+      loadBatch(ds, {
+        seed: spec.train.seed,
+        step,
+        rank,
+        worldSize: world,
+        globalBatch: spec.train.batchSize,
+        resolution: spec.dvae.resolution,
+        pipeline,
+      }),
+    ),
+  );
+}
+
+function heldOutImages(spec: RunSpec): { images: Uint8Array; truth: ShapeSpec[] } {
+  if (spec.dataset.kind !== 'shapes') throw new BenchArgumentError('--preset', 'needs a shapes dataset');
+  const R = spec.dvae.resolution;
+  const seed = spec.dataset.seed;
+  const truth = HELD_OUT_COMPOSITIONS.map((_, i) => shapeItem(i, 'heldout', seed));
+  const images = new Uint8Array(truth.length * R * R * 3);
+  truth.forEach((s, i) => images.set(renderShape(s, R), i * R * R * 3));
+  return { images, truth };
+}
+
+/** Seen compositions with jitter drawn from another seed than the training set's: a validation split. */
+function seenValidation(spec: RunSpec): ShapeSpec[] {
+  const seed = (spec.dataset as { seed: number }).seed + 1;
+  return TRAIN_COMPOSITIONS.slice(0, 108).map((_, i) => shapeItem(i * 2, 'train', seed));
+}
+
+async function trainDvae(spec: RunSpec, o: Options, emit: Emit): Promise<Float32Array[]> {
+  const cfg = spec.dvae;
+  const ds = await openDataset(spec.dataset);
+  const held = heldOutImages(spec);
+  const trainer = createDvaeTrainer(cfg, spec.train.seed, o.world);
+  const dp = new DataParallel(trainer, spec, o.world);
+  let trainSec = 0;
+  const measure = (step: number) => {
+    for (const weights of ['ema', 'params'] as const) {
+      const m = Dvae.fromParams(cfg, trainer.exportParams(weights));
+      try {
+        const q = measureDvae(m, held.images, {
+          resolution: cfg.resolution,
+          codebookSize: cfg.codebookSize,
+          truth: held.truth,
+        });
+        emit('dvae', { step, weights, trainSeconds: +trainSec.toFixed(1), ...q });
+      } finally {
+        m.dispose();
+      }
+    }
+  };
+  for (let step = 0; step < cfg.steps; step++) {
+    const t0 = performance.now();
+    const bs = await rankBatches(ds, spec, step, o.world, 'dvae');
+    const g = await dp.step(
+      bs.map((b) => ({ images: b.images, n: b.n })),
+      step,
+    );
+    trainSec += (performance.now() - t0) / 1000;
+    if ((step + 1) % o.dvaeEvery === 0 || step + 1 === cfg.steps) {
+      emit('dvae-train', { step: step + 1, loss: g.loss, ...g.metrics });
+      measure(step + 1);
+    }
+  }
+  const ema = trainer.exportParams('ema');
+  trainer.dispose();
+  return ema;
+}
+
+interface DvaeCache {
+  params: Float32Array[];
+  tokenizer: Tokenizer;
+  tokens: Int32Array;
+}
+
+function cacheKey(spec: RunSpec, world: number): string {
+  const what = {
+    dataset: spec.dataset,
+    dvae: spec.dvae,
+    seed: spec.train.seed,
+    batch: spec.train.batchSize,
+    ...(world > 1 ? { world, powersgd: spec.powersgd } : {}),
+  };
+  return createHash('sha256').update(JSON.stringify(what)).digest('hex').slice(0, 16);
+}
+
+async function buildCache(spec: RunSpec, params: Float32Array[], ds: Dataset): Promise<DvaeCache> {
+  const dvae = Dvae.fromParams(spec.dvae, params);
+  try {
+    const tokens = await encodeItems(dvae, ds, spec, 0, ds.size);
+    const tokenizer = await trainTokenizer(ds, spec.transformer.vocabSize);
+    return { params, tokenizer, tokens };
+  } finally {
+    dvae.dispose();
+  }
+}
+
+async function saveCache(file: string, c: DvaeCache): Promise<void> {
+  const arrays: [string, Float32Array][] = c.params.map((a, i) => [`p${i}`, a]);
+  arrays.push(['tokens', new Float32Array(c.tokens)]);
+  const bytes = encodeState({ tokenizer: c.tokenizer.toJSON(), params: c.params.length }, arrays);
+  await writeFile(file, bytes);
+}
+
+async function loadCache(file: string): Promise<DvaeCache | undefined> {
+  let bytes: Uint8Array;
+  try {
+    bytes = new Uint8Array(await readFile(file));
+  } catch {
+    return undefined;
+  }
+  const { meta, arrays } = decodeState<{ tokenizer: unknown; params: number }>(bytes);
+  return {
+    params: Array.from({ length: meta.params }, (_, i) => arrays.get(`p${i}`)!),
+    tokenizer: Tokenizer.fromJSON(meta.tokenizer),
+    tokens: Int32Array.from(arrays.get('tokens')!),
+  };
+}
+
+/** Text ids (no BPE dropout) and dVAE tokens of validation images, for caption information. */
+function validationSet(spec: RunSpec, dvae: Dvae, tok: Tokenizer, specs: ShapeSpec[]) {
+  const R = spec.dvae.resolution;
+  const L = spec.transformer.textLen;
+  const images = new Uint8Array(specs.length * R * R * 3);
+  const text = new Int32Array(specs.length * L);
+  specs.forEach((s, i) => {
+    images.set(renderShape(s, R), i * R * R * 3);
+    text.set(tok.encode(shapeCaptions(s)[i % 6]!, L).ids, i * L);
+  });
+  return { text, image: dvae.encode(images), n: specs.length };
+}
+
+async function trainTransformer(spec: RunSpec, c: DvaeCache, o: Options, emit: Emit): Promise<void> {
+  const ds = await openDataset(spec.dataset);
+  const dvae = Dvae.fromParams(spec.dvae, c.params);
+  const enc = { tokenizer: c.tokenizer, tokens: c.tokens, tokensPerImage: spec.dvae.grid ** 2 };
+  const val = {
+    seen: validationSet(spec, dvae, c.tokenizer, seenValidation(spec)),
+    heldOut: validationSet(spec, dvae, c.tokenizer, heldOutImages(spec).truth),
+  };
+  const trainer = createTransformerTrainer(spec.transformer, spec.dvae, spec.train.seed, o.world);
+  const dp = new DataParallel(trainer, spec, o.world);
+  let trainSec = 0;
+  const measure = (step: number) => {
+    for (const which of ['ema', 'params'] as const) {
+      const t0 = performance.now();
+      const model = Transformer.fromArrays(spec.transformer, spec.dvae, trainer.exportParams(which));
+      try {
+        const info = {
+          seen: captionInformation(model, val.seen.text, val.seen.image, val.seen.n).information,
+          heldOut: captionInformation(model, val.heldOut.text, val.heldOut.image, val.heldOut.n).information,
+        };
+        const infoSec = (performance.now() - t0) / 1000;
+        const acc = sampleAccuracy({
+          model,
+          tokenizer: c.tokenizer,
+          decode: (t) => dvae.decode(t),
+          canvas: spec.dvae.resolution,
+          n: o.samples,
+        });
+        emit('transformer', {
+          step,
+          weights: which,
+          trainSeconds: +trainSec.toFixed(1),
+          information: info,
+          infoSeconds: +infoSec.toFixed(2),
+          seen: acc.seen,
+          heldOut: acc.heldOut,
+          sampleSeconds: +acc.seconds.toFixed(2),
+        });
+      } finally {
+        model.dispose();
+      }
+    }
+  };
+  for (let step = 0; step < spec.transformer.steps; step++) {
+    const t0 = performance.now();
+    const bs = await rankBatches(ds, spec, step, o.world, 'transformer');
+    const g = await dp.step(
+      bs.map((b) => transformerBatch(b, enc, spec)),
+      step,
+    );
+    trainSec += (performance.now() - t0) / 1000;
+    if ((step + 1) % o.transformerEvery === 0 || step + 1 === spec.transformer.steps) {
+      emit('transformer-train', { step: step + 1, loss: g.loss, ...g.metrics });
+      measure(step + 1);
+    }
+  }
+  trainer.dispose();
+  dvae.dispose();
+}
+
+function printer(json: boolean): Emit {
+  const pct = (v: number) => `${(100 * v).toFixed(0)}%`;
+  const acc = (a: Record<string, number>) =>
+    `all ${pct(a.all!)} (c ${pct(a.color!)} s ${pct(a.shape!)} z ${pct(a.size!)} p ${pct(a.position!)})`;
+  return (event, f) => {
+    if (json) return void console.log(JSON.stringify({ event, ...f }));
+    const s = f as Record<string, any>;
+    if (event === 'dvae')
+      console.log(
+        `dvae ${s.step} ${s.weights} (${s.trainSeconds} s): codes ${s.codesUsed} ppl ${s.perplexity.toFixed(1)} mse ${s.mse.toFixed(4)} recon ${acc(s.shapes.accuracy)} colours ${s.shapes.colorsDistinct}/6 [${s.seconds.toFixed(2)} s]`,
+      );
+    else if (event === 'transformer')
+      console.log(
+        `transformer ${s.step} ${s.weights} (${s.trainSeconds} s): info seen ${s.information.seen.toFixed(3)} held ${s.information.heldOut.toFixed(3)} | seen ${acc(s.seen)} | held ${acc(s.heldOut)} [${s.infoSeconds}+${s.sampleSeconds} s]`,
+      );
+    else
+      console.log(`${event} ${JSON.stringify(f, (_, v) => (typeof v === 'number' ? +v.toPrecision(4) : v))}`);
+  };
+}
+
+export async function main(argv: string[]): Promise<void> {
+  const o = parseArgs(argv);
+  const backend = await initBackend();
+  const spec = resolveSpec({ ...o.overrides, preset: o.preset }, '--set');
+  const emit = printer(o.json);
+  emit('config', {
+    backend,
+    preset: o.preset,
+    overrides: o.overrides,
+    world: o.world,
+    powersgd: o.world > 1 && spec.powersgd.enabled,
+  });
+  await mkdir(o.cache, { recursive: true });
+  const file = join(o.cache, `dvae-${cacheKey(spec, o.world)}.bin`);
+  let cache = o.stage === 'dvae' ? undefined : await loadCache(file);
+  if (o.stage === 'transformer' && !cache)
+    throw new BenchArgumentError(
+      '--stage',
+      `no cached dVAE for this config at ${file}: run --stage dvae first`,
+    );
+  if (!cache) {
+    const params = await trainDvae(spec, o, emit);
+    const t0 = performance.now();
+    cache = await buildCache(spec, params, await openDataset(spec.dataset));
+    await saveCache(file, cache);
+    emit('cache', { file, seconds: +((performance.now() - t0) / 1000).toFixed(1) });
+  } else emit('cache', { file, reused: true });
+  if (o.stage !== 'dvae') await trainTransformer(spec, cache, o, emit);
+}
