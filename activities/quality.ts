@@ -1,10 +1,9 @@
-// Rank 0's quality measurements at each checkpoint (quality/probe.ts), wired to the run: the probe of the
+// Rank 0's quality measurements at each checkpoint (eval/quality-probe.ts), wired to the run: the probe of the
 // stage (the transformer's reads the frozen dVAE and the tokenizer of the run), a `quality.measure` span
 // with the figures as attributes, the `dalle.quality.*` gauges, and a log line. A measurement is an
 // observation, never a reason to fail training: errors are logged and the run goes on.
 import type { RunSpec } from '../config/index.ts';
-import { dvaeProbe, transformerProbe, type QualityProbe } from '../quality/probe.ts';
-import { qualityLine } from '../quality/point.ts';
+import { dvaeProbe, qualityLine, transformerProbe, type QualityProbe } from '../eval/index.ts';
 import type { Trainer } from '../model/index.ts';
 import type { CheckpointStore } from '../store/index.ts';
 import { ATTR, dalleMetrics, withSpan, type QualityAttributes } from '../telemetry/index.ts';

@@ -1,57 +1,79 @@
-// `dalle bench quality`: the recipe experiments of the quality work, in one process and fast.
+// `dalle bench quality`: the recipe experiments of the quality work, in one process.
 //
-// Trains the dVAE and then the transformer with the real Trainer classes and the real data pipeline
-// (W = 1, the global batch of the spec, no PowerSGD), and prints the quality measurements over training
-// time: for the dVAE codebook usage and held-out reconstruction accuracy, for the transformer caption
+// Trains the dVAE and then the transformer with the real Trainer classes and the real data pipeline (the
+// spec's global batch; `--world W` simulates W ranks whose gradients go through PowerSGD as the spec
+// says, on in-process groups), and prints the quality measurements over training time: for the dVAE
+// codebook usage and held-out reconstruction accuracy (EMA and raw weights), for the transformer caption
 // information (seen and held-out validation images) and the attribute accuracy of plain samples.
 //
-//   dalle bench quality [--preset shapes] [--set dvae.lr=3e-3 ...] [--stage all|dvae|transformer]
-//                       [--dvae-every N] [--transformer-every N] [--samples N] [--cache DIR] [--json]
-//
-// `--set path=value` overrides one config field (value parsed as JSON, else taken as a string), so an
-// experiment is a command line. The dVAE's EMA weights, tokenizer and encoded training set are cached in
-// `--cache` under a hash of what determines them, so transformer experiments reuse one dVAE.
+// `--set path=value` (repeatable) overrides one config field, the value parsed as JSON when it is JSON, so
+// an experiment is a command line. The dVAE's EMA weights, tokenizer and encoded training set are cached in
+// `--cache` under a hash of what determines them, so transformer experiments reuse one dVAE
+// (docs/experiments/quality.md records what was run).
 import { createHash } from 'node:crypto';
 import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { encodeItems } from '../activities/encode-dataset.ts';
 import { transformerBatch } from '../activities/batches.ts';
-import { presets, PresetName, resolveSpec, type RunSpec } from '../config/index.ts';
-import {
-  HELD_OUT_COMPOSITIONS,
-  loadBatch,
-  openDataset,
-  renderShape,
-  shapeCaptions,
-  shapeItem,
-  Tokenizer,
-  trainTokenizer,
-  TRAIN_COMPOSITIONS,
-  type Dataset,
-  type ShapeSpec,
-} from '../data/index.ts';
 import { PowerSgd, type Group } from '../collective/index.ts';
-import { initBackend } from '../model/backend.ts';
-import type { Trainer } from '../model/trainer.ts';
+import { presets, PresetName, resolveSpec, type RunSpec } from '../config/index.ts';
+import { loadBatch, openDataset, Tokenizer, trainTokenizer, type Dataset } from '../data/index.ts';
+import {
+  captionInformation,
+  encodeValidation,
+  measureDvae,
+  sampleAccuracy,
+  shapesValidation,
+} from '../eval/index.ts';
+import {
+  createDvaeTrainer,
+  createTransformerTrainer,
+  decodeState,
+  Dvae,
+  encodeState,
+  initTfBackend,
+  Transformer,
+  type Trainer,
+} from '../model/index.ts';
+import { command, parseCommand, readers } from '../services/cli/args.ts';
 import { localGroups } from './lib/local-groups.ts';
-import { Dvae } from '../model/dvae.ts';
-import { createDvaeTrainer } from '../model/dvae-trainer.ts';
-import { decodeState, encodeState } from '../model/state-io.ts';
-import { Transformer } from '../model/transformer.ts';
-import { createTransformerTrainer } from '../model/transformer-trainer.ts';
-import { captionInformation } from '../quality/caption-information.ts';
-import { measureDvae } from '../quality/dvae-quality.ts';
-import { sampleAccuracy } from '../quality/sample-accuracy.ts';
 
-export class BenchArgumentError extends Error {
-  override name = 'BenchArgumentError';
-  constructor(
-    readonly argument: string,
-    readonly problem: string,
-  ) {
-    super(`bench quality: ${argument}: ${problem}`);
-  }
-}
+export const cli = command({
+  name: 'bench quality',
+  summary: 'train the dVAE and the transformer in this process and print their quality over training time',
+  options: {
+    preset: { type: 'string', value: 'tiny|shapes', help: 'the preset (default shapes)' },
+    set: {
+      type: 'string',
+      value: 'path=value',
+      multiple: true,
+      help: 'override one config field, e.g. dvae.lr=1e-3 (repeatable; JSON values parsed)',
+    },
+    stage: { type: 'string', value: 'all|dvae|transformer', help: 'what to train (default all)' },
+    'dvae-every': { type: 'string', value: 'N', help: 'measure the dVAE every N steps (default 100)' },
+    'transformer-every': {
+      type: 'string',
+      value: 'N',
+      help: 'measure the transformer every N steps (default 100)',
+    },
+    samples: {
+      type: 'string',
+      value: 'N',
+      help: 'sampled prompts per group, seen and held-out (default 24)',
+    },
+    world: {
+      type: 'string',
+      value: 'W',
+      help: 'simulated ranks, through PowerSGD as the spec says (default 1)',
+    },
+    cache: {
+      type: 'string',
+      value: 'DIR',
+      help: 'where trained dVAEs are cached (default $DALLE_HOME/quality-cache)',
+    },
+    json: { type: 'boolean', help: 'one JSON object per line' },
+  },
+});
 
 interface Options {
   preset: PresetName;
@@ -76,65 +98,35 @@ function setPath(o: Record<string, unknown>, path: string, value: unknown): void
   at[keys.at(-1)!] = value;
 }
 
-function parseArgs(argv: string[]): Options {
-  const o: Options = {
-    preset: 'shapes',
-    overrides: {},
-    stage: 'all',
-    dvaeEvery: 100,
-    transformerEvery: 100,
-    samples: 24,
-    cache: join(process.env.DALLE_HOME ?? '.dalle', 'quality-cache'),
-    json: false,
-    world: 1,
-  };
-  const int = (flag: string, v: string | undefined) => {
-    const n = Number(v);
-    if (!Number.isInteger(n) || n < 1)
-      throw new BenchArgumentError(flag, `expects a positive integer, got ${v}`);
-    return n;
-  };
-  for (let i = 0; i < argv.length; i++) {
-    const a = argv[i]!;
-    const v = () => {
-      const x = argv[++i];
-      if (x === undefined) throw new BenchArgumentError(a, 'expects a value');
-      return x;
-    };
-    if (a === '--json') o.json = true;
-    else if (a === '--preset') {
-      const p = PresetName.safeParse(v());
-      if (!p.success || (presets[p.data].dataset as { kind: string }).kind !== 'shapes')
-        throw new BenchArgumentError(a, `expects a preset on the shapes set (tiny, shapes), got ${argv[i]}`);
-      o.preset = p.data;
-    } else if (a === '--set') {
-      const kv = v();
-      const eq = kv.indexOf('=');
-      if (eq < 1) throw new BenchArgumentError(a, `expects path=value, got ${kv}`);
-      let value: unknown = kv.slice(eq + 1);
-      try {
-        value = JSON.parse(value as string);
-      } catch {
-        // a plain string
-      }
-      setPath(o.overrides, kv.slice(0, eq), value);
-    } else if (a === '--stage') {
-      const s = v();
-      if (s !== 'all' && s !== 'dvae' && s !== 'transformer')
-        throw new BenchArgumentError(a, `expects all, dvae or transformer, got ${s}`);
-      o.stage = s;
-    } else if (a === '--dvae-every') o.dvaeEvery = int(a, v());
-    else if (a === '--transformer-every') o.transformerEvery = int(a, v());
-    else if (a === '--samples') o.samples = int(a, v());
-    else if (a === '--cache') o.cache = v();
-    else if (a === '--world') o.world = int(a, v());
-    else
-      throw new BenchArgumentError(
-        a,
-        'unknown argument (expected --preset, --set, --stage, --dvae-every, --transformer-every, --samples, --cache, --world, --json)',
-      );
+function options(argv: string[]): Options {
+  const { values } = parseCommand(argv, cli);
+  const read = readers(cli);
+  const overrides: Record<string, unknown> = {};
+  for (const kv of values.set ?? []) {
+    const eq = kv.indexOf('=');
+    if (eq < 1) throw read.error(`--set expects path=value, got '${kv}'`);
+    let value: unknown = kv.slice(eq + 1);
+    try {
+      value = JSON.parse(value as string);
+    } catch {
+      // a plain string
+    }
+    setPath(overrides, kv.slice(0, eq), value);
   }
-  return o;
+  const shapesPresets = PresetName.options.filter(
+    (p) => (presets[p].dataset as { kind: string }).kind === 'shapes',
+  );
+  return {
+    preset: read.choice('preset', values.preset, shapesPresets) ?? 'shapes',
+    overrides,
+    stage: read.choice('stage', values.stage, ['all', 'dvae', 'transformer'] as const) ?? 'all',
+    dvaeEvery: read.int('dvae-every', values['dvae-every'], 1) ?? 100,
+    transformerEvery: read.int('transformer-every', values['transformer-every'], 1) ?? 100,
+    samples: read.int('samples', values.samples, 1) ?? 24,
+    world: read.int('world', values.world, 1) ?? 1,
+    cache: values.cache ?? join(process.env.DALLE_HOME ?? '.dalle', 'quality-cache'),
+    json: !!values.json,
+  };
 }
 
 type Emit = (event: string, fields: Record<string, unknown>) => void;
@@ -196,26 +188,15 @@ async function rankBatches(
   );
 }
 
-function heldOutImages(spec: RunSpec): { images: Uint8Array; truth: ShapeSpec[] } {
-  if (spec.dataset.kind !== 'shapes') throw new BenchArgumentError('--preset', 'needs a shapes dataset');
-  const R = spec.dvae.resolution;
-  const seed = spec.dataset.seed;
-  const truth = HELD_OUT_COMPOSITIONS.map((_, i) => shapeItem(i, 'heldout', seed));
-  const images = new Uint8Array(truth.length * R * R * 3);
-  truth.forEach((s, i) => images.set(renderShape(s, R), i * R * R * 3));
-  return { images, truth };
-}
-
-/** Seen compositions with jitter drawn from another seed than the training set's: a validation split. */
-function seenValidation(spec: RunSpec): ShapeSpec[] {
-  const seed = (spec.dataset as { seed: number }).seed + 1;
-  return TRAIN_COMPOSITIONS.slice(0, 108).map((_, i) => shapeItem(i * 2, 'train', seed));
+function shapesSeed(spec: RunSpec): number {
+  if (spec.dataset.kind !== 'shapes') throw new Error('bench quality needs a shapes dataset');
+  return spec.dataset.seed;
 }
 
 async function trainDvae(spec: RunSpec, o: Options, emit: Emit): Promise<Float32Array[]> {
   const cfg = spec.dvae;
   const ds = await openDataset(spec.dataset);
-  const held = heldOutImages(spec);
+  const held = shapesValidation('heldOut', 108, cfg.resolution, shapesSeed(spec));
   const trainer = createDvaeTrainer(cfg, spec.train.seed, o.world);
   const dp = new DataParallel(trainer, spec, o.world);
   let trainSec = 0;
@@ -302,26 +283,15 @@ async function loadCache(file: string): Promise<DvaeCache | undefined> {
   };
 }
 
-/** Text ids (no BPE dropout) and dVAE tokens of validation images, for caption information. */
-function validationSet(spec: RunSpec, dvae: Dvae, tok: Tokenizer, specs: ShapeSpec[]) {
-  const R = spec.dvae.resolution;
-  const L = spec.transformer.textLen;
-  const images = new Uint8Array(specs.length * R * R * 3);
-  const text = new Int32Array(specs.length * L);
-  specs.forEach((s, i) => {
-    images.set(renderShape(s, R), i * R * R * 3);
-    text.set(tok.encode(shapeCaptions(s)[i % 6]!, L).ids, i * L);
-  });
-  return { text, image: dvae.encode(images), n: specs.length };
-}
-
 async function trainTransformer(spec: RunSpec, c: DvaeCache, o: Options, emit: Emit): Promise<void> {
   const ds = await openDataset(spec.dataset);
   const dvae = Dvae.fromParams(spec.dvae, c.params);
   const enc = { tokenizer: c.tokenizer, tokens: c.tokens, tokensPerImage: spec.dvae.grid ** 2 };
+  const R = spec.dvae.resolution;
+  const L = spec.transformer.textLen;
   const val = {
-    seen: validationSet(spec, dvae, c.tokenizer, seenValidation(spec)),
-    heldOut: validationSet(spec, dvae, c.tokenizer, heldOutImages(spec).truth),
+    seen: encodeValidation(shapesValidation('seen', 108, R, shapesSeed(spec)), dvae, c.tokenizer, L),
+    heldOut: encodeValidation(shapesValidation('heldOut', 108, R, shapesSeed(spec)), dvae, c.tokenizer, L),
   };
   const trainer = createTransformerTrainer(spec.transformer, spec.dvae, spec.train.seed, o.world);
   const dp = new DataParallel(trainer, spec, o.world);
@@ -396,8 +366,8 @@ function printer(json: boolean): Emit {
 }
 
 export async function main(argv: string[]): Promise<void> {
-  const o = parseArgs(argv);
-  const backend = await initBackend();
+  const o = options(argv);
+  const backend = await initTfBackend();
   const spec = resolveSpec({ ...o.overrides, preset: o.preset }, '--set');
   const emit = printer(o.json);
   emit('config', {
@@ -411,10 +381,7 @@ export async function main(argv: string[]): Promise<void> {
   const file = join(o.cache, `dvae-${cacheKey(spec, o.world)}.bin`);
   let cache = o.stage === 'dvae' ? undefined : await loadCache(file);
   if (o.stage === 'transformer' && !cache)
-    throw new BenchArgumentError(
-      '--stage',
-      `no cached dVAE for this config at ${file}: run --stage dvae first`,
-    );
+    throw readers(cli).error(`no cached dVAE for this config at ${file}: run --stage dvae first`);
   if (!cache) {
     const params = await trainDvae(spec, o, emit);
     const t0 = performance.now();

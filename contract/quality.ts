@@ -10,7 +10,7 @@ export interface AttributeAccuracy {
   all: number;
 }
 
-/** Which validation images a number was measured on (quality/validation.ts). */
+/** Which validation images a number was measured on (eval/validation.ts). */
 export type ValidationName = 'seen' | 'heldOut' | 'train';
 
 /** One checkpoint's measurements (plain JSON: it travels in progress signals and status output). */

@@ -1,7 +1,7 @@
 // The demo's pictures: a grid of generated images with the prompts as row labels, and loss curves (SVG
 // written by hand: no plotting dependency).
 import { labelledGridPng as grid } from '../../data/image-grid.ts';
-import type { QualityPoint } from '../../quality/point.ts';
+import type { QualityPoint } from '../../contract/index.ts';
 
 const esc = (s: string) => s.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;');
 

@@ -11,7 +11,13 @@ import { resolveSpec, type RunSpec } from '../../config/index.ts';
 import { HELD_OUT_COMPOSITIONS, TRAIN_COMPOSITIONS } from '../../data/shapes.ts';
 import { check, down, serviceEnv, up } from '../../infra/services.ts';
 import { openStores } from '../../store/index.ts';
-import { progressQuery, TASK_QUEUE, WORKFLOW_TYPE, type TrainDalleWorkflow } from '../../contract/index.ts';
+import {
+  progressQuery,
+  TASK_QUEUE,
+  WORKFLOW_TYPE,
+  type QualityPoint,
+  type TrainDalleWorkflow,
+} from '../../contract/index.ts';
 import { createSamplerClient, generate } from '../sampler/index.ts';
 import { command, parseCommand, readers } from './args.ts';
 import { commands } from './commands.ts';
@@ -27,7 +33,7 @@ import { temporalClient } from './temporal.ts';
 import { progressLine } from './train.ts';
 import { lossCurvesSvg, labelledGridPng, qualityCurvesSvg, type LossPoint } from './demo-render.ts';
 import { startConsoleChild, untilInterrupted } from './demo-console.ts';
-import { qualityLine, type QualityPoint } from '../../quality/point.ts';
+import { qualityLine } from '../../eval/quality-line.ts';
 
 const CLI = fileURLToPath(new URL('../../bin/dalle.js', import.meta.url));
 const NATIVE_INSTALLER = fileURLToPath(new URL('../../infra/native/install-tfjs-node.sh', import.meta.url));

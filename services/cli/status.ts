@@ -11,7 +11,7 @@ import {
 } from '../../contract/index.ts';
 import { command, parseCommand, usageError, UsageError } from './args.ts';
 import { commands } from './commands.ts';
-import { qualityLine } from '../../quality/point.ts';
+import { qualityLine } from '../../eval/quality-line.ts';
 import { temporalClient } from './temporal.ts';
 import { progressLine } from './train.ts';
 

@@ -12,7 +12,7 @@ import {
 } from '../../contract/index.ts';
 import { command, parseCommand, usageError } from './args.ts';
 import { commands } from './commands.ts';
-import { qualityLine } from '../../quality/point.ts';
+import { qualityLine } from '../../eval/quality-line.ts';
 import { temporalClient } from './temporal.ts';
 import { ATTR, dalleMetrics, initTelemetry, shutdownTelemetry, withSpan } from '../../telemetry/index.ts';
 

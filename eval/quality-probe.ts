@@ -5,17 +5,14 @@
 //   transformer  caption information per validation set and, on the shapes set, the attribute accuracy
 //                of plain samples for seen and held-out prompts.
 // Built once per segment by rank 0; `measure` takes about a second on the small presets.
-export type { QualityPoint } from './point.ts';
 import type { RunSpec } from '../config/index.ts';
 import type { Tokenizer } from '../data/index.ts';
-import { Dvae } from '../model/dvae.ts';
-import { Transformer } from '../model/transformer.ts';
+import { Dvae, Transformer } from '../model/index.ts';
 import { captionInformation } from './caption-information.ts';
 import { measureDvae } from './dvae-quality.ts';
-import type { AttributeAccuracy, QualityPoint } from './point.ts';
+import type { AttributeAccuracy, QualityPoint, ValidationName } from '../contract/index.ts';
 import { sampleAccuracy } from './sample-accuracy.ts';
 import { validationSets, type ValidationSet } from './validation.ts';
-import type { ValidationName } from './point.ts';
 
 export interface QualityProbe {
   /** Measures the model of `exportEma()` (parameter arrays in spec order) at `step`. */

@@ -1,8 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { loadSpec } from '../config/index.ts';
-import { initBackend } from '../model/backend.ts';
-import { initTransformerParams, Transformer, transformerParamSpecs } from '../model/transformer.ts';
+import { initTfBackend, initTransformerParams, Transformer, transformerParamSpecs } from '../model/index.ts';
 import { captionDerangement, captionInformation, CaptionInformationError } from './caption-information.ts';
 
 test('caption information: the derangement never pairs an example with its own caption text', () => {
@@ -17,7 +16,7 @@ test('caption information: the derangement never pairs an example with its own c
 });
 
 test('caption information: exactly 0 for a model whose text positions carry nothing', async () => {
-  await initBackend('wasm');
+  await initTfBackend('wasm');
   const spec = loadSpec('tiny');
   const specs = transformerParamSpecs(spec.transformer, spec.dvae);
   const params = initTransformerParams(spec.transformer, spec.dvae, 3);

@@ -2,11 +2,11 @@
 // held-out compositions, one image each, drawn in one KV-cache session and judged by the pixel analyzer.
 // The cheap, in-process version of `dalle eval` that training runs at every checkpoint.
 import { HELD_OUT_COMPOSITIONS, TRAIN_COMPOSITIONS, type ShapeComposition } from '../data/shapes.ts';
-import type { Tokenizer } from '../data/tokenizer.ts';
-import { createSampler } from '../model/sampling.ts';
-import type { Transformer } from '../model/transformer.ts';
-import { evalCaption, pickCompositions } from '../eval/index.ts';
-import { judgeShapes, type AttributeAccuracy } from './dvae-quality.ts';
+import type { Tokenizer } from '../data/index.ts';
+import { createSampler, type Transformer } from '../model/index.ts';
+import { evalCaption, pickCompositions } from './shapes-eval.ts';
+import type { AttributeAccuracy } from '../contract/index.ts';
+import { judgeShapes } from './dvae-quality.ts';
 
 export interface SampleAccuracy {
   /** Prompts per group. */

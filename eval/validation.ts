@@ -8,7 +8,6 @@ import type { DatasetConfig } from '../config/index.ts';
 import {
   openDataset,
   preprocessTransformer,
-  rngFor,
   renderShape,
   shapeCaptions,
   shapeItem,
@@ -16,8 +15,9 @@ import {
   TRAIN_COMPOSITIONS,
   type ShapeSpec,
 } from '../data/index.ts';
-import { pickCompositions } from '../eval/index.ts';
-import type { ValidationName } from './point.ts';
+import type { ValidationName } from '../contract/index.ts';
+import { rngFor } from '../random/index.ts';
+import { pickCompositions } from './shapes-eval.ts';
 
 export interface ValidationSet {
   name: ValidationName;

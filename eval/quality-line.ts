@@ -1,7 +1,6 @@
 // The one-line summary of a checkpoint's quality measurements (contract/quality.ts), for logs and the CLI.
 
 import type { QualityPoint } from '../contract/index.ts';
-export type { AttributeAccuracy, QualityPoint, ValidationName } from '../contract/index.ts';
 
 /** One line a human reads in the worker log and `dalle train`'s output. */
 export function qualityLine(q: QualityPoint): string {

@@ -7,7 +7,7 @@
 // derangement π that never pairs two examples with the same caption text, so a repeated caption cannot
 // pass for information.
 import * as tf from '@tensorflow/tfjs';
-import type { Transformer } from '../model/transformer.ts';
+import type { Transformer } from '../model/index.ts';
 
 export interface CaptionInformation {
   /** Validation examples. */

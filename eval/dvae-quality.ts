@@ -7,7 +7,7 @@
 // Plain typed arrays in and out: the caller owns the model and decides which images count as held out.
 import { analyzeShape } from '../data/shapes-analyzer.ts';
 import { COLOR_NAMES, type ShapeColor, type ShapeComposition } from '../data/shapes.ts';
-import type { AttributeAccuracy } from './point.ts';
+import type { AttributeAccuracy } from '../contract/index.ts';
 
 /** The two operations of a dVAE the measurements need (model/dvae.ts's Dvae has both). */
 export interface CodecLike {
@@ -38,8 +38,6 @@ export function codebookUsage(tokens: Int32Array, codebookSize: number): Codeboo
   }
   return { codesUsed: used, perplexity: tokens.length ? Math.exp(h) : 0 };
 }
-
-export type { AttributeAccuracy } from './point.ts';
 
 export interface ShapesReconstruction {
   images: number;
