@@ -12,7 +12,7 @@
 // (docs/experiments/quality.md records what was run).
 import { createHash } from 'node:crypto';
 import { mkdir, readFile, writeFile } from 'node:fs/promises';
-import { join } from 'node:path';
+import { basename, join } from 'node:path';
 import { encodeItems } from '../activities/encode-dataset.ts';
 import { transformerBatch } from '../activities/batches.ts';
 import { PowerSgd, type Group } from '../collective/index.ts';
@@ -71,6 +71,11 @@ export const cli = command({
       value: 'DIR',
       help: 'where trained dVAEs are cached (default $DALLE_HOME/quality-cache)',
     },
+    'dvae-from': {
+      type: 'string',
+      value: 'file.bin',
+      help: "a cached dVAE to use instead of training one: this config's dataset is encoded with it",
+    },
     json: { type: 'boolean', help: 'one JSON object per line' },
   },
 });
@@ -86,6 +91,8 @@ interface Options {
   json: boolean;
   /** Ranks simulated in this process (their gradients averaged by PowerSGD as the spec says). */
   world: number;
+  /** A cached dVAE whose weights encode this config's dataset (no dVAE training). */
+  dvaeFrom?: string;
 }
 
 function setPath(o: Record<string, unknown>, path: string, value: unknown): void {
@@ -126,6 +133,7 @@ function options(argv: string[]): Options {
     world: read.int('world', values.world, 1) ?? 1,
     cache: values.cache ?? join(process.env.DALLE_HOME ?? '.dalle', 'quality-cache'),
     json: !!values.json,
+    dvaeFrom: values['dvae-from'],
   };
 }
 
@@ -378,8 +386,16 @@ export async function main(argv: string[]): Promise<void> {
     powersgd: o.world > 1 && spec.powersgd.enabled,
   });
   await mkdir(o.cache, { recursive: true });
-  const file = join(o.cache, `dvae-${cacheKey(spec, o.world)}.bin`);
+  const key = cacheKey(spec, o.world) + (o.dvaeFrom ? `-from-${basename(o.dvaeFrom, '.bin')}` : '');
+  const file = join(o.cache, `dvae-${key}.bin`);
   let cache = o.stage === 'dvae' ? undefined : await loadCache(file);
+  if (!cache && o.dvaeFrom) {
+    const from = await loadCache(o.dvaeFrom);
+    if (!from) throw readers(cli).error(`--dvae-from ${o.dvaeFrom}: no cached dVAE there`);
+    cache = await buildCache(spec, from.params, await openDataset(spec.dataset));
+    await saveCache(file, cache);
+    emit('cache', { file, from: o.dvaeFrom });
+  }
   if (o.stage === 'transformer' && !cache)
     throw readers(cli).error(`no cached dVAE for this config at ${file}: run --stage dvae first`);
   if (!cache) {

@@ -109,6 +109,10 @@ export const DvaeConfig = z.strictObject({
    *  N(0, 1/K) (the paper's), under which every code starts decoding to nearly the same thing; 1 is an
    *  embedding table's N(0, 1) (dalle-pytorch's nn.Embedding), codes distinct from the first step. */
   codebookInitStd: z.number().nonnegative().default(0),
+  /** How the decoder doubles its resolution between groups: 'nearest' (the paper) repeats each pixel, so a
+   *  code can only paint its whole cell; 'shuffle' is a 1×1 conv to 4× the channels whose slices become
+   *  the 2×2 sub-pixels (pixel shuffle, started as nearest), so a code can draw an edge inside its cell. */
+  upsample: z.enum(['nearest', 'shuffle']).default('nearest'),
   /** Dead-code restarts (model/code-restart.ts; needs straightThrough): every this many updates, codes
    *  no cell used during the window restart as copies of the busiest ones. 0: never (the paper). */
   codeRestartEvery: nonNegInt.default(0),

@@ -50,6 +50,7 @@ const architectureFields = [
   'hidden',
   'groups',
   'blocksPerGroup',
+  'upsample',
 ] as const;
 const STATE_FORMAT = 1;
 
@@ -222,8 +223,9 @@ class DvaeTrainer implements Trainer<DvaeBatch> {
     if (meta?.format !== STATE_FORMAT)
       problems.push(`state format ${String(meta?.format)}, this code reads ${STATE_FORMAT}`);
     for (const f of architectureFields) {
-      if (meta?.config?.[f] !== this.cfg[f])
-        problems.push(`config.${f} is ${String(meta?.config?.[f])} in the state, ${this.cfg[f]} here`);
+      // States written before `upsample` existed used nearest-neighbour upsampling.
+      const saved = meta?.config?.[f] ?? (f === 'upsample' ? 'nearest' : undefined);
+      if (saved !== this.cfg[f]) problems.push(`config.${f} is ${String(saved)} in the state, ${this.cfg[f]} here`);
     }
     if (!(Number.isInteger(meta?.updates) && meta!.updates! >= 0))
       problems.push(`updates = ${String(meta?.updates)} is not a count`);

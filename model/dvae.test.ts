@@ -10,6 +10,7 @@ import {
   dvaeLayout,
   dvaeParamSpecs,
   dvaeParameterCount,
+  initDvaeParams,
 } from './dvae.ts';
 import { gumbelNoise } from './gumbel.ts';
 import { logitLaplaceNll, mapPixels } from './logit-laplace.ts';
@@ -173,6 +174,30 @@ test('dvae: centerInput feeds the encoder 2φ(x)−1 instead of φ(x), nothing e
   assert.deepEqual(centred.decode(tokens), plain.decode(tokens), 'the decoder is untouched');
   plain.dispose();
   centred.dispose();
+});
+
+test('dvae: upsample "shuffle" starts as nearest-neighbour upsampling and has a conv per decoder resample', () => {
+  const shuffled = { ...tiny, upsample: 'shuffle' as const };
+  const specs = dvaeParamSpecs(shuffled);
+  const ups = specs.filter((s) => s.name.endsWith('.upsample.w'));
+  assert.deepEqual(
+    ups.map((s) => s.shape),
+    dvaeLayout(tiny)
+      .decoder.groups.filter((g) => g.resample)
+      .map((g) => [1, 1, g.blocks.at(-1)!.nOut, 4 * g.blocks.at(-1)!.nOut]),
+  );
+  const plain = new Dvae(tiny, { seed: 3 });
+  const fresh = initDvaeParams(shuffled, 3);
+  const byName = new Map(dvaeParamSpecs(tiny).map((s, i) => [s.name, plain.params()[i]!]));
+  const m = Dvae.fromParams(
+    shuffled,
+    specs.map((s, i) => byName.get(s.name) ?? fresh[i]!),
+  );
+  const tokens = Int32Array.from({ length: 32 }, (_, i) => (i * 7) % 32);
+  assert.deepEqual(m.decode(tokens), plain.decode(tokens));
+  assert.equal(dvaeParameterCount(shuffled), dvaeParameterCount(tiny) + ups.reduce((a, s) => a + s.shape[2]! * s.shape[3]! + s.shape[3]!, 0));
+  plain.dispose();
+  m.dispose();
 });
 
 test('dvae: codeLogitScale makes the logits s·cos(features, code) (+ bias), bounded by s', () => {

@@ -65,6 +65,9 @@ interface GroupSpec {
   blocks: BlockSpec[];
   /** Encoder: max-pool after; decoder: upsample after. */
   resample: boolean;
+  /** Decoder with config upsample 'shuffle': the 1×1 conv C → 4C whose four slices become the four
+   *  pixels of each 2×2 block (pixel shuffle), in place of nearest-neighbour upsampling. */
+  shuffle?: ConvSpec;
 }
 
 export interface DvaeLayout {
@@ -150,6 +153,7 @@ export function dvaeLayout(cfg: DvaeConfig): DvaeLayout {
   const nInit = Math.max(1, Math.round(h / 2));
   const encWidth = (g: number) => 2 ** g * h;
   const decWidth = (g: number) => 2 ** (G - 1 - g) * h;
+  const shuffle = (cfg.upsample ?? 'nearest') === 'shuffle';
   const groups = (
     side: 'encoder' | 'decoder',
     width: (g: number) => number,
@@ -158,6 +162,9 @@ export function dvaeLayout(cfg: DvaeConfig): DvaeLayout {
   ) =>
     Array.from({ length: G }, (_, g) => ({
       resample: g < G - 1,
+      ...(side === 'decoder' && shuffle && g < G - 1
+        ? { shuffle: conv(`decoder.group${g}.upsample`, 1, width(g), 4 * width(g)) }
+        : {}),
       blocks: Array.from({ length: B }, (_, i) =>
         block(
           `${side}.group${g}.block${i}`,
@@ -196,7 +203,10 @@ export function dvaeLayout(cfg: DvaeConfig): DvaeLayout {
 
 function allConvs(l: DvaeLayout): ConvSpec[] {
   const ofGroups = (gs: GroupSpec[]) =>
-    gs.flatMap((g) => g.blocks.flatMap((b) => [...(b.id ? [b.id] : []), ...b.convs]));
+    gs.flatMap((g) => [
+      ...g.blocks.flatMap((b) => [...(b.id ? [b.id] : []), ...b.convs]),
+      ...(g.shuffle ? [g.shuffle] : []),
+    ]);
   return [
     l.encoder.input,
     ...ofGroups(l.encoder.groups),
@@ -235,6 +245,7 @@ export function dvaeForwardMacs(cfg: DvaeConfig): number {
   at(l.decoder.input, side);
   for (const g of l.decoder.groups) {
     for (const b of g.blocks) [...(b.id ? [b.id] : []), ...b.convs].forEach((c) => at(c, side));
+    if (g.shuffle) at(g.shuffle, side);
     if (g.resample) side *= 2;
   }
   at(l.decoder.output, side);
@@ -247,7 +258,14 @@ export function initDvaeParams(cfg: DvaeConfig, seed: number): Float32Array[] {
   return dvaeParamSpecs(cfg).map((s, i) => {
     const n = s.shape.reduce((a, b) => a * b, 1);
     if (s.shape.length === 1) return new Float32Array(n);
-    const [k, , nIn] = s.shape as [number, number, number, number];
+    const [k, , nIn, nOut] = s.shape as [number, number, number, number];
+    // A pixel-shuffle conv starts as nearest-neighbour upsampling: every input channel copied to its
+    // four sub-positions.
+    if (s.name.endsWith('.upsample.w')) {
+      const w = new Float32Array(n);
+      for (let c = 0; c < nIn; c++) for (let q = 0; q < 4; q++) w[c * nOut + q * nIn + c] = 1;
+      return w;
+    }
     // The codebook (decoder.input's rows) may start as an embedding table does, N(0, σ²).
     const codebook = s.name === 'decoder.input.w' && (cfg.codebookInitStd ?? 0) > 0;
     const std = codebook ? cfg.codebookInitStd : 1 / Math.sqrt(nIn * k * k);
@@ -330,7 +348,7 @@ function decoderFromEmbedded(p: Params, l: DvaeLayout, e: tf.Tensor4D): DecoderH
   let h = e;
   for (const g of l.decoder.groups) {
     for (const b of g.blocks) h = resblock(p, b, h, l.postGain);
-    if (g.resample) h = upsample2x(h); // [N, 2·side, 2·side, C]
+    if (g.resample) h = g.shuffle ? pixelShuffle(applyConv(p, g.shuffle, h)) : upsample2x(h); // [N, 2·side, 2·side, C]
   }
   h = h.relu() as tf.Tensor4D;
   // The 6-channel output conv, run as its μ half and its ln b half: slicing the [1, 1, C, 6] kernel is
@@ -347,6 +365,16 @@ function decoderFromEmbedded(p: Params, l: DvaeLayout, e: tf.Tensor4D): DecoderH
       pad: 'same',
     });
   return { mu: half(0), lnB: half(3) };
+}
+
+/** [N, H, W, 4C] → [N, 2H, 2W, C]: channel slice q = 2·dy + dx becomes pixel (2y + dy, 2x + dx). */
+function pixelShuffle(x: tf.Tensor4D): tf.Tensor4D {
+  const [n, hh, ww, c4] = x.shape;
+  const c = c4 / 4;
+  return x
+    .reshape([n, hh, ww, 2, 2, c])
+    .transpose([0, 1, 3, 2, 4, 5])
+    .reshape([n, 2 * hh, 2 * ww, c]) as tf.Tensor4D;
 }
 
 /** Nearest-neighbour ×2 as a broadcast (its gradient is a plain sum, fast on every backend). */
