@@ -83,12 +83,18 @@ export const DvaeConfig = z.strictObject({
   weightDecay: z.number().nonnegative().default(1e-4),
   /** Parameter EMA decay (paper: 0.999). */
   emaDecay: prob.default(0.999),
+  /** Global gradient-norm clip; 0: none (the paper clips only stage 2). */
+  gradClip: z.number().nonnegative().default(0),
   /** ε of the logit-Laplace pixel map φ (paper: 0.1). */
   logitLaplaceEps: z.number().positive().max(0.5).default(0.1),
   /** Smallest scale b the logit-Laplace may predict (0: none, the paper). Pixels are 8-bit: a density
    *  sharper than their quantization step rewards ever more precise copies of flat regions (a white
    *  background) without bound, and that term can drown the few pixels that carry colour and shape. */
   logitLaplaceMinScale: z.number().nonnegative().default(0),
+  /** Largest scale b (0: none, the paper). A decoder unsure of a pixel may widen b there and pay only
+   *  ln b for getting it wrong; capped, a wrong edge pixel costs |logit error| / b, so the few pixels that
+   *  tell a circle from a square weigh as much as they matter. */
+  logitLaplaceMaxScale: z.number().nonnegative().default(0),
   /** Feed the encoder 2φ(x)−1 instead of φ(x) (the official code feeds φ(x): false). On flat white
    *  backgrounds the uncentred input's constant term makes every cell pick one code early in training. */
   centerInput: z.boolean().default(false),
@@ -113,6 +119,14 @@ export const DvaeConfig = z.strictObject({
    *  code can only paint its whole cell; 'shuffle' is a 1×1 conv to 4× the channels whose slices become
    *  the 2×2 sub-pixels (pixel shuffle, started as nearest), so a code can draw an edge inside its cell. */
   upsample: z.enum(['nearest', 'shuffle']).default('nearest'),
+  /** How a cell becomes a code: 'gumbel', the paper's Gumbel-softmax relaxation of a categorical
+   *  posterior (with the KL term, τ and β schedules), or 'vq', the nearest vector of a learned codebook
+   *  (VQ-VAE: codebook and commitment terms, the decoder's gradient passed straight through to the
+   *  encoder; β, τ and the Gumbel-only options are then unused). The codebook is decoder.input's kernel
+   *  either way, so tokens, encode and decode mean the same thing. */
+  quantizer: z.enum(['gumbel', 'vq']).default('gumbel'),
+  /** vq: weight of the commitment term ‖z_e − sg(e)‖² (VQ-VAE: 0.25). */
+  commitmentWeight: z.number().nonnegative().default(0.25),
   /** Dead-code restarts (model/code-restart.ts; needs straightThrough): every this many updates, codes
    *  no cell used during the window restart as copies of the busiest ones. 0: never (the paper). */
   codeRestartEvery: nonNegInt.default(0),
@@ -295,10 +309,11 @@ export function crossFieldIssues(raw: unknown): Issue[] {
       message: `must be a multiple of checkpointEvery (${every})`,
     });
   }
-  if (num('dvae', 'codeRestartEvery') && o.dvae?.straightThrough !== true) {
+  if (num('dvae', 'codeRestartEvery') && o.dvae?.straightThrough !== true && o.dvae?.quantizer !== 'vq') {
     out.push({
       path: ['dvae', 'codeRestartEvery'],
-      message: 'needs dvae.straightThrough: true (code usage is read from the gradient of one-hot codes)',
+      message:
+        'needs dvae.straightThrough: true or dvae.quantizer: vq (code usage is read from the gradient of one-hot codes)',
     });
   }
   const canvas = o.dataset?.kind === 'shapes' ? num('dataset', 'canvas') : undefined;

@@ -81,18 +81,43 @@ export function restartCodes(
   const C = a.encW.length / K;
   const E = a.decW.length / K;
   restarts.forEach((r, i) => {
-    const z =
-      opts.jitter > 0
-        ? normals({ seed: opts.seed, stream: RngStream.codeRestart, step: opts.step, rank: i }, C)
-        : undefined;
-    let rms = 0;
-    for (let c = 0; c < C; c++) rms += a.encW[c * K + r.source]! ** 2;
-    rms = Math.sqrt(rms / C);
+    const z = opts.jitter > 0 ? noise(opts, i, C) : undefined;
+    const rms = columnRms(a.encW, K, r.source);
     for (let c = 0; c < C; c++)
       a.encW[c * K + r.dead] = a.encW[c * K + r.source]! + (z ? opts.jitter * rms * z[c]! : 0);
     a.encB[r.dead] = a.encB[r.source]!;
     a.decW.copyWithin(r.dead * E, r.source * E, (r.source + 1) * E);
   });
+}
+
+/** The VQ form: the codebook holds the codes alone (rows of `decW` [K, E]); a dead code becomes its source
+ *  row perturbed by `jitter` × the row's RMS, so nearest-code assignment splits the source's cells. */
+export function restartCodebookRows(
+  decW: Float32Array,
+  K: number,
+  restarts: readonly Restart[],
+  opts: { seed: number; step: number; jitter: number },
+): void {
+  const E = decW.length / K;
+  restarts.forEach((r, i) => {
+    const z = opts.jitter > 0 ? noise(opts, i, E) : undefined;
+    let rms = 0;
+    for (let e = 0; e < E; e++) rms += decW[r.source * E + e]! ** 2;
+    rms = Math.sqrt(rms / E);
+    for (let e = 0; e < E; e++)
+      decW[r.dead * E + e] = decW[r.source * E + e]! + (z ? opts.jitter * rms * z[e]! : 0);
+  });
+}
+
+function noise(opts: { seed: number; step: number }, i: number, n: number): Float32Array {
+  return normals({ seed: opts.seed, stream: RngStream.codeRestart, step: opts.step, rank: i }, n);
+}
+
+function columnRms(w: Float32Array, K: number, k: number): number {
+  const C = w.length / K;
+  let s = 0;
+  for (let c = 0; c < C; c++) s += w[c * K + k]! ** 2;
+  return Math.sqrt(s / C);
 }
 
 /** The same copies without perturbation, for arrays that follow the parameters (Adam moments, EMA). */

@@ -9,7 +9,14 @@
 import * as tf from '@tensorflow/tfjs';
 import type { DvaeConfig } from '../config/index.ts';
 import { AdamW, decaysByDefault } from './adamw.ts';
-import { CodeUsage, copyCodes, restartCodes, type CodebookArrays, type Restart } from './code-restart.ts';
+import {
+  CodeUsage,
+  copyCodes,
+  restartCodebookRows,
+  restartCodes,
+  type CodebookArrays,
+  type Restart,
+} from './code-restart.ts';
 import { Dvae, DvaeInputError } from './dvae.ts';
 import { gumbelNoise } from './gumbel.ts';
 import { betaAt, lrAt, tauAt } from './schedules.ts';
@@ -51,6 +58,7 @@ const architectureFields = [
   'groups',
   'blocksPerGroup',
   'upsample',
+  'quantizer',
 ] as const;
 const STATE_FORMAT = 1;
 
@@ -150,7 +158,8 @@ class DvaeTrainer implements Trainer<DvaeBatch> {
   applyGradients(grads: Float32Array[], step: number, _loss: number): StepMetrics {
     this.checkStep(step);
     const lr = lrAt(step, this.cfg);
-    const r = this.opt.apply(grads, lr);
+    const clip = this.cfg.gradClip ?? 0;
+    const r = this.opt.apply(grads, lr, clip > 0 ? { maxGradNorm: clip } : {});
     let restarted = 0;
     if (this.usage && !r.skipped) {
       this.usage.observe(grads[this.index('decoder.input.w')]!);
@@ -182,18 +191,34 @@ class DvaeTrainer implements Trainer<DvaeBatch> {
       decW: get('decoder.input.w'),
     });
     const params = this.model.params();
-    restartCodes(
-      of((n) => params[this.index(n)]!),
-      plan,
-      { seed: this.seed, step, jitter: 0.1 },
-    );
-    this.model.setParams(params);
     const state = new Map(this.opt.stateArrays());
-    for (const suffix of ['m', 'v', 'ema'])
-      copyCodes(
-        of((n) => state.get(`${n}.${suffix}`)!),
+    if (this.cfg.quantizer === 'vq') {
+      // The codebook alone holds the codes: its rows, their moments and EMA.
+      const K = this.cfg.codebookSize;
+      restartCodebookRows(params[this.index('decoder.input.w')]!, K, plan, {
+        seed: this.seed,
+        step,
+        jitter: 0.1,
+      });
+      for (const suffix of ['m', 'v', 'ema'])
+        restartCodebookRows(state.get(`decoder.input.w.${suffix}`)!, K, plan, {
+          seed: 0,
+          step: 0,
+          jitter: 0,
+        });
+    } else {
+      restartCodes(
+        of((n) => params[this.index(n)]!),
         plan,
+        { seed: this.seed, step, jitter: 0.1 },
       );
+      for (const suffix of ['m', 'v', 'ema'])
+        copyCodes(
+          of((n) => state.get(`${n}.${suffix}`)!),
+          plan,
+        );
+    }
+    this.model.setParams(params);
     this.opt.loadStateArrays(state, this.opt.updates);
   }
 
@@ -223,9 +248,11 @@ class DvaeTrainer implements Trainer<DvaeBatch> {
     if (meta?.format !== STATE_FORMAT)
       problems.push(`state format ${String(meta?.format)}, this code reads ${STATE_FORMAT}`);
     for (const f of architectureFields) {
-      // States written before `upsample` existed used nearest-neighbour upsampling.
-      const saved = meta?.config?.[f] ?? (f === 'upsample' ? 'nearest' : undefined);
-      if (saved !== this.cfg[f]) problems.push(`config.${f} is ${String(saved)} in the state, ${this.cfg[f]} here`);
+      // States written before `upsample` and `quantizer` existed used nearest upsampling and Gumbel codes.
+      const saved =
+        meta?.config?.[f] ?? ({ upsample: 'nearest', quantizer: 'gumbel' } as Record<string, string>)[f];
+      if (saved !== this.cfg[f])
+        problems.push(`config.${f} is ${String(saved)} in the state, ${this.cfg[f]} here`);
     }
     if (!(Number.isInteger(meta?.updates) && meta!.updates! >= 0))
       problems.push(`updates = ${String(meta?.updates)} is not a count`);

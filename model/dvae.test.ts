@@ -195,8 +195,34 @@ test('dvae: upsample "shuffle" starts as nearest-neighbour upsampling and has a 
   );
   const tokens = Int32Array.from({ length: 32 }, (_, i) => (i * 7) % 32);
   assert.deepEqual(m.decode(tokens), plain.decode(tokens));
-  assert.equal(dvaeParameterCount(shuffled), dvaeParameterCount(tiny) + ups.reduce((a, s) => a + s.shape[2]! * s.shape[3]! + s.shape[3]!, 0));
+  assert.equal(
+    dvaeParameterCount(shuffled),
+    dvaeParameterCount(tiny) + ups.reduce((a, s) => a + s.shape[2]! * s.shape[3]! + s.shape[3]!, 0),
+  );
   plain.dispose();
+  m.dispose();
+});
+
+test('dvae: quantizer "vq" encodes each cell to its nearest codebook row; codebook and encoder both learn', () => {
+  const cfg = { ...tiny, quantizer: 'vq' as const };
+  const specs = dvaeParamSpecs(cfg);
+  const out = specs.find((s) => s.name === 'encoder.output.w')!;
+  assert.deepEqual(out.shape.slice(2), [dvaeLayout(cfg).encoder.input.nOut * 4, dvaeLayout(cfg).nInit]);
+  const m = new Dvae(cfg, { seed: 2, trainable: true });
+  const n = 2;
+  const x255 = tf.tensor4d(images(n, 16), [n, 16, 16, 3], 'int32').toFloat() as tf.Tensor4D;
+  const noise = gumbelNoise(1, 0, 0, [n, 4, 4, 32]);
+  const t = m.lossTerms(x255, noise, 1, 1);
+  assert.equal(t.kl.dataSync()[0], 0);
+  // encode() picks the nearest code by the same distances the loss used.
+  const codes = [...t.codes.dataSync()];
+  assert.deepEqual([...m.encode(images(n, 16))], codes);
+  const { grads } = tf.variableGrads(() => m.lossTerms(x255, noise, 1, 1).loss, m.variables);
+  const norm = (name: string) =>
+    grads[m.variables[m.specs.findIndex((p) => p.name === name)]!.name]!.abs().max().dataSync()[0]!;
+  assert.ok(norm('encoder.output.w') > 0, 'the encoder learns (straight-through and commitment)');
+  assert.ok(norm('decoder.input.w') > 0, 'the codebook learns');
+  tf.dispose([x255, noise, t.loss, t.recon, t.kl, t.mse, t.codes, ...Object.values(grads)]);
   m.dispose();
 });
 

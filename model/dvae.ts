@@ -82,6 +82,12 @@ export interface DvaeLayout {
   codeLogitScale: number;
   /** ln of the smallest logit-Laplace scale, or −∞ for none (config logitLaplaceMinScale). */
   minLnB: number;
+  /** ln of the largest logit-Laplace scale, or +∞ for none (config logitLaplaceMaxScale). */
+  maxLnB: number;
+  /** How cells become codes (config quantizer): 'gumbel' (the paper) or 'vq' (nearest codebook vector). */
+  quantizer: 'gumbel' | 'vq';
+  /** vq: weight of the commitment term (config commitmentWeight). */
+  commitment: number;
   grid: number;
   codebookSize: number;
   nLayers: number;
@@ -112,11 +118,11 @@ export function checkDvaeConfig(cfg: DvaeConfig): void {
   if (!(cfg.logitLaplaceEps > 0 && cfg.logitLaplaceEps < 0.5)) {
     throw new DvaeConfigError('logitLaplaceEps', cfg.logitLaplaceEps, 'must be in (0, 0.5)');
   }
-  if ((cfg.codeRestartEvery ?? 0) > 0 && !cfg.straightThrough) {
+  if ((cfg.codeRestartEvery ?? 0) > 0 && !cfg.straightThrough && cfg.quantizer !== 'vq') {
     throw new DvaeConfigError(
       'codeRestartEvery',
       cfg.codeRestartEvery,
-      'needs straightThrough: true (code usage is read from the gradient of one-hot codes)',
+      'needs straightThrough: true or quantizer: vq (code usage is read from the gradient of one-hot codes)',
     );
   }
 }
@@ -181,6 +187,9 @@ export function dvaeLayout(cfg: DvaeConfig): DvaeLayout {
     diversityWeight: cfg.diversityWeight ?? 0,
     codeLogitScale: cfg.codeLogitScale ?? 0,
     minLnB: cfg.logitLaplaceMinScale ? Math.log(cfg.logitLaplaceMinScale) : -Infinity,
+    maxLnB: cfg.logitLaplaceMaxScale ? Math.log(cfg.logitLaplaceMaxScale) : Infinity,
+    quantizer: cfg.quantizer ?? 'gumbel',
+    commitment: cfg.commitmentWeight ?? 0.25,
     grid: cfg.grid,
     codebookSize: K,
     nLayers: G * B,
@@ -189,8 +198,12 @@ export function dvaeLayout(cfg: DvaeConfig): DvaeLayout {
     encoder: {
       input: conv('encoder.input', 7, 3, h),
       groups: groups('encoder', encWidth, h, [3, 3, 3, 1]),
-      // Maps to the K logits: treated like an unembedding (fp32, uncompressed, no decay).
-      output: conv('encoder.output', 1, encWidth(G - 1), K, 'unembedding'),
+      // Gumbel: maps to the K logits, treated like an unembedding (fp32, uncompressed, no decay).
+      // VQ: maps to a vector in the codebook's space (n_init wide), compared with every code.
+      output:
+        (cfg.quantizer ?? 'gumbel') === 'vq'
+          ? conv('encoder.output', 1, encWidth(G - 1), nInit)
+          : conv('encoder.output', 1, encWidth(G - 1), K, 'unembedding'),
     },
     decoder: {
       // Its rows are the codebook vectors e_i: treated like an embedding.
@@ -308,8 +321,38 @@ function resblock(p: Params, b: BlockSpec, x: tf.Tensor4D, postGain: number): tf
   return id.add(r.mul(postGain));
 }
 
-/** φ-mapped pixels [N, R, R, 3] → logits [N, g, g, K] (centred first when the config says so). */
+/** φ-mapped pixels [N, R, R, 3] → logits [N, g, g, K] (centred first when the config says so); with the
+ *  VQ quantizer the logits are minus the squared distance to each code, so argmax is the nearest code. */
 function encoderForward(p: Params, l: DvaeLayout, x: tf.Tensor4D): tf.Tensor4D {
+  const h = encoderTrunk(p, l, x);
+  if (l.quantizer === 'vq') {
+    const ze = applyConv(p, l.encoder.output, h); // [N, g, g, D]
+    const [n, g] = ze.shape;
+    return vqDistances(p, l, ze.reshape([-1, l.nInit]) as tf.Tensor2D)
+      .neg()
+      .reshape([n, g, g, l.codebookSize]) as tf.Tensor4D;
+  }
+  if (l.codeLogitScale === 0) return applyConv(p, l.encoder.output, h); // [N, g, g, K]
+  return cosineLogits(p, l, h);
+}
+
+/** The codebook [K, D]: decoder.input's kernel (one-hot codes through a 1×1 conv pick its rows). */
+function codebook(p: Params, l: DvaeLayout): tf.Tensor2D {
+  return (p.get(`${l.decoder.input.name}.w`) as tf.Tensor).reshape([l.codebookSize, l.nInit]) as tf.Tensor2D;
+}
+
+/** ‖z − e_k‖² for every row z of [M, D] and code k: [M, K]. */
+function vqDistances(p: Params, l: DvaeLayout, z: tf.Tensor2D): tf.Tensor2D {
+  const e = codebook(p, l);
+  return z
+    .square()
+    .sum(1, true)
+    .sub(tf.matMul(z, e, false, true).mul(2))
+    .add(e.square().sum(1).expandDims(0)) as tf.Tensor2D;
+}
+
+/** The encoder up to its output conv: ReLU'd features [N, g, g, C]. */
+function encoderTrunk(p: Params, l: DvaeLayout, x: tf.Tensor4D): tf.Tensor4D {
   if (l.centerInput) x = x.mul(2).sub(1) as tf.Tensor4D; // [ε, 1−ε] → [2ε−1, 1−2ε]
   // Unfused on purpose: the fused op's custom gradient also computes ∂/∂x, the images' gradient,
   // which nothing needs (~10% of a step); the plain conv's gradient is skipped for inputs off the tape.
@@ -319,8 +362,7 @@ function encoderForward(p: Params, l: DvaeLayout, x: tf.Tensor4D): tf.Tensor4D {
     for (const b of g.blocks) h = resblock(p, b, h, l.postGain);
     if (g.resample) h = tf.maxPool(h, 2, 2, 'valid'); // [N, side/2, side/2, C]
   }
-  if (l.codeLogitScale === 0) return applyConv(p, l.encoder.output, h.relu()); // [N, g, g, K]
-  return cosineLogits(p, l, h.relu() as tf.Tensor4D);
+  return h.relu() as tf.Tensor4D;
 }
 
 /** s · cos(features, code weights) + bias, per cell and code: [N, g, g, C] → [N, g, g, K]. */
@@ -414,6 +456,7 @@ function lossTerms(
   beta: number,
 ): DvaeLossTerms {
   const x = mapPixels(x255, eps) as tf.Tensor4D; // [N, R, R, 3] in [ε, 1−ε]
+  if (l.quantizer === 'vq') return vqLossTerms(p, l, eps, x255, x);
   const logits = encoderForward(p, l, x); // [N, g, g, K]
   const soft = gumbelSoftmax(logits, noise, tau) as tf.Tensor4D; // [N, g, g, K]
   const z = l.straightThrough ? straightThrough(soft) : soft;
@@ -421,8 +464,7 @@ function lossTerms(
   const [n, r] = mu.shape;
   const perPixelChannel = r * r * 3;
   const cells = l.grid * l.grid;
-  const floored = Number.isFinite(l.minLnB) ? lnB.maximum(l.minLnB) : lnB;
-  const nllSum = logitLaplaceNll(x, mu, floored).sum().div(n); // Σ over pixels, mean over batch
+  const nllSum = logitLaplaceNll(x, mu, clampLnB(l, lnB)).sum().div(n); // Σ over pixels, mean over batch
   const klSum = klToUniform(logits).sum().div(n); // Σ over cells, mean over batch
   let loss = nllSum.add(klSum.mul(beta)).div(perPixelChannel) as tf.Scalar;
   if (l.diversityWeight > 0) loss = loss.add(codebookDivergence(logits).mul(l.diversityWeight));
@@ -436,6 +478,56 @@ function lossTerms(
     codes,
   };
 }
+
+/** ln b within the configured scale range. */
+function clampLnB(l: DvaeLayout, lnB: tf.Tensor): tf.Tensor {
+  let out = Number.isFinite(l.minLnB) ? lnB.maximum(l.minLnB) : lnB;
+  if (Number.isFinite(l.maxLnB)) out = out.minimum(l.maxLnB);
+  return out;
+}
+
+/** VQ-VAE's terms (van den Oord et al. 2017) with this dVAE's pixel likelihood: each cell's encoder vector
+ *  z_e is replaced by its nearest code e (the decoder sees e, the encoder gets the decoder's gradient
+ *  straight through), the codebook learns from ‖sg(z_e) − e‖² and the encoder from commitment·‖z_e −
+ *  sg(e)‖², both summed over cells and scaled per pixel-channel like the rest of the loss. `kl` is 0. */
+function vqLossTerms(
+  p: Params,
+  l: DvaeLayout,
+  eps: number,
+  x255: tf.Tensor4D,
+  x: tf.Tensor4D,
+): DvaeLossTerms {
+  const ze4 = applyConv(p, l.encoder.output, encoderTrunk(p, l, x)); // [N, g, g, D]
+  const [n, g] = ze4.shape;
+  const D = l.nInit;
+  const ze = ze4.reshape([-1, D]) as tf.Tensor2D; // [M, D]
+  const codes = vqDistances(p, l, stopGradient(ze) as tf.Tensor2D).argMin(1); // [M]
+  const oneHot = tf.oneHot(codes, l.codebookSize, 1, 0, 'int32').cast('float32') as tf.Tensor2D;
+  const zq = tf.matMul(oneHot, codebook(p, l)); // [M, D], gradient to the codebook
+  const codebookTerm = stopGradient(ze).sub(zq).square().sum();
+  const commitTerm = ze.sub(stopGradient(zq)).square().sum();
+  const st = ze.add(stopGradient(zq.sub(ze))); // value e, gradient to z_e
+  const e = st.reshape([n, g, g, D]).add(p.get(`${l.decoder.input.name}.b`)!) as tf.Tensor4D;
+  const { mu, lnB } = decoderFromEmbedded(p, l, e);
+  const perPixelChannel = mu.shape[1] * mu.shape[2] * 3;
+  const nllSum = logitLaplaceNll(x, mu, clampLnB(l, lnB)).sum().div(n);
+  const vq = codebookTerm.add(commitTerm.mul(l.commitment)).div(n);
+  const loss = nllSum.add(vq).div(perPixelChannel) as tf.Scalar;
+  const mse = tf.tidy(() => reconstruction(mu, eps).sub(x255.div(255)).square().mean()) as tf.Scalar;
+  return {
+    loss,
+    recon: nllSum.div(perPixelChannel) as tf.Scalar,
+    kl: tf.scalar(0),
+    mse,
+    codes: codes.reshape([n, g, g]) as tf.Tensor3D,
+  };
+}
+
+/** Identity forward, no gradient backward. */
+const stopGradient = tf.customGrad((...args: (tf.Tensor | tf.GradSaveFunc)[]) => {
+  const x = args[0] as tf.Tensor;
+  return { value: x.clone(), gradFunc: (dy: tf.Tensor) => tf.zerosLike(dy) };
+}) as (x: tf.Tensor) => tf.Tensor;
 
 /** One-hot argmax of y in the forward pass, identity in the backward pass (straight-through). */
 const straightThrough = tf.customGrad((...args: (tf.Tensor | tf.GradSaveFunc)[]) => {
