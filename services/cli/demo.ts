@@ -37,8 +37,8 @@ import { qualityLine } from '../../eval/quality-line.ts';
 
 const CLI = fileURLToPath(new URL('../../bin/dalle.js', import.meta.url));
 const NATIVE_INSTALLER = fileURLToPath(new URL('../../infra/native/install-tfjs-node.sh', import.meta.url));
-/** Minutes the shapes preset's step counts are sized for on this 2-core machine. */
-const BASE_MINUTES = 15;
+/** Minutes the shapes preset's step counts took end to end on this 2-core machine (57 at load 20–30). */
+const BASE_MINUTES = 55;
 
 /** The shapes preset with its step counts (and the schedules tied to them) scaled to a time budget. */
 export function demoSpec(minutes: number): RunSpec {
