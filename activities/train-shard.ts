@@ -18,8 +18,11 @@ import { stageBatches } from './batches.ts';
 import { renderCheckpointSamples } from './checkpoint-samples.ts';
 import { asNonRetryable } from './errors.ts';
 import { startHeartbeat, type Heartbeat } from './heartbeat.ts';
+import type { QualityProbe } from '../eval/index.ts';
+import { createQualityProbe, measureQuality } from './quality.ts';
 import { createStageTrainer } from './stage-trainer.ts';
 import {
+  progressSignal,
   stageSteps,
   type ProgressReport,
   type TrainShardInput,
@@ -29,7 +32,8 @@ import {
 export interface TrainShardDeps {
   nc: NatsConnection;
   checkpoints: CheckpointStore;
-  /** Temporal client of the worker (not used for progress any more: that goes to the run's KV record). */
+  /** Temporal client of the worker: rank 0 signals each checkpoint's quality point to the run's workflow
+   *  (one signal per checkpoint; step-level progress goes to the run's KV record). */
   client: Client;
   log: (msg: string, fields?: Record<string, unknown>) => void;
 }
@@ -267,6 +271,7 @@ async function runShard(
   let trainer: Trainer<unknown> | undefined;
   let link: Awaited<ReturnType<typeof rankConnection>> | undefined;
   let group: Group | undefined;
+  let probe: QualityProbe | undefined;
   try {
     // 1. State: model + optimizer from the committed checkpoint (or the seed), this rank's PowerSGD state.
     const backend = await initTfBackend();
@@ -278,6 +283,9 @@ async function runShard(
       seed: spec.train.seed,
     });
     const { checkpointStep, curves } = await loadRankState(deps, input, trainer, psgd, backend);
+    // Rank 0 measures quality at each checkpoint. Built before joining: its set-up (validation images
+    // through the dVAE) must not hold up the other ranks.
+    probe = rank === 0 ? await createQualityProbe(deps, stage, spec, runId) : undefined;
     // 2. The group (on a secured cluster over a connection confined to this run's subjects).
     link = await rankConnection(deps.nc, runId);
     group = await joinSegment(deps, input, link.nc, hb.signal, (missing) => progress.waiting(missing));
@@ -296,6 +304,7 @@ async function runShard(
         backend,
         checkpointStep,
         curves,
+        probe,
       });
     } finally {
       hb.signal.removeEventListener('abort', onAbort);
@@ -303,6 +312,7 @@ async function runShard(
   } finally {
     await group?.close().catch(() => undefined);
     await link?.close();
+    probe?.dispose();
     trainer?.dispose();
   }
 }
@@ -317,6 +327,7 @@ interface Running {
   backend: string;
   checkpointStep: number;
   curves: RunCurves | undefined;
+  probe: QualityProbe | undefined;
 }
 
 /** 3. The steps of the segment: compute → compress + all-reduce → apply, checkpoints, progress. */
@@ -357,8 +368,24 @@ async function runSteps(deps: TrainShardDeps, input: TrainShardInput, s: Running
       await saveCheckpoint(deps, input, done, s.trainer, s.psgd, s.group, loss, s.backend, s.curves);
       checkpointStep = done;
     }
-    s.hb.beat({ step: done, checkpointStep });
     const stepsPerSec = (done - fromStep) / ((Date.now() - t0) / 1000);
+    if (s.probe && checkpointStep === done) {
+      const report = {
+        step: done,
+        loss,
+        lr: metrics.lr ?? NaN,
+        stepsPerSec,
+        bytesRaw,
+        bytesSent,
+        checkpointStep,
+      };
+      await reportQuality(deps, input, s.probe, s.trainer, {
+        ...report,
+        tau: metrics.tau,
+        beta: metrics.beta,
+      });
+    }
+    s.hb.beat({ step: done, checkpointStep });
     // Loss, steps/s, compression rate gauges (global figures: one rank reports them).
     if (rank === 0)
       recordTrainStep({
@@ -396,6 +423,25 @@ async function runSteps(deps: TrainShardDeps, input: TrainShardInput, s: Running
     bytesSent,
     skippedSteps,
   };
+}
+
+/** Rank 0's quality point of checkpoint `r.step`, signalled once to the run's workflow, which keeps the run's
+ *  list of points (bounded, and carried when it continues as new). One signal per checkpoint, so a long run's
+ *  history grows with its checkpoints, not its steps. A failed measurement or signal costs only the point. */
+async function reportQuality(
+  deps: TrainShardDeps,
+  input: TrainShardInput,
+  probe: QualityProbe,
+  trainer: Trainer<unknown>,
+  r: Omit<ProgressReport, 'stage' | 'totalSteps' | 'worldSize' | 'quality'>,
+): Promise<void> {
+  const quality = await measureQuality(deps, probe, input, r.step, trainer);
+  if (!quality) return;
+  const { stage, spec, worldSize } = input;
+  await deps.client.workflow
+    .getHandle(input.progressWorkflowId)
+    .signal(progressSignal, { ...r, stage, totalSteps: stageSteps(spec, stage), worldSize, quality })
+    .catch((e: unknown) => deps.log('quality signal failed', { error: String(e) }));
 }
 
 /** Fault injection (DALLE_TEST_BLOCK_AT): a synchronous stretch with no await, like one enormous step. */

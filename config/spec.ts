@@ -21,6 +21,14 @@ export const ShapesDatasetConfig = z.strictObject({
   canvas: upTo(2048).default(32),
   /** Seed of the synthetic generator (independent of train.seed so data is stable across runs). */
   seed: nonNegInt.max(0xffffffff).default(1234),
+  /** Zero-shot levers (data/shapes-scenes.ts); the held-out pairs stay out of every training image and
+   *  caption whatever they are. Training images may also use this many extra colours (0–6)… */
+  extraColors: nonNegInt.max(6).default(0),
+  /** … this many extra shape kinds (0–3: diamond, cross, ring)… */
+  extraShapes: nonNegInt.max(3).default(0),
+  /** … and 1..maxShapes shapes each, every one with its own colour, kind, size and position, all named by
+   *  the caption (needs a textLen that holds them: about 12 tokens per shape). */
+  maxShapes: positiveInt.max(3).default(1),
 });
 
 export const FolderDatasetConfig = z.strictObject({
@@ -81,11 +89,55 @@ export const DvaeConfig = z.strictObject({
   weightDecay: z.number().nonnegative().default(1e-4),
   /** Parameter EMA decay (paper: 0.999). */
   emaDecay: prob.default(0.999),
+  /** Global gradient-norm clip; 0: none (the paper clips only stage 2). */
+  gradClip: z.number().nonnegative().default(0),
   /** ε of the logit-Laplace pixel map φ (paper: 0.1). */
   logitLaplaceEps: z.number().positive().max(0.5).default(0.1),
+  /** Smallest scale b the logit-Laplace may predict (0: none, the paper). Pixels are 8-bit: a density
+   *  sharper than their quantization step rewards ever more precise copies of flat regions (a white
+   *  background) without bound, and that term can drown the few pixels that carry colour and shape. */
+  logitLaplaceMinScale: z.number().nonnegative().default(0),
+  /** Largest scale b (0: none, the paper). A decoder unsure of a pixel may widen b there and pay only
+   *  ln b for getting it wrong; capped, a wrong edge pixel costs |logit error| / b, so the few pixels that
+   *  tell a circle from a square weigh as much as they matter. */
+  logitLaplaceMaxScale: z.number().nonnegative().default(0),
   /** Feed the encoder 2φ(x)−1 instead of φ(x) (the official code feeds φ(x): false). On flat white
    *  backgrounds the uncentred input's constant term makes every cell pick one code early in training. */
   centerInput: z.boolean().default(false),
+  /** Straight-through Gumbel-softmax: the decoder sees the one-hot argmax of the relaxed sample (what it
+   *  sees at inference) while gradients flow through the relaxation. The paper trains on the relaxation
+   *  itself: false. */
+  straightThrough: z.boolean().default(false),
+  /** Weight w of a codebook-diversity term added to the loss: w·(log K − H(q̄)) nats, where q̄ is the
+   *  encoder's softmax averaged over every cell of the rank's batch (wav2vec 2.0's diversity loss).
+   *  Counters codebook collapse without pushing each cell towards uniform. Paper: 0 (none). */
+  diversityWeight: z.number().nonnegative().default(0),
+  /** 0: the encoder's logits are a plain 1×1 convolution (the paper). s > 0: they are s times the cosine
+   *  between each cell's features and each code's weight vector (l2-normalized codes, as in ViT-VQGAN):
+   *  bounded logits keep the Gumbel noise able to try other codes, so the codebook does not collapse to
+   *  the few codes that won early. */
+  codeLogitScale: z.number().nonnegative().default(0),
+  /** Initial standard deviation of the codebook (decoder.input's rows): 0 keeps the convolution init
+   *  N(0, 1/K) (the paper's), under which every code starts decoding to nearly the same thing; 1 is an
+   *  embedding table's N(0, 1) (dalle-pytorch's nn.Embedding), codes distinct from the first step. */
+  codebookInitStd: z.number().nonnegative().default(0),
+  /** How the decoder doubles its resolution between groups: 'nearest' (the paper) repeats each pixel, so a
+   *  code can only paint its whole cell; 'shuffle' is a 1×1 conv to 4× the channels whose slices become
+   *  the 2×2 sub-pixels (pixel shuffle, started as nearest), so a code can draw an edge inside its cell. */
+  upsample: z.enum(['nearest', 'shuffle']).default('nearest'),
+  /** How a cell becomes a code: 'gumbel', the paper's Gumbel-softmax relaxation of a categorical
+   *  posterior (with the KL term, τ and β schedules), or 'vq', the nearest vector of a learned codebook
+   *  (VQ-VAE: codebook and commitment terms, the decoder's gradient passed straight through to the
+   *  encoder; β, τ and the Gumbel-only options are then unused). The codebook is decoder.input's kernel
+   *  either way, so tokens, encode and decode mean the same thing. */
+  quantizer: z.enum(['gumbel', 'vq']).default('gumbel'),
+  /** vq: weight of the commitment term ‖z_e − sg(e)‖² (VQ-VAE: 0.25). */
+  commitmentWeight: z.number().nonnegative().default(0.25),
+  /** Dead-code restarts (model/code-restart.ts; needs straightThrough): every this many updates, codes
+   *  no cell used during the window restart as copies of the busiest ones. 0: never (the paper). */
+  codeRestartEvery: nonNegInt.default(0),
+  /** … up to this update (restarts late in training would leave the EMA weights no time to follow). */
+  codeRestartUntil: nonNegInt.default(0),
 });
 export type DvaeConfig = z.infer<typeof DvaeConfig>;
 
@@ -204,6 +256,11 @@ export const TrainConfig = z.strictObject({
   samplePrompts: z.array(z.string().trim().min(1).max(200)).max(32).default([]),
   /** Images per sample prompt (every dVAE checkpoint reconstructs 8 held-out images). 0: no samples at all. */
   sampleImages: z.number().int().min(0).max(16).default(4),
+  /** Quality measured at every checkpoint (rank 0, EMA weights): validation examples per set for codebook
+   *  usage, reconstruction and caption information; 0 measures nothing. */
+  qualityExamples: nonNegInt.default(64),
+  /** … and plain samples per group (seen, held-out prompts) judged by the shapes analyzer (shapes set only). */
+  qualitySamples: nonNegInt.default(16),
 });
 export type TrainConfig = z.infer<typeof TrainConfig>;
 
@@ -259,6 +316,13 @@ export function crossFieldIssues(raw: unknown): Issue[] {
     out.push({
       path: ['train', 'segmentSteps'],
       message: `must be a multiple of checkpointEvery (${every})`,
+    });
+  }
+  if (num('dvae', 'codeRestartEvery') && o.dvae?.straightThrough !== true && o.dvae?.quantizer !== 'vq') {
+    out.push({
+      path: ['dvae', 'codeRestartEvery'],
+      message:
+        'needs dvae.straightThrough: true or dvae.quantizer: vq (code usage is read from the gradient of one-hot codes)',
     });
   }
   const canvas = o.dataset?.kind === 'shapes' ? num('dataset', 'canvas') : undefined;

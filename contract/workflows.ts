@@ -3,6 +3,7 @@
 // its trainStage children.
 import type { RunSpec } from '../config/index.ts';
 import type { PublishResult, StageName } from './activities.ts';
+import type { QualityPoint } from './quality.ts';
 
 /** The task queue every `dalle worker` polls and every run is started on. */
 export const TASK_QUEUE = 'dalle-train';
@@ -93,6 +94,9 @@ export interface RunProgress {
   /** Ranks the current segment is waiting for (no worker has started them yet), when it waits. Filled in by
    *  clients from rank 0's progress record, like step and loss (never sent into workflow history). */
   waitingFor?: number[];
+  /** Quality measured at checkpoints, both stages, oldest first (thinned when long: see trainDalle).
+   *  Absent in the progress of runs started before it existed. */
+  quality?: QualityPoint[];
 }
 
 /** A stage's notable events, from trainStage to the root. */

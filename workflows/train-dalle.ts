@@ -26,6 +26,7 @@ import {
   type TrainDalleCarry,
   type TrainDalleInput,
   type TrainDalleResult,
+  type QualityPoint,
   type TrainStageResult,
 } from '../contract/index.ts';
 import { utilityActivities } from './activities.ts';
@@ -34,6 +35,18 @@ import { trainStage } from './train-stage.ts';
 const MAX_EVENTS = 20;
 /** Continue-as-new between phases (recorded histories from before it replay without it). */
 const ROOT_CONTINUE_AS_NEW = 'root-continue-as-new';
+/** Quality points a run keeps in its state: beyond this, the older half is thinned to every other point. */
+export const MAX_QUALITY_POINTS = 200;
+
+/** `points` with `q` added: a point for a (stage, step) already there is replaced (a relaunched segment
+ *  measures the same checkpoint again); over the cap, the older half is thinned to every other point. */
+export function addQualityPoint(points: QualityPoint[], q: QualityPoint): QualityPoint[] {
+  const out = points.filter((p) => !(p.stage === q.stage && p.step === q.step));
+  out.push(q);
+  if (out.length <= MAX_QUALITY_POINTS) return out;
+  const half = Math.floor(out.length / 2);
+  return [...out.slice(0, half).filter((_, i) => i % 2 === 0), ...out.slice(half)];
+}
 
 function freshProgress(input: TrainDalleInput): RunProgress {
   return {
@@ -53,6 +66,7 @@ function freshProgress(input: TrainDalleInput): RunProgress {
     bytesSent: 0,
     lastResume: null,
     events: [],
+    quality: [],
   };
 }
 
@@ -67,8 +81,11 @@ export async function trainDalle(input: TrainDalleInput): Promise<TrainDalleResu
   };
 
   setHandler(progressQuery, () => p);
-  // Runs started before progress moved to the KV record still receive these; nothing sends them now.
+  // Step-level progress moved to the run's KV record; rank 0 still signals each checkpoint's quality point
+  // (runs started before the move also signal their steps here).
   setHandler(progressSignal, (r) => {
+    // A measurement stays valid after its stage ends; the rest of a late report does not.
+    if (r.quality) p.quality = addQualityPoint(p.quality ?? [], r.quality);
     if (r.stage !== p.stage) return; // a late report from a finished stage
     Object.assign(p, {
       step: r.step,

@@ -1,6 +1,12 @@
 // `dalle status <run> [--json]`: the workflow's state, its live progress, and the last committed checkpoint.
 import { SAMPLES_PART, type CheckpointManifest, type CheckpointStore } from '../../store/index.ts';
-import type { RunProgress, TrainDalleResult, TrainDalleWorkflow } from '../../contract/index.ts';
+import type {
+  QualityPoint,
+  RunProgress,
+  TrainDalleResult,
+  TrainDalleWorkflow,
+} from '../../contract/index.ts';
+import { qualityLine } from '../../eval/quality-line.ts';
 import { command, parseCommand, usageError, UsageError } from './args.ts';
 import { commands } from './commands.ts';
 import { openRunRecords, runProgress } from './run-progress.ts';
@@ -20,6 +26,8 @@ export interface RunStatus {
   /** Every stored sample grid of the run (checkpoint part `samples`, kept after pruning), oldest first. */
   samples: { stage: string; step: number; key: string }[];
   progress: RunProgress | null;
+  /** The latest checkpoint measurement of each stage (the whole history is progress.quality). */
+  quality: { dvae: QualityPoint | null; transformer: QualityPoint | null };
   model: TrainDalleResult['model'] | null;
   failure: string | null;
 }
@@ -75,6 +83,10 @@ export async function runStatus(runId: string): Promise<RunStatus> {
       restarts: result ? result.restarts : (progress?.restarts ?? 0),
       ...(await storedState(records.checkpoints, runId)),
       progress,
+      quality: {
+        dvae: progress?.quality?.filter((q) => q.stage === 'dvae').at(-1) ?? null,
+        transformer: progress?.quality?.filter((q) => q.stage === 'transformer').at(-1) ?? null,
+      },
       model: result?.model ?? null,
       failure,
     };
@@ -105,6 +117,7 @@ export async function run(argv: string[]): Promise<number> {
         `last checkpoint: ${s.checkpoint.stage} step ${s.checkpoint.step} (${s.checkpoint.parts.length} parts)`,
       );
     if (s.samples.length) console.log(`sample grids: ${s.samples.length} (latest ${s.samples.at(-1)!.key})`);
+    for (const q of [s.quality.dvae, s.quality.transformer]) if (q) console.log(`quality: ${qualityLine(q)}`);
     if (s.model) console.log(`model: ${s.model.name} v${s.model.version} (${s.model.bytes} bytes)`);
     if (s.failure) console.log(`failure: ${s.failure}`);
     for (const e of s.progress?.events ?? []) console.log(`  event: ${e}`);

@@ -13,6 +13,7 @@ import { SpecMismatchError } from '../../store/checkpoints.ts';
 import { command, parseCommand, usageError, UsageError } from './args.ts';
 import { commands } from './commands.ts';
 import { openRunRecords, runProgress } from './run-progress.ts';
+import { qualityLine } from '../../eval/quality-line.ts';
 import { temporalClient } from './temporal.ts';
 import { ATTR, dalleMetrics, initTelemetry, shutdownTelemetry, withSpan } from '../../telemetry/index.ts';
 
@@ -90,10 +91,17 @@ export async function run(argv: string[]): Promise<number> {
           }
           const tty = process.stderr.isTTY;
           let lastPrint = 0;
+          let lastQuality = 0;
           const timer = setInterval(async () => {
             try {
               const p = await runProgress(client, records.checkpoints, runId);
               if (!p) return;
+              // Each checkpoint's quality, once, on its own line (newest last; the list may be thinned).
+              const newest = p.quality?.at(-1);
+              if (newest && newest.at > lastQuality) {
+                lastQuality = newest.at;
+                process.stderr.write(`${tty ? '\r\x1b[K' : ''}quality: ${qualityLine(newest)}\n`);
+              }
               const line = progressLine(p);
               if (tty) process.stderr.write(`\r${line}\x1b[K`);
               else if (Date.now() - lastPrint > 10_000) {
