@@ -85,15 +85,18 @@ test(
           `w${i}'${kills.length}`,
         );
         // Resumed: the relaunch starts from the checkpoint committed when the worker died, and progress
-        // moves past it again.
+        // moves past it again. Step-level progress is live only while its stage runs (the KV record), so a
+        // short last stage may be over before a poll sees it: a checkpoint committed past the resume point
+        // is the same evidence.
         const after = await waitFor(
           'progress after the kill',
           async () => {
-            const p = await progress(client, run);
+            const p = await progress(client, run, checkpoints);
             const r = p?.lastResume;
-            return r && r.stage === stage && r.restarts > restartsBefore && p.step > r.fromStep
-              ? p
-              : undefined;
+            if (!r || r.stage !== stage || r.restarts <= restartsBefore) return undefined;
+            if (p.step > r.fromStep) return p;
+            const latest = await checkpoints.latest(run, stage).catch(() => undefined);
+            return latest && latest.step > r.fromStep ? p : undefined;
           },
           5 * 60_000,
           100,

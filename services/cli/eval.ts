@@ -144,14 +144,13 @@ function datasetOf(spec: RunSpec, path: string | undefined): RunSpec['dataset'] 
   return { ...spec.dataset, path };
 }
 
-/** The model store: a local folder, or JetStream at NATS_URL. */
-async function openModelStore(dir: string | undefined) {
-  const { openStores } = await import('../../store/index.ts');
-  if (dir) return { stores: await openStores({ dir }), closeNats: async () => {} };
-  const { connect } = await import('nats');
-  const { serviceEnv } = await import('../../infra/services.ts');
-  const nc = await connect({ servers: serviceEnv().natsUrl, name: 'dalle-eval' });
-  return { stores: await openStores({ nc }), closeNats: () => nc.drain() };
+/** The model store, read-only: a local folder, or JetStream at NATS_URL (with the NATS_* credentials). */
+async function openModels(dir: string | undefined) {
+  const { openModelStore } = await import('../../store/index.ts');
+  if (dir) return { models: await openModelStore({ dir }), closeNats: async () => {} };
+  const { connectNats } = await import('../../security/nats.ts');
+  const nc = await connectNats({ name: 'dalle-eval' });
+  return { models: await openModelStore({ nc }, { readOnly: true }), closeNats: () => nc.drain() };
 }
 
 export async function run(argv: string[]): Promise<number> {
@@ -172,10 +171,10 @@ export async function run(argv: string[]): Promise<number> {
   const curve = candidateList.length > 1 || scaleList.length > 1;
   const log = (line: string) => process.stderr.write(`eval: ${line}\n`);
 
-  const { stores, closeNats } = await openModelStore(values.store);
+  const { models, closeNats } = await openModels(values.store);
   const cleanups: (() => void | Promise<void>)[] = [];
   try {
-    const { info, bundle } = await stores.models.load(name, version);
+    const { info, bundle } = await models.load(name, version);
     log(
       `model ${info.name} v${info.version} (${(info.bytes / 1e6).toFixed(1)} MB, ${JSON.stringify(info.meta)})`,
     );

@@ -20,7 +20,9 @@ import {
   Transformer,
   transformerParamSpecs,
 } from '../../model/index.ts';
+import type { RunSpec } from '../../config/index.ts';
 import { decodeBundle } from '../../store/bundle.ts';
+import { BadContainerError } from '../../store/sections.ts';
 import type {
   ModelFacts,
   ModelLoader,
@@ -186,23 +188,41 @@ class TfModel implements SamplingModel {
   }
 }
 
+/** The reranker's dimensions and checked arrays of a bundle that has one. */
+function rerankArrays(spec: RunSpec, weights: Uint8Array) {
+  const dims = rerankerDims(spec.rerank, spec.transformer, spec.dvae);
+  return { dims, arrays: arraysFor(weights, rerankerParamSpecs(dims)) };
+}
+
 /** Builds a SamplingModel from bundle bytes (verified by the store). Initializes the tfjs backend. */
 export const loadBundleModel: ModelLoader = async (bytes, v) => {
   await initTfBackend();
-  const b = decodeBundle(bytes);
-  const { spec } = b;
-  const tokenizer = Tokenizer.fromJSON(b.tokenizer);
-  const tArrays = arraysFor(b.transformer, transformerParamSpecs(spec.transformer, spec.dvae));
-  const dArrays = arraysFor(b.dvae, dvaeParamSpecs(spec.dvae));
+  // Everything read from the bundle is checked before a tensor exists; what does not fit is a corrupt
+  // (or forged) bundle: DATA_LOSS for whoever asked for it, never a crash.
+  let decoded;
+  try {
+    const b = decodeBundle(bytes);
+    const { spec } = b;
+    decoded = {
+      spec,
+      tokenizer: Tokenizer.fromJSON(b.tokenizer),
+      tArrays: arraysFor(b.transformer, transformerParamSpecs(spec.transformer, spec.dvae)),
+      dArrays: arraysFor(b.dvae, dvaeParamSpecs(spec.dvae)),
+      rerank: b.rerank ? rerankArrays(spec, b.rerank) : undefined,
+    };
+  } catch (e) {
+    if (e instanceof BadContainerError) throw e;
+    throw new BadContainerError(`model bundle ${v.name} v${v.version}: ${(e as Error).message}`, {
+      cause: e,
+    });
+  }
+  const { spec, tokenizer, tArrays, dArrays, rerank } = decoded;
   const transformer = Transformer.fromArrays(spec.transformer, spec.dvae, tArrays);
   let dvae: Dvae | undefined;
   let reranker: Reranker | undefined;
   try {
     dvae = Dvae.fromParams(spec.dvae, dArrays);
-    if (b.rerank) {
-      const dims = rerankerDims(spec.rerank, spec.transformer, spec.dvae);
-      reranker = Reranker.fromArrays(spec.rerank, dims, arraysFor(b.rerank, rerankerParamSpecs(dims)));
-    }
+    if (rerank) reranker = Reranker.fromArrays(spec.rerank, rerank.dims, rerank.arrays);
   } catch (e) {
     transformer.dispose();
     dvae?.dispose();
