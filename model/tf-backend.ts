@@ -6,6 +6,11 @@
 // tfjs-node(-gpu) cannot be installed on machines without access to TensorFlow's download host, so it is
 // never a dependency: it is imported dynamically and skipped (with the reason at debug level) when absent
 // or broken. A forced backend that cannot start is an error, never a silent fallback.
+//
+// Threads: native TensorFlow runs each kernel on an intra-op pool sized when the library loads (default:
+// every core). `DALLE_THREADS=N` sizes it (and the inter-op pool to 1: ops are issued one at a time from
+// the JS thread), so that W processes on one host can share its cores without oversubscribing them.
+// wasm and cpu run on the JS thread alone and ignore it.
 import * as tf from '@tensorflow/tfjs';
 import { registerWasmKernels } from './kernels/index.ts';
 
@@ -36,12 +41,38 @@ export class TfBackendUnavailableError extends Error {
   }
 }
 
+/** DALLE_THREADS is not a positive integer. */
+export class BackendThreadsError extends Error {
+  override name = 'BackendThreadsError';
+  constructor(readonly value: string) {
+    super(`DALLE_THREADS = "${value}": must be a positive integer (intra-op threads of the native backend)`);
+  }
+}
+
+/** The intra-op thread count DALLE_THREADS asks for; undefined when unset (TensorFlow's default). */
+export function requestedThreads(): number | undefined {
+  const v = process.env.DALLE_THREADS;
+  if (v === undefined || v.trim() === '') return undefined;
+  const n = Number(v);
+  if (!Number.isInteger(n) || n < 1) throw new BackendThreadsError(v);
+  return n;
+}
+
+/** Sizes TensorFlow's thread pools before the library loads (it reads them once, at load). */
+function configureNativeThreads(): void {
+  const n = requestedThreads();
+  if (n === undefined) return;
+  process.env.TF_NUM_INTRAOP_THREADS = String(n);
+  process.env.TF_NUM_INTEROP_THREADS = '1';
+}
+
 const debug = (msg: string): void => {
   if (process.env.DALLE_LOG_LEVEL === 'debug') process.stderr.write(`[debug] backend: ${msg}\n`);
 };
 
 /** Loads tfjs-node-gpu or tfjs-node (registers the 'tensorflow' backend); returns the package loaded. */
 async function loadNative(reasons: string[]): Promise<string | undefined> {
+  configureNativeThreads();
   for (const pkg of ['@tensorflow/tfjs-node-gpu', '@tensorflow/tfjs-node']) {
     try {
       // A variable specifier: these packages are optional and absent from package.json.
