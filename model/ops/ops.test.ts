@@ -1,0 +1,113 @@
+// Every fused op, on every backend that starts here (native TensorFlow only when tfjs-node is installed),
+// gives the values and gradients of the plain tfjs ops it replaces, computed by autodiff on the reference
+// cpu backend; and leaks no tensor.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import * as tf from '@tensorflow/tfjs';
+import { initTfBackend } from '../tf-backend.ts';
+import { conv2dBias } from './conv.ts';
+import { relu } from './relu.ts';
+import { upsample2x } from './upsample.ts';
+
+const backends: string[] = [];
+for (const b of ['cpu', 'wasm', 'tensorflow']) {
+  try {
+    await initTfBackend(b);
+    backends.push(b);
+  } catch {
+    // not installed here (tfjs-node is optional): covered where it is
+  }
+}
+
+/** Values of `fn` on a backend, checking it leaks nothing. */
+async function on(backend: string, fn: () => tf.Tensor[]): Promise<Float32Array[]> {
+  await initTfBackend(backend);
+  const before = tf.memory().numTensors;
+  const outs = tf.tidy(fn);
+  const arrays = outs.map((t) => Float32Array.from(t.dataSync()));
+  tf.dispose(outs);
+  assert.equal(tf.memory().numTensors, before, `${backend} leaked tensors`);
+  return arrays;
+}
+
+function assertClose(actual: Float32Array, expected: Float32Array, tol: number, what: string): void {
+  assert.equal(actual.length, expected.length, `${what}: length`);
+  for (let i = 0; i < actual.length; i++) {
+    const err = Math.abs(actual[i]! - expected[i]!);
+    assert.ok(err <= tol * (1 + Math.abs(expected[i]!)), `${what}[${i}]: ${actual[i]} vs ${expected[i]}`);
+  }
+}
+
+/** The op's output and the gradients of Σ out·r with respect to each input, on every backend, against the
+ *  reference composition's on cpu. */
+async function check(
+  what: string,
+  shapes: number[][],
+  op: (...xs: tf.Tensor[]) => tf.Tensor,
+  reference: (...xs: tf.Tensor[]) => tf.Tensor,
+  tol = 1e-5,
+): Promise<void> {
+  const run = (f: (...xs: tf.Tensor[]) => tf.Tensor) => () => {
+    const xs = shapes.map((s, i) => tf.randomNormal(s, 0, 1, 'float32', 10 + i));
+    const out = f(...xs);
+    const r = tf.randomNormal(out.shape, 0, 1, 'float32', 99);
+    const grads = tf.grads((...ys: tf.Tensor[]) =>
+      f(...ys)
+        .mul(r)
+        .sum(),
+    )(xs);
+    return [out, ...grads];
+  };
+  const expected = await on('cpu', run(reference));
+  for (const b of backends) {
+    const got = await on(b, run(op));
+    got.forEach((g, i) =>
+      assertClose(g, expected[i]!, tol, `${what} on ${b}, ${i ? `gradient ${i - 1}` : 'output'}`),
+    );
+  }
+}
+
+test(`ops: conv2dBias (linear and ReLU) matches conv2d + bias (+ relu), values and gradients (${backends.join(', ')})`, async () => {
+  for (const activation of ['linear', 'relu'] as const) {
+    for (const [x, w] of [
+      [
+        [2, 5, 5, 3],
+        [3, 3, 3, 4],
+      ],
+      [
+        [3, 4, 4, 8],
+        [1, 1, 8, 2],
+      ],
+    ]) {
+      await check(
+        `conv2dBias ${activation} ${JSON.stringify(w)}`,
+        [x!, w!, [w![3]!]],
+        (a, f, b) => conv2dBias(a as tf.Tensor4D, f as tf.Tensor4D, b!, activation),
+        (a, f, b) => {
+          const y = tf.conv2d(a as tf.Tensor4D, f as tf.Tensor4D, 1, 'same').add(b!);
+          return activation === 'relu' ? y.relu() : y;
+        },
+        1e-4,
+      );
+    }
+  }
+});
+
+test(`ops: relu and upsample2x match their plain forms, values and gradients (${backends.join(', ')})`, async () => {
+  await check(
+    'relu',
+    [[4, 7]],
+    (x) => relu(x!),
+    (x) => tf.relu(x!),
+  );
+  await check(
+    'upsample2x',
+    [[2, 3, 4, 5]],
+    (x) => upsample2x(x as tf.Tensor4D),
+    (x) =>
+      x!
+        .reshape([2, 3, 1, 4, 1, 5])
+        .mul(tf.ones([1, 1, 2, 1, 2, 1]))
+        .reshape([2, 6, 8, 5]),
+  );
+});
