@@ -232,7 +232,7 @@ export class Transformer {
   readonly dims: TransformerDims;
   readonly specs: ParamSpec[];
   readonly kinds: AttentionKind[];
-  private readonly p: Map<string, tf.Tensor>;
+  private p: Map<string, tf.Tensor> = new Map();
   /** Additive mask per layer kind, [T, T]. */
   private readonly bias: Map<AttentionKind, tf.Tensor2D>;
   /** One-hot cell → row / column selectors for the image positions, [N, w]. */
@@ -241,27 +241,17 @@ export class Transformer {
   private readonly owned: tf.Tensor[];
   private disposed = false;
 
+  /** `params` in `transformerParamSpecs` order; undefined leaves the model unbound until `bind` (a trainer
+   *  binds the tensors of its parameter vector for each step). */
   constructor(
     readonly cfg: TransformerConfig,
     readonly dvae: DvaeConfig,
-    params: readonly tf.Tensor[],
+    params: readonly tf.Tensor[] | undefined,
     ownParams = false,
   ) {
     this.dims = transformerDims(cfg, dvae);
     this.specs = transformerParamSpecs(cfg, dvae);
-    const problems: string[] = [];
-    if (params.length !== this.specs.length)
-      problems.push(`${params.length} tensors for ${this.specs.length} parameters`);
-    else {
-      this.specs.forEach((s, i) => {
-        const t = params[i]!;
-        if (t.shape.join('x') !== s.shape.join('x'))
-          problems.push(`${s.name} has shape [${t.shape}], expected [${s.shape}]`);
-        else if (t.dtype !== 'float32') problems.push(`${s.name} has dtype ${t.dtype}, expected float32`);
-      });
-    }
-    if (problems.length > 0) throw new TransformerParamsError(problems);
-    this.p = new Map(this.specs.map((s, i) => [s.name, params[i]!]));
+    this.bind(params);
     this.kinds = layerKinds(this.dims.layers);
     const geom = maskGeometry(this.dims);
     const T = this.dims.seqLen;
@@ -288,7 +278,29 @@ export class Transformer {
         grid,
       ),
     );
-    this.owned = [...this.bias.values(), this.rowSel, this.colSel, ...(ownParams ? params : [])];
+    this.owned = [...this.bias.values(), this.rowSel, this.colSel, ...(ownParams && params ? params : [])];
+  }
+
+  /** Makes `params` (in `transformerParamSpecs` order) the tensors every method computes with; undefined
+   *  unbinds. The model borrows them: the caller keeps them alive while it computes. */
+  bind(params: readonly tf.Tensor[] | undefined): void {
+    if (params === undefined) {
+      this.p = new Map();
+      return;
+    }
+    const problems: string[] = [];
+    if (params.length !== this.specs.length)
+      problems.push(`${params.length} tensors for ${this.specs.length} parameters`);
+    else {
+      this.specs.forEach((s, i) => {
+        const t = params[i]!;
+        if (t.shape.join('x') !== s.shape.join('x'))
+          problems.push(`${s.name} has shape [${t.shape}], expected [${s.shape}]`);
+        else if (t.dtype !== 'float32') problems.push(`${s.name} has dtype ${t.dtype}, expected float32`);
+      });
+    }
+    if (problems.length > 0) throw new TransformerParamsError(problems);
+    this.p = new Map(this.specs.map((s, i) => [s.name, params[i]!]));
   }
 
   /** A model that owns tensors made from `arrays` (e.g. a trainer's `exportParams('ema')`). */
@@ -312,7 +324,10 @@ export class Transformer {
 
   private w(name: string): tf.Tensor {
     const t = this.p.get(name);
-    if (!t) throw new TransformerParamsError([`no parameter ${name}`]);
+    if (!t)
+      throw new TransformerParamsError([
+        `no parameter ${name}${this.p.size ? '' : ' (no parameters bound)'}`,
+      ]);
     return t;
   }
 

@@ -5,6 +5,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import * as tf from '@tensorflow/tfjs';
 import { initTfBackend } from '../tf-backend.ts';
+import { ParamVector } from '../param-vector.ts';
 import { conv2dBias } from './conv.ts';
 import { relu } from './relu.ts';
 import { upsample2x } from './upsample.ts';
@@ -110,4 +111,42 @@ test(`ops: relu and upsample2x match their plain forms, values and gradients (${
         .mul(tf.ones([1, 1, 2, 1, 2, 1]))
         .reshape([2, 6, 8, 5]),
   );
+});
+
+test(`ops: a ParamVector splits θ into parameter tensors and gathers their gradients back (${backends.join(', ')})`, async () => {
+  const specs = [
+    { name: 'a', shape: [2, 3], kind: 'matrix' as const },
+    { name: 'b', shape: [4], kind: 'bias' as const },
+    { name: 'c', shape: [1, 2, 2, 1], kind: 'matrix' as const },
+  ];
+  const values = specs.map((s, k) =>
+    Float32Array.from({ length: s.shape.reduce((x, y) => x * y, 1) }, (_, i) => k + i / 10),
+  );
+  for (const b of backends) {
+    await initTfBackend(b);
+    const before = tf.memory().numTensors;
+    const pv = new ParamVector(specs, values, `ops_test_pv_${b}`);
+    const { value, grads } = tf.variableGrads(() => {
+      const [a, bb, c] = pv.tensors();
+      assert.deepEqual([a!.shape, bb!.shape, c!.shape], [[2, 3], [4], [1, 2, 2, 1]]);
+      // d/dθ of Σ a² + 3·Σ b (c unused: its gradient is zero)
+      return a!.square().sum().add(bb!.sum().mul(3)) as tf.Scalar;
+    }, [pv.theta]);
+    const g = grads[pv.theta.name]!.dataSync();
+    assert.deepEqual(Array.from(g), [
+      ...Array.from(values[0]!, (v) => Math.fround(2 * v)),
+      3,
+      3,
+      3,
+      3,
+      0,
+      0,
+      0,
+      0,
+    ]);
+    assert.deepEqual(pv.arrays(), values);
+    tf.dispose([value, ...Object.values(grads)]);
+    pv.dispose();
+    assert.equal(tf.memory().numTensors, before, `${b}: ParamVector leaked tensors`);
+  }
 });
