@@ -20,6 +20,7 @@
 import * as tf from '@tensorflow/tfjs';
 import type { DvaeConfig, TransformerConfig } from '../config/index.ts';
 import { attentionBias, layerKinds, type AttentionKind, type MaskGeometry } from './masks.ts';
+import { gelu } from './ops/gelu.ts';
 import { normals, RngStream } from '../random/index.ts';
 import type { ParamSpec } from './trainer.ts';
 
@@ -201,7 +202,6 @@ export interface KvCache {
 }
 
 const LN_EPS = 1e-5;
-const GELU_C = Math.sqrt(2 / Math.PI);
 
 /** One-hot rows as float32. tfjs-backend-wasm 4.22's OneHot ignores a float32 dtype and writes int32
  *  bits (1 reads as 1.4e-45), so build int32 and cast: correct on every backend. */
@@ -216,12 +216,6 @@ function layerNorm(x: tf.Tensor, g: tf.Tensor, b: tf.Tensor): tf.Tensor {
     .mul(tf.rsqrt(variance.add(LN_EPS)))
     .mul(g)
     .add(b);
-}
-
-/** GELU, tanh form (GPT-2): made of ops whose gradients every backend has. */
-function gelu(x: tf.Tensor): tf.Tensor {
-  const inner = x.add(x.pow(3).mul(0.044715)).mul(GELU_C);
-  return x.mul(tf.tanh(inner).add(1)).mul(0.5);
 }
 
 /**

@@ -175,6 +175,38 @@ export class NativeOps {
     return this.withInts(shape, (s) => this.run('Reshape', [x, s], attrs));
   }
 
+  tanh(x: tf.Tensor): tf.Tensor {
+    return this.run('Tanh', [x]);
+  }
+
+  /** dy·(1 − y²) for y = tanh(x): the gradient of tanh from its output. */
+  tanhGrad(y: tf.Tensor, dy: tf.Tensor): tf.Tensor {
+    return this.run('TanhGrad', [y, dy]);
+  }
+
+  square(x: tf.Tensor): tf.Tensor {
+    return this.run('Square', [x]);
+  }
+
+  /** a·s for a number s. */
+  scale(a: tf.Tensor, s: number): tf.Tensor {
+    return this.withScalar(s, (t) => this.run('Mul', [a, t]));
+  }
+
+  /** a + s for a number s. */
+  shift(a: tf.Tensor, s: number): tf.Tensor {
+    return this.withScalar(s, (t) => this.run('AddV2', [a, t]));
+  }
+
+  private withScalar<T>(value: number, f: (t: tf.Tensor) => T): T {
+    const t = tf.scalar(value, 'float32');
+    try {
+      return f(t);
+    } finally {
+      t.dispose();
+    }
+  }
+
   add(a: tf.Tensor, b: tf.Tensor): tf.Tensor {
     return this.run('AddV2', [a, b]);
   }

@@ -7,6 +7,7 @@ import * as tf from '@tensorflow/tfjs';
 import { initTfBackend } from '../tf-backend.ts';
 import { ParamVector } from '../param-vector.ts';
 import { conv2dBias } from './conv.ts';
+import { gelu } from './gelu.ts';
 import { relu } from './relu.ts';
 import { upsample2x } from './upsample.ts';
 
@@ -94,12 +95,21 @@ test(`ops: conv2dBias (linear and ReLU) matches conv2d + bias (+ relu), values a
   }
 });
 
-test(`ops: relu and upsample2x match their plain forms, values and gradients (${backends.join(', ')})`, async () => {
+test(`ops: relu, gelu and upsample2x match their plain forms, values and gradients (${backends.join(', ')})`, async () => {
   await check(
     'relu',
     [[4, 7]],
     (x) => relu(x!),
     (x) => tf.relu(x!),
+  );
+  await check(
+    'gelu',
+    [[6, 9]],
+    (x) => gelu(x!.mul(2)),
+    (x) => {
+      const y = x!.mul(2);
+      return y.mul(tf.tanh(y.add(y.pow(3).mul(0.044715)).mul(Math.sqrt(2 / Math.PI))).add(1)).mul(0.5);
+    },
   );
   await check(
     'upsample2x',
