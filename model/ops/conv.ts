@@ -2,7 +2,8 @@
 //
 // tfjs's own fused conv computes the same values, but its gradient on the native backend costs a tfjs
 // Step (six TensorFlow kernels, ~1 ms on a [32, 32, 32, 4] activation) plus a reduction over N·H·W for
-// the bias, and its forward three kernels. Here: forward Conv2D → BiasAdd (→ Relu); backward ReluGrad,
+// the bias, and its forward three kernels. Here: forward conv, bias and ReLU in one oneDNN kernel
+// (see NativeOps.conv2dBias); backward ReluGrad,
 // BiasAddGrad, Conv2DBackpropFilter and, only when the input needs a gradient (never the images),
 // Conv2DBackpropInput. Other backends run the plain tfjs kernels, so their results do not change.
 import * as tf from '@tensorflow/tfjs';
@@ -19,15 +20,7 @@ registerOp({
   forward: ({ x, filter, bias }, attrs) => {
     const relu = attrs.activation === 'relu';
     const n = nativeOps();
-    if (n) {
-      const conv = n.conv2d(x, filter);
-      const out = n.biasAdd(conv, bias);
-      conv.dispose();
-      if (!relu) return out;
-      const y = n.relu(out);
-      out.dispose();
-      return y;
-    }
+    if (n) return n.conv2dBias(x, filter, bias, relu);
     return tf.fused.conv2d({
       x: x as tf.Tensor4D,
       filter: filter as tf.Tensor4D,
