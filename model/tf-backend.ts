@@ -58,8 +58,11 @@ export function requestedThreads(): number | undefined {
   return n;
 }
 
-/** Sizes TensorFlow's thread pools before the library loads (it reads them once, at load). */
-function configureNativeThreads(): void {
+/** Settings TensorFlow reads once, when the library loads: its thread pools, and oneDNN, whose fused
+ *  kernels model/ops uses (TensorFlow enables oneDNN by default only on some CPUs; an explicit
+ *  TF_ENABLE_ONEDNN_OPTS is left as it is). */
+function configureNative(): void {
+  process.env.TF_ENABLE_ONEDNN_OPTS ??= '1';
   const n = requestedThreads();
   if (n === undefined) return;
   process.env.TF_NUM_INTRAOP_THREADS = String(n);
@@ -72,7 +75,7 @@ const debug = (msg: string): void => {
 
 /** Loads tfjs-node-gpu or tfjs-node (registers the 'tensorflow' backend); returns the package loaded. */
 async function loadNative(reasons: string[]): Promise<string | undefined> {
-  configureNativeThreads();
+  configureNative();
   for (const pkg of ['@tensorflow/tfjs-node-gpu', '@tensorflow/tfjs-node']) {
     try {
       // A variable specifier: these packages are optional and absent from package.json.
@@ -116,7 +119,7 @@ async function start(name: TfBackendName, reasons: string[]): Promise<boolean> {
       const pkg = await loadNative(reasons);
       if (!pkg) return false;
       if (!(await trySet('tensorflow', reasons))) return false;
-      debug(`tensorflow backend from ${pkg}`);
+      debug(`tensorflow backend from ${pkg}, ${requestedThreads() ?? 'all'} intra-op thread(s)`);
       return true;
     }
     case 'wasm': {

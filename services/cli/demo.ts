@@ -4,6 +4,7 @@
 // the zero-shot evaluation run, and a report written to $DALLE_HOME/demo/. Stops what it started.
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { closeSync, createWriteStream, mkdirSync, openSync, writeFileSync } from 'node:fs';
+import { cpus } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { connect } from 'nats';
@@ -146,11 +147,16 @@ export async function run(argv: string[]): Promise<number> {
 
   const children: ChildProcess[] = [];
   const workers: ChildProcess[] = [];
+  // The workers share this host's cores: each gets its share of native threads, so W processes never
+  // run more kernel threads than there are cores.
+  const threads = Math.max(1, Math.floor(cpus().length / spec.train.worldSize));
   const startWorker = (i: number) => {
-    const w = spawnLogged(['worker'], join(outDir, `worker-${i}.log`));
+    const w = spawnLogged(['worker', '--threads', String(threads)], join(outDir, `worker-${i}.log`));
     children.push(w);
     workers[i] = w;
-    say(`worker ${i} started (pid ${w.pid}), log ${join(outDir, `worker-${i}.log`)}`);
+    say(
+      `worker ${i} started (pid ${w.pid}, ${threads} native thread(s)), log ${join(outDir, `worker-${i}.log`)}`,
+    );
   };
   const { client, close: closeTemporal } = await temporalClient();
   const nc = await connect({ servers: env.natsUrl });
