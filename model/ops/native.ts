@@ -244,6 +244,112 @@ export class NativeOps {
     }
   }
 
+  /** a·b of 2-D tensors, either transposed first. */
+  matMul(a: tf.Tensor, b: tf.Tensor, transposeA = false, transposeB = false): tf.Tensor {
+    const attrs = [
+      this.f32,
+      { name: 'transpose_a', type: this.b.TF_ATTR_BOOL, value: transposeA },
+      { name: 'transpose_b', type: this.b.TF_ATTR_BOOL, value: transposeB },
+    ];
+    return this.run('MatMul', [a, b], attrs);
+  }
+
+  /** x·w + b for 2-D x: one kernel (_FusedMatMul) where the binding passes list attributes. */
+  matMulBias(x: tf.Tensor, w: tf.Tensor, b: tf.Tensor): tf.Tensor {
+    if (this.fusedKernels) {
+      const attrs = [
+        this.f32,
+        { name: 'transpose_a', type: this.b.TF_ATTR_BOOL, value: false },
+        { name: 'transpose_b', type: this.b.TF_ATTR_BOOL, value: false },
+        { name: 'num_args', type: this.b.TF_ATTR_INT, value: 1 },
+        { name: 'fused_ops', type: this.b.TF_ATTR_STRING, value: ['BiasAdd'] },
+      ];
+      try {
+        return this.run('_FusedMatMul', [x, w, b], attrs);
+      } catch (e) {
+        this.fusedKernels = false;
+        debug(
+          `fused matmul unavailable, using MatMul + BiasAdd: ${String((e as Error)?.message).split('\n')[0]}`,
+        );
+      }
+    }
+    const y = this.matMul(x, w);
+    const out = this.biasAdd(y, b);
+    y.dispose();
+    return out;
+  }
+
+  /** Batched a·b over the leading axes (broadcast), either operand's last two axes transposed. */
+  batchMatMul(a: tf.Tensor, b: tf.Tensor, adjX = false, adjY = false): tf.Tensor {
+    const attrs = [
+      this.f32,
+      { name: 'adj_x', type: this.b.TF_ATTR_BOOL, value: adjX },
+      { name: 'adj_y', type: this.b.TF_ATTR_BOOL, value: adjY },
+    ];
+    return this.run('BatchMatMulV2', [a, b], attrs);
+  }
+
+  transpose(x: tf.Tensor, perm: number[]): tf.Tensor {
+    const attrs = [this.f32, { name: 'Tperm', type: this.b.TF_ATTR_TYPE, value: this.b.TF_INT32 }];
+    return this.withInts(perm, (p) => this.run('Transpose', [x, p], attrs));
+  }
+
+  /** The `num` slices of x along `axis`, that axis removed. */
+  unstack(x: tf.Tensor, num: number, axis = 0): tf.Tensor[] {
+    const attrs = [
+      this.f32,
+      { name: 'num', type: this.b.TF_ATTR_INT, value: num },
+      { name: 'axis', type: this.b.TF_ATTR_INT, value: axis },
+    ];
+    return this.backend.executeMultipleOutputs('Unpack', attrs, [x], num);
+  }
+
+  /** Equal-shaped tensors stacked along a new `axis`. */
+  stack(xs: tf.Tensor[], axis = 0): tf.Tensor {
+    const attrs = [
+      { name: 'N', type: this.b.TF_ATTR_INT, value: xs.length },
+      this.f32,
+      { name: 'axis', type: this.b.TF_ATTR_INT, value: axis },
+    ];
+    return this.run('Pack', xs, attrs);
+  }
+
+  /** Σ or mean over `axes`, the reduced axes kept (size 1) or not. */
+  reduce(op: 'Sum' | 'Mean', x: tf.Tensor, axes: number[], keepDims: boolean): tf.Tensor {
+    const attrs = [
+      { name: 'keep_dims', type: this.b.TF_ATTR_BOOL, value: keepDims },
+      this.f32,
+      { name: 'Tidx', type: this.b.TF_ATTR_TYPE, value: this.b.TF_INT32 },
+    ];
+    return this.withInts(axes, (a) => this.run(op, [x, a], attrs));
+  }
+
+  sub(a: tf.Tensor, b: tf.Tensor): tf.Tensor {
+    return this.run('Sub', [a, b]);
+  }
+
+  rsqrt(x: tf.Tensor): tf.Tensor {
+    return this.run('Rsqrt', [x]);
+  }
+
+  /** softmax over the last axis. */
+  softmax(x: tf.Tensor): tf.Tensor {
+    return this.run('Softmax', [x]);
+  }
+
+  /** Per-row cross-entropy of logits [m, V] against int32 labels [m], and its gradient
+   *  softmax(logits) − onehot(labels), [m, V]. */
+  sparseSoftmaxCrossEntropy(logits: tf.Tensor, labels: tf.Tensor): [tf.Tensor, tf.Tensor] {
+    const attrs = [this.f32, { name: 'Tlabels', type: this.b.TF_ATTR_TYPE, value: this.b.TF_INT32 }];
+    const [loss, backprop] = this.backend.executeMultipleOutputs(
+      'SparseSoftmaxCrossEntropyWithLogits',
+      attrs,
+      [logits, labels],
+      2,
+    );
+    return [loss!, backprop!];
+  }
+
   add(a: tf.Tensor, b: tf.Tensor): tf.Tensor {
     return this.run('AddV2', [a, b]);
   }

@@ -6,7 +6,11 @@ import assert from 'node:assert/strict';
 import * as tf from '@tensorflow/tfjs';
 import { initTfBackend } from '../tf-backend.ts';
 import { ParamVector } from '../param-vector.ts';
+import { attention } from './attention.ts';
 import { conv2dBias } from './conv.ts';
+import { softmaxCrossEntropy } from './cross-entropy.ts';
+import { dense } from './dense.ts';
+import { layerNorm } from './layer-norm.ts';
 import { gelu } from './gelu.ts';
 import { relu } from './relu.ts';
 import { upsample2x } from './upsample.ts';
@@ -40,21 +44,24 @@ function assertClose(actual: Float32Array, expected: Float32Array, tol: number, 
   }
 }
 
-/** The op's output and the gradients of Σ out·r with respect to each input, on every backend, against the
- *  reference composition's on cpu. */
+/** The op's output and the gradients of Σ out·r with respect to each float input, on every backend,
+ *  against the reference composition's on cpu. `shapes` are random float inputs; `extra` (e.g. int32
+ *  labels, a mask) are passed after them and not differentiated. */
 async function check(
   what: string,
   shapes: number[][],
   op: (...xs: tf.Tensor[]) => tf.Tensor,
   reference: (...xs: tf.Tensor[]) => tf.Tensor,
   tol = 1e-5,
+  extra: () => tf.Tensor[] = () => [],
 ): Promise<void> {
   const run = (f: (...xs: tf.Tensor[]) => tf.Tensor) => () => {
     const xs = shapes.map((s, i) => tf.randomNormal(s, 0, 1, 'float32', 10 + i));
-    const out = f(...xs);
+    const more = extra();
+    const out = f(...xs, ...more);
     const r = tf.randomNormal(out.shape, 0, 1, 'float32', 99);
     const grads = tf.grads((...ys: tf.Tensor[]) =>
-      f(...ys)
+      f(...ys, ...more)
         .mul(r)
         .sum(),
     )(xs);
@@ -159,4 +166,74 @@ test(`ops: a ParamVector splits θ into parameter tensors and gathers their grad
     pv.dispose();
     assert.equal(tf.memory().numTensors, before, `${b}: ParamVector leaked tensors`);
   }
+});
+
+test(`ops: dense, layerNorm, attention and softmaxCrossEntropy match the transformer's plain ops (${backends.join(', ')})`, async () => {
+  await check(
+    'dense',
+    [[7, 5], [5, 3], [3]],
+    (x, w, b) => dense(x as tf.Tensor2D, w!, b!),
+    (x, w, b) => tf.matMul(x as tf.Tensor2D, w as tf.Tensor2D).add(b!),
+    1e-4,
+  );
+  const plainLayerNorm = (x: tf.Tensor, g: tf.Tensor, b: tf.Tensor) => {
+    const { mean, variance } = tf.moments(x, -1, true);
+    return x
+      .sub(mean)
+      .mul(tf.rsqrt(variance.add(1e-5)))
+      .mul(g)
+      .add(b);
+  };
+  await check(
+    'layerNorm',
+    [[2, 3, 8], [8], [8]],
+    (x, g, b) => layerNorm(x!, g!, b!, 1e-5),
+    (x, g, b) => plainLayerNorm(x!, g!, b!),
+    1e-4,
+  );
+  // 2 sequences of 5 positions, 2 heads of width 3; a causal mask.
+  const [n, S, H, dh] = [2, 5, 2, 3];
+  const d = H * dh;
+  const causal = () => [
+    tf.tensor2d(
+      Array.from({ length: S * S }, (_, i) => (i % S <= Math.floor(i / S) ? 0 : -1e9)),
+      [S, S],
+    ),
+  ];
+  const heads = (x: tf.Tensor) => x.reshape([n, S, H, dh]).transpose([0, 2, 1, 3]);
+  await check(
+    'attention',
+    [[n * S, 3 * d]],
+    (qkv, mask) => attention(qkv as tf.Tensor2D, mask as tf.Tensor2D, S, H),
+    (qkv, mask) => {
+      const q = heads(qkv!.slice([0, 0], [-1, d]));
+      const k = heads(qkv!.slice([0, d], [-1, d]));
+      const v = heads(qkv!.slice([0, 2 * d], [-1, d]));
+      const p = tf.softmax(
+        tf
+          .matMul(q, k, false, true)
+          .mul(1 / Math.sqrt(dh))
+          .add(mask!),
+      );
+      return tf
+        .matMul(p, v)
+        .transpose([0, 2, 1, 3])
+        .reshape([n * S, d]);
+    },
+    1e-4,
+    causal,
+  );
+  await check(
+    'softmaxCrossEntropy',
+    [[6, 5]],
+    (logits, labels) => softmaxCrossEntropy(logits as tf.Tensor2D, labels as tf.Tensor1D),
+    (logits, labels) =>
+      tf
+        .logSoftmax(logits!)
+        .mul(tf.oneHot(labels as tf.Tensor1D, 5, 1, 0, 'int32').cast('float32'))
+        .sum(1)
+        .neg(),
+    1e-5,
+    () => [tf.tensor1d([0, 4, 2, 2, 1, 3], 'int32')],
+  );
 });
