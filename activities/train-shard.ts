@@ -193,6 +193,8 @@ export async function trainShard(deps: TrainShardDeps, input: TrainShardInput): 
   let bytesRaw = 0;
   let bytesSent = 0;
   let skippedSteps = 0;
+  let stepMs = 0;
+  let exposedCommMs = 0;
   const t0 = Date.now();
   // Heartbeats also flow while a step blocks (a slow peer), so only a dead process times out.
   let lastDetails = { step: fromStep, checkpointStep };
@@ -207,12 +209,17 @@ export async function trainShard(deps: TrainShardDeps, input: TrainShardInput): 
       if (sigkillAt === `${stage}:${step}`) process.kill(process.pid, 'SIGKILL');
       const stepStart = performance.now();
       const batch = await source.batch(step, rank, worldSize);
+      // The share of exposed communication is over the training step proper (data loading excluded).
+      const computeStart = performance.now();
       const g = trainer.computeGradients(batch, step, rank);
-      const r = await psgd.reduce(group, g.grads, step);
-      const globalLoss = (await group.allReduce(Float32Array.of(g.loss), step, 'loss'))[0]! / worldSize;
+      // The loss rides along in the gradients' first all-reduce (no round of its own).
+      const r = await psgd.reduce(group, g.grads, step, Float32Array.of(g.loss));
+      const globalLoss = r.extras[0]! / worldSize;
       let metrics = g.metrics;
       if (r.skipped) skippedSteps++;
       else metrics = { ...metrics, ...trainer.applyGradients(r.grads, step, globalLoss) };
+      stepMs += performance.now() - computeStart;
+      exposedCommMs += r.stats.exposedCommMs;
       loss = globalLoss;
       bytesRaw += r.stats.bytesRaw;
       bytesSent += r.stats.bytesSent;
@@ -281,5 +288,7 @@ export async function trainShard(deps: TrainShardDeps, input: TrainShardInput): 
     bytesRaw,
     bytesSent,
     skippedSteps,
+    stepMs,
+    exposedCommMs,
   };
 }

@@ -68,6 +68,8 @@ export async function trainStage(input: TrainStageInput): Promise<TrainStageResu
   let last: TrainShardResult | undefined;
   let bytesRaw = 0;
   let bytesSent = 0;
+  let stepMs = 0;
+  let exposedCommMs = 0;
   let failed = false;
 
   for (;;) {
@@ -75,7 +77,16 @@ export async function trainStage(input: TrainStageInput): Promise<TrainStageResu
     const ck = await utilityActivities.resolveCheckpoint({ runId, stage });
     for (const f of ck.fallbacks) await tell({ message: `checkpoint fallback: ${f}` });
     if (ck.step >= total) {
-      return { stage, step: ck.step, loss: last?.loss ?? NaN, restarts, bytesRaw, bytesSent };
+      return {
+        stage,
+        step: ck.step,
+        loss: last?.loss ?? NaN,
+        restarts,
+        bytesRaw,
+        bytesSent,
+        stepMs,
+        exposedCommMs,
+      };
     }
     if (workflowInfo().continueAsNewSuggested) {
       await continueAsNew<typeof trainStage>({ ...input, restarts, groupSeq, paused, worldSize });
@@ -114,6 +125,8 @@ export async function trainStage(input: TrainStageInput): Promise<TrainStageResu
       for (const r of results) {
         bytesRaw += r.bytesRaw;
         bytesSent += r.bytesSent;
+        stepMs += r.stepMs ?? 0; // absent in results recorded before the field existed
+        exposedCommMs += r.exposedCommMs ?? 0;
       }
       await tell({ checkpointStep: results[0]!.checkpointStep });
     } catch (err) {

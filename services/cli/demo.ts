@@ -81,6 +81,11 @@ function stop(child: ChildProcess, signal: NodeJS.Signals = 'SIGTERM'): Promise<
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
+const perMinute = (steps: number, seconds: number | null) => (seconds ? (60 * steps) / seconds : null);
+const exposedShare = (r: { stepMs?: number; exposedCommMs?: number }) =>
+  r.stepMs ? (r.exposedCommMs ?? 0) / r.stepMs : null;
+const pct = (x: number | null) => (x === null ? '–' : `${(100 * x).toFixed(1)} %`);
+
 export const cli = command({
   name: 'demo',
   summary: commands.demo.summary,
@@ -324,6 +329,15 @@ export async function run(argv: string[]): Promise<number> {
         transformer: secs('transformer'),
         publish: secs('publish'),
       },
+      stepsPerMinute: {
+        dvae: perMinute(result.dvae.step, secs('dvae')),
+        transformer: perMinute(result.transformer.step, secs('transformer')),
+      },
+      /** Share of the ranks' step time spent waiting for the gradient exchange. */
+      exposedCommunication: {
+        dvae: exposedShare(result.dvae),
+        transformer: exposedShare(result.transformer),
+      },
       finalLoss: { dvae: result.dvae.loss, transformer: result.transformer.loss },
       restarts: result.restarts,
       kill: kill ?? null,
@@ -342,11 +356,14 @@ export async function run(argv: string[]): Promise<number> {
         '',
         `Preset \`shapes\` (${minutes}-minute budget), W = ${spec.train.worldSize}, PowerSGD rank ${spec.powersgd.rank}, tfjs backend ${backend}, wall time ${(report.wallSeconds / 60).toFixed(1)} min.`,
         '',
-        '| stage | steps | seconds | final loss |',
-        '| --- | --- | --- | --- |',
-        `| dVAE | ${result.dvae.step} | ${report.secondsPerStage.dvae?.toFixed(0)} | ${result.dvae.loss.toFixed(4)} |`,
-        `| encode dataset | | ${report.secondsPerStage.encode?.toFixed(0)} | |`,
-        `| transformer | ${result.transformer.step} | ${report.secondsPerStage.transformer?.toFixed(0)} | ${result.transformer.loss.toFixed(4)} |`,
+        '| stage | steps | seconds | steps/min | exposed communication | final loss |',
+        '| --- | --- | --- | --- | --- | --- |',
+        `| dVAE | ${result.dvae.step} | ${report.secondsPerStage.dvae?.toFixed(0)} | ${report.stepsPerMinute.dvae?.toFixed(1)} | ${pct(report.exposedCommunication.dvae)} | ${result.dvae.loss.toFixed(4)} |`,
+        `| encode dataset | | ${report.secondsPerStage.encode?.toFixed(0)} | | | |`,
+        `| transformer | ${result.transformer.step} | ${report.secondsPerStage.transformer?.toFixed(0)} | ${report.stepsPerMinute.transformer?.toFixed(1)} | ${pct(report.exposedCommunication.transformer)} | ${result.transformer.loss.toFixed(4)} |`,
+        '',
+        "Steps/min: the stage's steps over its wall time (restarts and checkpoints included). Exposed",
+        "communication: the share of the ranks' step time spent waiting for the gradient all-reduces.",
         '',
         `Restarts: ${result.restarts}${kill ? ` (worker 1 SIGKILLed at dVAE step ${kill.atStep}; resumed from checkpoint ${kill.checkpointStep} after ${((kill.resumedAfterMs ?? NaN) / 1000).toFixed(1)} s)` : ''}.`,
         '',
