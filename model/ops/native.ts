@@ -29,6 +29,8 @@ interface NodeBackend {
     TF_FLOAT: number;
     TF_INT32: number;
   };
+  /** tfjs-node-gpu on a machine where TensorFlow found a GPU. */
+  isUsingGpuDevice?: boolean;
   executeSingleOutput(name: string, attrs: TfeAttr[], inputs: tf.TensorInfo[]): tf.Tensor;
   executeMultipleOutputs(name: string, attrs: TfeAttr[], inputs: tf.TensorInfo[], n: number): tf.Tensor[];
 }
@@ -38,11 +40,13 @@ export class NativeOps {
   private readonly b: NodeBackend['binding'];
   private readonly f32: TfeAttr;
   private readonly nhwc: TfeAttr;
-  /** oneDNN's fused kernels are usable (the binding passes list attributes and the library has them). */
-  private fusedKernels = true;
+  /** oneDNN's fused kernels are usable: the binding passes list attributes, the library has them, and
+   *  TensorFlow runs on the CPU (on a GPU, soft placement would run these CPU kernels between copies). */
+  private fusedKernels: boolean;
 
   constructor(private readonly backend: NodeBackend) {
     this.b = backend.binding;
+    this.fusedKernels = !backend.isUsingGpuDevice;
     this.f32 = { name: 'T', type: this.b.TF_ATTR_TYPE, value: this.b.TF_FLOAT };
     this.nhwc = { name: 'data_format', type: this.b.TF_ATTR_STRING, value: 'NHWC' };
   }
