@@ -1,5 +1,6 @@
 // `dalle bench compare [--configs tiny,shapes,large] [--models dvae,transformer] [--threads 1,2]
-//                      [--batch 32] [--steps 10] [--warmup 3] [--install-anchor] [--no-anchor] [--json]`
+//                      [--batch 32] [--steps 10] [--warmup 3] [--install-anchor] [--no-anchor]
+//                      [--baseline DIR] [--json]`
 //
 // Our training step against the reference implementation, dalle-pytorch on PyTorch's CPU kernels, in one
 // run: for each config, model and thread count, our step (the real Trainer: computeGradients +
@@ -16,27 +17,25 @@
 // d256 × 8-layer transformer.
 //
 // dalle-pytorch is not a project dependency: `--install-anchor` creates its virtual environment with
-// bench/anchor/install-anchor.sh (outside the repository; DALLE_ANCHOR_VENV moves it). Figures only,
-// never pass/fail: quote ratios from one run, with the load it reports.
+// bench/anchor/install-anchor.sh (outside the repository; DALLE_ANCHOR_VENV moves it).
+//
+// `--baseline DIR` also times the same step with another checkout's model code (before/after a change,
+// in the same run): e.g. `mkdir /tmp/base && git archive main | tar -x -C /tmp/base && ln -s
+// "$PWD/node_modules" /tmp/base/`.
+//
+// Figures only, never pass/fail: quote ratios from one run, with the load it reports.
 import { spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { cpus, homedir, loadavg } from 'node:os';
-import { join } from 'node:path';
-import { fileURLToPath, pathToFileURL } from 'node:url';
+import { join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { loadSpec, resolveSpec, type RunSpec } from '../config/index.ts';
-import { renderShape, shapeItem } from '../data/shapes.ts';
-import {
-  createDvaeTrainer,
-  createTransformerTrainer,
-  dvaeForwardMacs,
-  initTfBackend,
-  requestedThreads,
-  transformerFlopsPerSequence,
-  type Trainer,
-} from '../model/index.ts';
+import { dvaeForwardMacs, transformerFlopsPerSequence } from '../model/index.ts';
 import { command, parseCommand, readers } from '../services/cli/args.ts';
+import { median, type SideResult, type StepJob } from './lib/compare-step.ts';
 
-const self = fileURLToPath(import.meta.url);
+const stepChild = fileURLToPath(new URL('./lib/compare-step.ts', import.meta.url));
+const repoRoot = fileURLToPath(new URL('..', import.meta.url));
 const anchorDir = fileURLToPath(new URL('./anchor/', import.meta.url));
 
 /** The reference implementation could not be installed or run. */
@@ -47,6 +46,17 @@ export class AnchorError extends Error {
     readonly problem: string,
   ) {
     super(`bench compare: dalle-pytorch (${venv}): ${problem}`);
+  }
+}
+
+/** The `--baseline` checkout cannot be timed. */
+export class BaselineError extends Error {
+  override name = 'BaselineError';
+  constructor(
+    readonly dir: string,
+    readonly problem: string,
+  ) {
+    super(`bench compare --baseline ${dir}: ${problem}`);
   }
 }
 
@@ -73,6 +83,7 @@ interface Options {
   warmup: number;
   installAnchor: boolean;
   anchor: boolean;
+  baseline?: string;
   json: boolean;
 }
 
@@ -95,6 +106,11 @@ export const cli = command({
       help: "create dalle-pytorch's virtual environment first if missing (~5.5 GB, outside the repository)",
     },
     'no-anchor': { type: 'boolean', help: 'measure our side only' },
+    baseline: {
+      type: 'string',
+      value: 'DIR',
+      help: 'also time the step of another checkout (e.g. main, unpacked beside a node_modules): before/after',
+    },
     json: { type: 'boolean', help: 'print the figures as JSON' },
   },
   notes: [
@@ -115,6 +131,7 @@ function options(argv: string[]): Options {
     warmup: read.int('warmup', values.warmup, 0) ?? 3,
     installAnchor: !!values['install-anchor'],
     anchor: !values['no-anchor'],
+    baseline: values.baseline === undefined ? undefined : resolve(values.baseline),
     json: !!values.json,
   };
 }
@@ -130,83 +147,20 @@ interface Job {
   steps: number;
 }
 
-/** What each side's child prints. */
-export interface SideResult {
-  impl: string;
-  stepSec: number[];
-  cpuSec: number[];
-  stepSecMedian: number;
-  trainFlopsPerItem: number;
-  parameters: number;
-  detail: Record<string, unknown>;
-}
-
-const median = (xs: number[]) => {
-  const s = [...xs].sort((a, b) => a - b);
-  const m = s.length >> 1;
-  return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
-};
-
-function dvaeBatch(spec: RunSpec, n: number, offset: number) {
-  const R = spec.dvae.resolution;
-  const images = new Uint8Array(n * R * R * 3);
-  for (let i = 0; i < n; i++) images.set(renderShape(shapeItem(offset + i, 'train', 1234), R), i * R * R * 3);
-  return { images, n };
-}
-
-/** Captions of varying length (0-padded at the end) and arbitrary image tokens, as the anchor uses. */
-function transformerBatch(spec: RunSpec, n: number) {
-  const L = spec.transformer.textLen;
-  const N = spec.dvae.grid ** 2;
-  return {
-    n,
-    text: Int32Array.from({ length: n * L }, (_, k) =>
-      k % L < 4 + (((k / L) | 0) % Math.max(1, L - 3)) ? 1 + ((7 * k) % (spec.transformer.vocabSize - 1)) : 0,
-    ),
-    image: Int32Array.from({ length: n * N }, (_, k) => (13 * k + ((k / N) | 0)) % spec.dvae.codebookSize),
-  };
-}
-
-async function oursChild(job: Job): Promise<SideResult> {
-  const backend = await initTfBackend();
+function stepJob(job: Job, root: string): StepJob {
   const spec = compareSpec(job.config);
-  let trainer: Trainer<unknown>;
-  let batches: unknown[];
-  let flops: number;
-  if (job.model === 'dvae') {
-    trainer = createDvaeTrainer(spec.dvae, 0, 1) as Trainer<unknown>;
-    batches = [0, 1, 2, 3].map((k) => dvaeBatch(spec, job.batch, k * job.batch));
-    flops = 3 * 2 * dvaeForwardMacs(spec.dvae);
-  } else {
-    trainer = createTransformerTrainer(spec.transformer, spec.dvae, 0, 1) as Trainer<unknown>;
-    batches = [transformerBatch(spec, job.batch)];
-    flops = transformerFlopsPerSequence(spec.transformer, spec.dvae).train;
-  }
-  const parameters = trainer.paramSpecs().reduce((s, p) => s + p.shape.reduce((a, b) => a * b, 1), 0);
-  const step = (s: number) => {
-    const g = trainer.computeGradients(batches[s % batches.length], s, 0);
-    trainer.applyGradients(g.grads, s, g.loss);
-  };
-  for (let s = 0; s < job.warmup; s++) step(s);
-  const stepSec: number[] = [];
-  const cpuSec: number[] = [];
-  for (let s = job.warmup; s < job.warmup + job.steps; s++) {
-    const c0 = process.cpuUsage();
-    const t0 = performance.now();
-    step(s);
-    stepSec.push((performance.now() - t0) / 1000);
-    const c = process.cpuUsage(c0);
-    cpuSec.push((c.user + c.system) / 1e6);
-  }
-  trainer.dispose();
   return {
-    impl: 'dalle-cluster',
-    stepSec,
-    cpuSec,
-    stepSecMedian: median(stepSec),
-    trainFlopsPerItem: flops,
-    parameters,
-    detail: { backend, threads: requestedThreads() ?? null },
+    model: job.model,
+    root,
+    dvae: spec.dvae,
+    transformer: spec.transformer,
+    trainFlopsPerItem:
+      job.model === 'dvae'
+        ? 3 * 2 * dvaeForwardMacs(spec.dvae)
+        : transformerFlopsPerSequence(spec.transformer, spec.dvae).train,
+    batch: job.batch,
+    warmup: job.warmup,
+    steps: job.steps,
   };
 }
 
@@ -232,6 +186,9 @@ function threadEnv(threads: number): NodeJS.ProcessEnv {
   return {
     ...process.env,
     DALLE_THREADS: t,
+    // What DALLE_THREADS sets in model/tf-backend.ts, for a baseline that predates it.
+    TF_NUM_INTRAOP_THREADS: t,
+    TF_NUM_INTEROP_THREADS: '1',
     OMP_NUM_THREADS: t,
     MKL_NUM_THREADS: t,
     TF_CPP_MIN_LOG_LEVEL: process.env.TF_CPP_MIN_LOG_LEVEL ?? '2',
@@ -239,12 +196,13 @@ function threadEnv(threads: number): NodeJS.ProcessEnv {
   };
 }
 
-function runOurs(job: Job): Promise<SideResult> {
+/** Our step, with the model of `root` (this checkout or the baseline). */
+function runOurs(job: Job, root: string): Promise<SideResult> {
   return runChild(
     process.execPath,
-    ['--import', 'tsx', self, '--child', JSON.stringify(job)],
+    ['--import', 'tsx', stepChild, JSON.stringify(stepJob(job, root))],
     threadEnv(job.threads),
-    `our ${job.model} step (${job.config}, ${job.threads} threads)`,
+    `${root === repoRoot ? 'our' : `the baseline's (${root})`} ${job.model} step (${job.config}, ${job.threads} threads)`,
   );
 }
 
@@ -339,6 +297,10 @@ export interface Comparison {
   anchor?: SideResult & { stepsPerSec: number; imagesPerSec: number; gflops: number };
   /** Our steps/s over dalle-pytorch's. */
   ratio?: number;
+  /** The same step with `--baseline`'s model code. */
+  baseline?: SideResult & { stepsPerSec: number; imagesPerSec: number; gflops: number };
+  /** Our steps/s over the baseline's. */
+  speedup?: number;
   loadavg1: number;
 }
 
@@ -354,6 +316,9 @@ function figures(r: SideResult, batch: number) {
 export async function main(argv: string[]): Promise<void> {
   const o = options(argv);
   const venv = o.anchor ? await ensureAnchor(o) : undefined;
+  if (o.baseline && !existsSync(join(o.baseline, 'model', 'index.ts'))) {
+    throw new BaselineError(o.baseline, 'has no model/index.ts (expected a checkout of this repository)');
+  }
   const startLoad = loadavg()[0]!;
   const rows: Comparison[] = [];
   for (const config of o.configs) {
@@ -361,7 +326,8 @@ export async function main(argv: string[]): Promise<void> {
       for (const threads of o.threads) {
         const job: Job = { model, config, threads, batch: o.batch, warmup: o.warmup, steps: o.steps };
         process.stderr.write(`bench compare: ${model} ${config}, ${threads} thread(s)…\n`);
-        const ours = figures(await runOurs(job), o.batch);
+        const baseline = o.baseline ? figures(await runOurs(job, o.baseline), o.batch) : undefined;
+        const ours = figures(await runOurs(job, repoRoot), o.batch);
         const anchor = venv ? figures(await runAnchor(job, venv), o.batch) : undefined;
         rows.push({
           model,
@@ -371,6 +337,8 @@ export async function main(argv: string[]): Promise<void> {
           ours,
           anchor,
           ratio: anchor ? ours.stepsPerSec / anchor.stepsPerSec : undefined,
+          baseline,
+          speedup: baseline ? ours.stepsPerSec / baseline.stepsPerSec : undefined,
           loadavg1: loadavg()[0]!,
         });
       }
@@ -405,52 +373,38 @@ function printTable(r: {
       (first?.anchor
         ? `, dalle-pytorch ${String((first.anchor.detail.versions as Record<string, string>)?.dalle_pytorch)} on torch ${String((first.anchor.detail.versions as Record<string, string>)?.torch)}`
         : '') +
+      (first?.baseline ? `; baseline ${String(first.baseline.detail.root)}` : '') +
       `; load ${r.machine.loadavgStart.toFixed(1)} → ${r.machine.loadavgEnd.toFixed(1)} on ${r.machine.cpus} cores`,
   );
-  const head = [
-    'model',
-    'config',
-    'thr',
-    'ours steps/s',
-    'images/s',
-    'GFLOP/s',
-    'CPU s',
-    'anchor steps/s',
-    'images/s',
-    'GFLOP/s',
-    'CPU s',
-    'ratio',
-    'load',
+  const base = r.rows.some((x) => x.baseline);
+  const cols: [string, number, (x: Comparison) => string][] = [
+    ['model', 12, (x) => x.model],
+    ['config', 7, (x) => x.config],
+    ['thr', 4, (x) => String(x.threads)],
+    ...((base
+      ? [
+          ['base steps/s', 13, (x) => f(x.baseline?.stepsPerSec)],
+          ['CPU s', 7, (x) => f(x.baseline && median(x.baseline.cpuSec), 3)],
+        ]
+      : []) as [string, number, (x: Comparison) => string][]),
+    ['ours steps/s', 13, (x) => f(x.ours.stepsPerSec)],
+    ['images/s', 9, (x) => f(x.ours.imagesPerSec, 0)],
+    ['GFLOP/s', 8, (x) => f(x.ours.gflops, 1)],
+    ['CPU s', 7, (x) => f(median(x.ours.cpuSec), 3)],
+    ...((base ? [['×base', 7, (x) => (x.speedup === undefined ? '–' : `${x.speedup.toFixed(2)}×`)]] : []) as [
+      string,
+      number,
+      (x: Comparison) => string,
+    ][]),
+    ['anchor steps/s', 15, (x) => f(x.anchor?.stepsPerSec)],
+    ['images/s', 9, (x) => f(x.anchor?.imagesPerSec, 0)],
+    ['GFLOP/s', 8, (x) => f(x.anchor?.gflops, 1)],
+    ['CPU s', 7, (x) => f(x.anchor && median(x.anchor.cpuSec), 3)],
+    ['ratio', 7, (x) => (x.ratio === undefined ? '–' : `${x.ratio.toFixed(2)}×`)],
+    ['load', 5, (x) => x.loadavg1.toFixed(1)],
   ];
-  const widths = [12, 7, 4, 13, 9, 8, 7, 15, 9, 8, 7, 7, 5];
   const line = (cells: string[]) =>
-    cells.map((c, i) => (i < 2 ? c.padEnd(widths[i]!) : c.padStart(widths[i]!))).join(' ');
-  console.log(line(head));
-  for (const x of r.rows) {
-    console.log(
-      line([
-        x.model,
-        x.config,
-        String(x.threads),
-        f(x.ours.stepsPerSec),
-        f(x.ours.imagesPerSec, 0),
-        f(x.ours.gflops, 1),
-        f(median(x.ours.cpuSec), 3),
-        f(x.anchor?.stepsPerSec),
-        f(x.anchor?.imagesPerSec, 0),
-        f(x.anchor?.gflops, 1),
-        f(x.anchor && median(x.anchor.cpuSec), 3),
-        x.ratio === undefined ? '–' : `${x.ratio.toFixed(2)}×`,
-        x.loadavg1.toFixed(1),
-      ]),
-    );
-  }
-}
-
-if (
-  process.argv[1] &&
-  import.meta.url === pathToFileURL(process.argv[1]).href &&
-  process.argv[2] === '--child'
-) {
-  console.log(JSON.stringify(await oursChild(JSON.parse(process.argv[3]!) as Job)));
+    cells.map((c, i) => (i < 2 ? c.padEnd(cols[i]![1]) : c.padStart(cols[i]![1]))).join(' ');
+  console.log(line(cols.map((c) => c[0])));
+  for (const x of r.rows) console.log(line(cols.map((c) => c[2](x))));
 }
