@@ -1,17 +1,25 @@
 // Rank r of W for one segment: load the committed checkpoint, join the NATS group, run steps
-// (compute → PowerSGD all-reduce → apply), heartbeat every step, and store a checkpoint every
-// `checkpointEvery` steps: each rank its PowerSGD state, rank 0 the model state, then rank 0 commits
-// once every rank has stored its part (a barrier). Cancellation stops at a step boundary.
+// (compute → PowerSGD all-reduce → apply), and store a checkpoint every `checkpointEvery` steps: each rank
+// its PowerSGD state, rank 0 the model state, then rank 0 commits once every rank has stored its part (a
+// barrier). The heartbeat starts first (before checkpoint load, dataset open and group join) and keeps
+// flowing through long synchronous steps (heartbeat.ts). Rank 0 writes live progress to the run's KV record,
+// not into workflow history. Cancellation stops at a step boundary.
 import { Context } from '@temporalio/activity';
 import { ApplicationFailure } from '@temporalio/common';
 import type { Client } from '@temporalio/client';
 import type { NatsConnection } from 'nats';
-import { joinGroup, PowerSgd, type Group } from '../collective/index.ts';
+import { specHash } from '../config/index.ts';
+import { joinGroup, PeerLostError, PowerSgd, type Group } from '../collective/index.ts';
 import { initTfBackend, type Trainer } from '../model/index.ts';
-import { CURVES_PART, RunCurves, SAMPLES_PART, type CheckpointStore, type PartRef } from '../store/index.ts';
+import { rankConnection } from '../security/run-credentials.ts';
+import { CheckpointStore, CURVES_PART, RunCurves, SAMPLES_PART, type PartRef } from '../store/index.ts';
 import { recordTrainStep } from '../telemetry/index.ts';
-import { stageBatches, type StageBatchSource } from './batches.ts';
+import { stageBatches } from './batches.ts';
 import { renderCheckpointSamples } from './checkpoint-samples.ts';
+import { asNonRetryable } from './errors.ts';
+import { startHeartbeat, type Heartbeat } from './heartbeat.ts';
+import type { QualityProbe } from '../eval/index.ts';
+import { createQualityProbe, measureQuality } from './quality.ts';
 import { createStageTrainer } from './stage-trainer.ts';
 import {
   progressSignal,
@@ -24,18 +32,21 @@ import {
 export interface TrainShardDeps {
   nc: NatsConnection;
   checkpoints: CheckpointStore;
-  /** Signals rank 0's progress to the run's workflow. */
+  /** Temporal client of the worker: rank 0 signals each checkpoint's quality point to the run's workflow
+   *  (one signal per checkpoint; step-level progress goes to the run's KV record). */
   client: Client;
   log: (msg: string, fields?: Record<string, unknown>) => void;
 }
 
-/** Progress signals land in the root workflow's history: every 2 s keeps a long run's history (and a
- *  replay after a worker dies) small. */
+/** How often rank 0 rewrites the run's progress record. */
 const PROGRESS_EVERY_MS = 2000;
 
 /** Fault injection for failure tests: `DALLE_TEST_SIGKILL_AT=<stage>:<step>` makes this worker process
  *  SIGKILL itself when one of its ranks reaches that step, mid-segment, exactly as a dying machine would. */
 const sigkillAt = process.env.DALLE_TEST_SIGKILL_AT;
+/** `DALLE_TEST_BLOCK_AT=<stage>:<step>:<seconds>`: the rank keeps its thread busy (no await) that long at
+ *  that step, as one huge synchronous step would. */
+const blockAt = process.env.DALLE_TEST_BLOCK_AT;
 
 /** The barrier of a checkpoint doubles as an all-gather of every rank's part reference: rank r writes its
  *  sha256 (as 16-bit words, exact in float32) and byte count into its slot, the others write zeros, and the
@@ -113,82 +124,218 @@ async function saveCheckpoint(
         stage,
         step,
         parts: [params, ...ranks, ...(extras?.parts ?? [])],
-        meta: { worldSize, loss, groupId: input.groupId, backend, ...extras?.meta },
+        meta: {
+          worldSize,
+          loss,
+          groupId: input.groupId,
+          backend,
+          specHash: specHash(input.spec),
+          ...extras?.meta,
+        },
       },
       input.spec.train.keepCheckpoints,
     );
 }
 
-export async function trainShard(deps: TrainShardDeps, input: TrainShardInput): Promise<TrainShardResult> {
-  const ctx = Context.current();
-  const { runId, stage, spec, rank, worldSize, fromStep, toStep } = input;
-  const total = stageSteps(spec, stage);
-  if (spec.train.batchSize % worldSize !== 0) {
-    throw ApplicationFailure.nonRetryable(
-      `train.batchSize ${spec.train.batchSize} is not divisible by worldSize ${worldSize}`,
-      'ConfigError',
+/** The checkpoint a segment starts from (model + optimizer, and this rank's PowerSGD state), its step, and
+ *  on rank 0 the stage's curves so far (a resumed segment continues those of its checkpoint). */
+async function loadRankState(
+  deps: TrainShardDeps,
+  input: TrainShardInput,
+  trainer: Trainer<unknown>,
+  psgd: PowerSgd,
+  backend: string,
+): Promise<{ checkpointStep: number; curves: RunCurves | undefined }> {
+  const { runId, stage, rank, worldSize, fromStep } = input;
+  const fresh = rank === 0 ? new RunCurves() : undefined;
+  if (fromStep === 0) return { checkpointStep: 0, curves: fresh };
+  const manifest = await deps.checkpoints.manifestAt(runId, stage, fromStep);
+  if (!manifest) throw new Error(`committed checkpoint ${runId}/${stage}/${fromStep} has no manifest`);
+  CheckpointStore.checkSpec(manifest, specHash(input.spec)); // the same run id under another spec: fatal
+  trainer.loadState(await deps.checkpoints.loadPart(manifest, 'params'));
+  let curves = fresh;
+  if (curves && manifest.parts.some((p) => p.name === CURVES_PART))
+    curves = await deps.checkpoints
+      .loadPart(manifest, CURVES_PART)
+      .then((b) => RunCurves.decode(b, fromStep))
+      .catch((e: unknown) => {
+        deps.log(`curves of ${runId}/${stage}/${fromStep} unreadable, starting them afresh: ${String(e)}`);
+        return new RunCurves();
+      });
+  // A rank that did not exist at save time (world size grew) starts with empty error buffers.
+  if (manifest.parts.some((p) => p.name === `rank${rank}`) && manifest.meta.worldSize === worldSize) {
+    psgd.loadState(await deps.checkpoints.loadPart(manifest, `rank${rank}`));
+  }
+  if (manifest.meta.backend !== undefined && manifest.meta.backend !== backend) {
+    deps.log(
+      `resuming a checkpoint written on the ${String(manifest.meta.backend)} backend on ${backend}: training continues correctly, but not bit-identically to a run that stayed on one backend`,
     );
   }
+  return { checkpointStep: fromStep, curves };
+}
 
-  // 1. State: model + optimizer from the committed checkpoint (or the seed), this rank's PowerSGD state.
-  const backend = await initTfBackend();
-  const trainer = await createStageTrainer(stage, spec, worldSize);
-  const source: StageBatchSource = await stageBatches(stage, spec, deps.checkpoints, runId);
-  const psgd = new PowerSgd(trainer.paramSpecs(), spec.powersgd, { rank, worldSize, seed: spec.train.seed });
-  let checkpointStep = 0;
-  // Rank 0 keeps the stage's curves; a resumed segment continues those of its checkpoint.
-  let curves = rank === 0 ? new RunCurves() : undefined;
-  if (fromStep > 0) {
-    const manifest = await deps.checkpoints.manifestAt(runId, stage, fromStep);
-    if (!manifest) throw new Error(`committed checkpoint ${runId}/${stage}/${fromStep} has no manifest`);
-    trainer.loadState(await deps.checkpoints.loadPart(manifest, 'params'));
-    if (curves && manifest.parts.some((p) => p.name === CURVES_PART))
-      curves = await deps.checkpoints
-        .loadPart(manifest, CURVES_PART)
-        .then((b) => RunCurves.decode(b, fromStep))
-        .catch((e: unknown) => {
-          deps.log(`curves of ${runId}/${stage}/${fromStep} unreadable, starting them afresh: ${String(e)}`);
-          return new RunCurves();
-        });
-    // A rank that did not exist at save time (world size grew) starts with empty error buffers.
-    if (manifest.parts.some((p) => p.name === `rank${rank}`) && manifest.meta.worldSize === worldSize) {
-      psgd.loadState(await deps.checkpoints.loadPart(manifest, `rank${rank}`));
-    }
-    checkpointStep = fromStep;
-    if (manifest.meta.backend !== undefined && manifest.meta.backend !== backend) {
-      deps.log(
-        `resuming a checkpoint written on the ${String(manifest.meta.backend)} backend on ${backend}: training continues correctly, but not bit-identically to a run that stayed on one backend`,
-      );
-    }
-  }
-
-  // 2. The group: a barrier that every rank of this segment launch passes, or PeerLostError. A
-  // cancellation ends any wait at once: joining is raced against it, and closing the group makes a pending
-  // collective operation reject, so a cancelled rank frees its worker slot promptly.
+/** The group of this segment launch. Waiting for peers is not a failure of the run: when the ranks that
+ *  never arrived are all that went wrong, the failure says so (type `PeersAbsent`) and the workflow waits
+ *  and relaunches without spending a restart. A cancellation ends the wait at once. */
+async function joinSegment(
+  deps: TrainShardDeps,
+  input: TrainShardInput,
+  nc: NatsConnection,
+  cancelled: AbortSignal,
+  onWaiting: (missing: number[]) => void,
+): Promise<Group> {
+  const { runId, rank, worldSize, spec } = input;
+  let rejected = 0;
   const joining = joinGroup({
-    nc: deps.nc,
+    nc,
     runId,
     groupId: input.groupId,
     rank,
     worldSize,
     timeoutMs: spec.train.collectiveTimeout * 1000,
     joinTimeoutMs: spec.train.joinTimeout * 1000,
+    onWaiting,
+    // Forged, stale or misaddressed messages are dropped by the group; say so (sparingly: a flood of
+    // them must not become a flood of log lines).
+    onRejected: (r) => {
+      rejected++;
+      if (rejected <= 5 || rejected % 1000 === 0)
+        deps.log(`rank ${rank}: rejected a collective message (${rejected} so far)`, { ...r });
+    },
   });
-  let group: Group;
   try {
-    group = await Promise.race([joining, ctx.cancelled]);
+    const onCancel = new Promise<never>((_, reject) => {
+      if (cancelled.aborted) reject(cancelled.reason);
+      cancelled.addEventListener('abort', () => reject(cancelled.reason));
+    });
+    return await Promise.race([joining, onCancel]);
   } catch (e) {
     void joining.then(
       (g) => g.close(),
       () => undefined,
     );
-    trainer.dispose();
+    if (e instanceof PeerLostError && e.op === 'join') {
+      throw ApplicationFailure.create({
+        message: `waiting for rank(s) ${e.ranks.join(', ')}: ${e.reason} (no worker free for them yet?)`,
+        type: 'PeersAbsent',
+        details: [{ ranks: e.ranks }],
+        cause: e,
+      });
+    }
     throw e;
   }
-  const onAbort = () => void group.close().catch(() => undefined);
-  ctx.cancellationSignal.addEventListener('abort', onAbort);
-  const progressHandle = rank === 0 ? deps.client.workflow.getHandle(input.progressWorkflowId) : undefined;
-  let lastProgress = 0;
+}
+
+export async function trainShard(deps: TrainShardDeps, input: TrainShardInput): Promise<TrainShardResult> {
+  const ctx = Context.current();
+  const { spec, rank, worldSize, fromStep } = input;
+  if (spec.train.batchSize % worldSize !== 0) {
+    throw ApplicationFailure.nonRetryable(
+      `train.batchSize ${spec.train.batchSize} is not divisible by worldSize ${worldSize}`,
+      'ConfigError',
+    );
+  }
+  // First thing: the heartbeat. Loading a checkpoint, opening a dataset and waiting for peers all take time.
+  const hb = startHeartbeat(
+    ctx,
+    {
+      intervalMs: Math.max(500, (spec.train.heartbeatTimeout * 1000) / 4),
+      stallMs: spec.train.stepTimeout * 1000,
+      log: (m) => deps.log(`rank ${rank}: ${m}`),
+    },
+    { step: fromStep, checkpointStep: fromStep },
+  );
+  try {
+    const result = await runShard(deps, input, hb);
+    await hb.settle({ result });
+    return result;
+  } catch (e) {
+    await hb
+      .settle({ error: asNonRetryable(e) })
+      .catch((err: unknown) => deps.log(`rank ${rank}: outcome not reported`, { error: String(err) }));
+    throw e;
+  } finally {
+    await hb.close();
+  }
+}
+
+/** 1–3 of a rank's segment, under its heartbeat. */
+async function runShard(
+  deps: TrainShardDeps,
+  input: TrainShardInput,
+  hb: Heartbeat,
+): Promise<TrainShardResult> {
+  const { runId, stage, spec, rank, worldSize } = input;
+  // Rank 0 reports steps; any rank that waits for peers says so (rank 0 may be the one nobody runs yet).
+  const progress = progressReporter(deps, input);
+  let trainer: Trainer<unknown> | undefined;
+  let link: Awaited<ReturnType<typeof rankConnection>> | undefined;
+  let group: Group | undefined;
+  let probe: QualityProbe | undefined;
+  try {
+    // 1. State: model + optimizer from the committed checkpoint (or the seed), this rank's PowerSGD state.
+    const backend = await initTfBackend();
+    trainer = await createStageTrainer(stage, spec, worldSize);
+    const source = await stageBatches(stage, spec, deps.checkpoints, runId);
+    const psgd = new PowerSgd(trainer.paramSpecs(), spec.powersgd, {
+      rank,
+      worldSize,
+      seed: spec.train.seed,
+    });
+    const { checkpointStep, curves } = await loadRankState(deps, input, trainer, psgd, backend);
+    // Rank 0 measures quality at each checkpoint. Built before joining: its set-up (validation images
+    // through the dVAE) must not hold up the other ranks.
+    probe = rank === 0 ? await createQualityProbe(deps, stage, spec, runId) : undefined;
+    // 2. The group (on a secured cluster over a connection confined to this run's subjects).
+    link = await rankConnection(deps.nc, runId);
+    group = await joinSegment(deps, input, link.nc, hb.signal, (missing) => progress.waiting(missing));
+    const joined = group;
+    // A cancelled rank stops waiting at once: closing the group rejects a pending collective operation.
+    const onAbort = () => void joined.close().catch(() => undefined);
+    hb.signal.addEventListener('abort', onAbort);
+    try {
+      return await runSteps(deps, input, {
+        trainer,
+        psgd,
+        group,
+        source,
+        hb,
+        progress,
+        backend,
+        checkpointStep,
+        curves,
+        probe,
+      });
+    } finally {
+      hb.signal.removeEventListener('abort', onAbort);
+    }
+  } finally {
+    await group?.close().catch(() => undefined);
+    await link?.close();
+    probe?.dispose();
+    trainer?.dispose();
+  }
+}
+
+interface Running {
+  trainer: Trainer<unknown>;
+  psgd: PowerSgd;
+  group: Group;
+  source: Awaited<ReturnType<typeof stageBatches>>;
+  hb: Heartbeat;
+  progress: ReturnType<typeof progressReporter>;
+  backend: string;
+  checkpointStep: number;
+  curves: RunCurves | undefined;
+  probe: QualityProbe | undefined;
+}
+
+/** 3. The steps of the segment: compute → compress + all-reduce → apply, checkpoints, progress. */
+async function runSteps(deps: TrainShardDeps, input: TrainShardInput, s: Running): Promise<TrainShardResult> {
+  const cancelled = s.hb.signal;
+  const { runId, stage, rank, worldSize, fromStep, toStep, spec } = input;
+  let { checkpointStep } = s;
+  let step = fromStep;
   let loss = NaN;
   let bytesRaw = 0;
   let bytesSent = 0;
@@ -196,99 +343,146 @@ export async function trainShard(deps: TrainShardDeps, input: TrainShardInput): 
   let stepMs = 0;
   let exposedCommMs = 0;
   const t0 = Date.now();
-  // Heartbeats also flow while a step blocks (a slow peer), so only a dead process times out.
-  let lastDetails = { step: fromStep, checkpointStep };
-  const beat = setInterval(
-    () => ctx.heartbeat(lastDetails),
-    Math.max(500, (spec.train.heartbeatTimeout * 1000) / 4),
-  );
-  try {
-    for (let step = fromStep; step < toStep; step++) {
-      if (ctx.cancellationSignal.aborted) break;
-      // 3. One step: compute → compress + all-reduce → apply.
-      if (sigkillAt === `${stage}:${step}`) process.kill(process.pid, 'SIGKILL');
-      const stepStart = performance.now();
-      const batch = await source.batch(step, rank, worldSize);
-      // The share of exposed communication is over the training step proper (data loading excluded).
-      const computeStart = performance.now();
-      const g = trainer.computeGradients(batch, step, rank);
-      // The loss rides along in the gradients' first all-reduce (no round of its own).
-      const r = await psgd.reduce(group, g.grads, step, Float32Array.of(g.loss));
-      const globalLoss = r.extras[0]! / worldSize;
-      let metrics = g.metrics;
-      if (r.skipped) skippedSteps++;
-      else metrics = { ...metrics, ...trainer.applyGradients(r.grads, step, globalLoss) };
-      stepMs += performance.now() - computeStart;
-      exposedCommMs += r.stats.exposedCommMs;
-      loss = globalLoss;
-      bytesRaw += r.stats.bytesRaw;
-      bytesSent += r.stats.bytesSent;
-
-      const done = step + 1;
-      curves?.record(done, {
-        ...metrics,
+  for (; step < toStep; step++) {
+    if (cancelled.aborted) break;
+    if (sigkillAt === `${stage}:${step}`) process.kill(process.pid, 'SIGKILL');
+    busyAt(stage, step);
+    const stepStart = performance.now();
+    const batch = await s.source.batch(step, rank, worldSize);
+    // The share of exposed communication is over the training step proper (data loading excluded).
+    const computeStart = performance.now();
+    const g = s.trainer.computeGradients(batch, step, rank);
+    // The loss rides along in the gradients' first all-reduce (no round of its own).
+    const r = await s.psgd.reduce(s.group, g.grads, step, Float32Array.of(g.loss));
+    const globalLoss = r.extras[0]! / worldSize;
+    let metrics = g.metrics;
+    if (r.skipped) skippedSteps++;
+    else metrics = { ...metrics, ...s.trainer.applyGradients(r.grads, step, globalLoss) };
+    stepMs += performance.now() - computeStart;
+    exposedCommMs += r.stats.exposedCommMs;
+    loss = globalLoss;
+    bytesRaw += r.stats.bytesRaw;
+    bytesSent += r.stats.bytesSent;
+    const done = step + 1;
+    s.curves?.record(done, {
+      ...metrics,
+      loss,
+      seconds: (performance.now() - stepStart) / 1000,
+      bytesRaw: r.stats.bytesRaw,
+      bytesSent: r.stats.bytesSent,
+    });
+    if (done % spec.train.checkpointEvery === 0 || done === toStep) {
+      await saveCheckpoint(deps, input, done, s.trainer, s.psgd, s.group, loss, s.backend, s.curves);
+      checkpointStep = done;
+    }
+    const stepsPerSec = (done - fromStep) / ((Date.now() - t0) / 1000);
+    if (s.probe && checkpointStep === done) {
+      const report = {
+        step: done,
         loss,
-        seconds: (performance.now() - stepStart) / 1000,
+        lr: metrics.lr ?? NaN,
+        stepsPerSec,
+        bytesRaw,
+        bytesSent,
+        checkpointStep,
+      };
+      await reportQuality(deps, input, s.probe, s.trainer, {
+        ...report,
+        tau: metrics.tau,
+        beta: metrics.beta,
+      });
+    }
+    s.hb.beat({ step: done, checkpointStep });
+    // Loss, steps/s, compression rate gauges (global figures: one rank reports them).
+    if (rank === 0)
+      recordTrainStep({
+        runId,
+        stage,
+        loss,
+        stepsPerSec,
         bytesRaw: r.stats.bytesRaw,
         bytesSent: r.stats.bytesSent,
       });
-      if (done % spec.train.checkpointEvery === 0 || done === toStep) {
-        await saveCheckpoint(deps, input, done, trainer, psgd, group, loss, backend, curves);
-        checkpointStep = done;
-      }
-      lastDetails = { step: done, checkpointStep };
-      ctx.heartbeat(lastDetails);
-      // Loss, steps/s, compression rate gauges (global figures: one rank reports them).
-      if (rank === 0)
-        recordTrainStep({
-          runId,
-          stage,
-          loss,
-          stepsPerSec: (done - fromStep) / ((Date.now() - t0) / 1000),
-          bytesRaw: r.stats.bytesRaw,
-          bytesSent: r.stats.bytesSent,
-        });
-
-      const now = Date.now();
-      if (progressHandle && (now - lastProgress >= PROGRESS_EVERY_MS || done === toStep)) {
-        lastProgress = now;
-        const report: ProgressReport = {
-          stage,
+    if (rank === 0)
+      await s.progress.step(
+        {
           step: done,
-          totalSteps: total,
           loss,
           lr: metrics.lr ?? NaN,
           tau: metrics.tau,
           beta: metrics.beta,
-          stepsPerSec: (done - fromStep) / ((now - t0) / 1000),
-          worldSize,
+          stepsPerSec,
           bytesRaw,
           bytesSent,
           checkpointStep,
-        };
-        await progressHandle
-          .signal(progressSignal, report)
-          .catch((e: unknown) => deps.log('progress signal failed', { error: String(e) }));
-      }
-    }
-  } finally {
-    ctx.cancellationSignal.removeEventListener('abort', onAbort);
-    clearInterval(beat);
-    await group.close().catch(() => undefined);
-    trainer.dispose();
+        },
+        done === toStep,
+      );
   }
-  if (ctx.cancellationSignal.aborted) throw ctx.cancellationSignal.reason ?? new Error('cancelled');
-  const steps = Math.max(1, lastDetails.step - fromStep);
+  if (cancelled.aborted) throw cancelled.reason ?? new Error('cancelled');
   return {
     rank,
-    step: lastDetails.step,
+    step,
     loss,
     checkpointStep,
-    stepsPerSec: steps / ((Date.now() - t0) / 1000),
+    stepsPerSec: Math.max(1, step - fromStep) / ((Date.now() - t0) / 1000),
     bytesRaw,
     bytesSent,
     skippedSteps,
     stepMs,
     exposedCommMs,
+  };
+}
+
+/** Rank 0's quality point of checkpoint `r.step`, signalled once to the run's workflow, which keeps the run's
+ *  list of points (bounded, and carried when it continues as new). One signal per checkpoint, so a long run's
+ *  history grows with its checkpoints, not its steps. A failed measurement or signal costs only the point. */
+async function reportQuality(
+  deps: TrainShardDeps,
+  input: TrainShardInput,
+  probe: QualityProbe,
+  trainer: Trainer<unknown>,
+  r: Omit<ProgressReport, 'stage' | 'totalSteps' | 'worldSize' | 'quality'>,
+): Promise<void> {
+  const quality = await measureQuality(deps, probe, input, r.step, trainer);
+  if (!quality) return;
+  const { stage, spec, worldSize } = input;
+  await deps.client.workflow
+    .getHandle(input.progressWorkflowId)
+    .signal(progressSignal, { ...r, stage, totalSteps: stageSteps(spec, stage), worldSize, quality })
+    .catch((e: unknown) => deps.log('quality signal failed', { error: String(e) }));
+}
+
+/** Fault injection (DALLE_TEST_BLOCK_AT): a synchronous stretch with no await, like one enormous step. */
+function busyAt(stage: string, step: number): void {
+  const [st, at, seconds] = blockAt?.split(':') ?? [];
+  if (st !== stage || Number(at) !== step) return;
+  const until = Date.now() + Number(seconds) * 1000;
+  while (Date.now() < until) {
+    // busy: the event loop, and so every in-thread timer, is stopped
+  }
+}
+
+/** Rank 0's progress: the run's KV record (`<run>.progress`), rewritten every few seconds and at the end
+ *  of the segment; while the group waits for peers it says for which ranks. Never fails a step. */
+function progressReporter(deps: TrainShardDeps, input: TrainShardInput) {
+  const { runId, stage, worldSize, spec } = input;
+  const total = stageSteps(spec, stage);
+  let last = 0;
+  const put = (r: Record<string, unknown>) =>
+    deps.checkpoints
+      .putProgress(runId, { stage, totalSteps: total, worldSize, fromStep: input.fromStep, ...r })
+      .catch((e: unknown) => deps.log('progress record not written', { error: String(e) }));
+  return {
+    waiting(missing: number[]): void {
+      if (Date.now() - last < PROGRESS_EVERY_MS) return;
+      last = Date.now();
+      void put({ step: input.fromStep, checkpointStep: input.fromStep, waitingFor: missing });
+    },
+    async step(r: Omit<ProgressReport, 'stage' | 'totalSteps' | 'worldSize'>, final: boolean): Promise<void> {
+      if (!final && Date.now() - last < PROGRESS_EVERY_MS) return;
+      last = Date.now();
+      await put({ ...r });
+    },
   };
 }

@@ -10,6 +10,14 @@ import * as tf from '@tensorflow/tfjs';
 import type { DvaeConfig } from '../config/index.ts';
 import { AdamW, decaysByDefault } from './adamw.ts';
 import {
+  CodeUsage,
+  copyCodes,
+  restartCodebookRows,
+  restartCodes,
+  type CodebookArrays,
+  type Restart,
+} from './code-restart.ts';
+import {
   dvaeLayout,
   dvaeLossTerms,
   dvaeParamSpecs,
@@ -57,6 +65,8 @@ const architectureFields = [
   'hidden',
   'groups',
   'blocksPerGroup',
+  'upsample',
+  'quantizer',
 ] as const;
 const STATE_FORMAT = 1;
 
@@ -76,6 +86,8 @@ class DvaeTrainer implements Trainer<DvaeBatch> {
   private readonly layout: DvaeLayout;
   private readonly opt: AdamW;
   private readonly specs: ParamSpec[];
+  /** Present when dead-code restarts are on. */
+  private readonly usage?: CodeUsage;
 
   constructor(
     readonly cfg: DvaeConfig,
@@ -104,6 +116,7 @@ class DvaeTrainer implements Trainer<DvaeBatch> {
         emaDecay: cfg.emaDecay,
       },
     );
+    if ((cfg.codeRestartEvery ?? 0) > 0) this.usage = new CodeUsage(cfg.codebookSize);
   }
 
   paramSpecs(): ParamSpec[] {
@@ -156,8 +169,68 @@ class DvaeTrainer implements Trainer<DvaeBatch> {
   applyGradients(grads: Float32Array[], step: number, _loss: number): StepMetrics {
     this.checkStep(step);
     const lr = lrAt(step, this.cfg);
-    const r = this.opt.apply(grads, lr);
-    return { lr, gradNorm: r.gradNorm, skipped: r.skipped ? 1 : 0, updates: r.updates };
+    const clip = this.cfg.gradClip ?? 0;
+    const r = this.opt.apply(grads, lr, clip > 0 ? { maxGradNorm: clip } : {});
+    let restarted = 0;
+    if (this.usage && !r.skipped) {
+      this.usage.observe(grads[this.index('decoder.input.w')]!);
+      const every = this.cfg.codeRestartEvery;
+      if ((step + 1) % every === 0 && step < this.cfg.codeRestartUntil) {
+        const plan = this.usage.plan(every);
+        if (plan.length > 0) this.restart(plan, step);
+        restarted = plan.length;
+      }
+    }
+    return {
+      lr,
+      gradNorm: r.gradNorm,
+      skipped: r.skipped ? 1 : 0,
+      updates: r.updates,
+      ...(this.usage ? { codeRestarts: restarted } : {}),
+    };
+  }
+
+  private index(name: string): number {
+    return this.specs.findIndex((s) => s.name === name);
+  }
+
+  /** Applies restarts to the parameters (perturbed) and to their Adam moments and EMA (plain copies). */
+  private restart(plan: Restart[], step: number): void {
+    const of = (get: (name: string) => Float32Array): CodebookArrays => ({
+      encW: get('encoder.output.w'),
+      encB: get('encoder.output.b'),
+      decW: get('decoder.input.w'),
+    });
+    const params = this.params.arrays();
+    const state = new Map(this.opt.stateArrays());
+    if (this.cfg.quantizer === 'vq') {
+      // The codebook alone holds the codes: its rows, their moments and EMA.
+      const K = this.cfg.codebookSize;
+      restartCodebookRows(params[this.index('decoder.input.w')]!, K, plan, {
+        seed: this.seed,
+        step,
+        jitter: 0.1,
+      });
+      for (const suffix of ['m', 'v', 'ema'])
+        restartCodebookRows(state.get(`decoder.input.w.${suffix}`)!, K, plan, {
+          seed: 0,
+          step: 0,
+          jitter: 0,
+        });
+    } else {
+      restartCodes(
+        of((n) => params[this.index(n)]!),
+        plan,
+        { seed: this.seed, step, jitter: 0.1 },
+      );
+      for (const suffix of ['m', 'v', 'ema'])
+        copyCodes(
+          of((n) => state.get(`${n}.${suffix}`)!),
+          plan,
+        );
+    }
+    this.params.assign(params);
+    this.opt.loadStateArrays(state, this.opt.updates);
   }
 
   saveState(): Uint8Array {
@@ -170,7 +243,13 @@ class DvaeTrainer implements Trainer<DvaeBatch> {
     };
     const params = this.params.arrays().map((a, i) => [`param.${this.specs[i]!.name}`, a] as const);
     const opt = this.opt.stateArrays().map(([name, a]) => [`opt.${name}`, a] as const);
-    return encodeState(meta as unknown as Record<string, unknown>, [...params, ...opt]);
+    const usage = this.usage
+      ? ([
+          ['codes.idle', Float32Array.from(this.usage.idle)],
+          ['codes.load', this.usage.load.slice()],
+        ] as const)
+      : [];
+    return encodeState(meta as unknown as Record<string, unknown>, [...params, ...opt, ...usage]);
   }
 
   loadState(bytes: Uint8Array): void {
@@ -180,17 +259,31 @@ class DvaeTrainer implements Trainer<DvaeBatch> {
     if (meta?.format !== STATE_FORMAT)
       problems.push(`state format ${String(meta?.format)}, this code reads ${STATE_FORMAT}`);
     for (const f of architectureFields) {
-      if (meta?.config?.[f] !== this.cfg[f])
-        problems.push(`config.${f} is ${String(meta?.config?.[f])} in the state, ${this.cfg[f]} here`);
+      // States written before `upsample` and `quantizer` existed used nearest upsampling and Gumbel codes.
+      const saved =
+        meta?.config?.[f] ?? ({ upsample: 'nearest', quantizer: 'gumbel' } as Record<string, string>)[f];
+      if (saved !== this.cfg[f])
+        problems.push(`config.${f} is ${String(saved)} in the state, ${this.cfg[f]} here`);
     }
     if (!(Number.isInteger(meta?.updates) && meta!.updates! >= 0))
       problems.push(`updates = ${String(meta?.updates)} is not a count`);
     if (problems.length > 0) throw new DvaeStateError(problems);
     const sizes = this.specs.map((s) => [s.name, s.shape.reduce((a, b) => a * b, 1)] as const);
+    const K = this.cfg.codebookSize;
     expectArrays(arrays, [
       ...sizes.map(([name, n]) => [`param.${name}`, n] as const),
       ...this.opt.stateLayout().map(([name, n]) => [`opt.${name}`, n] as const),
+      ...(this.usage
+        ? ([
+            ['codes.idle', K],
+            ['codes.load', K],
+          ] as const)
+        : []),
     ]);
+    if (this.usage) {
+      this.usage.idle.set(arrays.get('codes.idle')!);
+      this.usage.load.set(arrays.get('codes.load')!);
+    }
     this.params.assign(this.specs.map((s) => arrays.get(`param.${s.name}`)!));
     const optArrays = new Map<string, Float32Array>();
     for (const [name, a] of arrays) if (name.startsWith('opt.')) optArrays.set(name.slice(4), a);

@@ -1,7 +1,9 @@
 // One training stage: a loop of segments. A segment = W rank activities from the last committed checkpoint.
 // Any rank failing (dead worker: heartbeat timeout; lost peer: PeerLostError) cancels the others and the
-// segment is relaunched from the last committed checkpoint with a new group id. History stays bounded:
-// continue-as-new when Temporal suggests it.
+// segment is relaunched from the last committed checkpoint with a new group id. A segment whose ranks only
+// waited for peers that never started (no worker free: PeersAbsent) is relaunched too, but that is waiting,
+// not failing: it spends no restart. History stays bounded: continue-as-new when Temporal suggests it, and
+// the root hears only of restarts, resumes and fallbacks (checkpoints and progress are in the runs bucket).
 import {
   ActivityFailure,
   ApplicationFailure,
@@ -11,6 +13,7 @@ import {
   getExternalWorkflowHandle,
   isCancellation,
   log,
+  patched,
   proxySinks,
   setHandler,
   sleep,
@@ -30,10 +33,20 @@ import {
 import type { DalleWorkflowSinks } from '../telemetry/index.ts';
 import { rankActivities, utilityActivities } from './activities.ts';
 
+/** Each segment's committed checkpoint used to be signalled to the root; clients read it from the runs
+ *  bucket now (recorded histories from before replay with the signal). */
+const CHECKPOINTS_IN_KV = 'checkpoints-in-kv';
+
 /** Failures that a relaunch cannot fix (bad config, missing dataset) end the stage at once. */
 function nonRetryable(err: unknown): ApplicationFailure | undefined {
   const cause = err instanceof ActivityFailure ? err.cause : err;
   return cause instanceof ApplicationFailure && cause.nonRetryable ? cause : undefined;
+}
+
+/** The segment failed only because ranks never arrived (trainShard's PeersAbsent): nobody ran them yet. */
+function peersAbsent(err: unknown): boolean {
+  const cause = err instanceof ActivityFailure ? err.cause : err;
+  return cause instanceof ApplicationFailure && cause.type === 'PeersAbsent';
 }
 
 function describe(err: unknown): string {
@@ -71,10 +84,11 @@ export async function trainStage(input: TrainStageInput): Promise<TrainStageResu
   let stepMs = 0;
   let exposedCommMs = 0;
   let failed = false;
+  let waits = 0;
 
   for (;;) {
     if (paused) await condition(() => !paused);
-    const ck = await utilityActivities.resolveCheckpoint({ runId, stage });
+    const ck = await utilityActivities.resolveCheckpoint({ runId, stage, spec });
     for (const f of ck.fallbacks) await tell({ message: `checkpoint fallback: ${f}` });
     if (ck.step >= total) {
       return {
@@ -128,7 +142,8 @@ export async function trainStage(input: TrainStageInput): Promise<TrainStageResu
         stepMs += r.stepMs ?? 0; // absent in results recorded before the field existed
         exposedCommMs += r.exposedCommMs ?? 0;
       }
-      await tell({ checkpointStep: results[0]!.checkpointStep });
+      waits = 0;
+      if (!patched(CHECKPOINTS_IN_KV)) await tell({ checkpointStep: results[0]!.checkpointStep });
     } catch (err) {
       // The run itself being cancelled is not a failed segment.
       if (isCancellation(err) && CancellationScope.current().consideredCancelled) throw err;
@@ -136,6 +151,14 @@ export async function trainStage(input: TrainStageInput): Promise<TrainStageResu
       await Promise.allSettled(shards);
       const fatal = nonRetryable(err);
       if (fatal) throw fatal;
+      if (peersAbsent(err)) {
+        // Waiting for a worker (a slow replacement, or none free yet): relaunch as it is, spend nothing.
+        // Status shows whom the ranks wait for (rank 0's progress record); the root hears nothing.
+        waits += 1;
+        log.info('ranks waited for absent peers; relaunching', { stage, groupId, waits, why: describe(err) });
+        await sleep(Math.min(1000 * 2 ** Math.min(waits - 1, 5), 30_000));
+        continue;
+      }
       restarts += 1;
       failed = true;
       // dalle.train.restarts (a sink: outside the isolate, not called on replay, no history change).
