@@ -112,6 +112,22 @@ async function allGather(
   return Array.from({ length: worldSize }, (_, r) => sum.slice(r * mine.length, (r + 1) * mine.length));
 }
 
+/** What a trainer that needs its peers' batch (the reranker: pair embeddings, so every pair of the global
+ *  batch is a negative) gets from them before computing gradients, and the milliseconds spent waiting. */
+async function exchange(
+  s: Pick<Running, 'trainer' | 'group'>,
+  batch: Awaited<ReturnType<Running['source']['batch']>>,
+  step: number,
+  rank: number,
+  worldSize: number,
+): Promise<{ gathered: Float32Array[] | undefined; ms: number }> {
+  if (!s.trainer.exchange) return { gathered: undefined, ms: 0 };
+  const mine = s.trainer.exchange(batch, step, rank);
+  const t = performance.now();
+  const gathered = await allGather(s.group, mine, step, rank, worldSize);
+  return { gathered, ms: performance.now() - t };
+}
+
 /** Stores this step's checkpoint; rank 0 commits once every rank's part is stored (the gather above is
  *  the barrier: no rank's reference exists before its part does). */
 async function saveCheckpoint(
@@ -357,6 +373,8 @@ async function runSteps(deps: TrainShardDeps, input: TrainShardInput, s: Running
   let bytesRaw = 0;
   let bytesSent = 0;
   let skippedSteps = 0;
+  let stepMs = 0;
+  let exposedCommMs = 0;
   const t0 = Date.now();
   for (; step < toStep; step++) {
     if (cancelled.aborted) break;
@@ -364,15 +382,19 @@ async function runSteps(deps: TrainShardDeps, input: TrainShardInput, s: Running
     busyAt(stage, step);
     const stepStart = performance.now();
     const batch = await s.source.batch(step, rank, worldSize);
-    const gathered = s.trainer.exchange
-      ? await allGather(s.group, s.trainer.exchange(batch, step, rank), step, rank, worldSize)
-      : undefined;
-    const g = s.trainer.computeGradients(batch, step, rank, gathered);
-    const r = await s.psgd.reduce(s.group, g.grads, step);
-    const globalLoss = (await s.group.allReduce(Float32Array.of(g.loss), step, 'loss'))[0]! / worldSize;
+    // The share of exposed communication is over the training step proper (data loading excluded).
+    const computeStart = performance.now();
+    const ex = await exchange(s, batch, step, rank, worldSize);
+    exposedCommMs += ex.ms;
+    const g = s.trainer.computeGradients(batch, step, rank, ex.gathered);
+    // The loss rides along in the gradients' first all-reduce (no round of its own).
+    const r = await s.psgd.reduce(s.group, g.grads, step, Float32Array.of(g.loss));
+    const globalLoss = r.extras[0]! / worldSize;
     let metrics = g.metrics;
     if (r.skipped) skippedSteps++;
     else metrics = { ...metrics, ...s.trainer.applyGradients(r.grads, step, globalLoss) };
+    stepMs += performance.now() - computeStart;
+    exposedCommMs += r.stats.exposedCommMs;
     loss = globalLoss;
     bytesRaw += r.stats.bytesRaw;
     bytesSent += r.stats.bytesSent;
@@ -442,6 +464,8 @@ async function runSteps(deps: TrainShardDeps, input: TrainShardInput, s: Running
     bytesRaw,
     bytesSent,
     skippedSteps,
+    stepMs,
+    exposedCommMs,
   };
 }
 

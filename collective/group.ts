@@ -83,6 +83,9 @@ export interface AllReduceOptions {
   average?: boolean;
   /** fp16 halves the bytes; the caller scales values into fp16 range. Default fp32. */
   wire?: Wire;
+  /** Write the result into `data` and return it, instead of a new array: a buffer the caller no longer
+   *  needs saves allocating (and first-touching) one as large as the message. Default false. */
+  inPlace?: boolean;
 }
 
 /** Cumulative counters of one group, for metrics and logs. */
@@ -109,9 +112,9 @@ export interface Group {
   readonly runId: string;
   readonly groupId: string;
   /** Sum (or mean) of `data` over all ranks, bit-identical on every rank and every rerun. Every rank must
-   *  call it with the same length, tag, step and wire, in the same order. `data` is not modified, but
-   *  must not change until the promise settles. Throws PeerLostError, CollectiveMismatchError,
-   *  ChunkLostError, GroupClosedError. */
+   *  call it with the same length, tag, step and wire, in the same order. `data` is not modified (unless
+   *  `inPlace`), but must not change until the promise settles. Throws PeerLostError,
+   *  CollectiveMismatchError, ChunkLostError, GroupClosedError. */
   allReduce(data: Float32Array, opts: AllReduceOptions): Promise<Float32Array>;
   /** Shorthand: the fp32 sum, `allReduce(data, { step, tag })`. */
   allReduce(data: Float32Array, step: number, tag?: string): Promise<Float32Array>;
@@ -155,8 +158,9 @@ export function soloGroup(runId = 'solo', groupId = 'solo'): Group {
     if (!(data instanceof Float32Array))
       return Promise.reject(new CollectiveArgumentError('data', data, 'must be a Float32Array'));
     const wire = typeof stepOrOpts === 'number' ? 'fp32' : (stepOrOpts.wire ?? 'fp32');
+    const inPlace = typeof stepOrOpts !== 'number' && (stepOrOpts.inPlace ?? false);
     stats.ops++;
-    return Promise.resolve(solo(data, wire));
+    return Promise.resolve(solo(data, wire, inPlace));
   };
   return {
     rank: 0,
@@ -439,7 +443,14 @@ class NatsGroup implements Group, OpHost {
     const wire = opts.wire ?? 'fp32';
     if (wire !== 'fp32' && wire !== 'fp16')
       return Promise.reject(new CollectiveArgumentError('wire', wire, "must be 'fp32' or 'fp16'"));
-    const run = () => this.runAllReduce(data, { step: opts.step, tag, wire, average: opts.average ?? false });
+    const run = () =>
+      this.runAllReduce(data, {
+        step: opts.step,
+        tag,
+        wire,
+        average: opts.average ?? false,
+        inPlace: opts.inPlace ?? false,
+      });
     const p = this.queue.then(run, run);
     this.queue = p.catch(() => undefined);
     return p;
@@ -452,7 +463,7 @@ class NatsGroup implements Group, OpHost {
 
   private async runAllReduce(
     data: Float32Array,
-    o: { step: number; tag: string; wire: Wire; average: boolean },
+    o: { step: number; tag: string; wire: Wire; average: boolean; inPlace: boolean },
   ): Promise<Float32Array> {
     if (this.failure || this.closing) throw this.failure ?? new GroupClosedError(this.groupId, this.rank);
     const opIndex = this.nextOp++;
@@ -472,7 +483,7 @@ class NatsGroup implements Group, OpHost {
     return traceAllReduce(info, async (s) => {
       const before = { bytes: this.stats.bytesOut, msgs: this.stats.msgsOut };
       try {
-        return this.worldSize === 1 ? solo(data, o.wire) : await this.exchange(opIndex, data, o);
+        return this.worldSize === 1 ? solo(data, o.wire, o.inPlace) : await this.exchange(opIndex, data, o);
       } finally {
         s.setResult({
           bytesSent: this.stats.bytesOut - before.bytes,
@@ -485,16 +496,18 @@ class NatsGroup implements Group, OpHost {
   private async exchange(
     opIndex: number,
     data: Float32Array,
-    o: { step: number; tag: string; wire: Wire; average: boolean },
+    o: { step: number; tag: string; wire: Wire; average: boolean; inPlace: boolean },
   ): Promise<Float32Array> {
     this.traceNow = traceFields();
+    const { inPlace, ...spec } = o;
     this.lastStep = o.step;
     const op = new AllReduceOp(
-      { opIndex, length: data.length, ...o },
+      { opIndex, length: data.length, ...spec },
       data,
       this,
       this.chunkBytes,
       this.windowBytes,
+      inPlace ? data : undefined,
     );
     this.current = op;
     for (const [p, last] of this.byes) {
@@ -510,7 +523,7 @@ class NatsGroup implements Group, OpHost {
       for (const e of this.early.take(opIndex)) op.onChunk(e.meta, e.data);
       const out = await op.done;
       this.lastCompleted = opIndex;
-      this.retained = { spec: op.spec, agPayload: op.agPayload };
+      this.retained = { spec: op.spec, agPayload: this.retain(op.agPayload) };
       this.stats.bytesIn += op.bytesIn;
       return out;
     } catch (e) {
@@ -523,6 +536,22 @@ class NatsGroup implements Group, OpHost {
       this.current = undefined;
     }
   }
+
+  /** The finished operation's all-gather payloads, kept for late resend requests. fp32 payloads are views
+   *  of the result, which belongs to the caller now: copied into a buffer this group reuses. */
+  private retain(payloads: (Uint8Array | undefined)[]): (Uint8Array | undefined)[] {
+    const bytes = payloads.reduce((s, p) => s + (p?.byteLength ?? 0), 0);
+    if (this.retainBuf.byteLength < bytes) this.retainBuf = new Uint8Array(bytes);
+    let at = 0;
+    return payloads.map((p) => {
+      if (!p) return undefined;
+      const copy = this.retainBuf.subarray(at, at + p.byteLength);
+      copy.set(p);
+      at += p.byteLength;
+      return copy;
+    });
+  }
+  private retainBuf = new Uint8Array(0);
 
   // ---- OpHost ----------------------------------------------------------------------------------------
 
@@ -790,8 +819,8 @@ function within<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
 }
 
 /** worldSize 1: nothing to exchange, but the result is still rounded as the wire would round it. */
-function solo(data: Float32Array, wire: Wire): Float32Array {
-  const out = Float32Array.from(data);
+function solo(data: Float32Array, wire: Wire, inPlace = false): Float32Array {
+  const out = inPlace ? data : Float32Array.from(data);
   if (wire === 'fp16') decodeFp16(encodeFp16(out, new Uint16Array(out.length)), out);
   return out;
 }

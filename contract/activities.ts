@@ -60,6 +60,10 @@ export interface TrainShardResult {
   bytesRaw: number;
   bytesSent: number;
   skippedSteps: number;
+  /** Wall ms of this rank's steps (compute, gradient exchange, apply; not checkpoints), and the part of
+   *  it spent waiting for the collective (communication the step did not hide). */
+  stepMs?: number;
+  exposedCommMs?: number;
 }
 
 /** Rank-0 progress within a segment (signalled at most about once a second). */

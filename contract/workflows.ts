@@ -67,6 +67,10 @@ export interface TrainStageResult {
   restarts: number;
   bytesRaw: number;
   bytesSent: number;
+  /** Σ over the completed segments' ranks of TrainShardResult.stepMs / exposedCommMs (since the last
+   *  continue-as-new): exposedCommMs / stepMs is the share of step time spent waiting on gradients. */
+  stepMs?: number;
+  exposedCommMs?: number;
 }
 
 /** A run: stage dvae → encode the dataset → stage transformer → stage rerank → publish the model. */

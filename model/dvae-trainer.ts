@@ -17,8 +17,16 @@ import {
   type CodebookArrays,
   type Restart,
 } from './code-restart.ts';
-import { Dvae, DvaeInputError } from './dvae.ts';
+import {
+  dvaeLayout,
+  dvaeLossTerms,
+  dvaeParamSpecs,
+  DvaeInputError,
+  initDvaeParams,
+  type DvaeLayout,
+} from './dvae.ts';
 import { gumbelNoise } from './gumbel.ts';
+import { ParamVector } from './param-vector.ts';
 import { betaAt, lrAt, tauAt } from './schedules.ts';
 import { decodeState, encodeState, expectArrays } from './state-io.ts';
 import type { GradientResult, ParamSpec, StepMetrics, Trainer } from './trainer.ts';
@@ -70,9 +78,12 @@ interface DvaeStateMeta {
   config: DvaeConfig;
 }
 
+let trainers = 0;
+
 class DvaeTrainer implements Trainer<DvaeBatch> {
   readonly stage = 'dvae' as const;
-  readonly model: Dvae;
+  private readonly params: ParamVector;
+  private readonly layout: DvaeLayout;
   private readonly opt: AdamW;
   private readonly specs: ParamSpec[];
   /** Present when dead-code restarts are on. */
@@ -87,12 +98,14 @@ class DvaeTrainer implements Trainer<DvaeBatch> {
       throw new DvaeStepError('seed', seed, 'must be an integer in [0, 2^32)');
     if (!(Number.isInteger(worldSize) && worldSize >= 1))
       throw new DvaeStepError('worldSize', worldSize, 'must be a positive integer');
-    this.model = new Dvae(cfg, { seed, trainable: true });
-    this.specs = this.model.specs;
+    this.layout = dvaeLayout(cfg);
+    this.specs = dvaeParamSpecs(cfg);
+    this.params = new ParamVector(this.specs, initDvaeParams(cfg, seed), `dvae-trainer${trainers++}/theta`);
     this.opt = new AdamW(
+      this.params.theta,
       this.specs.map((s, i) => ({
         name: s.name,
-        variable: this.model.variables[i]!,
+        size: this.params.sizes[i]!,
         decay: decaysByDefault(s.kind),
       })),
       {
@@ -134,16 +147,14 @@ class DvaeTrainer implements Trainer<DvaeBatch> {
       const x255 = tf.tensor4d(batch.images, [n, R, R, 3], 'int32').toFloat();
       const noise = gumbelNoise(this.seed, step, rank, [n, g, g, K]); // [n, g, g, K]
       return tf.variableGrads(() => {
-        const t = this.model.lossTerms(x255 as tf.Tensor4D, noise, tau, beta);
+        const p = this.params.tensors();
+        const t = dvaeLossTerms(this.cfg, this.layout, p, x255 as tf.Tensor4D, noise, tau, beta);
         extra = [t.recon, t.kl, t.mse, t.codes].map((e) => tf.keep(e));
         return t.loss;
-      }, this.model.variables);
+      }, [this.params.theta]);
     });
-    const gradArrays = this.model.variables.map((v) => {
-      const gt = grads[v.name];
-      if (!gt) throw new Error(`no gradient for ${v.name}`);
-      return (gt.dataSync() as Float32Array).slice();
-    });
+    // One download of the flat gradient; per-parameter views of it.
+    const gradArrays = this.params.views((grads[this.params.theta.name]!.dataSync() as Float32Array).slice());
     const loss = value.dataSync()[0]!;
     const [recon, kl, mse] = extra.slice(0, 3).map((e) => e.dataSync()[0]!);
     const usage = new Set(extra[3]!.dataSync()).size / K;
@@ -190,7 +201,7 @@ class DvaeTrainer implements Trainer<DvaeBatch> {
       encB: get('encoder.output.b'),
       decW: get('decoder.input.w'),
     });
-    const params = this.model.params();
+    const params = this.params.arrays();
     const state = new Map(this.opt.stateArrays());
     if (this.cfg.quantizer === 'vq') {
       // The codebook alone holds the codes: its rows, their moments and EMA.
@@ -218,7 +229,7 @@ class DvaeTrainer implements Trainer<DvaeBatch> {
           plan,
         );
     }
-    this.model.setParams(params);
+    this.params.assign(params);
     this.opt.loadStateArrays(state, this.opt.updates);
   }
 
@@ -230,7 +241,7 @@ class DvaeTrainer implements Trainer<DvaeBatch> {
       updates: this.opt.updates,
       config: this.cfg,
     };
-    const params = this.model.params().map((a, i) => [`param.${this.specs[i]!.name}`, a] as const);
+    const params = this.params.arrays().map((a, i) => [`param.${this.specs[i]!.name}`, a] as const);
     const opt = this.opt.stateArrays().map(([name, a]) => [`opt.${name}`, a] as const);
     const usage = this.usage
       ? ([
@@ -273,19 +284,19 @@ class DvaeTrainer implements Trainer<DvaeBatch> {
       this.usage.idle.set(arrays.get('codes.idle')!);
       this.usage.load.set(arrays.get('codes.load')!);
     }
-    this.model.setParams(this.specs.map((s) => arrays.get(`param.${s.name}`)!));
+    this.params.assign(this.specs.map((s) => arrays.get(`param.${s.name}`)!));
     const optArrays = new Map<string, Float32Array>();
     for (const [name, a] of arrays) if (name.startsWith('opt.')) optArrays.set(name.slice(4), a);
     this.opt.loadStateArrays(optArrays, meta.updates!);
   }
 
   exportParams(which: 'params' | 'ema'): Float32Array[] {
-    return which === 'ema' ? this.opt.emaArrays() : this.model.params();
+    return which === 'ema' ? this.opt.emaArrays() : this.params.arrays();
   }
 
   dispose(): void {
     this.opt.dispose();
-    this.model.dispose();
+    this.params.dispose();
   }
 
   private checkStep(step: number): void {

@@ -16,6 +16,11 @@ import { gumbelNoise } from './gumbel.ts';
 import { logitLaplaceNll, mapPixels } from './logit-laplace.ts';
 
 await initTfBackend('cpu');
+/** Native TensorFlow, when tfjs-node is installed (optional), is checked against cpu like wasm is. */
+const native = await initTfBackend('tensorflow').then(
+  () => ['tensorflow'],
+  () => [],
+);
 await initTfBackend('wasm');
 
 const tiny = loadSpec('tiny').dvae;
@@ -379,7 +384,7 @@ test('dvae: the loss and its gradient are batch means (so rank averages give the
   m.dispose();
 });
 
-test('dvae: every parameter gradient on wasm matches cpu (relative error < 1e-4)', () => {
+test(`dvae: every parameter gradient on ${['wasm', ...native].join(' and ')} matches cpu (relative error < 1e-4)`, () => {
   for (const cfg of [tiny, deeper]) {
     const m = new Dvae(cfg, { seed: 2, trainable: true });
     const n = 3;
@@ -397,17 +402,20 @@ test('dvae: every parameter gradient on wasm matches cpu (relative error < 1e-4)
       });
     };
     const cpu = run('cpu');
-    const wasm = run('wasm');
-    m.specs.forEach((s, i) => {
-      let diff = 0;
-      let scale = 0;
-      for (let j = 0; j < cpu[i]!.length; j++) {
-        diff = Math.max(diff, Math.abs(wasm[i]![j]! - cpu[i]![j]!));
-        scale = Math.max(scale, Math.abs(cpu[i]![j]!));
-      }
-      assert.ok(scale > 0, `${s.name}: zero gradient`);
-      assert.ok(diff / scale < 1e-4, `${s.name}: relative error ${diff / scale}`);
-    });
+    for (const backend of ['wasm', ...native]) {
+      const other = run(backend);
+      m.specs.forEach((s, i) => {
+        let diff = 0;
+        let scale = 0;
+        for (let j = 0; j < cpu[i]!.length; j++) {
+          diff = Math.max(diff, Math.abs(other[i]![j]! - cpu[i]![j]!));
+          scale = Math.max(scale, Math.abs(cpu[i]![j]!));
+        }
+        assert.ok(scale > 0, `${s.name}: zero gradient`);
+        assert.ok(diff / scale < 1e-4, `${backend}: ${s.name}: relative error ${diff / scale}`);
+      });
+    }
+    void tf.setBackend('wasm');
     m.dispose();
   }
 });

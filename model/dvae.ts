@@ -14,6 +14,9 @@ import * as tf from '@tensorflow/tfjs';
 import type { DvaeConfig } from '../config/index.ts';
 import { gumbelSoftmax, klToUniform } from './gumbel.ts';
 import { logitLaplaceNll, mapPixels, reconstruction } from './logit-laplace.ts';
+import { conv2dBias } from './ops/conv.ts';
+import { relu } from './ops/relu.ts';
+import { upsample2x } from './ops/upsample.ts';
 import { RngStream, normals } from '../random/index.ts';
 import type { ParamSpec } from './trainer.ts';
 
@@ -299,20 +302,13 @@ function applyConv(
   x: tf.Tensor4D,
   activation: 'linear' | 'relu' = 'linear',
 ): tf.Tensor4D {
-  return tf.fused.conv2d({
-    x,
-    filter: p.get(`${c.name}.w`) as tf.Tensor4D,
-    bias: p.get(`${c.name}.b`),
-    strides: 1,
-    pad: 'same',
-    activation,
-  });
+  return conv2dBias(x, p.get(`${c.name}.w`) as tf.Tensor4D, p.get(`${c.name}.b`)!, activation);
 }
 
 /** id(x) + postGain · conv4(relu(conv3(relu(conv2(relu(conv1(relu(x)))))))) */
 function resblock(p: Params, b: BlockSpec, x: tf.Tensor4D, postGain: number): tf.Tensor4D {
   const id = b.id ? applyConv(p, b.id, x) : x;
-  let r = x.relu() as tf.Tensor4D;
+  let r = relu(x);
   // The ReLU before conv 2..4 is fused into the previous conv's output.
   r = applyConv(p, b.convs[0]!, r, 'relu');
   r = applyConv(p, b.convs[1]!, r, 'relu');
@@ -354,15 +350,13 @@ function vqDistances(p: Params, l: DvaeLayout, z: tf.Tensor2D): tf.Tensor2D {
 /** The encoder up to its output conv: ReLU'd features [N, g, g, C]. */
 function encoderTrunk(p: Params, l: DvaeLayout, x: tf.Tensor4D): tf.Tensor4D {
   if (l.centerInput) x = x.mul(2).sub(1) as tf.Tensor4D; // [ε, 1−ε] → [2ε−1, 1−2ε]
-  // Unfused on purpose: the fused op's custom gradient also computes ∂/∂x, the images' gradient,
-  // which nothing needs (~10% of a step); the plain conv's gradient is skipped for inputs off the tape.
-  const w = p.get(`${l.encoder.input.name}.w`) as tf.Tensor4D;
-  let h = tf.conv2d(x, w, 1, 'same').add(p.get(`${l.encoder.input.name}.b`)!) as tf.Tensor4D; // [N, R, R, n_hid]
+  // The images need no gradient: conv2dBias computes ∂/∂x only for inputs on the path to a variable.
+  let h = applyConv(p, l.encoder.input, x); // [N, R, R, n_hid]
   for (const g of l.encoder.groups) {
     for (const b of g.blocks) h = resblock(p, b, h, l.postGain);
     if (g.resample) h = tf.maxPool(h, 2, 2, 'valid'); // [N, side/2, side/2, C]
   }
-  return h.relu() as tf.Tensor4D;
+  return relu(h);
 }
 
 /** s · cos(features, code weights) + bias, per cell and code: [N, g, g, C] → [N, g, g, K]. */
@@ -392,20 +386,13 @@ function decoderFromEmbedded(p: Params, l: DvaeLayout, e: tf.Tensor4D): DecoderH
     for (const b of g.blocks) h = resblock(p, b, h, l.postGain);
     if (g.resample) h = g.shuffle ? pixelShuffle(applyConv(p, g.shuffle, h)) : upsample2x(h); // [N, 2·side, 2·side, C]
   }
-  h = h.relu() as tf.Tensor4D;
+  h = relu(h);
   // The 6-channel output conv, run as its μ half and its ln b half: slicing the [1, 1, C, 6] kernel is
   // cheap, slicing the [N, R, R, 6] activations (and padding their gradient back) is not.
   const w = p.get(`${l.decoder.output.name}.w`) as tf.Tensor4D;
   const b = p.get(`${l.decoder.output.name}.b`)!;
   const c = w.shape[2];
-  const half = (from: number) =>
-    tf.fused.conv2d({
-      x: h,
-      filter: w.slice([0, 0, 0, from], [1, 1, c, 3]),
-      bias: b.slice([from], [3]),
-      strides: 1,
-      pad: 'same',
-    });
+  const half = (from: number) => conv2dBias(h, w.slice([0, 0, 0, from], [1, 1, c, 3]), b.slice([from], [3]));
   return { mu: half(0), lnB: half(3) };
 }
 
@@ -416,15 +403,6 @@ function pixelShuffle(x: tf.Tensor4D): tf.Tensor4D {
   return x
     .reshape([n, hh, ww, 2, 2, c])
     .transpose([0, 1, 3, 2, 4, 5])
-    .reshape([n, 2 * hh, 2 * ww, c]) as tf.Tensor4D;
-}
-
-/** Nearest-neighbour ×2 as a broadcast (its gradient is a plain sum, fast on every backend). */
-function upsample2x(x: tf.Tensor4D): tf.Tensor4D {
-  const [n, hh, ww, c] = x.shape;
-  return x
-    .reshape([n, hh, 1, ww, 1, c])
-    .mul(tf.ones([1, 1, 2, 1, 2, 1]))
     .reshape([n, 2 * hh, 2 * ww, c]) as tf.Tensor4D;
 }
 
@@ -477,6 +455,22 @@ function lossTerms(
     mse,
     codes,
   };
+}
+
+/** The loss terms with the parameters given as tensors in `dvaeParamSpecs(cfg)` order (a trainer's
+ *  flat parameter vector, split for this step). */
+export function dvaeLossTerms(
+  cfg: DvaeConfig,
+  layout: DvaeLayout,
+  params: readonly tf.Tensor[],
+  x255: tf.Tensor4D,
+  noise: tf.Tensor,
+  tau: number,
+  beta: number,
+): DvaeLossTerms {
+  const specs = dvaeParamSpecs(cfg);
+  const p: Params = new Map(specs.map((s, i) => [s.name, params[i]!]));
+  return lossTerms(p, layout, cfg.logitLaplaceEps, x255, noise, tau, beta);
 }
 
 /** ln b within the configured scale range. */

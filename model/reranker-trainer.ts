@@ -11,12 +11,14 @@ import * as tf from '@tensorflow/tfjs';
 import type { DvaeConfig, RerankConfig, TransformerConfig } from '../config/index.ts';
 import { AdamW, decaysByDefault } from './adamw.ts';
 import {
+  checkRerankerInputs,
   initRerankerParams,
   Reranker,
   rerankerDims,
   rerankerParamSpecs,
   type RerankerDims,
 } from './reranker.ts';
+import { ParamVector } from './param-vector.ts';
 import { cosineAnneal } from './schedules.ts';
 import { decodeState, encodeState, expectArrays, StateMismatchError } from './state-io.ts';
 import type { GradientResult, ParamSpec, StepMetrics, Trainer } from './trainer.ts';
@@ -78,20 +80,20 @@ export function createRerankTrainer(
   dvae: Pick<DvaeConfig, 'resolution'>,
   seed: number,
   worldSize: number,
-): Trainer<RerankBatch> & { readonly reranker: Reranker } {
+): Trainer<RerankBatch> {
   return new RerankTrainer(cfg, rerankerDims(cfg, transformer, dvae), seed, worldSize);
 }
 
 class RerankTrainer implements Trainer<RerankBatch> {
   readonly stage = 'rerank' as const;
   private readonly specs: ParamSpec[];
-  private readonly vars: tf.Variable[];
-  private readonly model: Reranker;
+  /** Every parameter back to back in one variable θ (what AdamW updates). */
+  private readonly params: ParamVector;
   private readonly opt: AdamW;
 
   constructor(
     private readonly cfg: RerankConfig,
-    dims: RerankerDims,
+    private readonly dims: RerankerDims,
     seed: number,
     private readonly worldSize: number,
   ) {
@@ -102,12 +104,14 @@ class RerankTrainer implements Trainer<RerankBatch> {
     const init = initRerankerParams(cfg, dims, seed);
     const uid = trainerUid++;
     this.specs = rerankerParamSpecs(dims);
-    this.vars = this.specs.map((s, i) =>
-      tf.tidy(() => tf.variable(tf.tensor(init[i]!, s.shape, 'float32'), true, `rerank${uid}/${s.name}`)),
-    );
-    this.model = new Reranker(cfg, dims, this.vars);
+    this.params = new ParamVector(this.specs, init, `rerank${uid}/theta`);
     this.opt = new AdamW(
-      this.specs.map((s, i) => ({ name: s.name, variable: this.vars[i]!, decay: decaysByDefault(s.kind) })),
+      this.params.theta,
+      this.specs.map((s, i) => ({
+        name: s.name,
+        size: this.params.sizes[i]!,
+        decay: decaysByDefault(s.kind),
+      })),
       {
         beta1: cfg.adamBeta1,
         beta2: cfg.adamBeta2,
@@ -118,9 +122,10 @@ class RerankTrainer implements Trainer<RerankBatch> {
     );
   }
 
-  /** The model over the live training variables (borrowed: do not dispose). */
-  get reranker(): Reranker {
-    return this.model;
+  /** The model over θ's current values; its tensors are views computed from θ (under a tape, their
+   *  gradients land on θ), disposed by the caller's tidy. */
+  private model(): Reranker {
+    return new Reranker(this.cfg, this.dims, this.params.tensors());
   }
 
   paramSpecs(): ParamSpec[] {
@@ -138,11 +143,11 @@ class RerankTrainer implements Trainer<RerankBatch> {
       throw new RerankTrainerArgumentError('rank', rank, `must be an integer in [0, ${this.worldSize})`);
     if (!(Number.isInteger(batch?.n) && batch.n >= 1))
       throw new RerankTrainerArgumentError('batch.n', batch?.n, 'must be a positive integer');
-    this.model.checkInputs(batch.text, batch.images, batch.n);
+    checkRerankerInputs(this.dims, batch.text, batch.images, batch.n);
   }
 
   private tensors(batch: RerankBatch): [tf.Tensor4D, tf.Tensor2D] {
-    const { resolution: R, textLen: L } = this.model.dims;
+    const { resolution: R, textLen: L } = this.dims;
     return [
       tf.tensor4d(batch.images, [batch.n, R, R, 3], 'int32'),
       tf.tensor2d(batch.text, [batch.n, L], 'int32'),
@@ -153,9 +158,8 @@ class RerankTrainer implements Trainer<RerankBatch> {
   exchange(batch: RerankBatch, step: number, rank: number): Float32Array {
     this.checkArgs(batch, step, rank);
     const [images, text] = this.tensors(batch);
-    const pairs = this.model.embedPairs(images, text);
-    const out = (pairs.dataSync() as Float32Array).slice();
-    tf.dispose([images, text, pairs]);
+    const out = tf.tidy(() => (this.model().embedPairs(images, text).dataSync() as Float32Array).slice());
+    tf.dispose([images, text]);
     return out;
   }
 
@@ -167,7 +171,7 @@ class RerankTrainer implements Trainer<RerankBatch> {
   ): GradientResult {
     // 1. schedule
     this.checkArgs(batch, step, rank);
-    const width = 2 * this.model.dims.embedDim;
+    const width = 2 * this.dims.embedDim;
     const total = gathered ? gathered.reduce((a, g) => a + g.length, 0) / width : batch.n;
     if (total < 2)
       throw new RerankTrainerArgumentError(
@@ -191,16 +195,17 @@ class RerankTrainer implements Trainer<RerankBatch> {
     let scale = NaN;
     let loss = NaN;
     const { value, grads } = tf.variableGrads(() => {
-      const l = this.model.losses(images, text, pairs && { pairs, offset, ranks: gathered!.length });
+      const l = this.model().losses(images, text, pairs && { pairs, offset, ranks: gathered!.length });
       logits = l.logits.dataSync() as Float32Array;
       scale = l.scale.dataSync()[0]!;
       loss = l.loss.dataSync()[0]!;
       return l.loss.mul(gathered ? gathered.length : 1) as tf.Scalar;
-    }, this.vars);
-    const out = this.vars.map((v) => {
-      const g = grads[v.name];
-      return g ? (g.dataSync() as Float32Array).slice() : new Float32Array(v.size);
-    });
+    }, [this.params.theta]);
+    // One download of the flat gradient; per-parameter views of it.
+    const flat = grads[this.params.theta.name];
+    const out = this.params.views(
+      flat ? (flat.dataSync() as Float32Array).slice() : new Float32Array(this.params.total),
+    );
     tf.dispose([images, text, value, ...(pairs ? [pairs] : []), ...Object.values(grads)]);
     // Retrieval within the global batch: the share of images whose own caption scores highest.
     let hits = 0;
@@ -225,10 +230,9 @@ class RerankTrainer implements Trainer<RerankBatch> {
       updates: this.opt.updates,
       specs: this.specs.map((s) => `${s.name}:${s.shape.join('x')}:${s.kind}`),
     };
-    const arrays: [string, Float32Array][] = this.vars.map((v, i) => [
-      `${PARAM_PREFIX}${this.specs[i]!.name}`,
-      (v.dataSync() as Float32Array).slice(),
-    ]);
+    const arrays: [string, Float32Array][] = this.params
+      .arrays()
+      .map((a, i) => [`${PARAM_PREFIX}${this.specs[i]!.name}`, a]);
     for (const [name, a] of this.opt.stateArrays()) arrays.push([`${OPT_PREFIX}${name}`, a]);
     return encodeState(meta as unknown as Record<string, unknown>, arrays);
   }
@@ -240,28 +244,23 @@ class RerankTrainer implements Trainer<RerankBatch> {
     if (meta?.stage !== 'rerank')
       throw new StateMismatchError([`state is for stage ${String(meta?.stage)}, not rerank`]);
     expectArrays(arrays, [
-      ...this.specs.map((s, i) => [`${PARAM_PREFIX}${s.name}`, this.vars[i]!.size] as [string, number]),
+      ...this.specs.map((s, i) => [`${PARAM_PREFIX}${s.name}`, this.params.sizes[i]!] as [string, number]),
       ...this.opt.stateLayout().map(([n, len]) => [`${OPT_PREFIX}${n}`, len] as [string, number]),
     ]);
     const opt = new Map<string, Float32Array>();
     for (const [name, a] of arrays)
       if (name.startsWith(OPT_PREFIX)) opt.set(name.slice(OPT_PREFIX.length), a);
     this.opt.loadStateArrays(opt, meta.updates);
-    this.vars.forEach((v, i) =>
-      tf.tidy(() =>
-        v.assign(tf.tensor(arrays.get(`${PARAM_PREFIX}${this.specs[i]!.name}`)!, v.shape, 'float32')),
-      ),
-    );
+    this.params.assign(this.specs.map((s) => arrays.get(`${PARAM_PREFIX}${s.name}`)!));
   }
 
   exportParams(which: 'params' | 'ema'): Float32Array[] {
     if (which === 'ema') return this.opt.emaArrays();
-    return this.vars.map((v) => (v.dataSync() as Float32Array).slice());
+    return this.params.arrays();
   }
 
   dispose(): void {
-    this.model.dispose();
     this.opt.dispose();
-    tf.dispose(this.vars);
+    this.params.dispose();
   }
 }

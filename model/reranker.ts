@@ -417,33 +417,7 @@ export class Reranker {
 
   /** Throws RerankerInputError unless `text` is [n, L] ids in the vocabulary and `images` [n, R, R, 3]. */
   checkInputs(text: Int32Array, images: Uint8Array, n: number): void {
-    this.checkText(text, n);
-    this.checkImages(images, n);
-  }
-
-  private checkText(text: Int32Array, m: number): void {
-    const { textLen: L, textVocab: V } = this.dims;
-    if (!(Number.isInteger(m) && m >= 1))
-      throw new RerankerInputError('n', `must be a positive integer, got ${m}`);
-    if (!(text instanceof Int32Array) || text.length !== m * L)
-      throw new RerankerInputError(
-        'text',
-        `must be an Int32Array of n·textLen = ${m * L} ids, got ${text?.length}`,
-      );
-    for (let i = 0; i < text.length; i++)
-      if (text[i]! < 0 || text[i]! >= V)
-        throw new RerankerInputError('text', `id ${text[i]} at ${i} is outside [0, ${V})`);
-  }
-
-  private checkImages(images: Uint8Array, n: number): void {
-    const R = this.dims.resolution;
-    if (!(Number.isInteger(n) && n >= 1))
-      throw new RerankerInputError('n', `must be a positive integer, got ${n}`);
-    if (!(images instanceof Uint8Array) || images.length !== n * R * R * 3)
-      throw new RerankerInputError(
-        'images',
-        `must be n·${R}·${R}·3 = ${n * R * R * 3} bytes, got ${images?.length}`,
-      );
+    checkRerankerInputs(this.dims, text, images, n);
   }
 
   /** The cosine of caption i and image i, for n pairs: caption ids [n, L], RGB [n, R, R, 3]. */
@@ -467,8 +441,8 @@ export class Reranker {
   /** Every image against every caption: cosines [n images, m captions] row-major, each side embedded once
    *  (retrieval metrics such as R-precision). */
   similarities(text: Int32Array, m: number, images: Uint8Array, n: number): Float32Array {
-    this.checkText(text, m);
-    this.checkImages(images, n);
+    checkText(this.dims, text, m);
+    checkImages(this.dims, images, n);
     const { textLen: L, resolution: R } = this.dims;
     const chunked = (count: number, embed: (at: number, k: number) => tf.Tensor2D): tf.Tensor2D => {
       const parts: tf.Tensor2D[] = [];
@@ -500,4 +474,40 @@ export class Reranker {
     this.disposed = true;
     if (this.ownParams) tf.dispose([...this.p.values()]);
   }
+}
+
+/** Throws RerankerInputError unless `text` is [n, L] ids in the vocabulary and `images` [n, R, R, 3]. */
+export function checkRerankerInputs(
+  dims: RerankerDims,
+  text: Int32Array,
+  images: Uint8Array,
+  n: number,
+): void {
+  checkText(dims, text, n);
+  checkImages(dims, images, n);
+}
+
+function checkText(dims: RerankerDims, text: Int32Array, m: number): void {
+  const { textLen: L, textVocab: V } = dims;
+  if (!(Number.isInteger(m) && m >= 1))
+    throw new RerankerInputError('n', `must be a positive integer, got ${m}`);
+  if (!(text instanceof Int32Array) || text.length !== m * L)
+    throw new RerankerInputError(
+      'text',
+      `must be an Int32Array of n·textLen = ${m * L} ids, got ${text?.length}`,
+    );
+  for (let i = 0; i < text.length; i++)
+    if (text[i]! < 0 || text[i]! >= V)
+      throw new RerankerInputError('text', `id ${text[i]} at ${i} is outside [0, ${V})`);
+}
+
+function checkImages(dims: RerankerDims, images: Uint8Array, n: number): void {
+  const R = dims.resolution;
+  if (!(Number.isInteger(n) && n >= 1))
+    throw new RerankerInputError('n', `must be a positive integer, got ${n}`);
+  if (!(images instanceof Uint8Array) || images.length !== n * R * R * 3)
+    throw new RerankerInputError(
+      'images',
+      `must be n·${R}·${R}·3 = ${n * R * R * 3} bytes, got ${images?.length}`,
+    );
 }

@@ -14,6 +14,7 @@ import * as tf from '@tensorflow/tfjs';
 import type { DvaeConfig, TransformerConfig } from '../config/index.ts';
 import { AdamW } from './adamw.ts';
 import { initialPlateauState, lrAt, observeLoss, type PlateauState } from './lr-plateau.ts';
+import { ParamVector } from './param-vector.ts';
 import { decodeState, encodeState, expectArrays, StateMismatchError } from './state-io.ts';
 import { initTransformerParams, Transformer, transformerParamSpecs } from './transformer.ts';
 import type { GradientResult, ParamKind, ParamSpec, StepMetrics, Trainer } from './trainer.ts';
@@ -79,7 +80,7 @@ export function createTransformerTrainer(
 class TransformerTrainer implements Trainer<TransformerBatch> {
   readonly stage = 'transformer' as const;
   private readonly specs: ParamSpec[];
-  private readonly vars: tf.Variable[];
+  private readonly params: ParamVector;
   private readonly model: Transformer;
   private readonly opt: AdamW;
   private plateau: PlateauState = initialPlateauState();
@@ -96,16 +97,15 @@ class TransformerTrainer implements Trainer<TransformerBatch> {
       throw new TransformerTrainerArgumentError('worldSize', worldSize, 'must be a positive integer');
     this.specs = transformerParamSpecs(cfg, dvae);
     const init = initTransformerParams(cfg, dvae, seed);
-    const uid = trainerUid++;
-    this.vars = this.specs.map((s, i) => {
-      const t = tf.tensor(init[i]!, s.shape, 'float32');
-      const v = tf.variable(t, true, `transformer${uid}/${s.name}`);
-      t.dispose();
-      return v;
-    });
-    this.model = new Transformer(cfg, dvae, this.vars);
+    this.params = new ParamVector(this.specs, init, `transformer-trainer${trainerUid++}/theta`);
+    this.model = new Transformer(cfg, dvae, undefined);
     this.opt = new AdamW(
-      this.specs.map((s, i) => ({ name: s.name, variable: this.vars[i]!, decay: transformerDecays(s.kind) })),
+      this.params.theta,
+      this.specs.map((s, i) => ({
+        name: s.name,
+        size: this.params.sizes[i]!,
+        decay: transformerDecays(s.kind),
+      })),
       {
         beta1: cfg.adamBeta1,
         beta2: cfg.adamBeta2,
@@ -118,11 +118,6 @@ class TransformerTrainer implements Trainer<TransformerBatch> {
 
   paramSpecs(): ParamSpec[] {
     return this.specs.map((s) => ({ ...s, shape: [...s.shape] }));
-  }
-
-  /** The model over the live training variables (borrowed: do not dispose; invalid after `dispose`). */
-  get transformer(): Transformer {
-    return this.model;
   }
 
   private checkBatch(b: TransformerBatch): void {
@@ -172,16 +167,16 @@ class TransformerTrainer implements Trainer<TransformerBatch> {
     let textLoss = 0;
     let imageLoss = 0;
     const { value, grads } = tf.variableGrads(() => {
+      this.model.bind(this.params.tensors());
       const l = this.model.losses(text, image);
+      this.model.bind(undefined);
       textLoss = l.textLoss.dataSync()[0]!;
       imageLoss = l.imageLoss.dataSync()[0]!;
       return l.loss;
-    }, this.vars);
+    }, [this.params.theta]);
     const loss = value.dataSync()[0]!;
-    const out = this.vars.map((v) => {
-      const g = grads[v.name];
-      return g ? (g.dataSync() as Float32Array).slice() : new Float32Array(v.size);
-    });
+    // One download of the flat gradient; per-parameter views of it.
+    const out = this.params.views((grads[this.params.theta.name]!.dataSync() as Float32Array).slice());
     tf.dispose([text, image, value, ...Object.values(grads)]);
     return { loss, grads: out, metrics: { textLoss, imageLoss, lr } };
   }
@@ -216,10 +211,9 @@ class TransformerTrainer implements Trainer<TransformerBatch> {
       },
       specs: this.specs.map((s) => `${s.name}:${s.shape.join('x')}:${s.kind}`),
     };
-    const arrays: [string, Float32Array][] = this.vars.map((v, i) => [
-      `${PARAM_PREFIX}${this.specs[i]!.name}`,
-      (v.dataSync() as Float32Array).slice(),
-    ]);
+    const arrays: [string, Float32Array][] = this.params
+      .arrays()
+      .map((a, i) => [`${PARAM_PREFIX}${this.specs[i]!.name}`, a]);
     for (const [name, a] of this.opt.stateArrays()) arrays.push([`${OPT_PREFIX}${name}`, a]);
     return encodeState(meta as unknown as Record<string, unknown>, arrays);
   }
@@ -232,7 +226,7 @@ class TransformerTrainer implements Trainer<TransformerBatch> {
     if (meta?.stage !== 'transformer')
       throw new StateMismatchError([`state is for stage ${String(meta?.stage)}, not transformer`]);
     const expected: [string, number][] = [
-      ...this.specs.map((s, i) => [`${PARAM_PREFIX}${s.name}`, this.vars[i]!.size] as [string, number]),
+      ...this.specs.map((s, i) => [`${PARAM_PREFIX}${s.name}`, this.params.sizes[i]!] as [string, number]),
       ...this.opt.stateLayout().map(([n, len]) => [`${OPT_PREFIX}${n}`, len] as [string, number]),
     ];
     expectArrays(arrays, expected);
@@ -240,11 +234,7 @@ class TransformerTrainer implements Trainer<TransformerBatch> {
     for (const [name, a] of arrays)
       if (name.startsWith(OPT_PREFIX)) opt.set(name.slice(OPT_PREFIX.length), a);
     this.opt.loadStateArrays(opt, meta.updates);
-    this.vars.forEach((v, i) => {
-      tf.tidy(() =>
-        v.assign(tf.tensor(arrays.get(`${PARAM_PREFIX}${this.specs[i]!.name}`)!, v.shape, 'float32')),
-      );
-    });
+    this.params.assign(this.specs.map((s) => arrays.get(`${PARAM_PREFIX}${s.name}`)!));
     const p = meta.plateau;
     this.plateau = {
       smoothed: p.smoothed,
@@ -256,12 +246,12 @@ class TransformerTrainer implements Trainer<TransformerBatch> {
 
   exportParams(which: 'params' | 'ema'): Float32Array[] {
     if (which === 'ema') return this.opt.emaArrays();
-    return this.vars.map((v) => (v.dataSync() as Float32Array).slice());
+    return this.params.arrays();
   }
 
   dispose(): void {
     this.model.dispose();
     this.opt.dispose();
-    tf.dispose(this.vars);
+    this.params.dispose();
   }
 }

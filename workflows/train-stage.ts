@@ -83,6 +83,8 @@ export async function trainStage(input: TrainStageInput): Promise<TrainStageResu
   let last: TrainShardResult | undefined;
   let bytesRaw = 0;
   let bytesSent = 0;
+  let stepMs = 0;
+  let exposedCommMs = 0;
   let failed = false;
   let waits = 0;
 
@@ -91,7 +93,16 @@ export async function trainStage(input: TrainStageInput): Promise<TrainStageResu
     const ck = await utilityActivities.resolveCheckpoint({ runId, stage, spec });
     for (const f of ck.fallbacks) await tell({ message: `checkpoint fallback: ${f}` });
     if (ck.step >= total) {
-      return { stage, step: ck.step, loss: last?.loss ?? NaN, restarts, bytesRaw, bytesSent };
+      return {
+        stage,
+        step: ck.step,
+        loss: last?.loss ?? NaN,
+        restarts,
+        bytesRaw,
+        bytesSent,
+        stepMs,
+        exposedCommMs,
+      };
     }
     if (workflowInfo().continueAsNewSuggested) {
       await continueAsNew<typeof trainStage>({ ...input, restarts, groupSeq, paused, worldSize });
@@ -130,6 +141,8 @@ export async function trainStage(input: TrainStageInput): Promise<TrainStageResu
       for (const r of results) {
         bytesRaw += r.bytesRaw;
         bytesSent += r.bytesSent;
+        stepMs += r.stepMs ?? 0; // absent in results recorded before the field existed
+        exposedCommMs += r.exposedCommMs ?? 0;
       }
       waits = 0;
       if (!patched(CHECKPOINTS_IN_KV)) await tell({ checkpointStep: results[0]!.checkpointStep });

@@ -4,6 +4,7 @@
 // the zero-shot evaluation run, and a report written to $DALLE_HOME/demo/. Stops what it started.
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { closeSync, createWriteStream, mkdirSync, openSync, writeFileSync } from 'node:fs';
+import { cpus } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { resolveSpec, type RunSpec } from '../../config/index.ts';
@@ -88,6 +89,11 @@ function stop(child: ChildProcess, signal: NodeJS.Signals = 'SIGTERM'): Promise<
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
+const perMinute = (steps: number, seconds: number | null) => (seconds ? (60 * steps) / seconds : null);
+const exposedShare = (r: { stepMs?: number; exposedCommMs?: number }) =>
+  r.stepMs ? (r.exposedCommMs ?? 0) / r.stepMs : null;
+const pctOrDash = (x: number | null) => (x === null ? '–' : `${(100 * x).toFixed(1)} %`);
+
 export const cli = command({
   name: 'demo',
   summary: commands.demo.summary,
@@ -154,11 +160,16 @@ export async function run(argv: string[]): Promise<number> {
 
   const children: ChildProcess[] = [];
   const workers: ChildProcess[] = [];
+  // The workers share this host's cores: each gets its share of native threads, so W processes never
+  // run more kernel threads than there are cores.
+  const threads = Math.max(1, Math.floor(cpus().length / spec.train.worldSize));
   const startWorker = (i: number) => {
-    const w = spawnLogged(['worker'], join(outDir, `worker-${i}.log`));
+    const w = spawnLogged(['worker', '--threads', String(threads)], join(outDir, `worker-${i}.log`));
     children.push(w);
     workers[i] = w;
-    say(`worker ${i} started (pid ${w.pid}), log ${join(outDir, `worker-${i}.log`)}`);
+    say(
+      `worker ${i} started (pid ${w.pid}, ${threads} native thread(s)), log ${join(outDir, `worker-${i}.log`)}`,
+    );
   };
   const { client, close: closeTemporal } = await temporalClient();
   const nc = await connectNats({ name: 'dalle-demo' });
@@ -335,6 +346,17 @@ export async function run(argv: string[]): Promise<number> {
         rerank: secs('rerank'),
         publish: secs('publish'),
       },
+      stepsPerMinute: {
+        dvae: perMinute(result.dvae.step, secs('dvae')),
+        transformer: perMinute(result.transformer.step, secs('transformer')),
+        rerank: result.rerank ? perMinute(result.rerank.step, secs('rerank')) : null,
+      },
+      /** Share of the ranks' step time spent waiting for the gradient exchange. */
+      exposedCommunication: {
+        dvae: exposedShare(result.dvae),
+        transformer: exposedShare(result.transformer),
+        rerank: result.rerank ? exposedShare(result.rerank) : null,
+      },
       finalLoss: { dvae: result.dvae.loss, transformer: result.transformer.loss },
       restarts: result.restarts,
       kill: kill ?? null,
@@ -381,16 +403,19 @@ export async function run(argv: string[]): Promise<number> {
         '',
         `Preset \`shapes\` (${minutes}-minute budget), W = ${spec.train.worldSize}, PowerSGD rank ${spec.powersgd.rank}, tfjs backend ${backend}, wall time ${(report.wallSeconds / 60).toFixed(1)} min.`,
         '',
-        '| stage | steps | seconds | final loss |',
-        '| --- | --- | --- | --- |',
-        `| dVAE | ${result.dvae.step} | ${report.secondsPerStage.dvae?.toFixed(0)} | ${result.dvae.loss.toFixed(4)} |`,
-        `| encode dataset | | ${report.secondsPerStage.encode?.toFixed(0)} | |`,
-        `| transformer | ${result.transformer.step} | ${report.secondsPerStage.transformer?.toFixed(0)} | ${result.transformer.loss.toFixed(4)} |`,
+        '| stage | steps | seconds | steps/min | exposed communication | final loss |',
+        '| --- | --- | --- | --- | --- | --- |',
+        `| dVAE | ${result.dvae.step} | ${report.secondsPerStage.dvae?.toFixed(0)} | ${report.stepsPerMinute.dvae?.toFixed(1)} | ${pctOrDash(report.exposedCommunication.dvae)} | ${result.dvae.loss.toFixed(4)} |`,
+        `| encode dataset | | ${report.secondsPerStage.encode?.toFixed(0)} | | | |`,
+        `| transformer | ${result.transformer.step} | ${report.secondsPerStage.transformer?.toFixed(0)} | ${report.stepsPerMinute.transformer?.toFixed(1)} | ${pctOrDash(report.exposedCommunication.transformer)} | ${result.transformer.loss.toFixed(4)} |`,
         ...(result.rerank
           ? [
-              `| reranker | ${result.rerank.step} | ${report.secondsPerStage.rerank?.toFixed(0)} | ${result.rerank.loss.toFixed(4)} |`,
+              `| reranker | ${result.rerank.step} | ${report.secondsPerStage.rerank?.toFixed(0)} | ${report.stepsPerMinute.rerank?.toFixed(1)} | ${pctOrDash(report.exposedCommunication.rerank)} | ${result.rerank.loss.toFixed(4)} |`,
             ]
           : []),
+        '',
+        "Steps/min: the stage's steps over its wall time (restarts and checkpoints included). Exposed",
+        "communication: the share of the ranks' step time spent waiting for the gradient all-reduces.",
         '',
         `Restarts: ${result.restarts}${kill ? ` (worker 1 SIGKILLed at dVAE step ${kill.atStep}; resumed from checkpoint ${kill.checkpointStep} after ${((kill.resumedAfterMs ?? NaN) / 1000).toFixed(1)} s)` : ''}.`,
         '',
