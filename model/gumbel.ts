@@ -1,14 +1,21 @@
 // Gumbel-softmax relaxation of the dVAE's categorical q(z|x) (PAPER.md):
 //   y_i = softmax((log q_i + g_i) / τ),  g_i ~ Gumbel(0, 1)
 // log q_i differs from the encoder logit by a per-cell constant, which softmax ignores, so the logits
-// are used directly. The noise is a pure function of (seed, step, rank): see rng.ts.
+// are used directly. Each sample's noise is keyed by (seed, step, its index in the step's global batch),
+// never by rank: a sample gets the same noise whichever rank, world size or micro-batch computes it, so a
+// run whose world size changes draws exactly the noise of a run that kept it.
 import * as tf from '@tensorflow/tfjs';
 import { RngStream, gumbels } from '../random/index.ts';
 
-/** Gumbel(0, 1) noise for one rank's step, shaped like the logits it will perturb. */
-export function gumbelNoise(seed: number, step: number, rank: number, shape: number[]): tf.Tensor {
-  const n = shape.reduce((a, b) => a * b, 1);
-  return tf.tensor(gumbels({ seed, stream: RngStream.gumbel, step, rank }, n), shape, 'float32');
+/** Gumbel(0, 1) noise for samples `first`, `first + 1`, … of step `step`'s global batch, shaped
+ *  [n, ...cell] like the logits it will perturb (n = shape[0]). */
+export function gumbelNoise(seed: number, step: number, first: number, shape: number[]): tf.Tensor {
+  const [n = 0, ...cell] = shape;
+  const per = cell.reduce((a, b) => a * b, 1);
+  const out = new Float32Array(n * per);
+  for (let j = 0; j < n; j++)
+    out.set(gumbels({ seed, stream: RngStream.gumbel, step, rank: first + j }, per), j * per);
+  return tf.tensor(out, shape, 'float32');
 }
 
 /** softmax((logits + noise) / τ) over the last axis. */

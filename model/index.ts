@@ -10,3 +10,4 @@ export * from './transformer-trainer.ts';
 export * from './sampling.ts';
 export * from './sampling-reference.ts';
 export * from './state-io.ts';
+export * from './sharded-adamw.ts';
