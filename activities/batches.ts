@@ -1,7 +1,7 @@
 // The batch of (step, rank, W) for each stage. Both are pure functions of the run spec and the step (the
 // data cursor), so a relaunched segment sees exactly the batches the lost one saw.
 import type { RunSpec } from '../config/index.ts';
-import { loadBatch } from '../data/index.ts';
+import { loadBatch, rankSlice } from '../data/index.ts';
 import { mixSeed } from '../random/index.ts';
 import type { DvaeBatch, TransformerBatch } from '../model/index.ts';
 import type { CheckpointStore } from '../store/index.ts';
@@ -11,6 +11,8 @@ import type { StageName } from '../contract/index.ts';
 
 export interface StageBatchSource {
   batch(step: number, rank: number, worldSize: number): Promise<DvaeBatch | TransformerBatch>;
+  /** Samples [from, to) of a batch this source made (a micro-batch), as a batch of the same kind. */
+  slice(batch: DvaeBatch | TransformerBatch, from: number, to: number): DvaeBatch | TransformerBatch;
 }
 
 export async function stageBatches(
@@ -26,10 +28,22 @@ export async function stageBatches(
     resolution: spec.dvae.resolution,
   };
   if (stage === 'dvae') {
+    const pixels = spec.dvae.resolution * spec.dvae.resolution * 3;
     return {
       async batch(step, rank, worldSize): Promise<DvaeBatch> {
         const b = await loadBatch(ds, { ...common, step, rank, worldSize, pipeline: 'dvae' });
-        return { images: b.images, n: b.n };
+        // The slice's place in the global batch keys each sample's Gumbel noise (model/gumbel.ts).
+        const first =
+          rankSlice(step, rank, worldSize, spec.train.batchSize).start - step * spec.train.batchSize;
+        return { images: b.images, n: b.n, first };
+      },
+      slice(batch, from, to): DvaeBatch {
+        const b = batch as DvaeBatch;
+        return {
+          images: b.images.subarray(from * pixels, to * pixels),
+          n: to - from,
+          first: (b.first ?? 0) + from,
+        };
       },
     };
   }
@@ -55,6 +69,15 @@ export async function stageBatches(
         );
       }
       return { text, image, n: b.n };
+    },
+    slice(batch, from, to): TransformerBatch {
+      const b = batch as TransformerBatch;
+      const per = enc.tokensPerImage;
+      return {
+        text: b.text.subarray(from * textLen, to * textLen),
+        image: b.image.subarray(from * per, to * per),
+        n: to - from,
+      };
     },
   };
 }

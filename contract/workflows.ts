@@ -7,6 +7,11 @@ import type { PublishResult, StageName } from './activities.ts';
 /** The task queue every `dalle worker` polls and every run is started on. */
 export const TASK_QUEUE = 'dalle-train';
 
+/** The workflow id of a run's trainStage child for `stage`. */
+export function stageWorkflowId(runId: string, stage: StageName): string {
+  return `${runId}-${stage}`;
+}
+
 /** Workflow type names as registered by the worker (the exported names of workflows/index.ts). */
 export const WORKFLOW_TYPE = { trainDalle: 'trainDalle', trainStage: 'trainStage' } as const;
 

@@ -3,6 +3,7 @@
 // for the `progress` query, and forwards pause/resume/setWorldSize to the stage in flight.
 import { log, setHandler, startChild, workflowInfo, type ChildWorkflowHandle } from '@temporalio/workflow';
 import {
+  clampWorldSize,
   pauseSignal,
   progressQuery,
   progressSignal,
@@ -10,6 +11,7 @@ import {
   setWorldSizeSignal,
   stageEventSignal,
   stageSteps,
+  stageWorkflowId,
   type RunProgress,
   type StageName,
   type TrainDalleInput,
@@ -86,8 +88,10 @@ export async function trainDalle(input: TrainDalleInput): Promise<TrainDalleResu
     await forward((c) => c.signal(resumeSignal));
   });
   setHandler(setWorldSizeSignal, async (w) => {
-    p.worldSize = w;
-    await forward((c) => c.signal(setWorldSizeSignal, w));
+    const next = clampWorldSize(spec, w);
+    if (next === undefined) return log.warn('ignoring setWorldSize', { w });
+    p.worldSize = next;
+    await forward((c) => c.signal(setWorldSizeSignal, next));
   });
 
   const runStage = async (stage: StageName): Promise<TrainStageResult> => {
@@ -98,12 +102,14 @@ export async function trainDalle(input: TrainDalleInput): Promise<TrainDalleResu
       checkpointStep: 0,
       loss: null,
     });
+    const { worldSize, paused } = p;
     child = await startChild(trainStage, {
-      workflowId: `${runId}-${stage}`,
-      args: [
-        { runId, stage, spec, worldSize: p.worldSize, parentId: workflowInfo().workflowId, paused: p.paused },
-      ],
+      workflowId: stageWorkflowId(runId, stage),
+      args: [{ runId, stage, spec, worldSize, parentId: workflowInfo().workflowId, paused }],
     });
+    // A signal that came while the child was starting found no child to forward to: pass it on now.
+    if (p.worldSize !== worldSize) await forward((c) => c.signal(setWorldSizeSignal, p.worldSize));
+    if (p.paused !== paused) await forward((c) => c.signal(p.paused ? pauseSignal : resumeSignal));
     const result = await child.result();
     child = undefined;
     p.bytesRaw += result.bytesRaw;

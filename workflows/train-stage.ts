@@ -17,11 +17,15 @@ import {
   workflowInfo,
 } from '@temporalio/workflow';
 import {
+  clampWorldSize,
   pauseSignal,
   resumeSignal,
   setWorldSizeSignal,
   stageEventSignal,
   stageSteps,
+  worldSizeAfterShortfall,
+  worldSizeQuery,
+  type JoinShortfall,
   type StageEvent,
   type TrainShardResult,
   type TrainStageInput,
@@ -34,6 +38,15 @@ import { rankActivities, utilityActivities } from './activities.ts';
 function nonRetryable(err: unknown): ApplicationFailure | undefined {
   const cause = err instanceof ActivityFailure ? err.cause : err;
   return cause instanceof ApplicationFailure && cause.nonRetryable ? cause : undefined;
+}
+
+/** Ranks that never arrived at a segment's start (no worker took them within joinTimeout), from a rank's
+ *  failure; 0 for any other failure. */
+function joinShortfall(err: unknown): number {
+  const cause = err instanceof ActivityFailure ? err.cause : err;
+  if (!(cause instanceof ApplicationFailure) || cause.type !== 'PeerLostError') return 0;
+  const d = cause.details?.[0] as Partial<JoinShortfall> | undefined;
+  return d?.op === 'join' && Array.isArray(d.missing) ? d.missing.length : 0;
 }
 
 function describe(err: unknown): string {
@@ -58,10 +71,14 @@ export async function trainStage(input: TrainStageInput): Promise<TrainStageResu
   setHandler(pauseSignal, () => void (paused = true));
   setHandler(resumeSignal, () => void (paused = false));
   setHandler(setWorldSizeSignal, (w) => {
-    // Validated by the CLI; a bad value here is ignored rather than failing a long run.
-    if (Number.isInteger(w) && w > 0 && spec.train.batchSize % w === 0) worldSize = w;
+    // Validated by the CLI; a bad value here is ignored rather than failing a long run, and one outside
+    // the run's bounds (batchSize, train.elastic) is moved into them.
+    const next = clampWorldSize(spec, w);
+    if (next !== undefined) worldSize = next;
     else log.warn('ignoring setWorldSize', { w, batchSize: spec.train.batchSize });
   });
+  // Rank 0 asks at each checkpoint and ends the segment there when this differs from its size.
+  setHandler(worldSizeQuery, () => worldSize);
 
   const ranks = rankActivities(spec.train.heartbeatTimeout);
   const total = stageSteps(spec, stage);
@@ -90,6 +107,7 @@ export async function trainStage(input: TrainStageInput): Promise<TrainStageResu
       failed = false;
     }
     const toStep = Math.min(ck.step + spec.train.segmentSteps, total);
+    const launched = worldSize;
     let shards: Promise<TrainShardResult>[] = [];
     const scope = new CancellationScope();
     const all = scope.run(() => {
@@ -115,6 +133,13 @@ export async function trainStage(input: TrainStageInput): Promise<TrainStageResu
         bytesRaw += r.bytesRaw;
         bytesSent += r.bytesSent;
       }
+      // Rank 0 stopped the segment for a new size: the one setWorldSize asked for (already in worldSize,
+      // which a later signal may have changed again: it wins), or idle workers an elastic run adopts.
+      const resizeTo = last!.resizeTo;
+      if (resizeTo !== undefined && resizeTo !== launched && clampWorldSize(spec, resizeTo) === resizeTo) {
+        await tell({ message: `${stage}: world size ${launched} → ${resizeTo} at checkpoint ${last!.step}` });
+        if (worldSize === launched) worldSize = resizeTo;
+      }
       await tell({ checkpointStep: results[0]!.checkpointStep });
     } catch (err) {
       // The run itself being cancelled is not a failed segment.
@@ -135,6 +160,13 @@ export async function trainStage(input: TrainStageInput): Promise<TrainStageResu
         why,
       });
       await tell({ restarts, message: `restart ${restarts} of ${stage} after ${groupId}: ${why}` });
+      const shrunk = worldSizeAfterShortfall(spec, worldSize, joinShortfall(err));
+      if (shrunk !== worldSize) {
+        await tell({
+          message: `${stage}: world size ${worldSize} → ${shrunk} (elastic: ${worldSize - shrunk} rank(s) found no worker within joinTimeout)`,
+        });
+        worldSize = shrunk;
+      }
       if (restarts > spec.train.maxRestarts) {
         throw ApplicationFailure.nonRetryable(
           `stage ${stage} failed ${restarts} times (maxRestarts ${spec.train.maxRestarts}); last: ${why}`,

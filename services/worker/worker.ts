@@ -3,11 +3,12 @@
 // the Temporal server or of nats-server pauses work, it does not end it. SIGTERM/SIGINT shut down
 // gracefully: running activities are cancelled and stop at a step boundary; nothing half-written is
 // ever read (parts are committed only by manifest).
+import { hostname } from 'node:os';
 import { fileURLToPath } from 'node:url';
 import { Client, Connection } from '@temporalio/client';
 import { DefaultLogger, NativeConnection, Runtime, Worker } from '@temporalio/worker';
 import { connect } from 'nats';
-import { createActivities } from '../../activities/index.ts';
+import { answerPresence, createActivities } from '../../activities/index.ts';
 import { TASK_QUEUE } from '../../contract/index.ts';
 import { serviceEnv } from '../../infra/services.ts';
 import { openStores } from '../../store/index.ts';
@@ -20,6 +21,9 @@ import {
 export interface WorkerOptions {
   slots?: number;
   taskQueue?: string;
+  /** The machine this worker's ranks share (default: the hostname). Ranks of one host shard parameters
+   *  among themselves when a run uses train.parameterSharding 'host'. */
+  hostId?: string;
   /** Identity shown in Temporal (default: dalle-worker@<host>:<pid>). */
   identity?: string;
 }
@@ -46,6 +50,9 @@ export async function runWorker(opts: WorkerOptions = {}): Promise<void> {
     namespace: env.temporalNamespace,
     interceptors: temporalClientInterceptors(),
   });
+  const hostId = opts.hostId ?? hostname();
+  const taskQueue = opts.taskQueue ?? TASK_QUEUE;
+  const slots = opts.slots ?? 1;
   const log = (msg: string, fields?: Record<string, unknown>) =>
     process.stderr.write(`[${identity}] ${msg}${fields ? ` ${JSON.stringify(fields)}` : ''}\n`);
   const worker = await Worker.create({
@@ -53,7 +60,7 @@ export async function runWorker(opts: WorkerOptions = {}): Promise<void> {
     ...temporalWorkerOptions(),
     connection: await NativeConnection.connect({ address: env.temporalAddress }),
     namespace: env.temporalNamespace,
-    taskQueue: opts.taskQueue ?? TASK_QUEUE,
+    taskQueue,
     identity,
     workflowsPath: fileURLToPath(new URL('../../workflows/index.ts', import.meta.url)),
     // Every checkpoint part stored or loaded is a span with bytes and sha256.
@@ -63,16 +70,27 @@ export async function runWorker(opts: WorkerOptions = {}): Promise<void> {
       checkpoints: traceCheckpointStore(stores.checkpoints),
       client,
       log,
+      hostId,
+      taskQueue,
     }),
-    maxConcurrentActivityTaskExecutions: opts.slots ?? 1,
+    maxConcurrentActivityTaskExecutions: slots,
     shutdownGraceTime: '20 seconds',
   });
+  // Elastic runs ask who is there and how many slots are idle (activities/presence.ts).
+  const presence = answerPresence(nc, () => ({
+    identity,
+    hostId,
+    taskQueue,
+    slots,
+    busy: worker.getStatus().numInFlightActivities,
+  }));
   log(
-    `polling ${opts.taskQueue ?? TASK_QUEUE} on ${env.temporalAddress} (NATS ${env.natsUrl}), ${opts.slots ?? 1} slot(s)`,
+    `polling ${taskQueue} on ${env.temporalAddress} (NATS ${env.natsUrl}), ${slots} slot(s), host ${hostId}`,
   );
   try {
     await worker.run();
   } finally {
+    presence.unsubscribe();
     await clientConnection.close().catch(() => undefined);
     await nc.drain().catch(() => undefined);
   }

@@ -1,0 +1,42 @@
+// Which world size a run uses: one policy for the stage workflow (between segments) and rank 0 (at each
+// checkpoint), so both decide alike. Pure functions of the spec and what was observed.
+import type { RunSpec } from '../config/index.ts';
+
+/** The world sizes a run may use: [elastic.min, elastic.max], or 1..batchSize without `train.elastic`
+ *  (every rank needs a sample of the global batch). */
+export function worldSizeBounds(spec: RunSpec): { min: number; max: number } {
+  const e = spec.train.elastic;
+  return e
+    ? { min: e.min, max: Math.min(e.max, spec.train.batchSize) }
+    : { min: 1, max: spec.train.batchSize };
+}
+
+/** A requested world size (setWorldSize) moved into the bounds; undefined if it is not a positive integer. */
+export function clampWorldSize(spec: RunSpec, w: number): number | undefined {
+  if (!(Number.isInteger(w) && w > 0)) return undefined;
+  const { min, max } = worldSizeBounds(spec);
+  return Math.min(max, Math.max(min, w));
+}
+
+/** Rank 0 at a checkpoint: the world size to move to, or undefined to keep `current`. A size the stage
+ *  was asked for (`wanted`, from setWorldSize) wins; otherwise an elastic run grows onto idle worker slots,
+ *  up to elastic.max. */
+export function nextWorldSize(
+  spec: RunSpec,
+  current: number,
+  wanted: number,
+  idleSlots: number,
+): number | undefined {
+  if (wanted !== current) return wanted;
+  if (!spec.train.elastic || idleSlots <= 0) return undefined;
+  const grown = Math.min(worldSizeBounds(spec).max, current + idleSlots);
+  return grown > current ? grown : undefined;
+}
+
+/** After a segment that some ranks never joined (no worker took them within train.joinTimeout): an
+ *  elastic run shrinks to the ranks that did, never below elastic.min; any other run keeps its size and
+ *  waits for workers. */
+export function worldSizeAfterShortfall(spec: RunSpec, current: number, missing: number): number {
+  if (!spec.train.elastic || missing <= 0) return current;
+  return Math.max(spec.train.elastic.min, current - missing);
+}
