@@ -44,6 +44,8 @@ export interface RankRuntime {
   /** Facts about the layout for the manifest. */
   layoutMeta(): Record<string, unknown>;
   memory(): RankMemory;
+  /** Ranks an elastic run adds at a time (a sharded run: its ranks per host). */
+  growthUnit(): number;
   /** Leaves the layout's own groups (not the segment's group). */
   close(): Promise<void>;
 }
@@ -93,6 +95,10 @@ export class FlatRuntime implements RankRuntime {
   memory(): RankMemory {
     const bytes = 4 * elements(this.trainer);
     return { params: bytes, grads: bytes, optimizer: 3 * bytes, powersgd: this.psgd.stateBytes() };
+  }
+
+  growthUnit(): number {
+    return 1;
   }
 
   async close(): Promise<void> {}

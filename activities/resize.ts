@@ -24,8 +24,9 @@ function within<T>(p: Promise<T>, ms: number): Promise<T> {
   ]).finally(() => clearTimeout(t));
 }
 
-/** The world size the next segment should have, or 0 to keep this one. */
-export async function resizeDecision(deps: ResizeDeps, input: TrainShardInput): Promise<number> {
+/** The world size the next segment should have, or 0 to keep this one; an elastic run grows in whole
+ *  `unit`s of ranks (a sharded run's ranks per host). */
+export async function resizeDecision(deps: ResizeDeps, input: TrainShardInput, unit = 1): Promise<number> {
   const { runId, stage, spec, worldSize } = input;
   let wanted = worldSize;
   try {
@@ -42,5 +43,5 @@ export async function resizeDecision(deps: ResizeDeps, input: TrainShardInput): 
       deps.log('could not survey the workers; not growing', { error: String(e) });
     }
   }
-  return nextWorldSize(spec, worldSize, wanted, idle) ?? 0;
+  return nextWorldSize(spec, worldSize, wanted, idle, unit) ?? 0;
 }

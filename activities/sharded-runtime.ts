@@ -237,6 +237,10 @@ export class ShardedRuntime implements RankRuntime {
     };
   }
 
+  growthUnit(): number {
+    return this.s.layout.perHost;
+  }
+
   async close(): Promise<void> {
     await Promise.all([this.s.host.close(), this.s.cross.close()]);
   }

@@ -247,7 +247,7 @@ async function runSteps(deps: TrainShardDeps, input: TrainShardInput, s: Segment
         bytesSent: r.bytesSent,
       });
       if (done % spec.train.checkpointEvery === 0 || done === toStep) {
-        const ask = rank === 0 ? await resizeDecision(deps, input) : 0;
+        const ask = rank === 0 ? await resizeDecision(deps, input, runtime.growthUnit()) : 0;
         const facts = { step: done, loss: stats.loss, losses, backend: s.backend, resizeTo: ask };
         const { curves } = s;
         const extras =

@@ -20,16 +20,19 @@ export function clampWorldSize(spec: RunSpec, w: number): number | undefined {
 
 /** Rank 0 at a checkpoint: the world size to move to, or undefined to keep `current`. A size the stage
  *  was asked for (`wanted`, from setWorldSize) wins; otherwise an elastic run grows onto idle worker slots,
- *  up to elastic.max. */
+ *  up to elastic.max, in whole `unit`s (a sharded run's ranks per host: a host's worth of ranks at a time,
+ *  so that every host keeps the same number). */
 export function nextWorldSize(
   spec: RunSpec,
   current: number,
   wanted: number,
   idleSlots: number,
+  unit = 1,
 ): number | undefined {
   if (wanted !== current) return wanted;
   if (!spec.train.elastic || idleSlots <= 0) return undefined;
-  const grown = Math.min(worldSizeBounds(spec).max, current + idleSlots);
+  const room = Math.min(worldSizeBounds(spec).max - current, idleSlots);
+  const grown = current + unit * Math.floor(room / unit);
   return grown > current ? grown : undefined;
 }
 

@@ -90,5 +90,7 @@ export interface StageEvent {
   restarts?: number;
   /** Set when a segment is relaunched after a failure: the checkpoint step it resumes from. */
   resumedFrom?: number;
+  /** Set when the stage changes its world size (the next stage starts with it too). */
+  worldSize?: number;
   message?: string;
 }

@@ -29,6 +29,10 @@ test('elastic: a requested size wins; otherwise only an elastic run grows, onto 
   assert.equal(nextWorldSize(elastic, 2, 2, 1), 3);
   assert.equal(nextWorldSize(elastic, 2, 2, 7), 3, 'capped at max');
   assert.equal(nextWorldSize(elastic, 3, 3, 2), undefined, 'already at max');
+  const wide = resolveSpec({ preset: 'tiny', train: { worldSize: 2, elastic: { min: 2, max: 8 } } });
+  assert.equal(nextWorldSize(wide, 2, 2, 1, 2), undefined, 'half a host is not adopted');
+  assert.equal(nextWorldSize(wide, 2, 2, 3, 2), 4, 'one whole host of two ranks');
+  assert.equal(nextWorldSize(wide, 6, 6, 4, 2), 8, 'up to max');
 });
 
 test('elastic: ranks that never arrive shrink an elastic run, never below min; others keep their size', () => {

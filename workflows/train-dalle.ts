@@ -71,6 +71,7 @@ export async function trainDalle(input: TrainDalleInput): Promise<TrainDalleResu
       restartsBy[e.stage] = e.restarts;
       p.restarts = Object.values(restartsBy).reduce((a, b) => a + b, 0);
     }
+    if (e.worldSize !== undefined && e.stage === p.stage) p.worldSize = e.worldSize;
     if (e.resumedFrom !== undefined)
       p.lastResume = { stage: e.stage, fromStep: e.resumedFrom, restarts: p.restarts };
     if (e.message) event(e.message);

@@ -137,8 +137,11 @@ export async function trainStage(input: TrainStageInput): Promise<TrainStageResu
       // which a later signal may have changed again: it wins), or idle workers an elastic run adopts.
       const resizeTo = last!.resizeTo;
       if (resizeTo !== undefined && resizeTo !== launched && clampWorldSize(spec, resizeTo) === resizeTo) {
-        await tell({ message: `${stage}: world size ${launched} → ${resizeTo} at checkpoint ${last!.step}` });
         if (worldSize === launched) worldSize = resizeTo;
+        await tell({
+          worldSize,
+          message: `${stage}: world size ${launched} → ${resizeTo} at checkpoint ${last!.step}`,
+        });
       }
       await tell({ checkpointStep: results[0]!.checkpointStep });
     } catch (err) {
@@ -163,6 +166,7 @@ export async function trainStage(input: TrainStageInput): Promise<TrainStageResu
       const shrunk = worldSizeAfterShortfall(spec, worldSize, joinShortfall(err));
       if (shrunk !== worldSize) {
         await tell({
+          worldSize: shrunk,
           message: `${stage}: world size ${worldSize} → ${shrunk} (elastic: ${worldSize - shrunk} rank(s) found no worker within joinTimeout)`,
         });
         worldSize = shrunk;
