@@ -5,13 +5,11 @@
 // throughput between two processes measured in the same run with the same message size (the ratio is
 // the figure to watch: the protocol's cost over the transport). Starts its own nats-server unless --url.
 import { spawn, type ChildProcess } from 'node:child_process';
-import { existsSync, mkdtempSync, rmSync } from 'node:fs';
-import { createServer } from 'node:net';
-import { cpus, loadavg, tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { cpus, loadavg } from 'node:os';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { connect } from 'nats';
 import { joinGroup } from '../collective/index.ts';
+import { startServer } from './lib/nats-server.ts';
 import { command, parseCommand, readers } from '../services/cli/args.ts';
 
 const MB = 1 << 20;
@@ -45,43 +43,6 @@ export const cli = command({
     url: { type: 'string', value: 'nats://…', help: 'an existing nats-server (default: start one)' },
   },
 });
-
-async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = createServer();
-    s.listen(0, '127.0.0.1', () => {
-      const port = (s.address() as { port: number }).port;
-      s.close(() => resolve(port));
-    });
-    s.on('error', reject);
-  });
-}
-
-/** A private nats-server for the run (default settings: max_payload 1 MiB, max_pending 64 MiB). */
-async function startServer(): Promise<{ url: string; stop: () => void }> {
-  const port = await freePort();
-  const dir = mkdtempSync(join(tmpdir(), 'bench-nats-'));
-  const bin =
-    process.env.DALLE_NATS_BIN ??
-    (existsSync('/usr/sbin/nats-server') ? '/usr/sbin/nats-server' : 'nats-server');
-  const p = spawn(bin, ['-a', '127.0.0.1', '-p', String(port), '-l', join(dir, 'log')], { stdio: 'ignore' });
-  const url = `nats://127.0.0.1:${port}`;
-  for (let i = 0; i < 100; i++) {
-    try {
-      const nc = await connect({ servers: url, reconnect: false });
-      await nc.close();
-      const stop = () => {
-        p.kill();
-        rmSync(dir, { recursive: true, force: true });
-      };
-      return { url, stop };
-    } catch {
-      await new Promise((r) => setTimeout(r, 100));
-    }
-  }
-  p.kill();
-  throw new Error(`could not start ${bin} on port ${port}`);
-}
 
 function runChild(job: RankJob | PubSubJob): {
   child: ChildProcess;

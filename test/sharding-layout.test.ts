@@ -9,10 +9,11 @@ import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { resolveSpec } from '../config/index.ts';
-import { initTfBackend } from '../model/index.ts';
+import { initTfBackend, transformerParamSpecs } from '../model/index.ts';
 import { openStores } from '../store/index.ts';
 import { saveCheckpoint } from '../activities/checkpoint-commit.ts';
 import type { ShardedRuntime } from '../activities/sharded-runtime.ts';
+import { planLayout } from '../activities/layout-plan.ts';
 import { closeRanks, openRanks, trainRanks } from '../bench/lib/in-process-ranks.ts';
 import { NATS_URL, uniqueId } from './collective-helpers.ts';
 
@@ -67,6 +68,18 @@ test('sharding: with PowerSGD between hosts a rank holds half the state, and a l
     assert.equal(host, (4 / 3) * mf.optimizer, "a host's two ranks: m, v, EMA and master values once");
     assert.ok(ms.optimizer < 0.75 * mf.optimizer, 'each about half of that');
     assert.ok(ms.powersgd < 0.75 * mf.powersgd, 'error buffers of half the rows');
+    // `dalle config plan` counts from the shapes alone what the runtimes hold.
+    const plan = planLayout(transformerParamSpecs(spec.transformer, spec.dvae), spec.powersgd, 2, 2);
+    const held = ({ params, grads, optimizer, powersgd }: typeof ms) => ({
+      params,
+      grads,
+      optimizer,
+      powersgd,
+    });
+    assert.deepEqual(held(plan.flat), mf, 'the plan of the flat layout');
+    const sum = (m: typeof ms) => m.params + m.grads + m.optimizer + m.powersgd;
+    const largest = two.runtimes.map((r) => r.memory()).reduce((a, m) => (sum(m) > sum(a) ? m : a));
+    assert.deepEqual(held(plan.sharded), largest, 'the plan of the sharded layout: its largest rank');
 
     const facts = { step: 3, loss: 1, losses: [1, 1, 1], backend: 'wasm', resizeTo: 0 };
     await Promise.all(
