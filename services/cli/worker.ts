@@ -12,6 +12,11 @@ export const cli = command({
       help: 'rank activities run at once (default 1: a kill takes out one rank)',
     },
     'task-queue': { type: 'string', value: 'Q', help: 'task queue to poll (default dalle-train)' },
+    'exit-when-idle': {
+      type: 'string',
+      value: 'S',
+      help: 'stop after S seconds with no activity running (a worker started for a backlog; default: never)',
+    },
     'host-id': {
       type: 'string',
       value: 'ID',
@@ -22,14 +27,21 @@ export const cli = command({
 
 export async function run(argv: string[]): Promise<void> {
   const { values } = parseCommand(argv, cli);
-  const slots = readers(cli).int('slots', values.slots, 1) ?? 1;
+  const read = readers(cli);
+  const slots = read.int('slots', values.slots, 1) ?? 1;
+  const hostId = values['host-id'];
+  if (hostId !== undefined && !/^[A-Za-z0-9_.-]{1,128}$/.test(hostId))
+    throw read.error(`--host-id must be 1-128 characters of [A-Za-z0-9_.-], got '${hostId}'`);
+  const exitWhenIdleSec = read.num(
+    'exit-when-idle',
+    values['exit-when-idle'],
+    (s) => s > 0,
+    'a number of seconds > 0',
+  );
   const { runWorker } = await import('../worker/worker.ts'); // the Temporal worker, every activity, tfjs
   initTelemetry({ serviceName: 'dalle-worker' });
   try {
-    const hostId = values['host-id'];
-    if (hostId !== undefined && !/^[A-Za-z0-9_.-]{1,128}$/.test(hostId))
-      throw readers(cli).error(`--host-id must be 1-128 characters of [A-Za-z0-9_.-], got '${hostId}'`);
-    await runWorker({ slots, taskQueue: values['task-queue'], hostId });
+    await runWorker({ slots, taskQueue: values['task-queue'], hostId, exitWhenIdleSec });
   } finally {
     await shutdownTelemetry(); // flushes the last spans and metrics after a graceful stop
   }

@@ -24,6 +24,9 @@ export interface WorkerOptions {
   /** The machine this worker's ranks share (default: the hostname). Ranks of one host shard parameters
    *  among themselves when a run uses train.parameterSharding 'host'. */
   hostId?: string;
+  /** Stop (exit 0) after this many seconds with nothing running: a worker started for a backlog (a KEDA
+   *  ScaledJob) goes away once the work is done, and is never killed mid-step by a scale-in. */
+  exitWhenIdleSec?: number;
   /** Identity shown in Temporal (default: dalle-worker@<host>:<pid>). */
   identity?: string;
 }
@@ -87,11 +90,28 @@ export async function runWorker(opts: WorkerOptions = {}): Promise<void> {
   log(
     `polling ${taskQueue} on ${env.temporalAddress} (NATS ${env.natsUrl}), ${slots} slot(s), host ${hostId}`,
   );
+  const idle =
+    opts.exitWhenIdleSec === undefined ? undefined : exitWhenIdle(worker, opts.exitWhenIdleSec, log);
   try {
     await worker.run();
   } finally {
+    if (idle) clearInterval(idle);
     presence.unsubscribe();
     await clientConnection.close().catch(() => undefined);
     await nc.drain().catch(() => undefined);
   }
+}
+
+/** Shuts the worker down once nothing has run in it for `seconds`. */
+function exitWhenIdle(worker: Worker, seconds: number, log: (msg: string) => void): NodeJS.Timeout {
+  let idleSince = Date.now();
+  return setInterval(() => {
+    const s = worker.getStatus();
+    if (s.runState !== 'RUNNING') return;
+    if (s.numInFlightActivities > 0 || s.numInFlightWorkflowActivations > 0) idleSince = Date.now();
+    else if (Date.now() - idleSince >= seconds * 1000) {
+      log(`idle for ${seconds} s: stopping`);
+      worker.shutdown();
+    }
+  }, 1000);
 }
