@@ -1,12 +1,12 @@
 // The batch of (step, rank, W) for each stage. Both are pure functions of the run spec and the step (the
 // data cursor), so a relaunched segment sees exactly the batches the lost one saw.
 import type { RunSpec } from '../config/index.ts';
-import { loadBatch, rankSlice } from '../data/index.ts';
+import { loadBatch, rankSlice, type Batch } from '../data/index.ts';
 import { mixSeed } from '../random/index.ts';
 import type { DvaeBatch, TransformerBatch } from '../model/index.ts';
 import type { CheckpointStore } from '../store/index.ts';
 import { dataset } from './datasets.ts';
-import { encodedData } from './encoded.ts';
+import { encodedData, type EncodedData } from './encoded.ts';
 import type { StageName } from '../contract/index.ts';
 
 export interface StageBatchSource {
@@ -48,30 +48,16 @@ export async function stageBatches(
     };
   }
   const enc = await encodedData(checkpoints, runId);
-  const { textLen, bpeDropout } = spec.transformer;
   return {
     async batch(step, rank, worldSize): Promise<TransformerBatch> {
       // Images are not needed (their tokens are precomputed); captions and indices come from the same
       // loader so both stages agree on the order and on caption draws.
       const b = await loadBatch(ds, { ...common, step, rank, worldSize, pipeline: 'transformer' });
-      const text = new Int32Array(b.n * textLen);
-      const image = new Int32Array(b.n * enc.tokensPerImage);
-      for (let j = 0; j < b.n; j++) {
-        const t = enc.tokenizer.encode(b.captions[j]!, textLen, {
-          dropout: bpeDropout,
-          seed: mixSeed(spec.train.seed, 'bpe', b.positions[j]!),
-        });
-        text.set(t.ids, j * textLen);
-        const i = b.indices[j]!;
-        image.set(
-          enc.tokens.subarray(i * enc.tokensPerImage, (i + 1) * enc.tokensPerImage),
-          j * enc.tokensPerImage,
-        );
-      }
-      return { text, image, n: b.n };
+      return transformerBatch(b, enc, spec);
     },
     slice(batch, from, to): TransformerBatch {
       const b = batch as TransformerBatch;
+      const { textLen } = spec.transformer;
       const per = enc.tokensPerImage;
       return {
         text: b.text.subarray(from * textLen, to * textLen),
@@ -80,4 +66,29 @@ export async function stageBatches(
       };
     },
   };
+}
+
+/** Stage 2's batch for a loaded batch: each caption BPE-encoded (with the run's BPE dropout, keyed by its
+ *  stream position) next to the precomputed dVAE tokens of the same dataset item. */
+export function transformerBatch(
+  b: Pick<Batch, 'n' | 'captions' | 'indices' | 'positions'>,
+  enc: Pick<EncodedData, 'tokenizer' | 'tokens' | 'tokensPerImage'>,
+  spec: RunSpec,
+): TransformerBatch {
+  const { textLen, bpeDropout } = spec.transformer;
+  const text = new Int32Array(b.n * textLen);
+  const image = new Int32Array(b.n * enc.tokensPerImage);
+  for (let j = 0; j < b.n; j++) {
+    const t = enc.tokenizer.encode(b.captions[j]!, textLen, {
+      dropout: bpeDropout,
+      seed: mixSeed(spec.train.seed, 'bpe', b.positions[j]!),
+    });
+    text.set(t.ids, j * textLen);
+    const i = b.indices[j]!;
+    image.set(
+      enc.tokens.subarray(i * enc.tokensPerImage, (i + 1) * enc.tokensPerImage),
+      j * enc.tokensPerImage,
+    );
+  }
+  return { text, image, n: b.n };
 }

@@ -2,6 +2,7 @@
 // commits the manifest once every rank's part is stored. The commit's barrier is one all-reduce that also
 // carries every rank's part reference (an all-gather) and rank 0's decision to end the segment here for a
 // world-size change, so all ranks stop at the same checkpoint.
+import { specHash } from '../config/index.ts';
 import type { Group } from '../collective/index.ts';
 import type { CheckpointStore, PartRef } from '../store/index.ts';
 import type { TrainShardInput } from '../contract/index.ts';
@@ -81,6 +82,7 @@ export async function saveCheckpoint(
           losses: facts.losses,
           groupId: input.groupId,
           backend: facts.backend,
+          specHash: specHash(input.spec),
           ...runtime.layoutMeta(),
           ...more?.meta,
         },

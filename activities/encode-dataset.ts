@@ -4,7 +4,7 @@
 import { Context } from '@temporalio/activity';
 import { ApplicationFailure } from '@temporalio/common';
 import type { RunSpec } from '../config/index.ts';
-import { preprocessTransformer, trainTokenizer } from '../data/index.ts';
+import { preprocessTransformer, trainTokenizer, type Dataset } from '../data/index.ts';
 import { rngFor } from '../random/index.ts';
 import { Dvae, initTfBackend } from '../model/index.ts';
 import type { CheckpointManifest, CheckpointStore, PartRef } from '../store/index.ts';
@@ -48,33 +48,48 @@ export async function encodeShard(checkpoints: CheckpointStore, input: EncodeSha
   try {
     const ds = await dataset(spec.dataset);
     const { start, end } = shardRange(shard, shards, ds.size);
-    const res = spec.dvae.resolution;
-    const per = spec.dvae.grid * spec.dvae.grid;
-    const tokens = new Int32Array((end - start) * per);
-    for (let at = start; at < end; at += ENCODE_CHUNK) {
-      const n = Math.min(ENCODE_CHUNK, end - at);
-      const images = new Uint8Array(n * res * res * 3);
-      for (let j = 0; j < n; j++) {
-        // One fixed transformer-pipeline crop per image, keyed by its index.
-        const item = await ds.get(at + j, { seed: spec.train.seed, epoch: 0 });
-        images.set(
-          preprocessTransformer(
-            item.rgb,
-            item.width,
-            item.height,
-            res,
-            rngFor(spec.train.seed, 'encode', at + j),
-          ),
-          j * res * res * 3,
-        );
-      }
-      tokens.set(dvae.encode(images), (at - start) * per);
-      Context.current().heartbeat({ encoded: at + n - start, of: end - start });
-    }
+    const tokens = await encodeItems(dvae, ds, spec, start, end, (done) =>
+      Context.current().heartbeat({ encoded: done, of: end - start }),
+    );
     return checkpoints.putPart(runId, DATA_STAGE, DATA_STEP, `tokens${shard}`, new Uint8Array(tokens.buffer));
   } finally {
     dvae.dispose();
   }
+}
+
+/** dVAE tokens [end − start, g²] of dataset items start..end−1, each through one fixed transformer-pipeline
+ *  crop keyed by its index (what stage 2 trains on). `progress` gets the items done after each chunk. */
+export async function encodeItems(
+  dvae: Dvae,
+  ds: Dataset,
+  spec: RunSpec,
+  start: number,
+  end: number,
+  progress: (done: number) => void = () => undefined,
+): Promise<Int32Array> {
+  const res = spec.dvae.resolution;
+  const per = spec.dvae.grid * spec.dvae.grid;
+  const tokens = new Int32Array((end - start) * per);
+  for (let at = start; at < end; at += ENCODE_CHUNK) {
+    const n = Math.min(ENCODE_CHUNK, end - at);
+    const images = new Uint8Array(n * res * res * 3);
+    for (let j = 0; j < n; j++) {
+      const item = await ds.get(at + j, { seed: spec.train.seed, epoch: 0 });
+      images.set(
+        preprocessTransformer(
+          item.rgb,
+          item.width,
+          item.height,
+          res,
+          rngFor(spec.train.seed, 'encode', at + j),
+        ),
+        j * res * res * 3,
+      );
+    }
+    tokens.set(dvae.encode(images), (at - start) * per);
+    progress(at + n - start);
+  }
+  return tokens;
 }
 
 export async function commitEncoded(

@@ -10,8 +10,26 @@ export function isFatal(err: unknown): err is Error {
   return err instanceof z.ZodError || (err instanceof Error && (err as { fatal?: unknown }).fatal === true);
 }
 
+/** Memory that could not be had (a typed array, a wasm heap, a tensor): relaunching the same segment asks for
+ *  the same memory again, so it is fatal rather than retried until maxRestarts. */
+export function isAllocationFailure(err: unknown): boolean {
+  if (!(err instanceof Error)) return false;
+  return /allocation failed|invalid (typed )?array length|out of memory|OOM when allocating|failed to allocate|cannot allocate memory/i.test(
+    err.message,
+  );
+}
+
 export function asNonRetryable(err: unknown): unknown {
   if (err instanceof ApplicationFailure) return err;
+  if (isAllocationFailure(err)) {
+    const e = err as Error;
+    return ApplicationFailure.create({
+      message: `out of memory: ${e.message} (a smaller batchSize or model, or a machine with more memory, is needed)`,
+      type: 'OutOfMemoryError',
+      nonRetryable: true,
+      cause: e,
+    });
+  }
   if (isFatal(err)) {
     return ApplicationFailure.create({
       message: `${err.name}: ${err.message}`,

@@ -3,8 +3,8 @@
 import { hostname } from 'node:os';
 import type { Client } from '@temporalio/client';
 import type { NatsConnection } from 'nats';
-import { RunSpec } from '../config/index.ts';
-import type { CheckpointStore, ModelStore, PartRef } from '../store/index.ts';
+import { RunSpec, specHash } from '../config/index.ts';
+import { CheckpointStore, type ModelStore, type PartRef } from '../store/index.ts';
 import { commitEncoded, encodeShard, prepareTokenizer } from './encode-dataset.ts';
 import { withFatalErrors } from './errors.ts';
 import { publishModel } from './publish-model.ts';
@@ -47,6 +47,8 @@ export function createActivities(deps: ActivityDeps) {
         fallbacks.push(`step ${f.badStep} unusable (${f.reason}); using ${f.usingStep ?? 'a fresh start'}`),
       );
       for (const f of fallbacks) log(`checkpoint fallback for ${input.runId}/${input.stage}: ${f}`);
+      // A finished stage of another spec would otherwise be taken as done without any rank loading it.
+      if (m && input.spec) CheckpointStore.checkSpec(m, specHash(checked({ spec: input.spec }).spec));
       return { step: m?.step ?? 0, fallbacks };
     },
     async trainShard(input: TrainShardInput) {

@@ -4,9 +4,11 @@
 // (no lease to expire), which is what an elastic run needs to adopt workers that joined.
 import { RequestStrategy, type NatsConnection, type Subscription } from 'nats';
 import { z } from 'zod';
+import { WORKER_PRESENCE_SUBJECT } from '../security/nats-accounts.ts';
 
-/** Request-reply subject every worker answers (three tokens: never a collective group's subject). */
-export const PRESENCE_SUBJECT = 'dalle.workers.presence';
+/** Request-reply subject every worker answers (three tokens: never a collective group's subject; a
+ *  secured cluster's worker role may use it). */
+export const PRESENCE_SUBJECT = WORKER_PRESENCE_SUBJECT;
 
 export const WorkerPresence = z.strictObject({
   /** The worker's Temporal identity. */

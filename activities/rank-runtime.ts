@@ -18,6 +18,10 @@ export interface StepOutcome {
   bytesSent: number;
   /** Bytes this rank all-reduced within its host (0 in the flat layout). */
   hostBytes: number;
+  /** The step's global mean loss (the ranks' losses ride along in the gradients' all-reduce). */
+  loss: number;
+  /** Wall ms this rank waited for PowerSGD's collectives (communication the step did not hide). */
+  exposedCommMs: number;
 }
 
 /** State a rank holds, in bytes, by kind (what parameter sharding divides). */
@@ -33,9 +37,9 @@ export interface RankMemory {
 }
 
 export interface RankRuntime {
-  /** Reduces this rank's (weighted) gradient over the world and applies the update; `loss` is the step's
-   *  global loss (for schedules that watch it). */
-  step(grads: Float32Array[], step: number, loss: number): Promise<StepOutcome>;
+  /** Reduces this rank's (weighted) gradient and its `localLoss` over the world and applies the update
+   *  (schedules that watch the loss see the global one, returned as `loss`). */
+  step(grads: Float32Array[], step: number, localLoss: number): Promise<StepOutcome>;
   /** Stores this rank's checkpoint parts, in the order of `partNames(rank)`; rank 0 also stores the
    *  model state and returns it as `params`. */
   saveParts(step: number): Promise<{ mine: PartRef[]; params?: PartRef }>;
@@ -62,8 +66,9 @@ export class FlatRuntime implements RankRuntime {
     private readonly group: Group,
   ) {}
 
-  async step(grads: Float32Array[], step: number, loss: number): Promise<StepOutcome> {
-    const r = await this.psgd.reduce(this.group, grads, step);
+  async step(grads: Float32Array[], step: number, localLoss: number): Promise<StepOutcome> {
+    const r = await this.psgd.reduce(this.group, grads, step, Float32Array.of(localLoss));
+    const loss = r.extras[0]! / this.group.worldSize;
     const metrics = r.skipped ? {} : this.trainer.applyGradients(r.grads, step, loss);
     return {
       skipped: r.skipped,
@@ -71,6 +76,8 @@ export class FlatRuntime implements RankRuntime {
       bytesRaw: r.stats.bytesRaw,
       bytesSent: r.stats.bytesSent,
       hostBytes: 0,
+      loss,
+      exposedCommMs: r.stats.exposedCommMs,
     };
   }
 

@@ -5,7 +5,8 @@
 // collective/powersgd-reshard.ts for why a reset would be wrong).
 import { reshardPowerSgdState, type PowerSgd } from '../collective/index.ts';
 import type { Trainer } from '../model/index.ts';
-import type { CheckpointManifest, CheckpointStore } from '../store/index.ts';
+import { specHash } from '../config/index.ts';
+import { CheckpointStore, type CheckpointManifest } from '../store/index.ts';
 import type { TrainShardInput } from '../contract/index.ts';
 
 /** Names of the PowerSGD parts in a manifest, in rank order. */
@@ -33,6 +34,7 @@ export async function restoreRankState(
   if (fromStep === 0) return { powersgd: 'fresh' };
   const manifest = await checkpoints.manifestAt(runId, stage, fromStep);
   if (!manifest) throw new Error(`committed checkpoint ${runId}/${stage}/${fromStep} has no manifest`);
+  CheckpointStore.checkSpec(manifest, specHash(input.spec)); // the same run id under another spec: fatal
   trainer.loadState(await checkpoints.loadPart(manifest, 'params'));
   const parts = rankParts(manifest);
   if (manifest.meta.worldSize === worldSize && parts.includes(`rank${rank}`)) {

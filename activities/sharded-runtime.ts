@@ -151,25 +151,32 @@ export class ShardedRuntime implements RankRuntime {
     this.total = at;
   }
 
-  async step(grads: Float32Array[], step: number, loss: number): Promise<StepOutcome> {
+  async step(grads: Float32Array[], step: number, localLoss: number): Promise<StepOutcome> {
     const { layout, pieces, opt, psgd, host, cross } = this.s;
     const G = layout.perHost;
     const hostAllReduce = (v: Float32Array, tag: string) => (G > 1 ? host.allReduce(v, { step, tag }) : v);
-    // 1. Reduce-scatter within the host: the host's mean of this rank's pieces.
-    const sum = G > 1 ? await host.allReduce(this.flatten(grads), { step, tag: 'rs' }) : undefined;
+    // 1. Reduce-scatter within the host: the host's mean of this rank's pieces (and of the loss, last).
+    const sum = G > 1 ? await host.allReduce(this.flatten(grads, localLoss), { step, tag: 'rs' }) : undefined;
+    const hostLoss = sum ? sum[this.total]! / G : localLoss;
     const mine = pieces.map((p) => {
       const src = sum
         ? sum.subarray(this.offsets[p.index]! + p.offset, this.offsets[p.index]! + p.offset + p.length)
         : grads[p.index]!.subarray(p.offset, p.offset + p.length);
       return G > 1 ? src.map((x) => x / G) : src.slice();
     });
-    // 2. PowerSGD between hosts, on this rank's pieces only.
-    const r = await psgd.reduce(cross, mine, step);
+    // 2. PowerSGD between hosts, on this rank's pieces only; the hosts' losses ride along.
+    const r = await psgd.reduce(cross, mine, step, Float32Array.of(hostLoss));
+    const loss = r.extras[0]! / cross.worldSize;
     // 3. The host agrees on skipping and on the global gradient norm.
     const ctrl = Float32Array.of(r.skipped ? 1 : 0, r.skipped ? 0 : ShardedAdamW.sumSquares(r.grads));
     const agreed = await hostAllReduce(ctrl, 'norm');
-    const outcome = { bytesRaw: r.stats.bytesRaw, bytesSent: r.stats.bytesSent, hostBytes: 0 };
-    outcome.hostBytes = G > 1 ? 4 * (2 * this.total + 2) : 0;
+    const outcome = {
+      bytesRaw: r.stats.bytesRaw,
+      bytesSent: r.stats.bytesSent,
+      hostBytes: G > 1 ? 4 * (2 * this.total + 3) : 0,
+      loss,
+      exposedCommMs: r.stats.exposedCommMs,
+    };
     if (agreed[0]! > 0) return { ...outcome, skipped: true, metrics: {} };
     // 4. This rank's shard of AdamW (the schedules observe the loss as applyGradients would).
     const rule = this.trainer.updateRule(step, loss);
@@ -193,9 +200,10 @@ export class ShardedRuntime implements RankRuntime {
     };
   }
 
-  private flatten(grads: Float32Array[]): Float32Array {
-    const out = new Float32Array(this.total);
+  private flatten(grads: Float32Array[], loss: number): Float32Array {
+    const out = new Float32Array(this.total + 1);
     grads.forEach((g, i) => out.set(g, this.offsets[i]!));
+    out[this.total] = loss;
     return out;
   }
 

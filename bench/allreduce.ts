@@ -4,7 +4,14 @@
 // carries) for S = 1, 16, 64 MB at W = 2 and 4, one process per rank, next to the raw NATS pub/sub
 // throughput between two processes measured in the same run with the same message size (the ratio is
 // the figure to watch: the protocol's cost over the transport). Starts its own nats-server unless --url.
+// The all-reduce runs in place, as PowerSGD calls it (the result overwrites the input buffer).
+//
+// It also accounts CPU seconds per 100 MB (each process's own, and the nats-server's from /proc when
+// the bench started it): raw moves each byte publisher → server → subscriber; the all-reduce moves each
+// bus byte in and out of every rank and twice through the server at W = 2 (more at W = 4). When the
+// cores are the limit, bus/raw cannot exceed raw's CPU per byte over the all-reduce's.
 import { spawn, type ChildProcess } from 'node:child_process';
+import { readFileSync } from 'node:fs';
 import { cpus, loadavg } from 'node:os';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { connect } from 'nats';
@@ -44,6 +51,16 @@ export const cli = command({
   },
 });
 
+/** CPU seconds a process has used so far (Linux /proc; undefined elsewhere or when it is gone). */
+function processCpuSeconds(pid: number | undefined): number | undefined {
+  try {
+    const f = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
+    return (Number(f[11]) + Number(f[12])) / 100; // utime + stime, in clock ticks of 1/100 s
+  } catch {
+    return undefined;
+  }
+}
+
 function runChild(job: RankJob | PubSubJob): {
   child: ChildProcess;
   lines: Promise<Record<string, unknown>[]>;
@@ -74,16 +91,29 @@ function runChild(job: RankJob | PubSubJob): {
   return { child, lines, first };
 }
 
-/** Raw NATS: one publisher process → one subscriber process, `count` messages of `msgBytes`. */
-async function rawPubSub(url: string, msgBytes: number, totalBytes: number): Promise<number> {
+/** Raw NATS: one publisher process → one subscriber process, `count` messages of `msgBytes`: MB/s, and CPU
+ *  seconds per 100 MB of publisher, subscriber and (when known) server together. */
+async function rawPubSub(
+  url: string,
+  msgBytes: number,
+  totalBytes: number,
+  serverPid?: number,
+): Promise<{ MBps: number; cpuPer100MB?: number }> {
   const count = Math.ceil(totalBytes / msgBytes);
   const subject = `bench.raw.${process.pid}.${Date.now()}`;
+  const s0 = processCpuSeconds(serverPid);
   const sub = runChild({ kind: 'sub', url, subject, msgBytes, count });
   await sub.first; // subscribed
   const pub = runChild({ kind: 'pub', url, subject, msgBytes, count });
-  const [res] = await Promise.all([sub.lines, pub.lines]);
-  const r = res[res.length - 1] as { ms: number; bytes: number };
-  return r.bytes / MB / (r.ms / 1000);
+  const [res, pubRes] = await Promise.all([sub.lines, pub.lines]);
+  const s1 = processCpuSeconds(serverPid);
+  const r = res[res.length - 1] as { ms: number; bytes: number; cpu: number };
+  const p = pubRes[pubRes.length - 1] as { cpu: number };
+  const cpu = s0 !== undefined && s1 !== undefined ? r.cpu + p.cpu + (s1 - s0) : undefined;
+  return {
+    MBps: r.bytes / MB / (r.ms / 1000),
+    cpuPer100MB: cpu === undefined ? undefined : (cpu / (count * msgBytes)) * 100 * MB,
+  };
 }
 
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
@@ -103,7 +133,9 @@ export async function main(argv: string[]): Promise<void> {
     await probe.close();
     const chunkBytes = Math.min(MB, maxPayload - 4096) - (Math.min(MB, maxPayload - 4096) % 4);
     // raw throughput before and after the all-reduces (this machine's load drifts): the ratio uses the mean
-    const rawBefore = await rawPubSub(server.url, chunkBytes, 48 * MB);
+    const serverPid = 'pid' in server ? server.pid : undefined;
+    const before = await rawPubSub(server.url, chunkBytes, 48 * MB, serverPid);
+    const rawBefore = before.MBps;
     const results: {
       worldSize: number;
       sizeMB: number;
@@ -112,13 +144,23 @@ export async function main(argv: string[]): Promise<void> {
       busMBps: number;
       busToRaw: number;
       samplesMs: number[];
+      /** CPU seconds per 100 MB of bus traffic, ranks and (when known) server; all sizes of this W. */
+      cpuPer100MB?: number;
     }[] = [];
     for (const W of worlds) {
       const runId = `bench-${process.pid}-${W}-${Date.now()}`;
       const ranks = Array.from({ length: W }, (_, rank) =>
         runChild({ kind: 'rank', url: server.url, runId, rank, worldSize: W, sizesMB, iters }),
       );
+      // (the server's CPU over the ranks' whole lives: their joins are a few messages, not bytes)
+      const s0 = processCpuSeconds(serverPid);
       const outs = await Promise.all(ranks.map((r) => r.lines));
+      const s1 = processCpuSeconds(serverPid);
+      // CPU of every rank and the server over this W's whole run (warm-up iterations included), per bus byte
+      const rankCpu = outs.reduce((sum, o) => sum + (o.at(-1) as { cpu: number }).cpu, 0);
+      const busBytes = sizesMB.reduce((sum, mb) => sum + ((iters + 1) * mb * MB * 2 * (W - 1)) / W, 0);
+      const cpuPer100MB =
+        s0 !== undefined && s1 !== undefined ? ((rankCpu + s1 - s0) / busBytes) * 100 * MB : undefined;
       for (const sizeMB of sizesMB) {
         // an iteration ends when the slowest rank has its result
         const per = outs.map((o) => (o.find((l) => l.sizeMB === sizeMB) as { times: number[] }).times);
@@ -126,11 +168,25 @@ export async function main(argv: string[]): Promise<void> {
         const ms = median(samples);
         const algMBps = sizeMB / (ms / 1000);
         const busMBps = (algMBps * 2 * (W - 1)) / W;
-        results.push({ worldSize: W, sizeMB, ms, algMBps, busMBps, busToRaw: 0, samplesMs: samples });
+        results.push({
+          worldSize: W,
+          sizeMB,
+          ms,
+          algMBps,
+          busMBps,
+          busToRaw: 0,
+          samplesMs: samples,
+          cpuPer100MB,
+        });
       }
     }
-    const rawAfter = await rawPubSub(server.url, chunkBytes, 48 * MB);
+    const after = await rawPubSub(server.url, chunkBytes, 48 * MB, serverPid);
+    const rawAfter = after.MBps;
     const rawMBps = (rawBefore + rawAfter) / 2;
+    const rawCpu =
+      before.cpuPer100MB !== undefined && after.cpuPer100MB !== undefined
+        ? (before.cpuPer100MB + after.cpuPer100MB) / 2
+        : undefined;
     for (const r of results) r.busToRaw = r.busMBps / rawMBps;
     const report = {
       bench: 'allreduce',
@@ -143,6 +199,7 @@ export async function main(argv: string[]): Promise<void> {
         MBps: rawMBps,
         beforeMBps: rawBefore,
         afterMBps: rawAfter,
+        cpuPer100MB: rawCpu,
       },
       results,
     };
@@ -153,14 +210,22 @@ export async function main(argv: string[]): Promise<void> {
     console.log(
       `all-reduce over NATS (one process per rank), ${iters} timed iterations, median; chunk ${chunkBytes} B; load ${report.machine.loadavg1.toFixed(1)} on ${report.machine.cpus} cores`,
     );
+    const cpuText = (c: number | undefined) => (c === undefined ? '–' : c.toFixed(2));
     console.log(
-      `raw NATS pub/sub, 1 → 1 process, ${chunkBytes} B messages: ${rawMBps.toFixed(0)} MB/s (before ${rawBefore.toFixed(0)}, after ${rawAfter.toFixed(0)})`,
+      `raw NATS pub/sub, 1 → 1 process, ${chunkBytes} B messages: ${rawMBps.toFixed(0)} MB/s (before ${rawBefore.toFixed(0)}, after ${rawAfter.toFixed(0)}); CPU s per 100 MB, publisher + subscriber + server: ${cpuText(rawCpu)}`,
     );
-    console.log('   W   size      time   alg bw   bus bw   bus/raw');
+    console.log('   W   size      time   alg bw   bus bw   bus/raw   CPU s/100 MB (ranks + server)');
     for (const r of results) {
       console.log(
-        `${String(r.worldSize).padStart(4)} ${String(r.sizeMB).padStart(4)} MB ${r.ms.toFixed(1).padStart(8)} ms ${r.algMBps.toFixed(0).padStart(5)} MB/s ${r.busMBps.toFixed(0).padStart(5)} MB/s ${(r.busToRaw * 100).toFixed(0).padStart(6)} %`,
+        `${String(r.worldSize).padStart(4)} ${String(r.sizeMB).padStart(4)} MB ${r.ms.toFixed(1).padStart(8)} ms ${r.algMBps.toFixed(0).padStart(5)} MB/s ${r.busMBps.toFixed(0).padStart(5)} MB/s ${(r.busToRaw * 100).toFixed(0).padStart(6)} %   ${cpuText(r.cpuPer100MB)}`,
       );
+    }
+    for (const W of worlds) {
+      const c = results.find((r) => r.worldSize === W)?.cpuPer100MB;
+      if (c !== undefined && rawCpu !== undefined)
+        console.log(
+          `W = ${W}: ${c.toFixed(2)} CPU s per 100 MB of bus traffic against raw's ${rawCpu.toFixed(2)}: with the cores saturated, bus/raw ≤ ${((100 * rawCpu) / c).toFixed(0)} %`,
+        );
     }
   } finally {
     server.stop();
@@ -168,6 +233,11 @@ export async function main(argv: string[]): Promise<void> {
 }
 
 async function child(job: RankJob | PubSubJob): Promise<void> {
+  const c0 = process.cpuUsage();
+  const cpuSeconds = () => {
+    const c = process.cpuUsage(c0);
+    return (c.user + c.system) / 1e6;
+  };
   const nc = await connect({ servers: job.url });
   if (job.kind === 'sub') {
     let n = 0;
@@ -187,7 +257,13 @@ async function child(job: RankJob | PubSubJob): Promise<void> {
     console.log(JSON.stringify({ ready: true }));
     await done;
     // first → last arrival covers count−1 messages
-    console.log(JSON.stringify({ ms: performance.now() - t0, bytes: (bytes * (job.count - 1)) / job.count }));
+    console.log(
+      JSON.stringify({
+        ms: performance.now() - t0,
+        bytes: (bytes * (job.count - 1)) / job.count,
+        cpu: cpuSeconds(),
+      }),
+    );
   } else if (job.kind === 'pub') {
     const payload = new Uint8Array(job.msgBytes).fill(7);
     for (let i = 0; i < job.count; i++) {
@@ -195,6 +271,7 @@ async function child(job: RankJob | PubSubJob): Promise<void> {
       if (i % 8 === 7) await nc.flush(); // keep the client's outbound buffer bounded, as the all-reduce's window does
     }
     await nc.flush();
+    console.log(JSON.stringify({ cpu: cpuSeconds() }));
   } else if (job.kind === 'rank') {
     const g = await joinGroup({
       nc,
@@ -204,18 +281,23 @@ async function child(job: RankJob | PubSubJob): Promise<void> {
       worldSize: job.worldSize,
       timeoutMs: 60_000,
     });
+    let loopCpu = 0;
     for (const sizeMB of job.sizesMB) {
       const data = new Float32Array((sizeMB * MB) / 4);
       for (let i = 0; i < data.length; i++) data[i] = ((i * 2654435761) % 1000) / 1000 - 0.5;
       const times: number[] = [];
+      const c0 = process.cpuUsage();
       for (let it = -1; it < job.iters; it++) {
         await g.barrier(it + 1);
         const t0 = performance.now();
-        await g.allReduce(data, { step: it + 1, tag: `s${sizeMB}` });
+        await g.allReduce(data, { step: it + 1, tag: `s${sizeMB}`, inPlace: true });
         if (it >= 0) times.push(performance.now() - t0); // iteration -1 warms up
       }
+      const c = process.cpuUsage(c0);
+      loopCpu += (c.user + c.system) / 1e6;
       console.log(JSON.stringify({ rank: job.rank, sizeMB, times, resent: g.counters().resent }));
     }
+    console.log(JSON.stringify({ cpu: loopCpu })); // the all-reduces' (and barriers') CPU only
     await g.close();
   }
   await nc.close();

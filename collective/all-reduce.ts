@@ -112,13 +112,15 @@ export class AllReduceOp {
     private readonly host: OpHost,
     chunkBytes: number,
     windowBytes: number,
+    /** Where the result goes (default a new array); may be `input` itself (see AllReduceOptions.inPlace). */
+    out?: Float32Array,
   ) {
     const W = host.worldSize;
     this.elemBytes = spec.wire === 'fp16' ? 2 : 4;
     const chunkElems = Math.max(1, Math.floor(chunkBytes / this.elemBytes));
     this.layout = layout(spec.length, W, chunkElems);
     this.window = Math.max(1, Math.floor(windowBytes / (chunkElems * this.elemBytes * Math.max(1, W - 1))));
-    this.out = new Float32Array(spec.length);
+    this.out = out ?? new Float32Array(spec.length);
     this.done = new Promise((res, rej) => {
       this.resolve = res;
       this.reject = rej;
@@ -255,27 +257,37 @@ export class AllReduceOp {
     const slot = this.contrib[c]!;
     slot[from] = values;
     if (++this.contribCount[c]! < this.host.worldSize) return;
-    // Sum in rank order: the result is a pure function of the inputs, identical on every rerun.
+    // Sum in rank order: the result is a pure function of the inputs, identical on every rerun. It is
+    // written straight into its place in the output (no per-chunk buffer: fresh large allocations
+    // cost more here than the sum), which fp32 then sends as is.
     const W = this.host.worldSize;
-    const acc = new Float32Array(slot[0]!.length);
-    const [x0, x1] = [slot[0]!, slot[1] ?? acc];
-    for (let k = 0; k < acc.length; k++) acc[k] = x0[k]! + x1[k]!;
-    for (let r = 2; r < W; r++) {
-      const x = slot[r]!;
-      for (let k = 0; k < acc.length; k++) acc[k]! += x[k]!;
+    const [a, b] = chunkRange(this.layout, this.host.rank, c);
+    const acc = this.out.subarray(a, b);
+    const x0 = slot[0]!;
+    if (W === 1) acc.set(x0);
+    else if (W === 2) {
+      const x1 = slot[1]!;
+      for (let k = 0; k < acc.length; k++) acc[k] = x0[k]! + x1[k]!;
+    } else {
+      // Every contribution of element k is read before acc[k] is written: with inPlace, this rank's own
+      // contribution is acc itself. Math.fround keeps each partial sum a float32, as a Float32Array would.
+      const xs = slot as Float32Array[];
+      for (let k = 0; k < acc.length; k++) {
+        let sum = Math.fround(x0[k]! + xs[1]![k]!);
+        for (let r = 2; r < W; r++) sum = Math.fround(sum + xs[r]![k]!);
+        acc[k] = sum;
+      }
     }
     if (this.spec.average) for (let k = 0; k < acc.length; k++) acc[k]! /= W;
     let payload: Uint8Array;
     if (this.spec.wire === 'fp32') {
-      payload = new Uint8Array(acc.buffer);
+      payload = new Uint8Array(acc.buffer, acc.byteOffset, acc.byteLength);
     } else {
       const h = encodeFp16(acc, new Uint16Array(acc.length));
       decodeFp16(h, acc); // the owner keeps exactly what the others decode
       payload = new Uint8Array(h.buffer);
     }
     this.contrib[c] = [];
-    const [a] = chunkRange(this.layout, this.host.rank, c);
-    this.out.set(acc, a);
     this.agPayload[c] = payload;
     this.reduced++;
     if (W > 1) this.host.publishChunk(this, 'ag', 'all', this.host.rank, c, payload);

@@ -58,6 +58,24 @@ export class CollectiveMismatchError extends Error {
   }
 }
 
+/** A peer (or something posing as one) sent far more chunks ahead of this rank than the flow-control
+ *  window allows. The group fails instead of buffering without bound. */
+export class CollectiveFloodError extends Error {
+  override name = 'CollectiveFloodError';
+  constructor(
+    readonly bytes: number,
+    readonly maxBytes: number,
+    readonly chunks: number,
+    readonly maxChunks: number,
+    /** Ranks the buffered chunks claimed to come from. */
+    readonly from: number[],
+  ) {
+    super(
+      `early chunks from rank(s) ${from.join(', ')} exceed the bound (${bytes} bytes / ${chunks} chunks; at most ${maxBytes} / ${maxChunks}): a flood, not a peer one operation ahead`,
+    );
+  }
+}
+
 /** Two processes claimed the same rank of a group (or a restarted process reused a live group id). */
 export class DuplicateRankError extends Error {
   override name = 'DuplicateRankError';

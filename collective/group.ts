@@ -20,6 +20,14 @@ import {
 } from './all-reduce.ts';
 import { CollectiveArgumentError, DuplicateRankError, GroupClosedError, PeerLostError } from './errors.ts';
 import { decodeFp16, encodeFp16 } from './fp16.ts';
+import {
+  checkChunk,
+  checkSender,
+  EarlyChunks,
+  SENDER_HEADER,
+  type Rejection,
+  type SubjectParts,
+} from './message-check.ts';
 import { Op, Subjects, checkToken } from './subjects.ts';
 import { traceFields } from './trace-headers.ts';
 import { traceAllReduce } from '../telemetry/spans.ts';
@@ -47,8 +55,13 @@ export interface JoinOptions {
   windowBytes?: number;
   /** Ask a silent peer to resend after this long (default timeoutMs / 10, clamped to 50..1000 ms). */
   retryMs?: number;
+  /** Called about once a second while join waits, with the ranks that have not arrived yet. */
+  onWaiting?: (missing: number[]) => void;
   /** Fault injection for tests: return true to drop an outgoing chunk (it is never published). */
   dropChunk?: (c: DroppedChunk) => boolean;
+  /** Told about every incoming message that was not believed (forged, stale, misaddressed); such a
+   *  message is dropped and counted (`counters().rejected`), never used. */
+  onRejected?: (r: Rejection) => void;
 }
 
 export interface DroppedChunk {
@@ -70,6 +83,9 @@ export interface AllReduceOptions {
   average?: boolean;
   /** fp16 halves the bytes; the caller scales values into fp16 range. Default fp32. */
   wire?: Wire;
+  /** Write the result into `data` and return it, instead of a new array: a buffer the caller no longer
+   *  needs saves allocating (and first-touching) one as large as the message. Default false. */
+  inPlace?: boolean;
 }
 
 /** Cumulative counters of one group, for metrics and logs. */
@@ -86,6 +102,8 @@ export interface GroupCounters {
   resendRequests: number;
   /** Chunks dropped by fault injection. */
   dropped: number;
+  /** Incoming messages not believed (wrong sender token, operation, step or subject): dropped. */
+  rejected: number;
 }
 
 export interface Group {
@@ -94,9 +112,9 @@ export interface Group {
   readonly runId: string;
   readonly groupId: string;
   /** Sum (or mean) of `data` over all ranks, bit-identical on every rank and every rerun. Every rank must
-   *  call it with the same length, tag, step and wire, in the same order. `data` is not modified, but
-   *  must not change until the promise settles. Throws PeerLostError, CollectiveMismatchError,
-   *  ChunkLostError, GroupClosedError. */
+   *  call it with the same length, tag, step and wire, in the same order. `data` is not modified (unless
+   *  `inPlace`), but must not change until the promise settles. Throws PeerLostError,
+   *  CollectiveMismatchError, ChunkLostError, GroupClosedError. */
   allReduce(data: Float32Array, opts: AllReduceOptions): Promise<Float32Array>;
   /** Shorthand: the fp32 sum, `allReduce(data, { step, tag })`. */
   allReduce(data: Float32Array, step: number, tag?: string): Promise<Float32Array>;
@@ -132,6 +150,7 @@ export function soloGroup(runId = 'solo', groupId = 'solo'): Group {
     resent: 0,
     resendRequests: 0,
     dropped: 0,
+    rejected: 0,
   };
   let closed = false;
   const allReduce = (data: Float32Array, stepOrOpts: number | AllReduceOptions): Promise<Float32Array> => {
@@ -139,8 +158,9 @@ export function soloGroup(runId = 'solo', groupId = 'solo'): Group {
     if (!(data instanceof Float32Array))
       return Promise.reject(new CollectiveArgumentError('data', data, 'must be a Float32Array'));
     const wire = typeof stepOrOpts === 'number' ? 'fp32' : (stepOrOpts.wire ?? 'fp32');
+    const inPlace = typeof stepOrOpts !== 'number' && (stepOrOpts.inPlace ?? false);
     stats.ops++;
-    return Promise.resolve(solo(data, wire));
+    return Promise.resolve(solo(data, wire, inPlace));
   };
   return {
     rank: 0,
@@ -181,8 +201,12 @@ class NatsGroup implements Group, OpHost {
   private joinWaiter?: { resolve: () => void; reject: (e: Error) => void };
   private nextOp = 0;
   private current?: AllReduceOp;
-  /** Chunks of operations this rank has not started yet (a fast peer may run one op ahead). */
-  private readonly early = new Map<number, { meta: ChunkMeta; data: Uint8Array }[]>();
+  /** Chunks of the operation this rank has not started yet (a fast peer may run one op ahead); bounded. */
+  private readonly early: EarlyChunks;
+  /** Step of the last operation started (-1: none), to judge early chunks. */
+  private lastStep = -1;
+  private readonly onRejected?: (r: Rejection) => void;
+  private readonly onWaiting?: (missing: number[]) => void;
   /** The last completed operation's all-gather payloads, kept until the next one completes (by then
    *  every peer has finished it, so nobody can ask for them any more). */
   private retained?: { spec: OpSpec; agPayload: (Uint8Array | undefined)[] };
@@ -204,6 +228,7 @@ class NatsGroup implements Group, OpHost {
     resent: 0,
     resendRequests: 0,
     dropped: 0,
+    rejected: 0,
   };
 
   constructor(o: JoinOptions) {
@@ -253,6 +278,36 @@ class NatsGroup implements Group, OpHost {
     if (!(this.windowBytes > 0))
       throw new CollectiveArgumentError('windowBytes', o.windowBytes, 'must be positive');
     this.dropChunk = o.dropChunk;
+    this.onRejected = o.onRejected;
+    this.onWaiting = o.onWaiting;
+    // A peer one operation ahead has at most a window of reduce-scatter chunks in flight to us (plus
+    // resends of the same chunks, which are deduplicated): twice that is a flood, not a fast peer.
+    this.early = new EarlyChunks(
+      2 * (this.windowBytes + this.chunkBytes),
+      2 * (Math.ceil(this.windowBytes / this.chunkBytes) + this.worldSize),
+    );
+  }
+
+  /** Headers every message of this rank carries: its instance token (message-check.ts). */
+  private headers(): ReturnType<typeof natsHeaders> {
+    const h = natsHeaders();
+    h.set(SENDER_HEADER, this.instance);
+    return h;
+  }
+
+  private reject(subject: string, reason: string, claimed?: number): void {
+    this.stats.rejected++;
+    this.onRejected?.({ subject, reason, claimed });
+  }
+
+  /** The op, step and rank tokens of a subject of this group (undefined: not one of ours). */
+  private subjectParts(subject: string): SubjectParts | undefined {
+    const prefix = `${this.subjects.prefix}.`;
+    if (!subject.startsWith(prefix)) return undefined;
+    const [op, step, rank, ...rest] = subject.slice(prefix.length).split('.');
+    const n = (v: string | undefined) => (v !== undefined && /^\d+$/.test(v) ? Number(v) : NaN);
+    if (rest.length || !op || !Number.isInteger(n(step)) || !Number.isInteger(n(rank))) return undefined;
+    return { op, step: n(step), rank: n(rank) };
   }
 
   // ---- join ------------------------------------------------------------------------------------------
@@ -273,17 +328,17 @@ class NatsGroup implements Group, OpHost {
     sub(s.pattern(Op.join, '*'), (m) => this.onHello(m));
     sub(s.pattern(Op.bye, '*'), (m) => this.onBye(m));
     sub(s.pattern(Op.abort, '*'), (m) => this.onAbort(m));
-    // the server has our subscriptions before anyone can hear of us (bounded: a server that is down
-    // and reconnecting never answers the flush)
+    // the server has our subscriptions before anyone can hear of us (bounded by the operation timeout: a
+    // server that is down and reconnecting never answers the flush, and waiting for peers is not that)
     try {
-      await within(this.nc.flush(), this.joinTimeoutMs, 'flush');
+      await within(this.nc.flush(), this.timeoutMs, 'flush');
     } catch (e) {
       await this.shutdown(e as Error);
       throw new PeerLostError(
         this.missingPeers(),
         null,
         'join',
-        `no answer from the NATS server within ${this.joinTimeoutMs} ms`,
+        `no answer from the NATS server within ${this.timeoutMs} ms`,
         this.rank,
       );
     }
@@ -294,8 +349,13 @@ class NatsGroup implements Group, OpHost {
     if (this.peers.size === this.worldSize - 1) this.joinWaiter?.resolve(); // all heard while subscribing
     this.sayHello();
     let lastHello = performance.now();
+    let lastWaiting = t0;
     this.timer = setInterval(() => {
       const now = performance.now();
+      if (this.onWaiting && now - lastWaiting >= 1000) {
+        lastWaiting = now;
+        this.guard(() => this.onWaiting!(this.missingPeers()));
+      }
       if (now - t0 >= this.joinTimeoutMs) {
         const missing = this.missingPeers();
         this.joinWaiter?.reject(
@@ -326,12 +386,16 @@ class NatsGroup implements Group, OpHost {
 
   private sayHello(): void {
     const hello: Hello = { instance: this.instance, worldSize: this.worldSize, seen: [...this.peers.keys()] };
-    this.nc.publish(this.subjects.of(Op.join, 0, this.rank), enc.encode(JSON.stringify(hello)));
+    this.nc.publish(this.subjects.of(Op.join, 0, this.rank), enc.encode(JSON.stringify(hello)), {
+      headers: this.headers(),
+    });
   }
 
   private onHello(m: Msg): void {
     const from = senderOf(m.subject);
-    const h = JSON.parse(dec.decode(m.data)) as Hello;
+    const h = parseJson<Hello>(m.data);
+    if (!h || typeof h.instance !== 'string' || !Array.isArray(h.seen))
+      return this.reject(m.subject, 'malformed join announcement', from);
     if (from === this.rank) {
       if (h.instance !== this.instance) this.failGroup(new DuplicateRankError(this.rank, this.groupId));
       return;
@@ -379,7 +443,14 @@ class NatsGroup implements Group, OpHost {
     const wire = opts.wire ?? 'fp32';
     if (wire !== 'fp32' && wire !== 'fp16')
       return Promise.reject(new CollectiveArgumentError('wire', wire, "must be 'fp32' or 'fp16'"));
-    const run = () => this.runAllReduce(data, { step: opts.step, tag, wire, average: opts.average ?? false });
+    const run = () =>
+      this.runAllReduce(data, {
+        step: opts.step,
+        tag,
+        wire,
+        average: opts.average ?? false,
+        inPlace: opts.inPlace ?? false,
+      });
     const p = this.queue.then(run, run);
     this.queue = p.catch(() => undefined);
     return p;
@@ -392,7 +463,7 @@ class NatsGroup implements Group, OpHost {
 
   private async runAllReduce(
     data: Float32Array,
-    o: { step: number; tag: string; wire: Wire; average: boolean },
+    o: { step: number; tag: string; wire: Wire; average: boolean; inPlace: boolean },
   ): Promise<Float32Array> {
     if (this.failure || this.closing) throw this.failure ?? new GroupClosedError(this.groupId, this.rank);
     const opIndex = this.nextOp++;
@@ -412,7 +483,7 @@ class NatsGroup implements Group, OpHost {
     return traceAllReduce(info, async (s) => {
       const before = { bytes: this.stats.bytesOut, msgs: this.stats.msgsOut };
       try {
-        return this.worldSize === 1 ? solo(data, o.wire) : await this.exchange(opIndex, data, o);
+        return this.worldSize === 1 ? solo(data, o.wire, o.inPlace) : await this.exchange(opIndex, data, o);
       } finally {
         s.setResult({
           bytesSent: this.stats.bytesOut - before.bytes,
@@ -425,15 +496,18 @@ class NatsGroup implements Group, OpHost {
   private async exchange(
     opIndex: number,
     data: Float32Array,
-    o: { step: number; tag: string; wire: Wire; average: boolean },
+    o: { step: number; tag: string; wire: Wire; average: boolean; inPlace: boolean },
   ): Promise<Float32Array> {
     this.traceNow = traceFields();
+    const { inPlace, ...spec } = o;
+    this.lastStep = o.step;
     const op = new AllReduceOp(
-      { opIndex, length: data.length, ...o },
+      { opIndex, length: data.length, ...spec },
       data,
       this,
       this.chunkBytes,
       this.windowBytes,
+      inPlace ? data : undefined,
     );
     this.current = op;
     for (const [p, last] of this.byes) {
@@ -446,12 +520,10 @@ class NatsGroup implements Group, OpHost {
     );
     try {
       op.start();
-      const early = this.early.get(opIndex);
-      this.early.delete(opIndex);
-      for (const e of early ?? []) op.onChunk(e.meta, e.data);
+      for (const e of this.early.take(opIndex)) op.onChunk(e.meta, e.data);
       const out = await op.done;
       this.lastCompleted = opIndex;
-      this.retained = { spec: op.spec, agPayload: op.agPayload };
+      this.retained = { spec: op.spec, agPayload: this.retain(op.agPayload) };
       this.stats.bytesIn += op.bytesIn;
       return out;
     } catch (e) {
@@ -464,6 +536,22 @@ class NatsGroup implements Group, OpHost {
       this.current = undefined;
     }
   }
+
+  /** The finished operation's all-gather payloads, kept for late resend requests. fp32 payloads are views
+   *  of the result, which belongs to the caller now: copied into a buffer this group reuses. */
+  private retain(payloads: (Uint8Array | undefined)[]): (Uint8Array | undefined)[] {
+    const bytes = payloads.reduce((s, p) => s + (p?.byteLength ?? 0), 0);
+    if (this.retainBuf.byteLength < bytes) this.retainBuf = new Uint8Array(bytes);
+    let at = 0;
+    return payloads.map((p) => {
+      if (!p) return undefined;
+      const copy = this.retainBuf.subarray(at, at + p.byteLength);
+      copy.set(p);
+      at += p.byteLength;
+      return copy;
+    });
+  }
+  private retainBuf = new Uint8Array(0);
 
   // ---- OpHost ----------------------------------------------------------------------------------------
 
@@ -491,7 +579,7 @@ class NatsGroup implements Group, OpHost {
       this.stats.dropped++;
       return;
     }
-    const h = natsHeaders();
+    const h = this.headers();
     h.set(
       META,
       `${s.opIndex} ${this.rank} ${phase} ${seg} ${chunk} ${s.length} ${s.wire} ${s.average ? 1 : 0} ${s.step} ${s.tag}`,
@@ -516,7 +604,7 @@ class NatsGroup implements Group, OpHost {
   ): Promise<ResendReply | 'no-responders' | 'timeout'> {
     this.stats.resendRequests++;
     try {
-      const h = natsHeaders();
+      const h = this.headers();
       for (const [k, v] of this.traceNow) h.set(k, v);
       const m = await this.nc.request(
         this.subjects.of(Op.nack, op.spec.step, peer),
@@ -538,20 +626,44 @@ class NatsGroup implements Group, OpHost {
 
   private onChunkMsg(m: Msg): void {
     const meta = parseMeta(m.headers?.get(META));
-    if (!meta) return;
+    const parts = this.subjectParts(m.subject);
+    if (!meta || !parts) return this.reject(m.subject, 'not a chunk of this group (header or subject)');
     const cur = this.current;
-    if (cur && meta.opIndex === cur.opIndex) return cur.onChunk(meta, m.data);
-    if (meta.opIndex >= this.nextOp) {
-      // a peer is one operation ahead of us: keep its chunks until we get there
-      const list = this.early.get(meta.opIndex) ?? [];
-      list.push({ meta, data: m.data });
-      this.early.set(meta.opIndex, list);
-    }
-    // else: a late duplicate of a finished operation
+    // A late duplicate of a finished operation (a resend that raced the original) is harmless: drop it.
+    if (meta.opIndex < this.nextOp && meta.opIndex !== cur?.opIndex && meta.opIndex <= this.lastCompleted)
+      return;
+    const verdict = checkChunk(
+      meta,
+      m.headers?.get(SENDER_HEADER) || undefined,
+      parts,
+      { rank: this.rank, worldSize: this.worldSize, peers: this.peers },
+      {
+        current: cur ? { opIndex: cur.opIndex, step: cur.spec.step } : undefined,
+        nextOp: this.nextOp,
+        lastStep: this.lastStep,
+      },
+    );
+    if (typeof verdict === 'object') return this.reject(m.subject, verdict.reject, meta.from);
+    if (verdict === 'current') return cur!.onChunk(meta, m.data);
+    this.early.add(meta, m.data); // a peer one operation ahead; a flood throws (the guard fails the group)
+  }
+
+  /** The rank a control message (resend request, bye, abort) says it is from, if its token proves it. */
+  private trustedSender(m: Msg, from: number): boolean {
+    const why = checkSender(from, m.headers?.get(SENDER_HEADER) || undefined, {
+      rank: this.rank,
+      worldSize: this.worldSize,
+      peers: this.peers,
+    });
+    if (why) this.reject(m.subject, why, from);
+    return !why;
   }
 
   private onResendRequest(m: Msg): void {
-    const req = JSON.parse(dec.decode(m.data)) as ResendRequest;
+    const req = parseJson<ResendRequest>(m.data);
+    if (!req || !Array.isArray(req.rs) || !Array.isArray(req.ag) || !Number.isInteger(req.opIndex))
+      return this.reject(m.subject, 'malformed resend request');
+    if (!this.trustedSender(m, req.from)) return;
     let reply: ResendReply;
     const cur = this.current;
     if (cur && cur.opIndex === req.opIndex) {
@@ -576,7 +688,7 @@ class NatsGroup implements Group, OpHost {
   }
 
   private resendRetained(spec: OpSpec, to: number, c: number, payload: Uint8Array): void {
-    const h = natsHeaders();
+    const h = this.headers();
     h.set(
       META,
       `${spec.opIndex} ${this.rank} ag ${this.rank} ${c} ${spec.length} ${spec.wire} ${spec.average ? 1 : 0} ${spec.step} ${spec.tag}`,
@@ -590,10 +702,12 @@ class NatsGroup implements Group, OpHost {
   private onBye(m: Msg): void {
     const from = senderOf(m.subject);
     if (from === this.rank || from < 0) return;
-    const { lastOp } = JSON.parse(dec.decode(m.data)) as { lastOp: number };
-    this.byes.set(from, lastOp);
+    if (!this.trustedSender(m, from)) return;
+    const lastOp = parseJson<{ lastOp: number }>(m.data)?.lastOp;
+    if (!Number.isInteger(lastOp)) return this.reject(m.subject, 'malformed bye', from);
+    this.byes.set(from, lastOp!);
     const cur = this.current;
-    if (cur && cur.opIndex > lastOp)
+    if (cur && cur.opIndex > lastOp!)
       cur.fail(
         new PeerLostError([from], cur.spec.step, `allReduce:${cur.spec.tag}`, 'left the group', this.rank),
       );
@@ -604,12 +718,9 @@ class NatsGroup implements Group, OpHost {
   private onAbort(m: Msg): void {
     const from = senderOf(m.subject);
     if (from === this.rank || from < 0) return;
-    const a = JSON.parse(dec.decode(m.data)) as {
-      ranks: number[];
-      step: number | null;
-      op: string;
-      reason: string;
-    };
+    if (!this.trustedSender(m, from)) return;
+    const a = parseJson<{ ranks: number[]; step: number | null; op: string; reason: string }>(m.data);
+    if (!a || !Array.isArray(a.ranks)) return this.reject(m.subject, 'malformed abort', from);
     const e = new PeerLostError(
       a.ranks,
       a.step,
@@ -624,7 +735,9 @@ class NatsGroup implements Group, OpHost {
   private broadcastAbort(e: PeerLostError): void {
     if (this.nc.isClosed()) return;
     const body = { ranks: e.ranks, step: e.step, op: e.op, reason: e.reason };
-    this.nc.publish(this.subjects.of(Op.abort, e.step ?? 0, this.rank), enc.encode(JSON.stringify(body)));
+    this.nc.publish(this.subjects.of(Op.abort, e.step ?? 0, this.rank), enc.encode(JSON.stringify(body)), {
+      headers: this.headers(),
+    });
   }
 
   /** Fails whatever is running and every later call. */
@@ -665,6 +778,7 @@ class NatsGroup implements Group, OpHost {
       this.nc.publish(
         this.subjects.of(Op.bye, 0, this.rank),
         enc.encode(JSON.stringify({ lastOp: this.lastCompleted })),
+        { headers: this.headers() },
       );
     }
     if (!this.failure && this.worldSize > 1 && !this.nc.isClosed()) {
@@ -705,10 +819,20 @@ function within<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
 }
 
 /** worldSize 1: nothing to exchange, but the result is still rounded as the wire would round it. */
-function solo(data: Float32Array, wire: Wire): Float32Array {
-  const out = Float32Array.from(data);
+function solo(data: Float32Array, wire: Wire, inPlace = false): Float32Array {
+  const out = inPlace ? data : Float32Array.from(data);
   if (wire === 'fp16') decodeFp16(encodeFp16(out, new Uint16Array(out.length)), out);
   return out;
+}
+
+/** A JSON control message, or undefined when it is not one (never a crash: anyone may publish junk). */
+function parseJson<T>(data: Uint8Array): T | undefined {
+  try {
+    const v = JSON.parse(dec.decode(data)) as unknown;
+    return v && typeof v === 'object' ? (v as T) : undefined;
+  } catch {
+    return undefined;
+  }
 }
 
 function senderOf(subject: string): number {

@@ -54,8 +54,10 @@ export interface ReduceStats {
   wireBytesOut: number;
   /** Chunks resent for peers that lost them. */
   resent: number;
-  /** Wall time of the whole reduce, and the part spent outside all-reduces (compression math). */
+  /** Wall time of the whole reduce; the part spent waiting for all-reduces (communication not hidden
+   *  behind the compression math, which runs while the first all-reduce is in flight); the rest. */
   ms: number;
+  exposedCommMs: number;
   computeMs: number;
   skipped: boolean;
   /** Smallest fp16 scale after the step (fp16 wire only). */
@@ -65,6 +67,8 @@ export interface ReduceStats {
 export interface ReduceResult {
   /** Averaged (decompressed) gradients in spec order; all zeros when skipped (never apply them). */
   grads: Float32Array[];
+  /** The `extras` given to reduce, summed over ranks (rank order, fp32). */
+  extras: Float32Array;
   /** A non-finite value somewhere (any rank's gradient, or an fp16 overflow): no rank applies this step. */
   skipped: boolean;
   /** Parameters whose gradient was non-finite on some rank (empty unless skipped). */
@@ -218,24 +222,37 @@ export class PowerSgd {
     }
   }
 
-  /** Averages `grads` (in spec order, not modified) over the group. Every rank calls it with the same step. */
-  async reduce(group: Group, grads: Float32Array[], step: number): Promise<ReduceResult> {
+  /** Averages `grads` (in spec order, not modified) over the group. Every rank calls it with the same step.
+   *  `extras` (e.g. the step's loss) ride along in the first all-reduce and come back summed over ranks:
+   *  one message round instead of another all-reduce. */
+  async reduce(
+    group: Group,
+    grads: Float32Array[],
+    step: number,
+    extras: Float32Array = new Float32Array(0),
+  ): Promise<ReduceResult> {
     this.checkInputs(group, grads, step);
     const t0 = performance.now();
     const c0 = group.counters();
     let commMs = 0;
     let bytesSent = 0;
-    const allReduce = async (
+    /** Starts an all-reduce; in place (no allocation) for buffers nobody reads afterwards. */
+    const start = (
       buf: Float32Array,
       tag: string,
       average: boolean,
       wire: 'fp32' | 'fp16',
       gradientBytes: number,
+      inPlace = true,
     ) => {
-      const t = performance.now();
-      const out = await group.allReduce(buf, { step, tag, average, wire });
-      commMs += performance.now() - t;
       bytesSent += gradientBytes;
+      return group.allReduce(buf, { step, tag, average, wire, inPlace });
+    };
+    /** Waits for one; the time spent waiting here is communication the step could not hide. */
+    const wait = async (p: Promise<Float32Array>) => {
+      const t = performance.now();
+      const out = await p;
+      commMs += performance.now() - t;
       return out;
     };
     const W = this.worldSize;
@@ -245,24 +262,23 @@ export class PowerSgd {
     const fp16 = compress && this.cfg.wire === 'fp16';
     const outGrads = params.map((p) => new Float32Array(p.numel));
 
-    // 1. the grouped fp32 all-reduce: uncompressed gradients (all of them in plain mode) + flags
+    // 1. the grouped fp32 all-reduce: uncompressed gradients (all of them in plain mode), flags, extras
     const carried = compress ? params.filter((p) => !p.compressed) : params;
     const carriedElems = carried.reduce((s, p) => s + p.numel, 0);
-    const buf1 = new Float32Array(carriedElems + params.length);
+    const flagsAt = carriedElems;
+    const extrasAt = carriedElems + params.length;
+    const buf1 = new Float32Array(extrasAt + extras.length);
     let off = 0;
     for (const p of carried) {
       buf1.set(grads[p.index]!, off);
       off += p.numel;
     }
-    for (const p of params) buf1[carriedElems + p.index] = localBad[p.index] ? 1 : 0;
-    const sum1 = await allReduce(buf1, 'grads', false, 'fp32', carriedElems * 4);
-    const badAnywhere = params.filter((p) => sum1[carriedElems + p.index]! > 0);
-    off = 0;
-    for (const p of carried) {
-      const o = outGrads[p.index]!;
-      for (let i = 0; i < p.numel; i++) o[i] = sum1[off + i]! / W;
-      off += p.numel;
-    }
+    for (const p of params) buf1[flagsAt + p.index] = localBad[p.index] ? 1 : 0;
+    buf1.set(extras, extrasAt);
+    const first = start(buf1, 'grads', false, 'fp32', carriedElems * 4);
+    // Let its chunks leave (the collective publishes from microtasks), then do the work that does not
+    // need its result while it is in flight: the error feedback and P = M·Q below.
+    await new Promise<void>((resolve) => setImmediate(resolve));
 
     // 2. error feedback: gradients accumulate into the error buffers
     const M: Float32Array[] = [];
@@ -278,6 +294,18 @@ export class PowerSgd {
         }
       }
     }
+    // 3. P = M·Q for every compressed matrix (used only if no rank's gradient was bad)
+    const pPlan = compress ? this.computeP(M, step, fp16) : undefined;
+
+    const sum1 = await wait(first);
+    const badAnywhere = params.filter((p) => sum1[flagsAt + p.index]! > 0);
+    const extrasSum = sum1.slice(extrasAt);
+    off = 0;
+    for (const p of carried) {
+      const o = outGrads[p.index]!;
+      for (let i = 0; i < p.numel; i++) o[i] = sum1[off + i]! / W;
+      off += p.numel;
+    }
     const finish = (skipped: boolean, overflowGroups: boolean[]): ReduceResult => {
       if (fp16) this.scaler.update(step, overflowGroups, !skipped);
       const ms = performance.now() - t0;
@@ -291,6 +319,7 @@ export class PowerSgd {
       if (skipped) for (const o of outGrads) o.fill(0);
       return {
         grads: outGrads,
+        extras: extrasSum,
         skipped,
         nonFinite: badAnywhere.map((p) => p.name),
         stats: {
@@ -303,6 +332,7 @@ export class PowerSgd {
           wireBytesOut: c1.bytesOut - c0.bytesOut,
           resent: c1.resent - c0.resent,
           ms,
+          exposedCommMs: commMs,
           computeMs: ms - commMs,
           skipped,
           minScale: fp16 ? Math.min(...this.scaler.scales) : undefined,
@@ -331,22 +361,9 @@ export class PowerSgd {
     }
     if (!compress) return finish(false, []);
 
-    // 3-4. P = M·Q for every compressed matrix, one all-reduce
-    const pBuf = new Float32Array(this.plan.pElems);
-    const pOff: number[] = [];
-    off = 0;
-    for (const p of this.compressed) {
-      const Q = this.startQ(p, step);
-      const P = p.transposed
-        ? mulGtY(M[p.index]!, p.rows, p.cols, Q, p.r)
-        : mulGX(M[p.index]!, p.rows, p.cols, Q, p.r);
-      const s = fp16 ? this.scaler.scales[p.scaleGroup]! : 1;
-      if (s !== 1) for (let i = 0; i < P.length; i++) P[i]! *= s;
-      pBuf.set(P, off);
-      pOff[p.index] = off;
-      off += P.length;
-    }
-    const pAvg = await allReduce(pBuf, 'p', true, this.cfg.wire, pBuf.length * this.plan.wireBytesPerElem);
+    // 4. the P's (computed above, while all-reduce #1 was in flight), one all-reduce
+    const { buf: pBuf, offsets: pOff } = pPlan!;
+    const pAvg = await wait(start(pBuf, 'p', true, this.cfg.wire, pBuf.length * this.plan.wireBytesPerElem));
     const pBad = this.compressed.filter(
       (p) => !allFinite(pAvg.subarray(pOff[p.index]!, pOff[p.index]! + p.n * p.r)),
     );
@@ -376,7 +393,10 @@ export class PowerSgd {
       qOff[p.index] = off;
       off += Qw.length;
     }
-    const qAvg = await allReduce(qBuf, 'q', true, this.cfg.wire, qBuf.length * this.plan.wireBytesPerElem);
+    // not in place: this rank's own Q_w (qBuf) is needed below for the error feedback
+    const qAvg = await wait(
+      start(qBuf, 'q', true, this.cfg.wire, qBuf.length * this.plan.wireBytesPerElem, false),
+    );
     const qBad = this.compressed.filter(
       (p) => !allFinite(qAvg.subarray(qOff[p.index]!, qOff[p.index]! + p.m * p.r)),
     );
@@ -411,6 +431,26 @@ export class PowerSgd {
       false,
       overflow(() => false),
     );
+  }
+
+  /** P = M·Q of every compressed matrix, side by side in one buffer (scaled into fp16 range on an fp16
+   *  wire), and where each starts. A pure function of M, the step and the scales. */
+  private computeP(M: Float32Array[], step: number, fp16: boolean): { buf: Float32Array; offsets: number[] } {
+    const buf = new Float32Array(this.plan.pElems);
+    const offsets: number[] = [];
+    let off = 0;
+    for (const p of this.compressed) {
+      const Q = this.startQ(p, step);
+      const P = p.transposed
+        ? mulGtY(M[p.index]!, p.rows, p.cols, Q, p.r)
+        : mulGX(M[p.index]!, p.rows, p.cols, Q, p.r);
+      const s = fp16 ? this.scaler.scales[p.scaleGroup]! : 1;
+      if (s !== 1) for (let i = 0; i < P.length; i++) P[i]! *= s;
+      buf.set(P, off);
+      offsets[p.index] = off;
+      off += P.length;
+    }
+    return { buf, offsets };
   }
 
   /** Q [m, r], orthonormal: last step's mean Q (warm start) or fresh from (seed, step, parameter). */

@@ -121,3 +121,21 @@ test('config: any world size up to the batch is valid; elastic bounds are checke
   assert.deepEqual(issues({ elastic: { min: 1, max: 9 } }), ['train.elastic.max: must be ≤ batchSize (8)']);
   assert.deepEqual(issues({ elastic: { min: 1, max: 3 }, microBatch: 2 }), []);
 });
+
+test('config: numbers have upper bounds that name the field (no 10^16-parameter model from a typo)', () => {
+  const err = (over: Record<string, unknown>) => {
+    try {
+      resolveSpec({ preset: 'tiny', ...over }, 'bounds');
+    } catch (e) {
+      assert.ok(e instanceof ConfigError);
+      return [...new Set(e.issues.map((i) => i.path))];
+    }
+    assert.fail(`accepted ${JSON.stringify(over)}`);
+  };
+  assert.deepEqual(err({ dvae: { codebookSize: 2 ** 53 } }), ['dvae.codebookSize']);
+  assert.deepEqual(err({ transformer: { dModel: 1e9, heads: 1 } }), ['transformer.dModel']);
+  assert.deepEqual(err({ train: { batchSize: 2 ** 40 } }), ['train.batchSize']);
+  assert.deepEqual(err({ train: { heartbeatTimeout: 1e12 } }), ['train.heartbeatTimeout']);
+  assert.deepEqual(err({ dvae: { steps: Number.MAX_SAFE_INTEGER } }), ['dvae.steps']);
+  assert.deepEqual(err({ train: { seed: 2 ** 32 } }), ['train.seed']);
+});

@@ -6,6 +6,7 @@ import { presets } from './presets.ts';
 import { crossFieldIssues, PresetName, RunSpec } from './spec.ts';
 
 export * from './spec.ts';
+export { specHash } from './spec-hash.ts';
 export { presets } from './presets.ts';
 
 /** A config that failed validation; `issues` lists every offending path and why. */

@@ -6,15 +6,29 @@ import { z } from 'zod';
 const positiveInt = z.number().int().positive();
 const nonNegInt = z.number().int().nonnegative();
 const prob = z.number().min(0).max(1);
+// Upper bounds: far above the paper's 12B model (a typo or a forged spec is an error naming the field,
+// never a model of 10^16 parameters or a loop of 2^53 steps).
+const STEPS_MAX = 100_000_000;
+const SCHEDULE_MAX = 1_000_000_000;
+const SECONDS_MAX = 7 * 24 * 3600;
+const upTo = (max: number) => positiveInt.max(max);
 
 export const ShapesDatasetConfig = z.strictObject({
   kind: z.literal('shapes'),
   /** Images in the training split (held-out compositions are never among them). */
-  count: positiveInt.default(4096),
+  count: upTo(1_000_000_000).default(4096),
   /** Canvas side in pixels; must equal dvae.resolution unless preprocessing rescales. */
-  canvas: positiveInt.default(32),
+  canvas: upTo(2048).default(32),
   /** Seed of the synthetic generator (independent of train.seed so data is stable across runs). */
-  seed: nonNegInt.default(1234),
+  seed: nonNegInt.max(0xffffffff).default(1234),
+  /** Zero-shot levers (data/shapes-scenes.ts); the held-out pairs stay out of every training image and
+   *  caption whatever they are. Training images may also use this many extra colours (0–6)… */
+  extraColors: nonNegInt.max(6).default(0),
+  /** … this many extra shape kinds (0–3: diamond, cross, ring)… */
+  extraShapes: nonNegInt.max(3).default(0),
+  /** … and 1..maxShapes shapes each, every one with its own colour, kind, size and position, all named by
+   *  the caption (needs a textLen that holds them: about 12 tokens per shape). */
+  maxShapes: positiveInt.max(3).default(1),
 });
 
 export const FolderDatasetConfig = z.strictObject({
@@ -26,7 +40,7 @@ export const FolderDatasetConfig = z.strictObject({
   /** COCO: image folder relative to path (e.g. train2017). */
   images: z.string().optional(),
   /** Use at most this many samples (0 = all). */
-  limit: nonNegInt.default(0),
+  limit: nonNegInt.max(1_000_000_000_000).default(0),
   /** CUB: folder of the Reed et al. `text_c10` captions relative to path (default: searched next to path). */
   captions: z.string().optional(),
   /** folder/webdataset (and coco with `annotations` set): fraction of items, chosen by a hash of their key,
@@ -41,33 +55,33 @@ export type DatasetConfig = z.infer<typeof DatasetConfig>;
 
 export const DvaeConfig = z.strictObject({
   /** Input image side in pixels (paper: 256). */
-  resolution: positiveInt,
+  resolution: upTo(2048),
   /** Token grid side (paper: 32); must be resolution / 2^(groups-1). */
-  grid: positiveInt,
+  grid: upTo(256),
   /** Codebook size K (paper: 8192). */
-  codebookSize: positiveInt,
+  codebookSize: upTo(65_536),
   /** Base hidden width n_hid (paper: 256); group g uses (g+1)·hidden (encoder). */
-  hidden: positiveInt,
+  hidden: upTo(4096),
   /** Resblock groups (paper: 4), max-pool / upsample between them. */
-  groups: positiveInt,
+  groups: upTo(8),
   /** Resblocks per group (paper: 2). */
-  blocksPerGroup: positiveInt,
+  blocksPerGroup: upTo(16),
   /** Training updates of stage 1. */
-  steps: positiveInt,
+  steps: upTo(STEPS_MAX),
   /** Peak learning rate (paper: 1e-4), cosine-decayed to lrEnd over lrDecaySteps. */
   lr: z.number().positive().default(1e-4),
   lrEnd: z.number().nonnegative().default(1.25e-6),
-  lrDecaySteps: positiveInt.default(1_200_000),
+  lrDecaySteps: upTo(SCHEDULE_MAX).default(1_200_000),
   /** KL weight β: cosine 0 → betaMax over betaWarmupSteps (paper: 6.6 over 5,000). */
   betaMax: z.number().nonnegative().default(6.6),
-  betaWarmupSteps: positiveInt.default(5_000),
+  betaWarmupSteps: upTo(SCHEDULE_MAX).default(5_000),
   /** Gumbel-softmax temperature τ: cosine tauStart → tauEnd over tauDecaySteps (paper: 1 → 1/16 over 150,000). */
   tauStart: z.number().positive().default(1),
   tauEnd: z
     .number()
     .positive()
     .default(1 / 16),
-  tauDecaySteps: positiveInt.default(150_000),
+  tauDecaySteps: upTo(SCHEDULE_MAX).default(150_000),
   /** AdamW (paper: 0.9, 0.999, 1e-8, weight decay 1e-4). */
   adamBeta1: prob.default(0.9),
   adamBeta2: prob.default(0.999),
@@ -75,38 +89,82 @@ export const DvaeConfig = z.strictObject({
   weightDecay: z.number().nonnegative().default(1e-4),
   /** Parameter EMA decay (paper: 0.999). */
   emaDecay: prob.default(0.999),
+  /** Global gradient-norm clip; 0: none (the paper clips only stage 2). */
+  gradClip: z.number().nonnegative().default(0),
   /** ε of the logit-Laplace pixel map φ (paper: 0.1). */
   logitLaplaceEps: z.number().positive().max(0.5).default(0.1),
+  /** Smallest scale b the logit-Laplace may predict (0: none, the paper). Pixels are 8-bit: a density
+   *  sharper than their quantization step rewards ever more precise copies of flat regions (a white
+   *  background) without bound, and that term can drown the few pixels that carry colour and shape. */
+  logitLaplaceMinScale: z.number().nonnegative().default(0),
+  /** Largest scale b (0: none, the paper). A decoder unsure of a pixel may widen b there and pay only
+   *  ln b for getting it wrong; capped, a wrong edge pixel costs |logit error| / b, so the few pixels that
+   *  tell a circle from a square weigh as much as they matter. */
+  logitLaplaceMaxScale: z.number().nonnegative().default(0),
   /** Feed the encoder 2φ(x)−1 instead of φ(x) (the official code feeds φ(x): false). On flat white
    *  backgrounds the uncentred input's constant term makes every cell pick one code early in training. */
   centerInput: z.boolean().default(false),
+  /** Straight-through Gumbel-softmax: the decoder sees the one-hot argmax of the relaxed sample (what it
+   *  sees at inference) while gradients flow through the relaxation. The paper trains on the relaxation
+   *  itself: false. */
+  straightThrough: z.boolean().default(false),
+  /** Weight w of a codebook-diversity term added to the loss: w·(log K − H(q̄)) nats, where q̄ is the
+   *  encoder's softmax averaged over every cell of the rank's batch (wav2vec 2.0's diversity loss).
+   *  Counters codebook collapse without pushing each cell towards uniform. Paper: 0 (none). */
+  diversityWeight: z.number().nonnegative().default(0),
+  /** 0: the encoder's logits are a plain 1×1 convolution (the paper). s > 0: they are s times the cosine
+   *  between each cell's features and each code's weight vector (l2-normalized codes, as in ViT-VQGAN):
+   *  bounded logits keep the Gumbel noise able to try other codes, so the codebook does not collapse to
+   *  the few codes that won early. */
+  codeLogitScale: z.number().nonnegative().default(0),
+  /** Initial standard deviation of the codebook (decoder.input's rows): 0 keeps the convolution init
+   *  N(0, 1/K) (the paper's), under which every code starts decoding to nearly the same thing; 1 is an
+   *  embedding table's N(0, 1) (dalle-pytorch's nn.Embedding), codes distinct from the first step. */
+  codebookInitStd: z.number().nonnegative().default(0),
+  /** How the decoder doubles its resolution between groups: 'nearest' (the paper) repeats each pixel, so a
+   *  code can only paint its whole cell; 'shuffle' is a 1×1 conv to 4× the channels whose slices become
+   *  the 2×2 sub-pixels (pixel shuffle, started as nearest), so a code can draw an edge inside its cell. */
+  upsample: z.enum(['nearest', 'shuffle']).default('nearest'),
+  /** How a cell becomes a code: 'gumbel', the paper's Gumbel-softmax relaxation of a categorical
+   *  posterior (with the KL term, τ and β schedules), or 'vq', the nearest vector of a learned codebook
+   *  (VQ-VAE: codebook and commitment terms, the decoder's gradient passed straight through to the
+   *  encoder; β, τ and the Gumbel-only options are then unused). The codebook is decoder.input's kernel
+   *  either way, so tokens, encode and decode mean the same thing. */
+  quantizer: z.enum(['gumbel', 'vq']).default('gumbel'),
+  /** vq: weight of the commitment term ‖z_e − sg(e)‖² (VQ-VAE: 0.25). */
+  commitmentWeight: z.number().nonnegative().default(0.25),
+  /** Dead-code restarts (model/code-restart.ts; needs straightThrough): every this many updates, codes
+   *  no cell used during the window restart as copies of the busiest ones. 0: never (the paper). */
+  codeRestartEvery: nonNegInt.default(0),
+  /** … up to this update (restarts late in training would leave the EMA weights no time to follow). */
+  codeRestartUntil: nonNegInt.default(0),
 });
 export type DvaeConfig = z.infer<typeof DvaeConfig>;
 
 export const TransformerConfig = z.strictObject({
   /** Decoder layers (12B: 64). */
-  layers: positiveInt,
+  layers: upTo(512),
   /** Attention heads (12B: 62). */
-  heads: positiveInt,
+  heads: upTo(512),
   /** Model width (12B: 3968 = 62 × 64); must be divisible by heads. */
-  dModel: positiveInt,
+  dModel: upTo(32_768),
   /** Text positions (12B: 256). */
-  textLen: positiveInt,
+  textLen: upTo(4096),
   /** BPE text vocabulary (12B: 16,384). */
-  vocabSize: positiveInt,
+  vocabSize: upTo(262_144),
   /** MLP hidden = mlpRatio · dModel. */
-  mlpRatio: positiveInt.default(4),
+  mlpRatio: upTo(64).default(4),
   /** Side of the last layer's convolutional attention mask (paper: 11). */
-  convKernel: positiveInt.default(11),
+  convKernel: upTo(255).default(11),
   /** Training updates of stage 2. */
-  steps: positiveInt,
+  steps: upTo(STEPS_MAX),
   /** Peak learning rate after linear warm-up (paper: 4.5e-4 over 5,000). */
   lr: z.number().positive().default(4.5e-4),
-  warmupSteps: nonNegInt.default(5_000),
+  warmupSteps: nonNegInt.max(SCHEDULE_MAX).default(5_000),
   /** Plateau rule: halve lr when the smoothed loss has not improved by plateauThreshold (relative) for plateauPatience updates; at most plateauHalvings times (paper: 5). */
-  plateauPatience: positiveInt.default(10_000),
+  plateauPatience: upTo(SCHEDULE_MAX).default(10_000),
   plateauThreshold: z.number().nonnegative().default(1e-3),
-  plateauHalvings: nonNegInt.default(5),
+  plateauHalvings: nonNegInt.max(64).default(5),
   /** Plateau rule: the loss it watches is an EMA of the per-update training loss with this decay (noise filter). */
   plateauSmoothing: z.number().min(0).max(1).lt(1).default(0.99),
   /** Logits use the transposed text/image token embeddings (GPT-2 style). false adds separate unembedding
@@ -139,11 +197,11 @@ export const PowerSgdConfig = z.strictObject({
   /** Compress gradients between ranks (off: plain fp32 all-reduce). */
   enabled: z.boolean().default(true),
   /** Rank r of the low-rank approximation (12B: 896). */
-  rank: positiveInt.default(4),
+  rank: upTo(65_536).default(4),
   /** torch powerSGD_hook: compress a matrix only if (n+m)·r·rate < n·m. */
   minCompressionRate: z.number().positive().default(2),
   /** torch powerSGD_hook: plain all-reduce for the first startIter updates. */
-  startIter: nonNegInt.default(10),
+  startIter: nonNegInt.max(SCHEDULE_MAX).default(10),
   /** Warm-start Q from the previous step (torch) instead of a fixed random Q (paper). */
   warmStart: z.boolean().default(true),
   /** Wire format of compressed payloads. */
@@ -162,30 +220,30 @@ export const PowerSgdConfig = z.strictObject({
     .number()
     .nonnegative()
     .default(1 / 1000),
-  scaleBackoffInterval: positiveInt.default(125),
+  scaleBackoffInterval: upTo(SCHEDULE_MAX).default(125),
 });
 export type PowerSgdConfig = z.infer<typeof PowerSgdConfig>;
 
 /** `train.elastic`: the run picks its world size within [min, max] from the workers that are there. */
 export const ElasticConfig = z.strictObject({
   /** Never fewer ranks: below this the run waits for workers (as a run without `elastic` does). */
-  min: positiveInt,
+  min: upTo(65_536),
   /** Never more ranks, however many idle workers there are. */
-  max: positiveInt,
+  max: upTo(65_536),
 });
 export type ElasticConfig = z.infer<typeof ElasticConfig>;
 
 export const TrainConfig = z.strictObject({
   /** Data-parallel ranks (one per worker slot); the first segment's with `elastic`. */
-  worldSize: positiveInt,
+  worldSize: upTo(65_536),
   /** Global batch per update; stays fixed when worldSize changes: rank r of W takes samples
    *  [⌊rB/W⌋, ⌊(r+1)B/W⌋) and its gradient is weighted by its share, so any W ≤ batchSize gives the same
    *  update. */
-  batchSize: positiveInt,
+  batchSize: upTo(1 << 20),
   /** Most samples a rank puts through one forward/backward (0: its whole slice at once). A larger slice
    *  accumulates gradients over ⌈slice / microBatch⌉ passes, so a shrinking world costs passes, not
    *  memory. */
-  microBatch: nonNegInt.default(0),
+  microBatch: nonNegInt.max(1 << 20).default(0),
   /** Adopt idle workers (grow at the next checkpoint) and shrink when a lost rank's replacement does not
    *  arrive within joinTimeout, between min and max ranks. Absent: W changes only by setWorldSize. */
   elastic: ElasticConfig.optional(),
@@ -194,22 +252,25 @@ export const TrainConfig = z.strictObject({
    *  'none': every rank holds everything and PowerSGD runs between all ranks. Fixed for a run. */
   parameterSharding: z.enum(['none', 'host']).default('none'),
   /** Steps per segment (one set of trainShard activities). */
-  segmentSteps: positiveInt,
+  segmentSteps: upTo(STEPS_MAX),
   /** Commit a checkpoint every this many steps; bounds the work lost when a machine dies. */
-  checkpointEvery: positiveInt,
+  checkpointEvery: upTo(STEPS_MAX),
   /** Seed of parameters init, data order, Gumbel noise, BPE dropout. */
-  seed: nonNegInt,
+  seed: nonNegInt.max(0xffffffff),
   /** Seconds without a heartbeat before a rank counts as dead. */
-  heartbeatTimeout: z.number().positive().default(30),
+  heartbeatTimeout: z.number().positive().max(SECONDS_MAX).default(30),
   /** Seconds a collective operation waits for peers before PeerLostError. */
-  collectiveTimeout: z.number().positive().default(20),
+  collectiveTimeout: z.number().positive().max(SECONDS_MAX).default(20),
   /** Seconds the ranks of a segment wait for each other to arrive: longer than collectiveTimeout, since a
    *  replacement worker may still be starting (a waiting rank keeps heartbeating). */
-  joinTimeout: z.number().positive().default(120),
+  joinTimeout: z.number().positive().max(SECONDS_MAX).default(120),
   /** Committed checkpoints kept per stage. */
-  keepCheckpoints: positiveInt.default(3),
+  keepCheckpoints: upTo(1000).default(3),
   /** Segment restarts allowed per stage before the run fails. */
-  maxRestarts: nonNegInt.default(20),
+  maxRestarts: nonNegInt.max(1_000_000).default(20),
+  /** Seconds one step may keep a rank's process busy without a break (a large model on CPU): its heartbeat
+   *  keeps flowing from a helper thread for that long; a process silent for longer counts as hung. */
+  stepTimeout: z.number().positive().max(SECONDS_MAX).default(1800),
   /** Captions rank 0 samples at every transformer checkpoint, `sampleImages` each, into a grid stored with the
    *  checkpoint (part `samples`). The sampling seed is fixed, so the grids of successive checkpoints differ only
    *  by what the model learned. The other ranks wait at the checkpoint barrier meanwhile: keep the work well
@@ -217,6 +278,11 @@ export const TrainConfig = z.strictObject({
   samplePrompts: z.array(z.string().trim().min(1).max(200)).max(32).default([]),
   /** Images per sample prompt (every dVAE checkpoint reconstructs 8 held-out images). 0: no samples at all. */
   sampleImages: z.number().int().min(0).max(16).default(4),
+  /** Quality measured at every checkpoint (rank 0, EMA weights): validation examples per set for codebook
+   *  usage, reconstruction and caption information; 0 measures nothing. */
+  qualityExamples: nonNegInt.default(64),
+  /** … and plain samples per group (seen, held-out prompts) judged by the shapes analyzer (shapes set only). */
+  qualitySamples: nonNegInt.default(16),
 });
 export type TrainConfig = z.infer<typeof TrainConfig>;
 
@@ -284,6 +350,13 @@ export function crossFieldIssues(raw: unknown): Issue[] {
     out.push({
       path: ['train', 'segmentSteps'],
       message: `must be a multiple of checkpointEvery (${every})`,
+    });
+  }
+  if (num('dvae', 'codeRestartEvery') && o.dvae?.straightThrough !== true && o.dvae?.quantizer !== 'vq') {
+    out.push({
+      path: ['dvae', 'codeRestartEvery'],
+      message:
+        'needs dvae.straightThrough: true or dvae.quantizer: vq (code usage is read from the gradient of one-hot codes)',
     });
   }
   const canvas = o.dataset?.kind === 'shapes' ? num('dataset', 'canvas') : undefined;

@@ -1,6 +1,7 @@
 // Payloads between workflows and activities: pointers and small numbers only, never tensors (Temporal's
 // payload limit is 2 MiB and history keeps every payload).
 import type { RunSpec } from '../config/index.ts';
+import type { QualityPoint } from './quality.ts';
 
 /** The two training stages of a run, in order. */
 export type StageName = 'dvae' | 'transformer';
@@ -13,6 +14,8 @@ export function stageSteps(spec: RunSpec, stage: StageName): number {
 export interface ResolveCheckpointInput {
   runId: string;
   stage: StageName;
+  /** The run's spec: a checkpoint committed under another is refused (absent in older histories). */
+  spec?: RunSpec;
 }
 
 /** The newest committed checkpoint whose parts all verify (step 0 = fresh start). */
@@ -48,6 +51,10 @@ export interface TrainShardResult {
   bytesRaw: number;
   bytesSent: number;
   skippedSteps: number;
+  /** Wall ms of this rank's steps (compute, gradient exchange, apply; not checkpoints), and the part of
+   *  it spent waiting for the collective (communication the step did not hide). */
+  stepMs?: number;
+  exposedCommMs?: number;
   /** Rank 0: the segment stopped at checkpoint `step` because the world should become this size (a
    *  setWorldSize, or idle workers an elastic run adopts). */
   resizeTo?: number;
@@ -76,6 +83,8 @@ export interface ProgressReport {
   bytesSent: number;
   /** Last checkpoint this segment committed (or the one it started from). */
   checkpointStep: number;
+  /** Quality measured at a checkpoint since the last report (each point is reported once). */
+  quality?: QualityPoint;
 }
 
 export interface EncodeShardInput {

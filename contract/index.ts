@@ -3,5 +3,6 @@
 // no workflow or activity code loaded. Names here are recorded in run histories: they never change.
 export * from './activities.ts';
 export * from './elastic.ts';
+export * from './quality.ts';
 export * from './signals.ts';
 export * from './workflows.ts';

@@ -3,6 +3,7 @@
 // its trainStage children.
 import type { RunSpec } from '../config/index.ts';
 import type { PublishResult, StageName } from './activities.ts';
+import type { QualityPoint } from './quality.ts';
 
 /** The task queue every `dalle worker` polls and every run is started on. */
 export const TASK_QUEUE = 'dalle-train';
@@ -18,6 +19,20 @@ export const WORKFLOW_TYPE = { trainDalle: 'trainDalle', trainStage: 'trainStage
 export interface TrainDalleInput {
   runId: string;
   spec: RunSpec;
+  /** Set by trainDalle itself when it continues as new between phases: what is done, and the progress
+   *  state to go on with. Absent for a new run. */
+  carry?: TrainDalleCarry;
+}
+
+/** A run's state across continue-as-new of trainDalle (only at phase boundaries). */
+export interface TrainDalleCarry {
+  /** The next phase to run. */
+  next: 'encode' | 'transformer' | 'publish';
+  dvae: TrainStageResult;
+  transformer?: TrainStageResult;
+  progress: RunProgress;
+  /** Restarts per stage so far. */
+  restartsBy: Record<string, number>;
 }
 
 export interface TrainDalleResult {
@@ -48,6 +63,10 @@ export interface TrainStageResult {
   restarts: number;
   bytesRaw: number;
   bytesSent: number;
+  /** Σ over the completed segments' ranks of TrainShardResult.stepMs / exposedCommMs (since the last
+   *  continue-as-new): exposedCommMs / stepMs is the share of step time spent waiting on gradients. */
+  stepMs?: number;
+  exposedCommMs?: number;
 }
 
 /** A run: stage dvae → encode the dataset → stage transformer → publish the model. */
@@ -81,6 +100,12 @@ export interface RunProgress {
   lastResume: { stage: StageName; fromStep: number; restarts: number } | null;
   /** Latest events worth a human's attention (restarts, checkpoint fallbacks), newest last. */
   events: string[];
+  /** Ranks the current segment is waiting for (no worker has started them yet), when it waits. Filled in by
+   *  clients from rank 0's progress record, like step and loss (never sent into workflow history). */
+  waitingFor?: number[];
+  /** Quality measured at checkpoints, both stages, oldest first (thinned when long: see trainDalle).
+   *  Absent in the progress of runs started before it existed. */
+  quality?: QualityPoint[];
 }
 
 /** A stage's notable events, from trainStage to the root. */

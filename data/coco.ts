@@ -2,16 +2,19 @@
 // the image folder. By default train = annotations/captions_train2017.json + train2017 and heldout =
 // annotations/captions_val2017.json + val2017; with `annotations` set, that one file serves both splits,
 // divided by `heldoutFraction` on a hash of the file name. Items follow the JSON's `images` order.
-import { basename, join } from 'node:path';
+import { basename, isAbsolute, join, relative } from 'node:path';
 import { z } from 'zod';
 import {
+  countSkip,
   DatasetFormatError,
   DatasetNotFoundError,
   keyFraction,
+  SKIP_REASONS,
   type Dataset,
   type Split,
 } from './dataset.ts';
 import { openFileDataset, readIfExists, type Candidate, type ValidateOptions } from './file-dataset.ts';
+import { joinInside, readInside } from './inside-root.ts';
 
 const CocoCaptions = z.object({
   images: z.array(
@@ -42,8 +45,13 @@ export async function openCocoDataset(root: string, opts: CocoOptions): Promise<
   const defaults = opts.annotations === undefined;
   const annFile =
     opts.annotations ?? `annotations/captions_${opts.split === 'train' ? 'train' : 'val'}2017.json`;
-  const imageDir = join(root, opts.images ?? imagesFor(annFile));
-  const bytes = await readIfExists(join(root, annFile));
+  const imageDir = joinInside(root, opts.images ?? imagesFor(annFile));
+  if (!imageDir)
+    throw new DatasetFormatError('coco', root, `images '${opts.images}' leads outside the dataset root`);
+  const annPath = joinInside(root, annFile);
+  if (!annPath)
+    throw new DatasetFormatError('coco', root, `annotations '${annFile}' leads outside the dataset root`);
+  const bytes = await readIfExists(annPath);
   if (bytes === null) throw new DatasetNotFoundError('coco', root, `no captions file ${annFile}`);
   let parsed: z.infer<typeof CocoCaptions>;
   try {
@@ -71,17 +79,27 @@ export async function openCocoDataset(root: string, opts: CocoOptions): Promise<
     byImage.set(a.image_id, list);
   }
   const candidates: Candidate[] = [];
+  const skipped: Record<string, number> = {};
   for (const img of parsed.images) {
     if (!defaults && keyFraction(img.file_name) < opts.heldoutFraction !== (opts.split === 'heldout'))
       continue;
     const captions = byImage.get(img.id) ?? [];
-    const path = join(imageDir, img.file_name);
+    // file_name is data: `../../etc/passwd` is skipped and counted, never read.
+    const path = isAbsolute(img.file_name)
+      ? undefined
+      : joinInside(root, join(relative(root, imageDir), img.file_name));
+    if (!path) {
+      countSkip(skipped, SKIP_REASONS.outsideRoot);
+      continue;
+    }
     candidates.push({
       key: path,
       captions: async () => captions,
-      image: () => readIfExists(path),
+      image: () => readInside(root, path),
       knownSize: img.width && img.height ? { width: img.width, height: img.height } : undefined,
     });
   }
-  return openFileDataset('coco', opts.split, candidates, opts);
+  const ds = await openFileDataset('coco', opts.split, candidates, opts);
+  for (const [k, v] of Object.entries(skipped)) ds.skipped[k] = (ds.skipped[k] ?? 0) + v;
+  return ds;
 }

@@ -7,13 +7,16 @@
 import { readFile, stat } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import {
+  countSkip,
   DatasetFormatError,
   DatasetNotFoundError,
   parseCaptionLines,
+  SKIP_REASONS,
   type Dataset,
   type Split,
 } from './dataset.ts';
 import { openFileDataset, readIfExists, type Candidate, type ValidateOptions } from './file-dataset.ts';
+import { joinInside, readInside } from './inside-root.ts';
 
 export const CUB_CAPTION_DIRS = ['text_c10', '../text_c10', '../cvpr2016_cub/text_c10', '../text'];
 
@@ -69,19 +72,29 @@ export async function openCubDataset(root: string, opts: CubOptions): Promise<Da
   const splitTxt = await readFile(join(root, 'train_test_split.txt'), 'utf8').catch(() => null);
   const isTrain = splitTxt === null ? null : idLines(splitTxt, 'train_test_split.txt', root);
   const candidates: Candidate[] = [];
+  const skipped: Record<string, number> = {};
+  const captionBase = captionRoot;
   for (const [id, rel] of images) {
     // Without train_test_split.txt every image is train and the heldout split is empty.
     const train = isTrain === null ? true : isTrain.get(id) !== '0';
     if (train !== (opts.split === 'train')) continue;
-    const txt = join(captionRoot, rel.replace(/\.[^./]+$/, '') + '.txt');
+    // images.txt is data: a line that climbs out of the images (or captions) folder is skipped, counted.
+    const image = joinInside(join(root, 'images'), rel);
+    const txt = joinInside(captionBase, rel.replace(/\.[^./]+$/, '') + '.txt');
+    if (!image || !txt) {
+      countSkip(skipped, SKIP_REASONS.outsideRoot);
+      continue;
+    }
     candidates.push({
-      key: join(root, 'images', rel),
+      key: image,
       captions: async () => {
-        const b = await readIfExists(txt);
+        const b = await readInside(captionBase, txt);
         return b === null ? null : parseCaptionLines(b.toString('utf8'));
       },
-      image: () => readIfExists(join(root, 'images', rel)),
+      image: () => readInside(root, image),
     });
   }
-  return openFileDataset('cub', opts.split, candidates, opts);
+  const ds = await openFileDataset('cub', opts.split, candidates, opts);
+  for (const [k, v] of Object.entries(skipped)) ds.skipped[k] = (ds.skipped[k] ?? 0) + v;
+  return ds;
 }

@@ -29,6 +29,13 @@ export const SKIP_REASONS = {
   unreadableImage: 'unreadable-image',
   /** width/height outside [1/2, 2]. */
   aspectRatio: 'aspect-ratio',
+  /** More pixels than MAX_IMAGE_PIXELS (a decompression bomb is not a training image). */
+  tooLarge: 'too-large',
+  /** A path from the dataset's own files (COCO file_name, CUB images.txt, a tar member name, a symlink's
+   *  target) that leads outside the dataset root. */
+  outsideRoot: 'outside-root',
+  /** A symlink to a directory inside a folder dataset: not descended (a loop or a second copy of a tree). */
+  symlinkedDir: 'symlinked-dir',
 } as const;
 export type SkipReason = (typeof SKIP_REASONS)[keyof typeof SKIP_REASONS];
 

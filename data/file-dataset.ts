@@ -13,7 +13,8 @@ import {
   type SkipReason,
   type Split,
 } from './dataset.ts';
-import { aspectOk, decodeImage, ImageDecodeError, probeImage } from './image.ts';
+import { aspectOk, decodeImage, ImageDecodeError, MAX_IMAGE_PIXELS, probeImage } from './image.ts';
+import { OutsideRootError } from './inside-root.ts';
 
 /** One possible item, before validation. */
 export interface Candidate {
@@ -53,21 +54,30 @@ export async function readIfExists(path: string): Promise<Buffer | null> {
 }
 
 async function validate(c: Candidate, verify: ValidateOptions['verify']): Promise<Valid | SkipReason> {
-  const captions = await c.captions();
+  let captions: string[] | null;
+  try {
+    captions = await c.captions();
+  } catch (e) {
+    if (e instanceof OutsideRootError) return SKIP_REASONS.outsideRoot;
+    throw e;
+  }
   if (captions === null) return SKIP_REASONS.missingCaptions;
   if (captions.length === 0) return SKIP_REASONS.emptyCaption;
   if (c.knownSize && !aspectOk(c.knownSize.width, c.knownSize.height)) return SKIP_REASONS.aspectRatio;
+  if (c.knownSize && c.knownSize.width * c.knownSize.height > MAX_IMAGE_PIXELS) return SKIP_REASONS.tooLarge;
   let bytes: Uint8Array | null;
   try {
     bytes = await c.image();
-  } catch {
-    return SKIP_REASONS.unreadableImage;
+  } catch (e) {
+    return e instanceof OutsideRootError ? SKIP_REASONS.outsideRoot : SKIP_REASONS.unreadableImage;
   }
   if (bytes === null) return SKIP_REASONS.missingImage;
   try {
-    const { width, height } =
-      verify === 'decode' ? await decodeImage(bytes, c.key) : await probeImage(bytes, c.key);
+    // The header first: a decompression bomb is skipped before anything is decoded.
+    const { width, height } = await probeImage(bytes, c.key);
+    if (width * height > MAX_IMAGE_PIXELS) return SKIP_REASONS.tooLarge;
     if (!aspectOk(width, height)) return SKIP_REASONS.aspectRatio;
+    if (verify === 'decode') await decodeImage(bytes, c.key);
   } catch (e) {
     if (e instanceof ImageDecodeError) return SKIP_REASONS.unreadableImage;
     throw e;

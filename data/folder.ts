@@ -11,15 +11,25 @@ import {
   type Dataset,
   type Split,
 } from './dataset.ts';
-import { openFileDataset, readIfExists, type Candidate, type ValidateOptions } from './file-dataset.ts';
+import { openFileDataset, type Candidate, type ValidateOptions } from './file-dataset.ts';
+import { readInside } from './inside-root.ts';
 import { IMAGE_EXTENSIONS } from './image.ts';
 
-/** Every file under `root`, as paths relative to it, sorted (byte order, so every machine agrees). */
-export async function listFiles(root: string): Promise<string[]> {
+/** Every file under `root`, as paths relative to it, sorted (byte order, so every machine agrees). A
+ *  symlink to a file is listed (it is read only if its target stays inside the root: inside-root.ts); a
+ *  symlink to a directory is not descended and is counted in `skipped` (`symlinked-dir`). */
+export async function listFiles(root: string, skipped: Record<string, number> = {}): Promise<string[]> {
   const entries = await readdir(root, { recursive: true, withFileTypes: true });
-  const files = entries
-    .filter((e) => e.isFile())
-    .map((e) => relative(root, join(e.parentPath, e.name)).split('\\').join('/'));
+  const files: string[] = [];
+  for (const e of entries) {
+    const full = join(e.parentPath, e.name);
+    if (e.isSymbolicLink()) {
+      const st = await stat(full).catch(() => null); // a dangling link is simply not a file
+      if (st?.isDirectory()) countSkip(skipped, SKIP_REASONS.symlinkedDir);
+      if (!st?.isFile()) continue;
+    } else if (!e.isFile()) continue;
+    files.push(relative(root, full).split('\\').join('/'));
+  }
   return files.sort((a, b) => (a < b ? -1 : a > b ? 1 : 0));
 }
 
@@ -32,7 +42,8 @@ export interface FolderOptions extends ValidateOptions {
 export async function openFolderDataset(root: string, opts: FolderOptions): Promise<Dataset> {
   const st = await stat(root).catch(() => null);
   if (!st?.isDirectory()) throw new DatasetNotFoundError('folder', root, 'not a directory');
-  const files = await listFiles(root);
+  const skipped: Record<string, number> = {};
+  const files = await listFiles(root, skipped);
   const stems = new Map<string, { image?: string; txt?: string }>();
   for (const f of files) {
     const ext = extname(f).toLowerCase();
@@ -46,7 +57,6 @@ export async function openFolderDataset(root: string, opts: FolderOptions): Prom
       stems.set(stem, { ...stems.get(stem), txt: f });
     }
   }
-  const skipped: Record<string, number> = {};
   const candidates: Candidate[] = [];
   for (const [stem, { image, txt }] of [...stems].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))) {
     const inHeldout = keyFraction(stem) < opts.heldoutFraction;
@@ -60,8 +70,8 @@ export async function openFolderDataset(root: string, opts: FolderOptions): Prom
       captions: async () =>
         txt === undefined
           ? null
-          : parseCaptionLines((await readIfExists(join(root, txt)))?.toString('utf8') ?? ''),
-      image: () => readIfExists(join(root, image)),
+          : parseCaptionLines((await readInside(root, join(root, txt)))?.toString('utf8') ?? ''),
+      image: () => readInside(root, join(root, image)),
     });
   }
   const ds = await openFileDataset('folder', opts.split, candidates, opts);

@@ -152,7 +152,7 @@ test('shapes: every caption names all four attributes and parses back', () => {
 test('shapes: bad specs are named', () => {
   const ok: ShapeSpec = { color: 'red', shape: 'circle', size: 'small', position: 'top' };
   assert.throws(
-    () => renderShape({ ...ok, color: 'pink' as never }),
+    () => renderShape({ ...ok, color: 'magenta' as never }),
     (e: unknown) => e instanceof ShapeSpecError && e.field === 'color',
   );
   assert.throws(

@@ -28,6 +28,28 @@ export const BACKGROUND = [255, 255, 255] as const;
 export const SHAPE_KINDS = ['circle', 'square', 'triangle'] as const;
 export type ShapeKind = (typeof SHAPE_KINDS)[number];
 
+/** Colours that only training scenes may add (dataset option `extraColors`, in this order): never asked for
+ *  by the evaluation, never held out. They surround the six with more colour–shape pairs to learn from. */
+export const EXTRA_COLORS = {
+  pink: [235, 100, 170],
+  cyan: [30, 190, 210],
+  brown: [130, 80, 40],
+  gray: [128, 128, 128],
+  lime: [160, 210, 40],
+  navy: [30, 40, 110],
+} as const satisfies Record<string, readonly [number, number, number]>;
+export type ExtraColor = keyof typeof EXTRA_COLORS;
+
+/** Shape kinds that only training scenes may add (dataset option `extraShapes`, in this order). */
+export const EXTRA_SHAPE_KINDS = ['diamond', 'cross', 'ring'] as const;
+export type ExtraShapeKind = (typeof EXTRA_SHAPE_KINDS)[number];
+
+/** Every colour and kind a training image may show. */
+export type AnyColor = ShapeColor | ExtraColor;
+export type AnyShapeKind = ShapeKind | ExtraShapeKind;
+const ANY_COLORS: Record<AnyColor, readonly [number, number, number]> = { ...SHAPE_COLORS, ...EXTRA_COLORS };
+const ANY_KINDS: readonly AnyShapeKind[] = [...SHAPE_KINDS, ...EXTRA_SHAPE_KINDS];
+
 /** Side of the shape's bounding box as a fraction of the canvas: circle diameter, square side,
  *  triangle base and height. Pixels: `shapeSizePx(size, S)`. */
 export const SIZE_FRACTIONS = { small: 1 / 4, large: 1 / 2 } as const;
@@ -76,6 +98,15 @@ export interface ShapeSpec extends ShapeComposition {
   jitter?: { dx: number; dy: number };
 }
 
+/** One shape of a training scene: a ShapeSpec whose colour and kind may also be an extra one. */
+export interface SceneShape {
+  color: AnyColor;
+  shape: AnyShapeKind;
+  size: ShapeSize;
+  position: ShapePosition;
+  jitter?: { dx: number; dy: number };
+}
+
 /** An attribute value outside the constants above, or a bad canvas. */
 export class ShapeSpecError extends Error {
   override name = 'ShapeSpecError';
@@ -87,7 +118,7 @@ export class ShapeSpecError extends Error {
   }
 }
 
-export function isHeldOut(c: { color: ShapeColor; shape: ShapeKind }): boolean {
+export function isHeldOut(c: { color: AnyColor; shape: AnyShapeKind }): boolean {
   return HELD_OUT.some((h) => h.color === c.color && h.shape === c.shape);
 }
 
@@ -119,10 +150,10 @@ export function shapeCentre(
   return { x: canvas * fx + jitter.dx, y: canvas * fy + jitter.dy };
 }
 
-function check(spec: ShapeSpec, canvas: number): void {
+function check(spec: SceneShape, canvas: number): void {
   if (!Number.isInteger(canvas) || canvas < 4) throw new ShapeSpecError('canvas', canvas);
-  if (!(spec.color in SHAPE_COLORS)) throw new ShapeSpecError('color', spec.color);
-  if (!SHAPE_KINDS.includes(spec.shape)) throw new ShapeSpecError('shape', spec.shape);
+  if (!(spec.color in ANY_COLORS)) throw new ShapeSpecError('color', spec.color);
+  if (!ANY_KINDS.includes(spec.shape)) throw new ShapeSpecError('shape', spec.shape);
   if (!(spec.size in SIZE_FRACTIONS)) throw new ShapeSpecError('size', spec.size);
   if (!(spec.position in POSITIONS)) throw new ShapeSpecError('position', spec.position);
   const j = spec.jitter;
@@ -139,9 +170,22 @@ function check(spec: ShapeSpec, canvas: number): void {
 
 /** Whether the point (u, v) lies inside the shape with bounding-box centre (cx, cy) and side d.
  *  Half-open bounds so a square of side d covers exactly d×d pixel centres. */
-function inside(shape: ShapeKind, u: number, v: number, cx: number, cy: number, d: number): boolean {
+function inside(shape: AnyShapeKind, u: number, v: number, cx: number, cy: number, d: number): boolean {
   const h = d / 2;
   switch (shape) {
+    case 'diamond':
+      return Math.abs(u - cx) + Math.abs(v - cy) <= h;
+    case 'cross': {
+      // A plus sign: two bars a third of the side wide.
+      const arm = Math.max(d / 6, 0.5);
+      const inBox = Math.abs(u - cx) < h && Math.abs(v - cy) < h;
+      return inBox && (Math.abs(u - cx) <= arm || Math.abs(v - cy) <= arm);
+    }
+    case 'ring': {
+      const r2 = (u - cx) ** 2 + (v - cy) ** 2;
+      const inner = Math.max(h - Math.max(d / 4, 1.5), 0);
+      return r2 <= h * h && r2 > inner * inner;
+    }
     case 'square':
       return u >= cx - h && u < cx + h && v >= cy - h && v < cy + h;
     case 'circle':
@@ -157,10 +201,20 @@ function inside(shape: ShapeKind, u: number, v: number, cx: number, cy: number, 
 
 /** Render one shape on a white `canvas`×`canvas` image → packed RGB [S, S, 3]. A pixel takes the shape's
  *  exact colour when its centre is inside the shape (no anti-aliasing: the analyzer sees pure colours). */
-export function renderShape(spec: ShapeSpec, canvas = DEFAULT_CANVAS): Uint8Array {
-  check(spec, canvas);
+export function renderShape(spec: SceneShape, canvas = DEFAULT_CANVAS): Uint8Array {
+  return renderScene([spec], canvas);
+}
+
+/** Render shapes onto one white canvas, later ones over earlier ones → packed RGB [S, S, 3]. */
+export function renderScene(shapes: readonly SceneShape[], canvas = DEFAULT_CANVAS): Uint8Array {
   const rgb = new Uint8Array(canvas * canvas * 3).fill(255);
-  const [r, g, b] = SHAPE_COLORS[spec.color];
+  for (const spec of shapes) paint(rgb, spec, canvas);
+  return rgb;
+}
+
+function paint(rgb: Uint8Array, spec: SceneShape, canvas: number): void {
+  check(spec, canvas);
+  const [r, g, b] = ANY_COLORS[spec.color];
   const d = shapeSizePx(spec.size, canvas);
   const { x: cx, y: cy } = shapeCentre(spec.position, canvas, spec.jitter);
   const x0 = Math.max(0, Math.floor(cx - d / 2) - 1);
@@ -176,11 +230,10 @@ export function renderShape(spec: ShapeSpec, canvas = DEFAULT_CANVAS): Uint8Arra
       rgb[p + 2] = b;
     }
   }
-  return rgb;
 }
 
 /** Caption templates; every one names all four attributes with the words of the constants above. */
-export const CAPTION_TEMPLATES: readonly ((c: ShapeComposition) => string)[] = [
+export const CAPTION_TEMPLATES: readonly ((c: SceneShape) => string)[] = [
   (c) => `a ${c.size} ${c.color} ${c.shape} at the ${c.position}`,
   (c) => `a ${c.size} ${c.color} ${c.shape} in the ${c.position}`,
   (c) => `there is a ${c.size} ${c.color} ${c.shape} at the ${c.position}`,
@@ -190,7 +243,7 @@ export const CAPTION_TEMPLATES: readonly ((c: ShapeComposition) => string)[] = [
 ];
 
 /** Every caption of a composition, one per template, in template order. */
-export function shapeCaptions(c: ShapeComposition): string[] {
+export function shapeCaptions(c: SceneShape): string[] {
   return CAPTION_TEMPLATES.map((t) => t(c));
 }
 

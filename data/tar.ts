@@ -133,9 +133,12 @@ function cString(b: Uint8Array, at: number, len: number): string {
 
 function parseNumber(b: Uint8Array, at: number, len: number, path: string, offset: number): number {
   if (b[at] & 0x80) {
-    // GNU base-256: big-endian two's complement in the remaining bits.
-    let v = b[at] & 0x7f;
+    // GNU base-256: big-endian two's complement in the remaining bits. Negative (bit 6 set) is never a
+    // size or a checksum: it would walk the reader backwards, and a loop is the result.
+    if (b[at] & 0x40) throw new TarFormatError(path, offset, 'negative base-256 number field');
+    let v = b[at] & 0x3f;
     for (let i = 1; i < len; i++) v = v * 256 + b[at + i];
+    if (!Number.isSafeInteger(v)) throw new TarFormatError(path, offset, 'base-256 number field too large');
     return v;
   }
   const s = cString(b, at, len).trim();
@@ -185,7 +188,13 @@ export async function listTar(path: string): Promise<TarMember[]> {
         throw new TarFormatError(path, offset, `header checksum ${stored} ≠ computed ${sum}`);
       const type = String.fromCharCode(h[156] || 0x30);
       let size = parseNumber(h, 124, 12, path, offset);
-      if (pax.size !== undefined && type !== 'x' && type !== 'L') size = Number(pax.size);
+      if (pax.size !== undefined && type !== 'x' && type !== 'L') {
+        // A pax size is decimal digits only; anything else ('-512', '1e3', 'abc') would move the reader
+        // backwards or nowhere.
+        if (!/^\d{1,15}$/.test(pax.size))
+          throw new TarFormatError(path, offset, `pax size ${JSON.stringify(pax.size)} is not a byte count`);
+        size = Number(pax.size);
+      }
       const dataAt = offset + BLOCK;
       if (dataAt + size > fileSize)
         throw new TarFormatError(path, offset, `member of ${size} bytes runs past the end of the file`);
@@ -205,7 +214,9 @@ export async function listTar(path: string): Promise<TarMember[]> {
         longName = null;
         pax = {};
       }
-      offset = dataAt + padded(size);
+      const next = dataAt + padded(size);
+      if (!(next > offset)) throw new TarFormatError(path, offset, 'the archive does not advance'); // belt and braces
+      offset = next;
     }
     return members;
   } finally {

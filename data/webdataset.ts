@@ -6,6 +6,7 @@ import { open, stat } from 'node:fs/promises';
 import { basename, join } from 'node:path';
 import {
   countSkip,
+  DatasetFormatError,
   DatasetNotFoundError,
   keyFraction,
   parseCaptionLines,
@@ -16,6 +17,8 @@ import {
 import { openFileDataset, type Candidate, type ValidateOptions } from './file-dataset.ts';
 import { listFiles } from './folder.ts';
 import { IMAGE_EXTENSIONS } from './image.ts';
+import { safeEntryName } from './inside-root.ts';
+import { realpath } from 'node:fs/promises';
 import { listTar, readTarMember, type TarMember } from './tar.ts';
 
 /** WebDataset's split of a member path into (key, extension): the extension starts at the first '.' of the file name. */
@@ -51,16 +54,26 @@ export async function openWebDataset(path: string, opts: WebDatasetOptions): Pro
   const st = await stat(path).catch(() => null);
   if (!st) throw new DatasetNotFoundError('webdataset', path);
   // Shard names relative to `path`, so the heldout split does not change when the folder moves.
+  const skipped: Record<string, number> = {};
   const names = st.isDirectory()
-    ? (await listFiles(path)).filter((f) => f.endsWith('.tar'))
+    ? (await listFiles(path, skipped)).filter((f) => f.endsWith('.tar'))
     : [basename(path)];
   const shards = st.isDirectory() ? names.map((f) => join(path, f)) : [path];
   if (shards.length === 0) throw new DatasetNotFoundError('webdataset', path, 'no .tar shards in the folder');
-  const skipped: Record<string, number> = {};
   const candidates: Candidate[] = [];
+  const realRoot = st.isDirectory() ? await realpath(path) : undefined;
   for (const [s, shard] of shards.entries()) {
+    // A symlinked shard is read only when its target stays inside the folder.
+    if (realRoot && !(await realpath(shard)).startsWith(`${realRoot}/`)) {
+      throw new DatasetFormatError('webdataset', path, `shard ${shard} is a symlink to outside the folder`);
+    }
     const groups = new Map<string, { image?: TarMember; txt?: TarMember }>();
     for (const m of await listTar(shard)) {
+      // Members are never extracted, but a name that would escape (absolute, `..`) is not a sample either.
+      if (!safeEntryName(m.name)) {
+        countSkip(skipped, SKIP_REASONS.outsideRoot);
+        continue;
+      }
       const { key, ext } = splitKey(m.name);
       const g = groups.get(key) ?? {};
       if (IMAGE_EXTENSIONS.includes(`.${ext}`) && g.image === undefined) g.image = m;

@@ -13,11 +13,22 @@ import {
   chmodSync,
   copyFileSync,
 } from 'node:fs';
-import { createConnection } from 'node:net';
+import { createConnection, createServer } from 'node:net';
 import { homedir, tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { Connection } from '@temporalio/client';
-import { connect } from 'nats';
+import { connect, type ConnectionOptions } from 'nats';
+import { natsOptions, redactUrl } from '../security/nats.ts';
+import {
+  prepareSecureStack,
+  readRoleEnv,
+  recordedSecureStack,
+  secureDir,
+  type SecureStack,
+} from '../security/secure-stack.ts';
+import { natsSecurity, temporalSecurity } from '../security/settings.ts';
+import { temporalConnectionOptions } from '../security/temporal.ts';
 
 export const TEMPORAL_CLI_VERSION = '1.9.1';
 
@@ -38,7 +49,8 @@ export function serviceEnv(env: NodeJS.ProcessEnv = process.env): ServiceEnv {
   };
 }
 
-export type ServiceName = 'temporal' | 'nats';
+/** `temporal-tls` is the mutual-TLS front of the dev server in a secured stack (security/tls-proxy.ts). */
+export type ServiceName = 'temporal' | 'temporal-tls' | 'nats';
 
 export interface ServiceStatus {
   name: ServiceName;
@@ -62,7 +74,35 @@ export class PortInUseError extends Error {
     super(
       `${service}: port ${host}:${port} is in use by a process that 'dalle up' did not start ` +
         `(and it does not answer as a healthy ${service}); stop it or choose another port ` +
-        `(${service === 'temporal' ? 'TEMPORAL_ADDRESS' : 'NATS_URL'})`,
+        `(${service === 'nats' ? 'NATS_URL' : 'TEMPORAL_ADDRESS'})`,
+    );
+  }
+}
+
+/** A service would listen beyond loopback without authentication or TLS. */
+export class InsecureBindError extends Error {
+  override name = 'InsecureBindError';
+  readonly userError = true;
+  constructor(
+    readonly service: ServiceName,
+    readonly host: string,
+  ) {
+    super(
+      `${service} would listen on ${host}, beyond this machine, with no authentication and no TLS: anyone who ` +
+        `can reach it could read and forge training traffic. Use 'dalle up --secure', bind to 127.0.0.1, ` +
+        `or pass --insecure if this network is trusted`,
+    );
+  }
+}
+
+/** `dalle up` without --secure on a home whose stack was started secured (or the other way round). */
+export class StackModeError extends Error {
+  override name = 'StackModeError';
+  readonly userError = true;
+  constructor(readonly home: string) {
+    super(
+      `${home} holds a secured stack (${secureDir(home)}); run 'dalle up --secure', or 'dalle down' and remove ` +
+        `${secureDir(home)} to go back to an unsecured one`,
     );
   }
 }
@@ -80,12 +120,16 @@ export class ServiceStartError extends Error {
 }
 
 function hostPort(address: string, defaultPort: number): { host: string; port: number } {
-  const s = address.replace(/^[a-z]+:\/\//, '').replace(/\/.*$/, '');
+  // scheme, userinfo (credentials) and path are not part of where a service listens
+  const s = address
+    .replace(/^[a-z]+:\/\//, '')
+    .replace(/^[^@/]*@/, '')
+    .replace(/\/.*$/, '');
   const i = s.lastIndexOf(':');
   const host = i < 0 ? s : s.slice(0, i);
   const port = i < 0 ? defaultPort : Number(s.slice(i + 1));
   if (!Number.isInteger(port) || port <= 0 || port > 65535)
-    throw new Error(`bad port in address '${address}'`);
+    throw new Error(`bad port in address '${redactUrl(address)}'`);
   return { host: host === 'localhost' ? '127.0.0.1' : host, port };
 }
 
@@ -131,15 +175,16 @@ function portOpen(host: string, port: number, timeoutMs = 500): Promise<boolean>
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-/** A real Temporal client call: the namespace must be served. */
+/** A real Temporal client call: the namespace must be served. `tls`: the client's TLS settings (secured). */
 export async function temporalHealthy(
   address: string,
   namespace = 'default',
   timeoutMs = 2000,
+  tls?: ReturnType<typeof temporalConnectionOptions>['tls'],
 ): Promise<boolean> {
   let conn: Connection | undefined;
   try {
-    conn = await Connection.connect({ address, connectTimeout: timeoutMs });
+    conn = await Connection.connect({ address, connectTimeout: timeoutMs, ...(tls ? { tls } : {}) });
     await conn.workflowService.describeNamespace({ namespace });
     return true;
   } catch {
@@ -149,10 +194,14 @@ export async function temporalHealthy(
   }
 }
 
-/** A real JetStream call: the account info must come back. */
-export async function natsHealthy(url: string, timeoutMs = 2000): Promise<boolean> {
+/** A real JetStream call: the account info must come back. `opts`: credentials and TLS (secured). */
+export async function natsHealthy(
+  url: string,
+  timeoutMs = 2000,
+  opts: Partial<ConnectionOptions> = {},
+): Promise<boolean> {
   try {
-    const nc = await connect({ servers: url, timeout: timeoutMs, reconnect: false });
+    const nc = await connect({ ...opts, servers: url, timeout: timeoutMs, reconnect: false });
     try {
       const jsm = await nc.jetstreamManager({ timeout: timeoutMs });
       await jsm.getAccountInfo();
@@ -251,53 +300,147 @@ interface ServiceDef {
   name: ServiceName;
   binary: () => string;
   binaryTag: string;
-  address: (e: ServiceEnv) => { host: string; port: number };
-  args: (e: ServiceEnv, bin: string) => string[];
-  healthy: (e: ServiceEnv) => Promise<boolean>;
+  address: { host: string; port: number };
+  args: (bin: string) => string[];
+  healthy: () => Promise<boolean>;
   startTimeoutMs: number;
 }
 
-const services: ServiceDef[] = [
-  {
+/** `behindFront`: on loopback behind the mutual-TLS front (secured stack): no UI, plaintext health check. */
+function temporalDevServer(
+  e: ServiceEnv,
+  at: { host: string; port: number },
+  behindFront: boolean,
+): ServiceDef {
+  return {
     name: 'temporal',
     binary: ensureTemporalBinary,
     binaryTag: 'temporal',
-    address: (e) => hostPort(e.temporalAddress, 7233),
-    args: (e) => {
-      const { host, port } = hostPort(e.temporalAddress, 7233);
-      const uiPort = Number(process.env.DALLE_TEMPORAL_UI_PORT || port + 1000);
+    address: at,
+    args: () => {
+      const uiPort = Number(process.env.DALLE_TEMPORAL_UI_PORT || at.port + 1000);
       return [
         'server',
         'start-dev',
         '--ip',
-        host,
+        at.host,
         '--port',
-        String(port),
+        String(at.port),
         '--db-filename',
         join(paths(e.home, 'temporal').data, 'temporal.db'),
         '--namespace',
         e.temporalNamespace,
         '--log-level',
         'warn',
-        ...(process.env.DALLE_TEMPORAL_UI === '0' ? ['--headless'] : ['--ui-port', String(uiPort)]),
+        ...(behindFront || process.env.DALLE_TEMPORAL_UI === '0'
+          ? ['--headless']
+          : ['--ui-port', String(uiPort)]),
       ];
     },
-    healthy: (e) => temporalHealthy(e.temporalAddress, e.temporalNamespace),
+    // Unsecured stack: the environment's own settings, so a service run elsewhere with TLS still checks out.
+    healthy: () =>
+      temporalHealthy(
+        `${at.host}:${at.port}`,
+        e.temporalNamespace,
+        2000,
+        behindFront ? undefined : temporalConnectionOptions(temporalSecurity()).tls,
+      ),
     startTimeoutMs: 60_000,
-  },
-  {
-    name: 'nats',
-    binary: ensureNatsBinary,
-    binaryTag: 'nats-server',
-    address: (e) => hostPort(e.natsUrl, 4222),
-    args: (e) => {
-      const { host, port } = hostPort(e.natsUrl, 4222);
-      return ['-js', '-a', host, '-p', String(port), '-sd', paths(e.home, 'nats').data];
+  };
+}
+
+/** The unsecured stack: Temporal's dev server and nats-server -js, at TEMPORAL_ADDRESS and NATS_URL. */
+function plainServices(e: ServiceEnv): ServiceDef[] {
+  const nats = hostPort(e.natsUrl, 4222);
+  return [
+    temporalDevServer(e, hostPort(e.temporalAddress, 7233), false),
+    {
+      name: 'nats',
+      binary: ensureNatsBinary,
+      binaryTag: 'nats-server',
+      address: nats,
+      args: () => ['-js', '-a', nats.host, '-p', String(nats.port), '-sd', paths(e.home, 'nats').data],
+      healthy: () => {
+        const sec = natsSecurity();
+        return natsHealthy(sec.url, 2000, natsOptions(sec));
+      },
+      startTimeoutMs: 20_000,
     },
-    healthy: (e) => natsHealthy(e.natsUrl),
-    startTimeoutMs: 20_000,
-  },
-];
+  ];
+}
+
+const cli = fileURLToPath(new URL('../bin/dalle.js', import.meta.url));
+
+/** The secured stack: nats-server with TLS (client certificates) and JWT users; the dev server on a
+ *  loopback port behind a mutual-TLS front at TEMPORAL_ADDRESS. Health is checked as the admin role. */
+async function secureServices(e: ServiceEnv): Promise<{ defs: ServiceDef[]; stack: SecureStack }> {
+  const nats = hostPort(e.natsUrl, 4222);
+  const front = hostPort(e.temporalAddress, 7233);
+  const recorded = recordedSecureStack(e.home);
+  // The dev server keeps its loopback port across restarts (a port taken since is reported by upOne).
+  const backendPort = recorded?.temporalBackendPort ?? (await freePort());
+  const stack = await prepareSecureStack(
+    e.home,
+    {
+      nats,
+      temporal: front,
+      temporalBackendPort: backendPort,
+      sampler: process.env.DALLE_SAMPLER_ADDRESS || '127.0.0.1:50051',
+    },
+    paths(e.home, 'nats').data,
+  );
+  const admin = readRoleEnv(e.home, 'admin');
+  const backend = { host: '127.0.0.1', port: backendPort };
+  const defs: ServiceDef[] = [
+    temporalDevServer(e, backend, true),
+    {
+      name: 'temporal-tls',
+      binary: () => process.execPath,
+      binaryTag: '__tls-proxy',
+      address: front,
+      args: () => [
+        cli,
+        '__tls-proxy',
+        `--listen=${front.host}:${front.port}`,
+        `--target=${backend.host}:${backend.port}`,
+        `--cert=${stack.serverCert}`,
+        `--key=${stack.serverKey}`,
+        `--client-ca=${stack.ca}`,
+      ],
+      healthy: () =>
+        temporalHealthy(
+          e.temporalAddress,
+          e.temporalNamespace,
+          2000,
+          temporalConnectionOptions(temporalSecurity(admin)).tls,
+        ),
+      startTimeoutMs: 20_000,
+    },
+    {
+      name: 'nats',
+      binary: ensureNatsBinary,
+      binaryTag: 'nats-server',
+      address: nats,
+      args: () => ['-c', stack.natsConfig],
+      healthy: () => natsHealthy(admin.NATS_URL!, 2000, natsOptions(natsSecurity(admin))),
+      startTimeoutMs: 20_000,
+    },
+  ];
+  return { defs, stack };
+}
+
+function freePort(): Promise<number> {
+  return new Promise((res, rej) => {
+    const srv = createServer();
+    srv.once('error', rej);
+    srv.listen(0, '127.0.0.1', () => {
+      const port = (srv.address() as { port: number }).port;
+      srv.close(() => res(port));
+    });
+  });
+}
+
+const LOOPBACK = /^(127\.\d+\.\d+\.\d+|::1|localhost)$/;
 
 function tail(file: string, lines = 15): string {
   try {
@@ -309,11 +452,11 @@ function tail(file: string, lines = 15): string {
 
 async function upOne(def: ServiceDef, e: ServiceEnv): Promise<ServiceStatus> {
   const p = paths(e.home, def.name);
-  const { host, port } = def.address(e);
+  const { host, port } = def.address;
   const address = `${host}:${port}`;
   const pid = readPid(p.pid);
   const ours = ownProcessAlive(pid, def.binaryTag);
-  if (await def.healthy(e)) {
+  if (await def.healthy()) {
     if (ours) return { name: def.name, address, healthy: true, pid, action: 'reused' };
     // Healthy but not ours: another stack (or the user) serves this address. Reuse it, never manage it.
     return {
@@ -328,7 +471,7 @@ async function upOne(def: ServiceDef, e: ServiceEnv): Promise<ServiceStatus> {
     // Ours but not answering: give it a moment (it may be starting), then replace it.
     const deadline = Date.now() + 5_000;
     while (Date.now() < deadline) {
-      if (await def.healthy(e)) return { name: def.name, address, healthy: true, pid, action: 'reused' };
+      if (await def.healthy()) return { name: def.name, address, healthy: true, pid, action: 'reused' };
       await sleep(250);
     }
     await stopPid(pid, def.binaryTag);
@@ -338,13 +481,13 @@ async function upOne(def: ServiceDef, e: ServiceEnv): Promise<ServiceStatus> {
   mkdirSync(p.dir, { recursive: true });
   mkdirSync(p.data, { recursive: true });
   const out = openSync(p.log, 'a');
-  const child = spawn(bin, def.args(e, bin), { detached: true, stdio: ['ignore', out, out] });
+  const child = spawn(bin, def.args(bin), { detached: true, stdio: ['ignore', out, out] });
   child.unref();
   writeFileSync(p.pid, String(child.pid));
   const deadline = Date.now() + def.startTimeoutMs;
   while (Date.now() < deadline) {
     if (!ownProcessAlive(child.pid, def.binaryTag)) break;
-    if (await def.healthy(e)) {
+    if (await def.healthy()) {
       return {
         name: def.name,
         address,
@@ -372,18 +515,53 @@ async function stopPid(pid: number | undefined, binaryTag: string): Promise<bool
   return true;
 }
 
+export interface UpOptions {
+  /** Authentication and TLS on every service (security/secure-stack.ts). */
+  secure?: boolean;
+  /** Allow listening beyond loopback without --secure (a trusted network). */
+  insecure?: boolean;
+}
+
 /** Start (or reuse) every service; idempotent. */
-export async function up(e: ServiceEnv = serviceEnv()): Promise<ServiceStatus[]> {
+export async function up(e: ServiceEnv = serviceEnv(), o: UpOptions = {}): Promise<ServiceStatus[]> {
+  if (!o.secure && recordedSecureStack(e.home)) throw new StackModeError(e.home);
+  let defs: ServiceDef[];
+  if (o.secure) defs = (await secureServices(e)).defs;
+  else {
+    defs = plainServices(e);
+    for (const d of defs)
+      if (!o.insecure && !LOOPBACK.test(d.address.host)) throw new InsecureBindError(d.name, d.address.host);
+  }
   const out: ServiceStatus[] = [];
-  for (const def of services) out.push(await upOne(def, e));
+  for (const def of defs) out.push(await upOne(def, e));
+  if (o.secure) await ensureBuckets(e);
   return out;
 }
+
+/** Buckets exist before any reader starts: read-only roles (sampler, cli) may not create them. */
+async function ensureBuckets(e: ServiceEnv): Promise<void> {
+  const { BUCKETS, NatsStorageBackend } = await import('../store/index.ts');
+  const nc = await connect(natsOptions(natsSecurity(readRoleEnv(e.home, 'admin')), { reconnect: false }));
+  try {
+    await NatsStorageBackend.open(nc, BUCKETS.checkpointObjects, BUCKETS.runsKv);
+    await NatsStorageBackend.open(nc, BUCKETS.modelObjects, BUCKETS.modelsKv);
+  } finally {
+    await nc.close();
+  }
+}
+
+const ALL_SERVICES: { name: ServiceName; binaryTag: string }[] = [
+  { name: 'temporal', binaryTag: 'temporal' },
+  { name: 'temporal-tls', binaryTag: '__tls-proxy' },
+  { name: 'nats', binaryTag: 'nats-server' },
+];
 
 /** Stop only what `up` started under this $DALLE_HOME. */
 export async function down(e: ServiceEnv = serviceEnv()): Promise<{ name: ServiceName; stopped: boolean }[]> {
   const out: { name: ServiceName; stopped: boolean }[] = [];
-  for (const def of services) {
+  for (const def of ALL_SERVICES) {
     const p = paths(e.home, def.name);
+    if (!existsSync(p.pid) && def.name === 'temporal-tls') continue; // never started: not worth a line
     const stopped = await stopPid(readPid(p.pid), def.binaryTag);
     rmSync(p.pid, { force: true });
     out.push({ name: def.name, stopped });
@@ -391,16 +569,16 @@ export async function down(e: ServiceEnv = serviceEnv()): Promise<{ name: Servic
   return out;
 }
 
-/** Health of each service without changing anything. */
+/** Health of each service without changing anything (as the admin role on a secured stack). */
 export async function check(e: ServiceEnv = serviceEnv()): Promise<ServiceStatus[]> {
+  const defs = recordedSecureStack(e.home) ? (await secureServices(e)).defs : plainServices(e);
   return Promise.all(
-    services.map(async (def) => {
-      const { host, port } = def.address(e);
+    defs.map(async (def) => {
       const pid = readPid(paths(e.home, def.name).pid);
       return {
         name: def.name,
-        address: `${host}:${port}`,
-        healthy: await def.healthy(e),
+        address: `${def.address.host}:${def.address.port}`,
+        healthy: await def.healthy(),
         pid: ownProcessAlive(pid, def.binaryTag) ? pid : undefined,
       };
     }),

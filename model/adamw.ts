@@ -6,8 +6,10 @@
 //   p ← p − lr·wd·p  (only where decay is on; PyTorch's convention: the decay follows the lr schedule)
 //   p ← p − lr · (m / (1−β1^t)) / (√(v / (1−β2^t)) + ε)
 //   ema ← d·ema + (1−d)·p
-// The update runs in tfjs on the active backend; grads may be tensors or the Float32Arrays that come
-// back from the all-reduce.
+// The update runs in tfjs on the active backend, on ONE flat vector θ holding every parameter back to back
+// (./param-vector.ts): a dozen kernels per step whatever the parameter count. Per-element it is the same
+// arithmetic as per-parameter updates, so the bits do not depend on the layout. grads may be tensors or
+// the Float32Arrays that come back from the all-reduce.
 import * as tf from '@tensorflow/tfjs';
 import type { ParamKind } from './trainer.ts';
 
@@ -27,7 +29,8 @@ export interface AdamWConfig {
 export interface AdamWParam {
   /** Unique name; keys the optimizer state (`<name>.m`, `<name>.v`, `<name>.ema`). */
   name: string;
-  variable: tf.Variable;
+  /** Elements of this parameter in the flat vector (parameters lie back to back, in this order). */
+  size: number;
   /** Apply weight decay to this parameter (see `decaysByDefault`). */
   decay: boolean;
 }
@@ -93,12 +96,19 @@ function checkConfig(cfg: AdamWConfig): void {
 
 export class AdamW {
   readonly params: readonly AdamWParam[];
-  private readonly m: tf.Variable[];
-  private readonly v: tf.Variable[];
-  private readonly ema: tf.Variable[];
+  readonly theta: tf.Variable;
+  private readonly offsets: number[];
+  private readonly total: number;
+  private readonly m: tf.Variable;
+  private readonly v: tf.Variable;
+  private readonly ema: tf.Variable;
+  /** 1 where a parameter decays, 0 where not (absent when none does). */
+  private readonly decayMask?: tf.Tensor1D;
   private t = 0;
 
+  /** `theta` [Σ size] holds the parameters back to back in `params` order. */
   constructor(
+    theta: tf.Variable,
     params: AdamWParam[],
     readonly cfg: AdamWConfig,
   ) {
@@ -106,14 +116,30 @@ export class AdamW {
     const names = new Set<string>();
     for (const p of params) {
       if (names.has(p.name)) throw new AdamWConfigError('params', p.name, 'parameter names must be unique');
-      if (p.variable.dtype !== 'float32')
-        throw new AdamWConfigError(`params[${p.name}].dtype`, p.variable.dtype, 'must be float32');
+      if (!(Number.isInteger(p.size) && p.size > 0))
+        throw new AdamWConfigError(`params[${p.name}].size`, p.size, 'must be a positive integer');
       names.add(p.name);
     }
-    this.params = [...params];
-    this.m = params.map((p) => ownedVariable(tf.zerosLike(p.variable), `${p.name}.adam_m`));
-    this.v = params.map((p) => ownedVariable(tf.zerosLike(p.variable), `${p.name}.adam_v`));
-    this.ema = params.map((p) => ownedVariable(p.variable.clone(), `${p.name}.ema`));
+    this.params = params.map((p) => ({ ...p }));
+    let at = 0;
+    this.offsets = params.map((p) => ((at += p.size), at - p.size));
+    this.total = at;
+    if (theta.dtype !== 'float32' || theta.rank !== 1 || theta.size !== this.total)
+      throw new AdamWConfigError(
+        'theta',
+        `${theta.dtype} [${theta.shape}]`,
+        `must be a float32 vector of ${this.total} values (the parameters' sizes added up)`,
+      );
+    this.theta = theta;
+    const uid = uidCounter++;
+    this.m = ownedVariable(tf.zerosLike(theta), `adamw${uid}.m`);
+    this.v = ownedVariable(tf.zerosLike(theta), `adamw${uid}.v`);
+    this.ema = ownedVariable(theta.clone(), `adamw${uid}.ema`);
+    if (params.some((p) => p.decay)) {
+      const mask = new Float32Array(this.total);
+      params.forEach((p, i) => p.decay && mask.fill(1, this.offsets[i]!, this.offsets[i]! + p.size));
+      this.decayMask = tf.tensor1d(mask, 'float32');
+    }
   }
 
   /** Updates applied so far (the t of bias correction). */
@@ -121,7 +147,8 @@ export class AdamW {
     return this.t;
   }
 
-  /** Applies one update with learning rate `lr`; `grads` in `params` order. */
+  /** Applies one update with learning rate `lr`; `grads` in `params` order (one per parameter, or a
+   *  single flat array or tensor of all of them). */
   apply(
     grads: ReadonlyArray<Float32Array | tf.Tensor>,
     lr: number,
@@ -132,9 +159,12 @@ export class AdamW {
     if (opts.maxGradNorm !== undefined && !(opts.maxGradNorm > 0)) {
       throw new AdamWConfigError('maxGradNorm', opts.maxGradNorm, 'must be > 0');
     }
-    this.checkGrads(grads);
-    const gradNorm = globalNorm(grads);
-    if (!Number.isFinite(gradNorm)) return { gradNorm, clipped: false, skipped: true, updates: this.t };
+    const flat = this.flatten(grads);
+    const gradNorm = globalNorm([flat]);
+    if (!Number.isFinite(gradNorm)) {
+      if (flat instanceof tf.Tensor && !grads.includes(flat)) flat.dispose();
+      return { gradNorm, clipped: false, skipped: true, updates: this.t };
+    }
     const clipped = opts.maxGradNorm !== undefined && gradNorm > opts.maxGradNorm;
     const scale = clipped ? opts.maxGradNorm! / gradNorm : 1;
 
@@ -144,66 +174,54 @@ export class AdamW {
     const bc1 = 1 - beta1 ** this.t;
     const bc2 = 1 - beta2 ** this.t;
     tf.tidy(() => {
-      const b1 = tf.scalar(beta1);
-      const b2 = tf.scalar(beta2);
-      const oneMinusB1 = tf.scalar(1 - beta1);
-      const oneMinusB2 = tf.scalar(1 - beta2);
-      const stepSize = tf.scalar(lr / bc1);
-      const epsHat = tf.scalar(eps);
-      const invSqrtBc2 = tf.scalar(1 / Math.sqrt(bc2));
-      const decayFactor = tf.scalar(1 - lr * weightDecay);
-      const emaD = tf.scalar(emaDecay);
-      const emaOneMinusD = tf.scalar(1 - emaDecay);
-      const gradScale = tf.scalar(scale);
-      this.params.forEach((p, i) => {
-        const gIn = grads[i]!;
-        let g: tf.Tensor =
-          gIn instanceof tf.Tensor
-            ? gIn.reshape(p.variable.shape)
-            : tf.tensor(gIn, p.variable.shape, 'float32');
-        if (clipped) g = g.mul(gradScale);
-        const m = this.m[i]!.mul(b1).add(g.mul(oneMinusB1));
-        const v = this.v[i]!.mul(b2).add(g.square().mul(oneMinusB2));
-        this.m[i]!.assign(m);
-        this.v[i]!.assign(v);
-        // √(v/bc2) + ε = √v/√bc2 + ε
-        const denom = v.sqrt().mul(invSqrtBc2).add(epsHat);
-        let next: tf.Tensor = p.variable;
-        if (p.decay && weightDecay > 0) next = next.mul(decayFactor);
-        next = next.sub(m.div(denom).mul(stepSize));
-        p.variable.assign(next);
-        this.ema[i]!.assign(this.ema[i]!.mul(emaD).add(next.mul(emaOneMinusD)));
-      });
+      let g: tf.Tensor = flat instanceof tf.Tensor ? flat : tf.tensor1d(flat, 'float32');
+      if (clipped) g = g.mul(tf.scalar(scale));
+      const m = this.m.mul(tf.scalar(beta1)).add(g.mul(tf.scalar(1 - beta1)));
+      const v = this.v.mul(tf.scalar(beta2)).add(g.square().mul(tf.scalar(1 - beta2)));
+      this.m.assign(m);
+      this.v.assign(v);
+      // √(v/bc2) + ε = √v/√bc2 + ε
+      const denom = v
+        .sqrt()
+        .mul(tf.scalar(1 / Math.sqrt(bc2)))
+        .add(tf.scalar(eps));
+      let next: tf.Tensor = this.theta;
+      if (this.decayMask && weightDecay > 0) {
+        // Per element exactly (1 − lr·wd) where decay is on and exactly 1 elsewhere: d − 1 and
+        // (d − 1) + 1 are exact in float32 for d ≥ ½, so the product matches a per-parameter update.
+        const d = Math.fround(1 - lr * weightDecay);
+        next = next.mul(this.decayMask.mul(tf.scalar(d - 1)).add(tf.scalar(1)));
+      }
+      next = next.sub(m.div(denom).mul(tf.scalar(lr / bc1)));
+      this.theta.assign(next);
+      this.ema.assign(this.ema.mul(tf.scalar(emaDecay)).add(next.mul(tf.scalar(1 - emaDecay))));
     });
+    if (flat instanceof tf.Tensor && !grads.includes(flat)) flat.dispose();
     return { gradNorm, clipped, skipped: false, updates: this.t };
   }
 
   /** The EMA of each parameter, in `params` order (what the sampler and encodeDataset use). */
   emaArrays(): Float32Array[] {
-    return this.ema.map((e) => e.dataSync() as Float32Array).map((a) => a.slice());
+    return this.split(this.ema);
   }
 
   /** Moments and EMA as named arrays (`<name>.m`, `<name>.v`, `<name>.ema`) for a checkpoint; pair with `updates`. */
   stateArrays(): [string, Float32Array][] {
-    const out: [string, Float32Array][] = [];
-    this.params.forEach((p, i) => {
-      out.push([`${p.name}.m`, (this.m[i]!.dataSync() as Float32Array).slice()]);
-      out.push([`${p.name}.v`, (this.v[i]!.dataSync() as Float32Array).slice()]);
-      out.push([`${p.name}.ema`, (this.ema[i]!.dataSync() as Float32Array).slice()]);
-    });
-    return out;
+    const [m, v, ema] = [this.split(this.m), this.split(this.v), this.split(this.ema)];
+    return this.params.flatMap((p, i) => [
+      [`${p.name}.m`, m[i]!],
+      [`${p.name}.v`, v[i]!],
+      [`${p.name}.ema`, ema[i]!],
+    ]) as [string, Float32Array][];
   }
 
   /** Names and lengths `loadStateArrays` expects. */
   stateLayout(): [string, number][] {
-    return this.params.flatMap((p) => {
-      const n = p.variable.size;
-      return [
-        [`${p.name}.m`, n],
-        [`${p.name}.v`, n],
-        [`${p.name}.ema`, n],
-      ] as [string, number][];
-    });
+    return this.params.flatMap((p) => [
+      [`${p.name}.m`, p.size],
+      [`${p.name}.v`, p.size],
+      [`${p.name}.ema`, p.size],
+    ]) as [string, number][];
   }
 
   /** Restores moments, EMA and the update count saved by `stateArrays` / `updates`. */
@@ -218,25 +236,59 @@ export class AdamW {
         problems.push(`optimizer array "${name}" has ${a.length} values, expected ${n}`);
     }
     if (problems.length > 0) throw new GradientShapeError(problems);
-    this.params.forEach((p, i) => {
-      const shape = p.variable.shape;
-      tf.tidy(() => {
-        this.m[i]!.assign(tf.tensor(arrays.get(`${p.name}.m`)!, shape, 'float32'));
-        this.v[i]!.assign(tf.tensor(arrays.get(`${p.name}.v`)!, shape, 'float32'));
-        this.ema[i]!.assign(tf.tensor(arrays.get(`${p.name}.ema`)!, shape, 'float32'));
-      });
-    });
+    for (const [which, target] of [
+      ['m', this.m],
+      ['v', this.v],
+      ['ema', this.ema],
+    ] as const) {
+      const flat = new Float32Array(this.total);
+      this.params.forEach((p, i) => flat.set(arrays.get(`${p.name}.${which}`)!, this.offsets[i]!));
+      tf.tidy(() => target.assign(tf.tensor1d(flat, 'float32')));
+    }
     this.t = updates;
   }
 
   /** Sets the EMA to the current parameters (e.g. after loading weights from elsewhere). */
   resetEma(): void {
-    this.params.forEach((p, i) => this.ema[i]!.assign(p.variable));
+    this.ema.assign(this.theta);
   }
 
   /** Releases the optimizer's tensors (not the parameters). */
   dispose(): void {
-    tf.dispose([...this.m, ...this.v, ...this.ema]);
+    tf.dispose([this.m, this.v, this.ema, ...(this.decayMask ? [this.decayMask] : [])]);
+  }
+
+  /** One flat download of a [total] variable, cut into per-parameter copies. */
+  private split(x: tf.Tensor): Float32Array[] {
+    const all = (x.dataSync() as Float32Array).slice();
+    return this.params.map((p, i) => all.subarray(this.offsets[i]!, this.offsets[i]! + p.size));
+  }
+
+  /** The gradients as one [total] array or tensor (zero-copy when they already are one, or consecutive
+   *  views of one buffer); a new tensor here is disposed by the caller. */
+  private flatten(grads: ReadonlyArray<Float32Array | tf.Tensor>): Float32Array | tf.Tensor {
+    const one = grads.length === 1 && this.params.length !== 1 ? grads[0]! : undefined;
+    if (one !== undefined) {
+      const n = one instanceof tf.Tensor ? one.size : one.length;
+      if (n !== this.total)
+        throw new GradientShapeError([`a flat gradient of ${n} values for ${this.total} parameter values`]);
+      return one instanceof tf.Tensor ? one.reshape([this.total]) : one;
+    }
+    this.checkGrads(grads);
+    if (grads.every((g) => g instanceof Float32Array)) {
+      const arrays = grads as Float32Array[];
+      const first = arrays[0]!;
+      const contiguous = arrays.every(
+        (g, i) => g.buffer === first.buffer && g.byteOffset === first.byteOffset + 4 * this.offsets[i]!,
+      );
+      if (contiguous) return new Float32Array(first.buffer, first.byteOffset, this.total);
+      const out = new Float32Array(this.total);
+      arrays.forEach((g, i) => out.set(g, this.offsets[i]!));
+      return out;
+    }
+    return tf.tidy(() =>
+      tf.concat(grads.map((g) => (g instanceof tf.Tensor ? g.reshape([-1]) : tf.tensor1d(g, 'float32')))),
+    );
   }
 
   private checkGrads(grads: ReadonlyArray<Float32Array | tf.Tensor>): void {
@@ -249,8 +301,8 @@ export class AdamW {
         const n = g instanceof tf.Tensor ? g.size : g.length;
         if (!(g instanceof tf.Tensor) && !(g instanceof Float32Array))
           problems.push(`gradient of ${p.name} is neither a Float32Array nor a tensor`);
-        else if (n !== p.variable.size)
-          problems.push(`gradient of ${p.name} has ${n} values, parameter has ${p.variable.size}`);
+        else if (n !== p.size)
+          problems.push(`gradient of ${p.name} has ${n} values, parameter has ${p.size}`);
       });
     }
     if (problems.length > 0) throw new GradientShapeError(problems);

@@ -108,6 +108,36 @@ test('dvae-trainer: saveState/loadState resumes exactly (params, moments, EMA, u
   straight.dispose();
 });
 
+test('dvae-trainer: dead-code restarts happen on schedule, copy codes, and resume exactly', () => {
+  const rc = { ...cfg, straightThrough: true, codeRestartEvery: 2, codeRestartUntil: 6 };
+  const straight = createDvaeTrainer(rc, 5, 1);
+  const first = createDvaeTrainer(rc, 5, 1);
+  const restarts: number[] = [];
+  const run = (t: ReturnType<typeof createDvaeTrainer>, from: number, to: number, log = false) => {
+    for (let s = from; s < to; s++) {
+      const r = t.computeGradients(batch(4, s), s, 0);
+      const m = t.applyGradients(r.grads, s, r.loss);
+      if (log) restarts.push(m.codeRestarts!);
+    }
+  };
+  run(straight, 0, 8, true);
+  // A 4×4 grid of 4 images uses far fewer than 32 codes: the restart steps before codeRestartUntil (1, 3,
+  // 5) restart some (which of them depends on the Gumbel draws); after codeRestartUntil, none.
+  assert.ok(restarts[1]! + restarts[3]! + restarts[5]! > 0, `restarts per step ${restarts}`);
+  assert.deepEqual([restarts[0], restarts[2], restarts[4], restarts[6], restarts[7]], [0, 0, 0, 0, 0]);
+  run(first, 0, 3);
+  const blob = first.saveState();
+  first.dispose();
+  const resumed = createDvaeTrainer(rc, 5, 1);
+  resumed.loadState(blob);
+  run(resumed, 3, 8);
+  assert.deepEqual(bits(resumed.exportParams('params')), bits(straight.exportParams('params')));
+  assert.deepEqual(resumed.saveState(), straight.saveState());
+  assert.throws(() => createDvaeTrainer({ ...rc, straightThrough: false }, 5, 1), /straightThrough/);
+  resumed.dispose();
+  straight.dispose();
+});
+
 test('dvae-trainer: exportParams("ema") builds a Dvae that encodes like the trained EMA', () => {
   const t = createDvaeTrainer(cfg, 4, 1);
   const r = t.computeGradients(batch(4, 9), 0, 0);

@@ -9,8 +9,24 @@
 import * as tf from '@tensorflow/tfjs';
 import type { DvaeConfig } from '../config/index.ts';
 import { AdamW, decaysByDefault } from './adamw.ts';
-import { Dvae, DvaeInputError } from './dvae.ts';
+import {
+  CodeUsage,
+  copyCodes,
+  restartCodebookRows,
+  restartCodes,
+  type CodebookArrays,
+  type Restart,
+} from './code-restart.ts';
+import {
+  dvaeLayout,
+  dvaeLossTerms,
+  dvaeParamSpecs,
+  DvaeInputError,
+  initDvaeParams,
+  type DvaeLayout,
+} from './dvae.ts';
 import { gumbelNoise } from './gumbel.ts';
+import { ParamVector } from './param-vector.ts';
 import { betaAt, lrAt, tauAt } from './schedules.ts';
 import { decodeState, encodeState, expectArrays } from './state-io.ts';
 import {
@@ -61,6 +77,8 @@ const architectureFields = [
   'hidden',
   'groups',
   'blocksPerGroup',
+  'upsample',
+  'quantizer',
 ] as const;
 const STATE_FORMAT = 1;
 
@@ -72,12 +90,17 @@ interface DvaeStateMeta {
   config: DvaeConfig;
 }
 
+let trainers = 0;
+
 class DvaeTrainer implements Trainer<DvaeBatch> {
   readonly stage = 'dvae' as const;
-  readonly model: Dvae;
+  private readonly params: ParamVector;
+  private readonly layout: DvaeLayout;
   /** Absent when built with { optimizer: false }: a sharded optimizer outside updates the parameters. */
   private readonly opt?: AdamW;
   private readonly specs: ParamSpec[];
+  /** Present when dead-code restarts are on. */
+  private readonly usage?: CodeUsage;
   /** The update count when the optimizer is outside (setParams). */
   private outsideUpdates = 0;
 
@@ -91,17 +114,21 @@ class DvaeTrainer implements Trainer<DvaeBatch> {
       throw new DvaeStepError('seed', seed, 'must be an integer in [0, 2^32)');
     if (!(Number.isInteger(worldSize) && worldSize >= 1))
       throw new DvaeStepError('worldSize', worldSize, 'must be a positive integer');
-    this.model = new Dvae(cfg, { seed, trainable: true });
-    this.specs = this.model.specs;
+    this.layout = dvaeLayout(cfg);
+    this.specs = dvaeParamSpecs(cfg);
+    this.params = new ParamVector(this.specs, initDvaeParams(cfg, seed), `dvae-trainer${trainers++}/theta`);
+    // Dead-code restarts rewrite the optimizer's moments too: only a trainer that holds them restarts codes.
     if (opts.optimizer === false) return;
     this.opt = new AdamW(
+      this.params.theta,
       this.specs.map((s, i) => ({
         name: s.name,
-        variable: this.model.variables[i]!,
+        size: this.params.sizes[i]!,
         decay: decaysByDefault(s.kind),
       })),
       this.adamConfig(),
     );
+    if ((cfg.codeRestartEvery ?? 0) > 0) this.usage = new CodeUsage(cfg.codebookSize);
   }
 
   private adamConfig() {
@@ -149,16 +176,14 @@ class DvaeTrainer implements Trainer<DvaeBatch> {
       const x255 = tf.tensor4d(batch.images, [n, R, R, 3], 'int32').toFloat();
       const noise = gumbelNoise(this.seed, step, batch.first ?? rank * n, [n, g, g, K]); // [n, g, g, K]
       return tf.variableGrads(() => {
-        const t = this.model.lossTerms(x255 as tf.Tensor4D, noise, tau, beta);
+        const p = this.params.tensors();
+        const t = dvaeLossTerms(this.cfg, this.layout, p, x255 as tf.Tensor4D, noise, tau, beta);
         extra = [t.recon, t.kl, t.mse, t.codes].map((e) => tf.keep(e));
         return t.loss;
-      }, this.model.variables);
+      }, [this.params.theta]);
     });
-    const gradArrays = this.model.variables.map((v) => {
-      const gt = grads[v.name];
-      if (!gt) throw new Error(`no gradient for ${v.name}`);
-      return (gt.dataSync() as Float32Array).slice();
-    });
+    // One download of the flat gradient; per-parameter views of it.
+    const gradArrays = this.params.views((grads[this.params.theta.name]!.dataSync() as Float32Array).slice());
     const loss = value.dataSync()[0]!;
     const [recon, kl, mse] = extra.slice(0, 3).map((e) => e.dataSync()[0]!);
     const usage = new Set(extra[3]!.dataSync()).size / K;
@@ -174,8 +199,70 @@ class DvaeTrainer implements Trainer<DvaeBatch> {
     this.checkStep(step);
     if (!this.opt) throw new NoOptimizerError('dvae applyGradients');
     const lr = lrAt(step, this.cfg);
-    const r = this.opt.apply(grads, lr);
-    return { lr, gradNorm: r.gradNorm, skipped: r.skipped ? 1 : 0, updates: r.updates };
+    const clip = this.cfg.gradClip ?? 0;
+    const r = this.opt.apply(grads, lr, clip > 0 ? { maxGradNorm: clip } : {});
+    let restarted = 0;
+    if (this.usage && !r.skipped) {
+      this.usage.observe(grads[this.index('decoder.input.w')]!);
+      const every = this.cfg.codeRestartEvery;
+      if ((step + 1) % every === 0 && step < this.cfg.codeRestartUntil) {
+        const plan = this.usage.plan(every);
+        if (plan.length > 0) this.restart(plan, step);
+        restarted = plan.length;
+      }
+    }
+    return {
+      lr,
+      gradNorm: r.gradNorm,
+      skipped: r.skipped ? 1 : 0,
+      updates: r.updates,
+      ...(this.usage ? { codeRestarts: restarted } : {}),
+    };
+  }
+
+  private index(name: string): number {
+    return this.specs.findIndex((s) => s.name === name);
+  }
+
+  /** Applies restarts to the parameters (perturbed) and to their Adam moments and EMA (plain copies). */
+  private restart(plan: Restart[], step: number): void {
+    if (!this.opt) throw new NoOptimizerError('dvae code restarts');
+    const opt = this.opt;
+    const of = (get: (name: string) => Float32Array): CodebookArrays => ({
+      encW: get('encoder.output.w'),
+      encB: get('encoder.output.b'),
+      decW: get('decoder.input.w'),
+    });
+    const params = this.params.arrays();
+    const state = new Map(opt.stateArrays());
+    if (this.cfg.quantizer === 'vq') {
+      // The codebook alone holds the codes: its rows, their moments and EMA.
+      const K = this.cfg.codebookSize;
+      restartCodebookRows(params[this.index('decoder.input.w')]!, K, plan, {
+        seed: this.seed,
+        step,
+        jitter: 0.1,
+      });
+      for (const suffix of ['m', 'v', 'ema'])
+        restartCodebookRows(state.get(`decoder.input.w.${suffix}`)!, K, plan, {
+          seed: 0,
+          step: 0,
+          jitter: 0,
+        });
+    } else {
+      restartCodes(
+        of((n) => params[this.index(n)]!),
+        plan,
+        { seed: this.seed, step, jitter: 0.1 },
+      );
+      for (const suffix of ['m', 'v', 'ema'])
+        copyCodes(
+          of((n) => state.get(`${n}.${suffix}`)!),
+          plan,
+        );
+    }
+    this.params.assign(params);
+    opt.loadStateArrays(state, opt.updates);
   }
 
   updateRule(step: number, _loss: number): UpdateRule {
@@ -188,7 +275,7 @@ class DvaeTrainer implements Trainer<DvaeBatch> {
   }
 
   setParams(params: Float32Array[], updates: number): void {
-    this.model.setParams(params);
+    this.params.assign(params);
     this.outsideUpdates = updates;
   }
 
@@ -200,9 +287,15 @@ class DvaeTrainer implements Trainer<DvaeBatch> {
       updates: this.updates,
       config: this.cfg,
     };
-    const params = this.model.params().map((a, i) => [`param.${this.specs[i]!.name}`, a] as const);
+    const params = this.params.arrays().map((a, i) => [`param.${this.specs[i]!.name}`, a] as const);
     const opt = (this.opt?.stateArrays() ?? []).map(([name, a]) => [`opt.${name}`, a] as const);
-    return encodeState(meta as unknown as Record<string, unknown>, [...params, ...opt]);
+    const usage = this.usage
+      ? ([
+          ['codes.idle', Float32Array.from(this.usage.idle)],
+          ['codes.load', this.usage.load.slice()],
+        ] as const)
+      : [];
+    return encodeState(meta as unknown as Record<string, unknown>, [...params, ...opt, ...usage]);
   }
 
   loadState(bytes: Uint8Array): void {
@@ -212,18 +305,32 @@ class DvaeTrainer implements Trainer<DvaeBatch> {
     if (meta?.format !== STATE_FORMAT)
       problems.push(`state format ${String(meta?.format)}, this code reads ${STATE_FORMAT}`);
     for (const f of architectureFields) {
-      if (meta?.config?.[f] !== this.cfg[f])
-        problems.push(`config.${f} is ${String(meta?.config?.[f])} in the state, ${this.cfg[f]} here`);
+      // States written before `upsample` and `quantizer` existed used nearest upsampling and Gumbel codes.
+      const saved =
+        meta?.config?.[f] ?? ({ upsample: 'nearest', quantizer: 'gumbel' } as Record<string, string>)[f];
+      if (saved !== this.cfg[f])
+        problems.push(`config.${f} is ${String(saved)} in the state, ${this.cfg[f]} here`);
     }
     if (!(Number.isInteger(meta?.updates) && meta!.updates! >= 0))
       problems.push(`updates = ${String(meta?.updates)} is not a count`);
     if (problems.length > 0) throw new DvaeStateError(problems);
     const sizes = this.specs.map((s) => [s.name, s.shape.reduce((a, b) => a * b, 1)] as const);
+    const K = this.cfg.codebookSize;
     expectArrays(arrays, [
       ...sizes.map(([name, n]) => [`param.${name}`, n] as const),
       ...(this.opt?.stateLayout() ?? []).map(([name, n]) => [`opt.${name}`, n] as const),
+      ...(this.usage
+        ? ([
+            ['codes.idle', K],
+            ['codes.load', K],
+          ] as const)
+        : []),
     ]);
-    this.model.setParams(this.specs.map((s) => arrays.get(`param.${s.name}`)!));
+    if (this.usage) {
+      this.usage.idle.set(arrays.get('codes.idle')!);
+      this.usage.load.set(arrays.get('codes.load')!);
+    }
+    this.params.assign(this.specs.map((s) => arrays.get(`param.${s.name}`)!));
     this.outsideUpdates = meta.updates!;
     if (!this.opt) return;
     const optArrays = new Map<string, Float32Array>();
@@ -232,14 +339,14 @@ class DvaeTrainer implements Trainer<DvaeBatch> {
   }
 
   exportParams(which: 'params' | 'ema'): Float32Array[] {
-    if (which === 'params') return this.model.params();
+    if (which === 'params') return this.params.arrays();
     if (!this.opt) throw new NoOptimizerError("dvae exportParams('ema')");
     return this.opt.emaArrays();
   }
 
   dispose(): void {
     this.opt?.dispose();
-    this.model.dispose();
+    this.params.dispose();
   }
 
   private checkStep(step: number): void {

@@ -10,11 +10,17 @@ import {
   dvaeLayout,
   dvaeParamSpecs,
   dvaeParameterCount,
+  initDvaeParams,
 } from './dvae.ts';
 import { gumbelNoise } from './gumbel.ts';
 import { logitLaplaceNll, mapPixels } from './logit-laplace.ts';
 
 await initTfBackend('cpu');
+/** Native TensorFlow, when tfjs-node is installed (optional), is checked against cpu like wasm is. */
+const native = await initTfBackend('tensorflow').then(
+  () => ['tensorflow'],
+  () => [],
+);
 await initTfBackend('wasm');
 
 const tiny = loadSpec('tiny').dvae;
@@ -175,6 +181,124 @@ test('dvae: centerInput feeds the encoder 2φ(x)−1 instead of φ(x), nothing e
   centred.dispose();
 });
 
+test('dvae: upsample "shuffle" starts as nearest-neighbour upsampling and has a conv per decoder resample', () => {
+  const shuffled = { ...tiny, upsample: 'shuffle' as const };
+  const specs = dvaeParamSpecs(shuffled);
+  const ups = specs.filter((s) => s.name.endsWith('.upsample.w'));
+  assert.deepEqual(
+    ups.map((s) => s.shape),
+    dvaeLayout(tiny)
+      .decoder.groups.filter((g) => g.resample)
+      .map((g) => [1, 1, g.blocks.at(-1)!.nOut, 4 * g.blocks.at(-1)!.nOut]),
+  );
+  const plain = new Dvae(tiny, { seed: 3 });
+  const fresh = initDvaeParams(shuffled, 3);
+  const byName = new Map(dvaeParamSpecs(tiny).map((s, i) => [s.name, plain.params()[i]!]));
+  const m = Dvae.fromParams(
+    shuffled,
+    specs.map((s, i) => byName.get(s.name) ?? fresh[i]!),
+  );
+  const tokens = Int32Array.from({ length: 32 }, (_, i) => (i * 7) % 32);
+  assert.deepEqual(m.decode(tokens), plain.decode(tokens));
+  assert.equal(
+    dvaeParameterCount(shuffled),
+    dvaeParameterCount(tiny) + ups.reduce((a, s) => a + s.shape[2]! * s.shape[3]! + s.shape[3]!, 0),
+  );
+  plain.dispose();
+  m.dispose();
+});
+
+test('dvae: quantizer "vq" encodes each cell to its nearest codebook row; codebook and encoder both learn', () => {
+  const cfg = { ...tiny, quantizer: 'vq' as const };
+  const specs = dvaeParamSpecs(cfg);
+  const out = specs.find((s) => s.name === 'encoder.output.w')!;
+  assert.deepEqual(out.shape.slice(2), [dvaeLayout(cfg).encoder.input.nOut * 4, dvaeLayout(cfg).nInit]);
+  const m = new Dvae(cfg, { seed: 2, trainable: true });
+  const n = 2;
+  const x255 = tf.tensor4d(images(n, 16), [n, 16, 16, 3], 'int32').toFloat() as tf.Tensor4D;
+  const noise = gumbelNoise(1, 0, 0, [n, 4, 4, 32]);
+  const t = m.lossTerms(x255, noise, 1, 1);
+  assert.equal(t.kl.dataSync()[0], 0);
+  // encode() picks the nearest code by the same distances the loss used.
+  const codes = [...t.codes.dataSync()];
+  assert.deepEqual([...m.encode(images(n, 16))], codes);
+  const { grads } = tf.variableGrads(() => m.lossTerms(x255, noise, 1, 1).loss, m.variables);
+  const norm = (name: string) =>
+    grads[m.variables[m.specs.findIndex((p) => p.name === name)]!.name]!.abs().max().dataSync()[0]!;
+  assert.ok(norm('encoder.output.w') > 0, 'the encoder learns (straight-through and commitment)');
+  assert.ok(norm('decoder.input.w') > 0, 'the codebook learns');
+  tf.dispose([x255, noise, t.loss, t.recon, t.kl, t.mse, t.codes, ...Object.values(grads)]);
+  m.dispose();
+});
+
+test('dvae: codeLogitScale makes the logits s·cos(features, code) (+ bias), bounded by s', () => {
+  const s = 4;
+  const plain = new Dvae(tiny, { seed: 9 });
+  const cos = Dvae.fromParams({ ...tiny, codeLogitScale: s }, plain.params());
+  const x = tf.tidy(() => mapPixels(tf.tensor4d(images(3, 16), [3, 16, 16, 3], 'int32').toFloat(), 0.1));
+  const logits = cos.encoderLogits(x as tf.Tensor4D);
+  const v = logits.dataSync();
+  assert.ok(
+    v.every((l) => Math.abs(l) <= s + 1e-4),
+    `max |logit| ${Math.max(...v.map(Math.abs))}`,
+  );
+  assert.ok(Math.max(...v.map(Math.abs)) > 0.1 * s, 'not degenerate');
+  const tokens = Int32Array.from({ length: 16 }, (_, i) => i);
+  assert.deepEqual(cos.decode(tokens), plain.decode(tokens), 'the decoder is untouched');
+  tf.dispose([x, logits]);
+  plain.dispose();
+  cos.dispose();
+});
+
+test('dvae: straightThrough decodes the one-hot argmax of the relaxed sample, gradients still reach the encoder', () => {
+  const cfg = { ...tiny, straightThrough: true };
+  const m = new Dvae(cfg, { seed: 4, trainable: true });
+  const n = 2;
+  const x255 = tf.tensor4d(images(n, 16), [n, 16, 16, 3], 'int32').toFloat() as tf.Tensor4D;
+  const noise = gumbelNoise(1, 3, 0, [n, 4, 4, 32]);
+  const t = m.lossTerms(x255, noise, 0.9, 0);
+  const hard = tf.tidy(() => {
+    const logits = m.encoderLogits(mapPixels(x255, 0.1) as tf.Tensor4D);
+    const z = tf.oneHot(logits.add(noise).argMax(-1), 32, 1, 0, 'int32').toFloat() as tf.Tensor4D;
+    const stats = m.decoderStats(z);
+    const mu = stats.slice([0, 0, 0, 0], [n, 16, 16, 3]);
+    const lnB = stats.slice([0, 0, 0, 3], [n, 16, 16, 3]);
+    return logitLaplaceNll(mapPixels(x255, 0.1), mu, lnB).mean().dataSync()[0]!;
+  });
+  assert.ok(Math.abs(t.recon.dataSync()[0]! - hard) < 1e-4, `${t.recon.dataSync()[0]} vs ${hard}`);
+  const { grads } = tf.variableGrads(() => m.lossTerms(x255, noise, 0.9, 0).loss, m.variables);
+  const enc = grads[m.variables[m.specs.findIndex((p) => p.name === 'encoder.output.w')]!.name]!;
+  assert.ok(enc.abs().max().dataSync()[0]! > 0, 'the encoder gets a gradient through the relaxation');
+  tf.dispose([x255, noise, t.loss, t.recon, t.kl, t.mse, t.codes, ...Object.values(grads)]);
+  m.dispose();
+});
+
+test('dvae: diversityWeight adds w·(log K − H(mean softmax)) to the loss', () => {
+  const w = 0.3;
+  const plain = new Dvae(tiny, { seed: 6 });
+  const div = Dvae.fromParams({ ...tiny, diversityWeight: w }, plain.params());
+  const n = 2;
+  const x255 = tf.tensor4d(images(n, 16), [n, 16, 16, 3], 'int32').toFloat() as tf.Tensor4D;
+  const noise = gumbelNoise(2, 1, 0, [n, 4, 4, 32]);
+  const a = plain.lossTerms(x255, noise, 0.8, 1.5);
+  const b = div.lossTerms(x255, noise, 0.8, 1.5);
+  const q = tf.tidy(() =>
+    tf
+      .softmax(plain.encoderLogits(mapPixels(x255, 0.1) as tf.Tensor4D))
+      .reshape([-1, 32])
+      .mean(0)
+      .dataSync(),
+  );
+  let h = 0;
+  for (const p of q) h -= p * Math.log(p);
+  const expected = w * (Math.log(32) - h);
+  const got = b.loss.dataSync()[0]! - a.loss.dataSync()[0]!;
+  assert.ok(expected > 0 && Math.abs(got - expected) < 1e-5, `${got} vs ${expected}`);
+  tf.dispose([x255, noise, ...Object.values(a), ...Object.values(b)]);
+  plain.dispose();
+  div.dispose();
+});
+
 test('dvae: the loss is the paper negative ELBO per pixel-channel, checked in float64', () => {
   const m = new Dvae(tiny, { seed: 5 });
   const n = 2;
@@ -260,7 +384,7 @@ test('dvae: the loss and its gradient are batch means (so rank averages give the
   m.dispose();
 });
 
-test('dvae: every parameter gradient on wasm matches cpu (relative error < 1e-4)', () => {
+test(`dvae: every parameter gradient on ${['wasm', ...native].join(' and ')} matches cpu (relative error < 1e-4)`, () => {
   for (const cfg of [tiny, deeper]) {
     const m = new Dvae(cfg, { seed: 2, trainable: true });
     const n = 3;
@@ -278,17 +402,20 @@ test('dvae: every parameter gradient on wasm matches cpu (relative error < 1e-4)
       });
     };
     const cpu = run('cpu');
-    const wasm = run('wasm');
-    m.specs.forEach((s, i) => {
-      let diff = 0;
-      let scale = 0;
-      for (let j = 0; j < cpu[i]!.length; j++) {
-        diff = Math.max(diff, Math.abs(wasm[i]![j]! - cpu[i]![j]!));
-        scale = Math.max(scale, Math.abs(cpu[i]![j]!));
-      }
-      assert.ok(scale > 0, `${s.name}: zero gradient`);
-      assert.ok(diff / scale < 1e-4, `${s.name}: relative error ${diff / scale}`);
-    });
+    for (const backend of ['wasm', ...native]) {
+      const other = run(backend);
+      m.specs.forEach((s, i) => {
+        let diff = 0;
+        let scale = 0;
+        for (let j = 0; j < cpu[i]!.length; j++) {
+          diff = Math.max(diff, Math.abs(other[i]![j]! - cpu[i]![j]!));
+          scale = Math.max(scale, Math.abs(cpu[i]![j]!));
+        }
+        assert.ok(scale > 0, `${s.name}: zero gradient`);
+        assert.ok(diff / scale < 1e-4, `${backend}: ${s.name}: relative error ${diff / scale}`);
+      });
+    }
+    void tf.setBackend('wasm');
     m.dispose();
   }
 });

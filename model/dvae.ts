@@ -14,6 +14,9 @@ import * as tf from '@tensorflow/tfjs';
 import type { DvaeConfig } from '../config/index.ts';
 import { gumbelSoftmax, klToUniform } from './gumbel.ts';
 import { logitLaplaceNll, mapPixels, reconstruction } from './logit-laplace.ts';
+import { conv2dBias } from './ops/conv.ts';
+import { relu } from './ops/relu.ts';
+import { upsample2x } from './ops/upsample.ts';
 import { RngStream, normals } from '../random/index.ts';
 import type { ParamSpec } from './trainer.ts';
 
@@ -65,12 +68,29 @@ interface GroupSpec {
   blocks: BlockSpec[];
   /** Encoder: max-pool after; decoder: upsample after. */
   resample: boolean;
+  /** Decoder with config upsample 'shuffle': the 1×1 conv C → 4C whose four slices become the four
+   *  pixels of each 2×2 block (pixel shuffle), in place of nearest-neighbour upsampling. */
+  shuffle?: ConvSpec;
 }
 
 export interface DvaeLayout {
   resolution: number;
   /** Encoder sees 2φ(x)−1 rather than φ(x) (config centerInput). */
   centerInput: boolean;
+  /** Decoder trains on the hard argmax of the relaxed sample (config straightThrough). */
+  straightThrough: boolean;
+  /** Weight of the codebook-diversity term (config diversityWeight). */
+  diversityWeight: number;
+  /** Cosine logits with this scale, or 0 for the plain output convolution (config codeLogitScale). */
+  codeLogitScale: number;
+  /** ln of the smallest logit-Laplace scale, or −∞ for none (config logitLaplaceMinScale). */
+  minLnB: number;
+  /** ln of the largest logit-Laplace scale, or +∞ for none (config logitLaplaceMaxScale). */
+  maxLnB: number;
+  /** How cells become codes (config quantizer): 'gumbel' (the paper) or 'vq' (nearest codebook vector). */
+  quantizer: 'gumbel' | 'vq';
+  /** vq: weight of the commitment term (config commitmentWeight). */
+  commitment: number;
   grid: number;
   codebookSize: number;
   nLayers: number;
@@ -100,6 +120,13 @@ export function checkDvaeConfig(cfg: DvaeConfig): void {
   }
   if (!(cfg.logitLaplaceEps > 0 && cfg.logitLaplaceEps < 0.5)) {
     throw new DvaeConfigError('logitLaplaceEps', cfg.logitLaplaceEps, 'must be in (0, 0.5)');
+  }
+  if ((cfg.codeRestartEvery ?? 0) > 0 && !cfg.straightThrough && cfg.quantizer !== 'vq') {
+    throw new DvaeConfigError(
+      'codeRestartEvery',
+      cfg.codeRestartEvery,
+      'needs straightThrough: true or quantizer: vq (code usage is read from the gradient of one-hot codes)',
+    );
   }
 }
 
@@ -135,6 +162,7 @@ export function dvaeLayout(cfg: DvaeConfig): DvaeLayout {
   const nInit = Math.max(1, Math.round(h / 2));
   const encWidth = (g: number) => 2 ** g * h;
   const decWidth = (g: number) => 2 ** (G - 1 - g) * h;
+  const shuffle = (cfg.upsample ?? 'nearest') === 'shuffle';
   const groups = (
     side: 'encoder' | 'decoder',
     width: (g: number) => number,
@@ -143,6 +171,9 @@ export function dvaeLayout(cfg: DvaeConfig): DvaeLayout {
   ) =>
     Array.from({ length: G }, (_, g) => ({
       resample: g < G - 1,
+      ...(side === 'decoder' && shuffle && g < G - 1
+        ? { shuffle: conv(`decoder.group${g}.upsample`, 1, width(g), 4 * width(g)) }
+        : {}),
       blocks: Array.from({ length: B }, (_, i) =>
         block(
           `${side}.group${g}.block${i}`,
@@ -155,6 +186,13 @@ export function dvaeLayout(cfg: DvaeConfig): DvaeLayout {
   return {
     resolution: cfg.resolution,
     centerInput: cfg.centerInput ?? false,
+    straightThrough: cfg.straightThrough ?? false,
+    diversityWeight: cfg.diversityWeight ?? 0,
+    codeLogitScale: cfg.codeLogitScale ?? 0,
+    minLnB: cfg.logitLaplaceMinScale ? Math.log(cfg.logitLaplaceMinScale) : -Infinity,
+    maxLnB: cfg.logitLaplaceMaxScale ? Math.log(cfg.logitLaplaceMaxScale) : Infinity,
+    quantizer: cfg.quantizer ?? 'gumbel',
+    commitment: cfg.commitmentWeight ?? 0.25,
     grid: cfg.grid,
     codebookSize: K,
     nLayers: G * B,
@@ -163,8 +201,12 @@ export function dvaeLayout(cfg: DvaeConfig): DvaeLayout {
     encoder: {
       input: conv('encoder.input', 7, 3, h),
       groups: groups('encoder', encWidth, h, [3, 3, 3, 1]),
-      // Maps to the K logits: treated like an unembedding (fp32, uncompressed, no decay).
-      output: conv('encoder.output', 1, encWidth(G - 1), K, 'unembedding'),
+      // Gumbel: maps to the K logits, treated like an unembedding (fp32, uncompressed, no decay).
+      // VQ: maps to a vector in the codebook's space (n_init wide), compared with every code.
+      output:
+        (cfg.quantizer ?? 'gumbel') === 'vq'
+          ? conv('encoder.output', 1, encWidth(G - 1), nInit)
+          : conv('encoder.output', 1, encWidth(G - 1), K, 'unembedding'),
     },
     decoder: {
       // Its rows are the codebook vectors e_i: treated like an embedding.
@@ -177,7 +219,10 @@ export function dvaeLayout(cfg: DvaeConfig): DvaeLayout {
 
 function allConvs(l: DvaeLayout): ConvSpec[] {
   const ofGroups = (gs: GroupSpec[]) =>
-    gs.flatMap((g) => g.blocks.flatMap((b) => [...(b.id ? [b.id] : []), ...b.convs]));
+    gs.flatMap((g) => [
+      ...g.blocks.flatMap((b) => [...(b.id ? [b.id] : []), ...b.convs]),
+      ...(g.shuffle ? [g.shuffle] : []),
+    ]);
   return [
     l.encoder.input,
     ...ofGroups(l.encoder.groups),
@@ -216,19 +261,30 @@ export function dvaeForwardMacs(cfg: DvaeConfig): number {
   at(l.decoder.input, side);
   for (const g of l.decoder.groups) {
     for (const b of g.blocks) [...(b.id ? [b.id] : []), ...b.convs].forEach((c) => at(c, side));
+    if (g.shuffle) at(g.shuffle, side);
     if (g.resample) side *= 2;
   }
   at(l.decoder.output, side);
   return macs;
 }
 
-/** Initial parameter values: N(0, 1/(n_in·k²)) kernels, zero biases; a pure function of `seed`. */
+/** Initial parameter values: N(0, 1/(n_in·k²)) kernels (the codebook N(0, codebookInitStd²) when set),
+ *  zero biases; a pure function of `seed`. */
 export function initDvaeParams(cfg: DvaeConfig, seed: number): Float32Array[] {
   return dvaeParamSpecs(cfg).map((s, i) => {
     const n = s.shape.reduce((a, b) => a * b, 1);
     if (s.shape.length === 1) return new Float32Array(n);
-    const [k, , nIn] = s.shape as [number, number, number, number];
-    const std = 1 / Math.sqrt(nIn * k * k);
+    const [k, , nIn, nOut] = s.shape as [number, number, number, number];
+    // A pixel-shuffle conv starts as nearest-neighbour upsampling: every input channel copied to its
+    // four sub-positions.
+    if (s.name.endsWith('.upsample.w')) {
+      const w = new Float32Array(n);
+      for (let c = 0; c < nIn; c++) for (let q = 0; q < 4; q++) w[c * nOut + q * nIn + c] = 1;
+      return w;
+    }
+    // The codebook (decoder.input's rows) may start as an embedding table does, N(0, σ²).
+    const codebook = s.name === 'decoder.input.w' && (cfg.codebookInitStd ?? 0) > 0;
+    const std = codebook ? cfg.codebookInitStd : 1 / Math.sqrt(nIn * k * k);
     const z = normals({ seed, stream: RngStream.init, step: i, rank: 0 }, n);
     for (let j = 0; j < n; j++) z[j]! *= std;
     return z;
@@ -246,20 +302,13 @@ function applyConv(
   x: tf.Tensor4D,
   activation: 'linear' | 'relu' = 'linear',
 ): tf.Tensor4D {
-  return tf.fused.conv2d({
-    x,
-    filter: p.get(`${c.name}.w`) as tf.Tensor4D,
-    bias: p.get(`${c.name}.b`),
-    strides: 1,
-    pad: 'same',
-    activation,
-  });
+  return conv2dBias(x, p.get(`${c.name}.w`) as tf.Tensor4D, p.get(`${c.name}.b`)!, activation);
 }
 
 /** id(x) + postGain · conv4(relu(conv3(relu(conv2(relu(conv1(relu(x)))))))) */
 function resblock(p: Params, b: BlockSpec, x: tf.Tensor4D, postGain: number): tf.Tensor4D {
   const id = b.id ? applyConv(p, b.id, x) : x;
-  let r = x.relu() as tf.Tensor4D;
+  let r = relu(x);
   // The ReLU before conv 2..4 is fused into the previous conv's output.
   r = applyConv(p, b.convs[0]!, r, 'relu');
   r = applyConv(p, b.convs[1]!, r, 'relu');
@@ -268,18 +317,54 @@ function resblock(p: Params, b: BlockSpec, x: tf.Tensor4D, postGain: number): tf
   return id.add(r.mul(postGain));
 }
 
-/** φ-mapped pixels [N, R, R, 3] → logits [N, g, g, K] (centred first when the config says so). */
+/** φ-mapped pixels [N, R, R, 3] → logits [N, g, g, K] (centred first when the config says so); with the
+ *  VQ quantizer the logits are minus the squared distance to each code, so argmax is the nearest code. */
 function encoderForward(p: Params, l: DvaeLayout, x: tf.Tensor4D): tf.Tensor4D {
+  const h = encoderTrunk(p, l, x);
+  if (l.quantizer === 'vq') {
+    const ze = applyConv(p, l.encoder.output, h); // [N, g, g, D]
+    const [n, g] = ze.shape;
+    return vqDistances(p, l, ze.reshape([-1, l.nInit]) as tf.Tensor2D)
+      .neg()
+      .reshape([n, g, g, l.codebookSize]) as tf.Tensor4D;
+  }
+  if (l.codeLogitScale === 0) return applyConv(p, l.encoder.output, h); // [N, g, g, K]
+  return cosineLogits(p, l, h);
+}
+
+/** The codebook [K, D]: decoder.input's kernel (one-hot codes through a 1×1 conv pick its rows). */
+function codebook(p: Params, l: DvaeLayout): tf.Tensor2D {
+  return (p.get(`${l.decoder.input.name}.w`) as tf.Tensor).reshape([l.codebookSize, l.nInit]) as tf.Tensor2D;
+}
+
+/** ‖z − e_k‖² for every row z of [M, D] and code k: [M, K]. */
+function vqDistances(p: Params, l: DvaeLayout, z: tf.Tensor2D): tf.Tensor2D {
+  const e = codebook(p, l);
+  return z
+    .square()
+    .sum(1, true)
+    .sub(tf.matMul(z, e, false, true).mul(2))
+    .add(e.square().sum(1).expandDims(0)) as tf.Tensor2D;
+}
+
+/** The encoder up to its output conv: ReLU'd features [N, g, g, C]. */
+function encoderTrunk(p: Params, l: DvaeLayout, x: tf.Tensor4D): tf.Tensor4D {
   if (l.centerInput) x = x.mul(2).sub(1) as tf.Tensor4D; // [ε, 1−ε] → [2ε−1, 1−2ε]
-  // Unfused on purpose: the fused op's custom gradient also computes ∂/∂x, the images' gradient,
-  // which nothing needs (~10% of a step); the plain conv's gradient is skipped for inputs off the tape.
-  const w = p.get(`${l.encoder.input.name}.w`) as tf.Tensor4D;
-  let h = tf.conv2d(x, w, 1, 'same').add(p.get(`${l.encoder.input.name}.b`)!) as tf.Tensor4D; // [N, R, R, n_hid]
+  // The images need no gradient: conv2dBias computes ∂/∂x only for inputs on the path to a variable.
+  let h = applyConv(p, l.encoder.input, x); // [N, R, R, n_hid]
   for (const g of l.encoder.groups) {
     for (const b of g.blocks) h = resblock(p, b, h, l.postGain);
     if (g.resample) h = tf.maxPool(h, 2, 2, 'valid'); // [N, side/2, side/2, C]
   }
-  return applyConv(p, l.encoder.output, h.relu()); // [N, g, g, K]
+  return relu(h);
+}
+
+/** s · cos(features, code weights) + bias, per cell and code: [N, g, g, C] → [N, g, g, K]. */
+function cosineLogits(p: Params, l: DvaeLayout, h: tf.Tensor4D): tf.Tensor4D {
+  const w = p.get(`${l.encoder.output.name}.w`) as tf.Tensor4D; // [1, 1, C, K]
+  const unit = (t: tf.Tensor, axis: number) => t.div(t.square().sum(axis, true).add(1e-12).sqrt());
+  const filter = unit(w, 2).mul(l.codeLogitScale) as tf.Tensor4D;
+  return tf.conv2d(unit(h, 3) as tf.Tensor4D, filter, 1, 'same').add(p.get(`${l.encoder.output.name}.b`)!);
 }
 
 interface DecoderHeads {
@@ -299,31 +384,25 @@ function decoderFromEmbedded(p: Params, l: DvaeLayout, e: tf.Tensor4D): DecoderH
   let h = e;
   for (const g of l.decoder.groups) {
     for (const b of g.blocks) h = resblock(p, b, h, l.postGain);
-    if (g.resample) h = upsample2x(h); // [N, 2·side, 2·side, C]
+    if (g.resample) h = g.shuffle ? pixelShuffle(applyConv(p, g.shuffle, h)) : upsample2x(h); // [N, 2·side, 2·side, C]
   }
-  h = h.relu() as tf.Tensor4D;
+  h = relu(h);
   // The 6-channel output conv, run as its μ half and its ln b half: slicing the [1, 1, C, 6] kernel is
   // cheap, slicing the [N, R, R, 6] activations (and padding their gradient back) is not.
   const w = p.get(`${l.decoder.output.name}.w`) as tf.Tensor4D;
   const b = p.get(`${l.decoder.output.name}.b`)!;
   const c = w.shape[2];
-  const half = (from: number) =>
-    tf.fused.conv2d({
-      x: h,
-      filter: w.slice([0, 0, 0, from], [1, 1, c, 3]),
-      bias: b.slice([from], [3]),
-      strides: 1,
-      pad: 'same',
-    });
+  const half = (from: number) => conv2dBias(h, w.slice([0, 0, 0, from], [1, 1, c, 3]), b.slice([from], [3]));
   return { mu: half(0), lnB: half(3) };
 }
 
-/** Nearest-neighbour ×2 as a broadcast (its gradient is a plain sum, fast on every backend). */
-function upsample2x(x: tf.Tensor4D): tf.Tensor4D {
-  const [n, hh, ww, c] = x.shape;
+/** [N, H, W, 4C] → [N, 2H, 2W, C]: channel slice q = 2·dy + dx becomes pixel (2y + dy, 2x + dx). */
+function pixelShuffle(x: tf.Tensor4D): tf.Tensor4D {
+  const [n, hh, ww, c4] = x.shape;
+  const c = c4 / 4;
   return x
-    .reshape([n, hh, 1, ww, 1, c])
-    .mul(tf.ones([1, 1, 2, 1, 2, 1]))
+    .reshape([n, hh, ww, 2, 2, c])
+    .transpose([0, 1, 3, 2, 4, 5])
     .reshape([n, 2 * hh, 2 * ww, c]) as tf.Tensor4D;
 }
 
@@ -355,15 +434,18 @@ function lossTerms(
   beta: number,
 ): DvaeLossTerms {
   const x = mapPixels(x255, eps) as tf.Tensor4D; // [N, R, R, 3] in [ε, 1−ε]
+  if (l.quantizer === 'vq') return vqLossTerms(p, l, eps, x255, x);
   const logits = encoderForward(p, l, x); // [N, g, g, K]
-  const z = gumbelSoftmax(logits, noise, tau) as tf.Tensor4D; // [N, g, g, K]
+  const soft = gumbelSoftmax(logits, noise, tau) as tf.Tensor4D; // [N, g, g, K]
+  const z = l.straightThrough ? straightThrough(soft) : soft;
   const { mu, lnB } = decoderForward(p, l, z); // [N, R, R, 3] each
   const [n, r] = mu.shape;
   const perPixelChannel = r * r * 3;
   const cells = l.grid * l.grid;
-  const nllSum = logitLaplaceNll(x, mu, lnB).sum().div(n); // Σ over pixels, mean over batch
+  const nllSum = logitLaplaceNll(x, mu, clampLnB(l, lnB)).sum().div(n); // Σ over pixels, mean over batch
   const klSum = klToUniform(logits).sum().div(n); // Σ over cells, mean over batch
-  const loss = nllSum.add(klSum.mul(beta)).div(perPixelChannel) as tf.Scalar;
+  let loss = nllSum.add(klSum.mul(beta)).div(perPixelChannel) as tf.Scalar;
+  if (l.diversityWeight > 0) loss = loss.add(codebookDivergence(logits).mul(l.diversityWeight));
   const mse = tf.tidy(() => reconstruction(mu, eps).sub(x255.div(255)).square().mean()) as tf.Scalar;
   const codes = logits.argMax(-1) as tf.Tensor3D;
   return {
@@ -373,6 +455,89 @@ function lossTerms(
     mse,
     codes,
   };
+}
+
+/** The loss terms with the parameters given as tensors in `dvaeParamSpecs(cfg)` order (a trainer's
+ *  flat parameter vector, split for this step). */
+export function dvaeLossTerms(
+  cfg: DvaeConfig,
+  layout: DvaeLayout,
+  params: readonly tf.Tensor[],
+  x255: tf.Tensor4D,
+  noise: tf.Tensor,
+  tau: number,
+  beta: number,
+): DvaeLossTerms {
+  const specs = dvaeParamSpecs(cfg);
+  const p: Params = new Map(specs.map((s, i) => [s.name, params[i]!]));
+  return lossTerms(p, layout, cfg.logitLaplaceEps, x255, noise, tau, beta);
+}
+
+/** ln b within the configured scale range. */
+function clampLnB(l: DvaeLayout, lnB: tf.Tensor): tf.Tensor {
+  let out = Number.isFinite(l.minLnB) ? lnB.maximum(l.minLnB) : lnB;
+  if (Number.isFinite(l.maxLnB)) out = out.minimum(l.maxLnB);
+  return out;
+}
+
+/** VQ-VAE's terms (van den Oord et al. 2017) with this dVAE's pixel likelihood: each cell's encoder vector
+ *  z_e is replaced by its nearest code e (the decoder sees e, the encoder gets the decoder's gradient
+ *  straight through), the codebook learns from ‖sg(z_e) − e‖² and the encoder from commitment·‖z_e −
+ *  sg(e)‖², both summed over cells and scaled per pixel-channel like the rest of the loss. `kl` is 0. */
+function vqLossTerms(
+  p: Params,
+  l: DvaeLayout,
+  eps: number,
+  x255: tf.Tensor4D,
+  x: tf.Tensor4D,
+): DvaeLossTerms {
+  const ze4 = applyConv(p, l.encoder.output, encoderTrunk(p, l, x)); // [N, g, g, D]
+  const [n, g] = ze4.shape;
+  const D = l.nInit;
+  const ze = ze4.reshape([-1, D]) as tf.Tensor2D; // [M, D]
+  const codes = vqDistances(p, l, stopGradient(ze) as tf.Tensor2D).argMin(1); // [M]
+  const oneHot = tf.oneHot(codes, l.codebookSize, 1, 0, 'int32').cast('float32') as tf.Tensor2D;
+  const zq = tf.matMul(oneHot, codebook(p, l)); // [M, D], gradient to the codebook
+  const codebookTerm = stopGradient(ze).sub(zq).square().sum();
+  const commitTerm = ze.sub(stopGradient(zq)).square().sum();
+  const st = ze.add(stopGradient(zq.sub(ze))); // value e, gradient to z_e
+  const e = st.reshape([n, g, g, D]).add(p.get(`${l.decoder.input.name}.b`)!) as tf.Tensor4D;
+  const { mu, lnB } = decoderFromEmbedded(p, l, e);
+  const perPixelChannel = mu.shape[1] * mu.shape[2] * 3;
+  const nllSum = logitLaplaceNll(x, mu, clampLnB(l, lnB)).sum().div(n);
+  const vq = codebookTerm.add(commitTerm.mul(l.commitment)).div(n);
+  const loss = nllSum.add(vq).div(perPixelChannel) as tf.Scalar;
+  const mse = tf.tidy(() => reconstruction(mu, eps).sub(x255.div(255)).square().mean()) as tf.Scalar;
+  return {
+    loss,
+    recon: nllSum.div(perPixelChannel) as tf.Scalar,
+    kl: tf.scalar(0),
+    mse,
+    codes: codes.reshape([n, g, g]) as tf.Tensor3D,
+  };
+}
+
+/** Identity forward, no gradient backward. */
+const stopGradient = tf.customGrad((...args: (tf.Tensor | tf.GradSaveFunc)[]) => {
+  const x = args[0] as tf.Tensor;
+  return { value: x.clone(), gradFunc: (dy: tf.Tensor) => tf.zerosLike(dy) };
+}) as (x: tf.Tensor) => tf.Tensor;
+
+/** One-hot argmax of y in the forward pass, identity in the backward pass (straight-through). */
+const straightThrough = tf.customGrad((...args: (tf.Tensor | tf.GradSaveFunc)[]) => {
+  const y = args[0] as tf.Tensor;
+  const k = y.shape[y.shape.length - 1]!;
+  // int32 one-hot, then cast: tfjs-backend-wasm 4.22's OneHot ignores a float32 dtype.
+  const value = tf.oneHot(y.argMax(-1), k, 1, 0, 'int32').cast('float32');
+  return { value, gradFunc: (dy: tf.Tensor) => dy };
+}) as (y: tf.Tensor4D) => tf.Tensor4D;
+
+/** log K − H(q̄), q̄ the softmax of `logits` averaged over every cell: 0 when the batch uses all K codes
+ *  equally, log K when every cell picks the same code with certainty. */
+function codebookDivergence(logits: tf.Tensor4D): tf.Scalar {
+  const k = logits.shape[3];
+  const mean = tf.softmax(logits).reshape([-1, k]).mean(0); // q̄ [K]
+  return mean.mul(mean.add(1e-12).log()).sum().add(Math.log(k)) as tf.Scalar;
 }
 
 // ---------------------------------------------------------------------------------------------------

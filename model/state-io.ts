@@ -22,6 +22,8 @@ if (new Uint8Array(new Uint32Array([1]).buffer)[0] !== 1) {
 /** The blob is not a state blob, is truncated, or has a malformed header. */
 export class StateFormatError extends Error {
   override name = 'StateFormatError';
+  /** Damaged or forged data (a service answers DATA_LOSS). */
+  readonly corrupt = true;
   constructor(
     readonly reason: string,
     readonly bytes: number,
@@ -33,6 +35,7 @@ export class StateFormatError extends Error {
 /** The payload's sha256 differs from the one recorded in the header: the bytes were corrupted. */
 export class StateChecksumError extends Error {
   override name = 'StateChecksumError';
+  readonly corrupt = true;
   constructor(
     readonly expected: string,
     readonly actual: string,

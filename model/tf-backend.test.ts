@@ -88,3 +88,20 @@ test('backend: the choice is logged once per process, skipped options only at de
   if (/tfjs backend: wasm/.test(loud))
     assert.match(loud, /\[debug\] backend: skipped @tensorflow\/tfjs-node-gpu: /);
 });
+
+test('backend: DALLE_THREADS sizes the native thread pools before TensorFlow loads, and is checked', () => {
+  const script =
+    "import { initTfBackend } from './model/tf-backend.ts'; await initTfBackend(); console.log(process.env.TF_NUM_INTRAOP_THREADS, process.env.TF_NUM_INTEROP_THREADS, process.env.TF_ENABLE_ONEDNN_OPTS);";
+  const run = (threads: string) =>
+    spawnSync(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', script], {
+      cwd: new URL('..', import.meta.url).pathname,
+      env: { ...process.env, DALLE_BACKEND: '', DALLE_THREADS: threads, DALLE_LOG_LEVEL: 'silent' },
+      encoding: 'utf8',
+    });
+  const ok = run('1');
+  assert.equal(ok.status, 0, ok.stderr);
+  assert.equal(ok.stdout.trim(), '1 1 1');
+  const bad = run('two');
+  assert.notEqual(bad.status, 0);
+  assert.match(bad.stderr, /DALLE_THREADS = "two": must be a positive integer/);
+});

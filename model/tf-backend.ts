@@ -6,6 +6,11 @@
 // tfjs-node(-gpu) cannot be installed on machines without access to TensorFlow's download host, so it is
 // never a dependency: it is imported dynamically and skipped (with the reason at debug level) when absent
 // or broken. A forced backend that cannot start is an error, never a silent fallback.
+//
+// Threads: native TensorFlow runs each kernel on an intra-op pool sized when the library loads (default:
+// every core). `DALLE_THREADS=N` sizes it (and the inter-op pool to 1: ops are issued one at a time from
+// the JS thread), so that W processes on one host can share its cores without oversubscribing them.
+// wasm and cpu run on the JS thread alone and ignore it.
 import * as tf from '@tensorflow/tfjs';
 import { registerWasmKernels } from './kernels/index.ts';
 
@@ -36,12 +41,41 @@ export class TfBackendUnavailableError extends Error {
   }
 }
 
+/** DALLE_THREADS is not a positive integer. */
+export class BackendThreadsError extends Error {
+  override name = 'BackendThreadsError';
+  constructor(readonly value: string) {
+    super(`DALLE_THREADS = "${value}": must be a positive integer (intra-op threads of the native backend)`);
+  }
+}
+
+/** The intra-op thread count DALLE_THREADS asks for; undefined when unset (TensorFlow's default). */
+export function requestedThreads(): number | undefined {
+  const v = process.env.DALLE_THREADS;
+  if (v === undefined || v.trim() === '') return undefined;
+  const n = Number(v);
+  if (!Number.isInteger(n) || n < 1) throw new BackendThreadsError(v);
+  return n;
+}
+
+/** Settings TensorFlow reads once, when the library loads: its thread pools, and oneDNN, whose fused
+ *  kernels model/ops uses (TensorFlow enables oneDNN by default only on some CPUs; an explicit
+ *  TF_ENABLE_ONEDNN_OPTS is left as it is). */
+function configureNative(): void {
+  process.env.TF_ENABLE_ONEDNN_OPTS ??= '1';
+  const n = requestedThreads();
+  if (n === undefined) return;
+  process.env.TF_NUM_INTRAOP_THREADS = String(n);
+  process.env.TF_NUM_INTEROP_THREADS = '1';
+}
+
 const debug = (msg: string): void => {
   if (process.env.DALLE_LOG_LEVEL === 'debug') process.stderr.write(`[debug] backend: ${msg}\n`);
 };
 
 /** Loads tfjs-node-gpu or tfjs-node (registers the 'tensorflow' backend); returns the package loaded. */
 async function loadNative(reasons: string[]): Promise<string | undefined> {
+  configureNative();
   for (const pkg of ['@tensorflow/tfjs-node-gpu', '@tensorflow/tfjs-node']) {
     try {
       // A variable specifier: these packages are optional and absent from package.json.
@@ -85,7 +119,7 @@ async function start(name: TfBackendName, reasons: string[]): Promise<boolean> {
       const pkg = await loadNative(reasons);
       if (!pkg) return false;
       if (!(await trySet('tensorflow', reasons))) return false;
-      debug(`tensorflow backend from ${pkg}`);
+      debug(`tensorflow backend from ${pkg}, ${requestedThreads() ?? 'all'} intra-op thread(s)`);
       return true;
     }
     case 'wasm': {

@@ -14,6 +14,7 @@ import * as tf from '@tensorflow/tfjs';
 import type { DvaeConfig, TransformerConfig } from '../config/index.ts';
 import { AdamW } from './adamw.ts';
 import { initialPlateauState, lrAt, observeLoss, type PlateauState } from './lr-plateau.ts';
+import { ParamVector } from './param-vector.ts';
 import { decodeState, encodeState, expectArrays, StateMismatchError } from './state-io.ts';
 import { initTransformerParams, Transformer, transformerParamSpecs } from './transformer.ts';
 import {
@@ -89,7 +90,7 @@ export function createTransformerTrainer(
 class TransformerTrainer implements Trainer<TransformerBatch> {
   readonly stage = 'transformer' as const;
   private readonly specs: ParamSpec[];
-  private readonly vars: tf.Variable[];
+  private readonly params: ParamVector;
   private readonly model: Transformer;
   /** Absent when built with { optimizer: false }: a sharded optimizer outside updates the parameters. */
   private readonly opt?: AdamW;
@@ -109,17 +110,16 @@ class TransformerTrainer implements Trainer<TransformerBatch> {
       throw new TransformerTrainerArgumentError('worldSize', worldSize, 'must be a positive integer');
     this.specs = transformerParamSpecs(cfg, dvae);
     const init = initTransformerParams(cfg, dvae, seed);
-    const uid = trainerUid++;
-    this.vars = this.specs.map((s, i) => {
-      const t = tf.tensor(init[i]!, s.shape, 'float32');
-      const v = tf.variable(t, true, `transformer${uid}/${s.name}`);
-      t.dispose();
-      return v;
-    });
-    this.model = new Transformer(cfg, dvae, this.vars);
+    this.params = new ParamVector(this.specs, init, `transformer-trainer${trainerUid++}/theta`);
+    this.model = new Transformer(cfg, dvae, undefined);
     if (opts.optimizer === false) return;
     this.opt = new AdamW(
-      this.specs.map((s, i) => ({ name: s.name, variable: this.vars[i]!, decay: transformerDecays(s.kind) })),
+      this.params.theta,
+      this.specs.map((s, i) => ({
+        name: s.name,
+        size: this.params.sizes[i]!,
+        decay: transformerDecays(s.kind),
+      })),
       this.adamConfig(),
     );
   }
@@ -137,11 +137,6 @@ class TransformerTrainer implements Trainer<TransformerBatch> {
 
   paramSpecs(): ParamSpec[] {
     return this.specs.map((s) => ({ ...s, shape: [...s.shape] }));
-  }
-
-  /** The model over the live training variables (borrowed: do not dispose; invalid after `dispose`). */
-  get transformer(): Transformer {
-    return this.model;
   }
 
   private checkBatch(b: TransformerBatch): void {
@@ -191,16 +186,16 @@ class TransformerTrainer implements Trainer<TransformerBatch> {
     let textLoss = 0;
     let imageLoss = 0;
     const { value, grads } = tf.variableGrads(() => {
+      this.model.bind(this.params.tensors());
       const l = this.model.losses(text, image);
+      this.model.bind(undefined);
       textLoss = l.textLoss.dataSync()[0]!;
       imageLoss = l.imageLoss.dataSync()[0]!;
       return l.loss;
-    }, this.vars);
+    }, [this.params.theta]);
     const loss = value.dataSync()[0]!;
-    const out = this.vars.map((v) => {
-      const g = grads[v.name];
-      return g ? (g.dataSync() as Float32Array).slice() : new Float32Array(v.size);
-    });
+    // One download of the flat gradient; per-parameter views of it.
+    const out = this.params.views((grads[this.params.theta.name]!.dataSync() as Float32Array).slice());
     tf.dispose([text, image, value, ...Object.values(grads)]);
     return { loss, grads: out, metrics: { textLoss, imageLoss, lr } };
   }
@@ -234,15 +229,7 @@ class TransformerTrainer implements Trainer<TransformerBatch> {
   }
 
   setParams(params: Float32Array[], updates: number): void {
-    if (params.length !== this.vars.length)
-      throw new StateMismatchError([`${params.length} parameter arrays for ${this.vars.length} parameters`]);
-    this.vars.forEach((v, i) => {
-      if (params[i]!.length !== v.size)
-        throw new StateMismatchError([
-          `${this.specs[i]!.name} has ${params[i]!.length} values, expected ${v.size}`,
-        ]);
-      tf.tidy(() => v.assign(tf.tensor(params[i]!, v.shape, 'float32')));
-    });
+    this.params.assign(params);
     this.outsideUpdates = updates;
   }
 
@@ -260,10 +247,9 @@ class TransformerTrainer implements Trainer<TransformerBatch> {
       },
       specs: this.specs.map((s) => `${s.name}:${s.shape.join('x')}:${s.kind}`),
     };
-    const arrays: [string, Float32Array][] = this.vars.map((v, i) => [
-      `${PARAM_PREFIX}${this.specs[i]!.name}`,
-      (v.dataSync() as Float32Array).slice(),
-    ]);
+    const arrays: [string, Float32Array][] = this.params
+      .arrays()
+      .map((a, i) => [`${PARAM_PREFIX}${this.specs[i]!.name}`, a]);
     for (const [name, a] of this.opt?.stateArrays() ?? []) arrays.push([`${OPT_PREFIX}${name}`, a]);
     return encodeState(meta as unknown as Record<string, unknown>, arrays);
   }
@@ -276,7 +262,7 @@ class TransformerTrainer implements Trainer<TransformerBatch> {
     if (meta?.stage !== 'transformer')
       throw new StateMismatchError([`state is for stage ${String(meta?.stage)}, not transformer`]);
     const expected: [string, number][] = [
-      ...this.specs.map((s, i) => [`${PARAM_PREFIX}${s.name}`, this.vars[i]!.size] as [string, number]),
+      ...this.specs.map((s, i) => [`${PARAM_PREFIX}${s.name}`, this.params.sizes[i]!] as [string, number]),
       ...(this.opt?.stateLayout() ?? []).map(([n, len]) => [`${OPT_PREFIX}${n}`, len] as [string, number]),
     ];
     expectArrays(arrays, expected);
@@ -285,11 +271,7 @@ class TransformerTrainer implements Trainer<TransformerBatch> {
       if (name.startsWith(OPT_PREFIX)) opt.set(name.slice(OPT_PREFIX.length), a);
     this.opt?.loadStateArrays(opt, meta.updates);
     this.outsideUpdates = meta.updates;
-    this.vars.forEach((v, i) => {
-      tf.tidy(() =>
-        v.assign(tf.tensor(arrays.get(`${PARAM_PREFIX}${this.specs[i]!.name}`)!, v.shape, 'float32')),
-      );
-    });
+    this.params.assign(this.specs.map((s) => arrays.get(`${PARAM_PREFIX}${s.name}`)!));
     const p = meta.plateau;
     this.plateau = {
       smoothed: p.smoothed,
@@ -300,7 +282,7 @@ class TransformerTrainer implements Trainer<TransformerBatch> {
   }
 
   exportParams(which: 'params' | 'ema'): Float32Array[] {
-    if (which === 'params') return this.vars.map((v) => (v.dataSync() as Float32Array).slice());
+    if (which === 'params') return this.params.arrays();
     if (!this.opt) throw new NoOptimizerError("transformer exportParams('ema')");
     return this.opt.emaArrays();
   }
@@ -308,6 +290,6 @@ class TransformerTrainer implements Trainer<TransformerBatch> {
   dispose(): void {
     this.model.dispose();
     this.opt?.dispose();
-    tf.dispose(this.vars);
+    this.params.dispose();
   }
 }

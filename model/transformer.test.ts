@@ -12,6 +12,12 @@ import {
   transformerParamSpecs,
 } from './transformer.ts';
 
+await initTfBackend('cpu');
+/** Native TensorFlow, when tfjs-node is installed (optional), is checked against cpu like wasm is. */
+const native = await initTfBackend('tensorflow').then(
+  () => ['tensorflow'],
+  () => [],
+);
 await initTfBackend('wasm');
 
 const tiny = loadSpec('tiny');
@@ -144,6 +150,45 @@ test('transformer: text and image losses are each normalized by their own counts
   assert.equal(tf.memory().numTensors, before, 'forward and loss leak no tensors');
   tf.dispose([text, image, imageIn]);
   m.dispose();
+});
+
+test(`transformer: every parameter gradient on ${['wasm', ...native].join(' and ')} matches cpu (relative error < 1e-4)`, () => {
+  const arrays = initTransformerParams(tiny.transformer, tiny.dvae, 5).map((a) => a.map((x) => x * 5));
+  const n = 3;
+  const run = (backend: string) => {
+    // All backends are initialized above, so the switch is synchronous; the assert checks it.
+    void tf.setBackend(backend);
+    assert.equal(tf.getBackend(), backend);
+    return tf.tidy(() => {
+      const vars = arrays.map((a, i) =>
+        tf.variable(tf.tensor(a, transformerParamSpecs(tiny.transformer, tiny.dvae)[i]!.shape), true),
+      );
+      const m = new Transformer(tiny.transformer, tiny.dvae, vars);
+      const text = tf.tensor2d(captions(n), [n, L], 'int32');
+      const image = tf.tensor2d(images(n, 3), [n, N], 'int32');
+      const { grads } = tf.variableGrads(() => m.losses(text, image).loss, vars);
+      const out = vars.map((v) => grads[v.name]!.dataSync().slice());
+      m.dispose();
+      tf.dispose(vars);
+      return out;
+    });
+  };
+  const cpu = run('cpu');
+  const specs = transformerParamSpecs(tiny.transformer, tiny.dvae);
+  for (const backend of ['wasm', ...native]) {
+    const other = run(backend);
+    specs.forEach((s, i) => {
+      let diff = 0;
+      let scale = 0;
+      for (let j = 0; j < cpu[i]!.length; j++) {
+        diff = Math.max(diff, Math.abs(other[i]![j]! - cpu[i]![j]!));
+        scale = Math.max(scale, Math.abs(cpu[i]![j]!));
+      }
+      if (scale === 0) return; // e.g. padding vectors of positions every caption fills
+      assert.ok(diff / scale < 1e-4, `${backend}: ${s.name}: relative error ${diff / scale}`);
+    });
+  }
+  void tf.setBackend('wasm');
 });
 
 test('transformer: image logits see all text and only earlier image tokens', () => {

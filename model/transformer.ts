@@ -20,6 +20,11 @@
 import * as tf from '@tensorflow/tfjs';
 import type { DvaeConfig, TransformerConfig } from '../config/index.ts';
 import { attentionBias, layerKinds, type AttentionKind, type MaskGeometry } from './masks.ts';
+import { attention } from './ops/attention.ts';
+import { softmaxCrossEntropy } from './ops/cross-entropy.ts';
+import { dense } from './ops/dense.ts';
+import { gelu } from './ops/gelu.ts';
+import { layerNorm as fusedLayerNorm } from './ops/layer-norm.ts';
 import { normals, RngStream } from '../random/index.ts';
 import type { ParamSpec } from './trainer.ts';
 
@@ -201,7 +206,6 @@ export interface KvCache {
 }
 
 const LN_EPS = 1e-5;
-const GELU_C = Math.sqrt(2 / Math.PI);
 
 /** One-hot rows as float32. tfjs-backend-wasm 4.22's OneHot ignores a float32 dtype and writes int32
  *  bits (1 reads as 1.4e-45), so build int32 and cast: correct on every backend. */
@@ -210,18 +214,7 @@ function oneHot(indices: tf.Tensor, depth: number): tf.Tensor2D {
 }
 
 function layerNorm(x: tf.Tensor, g: tf.Tensor, b: tf.Tensor): tf.Tensor {
-  const { mean, variance } = tf.moments(x, -1, true);
-  return x
-    .sub(mean)
-    .mul(tf.rsqrt(variance.add(LN_EPS)))
-    .mul(g)
-    .add(b);
-}
-
-/** GELU, tanh form (GPT-2): made of ops whose gradients every backend has. */
-function gelu(x: tf.Tensor): tf.Tensor {
-  const inner = x.add(x.pow(3).mul(0.044715)).mul(GELU_C);
-  return x.mul(tf.tanh(inner).add(1)).mul(0.5);
+  return fusedLayerNorm(x, g, b, LN_EPS);
 }
 
 /**
@@ -232,7 +225,7 @@ export class Transformer {
   readonly dims: TransformerDims;
   readonly specs: ParamSpec[];
   readonly kinds: AttentionKind[];
-  private readonly p: Map<string, tf.Tensor>;
+  private p: Map<string, tf.Tensor> = new Map();
   /** Additive mask per layer kind, [T, T]. */
   private readonly bias: Map<AttentionKind, tf.Tensor2D>;
   /** One-hot cell → row / column selectors for the image positions, [N, w]. */
@@ -241,27 +234,17 @@ export class Transformer {
   private readonly owned: tf.Tensor[];
   private disposed = false;
 
+  /** `params` in `transformerParamSpecs` order; undefined leaves the model unbound until `bind` (a trainer
+   *  binds the tensors of its parameter vector for each step). */
   constructor(
     readonly cfg: TransformerConfig,
     readonly dvae: DvaeConfig,
-    params: readonly tf.Tensor[],
+    params: readonly tf.Tensor[] | undefined,
     ownParams = false,
   ) {
     this.dims = transformerDims(cfg, dvae);
     this.specs = transformerParamSpecs(cfg, dvae);
-    const problems: string[] = [];
-    if (params.length !== this.specs.length)
-      problems.push(`${params.length} tensors for ${this.specs.length} parameters`);
-    else {
-      this.specs.forEach((s, i) => {
-        const t = params[i]!;
-        if (t.shape.join('x') !== s.shape.join('x'))
-          problems.push(`${s.name} has shape [${t.shape}], expected [${s.shape}]`);
-        else if (t.dtype !== 'float32') problems.push(`${s.name} has dtype ${t.dtype}, expected float32`);
-      });
-    }
-    if (problems.length > 0) throw new TransformerParamsError(problems);
-    this.p = new Map(this.specs.map((s, i) => [s.name, params[i]!]));
+    this.bind(params);
     this.kinds = layerKinds(this.dims.layers);
     const geom = maskGeometry(this.dims);
     const T = this.dims.seqLen;
@@ -288,7 +271,29 @@ export class Transformer {
         grid,
       ),
     );
-    this.owned = [...this.bias.values(), this.rowSel, this.colSel, ...(ownParams ? params : [])];
+    this.owned = [...this.bias.values(), this.rowSel, this.colSel, ...(ownParams && params ? params : [])];
+  }
+
+  /** Makes `params` (in `transformerParamSpecs` order) the tensors every method computes with; undefined
+   *  unbinds. The model borrows them: the caller keeps them alive while it computes. */
+  bind(params: readonly tf.Tensor[] | undefined): void {
+    if (params === undefined) {
+      this.p = new Map();
+      return;
+    }
+    const problems: string[] = [];
+    if (params.length !== this.specs.length)
+      problems.push(`${params.length} tensors for ${this.specs.length} parameters`);
+    else {
+      this.specs.forEach((s, i) => {
+        const t = params[i]!;
+        if (t.shape.join('x') !== s.shape.join('x'))
+          problems.push(`${s.name} has shape [${t.shape}], expected [${s.shape}]`);
+        else if (t.dtype !== 'float32') problems.push(`${s.name} has dtype ${t.dtype}, expected float32`);
+      });
+    }
+    if (problems.length > 0) throw new TransformerParamsError(problems);
+    this.p = new Map(this.specs.map((s, i) => [s.name, params[i]!]));
   }
 
   /** A model that owns tensors made from `arrays` (e.g. a trainer's `exportParams('ema')`). */
@@ -312,7 +317,10 @@ export class Transformer {
 
   private w(name: string): tf.Tensor {
     const t = this.p.get(name);
-    if (!t) throw new TransformerParamsError([`no parameter ${name}`]);
+    if (!t)
+      throw new TransformerParamsError([
+        `no parameter ${name}${this.p.size ? '' : ' (no parameters bound)'}`,
+      ]);
     return t;
   }
 
@@ -376,44 +384,28 @@ export class Transformer {
     return x.reshape([n, S, H, dh]).transpose([0, 2, 1, 3]) as tf.Tensor4D;
   }
 
-  /** Attention of layer l over S positions; returns the output [n·S, d] and this layer's K, V. */
+  /** Attention of layer l over S positions: its output [n·S, d] and the fused projection q|k|v
+   *  [n·S, 3d] (the KV cache takes k and v from it). */
   private attention(
     l: number,
     h: tf.Tensor2D,
-    n: number,
     S: number,
-    bias: tf.Tensor,
-  ): { out: tf.Tensor2D; k: tf.Tensor4D; v: tf.Tensor4D } {
-    const { d, dh } = this.dims;
-    const qkv = tf.matMul(h, this.w(`layer${l}.attn.qkv.w`)).add(this.w(`layer${l}.attn.qkv.b`)); // [n·S, 3d]
-    const q = this.heads(qkv.slice([0, 0], [-1, d]), n, S); // [n, H, S, dh]
-    const k = this.heads(qkv.slice([0, d], [-1, d]), n, S);
-    const v = this.heads(qkv.slice([0, 2 * d], [-1, d]), n, S);
-    const scores = tf
-      .matMul(q, k, false, true)
-      .mul(1 / Math.sqrt(dh))
-      .add(bias); // [n, H, S, S]
-    const y = tf.matMul(tf.softmax(scores), v); // [n, H, S, dh]
-    const merged = y.transpose([0, 2, 1, 3]).reshape([n * S, d]);
-    const out = tf
-      .matMul(merged, this.w(`layer${l}.attn.proj.w`))
-      .add(this.w(`layer${l}.attn.proj.b`)) as tf.Tensor2D;
-    return { out, k, v };
+    bias: tf.Tensor2D,
+  ): { out: tf.Tensor2D; qkv: tf.Tensor2D } {
+    const qkv = dense(h, this.w(`layer${l}.attn.qkv.w`), this.w(`layer${l}.attn.qkv.b`)); // [n·S, 3d]
+    const merged = attention(qkv, bias, S, this.dims.heads); // [n·S, d]
+    const out = dense(merged, this.w(`layer${l}.attn.proj.w`), this.w(`layer${l}.attn.proj.b`));
+    return { out, qkv };
   }
 
   private mlp(l: number, h: tf.Tensor): tf.Tensor {
-    const a = gelu(
-      tf
-        .matMul(h as tf.Tensor2D, this.w(`layer${l}.mlp.fc.w`) as tf.Tensor2D)
-        .add(this.w(`layer${l}.mlp.fc.b`)),
-    );
-    return tf
-      .matMul(a as tf.Tensor2D, this.w(`layer${l}.mlp.proj.w`) as tf.Tensor2D)
-      .add(this.w(`layer${l}.mlp.proj.b`));
+    const a = gelu(dense(h as tf.Tensor2D, this.w(`layer${l}.mlp.fc.w`), this.w(`layer${l}.mlp.fc.b`)));
+    return dense(a, this.w(`layer${l}.mlp.proj.w`), this.w(`layer${l}.mlp.proj.b`));
   }
 
-  /** All layers over x [n, S, d] (S ≤ T, positions 0..S−1); the final LN's output [n·S, d] and K/V. */
-  private trunk(x: tf.Tensor3D): { h: tf.Tensor2D; k: tf.Tensor4D[]; v: tf.Tensor4D[] } {
+  /** All layers over x [n, S, d] (S ≤ T, positions 0..S−1): the final LN's output [n·S, d], and with
+   *  `keepKv` each layer's K and V [n, H, S, dh] for a KV cache. */
+  private trunk(x: tf.Tensor3D, keepKv = false): { h: tf.Tensor2D; k: tf.Tensor4D[]; v: tf.Tensor4D[] } {
     const [n, S, d] = x.shape;
     let r: tf.Tensor = x.reshape([n * S, d]); // residual stream [n·S, d]
     const ks: tf.Tensor4D[] = [];
@@ -423,14 +415,15 @@ export class Transformer {
       const a = this.attention(
         l,
         layerNorm(r, this.w(`layer${l}.ln1.g`), this.w(`layer${l}.ln1.b`)) as tf.Tensor2D,
-        n,
         S,
         bias,
       );
       r = r.add(a.out);
       r = r.add(this.mlp(l, layerNorm(r, this.w(`layer${l}.ln2.g`), this.w(`layer${l}.ln2.b`))));
-      ks.push(a.k);
-      vs.push(a.v);
+      if (keepKv) {
+        ks.push(this.heads(a.qkv.slice([0, d], [-1, d]), n, S));
+        vs.push(this.heads(a.qkv.slice([0, 2 * d], [-1, d]), n, S));
+      }
     }
     return { h: layerNorm(r, this.w('final.ln.g'), this.w('final.ln.b')) as tf.Tensor2D, k: ks, v: vs };
   }
@@ -484,9 +477,8 @@ export class Transformer {
       const lg = this.logits(text, imageIn);
       const ce = (logits: tf.Tensor3D, targets: tf.Tensor2D, vocab: number, count: number): tf.Scalar => {
         if (count === 0) return tf.scalar(0);
-        const logp = tf.logSoftmax(logits.reshape([count, vocab]));
-        const picked = logp.mul(oneHot(targets.reshape([count]), vocab)); // one-hot pick, no gather
-        return picked.sum().neg().div(count) as tf.Scalar;
+        const perToken = softmaxCrossEntropy(logits.reshape([count, vocab]), targets.reshape([count]));
+        return perToken.sum().div(count) as tf.Scalar;
       };
       const textLoss =
         L > 1 ? ce(lg.text, text.slice([0, 1], [n, L - 1]), textVocab, n * (L - 1)) : tf.scalar(0);
@@ -508,7 +500,7 @@ export class Transformer {
       const { textLen: L, d } = this.dims;
       const t = tf.tensor2d(text, [rows, L], 'int32');
       const x = tf.concat([this.embedText(t), this.embedImage(null, rows)], 1) as tf.Tensor3D; // [R, L+1, d]
-      const out = this.trunk(x);
+      const out = this.trunk(x, true);
       const last = out.h
         .reshape([rows, L + 1, d])
         .slice([0, L, 0], [rows, 1, d])
@@ -545,20 +537,18 @@ export class Transformer {
       const vs: tf.Tensor4D[] = [];
       for (let l = 0; l < layers; l++) {
         const h = layerNorm(r, this.w(`layer${l}.ln1.g`), this.w(`layer${l}.ln1.b`)) as tf.Tensor2D;
-        const qkv = tf.matMul(h, this.w(`layer${l}.attn.qkv.w`)).add(this.w(`layer${l}.attn.qkv.b`)); // [R, 3d]
-        const q = this.heads(qkv.slice([0, 0], [-1, d]), R, 1); // [R, H, 1, dh]
+        const qkv = dense(h, this.w(`layer${l}.attn.qkv.w`), this.w(`layer${l}.attn.qkv.b`)); // [R, 3d]
+        // q scaled before the product, as the training attention does (same rounding)
+        const q = this.heads(qkv.slice([0, 0], [-1, d]), R, 1).mul(1 / Math.sqrt(this.dims.dh)); // [R, H, 1, dh]
         const k = tf.concat([cache.k[l]!, this.heads(qkv.slice([0, d], [-1, d]), R, 1)], 2) as tf.Tensor4D; // [R, H, pos+1, dh]
         const v = tf.concat(
           [cache.v[l]!, this.heads(qkv.slice([0, 2 * d], [-1, d]), R, 1)],
           2,
         ) as tf.Tensor4D;
         const bias = this.bias.get(this.kinds[l]!)!.slice([pos, 0], [1, pos + 1]); // [1, pos+1]: this position's mask row
-        const scores = tf
-          .matMul(q, k, false, true)
-          .mul(1 / Math.sqrt(this.dims.dh))
-          .add(bias); // [R, H, 1, pos+1]
-        const y = tf.matMul(tf.softmax(scores), v).transpose([0, 2, 1, 3]).reshape([R, d]);
-        r = r.add(tf.matMul(y, this.w(`layer${l}.attn.proj.w`)).add(this.w(`layer${l}.attn.proj.b`)));
+        const scores = tf.matMul(q, k, false, true).add(bias); // [R, H, 1, pos+1]
+        const y = tf.matMul(tf.softmax(scores), v).transpose([0, 2, 1, 3]).reshape([R, d]) as tf.Tensor2D;
+        r = r.add(dense(y, this.w(`layer${l}.attn.proj.w`), this.w(`layer${l}.attn.proj.b`)));
         r = r.add(this.mlp(l, layerNorm(r, this.w(`layer${l}.ln2.g`), this.w(`layer${l}.ln2.b`))));
         ks.push(k);
         vs.push(v);

@@ -18,6 +18,8 @@ export const RngStream = {
   gumbel: 1,
   /** Sampling at inference (step = token position, rank = row). */
   sampling: 5,
+  /** dVAE dead-code restarts (step = update, rank = restart index). */
+  codeRestart: 6,
 } as const;
 
 export interface RngKey {

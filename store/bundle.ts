@@ -34,13 +34,19 @@ export function decodeBundle(bytes: Uint8Array): ModelBundle {
   for (const k of ['spec.json', 'tokenizer.json', 'meta.json', 'dvae', 'transformer']) {
     if (!s[k]) throw new BadContainerError(`model bundle lacks section '${k}'`);
   }
-  const parse = (k: string) => JSON.parse(new TextDecoder().decode(s[k]));
+  const parse = (k: string): unknown => {
+    try {
+      return JSON.parse(new TextDecoder('utf-8', { fatal: true }).decode(s[k]));
+    } catch (e) {
+      throw new BadContainerError(`model bundle section '${k}' is not JSON: ${(e as Error).message}`);
+    }
+  };
   const spec = RunSpec.safeParse(parse('spec.json'));
   if (!spec.success) throw new BadContainerError(`model bundle spec is invalid: ${spec.error.message}`);
   return {
     spec: spec.data,
     tokenizer: parse('tokenizer.json'),
-    meta: parse('meta.json'),
+    meta: (parse('meta.json') ?? {}) as Record<string, unknown>,
     dvae: s.dvae!,
     transformer: s.transformer!,
   };

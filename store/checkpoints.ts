@@ -3,7 +3,7 @@
 // pointer, so a crash at any moment leaves the previous checkpoint in force; a part whose bytes do not
 // match its sha256 makes the loader fall back to the previous committed checkpoint and say so.
 import { z } from 'zod';
-import { sha256, type StorageBackend } from './storage-backend.ts';
+import { CorruptRecordError, sha256, type StorageBackend } from './storage-backend.ts';
 
 export const PartRef = z.strictObject({
   name: z.string(),
@@ -48,6 +48,45 @@ export class CorruptPartError extends Error {
   }
 }
 
+/** Checkpoints of this run and stage exist, but not one of them verifies: resuming from step 0 would
+ *  silently throw away the run's progress, so the run stops instead (fatal: no relaunch fixes it). */
+export class NoVerifiedCheckpointError extends Error {
+  override name = 'NoVerifiedCheckpointError';
+  readonly fatal = true;
+  constructor(
+    readonly runId: string,
+    readonly stage: string,
+    /** Steps tried, newest first, each with why it was unusable. */
+    readonly tried: { step: number; reason: string }[],
+  ) {
+    super(
+      `run ${runId} stage ${stage}: no committed checkpoint verifies (${tried
+        .map((t) => `step ${t.step}: ${t.reason}`)
+        .join(
+          '; ',
+        )}); refusing to start over from step 0 — restore the checkpoint objects or start a new run id`,
+    );
+  }
+}
+
+/** A run id's checkpoints were written under another spec: resuming them would train a different model
+ *  (or fail deep in a weight loader). Fatal: the run id must change, or the spec go back. */
+export class SpecMismatchError extends Error {
+  override name = 'SpecMismatchError';
+  readonly fatal = true;
+  readonly userError = true;
+  constructor(
+    readonly runId: string,
+    readonly recorded: string,
+    readonly given: string,
+  ) {
+    super(
+      `run ${runId} already has checkpoints of another spec (spec sha256 ${recorded.slice(0, 12)}…, this one ` +
+        `${given.slice(0, 12)}…): start it under a new --run-id, or resume it with the spec it was started with`,
+    );
+  }
+}
+
 export interface CheckpointStoreOptions {
   /** Committed checkpoints kept per stage (older ones are deleted after each commit). */
   keep?: number;
@@ -78,6 +117,36 @@ export class CheckpointStore {
 
   private pointerKey(runId: string, stage: string): string {
     return `${runId}.${stage}.committed`;
+  }
+
+  /** Throws SpecMismatchError when `m` was committed under a spec whose hash is not `hash` (manifests
+   *  written before hashes were recorded carry none and pass). */
+  static checkSpec(m: CheckpointManifest, hash: string): void {
+    const recorded = m.meta.specHash;
+    if (typeof recorded === 'string' && recorded !== hash)
+      throw new SpecMismatchError(m.runId, recorded, hash);
+  }
+
+  /** The spec hash the run's newest committed checkpoint (of any stage) records, if any. */
+  async recordedSpecHash(runId: string): Promise<string | undefined> {
+    for (const stage of ['transformer', 'dvae']) {
+      const m = await this.latest(runId, stage).catch(() => undefined);
+      if (typeof m?.meta.specHash === 'string') return m.meta.specHash;
+    }
+    return undefined;
+  }
+
+  /** Rank 0's live progress of a run (overwritten every few seconds: it keeps workflow histories small). */
+  async putProgress(runId: string, report: Record<string, unknown>): Promise<void> {
+    CheckpointStore.checkIds(runId, 'progress');
+    await this.backend.kvPut(`${runId}.progress`, { ...report, at: new Date().toISOString() });
+  }
+
+  /** The last progress report of a run, or undefined (none yet, or an unreadable record). */
+  async progress(runId: string): Promise<Record<string, unknown> | undefined> {
+    CheckpointStore.checkIds(runId, 'progress');
+    const v = await this.backend.kvGet(`${runId}.progress`).catch(() => undefined);
+    return v && typeof v === 'object' ? (v as Record<string, unknown>) : undefined;
   }
 
   /** Phase 1: store one part (any rank may call this). */
@@ -114,11 +183,17 @@ export class CheckpointStore {
     return manifest;
   }
 
-  /** The pointer: the newest committed manifest, unverified. */
+  /** The pointer: the newest committed manifest, unverified. Throws CorruptRecordError when the pointer
+   *  is not a manifest. */
   async latest(runId: string, stage: string): Promise<CheckpointManifest | undefined> {
     CheckpointStore.checkIds(runId, stage);
-    const v = await this.backend.kvGet(this.pointerKey(runId, stage));
-    return v === undefined ? undefined : CheckpointManifest.parse(v);
+    const key = this.pointerKey(runId, stage);
+    const v = await this.backend.kvGet(key);
+    if (v === undefined) return undefined;
+    const m = CheckpointManifest.safeParse(v);
+    if (!m.success)
+      throw new CorruptRecordError(key, `not a checkpoint manifest (${m.error.issues[0]!.message})`);
+    return m.data;
   }
 
   /** Steps that have a manifest stored, ascending. */
@@ -132,8 +207,21 @@ export class CheckpointStore {
   }
 
   async manifestAt(runId: string, stage: string, step: number): Promise<CheckpointManifest | undefined> {
-    const bytes = await this.backend.getObject(this.partKey(runId, stage, step, 'manifest.json'));
-    return bytes ? CheckpointManifest.parse(JSON.parse(new TextDecoder().decode(bytes))) : undefined;
+    const key = this.partKey(runId, stage, step, 'manifest.json');
+    const bytes = await this.backend.getObject(key);
+    if (!bytes) return undefined;
+    let raw: unknown;
+    try {
+      raw = JSON.parse(new TextDecoder().decode(bytes));
+    } catch (e) {
+      throw new CorruptRecordError(key, `not JSON (${(e as Error).message})`);
+    }
+    const m = CheckpointManifest.safeParse(raw);
+    if (!m.success)
+      throw new CorruptRecordError(key, `not a checkpoint manifest (${m.error.issues[0]!.message})`);
+    if (m.data.runId !== runId || m.data.stage !== stage || m.data.step !== step)
+      throw new CorruptRecordError(key, `describes ${m.data.runId}/${m.data.stage}/${m.data.step}`);
+    return m.data;
   }
 
   /** One part's bytes, verified against the manifest. */
@@ -153,25 +241,38 @@ export class CheckpointStore {
     for (const p of manifest.parts) await this.loadPart(manifest, p.name);
   }
 
-  /** The newest committed checkpoint whose parts all verify, falling back step by step; undefined when
-   *  there is none (a fresh start). Every fallback is reported through `onFallback`. */
+  /** The newest committed checkpoint whose parts all verify, falling back step by step (every fallback
+   *  reported through `onFallback`); undefined only when this run and stage have no checkpoint at all (a
+   *  fresh start). A pointer that is unreadable is a fallback too: the manifests stored beside the parts
+   *  are searched. Throws NoVerifiedCheckpointError when checkpoints exist but none verifies. */
   async resolve(
     runId: string,
     stage: string,
     onFallback = this.opts.onFallback,
   ): Promise<CheckpointManifest | undefined> {
-    const pointer = await this.latest(runId, stage);
-    if (!pointer) return undefined;
-    const candidates = (await this.committedSteps(runId, stage)).filter((s) => s <= pointer.step).reverse();
-    if (!candidates.includes(pointer.step)) candidates.unshift(pointer.step);
+    const tried: { step: number; reason: string }[] = [];
+    let pointer: CheckpointManifest | undefined;
+    try {
+      pointer = await this.latest(runId, stage);
+    } catch (e) {
+      if (!(e instanceof CorruptRecordError)) throw e;
+      tried.push({ step: -1, reason: e.message });
+    }
+    const stored = await this.committedSteps(runId, stage);
+    const candidates = stored.filter((s) => pointer === undefined || s <= pointer.step).reverse();
+    if (pointer && !candidates.includes(pointer.step)) candidates.unshift(pointer.step);
+    if (!pointer && !tried.length && !candidates.length) return undefined; // never checkpointed: fresh
+    if (tried.length)
+      onFallback?.({ runId, stage, badStep: -1, reason: tried[0]!.reason, usingStep: candidates[0] });
     for (let i = 0; i < candidates.length; i++) {
       const step = candidates[i]!;
       try {
-        const m = step === pointer.step ? pointer : await this.manifestAt(runId, stage, step);
+        const m = step === pointer?.step ? pointer : await this.manifestAt(runId, stage, step);
         if (!m) throw new Error(`manifest of step ${step} is missing`);
         await this.verify(m);
         return m;
       } catch (e) {
+        tried.push({ step, reason: (e as Error).message });
         onFallback?.({
           runId,
           stage,
@@ -180,6 +281,22 @@ export class CheckpointStore {
           usingStep: candidates[i + 1],
         });
       }
+    }
+    throw new NoVerifiedCheckpointError(runId, stage, tried);
+  }
+
+  /** The newest of `steps` (ascending) whose checkpoint verifies, or undefined. */
+  private async newestVerified(runId: string, stage: string, steps: number[]): Promise<number | undefined> {
+    for (const step of [...steps].reverse()) {
+      const m = await this.manifestAt(runId, stage, step).catch(() => undefined);
+      if (
+        m &&
+        (await this.verify(m).then(
+          () => true,
+          () => false,
+        ))
+      )
+        return step;
     }
     return undefined;
   }
@@ -194,12 +311,16 @@ export class CheckpointStore {
       .sort((a, b) => a.step - b.step);
   }
 
-  /** Keep the newest `keep` committed checkpoints; delete older parts (but RETAINED_PARTS) and manifests.
+  /** Keep the newest `keep` committed checkpoints and delete older parts (but RETAINED_PARTS) and manifests,
+   *  but never the newest one that verifies (read back here: bytes can rot after their sha256 was taken).
    *  Parts of uncommitted steps newer than the pointer (a segment in flight) are left alone. */
   private async prune(runId: string, stage: string, committedStep: number, keep: number): Promise<void> {
     const steps = (await this.committedSteps(runId, stage)).filter((s) => s <= committedStep);
     const drop = new Set(steps.slice(0, Math.max(0, steps.length - keep)));
     if (!drop.size) return;
+    const verified = await this.newestVerified(runId, stage, steps);
+    if (verified === undefined) return; // nothing verifies: delete nothing, whoever resumes will say so
+    for (const s of [...drop]) if (s >= verified) drop.delete(s);
     for (const name of await this.backend.listObjects(`runs/${runId}/${stage}/`)) {
       const [, , , step, part] = name.split('/');
       if (drop.has(Number(step)) && !RETAINED_PARTS.includes(part!)) await this.backend.deleteObject(name);

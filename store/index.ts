@@ -3,7 +3,7 @@
 import type { NatsConnection } from 'nats';
 import { FolderStorageBackend, NatsStorageBackend, type StorageBackend } from './storage-backend.ts';
 import { CheckpointStore, type CheckpointStoreOptions } from './checkpoints.ts';
-import { ModelStore } from './models.ts';
+import { ModelStore, type ModelStoreOptions } from './models.ts';
 
 export * from './storage-backend.ts';
 export * from './checkpoints.ts';
@@ -21,19 +21,30 @@ export const BUCKETS = {
 
 export type StoreLocation = { nc: NatsConnection } | { dir: string };
 
+/** `readOnly` (sampler, CLI readers): bind to existing buckets only, never create one. */
 export async function openStores(
   at: StoreLocation,
-  opts: CheckpointStoreOptions = {},
+  opts: CheckpointStoreOptions & ModelStoreOptions & { readOnly?: boolean } = {},
 ): Promise<{ checkpoints: CheckpointStore; models: ModelStore }> {
   let ck: StorageBackend;
   let md: StorageBackend;
   if ('nc' in at) {
-    ck = await NatsStorageBackend.open(at.nc, BUCKETS.checkpointObjects, BUCKETS.runsKv);
-    md = await NatsStorageBackend.open(at.nc, BUCKETS.modelObjects, BUCKETS.modelsKv);
+    const o = { readOnly: opts.readOnly };
+    ck = await NatsStorageBackend.open(at.nc, BUCKETS.checkpointObjects, BUCKETS.runsKv, o);
+    md = await NatsStorageBackend.open(at.nc, BUCKETS.modelObjects, BUCKETS.modelsKv, o);
   } else {
     ck = new FolderStorageBackend(`${at.dir}/checkpoints`);
     md = new FolderStorageBackend(`${at.dir}/models`);
   }
-  return { checkpoints: new CheckpointStore(ck, opts), models: new ModelStore(md) };
+  return { checkpoints: new CheckpointStore(ck, opts), models: new ModelStore(md, opts) };
 }
 export * from './bundle.ts';
+
+/** The model store alone (the sampler and evaluation read nothing else; a sampler user may read only it). */
+export async function openModelStore(
+  at: StoreLocation,
+  opts: { readOnly?: boolean } = {},
+): Promise<ModelStore> {
+  if (!('nc' in at)) return new ModelStore(new FolderStorageBackend(`${at.dir}/models`));
+  return new ModelStore(await NatsStorageBackend.open(at.nc, BUCKETS.modelObjects, BUCKETS.modelsKv, opts));
+}

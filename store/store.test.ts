@@ -12,6 +12,7 @@ import {
   packSections,
   unpackSections,
   BadContainerError,
+  NoVerifiedCheckpointError,
   sha256,
 } from './index.ts';
 
@@ -74,9 +75,9 @@ for (const kind of ['nats', 'folder'] as const) {
       assert.match(fallbacks[0]!, /^15->10: checkpoint part .*params: sha256 [0-9a-f]{64} does not match/);
       assert.deepEqual(await ck.loadPart(m!, 'params'), bytes(3000, 10));
 
-      // A missing part is a fallback too.
+      // A missing part is a fallback too; with nothing left that verifies, resolving refuses to start over.
       await ck.backend.deleteObject(ck.partKey(run, 'dvae', 10, 'rank1'));
-      assert.equal(await ck.resolve(run, 'dvae'), undefined);
+      await assert.rejects(ck.resolve(run, 'dvae'), NoVerifiedCheckpointError);
       assert.match(fallbacks[2]!, /missing/);
     });
   });

@@ -40,6 +40,7 @@ export {
   SHORT_SECONDS_BUCKETS,
   type DalleMetrics,
   type TrainAttributes,
+  type QualityAttributes,
   type AllReduceAttributes,
   type CheckpointAttributes,
   type SamplerAttributes,

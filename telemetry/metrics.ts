@@ -26,6 +26,12 @@ export type CheckpointAttributes = {
   'dalle.checkpoint.op': 'save' | 'load';
 };
 
+/** Attributes of the quality measurements taken at checkpoints. */
+export type QualityAttributes = TrainAttributes & {
+  /** The validation set: 'seen', 'heldOut' or 'train' (see quality/validation.ts). */
+  'dalle.quality.split': string;
+};
+
 export type SamplerAttributes = {
   /** e.g. 'Generate' */
   'rpc.method': string;
@@ -62,6 +68,14 @@ export interface DalleMetrics {
   readonly generateSeconds: Histogram<GenerateAttributes>;
   /** Requests being served now. UpDownCounter (+1 on start, -1 on finish). */
   readonly inFlight: UpDownCounter<SamplerAttributes>;
+  /** dVAE: distinct codes in the validation images' tokens. Gauge. */
+  readonly codesUsed: Gauge<QualityAttributes>;
+  /** dVAE: share of validation reconstructions judged right on all four attributes (shapes set). Gauge. */
+  readonly reconstructionAccuracy: Gauge<QualityAttributes>;
+  /** Transformer: caption information, nats per image token. Gauge. */
+  readonly captionInformation: Gauge<QualityAttributes>;
+  /** Transformer: share of plain samples judged right on all four attributes (shapes set). Gauge. */
+  readonly sampleAccuracy: Gauge<QualityAttributes>;
 }
 
 /** Instrument names: the contract with dashboards. */
@@ -76,6 +90,10 @@ export const METRIC_NAMES = {
   /** observable: see observeQueueDepth */
   queueDepth: 'dalle.sampler.queue_depth',
   inFlight: 'dalle.sampler.requests_in_flight',
+  codesUsed: 'dalle.quality.codes_used',
+  reconstructionAccuracy: 'dalle.quality.reconstruction_accuracy',
+  captionInformation: 'dalle.quality.caption_information',
+  sampleAccuracy: 'dalle.quality.sample_accuracy',
 } as const satisfies Record<keyof DalleMetrics | 'queueDepth', string>;
 
 let cached: { generation: number; m: DalleMetrics } | undefined;
@@ -116,6 +134,22 @@ function build(): DalleMetrics {
     }),
     inFlight: meter.createUpDownCounter(METRIC_NAMES.inFlight, {
       description: 'Sampler requests being served',
+      unit: '1',
+    }),
+    codesUsed: meter.createGauge(METRIC_NAMES.codesUsed, {
+      description: 'dVAE codes in use on the validation images',
+      unit: '1',
+    }),
+    reconstructionAccuracy: meter.createGauge(METRIC_NAMES.reconstructionAccuracy, {
+      description: 'Share of dVAE reconstructions of validation images right on all four attributes',
+      unit: '1',
+    }),
+    captionInformation: meter.createGauge(METRIC_NAMES.captionInformation, {
+      description: 'Image-token loss with another caption minus with the true caption',
+      unit: 'nat',
+    }),
+    sampleAccuracy: meter.createGauge(METRIC_NAMES.sampleAccuracy, {
+      description: 'Share of plain samples right on all four attributes',
       unit: '1',
     }),
   };

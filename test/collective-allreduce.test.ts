@@ -18,7 +18,7 @@ import { bitsEqual, NATS_URL, openRanks, rankOrderSum, uniqueId, values } from '
 
 const SIZES = [0, 1, 3, 1000, 65_537];
 
-test('allreduce: W = 2, 3, 4 ranks get the rank-order float32 sum, bit-identical on every rank and every rerun', async () => {
+test('allreduce: W = 2, 3, 4 ranks get the rank-order float32 sum, bit-identical on every rank and every rerun, also in place', async () => {
   for (const W of [2, 3, 4]) {
     const runs: Float32Array[][] = [];
     for (let rerun = 0; rerun < 2; rerun++) {
@@ -46,6 +46,15 @@ test('allreduce: W = 2, 3, 4 ranks get the rank-order float32 sum, bit-identical
               ),
               `W=${W} n=${n}: mean`,
             );
+          // inPlace: the same bits, written into (and returned as) the caller's array
+          const copies = inputs.map((x) => Float32Array.from(x));
+          const inPlace = await Promise.all(
+            ranks.groups.map((g, r) => g.allReduce(copies[r]!, { step: k, tag: 'inplace', inPlace: true })),
+          );
+          for (const [r, out] of inPlace.entries()) {
+            assert.equal(out, copies[r], `W=${W} n=${n}: rank ${r} in place returned another array`);
+            assert.ok(bitsEqual(out, expected), `W=${W} n=${n}: rank ${r} in place differs`);
+          }
           outs.push(res[0]!);
         }
         runs.push(outs);

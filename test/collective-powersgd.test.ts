@@ -30,7 +30,7 @@ function exactMean(all: Float32Array[][], p: number): Float64Array {
   return out;
 }
 
-test('powersgd: full-rank compression equals the exact mean within 1e-5, bit-identical on every rank (W = 2, 3, 4)', async () => {
+test('powersgd: full-rank compression equals the exact mean within 1e-5, bit-identical on every rank (W = 2, 3, 4); extras come back summed', async () => {
   for (const W of [2, 3, 4]) {
     const ranks = await openRanks(W);
     try {
@@ -56,7 +56,10 @@ test('powersgd: full-rank compression equals the exact mean within 1e-5, bit-ide
       );
       for (let step = 0; step < 4; step++) {
         const all = ranks.groups.map((_, r) => gradsFor(step, r));
-        const res = await Promise.all(ps.map((p, r) => p.reduce(ranks.groups[r]!, all[r]!, step)));
+        // a per-rank extra (e.g. the step's loss) comes back summed, in the same round as the gradients
+        const extras = (r: number) => Float32Array.of(0.5 + r, step);
+        const res = await Promise.all(ps.map((p, r) => p.reduce(ranks.groups[r]!, all[r]!, step, extras(r))));
+        for (const r of res) assert.deepEqual([...r.extras], [(W * W) / 2, W * step]);
         for (let p = 0; p < specs.length; p++) {
           const mean = exactMean(all, p);
           let worst = 0;

@@ -6,7 +6,7 @@
 // Threshold: half the MSE of the best reconstruction that uses no code at all (the per-pixel mean of
 // the training images, computed here from the same data). Beating it by 2× means the 8×8 tokens carry
 // where the shape is and what colour it has; it is not a near-perfect bar, which a 2-core test budget
-// cannot reach (the preset trains 4× longer for the demo).
+// cannot reach (the preset trains 12× longer for the demo).
 // Writes the originals (top row) over their reconstructions (bottom row) to a PNG under the OS tmpdir.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';

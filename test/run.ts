@@ -5,6 +5,7 @@ import { readdirSync, statSync } from 'node:fs';
 import { join, relative } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { down, serviceEnv, up } from '../infra/services.ts';
+import { redactUrl } from '../security/nats.ts';
 
 const root = fileURLToPath(new URL('..', import.meta.url));
 const skipDirs = new Set(['node_modules', '.git', '.dalle', '.dalle-test', 'dist', 'proto']);
@@ -44,7 +45,9 @@ if (!filter.length) {
   ok = step('format', 'npx', ['prettier', '--check', '--log-level', 'warn', '.']) && ok;
 }
 
-console.log(`\n== services: Temporal ${env.temporalAddress}, NATS ${env.natsUrl}, state ${env.home}`);
+console.log(
+  `\n== services: Temporal ${env.temporalAddress}, NATS ${redactUrl(env.natsUrl)}, state ${env.home}`,
+);
 await up(env);
 const files = findTests(root).filter((f) => !filter.length || filter.some((x) => f.includes(x)));
 console.log(`== ${files.length} test files`);

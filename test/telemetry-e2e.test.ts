@@ -57,6 +57,17 @@ test(
       const trainCode = await train.exited;
       assert.equal(trainCode, 0, train.out());
 
+      // The run's quality as `dalle status --json` shows it (a query: answered while the workers run).
+      const status = dalleProc(['status', runId, '--json'], env);
+      assert.equal(await status.exited, 0, status.out());
+      const st = JSON.parse(status.out().slice(status.out().indexOf('{'))) as {
+        quality: Record<'dvae' | 'transformer', { step: number } | null>;
+        progress: { quality: unknown[] };
+      };
+      assert.equal(st.quality.dvae?.step, 20, 'status --json: the dVAE quality of the last checkpoint');
+      assert.equal(st.quality.transformer?.step, 20);
+      assert.equal(st.progress.quality.length, 8, 'every checkpoint of both stages');
+
       // 2. Serve the model this run published and generate once.
       sampler = dalleProc(['sampler', '--model', modelName, '--port', '0'], env);
       const port = await until(
@@ -180,6 +191,31 @@ test(
         assert.ok(Number(s.attributes['dalle.checkpoint.bytes']) > 0);
       }
 
+      // Quality at every committed checkpoint of each stage (tiny: every 5 of 20 steps), measured by rank 0
+      // under its trainShard activity, with the figures as attributes.
+      for (const stage of ['dvae', 'transformer']) {
+        const q = named('quality.measure').filter((s) => s.attributes['dalle.stage'] === stage);
+        assert.deepEqual(
+          q.map((s) => Number(s.attributes['dalle.step'])).sort((a, b) => a - b),
+          [5, 10, 15, 20],
+          `${stage} quality spans`,
+        );
+        for (const s of q) {
+          assert.equal(parentOf(s)?.name, 'RunActivity:trainShard');
+          const a = s.attributes;
+          if (stage === 'dvae') {
+            assert.ok(Number(a['dalle.quality.codes_used']) >= 1, JSON.stringify(a));
+            assert.ok(Number(a['dalle.quality.reconstruction_accuracy']) >= 0);
+          } else {
+            assert.ok(
+              Number.isFinite(Number(a['dalle.quality.caption_information.heldOut'])),
+              JSON.stringify(a),
+            );
+            assert.ok(Number(a['dalle.quality.sample_accuracy.seen']) >= 0);
+          }
+        }
+      }
+
       // 5. Generate: the CLI's client span, the sampler's server span under it, both OK.
       const genClient = rx.spans.find(
         (s) => s.name === 'dalle.v1.Sampler/Generate' && s.service === 'dalle-cli' && s.kind === 3,
@@ -220,6 +256,14 @@ test(
           `${stage}: no restarts in a clean run`,
         );
       }
+      const dv = (p: { attributes: Record<string, unknown> }) =>
+        run(p) && p.attributes['dalle.stage'] === 'dvae';
+      assert.ok((rx.latestPoint(METRIC_NAMES.codesUsed, dv)?.value ?? 0) >= 1, 'dVAE codes used');
+      const info = rx.latestPoint(
+        METRIC_NAMES.captionInformation,
+        (p) => run(p) && p.attributes['dalle.quality.split'] === 'heldOut',
+      )?.value;
+      assert.ok(info !== undefined && Number.isFinite(info), `caption information ${info}`);
       // Cumulative series per worker process and (rank, tag): their final counts add up to one sample per
       // all-reduce, exactly the all-reduce spans of the run.
       const finalCount = new Map<string, number>();

@@ -83,7 +83,7 @@ test(
       await waitFor(
         'the transformer stage to train',
         async () => {
-          const p = await progress(client, run);
+          const p = await progress(client, run, checkpoints);
           return p?.stage === 'transformer' && p.step >= 1;
         },
         10 * 60_000,
@@ -116,7 +116,7 @@ test(
       );
       assert.equal(got.transformer.worldSizes[0], 2);
       assert.ok(got.transformer.worldSizes.slice(1).includes(1), `transformer ${got.transformer.worldSizes}`);
-      const events = (await progress(client, run))!.events;
+      const events = (await progress(client, run, checkpoints))!.events;
       for (const e of [
         'dvae: world size 2 → 3 at checkpoint 5',
         'dvae: world size 3 → 2 (elastic',

@@ -82,7 +82,7 @@ test(
         const after = await waitFor(
           'progress after the kill',
           async () => {
-            const p = await progress(client, run);
+            const p = await progress(client, run, checkpoints);
             const r = p?.lastResume;
             return r && r.stage === stage && r.restarts > restartsBefore && p.step > r.fromStep
               ? p

@@ -6,8 +6,10 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { Client, Connection } from '@temporalio/client';
-import { progressQuery, type TrainDalleWorkflow } from '../contract/index.ts';
-import { dalle, startWorker, waitFor, writeSpec, type WorkerProc } from './fixtures/cluster.ts';
+import { connect, type NatsConnection } from 'nats';
+import type { TrainDalleWorkflow } from '../contract/index.ts';
+import { openStores } from '../store/index.ts';
+import { dalle, progress, startWorker, waitFor, writeSpec, type WorkerProc } from './fixtures/cluster.ts';
 
 test(
   'train: survives nats-server and Temporal server restarts mid-segment',
@@ -28,6 +30,7 @@ test(
       }[];
     let workers: WorkerProc[] = [];
     let connection: Connection | undefined;
+    let nc: NatsConnection | undefined;
     try {
       const services = up();
       workers = [startWorker(env, 'w0'), startWorker(env, 'w1')];
@@ -39,11 +42,14 @@ test(
         0,
       );
       const handle = client.workflow.getHandle<TrainDalleWorkflow>(runId);
+      // Step-level progress is rank 0's record in NATS (it reconnects across the restart below).
+      nc = await connect({ servers: env.NATS_URL, maxReconnectAttempts: -1, reconnectTimeWait: 250 });
+      const { checkpoints } = await openStores({ nc });
       const at = async (stage: string, step: number) =>
         waitFor(
           `${stage} step ${step}`,
           async () => {
-            const p = await handle.query(progressQuery).catch(() => undefined);
+            const p = await progress(client, runId, checkpoints).catch(() => undefined);
             return p && (p.stage === stage ? p.step >= step : p.stage !== 'dvae') ? p : undefined;
           },
           5 * 60_000,
@@ -83,6 +89,7 @@ test(
     } finally {
       await Promise.all(workers.map((w) => w.kill('SIGTERM')));
       await connection?.close();
+      await nc?.close();
       dalle(['down'], env);
       rmSync(home, { recursive: true, force: true });
     }

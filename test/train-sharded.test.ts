@@ -62,7 +62,9 @@ test(
       const shrunk = await waitFor(
         'the run to go on with host a alone',
         async () =>
-          (await progress(client, run))?.events.find((e) => e.startsWith('dvae: world size 4 → 2 (elastic')),
+          (await progress(client, run, checkpoints))?.events.find((e) =>
+            e.startsWith('dvae: world size 4 → 2 (elastic'),
+          ),
         5 * 60_000,
       );
       t.diagnostic(shrunk);
@@ -73,7 +75,7 @@ test(
       await waitFor(
         'host a to train alone',
         async () => {
-          const p = await progress(client, run);
+          const p = await progress(client, run, checkpoints);
           return p?.stage === 'dvae' && p.worldSize === 2 && p.step > 5;
         },
         5 * 60_000,
@@ -90,7 +92,7 @@ test(
       const result = await client.workflow.getHandle<TrainDalleWorkflow>(run).result();
       assert.ok(result.model.version >= 1, 'published');
 
-      const p = (await progress(client, run))!;
+      const p = (await progress(client, run, checkpoints))!;
       t.diagnostic(p.events.join('\n'));
       // Another relaunch may follow (a rank of a relaunch can miss the join on a loaded machine), so the
       // resume is looked for among the events, not only in the last one.
@@ -125,7 +127,9 @@ test(
         'workers know their host',
       );
     } catch (e) {
-      t.diagnostic((await progress(client, run).catch(() => undefined))?.events.join('\n') ?? 'no progress');
+      t.diagnostic(
+        (await progress(client, run, checkpoints).catch(() => undefined))?.events.join('\n') ?? 'no progress',
+      );
       for (const w of workers) t.diagnostic(w.output.slice(-20).join('\n'));
       throw e;
     } finally {

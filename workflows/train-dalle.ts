@@ -1,7 +1,18 @@
 // The run: stage dvae → encodeDataset (sharded over workers) → stage transformer → publishModel.
-// Workflow id = run id. Holds the run's live progress (rank 0 signals it; stages signal their events)
-// for the `progress` query, and forwards pause/resume/setWorldSize to the stage in flight.
-import { log, setHandler, startChild, workflowInfo, type ChildWorkflowHandle } from '@temporalio/workflow';
+// Workflow id = run id. Holds the run's shape for the `progress` query (stage, checkpoints, restarts,
+// events: stages signal only what changes that), and forwards pause/resume/setWorldSize to the stage in
+// flight. Step-level progress is not here: rank 0 writes it to the run's KV record (clients lay it over
+// this query), so this history grows with stages and failures, never with time. Between phases the
+// workflow continues as new when Temporal suggests it.
+import {
+  continueAsNew,
+  log,
+  patched,
+  setHandler,
+  startChild,
+  workflowInfo,
+  type ChildWorkflowHandle,
+} from '@temporalio/workflow';
 import {
   clampWorldSize,
   pauseSignal,
@@ -14,36 +25,57 @@ import {
   stageWorkflowId,
   type RunProgress,
   type StageName,
+  type TrainDalleCarry,
   type TrainDalleInput,
   type TrainDalleResult,
+  type QualityPoint,
   type TrainStageResult,
 } from '../contract/index.ts';
 import { utilityActivities } from './activities.ts';
 import { trainStage } from './train-stage.ts';
 
 const MAX_EVENTS = 20;
+/** Continue-as-new between phases (recorded histories from before it replay without it). */
+const ROOT_CONTINUE_AS_NEW = 'root-continue-as-new';
+/** Quality points a run keeps in its state: beyond this, the older half is thinned to every other point. */
+export const MAX_QUALITY_POINTS = 200;
 
-export async function trainDalle(input: TrainDalleInput): Promise<TrainDalleResult> {
-  const { runId, spec } = input;
-  const p: RunProgress = {
+/** `points` with `q` added: a point for a (stage, step) already there is replaced (a relaunched segment
+ *  measures the same checkpoint again); over the cap, the older half is thinned to every other point. */
+export function addQualityPoint(points: QualityPoint[], q: QualityPoint): QualityPoint[] {
+  const out = points.filter((p) => !(p.stage === q.stage && p.step === q.step));
+  out.push(q);
+  if (out.length <= MAX_QUALITY_POINTS) return out;
+  const half = Math.floor(out.length / 2);
+  return [...out.slice(0, half).filter((_, i) => i % 2 === 0), ...out.slice(half)];
+}
+
+function freshProgress(input: TrainDalleInput): RunProgress {
+  return {
     stage: 'dvae',
     step: 0,
-    totalSteps: stageSteps(spec, 'dvae'),
+    totalSteps: stageSteps(input.spec, 'dvae'),
     loss: null,
     lr: null,
     tau: null,
     beta: null,
     checkpointStep: 0,
     stepsPerSec: 0,
-    worldSize: spec.train.worldSize,
+    worldSize: input.spec.train.worldSize,
     restarts: 0,
     paused: false,
     bytesRaw: 0,
     bytesSent: 0,
     lastResume: null,
     events: [],
+    quality: [],
   };
-  const restartsBy: Record<string, number> = {};
+}
+
+export async function trainDalle(input: TrainDalleInput): Promise<TrainDalleResult> {
+  const { runId, spec } = input;
+  const p: RunProgress = input.carry?.progress ?? freshProgress(input);
+  const restartsBy: Record<string, number> = { ...input.carry?.restartsBy };
   let child: ChildWorkflowHandle<typeof trainStage> | undefined;
   const event = (m: string) => {
     p.events.push(m);
@@ -51,7 +83,11 @@ export async function trainDalle(input: TrainDalleInput): Promise<TrainDalleResu
   };
 
   setHandler(progressQuery, () => p);
+  // Step-level progress moved to the run's KV record; rank 0 still signals each checkpoint's quality point
+  // (runs started before the move also signal their steps here).
   setHandler(progressSignal, (r) => {
+    // A measurement stays valid after its stage ends; the rest of a late report does not.
+    if (r.quality) p.quality = addQualityPoint(p.quality ?? [], r.quality);
     if (r.stage !== p.stage) return; // a late report from a finished stage
     Object.assign(p, {
       step: r.step,
@@ -96,13 +132,7 @@ export async function trainDalle(input: TrainDalleInput): Promise<TrainDalleResu
   });
 
   const runStage = async (stage: StageName): Promise<TrainStageResult> => {
-    Object.assign(p, {
-      stage,
-      step: 0,
-      totalSteps: stageSteps(spec, stage),
-      checkpointStep: 0,
-      loss: null,
-    });
+    Object.assign(p, { stage, step: 0, totalSteps: stageSteps(spec, stage), checkpointStep: 0, loss: null });
     const { worldSize, paused } = p;
     child = await startChild(trainStage, {
       workflowId: stageWorkflowId(runId, stage),
@@ -117,10 +147,39 @@ export async function trainDalle(input: TrainDalleInput): Promise<TrainDalleResu
     p.bytesSent += result.bytesSent;
     return result;
   };
+  /** At a phase boundary: continue as new when the history asks for it (nothing is in flight here). */
+  const boundary = async (carry: TrainDalleCarry) => {
+    if (patched(ROOT_CONTINUE_AS_NEW) && workflowInfo().continueAsNewSuggested)
+      await continueAsNew<typeof trainDalle>({ runId, spec, carry: { ...carry, progress: p, restartsBy } });
+  };
 
-  const dvae = await runStage('dvae');
+  const next = input.carry?.next ?? 'dvae';
+  const dvae = next === 'dvae' ? await runStage('dvae') : input.carry!.dvae;
+  if (next === 'dvae' || next === 'encode') {
+    if (next === 'dvae') await boundary({ next: 'encode', dvae, progress: p, restartsBy });
+    await encodeDataset(p, runId, spec, dvae);
+  }
+  let transformer = input.carry?.transformer;
+  if (next !== 'publish') {
+    await boundary({ next: 'transformer', dvae, progress: p, restartsBy });
+    transformer = await runStage('transformer');
+    await boundary({ next: 'publish', dvae, transformer, progress: p, restartsBy });
+  }
 
-  // Tokenizer and image tokens for stage 2, sharded over the workers that are there.
+  Object.assign(p, { stage: 'publish' });
+  const model = await utilityActivities.publishModel({ runId, spec });
+  Object.assign(p, { stage: 'done' });
+  event(`published ${model.name} v${model.version}`);
+  return { runId, dvae, transformer: transformer!, model, restarts: p.restarts };
+}
+
+/** Tokenizer and image tokens for stage 2, sharded over the workers that are there. */
+async function encodeDataset(
+  p: RunProgress,
+  runId: string,
+  spec: TrainDalleInput['spec'],
+  dvae: TrainStageResult,
+): Promise<void> {
   Object.assign(p, { stage: 'encode', step: 0, totalSteps: 0 });
   const shards = p.worldSize;
   const [tokenizer, ...tokens] = await Promise.all([
@@ -130,12 +189,4 @@ export async function trainDalle(input: TrainDalleInput): Promise<TrainDalleResu
     ),
   ]);
   await utilityActivities.commitEncoded({ runId, spec, parts: [tokenizer!, ...tokens], shards });
-
-  const transformer = await runStage('transformer');
-
-  Object.assign(p, { stage: 'publish' });
-  const model = await utilityActivities.publishModel({ runId, spec });
-  Object.assign(p, { stage: 'done' });
-  event(`published ${model.name} v${model.version}`);
-  return { runId, dvae, transformer, model, restarts: p.restarts };
 }

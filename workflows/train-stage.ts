@@ -1,7 +1,9 @@
 // One training stage: a loop of segments. A segment = W rank activities from the last committed checkpoint.
 // Any rank failing (dead worker: heartbeat timeout; lost peer: PeerLostError) cancels the others and the
-// segment is relaunched from the last committed checkpoint with a new group id. History stays bounded:
-// continue-as-new when Temporal suggests it.
+// segment is relaunched from the last committed checkpoint with a new group id. A segment whose ranks only
+// waited for peers that never started (no worker free: PeersAbsent) is relaunched too, but that is waiting,
+// not failing: it spends no restart. History stays bounded: continue-as-new when Temporal suggests it, and
+// the root hears only of restarts, resumes and fallbacks (checkpoints and progress are in the runs bucket).
 import {
   ActivityFailure,
   ApplicationFailure,
@@ -11,6 +13,7 @@ import {
   getExternalWorkflowHandle,
   isCancellation,
   log,
+  patched,
   proxySinks,
   setHandler,
   sleep,
@@ -34,19 +37,23 @@ import {
 import type { DalleWorkflowSinks } from '../telemetry/index.ts';
 import { rankActivities, utilityActivities } from './activities.ts';
 
+/** Each segment's committed checkpoint used to be signalled to the root; clients read it from the runs
+ *  bucket now (recorded histories from before replay with the signal). */
+const CHECKPOINTS_IN_KV = 'checkpoints-in-kv';
+
 /** Failures that a relaunch cannot fix (bad config, missing dataset) end the stage at once. */
 function nonRetryable(err: unknown): ApplicationFailure | undefined {
   const cause = err instanceof ActivityFailure ? err.cause : err;
   return cause instanceof ApplicationFailure && cause.nonRetryable ? cause : undefined;
 }
 
-/** Ranks that never arrived at a segment's start (no worker took them within joinTimeout), from a rank's
- *  failure; 0 for any other failure. */
-function joinShortfall(err: unknown): number {
+/** The segment failed only because ranks never arrived (trainShard's PeersAbsent): nobody ran them yet.
+ *  Returns how many never arrived (0: some other failure). */
+function peersAbsent(err: unknown): number {
   const cause = err instanceof ActivityFailure ? err.cause : err;
-  if (!(cause instanceof ApplicationFailure) || cause.type !== 'PeerLostError') return 0;
+  if (!(cause instanceof ApplicationFailure) || cause.type !== 'PeersAbsent') return 0;
   const d = cause.details?.[0] as Partial<JoinShortfall> | undefined;
-  return d?.op === 'join' && Array.isArray(d.missing) ? d.missing.length : 0;
+  return Array.isArray(d?.missing) && d.missing.length > 0 ? d.missing.length : 1;
 }
 
 function describe(err: unknown): string {
@@ -85,14 +92,26 @@ export async function trainStage(input: TrainStageInput): Promise<TrainStageResu
   let last: TrainShardResult | undefined;
   let bytesRaw = 0;
   let bytesSent = 0;
+  let stepMs = 0;
+  let exposedCommMs = 0;
   let failed = false;
+  let waits = 0;
 
   for (;;) {
     if (paused) await condition(() => !paused);
-    const ck = await utilityActivities.resolveCheckpoint({ runId, stage });
+    const ck = await utilityActivities.resolveCheckpoint({ runId, stage, spec });
     for (const f of ck.fallbacks) await tell({ message: `checkpoint fallback: ${f}` });
     if (ck.step >= total) {
-      return { stage, step: ck.step, loss: last?.loss ?? NaN, restarts, bytesRaw, bytesSent };
+      return {
+        stage,
+        step: ck.step,
+        loss: last?.loss ?? NaN,
+        restarts,
+        bytesRaw,
+        bytesSent,
+        stepMs,
+        exposedCommMs,
+      };
     }
     if (workflowInfo().continueAsNewSuggested) {
       await continueAsNew<typeof trainStage>({ ...input, restarts, groupSeq, paused, worldSize });
@@ -132,6 +151,8 @@ export async function trainStage(input: TrainStageInput): Promise<TrainStageResu
       for (const r of results) {
         bytesRaw += r.bytesRaw;
         bytesSent += r.bytesSent;
+        stepMs += r.stepMs ?? 0; // absent in results recorded before the field existed
+        exposedCommMs += r.exposedCommMs ?? 0;
       }
       // Rank 0 stopped the segment for a new size: the one setWorldSize asked for (already in worldSize,
       // which a later signal may have changed again: it wins), or idle workers an elastic run adopts.
@@ -143,7 +164,8 @@ export async function trainStage(input: TrainStageInput): Promise<TrainStageResu
           message: `${stage}: world size ${launched} → ${resizeTo} at checkpoint ${last!.step}`,
         });
       }
-      await tell({ checkpointStep: results[0]!.checkpointStep });
+      waits = 0;
+      if (!patched(CHECKPOINTS_IN_KV)) await tell({ checkpointStep: results[0]!.checkpointStep });
     } catch (err) {
       // The run itself being cancelled is not a failed segment.
       if (isCancellation(err) && CancellationScope.current().consideredCancelled) throw err;
@@ -151,6 +173,26 @@ export async function trainStage(input: TrainStageInput): Promise<TrainStageResu
       await Promise.allSettled(shards);
       const fatal = nonRetryable(err);
       if (fatal) throw fatal;
+      const absent = peersAbsent(err);
+      if (absent > 0) {
+        // An elastic run goes on with the ranks that came (never below train.elastic.min), spending nothing.
+        const shrunk = worldSizeAfterShortfall(spec, worldSize, absent);
+        if (shrunk !== worldSize) {
+          await tell({
+            worldSize: shrunk,
+            message: `${stage}: world size ${worldSize} → ${shrunk} (elastic: ${worldSize - shrunk} rank(s) found no worker within joinTimeout)`,
+          });
+          worldSize = shrunk;
+          waits = 0;
+          continue;
+        }
+        // Waiting for a worker (a slow replacement, or none free yet): relaunch as it is, spend nothing.
+        // Status shows whom the ranks wait for (rank 0's progress record); the root hears nothing.
+        waits += 1;
+        log.info('ranks waited for absent peers; relaunching', { stage, groupId, waits, why: describe(err) });
+        await sleep(Math.min(1000 * 2 ** Math.min(waits - 1, 5), 30_000));
+        continue;
+      }
       restarts += 1;
       failed = true;
       // dalle.train.restarts (a sink: outside the isolate, not called on replay, no history change).
@@ -163,14 +205,6 @@ export async function trainStage(input: TrainStageInput): Promise<TrainStageResu
         why,
       });
       await tell({ restarts, message: `restart ${restarts} of ${stage} after ${groupId}: ${why}` });
-      const shrunk = worldSizeAfterShortfall(spec, worldSize, joinShortfall(err));
-      if (shrunk !== worldSize) {
-        await tell({
-          worldSize: shrunk,
-          message: `${stage}: world size ${worldSize} → ${shrunk} (elastic: ${worldSize - shrunk} rank(s) found no worker within joinTimeout)`,
-        });
-        worldSize = shrunk;
-      }
       if (restarts > spec.train.maxRestarts) {
         throw ApplicationFailure.nonRetryable(
           `stage ${stage} failed ${restarts} times (maxRestarts ${spec.train.maxRestarts}); last: ${why}`,

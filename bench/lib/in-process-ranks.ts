@@ -114,8 +114,8 @@ export async function trainRanks(
     const ranks = await Promise.all(
       c.groups.map(async (g, r) => {
         const grads = c.trainers[r]!.computeGradients(batchOf(step, r), step, r);
-        const loss = (await g.allReduce(Float32Array.of(grads.loss), step, 'loss'))[0]! / g.worldSize;
-        return { loss, outcome: await c.runtimes[r]!.step(grads.grads, step, loss) };
+        const outcome = await c.runtimes[r]!.step(grads.grads, step, grads.loss);
+        return { loss: outcome.loss, outcome };
       }),
     );
     out.push({ loss: ranks[0]!.loss, ranks: ranks.map((x) => x.outcome), ms: performance.now() - t0 });

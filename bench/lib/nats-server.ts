@@ -17,8 +17,9 @@ async function freePort(): Promise<number> {
   });
 }
 
-/** A private nats-server for the run (default settings: max_payload 1 MiB, max_pending 64 MiB). */
-export async function startServer(): Promise<{ url: string; stop: () => void }> {
+/** A private nats-server for the run (default settings: max_payload 1 MiB, max_pending 64 MiB); `pid`
+ *  for accounting its CPU. */
+export async function startServer(): Promise<{ url: string; stop: () => void; pid?: number }> {
   const port = await freePort();
   const dir = mkdtempSync(join(tmpdir(), 'bench-nats-'));
   const bin =
@@ -34,7 +35,7 @@ export async function startServer(): Promise<{ url: string; stop: () => void }> 
         p.kill();
         rmSync(dir, { recursive: true, force: true });
       };
-      return { url, stop };
+      return { url, stop, pid: p.pid };
     } catch {
       await new Promise((r) => setTimeout(r, 100));
     }

@@ -1,9 +1,12 @@
 // `node --import tsx infra/docker/grpc-health.ts [host:port] [service]`: asks a gRPC server's standard
 // health service (grpc.health.v1.Health/Check) and exits 0 only when it answers SERVING. The compose file's
-// sampler healthcheck runs it inside the image (Kubernetes has gRPC probes built in and does not need it).
+// sampler healthcheck runs it inside the image (Kubernetes has gRPC probes built in and does not need it,
+// unless the sampler serves TLS: its probes cannot do TLS, so a secured deployment execs this instead).
+// TLS and client certificate come from the same DALLE_SAMPLER_* variables as every sampler client.
 // Exit codes: 0 SERVING, 1 any other status or no answer within the timeout, 2 bad arguments.
 import * as grpc from '@grpc/grpc-js';
 import { service as healthService } from 'grpc-health-check';
+import { samplerClientCredentials } from '../../security/grpc.ts';
 
 export const HEALTH_TIMEOUT_MS = 3_000;
 
@@ -21,7 +24,8 @@ export function checkHealth(
 ): Promise<HealthAnswer> {
   // grpc-health-check ships the service definition with its (de)serializers; enums decode as names.
   const Health = grpc.makeGenericClientConstructor(healthService, 'Health');
-  const client = new Health(address, grpc.credentials.createInsecure()) as unknown as grpc.Client & {
+  const { credentials, options } = samplerClientCredentials(); // health needs no token
+  const client = new Health(address, credentials, options) as unknown as grpc.Client & {
     check(
       req: { service: string },
       opts: grpc.CallOptions,

@@ -76,7 +76,13 @@ TARGET="$PROJECT/node_modules/$PKG"
 
 # tfjs-node must match the project's tfjs exactly: it registers its kernels in that tfjs-core instance.
 TFJS_VERSION=$(node -p "require('$PROJECT/node_modules/@tensorflow/tfjs/package.json').version")
-NAME="$VARIANT-tfjs${TFJS_VERSION}-tf${TF_VERSION}"
+# Our patches to the binding's source (patches/): part of the build's identity, so a changed patch set
+# builds a new stage instead of reusing one built without it.
+PATCH_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/patches"
+PATCHES=("$PATCH_DIR"/*.patch)
+[[ -e "${PATCHES[0]}" ]] || PATCHES=()
+PATCH_ID=$( ((${#PATCHES[@]})) && cat "${PATCHES[@]}" | sha256sum | cut -c1-8 || echo none)
+NAME="$VARIANT-tfjs${TFJS_VERSION}-tf${TF_VERSION}-p${PATCH_ID}"
 STAGE="$CACHE/stage/$NAME" # the finished package, copied (hard-linked) into node_modules
 WORK="$CACHE/build/$NAME"
 
@@ -89,6 +95,14 @@ verify() {
     const b = tf.backend();
     const a = tf.tensor2d([[1, 2], [3, 4]]); const c = tf.matMul(a, a).dataSync().join(',');
     if (c !== '7,10,15,22') throw new Error('matmul gave ' + c);
+    // patches/binding-list-attrs.patch: a list(string) attribute reaches TensorFlow.
+    const B = b.binding;
+    const fused = b.executeSingleOutput('_FusedMatMul', [
+      { name: 'T', type: B.TF_ATTR_TYPE, value: B.TF_FLOAT },
+      { name: 'num_args', type: B.TF_ATTR_INT, value: 1 },
+      { name: 'fused_ops', type: B.TF_ATTR_STRING, value: ['BiasAdd'] },
+    ], [a, a, tf.tensor1d([1, 1])]).dataSync().join(',');
+    if (fused !== '8,11,16,23') throw new Error('_FusedMatMul with fused_ops [BiasAdd] gave ' + fused);
     const core = await import('@tensorflow/tfjs');
     if (core.engine() !== tf.engine()) throw new Error('tfjs-node loaded a second copy of tfjs-core');
     console.log(JSON.stringify({ package: '$PKG', tensorflow: b.binding.TF_Version, gpu: b.isUsingGpuDevice, tfjs: tf.version.tfjs }));
@@ -101,7 +115,7 @@ if ((VERIFY_ONLY)); then
   exit 0
 fi
 
-for tool in node npm python3 make g++ nm readelf flock; do
+for tool in node npm python3 make g++ nm readelf flock patch; do
   command -v "$tool" >/dev/null || die "'$tool' is not on PATH (Debian: apt-get install build-essential binutils python3-pip)"
 done
 python3 -m pip --version >/dev/null 2>&1 || die "python3 has no pip (Debian: apt-get install python3-pip)"
@@ -153,6 +167,10 @@ EOF
   (cd "$WORK" && npm pack --silent "$PKG@$TFJS_VERSION" >/dev/null) || die "npm pack $PKG@$TFJS_VERSION failed"
   mkdir -p "$WORK/pkg"
   tar xzf "$WORK"/tensorflow-tfjs-node-*"$TFJS_VERSION".tgz -C "$WORK/pkg" --strip-components=1
+  for p in "${PATCHES[@]}"; do
+    log "applying $(basename "$p")"
+    patch -p1 -d "$WORK/pkg" <"$p" >&2 || die "$(basename "$p") does not apply to $PKG@$TFJS_VERSION"
+  done
   # binding.gyp links -ltensorflow -ltensorflow_framework from deps/lib, with rpath $ORIGIN/../../deps/lib.
   mkdir -p "$WORK/pkg/deps/lib"
   cp -r "$WORK/tf/tensorflow/include" "$WORK/pkg/deps/include"
@@ -244,6 +262,7 @@ for n in z.namelist():
   "library": "libtensorflow_cc.so.2 + libtensorflow_framework.so.2",
   "symbols": $(wc -l <"$WORK/needed.txt"),
   "napi": $napi,
+  "patches": "$(for p in "${PATCHES[@]}"; do basename "$p"; done | paste -sd, -)",
   "node": "$(node -v)",
   "cudaWheels": $([[ -d "$STAGE/deps/nvidia" ]] && echo true || echo false),
   "builtAt": "$(date -u +%Y-%m-%dT%H:%M:%SZ)"

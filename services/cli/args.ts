@@ -35,6 +35,8 @@ export interface OptionSpec {
   help: string;
   /** The command cannot run without it (string options only). */
   required?: boolean;
+  /** May be given several times (string options only): the values come as a list, in order. */
+  multiple?: boolean;
 }
 
 export interface CommandSpec<O extends Record<string, OptionSpec>> {
@@ -51,7 +53,11 @@ export interface CommandSpec<O extends Record<string, OptionSpec>> {
 }
 
 export type OptionValues<O extends Record<string, OptionSpec>> = {
-  [K in keyof O]?: O[K]['type'] extends 'boolean' ? boolean : string;
+  [K in keyof O]?: O[K]['type'] extends 'boolean'
+    ? boolean
+    : O[K]['multiple'] extends true
+      ? string[]
+      : string;
 };
 
 /** Declares a command (identity: it keeps the options' literal types for `parseCommand`'s result). */
@@ -112,7 +118,7 @@ export function parseCommand<O extends Record<string, OptionSpec>>(
   const options = Object.fromEntries(
     Object.entries(spec.options).map(([k, o]) => [
       k,
-      { type: o.type, ...(o.short ? { short: o.short } : {}) },
+      { type: o.type, ...(o.short ? { short: o.short } : {}), ...(o.multiple ? { multiple: true } : {}) },
     ]),
   );
   const end = argv.indexOf('--'); // what follows `--` is positional, even `--help`

@@ -4,12 +4,17 @@
 import { HelpRequested, UsageError } from './args.ts';
 import { ConfigError } from '../../config/index.ts';
 
-type Command = { summary: string; load: () => Promise<{ run(argv: string[]): Promise<number | void> }> };
+type Command = {
+  summary: string;
+  load: () => Promise<{ run(argv: string[]): Promise<number | void> }>;
+  /** Started by other commands, not by people: left out of the usage list. */
+  internal?: boolean;
+};
 
 export const commands = {
   up: {
     summary:
-      'start the Temporal dev server and nats-server (installs them if missing); --check reports health',
+      'start the Temporal dev server and nats-server (installs them if missing); --secure adds TLS and credentials, --check reports health',
     load: () => import('./up.ts'),
   },
   down: { summary: 'stop the services that `dalle up` started', load: () => import('./down.ts') },
@@ -47,6 +52,11 @@ export const commands = {
     summary: 'run a benchmark from bench/ (figures, never pass/fail)',
     load: () => import('./bench.ts'),
   },
+  '__tls-proxy': {
+    summary: 'the mutual-TLS front of a secured stack (started by dalle up --secure, stopped by dalle down)',
+    load: () => import('./tls-proxy.ts'),
+    internal: true,
+  },
 } satisfies Record<string, Command>;
 
 export type CommandName = keyof typeof commands;
@@ -56,7 +66,9 @@ export function usage(): string {
   return [
     'usage: dalle <command> [options]      (dalle <command> --help for its options)',
     '',
-    ...Object.entries(commands).map(([k, c]) => `  ${k.padEnd(w)}  ${c.summary}`),
+    ...Object.entries(commands as Record<string, Command>)
+      .filter(([, c]) => !c.internal)
+      .map(([k, c]) => `  ${k.padEnd(w)}  ${c.summary}`),
   ].join('\n');
 }
 
@@ -84,7 +96,12 @@ export async function main(argv: string[]): Promise<number> {
       console.error(`dalle ${e.command ?? name}: ${e.message}${e.usage ? `\nusage: ${e.usage}` : ''}`);
       return 2;
     }
-    if (e instanceof ConfigError) {
+    // Errors of what the user set up (a config file, a security variable, an address): the message is the
+    // whole story, no stack.
+    if (
+      e instanceof ConfigError ||
+      (e instanceof Error && (e as { userError?: unknown }).userError === true)
+    ) {
       console.error(`dalle ${name}: ${e.message}`);
       return 2;
     }

@@ -60,21 +60,20 @@ export async function run(argv: string[]): Promise<number> {
   const log = (line: string) => process.stderr.write(`eval: ${line}\n`);
 
   // The bundle: from a local store folder, or from JetStream at NATS_URL.
-  const { openStores } = await import('../../store/index.ts');
+  const { openModelStore } = await import('../../store/index.ts');
   let closeNats = async () => {};
-  let stores;
+  let models;
   if (values.store) {
-    stores = await openStores({ dir: values.store });
+    models = await openModelStore({ dir: values.store });
   } else {
-    const { connect } = await import('nats');
-    const { serviceEnv } = await import('../../infra/services.ts');
-    const nc = await connect({ servers: serviceEnv().natsUrl, name: 'dalle-eval' });
+    const { connectNats } = await import('../../security/nats.ts');
+    const nc = await connectNats({ name: 'dalle-eval' });
     closeNats = () => nc.drain();
-    stores = await openStores({ nc });
+    models = await openModelStore({ nc }, { readOnly: true });
   }
   const cleanups: (() => void | Promise<void>)[] = [];
   try {
-    const { info, bundle } = await stores.models.load(name, version);
+    const { info, bundle } = await models.load(name, version);
     log(
       `model ${info.name} v${info.version} (${(info.bytes / 1e6).toFixed(1)} MB, ${JSON.stringify(info.meta)})`,
     );

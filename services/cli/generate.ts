@@ -157,7 +157,7 @@ export async function run(argv: string[]): Promise<number> {
     if (typeof err.code === 'number') {
       const hint =
         err.code === status.UNAVAILABLE && /No connection|ECONNREFUSED|connect/i.test(err.details ?? '')
-          ? ` (is \`dalle sampler\` running at ${server}?)`
+          ? ` (is \`dalle sampler\` running at ${server}? a sampler with TLS needs DALLE_SAMPLER_TLS_CA or DALLE_SAMPLER_TLS=1)`
           : '';
       console.error(`dalle generate: ${status[err.code]}: ${err.details}${hint}`);
       return err.code === status.INVALID_ARGUMENT ? 2 : 1;

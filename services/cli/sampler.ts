@@ -58,34 +58,66 @@ export async function run(argv: string[]): Promise<number> {
   const { initTelemetry, shutdownTelemetry, grpcServerTracing, observeQueueDepth } =
     await import('../../telemetry/index.ts');
   initTelemetry({ serviceName: 'dalle-sampler' });
-  const { openStores } = await import('../../store/index.ts');
+  const { openModelStore } = await import('../../store/index.ts');
   let closeNats = async () => {};
-  let stores;
+  let models;
   let where: string;
+  let nats: import('nats').NatsConnection | undefined;
   if (values.store) {
-    stores = await openStores({ dir: values.store });
+    models = await openModelStore({ dir: values.store });
     where = `folder ${values.store}`;
   } else {
-    const { connect } = await import('nats');
-    const { serviceEnv } = await import('../../infra/services.ts');
-    const url = serviceEnv().natsUrl;
-    const nc = await connect({ servers: url, name: 'dalle-sampler' });
-    closeNats = () => nc.drain();
-    stores = await openStores({ nc });
-    where = `JetStream at ${url}`;
+    const { connectNats, describeNatsAuth, redactUrl } = await import('../../security/nats.ts');
+    const { natsSecurity } = await import('../../security/settings.ts');
+    const sec = natsSecurity();
+    // Reconnects forever (also before the first connection): NATS being away pauses model updates, it
+    // never ends the service.
+    const nc = await connectNats(
+      { name: 'dalle-sampler', maxReconnectAttempts: -1, reconnectTimeWait: 1000, waitOnFirstConnect: true },
+      sec,
+    );
+    nats = nc;
+    // Drain at most a few seconds: with the server away, a drain would wait for its return forever.
+    closeNats = async () => {
+      await Promise.race([nc.drain().catch(() => undefined), new Promise((r) => setTimeout(r, 3000))]);
+      if (!nc.isClosed()) await nc.close();
+    };
+    models = await openModelStore({ nc }, { readOnly: true });
+    where = `JetStream at ${redactUrl(sec.url)} (${describeNatsAuth(sec)})`;
   }
+  const { samplerServerSecurity } = await import('../../security/settings.ts');
+  const security = samplerServerSecurity();
+  const host = address.slice(0, address.lastIndexOf(':'));
+  if (!security.tls && !/^(127\.\d+\.\d+\.\d+|\[?::1\]?|localhost)$/.test(host))
+    process.stderr.write(
+      `sampler: WARNING: serving ${address} beyond loopback without TLS${security.token ? ' (the token travels in clear)' : ''}; set DALLE_SAMPLER_TLS_CERT/KEY\n`,
+    );
   const { SamplerService } = await import('../sampler/server.ts');
   const svc = new SamplerService({
-    store: stores.models,
+    security,
+    store: models,
     defaultModel: model,
     scheduler: Object.fromEntries(Object.entries(scheduler).filter(([, v]) => v !== undefined)),
     interceptors: [grpcServerTracing()],
   });
   const stopQueueGauge = observeQueueDepth(() => svc.scheduler.queued);
+  if (nats) {
+    // Health follows the store's connection; on its return the model watch catches up.
+    const conn = nats;
+    void (async () => {
+      for await (const s of conn.status()) {
+        if (s.type === 'disconnect') svc.setStoreConnected(false);
+        else if (s.type === 'reconnect') svc.setStoreConnected(true);
+      }
+    })();
+  }
   const port = await svc.listen(address);
-  const host = address.slice(0, address.lastIndexOf(':'));
+  const how = [
+    security.tls ? (security.tls.clientCa ? 'mutual TLS' : 'TLS') : 'plaintext',
+    security.token ? 'bearer token' : 'no token',
+  ].join(', ');
   process.stderr.write(
-    `sampler: listening on ${host}:${port}, model '${model}' from ${where} (health NOT_SERVING until a version loads)\n`,
+    `sampler: listening on ${host}:${port} (${how}), model '${model}' from ${where} (health NOT_SERVING until a version loads)\n`,
   );
 
   const stopped = new Promise<void>((resolve) => {

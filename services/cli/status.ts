@@ -1,15 +1,15 @@
 // `dalle status <run> [--json]`: the workflow's state, its live progress, and the last committed checkpoint.
-import { connect } from 'nats';
-import { serviceEnv } from '../../infra/services.ts';
-import { openStores, SAMPLES_PART, type CheckpointManifest } from '../../store/index.ts';
-import {
-  progressQuery,
-  type RunProgress,
-  type TrainDalleResult,
-  type TrainDalleWorkflow,
+import { SAMPLES_PART, type CheckpointManifest, type CheckpointStore } from '../../store/index.ts';
+import type {
+  QualityPoint,
+  RunProgress,
+  TrainDalleResult,
+  TrainDalleWorkflow,
 } from '../../contract/index.ts';
+import { qualityLine } from '../../eval/quality-line.ts';
 import { command, parseCommand, usageError, UsageError } from './args.ts';
 import { commands } from './commands.ts';
+import { openRunRecords, runProgress } from './run-progress.ts';
 import { temporalClient } from './temporal.ts';
 import { progressLine } from './train.ts';
 
@@ -26,33 +26,35 @@ export interface RunStatus {
   /** Every stored sample grid of the run (checkpoint part `samples`, kept after pruning), oldest first. */
   samples: { stage: string; step: number; key: string }[];
   progress: RunProgress | null;
+  /** The latest checkpoint measurement of each stage (the whole history is progress.quality). */
+  quality: { dvae: QualityPoint | null; transformer: QualityPoint | null };
   model: TrainDalleResult['model'] | null;
   failure: string | null;
 }
 
-async function storedState(runId: string): Promise<Pick<RunStatus, 'checkpoint' | 'samples'>> {
-  const nc = await connect({ servers: serviceEnv().natsUrl, timeout: 3000 });
-  try {
-    const { checkpoints } = await openStores({ nc });
-    let checkpoint: RunStatus['checkpoint'] = null;
-    for (const stage of ['transformer', 'dvae']) {
-      const m = await checkpoints.latest(runId, stage);
-      if (m) {
-        checkpoint = { stage, step: m.step, parts: m.parts };
-        break;
-      }
+/** The last committed checkpoint and every stored sample grid of the run (none while no run stored anything). */
+async function storedState(
+  checkpoints: CheckpointStore | undefined,
+  runId: string,
+): Promise<Pick<RunStatus, 'checkpoint' | 'samples'>> {
+  let checkpoint: RunStatus['checkpoint'] = null;
+  for (const stage of ['transformer', 'dvae']) {
+    const m = await checkpoints?.latest(runId, stage).catch(() => undefined);
+    if (m) {
+      checkpoint = { stage, step: m.step, parts: m.parts };
+      break;
     }
-    const samples: RunStatus['samples'] = [];
-    for (const stage of ['dvae', 'transformer'])
-      for (const s of await checkpoints.partsNamed(runId, stage, SAMPLES_PART)) samples.push({ stage, ...s });
-    return { checkpoint, samples };
-  } finally {
-    await nc.close();
   }
+  const samples: RunStatus['samples'] = [];
+  for (const stage of ['dvae', 'transformer'])
+    for (const s of (await checkpoints?.partsNamed(runId, stage, SAMPLES_PART)) ?? [])
+      samples.push({ stage, ...s });
+  return { checkpoint, samples };
 }
 
 export async function runStatus(runId: string): Promise<RunStatus> {
   const { client, close } = await temporalClient();
+  const records = await openRunRecords();
   try {
     const handle = client.workflow.getHandle<TrainDalleWorkflow>(runId);
     const desc = await handle.describe().catch((e: Error) => {
@@ -61,7 +63,7 @@ export async function runStatus(runId: string): Promise<RunStatus> {
     const t = desc.status.name;
     const status: RunStatus['status'] =
       t === 'RUNNING' ? 'running' : t === 'COMPLETED' ? 'completed' : 'failed';
-    const progress = await handle.query(progressQuery).catch(() => null);
+    const progress = (await runProgress(client, records.checkpoints, runId)) ?? null;
     let result: TrainDalleResult | null = null;
     let failure: string | null = null;
     if (status === 'completed') result = await handle.result();
@@ -79,13 +81,18 @@ export async function runStatus(runId: string): Promise<RunStatus> {
       totalSteps: progress?.totalSteps ?? 0,
       loss: result ? result.transformer.loss : (progress?.loss ?? null),
       restarts: result ? result.restarts : (progress?.restarts ?? 0),
-      ...(await storedState(runId)),
+      ...(await storedState(records.checkpoints, runId)),
       progress,
+      quality: {
+        dvae: progress?.quality?.filter((q) => q.stage === 'dvae').at(-1) ?? null,
+        transformer: progress?.quality?.filter((q) => q.stage === 'transformer').at(-1) ?? null,
+      },
       model: result?.model ?? null,
       failure,
     };
   } finally {
     await close();
+    await records.close();
   }
 }
 
@@ -110,6 +117,7 @@ export async function run(argv: string[]): Promise<number> {
         `last checkpoint: ${s.checkpoint.stage} step ${s.checkpoint.step} (${s.checkpoint.parts.length} parts)`,
       );
     if (s.samples.length) console.log(`sample grids: ${s.samples.length} (latest ${s.samples.at(-1)!.key})`);
+    for (const q of [s.quality.dvae, s.quality.transformer]) if (q) console.log(`quality: ${qualityLine(q)}`);
     if (s.model) console.log(`model: ${s.model.name} v${s.model.version} (${s.model.bytes} bytes)`);
     if (s.failure) console.log(`failure: ${s.failure}`);
     for (const e of s.progress?.events ?? []) console.log(`  event: ${e}`);

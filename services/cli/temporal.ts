@@ -1,20 +1,17 @@
-// The Temporal client every CLI command uses.
-import { Client, Connection } from '@temporalio/client';
-import { serviceEnv } from '../../infra/services.ts';
+// The Temporal client every CLI command uses (address, namespace, TLS and API key from the environment).
+import { Client } from '@temporalio/client';
+import { temporalSecurity } from '../../security/settings.ts';
+import { connectTemporal } from '../../security/temporal.ts';
 import { temporalClientInterceptors } from '../../telemetry/index.ts';
 
 export async function temporalClient(): Promise<{ client: Client; close: () => Promise<void> }> {
-  const env = serviceEnv();
-  const connection = await Connection.connect({ address: env.temporalAddress, connectTimeout: 5000 }).catch(
-    (e: Error) => {
-      throw new Error(`cannot reach Temporal at ${env.temporalAddress} (run 'dalle up'?): ${e.message}`);
-    },
-  );
+  const sec = temporalSecurity();
+  const connection = await connectTemporal({ connectTimeout: 5000 }, sec);
   // Interceptors: starting a workflow carries the caller's trace context into it (no-op without telemetry).
   return {
     client: new Client({
       connection,
-      namespace: env.temporalNamespace,
+      namespace: sec.namespace,
       interceptors: temporalClientInterceptors(),
     }),
     close: () => connection.close(),

@@ -1,17 +1,19 @@
 // `dalle train --config <preset|file> [--run-id ID] [--detach]`: validates the spec (a bad one never
 // reaches Temporal), starts workflow `trainDalle` with id = run id, and shows live progress until it ends.
 import { randomBytes } from 'node:crypto';
-import { WorkflowFailedError } from '@temporalio/client';
-import { loadSpec } from '../../config/index.ts';
+import { WorkflowExecutionAlreadyStartedError, WorkflowFailedError } from '@temporalio/client';
+import { loadSpec, specHash } from '../../config/index.ts';
 import {
-  progressQuery,
   TASK_QUEUE,
   WORKFLOW_TYPE,
   type RunProgress,
   type TrainDalleWorkflow,
 } from '../../contract/index.ts';
-import { command, parseCommand, usageError } from './args.ts';
+import { SpecMismatchError } from '../../store/checkpoints.ts';
+import { command, parseCommand, usageError, UsageError } from './args.ts';
 import { commands } from './commands.ts';
+import { openRunRecords, runProgress } from './run-progress.ts';
+import { qualityLine } from '../../eval/quality-line.ts';
 import { temporalClient } from './temporal.ts';
 import { ATTR, dalleMetrics, initTelemetry, shutdownTelemetry, withSpan } from '../../telemetry/index.ts';
 
@@ -62,12 +64,24 @@ export async function run(argv: string[]): Promise<number> {
       { [ATTR.runId]: runId, 'dalle.preset': spec.preset, 'dalle.detach': !!values.detach },
       async () => {
         const { client, close } = await temporalClient();
+        // Step and loss come from rank 0's record in NATS; without NATS the line shows the workflow's view
+        // (and the workers still refuse a run id whose checkpoints are of another spec).
+        const records = await openRunRecords(true);
         try {
-          const handle = await client.workflow.start<TrainDalleWorkflow>(WORKFLOW_TYPE.trainDalle, {
-            taskQueue: TASK_QUEUE,
-            workflowId: runId,
-            args: [{ runId, spec }],
-          });
+          const recorded = await records.checkpoints?.recordedSpecHash(runId);
+          if (recorded && recorded !== specHash(spec))
+            throw new SpecMismatchError(runId, recorded, specHash(spec));
+          const handle = await client.workflow
+            .start<TrainDalleWorkflow>(WORKFLOW_TYPE.trainDalle, {
+              taskQueue: TASK_QUEUE,
+              workflowId: runId,
+              args: [{ runId, spec }],
+            })
+            .catch((e: Error) => {
+              if (e instanceof WorkflowExecutionAlreadyStartedError)
+                throw new UsageError(`run ${runId} is already running (see: dalle status ${runId})`, 'train');
+              throw e;
+            });
           process.stderr.write(
             `run ${runId} started (workflow ${WORKFLOW_TYPE.trainDalle}, task queue ${TASK_QUEUE})\n`,
           );
@@ -77,9 +91,17 @@ export async function run(argv: string[]): Promise<number> {
           }
           const tty = process.stderr.isTTY;
           let lastPrint = 0;
+          let lastQuality = 0;
           const timer = setInterval(async () => {
             try {
-              const p = await handle.query(progressQuery);
+              const p = await runProgress(client, records.checkpoints, runId);
+              if (!p) return;
+              // Each checkpoint's quality, once, on its own line (newest last; the list may be thinned).
+              const newest = p.quality?.at(-1);
+              if (newest && newest.at > lastQuality) {
+                lastQuality = newest.at;
+                process.stderr.write(`${tty ? '\r\x1b[K' : ''}quality: ${qualityLine(newest)}\n`);
+              }
               const line = progressLine(p);
               if (tty) process.stderr.write(`\r${line}\x1b[K`);
               else if (Date.now() - lastPrint > 10_000) {
@@ -110,6 +132,7 @@ export async function run(argv: string[]): Promise<number> {
             clearInterval(timer);
           }
         } finally {
+          await records.close();
           await close();
         }
       },

@@ -2,10 +2,13 @@
 // sampler (Generate, ListModels). Each connects on first use and again after a failure, so the console
 // starts, and keeps serving what it can, while a service is down; a request that needs a missing service
 // gets 503 naming it.
-import { Client, Connection } from '@temporalio/client';
-import { connect, type NatsConnection } from 'nats';
+import { Client } from '@temporalio/client';
+import type { NatsConnection } from 'nats';
 import type { SamplerClient } from '../../proto/gen/dalle/v1/sampler.ts';
 import { serviceEnv, type ServiceEnv } from '../../infra/services.ts';
+import { connectNats } from '../../security/nats.ts';
+import { natsSecurity, temporalSecurity } from '../../security/settings.ts';
+import { connectTemporal } from '../../security/temporal.ts';
 import { openStores, type CheckpointStore, type ModelStore } from '../../store/index.ts';
 import { createSamplerClient } from '../sampler/index.ts';
 
@@ -61,19 +64,27 @@ function lazy<T>(make: () => Promise<T>): {
 
 export function connectCluster(samplerAddress: string, env: ServiceEnv = serviceEnv()): ConsoleCluster {
   const temporal = lazy(async () => {
-    const connection = await Connection.connect({ address: env.temporalAddress, connectTimeout: 3000 }).catch(
-      (e: Error) => {
-        throw new ServiceUnavailableError('temporal', env.temporalAddress, e.message);
-      },
-    );
-    return { connection, client: new Client({ connection, namespace: env.temporalNamespace }) };
+    // Address, namespace, TLS and API key from the same TEMPORAL_* variables as every other client.
+    const sec = temporalSecurity({
+      ...process.env,
+      TEMPORAL_ADDRESS: env.temporalAddress,
+      TEMPORAL_NAMESPACE: env.temporalNamespace,
+    });
+    const connection = await connectTemporal({ connectTimeout: 3000 }, sec).catch((e: Error) => {
+      throw new ServiceUnavailableError('temporal', sec.address, e.message);
+    });
+    return { connection, client: new Client({ connection, namespace: sec.namespace }) };
   });
   const nats = lazy(async () => {
-    const nc: NatsConnection = await connect({
-      servers: env.natsUrl,
-      timeout: 3000,
-      maxReconnectAttempts: -1,
-    }).catch((e: Error) => {
+    // Credentials and TLS from the NATS_* variables, as for every other NATS client.
+    const nc: NatsConnection = await connectNats(
+      {
+        name: 'dalle-console',
+        timeout: 3000,
+        maxReconnectAttempts: -1,
+      },
+      natsSecurity({ ...process.env, NATS_URL: env.natsUrl }),
+    ).catch((e: Error) => {
       throw new ServiceUnavailableError('nats', env.natsUrl, e.message);
     });
     return { nc, stores: await openStores({ nc }) };

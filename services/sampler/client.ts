@@ -8,6 +8,8 @@ import {
   type Image,
   type Progress,
 } from '../../proto/gen/dalle/v1/sampler.ts';
+import { samplerClientCredentials } from '../../security/grpc.ts';
+import { samplerClientSecurity, type SamplerClientSecurity } from '../../security/settings.ts';
 import { grpcClientTracing } from '../../telemetry/grpc.ts';
 import { DEFAULT_ADDRESS } from './server.ts';
 
@@ -17,13 +19,18 @@ export const clientChannelOptions: grpc.ChannelOptions = {
   'grpc.keepalive_timeout_ms': 10_000,
 };
 
+/** A client for the sampler at `address`; TLS, client certificate and token from DALLE_SAMPLER_* (or
+ *  `security`). */
 export function createSamplerClient(
   address: string = process.env.DALLE_SAMPLER_ADDRESS || DEFAULT_ADDRESS,
+  security: SamplerClientSecurity = samplerClientSecurity(),
 ): SamplerClient {
+  const { credentials, options, interceptors } = samplerClientCredentials(security);
   // A CLIENT span per call with traceparent in the metadata (a no-op until the process inits telemetry).
-  return new SamplerClient(address, grpc.credentials.createInsecure(), {
+  return new SamplerClient(address, credentials, {
     ...clientChannelOptions,
-    interceptors: [grpcClientTracing()],
+    ...options,
+    interceptors: [grpcClientTracing(), ...interceptors],
   });
 }
 

@@ -70,6 +70,13 @@ export class ModelLoadError extends Error {
   }
 }
 
+/** Damaged or forged stored data somewhere in the cause chain (errors marked `corrupt`). */
+function isCorrupt(err: unknown): boolean {
+  for (let e = err, depth = 0; e instanceof Error && depth < 6; e = e.cause, depth++)
+    if ((e as { corrupt?: boolean }).corrupt === true) return true;
+  return false;
+}
+
 /** The one mapping from failures to gRPC statuses. Unknown errors are INTERNAL with their message. */
 export function toStatus(err: unknown): Partial<StatusObject> & { code: status } {
   const details = err instanceof Error ? err.message : String(err);
@@ -78,7 +85,7 @@ export function toStatus(err: unknown): Partial<StatusObject> & { code: status }
     if (err instanceof OverloadedError) return status.RESOURCE_EXHAUSTED;
     if (err instanceof NoModelLoadedError || err instanceof DrainingError) return status.UNAVAILABLE;
     if (err instanceof ModelNotFoundError) return status.NOT_FOUND;
-    if (err instanceof CorruptModelError) return status.DATA_LOSS;
+    if (err instanceof CorruptModelError || isCorrupt(err)) return status.DATA_LOSS;
     if (err instanceof ModelLoadError) return status.FAILED_PRECONDITION;
     if (err instanceof GenerationStoppedError) {
       return err.reason === 'deadline'

@@ -48,6 +48,8 @@ export class ModelRegistry {
   private wanted: ModelVersion | undefined;
   private watchLoop: Promise<void> | undefined;
   private closed = false;
+  /** Loads run one at a time: memory for one new model, not for every version a burst asks for. */
+  private loadSlot: Promise<unknown> = Promise.resolve();
   readonly loadFailures: { name: string; version: number; error: string }[] = [];
   private readonly log: NonNullable<RegistryOptions['log']>;
 
@@ -68,6 +70,17 @@ export class ModelRegistry {
       this.wanted = info;
       this.watchLoop ??= this.followWatch().finally(() => (this.watchLoop = undefined));
     });
+  }
+
+  /** Watches afresh (after the store's connection came back: the old watch may have missed versions
+   *  published meanwhile, or died with the server); the current latest arrives first and is caught up. */
+  async resync(): Promise<void> {
+    if (this.closed) return;
+    const stop = this.stopWatch;
+    this.stopWatch = undefined;
+    await stop?.().catch(() => undefined);
+    await this.start();
+    this.log('info', 'model watch resynced', { model: this.opts.defaultModel });
   }
 
   /** Resolves once the default model serves at least `minVersion` (or throws after timeoutMs). */
@@ -129,7 +142,7 @@ export class ModelRegistry {
     if (have) return Promise.resolve(have);
     let p = this.loading.get(key);
     if (!p) {
-      p = (async () => {
+      const run = async () => {
         const t0 = performance.now();
         const { info, bundle } = await this.opts.store.load(name, version);
         let model: SamplingModel;
@@ -147,7 +160,9 @@ export class ModelRegistry {
           ms: Math.round(performance.now() - t0),
         });
         return entry;
-      })().finally(() => this.loading.delete(key));
+      };
+      p = this.loadSlot.then(run, run).finally(() => this.loading.delete(key));
+      this.loadSlot = p.catch(() => undefined);
       this.loading.set(key, p);
     }
     return p;

@@ -144,9 +144,17 @@ interface LiveSession {
 const yieldToEventLoop = () => new Promise<void>((r) => setImmediate(r));
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 
+/** A place held for a request that still has to load its model (see `reserve`). */
+export interface Reservation {
+  /** Gives the place back (the request failed before it was queued). Idempotent. */
+  release(): void;
+}
+
 export class Scheduler {
   readonly options: SchedulerOptions;
   private readonly queue: Job[] = [];
+  /** Places held by requests that are admitted but not yet queued (their model is loading). */
+  private reserved = 0;
   private readonly sessions: LiveSession[] = [];
   private running = false;
   private draining = false;
@@ -188,15 +196,40 @@ export class Scheduler {
     return this.sessions.reduce((n, s) => n + s.session.liveRows, 0);
   }
 
-  /** Queues a request. Throws DrainingError or OverloadedError (nothing queued then). */
-  submit(model: SamplingModel, rows: RowSpec[], listener: JobListener = {}): Job {
+  /** Admission before any work: holds a place for a request (counted like a queued one) while its model
+   *  loads, so a burst of requests for versions nobody holds cannot make the server load them all. Throws
+   *  DrainingError or OverloadedError. */
+  reserve(): Reservation {
+    this.admissionCheck();
+    this.reserved++;
+    let held = true;
+    return {
+      release: () => {
+        if (!held) return;
+        held = false;
+        this.reserved--;
+      },
+    };
+  }
+
+  private admissionCheck(): void {
     if (this.draining) throw new DrainingError();
-    if (rows.length < 1 || rows.length > this.options.maxBatchRows)
-      throw new RangeError(`a request needs 1..${this.options.maxBatchRows} rows, got ${rows.length}`);
     // Admission counts what is waiting beyond the free generation slots.
     const free = Math.max(0, this.options.maxConcurrent - this.active);
-    if (this.queue.length - free >= this.options.maxQueue)
-      throw new OverloadedError(this.queue.length, this.options.maxQueue, this.active);
+    const waiting = this.queue.length + this.reserved;
+    if (waiting - free >= this.options.maxQueue)
+      throw new OverloadedError(waiting, this.options.maxQueue, this.active);
+  }
+
+  /** Queues a request (taking over `reservation`'s place, if given). Throws DrainingError or
+   *  OverloadedError (nothing queued then). */
+  submit(model: SamplingModel, rows: RowSpec[], listener: JobListener = {}, reservation?: Reservation): Job {
+    if (rows.length < 1 || rows.length > this.options.maxBatchRows)
+      throw new RangeError(`a request needs 1..${this.options.maxBatchRows} rows, got ${rows.length}`);
+    if (reservation) {
+      reservation.release();
+      if (this.draining) throw new DrainingError();
+    } else this.admissionCheck();
     const job = new Job(model, rows, listener, this);
     this.queue.push(job);
     listener.onQueued?.(this.queue.length - 1);

@@ -19,6 +19,8 @@ import {
   type ModelInfo,
   type Timings,
 } from '../../proto/gen/dalle/v1/sampler.ts';
+import { samplerServerCredentials, samplerTokenCheck } from '../../security/grpc.ts';
+import type { SamplerServerSecurity } from '../../security/settings.ts';
 import type { ModelStore } from '../../store/index.ts';
 import { GENERATE_ATTR } from '../../telemetry/grpc.ts';
 import type { ModelFacts, ModelLoader, RowSpec } from './engine.ts';
@@ -80,6 +82,8 @@ export interface SamplerServiceOptions {
   log?: (level: 'info' | 'error', msg: string, fields?: Record<string, unknown>) => void;
   /** grpc-js server interceptors (e.g. telemetry's `grpcServerTracing()`). */
   interceptors?: grpc.ServerInterceptor[];
+  /** TLS (optionally mutual) and a bearer token (the CLI passes DALLE_SAMPLER_*); default: plaintext, open. */
+  security?: SamplerServerSecurity;
 }
 
 export interface GenerateSummary {
@@ -118,6 +122,8 @@ export class SamplerService {
   /** Handler promises still running (Generate and ListModels). */
   private readonly inflight = new Set<Promise<unknown>>();
   private draining = false;
+  /** False while the model store's connection is down (health NOT_SERVING: new versions cannot arrive). */
+  private storeConnected = true;
   private closing: Promise<void> | undefined;
   private readonly progressIntervalMs: number;
   private readonly log: NonNullable<SamplerServiceOptions['log']>;
@@ -137,13 +143,14 @@ export class SamplerService {
       maxExtraModels: opts.maxExtraModels,
       log: this.log,
       onServing: (name) => {
-        if (name === this.registry.defaultModel && !this.draining) {
-          this.health.setStatus('', 'SERVING');
-          this.health.setStatus(SERVICE_NAME, 'SERVING');
-        }
+        if (name === this.registry.defaultModel) this.updateHealth();
       },
     });
-    this.grpcServer = new grpc.Server({ ...serverChannelOptions, interceptors: opts.interceptors ?? [] });
+    // The token check runs first: an unauthenticated call reaches no other interceptor and no handler.
+    this.grpcServer = new grpc.Server({
+      ...serverChannelOptions,
+      interceptors: [samplerTokenCheck(opts.security?.token), ...(opts.interceptors ?? [])],
+    });
     this.grpcServer.addService(SamplerServiceDefinition, {
       generate: (call: grpc.ServerWritableStream<GenerateRequest, GenerateEvent>) =>
         this.handleGenerate(call),
@@ -159,13 +166,48 @@ export class SamplerService {
   /** Binds `address` (host:port; port 0 picks one), starts watching the default model; returns the port. */
   async listen(address: string = process.env.DALLE_SAMPLER_ADDRESS || DEFAULT_ADDRESS): Promise<number> {
     const port = await new Promise<number>((resolve, reject) =>
-      this.grpcServer.bindAsync(address, grpc.ServerCredentials.createInsecure(), (err, p) =>
+      this.grpcServer.bindAsync(address, samplerServerCredentials(this.opts.security ?? {}), (err, p) =>
         err ? reject(err) : resolve(p),
       ),
     );
     await this.registry.start();
     this.log('info', 'sampler listening', { address, port, model: this.registry.defaultModel });
     return port;
+  }
+
+  /** SERVING only with the default model loaded, the store reachable and no drain in progress. */
+  private updateHealth(): void {
+    const ok =
+      !this.draining && this.storeConnected && !!this.registry.servingFacts(this.registry.defaultModel);
+    this.health.setStatus('', ok ? 'SERVING' : 'NOT_SERVING');
+    this.health.setStatus(SERVICE_NAME, ok ? 'SERVING' : 'NOT_SERVING');
+  }
+
+  /** The model store's connection went down (false) or came back (true). While it is down the service
+   *  keeps answering from the models it holds but reports NOT_SERVING (it cannot see new versions); when
+   *  it returns, the registry watches afresh and catches up with the newest version. */
+  setStoreConnected(connected: boolean): void {
+    if (this.storeConnected === connected || this.closing) return;
+    this.storeConnected = connected;
+    this.log(
+      connected ? 'info' : 'error',
+      connected ? 'model store reachable again' : 'model store unreachable',
+      {},
+    );
+    this.updateHealth();
+    if (connected) void this.resync(1000);
+  }
+
+  /** Re-watches until it works (a server that just came back may still be recovering its streams). */
+  private async resync(retryMs: number): Promise<void> {
+    if (!this.storeConnected || this.closing) return;
+    try {
+      await this.registry.resync();
+    } catch (e) {
+      this.log('error', 'model watch could not resync; retrying', { error: (e as Error).message, retryMs });
+      const t = setTimeout(() => void this.resync(Math.min(retryMs * 2, 30_000)), retryMs);
+      t.unref();
+    }
   }
 
   private track<T>(p: Promise<T>): Promise<T> {
@@ -235,7 +277,15 @@ export class SamplerService {
     const t0 = performance.now();
     if (this.draining) throw new DrainingError();
     const req = validateRequest(raw);
-    const lease = await this.registry.acquire(req.modelName, req.modelVersion);
+    // Admitted (or refused) before anything loads: a pinned version nobody holds costs a load.
+    const place = this.scheduler.reserve();
+    let lease;
+    try {
+      lease = await this.registry.acquire(req.modelName, req.modelVersion);
+    } catch (e) {
+      place.release();
+      throw e;
+    }
     try {
       const model = lease.model;
       const facts: ModelFacts = model.facts;
@@ -251,12 +301,20 @@ export class SamplerService {
         topP: req.topP,
       }));
       const total = facts.grid * facts.grid;
-      const job = this.scheduler.submit(model, rows, {
-        onQueued: (position) =>
-          out.progress({ tokensDone: rows.map(() => 0), tokensTotal: total, queuePosition: position }, true),
-        onProgress: (done) =>
-          out.progress({ tokensDone: done, tokensTotal: total, queuePosition: 0 }, done[0] === total),
-      });
+      const job = this.scheduler.submit(
+        model,
+        rows,
+        {
+          onQueued: (position) =>
+            out.progress(
+              { tokensDone: rows.map(() => 0), tokensTotal: total, queuePosition: position },
+              true,
+            ),
+          onProgress: (done) =>
+            out.progress({ tokensDone: done, tokensTotal: total, queuePosition: 0 }, done[0] === total),
+        },
+        place,
+      );
       const onAbort = () => job.cancel(signal.reason as GenerationStoppedError['reason']);
       signal.addEventListener('abort', onAbort, { once: true });
       if (signal.aborted) onAbort();
@@ -305,6 +363,7 @@ export class SamplerService {
       await out.send({ event: { $case: 'done', value: { model: summary.model, timings } } });
       return summary;
     } finally {
+      place.release(); // a no-op once the job took the place over
       lease.release();
     }
   }
@@ -343,7 +402,14 @@ export class SamplerService {
     names.add(this.registry.defaultModel);
     const models: ModelInfo[] = [];
     for (const name of [...names].sort()) {
-      const latest = await store.latest(name);
+      // One corrupt record must not hide every other model: that one is listed as if unpublished.
+      const latest = await store.latest(name).catch((e: Error) => {
+        this.log('error', 'unusable latest record; listing the model without it', {
+          model: name,
+          error: e.message,
+        });
+        return undefined;
+      });
       const serving = this.registry.servingFacts(name);
       const loaded = this.registry.loadedVersions(name);
       if (!latest && loaded.length === 0) continue;
@@ -372,8 +438,7 @@ export class SamplerService {
   shutdown(graceMs = 30_000): Promise<void> {
     this.closing ??= (async () => {
       this.draining = true;
-      this.health.setStatus('', 'NOT_SERVING');
-      this.health.setStatus(SERVICE_NAME, 'NOT_SERVING');
+      this.updateHealth();
       this.log('info', 'sampler draining', {
         active: this.scheduler.active,
         queued: this.scheduler.queued,

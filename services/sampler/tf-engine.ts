@@ -17,6 +17,7 @@ import {
   transformerParamSpecs,
 } from '../../model/index.ts';
 import { decodeBundle } from '../../store/bundle.ts';
+import { BadContainerError } from '../../store/sections.ts';
 import type {
   ModelFacts,
   ModelLoader,
@@ -171,11 +172,25 @@ class TfModel implements SamplingModel {
 /** Builds a SamplingModel from bundle bytes (verified by the store). Initializes the tfjs backend. */
 export const loadBundleModel: ModelLoader = async (bytes, v) => {
   await initTfBackend();
-  const b = decodeBundle(bytes);
-  const { spec } = b;
-  const tokenizer = Tokenizer.fromJSON(b.tokenizer);
-  const tArrays = arraysFor(b.transformer, transformerParamSpecs(spec.transformer, spec.dvae));
-  const dArrays = arraysFor(b.dvae, dvaeParamSpecs(spec.dvae));
+  // Everything read from the bundle is checked before a tensor exists; what does not fit is a corrupt
+  // (or forged) bundle: DATA_LOSS for whoever asked for it, never a crash.
+  let decoded;
+  try {
+    const b = decodeBundle(bytes);
+    const { spec } = b;
+    decoded = {
+      spec,
+      tokenizer: Tokenizer.fromJSON(b.tokenizer),
+      tArrays: arraysFor(b.transformer, transformerParamSpecs(spec.transformer, spec.dvae)),
+      dArrays: arraysFor(b.dvae, dvaeParamSpecs(spec.dvae)),
+    };
+  } catch (e) {
+    if (e instanceof BadContainerError) throw e;
+    throw new BadContainerError(`model bundle ${v.name} v${v.version}: ${(e as Error).message}`, {
+      cause: e,
+    });
+  }
+  const { spec, tokenizer, tArrays, dArrays } = decoded;
   const transformer = Transformer.fromArrays(spec.transformer, spec.dvae, tArrays);
   let dvae: Dvae;
   try {

@@ -5,12 +5,13 @@
 // ever read (parts are committed only by manifest).
 import { hostname } from 'node:os';
 import { fileURLToPath } from 'node:url';
-import { Client, Connection } from '@temporalio/client';
+import { Client } from '@temporalio/client';
 import { DefaultLogger, NativeConnection, Runtime, Worker } from '@temporalio/worker';
-import { connect } from 'nats';
 import { answerPresence, createActivities } from '../../activities/index.ts';
 import { TASK_QUEUE } from '../../contract/index.ts';
-import { serviceEnv } from '../../infra/services.ts';
+import { connectNats, describeNatsAuth, redactUrl } from '../../security/nats.ts';
+import { natsSecurity, temporalSecurity } from '../../security/settings.ts';
+import { connectTemporal, describeTemporalAuth, temporalConnectionOptions } from '../../security/temporal.ts';
 import { openStores } from '../../store/index.ts';
 import {
   temporalClientInterceptors,
@@ -34,23 +35,19 @@ export interface WorkerOptions {
 let runtimeInstalled = false;
 
 export async function runWorker(opts: WorkerOptions = {}): Promise<void> {
-  const env = serviceEnv();
+  const nats = natsSecurity();
+  const temporal = temporalSecurity();
   if (!runtimeInstalled) {
     Runtime.install({ logger: new DefaultLogger((process.env.DALLE_LOG_LEVEL as 'WARN') || 'WARN') });
     runtimeInstalled = true;
   }
   const identity = opts.identity ?? `dalle-worker@${process.pid}`;
-  const nc = await connect({
-    servers: env.natsUrl,
-    name: identity,
-    maxReconnectAttempts: -1,
-    reconnectTimeWait: 500,
-  });
+  const nc = await connectNats({ name: identity, maxReconnectAttempts: -1, reconnectTimeWait: 500 }, nats);
   const stores = await openStores({ nc });
-  const clientConnection = await Connection.connect({ address: env.temporalAddress });
+  const clientConnection = await connectTemporal({}, temporal);
   const client = new Client({
     connection: clientConnection,
-    namespace: env.temporalNamespace,
+    namespace: temporal.namespace,
     interceptors: temporalClientInterceptors(),
   });
   const hostId = opts.hostId ?? hostname();
@@ -61,8 +58,8 @@ export async function runWorker(opts: WorkerOptions = {}): Promise<void> {
   const worker = await Worker.create({
     // Tracing: workflow + activity interceptors and the workflow span sink (telemetry/temporal.ts).
     ...temporalWorkerOptions(),
-    connection: await NativeConnection.connect({ address: env.temporalAddress }),
-    namespace: env.temporalNamespace,
+    connection: await NativeConnection.connect(temporalConnectionOptions(temporal)),
+    namespace: temporal.namespace,
     taskQueue,
     identity,
     workflowsPath: fileURLToPath(new URL('../../workflows/index.ts', import.meta.url)),
@@ -88,7 +85,9 @@ export async function runWorker(opts: WorkerOptions = {}): Promise<void> {
     busy: worker.getStatus().numInFlightActivities,
   }));
   log(
-    `polling ${taskQueue} on ${env.temporalAddress} (NATS ${env.natsUrl}), ${slots} slot(s), host ${hostId}`,
+    `polling ${taskQueue} on ${temporal.address} (${describeTemporalAuth(temporal)}; NATS ` +
+      `${redactUrl(nats.url)}, ${describeNatsAuth(nats)}${nats.rankSignerFile ? ', per-run rank credentials' : ''}), ` +
+      `${slots} slot(s), host ${hostId}`,
   );
   const idle =
     opts.exitWhenIdleSec === undefined ? undefined : exitWhenIdle(worker, opts.exitWhenIdleSec, log);

@@ -1,0 +1,410 @@
+// `dalle bench compare [--configs tiny,shapes,large] [--models dvae,transformer] [--threads 1,2]
+//                      [--batch 32] [--steps 10] [--warmup 3] [--install-anchor] [--no-anchor]
+//                      [--baseline DIR] [--json]`
+//
+// Our training step against the reference implementation, dalle-pytorch on PyTorch's CPU kernels, in one
+// run: for each config, model and thread count, our step (the real Trainer: computeGradients +
+// applyGradients, i.e. forward, backward, AdamW, EMA) and dalle-pytorch's (forward, loss, backward, AdamW,
+// EMA; clipping for the transformer) on the same batch size and the same number of threads, each in a
+// fresh process, median of `steps` timed steps after `warmup`. Prints steps/s, images/s, GFLOP/s (each
+// side's own FLOPs: 3 × forward multiply-adds × 2), the median CPU seconds per step (what the load moves
+// least: a shared machine stretches wall time, not work) and the ratio of steps/s (ours / theirs).
+//
+// Models compared: the transformer with our sizes (d_model, layers, heads, text and image lengths,
+// vocabularies; full attention on their side). The dVAEs share no architecture, so theirs
+// (DiscreteVAE, one resblock) gets the width whose forward multiply-adds per image are closest to ours.
+// Configs: `tiny` and `shapes` are the presets; `large` is `shapes` with a 32-wide dVAE and a
+// d256 × 8-layer transformer.
+//
+// dalle-pytorch is not a project dependency: `--install-anchor` creates its virtual environment with
+// bench/anchor/install-anchor.sh (outside the repository; DALLE_ANCHOR_VENV moves it).
+//
+// `--baseline DIR` also times the same step with another checkout's model code (before/after a change,
+// in the same run): e.g. `mkdir /tmp/base && git archive main | tar -x -C /tmp/base && ln -s
+// "$PWD/node_modules" /tmp/base/`.
+//
+// Figures only, never pass/fail: quote ratios from one run, with the load it reports.
+import { spawn } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { cpus, homedir, loadavg } from 'node:os';
+import { join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { loadSpec, resolveSpec, type RunSpec } from '../config/index.ts';
+import { dvaeForwardMacs, transformerFlopsPerSequence } from '../model/index.ts';
+import { command, parseCommand, readers } from '../services/cli/args.ts';
+import { median, type SideResult, type StepJob } from './lib/compare-step.ts';
+
+const stepChild = fileURLToPath(new URL('./lib/compare-step.ts', import.meta.url));
+const repoRoot = fileURLToPath(new URL('..', import.meta.url));
+const anchorDir = fileURLToPath(new URL('./anchor/', import.meta.url));
+
+/** The reference implementation could not be installed or run. */
+export class AnchorError extends Error {
+  override name = 'AnchorError';
+  constructor(
+    readonly venv: string,
+    readonly problem: string,
+  ) {
+    super(`bench compare: dalle-pytorch (${venv}): ${problem}`);
+  }
+}
+
+/** The `--baseline` checkout cannot be timed. */
+export class BaselineError extends Error {
+  override name = 'BaselineError';
+  constructor(
+    readonly dir: string,
+    readonly problem: string,
+  ) {
+    super(`bench compare --baseline ${dir}: ${problem}`);
+  }
+}
+
+export const configNames = ['tiny', 'shapes', 'large'] as const;
+export type ConfigName = (typeof configNames)[number];
+export const modelNames = ['dvae', 'transformer'] as const;
+export type ModelName = (typeof modelNames)[number];
+
+/** The run spec of a compared config (only its model sizes matter here). */
+export function compareSpec(name: ConfigName): RunSpec {
+  if (name !== 'large') return loadSpec(name);
+  return resolveSpec(
+    { preset: 'shapes', dvae: { hidden: 32 }, transformer: { layers: 8, dModel: 256, heads: 8 } },
+    'bench compare config large',
+  );
+}
+
+interface Options {
+  configs: ConfigName[];
+  models: ModelName[];
+  threads: number[];
+  batch: number;
+  steps: number;
+  warmup: number;
+  installAnchor: boolean;
+  anchor: boolean;
+  baseline?: string;
+  json: boolean;
+}
+
+export const cli = command({
+  name: 'bench compare',
+  summary: "our training step against dalle-pytorch's, same batch and threads, in one run",
+  options: {
+    configs: {
+      type: 'string',
+      value: 'list',
+      help: `comma list of ${configNames.join(', ')} (default all)`,
+    },
+    models: { type: 'string', value: 'list', help: `comma list of ${modelNames.join(', ')} (default both)` },
+    threads: { type: 'string', value: 'list', help: 'comma list of thread counts (default 1,2)' },
+    batch: { type: 'string', value: 'B', help: 'images (sequences) per step, both sides (default 32)' },
+    steps: { type: 'string', value: 'N', help: 'timed steps; the median is reported (default 10)' },
+    warmup: { type: 'string', value: 'N', help: 'untimed steps first (default 3)' },
+    'install-anchor': {
+      type: 'boolean',
+      help: "create dalle-pytorch's virtual environment first if missing (~5.5 GB, outside the repository)",
+    },
+    'no-anchor': { type: 'boolean', help: 'measure our side only' },
+    baseline: {
+      type: 'string',
+      value: 'DIR',
+      help: 'also time the step of another checkout (e.g. main, unpacked beside a node_modules): before/after',
+    },
+    json: { type: 'boolean', help: 'print the figures as JSON' },
+  },
+  notes: [
+    'The anchor lives in $DALLE_ANCHOR_VENV (default ~/.cache/dalle/anchor/dalle-pytorch-1.6.6).',
+    'Quote ratios from one run, with the load it prints: a shared machine stretches wall time.',
+  ],
+});
+
+function options(argv: string[]): Options {
+  const { values } = parseCommand(argv, cli);
+  const read = readers(cli);
+  return {
+    configs: read.choices('configs', values.configs, configNames) ?? [...configNames],
+    models: read.choices('models', values.models, modelNames) ?? [...modelNames],
+    threads: read.ints('threads', values.threads, 1) ?? [1, 2],
+    batch: read.int('batch', values.batch, 1) ?? 32,
+    steps: read.int('steps', values.steps, 1) ?? 10,
+    warmup: read.int('warmup', values.warmup, 0) ?? 3,
+    installAnchor: !!values['install-anchor'],
+    anchor: !values['no-anchor'],
+    baseline: values.baseline === undefined ? undefined : resolve(values.baseline),
+    json: !!values.json,
+  };
+}
+
+// ---- one side of one comparison, in a child process ------------------------------------------------
+
+interface Job {
+  model: ModelName;
+  config: ConfigName;
+  batch: number;
+  threads: number;
+  warmup: number;
+  steps: number;
+}
+
+function stepJob(job: Job, root: string): StepJob {
+  const spec = compareSpec(job.config);
+  return {
+    model: job.model,
+    root,
+    dvae: spec.dvae,
+    transformer: spec.transformer,
+    trainFlopsPerItem:
+      job.model === 'dvae'
+        ? 3 * 2 * dvaeForwardMacs(spec.dvae)
+        : transformerFlopsPerSequence(spec.transformer, spec.dvae).train,
+    batch: job.batch,
+    warmup: job.warmup,
+    steps: job.steps,
+  };
+}
+
+function runChild(cmd: string, args: string[], env: NodeJS.ProcessEnv, what: string): Promise<SideResult> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(cmd, args, { env, stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
+    let err = '';
+    child.stdout.on('data', (d: Buffer) => (out += d.toString()));
+    child.stderr.on('data', (d: Buffer) => (err += d.toString()));
+    child.on('error', reject);
+    child.on('exit', (code) => {
+      const line = out.trim().split('\n').pop() ?? '';
+      if (code === 0 && line.startsWith('{')) return resolve(JSON.parse(line) as SideResult);
+      reject(new Error(`${what} exited ${code}: ${err.trim().split('\n').slice(-6).join('\n')}`));
+    });
+  });
+}
+
+function threadEnv(threads: number): NodeJS.ProcessEnv {
+  // Every runtime's own knob, so neither side can use more cores than the other.
+  const t = String(threads);
+  return {
+    ...process.env,
+    DALLE_THREADS: t,
+    // What DALLE_THREADS sets in model/tf-backend.ts, for a baseline that predates it.
+    TF_NUM_INTRAOP_THREADS: t,
+    TF_NUM_INTEROP_THREADS: '1',
+    OMP_NUM_THREADS: t,
+    MKL_NUM_THREADS: t,
+    TF_CPP_MIN_LOG_LEVEL: process.env.TF_CPP_MIN_LOG_LEVEL ?? '2',
+    DALLE_LOG_LEVEL: 'silent',
+  };
+}
+
+/** Our step, with the model of `root` (this checkout or the baseline). */
+function runOurs(job: Job, root: string): Promise<SideResult> {
+  return runChild(
+    process.execPath,
+    ['--import', 'tsx', stepChild, JSON.stringify(stepJob(job, root))],
+    threadEnv(job.threads),
+    `${root === repoRoot ? 'our' : `the baseline's (${root})`} ${job.model} step (${job.config}, ${job.threads} threads)`,
+  );
+}
+
+function anchorJob(job: Job): Record<string, unknown> {
+  const spec = compareSpec(job.config);
+  const base = {
+    model: job.model,
+    batch: job.batch,
+    threads: job.threads,
+    warmup: job.warmup,
+    steps: job.steps,
+  };
+  if (job.model === 'dvae') {
+    const d = spec.dvae;
+    return {
+      ...base,
+      dvae: {
+        resolution: d.resolution,
+        grid: d.grid,
+        codebookSize: d.codebookSize,
+        targetMacs: dvaeForwardMacs(d),
+      },
+    };
+  }
+  const t = spec.transformer;
+  return {
+    ...base,
+    transformer: {
+      dModel: t.dModel,
+      layers: t.layers,
+      heads: t.heads,
+      textLen: t.textLen,
+      vocabSize: t.vocabSize,
+      grid: spec.dvae.grid,
+      codebookSize: spec.dvae.codebookSize,
+      attention: 'full',
+    },
+  };
+}
+
+function anchorVenv(): string {
+  return (
+    process.env.DALLE_ANCHOR_VENV ??
+    join(process.env.XDG_CACHE_HOME ?? join(homedir(), '.cache'), 'dalle', 'anchor', 'dalle-pytorch-1.6.6')
+  );
+}
+
+async function runAnchor(job: Job, venv: string): Promise<SideResult> {
+  const r = await runChild(
+    join(venv, 'bin', 'python'),
+    [join(anchorDir, 'anchor_step.py'), JSON.stringify(anchorJob(job))],
+    threadEnv(job.threads),
+    `dalle-pytorch ${job.model} step (${job.config}, ${job.threads} threads)`,
+  );
+  const { impl, stepSec, cpuSec, stepSecMedian, trainFlopsPerItem, parameters, ...detail } = r as SideResult &
+    Record<string, unknown>;
+  return { impl, stepSec, cpuSec, stepSecMedian, trainFlopsPerItem, parameters, detail };
+}
+
+async function ensureAnchor(o: Options): Promise<string> {
+  const venv = anchorVenv();
+  const installed = existsSync(join(venv, '.dalle-anchor.json'));
+  if (installed && !o.installAnchor) return venv;
+  if (!o.installAnchor) {
+    throw new AnchorError(
+      venv,
+      'not installed; rerun with --install-anchor (creates its virtual environment, ~5.5 GB once) or --no-anchor',
+    );
+  }
+  await new Promise<void>((resolve, reject) => {
+    const p = spawn(join(anchorDir, 'install-anchor.sh'), ['--venv', venv], {
+      stdio: ['ignore', 'inherit', 'inherit'],
+    });
+    p.on('error', reject);
+    p.on('exit', (code) =>
+      code === 0
+        ? resolve()
+        : reject(new AnchorError(venv, `install-anchor.sh exited ${code} (output above)`)),
+    );
+  });
+  return venv;
+}
+
+// ---- the comparison ---------------------------------------------------------------------------------
+
+export interface Comparison {
+  model: ModelName;
+  config: ConfigName;
+  threads: number;
+  batch: number;
+  ours: SideResult & { stepsPerSec: number; imagesPerSec: number; gflops: number };
+  anchor?: SideResult & { stepsPerSec: number; imagesPerSec: number; gflops: number };
+  /** Our steps/s over dalle-pytorch's. */
+  ratio?: number;
+  /** The same step with `--baseline`'s model code. */
+  baseline?: SideResult & { stepsPerSec: number; imagesPerSec: number; gflops: number };
+  /** Our steps/s over the baseline's. */
+  speedup?: number;
+  loadavg1: number;
+}
+
+function figures(r: SideResult, batch: number) {
+  return {
+    ...r,
+    stepsPerSec: 1 / r.stepSecMedian,
+    imagesPerSec: batch / r.stepSecMedian,
+    gflops: (r.trainFlopsPerItem * batch) / r.stepSecMedian / 1e9,
+  };
+}
+
+export async function main(argv: string[]): Promise<void> {
+  const o = options(argv);
+  const venv = o.anchor ? await ensureAnchor(o) : undefined;
+  if (o.baseline && !existsSync(join(o.baseline, 'model', 'index.ts'))) {
+    throw new BaselineError(o.baseline, 'has no model/index.ts (expected a checkout of this repository)');
+  }
+  const startLoad = loadavg()[0]!;
+  const rows: Comparison[] = [];
+  for (const config of o.configs) {
+    for (const model of o.models) {
+      for (const threads of o.threads) {
+        const job: Job = { model, config, threads, batch: o.batch, warmup: o.warmup, steps: o.steps };
+        process.stderr.write(`bench compare: ${model} ${config}, ${threads} thread(s)…\n`);
+        const baseline = o.baseline ? figures(await runOurs(job, o.baseline), o.batch) : undefined;
+        const ours = figures(await runOurs(job, repoRoot), o.batch);
+        const anchor = venv ? figures(await runAnchor(job, venv), o.batch) : undefined;
+        rows.push({
+          model,
+          config,
+          threads,
+          batch: o.batch,
+          ours,
+          anchor,
+          ratio: anchor ? ours.stepsPerSec / anchor.stepsPerSec : undefined,
+          baseline,
+          speedup: baseline ? ours.stepsPerSec / baseline.stepsPerSec : undefined,
+          loadavg1: loadavg()[0]!,
+        });
+      }
+    }
+  }
+  const report = {
+    bench: 'compare',
+    machine: { cpus: cpus().length, loadavgStart: startLoad, loadavgEnd: loadavg()[0]! },
+    batch: o.batch,
+    steps: o.steps,
+    warmup: o.warmup,
+    rows,
+  };
+  if (o.json) {
+    console.log(JSON.stringify(report));
+    return;
+  }
+  printTable(report);
+}
+
+function printTable(r: {
+  machine: { cpus: number; loadavgStart: number; loadavgEnd: number };
+  batch: number;
+  steps: number;
+  warmup: number;
+  rows: Comparison[];
+}): void {
+  const f = (x: number | undefined, d = 2) => (x === undefined ? '–' : x.toFixed(d));
+  const first = r.rows[0];
+  console.log(
+    `bench compare: batch ${r.batch}, median of ${r.steps} steps after ${r.warmup} warm-up; ours on ${String(first?.ours.detail.backend ?? '?')}` +
+      (first?.anchor
+        ? `, dalle-pytorch ${String((first.anchor.detail.versions as Record<string, string>)?.dalle_pytorch)} on torch ${String((first.anchor.detail.versions as Record<string, string>)?.torch)}`
+        : '') +
+      (first?.baseline ? `; baseline ${String(first.baseline.detail.root)}` : '') +
+      `; load ${r.machine.loadavgStart.toFixed(1)} → ${r.machine.loadavgEnd.toFixed(1)} on ${r.machine.cpus} cores`,
+  );
+  const base = r.rows.some((x) => x.baseline);
+  const cols: [string, number, (x: Comparison) => string][] = [
+    ['model', 12, (x) => x.model],
+    ['config', 7, (x) => x.config],
+    ['thr', 4, (x) => String(x.threads)],
+    ...((base
+      ? [
+          ['base steps/s', 13, (x) => f(x.baseline?.stepsPerSec)],
+          ['CPU s', 7, (x) => f(x.baseline && median(x.baseline.cpuSec), 3)],
+        ]
+      : []) as [string, number, (x: Comparison) => string][]),
+    ['ours steps/s', 13, (x) => f(x.ours.stepsPerSec)],
+    ['images/s', 9, (x) => f(x.ours.imagesPerSec, 0)],
+    ['GFLOP/s', 8, (x) => f(x.ours.gflops, 1)],
+    ['CPU s', 7, (x) => f(median(x.ours.cpuSec), 3)],
+    ...((base ? [['×base', 7, (x) => (x.speedup === undefined ? '–' : `${x.speedup.toFixed(2)}×`)]] : []) as [
+      string,
+      number,
+      (x: Comparison) => string,
+    ][]),
+    ['anchor steps/s', 15, (x) => f(x.anchor?.stepsPerSec)],
+    ['images/s', 9, (x) => f(x.anchor?.imagesPerSec, 0)],
+    ['GFLOP/s', 8, (x) => f(x.anchor?.gflops, 1)],
+    ['CPU s', 7, (x) => f(x.anchor && median(x.anchor.cpuSec), 3)],
+    ['ratio', 7, (x) => (x.ratio === undefined ? '–' : `${x.ratio.toFixed(2)}×`)],
+    ['load', 5, (x) => x.loadavg1.toFixed(1)],
+  ];
+  const line = (cells: string[]) =>
+    cells.map((c, i) => (i < 2 ? c.padEnd(cols[i]![1]) : c.padStart(cols[i]![1]))).join(' ');
+  console.log(line(cols.map((c) => c[0])));
+  for (const x of r.rows) console.log(line(cols.map((c) => c[2](x))));
+}

@@ -1,0 +1,126 @@
+// One timed training step of `bench compare`, run in a child process of its own so that each measurement
+// gets a fresh backend with its thread count fixed at load:
+//   node --import tsx bench/lib/compare-step.ts '<job JSON>'
+//
+// The model code is imported from `job.root`: this checkout, or the baseline checkout of
+// `bench compare --baseline DIR` (e.g. `git archive main` unpacked beside its node_modules), so that the
+// same child times the step before and after a change. Only the model is taken from the root: the
+// model sizes, the batches and the FLOP counts come from the parent, so both sides train the same model
+// on the same data even when the baseline's presets differ.
+import { resolve } from 'node:path';
+import { pathToFileURL } from 'node:url';
+import { renderShape, shapeItem } from '../../data/shapes.ts';
+
+/** What the parent asks one child to time. */
+export interface StepJob {
+  model: 'dvae' | 'transformer';
+  /** The checkout whose model/index.ts is timed. */
+  root: string;
+  /** The run spec's `dvae` and `transformer` sections (the parent's, whatever the root). */
+  dvae: { resolution: number; grid: number; codebookSize: number } & Record<string, unknown>;
+  transformer: { textLen: number; vocabSize: number } & Record<string, unknown>;
+  trainFlopsPerItem: number;
+  batch: number;
+  warmup: number;
+  steps: number;
+}
+
+/** What each side's child prints (the anchor's script prints the same fields). */
+export interface SideResult {
+  impl: string;
+  stepSec: number[];
+  cpuSec: number[];
+  stepSecMedian: number;
+  trainFlopsPerItem: number;
+  parameters: number;
+  detail: Record<string, unknown>;
+}
+
+/** The parts of a checkout's model surface the step uses; its types are the root's own, unknown here. */
+interface ModelSurface {
+  initTfBackend(): Promise<string>;
+  requestedThreads?: () => number | undefined;
+  createDvaeTrainer(cfg: unknown, seed: number, worldSize: number): StepTrainer;
+  createTransformerTrainer(cfg: unknown, dvae: unknown, seed: number, worldSize: number): StepTrainer;
+}
+interface StepTrainer {
+  paramSpecs(): { shape: number[] }[];
+  computeGradients(batch: unknown, step: number, rank: number): { grads: unknown; loss: number };
+  applyGradients(grads: unknown, step: number, loss: number): unknown;
+  dispose(): void;
+}
+
+export const median = (xs: number[]): number => {
+  const s = [...xs].sort((a, b) => a - b);
+  const m = s.length >> 1;
+  return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
+};
+
+function dvaeBatch(job: StepJob, offset: number) {
+  const R = job.dvae.resolution;
+  const n = job.batch;
+  const images = new Uint8Array(n * R * R * 3);
+  for (let i = 0; i < n; i++) images.set(renderShape(shapeItem(offset + i, 'train', 1234), R), i * R * R * 3);
+  return { images, n };
+}
+
+/** Captions of varying length (0-padded at the end) and arbitrary image tokens, as the anchor uses. */
+function transformerBatch(job: StepJob) {
+  const L = job.transformer.textLen;
+  const N = job.dvae.grid ** 2;
+  const n = job.batch;
+  return {
+    n,
+    text: Int32Array.from({ length: n * L }, (_, k) =>
+      k % L < 4 + (((k / L) | 0) % Math.max(1, L - 3)) ? 1 + ((7 * k) % (job.transformer.vocabSize - 1)) : 0,
+    ),
+    image: Int32Array.from({ length: n * N }, (_, k) => (13 * k + ((k / N) | 0)) % job.dvae.codebookSize),
+  };
+}
+
+/** Times `job.steps` steps of the root's real Trainer (forward, backward, AdamW, EMA) after a warm-up. */
+export async function timeStep(job: StepJob): Promise<SideResult> {
+  const root = resolve(job.root);
+  const model = (await import(pathToFileURL(resolve(root, 'model/index.ts')).href)) as ModelSurface;
+  const backend = await model.initTfBackend();
+  const dvae = job.model === 'dvae';
+  const trainer = dvae
+    ? model.createDvaeTrainer(job.dvae, 0, 1)
+    : model.createTransformerTrainer(job.transformer, job.dvae, 0, 1);
+  const batches = dvae ? [0, 1, 2, 3].map((k) => dvaeBatch(job, k * job.batch)) : [transformerBatch(job)];
+  const parameters = trainer.paramSpecs().reduce((s, p) => s + p.shape.reduce((a, b) => a * b, 1), 0);
+  const step = (s: number) => {
+    const g = trainer.computeGradients(batches[s % batches.length], s, 0);
+    trainer.applyGradients(g.grads, s, g.loss);
+  };
+  for (let s = 0; s < job.warmup; s++) step(s);
+  const stepSec: number[] = [];
+  const cpuSec: number[] = [];
+  for (let s = job.warmup; s < job.warmup + job.steps; s++) {
+    const c0 = process.cpuUsage();
+    const t0 = performance.now();
+    step(s);
+    stepSec.push((performance.now() - t0) / 1000);
+    const c = process.cpuUsage(c0);
+    cpuSec.push((c.user + c.system) / 1e6);
+  }
+  trainer.dispose();
+  return {
+    impl: 'dalle-cluster',
+    stepSec,
+    cpuSec,
+    stepSecMedian: median(stepSec),
+    trainFlopsPerItem: job.trainFlopsPerItem,
+    parameters,
+    // A baseline may predate DALLE_THREADS: the parent also sets TensorFlow's own thread variables.
+    detail: {
+      backend,
+      root,
+      threads: model.requestedThreads?.() ?? Number(process.env.TF_NUM_INTRAOP_THREADS),
+    },
+  };
+}
+
+if (process.argv[1] && import.meta.url === pathToFileURL(process.argv[1]).href) {
+  console.log(JSON.stringify(await timeStep(JSON.parse(process.argv[2]!) as StepJob)));
+}
