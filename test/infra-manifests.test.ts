@@ -187,7 +187,9 @@ test('infra: every command line in the manifests is accepted by the CLI, options
             execFile(
               process.execPath,
               ['bin/dalle.js', ...args],
-              { cwd: root, env, timeout: 60_000 },
+              // A sampler waits for NATS as long as it takes (it must outlive NATS restarts): it is still
+              // running, past its option parsing, when the timeout stops it.
+              { cwd: root, env, timeout: args[0] === 'sampler' ? 20_000 : 60_000 },
               (err, _out, stderr) => {
                 try {
                   const line = `dalle ${args.join(' ')}`;
@@ -197,6 +199,17 @@ test('infra: every command line in the manifests is accepted by the CLI, options
                     assert.match(
                       stderr,
                       new RegExp(`cannot read file: ENOENT.*${flag(args, 'config')}`),
+                      line,
+                    );
+                  } else if (args[0] === 'sampler') {
+                    assert.equal(
+                      err?.killed,
+                      true,
+                      `${line} should wait for the closed NATS port: ${stderr}`,
+                    );
+                    assert.match(
+                      stderr,
+                      /sampler: connecting to NATS at nats:\/\/127\.0\.0\.1:1 \(waits/,
                       line,
                     );
                   } else {
