@@ -1,7 +1,7 @@
 // The batch of (step, rank, W) for each stage. Both are pure functions of the run spec and the step (the
 // data cursor), so a relaunched segment sees exactly the batches the lost one saw.
 import type { RunSpec } from '../config/index.ts';
-import { loadBatch, type Batch, type Tokenizer } from '../data/index.ts';
+import { loadBatch, rankSlice, type Batch, type Tokenizer } from '../data/index.ts';
 import { mixSeed, rngFor } from '../random/index.ts';
 import type { DvaeBatch, RerankBatch, TransformerBatch } from '../model/index.ts';
 import type { CheckpointStore } from '../store/index.ts';
@@ -10,8 +10,12 @@ import { encodedData, type EncodedData } from './encoded.ts';
 import { stageBatchSize, type StageName } from '../contract/index.ts';
 
 export interface StageBatchSource {
-  batch(step: number, rank: number, worldSize: number): Promise<DvaeBatch | TransformerBatch | RerankBatch>;
+  batch(step: number, rank: number, worldSize: number): Promise<StageBatch>;
+  /** Samples [from, to) of a batch this source made (a micro-batch), as a batch of the same kind. */
+  slice(batch: StageBatch, from: number, to: number): StageBatch;
 }
+
+export type StageBatch = DvaeBatch | TransformerBatch | RerankBatch;
 
 /** The caption ids the transformer trains on for the sample at stream position `position`: BPE with
  *  dropout, or, with probability transformer.captionDropout, the empty caption (all padding) that
@@ -44,10 +48,22 @@ export async function stageBatches(
     resolution: spec.dvae.resolution,
   };
   if (stage === 'dvae') {
+    const pixels = spec.dvae.resolution * spec.dvae.resolution * 3;
     return {
       async batch(step, rank, worldSize): Promise<DvaeBatch> {
         const b = await loadBatch(ds, { ...common, step, rank, worldSize, pipeline: 'dvae' });
-        return { images: b.images, n: b.n };
+        // The slice's place in the global batch keys each sample's Gumbel noise (model/gumbel.ts).
+        const first =
+          rankSlice(step, rank, worldSize, spec.train.batchSize).start - step * spec.train.batchSize;
+        return { images: b.images, n: b.n, first };
+      },
+      slice(batch, from, to): DvaeBatch {
+        const b = batch as DvaeBatch;
+        return {
+          images: b.images.subarray(from * pixels, to * pixels),
+          n: to - from,
+          first: (b.first ?? 0) + from,
+        };
       },
     };
   }
@@ -69,6 +85,15 @@ export async function stageBatches(
         }
         return { images: b.images, text, n: b.n };
       },
+      slice(batch, from, to): RerankBatch {
+        const b = batch as RerankBatch;
+        const pixels = spec.dvae.resolution * spec.dvae.resolution * 3;
+        return {
+          images: b.images.subarray(from * pixels, to * pixels),
+          text: b.text.subarray(from * textLen, to * textLen),
+          n: to - from,
+        };
+      },
     };
   }
   return {
@@ -77,6 +102,16 @@ export async function stageBatches(
       // loader so both stages agree on the order and on caption draws.
       const b = await loadBatch(ds, { ...common, step, rank, worldSize, pipeline: 'transformer' });
       return transformerBatch(b, enc, spec);
+    },
+    slice(batch, from, to): TransformerBatch {
+      const b = batch as TransformerBatch;
+      const { textLen } = spec.transformer;
+      const per = enc.tokensPerImage;
+      return {
+        text: b.text.subarray(from * textLen, to * textLen),
+        image: b.image.subarray(from * per, to * per),
+        n: to - from,
+      };
     },
   };
 }

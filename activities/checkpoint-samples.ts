@@ -118,7 +118,7 @@ function runDecoder(checkpoints: CheckpointStore, runId: string, spec: RunSpec):
   const dvae = (async () => {
     const m = await checkpoints.resolve(runId, 'dvae');
     if (!m) throw new Error(`run ${runId} has no committed dVAE checkpoint to decode samples with`);
-    return frozenDvae(spec, await checkpoints.loadPart(m, 'params'));
+    return frozenDvae(checkpoints, m, spec);
   })();
   decoderCache = { key: runId, dvae };
   dvae.catch(() => {

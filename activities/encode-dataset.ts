@@ -6,24 +6,23 @@ import { ApplicationFailure } from '@temporalio/common';
 import type { RunSpec } from '../config/index.ts';
 import { preprocessTransformer, trainTokenizer, type Dataset } from '../data/index.ts';
 import { rngFor } from '../random/index.ts';
-import { Dvae } from '../model/index.ts';
-import type { CheckpointStore, PartRef } from '../store/index.ts';
+import { Dvae, initTfBackend } from '../model/index.ts';
+import type { CheckpointManifest, CheckpointStore, PartRef } from '../store/index.ts';
 import { dataset } from './datasets.ts';
 import { DATA_STAGE, DATA_STEP, shardRange } from './encoded.ts';
-import { createStageTrainer } from './stage-trainer.ts';
+import { emaParams } from './ema-params.ts';
 import type { EncodeShardInput } from '../contract/index.ts';
 
 const ENCODE_CHUNK = 64;
 
-/** The dVAE with the EMA weights of a stage-1 checkpoint (the trainer's state format). */
-export async function frozenDvae(spec: RunSpec, trainerState: Uint8Array): Promise<Dvae> {
-  const trainer = await createStageTrainer('dvae', spec, 1);
-  try {
-    trainer.loadState(trainerState);
-    return Dvae.fromParams(spec.dvae, trainer.exportParams('ema'));
-  } finally {
-    trainer.dispose();
-  }
+/** The dVAE with the EMA weights of a committed stage-1 checkpoint. */
+export async function frozenDvae(
+  checkpoints: CheckpointStore,
+  manifest: CheckpointManifest,
+  spec: RunSpec,
+): Promise<Dvae> {
+  await initTfBackend();
+  return Dvae.fromParams(spec.dvae, await emaParams(checkpoints, manifest, 'dvae', spec));
 }
 
 export async function prepareTokenizer(
@@ -45,7 +44,7 @@ export async function encodeShard(checkpoints: CheckpointStore, input: EncodeSha
   const { runId, spec, shard, shards, dvaeStep } = input;
   const m = await checkpoints.manifestAt(runId, 'dvae', dvaeStep);
   if (!m) throw new Error(`dVAE checkpoint ${runId}/dvae/${dvaeStep} not found`);
-  const dvae = await frozenDvae(spec, await checkpoints.loadPart(m, 'params'));
+  const dvae = await frozenDvae(checkpoints, m, spec);
   try {
     const ds = await dataset(spec.dataset);
     const { start, end } = shardRange(shard, shards, ds.size);

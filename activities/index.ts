@@ -1,5 +1,6 @@
 // Activities of task queue `dalle-train`, built from their dependencies (STYLE.md: a factory, so tests and
 // the worker wire real connections the same way).
+import { hostname } from 'node:os';
 import type { Client } from '@temporalio/client';
 import type { NatsConnection } from 'nats';
 import { RunSpec, specHash } from '../config/index.ts';
@@ -8,12 +9,13 @@ import { commitEncoded, encodeShard, prepareTokenizer } from './encode-dataset.t
 import { withFatalErrors } from './errors.ts';
 import { publishModel } from './publish-model.ts';
 import { trainShard } from './train-shard.ts';
-import type {
-  EncodeShardInput,
-  PublishInput,
-  ResolveCheckpointInput,
-  ResolvedCheckpoint,
-  TrainShardInput,
+import {
+  TASK_QUEUE,
+  type EncodeShardInput,
+  type PublishInput,
+  type ResolveCheckpointInput,
+  type ResolvedCheckpoint,
+  type TrainShardInput,
 } from '../contract/index.ts';
 
 export interface ActivityDeps {
@@ -22,7 +24,13 @@ export interface ActivityDeps {
   models: ModelStore;
   client: Client;
   log?: (msg: string, fields?: Record<string, unknown>) => void;
+  /** The machine this worker is on (ranks of one host shard parameters among themselves). */
+  hostId?: string;
+  /** The task queue this worker polls (whose idle workers an elastic run adopts). */
+  taskQueue?: string;
 }
+
+export { answerPresence, idleSlots, PRESENCE_SUBJECT, surveyWorkers, WorkerPresence } from './presence.ts';
 
 /** Every activity re-validates the spec it is handed: a workflow started by an older version carries a
  *  spec without newer fields, and zod fills their defaults (or names what is wrong). */
@@ -44,7 +52,10 @@ export function createActivities(deps: ActivityDeps) {
       return { step: m?.step ?? 0, fallbacks };
     },
     async trainShard(input: TrainShardInput) {
-      return trainShard({ ...deps, log }, checked(input));
+      return trainShard(
+        { ...deps, log, hostId: deps.hostId ?? hostname(), taskQueue: deps.taskQueue ?? TASK_QUEUE },
+        checked(input),
+      );
     },
     async prepareTokenizer(input: { runId: string; spec: RunSpec }): Promise<PartRef> {
       return prepareTokenizer(deps.checkpoints, checked(input));

@@ -5,7 +5,7 @@
 import type { RunSpec } from '../config/index.ts';
 import { encodeState, initTfBackend } from '../model/index.ts';
 import { encodeBundle, sha256, type CheckpointStore, type ModelStore } from '../store/index.ts';
-import { createStageTrainer } from './stage-trainer.ts';
+import { emaParams, stageParamSpecs } from './ema-params.ts';
 import { DATA_STAGE, DATA_STEP } from './encoded.ts';
 import { stageSteps, type PublishResult, type StageName } from '../contract/index.ts';
 
@@ -17,17 +17,11 @@ async function emaWeights(
 ): Promise<Uint8Array> {
   const m = await checkpoints.resolve(runId, stage);
   if (!m) throw new Error(`run ${runId} has no committed ${stage} checkpoint to publish`);
-  const trainer = await createStageTrainer(stage, spec, 1);
-  try {
-    trainer.loadState(await checkpoints.loadPart(m, 'params'));
-    const arrays = trainer.exportParams('ema');
-    return encodeState(
-      { stage, step: m.step, runId },
-      trainer.paramSpecs().map((p, i) => [p.name, arrays[i]!] as const),
-    );
-  } finally {
-    trainer.dispose();
-  }
+  const arrays = await emaParams(checkpoints, m, stage, spec);
+  return encodeState(
+    { stage, step: m.step, runId },
+    stageParamSpecs(stage, spec).map((p, i) => [p.name, arrays[i]!] as const),
+  );
 }
 
 export async function publishModel(

@@ -31,7 +31,7 @@ export async function createQualityProbe(
     if (stage === 'dvae') return await dvaeProbe(spec, o);
     const m = await deps.checkpoints.resolve(runId, 'dvae');
     if (!m) throw new Error(`run ${runId} has no committed dVAE checkpoint`);
-    const dvae = await frozenDvae(spec, await deps.checkpoints.loadPart(m, 'params'));
+    const dvae = await frozenDvae(deps.checkpoints, m, spec);
     const params = dvae.params();
     dvae.dispose();
     const { tokenizer } = await encodedData(deps.checkpoints, runId);

@@ -6,6 +6,7 @@ import {
   createTransformerTrainer,
   initTfBackend,
   type Trainer,
+  type TrainerOptions,
 } from '../model/index.ts';
 import type { StageName } from '../contract/index.ts';
 
@@ -13,10 +14,12 @@ export async function createStageTrainer(
   stage: StageName,
   spec: RunSpec,
   worldSize: number,
+  opts: TrainerOptions = {},
 ): Promise<Trainer<any>> {
   await initTfBackend();
   const seed = spec.train.seed;
-  if (stage === 'dvae') return createDvaeTrainer(spec.dvae, seed, worldSize);
-  if (stage === 'transformer') return createTransformerTrainer(spec.transformer, spec.dvae, seed, worldSize);
-  return createRerankTrainer(spec.rerank, spec.transformer, spec.dvae, seed, worldSize);
+  if (stage === 'dvae') return createDvaeTrainer(spec.dvae, seed, worldSize, opts);
+  if (stage === 'transformer')
+    return createTransformerTrainer(spec.transformer, spec.dvae, seed, worldSize, opts);
+  return createRerankTrainer(spec.rerank, spec.transformer, spec.dvae, seed, worldSize, opts);
 }

@@ -1,9 +1,10 @@
 // Rank r of W for one segment: load the committed checkpoint, join the NATS group, run steps
-// (compute → PowerSGD all-reduce → apply), and store a checkpoint every `checkpointEvery` steps: each rank
-// its PowerSGD state, rank 0 the model state, then rank 0 commits once every rank has stored its part (a
-// barrier). The heartbeat starts first (before checkpoint load, dataset open and group join) and keeps
-// flowing through long synchronous steps (heartbeat.ts). Rank 0 writes live progress to the run's KV record,
-// not into workflow history. Cancellation stops at a step boundary.
+// (compute → PowerSGD all-reduce → apply), and store a checkpoint every `checkpointEvery` steps
+// (checkpoint-commit.ts). At each checkpoint rank 0 asks whether the world size should change (resize.ts);
+// if so every rank stops there and the stage relaunches with the new size from that checkpoint. The
+// heartbeat starts first (before checkpoint load, dataset open and group join) and keeps flowing through
+// long synchronous steps (heartbeat.ts). Rank 0 writes live progress to the run's KV record, not into
+// workflow history. Cancellation stops at a step boundary.
 import { Context } from '@temporalio/activity';
 import { ApplicationFailure } from '@temporalio/common';
 import type { Client } from '@temporalio/client';
@@ -12,19 +13,26 @@ import { specHash } from '../config/index.ts';
 import { joinGroup, PeerLostError, PowerSgd, type Group } from '../collective/index.ts';
 import { initTfBackend, type Trainer } from '../model/index.ts';
 import { rankConnection } from '../security/run-credentials.ts';
-import { CheckpointStore, CURVES_PART, RunCurves, SAMPLES_PART, type PartRef } from '../store/index.ts';
+import { CheckpointStore, type CheckpointManifest, type RunCurves } from '../store/index.ts';
 import { recordTrainStep } from '../telemetry/index.ts';
-import { stageBatches } from './batches.ts';
-import { renderCheckpointSamples } from './checkpoint-samples.ts';
+import { stageBatches, type StageBatchSource } from './batches.ts';
+import { saveCheckpoint } from './checkpoint-commit.ts';
+import { loadCurves, rank0Extras } from './checkpoint-extras.ts';
 import { asNonRetryable } from './errors.ts';
 import { startHeartbeat, type Heartbeat } from './heartbeat.ts';
 import type { QualityProbe } from '../eval/index.ts';
 import { createQualityProbe, measureQuality } from './quality.ts';
+import { FlatRuntime, type RankRuntime } from './rank-runtime.ts';
+import { rankGradients } from './rank-gradients.ts';
+import { restoreRankState } from './rank-state.ts';
+import { resizeDecision } from './resize.ts';
+import { openShardedRuntime } from './sharded-runtime.ts';
 import { createStageTrainer } from './stage-trainer.ts';
 import {
   progressSignal,
   stageBatchSize,
   stageSteps,
+  type JoinShortfall,
   type ProgressReport,
   type TrainShardInput,
   type TrainShardResult,
@@ -34,9 +42,14 @@ export interface TrainShardDeps {
   nc: NatsConnection;
   checkpoints: CheckpointStore;
   /** Temporal client of the worker: rank 0 signals each checkpoint's quality point to the run's workflow
-   *  (one signal per checkpoint; step-level progress goes to the run's KV record). */
+   *  (one signal per checkpoint; step-level progress goes to the run's KV record) and asks the stage for
+   *  its world size. */
   client: Client;
   log: (msg: string, fields?: Record<string, unknown>) => void;
+  /** The machine this worker is on. */
+  hostId: string;
+  /** The task queue this worker polls (whose idle slots an elastic run may grow onto). */
+  taskQueue: string;
 }
 
 /** How often rank 0 rewrites the run's progress record. */
@@ -49,166 +62,10 @@ const sigkillAt = process.env.DALLE_TEST_SIGKILL_AT;
  *  that step, as one huge synchronous step would. */
 const blockAt = process.env.DALLE_TEST_BLOCK_AT;
 
-/** The barrier of a checkpoint doubles as an all-gather of every rank's part reference: rank r writes its
- *  sha256 (as 16-bit words, exact in float32) and byte count into its slot, the others write zeros, and the
- *  sum is every rank's reference on every rank. */
-async function gatherPartRefs(
-  group: Group,
-  step: number,
-  rank: number,
-  worldSize: number,
-  ref: PartRef,
-): Promise<PartRef[]> {
-  const SLOT = 16 + 2;
-  const v = new Float32Array(worldSize * SLOT);
-  for (let i = 0; i < 16; i++) v[rank * SLOT + i] = parseInt(ref.sha256.slice(i * 4, i * 4 + 4), 16);
-  v[rank * SLOT + 16] = Math.floor(ref.bytes / 0x10000);
-  v[rank * SLOT + 17] = ref.bytes % 0x10000;
-  const sum = await group.allReduce(v, step, 'ckpt');
-  return Array.from({ length: worldSize }, (_, r) => ({
-    name: `rank${r}`,
-    sha256: Array.from({ length: 16 }, (_, i) => sum[r * SLOT + i]!.toString(16).padStart(4, '0')).join(''),
-    bytes: sum[r * SLOT + 16]! * 0x10000 + sum[r * SLOT + 17]!,
-  }));
-}
-
-/** Rank 0's curves and sample grid of a checkpoint: parts and manifest facts. The grid's drawing time goes
- *  into the curves (`sampleSeconds` at the checkpoint's step). A grid that fails to draw is logged and left
- *  out; it never costs the checkpoint. */
-async function rank0Extras(
-  deps: TrainShardDeps,
-  input: TrainShardInput,
-  step: number,
-  trainer: Trainer<unknown>,
-  curves: RunCurves,
-): Promise<{ parts: PartRef[]; meta: Record<string, unknown> }> {
-  const { runId, stage, spec } = input;
-  const grid = await renderCheckpointSamples({
-    runId,
-    stage,
-    spec,
-    trainer,
-    checkpoints: deps.checkpoints,
-  }).catch((e: unknown) => void deps.log(`no sample grid for ${runId}/${stage}/${step}: ${String(e)}`));
-  if (grid) curves.annotate(step, 'sampleSeconds', grid.meta.ms / 1000);
-  const parts = [await deps.checkpoints.putPart(runId, stage, step, CURVES_PART, curves.encode())];
-  if (!grid) return { parts, meta: {} };
-  parts.push(await deps.checkpoints.putPart(runId, stage, step, SAMPLES_PART, grid.png));
-  return { parts, meta: { samples: grid.meta } };
-}
-
-/** Every rank's `mine` (equal lengths), in rank order: an all-reduce of a buffer where each rank fills only
- *  its own slot. Exact: every other slot adds zeros. */
-async function allGather(
-  group: Group,
-  mine: Float32Array,
-  step: number,
-  rank: number,
-  worldSize: number,
-): Promise<Float32Array[]> {
-  const v = new Float32Array(worldSize * mine.length);
-  v.set(mine, rank * mine.length);
-  const sum = await group.allReduce(v, step, 'gather');
-  return Array.from({ length: worldSize }, (_, r) => sum.slice(r * mine.length, (r + 1) * mine.length));
-}
-
-/** What a trainer that needs its peers' batch (the reranker: pair embeddings, so every pair of the global
- *  batch is a negative) gets from them before computing gradients, and the milliseconds spent waiting. */
-async function exchange(
-  s: Pick<Running, 'trainer' | 'group'>,
-  batch: Awaited<ReturnType<Running['source']['batch']>>,
-  step: number,
-  rank: number,
-  worldSize: number,
-): Promise<{ gathered: Float32Array[] | undefined; ms: number }> {
-  if (!s.trainer.exchange) return { gathered: undefined, ms: 0 };
-  const mine = s.trainer.exchange(batch, step, rank);
-  const t = performance.now();
-  const gathered = await allGather(s.group, mine, step, rank, worldSize);
-  return { gathered, ms: performance.now() - t };
-}
-
-/** Stores this step's checkpoint; rank 0 commits once every rank's part is stored (the gather above is
- *  the barrier: no rank's reference exists before its part does). */
-async function saveCheckpoint(
-  deps: TrainShardDeps,
-  input: TrainShardInput,
-  step: number,
-  trainer: Trainer<unknown>,
-  psgd: PowerSgd,
-  group: Group,
-  loss: number,
-  backend: string,
-  curves: RunCurves | undefined,
-): Promise<void> {
-  const { runId, stage, rank, worldSize } = input;
-  const mine = await deps.checkpoints.putPart(runId, stage, step, `rank${rank}`, psgd.saveState());
-  const params =
-    rank === 0
-      ? await deps.checkpoints.putPart(runId, stage, step, 'params', trainer.saveState())
-      : undefined;
-  const extras = curves ? await rank0Extras(deps, input, step, trainer, curves) : undefined;
-  const ranks = await gatherPartRefs(group, step, rank, worldSize, mine);
-  if (params)
-    await deps.checkpoints.commit(
-      {
-        runId,
-        stage,
-        step,
-        parts: [params, ...ranks, ...(extras?.parts ?? [])],
-        meta: {
-          worldSize,
-          loss,
-          groupId: input.groupId,
-          backend,
-          specHash: specHash(input.spec),
-          ...extras?.meta,
-        },
-      },
-      input.spec.train.keepCheckpoints,
-    );
-}
-
-/** The checkpoint a segment starts from (model + optimizer, and this rank's PowerSGD state), its step, and
- *  on rank 0 the stage's curves so far (a resumed segment continues those of its checkpoint). */
-async function loadRankState(
-  deps: TrainShardDeps,
-  input: TrainShardInput,
-  trainer: Trainer<unknown>,
-  psgd: PowerSgd,
-  backend: string,
-): Promise<{ checkpointStep: number; curves: RunCurves | undefined }> {
-  const { runId, stage, rank, worldSize, fromStep } = input;
-  const fresh = rank === 0 ? new RunCurves() : undefined;
-  if (fromStep === 0) return { checkpointStep: 0, curves: fresh };
-  const manifest = await deps.checkpoints.manifestAt(runId, stage, fromStep);
-  if (!manifest) throw new Error(`committed checkpoint ${runId}/${stage}/${fromStep} has no manifest`);
-  CheckpointStore.checkSpec(manifest, specHash(input.spec)); // the same run id under another spec: fatal
-  trainer.loadState(await deps.checkpoints.loadPart(manifest, 'params'));
-  let curves = fresh;
-  if (curves && manifest.parts.some((p) => p.name === CURVES_PART))
-    curves = await deps.checkpoints
-      .loadPart(manifest, CURVES_PART)
-      .then((b) => RunCurves.decode(b, fromStep))
-      .catch((e: unknown) => {
-        deps.log(`curves of ${runId}/${stage}/${fromStep} unreadable, starting them afresh: ${String(e)}`);
-        return new RunCurves();
-      });
-  // A rank that did not exist at save time (world size grew) starts with empty error buffers.
-  if (manifest.parts.some((p) => p.name === `rank${rank}`) && manifest.meta.worldSize === worldSize) {
-    psgd.loadState(await deps.checkpoints.loadPart(manifest, `rank${rank}`));
-  }
-  if (manifest.meta.backend !== undefined && manifest.meta.backend !== backend) {
-    deps.log(
-      `resuming a checkpoint written on the ${String(manifest.meta.backend)} backend on ${backend}: training continues correctly, but not bit-identically to a run that stayed on one backend`,
-    );
-  }
-  return { checkpointStep: fromStep, curves };
-}
-
 /** The group of this segment launch. Waiting for peers is not a failure of the run: when the ranks that
- *  never arrived are all that went wrong, the failure says so (type `PeersAbsent`) and the workflow waits
- *  and relaunches without spending a restart. A cancellation ends the wait at once. */
+ *  never arrived are all that went wrong, the failure says so (type `PeersAbsent`, details a JoinShortfall)
+ *  and the workflow waits and relaunches without spending a restart, or an elastic run shrinks to the
+ *  ranks that did arrive. A cancellation ends the wait at once. */
 async function joinSegment(
   deps: TrainShardDeps,
   input: TrainShardInput,
@@ -247,10 +104,11 @@ async function joinSegment(
       () => undefined,
     );
     if (e instanceof PeerLostError && e.op === 'join') {
+      const details: JoinShortfall = { op: 'join', missing: e.ranks };
       throw ApplicationFailure.create({
         message: `waiting for rank(s) ${e.ranks.join(', ')}: ${e.reason} (no worker free for them yet?)`,
         type: 'PeersAbsent',
-        details: [{ ranks: e.ranks }],
+        details: [details],
         cause: e,
       });
     }
@@ -258,13 +116,62 @@ async function joinSegment(
   }
 }
 
+/** The world group and the layout's runtime, with this rank's state restored from the checkpoint, and the
+ *  manifest the segment starts from (undefined at step 0). */
+async function openLayout(
+  deps: TrainShardDeps,
+  input: TrainShardInput,
+  trainer: Trainer<any>,
+  backend: string,
+  join: () => Promise<Group>,
+): Promise<{ group: Group; runtime: RankRuntime; manifest?: CheckpointManifest }> {
+  const { runId, stage, spec, worldSize, fromStep } = input;
+  const mismatch = (was: Record<string, unknown> | undefined) => {
+    if (was?.backend !== undefined && was.backend !== backend)
+      deps.log(
+        `resuming a checkpoint written on the ${String(was.backend)} backend on ${backend}: training continues correctly, but not bit-identically to a run that stayed on one backend`,
+      );
+  };
+  if (spec.train.parameterSharding === 'host') {
+    const manifest = fromStep > 0 ? await deps.checkpoints.manifestAt(runId, stage, fromStep) : undefined;
+    if (fromStep > 0 && !manifest)
+      throw new Error(`committed checkpoint ${runId}/${stage}/${fromStep} has no manifest`);
+    if (manifest) {
+      CheckpointStore.checkSpec(manifest, specHash(spec)); // the same run id under another spec: fatal
+      trainer.loadState(await deps.checkpoints.loadPart(manifest, 'params'));
+    }
+    mismatch(manifest?.meta);
+    const group = await join();
+    try {
+      return { group, runtime: await openShardedRuntime(deps, input, group, trainer, manifest), manifest };
+    } catch (e) {
+      await group.close().catch(() => undefined);
+      throw e;
+    }
+  }
+  const psgd = new PowerSgd(trainer.paramSpecs(), spec.powersgd, {
+    rank: input.rank,
+    worldSize,
+    seed: spec.train.seed,
+  });
+  const restored = await restoreRankState(deps.checkpoints, input, trainer, psgd);
+  if (restored.powersgd === 'resharded')
+    deps.log(
+      `world size ${String(restored.manifest?.meta.worldSize)} → ${worldSize}: PowerSGD error buffers re-sharded`,
+    );
+  mismatch(restored.manifest?.meta);
+  const group = await join();
+  const runtime = new FlatRuntime(deps.checkpoints, input, trainer, psgd, group);
+  return { group, runtime, manifest: restored.manifest };
+}
+
 export async function trainShard(deps: TrainShardDeps, input: TrainShardInput): Promise<TrainShardResult> {
   const ctx = Context.current();
   const { stage, spec, rank, worldSize, fromStep } = input;
   const globalBatch = stageBatchSize(spec, stage);
-  if (globalBatch % worldSize !== 0) {
+  if (worldSize > globalBatch) {
     throw ApplicationFailure.nonRetryable(
-      `the ${stage} stage's global batch ${globalBatch} is not divisible by worldSize ${worldSize}`,
+      `worldSize ${worldSize} exceeds the ${stage} stage's global batch ${globalBatch}: a rank would get no sample`,
       'ConfigError',
     );
   }
@@ -301,41 +208,40 @@ async function runShard(
   const { runId, stage, spec, rank, worldSize } = input;
   // Rank 0 reports steps; any rank that waits for peers says so (rank 0 may be the one nobody runs yet).
   const progress = progressReporter(deps, input);
-  let trainer: Trainer<unknown> | undefined;
+  const sharded = spec.train.parameterSharding === 'host';
+  let trainer: Trainer<any> | undefined;
   let link: Awaited<ReturnType<typeof rankConnection>> | undefined;
-  let group: Group | undefined;
+  let opened: { group: Group; runtime: RankRuntime; manifest?: CheckpointManifest } | undefined;
   let probe: QualityProbe | undefined;
   try {
-    // 1. State: model + optimizer from the committed checkpoint (or the seed), this rank's PowerSGD state.
+    // 1. State: model (+ optimizer, or this rank's shard of it) from the committed checkpoint or the seed.
     const backend = await initTfBackend();
-    trainer = await createStageTrainer(stage, spec, worldSize);
+    trainer = await createStageTrainer(stage, spec, worldSize, { optimizer: !sharded });
     const source = await stageBatches(stage, spec, deps.checkpoints, runId);
-    const psgd = new PowerSgd(trainer.paramSpecs(), spec.powersgd, {
-      rank,
-      worldSize,
-      seed: spec.train.seed,
-    });
-    const { checkpointStep, curves } = await loadRankState(deps, input, trainer, psgd, backend);
-    // Rank 0 measures quality at each checkpoint. Built before joining: its set-up (validation images
-    // through the dVAE) must not hold up the other ranks.
-    probe = rank === 0 ? await createQualityProbe(deps, stage, spec, runId) : undefined;
+    // Rank 0 measures quality at each checkpoint, from the EMA weights a flat-layout trainer holds (a
+    // sharded run's EMA is in the ranks' optimizer shards: its model is measured once published). Built
+    // before joining: its set-up (validation images through the dVAE) must not hold up the other ranks.
+    probe = rank === 0 && !sharded ? await createQualityProbe(deps, stage, spec, runId) : undefined;
     // 2. The group (on a secured cluster over a connection confined to this run's subjects).
     link = await rankConnection(deps.nc, runId);
-    group = await joinSegment(deps, input, link.nc, hb.signal, (missing) => progress.waiting(missing));
-    const joined = group;
+    const nc = link.nc;
+    const join = () => joinSegment(deps, input, nc, hb.signal, (missing) => progress.waiting(missing));
+    opened = await openLayout({ ...deps, nc }, input, trainer, backend, join);
+    const { group, runtime } = opened;
+    const curves =
+      rank === 0 ? await loadCurves(deps.checkpoints, opened.manifest, input, deps.log) : undefined;
     // A cancelled rank stops waiting at once: closing the group rejects a pending collective operation.
-    const onAbort = () => void joined.close().catch(() => undefined);
+    const onAbort = () => void Promise.all([group.close(), runtime.close()]).catch(() => undefined);
     hb.signal.addEventListener('abort', onAbort);
     try {
       return await runSteps(deps, input, {
         trainer,
-        psgd,
-        group,
         source,
+        runtime,
+        group,
         hb,
         progress,
         backend,
-        checkpointStep,
         curves,
         probe,
       });
@@ -343,7 +249,8 @@ async function runShard(
       hb.signal.removeEventListener('abort', onAbort);
     }
   } finally {
-    await group?.close().catch(() => undefined);
+    await opened?.runtime.close().catch(() => undefined);
+    await opened?.group.close().catch(() => undefined);
     await link?.close();
     probe?.dispose();
     trainer?.dispose();
@@ -351,121 +258,96 @@ async function runShard(
 }
 
 interface Running {
-  trainer: Trainer<unknown>;
-  psgd: PowerSgd;
+  trainer: Trainer<any>;
+  source: StageBatchSource;
+  runtime: RankRuntime;
   group: Group;
-  source: Awaited<ReturnType<typeof stageBatches>>;
   hb: Heartbeat;
   progress: ReturnType<typeof progressReporter>;
   backend: string;
-  checkpointStep: number;
+  /** Rank 0's curves of the stage. */
   curves: RunCurves | undefined;
   probe: QualityProbe | undefined;
 }
 
-/** 3. The steps of the segment: compute → compress + all-reduce → apply, checkpoints, progress. */
+/** 3. Steps from fromStep until toStep, a resize at a checkpoint, or cancellation. */
 async function runSteps(deps: TrainShardDeps, input: TrainShardInput, s: Running): Promise<TrainShardResult> {
   const cancelled = s.hb.signal;
-  const { runId, stage, rank, worldSize, fromStep, toStep, spec } = input;
-  let { checkpointStep } = s;
-  let step = fromStep;
-  let loss = NaN;
-  let bytesRaw = 0;
-  let bytesSent = 0;
-  let skippedSteps = 0;
-  let stepMs = 0;
-  let exposedCommMs = 0;
+  const { runId, stage, spec, rank, worldSize, fromStep, toStep } = input;
   const t0 = Date.now();
-  for (; step < toStep; step++) {
+  const stats = { loss: NaN, bytesRaw: 0, bytesSent: 0, skippedSteps: 0, stepMs: 0, exposedCommMs: 0 };
+  let losses: number[] = [];
+  let resizeTo = 0;
+  let last = { step: fromStep, checkpointStep: fromStep };
+  for (let step = fromStep; step < toStep && !resizeTo; step++) {
     if (cancelled.aborted) break;
     if (sigkillAt === `${stage}:${step}`) process.kill(process.pid, 'SIGKILL');
     busyAt(stage, step);
+    // One step: compute (this rank's weighted share) → compress + all-reduce (the loss rides along) → apply.
     const stepStart = performance.now();
-    const batch = await s.source.batch(step, rank, worldSize);
-    // The share of exposed communication is over the training step proper (data loading excluded).
-    const computeStart = performance.now();
-    const ex = await exchange(s, batch, step, rank, worldSize);
-    exposedCommMs += ex.ms;
-    const g = s.trainer.computeGradients(batch, step, rank, ex.gathered);
-    // The loss rides along in the gradients' first all-reduce (no round of its own).
-    const r = await s.psgd.reduce(s.group, g.grads, step, Float32Array.of(g.loss));
-    const globalLoss = r.extras[0]! / worldSize;
-    let metrics = g.metrics;
-    if (r.skipped) skippedSteps++;
-    else metrics = { ...metrics, ...s.trainer.applyGradients(r.grads, step, globalLoss) };
-    stepMs += performance.now() - computeStart;
-    exposedCommMs += r.stats.exposedCommMs;
-    loss = globalLoss;
-    bytesRaw += r.stats.bytesRaw;
-    bytesSent += r.stats.bytesSent;
+    const g = await rankGradients(s.trainer, s.source, spec, step, rank, worldSize, s.group);
+    const r = await s.runtime.step(g.grads, step, g.loss);
+    stats.stepMs += performance.now() - stepStart;
+    stats.exposedCommMs += r.exposedCommMs;
+    stats.loss = r.loss;
+    const metrics = { ...g.metrics, ...r.metrics };
+    if (r.skipped) stats.skippedSteps++;
+    stats.bytesRaw += r.bytesRaw;
+    stats.bytesSent += r.bytesSent;
+    losses.push(stats.loss);
+
     const done = step + 1;
     s.curves?.record(done, {
       ...metrics,
-      loss,
+      loss: stats.loss,
       seconds: (performance.now() - stepStart) / 1000,
-      bytesRaw: r.stats.bytesRaw,
-      bytesSent: r.stats.bytesSent,
+      bytesRaw: r.bytesRaw,
+      bytesSent: r.bytesSent,
     });
     if (done % spec.train.checkpointEvery === 0 || done === toStep) {
-      await saveCheckpoint(deps, input, done, s.trainer, s.psgd, s.group, loss, s.backend, s.curves);
-      checkpointStep = done;
-    }
+      const ask = rank === 0 ? await resizeDecision(deps, input, s.runtime.growthUnit()) : 0;
+      const facts = { step: done, loss: stats.loss, losses, backend: s.backend, resizeTo: ask };
+      const { curves } = s;
+      const extras =
+        curves && (() => rank0Extras(deps.checkpoints, input, done, s.trainer, curves, deps.log));
+      resizeTo = await saveCheckpoint(deps.checkpoints, input, s.runtime, s.group, facts, extras);
+      losses = [];
+      last = { step: done, checkpointStep: done };
+      if (resizeTo && rank === 0) deps.log(`${stage}: world size ${worldSize} → ${resizeTo} at step ${done}`);
+    } else last = { step: done, checkpointStep: last.checkpointStep };
     const stepsPerSec = (done - fromStep) / ((Date.now() - t0) / 1000);
-    if (s.probe && checkpointStep === done) {
-      const report = {
-        step: done,
-        loss,
-        lr: metrics.lr ?? NaN,
-        stepsPerSec,
-        bytesRaw,
-        bytesSent,
-        checkpointStep,
-      };
-      await reportQuality(deps, input, s.probe, s.trainer, {
-        ...report,
-        tau: metrics.tau,
-        beta: metrics.beta,
-      });
-    }
-    s.hb.beat({ step: done, checkpointStep });
+    const report = {
+      step: done,
+      loss: stats.loss,
+      lr: metrics.lr ?? NaN,
+      tau: metrics.tau,
+      beta: metrics.beta,
+      stepsPerSec,
+      bytesRaw: stats.bytesRaw,
+      bytesSent: stats.bytesSent,
+      checkpointStep: last.checkpointStep,
+    };
+    if (s.probe && last.checkpointStep === done) await reportQuality(deps, input, s.probe, s.trainer, report);
+    s.hb.beat(last);
+    if (rank !== 0) continue;
     // Loss, steps/s, compression rate gauges (global figures: one rank reports them).
-    if (rank === 0)
-      recordTrainStep({
-        runId,
-        stage,
-        loss,
-        stepsPerSec,
-        bytesRaw: r.stats.bytesRaw,
-        bytesSent: r.stats.bytesSent,
-      });
-    if (rank === 0)
-      await s.progress.step(
-        {
-          step: done,
-          loss,
-          lr: metrics.lr ?? NaN,
-          tau: metrics.tau,
-          beta: metrics.beta,
-          stepsPerSec,
-          bytesRaw,
-          bytesSent,
-          checkpointStep,
-        },
-        done === toStep,
-      );
+    const { bytesRaw, bytesSent } = r;
+    recordTrainStep({ runId, stage, loss: stats.loss, stepsPerSec, bytesRaw, bytesSent });
+    await s.progress.step(report, done === toStep || resizeTo > 0);
   }
   if (cancelled.aborted) throw cancelled.reason ?? new Error('cancelled');
   return {
     rank,
-    step,
-    loss,
-    checkpointStep,
-    stepsPerSec: Math.max(1, step - fromStep) / ((Date.now() - t0) / 1000),
-    bytesRaw,
-    bytesSent,
-    skippedSteps,
-    stepMs,
-    exposedCommMs,
+    step: last.step,
+    loss: stats.loss,
+    checkpointStep: last.checkpointStep,
+    stepsPerSec: Math.max(1, last.step - fromStep) / ((Date.now() - t0) / 1000),
+    bytesRaw: stats.bytesRaw,
+    bytesSent: stats.bytesSent,
+    skippedSteps: stats.skippedSteps,
+    stepMs: stats.stepMs,
+    exposedCommMs: stats.exposedCommMs,
+    ...(resizeTo ? { resizeTo } : {}),
   };
 }
 
@@ -499,7 +381,8 @@ function busyAt(stage: string, step: number): void {
 }
 
 /** Rank 0's progress: the run's KV record (`<run>.progress`), rewritten every few seconds and at the end
- *  of the segment; while the group waits for peers it says for which ranks. Never fails a step. */
+ *  of the segment (its last step, or the checkpoint where it stops for a new world size); while the group
+ *  waits for peers it says for which ranks. Never fails a step. */
 function progressReporter(deps: TrainShardDeps, input: TrainShardInput) {
   const { runId, stage, worldSize, spec } = input;
   const total = stageSteps(spec, stage);

@@ -11,13 +11,12 @@
 // bus byte in and out of every rank and twice through the server at W = 2 (more at W = 4). When the
 // cores are the limit, bus/raw cannot exceed raw's CPU per byte over the all-reduce's.
 import { spawn, type ChildProcess } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
-import { createServer } from 'node:net';
-import { cpus, loadavg, tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { readFileSync } from 'node:fs';
+import { cpus, loadavg } from 'node:os';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { connect } from 'nats';
 import { joinGroup } from '../collective/index.ts';
+import { startServer } from './lib/nats-server.ts';
 import { command, parseCommand, readers } from '../services/cli/args.ts';
 
 const MB = 1 << 20;
@@ -52,17 +51,6 @@ export const cli = command({
   },
 });
 
-async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = createServer();
-    s.listen(0, '127.0.0.1', () => {
-      const port = (s.address() as { port: number }).port;
-      s.close(() => resolve(port));
-    });
-    s.on('error', reject);
-  });
-}
-
 /** CPU seconds a process has used so far (Linux /proc; undefined elsewhere or when it is gone). */
 function processCpuSeconds(pid: number | undefined): number | undefined {
   try {
@@ -71,32 +59,6 @@ function processCpuSeconds(pid: number | undefined): number | undefined {
   } catch {
     return undefined;
   }
-}
-
-/** A private nats-server for the run (default settings: max_payload 1 MiB, max_pending 64 MiB). */
-async function startServer(): Promise<{ url: string; stop: () => void; pid?: number }> {
-  const port = await freePort();
-  const dir = mkdtempSync(join(tmpdir(), 'bench-nats-'));
-  const bin =
-    process.env.DALLE_NATS_BIN ??
-    (existsSync('/usr/sbin/nats-server') ? '/usr/sbin/nats-server' : 'nats-server');
-  const p = spawn(bin, ['-a', '127.0.0.1', '-p', String(port), '-l', join(dir, 'log')], { stdio: 'ignore' });
-  const url = `nats://127.0.0.1:${port}`;
-  for (let i = 0; i < 100; i++) {
-    try {
-      const nc = await connect({ servers: url, reconnect: false });
-      await nc.close();
-      const stop = () => {
-        p.kill();
-        rmSync(dir, { recursive: true, force: true });
-      };
-      return { url, stop, pid: p.pid };
-    } catch {
-      await new Promise((r) => setTimeout(r, 100));
-    }
-  }
-  p.kill();
-  throw new Error(`could not start ${bin} on port ${port}`);
 }
 
 function runChild(job: RankJob | PubSubJob): {

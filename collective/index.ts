@@ -18,6 +18,8 @@ export type {
   ReduceResult,
   ReduceStats,
 } from './powersgd.ts';
+export { reshardPowerSgdState } from './powersgd-reshard.ts';
+export type { PieceMap, ReshardTarget, SavedPowerSgdState } from './powersgd-reshard.ts';
 export { planCompression, resblockOf } from './powersgd-plan.ts';
 export type { CompressionPlan, ParamPlan } from './powersgd-plan.ts';
 export { orthonormalize } from './householder.ts';

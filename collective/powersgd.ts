@@ -87,7 +87,8 @@ export interface PowerSgdCounters {
   bytesSent: number;
 }
 
-interface StateMeta {
+/** The JSON header of a saved PowerSGD state (see saveState). */
+export interface PowerSgdStateMeta {
   kind: 'powersgd';
   rank: number;
   worldSize: number;
@@ -176,6 +177,13 @@ export class PowerSgd {
   errorBuffer(name: string): Float32Array | undefined {
     const i = this.plan.params.findIndex((p) => p.name === name);
     return i >= 0 ? this.errors[i] : undefined;
+  }
+
+  /** Bytes of state this rank holds across steps: error buffers and warm-start Q. */
+  stateBytes(): number {
+    let n = 0;
+    for (const a of [...this.errors, ...this.qMemory]) n += a?.byteLength ?? 0;
+    return n;
   }
 
   /** The current fp16 scale of each group (by group name). */
@@ -457,7 +465,7 @@ export class PowerSgd {
   /** This rank's error buffers, warm-start Q, scaler state and counters (the RNG is a pure function of
    *  seed and step: its state is the seed). */
   saveState(): Uint8Array {
-    const meta: StateMeta = {
+    const meta: PowerSgdStateMeta = {
       kind: 'powersgd',
       rank: this.rank,
       worldSize: this.worldSize,
@@ -499,7 +507,7 @@ export class PowerSgd {
       this.stats = freshCounters();
       return;
     }
-    const { meta, arrays } = decodeState<StateMeta>(bytes);
+    const { meta, arrays } = decodeState<PowerSgdStateMeta>(bytes);
     const fail = (reason: string) => new PowerSgdStateError(reason, bytes.length);
     if (meta?.kind !== 'powersgd') throw fail('not a PowerSGD state');
     if (meta.generator !== GAUSSIAN_GENERATOR)

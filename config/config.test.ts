@@ -65,14 +65,14 @@ test('config: an invalid file is rejected naming every bad field', () => {
   const file = join(dir, 'bad.yaml');
   writeFileSync(
     file,
-    'preset: tiny\ndvae:\n  grid: 3\n  bogus: 1\ntrain:\n  seed: -2\n  worldSize: 3\npowersgd:\n  wire: fp8\n',
+    'preset: tiny\ndvae:\n  grid: 3\n  bogus: 1\ntrain:\n  seed: -2\n  worldSize: 9\npowersgd:\n  wire: fp8\n',
   );
   assert.throws(
     () => loadSpec(file),
     (e: unknown) => {
       assert.ok(e instanceof ConfigError);
       const paths = e.issues.map((i) => i.path).sort();
-      assert.deepEqual(paths, ['dvae', 'dvae.grid', 'powersgd.wire', 'train.batchSize', 'train.seed']);
+      assert.deepEqual(paths, ['dvae', 'dvae.grid', 'powersgd.wire', 'train.seed', 'train.worldSize']);
       assert.match(e.message, /Unrecognized key: "bogus"/);
       return true;
     },
@@ -114,6 +114,28 @@ test('config: a spec written before the reranker existed parses with no rerank s
     'tiny trains a reranker (the tests exercise the stage)',
   );
   assert.equal(loadSpec('paper-12b').rerank.steps, 0, 'the paper trained CLIP apart from DALL-E');
+});
+
+test('config: any world size up to the batch is valid; elastic bounds are checked together', () => {
+  assert.equal(resolveSpec({ preset: 'tiny', train: { worldSize: 3 } }).train.worldSize, 3);
+  const issues = (over: Record<string, unknown>) => {
+    try {
+      resolveSpec({ preset: 'tiny', train: over });
+      return [];
+    } catch (e) {
+      assert.ok(e instanceof ConfigError);
+      return e.issues.map((i) => `${i.path}: ${i.message}`);
+    }
+  };
+  assert.deepEqual(issues({ worldSize: 9 }), [
+    'train.worldSize: must be ≤ batchSize (8): every rank needs a sample of the global batch',
+  ]);
+  assert.deepEqual(issues({ elastic: { min: 3, max: 2 } }), [
+    'train.elastic.min: must be ≤ max (2)',
+    'train.worldSize: must be within elastic [3, 2]',
+  ]);
+  assert.deepEqual(issues({ elastic: { min: 1, max: 9 } }), ['train.elastic.max: must be ≤ batchSize (8)']);
+  assert.deepEqual(issues({ elastic: { min: 1, max: 3 }, microBatch: 2 }), []);
 });
 
 test('config: numbers have upper bounds that name the field (no 10^16-parameter model from a typo)', () => {

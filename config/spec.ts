@@ -271,11 +271,33 @@ export const PowerSgdConfig = z.strictObject({
 });
 export type PowerSgdConfig = z.infer<typeof PowerSgdConfig>;
 
+/** `train.elastic`: the run picks its world size within [min, max] from the workers that are there. */
+export const ElasticConfig = z.strictObject({
+  /** Never fewer ranks: below this the run waits for workers (as a run without `elastic` does). */
+  min: upTo(65_536),
+  /** Never more ranks, however many idle workers there are. */
+  max: upTo(65_536),
+});
+export type ElasticConfig = z.infer<typeof ElasticConfig>;
+
 export const TrainConfig = z.strictObject({
-  /** Data-parallel ranks (one per worker slot). */
+  /** Data-parallel ranks (one per worker slot); the first segment's with `elastic`. */
   worldSize: upTo(65_536),
-  /** Global batch per update; stays fixed when worldSize changes (per-rank batch adapts). */
+  /** Global batch per update; stays fixed when worldSize changes: rank r of W takes samples
+   *  [⌊rB/W⌋, ⌊(r+1)B/W⌋) and its gradient is weighted by its share, so any W ≤ batchSize gives the same
+   *  update. */
   batchSize: upTo(1 << 20),
+  /** Most samples a rank puts through one forward/backward (0: its whole slice at once). A larger slice
+   *  accumulates gradients over ⌈slice / microBatch⌉ passes, so a shrinking world costs passes, not
+   *  memory. */
+  microBatch: nonNegInt.max(1 << 20).default(0),
+  /** Adopt idle workers (grow at the next checkpoint) and shrink when a lost rank's replacement does not
+   *  arrive within joinTimeout, between min and max ranks. Absent: W changes only by setWorldSize. */
+  elastic: ElasticConfig.optional(),
+  /** 'host': the paper's layout. The ranks on one machine (workers with the same `--host-id`) each hold
+   *  a shard of the optimizer state and compress only their shard with PowerSGD, between machines;
+   *  'none': every rank holds everything and PowerSGD runs between all ranks. Fixed for a run. */
+  parameterSharding: z.enum(['none', 'host']).default('none'),
   /** Steps per segment (one set of trainShard activities). */
   segmentSteps: upTo(STEPS_MAX),
   /** Commit a checkpoint every this many steps; bounds the work lost when a machine dies. */
@@ -357,8 +379,20 @@ export function crossFieldIssues(raw: unknown): Issue[] {
     out.push({ path: ['transformer', 'dModel'], message: `must be divisible by heads (${heads})` });
   }
   const [batch, world] = [num('train', 'batchSize'), num('train', 'worldSize')];
-  if (batch && world && batch % world !== 0) {
-    out.push({ path: ['train', 'batchSize'], message: `must be divisible by worldSize (${world})` });
+  if (batch && world && world > batch) {
+    out.push({
+      path: ['train', 'worldSize'],
+      message: `must be ≤ batchSize (${batch}): every rank needs a sample of the global batch`,
+    });
+  }
+  const elastic = o.train?.elastic as Record<string, unknown> | undefined;
+  const [min, max] = [elastic?.min, elastic?.max].map((v) => (typeof v === 'number' ? v : undefined));
+  if (min !== undefined && max !== undefined) {
+    if (min > max) out.push({ path: ['train', 'elastic', 'min'], message: `must be ≤ max (${max})` });
+    if (batch && max > batch)
+      out.push({ path: ['train', 'elastic', 'max'], message: `must be ≤ batchSize (${batch})` });
+    if (world && (world < min || world > max))
+      out.push({ path: ['train', 'worldSize'], message: `must be within elastic [${min}, ${max}]` });
   }
   const [seg, every] = [num('train', 'segmentSteps'), num('train', 'checkpointEvery')];
   if (seg && every && seg % every !== 0) {
@@ -379,8 +413,13 @@ export function crossFieldIssues(raw: unknown): Issue[] {
     out.push({ path: ['rerank', 'textWidth'], message: `must be divisible by textHeads (${textHeads})` });
   }
   const rerankBatch = num('rerank', 'batchSize');
-  if (rerankSteps && rerankBatch && world && rerankBatch % world !== 0) {
-    out.push({ path: ['rerank', 'batchSize'], message: `must be divisible by train.worldSize (${world})` });
+  // Every rank of the stage needs a pair; an elastic run's rerank stage stays within [elastic.min, batch].
+  const leastWorld = Math.max(world ?? 1, min ?? 1);
+  if (rerankSteps && rerankBatch && rerankBatch < leastWorld) {
+    out.push({
+      path: ['rerank', 'batchSize'],
+      message: `must be ≥ train.worldSize and train.elastic.min (${leastWorld}): every rank needs a pair`,
+    });
   }
   // The contrastive loss needs another pair to tell the right caption from.
   if (rerankSteps && (rerankBatch ?? batch) !== undefined && (rerankBatch ?? batch)! < 2) {

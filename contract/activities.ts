@@ -64,6 +64,17 @@ export interface TrainShardResult {
    *  it spent waiting for the collective (communication the step did not hide). */
   stepMs?: number;
   exposedCommMs?: number;
+  /** Rank 0: the segment stopped at checkpoint `step` because the world should become this size (a
+   *  setWorldSize, or idle workers an elastic run adopts). */
+  resizeTo?: number;
+}
+
+/** Details of the failure of a rank whose peers did not all arrive at the segment's start (type
+ *  'PeerLostError'): an elastic run shrinks to the ranks that did. */
+export interface JoinShortfall {
+  op: 'join';
+  /** Ranks that never arrived. */
+  missing: number[];
 }
 
 /** Rank-0 progress within a segment (signalled at most about once a second). */

@@ -8,6 +8,11 @@ import type { QualityPoint } from './quality.ts';
 /** The task queue every `dalle worker` polls and every run is started on. */
 export const TASK_QUEUE = 'dalle-train';
 
+/** The workflow id of a run's trainStage child for `stage`. */
+export function stageWorkflowId(runId: string, stage: StageName): string {
+  return `${runId}-${stage}`;
+}
+
 /** Workflow type names as registered by the worker (the exported names of workflows/index.ts). */
 export const WORKFLOW_TYPE = { trainDalle: 'trainDalle', trainStage: 'trainStage' } as const;
 
@@ -119,5 +124,7 @@ export interface StageEvent {
   restarts?: number;
   /** Set when a segment is relaunched after a failure: the checkpoint step it resumes from. */
   resumedFrom?: number;
+  /** Set when the stage changes its world size (the next stage starts with it too). */
+  worldSize?: number;
   message?: string;
 }

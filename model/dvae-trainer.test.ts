@@ -20,7 +20,7 @@ function batch(n: number, salt: number): DvaeBatch {
 const bits = (arrays: Float32Array[]) =>
   arrays.map((a) => Buffer.from(a.buffer, a.byteOffset, a.byteLength).toString('base64'));
 
-test('dvae-trainer: same state, batch, step and rank give bit-identical gradients; noise follows step and rank', () => {
+test('dvae-trainer: same state, batch, step and rank give bit-identical gradients; noise follows step and sample', () => {
   const a = createDvaeTrainer(cfg, 7, 2);
   const b = createDvaeTrainer(cfg, 7, 2);
   const x = batch(4, 1);
@@ -30,7 +30,12 @@ test('dvae-trainer: same state, batch, step and rank give bit-identical gradient
   assert.notDeepEqual(
     bits(a.computeGradients(x, 3, 0).grads),
     bits(ga.grads),
-    'another rank draws other Gumbel noise',
+    'another rank (so other samples of the global batch) draws other Gumbel noise',
+  );
+  assert.deepEqual(
+    bits(a.computeGradients({ ...x, first: 4 }, 3, 0).grads),
+    bits(ga.grads),
+    'the noise belongs to the samples (rank 1 of 4-sample slices starts at sample 4), not to the rank',
   );
   assert.notDeepEqual(
     bits(a.computeGradients(x, 4, 1).grads),
@@ -116,9 +121,9 @@ test('dvae-trainer: dead-code restarts happen on schedule, copy codes, and resum
     }
   };
   run(straight, 0, 8, true);
-  // A 4×4 grid of 4 images uses far fewer than 32 codes: the first window restarts some; after
-  // codeRestartUntil, none.
-  assert.ok(restarts[1]! > 0, `restarts per step ${restarts}`);
+  // A 4×4 grid of 4 images uses far fewer than 32 codes: the restart steps before codeRestartUntil (1, 3,
+  // 5) restart some (which of them depends on the Gumbel draws); after codeRestartUntil, none.
+  assert.ok(restarts[1]! + restarts[3]! + restarts[5]! > 0, `restarts per step ${restarts}`);
   assert.deepEqual([restarts[0], restarts[2], restarts[4], restarts[6], restarts[7]], [0, 0, 0, 0, 0]);
   run(first, 0, 3);
   const blob = first.saveState();
@@ -181,5 +186,34 @@ test('dvae-trainer: bad batches, steps, ranks and foreign or corrupt state are n
   blob[blob.length - 1]! ^= 1;
   assert.throws(() => t.loadState(blob), StateChecksumError);
   other.dispose();
+  t.dispose();
+});
+
+test('dvae-trainer: a batch split into parts at their sample offsets gives the whole batch gradient', () => {
+  const t = createDvaeTrainer(cfg, 5, 3);
+  const whole = batch(4, 9);
+  const part = (from: number, to: number): DvaeBatch => ({
+    images: whole.images.subarray(from * R * R * 3, to * R * R * 3),
+    n: to - from,
+    first: from,
+  });
+  const all = t.computeGradients(whole, 2, 0);
+  // 3 ranks of a 4-sample batch: slices of 1, 1 and 2 samples, each weighted by its share.
+  const parts = [part(0, 1), part(1, 2), part(2, 4)].map((b, r) => ({
+    w: b.n / 4,
+    g: t.computeGradients(b, 2, r),
+  }));
+  const loss = parts.reduce((s, p) => s + p.w * p.g.loss, 0);
+  assert.ok(Math.abs(loss - all.loss) <= 1e-5 * Math.abs(all.loss), `${loss} vs ${all.loss}`);
+  all.grads.forEach((g, i) => {
+    for (let j = 0; j < g.length; j++) {
+      const sum = parts.reduce((s, p) => s + p.w * p.g.grads[i]![j]!, 0);
+      assert.ok(
+        Math.abs(sum - g[j]!) <= 1e-4 * Math.abs(g[j]!) + 1e-7,
+        `param ${i}[${j}]: ${sum} vs ${g[j]}`,
+      );
+    }
+  });
+  assert.throws(() => t.computeGradients({ ...whole, first: -1 }, 2, 0), DvaeStepError);
   t.dispose();
 });

@@ -1,11 +1,11 @@
 // The dVAE behind the Trainer contract (trainer.ts): typed arrays in and out, one visible step in
-// numbered phases, and all randomness (Gumbel noise) a pure function of (seed, step, rank).
+// numbered phases, and all randomness (Gumbel noise) a pure function of (seed, step, sample index).
 //   1. τ, β, lr from the schedules at `step`
 //   2. forward + backward on this rank's batch → gradients of the local-batch mean loss
 //   3. (outside: the runtime compresses and all-reduces them)
 //   4. AdamW with decoupled weight decay, then the parameter EMA
-// Every rank holds the same number of images (global batch / worldSize), so the mean over ranks of the
-// local-mean gradients is the gradient of the global-batch mean loss.
+// Gradients are of the local-batch mean loss; the runtime weights each rank's by its share of the global
+// batch (activities/rank-gradients.ts), so the mean over ranks is the gradient of the global-batch mean.
 import * as tf from '@tensorflow/tfjs';
 import type { DvaeConfig } from '../config/index.ts';
 import { AdamW, decaysByDefault } from './adamw.ts';
@@ -29,12 +29,24 @@ import { gumbelNoise } from './gumbel.ts';
 import { ParamVector } from './param-vector.ts';
 import { betaAt, lrAt, tauAt } from './schedules.ts';
 import { decodeState, encodeState, expectArrays } from './state-io.ts';
-import type { GradientResult, ParamSpec, StepMetrics, Trainer } from './trainer.ts';
+import {
+  NoOptimizerError,
+  type GradientResult,
+  type ParamSpec,
+  type StepMetrics,
+  type Trainer,
+  type TrainerOptions,
+  type UpdateRule,
+} from './trainer.ts';
 
 export interface DvaeBatch {
   /** [n, res, res, 3] uint8 RGB, already preprocessed. */
   images: Uint8Array;
   n: number;
+  /** Index of the first sample in the step's global batch: keys each sample's Gumbel noise, so a sample
+   *  draws the same noise whichever rank or micro-batch computes it (default rank · n, the start of an
+   *  equal rank slice). */
+  first?: number;
 }
 
 /** A step, rank or batch argument outside the contract. */
@@ -84,15 +96,19 @@ class DvaeTrainer implements Trainer<DvaeBatch> {
   readonly stage = 'dvae' as const;
   private readonly params: ParamVector;
   private readonly layout: DvaeLayout;
-  private readonly opt: AdamW;
+  /** Absent when built with { optimizer: false }: a sharded optimizer outside updates the parameters. */
+  private readonly opt?: AdamW;
   private readonly specs: ParamSpec[];
   /** Present when dead-code restarts are on. */
   private readonly usage?: CodeUsage;
+  /** The update count when the optimizer is outside (setParams). */
+  private outsideUpdates = 0;
 
   constructor(
     readonly cfg: DvaeConfig,
     readonly seed: number,
     readonly worldSize: number,
+    opts: TrainerOptions = {},
   ) {
     if (!(Number.isInteger(seed) && seed >= 0 && seed < 2 ** 32))
       throw new DvaeStepError('seed', seed, 'must be an integer in [0, 2^32)');
@@ -101,6 +117,8 @@ class DvaeTrainer implements Trainer<DvaeBatch> {
     this.layout = dvaeLayout(cfg);
     this.specs = dvaeParamSpecs(cfg);
     this.params = new ParamVector(this.specs, initDvaeParams(cfg, seed), `dvae-trainer${trainers++}/theta`);
+    // Dead-code restarts rewrite the optimizer's moments too: only a trainer that holds them restarts codes.
+    if (opts.optimizer === false) return;
     this.opt = new AdamW(
       this.params.theta,
       this.specs.map((s, i) => ({
@@ -108,15 +126,24 @@ class DvaeTrainer implements Trainer<DvaeBatch> {
         size: this.params.sizes[i]!,
         decay: decaysByDefault(s.kind),
       })),
-      {
-        beta1: cfg.adamBeta1,
-        beta2: cfg.adamBeta2,
-        eps: cfg.adamEps,
-        weightDecay: cfg.weightDecay,
-        emaDecay: cfg.emaDecay,
-      },
+      this.adamConfig(),
     );
     if ((cfg.codeRestartEvery ?? 0) > 0) this.usage = new CodeUsage(cfg.codebookSize);
+  }
+
+  private adamConfig() {
+    const c = this.cfg;
+    return {
+      beta1: c.adamBeta1,
+      beta2: c.adamBeta2,
+      eps: c.adamEps,
+      weightDecay: c.weightDecay,
+      emaDecay: c.emaDecay,
+    };
+  }
+
+  private get updates(): number {
+    return this.opt?.updates ?? this.outsideUpdates;
   }
 
   paramSpecs(): ParamSpec[] {
@@ -131,6 +158,8 @@ class DvaeTrainer implements Trainer<DvaeBatch> {
     const { resolution: R, grid: g, codebookSize: K } = this.cfg;
     const n = batch?.n;
     if (!(Number.isInteger(n) && n >= 1)) throw new DvaeStepError('batch.n', n, 'must be a positive integer');
+    if (batch.first !== undefined && !(Number.isInteger(batch.first) && batch.first >= 0))
+      throw new DvaeStepError('batch.first', batch.first, 'must be an integer ≥ 0');
     if (!(batch.images instanceof Uint8Array) || batch.images.length !== n * R * R * 3) {
       throw new DvaeInputError(
         'batch.images',
@@ -145,7 +174,7 @@ class DvaeTrainer implements Trainer<DvaeBatch> {
     let extra: tf.Tensor[] = [];
     const { value, grads } = tf.tidy(() => {
       const x255 = tf.tensor4d(batch.images, [n, R, R, 3], 'int32').toFloat();
-      const noise = gumbelNoise(this.seed, step, rank, [n, g, g, K]); // [n, g, g, K]
+      const noise = gumbelNoise(this.seed, step, batch.first ?? rank * n, [n, g, g, K]); // [n, g, g, K]
       return tf.variableGrads(() => {
         const p = this.params.tensors();
         const t = dvaeLossTerms(this.cfg, this.layout, p, x255 as tf.Tensor4D, noise, tau, beta);
@@ -168,6 +197,7 @@ class DvaeTrainer implements Trainer<DvaeBatch> {
 
   applyGradients(grads: Float32Array[], step: number, _loss: number): StepMetrics {
     this.checkStep(step);
+    if (!this.opt) throw new NoOptimizerError('dvae applyGradients');
     const lr = lrAt(step, this.cfg);
     const clip = this.cfg.gradClip ?? 0;
     const r = this.opt.apply(grads, lr, clip > 0 ? { maxGradNorm: clip } : {});
@@ -196,13 +226,15 @@ class DvaeTrainer implements Trainer<DvaeBatch> {
 
   /** Applies restarts to the parameters (perturbed) and to their Adam moments and EMA (plain copies). */
   private restart(plan: Restart[], step: number): void {
+    if (!this.opt) throw new NoOptimizerError('dvae code restarts');
+    const opt = this.opt;
     const of = (get: (name: string) => Float32Array): CodebookArrays => ({
       encW: get('encoder.output.w'),
       encB: get('encoder.output.b'),
       decW: get('decoder.input.w'),
     });
     const params = this.params.arrays();
-    const state = new Map(this.opt.stateArrays());
+    const state = new Map(opt.stateArrays());
     if (this.cfg.quantizer === 'vq') {
       // The codebook alone holds the codes: its rows, their moments and EMA.
       const K = this.cfg.codebookSize;
@@ -230,7 +262,21 @@ class DvaeTrainer implements Trainer<DvaeBatch> {
         );
     }
     this.params.assign(params);
-    this.opt.loadStateArrays(state, this.opt.updates);
+    opt.loadStateArrays(state, opt.updates);
+  }
+
+  updateRule(step: number, _loss: number): UpdateRule {
+    this.checkStep(step);
+    return {
+      lr: lrAt(step, this.cfg),
+      ...this.adamConfig(),
+      decay: this.specs.map((s) => decaysByDefault(s.kind)),
+    };
+  }
+
+  setParams(params: Float32Array[], updates: number): void {
+    this.params.assign(params);
+    this.outsideUpdates = updates;
   }
 
   saveState(): Uint8Array {
@@ -238,11 +284,11 @@ class DvaeTrainer implements Trainer<DvaeBatch> {
       stage: 'dvae',
       format: STATE_FORMAT,
       seed: this.seed,
-      updates: this.opt.updates,
+      updates: this.updates,
       config: this.cfg,
     };
     const params = this.params.arrays().map((a, i) => [`param.${this.specs[i]!.name}`, a] as const);
-    const opt = this.opt.stateArrays().map(([name, a]) => [`opt.${name}`, a] as const);
+    const opt = (this.opt?.stateArrays() ?? []).map(([name, a]) => [`opt.${name}`, a] as const);
     const usage = this.usage
       ? ([
           ['codes.idle', Float32Array.from(this.usage.idle)],
@@ -272,7 +318,7 @@ class DvaeTrainer implements Trainer<DvaeBatch> {
     const K = this.cfg.codebookSize;
     expectArrays(arrays, [
       ...sizes.map(([name, n]) => [`param.${name}`, n] as const),
-      ...this.opt.stateLayout().map(([name, n]) => [`opt.${name}`, n] as const),
+      ...(this.opt?.stateLayout() ?? []).map(([name, n]) => [`opt.${name}`, n] as const),
       ...(this.usage
         ? ([
             ['codes.idle', K],
@@ -285,17 +331,21 @@ class DvaeTrainer implements Trainer<DvaeBatch> {
       this.usage.load.set(arrays.get('codes.load')!);
     }
     this.params.assign(this.specs.map((s) => arrays.get(`param.${s.name}`)!));
+    this.outsideUpdates = meta.updates!;
+    if (!this.opt) return;
     const optArrays = new Map<string, Float32Array>();
     for (const [name, a] of arrays) if (name.startsWith('opt.')) optArrays.set(name.slice(4), a);
     this.opt.loadStateArrays(optArrays, meta.updates!);
   }
 
   exportParams(which: 'params' | 'ema'): Float32Array[] {
-    return which === 'ema' ? this.opt.emaArrays() : this.params.arrays();
+    if (which === 'params') return this.params.arrays();
+    if (!this.opt) throw new NoOptimizerError("dvae exportParams('ema')");
+    return this.opt.emaArrays();
   }
 
   dispose(): void {
-    this.opt.dispose();
+    this.opt?.dispose();
     this.params.dispose();
   }
 
@@ -306,6 +356,11 @@ class DvaeTrainer implements Trainer<DvaeBatch> {
 }
 
 /** The dVAE trainer for one rank of `worldSize`; parameters start from a pure function of `seed`. */
-export function createDvaeTrainer(cfg: DvaeConfig, seed: number, worldSize: number): Trainer<DvaeBatch> {
-  return new DvaeTrainer(cfg, seed, worldSize);
+export function createDvaeTrainer(
+  cfg: DvaeConfig,
+  seed: number,
+  worldSize: number,
+  opts: TrainerOptions = {},
+): Trainer<DvaeBatch> {
+  return new DvaeTrainer(cfg, seed, worldSize, opts);
 }

@@ -17,12 +17,18 @@ for (const b of ['cpu', 'wasm', 'tensorflow']) {
 
 test(`gumbel: the backend's noise is rng.gumbels' (float64) to float32 rounding, on ${backends.join(', ')}`, async () => {
   const n = 1 << 16;
-  const key = { seed: 3, stream: RngStream.gumbel, step: 41, rank: 1 };
-  const ref = gumbels(key, n);
+  // Sample j of the global batch draws from the key of (seed, step, first + j), whatever rank holds it.
+  const [seed, step, first, samples] = [3, 41, 5, 16];
+  const ref = new Float64Array(n);
+  for (let j = 0; j < samples; j++)
+    ref.set(
+      gumbels({ seed, stream: RngStream.gumbel, step, rank: first + j }, n / samples),
+      (j * n) / samples,
+    );
   for (const b of backends) {
     await initTfBackend(b);
     const before = tf.memory().numTensors;
-    const t = gumbelNoise(key.seed, key.step, key.rank, [16, n / 16]);
+    const t = gumbelNoise(seed, step, first, [samples, n / samples]);
     assert.deepEqual(t.shape, [16, n / 16]);
     const got = t.dataSync();
     t.dispose();

@@ -1,15 +1,18 @@
 // Gumbel-softmax relaxation of the dVAE's categorical q(z|x) (PAPER.md):
 //   y_i = softmax((log q_i + g_i) / τ),  g_i ~ Gumbel(0, 1)
 // log q_i differs from the encoder logit by a per-cell constant, which softmax ignores, so the logits
-// are used directly. The noise is a pure function of (seed, step, rank): see rng.ts.
+// are used directly. Each sample's noise is keyed by (seed, step, its index in the step's global batch),
+// never by rank: a sample gets the same noise whichever rank, world size or micro-batch computes it, so a
+// run whose world size changes draws exactly the noise of a run that kept it.
 import * as tf from '@tensorflow/tfjs';
 import { RngStream, randomWords } from '../random/index.ts';
 
 const TWO_POW_M32 = 2 ** -32;
 
 /**
- * Gumbel(0, 1) noise for one rank's step, shaped like the logits it will perturb: −log(−log u) with
- * u = (w + ½)/2³² from the counter-based stream's words w, as `gumbels` in rng.ts defines it.
+ * Gumbel(0, 1) noise for samples `first`, `first + 1`, … of step `step`'s global batch, shaped [n, ...cell]
+ * like the logits it will perturb (n = shape[0]): −log(−log u) with u = (w + ½)/2³² from the counter-based
+ * stream's words w of each sample, as `gumbels` in rng.ts defines it.
  *
  * The words come from JS (Philox); the two logarithms, which cost more than the words in JS (16 of
  * 28 ms for a shapes batch), run on the backend in float32. To keep float64's accuracy where u is
@@ -17,9 +20,13 @@ const TWO_POW_M32 = 2 ** -32;
  * each exact to float32 rounding; the backend takes −log u or −log1p(−(1 − u)) accordingly. The result
  * agrees with `gumbels` to a few float32 ulps.
  */
-export function gumbelNoise(seed: number, step: number, rank: number, shape: number[]): tf.Tensor {
-  const n = shape.reduce((a, b) => a * b, 1);
-  const w = randomWords({ seed, stream: RngStream.gumbel, step, rank }, n);
+export function gumbelNoise(seed: number, step: number, first: number, shape: number[]): tf.Tensor {
+  const [samples = 0, ...cell] = shape;
+  const per = cell.reduce((a, b) => a * b, 1);
+  const n = samples * per;
+  const w = new Uint32Array(n);
+  for (let j = 0; j < samples; j++)
+    w.set(randomWords({ seed, stream: RngStream.gumbel, step, rank: first + j }, per), j * per);
   const x = new Float32Array(n);
   for (let i = 0; i < n; i++) {
     const wi = w[i]!;

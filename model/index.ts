@@ -12,3 +12,4 @@ export * from './reranker-trainer.ts';
 export * from './sampling.ts';
 export * from './sampling-reference.ts';
 export * from './state-io.ts';
+export * from './sharded-adamw.ts';

@@ -3,9 +3,10 @@
 //   1. computeGradients: lr at `step`; forward + backward of the contrastive loss on this rank's pairs.
 //   2. (runtime) PowerSGD / all-reduce of the grads.
 //   3. applyGradients: AdamW (weight decay on matrices only), EMA.
-// The negatives of a pair are the other pairs of the same rank's slice (the Trainer contract moves
-// gradients, not embeddings, between ranks): the averaged gradient is that of the mean of the ranks'
-// losses. A fixed world size therefore resumes exactly; a changed one trains on other negatives.
+// The negatives of a pair are every other pair of the global batch: before step 1 the runtime all-gathers
+// each rank's pair embeddings (`exchange`, slices of any length: activities/rank-gradients.ts), so the mean
+// of the ranks' gradients is the whole batch's, whatever the world size. Built with { optimizer: false }
+// (the sharded layout) it leaves step 3 to a rank's shard of AdamW (`updateRule`, `setParams`).
 // No randomness: a step is a function of (state, batch).
 import * as tf from '@tensorflow/tfjs';
 import type { DvaeConfig, RerankConfig, TransformerConfig } from '../config/index.ts';
@@ -21,7 +22,15 @@ import {
 import { ParamVector } from './param-vector.ts';
 import { cosineAnneal } from './schedules.ts';
 import { decodeState, encodeState, expectArrays, StateMismatchError } from './state-io.ts';
-import type { GradientResult, ParamSpec, StepMetrics, Trainer } from './trainer.ts';
+import {
+  NoOptimizerError,
+  type GradientResult,
+  type ParamSpec,
+  type StepMetrics,
+  type Trainer,
+  type TrainerOptions,
+  type UpdateRule,
+} from './trainer.ts';
 
 export interface RerankBatch {
   /** [n, R, R, 3] uint8 RGB (the transformer's preprocessing: centred crop, no flip). */
@@ -80,8 +89,9 @@ export function createRerankTrainer(
   dvae: Pick<DvaeConfig, 'resolution'>,
   seed: number,
   worldSize: number,
+  opts: TrainerOptions = {},
 ): Trainer<RerankBatch> {
-  return new RerankTrainer(cfg, rerankerDims(cfg, transformer, dvae), seed, worldSize);
+  return new RerankTrainer(cfg, rerankerDims(cfg, transformer, dvae), seed, worldSize, opts);
 }
 
 class RerankTrainer implements Trainer<RerankBatch> {
@@ -89,13 +99,16 @@ class RerankTrainer implements Trainer<RerankBatch> {
   private readonly specs: ParamSpec[];
   /** Every parameter back to back in one variable θ (what AdamW updates). */
   private readonly params: ParamVector;
-  private readonly opt: AdamW;
+  /** Absent when built with { optimizer: false }: a sharded optimizer outside updates the parameters. */
+  private readonly opt?: AdamW;
+  private outsideUpdates = 0;
 
   constructor(
     private readonly cfg: RerankConfig,
     private readonly dims: RerankerDims,
     seed: number,
     private readonly worldSize: number,
+    opts: TrainerOptions = {},
   ) {
     if (!(Number.isInteger(seed) && seed >= 0 && seed < 2 ** 32))
       throw new RerankTrainerArgumentError('seed', seed, 'must be a uint32');
@@ -105,6 +118,7 @@ class RerankTrainer implements Trainer<RerankBatch> {
     const uid = trainerUid++;
     this.specs = rerankerParamSpecs(dims);
     this.params = new ParamVector(this.specs, init, `rerank${uid}/theta`);
+    if (opts.optimizer === false) return;
     this.opt = new AdamW(
       this.params.theta,
       this.specs.map((s, i) => ({
@@ -112,14 +126,19 @@ class RerankTrainer implements Trainer<RerankBatch> {
         size: this.params.sizes[i]!,
         decay: decaysByDefault(s.kind),
       })),
-      {
-        beta1: cfg.adamBeta1,
-        beta2: cfg.adamBeta2,
-        eps: cfg.adamEps,
-        weightDecay: cfg.weightDecay,
-        emaDecay: cfg.emaDecay,
-      },
+      this.adamConfig(),
     );
+  }
+
+  private adamConfig() {
+    const c = this.cfg;
+    return {
+      beta1: c.adamBeta1,
+      beta2: c.adamBeta2,
+      eps: c.adamEps,
+      weightDecay: c.weightDecay,
+      emaDecay: c.emaDecay,
+    };
   }
 
   /** The model over θ's current values; its tensors are views computed from θ (under a tape, their
@@ -218,22 +237,37 @@ class RerankTrainer implements Trainer<RerankBatch> {
 
   applyGradients(grads: Float32Array[], step: number, _loss: number): StepMetrics {
     this.checkStep(step);
+    if (!this.opt) throw new NoOptimizerError('rerank applyGradients');
     const lr = rerankLrAt(this.cfg, step);
     const r = this.opt.apply(grads, lr);
     return { lr, gradNorm: r.gradNorm, skipped: r.skipped ? 1 : 0, updates: r.updates };
+  }
+
+  updateRule(step: number, _loss: number): UpdateRule {
+    this.checkStep(step);
+    return {
+      lr: rerankLrAt(this.cfg, step),
+      ...this.adamConfig(),
+      decay: this.specs.map((s) => decaysByDefault(s.kind)),
+    };
+  }
+
+  setParams(params: Float32Array[], updates: number): void {
+    this.params.assign(params);
+    this.outsideUpdates = updates;
   }
 
   saveState(): Uint8Array {
     const meta: SavedMeta = {
       stage: 'rerank',
       version: 1,
-      updates: this.opt.updates,
+      updates: this.opt?.updates ?? this.outsideUpdates,
       specs: this.specs.map((s) => `${s.name}:${s.shape.join('x')}:${s.kind}`),
     };
     const arrays: [string, Float32Array][] = this.params
       .arrays()
       .map((a, i) => [`${PARAM_PREFIX}${this.specs[i]!.name}`, a]);
-    for (const [name, a] of this.opt.stateArrays()) arrays.push([`${OPT_PREFIX}${name}`, a]);
+    for (const [name, a] of this.opt?.stateArrays() ?? []) arrays.push([`${OPT_PREFIX}${name}`, a]);
     return encodeState(meta as unknown as Record<string, unknown>, arrays);
   }
 
@@ -245,22 +279,24 @@ class RerankTrainer implements Trainer<RerankBatch> {
       throw new StateMismatchError([`state is for stage ${String(meta?.stage)}, not rerank`]);
     expectArrays(arrays, [
       ...this.specs.map((s, i) => [`${PARAM_PREFIX}${s.name}`, this.params.sizes[i]!] as [string, number]),
-      ...this.opt.stateLayout().map(([n, len]) => [`${OPT_PREFIX}${n}`, len] as [string, number]),
+      ...(this.opt?.stateLayout() ?? []).map(([n, len]) => [`${OPT_PREFIX}${n}`, len] as [string, number]),
     ]);
     const opt = new Map<string, Float32Array>();
     for (const [name, a] of arrays)
       if (name.startsWith(OPT_PREFIX)) opt.set(name.slice(OPT_PREFIX.length), a);
-    this.opt.loadStateArrays(opt, meta.updates);
+    this.opt?.loadStateArrays(opt, meta.updates);
+    this.outsideUpdates = meta.updates;
     this.params.assign(this.specs.map((s) => arrays.get(`${PARAM_PREFIX}${s.name}`)!));
   }
 
   exportParams(which: 'params' | 'ema'): Float32Array[] {
-    if (which === 'ema') return this.opt.emaArrays();
-    return this.params.arrays();
+    if (which === 'params') return this.params.arrays();
+    if (!this.opt) throw new NoOptimizerError("rerank exportParams('ema')");
+    return this.opt.emaArrays();
   }
 
   dispose(): void {
-    this.opt.dispose();
+    this.opt?.dispose();
     this.params.dispose();
   }
 }

@@ -21,16 +21,48 @@ export type StepMetrics = Record<string, number>;
 export interface GradientResult {
   /** Mean loss over the local batch. */
   loss: number;
-  /** One gradient per parameter, in `paramSpecs()` order, already divided so that averaging over ranks
-   *  gives the gradient of the global-batch mean loss. */
+  /** One gradient per parameter, in `paramSpecs()` order: of the local-batch mean loss (the runtime
+   *  weights each rank's by its share of the global batch before averaging over ranks). */
   grads: Float32Array[];
   /** e.g. { recon, kl, tau, beta, lr } for the dVAE; { textLoss, imageLoss, lr } for the transformer. */
   metrics: StepMetrics;
 }
 
+/** Options of a trainer. */
+export interface TrainerOptions {
+  /** false: allocate no optimizer state (moments, EMA). The parameters are then updated from outside, by a
+   *  rank's shard of a sharded AdamW (`updateRule` + `setParams`), and the state a trainer saves and loads
+   *  is parameters and schedules only. Default true. */
+  optimizer?: boolean;
+}
+
+/** What one AdamW update applies, for an optimizer outside the trainer (model/sharded-adamw.ts). */
+export interface UpdateRule {
+  lr: number;
+  beta1: number;
+  beta2: number;
+  eps: number;
+  weightDecay: number;
+  emaDecay: number;
+  /** Decoupled weight decay on each parameter, in `paramSpecs()` order. */
+  decay: boolean[];
+  /** Global gradient-norm clip, if the stage clips. */
+  maxGradNorm?: number;
+}
+
+/** applyGradients / exportParams('ema') on a trainer built without its optimizer. */
+export class NoOptimizerError extends Error {
+  override name = 'NoOptimizerError';
+  readonly fatal = true;
+  constructor(readonly call: string) {
+    super(`${call} needs the trainer's optimizer, and this trainer was built with { optimizer: false }`);
+  }
+}
+
 /** One stage's trainable model plus its optimizer. Deterministic: the same state, batch and step give
  *  bit-identical results, and all randomness (Gumbel noise, dropout) is a pure function of
- *  (seed, step, rank), so a resumed run needs no RNG stream state beyond the step. */
+ *  (seed, step, the sample's index in the global batch), so a resumed run needs no RNG stream state beyond
+ *  the step, and a run whose world size changes draws the same numbers. */
 export interface Trainer<Batch> {
   readonly stage: 'dvae' | 'transformer' | 'rerank';
   /** Parameters in a fixed order; the order of `grads` and of saved state. */
@@ -46,7 +78,14 @@ export interface Trainer<Batch> {
   /** Phase 4: apply gradients averaged over ranks (clipping, AdamW, EMA happen here). `loss` is the
    *  global mean loss of the step (for plateau schedules). */
   applyGradients(grads: Float32Array[], step: number, loss: number): StepMetrics;
-  /** Everything for an exact resume: params, optimizer moments, EMA, schedule state. */
+  /** For an optimizer outside the trainer: advances the schedules' state exactly as applyGradients does
+   *  (the plateau rule observes `loss`) and says what AdamW applies at `step`. */
+  updateRule(step: number, loss: number): UpdateRule;
+  /** Overwrites the parameters (`paramSpecs()` order), e.g. with the all-gathered result of a sharded
+   *  update; `updates` is the optimizer's update count so far (saved with the state). */
+  setParams(params: Float32Array[], updates: number): void;
+  /** Everything for an exact resume: params, optimizer moments, EMA, schedule state (without the
+   *  optimizer: params and schedule state). */
   saveState(): Uint8Array;
   loadState(bytes: Uint8Array): void;
   /** Current parameters (or their EMA) as typed arrays in `paramSpecs()` order, e.g. for publishing. */

@@ -17,7 +17,16 @@ import { initialPlateauState, lrAt, observeLoss, type PlateauState } from './lr-
 import { ParamVector } from './param-vector.ts';
 import { decodeState, encodeState, expectArrays, StateMismatchError } from './state-io.ts';
 import { initTransformerParams, Transformer, transformerParamSpecs } from './transformer.ts';
-import type { GradientResult, ParamKind, ParamSpec, StepMetrics, Trainer } from './trainer.ts';
+import {
+  NoOptimizerError,
+  type GradientResult,
+  type ParamKind,
+  type ParamSpec,
+  type StepMetrics,
+  type Trainer,
+  type TrainerOptions,
+  type UpdateRule,
+} from './trainer.ts';
 
 export interface TransformerBatch {
   /** [n, textLen] BPE ids, 0 = padding. */
@@ -73,8 +82,9 @@ export function createTransformerTrainer(
   dvae: DvaeConfig,
   seed: number,
   worldSize: number,
+  opts: TrainerOptions = {},
 ): Trainer<TransformerBatch> {
-  return new TransformerTrainer(cfg, dvae, seed, worldSize);
+  return new TransformerTrainer(cfg, dvae, seed, worldSize, opts);
 }
 
 class TransformerTrainer implements Trainer<TransformerBatch> {
@@ -82,7 +92,9 @@ class TransformerTrainer implements Trainer<TransformerBatch> {
   private readonly specs: ParamSpec[];
   private readonly params: ParamVector;
   private readonly model: Transformer;
-  private readonly opt: AdamW;
+  /** Absent when built with { optimizer: false }: a sharded optimizer outside updates the parameters. */
+  private readonly opt?: AdamW;
+  private outsideUpdates = 0;
   private plateau: PlateauState = initialPlateauState();
 
   constructor(
@@ -90,6 +102,7 @@ class TransformerTrainer implements Trainer<TransformerBatch> {
     private readonly dvae: DvaeConfig,
     seed: number,
     private readonly worldSize: number,
+    opts: TrainerOptions = {},
   ) {
     if (!(Number.isInteger(seed) && seed >= 0 && seed < 2 ** 32))
       throw new TransformerTrainerArgumentError('seed', seed, 'must be a uint32');
@@ -99,6 +112,7 @@ class TransformerTrainer implements Trainer<TransformerBatch> {
     const init = initTransformerParams(cfg, dvae, seed);
     this.params = new ParamVector(this.specs, init, `transformer-trainer${trainerUid++}/theta`);
     this.model = new Transformer(cfg, dvae, undefined);
+    if (opts.optimizer === false) return;
     this.opt = new AdamW(
       this.params.theta,
       this.specs.map((s, i) => ({
@@ -106,14 +120,19 @@ class TransformerTrainer implements Trainer<TransformerBatch> {
         size: this.params.sizes[i]!,
         decay: transformerDecays(s.kind),
       })),
-      {
-        beta1: cfg.adamBeta1,
-        beta2: cfg.adamBeta2,
-        eps: cfg.adamEps,
-        weightDecay: cfg.weightDecay,
-        emaDecay: cfg.emaDecay,
-      },
+      this.adamConfig(),
     );
+  }
+
+  private adamConfig() {
+    const c = this.cfg;
+    return {
+      beta1: c.adamBeta1,
+      beta2: c.adamBeta2,
+      eps: c.adamEps,
+      weightDecay: c.weightDecay,
+      emaDecay: c.emaDecay,
+    };
   }
 
   paramSpecs(): ParamSpec[] {
@@ -183,6 +202,7 @@ class TransformerTrainer implements Trainer<TransformerBatch> {
 
   applyGradients(grads: Float32Array[], step: number, loss: number): StepMetrics {
     this.checkStep(step);
+    if (!this.opt) throw new NoOptimizerError('transformer applyGradients');
     this.plateau = observeLoss(this.cfg, this.plateau, step, loss);
     const lr = lrAt(this.cfg, this.plateau, step);
     const r = this.opt.apply(grads, lr, { maxGradNorm: this.cfg.gradClip });
@@ -197,12 +217,28 @@ class TransformerTrainer implements Trainer<TransformerBatch> {
     };
   }
 
+  updateRule(step: number, loss: number): UpdateRule {
+    this.checkStep(step);
+    this.plateau = observeLoss(this.cfg, this.plateau, step, loss);
+    return {
+      lr: lrAt(this.cfg, this.plateau, step),
+      ...this.adamConfig(),
+      decay: this.specs.map((s) => transformerDecays(s.kind)),
+      maxGradNorm: this.cfg.gradClip,
+    };
+  }
+
+  setParams(params: Float32Array[], updates: number): void {
+    this.params.assign(params);
+    this.outsideUpdates = updates;
+  }
+
   saveState(): Uint8Array {
     const p = this.plateau;
     const meta: SavedMeta = {
       stage: 'transformer',
       version: 1,
-      updates: this.opt.updates,
+      updates: this.opt?.updates ?? this.outsideUpdates,
       plateau: {
         smoothed: p.smoothed,
         best: Number.isFinite(p.best) ? p.best : null,
@@ -214,7 +250,7 @@ class TransformerTrainer implements Trainer<TransformerBatch> {
     const arrays: [string, Float32Array][] = this.params
       .arrays()
       .map((a, i) => [`${PARAM_PREFIX}${this.specs[i]!.name}`, a]);
-    for (const [name, a] of this.opt.stateArrays()) arrays.push([`${OPT_PREFIX}${name}`, a]);
+    for (const [name, a] of this.opt?.stateArrays() ?? []) arrays.push([`${OPT_PREFIX}${name}`, a]);
     return encodeState(meta as unknown as Record<string, unknown>, arrays);
   }
 
@@ -227,13 +263,14 @@ class TransformerTrainer implements Trainer<TransformerBatch> {
       throw new StateMismatchError([`state is for stage ${String(meta?.stage)}, not transformer`]);
     const expected: [string, number][] = [
       ...this.specs.map((s, i) => [`${PARAM_PREFIX}${s.name}`, this.params.sizes[i]!] as [string, number]),
-      ...this.opt.stateLayout().map(([n, len]) => [`${OPT_PREFIX}${n}`, len] as [string, number]),
+      ...(this.opt?.stateLayout() ?? []).map(([n, len]) => [`${OPT_PREFIX}${n}`, len] as [string, number]),
     ];
     expectArrays(arrays, expected);
     const opt = new Map<string, Float32Array>();
     for (const [name, a] of arrays)
       if (name.startsWith(OPT_PREFIX)) opt.set(name.slice(OPT_PREFIX.length), a);
-    this.opt.loadStateArrays(opt, meta.updates);
+    this.opt?.loadStateArrays(opt, meta.updates);
+    this.outsideUpdates = meta.updates;
     this.params.assign(this.specs.map((s) => arrays.get(`${PARAM_PREFIX}${s.name}`)!));
     const p = meta.plateau;
     this.plateau = {
@@ -245,13 +282,14 @@ class TransformerTrainer implements Trainer<TransformerBatch> {
   }
 
   exportParams(which: 'params' | 'ema'): Float32Array[] {
-    if (which === 'ema') return this.opt.emaArrays();
-    return this.params.arrays();
+    if (which === 'params') return this.params.arrays();
+    if (!this.opt) throw new NoOptimizerError("transformer exportParams('ema')");
+    return this.opt.emaArrays();
   }
 
   dispose(): void {
     this.model.dispose();
-    this.opt.dispose();
+    this.opt?.dispose();
     this.params.dispose();
   }
 }

@@ -14,7 +14,7 @@ import { RngKeyError } from './key-error.ts';
 export const RngStream = {
   /** Parameter initialization (step = parameter index, rank = 0). */
   init: 0,
-  /** dVAE Gumbel-softmax noise. */
+  /** dVAE Gumbel-softmax noise (rank = the sample's index in the step's global batch). */
   gumbel: 1,
   /** Sampling at inference (step = token position, rank = row). */
   sampling: 5,

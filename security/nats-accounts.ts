@@ -57,6 +57,9 @@ function readStream(stream: string): string[] {
   ];
 }
 
+/** The subject workers answer presence requests on (activities/presence.ts's PRESENCE_SUBJECT). */
+export const WORKER_PRESENCE_SUBJECT = 'dalle.workers.presence';
+
 /** Permissions of each role (JWT user claims). */
 export function rolePermissions(role: Role): { pub?: { allow: string[] }; sub?: { allow: string[] } } {
   const inbox = `${inboxPrefix(role)}.>`;
@@ -72,9 +75,13 @@ export function rolePermissions(role: Role): { pub?: { allow: string[] }; sub?: 
             '$KV.dalle-models.>',
             '$O.dalle-checkpoints.>',
             '$O.dalle-models.>',
+            // Elastic runs ask every worker who is there (activities/presence.ts); workers answer into
+            // the asking worker's inbox.
+            WORKER_PRESENCE_SUBJECT,
+            inbox,
           ],
         },
-        sub: { allow: [inbox] },
+        sub: { allow: [inbox, WORKER_PRESENCE_SUBJECT] },
       };
     case 'sampler':
       return {

@@ -89,6 +89,19 @@ test('cli: bad values, missing values and stray arguments exit 2 naming the prob
     [['bench', 'dvae', '--steps', 'x'], "dalle bench dvae: --steps must be an integer ≥ 1, got 'x'"],
     [['bench', 'dvae', '--backends', 'gpu'], 'dalle bench dvae: --backends must be a comma list of'],
     [['bench', 'no-such-bench'], "dalle bench: unknown benchmark 'no-such-bench'"],
+    [
+      ['worker', '--host-id', 'a b'],
+      "dalle worker: --host-id must be 1-128 characters of [A-Za-z0-9_.-], got 'a b'",
+    ],
+    [
+      ['worker', '--exit-when-idle', '0'],
+      "dalle worker: --exit-when-idle must be a number of seconds > 0, got '0'",
+    ],
+    [['config', 'plan', 'tiny'], 'dalle config: plan needs --hosts H and --gpus-per-host G'],
+    [
+      ['config', 'plan', 'tiny', '--hosts', '0', '--gpus-per-host', '8'],
+      "dalle config: --hosts must be an integer ≥ 1, got '0'",
+    ],
   ];
   const outcomes = dispatch(expected.map(([argv]) => argv));
   outcomes.forEach((o, i) => {

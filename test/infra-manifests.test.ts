@@ -166,7 +166,10 @@ test('infra: every command line in the manifests is accepted by the CLI, options
   // file that only exists in the container). An unknown option or bad value would exit 2 with a usage line.
   const lines = new Map<string, string[]>();
   for (const [, s] of dalleServices()) if (s.command) lines.set(JSON.stringify(s.command), s.command);
-  for (const { c } of dalleContainers()) lines.set(JSON.stringify(c.args), c.args);
+  // Kubernetes expands $(VAR) in args from the container's env; a field-ref value becomes a stand-in.
+  const expand = (args: string[]) =>
+    args.map((a) => a.replace(/\$\(([A-Z_]+)\)/g, (_, n: string) => `k8s-${n.toLowerCase()}`));
+  for (const { c } of dalleContainers()) lines.set(JSON.stringify(c.args), expand(c.args as string[]));
   assert.ok(lines.size >= 3);
   const home = join(root, '.dalle-test', `infra-cli-${process.pid}`);
   const env = {
@@ -184,7 +187,9 @@ test('infra: every command line in the manifests is accepted by the CLI, options
             execFile(
               process.execPath,
               ['bin/dalle.js', ...args],
-              { cwd: root, env, timeout: 60_000 },
+              // A sampler waits for NATS as long as it takes (it must outlive NATS restarts): it is still
+              // running, past its option parsing, when the timeout stops it.
+              { cwd: root, env, timeout: args[0] === 'sampler' ? 20_000 : 60_000 },
               (err, _out, stderr) => {
                 try {
                   const line = `dalle ${args.join(' ')}`;
@@ -194,6 +199,17 @@ test('infra: every command line in the manifests is accepted by the CLI, options
                     assert.match(
                       stderr,
                       new RegExp(`cannot read file: ENOENT.*${flag(args, 'config')}`),
+                      line,
+                    );
+                  } else if (args[0] === 'sampler') {
+                    assert.equal(
+                      err?.killed,
+                      true,
+                      `${line} should wait for the closed NATS port: ${stderr}`,
+                    );
+                    assert.match(
+                      stderr,
+                      /sampler: connecting to NATS at nats:\/\/127\.0\.0\.1:1 \(waits/,
                       line,
                     );
                   } else {
@@ -385,6 +401,8 @@ test('infra: every environment variable the manifests set is one the code reads'
   for (const { c } of dalleContainers())
     for (const k of Object.keys(k8sEnv(c)).filter((k) => k !== 'run.yaml')) names.add(k);
   names.delete('POD_NAME'); // Kubernetes-side helper for $(POD_NAME) in OTEL_RESOURCE_ATTRIBUTES
+  names.delete('NODE_NAME'); // Kubernetes-side helper for --host-id $(NODE_NAME)
+  names.delete('POD_NAMESPACE'); // Kubernetes-side helper for $(POD_NAMESPACE) in OTEL_RESOURCE_ATTRIBUTES
   assert.ok(names.size >= 8, [...names].join(' '));
   for (const n of names)
     assert.ok(code.includes(n), `${n} is set by a manifest but read nowhere in the code`);

@@ -173,12 +173,12 @@ test(
 test('train: an invalid spec is rejected before any workflow starts, naming each bad field', async () => {
   const bad = writeSpec({
     preset: 'tiny',
-    train: { worldSize: 3, checkpointEvery: 0 },
+    train: { worldSize: 9, checkpointEvery: 0 },
     dvae: { codebookSize: 'many' },
   });
   const r = dalle(['train', '--config', bad, '--run-id', `bad-${process.pid}`]);
   assert.equal(r.code, 2);
-  for (const f of ['train.checkpointEvery', 'dvae.codebookSize', 'train.batchSize'])
+  for (const f of ['train.checkpointEvery', 'dvae.codebookSize', 'train.worldSize'])
     assert.match(r.err, new RegExp(f.replace('.', '\\.')));
   const { client, close } = await temporal();
   try {

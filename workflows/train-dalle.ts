@@ -16,6 +16,7 @@ import {
 } from '@temporalio/workflow';
 import {
   PATCH,
+  clampWorldSize,
   pauseSignal,
   progressQuery,
   progressSignal,
@@ -23,6 +24,7 @@ import {
   setWorldSizeSignal,
   stageEventSignal,
   stageSteps,
+  stageWorkflowId,
   type RunProgress,
   type StageName,
   type TrainDalleCarry,
@@ -107,6 +109,7 @@ export async function trainDalle(input: TrainDalleInput): Promise<TrainDalleResu
       restartsBy[e.stage] = e.restarts;
       p.restarts = Object.values(restartsBy).reduce((a, b) => a + b, 0);
     }
+    if (e.worldSize !== undefined && e.stage === p.stage) p.worldSize = e.worldSize;
     if (e.resumedFrom !== undefined)
       p.lastResume = { stage: e.stage, fromStep: e.resumedFrom, restarts: p.restarts };
     if (e.message) event(e.message);
@@ -124,18 +127,22 @@ export async function trainDalle(input: TrainDalleInput): Promise<TrainDalleResu
     await forward((c) => c.signal(resumeSignal));
   });
   setHandler(setWorldSizeSignal, async (w) => {
-    p.worldSize = w;
-    await forward((c) => c.signal(setWorldSizeSignal, w));
+    const next = clampWorldSize(spec, w);
+    if (next === undefined) return log.warn('ignoring setWorldSize', { w });
+    p.worldSize = next;
+    await forward((c) => c.signal(setWorldSizeSignal, next));
   });
 
   const runStage = async (stage: StageName): Promise<TrainStageResult> => {
     Object.assign(p, { stage, step: 0, totalSteps: stageSteps(spec, stage), checkpointStep: 0, loss: null });
+    const { worldSize, paused } = p;
     child = await startChild(trainStage, {
-      workflowId: `${runId}-${stage}`,
-      args: [
-        { runId, stage, spec, worldSize: p.worldSize, parentId: workflowInfo().workflowId, paused: p.paused },
-      ],
+      workflowId: stageWorkflowId(runId, stage),
+      args: [{ runId, stage, spec, worldSize, parentId: workflowInfo().workflowId, paused }],
     });
+    // A signal that came while the child was starting found no child to forward to: pass it on now.
+    if (p.worldSize !== worldSize) await forward((c) => c.signal(setWorldSizeSignal, p.worldSize));
+    if (p.paused !== paused) await forward((c) => c.signal(p.paused ? pauseSignal : resumeSignal));
     const result = await child.result();
     child = undefined;
     p.bytesRaw += result.bytesRaw;

@@ -20,12 +20,16 @@ import {
   workflowInfo,
 } from '@temporalio/workflow';
 import {
+  clampWorldSize,
   pauseSignal,
   resumeSignal,
   setWorldSizeSignal,
   stageBatchSize,
   stageEventSignal,
   stageSteps,
+  worldSizeAfterShortfall,
+  worldSizeQuery,
+  type JoinShortfall,
   type StageEvent,
   type TrainShardResult,
   type TrainStageInput,
@@ -44,10 +48,13 @@ function nonRetryable(err: unknown): ApplicationFailure | undefined {
   return cause instanceof ApplicationFailure && cause.nonRetryable ? cause : undefined;
 }
 
-/** The segment failed only because ranks never arrived (trainShard's PeersAbsent): nobody ran them yet. */
-function peersAbsent(err: unknown): boolean {
+/** The segment failed only because ranks never arrived (trainShard's PeersAbsent): nobody ran them yet.
+ *  Returns how many never arrived (0: some other failure). */
+function peersAbsent(err: unknown): number {
   const cause = err instanceof ActivityFailure ? err.cause : err;
-  return cause instanceof ApplicationFailure && cause.type === 'PeersAbsent';
+  if (!(cause instanceof ApplicationFailure) || cause.type !== 'PeersAbsent') return 0;
+  const d = cause.details?.[0] as Partial<JoinShortfall> | undefined;
+  return Array.isArray(d?.missing) && d.missing.length > 0 ? d.missing.length : 1;
 }
 
 function describe(err: unknown): string {
@@ -65,18 +72,23 @@ export async function trainStage(input: TrainStageInput): Promise<TrainStageResu
   let restarts = input.restarts ?? 0;
   let groupSeq = input.groupSeq ?? 0;
   let paused = input.paused ?? false;
-  let worldSize = input.worldSize;
+  // The rerank stage's own global batch may be smaller than the size an elastic run grew to before it:
+  // such a size is moved into the stage's bounds (for the other stages this is the identity).
+  let worldSize = clampWorldSize(spec, input.worldSize, stage) ?? input.worldSize;
   const parent = getExternalWorkflowHandle(input.parentId);
   const tell = (e: Omit<StageEvent, 'stage'>) => parent.signal(stageEventSignal, { stage, ...e });
 
   setHandler(pauseSignal, () => void (paused = true));
   setHandler(resumeSignal, () => void (paused = false));
   setHandler(setWorldSizeSignal, (w) => {
-    // Validated by the CLI; a bad value here is ignored rather than failing a long run.
-    const batchSize = stageBatchSize(spec, stage);
-    if (Number.isInteger(w) && w > 0 && batchSize % w === 0) worldSize = w;
-    else log.warn('ignoring setWorldSize', { w, batchSize });
+    // Validated by the CLI; a bad value here is ignored rather than failing a long run, and one outside
+    // the stage's bounds (its global batch, train.elastic) is moved into them.
+    const next = clampWorldSize(spec, w, stage);
+    if (next !== undefined) worldSize = next;
+    else log.warn('ignoring setWorldSize', { w, batchSize: stageBatchSize(spec, stage) });
   });
+  // Rank 0 asks at each checkpoint and ends the segment there when this differs from its size.
+  setHandler(worldSizeQuery, () => worldSize);
 
   const ranks = rankActivities(spec.train.heartbeatTimeout);
   const total = stageSteps(spec, stage);
@@ -117,6 +129,7 @@ export async function trainStage(input: TrainStageInput): Promise<TrainStageResu
       failed = false;
     }
     const toStep = Math.min(ck.step + spec.train.segmentSteps, total);
+    const launched = worldSize;
     let shards: Promise<TrainShardResult>[] = [];
     const scope = new CancellationScope();
     const all = scope.run(() => {
@@ -144,6 +157,20 @@ export async function trainStage(input: TrainStageInput): Promise<TrainStageResu
         stepMs += r.stepMs ?? 0; // absent in results recorded before the field existed
         exposedCommMs += r.exposedCommMs ?? 0;
       }
+      // Rank 0 stopped the segment for a new size: the one setWorldSize asked for (already in worldSize,
+      // which a later signal may have changed again: it wins), or idle workers an elastic run adopts.
+      const resizeTo = last!.resizeTo;
+      if (
+        resizeTo !== undefined &&
+        resizeTo !== launched &&
+        clampWorldSize(spec, resizeTo, stage) === resizeTo
+      ) {
+        if (worldSize === launched) worldSize = resizeTo;
+        await tell({
+          worldSize,
+          message: `${stage}: world size ${launched} → ${resizeTo} at checkpoint ${last!.step}`,
+        });
+      }
       waits = 0;
       if (!patched(CHECKPOINTS_IN_KV)) await tell({ checkpointStep: results[0]!.checkpointStep });
     } catch (err) {
@@ -153,7 +180,19 @@ export async function trainStage(input: TrainStageInput): Promise<TrainStageResu
       await Promise.allSettled(shards);
       const fatal = nonRetryable(err);
       if (fatal) throw fatal;
-      if (peersAbsent(err)) {
+      const absent = peersAbsent(err);
+      if (absent > 0) {
+        // An elastic run goes on with the ranks that came (never below train.elastic.min), spending nothing.
+        const shrunk = worldSizeAfterShortfall(spec, worldSize, absent);
+        if (shrunk !== worldSize) {
+          await tell({
+            worldSize: shrunk,
+            message: `${stage}: world size ${worldSize} → ${shrunk} (elastic: ${worldSize - shrunk} rank(s) found no worker within joinTimeout)`,
+          });
+          worldSize = shrunk;
+          waits = 0;
+          continue;
+        }
         // Waiting for a worker (a slow replacement, or none free yet): relaunch as it is, spend nothing.
         // Status shows whom the ranks wait for (rank 0's progress record); the root hears nothing.
         waits += 1;

@@ -1,15 +1,21 @@
 import { configJsonSchema, loadSpec, type RunSpec } from '../../config/index.ts';
-import { command, parseCommand, usageError } from './args.ts';
+import { command, parseCommand, readers, usageError } from './args.ts';
 import { commands } from './commands.ts';
 
 export const cli = command({
   name: 'config',
   summary: commands.config.summary,
-  positionals: 'show <preset|file> | schema',
-  options: { json: { type: 'boolean', help: 'show: print the resolved spec as JSON' } },
+  positionals: 'show <preset|file> | plan <preset|file> | schema',
+  options: {
+    json: { type: 'boolean', help: 'show, plan: print JSON' },
+    hosts: { type: 'string', value: 'H', help: 'plan: machines' },
+    'gpus-per-host': { type: 'string', value: 'G', help: 'plan: GPUs (ranks) per machine' },
+  },
   notes: [
     'show <preset|file>  every value of a preset (tiny, shapes, cub, paper-12b) or a JSON/YAML file, with',
     '                    parameter counts; a file names its `preset` and only what differs',
+    'plan <preset|file>  memory per GPU and bytes crossing hosts per step, flat vs parameters sharded',
+    '                    within hosts (train.parameterSharding host), for --hosts H --gpus-per-host G',
     'schema              the JSON Schema of config files',
   ],
 });
@@ -42,9 +48,21 @@ export async function run(argv: string[]): Promise<void> {
     console.log(JSON.stringify(configJsonSchema(), null, 2));
     return;
   }
-  if (sub !== 'show' || !ref || positionals.length > 2)
-    throw usageError(cli, sub === 'show' ? 'show needs one preset or file' : `expected show or schema`);
+  if ((sub !== 'show' && sub !== 'plan') || !ref || positionals.length > 2)
+    throw usageError(
+      cli,
+      sub === 'show' || sub === 'plan' ? `${sub} needs one preset or file` : `expected show, plan or schema`,
+    );
   const spec = loadSpec(ref);
+  if (sub === 'plan') {
+    const read = readers(cli);
+    const hosts = read.int('hosts', values.hosts, 1);
+    const perHost = read.int('gpus-per-host', values['gpus-per-host'], 1);
+    if (hosts === undefined || perHost === undefined)
+      throw usageError(cli, 'plan needs --hosts H and --gpus-per-host G');
+    const { printPlan } = await import('./config-plan.ts');
+    return printPlan(spec, hosts, perHost, values.json === true);
+  }
   const params = await parameterCounts(spec);
   const shown = {
     ...spec,

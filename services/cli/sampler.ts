@@ -90,6 +90,7 @@ export async function run(argv: string[]): Promise<number> {
     const { connectNats, describeNatsAuth, redactUrl } = await import('../../security/nats.ts');
     const { natsSecurity } = await import('../../security/settings.ts');
     const sec = natsSecurity();
+    process.stderr.write(`sampler: connecting to NATS at ${redactUrl(sec.url)} (waits until it answers)\n`);
     // Reconnects forever (also before the first connection): NATS being away pauses model updates, it
     // never ends the service.
     const nc = await connectNats(

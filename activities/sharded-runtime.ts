@@ -1,0 +1,255 @@
+// The paper's layout (train.parameterSharding 'host'): parameters sharded among the ranks of a host,
+// PowerSGD only between hosts. One step on rank (h, l) of H hosts × G ranks:
+//   1. reduce-scatter within the host: the host's mean gradient of piece l (host-layout.ts)
+//   2. PowerSGD between hosts on piece l only (at rank ⌈r/G⌉), with the ranks holding piece l on every
+//      host: the global mean of the piece; this rank's error buffers cover only its piece
+//   3. the host agrees on the global gradient norm (clipping) and on skipping (a non-finite value in any
+//      piece skips the step on every rank)
+//   4. this rank's shard of AdamW (model/sharded-adamw.ts) updates piece l
+//   5. all-gather within the host: full parameters for the next forward
+// Cross-host traffic is PowerSGD's payload of one piece per rank, so a host sends 1/G of what the flat
+// scheme sends from each of its G ranks; AdamW state per rank is 1/G of the flat scheme's.
+//
+// The reduce-scatter and all-gather are all-reduces of the full vector (the collective has no
+// reduce-scatter of its own yet), so within a host they move about twice a true reduce-scatter's bytes;
+// what crosses hosts is unaffected.
+import type { NatsConnection } from 'nats';
+import { joinGroup, PowerSgd, reshardPowerSgdState, type Group, type PieceMap } from '../collective/index.ts';
+import { ShardedAdamW, type ParamPiece, type ParamSpec, type Trainer } from '../model/index.ts';
+import type { CheckpointManifest, CheckpointStore, PartRef } from '../store/index.ts';
+import type { TrainShardInput } from '../contract/index.ts';
+import { discoverLayout, paramPieces, pieceConfig, pieceSpecs, type HostLayout } from './host-layout.ts';
+import { rankParts } from './rank-state.ts';
+import type { RankMemory, RankRuntime, StepOutcome } from './rank-runtime.ts';
+
+/** A checkpoint of the other layout: a run keeps the layout it started with. */
+export class LayoutMismatchError extends Error {
+  override name = 'LayoutMismatchError';
+  readonly fatal = true;
+  constructor(
+    readonly step: number,
+    readonly found: string,
+  ) {
+    super(
+      `checkpoint ${step} was written by the ${found} layout and this run shards parameters within hosts (train.parameterSharding 'host'): a run keeps the layout it started with`,
+    );
+  }
+}
+
+/** The manifest's record of a sharded checkpoint's layout. */
+export interface LayoutMeta extends Omit<HostLayout, 'uneven'> {
+  kind: 'host';
+}
+
+export interface ShardedDeps {
+  nc: NatsConnection;
+  checkpoints: CheckpointStore;
+  hostId: string;
+  log: (msg: string, fields?: Record<string, unknown>) => void;
+}
+
+const numelOf = (s: ParamSpec) => s.shape.reduce((a, b) => a * b, 1);
+const pieceMap = (pieces: ParamPiece[]): PieceMap => new Map(pieces.map((p) => [p.name, p]));
+
+/** Finds the layout, joins the host and cross-host groups and restores this rank's shard. `manifest`:
+ *  the checkpoint the segment starts from (its parameters already loaded into `trainer`). */
+export async function openShardedRuntime(
+  deps: ShardedDeps,
+  input: TrainShardInput,
+  world: Group,
+  trainer: Trainer<unknown>,
+  manifest: CheckpointManifest | undefined,
+): Promise<ShardedRuntime> {
+  const { spec, rank, fromStep } = input;
+  const layout = await discoverLayout(world, deps.hostId, fromStep);
+  if (layout.uneven && rank === 0)
+    deps.log(`ranks per host are uneven (${JSON.stringify(layout.uneven)}): this segment runs unsharded`);
+  const [h, l] = [layout.hostOf[rank]!, layout.localOf[rank]!];
+  const specs = trainer.paramSpecs();
+  const pieces = paramPieces(specs, layout.perHost, l);
+  const psgd = new PowerSgd(pieceSpecs(specs, pieces), pieceConfig(spec.powersgd, layout.perHost), {
+    rank: h,
+    worldSize: layout.hosts,
+    seed: spec.train.seed,
+  });
+  const params = trainer.exportParams('params');
+  const opt = new ShardedAdamW(pieces, params);
+  if (manifest)
+    await restoreShard(deps.checkpoints, manifest, { layout, h, l, specs, pieces, opt, psgd, params });
+  const join = (groupId: string, r: number, W: number) =>
+    joinGroup({
+      nc: deps.nc,
+      runId: input.runId,
+      groupId,
+      rank: r,
+      worldSize: W,
+      timeoutMs: spec.train.collectiveTimeout * 1000,
+      joinTimeoutMs: spec.train.joinTimeout * 1000,
+    });
+  const [host, cross] = await Promise.all([
+    join(`${input.groupId}-h${h}`, l, layout.perHost),
+    join(`${input.groupId}-s${l}`, h, layout.hosts),
+  ]);
+  return new ShardedRuntime(deps.checkpoints, input, trainer, { layout, pieces, opt, psgd, host, cross });
+}
+
+interface Shard {
+  layout: HostLayout;
+  h: number;
+  l: number;
+  specs: ParamSpec[];
+  pieces: ParamPiece[];
+  opt: ShardedAdamW;
+  psgd: PowerSgd;
+  params: Float32Array[];
+}
+
+/** This rank's optimizer shard and PowerSGD state from a sharded checkpoint. The same layout loads its
+ *  own parts exactly; another one re-slices the optimizer shards and re-shards the error buffers. */
+async function restoreShard(ck: CheckpointStore, m: CheckpointManifest, s: Shard): Promise<void> {
+  const old = m.meta.layout as LayoutMeta | undefined;
+  if (old?.kind !== 'host') throw new LayoutMismatchError(m.step, 'flat');
+  const opts = m.parts.map((p) => p.name).filter((n) => /^opt\d+$/.test(n));
+  const own = `opt${s.l}`;
+  const load = (name: string) => ck.loadPart(m, name);
+  const optParts = old.perHost === s.layout.perHost && opts.includes(own) ? [own] : opts;
+  s.opt.loadState(await Promise.all(optParts.map(load)), s.params);
+  const same = old.hosts === s.layout.hosts && old.perHost === s.layout.perHost;
+  const was = same ? old.hostOf.findIndex((hh, r) => hh === s.h && old.localOf[r] === s.l) : -1;
+  if (was >= 0) return s.psgd.loadState(await load(`rank${was}`));
+  const saved = [];
+  for (const name of rankParts(m)) {
+    const r = Number(name.slice(4));
+    saved.push({
+      bytes: await load(name),
+      pieces: pieceMap(paramPieces(s.specs, old.perHost, old.localOf[r]!)),
+    });
+  }
+  const numel = new Map(s.specs.map((p) => [p.name, numelOf(p)]));
+  s.psgd.loadState(reshardPowerSgdState(saved, { psgd: s.psgd, pieces: pieceMap(s.pieces), numel }));
+}
+
+export class ShardedRuntime implements RankRuntime {
+  private readonly offsets: number[];
+  private readonly total: number;
+
+  constructor(
+    private readonly checkpoints: CheckpointStore,
+    private readonly input: TrainShardInput,
+    private readonly trainer: Trainer<unknown>,
+    readonly s: {
+      layout: HostLayout;
+      pieces: ParamPiece[];
+      opt: ShardedAdamW;
+      psgd: PowerSgd;
+      host: Group;
+      cross: Group;
+    },
+  ) {
+    let at = 0;
+    this.offsets = trainer.paramSpecs().map((p) => ((at += numelOf(p)), at - numelOf(p)));
+    this.total = at;
+  }
+
+  async step(grads: Float32Array[], step: number, localLoss: number): Promise<StepOutcome> {
+    const { layout, pieces, opt, psgd, host, cross } = this.s;
+    const G = layout.perHost;
+    const hostAllReduce = (v: Float32Array, tag: string) => (G > 1 ? host.allReduce(v, { step, tag }) : v);
+    // 1. Reduce-scatter within the host: the host's mean of this rank's pieces (and of the loss, last).
+    const sum = G > 1 ? await host.allReduce(this.flatten(grads, localLoss), { step, tag: 'rs' }) : undefined;
+    const hostLoss = sum ? sum[this.total]! / G : localLoss;
+    const mine = pieces.map((p) => {
+      const src = sum
+        ? sum.subarray(this.offsets[p.index]! + p.offset, this.offsets[p.index]! + p.offset + p.length)
+        : grads[p.index]!.subarray(p.offset, p.offset + p.length);
+      return G > 1 ? src.map((x) => x / G) : src.slice();
+    });
+    // 2. PowerSGD between hosts, on this rank's pieces only; the hosts' losses ride along.
+    const r = await psgd.reduce(cross, mine, step, Float32Array.of(hostLoss));
+    const loss = r.extras[0]! / cross.worldSize;
+    // 3. The host agrees on skipping and on the global gradient norm.
+    const ctrl = Float32Array.of(r.skipped ? 1 : 0, r.skipped ? 0 : ShardedAdamW.sumSquares(r.grads));
+    const agreed = await hostAllReduce(ctrl, 'norm');
+    const outcome = {
+      bytesRaw: r.stats.bytesRaw,
+      bytesSent: r.stats.bytesSent,
+      hostBytes: G > 1 ? 4 * (2 * this.total + 3) : 0,
+      loss,
+      exposedCommMs: r.stats.exposedCommMs,
+    };
+    if (agreed[0]! > 0) return { ...outcome, skipped: true, metrics: {} };
+    // 4. This rank's shard of AdamW (the schedules observe the loss as applyGradients would).
+    const rule = this.trainer.updateRule(step, loss);
+    const gradNorm = Math.sqrt(agreed[1]!);
+    if (!Number.isFinite(gradNorm))
+      return {
+        ...outcome,
+        skipped: false,
+        metrics: { lr: rule.lr, gradNorm, skipped: 1, updates: opt.updates },
+      };
+    const clip = rule.maxGradNorm !== undefined && gradNorm > rule.maxGradNorm;
+    const u = opt.apply(r.grads, rule, clip ? rule.maxGradNorm! / gradNorm : 1);
+    // 5. All-gather within the host: each element comes from the one rank that owns it (others add 0).
+    const full = new Float32Array(this.total);
+    pieces.forEach((p, k) => full.set(u.params[k]!, this.offsets[p.index]! + p.offset));
+    this.trainer.setParams(this.views(await hostAllReduce(full, 'ag')), u.updates);
+    return {
+      ...outcome,
+      skipped: false,
+      metrics: { lr: rule.lr, gradNorm, clipped: clip ? 1 : 0, updates: u.updates },
+    };
+  }
+
+  private flatten(grads: Float32Array[], loss: number): Float32Array {
+    const out = new Float32Array(this.total + 1);
+    grads.forEach((g, i) => out.set(g, this.offsets[i]!));
+    out[this.total] = loss;
+    return out;
+  }
+
+  private views(flat: Float32Array): Float32Array[] {
+    return this.offsets.map((o, i) =>
+      flat.subarray(o, i + 1 < this.offsets.length ? this.offsets[i + 1]! : this.total),
+    );
+  }
+
+  async saveParts(step: number): Promise<{ mine: PartRef[]; params?: PartRef }> {
+    const { runId, stage, rank } = this.input;
+    const { layout, opt, psgd } = this.s;
+    const put = (name: string, bytes: Uint8Array) =>
+      this.checkpoints.putPart(runId, stage, step, name, bytes);
+    const mine = [await put(`rank${rank}`, psgd.saveState())];
+    // Every host holds the same optimizer shards (the same averaged pieces, the same update): host 0's go in.
+    if (layout.hostOf[rank] === 0) mine.push(await put(`opt${layout.localOf[rank]}`, opt.saveState()));
+    const params = rank === 0 ? await put('params', this.trainer.saveState()) : undefined;
+    return { mine, params };
+  }
+
+  partNames(rank: number): string[] {
+    const { hostOf, localOf } = this.s.layout;
+    return hostOf[rank] === 0 ? [`rank${rank}`, `opt${localOf[rank]}`] : [`rank${rank}`];
+  }
+
+  layoutMeta(): Record<string, unknown> {
+    const { hosts, perHost, hostOf, localOf } = this.s.layout;
+    const layout: LayoutMeta = { kind: 'host', hosts, perHost, hostOf, localOf };
+    return { layout };
+  }
+
+  memory(): RankMemory {
+    return {
+      params: 4 * this.total,
+      grads: 4 * this.total,
+      optimizer: this.s.opt.stateBytes(),
+      powersgd: this.s.psgd.stateBytes(),
+    };
+  }
+
+  growthUnit(): number {
+    return this.s.layout.perHost;
+  }
+
+  async close(): Promise<void> {
+    await Promise.all([this.s.host.close(), this.s.cross.close()]);
+  }
+}
