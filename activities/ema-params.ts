@@ -2,13 +2,22 @@
 // in the trainer's state (`params`), the sharded one in its optimizer shards (`opt<l>`), assembled here.
 // What publishing the model and encoding the dataset use.
 import type { RunSpec } from '../config/index.ts';
-import { assembleEma, dvaeParamSpecs, transformerParamSpecs, type ParamSpec } from '../model/index.ts';
+import {
+  assembleEma,
+  dvaeParamSpecs,
+  rerankerDims,
+  rerankerParamSpecs,
+  transformerParamSpecs,
+  type ParamSpec,
+} from '../model/index.ts';
 import type { CheckpointManifest, CheckpointStore } from '../store/index.ts';
 import type { StageName } from '../contract/index.ts';
 import { createStageTrainer } from './stage-trainer.ts';
 
 export function stageParamSpecs(stage: StageName, spec: RunSpec): ParamSpec[] {
-  return stage === 'dvae' ? dvaeParamSpecs(spec.dvae) : transformerParamSpecs(spec.transformer, spec.dvae);
+  if (stage === 'dvae') return dvaeParamSpecs(spec.dvae);
+  if (stage === 'transformer') return transformerParamSpecs(spec.transformer, spec.dvae);
+  return rerankerParamSpecs(rerankerDims(spec.rerank, spec.transformer, spec.dvae));
 }
 
 /** EMA parameters in the stage's `paramSpecs` order. */
