@@ -1,6 +1,6 @@
 // Stage 2's inputs, made once by encodeDataset and stored as checkpoint parts of the pseudo-stage `data`:
 // the BPE tokenizer trained on the captions, and every training image's dVAE tokens (argmax of the
-// encoder logits, PAPER.md), sharded. Loaded once per worker process and run.
+// encoder logits, docs/model.md), sharded. Loaded once per worker process and run.
 import { Tokenizer } from '../data/index.ts';
 import type { CheckpointStore } from '../store/index.ts';
 

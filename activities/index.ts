@@ -1,4 +1,4 @@
-// Activities of task queue `dalle-train`, built from their dependencies (STYLE.md: a factory, so tests and
+// Activities of task queue `dalle-train`, built from their dependencies (a factory, so tests and
 // the worker wire real connections the same way).
 import { hostname } from 'node:os';
 import type { Client } from '@temporalio/client';

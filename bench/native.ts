@@ -7,7 +7,7 @@
 //   - a transformer-like training step from plain tfjs ops (0.85M parameters, batch 32 × 80 tokens,
 //     width 128, 4 layers, Adam): the workload of MEASURED.md's 11.6 s wasm figure,
 // plus numpy's float32 1024² matmul (a python subprocess) as the practical peak of this machine.
-// The goals of issue #10: native ≥ 30× wasm on the step, and ≥ 50 % of numpy's matmul GFLOP/s.
+// The native backend's goals: native ≥ 30× wasm on the step, and ≥ 50 % of numpy's matmul GFLOP/s.
 // Figures only: machines are shared and noisy, so quote the ratios of one run.
 import { spawnSync } from 'node:child_process';
 import { existsSync } from 'node:fs';

@@ -5,7 +5,7 @@
 // PeerLostError within `timeoutMs`: a silent peer is asked for what is missing (request-reply; "no
 // responders" twice = its subscriptions are gone), an operation without progress for `timeoutMs` gives up,
 // and the first rank to give up broadcasts 'abort' so the others fail at once with the same ranks. After a
-// PeerLostError the group is dead: the runtime relaunches with a fresh group id (DESIGN.md).
+// PeerLostError the group is dead: the runtime relaunches with a fresh group id (docs/operations.md).
 import { randomBytes } from 'node:crypto';
 import { ErrorCode, headers as natsHeaders, type Msg, type NatsConnection, type Subscription } from 'nats';
 import {

@@ -1,4 +1,4 @@
-// Orthonormal basis of the columns of a tall matrix by Householder QR (PAPER.md: Gram-Schmidt is
+// Orthonormal basis of the columns of a tall matrix by Householder QR (docs/model.md: Gram-Schmidt is
 // numerically unstable). Gram-Schmidt's loss of orthogonality grows with κ(P)²; Householder's stays at
 // machine precision whatever the conditioning, which matters because P = M·Q of a gradient with a few
 // dominant directions is exactly the ill-conditioned case. Computed in float64, returned as float32.

@@ -2,7 +2,7 @@
 // A pure function of the parameter shapes and the config, so the bytes of any model (paper-12b included)
 // can be counted without allocating it, and the runtime's measured bytes can be checked against it.
 //
-// Rules (PAPER.md, torch powerSGD_hook):
+// Rules (docs/model.md, torch powerSGD_hook):
 //  - gains, biases, embeddings, unembeddings and anything with fewer than two non-trivial dimensions stay
 //    uncompressed (fp32, one grouped all-reduce);
 //  - a tensor is viewed as [prod(shape[:-1]), shape[-1]] (a conv kernel [kh, kw, in, out] as

@@ -1,4 +1,4 @@
-// PowerSGD (Vogels et al. 2019) as DALL-E used it between machines (PAPER.md, Distributed training), with
+// PowerSGD (Vogels et al. 2019) as DALL-E used it between machines (docs/model.md, Distributed training), with
 // torch powerSGD_hook's startIter / minCompressionRate / warm start. One step, per compressed matrix M
 // (n×m, m ≤ n), on every rank:
 //

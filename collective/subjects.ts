@@ -1,4 +1,4 @@
-// The NATS subject scheme is a contract (DESIGN.md): dalle.<runId>.<groupId>.<op>.<step>.<rank>.
+// The NATS subject scheme is a contract (docs/operations.md): dalle.<runId>.<groupId>.<op>.<step>.<rank>.
 // `<rank>` is the addressee for point-to-point ops (rs, re, nack) and the sender for broadcasts (ag, join,
 // bye, abort), so that every rank subscribes only to what it must read: a literal `<me>` token for
 // point-to-point traffic and one subscription per peer for the big all-gather broadcasts (no echo of its own).

@@ -1,5 +1,5 @@
 // Base values of each preset. A user's config names a preset and overrides only what differs.
-// `paper-12b` holds the paper's numbers (../PAPER.md); the others scale them down for one machine.
+// `paper-12b` holds the paper's numbers (docs/model.md); the others scale them down for one machine.
 import type { PresetName } from './spec.ts';
 
 /** A preset before defaults are applied (schema defaults fill the rest). */

@@ -168,7 +168,7 @@ export const TransformerConfig = z.strictObject({
   /** Plateau rule: the loss it watches is an EMA of the per-update training loss with this decay (noise filter). */
   plateauSmoothing: z.number().min(0).max(1).lt(1).default(0.99),
   /** Logits use the transposed text/image token embeddings (GPT-2 style). false adds separate unembedding
-   *  matrices, as PAPER.md's fp32 "unembeddings" suggest: paper-12b then counts 12.29B instead of 12.20B. */
+   *  matrices, as docs/model.md's fp32 "unembeddings" suggest: paper-12b then counts 12.29B instead of 12.20B. */
   tiedUnembedding: z.boolean().default(true),
   /** AdamW (paper: 0.9, 0.96, 1e-8, weight decay 4.5e-2; none on gains, biases, embeddings). */
   adamBeta1: prob.default(0.9),

@@ -23,7 +23,7 @@ export interface LoadBatchOptions {
   globalBatch: number;
   /** Output side (dvae.resolution). */
   resolution: number;
-  /** Which preprocessing of PAPER.md: 'dvae' (random crop + flip) or 'transformer' (centred crop, no flip). */
+  /** Which preprocessing of docs/model.md: 'dvae' (random crop + flip) or 'transformer' (centred crop, no flip). */
   pipeline: 'dvae' | 'transformer';
   /** Samples decoded at once (default 8). */
   concurrency?: number;

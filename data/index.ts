@@ -1,4 +1,4 @@
-// The public surface of data/: datasets, the two preprocessors of PAPER.md, the batch loader with exact
+// The public surface of data/: datasets, the two preprocessors of docs/model.md, the batch loader with exact
 // resume, the synthetic shapes set, and the BPE tokenizer. Import from here, not from the files.
 export {
   type CaptionDraw,

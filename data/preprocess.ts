@@ -1,4 +1,4 @@
-// The two image pipelines of the paper (PAPER.md "Data and preprocessing", i.e. the appendix code), on
+// The two image pipelines of the paper (docs/model.md "Data and preprocessing", i.e. the appendix code), on
 // plain RGB bytes, deterministic given an Rng.
 //
 // dVAE:        random square crop of side s = min(h, w); t ~ U{min(s, round(9/8·res)) .. min(s, round(12/8·res))};
@@ -276,13 +276,13 @@ export function applyPlan(rgb: Uint8Array, w: number, h: number, res: number, pl
   return flipHorizontal(out, res, res);
 }
 
-/** dVAE preprocessing of PAPER.md → [res, res, 3] uint8. Deterministic given the rng's key. */
+/** dVAE preprocessing of docs/model.md → [res, res, 3] uint8. Deterministic given the rng's key. */
 export function preprocessDvae(rgb: Uint8Array, w: number, h: number, res: number, rng: Rng): Uint8Array {
   checkImage(rgb, w, h);
   return applyPlan(rgb, w, h, res, planDvae(w, h, res, rng));
 }
 
-/** Transformer preprocessing of PAPER.md (no flip) → [res, res, 3] uint8. Deterministic given the rng's key. */
+/** Transformer preprocessing of docs/model.md (no flip) → [res, res, 3] uint8. Deterministic given the rng's key. */
 export function preprocessTransformer(
   rgb: Uint8Array,
   w: number,

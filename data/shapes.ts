@@ -1,4 +1,4 @@
-// The synthetic shapes set (issue #3 part 7): our test bed for zero-shot generation. One shape per
+// The synthetic shapes set: our test bed for zero-shot generation. One shape per
 // white S×S canvas; colour × shape × size × position, with six colour–shape pairs held out of every
 // training split so the demo can ask for compositions the model never saw.
 //

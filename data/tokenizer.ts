@@ -1,4 +1,4 @@
-// The caption tokenizer of stage 2 (PAPER.md: lowercased caption, BPE, ≤ textLen tokens, 10% BPE dropout
+// The caption tokenizer of stage 2 (docs/model.md: lowercased caption, BPE, ≤ textLen tokens, 10% BPE dropout
 // in training). Byte-level BPE, trained with the `tokenizers` library (Hugging Face), applied by our own
 // encoder over the trained merges.
 //
@@ -37,7 +37,7 @@ export const UNK_TOKEN = '<unk>';
  *  bytes seen in training are, so a tiny vocabulary is not spent on bytes no caption uses. */
 export const FULL_BYTE_ALPHABET_MIN_VOCAB = 1024;
 
-/** Lowercase (PAPER.md), Unicode NFC, whitespace runs → one space, trimmed. Applied before training and encoding. */
+/** Lowercase (docs/model.md), Unicode NFC, whitespace runs → one space, trimmed. Applied before training and encoding. */
 export function normalizeCaption(caption: string): string {
   return caption.normalize('NFC').toLowerCase().replace(/\s+/g, ' ').trim();
 }
@@ -460,7 +460,7 @@ export async function* datasetCaptions(ds: Dataset): AsyncGenerator<string> {
   for (let i = 0; i < ds.size; i++) yield* await ds.captions(i);
 }
 
-/** Train the BPE tokenizer on all captions of a dataset (PAPER.md: the dataset's lowercased captions). */
+/** Train the BPE tokenizer on all captions of a dataset (docs/model.md: the dataset's lowercased captions). */
 export async function trainTokenizer(ds: Dataset, vocabSize: number): Promise<Tokenizer> {
   return Tokenizer.train(datasetCaptions(ds), { vocabSize });
 }

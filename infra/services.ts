@@ -32,7 +32,7 @@ import { temporalConnectionOptions } from '../security/temporal.ts';
 
 export const TEMPORAL_CLI_VERSION = '1.9.1';
 
-/** Where the services live, from the standard environment variables (DESIGN.md "Names users rely on"). */
+/** Where the services live, from the standard environment variables (docs/operations.md "Environment variables"). */
 export interface ServiceEnv {
   temporalAddress: string;
   temporalNamespace: string;

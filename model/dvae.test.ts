@@ -65,7 +65,7 @@ test('dvae: parameter count is analytic and equals an independent closed form fo
     );
     m.dispose();
   }
-  // Paper dVAE (n_hid 256, 4 groups × 2 blocks, K 8192), counted block by block from PAPER.md.
+  // Paper dVAE (n_hid 256, 4 groups × 2 blocks, K 8192), counted block by block from docs/model.md.
   const conv = (k: number, i: number, o: number) => k * k * i * o + o;
   const encBlock = (i: number, o: number) =>
     (i !== o ? conv(1, i, o) : 0) + conv(3, i, o / 4) + 2 * conv(3, o / 4, o / 4) + conv(1, o / 4, o);
@@ -326,7 +326,7 @@ test('dvae: the loss is the paper negative ELBO per pixel-channel, checked in fl
       stats,
     };
   });
-  // Reference in float64 from PAPER.md's formulas.
+  // Reference in float64 from docs/model.md's formulas.
   let nll = 0;
   for (let i = 0; i < n * R * R; i++) {
     for (let c = 0; c < 3; c++) {

@@ -1,4 +1,4 @@
-// Stage 1 of DALL-E: the discrete VAE (PAPER.md; layout as in openai/DALL-E's dall_e/encoder.py and
+// Stage 1 of DALL-E: the discrete VAE (docs/model.md; layout as in openai/DALL-E's dall_e/encoder.py and
 // decoder.py). Reads top-down: config checks → parameter layout → blocks → encoder → decoder → loss →
 // the Dvae class with encode/decode for the sampler and encodeDataset.
 //
@@ -407,7 +407,7 @@ function pixelShuffle(x: tf.Tensor4D): tf.Tensor4D {
 }
 
 // ---------------------------------------------------------------------------------------------------
-// Loss (PAPER.md): negative ELBO per image, normalized by R·R·3, averaged over the batch:
+// Loss (docs/model.md): negative ELBO per image, normalized by R·R·3, averaged over the batch:
 //   [ Σ_pixels −log f(φ(x) | μ, b)  +  β · Σ_cells KL(q(z|x) ‖ uniform) ] / (R·R·3)
 
 export interface DvaeLossTerms {

@@ -1,4 +1,4 @@
-// Gumbel-softmax relaxation of the dVAE's categorical q(z|x) (PAPER.md):
+// Gumbel-softmax relaxation of the dVAE's categorical q(z|x) (docs/model.md):
 //   y_i = softmax((log q_i + g_i) / τ),  g_i ~ Gumbel(0, 1)
 // log q_i differs from the encoder logit by a per-cell constant, which softmax ignores, so the logits
 // are used directly. Each sample's noise is keyed by (seed, step, its index in the step's global batch),

@@ -1,4 +1,4 @@
-// The dVAE's pixel likelihood (PAPER.md, "logit-Laplace"): pixels are squeezed into [ε, 1−ε] by
+// The dVAE's pixel likelihood (docs/model.md, "logit-Laplace"): pixels are squeezed into [ε, 1−ε] by
 //   φ(x) = (1 − 2ε)·x/255 + ε
 // so their logit stays finite, and each channel has density
 //   f(x | μ, b) = exp(−|logit(x) − μ| / b) / (2b · x(1 − x))      on (0, 1)

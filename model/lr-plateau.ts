@@ -1,4 +1,4 @@
-// Stage 2's learning-rate schedule (PAPER.md): linear warm-up to the peak over `warmupSteps` updates,
+// Stage 2's learning-rate schedule (docs/model.md): linear warm-up to the peak over `warmupSteps` updates,
 // then halved each time the training loss plateaus, at most `plateauHalvings` times (paper: 5, so the
 // final lr is 32× smaller). The paper does not state its plateau test; ours, explicitly:
 //

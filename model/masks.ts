@@ -1,4 +1,4 @@
-// The attention masks of DALL-E's sparse transformer (PAPER.md, "Stage 2"; the paper's appendix B.1).
+// The attention masks of DALL-E's sparse transformer (docs/model.md, "Stage 2"; the paper's appendix B.1).
 //
 // The sequence is [text positions 0..L-1, image positions L..L+N-1] with N = grid². Image position L+j
 // holds start-of-image for j = 0 and image token j-1 otherwise, and predicts image token j; every mask

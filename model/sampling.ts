@@ -1,4 +1,4 @@
-// Autoregressive image-token sampling with a KV cache (PAPER.md "Sampling"), at the granularity a
+// Autoregressive image-token sampling with a KV cache (docs/model.md "Sampling"), at the granularity a
 // server needs: `createSampler(model).start(rows)` gives a session whose `step()` advances every live
 // row by one image token, so a gRPC handler can batch concurrent requests into one session, stream
 // progress, and `cancel(row)` a request that went away: the row leaves the batch at the next step.

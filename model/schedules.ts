@@ -1,4 +1,4 @@
-// The dVAE's three schedules, as PAPER.md states them, each a pure function of the update index:
+// The dVAE's three schedules, as docs/model.md states them, each a pure function of the update index:
 //   β  (KL weight)            cosine 0 → 6.6 over the first 5,000 updates
 //   τ  (Gumbel temperature)   cosine 1 → 1/16 over the first 150,000 updates (linear diverged)
 //   lr (step size)            cosine 1e-4 → 1.25e-6 over 1,200,000 updates

@@ -3,7 +3,7 @@
 // Everything crossing this boundary is plain typed arrays, never tensors, so the collective and the
 // checkpoint store need no tfjs.
 
-/** How a parameter is treated by PowerSGD and weight decay (PAPER.md: gains, biases, embeddings and
+/** How a parameter is treated by PowerSGD and weight decay (docs/model.md: gains, biases, embeddings and
  *  unembeddings are all-reduced uncompressed in fp32 and get no weight decay in stage 2). */
 export type ParamKind = 'matrix' | 'gain' | 'bias' | 'embedding' | 'unembedding';
 

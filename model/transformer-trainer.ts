@@ -5,7 +5,7 @@
 //      gradient of the global-batch mean loss).
 //   2. (runtime) PowerSGD / all-reduce of the grads.
 //   3. applyGradients: the plateau rule observes the global loss; clip the averaged, decompressed
-//      gradients to global norm gradClip (PAPER.md: 4, so it must be here, after decompression); AdamW
+//      gradients to global norm gradClip (docs/model.md: 4, so it must be here, after decompression); AdamW
 //      (β 0.9/0.96, ε 1e-8, wd 4.5e-2 on matrices and unembeddings, none on gains, biases, embeddings);
 //      EMA 0.99.
 // The transformer has no dropout, so a step is a function of (state, batch) alone; rank is accepted

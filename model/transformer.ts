@@ -1,4 +1,4 @@
-// Stage 2 of DALL-E (PAPER.md): a decoder-only sparse transformer over [text tokens, image tokens].
+// Stage 2 of DALL-E (docs/model.md): a decoder-only sparse transformer over [text tokens, image tokens].
 //
 // Sequence, T = L + N positions (L = textLen, N = grid²; the paper's 256 + 1024 = 1280):
 //   position p < L   text token t_p: tokenEmbed[t_p] + textPos[p], or, where t_p = 0 (padding), the

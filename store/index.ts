@@ -11,7 +11,7 @@ export * from './models.ts';
 export * from './sections.ts';
 export * from './run-curves.ts';
 
-/** Bucket names (DESIGN.md, Storage). */
+/** Bucket names (docs/operations.md, "The store"). */
 export const BUCKETS = {
   checkpointObjects: 'dalle-checkpoints',
   runsKv: 'dalle-runs',

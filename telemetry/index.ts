@@ -6,7 +6,7 @@
 //   injectNatsHeaders / extractNatsContext                W3C traceparent in NATS headers
 //   traceAllReduce / traceCheckpoint / withSpan           spans of the training runtime
 //   grpcServerTracing() / grpcClientTracing()             gRPC spans + Generate metrics
-//   dalleMetrics()                                        the typed instruments of issue #8
+//   dalleMetrics()                                        the typed instruments of the training and sampling metrics
 //
 // Libraries on a hot path that must not load the SDK (collective/ runs in many short rank processes) may
 // import `./spans.ts` and `./metrics.ts` directly: they depend on @opentelemetry/api alone.

@@ -1,4 +1,4 @@
-// The metrics of issue #8 as typed instruments, so every caller records the same names, units and
+// The metrics as typed instruments, so every caller records the same names, units and
 // attribute keys. `dalleMetrics()` is cheap to call on every use: it caches the instruments per meter
 // provider and rebuilds them after `initTelemetry`/`shutdownTelemetry` (the metrics API, unlike the trace
 // API, has no proxy: an instrument made before `initTelemetry` would stay a no-op forever).

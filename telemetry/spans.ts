@@ -1,4 +1,4 @@
-// Span helpers for the training runtime: a generic `withSpan`, and the two spans issue #8 names with their
+// Span helpers for the training runtime: a generic `withSpan`, and the two spans the runtime names with their
 // attributes — one per all-reduce per rank, one per checkpoint save/load — each also feeding its histogram.
 import {
   context,

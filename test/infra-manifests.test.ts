@@ -32,7 +32,7 @@ const portOf = (address: string) =>
   );
 const hostOf = (address: string) => address.replace(/^[a-z]+:\/\//, '').split(':')[0]!;
 
-// The code's defaults (DESIGN.md "Names users rely on"), from the code.
+// The code's defaults (docs/operations.md, "Environment variables"), from the code.
 const defaults = serviceEnv({});
 const SAMPLER_PORT = portOf(DEFAULT_ADDRESS);
 const TEMPORAL_PORT = portOf(defaults.temporalAddress);

@@ -1,4 +1,4 @@
-// telemetry: issue #8's end-to-end check with the real processes, as a user runs them with
+// telemetry: the end-to-end check with the real processes, as a user runs them with
 // OTEL_EXPORTER_OTLP_ENDPOINT set: two `dalle worker`s, `dalle train` (tiny, W = 2), `dalle sampler` serving
 // the model the run published, one `dalle generate`, all exporting to an OTLP/HTTP receiver on loopback.
 import assert from 'node:assert/strict';

@@ -1698,7 +1698,7 @@ export const ModelInfo: MessageFns<ModelInfo> = {
   },
 };
 
-/** Samples images for a caption from a published model (DESIGN.md, Sampling service). */
+/** Samples images for a caption from a published model (docs/operations.md, "The sampling service"). */
 export type SamplerService = typeof SamplerService;
 export const SamplerService = {
   /**
