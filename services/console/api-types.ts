@@ -158,6 +158,10 @@ export interface GenerateEvents {
     temperature: number;
     top_k: number;
     top_p: number;
+    /** Classifier-free guidance scale (1: none). */
+    guidance_scale: number;
+    /** Candidates sampled per image returned; the reranker keeps the best (1: no reranking). */
+    candidates: number;
   };
   progress: { tokens_done: number[]; tokens_total: number; queue_position: number };
   image: {

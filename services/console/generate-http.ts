@@ -1,5 +1,6 @@
 // `Generate` over HTTP for the playground and for curl: POST /api/generate with a JSON body whose fields are
-// the .proto's (`prompt`, `num_images`, `seed`, `temperature`, `top_k`, `top_p`, `model: {name, version}`).
+// the .proto's (`prompt`, `num_images`, `seed`, `temperature`, `top_k`, `top_p`, `guidance_scale`, `candidates`,
+// `model: {name, version}`).
 // The body's shape is checked here, then the request goes through the sampler's own `validateRequest`
 // (the same zod schema and messages as the gRPC service) before it is forwarded over gRPC.
 //
@@ -29,6 +30,8 @@ export const GenerateBody = z.strictObject({
   temperature: z.number().optional(),
   top_k: z.number().optional(),
   top_p: z.number().optional(),
+  guidance_scale: z.number().optional(),
+  candidates: z.number().optional(),
   model: z.strictObject({ name: z.string().default(''), version: z.number().optional() }).optional(),
 });
 export type GenerateBody = z.infer<typeof GenerateBody>;
@@ -41,7 +44,7 @@ export function validateBody(raw: unknown): ValidRequest {
     const field = i.path.join('.') || (i.code === 'unrecognized_keys' ? i.keys.join(', ') : '(body)');
     const message =
       i.code === 'unrecognized_keys'
-        ? `unknown field${i.keys.length > 1 ? 's' : ''} (fields are the .proto's: prompt, num_images, seed, temperature, top_k, top_p, model)`
+        ? `unknown field${i.keys.length > 1 ? 's' : ''} (fields are the .proto's: prompt, num_images, seed, temperature, top_k, top_p, guidance_scale, candidates, model)`
         : i.message;
     throw new HttpError(400, 'invalid_argument', `${field}: ${message}`, field);
   }
@@ -53,6 +56,8 @@ export function validateBody(raw: unknown): ValidRequest {
     temperature: b.temperature,
     topK: b.top_k,
     topP: b.top_p,
+    guidanceScale: b.guidance_scale,
+    candidates: b.candidates,
     model: b.model ? { name: b.model.name, version: b.model.version } : undefined,
   };
   try {
@@ -141,6 +146,8 @@ function forward(client: SamplerClient, v: ValidRequest): ClientReadableStream<G
     temperature: v.temperature,
     topK: v.topK,
     topP: v.topP,
+    guidanceScale: v.guidanceScale,
+    candidates: v.candidates,
     model: { name: v.modelName, version: v.modelVersion },
   };
   return client.generate(req, { deadline: Date.now() + GENERATE_DEADLINE_MS });
@@ -190,6 +197,8 @@ export async function handleGenerate(
       temperature: valid.temperature,
       top_k: valid.topK,
       top_p: valid.topP,
+      guidance_scale: valid.guidanceScale,
+      candidates: valid.candidates,
     };
     await stream.writeSSE({ event: 'request', data: JSON.stringify(asked) });
     try {

@@ -113,6 +113,8 @@ test('console: Generate bodies are checked by the sampler schema before any call
       [{ prompt: 'x', top_p: 1.5 }, 'top_p', /must be in \(0, 1\], got 1.5/],
       [{ prompt: 'x', seed: 2 ** 32 }, 'seed', /must be < 2\^32/],
       [{ prompt: 'x', seed: 'seven' }, 'seed', /decimal integer/],
+      [{ prompt: 'x', candidates: 0 }, 'candidates', /an integer ≥ 1, got 0/],
+      [{ prompt: 'x', guidance_scale: -1 }, 'guidance_scale', /must be in \[0, /],
       [{ prompt: 'x', numImages: 2 }, 'numImages', /unknown field/],
       [{ prompt: 'x', model: { name: 'Bad Name' } }, 'model.name', /must match/],
       [{ num_images: 2 }, 'prompt', /expected string/],

@@ -20,6 +20,8 @@ const DEFAULTS = {
   temperature: '1',
   topK: '0',
   topP: '1',
+  guidance: '1',
+  candidates: '1',
   model: '',
 };
 
@@ -31,6 +33,8 @@ function bodyOf(f: Form): Record<string, unknown> {
     temperature: Number(f.temperature),
     top_k: Number(f.topK),
     top_p: Number(f.topP),
+    guidance_scale: Number(f.guidance),
+    candidates: Number(f.candidates),
   };
   if (f.seed.trim()) body.seed = f.seed.trim();
   if (f.model.trim()) {
@@ -129,6 +133,12 @@ export function PlaygroundPage() {
           <label class={bad('top_p')}>
             top-p <input type="number" step="any" {...field('topP')} />
           </label>
+          <label class={bad('guidance_scale')}>
+            guidance <input type="number" step="any" min={0} {...field('guidance')} />
+          </label>
+          <label class={bad('candidates')}>
+            candidates <input type="number" min={1} {...field('candidates')} />
+          </label>
           <label class={bad('model.name')}>
             model <input placeholder="default (name or name@version)" {...field('model')} />
           </label>
@@ -164,7 +174,14 @@ function Results(props: { g: ReturnType<typeof useGenerate> }) {
           </span>
         </div>
       )}
-      {asked && <p class="muted">seed {asked.seed}; image i uses seed + i</p>}
+      {asked && (
+        <p class="muted">
+          seed {asked.seed};{' '}
+          {asked.candidates > 1
+            ? `image i is the reranker's best of ${asked.candidates} candidates, seeds seed + i·${asked.candidates} + c`
+            : 'image i uses seed + i'}
+        </p>
+      )}
       <div class="images">
         {images.map((i) => (
           <figure key={i.index}>
