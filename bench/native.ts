@@ -5,7 +5,7 @@
 //   - a 1024² float32 matmul,
 //   - a 3×3 conv2d, 64→64 channels, batch 8 of 32×32,
 //   - a transformer-like training step from plain tfjs ops (0.85M parameters, batch 32 × 80 tokens,
-//     width 128, 4 layers, Adam): the workload of MEASURED.md's 11.6 s wasm figure,
+//     width 128, 4 layers, Adam): 11.6 s per step on wasm on an idle 2-core machine,
 // plus numpy's float32 1024² matmul (a python subprocess) as the practical peak of this machine.
 // The native backend's goals: native ≥ 30× wasm on the step, and ≥ 50 % of numpy's matmul GFLOP/s.
 // Figures only: machines are shared and noisy, so quote the ratios of one run.

@@ -137,12 +137,9 @@ export async function joinGroup(opts: JoinOptions): Promise<Group> {
   return g;
 }
 
-/** A group of one rank that needs no server: allReduce returns a copy (rounded as the wire would round
- *  it). For single-process runs and for measuring compression math alone. */
-export function soloGroup(runId = 'solo', groupId = 'solo'): Group {
-  checkToken('runId', runId);
-  checkToken('groupId', groupId);
-  const stats: GroupCounters = {
+/** Counters of a group that has sent and received nothing yet. */
+export function zeroCounters(): GroupCounters {
+  return {
     ops: 0,
     bytesOut: 0,
     msgsOut: 0,
@@ -152,6 +149,14 @@ export function soloGroup(runId = 'solo', groupId = 'solo'): Group {
     dropped: 0,
     rejected: 0,
   };
+}
+
+/** A group of one rank that needs no server: allReduce returns a copy (rounded as the wire would round
+ *  it). For single-process runs and for measuring compression math alone. */
+export function soloGroup(runId = 'solo', groupId = 'solo'): Group {
+  checkToken('runId', runId);
+  checkToken('groupId', groupId);
+  const stats = zeroCounters();
   let closed = false;
   const allReduce = (data: Float32Array, stepOrOpts: number | AllReduceOptions): Promise<Float32Array> => {
     if (closed) return Promise.reject(new GroupClosedError(groupId, 0));
@@ -220,16 +225,7 @@ class NatsGroup implements Group, OpHost {
   private timer?: NodeJS.Timeout;
   private queue: Promise<unknown> = Promise.resolve();
   private traceNow: [string, string][] = [];
-  private readonly stats: GroupCounters = {
-    ops: 0,
-    bytesOut: 0,
-    msgsOut: 0,
-    bytesIn: 0,
-    resent: 0,
-    resendRequests: 0,
-    dropped: 0,
-    rejected: 0,
-  };
+  private readonly stats: GroupCounters = zeroCounters();
 
   constructor(o: JoinOptions) {
     if (!o || typeof o !== 'object') throw new CollectiveArgumentError('options', o, 'must be an object');

@@ -7,7 +7,7 @@
 //   const r = await psgd.reduce(group, grads, step);         // r.grads, r.skipped, r.stats
 //   const bytes = psgd.saveState();
 //   await group.close();
-export { joinGroup, soloGroup } from './group.ts';
+export { joinGroup, soloGroup, zeroCounters } from './group.ts';
 export type { AllReduceOptions, DroppedChunk, Group, GroupCounters, JoinOptions } from './group.ts';
 export type { Wire } from './all-reduce.ts';
 export { PowerSgd } from './powersgd.ts';

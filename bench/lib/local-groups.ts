@@ -2,7 +2,7 @@
 // data-parallel step (PowerSGD's compression and error feedback across ranks) without NATS. Every rank
 // must call the same operations in the same order, as with a real group; the sum is taken in rank order
 // in fp32, so every rank gets the same bits. The fp16 wire is not simulated (values stay fp32).
-import type { AllReduceOptions, Group, GroupCounters } from '../../collective/index.ts';
+import { zeroCounters, type AllReduceOptions, type Group } from '../../collective/index.ts';
 
 export function localGroups(worldSize: number, runId = 'local'): Group[] {
   const pending = new Map<
@@ -10,16 +10,7 @@ export function localGroups(worldSize: number, runId = 'local'): Group[] {
     { parts: (Float32Array | undefined)[]; waiters: ((v: Float32Array) => void)[] }
   >();
   const seq = new Array<number>(worldSize).fill(0);
-  const stats = (): GroupCounters => ({
-    ops: 0,
-    bytesOut: 0,
-    msgsOut: 0,
-    bytesIn: 0,
-    resent: 0,
-    resendRequests: 0,
-    dropped: 0,
-    rejected: 0,
-  });
+  const stats = zeroCounters;
   return Array.from({ length: worldSize }, (_, rank): Group => {
     const allReduce = (data: Float32Array, stepOrOpts: number | AllReduceOptions, tag?: string) => {
       const o = typeof stepOrOpts === 'number' ? { step: stepOrOpts, tag } : stepOrOpts;
