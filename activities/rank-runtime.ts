@@ -40,6 +40,10 @@ export interface RankRuntime {
   /** Reduces this rank's (weighted) gradient and its `localLoss` over the world and applies the update
    *  (schedules that watch the loss see the global one, returned as `loss`). */
   step(grads: Float32Array[], step: number, localLoss: number): Promise<StepOutcome>;
+  /** The full EMA parameters on rank 0 (what its quality probe and sample grid read), undefined on the
+   *  other ranks. Collective in the sharded layout (host 0's ranks gather their pieces): every rank calls it
+   *  at the same checkpoints. */
+  gatherEma(step: number): Promise<Float32Array[] | undefined>;
   /** Stores this rank's checkpoint parts, in the order of `partNames(rank)`; rank 0 also stores the
    *  model state and returns it as `params`. */
   saveParts(step: number): Promise<{ mine: PartRef[]; params?: PartRef }>;
@@ -79,6 +83,10 @@ export class FlatRuntime implements RankRuntime {
       loss,
       exposedCommMs: r.stats.exposedCommMs,
     };
+  }
+
+  async gatherEma(): Promise<Float32Array[] | undefined> {
+    return this.input.rank === 0 ? this.trainer.exportParams('ema') : undefined;
   }
 
   async saveParts(step: number): Promise<{ mine: PartRef[]; params?: PartRef }> {

@@ -15,7 +15,14 @@
 // what crosses hosts is unaffected.
 import type { NatsConnection } from 'nats';
 import { joinGroup, PowerSgd, reshardPowerSgdState, type Group, type PieceMap } from '../collective/index.ts';
-import { ShardedAdamW, type ParamPiece, type ParamSpec, type Trainer } from '../model/index.ts';
+import {
+  ShardedAdamW,
+  type OutsideRewrite,
+  type OutsideRewrites,
+  type ParamPiece,
+  type ParamSpec,
+  type Trainer,
+} from '../model/index.ts';
 import type { CheckpointManifest, CheckpointStore, PartRef } from '../store/index.ts';
 import type { TrainShardInput } from '../contract/index.ts';
 import { discoverLayout, paramPieces, pieceConfig, pieceSpecs, type HostLayout } from './host-layout.ts';
@@ -132,6 +139,7 @@ async function restoreShard(ck: CheckpointStore, m: CheckpointManifest, s: Shard
 export class ShardedRuntime implements RankRuntime {
   private readonly offsets: number[];
   private readonly total: number;
+  private readonly rewrites?: OutsideRewrites;
 
   constructor(
     private readonly checkpoints: CheckpointStore,
@@ -149,6 +157,7 @@ export class ShardedRuntime implements RankRuntime {
     let at = 0;
     this.offsets = trainer.paramSpecs().map((p) => ((at += numelOf(p)), at - numelOf(p)));
     this.total = at;
+    this.rewrites = trainer.outsideRewrites;
   }
 
   async step(grads: Float32Array[], step: number, localLoss: number): Promise<StepOutcome> {
@@ -167,9 +176,8 @@ export class ShardedRuntime implements RankRuntime {
     // 2. PowerSGD between hosts, on this rank's pieces only; the hosts' losses ride along.
     const r = await psgd.reduce(cross, mine, step, Float32Array.of(hostLoss));
     const loss = r.extras[0]! / cross.worldSize;
-    // 3. The host agrees on skipping and on the global gradient norm.
-    const ctrl = Float32Array.of(r.skipped ? 1 : 0, r.skipped ? 0 : ShardedAdamW.sumSquares(r.grads));
-    const agreed = await hostAllReduce(ctrl, 'norm');
+    // 3. The host agrees on skipping, on the global gradient norm and on the rows' Σg² a rewrite watches.
+    const agreed = await hostAllReduce(this.control(r.skipped, r.grads), 'norm');
     const outcome = {
       bytesRaw: r.stats.bytesRaw,
       bytesSent: r.stats.bytesSent,
@@ -189,15 +197,91 @@ export class ShardedRuntime implements RankRuntime {
       };
     const clip = rule.maxGradNorm !== undefined && gradNorm > rule.maxGradNorm;
     const u = opt.apply(r.grads, rule, clip ? rule.maxGradNorm! / gradNorm : 1);
-    // 5. All-gather within the host: each element comes from the one rank that owns it (others add 0).
-    const full = new Float32Array(this.total);
-    pieces.forEach((p, k) => full.set(u.params[k]!, this.offsets[p.index]! + p.offset));
-    this.trainer.setParams(this.views(await hostAllReduce(full, 'ag')), u.updates);
+    const rewrite = this.rewrites?.observe(step, agreed.subarray(2));
+    if (rewrite) await this.rewrite(rewrite, step);
+    // 5. All-gather within the host: full parameters for the next forward.
+    const values = opt.arrays().values;
+    const full = await this.hostGather(step, 'ag', this.total, (buf) =>
+      pieces.forEach((p, k) => buf.set(values[k]!, this.offsets[p.index]! + p.offset)),
+    );
+    this.trainer.setParams(this.views(full), u.updates);
+    const restarts: Record<string, number> = this.rewrites ? { codeRestarts: rewrite?.count ?? 0 } : {};
     return {
       ...outcome,
       skipped: false,
-      metrics: { lr: rule.lr, gradNorm, clipped: clip ? 1 : 0, updates: u.updates },
+      metrics: { lr: rule.lr, gradNorm, clipped: clip ? 1 : 0, updates: u.updates, ...restarts },
     };
+  }
+
+  /** What the host all-reduces after PowerSGD: [skipped, Σg² of this rank's pieces, then, when the trainer
+   *  watches a gradient for rewrites, Σg² of each of its rows over the elements this rank holds]. */
+  private control(skipped: boolean, grads: readonly Float32Array[]): Float32Array {
+    const { pieces } = this.s;
+    const watch = this.rewrites?.watch;
+    const spec = watch === undefined ? undefined : this.trainer.paramSpecs()[watch]!;
+    const cols = spec && spec.shape.length > 1 ? spec.shape.at(-1)! : 1;
+    const rows = spec ? numelOf(spec) / cols : 0;
+    const out = new Float32Array(2 + rows);
+    if (skipped) return ((out[0] = 1), out);
+    out[1] = ShardedAdamW.sumSquares(grads);
+    const rowSq = new Float64Array(rows);
+    pieces.forEach((p, k) => {
+      if (p.index !== watch) return;
+      const g = grads[k]!;
+      for (let i = 0; i < g.length; i++) rowSq[Math.floor((p.offset + i) / cols)]! += g[i]! * g[i]!;
+    });
+    out.set(rowSq, 2);
+    return out;
+  }
+
+  /** A rewrite of whole parameters (dead-code restarts): the host gathers their values, moments and EMA,
+   *  every rank applies the same rewrite to them, and keeps its pieces of the result. */
+  private async rewrite(rw: OutsideRewrite, step: number): Promise<void> {
+    const { pieces, opt } = this.s;
+    const specs = this.trainer.paramSpecs();
+    const sizes = rw.params.map((i) => numelOf(specs[i]!));
+    const at: number[] = [];
+    const S = sizes.reduce((a, n) => (at.push(a), a + n), 0);
+    const a = opt.arrays();
+    const kinds = [a.values, a.m, a.v, a.ema];
+    const mine = pieces.flatMap((p, k) => {
+      const j = rw.params.indexOf(p.index);
+      return j < 0 ? [] : [{ p, k, j }];
+    });
+    const full = await this.hostGather(step, 'rewrite', 4 * S, (buf) => {
+      for (const { p, k, j } of mine) kinds.forEach((arr, w) => buf.set(arr[k]!, w * S + at[j]! + p.offset));
+    });
+    const of = (w: number) => sizes.map((n, j) => full.subarray(w * S + at[j]!, w * S + at[j]! + n));
+    rw.apply(of(0), [of(1), of(2), of(3)]);
+    for (const { p, k, j } of mine)
+      kinds.forEach((arr, w) =>
+        arr[k]!.set(full.subarray(w * S + at[j]! + p.offset, w * S + at[j]! + p.offset + p.length)),
+      );
+  }
+
+  /** A vector of `length` assembled from every rank's pieces within the host: `place` writes this rank's
+   *  into it (the others' places stay 0, so the host's sum is every rank's pieces, exactly). */
+  private async hostGather(
+    step: number,
+    tag: string,
+    length: number,
+    place: (buf: Float32Array) => void,
+  ): Promise<Float32Array> {
+    const buf = new Float32Array(length);
+    place(buf);
+    return this.s.layout.perHost > 1 ? this.s.host.allReduce(buf, { step, tag, inPlace: true }) : buf;
+  }
+
+  async gatherEma(step: number): Promise<Float32Array[] | undefined> {
+    const { layout, pieces, opt } = this.s;
+    const { rank } = this.input;
+    // Every host holds the same EMA: host 0's ranks assemble it for rank 0.
+    if (layout.hostOf[rank] !== 0) return undefined;
+    const ema = opt.arrays().ema;
+    const full = await this.hostGather(step, 'ema', this.total, (buf) =>
+      pieces.forEach((p, k) => buf.set(ema[k]!, this.offsets[p.index]! + p.offset)),
+    );
+    return rank === 0 ? this.views(full) : undefined;
   }
 
   private flatten(grads: Float32Array[], loss: number): Float32Array {

@@ -1,4 +1,4 @@
-// W transformer ranks in one process, each with its own NATS connection to a real server, laid out flat or
+// W ranks of one stage (the transformer unless told) in one process, each with its own NATS connection to a real server, laid out flat or
 // sharded within hosts (the runtimes the workers use: activities/rank-runtime.ts, sharded-runtime.ts),
 // stepping on synthetic batches. For `dalle bench sharding` and the sharding tests: the layouts compared
 // on the same data, with no Temporal in between.
@@ -6,16 +6,17 @@ import { randomBytes } from 'node:crypto';
 import { connect, type NatsConnection } from 'nats';
 import type { RunSpec } from '../../config/index.ts';
 import { joinGroup, PowerSgd, type Group } from '../../collective/index.ts';
-import { createTransformerTrainer, type Trainer, type TransformerBatch } from '../../model/index.ts';
+import type { Trainer, TransformerBatch } from '../../model/index.ts';
 import type { CheckpointStore } from '../../store/index.ts';
 import type { TrainShardInput } from '../../contract/index.ts';
 import { FlatRuntime, type RankRuntime, type StepOutcome } from '../../activities/rank-runtime.ts';
 import { openShardedRuntime } from '../../activities/sharded-runtime.ts';
+import { createStageTrainer } from '../../activities/stage-trainer.ts';
 
 export interface InProcessRanks {
   ncs: NatsConnection[];
   groups: Group[];
-  trainers: Trainer<TransformerBatch>[];
+  trainers: Trainer<any>[];
   runtimes: RankRuntime[];
   inputs: TrainShardInput[];
 }
@@ -41,6 +42,7 @@ export async function openRanks(o: {
   spec: RunSpec;
   hostIds?: string[];
   worldSize?: number;
+  stage?: 'dvae' | 'transformer';
   checkpoints: CheckpointStore;
   runId: string;
   fromStep?: number;
@@ -54,12 +56,13 @@ export async function openRanks(o: {
     joinGroup({ nc: ncs[rank]!, runId, groupId, rank, worldSize: W, timeoutMs: 20_000 });
   const groups = await Promise.all(ncs.map((_, r) => join(r)));
   const sharded = o.hostIds !== undefined;
-  const trainers = groups.map(() =>
-    createTransformerTrainer(spec.transformer, spec.dvae, spec.train.seed, W, { optimizer: !sharded }),
+  const stage = o.stage ?? 'transformer';
+  const trainers = await Promise.all(
+    groups.map(() => createStageTrainer(stage, spec, W, { optimizer: !sharded })),
   );
   const inputs = groups.map((_, rank) => ({
     runId,
-    stage: 'transformer' as const,
+    stage,
     spec,
     rank,
     worldSize: W,
@@ -68,7 +71,7 @@ export async function openRanks(o: {
     toStep: Number.MAX_SAFE_INTEGER,
     progressWorkflowId: 'none',
   }));
-  const manifest = fromStep ? await checkpoints.manifestAt(runId, 'transformer', fromStep) : undefined;
+  const manifest = fromStep ? await checkpoints.manifestAt(runId, stage, fromStep) : undefined;
   if (manifest) for (const t of trainers) t.loadState(await checkpoints.loadPart(manifest, 'params'));
   const seed = spec.train.seed;
   const runtimes = await Promise.all(
@@ -106,7 +109,7 @@ export async function trainRanks(
   spec: RunSpec,
   from: number,
   to: number,
-  batchOf = (step: number, rank: number) => syntheticBatch(spec, step, rank),
+  batchOf: (step: number, rank: number) => unknown = (step, rank) => syntheticBatch(spec, step, rank),
 ): Promise<StepRecord[]> {
   const out: StepRecord[] = [];
   for (let step = from; step < to; step++) {
