@@ -16,8 +16,9 @@ export interface StepOutcome {
   /** Gradient bytes this rank would have all-reduced uncompressed, and what it all-reduced (PowerSGD). */
   bytesRaw: number;
   bytesSent: number;
-  /** Bytes this rank all-reduced within its host (0 in the flat layout). */
-  hostBytes: number;
+  /** Payload bytes this rank published to, and used from, the other ranks of its host during the step
+   *  (the group's counters; 0 in the flat layout). */
+  hostBytes: { sent: number; received: number };
   /** The step's global mean loss (the ranks' losses ride along in the gradients' all-reduce). */
   loss: number;
   /** Wall ms this rank waited for PowerSGD's collectives (communication the step did not hide). */
@@ -79,7 +80,7 @@ export class FlatRuntime implements RankRuntime {
       metrics,
       bytesRaw: r.stats.bytesRaw,
       bytesSent: r.stats.bytesSent,
-      hostBytes: 0,
+      hostBytes: { sent: 0, received: 0 },
       loss,
       exposedCommMs: r.stats.exposedCommMs,
     };

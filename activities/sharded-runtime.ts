@@ -10,9 +10,10 @@
 // Cross-host traffic is PowerSGD's payload of one piece per rank, so a host sends 1/G of what the flat
 // scheme sends from each of its G ranks; AdamW state per rank is 1/G of the flat scheme's.
 //
-// The reduce-scatter and all-gather are all-reduces of the full vector (the collective has no
-// reduce-scatter of its own yet), so within a host they move about twice a true reduce-scatter's bytes;
-// what crosses hosts is unaffected.
+// Within the host a vector is laid out piece-major: segment l holds rank l's pieces of every parameter
+// (then one slot for the loss), so the collective's reduce-scatter leaves each rank exactly its pieces'
+// sums and its all-gather assembles the parameters from every rank's pieces, each a half of an
+// all-reduce's traffic.
 import type { NatsConnection } from 'nats';
 import { joinGroup, PowerSgd, reshardPowerSgdState, type Group, type PieceMap } from '../collective/index.ts';
 import {
@@ -140,6 +141,9 @@ export class ShardedRuntime implements RankRuntime {
   private readonly offsets: number[];
   private readonly total: number;
   private readonly rewrites?: OutsideRewrites;
+  /** Every local rank's pieces (index l: rank l of the host), and the segments of a host-wide vector. */
+  private readonly hostPieces: ParamPiece[][];
+  private readonly segments: number[];
 
   constructor(
     private readonly checkpoints: CheckpointStore,
@@ -158,21 +162,31 @@ export class ShardedRuntime implements RankRuntime {
     this.offsets = trainer.paramSpecs().map((p) => ((at += numelOf(p)), at - numelOf(p)));
     this.total = at;
     this.rewrites = trainer.outsideRewrites;
+    const G = s.layout.perHost;
+    this.hostPieces = Array.from({ length: G }, (_, l) => paramPieces(trainer.paramSpecs(), G, l));
+    this.segments = [0];
+    for (const ps of this.hostPieces)
+      this.segments.push(this.segments.at(-1)! + ps.reduce((n, p) => n + p.length, 0) + 1);
   }
 
   async step(grads: Float32Array[], step: number, localLoss: number): Promise<StepOutcome> {
-    const { layout, pieces, opt, psgd, host, cross } = this.s;
+    const before = this.s.host.counters();
+    const out = await this.update(grads, step, localLoss);
+    const after = this.s.host.counters();
+    const hostBytes = { sent: after.bytesOut - before.bytesOut, received: after.bytesIn - before.bytesIn };
+    return { ...out, hostBytes };
+  }
+
+  private async update(
+    grads: Float32Array[],
+    step: number,
+    localLoss: number,
+  ): Promise<Omit<StepOutcome, 'hostBytes'>> {
+    const { layout, opt, psgd, host, cross } = this.s;
     const G = layout.perHost;
     const hostAllReduce = (v: Float32Array, tag: string) => (G > 1 ? host.allReduce(v, { step, tag }) : v);
-    // 1. Reduce-scatter within the host: the host's mean of this rank's pieces (and of the loss, last).
-    const sum = G > 1 ? await host.allReduce(this.flatten(grads, localLoss), { step, tag: 'rs' }) : undefined;
-    const hostLoss = sum ? sum[this.total]! / G : localLoss;
-    const mine = pieces.map((p) => {
-      const src = sum
-        ? sum.subarray(this.offsets[p.index]! + p.offset, this.offsets[p.index]! + p.offset + p.length)
-        : grads[p.index]!.subarray(p.offset, p.offset + p.length);
-      return G > 1 ? src.map((x) => x / G) : src.slice();
-    });
+    // 1. Reduce-scatter within the host: the host's mean of this rank's pieces (and of the loss).
+    const { mine, hostLoss } = await this.reduceScatter(grads, localLoss, step);
     // 2. PowerSGD between hosts, on this rank's pieces only; the hosts' losses ride along.
     const r = await psgd.reduce(cross, mine, step, Float32Array.of(hostLoss));
     const loss = r.extras[0]! / cross.worldSize;
@@ -181,7 +195,6 @@ export class ShardedRuntime implements RankRuntime {
     const outcome = {
       bytesRaw: r.stats.bytesRaw,
       bytesSent: r.stats.bytesSent,
-      hostBytes: G > 1 ? 4 * (2 * this.total + 3) : 0,
       loss,
       exposedCommMs: r.stats.exposedCommMs,
     };
@@ -200,11 +213,7 @@ export class ShardedRuntime implements RankRuntime {
     const rewrite = this.rewrites?.observe(step, agreed.subarray(2));
     if (rewrite) await this.rewrite(rewrite, step);
     // 5. All-gather within the host: full parameters for the next forward.
-    const values = opt.arrays().values;
-    const full = await this.hostGather(step, 'ag', this.total, (buf) =>
-      pieces.forEach((p, k) => buf.set(values[k]!, this.offsets[p.index]! + p.offset)),
-    );
-    this.trainer.setParams(this.views(full), u.updates);
+    this.trainer.setParams(await this.allGather(step, 'ag', opt.arrays().values), u.updates);
     const restarts: Record<string, number> = this.rewrites ? { codeRestarts: rewrite?.count ?? 0 } : {};
     return {
       ...outcome,
@@ -260,7 +269,8 @@ export class ShardedRuntime implements RankRuntime {
   }
 
   /** A vector of `length` assembled from every rank's pieces within the host: `place` writes this rank's
-   *  into it (the others' places stay 0, so the host's sum is every rank's pieces, exactly). */
+   *  into it (the others' places stay 0, so the host's sum is every rank's pieces, exactly). For the
+   *  rewrites' few whole tensors, laid out as the parameters are. */
   private async hostGather(
     step: number,
     tag: string,
@@ -273,22 +283,65 @@ export class ShardedRuntime implements RankRuntime {
   }
 
   async gatherEma(step: number): Promise<Float32Array[] | undefined> {
-    const { layout, pieces, opt } = this.s;
+    const { layout, opt } = this.s;
     const { rank } = this.input;
     // Every host holds the same EMA: host 0's ranks assemble it for rank 0.
     if (layout.hostOf[rank] !== 0) return undefined;
-    const ema = opt.arrays().ema;
-    const full = await this.hostGather(step, 'ema', this.total, (buf) =>
-      pieces.forEach((p, k) => buf.set(ema[k]!, this.offsets[p.index]! + p.offset)),
-    );
-    return rank === 0 ? this.views(full) : undefined;
+    const ema = await this.allGather(step, 'ema', opt.arrays().ema);
+    return rank === 0 ? ema : undefined;
   }
 
-  private flatten(grads: Float32Array[], loss: number): Float32Array {
-    const out = new Float32Array(this.total + 1);
-    grads.forEach((g, i) => out.set(g, this.offsets[i]!));
-    out[this.total] = loss;
-    return out;
+  /** The host's mean of this rank's gradient pieces and of the ranks' losses: segment l of the reduced
+   *  vector is rank l's (see the file header). */
+  private async reduceScatter(
+    grads: Float32Array[],
+    localLoss: number,
+    step: number,
+  ): Promise<{ mine: Float32Array[]; hostLoss: number }> {
+    const { layout, pieces, host } = this.s;
+    const G = layout.perHost;
+    if (G === 1)
+      return {
+        mine: pieces.map((p) => grads[p.index]!.slice(p.offset, p.offset + p.length)),
+        hostLoss: localLoss,
+      };
+    const v = new Float32Array(this.segments[G]!);
+    this.hostPieces.forEach((ps, l) => {
+      let at = this.segments[l]!;
+      for (const p of ps) {
+        v.set(grads[p.index]!.subarray(p.offset, p.offset + p.length), at);
+        at += p.length;
+      }
+      v[at] = localLoss;
+    });
+    const opts = { step, tag: 'rs', mode: 'scatter', segments: this.segments, inPlace: true } as const;
+    const sum = await host.allReduce(v, opts);
+    let at = this.segments[host.rank]!;
+    const mine = pieces.map((p) => sum.subarray(at, (at += p.length)).map((x) => x / G));
+    return { mine, hostLoss: sum[at]! / G };
+  }
+
+  /** Full parameters (`paramSpecs()` order) from every rank's `arrays`, its pieces' values (or EMA). */
+  private async allGather(
+    step: number,
+    tag: string,
+    arrays: readonly Float32Array[],
+  ): Promise<Float32Array[]> {
+    const { layout, host } = this.s;
+    const G = layout.perHost;
+    const v = new Float32Array(this.segments[G]!);
+    let at = this.segments[host.rank]!;
+    for (const a of arrays) v.set(a, (at += a.length) - a.length);
+    const all =
+      G > 1
+        ? await host.allReduce(v, { step, tag, mode: 'gather', segments: this.segments, inPlace: true })
+        : v;
+    const full = new Float32Array(this.total);
+    this.hostPieces.forEach((ps, l) => {
+      let from = this.segments[l]!;
+      for (const p of ps) full.set(all.subarray(from, (from += p.length)), this.offsets[p.index]! + p.offset);
+    });
+    return this.views(full);
   }
 
   private views(flat: Float32Array): Float32Array[] {
