@@ -1,4 +1,5 @@
-// W ranks of one stage (the transformer unless told) in one process, each with its own NATS connection to a real server, laid out flat or
+// W ranks of one stage (the transformer, the dVAE, or with a batch source the reranker) in one process,
+// each with its own NATS connection to a real server, laid out flat or
 // sharded within hosts (the runtimes the workers use: activities/rank-runtime.ts, sharded-runtime.ts),
 // stepping on synthetic batches. For `dalle bench sharding` and the sharding tests: the layouts compared
 // on the same data, with no Temporal in between.
@@ -7,6 +8,8 @@ import { connect, type NatsConnection } from 'nats';
 import type { RunSpec } from '../../config/index.ts';
 import { joinGroup, PowerSgd, type Group } from '../../collective/index.ts';
 import type { Trainer, TransformerBatch } from '../../model/index.ts';
+import type { StageBatchSource } from '../../activities/batches.ts';
+import { rankGradients } from '../../activities/rank-gradients.ts';
 import type { CheckpointStore } from '../../store/index.ts';
 import type { TrainShardInput } from '../../contract/index.ts';
 import { FlatRuntime, type RankRuntime, type StepOutcome } from '../../activities/rank-runtime.ts';
@@ -19,6 +22,8 @@ export interface InProcessRanks {
   trainers: Trainer<any>[];
   runtimes: RankRuntime[];
   inputs: TrainShardInput[];
+  /** The stage's batches (the reranker's: its ranks exchange embeddings through `rankGradients`). */
+  source?: StageBatchSource;
 }
 
 /** A learnable synthetic batch of rank r at `step`: random captions, image tokens a function of them. */
@@ -36,7 +41,8 @@ export function syntheticBatch(spec: RunSpec, step: number, rank: number, n = 2)
 }
 
 /** Opens W ranks (W = hostIds.length, or 4 flat when hostIds is undefined), resuming from checkpoint
- *  `fromStep` of `runId` when given. */
+ *  `fromStep` of `runId` when given. Transformer ranks step on `syntheticBatch` (other stages on the
+ *  caller's `batchOf`); with `source` they are reranker ranks (stage 3) that step on its batches. */
 export async function openRanks(o: {
   url: string;
   spec: RunSpec;
@@ -46,6 +52,7 @@ export async function openRanks(o: {
   checkpoints: CheckpointStore;
   runId: string;
   fromStep?: number;
+  source?: StageBatchSource;
 }): Promise<InProcessRanks> {
   const { spec, checkpoints, runId } = o;
   const W = o.hostIds?.length ?? o.worldSize ?? 4;
@@ -56,7 +63,7 @@ export async function openRanks(o: {
     joinGroup({ nc: ncs[rank]!, runId, groupId, rank, worldSize: W, timeoutMs: 20_000 });
   const groups = await Promise.all(ncs.map((_, r) => join(r)));
   const sharded = o.hostIds !== undefined;
-  const stage = o.stage ?? 'transformer';
+  const stage = o.source ? ('rerank' as const) : (o.stage ?? 'transformer');
   const trainers = await Promise.all(
     groups.map(() => createStageTrainer(stage, spec, W, { optimizer: !sharded })),
   );
@@ -93,7 +100,7 @@ export async function openRanks(o: {
           ),
     ),
   );
-  return { ncs, groups, trainers, runtimes, inputs };
+  return { ncs, groups, trainers, runtimes, inputs, source: o.source };
 }
 
 export interface StepRecord {
@@ -116,7 +123,9 @@ export async function trainRanks(
     const t0 = performance.now();
     const ranks = await Promise.all(
       c.groups.map(async (g, r) => {
-        const grads = c.trainers[r]!.computeGradients(batchOf(step, r), step, r);
+        const grads = c.source
+          ? await rankGradients(c.trainers[r]!, c.source, spec, step, r, c.groups.length, g)
+          : c.trainers[r]!.computeGradients(batchOf(step, r), step, r);
         const outcome = await c.runtimes[r]!.step(grads.grads, step, grads.loss);
         return { loss: outcome.loss, outcome };
       }),
