@@ -226,8 +226,9 @@ export class AllReduceOp {
     }
   }
 
-  /** A chunk of this operation arrived (first send or resend). */
-  onChunk(meta: ChunkMeta, bytes: Uint8Array): void {
+  /** A chunk of this operation arrived (first send or resend). `transient`: `bytes` is reused after this
+   *  returns, so a contribution that has to wait for others is copied. */
+  onChunk(meta: ChunkMeta, bytes: Uint8Array, transient = false): void {
     if (this.settled) return;
     const mismatch = this.check(meta);
     if (mismatch) return this.fail(mismatch);
@@ -244,7 +245,14 @@ export class AllReduceOp {
         const [a, b] = chunkRange(this.layout, me, meta.chunk);
         this.bytesIn += bytes.byteLength;
         this.lastProgress = now;
-        this.addContribution(meta.chunk, meta.from, this.decode(bytes, b - a));
+        let values = this.decode(bytes, b - a);
+        if (
+          transient &&
+          values.buffer === bytes.buffer &&
+          this.contribCount[meta.chunk]! + 1 < this.host.worldSize
+        )
+          values = values.slice();
+        this.addContribution(meta.chunk, meta.from, values);
       } else {
         if (meta.seg !== meta.from || meta.chunk >= this.layout.chunks[meta.seg]!)
           throw new RangeError(`all-gather chunk ${meta.seg}/${meta.chunk} from rank ${meta.from}`);
