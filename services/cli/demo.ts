@@ -87,6 +87,11 @@ export const cli = command({
       help: 'do not start the web console (by default it stays up until Ctrl-C)',
     },
     'eval-n': { type: 'string', value: 'N', help: 'prompts per evaluation group (default 54)' },
+    threads: {
+      type: 'string',
+      value: 'N',
+      help: "native threads per worker (dalle worker --threads; default: all of this host's cores)",
+    },
   },
   notes: ['Writes $DALLE_HOME/demo/: grid.png, loss.svg, report.md, report.json and every process log.'],
 });
@@ -97,6 +102,7 @@ interface DemoOptions {
   kill: boolean;
   native: boolean;
   console: boolean;
+  threads?: number;
 }
 
 function demoOptions(argv: string[]): DemoOptions {
@@ -110,6 +116,7 @@ function demoOptions(argv: string[]): DemoOptions {
     kill: !values['no-kill'],
     native: !values['no-native'],
     console: !values['no-console'],
+    threads: read.int('threads', values.threads, 1),
   };
 }
 
@@ -143,7 +150,7 @@ export async function run(argv: string[]): Promise<number> {
   const { say, env, outDir, spec } = demo;
   const backend = chooseBackend(demo, opts.native);
   const weStarted = await startServices(demo);
-  const processes = new DemoProcesses(outDir, spec.train.worldSize, say);
+  const processes = new DemoProcesses(outDir, say, opts.threads);
   const { client, close: closeTemporal } = await temporalClient();
   const nc = await connectNats({ name: 'dalle-demo' });
   const { checkpoints, models } = await openStores({ nc });
