@@ -12,6 +12,7 @@ import {
   AllReduceOp,
   type ChunkMeta,
   type OpHost,
+  type Mode,
   type Phase,
   type OpSpec,
   type ResendReply,
@@ -29,6 +30,7 @@ import {
   type Rejection,
   type SubjectParts,
 } from './message-check.ts';
+import { validSegments } from './partition.ts';
 import { Op, Subjects, checkToken } from './subjects.ts';
 import { traceFields } from './trace-headers.ts';
 import { traceAllReduce } from '../telemetry/spans.ts';
@@ -90,6 +92,13 @@ export interface AllReduceOptions {
   /** Write the result into `data` and return it, instead of a new array: a buffer the caller no longer
    *  needs saves allocating (and first-touching) one as large as the message. Default false. */
   inPlace?: boolean;
+  /** 'scatter': a reduce-scatter, only segment `rank` of the result is the sum (the rest is undefined);
+   *  'gather': an all-gather, each rank's segment of `data` is its own part and every rank gets all of
+   *  them (no sum: `average` must be off). Default 'all'. */
+  mode?: Mode;
+  /** The segments' boundaries, W + 1 offsets from 0 to the length (segment j: rank j's); the same on
+   *  every rank. Default W near-equal segments. */
+  segments?: readonly number[];
 }
 
 /** Cumulative counters of one group, for metrics and logs. */
@@ -486,6 +495,21 @@ class NatsGroup implements Group, OpHost {
     const wire = opts.wire ?? 'fp32';
     if (wire !== 'fp32' && wire !== 'fp16')
       return Promise.reject(new CollectiveArgumentError('wire', wire, "must be 'fp32' or 'fp16'"));
+    const mode = opts.mode ?? 'all';
+    if (!['all', 'scatter', 'gather'].includes(mode))
+      return Promise.reject(
+        new CollectiveArgumentError('mode', mode, "must be 'all', 'scatter' or 'gather'"),
+      );
+    if (mode === 'gather' && opts.average)
+      return Promise.reject(new CollectiveArgumentError('average', true, 'an all-gather sums nothing'));
+    if (opts.segments && !validSegments(opts.segments, data.length, this.worldSize))
+      return Promise.reject(
+        new CollectiveArgumentError(
+          'segments',
+          opts.segments,
+          `must cut ${data.length} into ${this.worldSize}`,
+        ),
+      );
     const run = () =>
       this.runAllReduce(data, {
         step: opts.step,
@@ -493,6 +517,8 @@ class NatsGroup implements Group, OpHost {
         wire,
         average: opts.average ?? false,
         inPlace: opts.inPlace ?? false,
+        mode,
+        ...(opts.segments ? { segments: opts.segments } : {}),
       });
     const p = this.queue.then(run, run);
     this.queue = p.catch(() => undefined);
@@ -504,10 +530,7 @@ class NatsGroup implements Group, OpHost {
     await this.allReduce(new Float32Array(this.worldSize), { step, tag: 'barrier' });
   }
 
-  private async runAllReduce(
-    data: Float32Array,
-    o: { step: number; tag: string; wire: Wire; average: boolean; inPlace: boolean },
-  ): Promise<Float32Array> {
+  private async runAllReduce(data: Float32Array, o: RunOptions): Promise<Float32Array> {
     if (this.failure || this.closing) throw this.failure ?? new GroupClosedError(this.groupId, this.rank);
     const opIndex = this.nextOp++;
     this.stats.ops++;
@@ -536,11 +559,7 @@ class NatsGroup implements Group, OpHost {
     });
   }
 
-  private async exchange(
-    opIndex: number,
-    data: Float32Array,
-    o: { step: number; tag: string; wire: Wire; average: boolean; inPlace: boolean },
-  ): Promise<Float32Array> {
+  private async exchange(opIndex: number, data: Float32Array, o: RunOptions): Promise<Float32Array> {
     this.traceNow = traceFields();
     const { inPlace, ...spec } = o;
     this.lastStep = o.step;
@@ -624,7 +643,7 @@ class NatsGroup implements Group, OpHost {
       this.stats.dropped++;
       return;
     }
-    const meta = `${s.opIndex} ${this.rank} ${phase} ${seg} ${chunk} ${s.length} ${s.wire} ${s.average ? 1 : 0} ${s.step} ${s.tag}`;
+    const meta = metaOf(s, this.rank, phase, seg, chunk);
     const fields: [string, string][] = [[SENDER_HEADER, this.instance], [META, meta], ...this.traceNow];
     const subject =
       resendTo !== undefined
@@ -736,7 +755,7 @@ class NatsGroup implements Group, OpHost {
   }
 
   private resendRetained(spec: OpSpec, to: number, c: number, payload: Uint8Array): void {
-    const meta = `${spec.opIndex} ${this.rank} ag ${this.rank} ${c} ${spec.length} ${spec.wire} ${spec.average ? 1 : 0} ${spec.step} ${spec.tag}`;
+    const meta = metaOf(spec, this.rank, 'ag', this.rank, c);
     // a copy: the retained buffer is reused when the next operation completes, the socket may still hold it
     this.publishChunkMsg(
       this.subjects.of(Op.resend, spec.step, to),
@@ -901,10 +920,17 @@ function senderOf(subject: string): number {
   return Number.isInteger(r) ? r : -1;
 }
 
+type RunOptions = Omit<OpSpec, 'opIndex' | 'length'> & { inPlace: boolean };
+
+/** The header every chunk carries: the operation as its sender called it (checked by the receiver). */
+function metaOf(s: OpSpec, from: number, phase: Phase, seg: number, chunk: number): string {
+  return `${s.opIndex} ${from} ${phase} ${seg} ${chunk} ${s.length} ${s.wire} ${s.average ? 1 : 0} ${s.step} ${s.tag} ${s.mode}`;
+}
+
 function parseMeta(v: string | undefined): ChunkMeta | undefined {
   if (!v) return undefined;
   const f = v.split(' ');
-  if (f.length !== 10) return undefined;
+  if (f.length !== 11) return undefined;
   const n = (i: number) => Number(f[i]);
   return {
     opIndex: n(0),
@@ -917,5 +943,6 @@ function parseMeta(v: string | undefined): ChunkMeta | undefined {
     average: f[7] === '1',
     step: n(8),
     tag: f[9]!,
+    mode: f[10] as Mode,
   };
 }
