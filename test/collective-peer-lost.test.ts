@@ -59,7 +59,7 @@ test('peer-lost: a rank killed with SIGKILL mid-all-reduce makes every other ran
   const ncs = await conns(2);
   const spy = await connect({ servers: NATS_URL });
   let killedAt = 0;
-  // kill it as soon as its first reduce-scatter chunk reaches rank 0: it is mid-operation
+  // kill it as soon as its first reduce-scatter chunk reaches rank 0
   spy.subscribe(`dalle.${runId}.${groupId}.rs.*.0`, {
     callback: (_e, m) => {
       if (!killedAt && m.headers?.get('dalle-meta').split(' ')[1] === '2') {
@@ -78,9 +78,14 @@ test('peer-lost: a rank killed with SIGKILL mid-all-reduce makes every other ran
         joinGroup({ nc, runId, groupId, rank, worldSize: W, timeoutMs, retryMs: 250, joinTimeoutMs: 60_000 }),
       ),
     );
+    // The survivors start only once the victim has been killed after sending its first chunk: it is then
+    // mid-operation for certain (it waits for their chunks). Were they to start at once, the ranks can
+    // finish an 8 MB all-reduce over the data plane before this nats.js spy has read the first chunk.
+    const deadline = performance.now() + 60_000;
+    while (!killedAt && performance.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+    assert.ok(killedAt > 0, 'the victim was killed');
     const res = await Promise.allSettled(groups.map((g, r) => g.allReduce(inputs[r]!, { step: 7 })));
     const failedAt = performance.now();
-    assert.ok(killedAt > 0, 'the victim was killed');
     const reasons: string[] = [];
     for (const r of res) {
       const e = lost(r);
