@@ -30,15 +30,20 @@ export function withLiveProgress(p: RunProgress, live: Record<string, unknown> |
   };
 }
 
-/** The run's progress (undefined when the workflow does not answer: not started, or no worker yet). */
+/** How long a progress query may wait. A query is answered by a worker (a closed run's by replaying its
+ *  history): with none polling, the server holds it until the RPC's own deadline, which made `dalle status`
+ *  of a finished run take ~35 s when no worker was up. */
+const QUERY_DEADLINE_MS = 4000;
+
+/** The run's progress (undefined when the workflow does not answer in time: not started, or no worker). */
 export async function runProgress(
   client: Client,
   checkpoints: CheckpointStore | undefined,
   runId: string,
 ): Promise<RunProgress | undefined> {
-  const p = await client.workflow
-    .getHandle(runId)
-    .query(progressQuery)
+  const handle = client.workflow.getHandle(runId);
+  const p = await client
+    .withDeadline(Date.now() + QUERY_DEADLINE_MS, () => handle.query(progressQuery))
     .catch(() => undefined);
   if (!p) return undefined;
   return withLiveProgress(p, await checkpoints?.progress(runId));
