@@ -1,7 +1,7 @@
 // The batch of (step, rank, W) for each stage. Both are pure functions of the run spec and the step (the
 // data cursor), so a relaunched segment sees exactly the batches the lost one saw.
 import type { RunSpec } from '../config/index.ts';
-import { loadBatch, rankSlice, type Batch, type Tokenizer } from '../data/index.ts';
+import { loadBatch, rankSlice, type Batch, type Dataset, type Tokenizer } from '../data/index.ts';
 import { mixSeed, rngFor } from '../random/index.ts';
 import type { DvaeBatch, RerankBatch, TransformerBatch } from '../model/index.ts';
 import type { CheckpointStore } from '../store/index.ts';
@@ -68,34 +68,7 @@ export async function stageBatches(
     };
   }
   const enc = await encodedData(checkpoints, runId);
-  if (stage === 'rerank') {
-    const { textLen, bpeDropout } = spec.transformer;
-    const seed = spec.train.seed;
-    return {
-      async batch(step, rank, worldSize): Promise<RerankBatch> {
-        // The reranker must tell left from right: the transformer's pipeline (no flip), not the dVAE's.
-        const b = await loadBatch(ds, { ...common, step, rank, worldSize, pipeline: 'transformer' });
-        const text = new Int32Array(b.n * textLen);
-        for (let j = 0; j < b.n; j++) {
-          const t = enc.tokenizer.encode(b.captions[j]!, textLen, {
-            dropout: bpeDropout,
-            seed: mixSeed(seed, 'rerank-bpe', b.positions[j]!),
-          });
-          text.set(t.ids, j * textLen);
-        }
-        return { images: b.images, text, n: b.n };
-      },
-      slice(batch, from, to): RerankBatch {
-        const b = batch as RerankBatch;
-        const pixels = spec.dvae.resolution * spec.dvae.resolution * 3;
-        return {
-          images: b.images.subarray(from * pixels, to * pixels),
-          text: b.text.subarray(from * textLen, to * textLen),
-          n: to - from,
-        };
-      },
-    };
-  }
+  if (stage === 'rerank') return rerankBatches(spec, ds, enc.tokenizer);
   return {
     async batch(step, rank, worldSize): Promise<TransformerBatch> {
       // Images are not needed (their tokens are precomputed); captions and indices come from the same
@@ -136,4 +109,40 @@ export function transformerBatch(
     );
   }
   return { text, image, n: b.n };
+}
+
+/** The reranker's pairs of (step, rank, W): the transformer's preprocessing and the run's tokenizer with BPE
+ *  dropout keyed by stream position. Exported for `dalle bench rerank`, which trains on exactly these. */
+export function rerankBatches(
+  spec: RunSpec,
+  ds: Dataset,
+  tokenizer: Pick<Tokenizer, 'encode'>,
+): StageBatchSource {
+  const { textLen, bpeDropout } = spec.transformer;
+  const seed = spec.train.seed;
+  const common = { seed, globalBatch: stageBatchSize(spec, 'rerank'), resolution: spec.dvae.resolution };
+  return {
+    async batch(step, rank, worldSize): Promise<RerankBatch> {
+      // The reranker must tell left from right: the transformer's pipeline (no flip), not the dVAE's.
+      const b = await loadBatch(ds, { ...common, step, rank, worldSize, pipeline: 'transformer' });
+      const text = new Int32Array(b.n * textLen);
+      for (let j = 0; j < b.n; j++) {
+        const t = tokenizer.encode(b.captions[j]!, textLen, {
+          dropout: bpeDropout,
+          seed: mixSeed(seed, 'rerank-bpe', b.positions[j]!),
+        });
+        text.set(t.ids, j * textLen);
+      }
+      return { images: b.images, text, n: b.n };
+    },
+    slice(batch, from, to): RerankBatch {
+      const b = batch as RerankBatch;
+      const pixels = spec.dvae.resolution * spec.dvae.resolution * 3;
+      return {
+        images: b.images.subarray(from * pixels, to * pixels),
+        text: b.text.subarray(from * textLen, to * textLen),
+        n: to - from,
+      };
+    },
+  };
 }

@@ -1,13 +1,19 @@
 // A rank's heartbeat that keeps flowing while its process is busy. One training step of a large model on
 // CPU can keep the activity's thread busy for minutes, and every heartbeat sent from that thread waits.
-// Temporal then gives up on a healthy rank twice over: the server times the activity out, and the worker's
-// core, which keeps a local heartbeat timer per activity, cancels it with reason TIMED_OUT.
+// Temporal then gives up on a healthy rank twice over:
+// - the server times the activity out: `ctx.heartbeat` only queues details for the worker's core (Rust),
+//   which sends them at most every 0.8 × heartbeatTimeout; a blocked thread queues nothing;
+// - the core keeps its own timer per activity (heartbeatTimeout plus a small buffer), reset only by the
+//   context's heartbeats. When it fires, the core cancels the activity with reason TIMED_OUT, marks it
+//   "not found" and drops whatever outcome the activity reports later. The server, no longer heartbeated
+//   once the activity returned, then times it out: a segment that trained to its end counts as failed.
 //
 // So a worker thread with its own Temporal client heartbeats the activity by its task token (the server
 // sees a live activity), and `signal` (use it instead of the context's cancellation signal) ignores a
-// local TIMED_OUT when a heartbeat from the thread, sent at that moment, shows the server still has it. The core drops the outcome of an
-// activity it timed out locally, so `settle` then reports the outcome to the server by task token. The thread vouches for the main thread
-// only while it shows signs of life within `stallMs`: a process that is really hung still times out. A
+// local TIMED_OUT when a heartbeat from the thread, sent at that moment, shows the server still has it;
+// `settle` then reports the outcome to the server by task token, since the core will not. Both halves are
+// needed (test/abuse-durability.test.ts fails without either). The thread vouches for the main thread only
+// while it shows signs of life within `stallMs`: a process that is really hung still times out. A
 // cancellation the workflow asks for reaches the thread in its heartbeat's answer and aborts `signal`.
 //
 // The thread runs plain CommonJS from a string (no TypeScript loader needed in it, before or after a build).

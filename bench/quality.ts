@@ -38,6 +38,7 @@ import {
 } from '../model/index.ts';
 import { command, parseCommand, readers } from '../services/cli/args.ts';
 import { localGroups } from './lib/local-groups.ts';
+import { parseSets } from './lib/overrides.ts';
 
 export const cli = command({
   name: 'bench quality',
@@ -96,31 +97,10 @@ interface Options {
   dvaeFrom?: string;
 }
 
-function setPath(o: Record<string, unknown>, path: string, value: unknown): void {
-  const keys = path.split('.');
-  let at = o;
-  for (const k of keys.slice(0, -1)) {
-    if (typeof at[k] !== 'object' || at[k] === null) at[k] = {};
-    at = at[k] as Record<string, unknown>;
-  }
-  at[keys.at(-1)!] = value;
-}
-
 function options(argv: string[]): Options {
   const { values } = parseCommand(argv, cli);
   const read = readers(cli);
-  const overrides: Record<string, unknown> = {};
-  for (const kv of values.set ?? []) {
-    const eq = kv.indexOf('=');
-    if (eq < 1) throw read.error(`--set expects path=value, got '${kv}'`);
-    let value: unknown = kv.slice(eq + 1);
-    try {
-      value = JSON.parse(value as string);
-    } catch {
-      // a plain string
-    }
-    setPath(overrides, kv.slice(0, eq), value);
-  }
+  const overrides = parseSets(values.set ?? [], (m) => read.error(m));
   const shapesPresets = PresetName.options.filter(
     (p) => (presets[p].dataset as { kind: string }).kind === 'shapes',
   );

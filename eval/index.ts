@@ -12,3 +12,4 @@ export * from './sample-accuracy.ts';
 export * from './validation.ts';
 export * from './quality-probe.ts';
 export * from './quality-line.ts';
+export * from './reranker-attributes.ts';

@@ -7,7 +7,8 @@
 // verdict does not change when the dVAE is retrained.
 //
 // Image encoder: x/127.5 − 1 → S stages of [3×3 conv + ReLU → 2×2 max-pool] (widths w, 2w, 4w, …) → the
-//   last feature map flattened (position and size survive; a global pool would drop them) → linear → L2.
+//   last feature map flattened (position and size survive; a global pool would drop them) → linear, plus a
+//   colour head: per-pixel ReLU detectors of RGB, each max-pooled over the whole image → linear; → L2.
 // Text encoder: token + position embeddings → `textLayers` pre-LN blocks (self-attention over the
 //   caption's tokens, padding masked out; GELU MLP) → LN → mean over the caption's tokens → linear → L2.
 //   With no blocks the text embedding is a projected bag of words: additive in the words, so a colour and
@@ -113,7 +114,7 @@ export function rerankerDims(
   };
 }
 
-/** Hidden width of the colour head (6 statistics in). */
+/** Colour detectors of the colour head (per-pixel RGB in, each max-pooled over the image). */
 const COLOR_HIDDEN = 32;
 
 /** Every parameter in a fixed order (the order of grads, checkpoints and published arrays). */
@@ -132,7 +133,7 @@ export function rerankerParamSpecs(D: RerankerDims): ParamSpec[] {
   });
   specs.push(
     { name: 'image.proj.w', shape: [D.features, D.embedDim], kind: 'matrix' },
-    { name: 'image.color.fc.w', shape: [6, COLOR_HIDDEN], kind: 'matrix' },
+    { name: 'image.color.fc.w', shape: [3, COLOR_HIDDEN], kind: 'matrix' },
     { name: 'image.color.fc.b', shape: [COLOR_HIDDEN], kind: 'bias' },
     { name: 'image.color.proj.w', shape: [COLOR_HIDDEN, D.embedDim], kind: 'matrix' },
     { name: 'text.embed', shape: [D.textVocab, W], kind: 'embedding' },
@@ -178,6 +179,7 @@ export function initRerankerParams(cfg: RerankConfig, D: RerankerDims, seed: num
     if (s.kind === 'bias') return new Float32Array(n);
     let std = 0.02;
     if (s.name.startsWith('image.conv')) std = Math.sqrt(2 / (9 * s.shape[2]!));
+    else if (s.name === 'image.color.fc.w') std = Math.sqrt(2 / s.shape[0]!);
     else if (s.name.endsWith('proj.w') && !s.name.includes('.layer')) std = 1 / Math.sqrt(s.shape[0]!);
     else if (s.name.endsWith('.proj.w')) std = residualStd;
     const z = normals({ seed: key, stream: RngStream.init, step: i, rank: 0 }, n);
@@ -285,6 +287,7 @@ export class Reranker {
   embedImages(images: tf.Tensor4D): tf.Tensor2D {
     return tf.tidy(() => {
       const n = images.shape[0];
+      const R = this.dims.resolution;
       const raw = images.toFloat();
       const { mean, variance } = tf.moments(raw, [1, 2], true); // [n, 1, 1, 3]: per image and channel
       const std = variance.add(1).sqrt();
@@ -304,11 +307,17 @@ export class Reranker {
         x = tf.maxPool(x, 2, 2, 'valid'); // [n, side/2, side/2, w_s]
       });
       const flat = x.reshape([n, this.dims.features]) as tf.Tensor2D;
-      const stats = tf.concat([mean.div(127.5).sub(1), std.div(127.5)], 3).reshape([n, 6]) as tf.Tensor2D;
-      const hidden = tf.relu(
-        tf.matMul(stats, this.w('image.color.fc.w') as tf.Tensor2D).add(this.w('image.color.fc.b')),
-      );
-      const color = tf.matMul(hidden as tf.Tensor2D, this.w('image.color.proj.w') as tf.Tensor2D);
+      // Colour: each detector (a ReLU of the pixel's RGB) at its strongest anywhere in the image, so a
+      // colour reads the same at every size, position and shape.
+      const pixels = raw
+        .div(127.5)
+        .sub(1)
+        .reshape([n * R * R, 3]) as tf.Tensor2D;
+      const detectors = tf
+        .relu(tf.matMul(pixels, this.w('image.color.fc.w') as tf.Tensor2D).add(this.w('image.color.fc.b')))
+        .reshape([n, R * R, COLOR_HIDDEN])
+        .max(1) as tf.Tensor2D;
+      const color = tf.matMul(detectors, this.w('image.color.proj.w') as tf.Tensor2D);
       return l2Normalize(tf.matMul(flat, this.w('image.proj.w') as tf.Tensor2D).add(color));
     });
   }

@@ -2,16 +2,20 @@
 // within hosts (reduce-scatter, a shard of AdamW per rank, all-gather) it trains like the flat layout when
 // nothing is compressed; with PowerSGD between hosts each rank holds about half the optimizer and
 // error-buffer state; and a checkpoint of 2 hosts resumes on the 1 host that is left (error buffers
-// re-sharded to the hosts' mean, optimizer shards loaded as saved).
+// re-sharded to the hosts' mean, optimizer shards loaded as saved). The reranker, whose ranks also exchange
+// their pair embeddings, trains there like on 4 flat ranks and publishes EMA weights from its shards.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { resolveSpec } from '../config/index.ts';
+import { openDataset, trainTokenizer } from '../data/index.ts';
 import { initTfBackend, transformerParamSpecs } from '../model/index.ts';
 import { openStores } from '../store/index.ts';
 import { saveCheckpoint } from '../activities/checkpoint-commit.ts';
+import { rerankBatches } from '../activities/batches.ts';
+import { emaParams } from '../activities/ema-params.ts';
 import type { ShardedRuntime } from '../activities/sharded-runtime.ts';
 import { planLayout } from '../activities/layout-plan.ts';
 import { closeRanks, openRanks, trainRanks } from '../bench/lib/in-process-ranks.ts';
@@ -127,6 +131,48 @@ test('sharding: with PowerSGD between hosts a rank holds half the state, and a l
     } finally {
       await closeRanks(one);
     }
+  } finally {
+    await closeRanks(flat);
+    await closeRanks(two);
+  }
+});
+
+test('sharding: the reranker on 2 hosts × 2 ranks trains like 4 flat ranks and publishes from its shards', async () => {
+  const spec = resolveSpec({ preset: 'tiny', powersgd: { enabled: false }, train: { worldSize: 4 } });
+  const ds = await openDataset(spec.dataset);
+  const source = rerankBatches(spec, ds, await trainTokenizer(ds, spec.transformer.vocabSize));
+  const checkpoints = await store();
+  const runId = uniqueId('rerank-sh');
+  const flat = await openRanks({ url: NATS_URL, spec, checkpoints, runId: uniqueId('rerank-flat'), source });
+  const two = await openRanks({
+    url: NATS_URL,
+    spec,
+    hostIds: ['a', 'b', 'a', 'b'],
+    checkpoints,
+    runId,
+    source,
+  });
+  try {
+    const lf = await trainRanks(flat, spec, 0, 4);
+    const ls = await trainRanks(two, spec, 0, 4);
+    lf.forEach((l, i) =>
+      assert.ok(Math.abs(l.loss - ls[i]!.loss) < 1e-5 * l.loss, `step ${i}: ${l.loss} vs ${ls[i]!.loss}`),
+    );
+    assert.ok(ls.at(-1)!.loss < ls[0]!.loss, 'it learns');
+    const params = two.trainers.map((t) => t.exportParams('params'));
+    for (const p of params.slice(1))
+      assert.equal(maxAbs(params[0]!, p), 0, 'every rank gathers the same bits');
+    const diff = maxAbs(flat.trainers[0]!.exportParams('params'), params[0]!);
+    assert.ok(diff < 1e-5, `parameters differ by ${diff}`);
+
+    const facts = { step: 4, loss: 1, losses: [1, 1, 1, 1], backend: 'wasm', resizeTo: 0 };
+    await Promise.all(
+      two.groups.map((g, r) => saveCheckpoint(checkpoints, two.inputs[r]!, two.runtimes[r]!, g, facts)),
+    );
+    const m = (await checkpoints.manifestAt(runId, 'rerank', 4))!;
+    const ema = await emaParams(checkpoints, m, 'rerank', spec);
+    const emaDiff = maxAbs(flat.trainers[0]!.exportParams('ema'), ema);
+    assert.ok(emaDiff < 1e-5, `EMA weights from the shards differ from the flat ranks' by ${emaDiff}`);
   } finally {
     await closeRanks(flat);
     await closeRanks(two);

@@ -1,4 +1,4 @@
-// W transformer ranks in one process, each with its own NATS connection to a real server, laid out flat or
+// W transformer (or reranker) ranks in one process, each with its own NATS connection to a real server, laid out flat or
 // sharded within hosts (the runtimes the workers use: activities/rank-runtime.ts, sharded-runtime.ts),
 // stepping on synthetic batches. For `dalle bench sharding` and the sharding tests: the layouts compared
 // on the same data, with no Temporal in between.
@@ -7,6 +7,9 @@ import { connect, type NatsConnection } from 'nats';
 import type { RunSpec } from '../../config/index.ts';
 import { joinGroup, PowerSgd, type Group } from '../../collective/index.ts';
 import { createTransformerTrainer, type Trainer, type TransformerBatch } from '../../model/index.ts';
+import type { StageBatchSource } from '../../activities/batches.ts';
+import { rankGradients } from '../../activities/rank-gradients.ts';
+import { createStageTrainer } from '../../activities/stage-trainer.ts';
 import type { CheckpointStore } from '../../store/index.ts';
 import type { TrainShardInput } from '../../contract/index.ts';
 import { FlatRuntime, type RankRuntime, type StepOutcome } from '../../activities/rank-runtime.ts';
@@ -15,9 +18,11 @@ import { openShardedRuntime } from '../../activities/sharded-runtime.ts';
 export interface InProcessRanks {
   ncs: NatsConnection[];
   groups: Group[];
-  trainers: Trainer<TransformerBatch>[];
+  trainers: Trainer<any>[];
   runtimes: RankRuntime[];
   inputs: TrainShardInput[];
+  /** The stage's batches (the reranker's: its ranks exchange embeddings through `rankGradients`). */
+  source?: StageBatchSource;
 }
 
 /** A learnable synthetic batch of rank r at `step`: random captions, image tokens a function of them. */
@@ -35,7 +40,8 @@ export function syntheticBatch(spec: RunSpec, step: number, rank: number, n = 2)
 }
 
 /** Opens W ranks (W = hostIds.length, or 4 flat when hostIds is undefined), resuming from checkpoint
- *  `fromStep` of `runId` when given. */
+ *  `fromStep` of `runId` when given. Transformer ranks step on `syntheticBatch`; with `source` they are
+ *  reranker ranks (stage 3) that step on its batches. */
 export async function openRanks(o: {
   url: string;
   spec: RunSpec;
@@ -44,6 +50,7 @@ export async function openRanks(o: {
   checkpoints: CheckpointStore;
   runId: string;
   fromStep?: number;
+  source?: StageBatchSource;
 }): Promise<InProcessRanks> {
   const { spec, checkpoints, runId } = o;
   const W = o.hostIds?.length ?? o.worldSize ?? 4;
@@ -54,12 +61,17 @@ export async function openRanks(o: {
     joinGroup({ nc: ncs[rank]!, runId, groupId, rank, worldSize: W, timeoutMs: 20_000 });
   const groups = await Promise.all(ncs.map((_, r) => join(r)));
   const sharded = o.hostIds !== undefined;
-  const trainers = groups.map(() =>
-    createTransformerTrainer(spec.transformer, spec.dvae, spec.train.seed, W, { optimizer: !sharded }),
+  const stage = o.source ? ('rerank' as const) : ('transformer' as const);
+  const trainers = await Promise.all(
+    groups.map(() =>
+      stage === 'rerank'
+        ? createStageTrainer(stage, spec, W, { optimizer: !sharded })
+        : createTransformerTrainer(spec.transformer, spec.dvae, spec.train.seed, W, { optimizer: !sharded }),
+    ),
   );
   const inputs = groups.map((_, rank) => ({
     runId,
-    stage: 'transformer' as const,
+    stage,
     spec,
     rank,
     worldSize: W,
@@ -68,7 +80,7 @@ export async function openRanks(o: {
     toStep: Number.MAX_SAFE_INTEGER,
     progressWorkflowId: 'none',
   }));
-  const manifest = fromStep ? await checkpoints.manifestAt(runId, 'transformer', fromStep) : undefined;
+  const manifest = fromStep ? await checkpoints.manifestAt(runId, stage, fromStep) : undefined;
   if (manifest) for (const t of trainers) t.loadState(await checkpoints.loadPart(manifest, 'params'));
   const seed = spec.train.seed;
   const runtimes = await Promise.all(
@@ -90,7 +102,7 @@ export async function openRanks(o: {
           ),
     ),
   );
-  return { ncs, groups, trainers, runtimes, inputs };
+  return { ncs, groups, trainers, runtimes, inputs, source: o.source };
 }
 
 export interface StepRecord {
@@ -113,7 +125,9 @@ export async function trainRanks(
     const t0 = performance.now();
     const ranks = await Promise.all(
       c.groups.map(async (g, r) => {
-        const grads = c.trainers[r]!.computeGradients(batchOf(step, r), step, r);
+        const grads = c.source
+          ? await rankGradients(c.trainers[r]!, c.source, spec, step, r, c.groups.length, g)
+          : c.trainers[r]!.computeGradients(batchOf(step, r), step, r);
         const outcome = await c.runtimes[r]!.step(grads.grads, step, grads.loss);
         return { loss: outcome.loss, outcome };
       }),

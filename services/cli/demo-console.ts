@@ -1,23 +1,14 @@
 // The demo's web console: `dalle console` as a child process (so the demo's own model work never stalls
 // it), its URL read from its first line, and a wait for Ctrl-C that keeps the console and the sampler up
 // once the demo is done.
-import { spawn, type ChildProcess } from 'node:child_process';
-import { createWriteStream } from 'node:fs';
-import { fileURLToPath } from 'node:url';
-
-const CLI = fileURLToPath(new URL('../../bin/dalle.js', import.meta.url));
+import type { ChildProcess } from 'node:child_process';
+import { spawnLogged } from './demo-processes.ts';
 
 /** Starts `dalle console`; resolves with its URL (token included), or with the reason it did not start. */
 export function startConsoleChild(
   logFile: string,
 ): Promise<{ child: ChildProcess; url: string } | { error: string }> {
-  const child = spawn(process.execPath, [CLI, 'console'], {
-    stdio: ['ignore', 'pipe', 'pipe'],
-    env: process.env,
-  });
-  const log = createWriteStream(logFile, { flags: 'a' });
-  child.stdout!.pipe(log);
-  child.stderr!.pipe(log);
+  const child = spawnLogged(['console'], logFile);
   let out = '';
   return new Promise((resolve) => {
     const timer = setTimeout(() => resolve({ error: `no URL within 60 s (see ${logFile})` }), 60_000);

@@ -2,20 +2,20 @@
 // `shapes` preset trained as a real trainDalle workflow (W = 2, PowerSGD on), one worker SIGKILLed mid-run
 // to show the resume, the model published, the gRPC sampler started, Generate called for held-out prompts,
 // the zero-shot evaluation run, and a report written to $DALLE_HOME/demo/. Stops what it started.
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { closeSync, createWriteStream, mkdirSync, openSync, writeFileSync } from 'node:fs';
-import { cpus } from 'node:os';
+import { spawnSync } from 'node:child_process';
+import { closeSync, mkdirSync, openSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import type { Client, WorkflowHandle } from '@temporalio/client';
 import { resolveSpec, type RunSpec } from '../../config/index.ts';
 import { HELD_OUT_COMPOSITIONS, TRAIN_COMPOSITIONS } from '../../data/shapes.ts';
-import { check, down, serviceEnv, up } from '../../infra/services.ts';
+import { check, down, serviceEnv, up, type ServiceEnv } from '../../infra/services.ts';
 import { connectNats, redactUrl } from '../../security/nats.ts';
-import { openStores } from '../../store/index.ts';
+import { openStores, type ModelStore } from '../../store/index.ts';
 import {
   TASK_QUEUE,
   WORKFLOW_TYPE,
-  type QualityPoint,
+  type PublishResult,
   type TrainDalleWorkflow,
 } from '../../contract/index.ts';
 import { createSamplerClient, generate } from '../sampler/index.ts';
@@ -27,17 +27,17 @@ import {
   evaluateShapes,
   formatEvalTable,
   grpcGenerator,
-  summary,
+  type CurvePoint,
+  type EvalReport,
 } from '../../eval/index.ts';
 import { temporalClient } from './temporal.ts';
-import { progressLine } from './train.ts';
-import { demoCurves, demoCurvesSection } from './demo-curves.ts';
-import { runProgress } from './run-progress.ts';
-import { lossCurvesSvg, labelledGridPng, qualityCurvesSvg, type LossPoint } from './demo-render.ts';
+import { demoCurves } from './demo-curves.ts';
+import { labelledGridPng } from './demo-render.ts';
 import { startConsoleChild, untilInterrupted } from './demo-console.ts';
-import { qualityLine } from '../../eval/quality-line.ts';
+import { DemoProcesses } from './demo-processes.ts';
+import { writeDemoReport } from './demo-report.ts';
+import { watchTraining } from './demo-watch.ts';
 
-const CLI = fileURLToPath(new URL('../../bin/dalle.js', import.meta.url));
 const NATIVE_INSTALLER = fileURLToPath(new URL('../../infra/native/install-tfjs-node.sh', import.meta.url));
 /** Minutes the shapes preset's step counts took end to end on this 2-core machine (57 at load 20–30). */
 const BASE_MINUTES = 55;
@@ -64,36 +64,6 @@ export function demoSpec(minutes: number): RunSpec {
   });
 }
 
-function spawnLogged(args: string[], logFile: string): ChildProcess {
-  const child = spawn(process.execPath, [CLI, ...args], {
-    stdio: ['ignore', 'pipe', 'pipe'],
-    env: process.env,
-  });
-  const out = createWriteStream(logFile, { flags: 'a' });
-  child.stdout!.pipe(out);
-  child.stderr!.pipe(out);
-  return child;
-}
-
-function stop(child: ChildProcess, signal: NodeJS.Signals = 'SIGTERM'): Promise<void> {
-  return new Promise((res) => {
-    if (child.exitCode !== null || child.signalCode !== null) return res();
-    const t = setTimeout(() => child.kill('SIGKILL'), 30_000);
-    child.once('exit', () => {
-      clearTimeout(t);
-      res();
-    });
-    child.kill(signal);
-  });
-}
-
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-
-const perMinute = (steps: number, seconds: number | null) => (seconds ? (60 * steps) / seconds : null);
-const exposedShare = (r: { stepMs?: number; exposedCommMs?: number }) =>
-  r.stepMs ? (r.exposedCommMs ?? 0) / r.stepMs : null;
-const pctOrDash = (x: number | null) => (x === null ? '–' : `${(100 * x).toFixed(1)} %`);
-
 export const cli = command({
   name: 'demo',
   summary: commands.demo.summary,
@@ -114,340 +84,266 @@ export const cli = command({
   notes: ['Writes $DALLE_HOME/demo/: grid.png, loss.svg, report.md, report.json and every process log.'],
 });
 
-export async function run(argv: string[]): Promise<number> {
+interface DemoOptions {
+  minutes: number;
+  evalN: number;
+  kill: boolean;
+  native: boolean;
+  console: boolean;
+}
+
+function demoOptions(argv: string[]): DemoOptions {
   const { values } = parseCommand(argv, cli);
   const read = readers(cli);
-  const minutes =
-    read.num('minutes', values.minutes, (m) => m > 0 && m <= 24 * 60, 'a number of minutes in (0, 1440]') ??
-    BASE_MINUTES;
-  const evalN = read.int('eval-n', values['eval-n'], 1) ?? 54;
+  return {
+    minutes:
+      read.num('minutes', values.minutes, (m) => m > 0 && m <= 24 * 60, 'a number of minutes in (0, 1440]') ??
+      BASE_MINUTES,
+    evalN: read.int('eval-n', values['eval-n'], 1) ?? 54,
+    kill: !values['no-kill'],
+    native: !values['no-native'],
+    console: !values['no-console'],
+  };
+}
 
+/** What every step of the demo shares. */
+interface Demo {
+  /** When the demo started (ms since the epoch). */
+  t0: number;
+  /** Prints a line stamped with the seconds since t0. */
+  say: (line: string) => void;
+  env: ServiceEnv;
+  /** $DALLE_HOME/demo: logs, samples and the report. */
+  outDir: string;
+  spec: RunSpec;
+  runId: string;
+}
+
+function newDemo(minutes: number): Demo {
   const t0 = Date.now();
   const say = (s: string) => console.log(`[demo ${((Date.now() - t0) / 1000).toFixed(0).padStart(4)}s] ${s}`);
   const env = serviceEnv();
   const outDir = join(env.home, 'demo');
   mkdirSync(join(outDir, 'samples'), { recursive: true });
-  const spec = demoSpec(minutes);
   const runId = `demo-${new Date().toISOString().replace(/[-:T]/g, '').slice(0, 14)}`;
+  return { t0, say, env, outDir, spec: demoSpec(minutes), runId };
+}
 
-  // 0. The native TensorFlow backend (about 20× wasm here) when it can be built from the registries;
-  //    optional: a failure leaves the workers on wasm. `npm install` prunes it, so it is (re)linked here.
-  let backend = process.env.DALLE_BACKEND || 'wasm';
-  if (!values['no-native'] && !process.env.DALLE_BACKEND) {
-    const logFile = join(outDir, 'native-install.log');
-    say(
-      `installing the optional native TensorFlow backend (infra/native/install-tfjs-node.sh), log ${logFile}`,
-    );
-    const fd = openSync(logFile, 'a');
-    const r = spawnSync('bash', [NATIVE_INSTALLER, '--variant', 'cpu'], {
-      stdio: ['ignore', fd, fd],
-      timeout: 15 * 60_000,
-    });
-    closeSync(fd);
-    if (r.status === 0) backend = 'tensorflow';
-    say(
-      r.status === 0
-        ? 'native backend ready: workers train on tfjs-node'
-        : `native backend unavailable (exit ${r.status ?? r.signal}); workers train on wasm`,
-    );
-  }
-
-  // 1. Services: start what is not running; remember what we started so we stop only that.
-  const before = await check(env);
-  say(`services: Temporal ${env.temporalAddress}, NATS ${redactUrl(env.natsUrl)}, state ${env.home}`);
-  await up(env);
-  const weStarted = before.filter((s) => !s.healthy).length > 0;
-
-  const children: ChildProcess[] = [];
-  const workers: ChildProcess[] = [];
-  // The workers share this host's cores: each gets its share of native threads, so W processes never
-  // run more kernel threads than there are cores.
-  const threads = Math.max(1, Math.floor(cpus().length / spec.train.worldSize));
-  const startWorker = (i: number) => {
-    const w = spawnLogged(['worker', '--threads', String(threads)], join(outDir, `worker-${i}.log`));
-    children.push(w);
-    workers[i] = w;
-    say(
-      `worker ${i} started (pid ${w.pid}, ${threads} native thread(s)), log ${join(outDir, `worker-${i}.log`)}`,
-    );
-  };
+/** The steps, in order: backend, services, workers (and console), train, sample, evaluate, report. */
+export async function run(argv: string[]): Promise<number> {
+  const opts = demoOptions(argv);
+  const demo = newDemo(opts.minutes);
+  const { say, env, outDir, spec } = demo;
+  const backend = chooseBackend(demo, opts.native);
+  const weStarted = await startServices(demo);
+  const processes = new DemoProcesses(outDir, spec.train.worldSize, say);
   const { client, close: closeTemporal } = await temporalClient();
   const nc = await connectNats({ name: 'dalle-demo' });
   const { checkpoints, models } = await openStores({ nc });
   try {
-    for (let i = 0; i < spec.train.worldSize; i++) startWorker(i);
-    const web = values['no-console'] ? undefined : await startConsoleChild(join(outDir, 'console.log'));
-    if (web && 'child' in web) children.push(web.child);
-    if (web) say('url' in web ? `>>> web console: ${web.url}` : `web console not started: ${web.error}`);
-
-    // 2. Train: a real trainDalle workflow.
-    const handle = await client.workflow.start<TrainDalleWorkflow>(WORKFLOW_TYPE.trainDalle, {
-      taskQueue: TASK_QUEUE,
-      workflowId: runId,
-      args: [{ runId, spec }],
+    for (let i = 0; i < spec.train.worldSize; i++) processes.startWorker(i);
+    const web = opts.console ? await startConsole(demo, processes) : undefined;
+    const handle = await startRun(demo, client);
+    const offInterrupt = endRunOnInterrupt(demo, handle, processes, weStarted);
+    const training = await watchTraining({
+      client,
+      checkpoints,
+      handle,
+      runId: demo.runId,
+      spec,
+      processes,
+      killWorker: opts.kill,
+      say,
     });
-    // Ctrl-C ends the run too: a workflow left running would keep scheduling ranks onto the next demo's workers.
-    const interrupted = async () => {
-      say('interrupted: terminating the run and stopping what the demo started');
-      await handle.terminate('dalle demo interrupted').catch(() => undefined);
-      await Promise.all(children.map((c) => stop(c)));
-      if (weStarted) await down(env);
-      process.exit(130);
-    };
-    process.once('SIGINT', interrupted);
-    process.once('SIGTERM', interrupted);
-    say(
-      `run ${runId}: dVAE ${spec.dvae.steps} steps, then transformer ${spec.transformer.steps} steps, W=${spec.train.worldSize}, PowerSGD rank ${spec.powersgd.rank}, batch ${spec.train.batchSize}, checkpoint every ${spec.train.checkpointEvery}`,
-    );
-    const losses: LossPoint[] = [];
-    let quality: QualityPoint[] = [];
-    const stageStart: Record<string, number> = {};
-    const stageEnd: Record<string, number> = {};
-    let kill: { atStep: number; checkpointStep: number; at: number; resumedAfterMs?: number } | undefined;
-    let lastLine = 0;
-    let done = false;
-    const resultP = handle.result().finally(() => void (done = true));
-    let lastStage = '';
-    while (!done) {
-      await sleep(1000);
-      const p = await runProgress(client, checkpoints, runId);
-      if (!p) continue;
-      for (const q of p.quality ?? [])
-        if (!quality.some((x) => x.at === q.at)) say(`quality: ${qualityLine(q)}`);
-      if (p.quality?.length) quality = p.quality;
-      if (p.stage !== lastStage) {
-        if (lastStage) stageEnd[lastStage] = Date.now();
-        stageStart[p.stage] = Date.now();
-        lastStage = p.stage;
-      }
-      if (
-        (p.stage === 'dvae' || p.stage === 'transformer') &&
-        p.loss !== null &&
-        losses.at(-1)?.step !== p.step
-      ) {
-        losses.push({ stage: p.stage, step: p.step, loss: p.loss });
-      }
-      if (Date.now() - lastLine > 5000) {
-        lastLine = Date.now();
-        say(progressLine(p));
-      }
-      // 3. Kill one worker mid-dVAE, once, to show that the run resumes from the last checkpoint.
-      //    Mid-segment and past a checkpoint, so the kill really interrupts ranks at work.
-      const inSegment = p.step % spec.train.segmentSteps;
-      const midSegment =
-        inSegment > 5 && inSegment < spec.train.segmentSteps - 5 && p.step > p.checkpointStep + 2;
-      if (
-        !values['no-kill'] &&
-        !kill &&
-        p.stage === 'dvae' &&
-        p.step >= spec.dvae.steps / 2 &&
-        p.checkpointStep > 0 &&
-        midSegment
-      ) {
-        const victim = workers[1]!;
-        say(
-          `>>> killing worker 1 (pid ${victim.pid}) with SIGKILL at dVAE step ${p.step}; last committed checkpoint: step ${p.checkpointStep}`,
-        );
-        kill = { atStep: p.step, checkpointStep: p.checkpointStep, at: Date.now() };
-        await stop(victim, 'SIGKILL');
-        startWorker(1);
-      }
-      if (kill && kill.resumedAfterMs === undefined && p.restarts > 0 && p.step > kill.checkpointStep) {
-        kill.resumedAfterMs = Date.now() - kill.at;
-        say(
-          `>>> resumed: restart counted, progress at step ${p.step} again from checkpoint ${kill.checkpointStep}, ${(kill.resumedAfterMs / 1000).toFixed(1)} s after the kill (lost ${kill.atStep - kill.checkpointStep} steps ≤ checkpointEvery ${spec.train.checkpointEvery})`,
-        );
-      }
-    }
-    const result = await resultP;
-    stageEnd[lastStage] = Date.now();
-    // The last checkpoint's measurement may have landed after the last poll.
-    const final = await runProgress(client, checkpoints, runId);
-    if (final?.quality?.length) quality = final.quality;
-    say(
-      `trained: dVAE loss ${result.dvae.loss.toFixed(4)}, transformer loss ${result.transformer.loss.toFixed(4)}, restarts ${result.restarts}; published ${result.model.name} v${result.model.version}`,
-    );
-
-    // 4. Serve: the gRPC sampler, then Generate for held-out (zero-shot) and seen prompts.
     const address = process.env.DALLE_SAMPLER_ADDRESS || '127.0.0.1:50051';
-    const sampler = spawnLogged(['sampler', '--address', address], join(outDir, 'sampler.log'));
-    children.push(sampler);
-    say(`sampler started (pid ${sampler.pid}) on ${address}, log ${join(outDir, 'sampler.log')}`);
-    const grpcClient = createSamplerClient(address);
-    const prompts = [
-      ...HELD_OUT_COMPOSITIONS.filter((c) => c.size === 'large' && c.position === 'center'),
-      ...TRAIN_COMPOSITIONS.filter((c) => c.size === 'large' && c.position === 'center').slice(0, 2),
-    ].map((c) => evalCaption(c, 0));
-    const rows: { prompt: string; pngs: Uint8Array[] }[] = [];
-    for (const prompt of prompts) {
-      for (let attempt = 0; ; attempt++) {
-        try {
-          const r = await generate(
-            grpcClient,
-            { prompt, numImages: 4, seed: 7n },
-            { deadline: Date.now() + 300_000, keepProgress: false },
-          );
-          const pngs = [...r.images].sort((a, b) => a.index - b.index).map((i) => i.png);
-          pngs.forEach((png, i) => writeFileSync(join(outDir, 'samples', `${rows.length}-${i}.png`), png));
-          rows.push({ prompt, pngs });
-          say(
-            `Generate "${prompt}": ${pngs.length} images, first after ${r.firstImageMs?.toFixed(0)} ms (model ${r.done.model?.name} v${r.done.model?.version})`,
-          );
-          break;
-        } catch (e) {
-          if (attempt > 60) throw e;
-          await sleep(1000); // the sampler is still loading the model
-        }
-      }
-    }
-    grpcClient.close();
-    const gridFile = join(outDir, 'grid.png');
-    writeFileSync(gridFile, await labelledGridPng(rows));
-
-    // 5. Evaluate: attributes judged from pixels, seen vs held-out vs random tokens.
-    say(
-      `evaluating ${evalN} prompts per group over gRPC (seen, held-out, random-token baseline) and dVAE reconstructions`,
+    processes.startSampler(address);
+    const samples = await sampleGrid(demo, address);
+    const { evaluation, table, curves } = await evaluateModel(
+      demo,
+      models,
+      training.result.model,
+      address,
+      opts.evalN,
     );
-    const { bundle } = await models.load(result.model.name, result.model.version);
-    const dvae = await bundleDvae(bundle);
-    const gen = await grpcGenerator(address, { concurrency: 4 });
-    let evalReport;
-    try {
-      evalReport = await evaluateShapes({
-        generate: gen.generate,
-        dvae,
-        n: evalN,
-        seed: 0,
-        log: (l) => say(`  ${l}`),
-      });
-    } finally {
-      gen.close();
-      dvae.dispose();
-    }
-    const table = formatEvalTable(evalReport);
-    console.log(table);
-    const curves = await demoCurves({ address, spec, n: Math.min(evalN, 36), log: (l) => say(`  ${l}`) });
-
-    // 6. Report.
-    const bytesRaw = result.dvae.bytesRaw + result.transformer.bytesRaw;
-    const bytesSent = result.dvae.bytesSent + result.transformer.bytesSent;
-    const secs = (s: string) =>
-      stageEnd[s] && stageStart[s] ? (stageEnd[s]! - stageStart[s]!) / 1000 : null;
-    const report = {
-      runId,
-      wallSeconds: (Date.now() - t0) / 1000,
+    writeDemoReport(outDir, {
+      runId: demo.runId,
+      t0: demo.t0,
+      minutes: opts.minutes,
       backend,
-      config: spec,
-      steps: { dvae: result.dvae.step, transformer: result.transformer.step },
-      secondsPerStage: {
-        dvae: secs('dvae'),
-        encode: secs('encode'),
-        transformer: secs('transformer'),
-        rerank: secs('rerank'),
-        publish: secs('publish'),
-      },
-      stepsPerMinute: {
-        dvae: perMinute(result.dvae.step, secs('dvae')),
-        transformer: perMinute(result.transformer.step, secs('transformer')),
-        rerank: result.rerank ? perMinute(result.rerank.step, secs('rerank')) : null,
-      },
-      /** Share of the ranks' step time spent waiting for the gradient exchange. */
-      exposedCommunication: {
-        dvae: exposedShare(result.dvae),
-        transformer: exposedShare(result.transformer),
-        rerank: result.rerank ? exposedShare(result.rerank) : null,
-      },
-      finalLoss: { dvae: result.dvae.loss, transformer: result.transformer.loss },
-      restarts: result.restarts,
-      kill: kill ?? null,
-      gradients: { bytesRaw, bytesSent, compressionRate: bytesRaw ? 1 - bytesSent / bytesRaw : 0 },
-      model: result.model,
-      samples: rows.map((r) => r.prompt),
-      evaluation: summary(evalReport),
-      quality,
-      samplingCurve: curves,
-    };
-    writeFileSync(join(outDir, 'report.json'), JSON.stringify(report, null, 2));
-    writeFileSync(join(outDir, 'loss.svg'), lossCurvesSvg(losses));
-    const mb = (b: number) => `${(b / 2 ** 20).toFixed(1)} MiB`;
-    writeFileSync(join(outDir, 'quality.svg'), qualityCurvesSvg(quality, t0));
-    const pct = (v: number) => `${(100 * v).toFixed(1)} %`;
-    const e = evalReport;
-    writeFileSync(
-      join(outDir, 'report.md'),
-      [
-        `# DALL-E demo run ${runId}`,
-        '',
-        '## Does the image follow the caption?',
-        '',
-        `Held-out compositions (colour–shape pairs that never appear in any training image or caption): **${pct(e.heldOut.accuracy.all)}** of plain samples right on all four attributes; seen compositions ${pct(e.seen.accuracy.all)}; random image tokens ${pct(e.random.accuracy.all)}; the dVAE's own reconstructions of the held-out images ${pct(e.reconstruction.accuracy.all)} (the ceiling); chance ${pct(e.chance.all)}. Temperature 1, no reranking, ${e.promptsPerGroup} prompts per group, judged from pixels.`,
-        '',
-        '```',
-        table,
-        '```',
-        '',
-        'Reference points measured on this machine class (2026-12-01): this demo before the quality work (dVAE 400 steps, transformer 300), held-out 1.9 % and seen 1.9 % right on all four; this recipe trained in one process (`dalle bench quality`, W = 1, no PowerSGD, 24 prompts per group), held-out 29 % and seen 54 % after 1,250 transformer steps, with held-out reconstructions 55 % right (colour, size and position 100 %, shape 55 %: shape is what limits both stages); dalle-pytorch 1.6.6 on the same shapes set, held-out never above 22 % and seen 80 % after 10–15 CPU-minutes.',
-        '',
-        'Quality at every checkpoint, against minutes since the demo started (EMA weights, the probe of `train.qualityExamples` / `train.qualitySamples`):',
-        '',
-        '![quality](quality.svg)',
-        '',
-        ...quality.map((q) => `- ${qualityLine(q)}`),
-        '',
-        ...demoCurvesSection(curves, spec),
-        '## Samples (held-out prompts first, then two seen ones)',
-        '',
-        '![grid](grid.png)',
-        '',
-        '## Training',
-        '',
-        `Preset \`shapes\` (${minutes}-minute budget), W = ${spec.train.worldSize}, PowerSGD rank ${spec.powersgd.rank}, tfjs backend ${backend}, wall time ${(report.wallSeconds / 60).toFixed(1)} min.`,
-        '',
-        '| stage | steps | seconds | steps/min | exposed communication | final loss |',
-        '| --- | --- | --- | --- | --- | --- |',
-        `| dVAE | ${result.dvae.step} | ${report.secondsPerStage.dvae?.toFixed(0)} | ${report.stepsPerMinute.dvae?.toFixed(1)} | ${pctOrDash(report.exposedCommunication.dvae)} | ${result.dvae.loss.toFixed(4)} |`,
-        `| encode dataset | | ${report.secondsPerStage.encode?.toFixed(0)} | | | |`,
-        `| transformer | ${result.transformer.step} | ${report.secondsPerStage.transformer?.toFixed(0)} | ${report.stepsPerMinute.transformer?.toFixed(1)} | ${pctOrDash(report.exposedCommunication.transformer)} | ${result.transformer.loss.toFixed(4)} |`,
-        ...(result.rerank
-          ? [
-              `| reranker | ${result.rerank.step} | ${report.secondsPerStage.rerank?.toFixed(0)} | ${report.stepsPerMinute.rerank?.toFixed(1)} | ${pctOrDash(report.exposedCommunication.rerank)} | ${result.rerank.loss.toFixed(4)} |`,
-            ]
-          : []),
-        '',
-        "Steps/min: the stage's steps over its wall time (restarts and checkpoints included). Exposed",
-        "communication: the share of the ranks' step time spent waiting for the gradient all-reduces.",
-        '',
-        `Restarts: ${result.restarts}${kill ? ` (worker 1 SIGKILLed at dVAE step ${kill.atStep}; resumed from checkpoint ${kill.checkpointStep} after ${((kill.resumedAfterMs ?? NaN) / 1000).toFixed(1)} s)` : ''}.`,
-        '',
-        `Gradient traffic: ${mb(bytesRaw)} raw, ${mb(bytesSent)} sent, compression rate ${(report.gradients.compressionRate * 100).toFixed(1)} %.`,
-        '',
-        `Model: ${result.model.name} v${result.model.version} (${result.model.bytes} bytes, sha256 ${result.model.sha256.slice(0, 16)}…).`,
-        '',
-        '![loss](loss.svg)',
-        '',
-      ].join('\n'),
-    );
+      spec,
+      training,
+      samples,
+      evaluation,
+      table,
+      curves,
+    });
+    const written = ['grid.png', 'quality.svg', 'loss.svg', 'report.md', 'report.json'];
+    say(`wrote ${written.map((f) => join(outDir, f)).join(', ')}`);
     say(
-      `wrote ${gridFile}, ${join(outDir, 'quality.svg')}, ${join(outDir, 'loss.svg')}, ${join(outDir, 'report.md')}, ${join(outDir, 'report.json')}`,
-    );
-    say(
-      `held-out (zero-shot) accuracy, all four attributes: ${(evalReport.heldOut.accuracy.all * 100).toFixed(1)} % (random tokens ${(evalReport.random.accuracy.all * 100).toFixed(1)} %)`,
+      `held-out (zero-shot) accuracy, all four attributes: ${(evaluation.heldOut.accuracy.all * 100).toFixed(1)} % (random tokens ${(evaluation.random.accuracy.all * 100).toFixed(1)} %)`,
     );
     if (web && 'url' in web) {
-      process.off('SIGINT', interrupted);
-      process.off('SIGTERM', interrupted);
+      offInterrupt();
       say(`>>> the web console stays up with the sampler: ${web.url} (Ctrl-C to stop everything)`);
       await untilInterrupted();
     }
     return 0;
   } finally {
-    await Promise.all(children.map((c) => stop(c)));
+    await processes.stopAll();
     await nc.close().catch(() => undefined);
     await closeTemporal();
     if (weStarted) {
       await down(env);
       say('stopped the services this demo started');
     }
-    say(`done in ${((Date.now() - t0) / 60_000).toFixed(1)} min; files in ${outDir}`);
+    say(`done in ${((Date.now() - demo.t0) / 60_000).toFixed(1)} min; files in ${outDir}`);
   }
+}
+
+/** The native TensorFlow backend (about 20× wasm here) when it can be built from the registries; optional:
+ *  a failure leaves the workers on wasm. `npm install` prunes it, so it is (re)linked here. A backend
+ *  forced by DALLE_BACKEND is left as it is. */
+function chooseBackend({ outDir, say }: Demo, native: boolean): string {
+  if (!native || process.env.DALLE_BACKEND) return process.env.DALLE_BACKEND || 'wasm';
+  const logFile = join(outDir, 'native-install.log');
+  say(
+    `installing the optional native TensorFlow backend (infra/native/install-tfjs-node.sh), log ${logFile}`,
+  );
+  const fd = openSync(logFile, 'a');
+  const r = spawnSync('bash', [NATIVE_INSTALLER, '--variant', 'cpu'], {
+    stdio: ['ignore', fd, fd],
+    timeout: 15 * 60_000,
+  });
+  closeSync(fd);
+  say(
+    r.status === 0
+      ? 'native backend ready: workers train on tfjs-node'
+      : `native backend unavailable (exit ${r.status ?? r.signal}); workers train on wasm`,
+  );
+  return r.status === 0 ? 'tensorflow' : 'wasm';
+}
+
+/** Starts the services that are not running; true when it started any (so the demo stops only those). */
+async function startServices({ env, say }: Demo): Promise<boolean> {
+  const before = await check(env);
+  say(`services: Temporal ${env.temporalAddress}, NATS ${redactUrl(env.natsUrl)}, state ${env.home}`);
+  await up(env);
+  return before.filter((s) => !s.healthy).length > 0;
+}
+
+async function startConsole({ outDir, say }: Demo, processes: DemoProcesses) {
+  const web = await startConsoleChild(join(outDir, 'console.log'));
+  if ('child' in web) processes.adopt(web.child);
+  say('url' in web ? `>>> web console: ${web.url}` : `web console not started: ${web.error}`);
+  return web;
+}
+
+/** The run: a real trainDalle workflow. */
+async function startRun({ runId, spec, say }: Demo, client: Client) {
+  const handle = await client.workflow.start<TrainDalleWorkflow>(WORKFLOW_TYPE.trainDalle, {
+    taskQueue: TASK_QUEUE,
+    workflowId: runId,
+    args: [{ runId, spec }],
+  });
+  say(
+    `run ${runId}: dVAE ${spec.dvae.steps} steps, then transformer ${spec.transformer.steps} steps, W=${spec.train.worldSize}, PowerSGD rank ${spec.powersgd.rank}, batch ${spec.train.batchSize}, checkpoint every ${spec.train.checkpointEvery}`,
+  );
+  return handle;
+}
+
+/** Ctrl-C ends the run too: a workflow left running would keep scheduling ranks onto the next demo's
+ *  workers. Returns what takes the handlers off again. */
+function endRunOnInterrupt(
+  { env, say }: Demo,
+  handle: WorkflowHandle<TrainDalleWorkflow>,
+  processes: DemoProcesses,
+  weStarted: boolean,
+): () => void {
+  const interrupted = async () => {
+    say('interrupted: terminating the run and stopping what the demo started');
+    await handle.terminate('dalle demo interrupted').catch(() => undefined);
+    await processes.stopAll();
+    if (weStarted) await down(env);
+    process.exit(130);
+  };
+  process.once('SIGINT', interrupted);
+  process.once('SIGTERM', interrupted);
+  return () => {
+    process.off('SIGINT', interrupted);
+    process.off('SIGTERM', interrupted);
+  };
+}
+
+/** Generate over gRPC for the held-out (zero-shot) prompts and two seen ones: samples/ and grid.png.
+ *  Returns the prompts in row order. */
+async function sampleGrid({ outDir, say }: Demo, address: string): Promise<string[]> {
+  const grpcClient = createSamplerClient(address);
+  const prompts = [
+    ...HELD_OUT_COMPOSITIONS.filter((c) => c.size === 'large' && c.position === 'center'),
+    ...TRAIN_COMPOSITIONS.filter((c) => c.size === 'large' && c.position === 'center').slice(0, 2),
+  ].map((c) => evalCaption(c, 0));
+  const rows: { prompt: string; pngs: Uint8Array[] }[] = [];
+  for (const prompt of prompts) {
+    const r = await untilSamplerReady(() =>
+      generate(
+        grpcClient,
+        { prompt, numImages: 4, seed: 7n },
+        { deadline: Date.now() + 300_000, keepProgress: false },
+      ),
+    );
+    const pngs = [...r.images].sort((a, b) => a.index - b.index).map((i) => i.png);
+    pngs.forEach((png, i) => writeFileSync(join(outDir, 'samples', `${rows.length}-${i}.png`), png));
+    rows.push({ prompt, pngs });
+    say(
+      `Generate "${prompt}": ${pngs.length} images, first after ${r.firstImageMs?.toFixed(0)} ms (model ${r.done.model?.name} v${r.done.model?.version})`,
+    );
+  }
+  grpcClient.close();
+  writeFileSync(join(outDir, 'grid.png'), await labelledGridPng(rows));
+  return prompts;
+}
+
+/** Retries `call` once a second (about a minute): the sampler is still loading the model. */
+async function untilSamplerReady<T>(call: () => Promise<T>): Promise<T> {
+  for (let attempt = 0; ; attempt++) {
+    try {
+      return await call();
+    } catch (e) {
+      if (attempt > 60) throw e;
+      await new Promise((r) => setTimeout(r, 1000));
+    }
+  }
+}
+
+/** Attributes judged from pixels, seen vs held-out vs random tokens, then the sampling-settings curve. */
+async function evaluateModel(
+  { spec, say }: Demo,
+  models: ModelStore,
+  model: PublishResult,
+  address: string,
+  evalN: number,
+): Promise<{ evaluation: EvalReport; table: string; curves: CurvePoint[] | null }> {
+  say(
+    `evaluating ${evalN} prompts per group over gRPC (seen, held-out, random-token baseline) and dVAE reconstructions`,
+  );
+  const { bundle } = await models.load(model.name, model.version);
+  const dvae = await bundleDvae(bundle);
+  const gen = await grpcGenerator(address, { concurrency: 4 });
+  let evaluation;
+  try {
+    evaluation = await evaluateShapes({
+      generate: gen.generate,
+      dvae,
+      n: evalN,
+      seed: 0,
+      log: (l) => say(`  ${l}`),
+    });
+  } finally {
+    gen.close();
+    dvae.dispose();
+  }
+  const table = formatEvalTable(evaluation);
+  console.log(table);
+  const curves = await demoCurves({ address, spec, n: Math.min(evalN, 36), log: (l) => say(`  ${l}`) });
+  return { evaluation, table, curves };
 }

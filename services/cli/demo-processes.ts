@@ -1,0 +1,81 @@
+// The processes `dalle demo` starts (workers, sampler, console) as children of its own CLI, each logging to
+// a file in the demo folder, so the demo can SIGKILL one worker mid-run and stop exactly what it started.
+import { spawn, type ChildProcess } from 'node:child_process';
+import { createWriteStream } from 'node:fs';
+import { cpus } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const CLI = fileURLToPath(new URL('../../bin/dalle.js', import.meta.url));
+
+/** `dalle <args>` as a child process, its stdout and stderr appended to `logFile`. */
+export function spawnLogged(args: string[], logFile: string): ChildProcess {
+  const child = spawn(process.execPath, [CLI, ...args], {
+    stdio: ['ignore', 'pipe', 'pipe'],
+    env: process.env,
+  });
+  const out = createWriteStream(logFile, { flags: 'a' });
+  child.stdout!.pipe(out);
+  child.stderr!.pipe(out);
+  return child;
+}
+
+/** Sends `signal` and waits for the exit (SIGKILL after 30 s); resolves at once if it already exited. */
+export function stop(child: ChildProcess, signal: NodeJS.Signals = 'SIGTERM'): Promise<void> {
+  return new Promise((res) => {
+    if (child.exitCode !== null || child.signalCode !== null) return res();
+    const t = setTimeout(() => child.kill('SIGKILL'), 30_000);
+    child.once('exit', () => {
+      clearTimeout(t);
+      res();
+    });
+    child.kill(signal);
+  });
+}
+
+/** Every child the demo started, with the workers by index (a restarted worker takes its index over). */
+export class DemoProcesses {
+  readonly children: ChildProcess[] = [];
+  readonly workers: ChildProcess[] = [];
+  /** Native threads per worker: the workers share this host's cores, so W processes never run more kernel
+   *  threads than there are cores. */
+  private readonly threads: number;
+
+  constructor(
+    private readonly outDir: string,
+    worldSize: number,
+    private readonly say: (line: string) => void,
+  ) {
+    this.threads = Math.max(1, Math.floor(cpus().length / worldSize));
+  }
+
+  /** Adds a child started elsewhere (the console) so that stopAll stops it too. */
+  adopt(child: ChildProcess): void {
+    this.children.push(child);
+  }
+
+  startWorker(i: number): void {
+    const log = join(this.outDir, `worker-${i}.log`);
+    const w = spawnLogged(['worker', '--threads', String(this.threads)], log);
+    this.children.push(w);
+    this.workers[i] = w;
+    this.say(`worker ${i} started (pid ${w.pid}, ${this.threads} native thread(s)), log ${log}`);
+  }
+
+  /** SIGKILLs worker i (no chance to clean up, like a lost machine) and starts a fresh one in its place. */
+  async killAndReplaceWorker(i: number): Promise<void> {
+    await stop(this.workers[i]!, 'SIGKILL');
+    this.startWorker(i);
+  }
+
+  startSampler(address: string): void {
+    const log = join(this.outDir, 'sampler.log');
+    const sampler = spawnLogged(['sampler', '--address', address], log);
+    this.children.push(sampler);
+    this.say(`sampler started (pid ${sampler.pid}) on ${address}, log ${log}`);
+  }
+
+  stopAll(): Promise<void> {
+    return Promise.all(this.children.map((c) => stop(c))).then(() => undefined);
+  }
+}
