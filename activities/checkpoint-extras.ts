@@ -1,8 +1,7 @@
 // Rank 0's extras of a checkpoint: the stage's curves (every step's metrics since the stage began) and a
-// sample grid drawn from the trainer's EMA weights. A resumed segment continues the curves of its
+// sample grid drawn from the EMA weights (gathered from the shards in the sharded layout). A resumed segment continues the curves of its
 // checkpoint. Neither ever costs the checkpoint: a grid that fails to draw, or curves that cannot be read,
 // are logged and left out or started afresh.
-import type { Trainer } from '../model/index.ts';
 import {
   CURVES_PART,
   RunCurves,
@@ -45,12 +44,12 @@ export async function rank0Extras(
   checkpoints: CheckpointStore,
   input: TrainShardInput,
   step: number,
-  trainer: Trainer<unknown>,
+  ema: Float32Array[],
   curves: RunCurves,
   log: Log,
 ): Promise<CheckpointExtras> {
   const { runId, stage, spec } = input;
-  const grid = await renderCheckpointSamples({ runId, stage, spec, trainer, checkpoints }).catch(
+  const grid = await renderCheckpointSamples({ runId, stage, spec, ema: () => ema, checkpoints }).catch(
     (e: unknown) => void log(`no sample grid for ${runId}/${stage}/${step}: ${String(e)}`),
   );
   if (grid) curves.annotate(step, 'sampleSeconds', grid.meta.ms / 1000);

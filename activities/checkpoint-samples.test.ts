@@ -28,7 +28,13 @@ test('checkpoint samples: a dVAE grid of held-out images over their reconstructi
   const trainer = await createStageTrainer('dvae', spec, 1);
   try {
     const before = trainer.saveState();
-    const ctx = { runId: 'r1', stage: 'dvae' as const, spec, trainer, checkpoints };
+    const ctx = {
+      runId: 'r1',
+      stage: 'dvae' as const,
+      spec,
+      ema: () => trainer.exportParams('ema'),
+      checkpoints,
+    };
     const a = (await renderCheckpointSamples(ctx))!;
     assert.deepEqual(trainer.saveState(), before, 'drawing changed the trainer state');
     assert.deepEqual(a.meta.rows, ['held-out images', 'reconstructions']);
@@ -62,7 +68,13 @@ test('checkpoint samples: a transformer grid has one row per prompt, decoded by 
   const trainer = await createStageTrainer('transformer', spec, 1);
   try {
     const before = trainer.saveState();
-    const ctx = { runId, stage: 'transformer' as const, spec, trainer, checkpoints };
+    const ctx = {
+      runId,
+      stage: 'transformer' as const,
+      spec,
+      ema: () => trainer.exportParams('ema'),
+      checkpoints,
+    };
     const a = (await renderCheckpointSamples(ctx))!;
     assert.deepEqual(trainer.saveState(), before, 'drawing changed the trainer state');
     assert.deepEqual(a.meta.rows, [

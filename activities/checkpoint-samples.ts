@@ -11,7 +11,7 @@
 import type { RunSpec } from '../config/index.ts';
 import { cropRgb, areaResizeUint8, isHeldOut, parseShapesCaption } from '../data/index.ts';
 import { labelledGridPng, type GridRow } from '../data/image-grid.ts';
-import { createSampler, Dvae, rgbToPngs, Transformer, type Trainer } from '../model/index.ts';
+import { createSampler, Dvae, rgbToPngs, Transformer } from '../model/index.ts';
 import { mixSeed } from '../random/index.ts';
 import type { CheckpointStore } from '../store/index.ts';
 import { dataset } from './datasets.ts';
@@ -44,7 +44,8 @@ export interface SampleContext {
   runId: string;
   stage: StageName;
   spec: RunSpec;
-  trainer: Trainer<unknown>;
+  /** The EMA weights the grid is drawn from (`paramSpecs()` order). */
+  ema: () => Float32Array[];
   checkpoints: CheckpointStore;
 }
 
@@ -91,7 +92,7 @@ async function sampleImages(spec: RunSpec, n: number): Promise<{ rgb: Uint8Array
 
 async function reconstructions(ctx: SampleContext, n: number): Promise<Drawn> {
   const images = await sampleImages(ctx.spec, n);
-  const dvae = Dvae.fromParams(ctx.spec.dvae, ctx.trainer.exportParams('ema'));
+  const dvae = Dvae.fromParams(ctx.spec.dvae, ctx.ema());
   let recon: Uint8Array;
   try {
     recon = dvae.decode(dvae.encode(images.rgb));
@@ -140,7 +141,7 @@ async function generated(ctx: SampleContext, n: number): Promise<Drawn> {
   const { tokenizer } = await encodedData(checkpoints, runId);
   const decoder = await runDecoder(checkpoints, runId, spec);
   const seed = samplesSeed(spec);
-  const model = Transformer.fromArrays(spec.transformer, spec.dvae, ctx.trainer.exportParams('ema'));
+  const model = Transformer.fromArrays(spec.transformer, spec.dvae, ctx.ema());
   let tokens: Int32Array;
   const N = model.dims.imageLen;
   try {

@@ -4,7 +4,6 @@
 // observation, never a reason to fail training: errors are logged and the run goes on.
 import type { RunSpec } from '../config/index.ts';
 import { dvaeProbe, qualityLine, transformerProbe, type QualityProbe } from '../eval/index.ts';
-import type { Trainer } from '../model/index.ts';
 import type { CheckpointStore } from '../store/index.ts';
 import { ATTR, dalleMetrics, withSpan, type QualityAttributes } from '../telemetry/index.ts';
 import { encodedData } from './encoded.ts';
@@ -77,18 +76,19 @@ function record(runId: string, q: QualityPoint): Record<string, number> {
   return attrs;
 }
 
-/** Measures the trainer's EMA weights at `step`; undefined (and a log line) when the measurement fails. */
+/** Measures the EMA weights at `step` (`paramSpecs()` order); undefined (and a log line) when the
+ *  measurement fails. */
 export async function measureQuality(
   deps: Deps,
   probe: QualityProbe,
   input: Pick<TrainShardInput, 'runId' | 'stage'>,
   step: number,
-  trainer: Trainer<unknown>,
+  ema: Float32Array[],
 ): Promise<QualityPoint | undefined> {
   const base = { [ATTR.runId]: input.runId, [ATTR.stage]: input.stage, [ATTR.step]: step };
   try {
     return await withSpan(QUALITY_SPAN, base, (span) => {
-      const q = probe.measure(step, () => trainer.exportParams('ema'));
+      const q = probe.measure(step, () => ema);
       span.setAttributes(record(input.runId, q));
       deps.log(`quality: ${qualityLine(q)} [${q.seconds} s]`);
       return q;

@@ -16,8 +16,9 @@ export interface StepOutcome {
   /** Gradient bytes this rank would have all-reduced uncompressed, and what it all-reduced (PowerSGD). */
   bytesRaw: number;
   bytesSent: number;
-  /** Bytes this rank all-reduced within its host (0 in the flat layout). */
-  hostBytes: number;
+  /** Payload bytes this rank published to, and used from, the other ranks of its host during the step
+   *  (the group's counters; 0 in the flat layout). */
+  hostBytes: { sent: number; received: number };
   /** The step's global mean loss (the ranks' losses ride along in the gradients' all-reduce). */
   loss: number;
   /** Wall ms this rank waited for PowerSGD's collectives (communication the step did not hide). */
@@ -40,6 +41,10 @@ export interface RankRuntime {
   /** Reduces this rank's (weighted) gradient and its `localLoss` over the world and applies the update
    *  (schedules that watch the loss see the global one, returned as `loss`). */
   step(grads: Float32Array[], step: number, localLoss: number): Promise<StepOutcome>;
+  /** The full EMA parameters on rank 0 (what its quality probe and sample grid read), undefined on the
+   *  other ranks. Collective in the sharded layout (host 0's ranks gather their pieces): every rank calls it
+   *  at the same checkpoints. */
+  gatherEma(step: number): Promise<Float32Array[] | undefined>;
   /** Stores this rank's checkpoint parts, in the order of `partNames(rank)`; rank 0 also stores the
    *  model state and returns it as `params`. */
   saveParts(step: number): Promise<{ mine: PartRef[]; params?: PartRef }>;
@@ -75,10 +80,14 @@ export class FlatRuntime implements RankRuntime {
       metrics,
       bytesRaw: r.stats.bytesRaw,
       bytesSent: r.stats.bytesSent,
-      hostBytes: 0,
+      hostBytes: { sent: 0, received: 0 },
       loss,
       exposedCommMs: r.stats.exposedCommMs,
     };
+  }
+
+  async gatherEma(): Promise<Float32Array[] | undefined> {
+    return this.input.rank === 0 ? this.trainer.exportParams('ema') : undefined;
   }
 
   async saveParts(step: number): Promise<{ mine: PartRef[]; params?: PartRef }> {

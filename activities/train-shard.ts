@@ -218,10 +218,10 @@ async function runShard(
     const backend = await initTfBackend();
     trainer = await createStageTrainer(stage, spec, worldSize, { optimizer: !sharded });
     const source = await stageBatches(stage, spec, deps.checkpoints, runId);
-    // Rank 0 measures quality at each checkpoint, from the EMA weights a flat-layout trainer holds (a
-    // sharded run's EMA is in the ranks' optimizer shards: its model is measured once published). Built
-    // before joining: its set-up (validation images through the dVAE) must not hold up the other ranks.
-    probe = rank === 0 && !sharded ? await createQualityProbe(deps, stage, spec, runId) : undefined;
+    // Rank 0 measures quality at each checkpoint, from the EMA weights (in the sharded layout gathered
+    // from host 0's optimizer shards at the checkpoint). Built before joining: its set-up (validation
+    // images through the dVAE) must not hold up the other ranks.
+    probe = rank === 0 ? await createQualityProbe(deps, stage, spec, runId) : undefined;
     // 2. The group (on a secured cluster over a connection confined to this run's subjects).
     link = await rankConnection(deps.nc, runId);
     const nc = link.nc;
@@ -279,6 +279,7 @@ async function runSteps(deps: TrainShardDeps, input: TrainShardInput, s: Running
   let losses: number[] = [];
   let resizeTo = 0;
   let last = { step: fromStep, checkpointStep: fromStep };
+  let ema: Float32Array[] | undefined; // rank 0's, at a checkpoint
   for (let step = fromStep; step < toStep && !resizeTo; step++) {
     if (cancelled.aborted) break;
     if (sigkillAt === `${stage}:${step}`) process.kill(process.pid, 'SIGKILL');
@@ -307,9 +308,10 @@ async function runSteps(deps: TrainShardDeps, input: TrainShardInput, s: Running
     if (done % spec.train.checkpointEvery === 0 || done === toStep) {
       const ask = rank === 0 ? await resizeDecision(deps, input, s.runtime.growthUnit()) : 0;
       const facts = { step: done, loss: stats.loss, losses, backend: s.backend, resizeTo: ask };
+      ema = await s.runtime.gatherEma(done);
       const { curves } = s;
       const extras =
-        curves && (() => rank0Extras(deps.checkpoints, input, done, s.trainer, curves, deps.log));
+        curves && ema && (() => rank0Extras(deps.checkpoints, input, done, ema!, curves, deps.log));
       resizeTo = await saveCheckpoint(deps.checkpoints, input, s.runtime, s.group, facts, extras);
       losses = [];
       last = { step: done, checkpointStep: done };
@@ -327,7 +329,9 @@ async function runSteps(deps: TrainShardDeps, input: TrainShardInput, s: Running
       bytesSent: stats.bytesSent,
       checkpointStep: last.checkpointStep,
     };
-    if (s.probe && last.checkpointStep === done) await reportQuality(deps, input, s.probe, s.trainer, report);
+    if (s.probe && ema && last.checkpointStep === done)
+      await reportQuality(deps, input, s.probe, ema, report);
+    ema = undefined;
     s.hb.beat(last);
     if (rank !== 0) continue;
     // Loss, steps/s, compression rate gauges (global figures: one rank reports them).
@@ -358,10 +362,10 @@ async function reportQuality(
   deps: TrainShardDeps,
   input: TrainShardInput,
   probe: QualityProbe,
-  trainer: Trainer<unknown>,
+  ema: Float32Array[],
   r: Omit<ProgressReport, 'stage' | 'totalSteps' | 'worldSize' | 'quality'>,
 ): Promise<void> {
-  const quality = await measureQuality(deps, probe, input, r.step, trainer);
+  const quality = await measureQuality(deps, probe, input, r.step, ema);
   if (!quality) return;
   const { stage, spec, worldSize } = input;
   await deps.client.workflow

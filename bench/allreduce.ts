@@ -1,4 +1,5 @@
 // `dalle bench allreduce [--json] [--sizes 1,16,64] [--worlds 2,4] [--iters 3] [--url nats://…]`
+// (DALLE_BENCH_CPU_PROF=DIR profiles every rank and pub/sub process: `node --cpu-prof` files in DIR.)
 //
 // Bus bandwidth of the collective's all-reduce (S/t · 2(W−1)/W, the NCCL convention: what each rank's link
 // carries) for S = 1, 16, 64 MB at W = 2 and 4, one process per rank, next to the raw NATS pub/sub
@@ -30,6 +31,8 @@ interface RankJob {
   worldSize: number;
   sizesMB: number[];
   iters: number;
+  /** Chunks on the collective's data plane (true) or on nats.js (JoinOptions.dataPlane). */
+  dataPlane: boolean;
 }
 interface PubSubJob {
   kind: 'pub' | 'sub';
@@ -46,6 +49,10 @@ export const cli = command({
     json: { type: 'boolean', help: 'print the figures as JSON' },
     sizes: { type: 'string', value: 'MB,…', help: 'all-reduced sizes in MB (default 1,16,64)' },
     worlds: { type: 'string', value: 'W,…', help: 'world sizes (default 2,4)' },
+    'nats-too': {
+      type: 'boolean',
+      help: 'also time each W with the chunks on nats.js instead of the data plane (before/after, one run)',
+    },
     iters: { type: 'string', value: 'N', help: 'timed all-reduces per size (default 3)' },
     url: { type: 'string', value: 'nats://…', help: 'an existing nats-server (default: start one)' },
   },
@@ -66,7 +73,10 @@ function runChild(job: RankJob | PubSubJob): {
   lines: Promise<Record<string, unknown>[]>;
   first: Promise<Record<string, unknown>>;
 } {
-  const child = spawn(process.execPath, ['--import', 'tsx', self, '--child', JSON.stringify(job)], {
+  // DALLE_BENCH_CPU_PROF=DIR: every child writes a V8 CPU profile there (NODE_OPTIONS refuses --cpu-prof)
+  const prof = process.env.DALLE_BENCH_CPU_PROF;
+  const flags = prof ? ['--cpu-prof', `--cpu-prof-dir=${prof}`] : [];
+  const child = spawn(process.execPath, [...flags, '--import', 'tsx', self, '--child', JSON.stringify(job)], {
     stdio: ['ignore', 'pipe', 'inherit'],
   });
   const out: Record<string, unknown>[] = [];
@@ -138,6 +148,7 @@ export async function main(argv: string[]): Promise<void> {
     const rawBefore = before.MBps;
     const results: {
       worldSize: number;
+      chunksOn: 'data plane' | 'nats.js';
       sizeMB: number;
       ms: number;
       algMBps: number;
@@ -147,10 +158,11 @@ export async function main(argv: string[]): Promise<void> {
       /** CPU seconds per 100 MB of bus traffic, ranks and (when known) server; all sizes of this W. */
       cpuPer100MB?: number;
     }[] = [];
-    for (const W of worlds) {
+    const paths = values['nats-too'] ? [true, false] : [true];
+    for (const [W, dataPlane] of worlds.flatMap((w) => paths.map((p) => [w, p] as const))) {
       const runId = `bench-${process.pid}-${W}-${Date.now()}`;
       const ranks = Array.from({ length: W }, (_, rank) =>
-        runChild({ kind: 'rank', url: server.url, runId, rank, worldSize: W, sizesMB, iters }),
+        runChild({ kind: 'rank', url: server.url, runId, rank, worldSize: W, sizesMB, iters, dataPlane }),
       );
       // (the server's CPU over the ranks' whole lives: their joins are a few messages, not bytes)
       const s0 = processCpuSeconds(serverPid);
@@ -170,6 +182,7 @@ export async function main(argv: string[]): Promise<void> {
         const busMBps = (algMBps * 2 * (W - 1)) / W;
         results.push({
           worldSize: W,
+          chunksOn: dataPlane ? 'data plane' : 'nats.js',
           sizeMB,
           ms,
           algMBps,
@@ -214,17 +227,19 @@ export async function main(argv: string[]): Promise<void> {
     console.log(
       `raw NATS pub/sub, 1 → 1 process, ${chunkBytes} B messages: ${rawMBps.toFixed(0)} MB/s (before ${rawBefore.toFixed(0)}, after ${rawAfter.toFixed(0)}); CPU s per 100 MB, publisher + subscriber + server: ${cpuText(rawCpu)}`,
     );
-    console.log('   W   size      time   alg bw   bus bw   bus/raw   CPU s/100 MB (ranks + server)');
+    console.log(
+      '   W chunks on    size      time   alg bw   bus bw   bus/raw   CPU s/100 MB (ranks + server)',
+    );
     for (const r of results) {
       console.log(
-        `${String(r.worldSize).padStart(4)} ${String(r.sizeMB).padStart(4)} MB ${r.ms.toFixed(1).padStart(8)} ms ${r.algMBps.toFixed(0).padStart(5)} MB/s ${r.busMBps.toFixed(0).padStart(5)} MB/s ${(r.busToRaw * 100).toFixed(0).padStart(6)} %   ${cpuText(r.cpuPer100MB)}`,
+        `${String(r.worldSize).padStart(4)} ${r.chunksOn.padEnd(10)} ${String(r.sizeMB).padStart(4)} MB ${r.ms.toFixed(1).padStart(8)} ms ${r.algMBps.toFixed(0).padStart(5)} MB/s ${r.busMBps.toFixed(0).padStart(5)} MB/s ${(r.busToRaw * 100).toFixed(0).padStart(6)} %   ${cpuText(r.cpuPer100MB)}`,
       );
     }
-    for (const W of worlds) {
-      const c = results.find((r) => r.worldSize === W)?.cpuPer100MB;
+    for (const r of results.filter((x) => x.sizeMB === sizesMB[0])) {
+      const c = r.cpuPer100MB;
       if (c !== undefined && rawCpu !== undefined)
         console.log(
-          `W = ${W}: ${c.toFixed(2)} CPU s per 100 MB of bus traffic against raw's ${rawCpu.toFixed(2)}: with the cores saturated, bus/raw ≤ ${((100 * rawCpu) / c).toFixed(0)} %`,
+          `W = ${r.worldSize}, chunks on ${r.chunksOn}: ${c.toFixed(2)} CPU s per 100 MB of bus traffic against raw's ${rawCpu.toFixed(2)}: with the cores saturated, bus/raw ≤ ${((100 * rawCpu) / c).toFixed(0)} %`,
         );
     }
   } finally {
@@ -280,6 +295,7 @@ async function child(job: RankJob | PubSubJob): Promise<void> {
       rank: job.rank,
       worldSize: job.worldSize,
       timeoutMs: 60_000,
+      dataPlane: job.dataPlane,
     });
     let loopCpu = 0;
     for (const sizeMB of job.sizesMB) {

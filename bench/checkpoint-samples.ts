@@ -66,7 +66,13 @@ async function gridSeconds(stage: StageName, spec: RunSpec, checkpoints: Checkpo
   try {
     const ms: number[] = [];
     for (let k = 0; k < 3; k++) {
-      const g = await renderCheckpointSamples({ runId, stage, spec, trainer, checkpoints });
+      const g = await renderCheckpointSamples({
+        runId,
+        stage,
+        spec,
+        ema: () => trainer.exportParams('ema'),
+        checkpoints,
+      });
       if (!g) throw new Error(`the ${spec.preset} preset draws no ${stage} grid`);
       ms.push(g.meta.ms);
     }

@@ -6,7 +6,8 @@
 // (the layouts should train alike: "at equal loss"), the state each rank holds (parameters, gradient,
 // AdamW, PowerSGD; from the runtimes, next to the plan's count from the shapes alone), the gradient bytes
 // leaving a host per step (each rank's PowerSGD payload through the all-reduce's fan-out,
-// activities/layout-plan.ts) and all-reduced within a host, and the wall time of a step.
+// activities/layout-plan.ts) and the payload a rank sends to and receives from the other ranks of its host
+// (its host group's counters), and the wall time of a step.
 import { cpus, loadavg, tmpdir } from 'node:os';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
@@ -42,7 +43,8 @@ interface LayoutFigures {
   plannedPerRank: number;
   crossHostBytesPerStep: number;
   plannedCrossHostBytesPerStep: number;
-  hostBytesPerStep: number;
+  /** Rank 0's payload bytes within its host per step: published, used. */
+  hostBytesPerStep: { sent: number; received: number };
   msPerStep: number;
 }
 
@@ -91,7 +93,10 @@ async function measure(
       crossHostBytesPerStep: mean(tail.map(leaving)),
       plannedCrossHostBytesPerStep:
         layout === 'flat' ? plan.crossHostPerStep.flat : plan.crossHostPerStep.sharded,
-      hostBytesPerStep: mean(tail.map((r) => r.ranks[0]!.hostBytes)),
+      hostBytesPerStep: {
+        sent: mean(tail.map((r) => r.ranks[0]!.hostBytes.sent)),
+        received: mean(tail.map((r) => r.ranks[0]!.hostBytes.received)),
+      },
       msPerStep: mean(tail.map((r) => r.ms)),
     };
   } finally {
@@ -139,7 +144,8 @@ export async function main(argv: string[]): Promise<void> {
       'leaving a host per step (planned)',
       (x) => `${kB(x.crossHostBytesPerStep)} (${kB(x.plannedCrossHostBytesPerStep)})`,
     );
-    row('all-reduced within a host per rank', (x) => kB(x.hostBytesPerStep));
+    row('within a host per rank per step: sent', (x) => kB(x.hostBytesPerStep.sent));
+    row('within a host per rank per step: received', (x) => kB(x.hostBytesPerStep.received));
     row('wall time per step', (x) => `${x.msPerStep.toFixed(0)} ms`);
   } finally {
     server?.stop();

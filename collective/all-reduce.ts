@@ -6,6 +6,11 @@
 //   chunks per owner in flight, so no receiver's server-side buffer can grow until NATS cuts it off as a
 //   slow consumer.
 //
+// Two halves of it stand alone (`mode`): 'scatter' (a reduce-scatter: rank j ends with the sum of segment
+// j only; its all-gather messages carry no values and serve only as flow-control acks) and 'gather' (an
+// all-gather: segment j is rank j's own data, broadcast as the all-gather phase with no reduce-scatter).
+// With `segments` the caller places rank j's part of the data at segment j.
+//
 // Every rank derives the same chunk layout, so each knows exactly what it still lacks from whom. A peer
 // silent for `retryMs` gets a resend request ('nack', request-reply): "no responders" means its
 // subscriptions are gone (the process died); an answer resends what was lost. Nothing is ever summed as
@@ -16,6 +21,9 @@ import { chunkRange, layout, type Layout } from './partition.ts';
 
 export type Wire = 'fp32' | 'fp16';
 export type Phase = 'rs' | 'ag';
+/** 'all': all-reduce; 'scatter': reduce-scatter (only segment `rank` of the result is the sum);
+ *  'gather': all-gather (each rank contributes its own segment, every rank gets all of them). */
+export type Mode = 'all' | 'scatter' | 'gather';
 
 /** What an operation needs from its group: publishing, asking peers, time. */
 export interface OpHost {
@@ -64,6 +72,10 @@ export interface OpSpec {
   wire: Wire;
   average: boolean;
   length: number;
+  mode: Mode;
+  /** Segment boundaries (W + 1 offsets) when not the default near-equal cut: never on the wire, every
+   *  rank derives the same ones. */
+  segments?: readonly number[];
 }
 
 /** Fields every message of an operation carries, checked against the local call. */
@@ -83,6 +95,10 @@ export class AllReduceOp {
   private reject!: (e: Error) => void;
   private settled = false;
   readonly elemBytes: number;
+  /** Contributions that complete a chunk: every rank's (reduce), or the owner's own (gather). */
+  private readonly needed: number;
+  /** The all-gather phase carries values (not in a reduce-scatter, where it only acknowledges). */
+  private readonly gathers: boolean;
 
   // owner side: contributions to my segment, per chunk, per rank (undefined = not yet here)
   private readonly contrib: (Float32Array | undefined)[][];
@@ -118,7 +134,9 @@ export class AllReduceOp {
     const W = host.worldSize;
     this.elemBytes = spec.wire === 'fp16' ? 2 : 4;
     const chunkElems = Math.max(1, Math.floor(chunkBytes / this.elemBytes));
-    this.layout = layout(spec.length, W, chunkElems);
+    this.layout = layout(spec.length, W, chunkElems, spec.segments);
+    this.needed = spec.mode === 'gather' ? 1 : W;
+    this.gathers = spec.mode !== 'scatter';
     this.window = Math.max(1, Math.floor(windowBytes / (chunkElems * this.elemBytes * Math.max(1, W - 1))));
     this.out = out ?? new Float32Array(spec.length);
     this.done = new Promise((res, rej) => {
@@ -192,6 +210,7 @@ export class AllReduceOp {
   private pump(): void {
     const W = this.host.worldSize;
     const me = this.host.rank;
+    if (this.spec.mode === 'gather') return; // nothing to reduce: the owners broadcast their own segments
     let progressed = true;
     while (progressed && !this.settled) {
       progressed = false;
@@ -207,8 +226,9 @@ export class AllReduceOp {
     }
   }
 
-  /** A chunk of this operation arrived (first send or resend). */
-  onChunk(meta: ChunkMeta, bytes: Uint8Array): void {
+  /** A chunk of this operation arrived (first send or resend). `transient`: `bytes` is reused after this
+   *  returns, so a contribution that has to wait for others is copied. */
+  onChunk(meta: ChunkMeta, bytes: Uint8Array, transient = false): void {
     if (this.settled) return;
     const mismatch = this.check(meta);
     if (mismatch) return this.fail(mismatch);
@@ -221,12 +241,18 @@ export class AllReduceOp {
       if (meta.phase === 'rs') {
         if (meta.seg !== me || meta.chunk >= this.layout.chunks[me]!)
           throw new RangeError(`reduce-scatter chunk ${meta.seg}/${meta.chunk} sent to rank ${me}`);
-        if (this.contribCount[meta.chunk]! >= this.host.worldSize || this.contrib[meta.chunk]![meta.from])
-          return; // duplicate (a resend raced the original)
+        if (this.contribCount[meta.chunk]! >= this.needed || this.contrib[meta.chunk]![meta.from]) return; // duplicate (a resend raced the original)
         const [a, b] = chunkRange(this.layout, me, meta.chunk);
         this.bytesIn += bytes.byteLength;
         this.lastProgress = now;
-        this.addContribution(meta.chunk, meta.from, this.decode(bytes, b - a));
+        let values = this.decode(bytes, b - a);
+        if (
+          transient &&
+          values.buffer === bytes.buffer &&
+          this.contribCount[meta.chunk]! + 1 < this.host.worldSize
+        )
+          values = values.slice();
+        this.addContribution(meta.chunk, meta.from, values);
       } else {
         if (meta.seg !== meta.from || meta.chunk >= this.layout.chunks[meta.seg]!)
           throw new RangeError(`all-gather chunk ${meta.seg}/${meta.chunk} from rank ${meta.from}`);
@@ -234,7 +260,9 @@ export class AllReduceOp {
         const [a, b] = chunkRange(this.layout, meta.seg, meta.chunk);
         this.bytesIn += bytes.byteLength;
         this.lastProgress = now;
-        this.decode(bytes, b - a, this.out.subarray(a, b));
+        if (!this.gathers) {
+          if (bytes.byteLength !== 0) throw new RangeError(`reduce-scatter ack of ${bytes.byteLength} bytes`);
+        } else this.decode(bytes, b - a, this.out.subarray(a, b));
         this.agGot[meta.seg]![meta.chunk] = 1;
         this.agCount[meta.seg]!++;
         this.pump();
@@ -247,7 +275,7 @@ export class AllReduceOp {
 
   private check(m: ChunkMeta): Error | undefined {
     const s = this.spec;
-    for (const f of ['length', 'tag', 'step', 'wire', 'average'] as const) {
+    for (const f of ['length', 'tag', 'step', 'wire', 'average', 'mode'] as const) {
       if (m[f] !== s[f]) return new CollectiveMismatchError(f, String(s[f]), String(m[f]), m.from, s.opIndex);
     }
     return undefined;
@@ -256,7 +284,7 @@ export class AllReduceOp {
   private addContribution(c: number, from: number, values: Float32Array): void {
     const slot = this.contrib[c]!;
     slot[from] = values;
-    if (++this.contribCount[c]! < this.host.worldSize) return;
+    if (++this.contribCount[c]! < this.needed) return;
     // Sum in rank order: the result is a pure function of the inputs, identical on every rerun. It is
     // written straight into its place in the output (no per-chunk buffer: fresh large allocations
     // cost more here than the sum), which fp32 then sends as is.
@@ -264,7 +292,7 @@ export class AllReduceOp {
     const [a, b] = chunkRange(this.layout, this.host.rank, c);
     const acc = this.out.subarray(a, b);
     const x0 = slot[0]!;
-    if (W === 1) acc.set(x0);
+    if (this.needed === 1) acc.set(slot[this.host.rank]!);
     else if (W === 2) {
       const x1 = slot[1]!;
       for (let k = 0; k < acc.length; k++) acc[k] = x0[k]! + x1[k]!;
@@ -280,7 +308,8 @@ export class AllReduceOp {
     }
     if (this.spec.average) for (let k = 0; k < acc.length; k++) acc[k]! /= W;
     let payload: Uint8Array;
-    if (this.spec.wire === 'fp32') {
+    if (!this.gathers) payload = new Uint8Array(0);
+    else if (this.spec.wire === 'fp32') {
       payload = new Uint8Array(acc.buffer, acc.byteOffset, acc.byteLength);
     } else {
       const h = encodeFp16(acc, new Uint16Array(acc.length));
@@ -317,11 +346,12 @@ export class AllReduceOp {
     const rs: number[] = [];
     const rsLimit = due ? Math.min(this.contrib.length, this.reduced + this.window) : this.contrib.length;
     for (let c = 0; c < rsLimit; c++)
-      if (this.contribCount[c]! < this.host.worldSize && !this.contrib[c]![peer]) rs.push(c);
+      if (this.contribCount[c]! < this.needed && !this.contrib[c]![peer]) rs.push(c);
     const ag: number[] = [];
     if (peer !== me) {
       const got = this.agGot[peer]!;
-      const agLimit = due ? Math.min(got.length, this.rsSent[peer]!) : got.length;
+      const sent = this.spec.mode === 'gather' ? got.length : this.rsSent[peer]!;
+      const agLimit = due ? Math.min(got.length, sent) : got.length;
       for (let c = 0; c < agLimit; c++) if (!got[c]) ag.push(c);
     }
     return { rs, ag };

@@ -12,12 +12,14 @@ import {
   AllReduceOp,
   type ChunkMeta,
   type OpHost,
+  type Mode,
   type Phase,
   type OpSpec,
   type ResendReply,
   type ResendRequest,
   type Wire,
 } from './all-reduce.ts';
+import { openDataPlane, type ChunkHandler, type DataPlane, type HeaderFields } from './data-plane.ts';
 import { CollectiveArgumentError, DuplicateRankError, GroupClosedError, PeerLostError } from './errors.ts';
 import { decodeFp16, encodeFp16 } from './fp16.ts';
 import {
@@ -28,6 +30,7 @@ import {
   type Rejection,
   type SubjectParts,
 } from './message-check.ts';
+import { validSegments } from './partition.ts';
 import { Op, Subjects, checkToken } from './subjects.ts';
 import { traceFields } from './trace-headers.ts';
 import { traceAllReduce } from '../telemetry/spans.ts';
@@ -59,6 +62,9 @@ export interface JoinOptions {
   onWaiting?: (missing: number[]) => void;
   /** Fault injection for tests: return true to drop an outgoing chunk (it is never published). */
   dropChunk?: (c: DroppedChunk) => boolean;
+  /** Carry the chunks on the collective's own data-plane connection beside `nc` (data-plane.ts; default
+   *  true). It opens only without TLS; otherwise, or when false, chunks travel on `nc`. */
+  dataPlane?: boolean;
   /** Told about every incoming message that was not believed (forged, stale, misaddressed); such a
    *  message is dropped and counted (`counters().rejected`), never used. */
   onRejected?: (r: Rejection) => void;
@@ -86,6 +92,13 @@ export interface AllReduceOptions {
   /** Write the result into `data` and return it, instead of a new array: a buffer the caller no longer
    *  needs saves allocating (and first-touching) one as large as the message. Default false. */
   inPlace?: boolean;
+  /** 'scatter': a reduce-scatter, only segment `rank` of the result is the sum (the rest is undefined);
+   *  'gather': an all-gather, each rank's segment of `data` is its own part and every rank gets all of
+   *  them (no sum: `average` must be off). Default 'all'. */
+  mode?: Mode;
+  /** The segments' boundaries, W + 1 offsets from 0 to the length (segment j: rank j's); the same on
+   *  every rank. Default W near-equal segments. */
+  segments?: readonly number[];
 }
 
 /** Cumulative counters of one group, for metrics and logs. */
@@ -226,6 +239,10 @@ class NatsGroup implements Group, OpHost {
   private queue: Promise<unknown> = Promise.resolve();
   private traceNow: [string, string][] = [];
   private readonly stats: GroupCounters = zeroCounters();
+  private readonly useDataPlane: boolean;
+  /** The chunks' connection when one opened (data-plane.ts); undefined: chunks go over nc. */
+  private dp?: DataPlane;
+  private readonly chunkSubs: { pattern: string; sid?: number; sub?: Subscription }[] = [];
 
   constructor(o: JoinOptions) {
     if (!o || typeof o !== 'object') throw new CollectiveArgumentError('options', o, 'must be an object');
@@ -274,6 +291,7 @@ class NatsGroup implements Group, OpHost {
     if (!(this.windowBytes > 0))
       throw new CollectiveArgumentError('windowBytes', o.windowBytes, 'must be positive');
     this.dropChunk = o.dropChunk;
+    this.useDataPlane = o.dataPlane ?? true;
     this.onRejected = o.onRejected;
     this.onWaiting = o.onWaiting;
     // A peer one operation ahead has at most a window of reduce-scatter chunks in flight to us (plus
@@ -306,6 +324,40 @@ class NatsGroup implements Group, OpHost {
     return { op, step: n(step), rank: n(rank) };
   }
 
+  // ---- chunk transport: the data plane when it is open, else nc --------------------------------------
+
+  private readonly chunkHandler: ChunkHandler = (subject, header, data, transient) =>
+    this.guard(() => this.onChunkMsg(subject, header, data, transient));
+
+  private subscribeChunks(pattern: string): void {
+    const entry: (typeof this.chunkSubs)[number] = { pattern };
+    this.chunkSubs.push(entry);
+    this.attachChunkSub(entry);
+  }
+
+  private attachChunkSub(entry: (typeof this.chunkSubs)[number]): void {
+    if (this.dp) entry.sid = this.dp.subscribe(entry.pattern, this.chunkHandler);
+    else
+      entry.sub = this.nc.subscribe(entry.pattern, {
+        callback: (err, m) => !err && this.chunkHandler(m.subject, (k) => m.headers?.get(k), m.data, false),
+      });
+  }
+
+  /** The data plane's socket went away: chunks move to nc for the rest of the group's life; what was in
+   *  flight is recovered by the resend requests, as any lost chunk is. */
+  private dataPlaneLost(): void {
+    this.dp = undefined;
+    if (this.closing) return;
+    for (const e of this.chunkSubs) this.attachChunkSub(e);
+  }
+
+  private publishChunkMsg(subject: string, fields: HeaderFields, payload: Uint8Array): void {
+    if (this.dp) return this.dp.publish(subject, fields, payload);
+    const h = natsHeaders();
+    for (const [k, v] of fields) h.set(k, v);
+    this.nc.publish(subject, payload, { headers: h });
+  }
+
   // ---- join ------------------------------------------------------------------------------------------
 
   async join(): Promise<void> {
@@ -316,10 +368,13 @@ class NatsGroup implements Group, OpHost {
         this.nc.subscribe(subject, { callback: (err, m) => !err && this.guard(() => handler(m)) }),
       );
     };
-    sub(s.pattern(Op.reduceScatter, me), (m) => this.onChunkMsg(m));
-    sub(s.pattern(Op.resend, me), (m) => this.onChunkMsg(m));
-    for (let p = 0; p < this.worldSize; p++)
-      if (p !== me) sub(s.pattern(Op.allGather, p), (m) => this.onChunkMsg(m));
+    if (this.useDataPlane && this.worldSize > 1) {
+      this.dp = await openDataPlane(this.nc, `dalle-collective ${this.groupId} rank ${me}`);
+      if (this.dp) this.dp.onClose = () => this.guard(() => this.dataPlaneLost());
+    }
+    this.subscribeChunks(s.pattern(Op.reduceScatter, me));
+    this.subscribeChunks(s.pattern(Op.resend, me));
+    for (let p = 0; p < this.worldSize; p++) if (p !== me) this.subscribeChunks(s.pattern(Op.allGather, p));
     sub(s.pattern(Op.nack, me), (m) => this.onResendRequest(m));
     sub(s.pattern(Op.join, '*'), (m) => this.onHello(m));
     sub(s.pattern(Op.bye, '*'), (m) => this.onBye(m));
@@ -328,6 +383,7 @@ class NatsGroup implements Group, OpHost {
     // server that is down and reconnecting never answers the flush, and waiting for peers is not that)
     try {
       await within(this.nc.flush(), this.timeoutMs, 'flush');
+      if (this.dp) await within(this.dp.flush(), this.timeoutMs, 'flush');
     } catch (e) {
       await this.shutdown(e as Error);
       throw new PeerLostError(
@@ -439,6 +495,21 @@ class NatsGroup implements Group, OpHost {
     const wire = opts.wire ?? 'fp32';
     if (wire !== 'fp32' && wire !== 'fp16')
       return Promise.reject(new CollectiveArgumentError('wire', wire, "must be 'fp32' or 'fp16'"));
+    const mode = opts.mode ?? 'all';
+    if (!['all', 'scatter', 'gather'].includes(mode))
+      return Promise.reject(
+        new CollectiveArgumentError('mode', mode, "must be 'all', 'scatter' or 'gather'"),
+      );
+    if (mode === 'gather' && opts.average)
+      return Promise.reject(new CollectiveArgumentError('average', true, 'an all-gather sums nothing'));
+    if (opts.segments && !validSegments(opts.segments, data.length, this.worldSize))
+      return Promise.reject(
+        new CollectiveArgumentError(
+          'segments',
+          opts.segments,
+          `must cut ${data.length} into ${this.worldSize}`,
+        ),
+      );
     const run = () =>
       this.runAllReduce(data, {
         step: opts.step,
@@ -446,6 +517,8 @@ class NatsGroup implements Group, OpHost {
         wire,
         average: opts.average ?? false,
         inPlace: opts.inPlace ?? false,
+        mode,
+        ...(opts.segments ? { segments: opts.segments } : {}),
       });
     const p = this.queue.then(run, run);
     this.queue = p.catch(() => undefined);
@@ -457,10 +530,7 @@ class NatsGroup implements Group, OpHost {
     await this.allReduce(new Float32Array(this.worldSize), { step, tag: 'barrier' });
   }
 
-  private async runAllReduce(
-    data: Float32Array,
-    o: { step: number; tag: string; wire: Wire; average: boolean; inPlace: boolean },
-  ): Promise<Float32Array> {
+  private async runAllReduce(data: Float32Array, o: RunOptions): Promise<Float32Array> {
     if (this.failure || this.closing) throw this.failure ?? new GroupClosedError(this.groupId, this.rank);
     const opIndex = this.nextOp++;
     this.stats.ops++;
@@ -489,11 +559,7 @@ class NatsGroup implements Group, OpHost {
     });
   }
 
-  private async exchange(
-    opIndex: number,
-    data: Float32Array,
-    o: { step: number; tag: string; wire: Wire; average: boolean; inPlace: boolean },
-  ): Promise<Float32Array> {
+  private async exchange(opIndex: number, data: Float32Array, o: RunOptions): Promise<Float32Array> {
     this.traceNow = traceFields();
     const { inPlace, ...spec } = o;
     this.lastStep = o.step;
@@ -518,6 +584,8 @@ class NatsGroup implements Group, OpHost {
       op.start();
       for (const e of this.early.take(opIndex)) op.onChunk(e.meta, e.data);
       const out = await op.done;
+      // the caller may change the result (and an in-place input) once we return: the socket must have it
+      await this.dp?.drained();
       this.lastCompleted = opIndex;
       this.retained = { spec: op.spec, agPayload: this.retain(op.agPayload) };
       this.stats.bytesIn += op.bytesIn;
@@ -575,19 +643,15 @@ class NatsGroup implements Group, OpHost {
       this.stats.dropped++;
       return;
     }
-    const h = this.headers();
-    h.set(
-      META,
-      `${s.opIndex} ${this.rank} ${phase} ${seg} ${chunk} ${s.length} ${s.wire} ${s.average ? 1 : 0} ${s.step} ${s.tag}`,
-    );
-    for (const [k, v] of this.traceNow) h.set(k, v);
+    const meta = metaOf(s, this.rank, phase, seg, chunk);
+    const fields: [string, string][] = [[SENDER_HEADER, this.instance], [META, meta], ...this.traceNow];
     const subject =
       resendTo !== undefined
         ? this.subjects.of(Op.resend, s.step, resendTo)
         : phase === 'rs'
           ? this.subjects.of(Op.reduceScatter, s.step, to as number)
           : this.subjects.of(Op.allGather, s.step, this.rank);
-    this.nc.publish(subject, payload, { headers: h });
+    this.publishChunkMsg(subject, fields, payload);
     this.stats.bytesOut += payload.byteLength;
     this.stats.msgsOut++;
     if (resendTo !== undefined) this.stats.resent++;
@@ -620,17 +684,23 @@ class NatsGroup implements Group, OpHost {
 
   // ---- incoming --------------------------------------------------------------------------------------
 
-  private onChunkMsg(m: Msg): void {
-    const meta = parseMeta(m.headers?.get(META));
-    const parts = this.subjectParts(m.subject);
-    if (!meta || !parts) return this.reject(m.subject, 'not a chunk of this group (header or subject)');
+  /** A chunk message; `transient`: `data` is reused after this returns (data-plane.ts). */
+  private onChunkMsg(
+    subject: string,
+    header: (key: string) => string | undefined,
+    data: Uint8Array,
+    transient: boolean,
+  ): void {
+    const meta = parseMeta(header(META));
+    const parts = this.subjectParts(subject);
+    if (!meta || !parts) return this.reject(subject, 'not a chunk of this group (header or subject)');
     const cur = this.current;
     // A late duplicate of a finished operation (a resend that raced the original) is harmless: drop it.
     if (meta.opIndex < this.nextOp && meta.opIndex !== cur?.opIndex && meta.opIndex <= this.lastCompleted)
       return;
     const verdict = checkChunk(
       meta,
-      m.headers?.get(SENDER_HEADER) || undefined,
+      header(SENDER_HEADER) || undefined,
       parts,
       { rank: this.rank, worldSize: this.worldSize, peers: this.peers },
       {
@@ -639,9 +709,10 @@ class NatsGroup implements Group, OpHost {
         lastStep: this.lastStep,
       },
     );
-    if (typeof verdict === 'object') return this.reject(m.subject, verdict.reject, meta.from);
-    if (verdict === 'current') return cur!.onChunk(meta, m.data);
-    this.early.add(meta, m.data); // a peer one operation ahead; a flood throws (the guard fails the group)
+    if (typeof verdict === 'object') return this.reject(subject, verdict.reject, meta.from);
+    if (verdict === 'current') return cur!.onChunk(meta, data, transient);
+    // a peer one operation ahead; a flood throws (the guard fails the group)
+    this.early.add(meta, transient ? data.slice() : data);
   }
 
   /** The rank a control message (resend request, bye, abort) says it is from, if its token proves it. */
@@ -684,12 +755,16 @@ class NatsGroup implements Group, OpHost {
   }
 
   private resendRetained(spec: OpSpec, to: number, c: number, payload: Uint8Array): void {
-    const h = this.headers();
-    h.set(
-      META,
-      `${spec.opIndex} ${this.rank} ag ${this.rank} ${c} ${spec.length} ${spec.wire} ${spec.average ? 1 : 0} ${spec.step} ${spec.tag}`,
+    const meta = metaOf(spec, this.rank, 'ag', this.rank, c);
+    // a copy: the retained buffer is reused when the next operation completes, the socket may still hold it
+    this.publishChunkMsg(
+      this.subjects.of(Op.resend, spec.step, to),
+      [
+        [SENDER_HEADER, this.instance],
+        [META, meta],
+      ],
+      payload.slice(),
     );
-    this.nc.publish(this.subjects.of(Op.resend, spec.step, to), payload, { headers: h });
     this.stats.bytesOut += payload.byteLength;
     this.stats.msgsOut++;
     this.stats.resent++;
@@ -799,6 +874,15 @@ class NatsGroup implements Group, OpHost {
     this.closing = true;
     if (this.timer) clearInterval(this.timer);
     for (const s of this.subs.splice(0)) s.unsubscribe();
+    for (const e of this.chunkSubs.splice(0)) {
+      e.sub?.unsubscribe();
+      if (e.sid !== undefined) this.dp?.unsubscribe(e.sid);
+    }
+    if (this.dp) {
+      await within(this.dp.flush(), this.timeoutMs, 'flush').catch(() => undefined);
+      this.dp.close();
+      this.dp = undefined;
+    }
     this.early.clear();
     this.retained = undefined;
     if (!this.nc.isClosed()) await within(this.nc.flush(), this.timeoutMs, 'flush').catch(() => undefined);
@@ -836,10 +920,17 @@ function senderOf(subject: string): number {
   return Number.isInteger(r) ? r : -1;
 }
 
+type RunOptions = Omit<OpSpec, 'opIndex' | 'length'> & { inPlace: boolean };
+
+/** The header every chunk carries: the operation as its sender called it (checked by the receiver). */
+function metaOf(s: OpSpec, from: number, phase: Phase, seg: number, chunk: number): string {
+  return `${s.opIndex} ${from} ${phase} ${seg} ${chunk} ${s.length} ${s.wire} ${s.average ? 1 : 0} ${s.step} ${s.tag} ${s.mode}`;
+}
+
 function parseMeta(v: string | undefined): ChunkMeta | undefined {
   if (!v) return undefined;
   const f = v.split(' ');
-  if (f.length !== 10) return undefined;
+  if (f.length !== 11) return undefined;
   const n = (i: number) => Number(f[i]);
   return {
     opIndex: n(0),
@@ -852,5 +943,6 @@ function parseMeta(v: string | undefined): ChunkMeta | undefined {
     average: f[7] === '1',
     step: n(8),
     tag: f[9]!,
+    mode: f[10] as Mode,
   };
 }

@@ -9,7 +9,7 @@
 //   await group.close();
 export { joinGroup, soloGroup, zeroCounters } from './group.ts';
 export type { AllReduceOptions, DroppedChunk, Group, GroupCounters, JoinOptions } from './group.ts';
-export type { Wire } from './all-reduce.ts';
+export type { Mode, Wire } from './all-reduce.ts';
 export { PowerSgd } from './powersgd.ts';
 export type {
   LoadStateOptions,

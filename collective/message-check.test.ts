@@ -18,6 +18,7 @@ const meta = (o: Partial<ChunkMeta> = {}): ChunkMeta => ({
   tag: 'ar',
   wire: 'fp32',
   average: false,
+  mode: 'all',
   length: 30,
   from: 0,
   phase: 'rs',

@@ -40,3 +40,12 @@ test('partition: rejects nonsense', () => {
   assert.throws(() => layout(4, 0, 4), RangeError);
   assert.throws(() => layout(4, 2, 0), RangeError);
 });
+
+test('partition: given segments are used as they are (an empty one included), and must cut the array', () => {
+  const l = layout(10, 3, 4, [0, 6, 6, 10]);
+  assert.deepEqual(l.segStart, [0, 6, 6, 10]);
+  assert.deepEqual(l.chunks, [2, 0, 1]);
+  assert.throws(() => layout(10, 3, 4, [0, 6, 10]), RangeError);
+  assert.throws(() => layout(10, 3, 4, [0, 7, 6, 10]), RangeError);
+  assert.throws(() => layout(10, 3, 4, [1, 6, 6, 10]), RangeError);
+});

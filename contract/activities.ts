@@ -1,6 +1,6 @@
 // Payloads between workflows and activities: pointers and small numbers only, never tensors (Temporal's
 // payload limit is 2 MiB and history keeps every payload).
-import type { RunSpec } from '../config/index.ts';
+import type { RunSpec } from '../config/spec.ts';
 import type { QualityPoint } from './quality.ts';
 
 /** The training stages of a run, in order: the dVAE, the transformer, the CLIP-style reranker. */

@@ -1,7 +1,7 @@
 // The training workflows as their clients see them: the task queue, the workflow types with their input
 // and result, and the progress they report. Workflow ids: the run id for trainDalle, `<run>-<stage>` for
 // its trainStage children.
-import type { RunSpec } from '../config/index.ts';
+import type { RunSpec } from '../config/spec.ts';
 import type { PublishResult, StageName } from './activities.ts';
 import type { QualityPoint } from './quality.ts';
 

@@ -11,7 +11,8 @@
 // Ids: 0 = <pad> (reserved for the transformer's per-position padding; never produced by `encode`),
 // 1 = <unk> (a byte not in the vocabulary; only possible when the vocabulary is too small to hold all
 // 256 bytes), then the byte alphabet, then merge results in merge order. Every id is < vocabSize.
-// No start-of-text id: the transformer adds its own.
+// No start-of-text id, and none is added later: text position 0 holds the first caption token
+// (so it is never predicted; docs/model.md, "Where we differ from the paper").
 //
 // Training: the library's Node binding exposes no trainer options (its `train(files)` uses the default
 // BpeTrainer: vocab 30,000, min frequency 0). BPE training is greedy, so the first M merges of that run

@@ -12,6 +12,9 @@ import {
   writeFileSync,
   chmodSync,
   copyFileSync,
+  statSync,
+  readSync,
+  closeSync,
 } from 'node:fs';
 import { createConnection, createServer } from 'node:net';
 import { homedir, tmpdir } from 'node:os';
@@ -63,20 +66,34 @@ export interface ServiceStatus {
   detail?: string;
 }
 
-/** A port is taken by a process that `dalle up` did not start: refusing beats hanging or killing it. */
+/** A port is taken by a process that `dalle up` did not start: refusing beats hanging or killing it.
+ *  `atBind`: it looked free, and was taken before the service bound it (another process picked it in
+ *  between); trying again with another port is the cure. */
 export class PortInUseError extends Error {
   override name = 'PortInUseError';
   constructor(
     readonly service: ServiceName,
     readonly host: string,
     readonly port: number,
+    readonly atBind = false,
   ) {
     super(
-      `${service}: port ${host}:${port} is in use by a process that 'dalle up' did not start ` +
-        `(and it does not answer as a healthy ${service}); stop it or choose another port ` +
-        `(${service === 'nats' ? 'NATS_URL' : 'TEMPORAL_ADDRESS'})`,
+      (atBind
+        ? `${service}: port ${host}:${port} was taken by another process before ${service} could bind it`
+        : `${service}: port ${host}:${port} is in use by a process that 'dalle up' did not start ` +
+          `(and it does not answer as a healthy ${service})`) +
+        `; stop it or choose another port (${service === 'nats' ? 'NATS_URL' : 'TEMPORAL_ADDRESS'})`,
     );
   }
+}
+
+/** The port a service's log says it could not bind (every service here logs `… host:port … address
+ *  already in use` or `address already in use host:port`), if it says so. */
+export function portTakenInLog(log: string): { host: string; port: number } | undefined {
+  const line = log.split('\n').find((l) => /address already in use/i.test(l));
+  const all = line ? [...line.matchAll(/(\d+\.\d+\.\d+\.\d+|localhost|\[[0-9a-f:]+\]|::):(\d+)/gi)] : [];
+  const m = all.at(-1);
+  return m ? { host: m[1]!, port: Number(m[2]) } : undefined;
 }
 
 /** A service would listen beyond loopback without authentication or TLS. */
@@ -185,7 +202,9 @@ export async function temporalHealthy(
   let conn: Connection | undefined;
   try {
     conn = await Connection.connect({ address, connectTimeout: timeoutMs, ...(tls ? { tls } : {}) });
-    await conn.workflowService.describeNamespace({ namespace });
+    // A deadline: something that speaks HTTP/2 on the port but never answers must not hang `up`.
+    const c = conn;
+    await c.withDeadline(Date.now() + timeoutMs, () => c.workflowService.describeNamespace({ namespace }));
     return true;
   } catch {
     return false;
@@ -450,6 +469,20 @@ function tail(file: string, lines = 15): string {
   }
 }
 
+/** What `file` got from byte `from` on (at most 64 KiB of it). */
+function logSince(file: string, from: number): string {
+  let fd: number | undefined;
+  try {
+    fd = openSync(file, 'r');
+    const buf = Buffer.alloc(65536);
+    return buf.subarray(0, readSync(fd, buf, 0, buf.length, from)).toString('utf8');
+  } catch {
+    return '';
+  } finally {
+    if (fd !== undefined) closeSync(fd);
+  }
+}
+
 async function upOne(def: ServiceDef, e: ServiceEnv): Promise<ServiceStatus> {
   const p = paths(e.home, def.name);
   const { host, port } = def.address;
@@ -480,12 +513,15 @@ async function upOne(def: ServiceDef, e: ServiceEnv): Promise<ServiceStatus> {
   const bin = def.binary();
   mkdirSync(p.dir, { recursive: true });
   mkdirSync(p.data, { recursive: true });
+  const logFrom = existsSync(p.log) ? statSync(p.log).size : 0; // this start's lines only (the log appends)
   const out = openSync(p.log, 'a');
   const child = spawn(bin, def.args(bin), { detached: true, stdio: ['ignore', out, out] });
   child.unref();
   writeFileSync(p.pid, String(child.pid));
   const deadline = Date.now() + def.startTimeoutMs;
   while (Date.now() < deadline) {
+    // A port taken between our check and the bind: fail now, naming it (the service may not even exit).
+    if (portTakenInLog(logSince(p.log, logFrom))) break;
     if (!ownProcessAlive(child.pid, def.binaryTag)) break;
     if (await def.healthy()) {
       return {
@@ -500,6 +536,8 @@ async function upOne(def: ServiceDef, e: ServiceEnv): Promise<ServiceStatus> {
   }
   await stopPid(child.pid, def.binaryTag);
   rmSync(p.pid, { force: true });
+  const taken = portTakenInLog(logSince(p.log, logFrom));
+  if (taken) throw new PortInUseError(def.name, taken.host, taken.port, true);
   throw new ServiceStartError(def.name, p.log, tail(p.log));
 }
 

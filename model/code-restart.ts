@@ -44,9 +44,16 @@ export class CodeUsage {
   observe(decoderGrad: Float32Array): void {
     const K = this.codebookSize;
     const E = decoderGrad.length / K;
-    for (let k = 0; k < K; k++) {
-      let s = 0;
-      for (let e = 0; e < E; e++) s += decoderGrad[k * E + e]! ** 2;
+    const rowSq = new Float64Array(K);
+    for (let k = 0; k < K; k++) for (let e = 0; e < E; e++) rowSq[k]! += decoderGrad[k * E + e]! ** 2;
+    this.observeRows(rowSq);
+  }
+
+  /** The same from each code's Σg² over its gradient row (what ranks holding pieces of the rows can sum
+   *  between them). */
+  observeRows(rowSq: ArrayLike<number>): void {
+    for (let k = 0; k < this.codebookSize; k++) {
+      const s = rowSq[k]!;
       if (s > 0) {
         this.idle[k] = 0;
         this.load[k]! += Math.sqrt(s);
@@ -123,4 +130,42 @@ function columnRms(w: Float32Array, K: number, k: number): number {
 /** The same copies without perturbation, for arrays that follow the parameters (Adam moments, EMA). */
 export function copyCodes(a: CodebookArrays, restarts: readonly Restart[]): void {
   restartCodes(a, restarts, { seed: 0, step: 0, jitter: 0 });
+}
+
+/** The parameters a restart rewrites: the codebook alone (VQ), or also the encoder's logits (Gumbel). */
+export function restartedParams(quantizer: 'gumbel' | 'vq'): string[] {
+  return quantizer === 'vq'
+    ? ['decoder.input.w']
+    : ['encoder.output.w', 'encoder.output.b', 'decoder.input.w'];
+}
+
+/** Applies `plan` to whole arrays of the restarted parameters (by name): their values perturbed, each
+ *  follower (Adam moments, EMA: arrays shaped like the parameters) copied plainly. Wherever the arrays live
+ *  (one trainer's optimizer, or gathered from the shards of a host) the result is the same. */
+export function applyRestarts(
+  quantizer: 'gumbel' | 'vq',
+  codebookSize: number,
+  plan: readonly Restart[],
+  values: ReadonlyMap<string, Float32Array>,
+  followers: readonly ReadonlyMap<string, Float32Array>[],
+  opts: { seed: number; step: number; jitter: number },
+): void {
+  const at = (m: ReadonlyMap<string, Float32Array>, name: string) => {
+    const a = m.get(name);
+    if (!a) throw new Error(`code restart: no array for ${name}`);
+    return a;
+  };
+  const of = (m: ReadonlyMap<string, Float32Array>): CodebookArrays => ({
+    encW: at(m, 'encoder.output.w'),
+    encB: at(m, 'encoder.output.b'),
+    decW: at(m, 'decoder.input.w'),
+  });
+  const still = { seed: 0, step: 0, jitter: 0 };
+  if (quantizer === 'vq') {
+    restartCodebookRows(at(values, 'decoder.input.w'), codebookSize, plan, opts);
+    for (const f of followers) restartCodebookRows(at(f, 'decoder.input.w'), codebookSize, plan, still);
+    return;
+  }
+  restartCodes(of(values), plan, opts);
+  for (const f of followers) copyCodes(of(f), plan);
 }

@@ -9,14 +9,7 @@
 import * as tf from '@tensorflow/tfjs';
 import type { DvaeConfig } from '../config/index.ts';
 import { AdamW, decaysByDefault } from './adamw.ts';
-import {
-  CodeUsage,
-  copyCodes,
-  restartCodebookRows,
-  restartCodes,
-  type CodebookArrays,
-  type Restart,
-} from './code-restart.ts';
+import { applyRestarts, CodeUsage, restartedParams, type Restart } from './code-restart.ts';
 import {
   dvaeLayout,
   dvaeLossTerms,
@@ -32,6 +25,7 @@ import { decodeState, encodeState, expectArrays } from './state-io.ts';
 import {
   NoOptimizerError,
   type GradientResult,
+  type OutsideRewrites,
   type ParamSpec,
   type StepMetrics,
   type Trainer,
@@ -117,7 +111,9 @@ class DvaeTrainer implements Trainer<DvaeBatch> {
     this.layout = dvaeLayout(cfg);
     this.specs = dvaeParamSpecs(cfg);
     this.params = new ParamVector(this.specs, initDvaeParams(cfg, seed), `dvae-trainer${trainers++}/theta`);
-    // Dead-code restarts rewrite the optimizer's moments too: only a trainer that holds them restarts codes.
+    if ((cfg.codeRestartEvery ?? 0) > 0) this.usage = new CodeUsage(cfg.codebookSize);
+    // Without the optimizer, dead-code restarts (which rewrite its moments and EMA too) are made by whoever
+    // holds them, through `outsideRewrites`.
     if (opts.optimizer === false) return;
     this.opt = new AdamW(
       this.params.theta,
@@ -128,7 +124,6 @@ class DvaeTrainer implements Trainer<DvaeBatch> {
       })),
       this.adamConfig(),
     );
-    if ((cfg.codeRestartEvery ?? 0) > 0) this.usage = new CodeUsage(cfg.codebookSize);
   }
 
   private adamConfig() {
@@ -204,12 +199,9 @@ class DvaeTrainer implements Trainer<DvaeBatch> {
     let restarted = 0;
     if (this.usage && !r.skipped) {
       this.usage.observe(grads[this.index('decoder.input.w')]!);
-      const every = this.cfg.codeRestartEvery;
-      if ((step + 1) % every === 0 && step < this.cfg.codeRestartUntil) {
-        const plan = this.usage.plan(every);
-        if (plan.length > 0) this.restart(plan, step);
-        restarted = plan.length;
-      }
+      const plan = this.planDue(step);
+      if (plan.length > 0) this.restart(plan, step);
+      restarted = plan.length;
     }
     return {
       lr,
@@ -224,45 +216,60 @@ class DvaeTrainer implements Trainer<DvaeBatch> {
     return this.specs.findIndex((s) => s.name === name);
   }
 
+  /** The restarts due after update `step` (none between windows and after codeRestartUntil). */
+  private planDue(step: number): Restart[] {
+    const every = this.cfg.codeRestartEvery;
+    if (!this.usage || (step + 1) % every !== 0 || step >= this.cfg.codeRestartUntil) return [];
+    return this.usage.plan(every);
+  }
+
   /** Applies restarts to the parameters (perturbed) and to their Adam moments and EMA (plain copies). */
   private restart(plan: Restart[], step: number): void {
     if (!this.opt) throw new NoOptimizerError('dvae code restarts');
-    const opt = this.opt;
-    const of = (get: (name: string) => Float32Array): CodebookArrays => ({
-      encW: get('encoder.output.w'),
-      encB: get('encoder.output.b'),
-      decW: get('decoder.input.w'),
-    });
     const params = this.params.arrays();
-    const state = new Map(opt.stateArrays());
-    if (this.cfg.quantizer === 'vq') {
-      // The codebook alone holds the codes: its rows, their moments and EMA.
-      const K = this.cfg.codebookSize;
-      restartCodebookRows(params[this.index('decoder.input.w')]!, K, plan, {
-        seed: this.seed,
-        step,
-        jitter: 0.1,
-      });
-      for (const suffix of ['m', 'v', 'ema'])
-        restartCodebookRows(state.get(`decoder.input.w.${suffix}`)!, K, plan, {
-          seed: 0,
-          step: 0,
-          jitter: 0,
-        });
-    } else {
-      restartCodes(
-        of((n) => params[this.index(n)]!),
-        plan,
-        { seed: this.seed, step, jitter: 0.1 },
-      );
-      for (const suffix of ['m', 'v', 'ema'])
-        copyCodes(
-          of((n) => state.get(`${n}.${suffix}`)!),
-          plan,
-        );
-    }
+    const state = new Map(this.opt.stateArrays());
+    const names = restartedParams(this.cfg.quantizer);
+    const values = new Map(names.map((n) => [n, params[this.index(n)]!]));
+    const followers = ['m', 'v', 'ema'].map((w) => new Map(names.map((n) => [n, state.get(`${n}.${w}`)!])));
+    applyRestarts(this.cfg.quantizer, this.cfg.codebookSize, plan, values, followers, this.jitter(step));
     this.params.assign(params);
-    opt.loadStateArrays(state, opt.updates);
+    this.opt.loadStateArrays(state, this.opt.updates);
+  }
+
+  private jitter(step: number) {
+    return { seed: this.seed, step, jitter: 0.1 };
+  }
+
+  /** Dead-code restarts for a sharded optimizer: the usage is observed from the rows' Σg² the ranks sum
+   *  between them, and the plan is applied to the arrays they gather. */
+  get outsideRewrites(): OutsideRewrites | undefined {
+    if (this.opt || !this.usage) return undefined;
+    const usage = this.usage;
+    const names = restartedParams(this.cfg.quantizer);
+    return {
+      watch: this.index('decoder.input.w'),
+      observe: (step, rowSq) => {
+        usage.observeRows(rowSq);
+        const plan = this.planDue(step);
+        if (plan.length === 0) return undefined;
+        return {
+          params: names.map((n) => this.index(n)),
+          count: plan.length,
+          apply: (values, followers) => {
+            const byName = (arrays: Float32Array[]) => new Map(names.map((n, i) => [n, arrays[i]!]));
+            const { quantizer, codebookSize } = this.cfg;
+            applyRestarts(
+              quantizer,
+              codebookSize,
+              plan,
+              byName(values),
+              followers.map(byName),
+              this.jitter(step),
+            );
+          },
+        };
+      },
+    };
   }
 
   updateRule(step: number, _loss: number): UpdateRule {

@@ -8,7 +8,8 @@
 //
 // Image encoder: x/127.5 − 1 → S stages of [3×3 conv + ReLU → 2×2 max-pool] (widths w, 2w, 4w, …) → the
 //   last feature map flattened (position and size survive; a global pool would drop them) → linear, plus a
-//   colour head: per-pixel ReLU detectors of RGB, each max-pooled over the whole image → linear; → L2.
+//   colour head: per-pixel ReLU detectors of RGB, each max- and mean-pooled over the whole image → linear;
+//   → L2.
 // Text encoder: token + position embeddings → `textLayers` pre-LN blocks (self-attention over the
 //   caption's tokens, padding masked out; GELU MLP) → LN → mean over the caption's tokens → linear → L2.
 //   With no blocks the text embedding is a projected bag of words: additive in the words, so a colour and
@@ -114,8 +115,10 @@ export function rerankerDims(
   };
 }
 
-/** Colour detectors of the colour head (per-pixel RGB in, each max-pooled over the image). */
+/** Colour detectors of the colour head (per-pixel RGB in, each max- and mean-pooled over the image). */
 const COLOR_HIDDEN = 32;
+/** The mean of a detector is small (most pixels are background): this gain starts it near the max's scale. */
+const COLOR_MEAN_GAIN = 8;
 
 /** Every parameter in a fixed order (the order of grads, checkpoints and published arrays). */
 export function rerankerParamSpecs(D: RerankerDims): ParamSpec[] {
@@ -135,7 +138,7 @@ export function rerankerParamSpecs(D: RerankerDims): ParamSpec[] {
     { name: 'image.proj.w', shape: [D.features, D.embedDim], kind: 'matrix' },
     { name: 'image.color.fc.w', shape: [3, COLOR_HIDDEN], kind: 'matrix' },
     { name: 'image.color.fc.b', shape: [COLOR_HIDDEN], kind: 'bias' },
-    { name: 'image.color.proj.w', shape: [COLOR_HIDDEN, D.embedDim], kind: 'matrix' },
+    { name: 'image.color.proj.w', shape: [2 * COLOR_HIDDEN, D.embedDim], kind: 'matrix' },
     { name: 'text.embed', shape: [D.textVocab, W], kind: 'embedding' },
     { name: 'text.pos', shape: [D.textLen, W], kind: 'embedding' },
   );
@@ -308,16 +311,17 @@ export class Reranker {
       });
       const flat = x.reshape([n, this.dims.features]) as tf.Tensor2D;
       // Colour: each detector (a ReLU of the pixel's RGB) at its strongest anywhere in the image, so a
-      // colour reads the same at every size, position and shape.
+      // colour reads the same at every size, position and shape, and its mean over the image, so that a few
+      // stray pixels of a decoder's image do not outvote the figure's own colour.
       const pixels = raw
         .div(127.5)
         .sub(1)
         .reshape([n * R * R, 3]) as tf.Tensor2D;
       const detectors = tf
         .relu(tf.matMul(pixels, this.w('image.color.fc.w') as tf.Tensor2D).add(this.w('image.color.fc.b')))
-        .reshape([n, R * R, COLOR_HIDDEN])
-        .max(1) as tf.Tensor2D;
-      const color = tf.matMul(detectors, this.w('image.color.proj.w') as tf.Tensor2D);
+        .reshape([n, R * R, COLOR_HIDDEN]);
+      const pooled = tf.concat([detectors.max(1), detectors.mean(1).mul(COLOR_MEAN_GAIN)], 1) as tf.Tensor2D;
+      const color = tf.matMul(pooled, this.w('image.color.proj.w') as tf.Tensor2D);
       return l2Normalize(tf.matMul(flat, this.w('image.proj.w') as tf.Tensor2D).add(color));
     });
   }

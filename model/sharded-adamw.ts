@@ -1,7 +1,7 @@
 // One rank's shard of AdamW when parameters are sharded within a host (ZeRO-1/2): the moments and EMA of
 // the pieces of each parameter this rank owns, and the update of exactly those elements. The other ranks
 // of the host own the other pieces; the updated pieces are all-gathered into full parameters before the
-// next forward (activities/sharded-step.ts). Memory per rank: 3 × (parameters / ranks per host) floats
+// next forward (activities/sharded-runtime.ts). Memory per rank: 3 × (parameters / ranks per host) floats
 // instead of 3 × parameters.
 //
 // Per element it is adamw.ts's update, operation by operation in float32 (every intermediate rounded with
@@ -103,6 +103,12 @@ export class ShardedAdamW {
       return next.slice();
     });
     return { params: out, updates: this.t };
+  }
+
+  /** This shard's own arrays, per piece (in `pieces` order): the parameter values its updates start
+   *  from, the moments and the EMA. A rewrite from outside (dead-code restarts) writes into them. */
+  arrays(): { values: Float32Array[]; m: Float32Array[]; v: Float32Array[]; ema: Float32Array[] } {
+    return { values: this.values, m: this.m, v: this.v, ema: this.ema };
   }
 
   /** The EMA pieces (in `pieces` order). */

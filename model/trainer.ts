@@ -50,6 +50,27 @@ export interface UpdateRule {
   maxGradNorm?: number;
 }
 
+/** Rewrites a recipe makes after some updates (the dVAE's dead-code restarts), for an optimizer outside
+ *  the trainer: the trainer decides, the optimizer's holder gathers the arrays and writes them back. */
+export interface OutsideRewrites {
+  /** The parameter (`paramSpecs()` index) whose averaged gradient the trainer watches, row by row of its
+   *  [prod(shape[:-1]), shape[-1]] view. */
+  watch: number;
+  /** After update `step` was applied: each row's Σg² of the watched gradient (averaged over ranks, before
+   *  clipping). Returns the rewrite due now, if any. The same rows give the same answer on every rank. */
+  observe(step: number, rowSq: ArrayLike<number>): OutsideRewrite | undefined;
+}
+
+export interface OutsideRewrite {
+  /** The parameters (`paramSpecs()` indices) rewritten, whole. */
+  params: number[];
+  /** Rewrites them in place: `values` their full arrays (in `params` order); `followers` one list per
+   *  optimizer array that follows the parameters (moments, EMA), each in `params` order. */
+  apply(values: Float32Array[], followers: Float32Array[][]): void;
+  /** For the step's metrics (`codeRestarts`). */
+  count: number;
+}
+
 /** applyGradients / exportParams('ema') on a trainer built without its optimizer. */
 export class NoOptimizerError extends Error {
   override name = 'NoOptimizerError';
@@ -81,6 +102,9 @@ export interface Trainer<Batch> {
   /** For an optimizer outside the trainer: advances the schedules' state exactly as applyGradients does
    *  (the plateau rule observes `loss`) and says what AdamW applies at `step`. */
   updateRule(step: number, loss: number): UpdateRule;
+  /** Built without its optimizer, a trainer whose recipe rewrites parameters and optimizer state after
+   *  some updates says how here (applyGradients does it itself otherwise). */
+  readonly outsideRewrites?: OutsideRewrites;
   /** Overwrites the parameters (`paramSpecs()` order), e.g. with the all-gathered result of a sharded
    *  update; `updates` is the optimizer's update count so far (saved with the state). */
   setParams(params: Float32Array[], updates: number): void;

@@ -98,61 +98,78 @@ export const METRIC_NAMES = {
 
 let cached: { generation: number; m: DalleMetrics } | undefined;
 
+/** How each instrument is made: its kind, description, unit and (histograms) bucket bounds. */
+interface InstrumentDef {
+  kind: 'gauge' | 'counter' | 'upDownCounter' | 'histogram';
+  description: string;
+  unit: string;
+  buckets?: number[];
+}
+
+const INSTRUMENTS: Record<keyof DalleMetrics, InstrumentDef> = {
+  loss: { kind: 'gauge', description: 'Global mean training loss of the latest step', unit: '1' },
+  stepsPerSecond: { kind: 'gauge', description: 'Optimizer steps per second', unit: '1/s' },
+  compressionRate: {
+    kind: 'gauge',
+    description: 'Gradient bytes before compression divided by bytes sent, per step',
+    unit: '1',
+  },
+  allReduceSeconds: {
+    kind: 'histogram',
+    description: 'Wall time of one all-reduce on one rank',
+    unit: 's',
+    buckets: SHORT_SECONDS_BUCKETS,
+  },
+  checkpointSeconds: {
+    kind: 'histogram',
+    description: 'Wall time of a checkpoint save or load',
+    unit: 's',
+    buckets: SHORT_SECONDS_BUCKETS,
+  },
+  restarts: { kind: 'counter', description: 'Segment relaunches after a lost rank', unit: '1' },
+  generateSeconds: {
+    kind: 'histogram',
+    description: 'Latency of a Generate call, server side',
+    unit: 's',
+    buckets: GENERATE_SECONDS_BUCKETS,
+  },
+  inFlight: { kind: 'upDownCounter', description: 'Sampler requests being served', unit: '1' },
+  codesUsed: { kind: 'gauge', description: 'dVAE codes in use on the validation images', unit: '1' },
+  reconstructionAccuracy: {
+    kind: 'gauge',
+    description: 'Share of dVAE reconstructions of validation images right on all four attributes',
+    unit: '1',
+  },
+  captionInformation: {
+    kind: 'gauge',
+    description: 'Image-token loss with another caption minus with the true caption',
+    unit: 'nat',
+  },
+  sampleAccuracy: {
+    kind: 'gauge',
+    description: 'Share of plain samples right on all four attributes',
+    unit: '1',
+  },
+};
+
 function build(): DalleMetrics {
   const meter = getMeter();
-  return {
-    loss: meter.createGauge(METRIC_NAMES.loss, {
-      description: 'Global mean training loss of the latest step',
-      unit: '1',
-    }),
-    stepsPerSecond: meter.createGauge(METRIC_NAMES.stepsPerSecond, {
-      description: 'Optimizer steps per second',
-      unit: '1/s',
-    }),
-    compressionRate: meter.createGauge(METRIC_NAMES.compressionRate, {
-      description: 'Gradient bytes before compression divided by bytes sent, per step',
-      unit: '1',
-    }),
-    allReduceSeconds: meter.createHistogram(METRIC_NAMES.allReduceSeconds, {
-      description: 'Wall time of one all-reduce on one rank',
-      unit: 's',
-      advice: { explicitBucketBoundaries: SHORT_SECONDS_BUCKETS },
-    }),
-    checkpointSeconds: meter.createHistogram(METRIC_NAMES.checkpointSeconds, {
-      description: 'Wall time of a checkpoint save or load',
-      unit: 's',
-      advice: { explicitBucketBoundaries: SHORT_SECONDS_BUCKETS },
-    }),
-    restarts: meter.createCounter(METRIC_NAMES.restarts, {
-      description: 'Segment relaunches after a lost rank',
-      unit: '1',
-    }),
-    generateSeconds: meter.createHistogram(METRIC_NAMES.generateSeconds, {
-      description: 'Latency of a Generate call, server side',
-      unit: 's',
-      advice: { explicitBucketBoundaries: GENERATE_SECONDS_BUCKETS },
-    }),
-    inFlight: meter.createUpDownCounter(METRIC_NAMES.inFlight, {
-      description: 'Sampler requests being served',
-      unit: '1',
-    }),
-    codesUsed: meter.createGauge(METRIC_NAMES.codesUsed, {
-      description: 'dVAE codes in use on the validation images',
-      unit: '1',
-    }),
-    reconstructionAccuracy: meter.createGauge(METRIC_NAMES.reconstructionAccuracy, {
-      description: 'Share of dVAE reconstructions of validation images right on all four attributes',
-      unit: '1',
-    }),
-    captionInformation: meter.createGauge(METRIC_NAMES.captionInformation, {
-      description: 'Image-token loss with another caption minus with the true caption',
-      unit: 'nat',
-    }),
-    sampleAccuracy: meter.createGauge(METRIC_NAMES.sampleAccuracy, {
-      description: 'Share of plain samples right on all four attributes',
-      unit: '1',
-    }),
+  const make = (name: string, d: InstrumentDef) => {
+    const opts = {
+      description: d.description,
+      unit: d.unit,
+      ...(d.buckets ? { advice: { explicitBucketBoundaries: d.buckets } } : {}),
+    };
+    if (d.kind === 'gauge') return meter.createGauge(name, opts);
+    if (d.kind === 'counter') return meter.createCounter(name, opts);
+    if (d.kind === 'upDownCounter') return meter.createUpDownCounter(name, opts);
+    return meter.createHistogram(name, opts);
   };
+  // The table's kinds match DalleMetrics' instrument types (the compiler cannot tell a Gauge from a
+  // Histogram, nor a Counter from an UpDownCounter: same shape), so the cast is the table's promise.
+  return Object.fromEntries(
+    Object.entries(INSTRUMENTS).map(([key, d]) => [key, make(METRIC_NAMES[key as keyof DalleMetrics], d)]),
+  ) as unknown as DalleMetrics;
 }
 
 /** The typed instruments, bound to the current meter provider (no-ops when metrics are not exported). */

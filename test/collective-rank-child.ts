@@ -20,6 +20,8 @@ export interface RankArgs {
   mode: 'work' | 'victim' | 'hang' | 'stall';
   stallMs?: number;
   size?: number;
+  /** JoinOptions.dataPlane (default true). */
+  dataPlane?: boolean;
 }
 
 const a = JSON.parse(process.argv[2]!) as RankArgs;
@@ -42,6 +44,7 @@ try {
     worldSize: a.worldSize,
     timeoutMs: a.timeoutMs,
     joinTimeoutMs: 60_000,
+    dataPlane: a.dataPlane,
   });
   if (a.mode === 'work') {
     const sums: string[] = [];

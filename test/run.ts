@@ -1,7 +1,7 @@
 // `npm test`: typecheck, lint, format check, then every *.test.ts under node's test runner, against real services that
 // this script starts on its own ports and $DALLE_HOME (so a user's running stack is never touched).
 import { spawnSync } from 'node:child_process';
-import { readdirSync, statSync } from 'node:fs';
+import { readdirSync, rmSync, statSync } from 'node:fs';
 import { join, relative } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { down, serviceEnv, up } from '../infra/services.ts';
@@ -44,6 +44,14 @@ if (!filter.length) {
   ok = step('lint', 'npx', ['eslint', '--max-warnings', '0', '.']) && ok;
   ok = step('format', 'npx', ['prettier', '--check', '--log-level', 'warn', '.']) && ok;
 }
+
+// Every run starts from an empty test home. A workflow that an earlier, failed session left running would
+// otherwise resume on this session's workers and take their slots; wiping the home also drops its
+// checkpoints, buckets and Temporal history, which terminating stale runs one by one would leave behind (and
+// which could make a test's outcome depend on an earlier session). down() first stops servers an interrupted
+// session left running on this home (it stops only what its pid files name).
+await down(env);
+rmSync(env.home, { recursive: true, force: true });
 
 console.log(
   `\n== services: Temporal ${env.temporalAddress}, NATS ${redactUrl(env.natsUrl)}, state ${env.home}`,

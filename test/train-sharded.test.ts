@@ -3,7 +3,8 @@
 // workers SIGKILL themselves at dVAE step 7, while host a's ranks are in that step's collectives); the run
 // resumes from the last committed checkpoint on host a alone (elastic: its 2 ranks, error buffers
 // re-sharded from 2 hosts to 1, optimizer shards as saved), adopts host b again once two new workers
-// answer (a whole host at a time), and publishes its model.
+// answer (a whole host at a time), trains the reranker on both hosts, and publishes its model. Every
+// checkpoint has its sample grid and quality point, drawn from the EMA gathered from the optimizer shards.
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { connect } from 'nats';
@@ -106,13 +107,24 @@ test(
       );
       const layouts: string[] = [];
       const losses: number[] = [];
-      for (const stage of ['dvae', 'transformer'])
+      for (const stage of ['dvae', 'transformer', 'rerank'])
         for (let step = EVERY; step <= 20; step += EVERY) {
           const m = (await checkpoints.manifestAt(run, stage, step)) as CheckpointManifest;
           const l = m.meta.layout as { hosts: number; perHost: number };
           layouts.push(`${stage}@${step}: ${l.hosts}×${l.perHost}`);
           if (stage === 'dvae') losses.push(...(m.meta.losses as number[]));
+          // Observability as in the flat layout: rank 0 draws each checkpoint's grid from the EMA it
+          // gathers from the optimizer shards (the reranker draws none).
+          if (stage !== 'rerank')
+            assert.ok(
+              m.parts.some((part) => part.name === 'samples'),
+              `${stage}@${step} has a sample grid`,
+            );
         }
+      const measured = (p.quality ?? []).map((q) => `${q.stage}@${q.step}`);
+      t.diagnostic(`quality measured at ${measured.join(', ')}`);
+      for (const at of ['dvae@5', 'dvae@20', 'transformer@20'])
+        assert.ok(measured.includes(at), `quality measured at ${at}`);
       t.diagnostic(layouts.join(', '));
       t.diagnostic(`dvae losses ${losses.map((x) => x.toFixed(4)).join(' ')}`);
       assert.equal(layouts[0], 'dvae@5: 2×2');
@@ -122,6 +134,12 @@ test(
         'two hosts again',
       );
       assert.ok(losses.every(Number.isFinite) && losses.at(-1)! < 0.8 * losses[0]!, 'the dVAE trained');
+      // The reranker (tiny trains 20 steps of it) in the same layout: its ranks gather the pairs' embeddings
+      // across both hosts, and the bundle's reranker comes from its optimizer shards' EMA.
+      assert.ok(
+        layouts.includes('rerank@20: 2×2'),
+        `the reranker trained sharded on two hosts: ${layouts.join(', ')}`,
+      );
       assert.ok(
         workers[0]!.output.some((l) => l.includes('1 slot(s), host a')),
         'workers know their host',

@@ -1,4 +1,5 @@
-// W transformer (or reranker) ranks in one process, each with its own NATS connection to a real server, laid out flat or
+// W ranks of one stage (the transformer, the dVAE, or with a batch source the reranker) in one process,
+// each with its own NATS connection to a real server, laid out flat or
 // sharded within hosts (the runtimes the workers use: activities/rank-runtime.ts, sharded-runtime.ts),
 // stepping on synthetic batches. For `dalle bench sharding` and the sharding tests: the layouts compared
 // on the same data, with no Temporal in between.
@@ -6,14 +7,14 @@ import { randomBytes } from 'node:crypto';
 import { connect, type NatsConnection } from 'nats';
 import type { RunSpec } from '../../config/index.ts';
 import { joinGroup, PowerSgd, type Group } from '../../collective/index.ts';
-import { createTransformerTrainer, type Trainer, type TransformerBatch } from '../../model/index.ts';
+import type { Trainer, TransformerBatch } from '../../model/index.ts';
 import type { StageBatchSource } from '../../activities/batches.ts';
 import { rankGradients } from '../../activities/rank-gradients.ts';
-import { createStageTrainer } from '../../activities/stage-trainer.ts';
 import type { CheckpointStore } from '../../store/index.ts';
 import type { TrainShardInput } from '../../contract/index.ts';
 import { FlatRuntime, type RankRuntime, type StepOutcome } from '../../activities/rank-runtime.ts';
 import { openShardedRuntime } from '../../activities/sharded-runtime.ts';
+import { createStageTrainer } from '../../activities/stage-trainer.ts';
 
 export interface InProcessRanks {
   ncs: NatsConnection[];
@@ -40,13 +41,14 @@ export function syntheticBatch(spec: RunSpec, step: number, rank: number, n = 2)
 }
 
 /** Opens W ranks (W = hostIds.length, or 4 flat when hostIds is undefined), resuming from checkpoint
- *  `fromStep` of `runId` when given. Transformer ranks step on `syntheticBatch`; with `source` they are
- *  reranker ranks (stage 3) that step on its batches. */
+ *  `fromStep` of `runId` when given. Transformer ranks step on `syntheticBatch` (other stages on the
+ *  caller's `batchOf`); with `source` they are reranker ranks (stage 3) that step on its batches. */
 export async function openRanks(o: {
   url: string;
   spec: RunSpec;
   hostIds?: string[];
   worldSize?: number;
+  stage?: 'dvae' | 'transformer';
   checkpoints: CheckpointStore;
   runId: string;
   fromStep?: number;
@@ -61,13 +63,9 @@ export async function openRanks(o: {
     joinGroup({ nc: ncs[rank]!, runId, groupId, rank, worldSize: W, timeoutMs: 20_000 });
   const groups = await Promise.all(ncs.map((_, r) => join(r)));
   const sharded = o.hostIds !== undefined;
-  const stage = o.source ? ('rerank' as const) : ('transformer' as const);
+  const stage = o.source ? ('rerank' as const) : (o.stage ?? 'transformer');
   const trainers = await Promise.all(
-    groups.map(() =>
-      stage === 'rerank'
-        ? createStageTrainer(stage, spec, W, { optimizer: !sharded })
-        : createTransformerTrainer(spec.transformer, spec.dvae, spec.train.seed, W, { optimizer: !sharded }),
-    ),
+    groups.map(() => createStageTrainer(stage, spec, W, { optimizer: !sharded })),
   );
   const inputs = groups.map((_, rank) => ({
     runId,
@@ -118,7 +116,7 @@ export async function trainRanks(
   spec: RunSpec,
   from: number,
   to: number,
-  batchOf = (step: number, rank: number) => syntheticBatch(spec, step, rank),
+  batchOf: (step: number, rank: number) => unknown = (step, rank) => syntheticBatch(spec, step, rank),
 ): Promise<StepRecord[]> {
   const out: StepRecord[] = [];
   for (let step = from; step < to; step++) {

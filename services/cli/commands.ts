@@ -18,6 +18,10 @@ export const commands = {
     load: () => import('./up.ts'),
   },
   down: { summary: 'stop the services that `dalle up` started', load: () => import('./down.ts') },
+  'secure-config': {
+    summary: 'certificates and NATS credentials of a deployed secured cluster (infra/compose, infra/k8s)',
+    load: () => import('./secure-config.ts'),
+  },
   config: {
     summary: 'show a preset or config file with every value resolved, or the JSON Schema of config files',
     load: () => import('./config.ts'),

@@ -39,10 +39,12 @@ import { writeDemoReport } from './demo-report.ts';
 import { watchTraining } from './demo-watch.ts';
 
 const NATIVE_INSTALLER = fileURLToPath(new URL('../../infra/native/install-tfjs-node.sh', import.meta.url));
-/** Minutes the shapes preset's step counts took end to end on this 2-core machine (57 at load 20–30). */
-const BASE_MINUTES = 55;
+/** Minutes the shapes preset's step counts take end to end on this 2-core machine: 57 measured at load
+ *  20–30 without the reranker, whose 300 steps add about 2 (0.2–0.25 s a step in one process at load 20). */
+const BASE_MINUTES = 57;
 
-/** The shapes preset with its step counts (and the schedules tied to them) scaled to a time budget. */
+/** The shapes preset with every stage's step counts (and the schedules tied to them) scaled to a time
+ *  budget. */
 export function demoSpec(minutes: number): RunSpec {
   const base = resolveSpec({ preset: 'shapes' });
   const k = minutes / BASE_MINUTES;
@@ -61,6 +63,11 @@ export function demoSpec(minutes: number): RunSpec {
       warmupSteps: scale(base.transformer.warmupSteps),
       plateauPatience: scale(base.transformer.plateauPatience),
     },
+    // Scaled like the others, so that a short budget is not spent on a full reranker; 0 (none) stays 0.
+    rerank:
+      base.rerank.steps > 0
+        ? { steps: steps(base.rerank.steps), warmupSteps: scale(base.rerank.warmupSteps) }
+        : {},
   });
 }
 
@@ -80,6 +87,11 @@ export const cli = command({
       help: 'do not start the web console (by default it stays up until Ctrl-C)',
     },
     'eval-n': { type: 'string', value: 'N', help: 'prompts per evaluation group (default 54)' },
+    threads: {
+      type: 'string',
+      value: 'N',
+      help: "native threads per worker (dalle worker --threads; default: all of this host's cores)",
+    },
   },
   notes: ['Writes $DALLE_HOME/demo/: grid.png, loss.svg, report.md, report.json and every process log.'],
 });
@@ -90,6 +102,7 @@ interface DemoOptions {
   kill: boolean;
   native: boolean;
   console: boolean;
+  threads?: number;
 }
 
 function demoOptions(argv: string[]): DemoOptions {
@@ -103,6 +116,7 @@ function demoOptions(argv: string[]): DemoOptions {
     kill: !values['no-kill'],
     native: !values['no-native'],
     console: !values['no-console'],
+    threads: read.int('threads', values.threads, 1),
   };
 }
 
@@ -136,7 +150,7 @@ export async function run(argv: string[]): Promise<number> {
   const { say, env, outDir, spec } = demo;
   const backend = chooseBackend(demo, opts.native);
   const weStarted = await startServices(demo);
-  const processes = new DemoProcesses(outDir, spec.train.worldSize, say);
+  const processes = new DemoProcesses(outDir, say, opts.threads);
   const { client, close: closeTemporal } = await temporalClient();
   const nc = await connectNats({ name: 'dalle-demo' });
   const { checkpoints, models } = await openStores({ nc });
@@ -246,7 +260,7 @@ async function startRun({ runId, spec, say }: Demo, client: Client) {
     args: [{ runId, spec }],
   });
   say(
-    `run ${runId}: dVAE ${spec.dvae.steps} steps, then transformer ${spec.transformer.steps} steps, W=${spec.train.worldSize}, PowerSGD rank ${spec.powersgd.rank}, batch ${spec.train.batchSize}, checkpoint every ${spec.train.checkpointEvery}`,
+    `run ${runId}: dVAE ${spec.dvae.steps} steps, then transformer ${spec.transformer.steps} steps, then reranker ${spec.rerank.steps} steps, W=${spec.train.worldSize}, PowerSGD rank ${spec.powersgd.rank}, batch ${spec.train.batchSize}, checkpoint every ${spec.train.checkpointEvery}`,
   );
   return handle;
 }

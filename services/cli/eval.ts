@@ -2,7 +2,7 @@
 // gRPC from a running sampler (`--server`): the zero-shot attribute table for a shapes model, and for any
 // dataset the caption–image score of its reranker (generated vs real held-out images). Heavy modules (tfjs,
 // sharp, grpc) are imported only on the path that needs them.
-import { command, parseCommand, readers } from './args.ts';
+import { command, parseCommand, readers, type OptionValues } from './args.ts';
 import { commands } from './commands.ts';
 import {
   bundleDvae,
@@ -20,6 +20,7 @@ import {
   heldoutPairs,
   samplingModelGenerator,
   summary,
+  type EvalReport,
   type CaptionScoreReport,
   type GenerateFn,
   type SamplingChoice,
@@ -155,19 +156,7 @@ async function openModels(dir: string | undefined) {
 
 export async function run(argv: string[]): Promise<number> {
   const { values } = parseCommand(argv, cli);
-  const read = readers(cli);
-  const name = values.model ?? 'dalle';
-  const version = read.int('version', values.version, 1);
-  const n = read.int('n', values.n, 1) ?? HELD_OUT_COMPOSITIONS.length;
-  const seed = read.int('seed', values.seed, 0) ?? 0;
-  const candidateList = read.ints('candidates', values.candidates, 1) ?? [1];
-  const scaleList = scales(read, values['guidance-scale']) ?? [1];
-  const choice: SamplingChoice = {
-    temperature: read.num('temperature', values.temperature, (t) => t > 0, 'a number > 0') ?? 1,
-    topK: read.int('top-k', values['top-k'], 0) ?? 0,
-    guidanceScale: scaleList[0]!,
-    candidates: candidateList[0]!,
-  };
+  const { name, version, n, seed, candidateList, scaleList, choice } = evalOptions(values);
   const curve = candidateList.length > 1 || scaleList.length > 1;
   const log = (line: string) => process.stderr.write(`eval: ${line}\n`);
 
@@ -220,28 +209,65 @@ export async function run(argv: string[]): Promise<number> {
       const { pairs, split } = await heldoutPairs(ds, dvae.resolution, n, seed);
       scores = { split, ...(await captionScores({ generate, reranker, pairs, seed, log })) };
     }
-    const model = { name: info.name, version: info.version };
-    if (values.json) {
-      const shapesOut = shapes && (values.details ? shapes : summary(shapes));
-      console.log(JSON.stringify({ model, ...choice, ...shapesOut, captionScores: scores }));
-      return 0;
-    }
-    const how = Object.entries(choice)
-      .map(([k, v]) => `${k} ${v}`)
-      .join(', ');
-    console.log(
-      `evaluation of ${info.name} v${info.version} (${n} prompts per group, seed ${seed}, ${how})\n`,
-    );
-    if (shapes) console.log(`${formatEvalTable(shapes)}\n`);
-    if (scores) {
-      const where = scores.split === 'heldout' ? 'held-out' : 'training (the dataset has no held-out split)';
-      console.log(
-        `caption–image score by the model's reranker, ${where} pairs:\n\n${formatCaptionScores(scores)}`,
-      );
-    }
+    printEvaluation({ info, n, seed, choice, shapes, scores, json: values.json, details: values.details });
     return 0;
   } finally {
     for (const c of cleanups.reverse()) await c();
     await closeNats();
+  }
+}
+
+/** The flags, read and checked: model, prompts, seed, and the sampling setting (or settings, for a curve). */
+function evalOptions(values: OptionValues<typeof cli.options>) {
+  const read = readers(cli);
+  const candidateList = read.ints('candidates', values.candidates, 1) ?? [1];
+  const scaleList = scales(read, values['guidance-scale']) ?? [1];
+  const choice: SamplingChoice = {
+    temperature: read.num('temperature', values.temperature, (t) => t > 0, 'a number > 0') ?? 1,
+    topK: read.int('top-k', values['top-k'], 0) ?? 0,
+    guidanceScale: scaleList[0]!,
+    candidates: candidateList[0]!,
+  };
+  return {
+    name: values.model ?? 'dalle',
+    version: read.int('version', values.version, 1),
+    n: read.int('n', values.n, 1) ?? HELD_OUT_COMPOSITIONS.length,
+    seed: read.int('seed', values.seed, 0) ?? 0,
+    candidateList,
+    scaleList,
+    choice,
+  };
+}
+
+/** The evaluation as JSON (--json; every item with --details) or as tables. */
+function printEvaluation(r: {
+  info: { name: string; version: number };
+  n: number;
+  seed: number;
+  choice: SamplingChoice;
+  shapes: EvalReport | undefined;
+  scores: (CaptionScoreReport & { split: 'heldout' | 'train' }) | undefined;
+  json?: boolean;
+  details?: boolean;
+}): void {
+  const { info, shapes, scores } = r;
+  const model = { name: info.name, version: info.version };
+  if (r.json) {
+    const shapesOut = shapes && (r.details ? shapes : summary(shapes));
+    console.log(JSON.stringify({ model, ...r.choice, ...shapesOut, captionScores: scores }));
+    return;
+  }
+  const how = Object.entries(r.choice)
+    .map(([k, v]) => `${k} ${v}`)
+    .join(', ');
+  console.log(
+    `evaluation of ${info.name} v${info.version} (${r.n} prompts per group, seed ${r.seed}, ${how})\n`,
+  );
+  if (shapes) console.log(`${formatEvalTable(shapes)}\n`);
+  if (scores) {
+    const where = scores.split === 'heldout' ? 'held-out' : 'training (the dataset has no held-out split)';
+    console.log(
+      `caption–image score by the model's reranker, ${where} pairs:\n\n${formatCaptionScores(scores)}`,
+    );
   }
 }

@@ -4,7 +4,7 @@ import { mkdirSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import type { ServiceError } from '@grpc/grpc-js';
 import { status } from '@grpc/grpc-js';
-import { command, parseCommand, readers } from './args.ts';
+import { command, parseCommand, readers, type OptionValues } from './args.ts';
 import { commands } from './commands.ts';
 
 export const cli = command({
@@ -76,16 +76,12 @@ export function progressBar(done: number[], total: number, width = 30): string {
   return `[${'#'.repeat(Math.round(frac * width)).padEnd(width, '.')}] ${Math.round(d)}/${total} tokens × ${done.length} image${done.length === 1 ? '' : 's'}`;
 }
 
-export async function run(argv: string[]): Promise<number> {
-  const { values, positionals } = parseCommand(argv, cli);
-  if (positionals.length !== 1)
-    throw read.error(`give exactly one prompt (quote it), got ${positionals.length}`);
-  const prompt = positionals[0]!;
-  if (values.seed !== undefined && !/^\d+$/.test(values.seed))
-    throw read.error(`--seed must be a non-negative integer, got '${values.seed}'`);
-  const timeout = read.num('timeout', values.timeout, (t) => t > 0, 'a number of seconds > 0');
-  // Range checks are the server's (it names the field); the CLI only parses.
-  const request = {
+type Values = OptionValues<typeof cli.options>;
+
+/** The Generate request from the flags. Range checks are the server's (it names the field); the CLI only
+ *  parses. */
+function generateRequest(prompt: string, values: Values) {
+  return {
     prompt,
     numImages: read.int('n', values.n) ?? 4,
     seed: values.seed === undefined ? undefined : BigInt(values.seed),
@@ -96,15 +92,30 @@ export async function run(argv: string[]): Promise<number> {
     candidates: read.int('candidates', values.candidates),
     model: parseModelRef(values.model),
   };
-  const server = values.server ?? process.env.DALLE_SAMPLER_ADDRESS ?? '127.0.0.1:50051';
+}
+
+/** $DALLE_HOME/outputs/<time>-<prompt slug>. */
+function defaultOutDir(prompt: string): string {
   const home = resolve(process.env.DALLE_HOME || './.dalle');
   const stamp = new Date().toISOString().replace(/[-:]/g, '').replace('T', '-').slice(0, 15);
-  const outDir = resolve(values.out ?? join(home, 'outputs', `${stamp}-${slug(prompt)}`));
+  return join(home, 'outputs', `${stamp}-${slug(prompt)}`);
+}
+
+export async function run(argv: string[]): Promise<number> {
+  const { values, positionals } = parseCommand(argv, cli);
+  if (positionals.length !== 1)
+    throw read.error(`give exactly one prompt (quote it), got ${positionals.length}`);
+  const prompt = positionals[0]!;
+  if (values.seed !== undefined && !/^\d+$/.test(values.seed))
+    throw read.error(`--seed must be a non-negative integer, got '${values.seed}'`);
+  const timeout = read.num('timeout', values.timeout, (t) => t > 0, 'a number of seconds > 0');
+  const request = generateRequest(prompt, values);
+  const server = values.server ?? process.env.DALLE_SAMPLER_ADDRESS ?? '127.0.0.1:50051';
+  const outDir = resolve(values.out ?? defaultOutDir(prompt));
 
   const { initTelemetry, shutdownTelemetry } = await import('../../telemetry/index.ts');
   initTelemetry({ serviceName: 'dalle-cli' }); // the Generate client span, exported when OTEL_* says so
   const { createSamplerClient, generate } = await import('../sampler/client.ts');
-  const { gridPng } = await import('../sampler/png.ts');
   const client = createSamplerClient(server);
   const tty = process.stderr.isTTY && !values.json;
   let cancel: (() => void) | undefined;
@@ -125,67 +136,77 @@ export async function run(argv: string[]): Promise<number> {
       },
     });
     if (tty) process.stderr.write('\r\x1b[K');
-    mkdirSync(outDir, { recursive: true });
-    const images = [...result.images].sort((a, b) => a.index - b.index);
-    const files = images.map((img) => {
-      const path = join(outDir, `image-${img.index}-seed${img.seed}.png`);
-      writeFileSync(path, img.png);
-      return {
-        index: img.index,
-        seed: Number(img.seed),
-        path,
-        width: img.width,
-        height: img.height,
-        score: img.score,
-        rerankScore: img.rerankScore,
-        candidate: img.candidate,
-        tokens: img.tokens,
-      };
-    });
-    const gridPath = join(outDir, 'grid.png');
-    writeFileSync(gridPath, await gridPng(images.map((i) => i.png)));
+    const { files, gridPath } = await writeImages(outDir, result.images);
     const model = result.done.model;
-    if (values.json) {
-      console.log(
-        JSON.stringify({
-          prompt,
-          server,
-          model,
-          images: files,
-          grid: gridPath,
-          timings: result.done.timings,
-        }),
-      );
-    } else {
-      const t = result.done.timings;
-      console.log(
-        `${files.length} image(s) from ${model?.name} v${model?.version} in ${((t?.totalMs ?? 0) / 1000).toFixed(2)} s → ${outDir}`,
-      );
-      for (const f of files) {
-        const rerank =
-          f.rerankScore === undefined
-            ? ''
-            : `  reranker ${f.rerankScore.toFixed(3)} (candidate ${f.candidate})`;
-        console.log(`  ${f.path}  seed ${f.seed}  score ${f.score.toFixed(3)}${rerank}`);
-      }
-      console.log(`  ${gridPath}`);
-    }
+    const timings = result.done.timings;
+    if (values.json)
+      console.log(JSON.stringify({ prompt, server, model, images: files, grid: gridPath, timings }));
+    else printFiles(files, gridPath, outDir, model, timings);
     return 0;
   } catch (e) {
     if (tty) process.stderr.write('\r\x1b[K');
-    const err = e as ServiceError;
-    if (typeof err.code === 'number') {
-      const hint =
-        err.code === status.UNAVAILABLE && /No connection|ECONNREFUSED|connect/i.test(err.details ?? '')
-          ? ` (is \`dalle sampler\` running at ${server}? a sampler with TLS needs DALLE_SAMPLER_TLS_CA or DALLE_SAMPLER_TLS=1)`
-          : '';
-      console.error(`dalle generate: ${status[err.code]}: ${err.details}${hint}`);
-      return err.code === status.INVALID_ARGUMENT ? 2 : 1;
-    }
-    throw e;
+    return exitForGrpcError(e, server);
   } finally {
     process.off('SIGINT', onSigint);
     client.close();
     await shutdownTelemetry();
   }
+}
+
+type GenerateResult = Awaited<ReturnType<(typeof import('../sampler/client.ts'))['generate']>>;
+type WrittenImage = Awaited<ReturnType<typeof writeImages>>['files'][number];
+
+/** Each image as image-<index>-seed<seed>.png, and grid.png of them all, in index order. */
+async function writeImages(outDir: string, images: GenerateResult['images']) {
+  const { gridPng } = await import('../sampler/png.ts');
+  mkdirSync(outDir, { recursive: true });
+  const sorted = [...images].sort((a, b) => a.index - b.index);
+  const files = sorted.map((img) => {
+    const path = join(outDir, `image-${img.index}-seed${img.seed}.png`);
+    writeFileSync(path, img.png);
+    return {
+      index: img.index,
+      seed: Number(img.seed),
+      path,
+      width: img.width,
+      height: img.height,
+      score: img.score,
+      rerankScore: img.rerankScore,
+      candidate: img.candidate,
+      tokens: img.tokens,
+    };
+  });
+  const gridPath = join(outDir, 'grid.png');
+  writeFileSync(gridPath, await gridPng(sorted.map((i) => i.png)));
+  return { files, gridPath };
+}
+
+function printFiles(
+  files: WrittenImage[],
+  gridPath: string,
+  outDir: string,
+  model: GenerateResult['done']['model'],
+  t: GenerateResult['done']['timings'],
+): void {
+  console.log(
+    `${files.length} image(s) from ${model?.name} v${model?.version} in ${((t?.totalMs ?? 0) / 1000).toFixed(2)} s → ${outDir}`,
+  );
+  for (const f of files) {
+    const rerank =
+      f.rerankScore === undefined ? '' : `  reranker ${f.rerankScore.toFixed(3)} (candidate ${f.candidate})`;
+    console.log(`  ${f.path}  seed ${f.seed}  score ${f.score.toFixed(3)}${rerank}`);
+  }
+  console.log(`  ${gridPath}`);
+}
+
+/** A gRPC status as one line on stderr and an exit code (2 for a bad request); anything else is rethrown. */
+function exitForGrpcError(e: unknown, server: string): number {
+  const err = e as ServiceError;
+  if (typeof err.code !== 'number') throw e;
+  const hint =
+    err.code === status.UNAVAILABLE && /No connection|ECONNREFUSED|connect/i.test(err.details ?? '')
+      ? ` (is \`dalle sampler\` running at ${server}? a sampler with TLS needs DALLE_SAMPLER_TLS_CA or DALLE_SAMPLER_TLS=1)`
+      : '';
+  console.error(`dalle generate: ${status[err.code]}: ${err.details}${hint}`);
+  return err.code === status.INVALID_ARGUMENT ? 2 : 1;
 }

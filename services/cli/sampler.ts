@@ -1,7 +1,7 @@
 // `dalle sampler [--port N | --address host:port] [--model name] [--store dir]`: the gRPC sampling service.
 // Serves the latest version of the model from the store (JetStream at NATS_URL, or a local folder), swaps
 // in new versions as they are published, and drains on SIGINT/SIGTERM (a second signal stops at once).
-import { command, parseCommand, readers } from './args.ts';
+import { command, parseCommand, readers, type OptionValues } from './args.ts';
 import { commands } from './commands.ts';
 
 export const cli = command({
@@ -59,6 +59,46 @@ export function samplerAddress(
 export async function run(argv: string[]): Promise<number> {
   const { values } = parseCommand(argv, cli);
   const address = samplerAddress(values);
+  const opts = await serviceOptions(values);
+  const { initTelemetry, shutdownTelemetry, grpcServerTracing, observeQueueDepth } =
+    await import('../../telemetry/index.ts');
+  initTelemetry({ serviceName: 'dalle-sampler' });
+  const store = await openStore(values.store);
+  const { samplerServerSecurity } = await import('../../security/settings.ts');
+  const security = samplerServerSecurity();
+  const host = address.slice(0, address.lastIndexOf(':'));
+  if (!security.tls && !/^(127\.\d+\.\d+\.\d+|\[?::1\]?|localhost)$/.test(host))
+    process.stderr.write(
+      `sampler: WARNING: serving ${address} beyond loopback without TLS${security.token ? ' (the token travels in clear)' : ''}; set DALLE_SAMPLER_TLS_CERT/KEY\n`,
+    );
+  const { SamplerService } = await import('../sampler/server.ts');
+  const svc = new SamplerService({
+    security,
+    store: store.models,
+    defaultModel: opts.model,
+    scheduler: opts.scheduler,
+    maxCandidates: opts.maxCandidates,
+    interceptors: [grpcServerTracing()],
+  });
+  const stopQueueGauge = observeQueueDepth(() => svc.scheduler.queued);
+  if (store.nats) followStoreConnection(store.nats, svc);
+  const port = await svc.listen(address);
+  const how = [
+    security.tls ? (security.tls.clientCa ? 'mutual TLS' : 'TLS') : 'plaintext',
+    security.token ? 'bearer token' : 'no token',
+  ].join(', ');
+  process.stderr.write(
+    `sampler: listening on ${host}:${port} (${how}), model '${opts.model}' from ${store.where} (health NOT_SERVING until a version loads)\n`,
+  );
+  await untilStopped(svc, opts.graceMs);
+  stopQueueGauge();
+  await store.close();
+  await shutdownTelemetry();
+  return 0;
+}
+
+/** The model, scheduler limits, candidates cap and drain grace from the flags, checked. */
+async function serviceOptions(values: OptionValues<typeof cli.options>) {
   const model = values.model ?? 'dalle';
   if (!/^[a-z0-9][a-z0-9_-]*$/.test(model))
     throw read.error(`--model '${model}' must be lowercase letters, digits, - and _`);
@@ -74,75 +114,56 @@ export async function run(argv: string[]): Promise<number> {
   if ((scheduler.maxRows ?? defaultSchedulerOptions.maxRows) < batchRows)
     throw read.error(`--max-rows must be ≥ --max-batch-rows ${batchRows} (one request may fill a batch)`);
   const graceMs = (read.num('grace', values.grace, (s) => s >= 0, 'a number of seconds ≥ 0') ?? 30) * 1000;
-
-  const { initTelemetry, shutdownTelemetry, grpcServerTracing, observeQueueDepth } =
-    await import('../../telemetry/index.ts');
-  initTelemetry({ serviceName: 'dalle-sampler' });
-  const { openModelStore } = await import('../../store/index.ts');
-  let closeNats = async () => {};
-  let models;
-  let where: string;
-  let nats: import('nats').NatsConnection | undefined;
-  if (values.store) {
-    models = await openModelStore({ dir: values.store });
-    where = `folder ${values.store}`;
-  } else {
-    const { connectNats, describeNatsAuth, redactUrl } = await import('../../security/nats.ts');
-    const { natsSecurity } = await import('../../security/settings.ts');
-    const sec = natsSecurity();
-    process.stderr.write(`sampler: connecting to NATS at ${redactUrl(sec.url)} (waits until it answers)\n`);
-    // Reconnects forever (also before the first connection): NATS being away pauses model updates, it
-    // never ends the service.
-    const nc = await connectNats(
-      { name: 'dalle-sampler', maxReconnectAttempts: -1, reconnectTimeWait: 1000, waitOnFirstConnect: true },
-      sec,
-    );
-    nats = nc;
-    // Drain at most a few seconds: with the server away, a drain would wait for its return forever.
-    closeNats = async () => {
-      await Promise.race([nc.drain().catch(() => undefined), new Promise((r) => setTimeout(r, 3000))]);
-      if (!nc.isClosed()) await nc.close();
-    };
-    models = await openModelStore({ nc }, { readOnly: true });
-    where = `JetStream at ${redactUrl(sec.url)} (${describeNatsAuth(sec)})`;
-  }
-  const { samplerServerSecurity } = await import('../../security/settings.ts');
-  const security = samplerServerSecurity();
-  const host = address.slice(0, address.lastIndexOf(':'));
-  if (!security.tls && !/^(127\.\d+\.\d+\.\d+|\[?::1\]?|localhost)$/.test(host))
-    process.stderr.write(
-      `sampler: WARNING: serving ${address} beyond loopback without TLS${security.token ? ' (the token travels in clear)' : ''}; set DALLE_SAMPLER_TLS_CERT/KEY\n`,
-    );
-  const { SamplerService } = await import('../sampler/server.ts');
-  const svc = new SamplerService({
-    security,
-    store: models,
-    defaultModel: model,
+  return {
+    model,
     scheduler: Object.fromEntries(Object.entries(scheduler).filter(([, v]) => v !== undefined)),
     maxCandidates,
-    interceptors: [grpcServerTracing()],
-  });
-  const stopQueueGauge = observeQueueDepth(() => svc.scheduler.queued);
-  if (nats) {
-    // Health follows the store's connection; on its return the model watch catches up.
-    const conn = nats;
-    void (async () => {
-      for await (const s of conn.status()) {
-        if (s.type === 'disconnect') svc.setStoreConnected(false);
-        else if (s.type === 'reconnect') svc.setStoreConnected(true);
-      }
-    })();
-  }
-  const port = await svc.listen(address);
-  const how = [
-    security.tls ? (security.tls.clientCa ? 'mutual TLS' : 'TLS') : 'plaintext',
-    security.token ? 'bearer token' : 'no token',
-  ].join(', ');
-  process.stderr.write(
-    `sampler: listening on ${host}:${port} (${how}), model '${model}' from ${where} (health NOT_SERVING until a version loads)\n`,
-  );
+    graceMs,
+  };
+}
 
-  const stopped = new Promise<void>((resolve) => {
+/** The model store: a folder (--store), or JetStream through a NATS connection that never gives up. */
+async function openStore(dir: string | undefined) {
+  const { openModelStore } = await import('../../store/index.ts');
+  if (dir) {
+    const models = await openModelStore({ dir });
+    return { models, where: `folder ${dir}`, nats: undefined, close: async () => {} };
+  }
+  const { connectNats, describeNatsAuth, redactUrl } = await import('../../security/nats.ts');
+  const { natsSecurity } = await import('../../security/settings.ts');
+  const sec = natsSecurity();
+  process.stderr.write(`sampler: connecting to NATS at ${redactUrl(sec.url)} (waits until it answers)\n`);
+  // Reconnects forever (also before the first connection): NATS being away pauses model updates, it
+  // never ends the service.
+  const nc = await connectNats(
+    { name: 'dalle-sampler', maxReconnectAttempts: -1, reconnectTimeWait: 1000, waitOnFirstConnect: true },
+    sec,
+  );
+  // Drain at most a few seconds: with the server away, a drain would wait for its return forever.
+  const close = async () => {
+    await Promise.race([nc.drain().catch(() => undefined), new Promise((r) => setTimeout(r, 3000))]);
+    if (!nc.isClosed()) await nc.close();
+  };
+  const models = await openModelStore({ nc }, { readOnly: true });
+  return { models, where: `JetStream at ${redactUrl(sec.url)} (${describeNatsAuth(sec)})`, nats: nc, close };
+}
+
+/** Health follows the store's connection; on its return the model watch catches up. */
+function followStoreConnection(
+  nc: import('nats').NatsConnection,
+  svc: { setStoreConnected(up: boolean): void },
+): void {
+  void (async () => {
+    for await (const s of nc.status()) {
+      if (s.type === 'disconnect') svc.setStoreConnected(false);
+      else if (s.type === 'reconnect') svc.setStoreConnected(true);
+    }
+  })();
+}
+
+/** Resolves once a SIGINT/SIGTERM drained the service; a second signal stops it at once (exit 130). */
+function untilStopped(svc: import('../sampler/server.ts').SamplerService, graceMs: number): Promise<void> {
+  return new Promise<void>((resolve) => {
     let signals = 0;
     const onSignal = (sig: NodeJS.Signals) => {
       signals++;
@@ -158,9 +179,4 @@ export async function run(argv: string[]): Promise<number> {
     process.on('SIGINT', onSignal);
     process.on('SIGTERM', onSignal);
   });
-  await stopped;
-  stopQueueGauge();
-  await closeNats();
-  await shutdownTelemetry();
-  return 0;
 }

@@ -1,15 +1,20 @@
 // `dalle train --config <preset|file> [--run-id ID] [--detach]`: validates the spec (a bad one never
 // reaches Temporal), starts workflow `trainDalle` with id = run id, and shows live progress until it ends.
 import { randomBytes } from 'node:crypto';
-import { WorkflowExecutionAlreadyStartedError, WorkflowFailedError } from '@temporalio/client';
-import { loadSpec, specHash } from '../../config/index.ts';
+import {
+  WorkflowExecutionAlreadyStartedError,
+  WorkflowFailedError,
+  type Client,
+  type WorkflowHandle,
+} from '@temporalio/client';
+import { loadSpec, specHash, type RunSpec } from '../../config/index.ts';
 import {
   TASK_QUEUE,
   WORKFLOW_TYPE,
   type RunProgress,
   type TrainDalleWorkflow,
 } from '../../contract/index.ts';
-import { SpecMismatchError } from '../../store/checkpoints.ts';
+import { SpecMismatchError, type CheckpointStore } from '../../store/checkpoints.ts';
 import { command, parseCommand, usageError, UsageError } from './args.ts';
 import { commands } from './commands.ts';
 import { openRunRecords, runProgress } from './run-progress.ts';
@@ -72,69 +77,12 @@ export async function run(argv: string[]): Promise<number> {
         // (and the workers still refuse a run id whose checkpoints are of another spec).
         const records = await openRunRecords(true);
         try {
-          const recorded = await records.checkpoints?.recordedSpecHash(runId);
-          if (recorded && recorded !== specHash(spec))
-            throw new SpecMismatchError(runId, recorded, specHash(spec));
-          const handle = await client.workflow
-            .start<TrainDalleWorkflow>(WORKFLOW_TYPE.trainDalle, {
-              taskQueue: TASK_QUEUE,
-              workflowId: runId,
-              args: [{ runId, spec }],
-            })
-            .catch((e: Error) => {
-              if (e instanceof WorkflowExecutionAlreadyStartedError)
-                throw new UsageError(`run ${runId} is already running (see: dalle status ${runId})`, 'train');
-              throw e;
-            });
-          process.stderr.write(
-            `run ${runId} started (workflow ${WORKFLOW_TYPE.trainDalle}, task queue ${TASK_QUEUE})\n`,
-          );
+          const handle = await startRun(client, records.checkpoints, runId, spec);
           if (values.detach) {
             console.log(values.json ? JSON.stringify({ runId }) : runId);
             return 0;
           }
-          const tty = process.stderr.isTTY;
-          let lastPrint = 0;
-          let lastQuality = 0;
-          const timer = setInterval(async () => {
-            try {
-              const p = await runProgress(client, records.checkpoints, runId);
-              if (!p) return;
-              // Each checkpoint's quality, once, on its own line (newest last; the list may be thinned).
-              const newest = p.quality?.at(-1);
-              if (newest && newest.at > lastQuality) {
-                lastQuality = newest.at;
-                process.stderr.write(`${tty ? '\r\x1b[K' : ''}quality: ${qualityLine(newest)}\n`);
-              }
-              const line = progressLine(p);
-              if (tty) process.stderr.write(`\r${line}\x1b[K`);
-              else if (Date.now() - lastPrint > 10_000) {
-                lastPrint = Date.now();
-                process.stderr.write(`${line}\n`);
-              }
-            } catch {
-              // no worker yet, or between stages: the next tick will tell
-            }
-          }, 1000);
-          try {
-            const result = await handle.result();
-            if (tty) process.stderr.write('\n');
-            console.log(
-              values.json
-                ? JSON.stringify(result)
-                : `run ${runId} completed: model ${result.model.name} v${result.model.version}, restarts ${result.restarts}`,
-            );
-            return 0;
-          } catch (e) {
-            if (tty) process.stderr.write('\n');
-            if (e instanceof WorkflowFailedError) {
-              console.error(`run ${runId} failed: ${e.cause?.message ?? e.message}`);
-              return 1;
-            }
-            throw e;
-          } finally {
-            clearInterval(timer);
-          }
+          return await followRun(client, records.checkpoints, handle, runId, !!values.json);
         } finally {
           await records.close();
           await close();
@@ -144,4 +92,93 @@ export async function run(argv: string[]): Promise<number> {
   } finally {
     await shutdownTelemetry();
   }
+}
+
+/** Starts trainDalle as `runId`, unless that id already holds checkpoints of another spec or is running. */
+async function startRun(
+  client: Client,
+  checkpoints: CheckpointStore | undefined,
+  runId: string,
+  spec: RunSpec,
+) {
+  const recorded = await checkpoints?.recordedSpecHash(runId);
+  if (recorded && recorded !== specHash(spec)) throw new SpecMismatchError(runId, recorded, specHash(spec));
+  const handle = await client.workflow
+    .start<TrainDalleWorkflow>(WORKFLOW_TYPE.trainDalle, {
+      taskQueue: TASK_QUEUE,
+      workflowId: runId,
+      args: [{ runId, spec }],
+    })
+    .catch((e: Error) => {
+      if (e instanceof WorkflowExecutionAlreadyStartedError)
+        throw new UsageError(`run ${runId} is already running (see: dalle status ${runId})`, 'train');
+      throw e;
+    });
+  process.stderr.write(
+    `run ${runId} started (workflow ${WORKFLOW_TYPE.trainDalle}, task queue ${TASK_QUEUE})\n`,
+  );
+  return handle;
+}
+
+/** Shows the run's progress on stderr until it ends; its result on stdout. Exit code 1 if it failed. */
+async function followRun(
+  client: Client,
+  checkpoints: CheckpointStore | undefined,
+  handle: WorkflowHandle<TrainDalleWorkflow>,
+  runId: string,
+  json: boolean,
+): Promise<number> {
+  const tty = process.stderr.isTTY;
+  const timer = setInterval(progressPrinter(client, checkpoints, runId, tty), 1000);
+  try {
+    const result = await handle.result();
+    if (tty) process.stderr.write('\n');
+    console.log(
+      json
+        ? JSON.stringify(result)
+        : `run ${runId} completed: model ${result.model.name} v${result.model.version}, restarts ${result.restarts}`,
+    );
+    return 0;
+  } catch (e) {
+    if (tty) process.stderr.write('\n');
+    if (e instanceof WorkflowFailedError) {
+      console.error(`run ${runId} failed: ${e.cause?.message ?? e.message}`);
+      return 1;
+    }
+    throw e;
+  } finally {
+    clearInterval(timer);
+  }
+}
+
+/** One tick of the progress display: the bar redrawn in place on a terminal, a line every 10 s otherwise,
+ *  and each checkpoint's quality once on its own line. */
+function progressPrinter(
+  client: Client,
+  checkpoints: CheckpointStore | undefined,
+  runId: string,
+  tty: boolean,
+): () => Promise<void> {
+  let lastPrint = 0;
+  let lastQuality = 0;
+  return async () => {
+    try {
+      const p = await runProgress(client, checkpoints, runId);
+      if (!p) return;
+      // Newest last; the list may be thinned.
+      const newest = p.quality?.at(-1);
+      if (newest && newest.at > lastQuality) {
+        lastQuality = newest.at;
+        process.stderr.write(`${tty ? '\r\x1b[K' : ''}quality: ${qualityLine(newest)}\n`);
+      }
+      const line = progressLine(p);
+      if (tty) process.stderr.write(`\r${line}\x1b[K`);
+      else if (Date.now() - lastPrint > 10_000) {
+        lastPrint = Date.now();
+        process.stderr.write(`${line}\n`);
+      }
+    } catch {
+      // no worker yet, or between stages: the next tick will tell
+    }
+  };
 }

@@ -1,5 +1,6 @@
-// The console API's JSON, shared by the server and the page (this file imports nothing, so the browser
+// The console API's JSON, shared by the server and the page (this file imports types only, so the browser
 // build can use it). Field names are the API's contract: add freely, rename none.
+import type { RunProgress } from '../../contract/workflows.ts';
 
 export type RunStatusName = 'running' | 'completed' | 'failed' | 'cancelled' | 'terminated' | 'timed-out';
 
@@ -24,25 +25,8 @@ export interface RunSummary {
   note: string | null;
 }
 
-/** The workflow's `progress` query (live while the run runs). */
-export interface LiveProgress {
-  stage: string;
-  step: number;
-  totalSteps: number;
-  loss: number | null;
-  lr: number | null;
-  tau: number | null;
-  beta: number | null;
-  checkpointStep: number;
-  stepsPerSec: number;
-  worldSize: number;
-  restarts: number;
-  paused: boolean;
-  bytesRaw: number;
-  bytesSent: number;
-  lastResume: { stage: string; fromStep: number; restarts: number } | null;
-  events: string[];
-}
+/** The workflow's `progress` query (live while the run runs): the contract's type, so the two cannot drift. */
+export type LiveProgress = RunProgress;
 
 export interface RunStart {
   /** The run spec it was started with (null when it does not parse as one). */

@@ -18,6 +18,7 @@ import {
   temporalWorkerOptions,
   traceCheckpointStore,
 } from '../../telemetry/index.ts';
+import { temporalLogLevel } from './log-level.ts';
 
 export interface WorkerOptions {
   slots?: number;
@@ -38,7 +39,7 @@ export async function runWorker(opts: WorkerOptions = {}): Promise<void> {
   const nats = natsSecurity();
   const temporal = temporalSecurity();
   if (!runtimeInstalled) {
-    Runtime.install({ logger: new DefaultLogger((process.env.DALLE_LOG_LEVEL as 'WARN') || 'WARN') });
+    Runtime.install({ logger: new DefaultLogger(temporalLogLevel(process.env.DALLE_LOG_LEVEL)) });
     runtimeInstalled = true;
   }
   const identity = opts.identity ?? `dalle-worker@${process.pid}`;
