@@ -23,6 +23,7 @@ import {
   encodeValidation,
   measureDvae,
   sampleAccuracy,
+  shapesReconstruction,
   shapesValidation,
 } from '../eval/index.ts';
 import {
@@ -188,7 +189,7 @@ async function trainDvae(spec: RunSpec, o: Options, emit: Emit): Promise<Float32
   const trainer = createDvaeTrainer(cfg, spec.train.seed, o.world);
   const dp = new DataParallel(trainer, spec, o.world);
   let trainSec = 0;
-  const measure = (step: number) => {
+  const measure = (step: number, tau: number) => {
     for (const weights of ['ema', 'params'] as const) {
       const m = Dvae.fromParams(cfg, trainer.exportParams(weights));
       try {
@@ -197,7 +198,14 @@ async function trainDvae(spec: RunSpec, o: Options, emit: Emit): Promise<Float32
           codebookSize: cfg.codebookSize,
           truth: held.truth,
         });
-        emit('dvae', { step, weights, trainSeconds: +trainSec.toFixed(1), ...q });
+        // The soft-vs-hard gap: the same images through the relaxation the decoder trains on (at this
+        // step's τ) instead of the argmax tokens.
+        const relaxed =
+          cfg.quantizer === 'gumbel'
+            ? shapesReconstruction(m.reconstructRelaxed(held.images, tau, step), held.truth!, cfg.resolution)
+                .accuracy
+            : undefined;
+        emit('dvae', { step, weights, trainSeconds: +trainSec.toFixed(1), ...q, relaxed, tau });
       } finally {
         m.dispose();
       }
@@ -213,7 +221,7 @@ async function trainDvae(spec: RunSpec, o: Options, emit: Emit): Promise<Float32
     trainSec += (performance.now() - t0) / 1000;
     if ((step + 1) % o.dvaeEvery === 0 || step + 1 === cfg.steps) {
       emit('dvae-train', { step: step + 1, loss: g.loss, ...g.metrics });
-      measure(step + 1);
+      measure(step + 1, g.metrics.tau!);
     }
   }
   const ema = trainer.exportParams('ema');
@@ -342,7 +350,7 @@ function printer(json: boolean): Emit {
     const s = f as Record<string, any>;
     if (event === 'dvae')
       console.log(
-        `dvae ${s.step} ${s.weights} (${s.trainSeconds} s): codes ${s.codesUsed} ppl ${s.perplexity.toFixed(1)} mse ${s.mse.toFixed(4)} recon ${acc(s.shapes.accuracy)} colours ${s.shapes.colorsDistinct}/6 [${s.seconds.toFixed(2)} s]`,
+        `dvae ${s.step} ${s.weights} (${s.trainSeconds} s): codes ${s.codesUsed} ppl ${s.perplexity.toFixed(1)} mse ${s.mse.toFixed(4)} recon ${acc(s.shapes.accuracy)}${s.relaxed ? ` relaxed ${acc(s.relaxed)}` : ''} colours ${s.shapes.colorsDistinct}/6 [${s.seconds.toFixed(2)} s]`,
       );
     else if (event === 'transformer')
       console.log(

@@ -79,7 +79,11 @@ export const presets: Record<PresetName, PresetInput> = {
       groups: 3,
       blocksPerGroup: 1,
       // 1,200 steps with the codebook started as an embedding table: colour, size and position of held-out
-      // reconstructions exact (400 steps from the default init: 11 codes, 15 % right on all four).
+      // reconstructions exact at seed 0 and 2 (seed 1 merges yellow into orange; 400 steps from the default
+      // init: 11 codes, 15 % right on all four). Shape
+      // stays at 54–59 % (small circles and triangles decode as squares) under every change measured at
+      // equal steps: betaMax 0.5 or 6.6, hidden 32, cosine logits, 2,400 steps; the decoder fed the relaxed
+      // sample instead of the argmax scores the same, so the argmax loses nothing.
       steps: 1200,
       lr: 4e-3,
       lrEnd: 1e-4,
@@ -119,7 +123,12 @@ export const presets: Record<PresetName, PresetInput> = {
       warmupSteps: 30,
       emaDecay: 0.95,
     },
-    powersgd: { enabled: true, rank: 4, startIter: 10 },
+    // Rank 16: at W = 2 and equal steps the dVAE matches the uncompressed run (600 steps: held-out
+    // reconstructions 56 % right, 6/6 colours, against 57 % and 6/6), where rank 4 merged two colours (32 %,
+    // 5/6) and cost the transformer a third of its held-out caption information. Under the default
+    // minCompressionRate 2 this compresses the 64×256 MLP matrices (rank 16 of 64) and the dVAE's largest
+    // kernel, and sends the 64×64 ones whole: 56 % of the transformer's gradient bytes saved instead of 82 %.
+    powersgd: { enabled: true, rank: 16, startIter: 10 },
     train: {
       worldSize: 2,
       batchSize: 32,

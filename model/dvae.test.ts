@@ -163,6 +163,34 @@ test('dvae: encode gives argmax tokens, decode gives images, shapes as the contr
   m.dispose();
 });
 
+test('dvae: reconstructRelaxed decodes the Gumbel-softmax sample of the encoder logits at τ, noise from the seed', () => {
+  const m = new Dvae(deeper, { seed: 3, chunk: 2 });
+  const n = 3;
+  const x = images(n, 16);
+  const tau = 0.5;
+  const got = m.reconstructRelaxed(x, tau, 11);
+  assert.equal(got.length, n * 16 * 16 * 3);
+  assert.deepEqual(m.reconstructRelaxed(x, tau, 11), got, 'one seed, one sample');
+  assert.notDeepEqual(m.reconstructRelaxed(x, tau, 12), got, 'another seed, another sample');
+  const byHand = tf.tidy(() => {
+    const logits = m.encoderLogits(
+      mapPixels(tf.tensor4d(x, [n, 16, 16, 3], 'int32').toFloat(), 0.1) as tf.Tensor4D,
+    );
+    // chunk 2: the noise of images 0–1 and of image 2 come from streams that start at their first index.
+    const noise = tf.concat([gumbelNoise(11, 0, 0, [2, 4, 4, 16]), gumbelNoise(11, 0, 2, [1, 4, 4, 16])]);
+    const z = tf.softmax(logits.add(noise).div(tau)) as tf.Tensor4D;
+    const mu = m.decoderStats(z).slice([0, 0, 0, 0], [n, 16, 16, 3]);
+    return mu.sigmoid().sub(0.1).div(0.8).clipByValue(0, 1).mul(255).round().dataSync();
+  });
+  let maxDiff = 0;
+  for (let i = 0; i < got.length; i++) maxDiff = Math.max(maxDiff, Math.abs(got[i]! - byHand[i]!));
+  assert.ok(maxDiff <= 1, `differs from the decoder fed the relaxed sample by ${maxDiff} levels`);
+  m.dispose();
+  const vq = new Dvae({ ...deeper, quantizer: 'vq' }, { seed: 3 });
+  assert.throws(() => vq.reconstructRelaxed(x, tau, 11), /vq has no relaxed sample/);
+  vq.dispose();
+});
+
 test('dvae: centerInput feeds the encoder 2φ(x)−1 instead of φ(x), nothing else changes', () => {
   const plain = new Dvae(tiny, { seed: 8 });
   const centred = Dvae.fromParams({ ...tiny, centerInput: true }, plain.params());

@@ -12,7 +12,7 @@
 // The encoder sees φ(x) as in the official code, or 2φ(x)−1 with config centerInput (see config/spec.ts).
 import * as tf from '@tensorflow/tfjs';
 import type { DvaeConfig } from '../config/index.ts';
-import { gumbelSoftmax, klToUniform } from './gumbel.ts';
+import { gumbelNoise, gumbelSoftmax, klToUniform } from './gumbel.ts';
 import { logitLaplaceNll, mapPixels, reconstruction } from './logit-laplace.ts';
 import { conv2dBias } from './ops/conv.ts';
 import { relu } from './ops/relu.ts';
@@ -659,6 +659,34 @@ export class Dvae {
       const v = img.dataSync();
       const base = i0 * R * R * 3;
       for (let j = 0; j < v.length; j++) out[base + j] = v[j]!;
+      img.dispose();
+    }
+    return out;
+  }
+
+  /** Images uint8 [n, R, R, 3] → their reconstructions through the training-time relaxation: the decoder
+   *  fed the Gumbel-softmax sample softmax((logits + g) / τ) (noise from `seed`) instead of the one-hot
+   *  argmax that `encode` + `decode` use. Set beside `decode(encode(x))` it measures what the argmax
+   *  loses (the soft-vs-hard gap); `vq` has no relaxation and is refused. */
+  reconstructRelaxed(images: Uint8Array, tau: number, seed: number): Uint8Array {
+    if (this.layout.quantizer === 'vq') throw new DvaeInputError('quantizer', 'vq has no relaxed sample');
+    const R = this.cfg.resolution;
+    const g = this.cfg.grid;
+    const per = R * R * 3;
+    const n = countOf(images, per, 'images', `uint8 [n, ${R}, ${R}, 3]`);
+    const out = new Uint8Array(n * per);
+    for (let i0 = 0; i0 < n; i0 += this.chunk) {
+      const m = Math.min(this.chunk, n - i0);
+      const noise = gumbelNoise(seed, 0, i0, [m, g, g, this.cfg.codebookSize]);
+      const img = tf.tidy(() => {
+        const x255 = tf.tensor4d(images.subarray(i0 * per, (i0 + m) * per), [m, R, R, 3], 'int32').toFloat();
+        const x = mapPixels(x255, this.cfg.logitLaplaceEps) as tf.Tensor4D;
+        const z = gumbelSoftmax(encoderForward(this.byName, this.layout, x), noise, tau) as tf.Tensor4D;
+        const { mu } = decoderForward(this.byName, this.layout, z);
+        return reconstruction(mu, this.cfg.logitLaplaceEps).mul(255).round();
+      });
+      noise.dispose();
+      out.set(img.dataSync(), i0 * per);
       img.dispose();
     }
     return out;
