@@ -66,7 +66,7 @@ function forgeRs(
   chunk = 0,
 ): void {
   const h = headers();
-  h.set('dalle-meta', `${o.opIndex} ${o.from} rs ${o.to} ${chunk} ${o.length} fp32 0 ${o.step} ar`);
+  h.set('dalle-meta', `${o.opIndex} ${o.from} rs ${o.to} ${chunk} ${o.length} fp32 0 ${o.step} ar all`);
   if (o.token) h.set(SENDER_HEADER, o.token);
   s.attacker.publish(`${s.prefix}.rs.${o.step}.${o.to}`, new Uint8Array(payload.buffer), { headers: h });
 }
