@@ -101,10 +101,16 @@ async function stallAndRecover(dataPlane: boolean): Promise<void> {
         child.events!.includes('disconnect') && child.events!.includes('reconnect'),
         `rank 1 connection events: ${child.events}`,
       );
-    assert.ok(
-      child.counters!.resendRequests > 0 && mine.resent > 0,
-      `recovered by resends: asked ${child.counters!.resendRequests}, resent ${mine.resent}`,
-    );
+    // Rank 1 always notices the gap and asks. Whether rank 0 has anything to resend depends on which
+    // connection the server cut: when it is only nats.js's, the chunks on the data plane were never lost
+    // and arrive after the ask (seen under load: asked 1, resent 0, sums exact). The exact sums above are
+    // the proof of recovery; resent chunks are required where chunks are certain to be lost.
+    assert.ok(child.counters!.resendRequests > 0, `rank 1 never asked for a resend`);
+    if (!dataPlane)
+      assert.ok(
+        mine.resent > 0,
+        `recovered by resends: asked ${child.counters!.resendRequests}, resent ${mine.resent}`,
+      );
     console.log(
       `slow consumer cut and recovered (data plane ${dataPlane}): rank 1 asked ${child.counters!.resendRequests} times, rank 0 resent ${mine.resent} chunks`,
     );
