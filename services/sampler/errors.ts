@@ -1,6 +1,7 @@
 // Every way a sampling request can fail, one Error subclass each, and the single place that maps them to
 // gRPC status codes (handlers never pick a code themselves).
 import { Metadata, status, type StatusObject } from '@grpc/grpc-js';
+import { ErrorCode, NatsError } from 'nats';
 import { CorruptModelError, ModelNotFoundError } from '../../store/index.ts';
 
 /** A request field is missing or out of range. `field` is the proto field name (e.g. `num_images`). */
@@ -81,13 +82,29 @@ function isCorrupt(err: unknown): boolean {
   return false;
 }
 
+/** NATS is away or not answering (a restart, a network cut): the model store cannot be read right now.
+ *  The client should retry, so this is UNAVAILABLE, not INTERNAL. */
+const NATS_UNREACHABLE: readonly string[] = [
+  ErrorCode.Timeout,
+  ErrorCode.Disconnect,
+  ErrorCode.ConnectionClosed,
+  ErrorCode.ConnectionDraining,
+  ErrorCode.ConnectionRefused,
+  ErrorCode.NoResponders,
+];
+
+function natsUnreachable(err: unknown): boolean {
+  return err instanceof NatsError && NATS_UNREACHABLE.includes(err.code);
+}
+
 /** The one mapping from failures to gRPC statuses. Unknown errors are INTERNAL with their message. */
 export function toStatus(err: unknown): Partial<StatusObject> & { code: status } {
   const details = err instanceof Error ? err.message : String(err);
   const code = (() => {
     if (err instanceof InvalidArgumentError) return status.INVALID_ARGUMENT;
     if (err instanceof OverloadedError) return status.RESOURCE_EXHAUSTED;
-    if (err instanceof NoModelLoadedError || err instanceof DrainingError) return status.UNAVAILABLE;
+    if (err instanceof NoModelLoadedError || err instanceof DrainingError || natsUnreachable(err))
+      return status.UNAVAILABLE;
     if (err instanceof ModelNotFoundError) return status.NOT_FOUND;
     if (err instanceof CorruptModelError || isCorrupt(err)) return status.DATA_LOSS;
     if (err instanceof ModelLoadError) return status.FAILED_PRECONDITION;
