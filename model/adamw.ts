@@ -11,7 +11,7 @@
 // arithmetic as per-parameter updates, so the bits do not depend on the layout. grads may be tensors or
 // the Float32Arrays that come back from the all-reduce.
 import * as tf from '@tensorflow/tfjs';
-import type { ParamKind } from './trainer.ts';
+import type { ParamKind, ParamSpec } from './trainer.ts';
 
 export interface AdamWConfig {
   /** Paper: 0.9 (both stages). */
@@ -24,6 +24,42 @@ export interface AdamWConfig {
   weightDecay: number;
   /** Parameter EMA decay (paper: 0.999 dVAE, 0.99 transformer); 0 makes the EMA track params exactly. */
   emaDecay: number;
+}
+
+/** The AdamW fields of a stage's config (every stage names them alike). */
+export interface StageAdamFields {
+  adamBeta1: number;
+  adamBeta2: number;
+  adamEps: number;
+  weightDecay: number;
+  emaDecay: number;
+}
+
+/** A stage config's AdamW hyper-parameters. */
+export function adamwConfigOf(c: StageAdamFields): AdamWConfig {
+  return {
+    beta1: c.adamBeta1,
+    beta2: c.adamBeta2,
+    eps: c.adamEps,
+    weightDecay: c.weightDecay,
+    emaDecay: c.emaDecay,
+  };
+}
+
+/** An AdamW over a trainer's flat θ: one entry per parameter spec (`sizes` in the same order), decayed
+ *  where `decays(kind)` says. */
+export function adamwOverTheta(
+  theta: tf.Variable,
+  specs: readonly ParamSpec[],
+  sizes: readonly number[],
+  cfg: StageAdamFields,
+  decays: (kind: ParamKind) => boolean = decaysByDefault,
+): AdamW {
+  return new AdamW(
+    theta,
+    specs.map((s, i) => ({ name: s.name, size: sizes[i]!, decay: decays(s.kind) })),
+    adamwConfigOf(cfg),
+  );
 }
 
 export interface AdamWParam {

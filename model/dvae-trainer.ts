@@ -8,7 +8,7 @@
 // batch (activities/rank-gradients.ts), so the mean over ranks is the gradient of the global-batch mean.
 import * as tf from '@tensorflow/tfjs';
 import type { DvaeConfig } from '../config/index.ts';
-import { AdamW, decaysByDefault } from './adamw.ts';
+import { AdamW, adamwConfigOf, adamwOverTheta, decaysByDefault } from './adamw.ts';
 import { applyRestarts, CodeUsage, restartedParams, type Restart } from './code-restart.ts';
 import {
   dvaeLayout,
@@ -115,26 +115,7 @@ class DvaeTrainer implements Trainer<DvaeBatch> {
     // Without the optimizer, dead-code restarts (which rewrite its moments and EMA too) are made by whoever
     // holds them, through `outsideRewrites`.
     if (opts.optimizer === false) return;
-    this.opt = new AdamW(
-      this.params.theta,
-      this.specs.map((s, i) => ({
-        name: s.name,
-        size: this.params.sizes[i]!,
-        decay: decaysByDefault(s.kind),
-      })),
-      this.adamConfig(),
-    );
-  }
-
-  private adamConfig() {
-    const c = this.cfg;
-    return {
-      beta1: c.adamBeta1,
-      beta2: c.adamBeta2,
-      eps: c.adamEps,
-      weightDecay: c.weightDecay,
-      emaDecay: c.emaDecay,
-    };
+    this.opt = adamwOverTheta(this.params.theta, this.specs, this.params.sizes, this.cfg);
   }
 
   private get updates(): number {
@@ -276,7 +257,7 @@ class DvaeTrainer implements Trainer<DvaeBatch> {
     this.checkStep(step);
     return {
       lr: lrAt(step, this.cfg),
-      ...this.adamConfig(),
+      ...adamwConfigOf(this.cfg),
       decay: this.specs.map((s) => decaysByDefault(s.kind)),
     };
   }

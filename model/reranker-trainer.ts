@@ -10,7 +10,7 @@
 // No randomness: a step is a function of (state, batch).
 import * as tf from '@tensorflow/tfjs';
 import type { DvaeConfig, RerankConfig, TransformerConfig } from '../config/index.ts';
-import { AdamW, decaysByDefault } from './adamw.ts';
+import { AdamW, adamwConfigOf, adamwOverTheta, decaysByDefault } from './adamw.ts';
 import {
   checkRerankerInputs,
   initRerankerParams,
@@ -119,26 +119,7 @@ class RerankTrainer implements Trainer<RerankBatch> {
     this.specs = rerankerParamSpecs(dims);
     this.params = new ParamVector(this.specs, init, `rerank${uid}/theta`);
     if (opts.optimizer === false) return;
-    this.opt = new AdamW(
-      this.params.theta,
-      this.specs.map((s, i) => ({
-        name: s.name,
-        size: this.params.sizes[i]!,
-        decay: decaysByDefault(s.kind),
-      })),
-      this.adamConfig(),
-    );
-  }
-
-  private adamConfig() {
-    const c = this.cfg;
-    return {
-      beta1: c.adamBeta1,
-      beta2: c.adamBeta2,
-      eps: c.adamEps,
-      weightDecay: c.weightDecay,
-      emaDecay: c.emaDecay,
-    };
+    this.opt = adamwOverTheta(this.params.theta, this.specs, this.params.sizes, this.cfg);
   }
 
   /** The model over θ's current values; its tensors are views computed from θ (under a tape, their
@@ -247,7 +228,7 @@ class RerankTrainer implements Trainer<RerankBatch> {
     this.checkStep(step);
     return {
       lr: rerankLrAt(this.cfg, step),
-      ...this.adamConfig(),
+      ...adamwConfigOf(this.cfg),
       decay: this.specs.map((s) => decaysByDefault(s.kind)),
     };
   }

@@ -12,7 +12,7 @@
 // for the contract and checked. Deterministic on one backend: same state + batch + step ⇒ same bits.
 import * as tf from '@tensorflow/tfjs';
 import type { DvaeConfig, TransformerConfig } from '../config/index.ts';
-import { AdamW } from './adamw.ts';
+import { AdamW, adamwConfigOf, adamwOverTheta } from './adamw.ts';
 import { initialPlateauState, lrAt, observeLoss, type PlateauState } from './lr-plateau.ts';
 import { ParamVector } from './param-vector.ts';
 import { decodeState, encodeState, expectArrays, StateMismatchError } from './state-io.ts';
@@ -113,26 +113,7 @@ class TransformerTrainer implements Trainer<TransformerBatch> {
     this.params = new ParamVector(this.specs, init, `transformer-trainer${trainerUid++}/theta`);
     this.model = new Transformer(cfg, dvae, undefined);
     if (opts.optimizer === false) return;
-    this.opt = new AdamW(
-      this.params.theta,
-      this.specs.map((s, i) => ({
-        name: s.name,
-        size: this.params.sizes[i]!,
-        decay: transformerDecays(s.kind),
-      })),
-      this.adamConfig(),
-    );
-  }
-
-  private adamConfig() {
-    const c = this.cfg;
-    return {
-      beta1: c.adamBeta1,
-      beta2: c.adamBeta2,
-      eps: c.adamEps,
-      weightDecay: c.weightDecay,
-      emaDecay: c.emaDecay,
-    };
+    this.opt = adamwOverTheta(this.params.theta, this.specs, this.params.sizes, this.cfg, transformerDecays);
   }
 
   paramSpecs(): ParamSpec[] {
@@ -222,7 +203,7 @@ class TransformerTrainer implements Trainer<TransformerBatch> {
     this.plateau = observeLoss(this.cfg, this.plateau, step, loss);
     return {
       lr: lrAt(this.cfg, this.plateau, step),
-      ...this.adamConfig(),
+      ...adamwConfigOf(this.cfg),
       decay: this.specs.map((s) => transformerDecays(s.kind)),
       maxGradNorm: this.cfg.gradClip,
     };
