@@ -138,8 +138,9 @@ export const DvaeConfig = z.strictObject({
    *  (VQ-VAE: codebook and commitment terms, the decoder's gradient passed straight through to the
    *  encoder; β, τ and the Gumbel-only options are then unused). The codebook is decoder.input's kernel
    *  either way, so tokens, encode and decode mean the same thing. 'continuous' is a diagnostic, not a
-   *  tokenizer: the decoder is fed the encoder's logits themselves (a plain autoencoder with no KL term),
-   *  which bounds what the architecture can draw from its grid; only `Dvae.reconstructRelaxed` is
+   *  tokenizer: the decoder is fed softmax(logits), with no noise and no KL term, so each cell passes a
+   *  point of the K-simplex (a continuous bottleneck; the raw logits, unbounded, diverge): what the
+   *  architecture can draw from its grid before discretisation. Only `Dvae.reconstructRelaxed` is
    *  meaningful for it. */
   quantizer: z.enum(['gumbel', 'vq', 'continuous']).default('gumbel'),
   /** vq: weight of the commitment term ‖z_e − sg(e)‖² (VQ-VAE: 0.25). */

@@ -269,7 +269,7 @@ test('dvae: downsample "conv" / upsample "transpose" resample with 4×4 stride-2
   m.dispose();
 });
 
-test('dvae: quantizer "continuous" decodes the logits themselves, with no KL term', () => {
+test('dvae: quantizer "continuous" decodes softmax(logits), no noise, no KL term', () => {
   const cfg = { ...tiny, quantizer: 'continuous' as const };
   const m = new Dvae(cfg, { seed: 6, trainable: true });
   const n = 2;
@@ -279,7 +279,7 @@ test('dvae: quantizer "continuous" decodes the logits themselves, with no KL ter
   assert.equal(t.kl.dataSync()[0], 0);
   const expected = tf.tidy(() => {
     const x = mapPixels(x255, 0.1) as tf.Tensor4D;
-    const stats = m.decoderStats(m.encoderLogits(x));
+    const stats = m.decoderStats(tf.softmax(m.encoderLogits(x)) as tf.Tensor4D);
     const mu = stats.slice([0, 0, 0, 0], [n, 16, 16, 3]);
     const lnB = stats.slice([0, 0, 0, 3], [n, 16, 16, 3]);
     return logitLaplaceNll(x, mu, lnB).mean().dataSync()[0]!;

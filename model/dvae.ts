@@ -92,7 +92,7 @@ export interface DvaeLayout {
   /** ln of the largest logit-Laplace scale, or +∞ for none (config logitLaplaceMaxScale). */
   maxLnB: number;
   /** How cells become codes (config quantizer): 'gumbel' (the paper), 'vq' (nearest codebook vector) or
-   *  'continuous' (the logits themselves, a diagnostic autoencoder). */
+   *  'continuous' (softmax(logits), no noise: a diagnostic autoencoder). */
   quantizer: DvaeConfig['quantizer'];
   /** vq: weight of the commitment term (config commitmentWeight). */
   commitment: number;
@@ -471,6 +471,14 @@ export interface DvaeLossTerms {
   codes: tf.Tensor3D;
 }
 
+/** What the decoder sees in training: the Gumbel-softmax sample at τ, or for the continuous diagnostic
+ *  softmax(logits) without noise (bounded: the raw logits diverge under the logit-Laplace). */
+function relaxed(l: DvaeLayout, logits: tf.Tensor4D, noise: tf.Tensor, tau: number): tf.Tensor4D {
+  return (
+    l.quantizer === 'continuous' ? tf.softmax(logits) : gumbelSoftmax(logits, noise, tau)
+  ) as tf.Tensor4D;
+}
+
 /** Loss terms for a batch of uint8-valued images [N, R, R, 3] (as float) with Gumbel noise [N, g, g, K]. */
 function lossTerms(
   p: Params,
@@ -485,7 +493,7 @@ function lossTerms(
   if (l.quantizer === 'vq') return vqLossTerms(p, l, eps, x255, x);
   const logits = encoderForward(p, l, x); // [N, g, g, K]
   const continuous = l.quantizer === 'continuous';
-  const soft = continuous ? logits : (gumbelSoftmax(logits, noise, tau) as tf.Tensor4D); // [N, g, g, K]
+  const soft = relaxed(l, logits, noise, tau); // [N, g, g, K]
   const z = l.straightThrough && !continuous ? straightThrough(soft) : soft;
   const { mu, lnB } = decoderForward(p, l, z); // [N, R, R, 3] each
   const [n, r] = mu.shape;
@@ -716,8 +724,8 @@ export class Dvae {
   /** Images uint8 [n, R, R, 3] → their reconstructions through the training-time relaxation: the decoder
    *  fed the Gumbel-softmax sample softmax((logits + g) / τ) (noise from `seed`) instead of the one-hot
    *  argmax that `encode` + `decode` use. Set beside `decode(encode(x))` it measures what the argmax
-   *  loses (the soft-vs-hard gap); `continuous` feeds the logits themselves; `vq` has no relaxation and is
-   *  refused. */
+   *  loses (the soft-vs-hard gap); `continuous` feeds softmax(logits), no noise; `vq` has no relaxation
+   *  and is refused. */
   reconstructRelaxed(images: Uint8Array, tau: number, seed: number): Uint8Array {
     if (this.layout.quantizer === 'vq') throw new DvaeInputError('quantizer', 'vq has no relaxed sample');
     const R = this.cfg.resolution;
@@ -732,10 +740,7 @@ export class Dvae {
         const x255 = tf.tensor4d(images.subarray(i0 * per, (i0 + m) * per), [m, R, R, 3], 'int32').toFloat();
         const x = mapPixels(x255, this.cfg.logitLaplaceEps) as tf.Tensor4D;
         const logits = encoderForward(this.byName, this.layout, x);
-        const z =
-          this.layout.quantizer === 'continuous'
-            ? logits
-            : (gumbelSoftmax(logits, noise, tau) as tf.Tensor4D);
+        const z = relaxed(this.layout, logits, noise, tau);
         const { mu } = decoderForward(this.byName, this.layout, z);
         return reconstruction(mu, this.cfg.logitLaplaceEps).mul(255).round();
       });
