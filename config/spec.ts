@@ -133,6 +133,10 @@ export const DvaeConfig = z.strictObject({
    *  network's depth sits at the lower resolutions where it is cheap; with nearest upsampling the decoder
    *  would then paint whole cells, so pair it with upsample 'shuffle' or 'transpose'. Paper: true. */
   fullResolutionBlocks: z.boolean().default(true),
+  /** Gain on every resblock's residual branch: 0 is the paper's 1/n_layers² (n_layers = groups ·
+   *  blocksPerGroup), which keeps a deep network near the identity at initialisation; in a shallow one it
+   *  is 1/9 (3 groups of 1 block), so Adam needs many steps to grow the branches that draw detail. */
+  resblockGain: z.number().nonnegative().default(0),
   /** How a cell becomes a code: 'gumbel', the paper's Gumbel-softmax relaxation of a categorical
    *  posterior (with the KL term, τ and β schedules), or 'vq', the nearest vector of a learned codebook
    *  (VQ-VAE: codebook and commitment terms, the decoder's gradient passed straight through to the

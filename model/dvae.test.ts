@@ -257,6 +257,8 @@ test('dvae: downsample "conv" / upsample "transpose" resample with 4×4 stride-2
   );
   assert.equal(l.decoder.output.nIn, 16);
   assert.equal(l.encoder.output.nIn, 32);
+  assert.equal(l.postGain, 1 / 36, 'the paper gain 1/(groups·blocksPerGroup)² unless resblockGain is set');
+  assert.equal(dvaeLayout({ ...strided, resblockGain: 1 }).postGain, 1);
   const specs = dvaeParamSpecs(strided);
   assert.equal(
     dvaeParameterCount(strided),

@@ -182,7 +182,7 @@ export function dvaeLayout(cfg: DvaeConfig): DvaeLayout {
     grid: cfg.grid,
     codebookSize: K,
     nLayers: G * B,
-    postGain: 1 / (G * B) ** 2,
+    postGain: (cfg.resblockGain ?? 0) > 0 ? cfg.resblockGain! : 1 / (G * B) ** 2,
     nInit,
     encoder: {
       input: conv('encoder.input', 7, 3, h),
