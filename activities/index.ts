@@ -7,6 +7,7 @@ import { RunSpec, specHash } from '../config/index.ts';
 import { CheckpointStore, type ModelStore, type PartRef } from '../store/index.ts';
 import { commitEncoded, encodeShard, prepareTokenizer } from './encode-dataset.ts';
 import { withFatalErrors } from './errors.ts';
+import type { HeartbeatThread } from './heartbeat-thread.ts';
 import { publishModel } from './publish-model.ts';
 import { trainShard } from './train-shard.ts';
 import {
@@ -23,6 +24,8 @@ export interface ActivityDeps {
   checkpoints: CheckpointStore;
   models: ModelStore;
   client: Client;
+  /** The worker's helper thread that heartbeats ranks through long synchronous steps. */
+  heartbeats: HeartbeatThread;
   log?: (msg: string, fields?: Record<string, unknown>) => void;
   /** The machine this worker is on (ranks of one host shard parameters among themselves). */
   hostId?: string;
@@ -30,6 +33,7 @@ export interface ActivityDeps {
   taskQueue?: string;
 }
 
+export { HeartbeatThread } from './heartbeat-thread.ts';
 export { answerPresence, idleSlots, PRESENCE_SUBJECT, surveyWorkers, WorkerPresence } from './presence.ts';
 
 /** Every activity re-validates the spec it is handed: a workflow started by an older version carries a

@@ -7,7 +7,7 @@ import { hostname } from 'node:os';
 import { fileURLToPath } from 'node:url';
 import { Client } from '@temporalio/client';
 import { DefaultLogger, NativeConnection, Runtime, Worker } from '@temporalio/worker';
-import { answerPresence, createActivities } from '../../activities/index.ts';
+import { answerPresence, createActivities, HeartbeatThread } from '../../activities/index.ts';
 import { TASK_QUEUE } from '../../contract/index.ts';
 import { connectNats, describeNatsAuth, redactUrl } from '../../security/nats.ts';
 import { natsSecurity, temporalSecurity } from '../../security/settings.ts';
@@ -56,6 +56,8 @@ export async function runWorker(opts: WorkerOptions = {}): Promise<void> {
   const slots = opts.slots ?? 1;
   const log = (msg: string, fields?: Record<string, unknown>) =>
     process.stderr.write(`[${identity}] ${msg}${fields ? ` ${JSON.stringify(fields)}` : ''}\n`);
+  // Loads and connects its Temporal client now, so a rank's first heartbeat never waits for it.
+  const heartbeats = HeartbeatThread.start(temporal, (m) => log(m));
   const worker = await Worker.create({
     // Tracing: workflow + activity interceptors and the workflow span sink (telemetry/temporal.ts).
     ...temporalWorkerOptions(),
@@ -70,6 +72,7 @@ export async function runWorker(opts: WorkerOptions = {}): Promise<void> {
       ...stores,
       checkpoints: traceCheckpointStore(stores.checkpoints),
       client,
+      heartbeats,
       log,
       hostId,
       taskQueue,
@@ -97,6 +100,7 @@ export async function runWorker(opts: WorkerOptions = {}): Promise<void> {
   } finally {
     if (idle) clearInterval(idle);
     presence.unsubscribe();
+    await heartbeats.close();
     await clientConnection.close().catch(() => undefined);
     await nc.drain().catch(() => undefined);
   }
