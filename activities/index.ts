@@ -7,6 +7,7 @@ import { RunSpec, specHash } from '../config/index.ts';
 import { CheckpointStore, type ModelStore, type PartRef } from '../store/index.ts';
 import { commitEncoded, encodeShard, prepareTokenizer } from './encode-dataset.ts';
 import { withFatalErrors } from './errors.ts';
+import type { HeartbeatThread } from './heartbeat-thread.ts';
 import { planPlacement } from './placement.ts';
 import { surveyWorkers } from './presence.ts';
 import { publishModel } from './publish-model.ts';
@@ -27,6 +28,8 @@ export interface ActivityDeps {
   checkpoints: CheckpointStore;
   models: ModelStore;
   client: Client;
+  /** The worker's helper thread that heartbeats ranks through long synchronous steps. */
+  heartbeats: HeartbeatThread;
   log?: (msg: string, fields?: Record<string, unknown>) => void;
   /** The machine this worker is on (ranks of one host shard parameters among themselves). */
   hostId?: string;
@@ -34,6 +37,7 @@ export interface ActivityDeps {
   taskQueue?: string;
 }
 
+export { HeartbeatThread } from './heartbeat-thread.ts';
 export { answerPresence, idleSlots, PRESENCE_SUBJECT, surveyWorkers, WorkerPresence } from './presence.ts';
 
 /** Presence surveys a placement makes (1 s apart) before it hands a segment to the shared queue. */

@@ -14,7 +14,7 @@ import {
   Worker,
   type WorkerOptions as WorkerCreateOptions,
 } from '@temporalio/worker';
-import { answerPresence, createActivities } from '../../activities/index.ts';
+import { answerPresence, createActivities, HeartbeatThread } from '../../activities/index.ts';
 import { hostTaskQueue, TASK_QUEUE } from '../../contract/index.ts';
 import { connectNats, describeNatsAuth, redactUrl } from '../../security/nats.ts';
 import { natsSecurity, temporalSecurity } from '../../security/settings.ts';
@@ -64,12 +64,15 @@ export async function runWorker(opts: WorkerOptions = {}): Promise<void> {
   const slots = opts.slots ?? 1;
   const log = (msg: string, fields?: Record<string, unknown>) =>
     process.stderr.write(`[${identity}] ${msg}${fields ? ` ${JSON.stringify(fields)}` : ''}\n`);
+  // Loads and connects its Temporal client now, so a rank's first heartbeat never waits for it.
+  const heartbeats = HeartbeatThread.start(temporal, (m) => log(m));
   const activities = createActivities({
     nc,
     ...stores,
     // Every checkpoint part stored or loaded is a span with bytes and sha256.
     checkpoints: traceCheckpointStore(stores.checkpoints),
     client,
+    heartbeats,
     log,
     hostId,
     taskQueue,
@@ -105,6 +108,7 @@ export async function runWorker(opts: WorkerOptions = {}): Promise<void> {
   } finally {
     if (idle) clearInterval(idle);
     presence.unsubscribe();
+    await heartbeats.close();
     await clientConnection.close().catch(() => undefined);
     await nc.drain().catch(() => undefined);
   }
