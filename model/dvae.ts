@@ -9,6 +9,9 @@
 // Resblock: x ↦ id(x) + (1/n_layers²)·res(x), n_layers = G·B; res is ReLU-conv ×4 with width n_out/4
 //   (encoder kernels 3,3,3,1; decoder 1,3,3,3); id is a 1×1 conv when the width changes.
 // n_init = n_hid/2 (the official 128 for n_hid 256). Weights ~ N(0, 1/(n_in·k²)), biases 0.
+// Beyond the paper (config, off by default): learned resampling (downsample 'conv', upsample 'shuffle' or
+//   'transpose'), no resblocks at full resolution (fullResolutionBlocks false), the residual gain
+//   (resblockGain), and the quantizers 'vq' and 'continuous' (a diagnostic with no discretisation).
 // The encoder sees φ(x) as in the official code, or 2φ(x)−1 with config centerInput (see config/spec.ts).
 import * as tf from '@tensorflow/tfjs';
 import type { DvaeConfig } from '../config/index.ts';
