@@ -56,7 +56,6 @@ const LONG_FUNCTIONS_TO_SPLIT = [
   'bench/dvae-recon.ts', // main 88
   'bench/generate.ts', // main 163
   'bench/native.ts', // transformerStep 117, main 91
-  'collective/powersgd.ts', // PowerSgd.reduce 189
   'config/spec.ts', // crossFieldIssues 82
   'data/shapes-analyzer.ts', // analyzeShape 89
   'model/kernels/conv2d-backprop-filter.ts', // conv2DBackpropFilter 99
