@@ -19,6 +19,7 @@ import {
   traceCheckpointStore,
 } from '../../telemetry/index.ts';
 import { temporalLogLevel } from './log-level.ts';
+import { MODULE_EXT } from '../../config/package-root.ts';
 
 export interface WorkerOptions {
   slots?: number;
@@ -63,7 +64,7 @@ export async function runWorker(opts: WorkerOptions = {}): Promise<void> {
     namespace: temporal.namespace,
     taskQueue,
     identity,
-    workflowsPath: fileURLToPath(new URL('../../workflows/index.ts', import.meta.url)),
+    workflowsPath: fileURLToPath(new URL(`../../workflows/index${MODULE_EXT}`, import.meta.url)),
     // Every checkpoint part stored or loaded is a span with bytes and sha256.
     activities: createActivities({
       nc,
