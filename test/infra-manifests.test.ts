@@ -129,11 +129,24 @@ test('infra: every manifest parses (compose, collector, run config, Kubernetes)'
   );
 });
 
-test('infra: the image runs `node bin/dalle.js` from node:20 with npm ci, and every command it is given exists', () => {
+test('infra: the image runs the compiled `node bin/dalle.js` from node:20 without dev dependencies, and every command it is given exists', () => {
   const df = read('infra/docker/Dockerfile');
   assert.match(df, /^ARG NODE_VERSION=20$/m);
-  assert.match(df, /^FROM node:\$\{NODE_VERSION\}-bookworm-slim$/m);
-  assert.match(df, /^RUN npm ci\b/m);
+  // Two stages: the build stage compiles with every dependency; the runtime stage installs production
+  // dependencies only and takes dist/ from it.
+  const [, build, runtime, ...more] = df.split(/^FROM /m);
+  assert.equal(more.length, 0, 'two stages');
+  assert.match(build!, /^node:\$\{NODE_VERSION\}-bookworm-slim AS build$/m);
+  assert.match(build!, /^RUN npm ci\b/m);
+  assert.match(build!, /^RUN npm run build$/m);
+  assert.match(runtime!, /^node:\$\{NODE_VERSION\}-bookworm-slim$/m);
+  assert.match(runtime!, /^RUN npm ci --omit=dev\b/m);
+  assert.doesNotMatch(
+    runtime!,
+    /^RUN npm (ci|install)(?!.*--omit=dev)/m,
+    'the runtime stage installs no dev dependencies',
+  );
+  assert.match(runtime!, /^COPY --from=build \/app\/dist \.\/dist$/m);
   assert.match(df, /^ENTRYPOINT \["node", "bin\/dalle\.js"\]$/m);
   for (const f of ['bin/dalle.js', 'package.json', 'package-lock.json', 'infra/native/install-tfjs-node.sh'])
     assert.ok(existsSync(rel(f)), f);
@@ -272,7 +285,7 @@ test('infra: ports and addresses match the code defaults (sampler 50051, Tempora
   );
   assert.ok((sampler.ports as string[]).includes(`${SAMPLER_PORT}:${SAMPLER_PORT}`));
   assert.deepEqual(sampler.healthcheck.test.slice(-2), [
-    'infra/docker/grpc-health.ts',
+    'dist/infra/docker/grpc-health.js',
     `127.0.0.1:${SAMPLER_PORT}`,
   ]);
   assert.equal(portOf(svc.cli.environment.DALLE_SAMPLER_ADDRESS), SAMPLER_PORT);
@@ -461,7 +474,7 @@ test('infra: the compose healthcheck probe reads the sampler’s real gRPC healt
       new Promise<{ status: number; stdout: string; stderr: string }>((resolve) =>
         execFile(
           process.execPath,
-          ['--import', 'tsx', 'infra/docker/grpc-health.ts', addr],
+          ['dist/infra/docker/grpc-health.js', addr], // the compiled probe, as the image runs it
           { cwd: root },
           (err, stdout, stderr) => resolve({ status: err ? Number(err.code) : 0, stdout, stderr }),
         ),

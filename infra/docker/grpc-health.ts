@@ -1,4 +1,4 @@
-// `node --import tsx infra/docker/grpc-health.ts [host:port] [service]`: asks a gRPC server's standard
+// `node dist/infra/docker/grpc-health.js [host:port] [service]`: asks a gRPC server's standard
 // health service (grpc.health.v1.Health/Check) and exits 0 only when it answers SERVING. The compose file's
 // sampler healthcheck runs it inside the image (Kubernetes has gRPC probes built in and does not need it,
 // unless the sampler serves TLS: its probes cannot do TLS, so a secured deployment execs this instead).
