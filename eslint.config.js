@@ -56,7 +56,6 @@ const LONG_FUNCTIONS_TO_SPLIT = [
   'bench/generate.ts', // main 163
   'bench/native.ts', // transformerStep 117, main 91
   'collective/powersgd.ts', // PowerSgd.reduce 189
-  'data/shapes-analyzer.ts', // analyzeShape 89
   'model/kernels/conv2d-backprop-filter.ts', // conv2DBackpropFilter 99
   'model/kernels/conv2d-backprop-input.ts', // makeConv2DBackpropInputWasmConfig 87
   'services/sampler/server.ts', // SamplerService.generate 98
