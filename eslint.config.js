@@ -58,7 +58,6 @@ const LONG_FUNCTIONS_TO_SPLIT = [
   'collective/powersgd.ts', // PowerSgd.reduce 189
   'model/kernels/conv2d-backprop-filter.ts', // conv2DBackpropFilter 99
   'model/kernels/conv2d-backprop-input.ts', // makeConv2DBackpropInputWasmConfig 87
-  'services/sampler/server.ts', // SamplerService.generate 98
   'workflows/train-stage.ts', // trainStage 139
 ];
 
