@@ -53,7 +53,6 @@ function fence(files, ignores, patterns = [], paths = []) {
 const LONG_FUNCTIONS_TO_SPLIT = [
   'activities/heartbeat.ts', // startHeartbeat 82
   'bench/allreduce.ts', // main 108
-  'bench/generate.ts', // main 163
   'bench/native.ts', // transformerStep 117, main 91
   'collective/powersgd.ts', // PowerSgd.reduce 189
   'model/kernels/conv2d-backprop-filter.ts', // conv2DBackpropFilter 99
