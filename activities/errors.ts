@@ -11,13 +11,27 @@ export function isFatal(err: unknown): err is Error {
 }
 
 /** Memory that could not be had (a typed array, a wasm heap, a tensor): relaunching the same segment asks for
- *  the same memory again, so it is fatal rather than retried until maxRestarts. */
+ *  the same memory again, so it is fatal rather than retried until maxRestarts. The wasm backend's heap
+ *  grows to at most 4 GiB; past that its allocator returns no block and copying a tensor in fails with
+ *  "offset is out of bounds" (errors.test.ts makes each of these for real). */
 export function isAllocationFailure(err: unknown): boolean {
   if (!(err instanceof Error)) return false;
-  return /allocation failed|invalid (typed )?array length|out of memory|OOM when allocating|failed to allocate|cannot allocate memory/i.test(
-    err.message,
-  );
+  return ALLOCATION_FAILURE.test(err.message);
 }
+
+const ALLOCATION_FAILURE = new RegExp(
+  [
+    'allocation failed', // ArrayBuffer; V8's heap
+    'invalid (typed )?array length', // typed arrays and arrays beyond what V8 allows
+    'maximum memory size exceeded', // WebAssembly.Memory.grow
+    'offset is out of bounds', // a tensor copied into a full wasm heap
+    'out of memory',
+    'OOM when allocating', // TensorFlow (native backend)
+    'failed to allocate',
+    'cannot allocate memory', // ENOMEM
+  ].join('|'),
+  'i',
+);
 
 export function asNonRetryable(err: unknown): unknown {
   if (err instanceof ApplicationFailure) return err;

@@ -7,13 +7,18 @@ import { RunSpec, specHash } from '../config/index.ts';
 import { CheckpointStore, type ModelStore, type PartRef } from '../store/index.ts';
 import { commitEncoded, encodeShard, prepareTokenizer } from './encode-dataset.ts';
 import { withFatalErrors } from './errors.ts';
+import type { HeartbeatThread } from './heartbeat-thread.ts';
+import { planPlacement } from './placement.ts';
+import { surveyWorkers } from './presence.ts';
 import { publishModel } from './publish-model.ts';
 import { trainShard } from './train-shard.ts';
 import {
   TASK_QUEUE,
   type EncodeShardInput,
+  type PlaceRanksInput,
   type PublishInput,
   type ResolveCheckpointInput,
+  type RankPlacement,
   type ResolvedCheckpoint,
   type TrainShardInput,
 } from '../contract/index.ts';
@@ -23,6 +28,8 @@ export interface ActivityDeps {
   checkpoints: CheckpointStore;
   models: ModelStore;
   client: Client;
+  /** The worker's helper thread that heartbeats ranks through long synchronous steps. */
+  heartbeats: HeartbeatThread;
   log?: (msg: string, fields?: Record<string, unknown>) => void;
   /** The machine this worker is on (ranks of one host shard parameters among themselves). */
   hostId?: string;
@@ -30,7 +37,11 @@ export interface ActivityDeps {
   taskQueue?: string;
 }
 
+export { HeartbeatThread } from './heartbeat-thread.ts';
 export { answerPresence, idleSlots, PRESENCE_SUBJECT, surveyWorkers, WorkerPresence } from './presence.ts';
+
+/** Presence surveys a placement makes (1 s apart) before it hands a segment to the shared queue. */
+const PLACEMENT_LOOKS = 3;
 
 /** Every activity re-validates the spec it is handed: a workflow started by an older version carries a
  *  spec without newer fields, and zod fills their defaults (or names what is wrong). */
@@ -50,6 +61,19 @@ export function createActivities(deps: ActivityDeps) {
       // A finished stage of another spec would otherwise be taken as done without any rank loading it.
       if (m && input.spec) CheckpointStore.checkSpec(m, specHash(checked({ spec: input.spec }).spec));
       return { step: m?.step ?? 0, fallbacks };
+    },
+    /** Where a sharded segment's ranks go: surveys the workers of this worker's (shared) queue. */
+    async placeRanks(input: PlaceRanksInput): Promise<RankPlacement> {
+      const queue = deps.taskQueue ?? TASK_QUEUE;
+      // The ranks of the segment before may still be releasing their slots: a few looks before giving up.
+      let placement = planPlacement(await surveyWorkers(deps.nc, queue), input.worldSize, queue);
+      for (let look = 1; look < PLACEMENT_LOOKS && placement.queues.length === 0; look++) {
+        await new Promise((r) => setTimeout(r, 1000));
+        placement = planPlacement(await surveyWorkers(deps.nc, queue), input.worldSize, queue);
+      }
+      const where = placement.why ?? `${placement.hosts.join(', ')} × ${placement.perHost} rank(s)`;
+      log(`placement of ${input.runId}/${input.stage} (${input.worldSize} ranks): ${where}`);
+      return placement;
     },
     async trainShard(input: TrainShardInput) {
       return trainShard(

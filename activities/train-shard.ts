@@ -20,6 +20,7 @@ import { saveCheckpoint } from './checkpoint-commit.ts';
 import { loadCurves, rank0Extras } from './checkpoint-extras.ts';
 import { asNonRetryable } from './errors.ts';
 import { startHeartbeat, type Heartbeat } from './heartbeat.ts';
+import type { HeartbeatThread } from './heartbeat-thread.ts';
 import type { QualityProbe } from '../eval/index.ts';
 import { createQualityProbe, measureQuality } from './quality.ts';
 import { FlatRuntime, type RankRuntime } from './rank-runtime.ts';
@@ -45,6 +46,8 @@ export interface TrainShardDeps {
    *  (one signal per checkpoint; step-level progress goes to the run's KV record) and asks the stage for
    *  its world size. */
   client: Client;
+  /** The worker's helper thread that heartbeats ranks through long synchronous steps. */
+  heartbeats: HeartbeatThread;
   log: (msg: string, fields?: Record<string, unknown>) => void;
   /** The machine this worker is on. */
   hostId: string;
@@ -178,6 +181,7 @@ export async function trainShard(deps: TrainShardDeps, input: TrainShardInput): 
   // First thing: the heartbeat. Loading a checkpoint, opening a dataset and waiting for peers all take time.
   const hb = startHeartbeat(
     ctx,
+    deps,
     {
       intervalMs: Math.max(500, (spec.train.heartbeatTimeout * 1000) / 4),
       stallMs: spec.train.stepTimeout * 1000,
@@ -342,15 +346,11 @@ async function runSteps(deps: TrainShardDeps, input: TrainShardInput, s: Running
   if (cancelled.aborted) throw cancelled.reason ?? new Error('cancelled');
   return {
     rank,
+    hostId: deps.hostId,
     step: last.step,
-    loss: stats.loss,
     checkpointStep: last.checkpointStep,
     stepsPerSec: Math.max(1, last.step - fromStep) / ((Date.now() - t0) / 1000),
-    bytesRaw: stats.bytesRaw,
-    bytesSent: stats.bytesSent,
-    skippedSteps: stats.skippedSteps,
-    stepMs: stats.stepMs,
-    exposedCommMs: stats.exposedCommMs,
+    ...stats, // loss, bytes, skipped steps, step and exposed communication ms
     ...(resizeTo ? { resizeTo } : {}),
   };
 }

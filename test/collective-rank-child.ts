@@ -65,15 +65,14 @@ try {
     console.log(JSON.stringify({ rank: a.rank, survived: true }));
   } else if (a.mode === 'stall') {
     let stalled = false;
-    // the group's own subject: block as soon as the peer's reduce-scatter data starts to arrive
+    // the group's own subject: block at once when the peer's reduce-scatter data starts to arrive (not on a
+    // later tick: on a quiet machine the rest of the data arrives within that tick and nothing is cut off)
     nc.subscribe(`dalle.${a.runId}.${a.groupId}.rs.*.${a.rank}`, {
       callback: () => {
         if (stalled) return;
         stalled = true;
-        setTimeout(() => {
-          const until = Date.now() + a.stallMs!;
-          while (Date.now() < until);
-        }, 0);
+        const until = Date.now() + a.stallMs!;
+        while (Date.now() < until);
       },
     });
     await nc.flush();

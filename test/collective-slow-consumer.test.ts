@@ -52,7 +52,9 @@ async function stallAndRecover(dataPlane: boolean): Promise<void> {
     }
     assert.ok(nc, 'nats-server started');
     const [runId, groupId] = [uniqueId('slow'), uniqueId('g')];
-    const n = 2_621_440;
+    // 32 MiB per rank: what the server must hold for the stalled rank (its half on both of that rank's
+    // connections) is far beyond the kernel's socket buffers plus max_pending, on any machine
+    const n = 8 << 20;
     const stalled = spawnRank<{
       sum?: string;
       events?: string[];

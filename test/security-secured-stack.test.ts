@@ -21,7 +21,7 @@ import {
 } from '../security/settings.ts';
 import { temporalConnectionOptions } from '../security/temporal.ts';
 import { openModelStore } from '../store/index.ts';
-import { dalle, startWorker, writeSpec, type WorkerProc } from './fixtures/cluster.ts';
+import { dalle, dalleAsync, startWorker, writeSpec, type WorkerProc } from './fixtures/cluster.ts';
 import { startSecuredStack, type SecuredStack } from './fixtures/secured-stack.ts';
 
 let stack: SecuredStack;
@@ -74,6 +74,10 @@ test('security: anonymous, certificate-less and credential-less NATS clients are
   try {
     const got = await received(anon, 'dalle.>', async () => anon.publish('dalle.somerun.g0.rs.1.0', 'x'));
     assert.deepEqual(got, ['dalle.somerun.g0.rs.1.0'], 'unsecured: anyone may read and write run subjects');
+    // …and publish a model that every sampler of that name would then swap to.
+    const models = await openModelStore({ nc: anon });
+    const forged = await models.publish(`stranger-${process.pid}`, new Uint8Array([1, 2, 3]));
+    assert.equal(forged.version, 1, 'unsecured: anyone may publish a model');
   } finally {
     await anon.close();
   }
@@ -148,6 +152,7 @@ test('security: Temporal behind the mutual-TLS front refuses clients without our
 test('security: a run trains, publishes and is served over TLS with per-run rank credentials on the secured stack', async () => {
   const workers: WorkerProc[] = [0, 1].map((i) => startWorker(stack.env('worker'), `sw${i}`));
   let svc: SamplerService | undefined;
+  const logged: string[] = [];
   try {
     const spec = writeSpec({
       preset: 'tiny',
@@ -170,7 +175,7 @@ test('security: a run trains, publishes and is served over TLS with per-run rank
     svc = new SamplerService({
       store: await openModelStore({ nc }, { readOnly: true }),
       security: samplerServerSecurity(samplerEnv),
-      log: () => undefined,
+      log: (_level, msg, fields) => logged.push(`${msg} ${JSON.stringify(fields ?? {})}`),
     });
     const port = await svc.listen('127.0.0.1:0');
     await svc.registry.waitForServing(1, 60_000);
@@ -207,7 +212,24 @@ test('security: a run trains, publishes and is served over TLS with per-run rank
       call({ token: cli.token }),
       (e: grpc.ServiceError) => e.code === grpc.status.UNAVAILABLE,
     );
+
+    // `dalle generate` as the cli role: server CA, client certificate and token, all from cli.env.
+    const out = mkdtempSync(join(tmpdir(), 'dalle-secure-gen-'));
+    const args = ['generate', 'a red circle', '-n', '1', '--server', address, '--out', out];
+    const gen = await dalleAsync([...args, '--json'], stack.env('cli'));
+    assert.equal(gen.code, 0, gen.err);
+    assert.equal((JSON.parse(gen.out) as { images: unknown[] }).images.length, 1);
+    const tokenless = await dalleAsync(args, { ...stack.env('cli'), DALLE_SAMPLER_TOKEN: '' });
+    assert.notEqual(tokenless.code, 0);
+    assert.match(tokenless.err, /UNAUTHENTICATED|Bearer/, tokenless.err);
     await nc.close();
+
+    // No process printed a secret: the sampler token, a NATS seed (S…), a user JWT (eyJ…) or a private key.
+    const printed = [...workers.flatMap((w) => w.output), ...logged, gen.out, gen.err, tokenless.err].join(
+      '\n',
+    );
+    assert.ok(!printed.includes(cli.token!), 'the sampler token was printed');
+    assert.doesNotMatch(printed, /\bS[UAO][A-Z2-7]{40,}|eyJ[\w-]{20,}\.|PRIVATE KEY/);
   } finally {
     await svc?.shutdown(2000);
     await Promise.all(workers.map((w) => w.kill('SIGTERM')));
