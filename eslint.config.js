@@ -62,7 +62,6 @@ const LONG_FUNCTIONS_TO_SPLIT = [
   'model/kernels/conv2d-backprop-input.ts', // makeConv2DBackpropInputWasmConfig 87
   'services/sampler/server.ts', // SamplerService.generate 98
   'workflows/train-dalle.ts', // trainDalle 106
-  'workflows/train-stage.ts', // trainStage 139
 ];
 
 export default tseslint.config(

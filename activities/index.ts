@@ -8,13 +8,17 @@ import { CheckpointStore, type ModelStore, type PartRef } from '../store/index.t
 import { commitEncoded, encodeShard, prepareTokenizer } from './encode-dataset.ts';
 import { withFatalErrors } from './errors.ts';
 import type { HeartbeatThread } from './heartbeat-thread.ts';
+import { planPlacement } from './placement.ts';
+import { surveyWorkers } from './presence.ts';
 import { publishModel } from './publish-model.ts';
 import { trainShard } from './train-shard.ts';
 import {
   TASK_QUEUE,
   type EncodeShardInput,
+  type PlaceRanksInput,
   type PublishInput,
   type ResolveCheckpointInput,
+  type RankPlacement,
   type ResolvedCheckpoint,
   type TrainShardInput,
 } from '../contract/index.ts';
@@ -36,6 +40,9 @@ export interface ActivityDeps {
 export { HeartbeatThread } from './heartbeat-thread.ts';
 export { answerPresence, idleSlots, PRESENCE_SUBJECT, surveyWorkers, WorkerPresence } from './presence.ts';
 
+/** Presence surveys a placement makes (1 s apart) before it hands a segment to the shared queue. */
+const PLACEMENT_LOOKS = 3;
+
 /** Every activity re-validates the spec it is handed: a workflow started by an older version carries a
  *  spec without newer fields, and zod fills their defaults (or names what is wrong). */
 function checked<I extends { spec: RunSpec }>(input: I): I {
@@ -54,6 +61,19 @@ export function createActivities(deps: ActivityDeps) {
       // A finished stage of another spec would otherwise be taken as done without any rank loading it.
       if (m && input.spec) CheckpointStore.checkSpec(m, specHash(checked({ spec: input.spec }).spec));
       return { step: m?.step ?? 0, fallbacks };
+    },
+    /** Where a sharded segment's ranks go: surveys the workers of this worker's (shared) queue. */
+    async placeRanks(input: PlaceRanksInput): Promise<RankPlacement> {
+      const queue = deps.taskQueue ?? TASK_QUEUE;
+      // The ranks of the segment before may still be releasing their slots: a few looks before giving up.
+      let placement = planPlacement(await surveyWorkers(deps.nc, queue), input.worldSize, queue);
+      for (let look = 1; look < PLACEMENT_LOOKS && placement.queues.length === 0; look++) {
+        await new Promise((r) => setTimeout(r, 1000));
+        placement = planPlacement(await surveyWorkers(deps.nc, queue), input.worldSize, queue);
+      }
+      const where = placement.why ?? `${placement.hosts.join(', ')} × ${placement.perHost} rank(s)`;
+      log(`placement of ${input.runId}/${input.stage} (${input.worldSize} ranks): ${where}`);
+      return placement;
     },
     async trainShard(input: TrainShardInput) {
       return trainShard(

@@ -346,15 +346,11 @@ async function runSteps(deps: TrainShardDeps, input: TrainShardInput, s: Running
   if (cancelled.aborted) throw cancelled.reason ?? new Error('cancelled');
   return {
     rank,
+    hostId: deps.hostId,
     step: last.step,
-    loss: stats.loss,
     checkpointStep: last.checkpointStep,
     stepsPerSec: Math.max(1, last.step - fromStep) / ((Date.now() - t0) / 1000),
-    bytesRaw: stats.bytesRaw,
-    bytesSent: stats.bytesSent,
-    skippedSteps: stats.skippedSteps,
-    stepMs: stats.stepMs,
-    exposedCommMs: stats.exposedCommMs,
+    ...stats, // loss, bytes, skipped steps, step and exposed communication ms
     ...(resizeTo ? { resizeTo } : {}),
   };
 }

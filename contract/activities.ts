@@ -52,6 +52,8 @@ export interface TrainShardInput {
 
 export interface TrainShardResult {
   rank: number;
+  /** The host of the worker that ran the rank (absent in results recorded before it was reported). */
+  hostId?: string;
   step: number;
   loss: number;
   checkpointStep: number;

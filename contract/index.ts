@@ -3,6 +3,7 @@
 // no workflow or activity code loaded. Names here are recorded in run histories: they never change.
 export * from './activities.ts';
 export * from './elastic.ts';
+export * from './placement.ts';
 export * from './quality.ts';
 export * from './signals.ts';
 export * from './workflows.ts';

@@ -8,6 +8,12 @@ import type { QualityPoint } from './quality.ts';
 /** The task queue every `dalle worker` polls and every run is started on. */
 export const TASK_QUEUE = 'dalle-train';
 
+/** The task queue of one host's workers (`dalle-train@<host>`): every `dalle worker` polls it next to the
+ *  shared queue, for rank activities only, so that a sharded segment can place rank h·G + l on host h. */
+export function hostTaskQueue(taskQueue: string, hostId: string): string {
+  return `${taskQueue}@${hostId}`;
+}
+
 /** The workflow id of a run's trainStage child for `stage`. */
 export function stageWorkflowId(runId: string, stage: StageName): string {
   return `${runId}-${stage}`;
@@ -20,6 +26,8 @@ export const WORKFLOW_TYPE = { trainDalle: 'trainDalle', trainStage: 'trainStage
 export const PATCH = {
   /** trainDalle runs stage `rerank` between the transformer and publishing. */
   rerankStage: 'rerank-stage',
+  /** trainStage places a sharded segment's ranks on per-host task queues (activity placeRanks first). */
+  hostPlacement: 'host-placement',
 } as const;
 
 export interface TrainDalleInput {

@@ -8,8 +8,10 @@ type Acts = ReturnType<typeof createActivities>;
  *  relaunches the whole segment instead, at once: a cancelled rank stops at its next step boundary (or
  *  wait) on its own, and a dead worker's rank would only settle at its heartbeat timeout, so the workflow
  *  does not wait for either (a new group id keeps old and new ranks apart). */
-export function rankActivities(heartbeatTimeoutSec: number) {
+export function rankActivities(heartbeatTimeoutSec: number, placed?: { taskQueue: string; waitSec: number }) {
   return proxyActivities<Acts>({
+    // A rank placed on a host's queue waits there at most waitSec for one of the host's workers.
+    ...(placed && { taskQueue: placed.taskQueue, scheduleToStartTimeout: `${placed.waitSec} seconds` }),
     startToCloseTimeout: '7 days',
     heartbeatTimeout: `${heartbeatTimeoutSec} seconds`,
     retry: { maximumAttempts: 1 },

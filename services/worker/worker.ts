@@ -1,14 +1,21 @@
 // `dalle worker`: one process polling task queue `dalle-train` with `slots` rank slots (default 1: one
-// rank per process, so a kill takes out exactly one rank). Connections reconnect forever: a restart of
+// rank per process, so a kill takes out exactly one rank), and its host's queue `dalle-train@<host>` for
+// the ranks a sharded run places on this host (the two share the slots: rank-slots.ts). Connections reconnect forever: a restart of
 // the Temporal server or of nats-server pauses work, it does not end it. SIGTERM/SIGINT shut down
 // gracefully: running activities are cancelled and stop at a step boundary; nothing half-written is
 // ever read (parts are committed only by manifest).
 import { hostname } from 'node:os';
 import { fileURLToPath } from 'node:url';
 import { Client } from '@temporalio/client';
-import { DefaultLogger, NativeConnection, Runtime, Worker } from '@temporalio/worker';
+import {
+  DefaultLogger,
+  NativeConnection,
+  Runtime,
+  Worker,
+  type WorkerOptions as WorkerCreateOptions,
+} from '@temporalio/worker';
 import { answerPresence, createActivities, HeartbeatThread } from '../../activities/index.ts';
-import { TASK_QUEUE } from '../../contract/index.ts';
+import { hostTaskQueue, TASK_QUEUE } from '../../contract/index.ts';
 import { connectNats, describeNatsAuth, redactUrl } from '../../security/nats.ts';
 import { natsSecurity, temporalSecurity } from '../../security/settings.ts';
 import { connectTemporal, describeTemporalAuth, temporalConnectionOptions } from '../../security/temporal.ts';
@@ -19,6 +26,7 @@ import {
   traceCheckpointStore,
 } from '../../telemetry/index.ts';
 import { temporalLogLevel } from './log-level.ts';
+import { RankSlots } from './rank-slots.ts';
 
 export interface WorkerOptions {
   slots?: number;
@@ -58,45 +66,45 @@ export async function runWorker(opts: WorkerOptions = {}): Promise<void> {
     process.stderr.write(`[${identity}] ${msg}${fields ? ` ${JSON.stringify(fields)}` : ''}\n`);
   // Loads and connects its Temporal client now, so a rank's first heartbeat never waits for it.
   const heartbeats = HeartbeatThread.start(temporal, (m) => log(m));
-  const worker = await Worker.create({
-    // Tracing: workflow + activity interceptors and the workflow span sink (telemetry/temporal.ts).
-    ...temporalWorkerOptions(),
-    connection: await NativeConnection.connect(temporalConnectionOptions(temporal)),
-    namespace: temporal.namespace,
-    taskQueue,
-    identity,
-    workflowsPath: fileURLToPath(new URL('../../workflows/index.ts', import.meta.url)),
+  const activities = createActivities({
+    nc,
+    ...stores,
     // Every checkpoint part stored or loaded is a span with bytes and sha256.
-    activities: createActivities({
-      nc,
-      ...stores,
-      checkpoints: traceCheckpointStore(stores.checkpoints),
-      client,
-      heartbeats,
-      log,
-      hostId,
-      taskQueue,
-    }),
-    maxConcurrentActivityTaskExecutions: slots,
-    shutdownGraceTime: '20 seconds',
+    checkpoints: traceCheckpointStore(stores.checkpoints),
+    client,
+    heartbeats,
+    log,
+    hostId,
+    taskQueue,
   });
-  // Elastic runs ask who is there and how many slots are idle (activities/presence.ts).
+  // The survey of a placement runs on one of the workers it counts: that worker is not busy for it.
+  const rankSlots = new RankSlots(slots, ['placeRanks']);
+  const connection = await NativeConnection.connect(temporalConnectionOptions(temporal));
+  const workers = await createWorkers(
+    { connection, namespace: temporal.namespace, identity, activities },
+    taskQueue,
+    hostId,
+    rankSlots,
+  );
+  // Elastic runs and placement ask who is there and how many slots are idle (activities/presence.ts).
   const presence = answerPresence(nc, () => ({
     identity,
     hostId,
     taskQueue,
     slots,
-    busy: worker.getStatus().numInFlightActivities,
+    busy: rankSlots.busy,
   }));
   log(
-    `polling ${taskQueue} on ${temporal.address} (${describeTemporalAuth(temporal)}; NATS ` +
+    `polling ${taskQueue} and ${hostTaskQueue(taskQueue, hostId)} on ${temporal.address} (${describeTemporalAuth(temporal)}; NATS ` +
       `${redactUrl(nats.url)}, ${describeNatsAuth(nats)}${nats.rankSignerFile ? ', per-run rank credentials' : ''}), ` +
       `${slots} slot(s), host ${hostId}`,
   );
   const idle =
-    opts.exitWhenIdleSec === undefined ? undefined : exitWhenIdle(worker, opts.exitWhenIdleSec, log);
+    opts.exitWhenIdleSec === undefined ? undefined : exitWhenIdle(workers, opts.exitWhenIdleSec, log);
   try {
-    await worker.run();
+    // Either stopping (a signal, idle exit, a fatal error) stops both.
+    const stopAll = () => workers.forEach((w) => w.getState() === 'RUNNING' && w.shutdown());
+    await Promise.all(workers.map((w) => w.run().finally(stopAll)));
   } finally {
     if (idle) clearInterval(idle);
     presence.unsubscribe();
@@ -106,16 +114,46 @@ export async function runWorker(opts: WorkerOptions = {}): Promise<void> {
   }
 }
 
-/** Shuts the worker down once nothing has run in it for `seconds`. */
-function exitWhenIdle(worker: Worker, seconds: number, log: (msg: string) => void): NodeJS.Timeout {
+/** The shared queue's worker (workflows and every activity) and the host queue's (activities only: the
+ *  ranks a sharded segment places on this host), sharing the process's rank slots. */
+async function createWorkers(
+  common: Pick<WorkerCreateOptions, 'connection' | 'namespace' | 'identity' | 'activities'>,
+  taskQueue: string,
+  hostId: string,
+  rankSlots: RankSlots,
+): Promise<Worker[]> {
+  const options = {
+    // Tracing: workflow + activity interceptors and the workflow span sink (telemetry/temporal.ts).
+    ...temporalWorkerOptions(),
+    ...common,
+    shutdownGraceTime: '20 seconds',
+  };
+  return [
+    await Worker.create({
+      ...options,
+      taskQueue,
+      workflowsPath: fileURLToPath(new URL('../../workflows/index.ts', import.meta.url)),
+      tuner: rankSlots.tuner(),
+    }),
+    await Worker.create({
+      ...options,
+      taskQueue: hostTaskQueue(taskQueue, hostId),
+      tuner: rankSlots.tuner(),
+    }),
+  ];
+}
+
+/** Shuts the workers down once nothing has run in them for `seconds`. */
+function exitWhenIdle(workers: Worker[], seconds: number, log: (msg: string) => void): NodeJS.Timeout {
   let idleSince = Date.now();
   return setInterval(() => {
-    const s = worker.getStatus();
-    if (s.runState !== 'RUNNING') return;
-    if (s.numInFlightActivities > 0 || s.numInFlightWorkflowActivations > 0) idleSince = Date.now();
+    const s = workers.map((w) => w.getStatus());
+    if (s.some((x) => x.runState !== 'RUNNING')) return;
+    if (s.some((x) => x.numInFlightActivities > 0 || x.numInFlightWorkflowActivations > 0))
+      idleSince = Date.now();
     else if (Date.now() - idleSince >= seconds * 1000) {
       log(`idle for ${seconds} s: stopping`);
-      worker.shutdown();
+      for (const w of workers) w.shutdown();
     }
   }, 1000);
 }
