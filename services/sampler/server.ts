@@ -4,7 +4,6 @@
 // the request to `generate` (a plain function of request, sink and signal), and maps whatever it throws
 // to a status in one place (errors.ts). `onRequest` is the one seam where every request starts and ends
 // (telemetry hangs its spans there).
-import { fileURLToPath } from 'node:url';
 import * as grpc from '@grpc/grpc-js';
 import { trace } from '@opentelemetry/api';
 import * as protoLoader from '@grpc/proto-loader';
@@ -31,6 +30,7 @@ import { encodePng } from './png.ts';
 import { checkAgainstModel, imageSeed, requestRowSpecs, validateRequest } from './request.ts';
 import { keepBest } from './candidates.ts';
 import { Scheduler, type SchedulerObserver, type SchedulerOptions } from './scheduler.ts';
+import { packageFile } from '../../config/package-root.ts';
 
 export const SERVICE_NAME = 'dalle.v1.Sampler';
 export const DEFAULT_ADDRESS = '127.0.0.1:50051';
@@ -104,7 +104,7 @@ export interface GenerateSummary {
   timings: Timings;
 }
 
-const protoRoot = fileURLToPath(new URL('../../proto/', import.meta.url));
+const protoRoot = packageFile('proto/');
 
 /** Reflection serves dalle.v1 only. grpc.health.v1 stays out: proto-loader names the map entry of its
  *  HealthListResponse `Statuses` instead of `StatusesEntry`, and strict clients (buf curl) then discard
