@@ -19,6 +19,7 @@ import { connect } from 'nats';
 import { joinGroup } from '../collective/index.ts';
 import { startServer } from './lib/nats-server.ts';
 import { command, parseCommand, readers } from '../services/cli/args.ts';
+import { loaderFlags } from '../config/package-root.ts';
 
 const MB = 1 << 20;
 const self = fileURLToPath(import.meta.url);
@@ -76,9 +77,13 @@ function runChild(job: RankJob | PubSubJob): {
   // DALLE_BENCH_CPU_PROF=DIR: every child writes a V8 CPU profile there (NODE_OPTIONS refuses --cpu-prof)
   const prof = process.env.DALLE_BENCH_CPU_PROF;
   const flags = prof ? ['--cpu-prof', `--cpu-prof-dir=${prof}`] : [];
-  const child = spawn(process.execPath, [...flags, '--import', 'tsx', self, '--child', JSON.stringify(job)], {
-    stdio: ['ignore', 'pipe', 'inherit'],
-  });
+  const child = spawn(
+    process.execPath,
+    [...flags, ...loaderFlags(self), self, '--child', JSON.stringify(job)],
+    {
+      stdio: ['ignore', 'pipe', 'inherit'],
+    },
+  );
   const out: Record<string, unknown>[] = [];
   let buf = '';
   let firstResolve!: (l: Record<string, unknown>) => void;

@@ -28,15 +28,16 @@ import { spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { cpus, homedir, loadavg } from 'node:os';
 import { join, resolve } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { loadSpec, resolveSpec, type RunSpec } from '../config/index.ts';
 import { dvaeForwardMacs, transformerFlopsPerSequence } from '../model/index.ts';
 import { command, parseCommand, readers } from '../services/cli/args.ts';
 import { median, type SideResult, type StepJob } from './lib/compare-step.ts';
+import { PACKAGE_ROOT, packageFile } from '../config/package-root.ts';
 
-const stepChild = fileURLToPath(new URL('./lib/compare-step.ts', import.meta.url));
-const repoRoot = fileURLToPath(new URL('..', import.meta.url));
-const anchorDir = fileURLToPath(new URL('./anchor/', import.meta.url));
+// Run from the sources through tsx, as a baseline checkout's step is.
+const stepChild = packageFile('bench/lib/compare-step.ts');
+const repoRoot = PACKAGE_ROOT;
+const anchorDir = packageFile('bench/anchor/');
 
 /** The reference implementation could not be installed or run. */
 export class AnchorError extends Error {

@@ -85,15 +85,12 @@ function grid(
   return { rgb, width, height };
 }
 
-export async function main(argv: string[]): Promise<void> {
-  const o = options(argv);
-  const backend = await initTfBackend();
-  const spec = loadSpec(o.preset);
-  if (spec.dataset.kind !== 'shapes') throw readers(cli).error('--preset needs a shapes dataset');
+type Spec = ReturnType<typeof loadSpec>;
+
+/** Trains the dVAE for `steps` steps of `batch` images, summing the training images for the baseline. */
+async function train(spec: Spec, steps: number, batch: number, quiet: boolean) {
   const cfg = spec.dvae;
   const R = cfg.resolution;
-  const steps = o.steps ?? cfg.steps;
-  const batch = o.batch ?? spec.train.batchSize / spec.train.worldSize;
   const ds = await openDataset(spec.dataset);
   const trainer = createDvaeTrainer(cfg, spec.train.seed, 1);
   const mean = new Float64Array(R * R * 3);
@@ -115,19 +112,25 @@ export async function main(argv: string[]): Promise<void> {
     const g = trainer.computeGradients({ images: b.images, n: b.n }, step, 0);
     trainer.applyGradients(g.grads, step, g.loss);
     last = g.metrics;
-    if (!o.json && (step + 1) % 50 === 0) {
+    if (!quiet && (step + 1) % 50 === 0) {
       process.stderr.write(
         `  step ${step + 1}/${steps}: loss ${g.loss.toFixed(3)}, mse ${g.metrics.mse!.toFixed(4)}, codes ${(g.metrics.usage! * cfg.codebookSize).toFixed(0)}\n`,
       );
     }
   }
-  const trainSec = (performance.now() - t0) / 1000;
+  const meanImage = Uint8Array.from(mean, (v) => Math.round(v / seen));
+  return { trainer, meanImage, last, trainSeconds: (performance.now() - t0) / 1000 };
+}
 
+/** The held-out compositions through the trained dVAE (parameters and EMA), against the mean image. */
+function judgeHeldOut(spec: Spec, trainer: ReturnType<typeof createDvaeTrainer>, meanImage: Uint8Array) {
+  if (spec.dataset.kind !== 'shapes') throw readers(cli).error('--preset needs a shapes dataset');
+  const cfg = spec.dvae;
+  const R = cfg.resolution;
   const n = HELD_OUT_COMPOSITIONS.length;
   const held = new Uint8Array(n * R * R * 3);
   for (let i = 0; i < n; i++)
     held.set(renderShape(shapeItem(i, 'heldout', spec.dataset.seed), R), i * R * R * 3);
-  const meanImage = Uint8Array.from(mean, (v) => Math.round(v / seen));
   const baseline = mse(
     held,
     Uint8Array.from({ length: held.length }, (_, i) => meanImage[i % meanImage.length]!),
@@ -139,8 +142,19 @@ export async function main(argv: string[]): Promise<void> {
     m.dispose();
     return { rec, mse: mse(held, rec), codesUsed: new Set(tokens).size };
   };
-  const params = judge('params');
-  const ema = judge('ema');
+  return { n, held, baseline, params: judge('params'), ema: judge('ema') };
+}
+
+export async function main(argv: string[]): Promise<void> {
+  const o = options(argv);
+  const backend = await initTfBackend();
+  const spec = loadSpec(o.preset);
+  if (spec.dataset.kind !== 'shapes') throw readers(cli).error('--preset needs a shapes dataset');
+  const R = spec.dvae.resolution;
+  const steps = o.steps ?? spec.dvae.steps;
+  const batch = o.batch ?? spec.train.batchSize / spec.train.worldSize;
+  const { trainer, meanImage, last, trainSeconds } = await train(spec, steps, batch, o.json);
+  const { n, held, baseline, params, ema } = judgeHeldOut(spec, trainer, meanImage);
   trainer.dispose();
   const g = grid([held, ema.rec, params.rec], n, R, 18);
   await writeFile(o.out, await encodePng(g.rgb, g.width, g.height));
@@ -150,7 +164,7 @@ export async function main(argv: string[]): Promise<void> {
     backend,
     steps,
     batch,
-    trainSeconds: trainSec,
+    trainSeconds,
     lastStep: last,
     heldOut: n,
     baselineMse: baseline,
@@ -158,20 +172,32 @@ export async function main(argv: string[]): Promise<void> {
     ema: { mse: ema.mse, codesUsed: ema.codesUsed },
     grid: o.out,
   };
-  if (o.json) {
-    console.log(JSON.stringify(summary));
-    return;
-  }
+  if (o.json) console.log(JSON.stringify(summary));
+  else printSummary(summary);
+}
+
+function printSummary(s: {
+  preset: string;
+  backend: string;
+  steps: number;
+  batch: number;
+  trainSeconds: number;
+  heldOut: number;
+  baselineMse: number;
+  params: { mse: number; codesUsed: number };
+  ema: { mse: number; codesUsed: number };
+  grid: string;
+}): void {
   console.log(
-    `dvae-recon: preset ${o.preset} on ${backend}, ${steps} steps × ${batch} images in ${trainSec.toFixed(0)} s`,
+    `dvae-recon: preset ${s.preset} on ${s.backend}, ${s.steps} steps × ${s.batch} images in ${s.trainSeconds.toFixed(0)} s`,
   );
-  console.log(`  held-out MSE (${n} compositions never trained on), pixels in [0, 1]:`);
-  console.log(`    code-free baseline (mean training image)  ${baseline.toFixed(4)}`);
+  console.log(`  held-out MSE (${s.heldOut} compositions never trained on), pixels in [0, 1]:`);
+  console.log(`    code-free baseline (mean training image)  ${s.baselineMse.toFixed(4)}`);
   console.log(
-    `    parameters                                 ${params.mse.toFixed(4)}  (${params.codesUsed} codes used)`,
+    `    parameters                                 ${s.params.mse.toFixed(4)}  (${s.params.codesUsed} codes used)`,
   );
   console.log(
-    `    EMA (what the sampler uses)                ${ema.mse.toFixed(4)}  (${ema.codesUsed} codes used)`,
+    `    EMA (what the sampler uses)                ${s.ema.mse.toFixed(4)}  (${s.ema.codesUsed} codes used)`,
   );
-  console.log(`  grid: ${o.out} (rows: originals, EMA reconstructions, parameter reconstructions)`);
+  console.log(`  grid: ${s.grid} (rows: originals, EMA reconstructions, parameter reconstructions)`);
 }

@@ -115,12 +115,10 @@ interface Level {
   meanLatencyMs: number;
 }
 
-export async function main(argv: string[]): Promise<void> {
-  const o = options(argv);
-  const backend = await initTfBackend();
-  const say = (s: string) => {
-    if (!o.json) console.log(s);
-  };
+type Client = ReturnType<typeof createSamplerClient>;
+
+/** A sampler on a loopback port serving the published model (`--store/--model`) or a fresh bundle. */
+async function serve(o: Options) {
   const dir = mkdtempSync(join(tmpdir(), 'bench-generate-'));
   const { models } = await openStores({ dir: o.store ?? dir });
   const name = o.model ?? 'bench';
@@ -131,7 +129,6 @@ export async function main(argv: string[]): Promise<void> {
     bundle = await initBundle(loadSpec(o.preset));
     await models.publish(name, bundle, { preset: o.preset });
   }
-  const spec = decodeBundle(bundle).spec;
   const steps: StepEvent[] = [];
   const svc = new SamplerService({
     store: models,
@@ -147,60 +144,123 @@ export async function main(argv: string[]): Promise<void> {
   const port = await svc.listen('127.0.0.1:0');
   await svc.registry.waitForServing(1, 120_000);
   const client = createSamplerClient(`127.0.0.1:${port}`);
+  return { dir, name, bundle, steps, svc, client };
+}
+
+/** One warm-up request, then the median of three single-image requests. */
+async function timeToFirstImage(client: Client) {
+  // Warm-up: first-call kernel setup is not what a running service pays.
+  await generate(client, { prompt: 'a large red circle', numImages: 1, seed: 0n });
+  const firsts = [];
+  for (let i = 1; i <= 3; i++)
+    firsts.push(await generate(client, { prompt: 'a small blue square', numImages: 1, seed: BigInt(i) }));
+  return firsts.sort((a, b) => a.firstImageMs! - b.firstImageMs!)[1]!; // the median of 3
+}
+
+/** `images` single-image requests from `c` concurrent callers; the forward passes the scheduler ran. */
+async function concurrencyLevel(
+  client: Client,
+  c: number,
+  images: number,
+  steps: StepEvent[],
+): Promise<Level> {
+  const before = steps.length;
+  let issued = 0;
+  const latencies: number[] = [];
+  const t0 = performance.now();
+  await Promise.all(
+    Array.from({ length: c }, async (_, k) => {
+      while (issued < images) {
+        const seed = issued++;
+        const a = performance.now();
+        await generate(
+          client,
+          {
+            prompt: k % 2 ? 'a green triangle' : 'a large yellow circle',
+            numImages: 1,
+            seed: BigInt(seed),
+          },
+          { keepProgress: false },
+        );
+        latencies.push(performance.now() - a);
+      }
+    }),
+  );
+  const seconds = (performance.now() - t0) / 1000;
+  const passes = steps.slice(before);
+  return {
+    concurrency: c,
+    images: latencies.length,
+    seconds,
+    imagesPerSec: latencies.length / seconds,
+    forwardPasses: passes.length,
+    rowsPerPass: passes.reduce((s, p) => s + p.rows, 0) / Math.max(1, passes.length),
+    meanLatencyMs: latencies.reduce((a, b) => a + b, 0) / latencies.length,
+  };
+}
+
+/** KV cache vs the cache-free reference, on the model itself (same rows, same random numbers). */
+async function kvCacheComparison(bundle: Uint8Array, rowCount: number) {
+  const b = decodeBundle(bundle);
+  const tArrays = (await import('../model/index.ts')).decodeState(b.transformer).arrays;
+  const model = Transformer.fromArrays(
+    b.spec.transformer,
+    b.spec.dvae,
+    transformerParamSpecs(b.spec.transformer, b.spec.dvae).map((s) => tArrays.get(s.name)!),
+  );
+  try {
+    const text = new Int32Array(b.spec.transformer.textLen);
+    text.set([3, 5, 7, 9].map((t) => t % b.spec.transformer.vocabSize || 1));
+    const rows: SampleRow[] = Array.from({ length: rowCount }, (_, i) => ({ text, seed: 7, index: i }));
+    const time = (f: () => Int32Array[]) => {
+      const t0 = performance.now();
+      const out = f();
+      return { out, s: (performance.now() - t0) / 1000 };
+    };
+    const cached = time(() => {
+      const s = createSampler(model).start(rows);
+      while (!s.done) s.step();
+      const out = rows.map((_, i) => s.tokens(i));
+      s.dispose();
+      return out;
+    });
+    const uncached = time(() => sampleWithoutCache(model, rows));
+    const tokens = rowCount * b.spec.dvae.grid ** 2;
+    return {
+      cached: tokens / cached.s,
+      uncached: tokens / uncached.s,
+      speedup: uncached.s / cached.s,
+      identical: cached.out.every((t, i) => t.every((x, j) => x === uncached.out[i]![j])),
+    };
+  } finally {
+    model.dispose();
+  }
+}
+
+export async function main(argv: string[]): Promise<void> {
+  const o = options(argv);
+  const backend = await initTfBackend();
+  const say = (s: string) => {
+    if (!o.json) console.log(s);
+  };
+  const { dir, name, bundle, steps, svc, client } = await serve(o);
+  const spec = decodeBundle(bundle).spec;
   const grid2 = spec.dvae.grid ** 2;
   say(
     `bench generate: model ${name} (${spec.preset}: ${spec.dvae.resolution}² px, ${grid2} image tokens, ${spec.transformer.layers} layers × d ${spec.transformer.dModel}), backend ${backend}`,
   );
   try {
-    // Warm-up: first-call kernel setup is not what a running service pays.
-    await generate(client, { prompt: 'a large red circle', numImages: 1, seed: 0n });
-    const firsts = [];
-    for (let i = 1; i <= 3; i++)
-      firsts.push(await generate(client, { prompt: 'a small blue square', numImages: 1, seed: BigInt(i) }));
-    const first = firsts.sort((a, b) => a.firstImageMs! - b.firstImageMs!)[1]!; // the median of 3
+    const first = await timeToFirstImage(client);
     const ttfi = first.firstImageMs!;
     say(
       `  time to first image (1 image, warm, median of 3): ${ttfi.toFixed(0)} ms (sample ${first.done.timings!.sampleMs.toFixed(0)} ms, decode+png ${first.done.timings!.decodeMs.toFixed(0)} ms)`,
     );
-
     const levels: Level[] = [];
     for (const c of o.levels) {
-      const before = steps.length;
-      let issued = 0;
-      const latencies: number[] = [];
-      const t0 = performance.now();
-      await Promise.all(
-        Array.from({ length: c }, async (_, k) => {
-          while (issued < o.images) {
-            const seed = issued++;
-            const a = performance.now();
-            await generate(
-              client,
-              {
-                prompt: k % 2 ? 'a green triangle' : 'a large yellow circle',
-                numImages: 1,
-                seed: BigInt(seed),
-              },
-              { keepProgress: false },
-            );
-            latencies.push(performance.now() - a);
-          }
-        }),
-      );
-      const seconds = (performance.now() - t0) / 1000;
-      const passes = steps.slice(before);
-      const level: Level = {
-        concurrency: c,
-        images: latencies.length,
-        seconds,
-        imagesPerSec: latencies.length / seconds,
-        forwardPasses: passes.length,
-        rowsPerPass: passes.reduce((s, p) => s + p.rows, 0) / Math.max(1, passes.length),
-        meanLatencyMs: latencies.reduce((a, b) => a + b, 0) / latencies.length,
-      };
+      const level = await concurrencyLevel(client, c, o.images, steps);
       levels.push(level);
       say(
-        `  concurrency ${String(c).padStart(2)}: ${level.imagesPerSec.toFixed(2)} images/s (${level.images} in ${seconds.toFixed(1)} s, ` +
+        `  concurrency ${String(c).padStart(2)}: ${level.imagesPerSec.toFixed(2)} images/s (${level.images} in ${level.seconds.toFixed(1)} s, ` +
           `${level.forwardPasses} forward passes, ${level.rowsPerPass.toFixed(1)} rows/pass, mean latency ${level.meanLatencyMs.toFixed(0)} ms)`,
       );
     }
@@ -210,43 +270,7 @@ export async function main(argv: string[]): Promise<void> {
       say(
         `  batching gain vs concurrency 1: ${levels.map((l) => `×${(l.imagesPerSec / base).toFixed(2)} at ${l.concurrency}`).join(', ')}`,
       );
-
-    // KV cache vs the cache-free reference, on the model itself (same rows, same random numbers).
-    const b = decodeBundle(bundle);
-    const tArrays = (await import('../model/index.ts')).decodeState(b.transformer).arrays;
-    const model = Transformer.fromArrays(
-      b.spec.transformer,
-      b.spec.dvae,
-      transformerParamSpecs(b.spec.transformer, b.spec.dvae).map((s) => tArrays.get(s.name)!),
-    );
-    let kv: { cached: number; uncached: number; speedup: number; identical: boolean };
-    try {
-      const text = new Int32Array(b.spec.transformer.textLen);
-      text.set([3, 5, 7, 9].map((t) => t % b.spec.transformer.vocabSize || 1));
-      const rows: SampleRow[] = Array.from({ length: o.rows }, (_, i) => ({ text, seed: 7, index: i }));
-      const time = (f: () => Int32Array[]) => {
-        const t0 = performance.now();
-        const out = f();
-        return { out, s: (performance.now() - t0) / 1000 };
-      };
-      const cached = time(() => {
-        const s = createSampler(model).start(rows);
-        while (!s.done) s.step();
-        const out = rows.map((_, i) => s.tokens(i));
-        s.dispose();
-        return out;
-      });
-      const uncached = time(() => sampleWithoutCache(model, rows));
-      const tokens = o.rows * grid2;
-      kv = {
-        cached: tokens / cached.s,
-        uncached: tokens / uncached.s,
-        speedup: uncached.s / cached.s,
-        identical: cached.out.every((t, i) => t.every((x, j) => x === uncached.out[i]![j])),
-      };
-    } finally {
-      model.dispose();
-    }
+    const kv = await kvCacheComparison(bundle, o.rows);
     say(
       `  KV cache: ${kv.cached.toFixed(0)} image tokens/s vs ${kv.uncached.toFixed(0)} without (×${kv.speedup.toFixed(2)}, ${o.rows} rows × ${grid2} tokens; same tokens: ${kv.identical})`,
     );

@@ -19,7 +19,7 @@ import type { ParamSpec } from '../model/index.ts';
 import { CollectiveArgumentError, GradientShapeError, PowerSgdStateError } from './errors.ts';
 import { roundTripFp16 } from './fp16.ts';
 import { fillGaussian, GAUSSIAN_GENERATOR } from '../random/index.ts';
-import type { Group } from './group.ts';
+import type { Group, GroupCounters } from './group.ts';
 import { orthonormalize } from './householder.ts';
 import { mulGtY, mulGX, mulLRt, subLRt } from './low-rank.ts';
 import { planCompression, resblockOf, type CompressionPlan, type ParamPlan } from './powersgd-plan.ts';
@@ -127,6 +127,56 @@ function allFinite(a: Float32Array): boolean {
   return s === 0;
 }
 
+/** One reduce call's clock and traffic: its all-reduces start and are waited for here. */
+class CallMeter {
+  readonly t0 = performance.now();
+  readonly c0: GroupCounters;
+  /** Time spent waiting for all-reduces: communication the step could not hide. */
+  commMs = 0;
+  /** Gradient bytes all-reduced (wire format). */
+  bytesSent = 0;
+
+  constructor(
+    readonly group: Group,
+    readonly step: number,
+  ) {
+    this.c0 = group.counters();
+  }
+
+  /** Starts an all-reduce; in place (no allocation) for buffers nobody reads afterwards. */
+  start(
+    buf: Float32Array,
+    tag: string,
+    average: boolean,
+    wire: 'fp32' | 'fp16',
+    gradientBytes: number,
+    inPlace = true,
+  ): Promise<Float32Array> {
+    this.bytesSent += gradientBytes;
+    return this.group.allReduce(buf, { step: this.step, tag, average, wire, inPlace });
+  }
+
+  async wait(p: Promise<Float32Array>): Promise<Float32Array> {
+    const t = performance.now();
+    const out = await p;
+    this.commMs += performance.now() - t;
+    return out;
+  }
+}
+
+/** What the steps of one reduce call share. */
+interface ReduceCall {
+  meter: CallMeter;
+  compress: boolean;
+  fp16: boolean;
+  /** The averaged gradients, in spec order, filled as the call goes. */
+  outGrads: Float32Array<ArrayBuffer>[];
+  /** The extras summed over ranks (known after the first all-reduce). */
+  extras: Float32Array;
+  /** Parameters whose gradient was non-finite on some rank. */
+  badAnywhere: ParamPlan[];
+}
+
 export class PowerSgd {
   readonly cfg: PowerSgdConfig;
   readonly plan: CompressionPlan;
@@ -232,152 +282,166 @@ export class PowerSgd {
     extras: Float32Array = new Float32Array(0),
   ): Promise<ReduceResult> {
     this.checkInputs(group, grads, step);
-    const t0 = performance.now();
-    const c0 = group.counters();
-    let commMs = 0;
-    let bytesSent = 0;
-    /** Starts an all-reduce; in place (no allocation) for buffers nobody reads afterwards. */
-    const start = (
-      buf: Float32Array,
-      tag: string,
-      average: boolean,
-      wire: 'fp32' | 'fp16',
-      gradientBytes: number,
-      inPlace = true,
-    ) => {
-      bytesSent += gradientBytes;
-      return group.allReduce(buf, { step, tag, average, wire, inPlace });
-    };
-    /** Waits for one; the time spent waiting here is communication the step could not hide. */
-    const wait = async (p: Promise<Float32Array>) => {
-      const t = performance.now();
-      const out = await p;
-      commMs += performance.now() - t;
-      return out;
-    };
-    const W = this.worldSize;
     const params = this.plan.params;
     const localBad = params.map((p) => !allFinite(grads[p.index]!));
     const compress = this.cfg.enabled && step >= this.cfg.startIter && this.compressed.length > 0;
-    const fp16 = compress && this.cfg.wire === 'fp16';
-    const outGrads = params.map((p) => new Float32Array(p.numel));
+    const call: ReduceCall = {
+      meter: new CallMeter(group, step),
+      compress,
+      fp16: compress && this.cfg.wire === 'fp16',
+      outGrads: params.map((p) => new Float32Array(p.numel)),
+      extras: new Float32Array(0),
+      badAnywhere: [],
+    };
+    const { meter, fp16 } = call;
 
     // 1. the grouped fp32 all-reduce: uncompressed gradients (all of them in plain mode), flags, extras
     const carried = compress ? params.filter((p) => !p.compressed) : params;
-    const carriedElems = carried.reduce((s, p) => s + p.numel, 0);
-    const flagsAt = carriedElems;
-    const extrasAt = carriedElems + params.length;
-    const buf1 = new Float32Array(extrasAt + extras.length);
-    let off = 0;
-    for (const p of carried) {
-      buf1.set(grads[p.index]!, off);
-      off += p.numel;
-    }
-    for (const p of params) buf1[flagsAt + p.index] = localBad[p.index] ? 1 : 0;
-    buf1.set(extras, extrasAt);
-    const first = start(buf1, 'grads', false, 'fp32', carriedElems * 4);
+    const first = this.packFirst(grads, carried, localBad, extras);
+    const inFlight = meter.start(first.buf, 'grads', false, 'fp32', first.flagsAt * 4);
     // Let its chunks leave (the collective publishes from microtasks), then do the work that does not
     // need its result while it is in flight: the error feedback and P = M·Q below.
     await new Promise<void>((resolve) => setImmediate(resolve));
-
     // 2. error feedback: gradients accumulate into the error buffers
-    const M: Float32Array[] = [];
-    if (compress) {
-      for (const p of this.compressed) {
-        const g = grads[p.index]!;
-        if (this.cfg.errorFeedback) {
-          const e = (this.errors[p.index] ??= new Float32Array(p.numel));
-          for (let i = 0; i < e.length; i++) e[i]! += g[i]!;
-          M[p.index] = e;
-        } else {
-          M[p.index] = Float32Array.from(g);
-        }
-      }
-    }
+    const M = compress ? this.accumulateErrors(grads) : [];
     // 3. P = M·Q for every compressed matrix (used only if no rank's gradient was bad)
     const pPlan = compress ? this.computeP(M, step, fp16) : undefined;
 
-    const sum1 = await wait(first);
-    const badAnywhere = params.filter((p) => sum1[flagsAt + p.index]! > 0);
-    const extrasSum = sum1.slice(extrasAt);
-    off = 0;
-    for (const p of carried) {
-      const o = outGrads[p.index]!;
-      for (let i = 0; i < p.numel; i++) o[i] = sum1[off + i]! / W;
-      off += p.numel;
-    }
-    const finish = (skipped: boolean, overflowGroups: boolean[]): ReduceResult => {
-      if (fp16) this.scaler.update(step, overflowGroups, !skipped);
-      const ms = performance.now() - t0;
-      const c1 = group.counters();
-      this.stats.steps++;
-      if (compress) this.stats.compressedSteps++;
-      else this.stats.plainSteps++;
-      if (skipped) this.stats.skippedSteps++;
-      this.stats.bytesRaw += this.plan.bytesRaw;
-      this.stats.bytesSent += bytesSent;
-      if (skipped) for (const o of outGrads) o.fill(0);
-      return {
-        grads: outGrads,
-        extras: extrasSum,
-        skipped,
-        nonFinite: badAnywhere.map((p) => p.name),
-        stats: {
-          mode: compress ? 'powersgd' : 'plain',
-          bytesRaw: this.plan.bytesRaw,
-          bytesSent,
-          compressionRate: this.plan.bytesRaw ? 1 - bytesSent / this.plan.bytesRaw : 0,
-          controlBytes: params.length * 4,
-          chunks: c1.msgsOut - c0.msgsOut,
-          wireBytesOut: c1.bytesOut - c0.bytesOut,
-          resent: c1.resent - c0.resent,
-          ms,
-          exposedCommMs: commMs,
-          computeMs: ms - commMs,
-          skipped,
-          minScale: fp16 ? Math.min(...this.scaler.scales) : undefined,
-        },
-      };
-    };
-    const overflow = (bad: (p: ParamPlan) => boolean) => {
-      const g = new Array<boolean>(this.plan.scaleGroups.length).fill(false);
-      for (const p of this.compressed) if (bad(p)) g[p.scaleGroup] = true;
-      return g;
-    };
-    if (badAnywhere.length) {
-      // the contaminated buffers are this rank's own non-finite gradients, now inside e
-      for (const p of this.compressed) {
-        const e = this.errors[p.index];
-        if (e && localBad[p.index] && !allFinite(e)) {
-          e.fill(0);
-          this.stats.zeroedErrorBuffers++;
-        }
-      }
-      const bad = new Set(badAnywhere.map((p) => p.index));
-      return finish(
+    const sum1 = await meter.wait(inFlight);
+    call.badAnywhere = params.filter((p) => sum1[first.flagsAt + p.index]! > 0);
+    call.extras = sum1.slice(first.extrasAt);
+    this.unpackCarried(sum1, carried, call.outGrads);
+    if (call.badAnywhere.length) {
+      this.dropContaminatedErrors(localBad);
+      const bad = new Set(call.badAnywhere.map((p) => p.index));
+      return this.finish(
+        call,
         true,
-        overflow((p) => bad.has(p.index)),
+        this.overflow((p) => bad.has(p.index)),
       );
     }
-    if (!compress) return finish(false, []);
+    if (!compress) return this.finish(call, false, []);
 
     // 4. the P's (computed above, while all-reduce #1 was in flight), one all-reduce
     const { buf: pBuf, offsets: pOff } = pPlan!;
-    const pAvg = await wait(start(pBuf, 'p', true, this.cfg.wire, pBuf.length * this.plan.wireBytesPerElem));
+    const pAvg = await meter.wait(
+      meter.start(pBuf, 'p', true, this.cfg.wire, pBuf.length * this.plan.wireBytesPerElem),
+    );
     const pBad = this.compressed.filter(
       (p) => !allFinite(pAvg.subarray(pOff[p.index]!, pOff[p.index]! + p.n * p.r)),
     );
     if (pBad.length)
-      return finish(
+      return this.finish(
+        call,
         true,
-        overflow((p) => pBad.includes(p)),
+        this.overflow((p) => pBad.includes(p)),
       );
 
     // 5-6. P̂ = householder(P + εI); Q_w = Mᵀ·P̂, one all-reduce
+    const q = this.computeQ(pAvg, pOff, M, fp16);
+    // not in place: this rank's own Q_w (q.buf) is needed below for the error feedback
+    const qAvg = await meter.wait(
+      meter.start(q.buf, 'q', true, this.cfg.wire, q.buf.length * this.plan.wireBytesPerElem, false),
+    );
+    const qBad = this.compressed.filter(
+      (p) => !allFinite(qAvg.subarray(q.offsets[p.index]!, q.offsets[p.index]! + p.m * p.r)),
+    );
+    if (qBad.length)
+      return this.finish(
+        call,
+        true,
+        this.overflow((p) => qBad.includes(p)),
+      );
+
+    // 7. decompress (the mean), and keep what this rank's message did not carry
+    this.decompress(qAvg, q, M, fp16, call.outGrads);
+    return this.finish(
+      call,
+      false,
+      this.overflow(() => false),
+    );
+  }
+
+  /** The first all-reduce's buffer: the carried gradients back to back, one non-finite flag per
+   *  parameter (at `flagsAt`), then the extras (at `extrasAt`). */
+  private packFirst(
+    grads: Float32Array[],
+    carried: ParamPlan[],
+    localBad: boolean[],
+    extras: Float32Array,
+  ): { buf: Float32Array; flagsAt: number; extrasAt: number } {
+    const params = this.plan.params;
+    const flagsAt = carried.reduce((s, p) => s + p.numel, 0);
+    const extrasAt = flagsAt + params.length;
+    const buf = new Float32Array(extrasAt + extras.length);
+    let off = 0;
+    for (const p of carried) {
+      buf.set(grads[p.index]!, off);
+      off += p.numel;
+    }
+    for (const p of params) buf[flagsAt + p.index] = localBad[p.index] ? 1 : 0;
+    buf.set(extras, extrasAt);
+    return { buf, flagsAt, extrasAt };
+  }
+
+  /** The carried gradients' sums over ranks, averaged, into their outputs. */
+  private unpackCarried(sum: Float32Array, carried: ParamPlan[], outGrads: Float32Array[]): void {
+    const W = this.worldSize;
+    let off = 0;
+    for (const p of carried) {
+      const o = outGrads[p.index]!;
+      for (let i = 0; i < p.numel; i++) o[i] = sum[off + i]! / W;
+      off += p.numel;
+    }
+  }
+
+  /** M of every compressed matrix: its error buffer plus the gradient (error feedback), or a copy of the
+   *  gradient without it. */
+  private accumulateErrors(grads: Float32Array[]): Float32Array[] {
+    const M: Float32Array[] = [];
+    for (const p of this.compressed) {
+      const g = grads[p.index]!;
+      if (this.cfg.errorFeedback) {
+        const e = (this.errors[p.index] ??= new Float32Array(p.numel));
+        for (let i = 0; i < e.length; i++) e[i]! += g[i]!;
+        M[p.index] = e;
+      } else {
+        M[p.index] = Float32Array.from(g);
+      }
+    }
+    return M;
+  }
+
+  /** After a skipped step: zeroes the error buffers this rank's own non-finite gradients contaminated. */
+  private dropContaminatedErrors(localBad: boolean[]): void {
+    for (const p of this.compressed) {
+      const e = this.errors[p.index];
+      if (e && localBad[p.index] && !allFinite(e)) {
+        e.fill(0);
+        this.stats.zeroedErrorBuffers++;
+      }
+    }
+  }
+
+  /** The fp16 scale groups that overflowed: those holding a matrix for which `bad` holds. */
+  private overflow(bad: (p: ParamPlan) => boolean): boolean[] {
+    const g = new Array<boolean>(this.plan.scaleGroups.length).fill(false);
+    for (const p of this.compressed) if (bad(p)) g[p.scaleGroup] = true;
+    return g;
+  }
+
+  /** P̂ = householder(P̄ + εI) of every compressed matrix, and this rank's Q_w = Mᵀ·P̂ side by side in one
+   *  buffer (scaled and rounded to what an fp16 wire carries), with where each starts. */
+  private computeQ(
+    pAvg: Float32Array,
+    pOff: number[],
+    M: Float32Array[],
+    fp16: boolean,
+  ): { buf: Float32Array; offsets: number[]; Phat: Float32Array[] } {
     const Phat: Float32Array[] = [];
-    const qBuf = new Float32Array(this.plan.qElems);
-    const qOff: number[] = [];
-    off = 0;
+    const buf = new Float32Array(this.plan.qElems);
+    const offsets: number[] = [];
+    let off = 0;
     for (const p of this.compressed) {
       const P = pAvg.slice(pOff[p.index]!, pOff[p.index]! + p.n * p.r);
       for (let i = 0; i < p.r; i++) P[i * p.r + i]! += this.cfg.epsilon;
@@ -389,36 +453,34 @@ export class PowerSgd {
       const s = fp16 ? this.scaler.scales[p.scaleGroup]! : 1;
       if (s !== 1) for (let i = 0; i < Qw.length; i++) Qw[i]! *= s;
       if (fp16) roundTripFp16(Qw); // the error below must see exactly what was sent
-      qBuf.set(Qw, off);
-      qOff[p.index] = off;
+      buf.set(Qw, off);
+      offsets[p.index] = off;
       off += Qw.length;
     }
-    // not in place: this rank's own Q_w (qBuf) is needed below for the error feedback
-    const qAvg = await wait(
-      start(qBuf, 'q', true, this.cfg.wire, qBuf.length * this.plan.wireBytesPerElem, false),
-    );
-    const qBad = this.compressed.filter(
-      (p) => !allFinite(qAvg.subarray(qOff[p.index]!, qOff[p.index]! + p.m * p.r)),
-    );
-    if (qBad.length)
-      return finish(
-        true,
-        overflow((p) => qBad.includes(p)),
-      );
+    return { buf, offsets, Phat };
+  }
 
-    // 7. decompress (the mean), and keep what this rank's message did not carry
+  /** The averaged gradient P̂·Q̄ᵀ of every compressed matrix into `outGrads`; with error feedback, what
+   *  this rank's own message carried (P̂·Q_wᵀ) leaves its error buffer; with warm start, Q̄ is kept. */
+  private decompress(
+    qAvg: Float32Array,
+    q: { buf: Float32Array; offsets: number[]; Phat: Float32Array[] },
+    M: Float32Array[],
+    fp16: boolean,
+    outGrads: Float32Array<ArrayBuffer>[],
+  ): void {
     for (const p of this.compressed) {
       const s = fp16 ? this.scaler.scales[p.scaleGroup]! : 1;
       const len = p.m * p.r;
-      const Qbar = qAvg.slice(qOff[p.index]!, qOff[p.index]! + len);
-      const Qw = qBuf.slice(qOff[p.index]!, qOff[p.index]! + len);
+      const Qbar = qAvg.slice(q.offsets[p.index]!, q.offsets[p.index]! + len);
+      const Qw = q.buf.slice(q.offsets[p.index]!, q.offsets[p.index]! + len);
       if (s !== 1) {
         for (let i = 0; i < len; i++) {
           Qbar[i]! /= s;
           Qw[i]! /= s;
         }
       }
-      const ph = Phat[p.index]!;
+      const ph = q.Phat[p.index]!;
       if (p.transposed) mulLRt(Qbar, ph, p.rows, p.cols, p.r, outGrads[p.index]);
       else mulLRt(ph, Qbar, p.rows, p.cols, p.r, outGrads[p.index]);
       if (this.cfg.errorFeedback) {
@@ -427,10 +489,42 @@ export class PowerSgd {
       }
       if (this.cfg.warmStart) this.qMemory[p.index] = Qbar;
     }
-    return finish(
-      false,
-      overflow(() => false),
-    );
+  }
+
+  /** The call's result and counters; a skipped step returns zero gradients. */
+  private finish(call: ReduceCall, skipped: boolean, overflowGroups: boolean[]): ReduceResult {
+    const { meter, compress, fp16, outGrads, badAnywhere } = call;
+    if (fp16) this.scaler.update(meter.step, overflowGroups, !skipped);
+    const ms = performance.now() - meter.t0;
+    const c1 = meter.group.counters();
+    this.stats.steps++;
+    if (compress) this.stats.compressedSteps++;
+    else this.stats.plainSteps++;
+    if (skipped) this.stats.skippedSteps++;
+    this.stats.bytesRaw += this.plan.bytesRaw;
+    this.stats.bytesSent += meter.bytesSent;
+    if (skipped) for (const o of outGrads) o.fill(0);
+    return {
+      grads: outGrads,
+      extras: call.extras,
+      skipped,
+      nonFinite: badAnywhere.map((p) => p.name),
+      stats: {
+        mode: compress ? 'powersgd' : 'plain',
+        bytesRaw: this.plan.bytesRaw,
+        bytesSent: meter.bytesSent,
+        compressionRate: this.plan.bytesRaw ? 1 - meter.bytesSent / this.plan.bytesRaw : 0,
+        controlBytes: this.plan.params.length * 4,
+        chunks: c1.msgsOut - meter.c0.msgsOut,
+        wireBytesOut: c1.bytesOut - meter.c0.bytesOut,
+        resent: c1.resent - meter.c0.resent,
+        ms,
+        exposedCommMs: meter.commMs,
+        computeMs: ms - meter.commMs,
+        skipped,
+        minScale: fp16 ? Math.min(...this.scaler.scales) : undefined,
+      },
+    };
   }
 
   /** P = M·Q of every compressed matrix, side by side in one buffer (scaled into fp16 range on an fp16

@@ -371,14 +371,20 @@ const RunSpecObject = z.strictObject({
 
 type Issue = { path: (string | number)[]; message: string };
 
-/** Rules that span fields. Written over the raw (merged, maybe invalid) object so that a bad file gets
- *  these reported together with the per-field errors, not one round later. */
-export function crossFieldIssues(raw: unknown): Issue[] {
-  const o = (raw ?? {}) as Record<string, Record<string, unknown> | undefined>;
-  const num = (sec: string, k: string) => {
-    const v = o[sec]?.[k];
-    return typeof v === 'number' && Number.isFinite(v) && v > 0 ? v : undefined;
-  };
+/** The raw (merged, maybe invalid) spec object, section by section. */
+type RawSpec = Record<string, Record<string, unknown> | undefined>;
+/** A field of the raw spec when it is a finite positive number, else undefined (its own schema reports it). */
+type NumberOf = (section: string, key: string) => number | undefined;
+
+/** train.elastic's bounds, each where it is a number. */
+function elasticBounds(o: RawSpec): { min?: number; max?: number } {
+  const elastic = o.train?.elastic as Record<string, unknown> | undefined;
+  const [min, max] = [elastic?.min, elastic?.max].map((v) => (typeof v === 'number' ? v : undefined));
+  return { min, max };
+}
+
+/** The model's shapes: the dVAE's grid follows from its resolution and groups; heads split dModel. */
+function shapeIssues(num: NumberOf): Issue[] {
   const out: Issue[] = [];
   const [res, grid, groups] = [num('dvae', 'resolution'), num('dvae', 'grid'), num('dvae', 'groups')];
   if (res && grid && groups) {
@@ -394,6 +400,12 @@ export function crossFieldIssues(raw: unknown): Issue[] {
   if (dModel && heads && dModel % heads !== 0) {
     out.push({ path: ['transformer', 'dModel'], message: `must be divisible by heads (${heads})` });
   }
+  return out;
+}
+
+/** World size, elastic bounds and segments against the batch and the checkpoint period. */
+function trainIssues(o: RawSpec, num: NumberOf): Issue[] {
+  const out: Issue[] = [];
   const [batch, world] = [num('train', 'batchSize'), num('train', 'worldSize')];
   if (batch && world && world > batch) {
     out.push({
@@ -401,8 +413,7 @@ export function crossFieldIssues(raw: unknown): Issue[] {
       message: `must be ≤ batchSize (${batch}): every rank needs a sample of the global batch`,
     });
   }
-  const elastic = o.train?.elastic as Record<string, unknown> | undefined;
-  const [min, max] = [elastic?.min, elastic?.max].map((v) => (typeof v === 'number' ? v : undefined));
+  const { min, max } = elasticBounds(o);
   if (min !== undefined && max !== undefined) {
     if (min > max) out.push({ path: ['train', 'elastic', 'min'], message: `must be ≤ max (${max})` });
     if (batch && max > batch)
@@ -417,33 +428,49 @@ export function crossFieldIssues(raw: unknown): Issue[] {
       message: `must be a multiple of checkpointEvery (${every})`,
     });
   }
-  const [rerankSteps, stages] = [num('rerank', 'steps'), num('rerank', 'imageStages') ?? 3];
-  if (rerankSteps && res && res % 2 ** stages !== 0) {
+  return out;
+}
+
+/** The reranker (when it trains): its image stages divide the resolution, its heads its width, and its
+ *  batch feeds every rank with at least two pairs in all. */
+function rerankIssues(o: RawSpec, num: NumberOf): Issue[] {
+  const out: Issue[] = [];
+  if (!num('rerank', 'steps')) return out;
+  const res = num('dvae', 'resolution');
+  const stages = num('rerank', 'imageStages') ?? 3;
+  if (res && res % 2 ** stages !== 0) {
     out.push({
       path: ['rerank', 'imageStages'],
       message: `dvae.resolution ${res} must be divisible by 2^imageStages = ${2 ** stages}`,
     });
   }
   const [textWidth, textHeads] = [num('rerank', 'textWidth') ?? 64, num('rerank', 'textHeads') ?? 4];
-  if (rerankSteps && textWidth % textHeads !== 0) {
+  if (textWidth % textHeads !== 0) {
     out.push({ path: ['rerank', 'textWidth'], message: `must be divisible by textHeads (${textHeads})` });
   }
   const rerankBatch = num('rerank', 'batchSize');
   // Every rank of the stage needs a pair; an elastic run's rerank stage stays within [elastic.min, batch].
-  const leastWorld = Math.max(world ?? 1, min ?? 1);
-  if (rerankSteps && rerankBatch && rerankBatch < leastWorld) {
+  const leastWorld = Math.max(num('train', 'worldSize') ?? 1, elasticBounds(o).min ?? 1);
+  if (rerankBatch && rerankBatch < leastWorld) {
     out.push({
       path: ['rerank', 'batchSize'],
       message: `must be ≥ train.worldSize and train.elastic.min (${leastWorld}): every rank needs a pair`,
     });
   }
   // The contrastive loss needs another pair to tell the right caption from.
-  if (rerankSteps && (rerankBatch ?? batch) !== undefined && (rerankBatch ?? batch)! < 2) {
+  const pairs = rerankBatch ?? num('train', 'batchSize');
+  if (pairs !== undefined && pairs < 2) {
     out.push({
       path: ['rerank', 'batchSize'],
       message: 'the rerank stage needs a global batch of ≥ 2 pairs',
     });
   }
+  return out;
+}
+
+/** Options of the dVAE that need another option, and the synthetic dataset drawn at the dVAE's size. */
+function dvaeDataIssues(o: RawSpec, num: NumberOf): Issue[] {
+  const out: Issue[] = [];
   if (num('dvae', 'codeRestartEvery') && o.dvae?.straightThrough !== true && o.dvae?.quantizer !== 'vq') {
     out.push({
       path: ['dvae', 'codeRestartEvery'],
@@ -451,11 +478,23 @@ export function crossFieldIssues(raw: unknown): Issue[] {
         'needs dvae.straightThrough: true or dvae.quantizer: vq (code usage is read from the gradient of one-hot codes)',
     });
   }
+  const res = num('dvae', 'resolution');
   const canvas = o.dataset?.kind === 'shapes' ? num('dataset', 'canvas') : undefined;
   if (canvas && res && canvas !== res) {
     out.push({ path: ['dataset', 'canvas'], message: `must equal dvae.resolution (${res})` });
   }
   return out;
+}
+
+/** Rules that span fields. Written over the raw (merged, maybe invalid) object so that a bad file gets
+ *  these reported together with the per-field errors, not one round later. */
+export function crossFieldIssues(raw: unknown): Issue[] {
+  const o = (raw ?? {}) as RawSpec;
+  const num: NumberOf = (sec, k) => {
+    const v = o[sec]?.[k];
+    return typeof v === 'number' && Number.isFinite(v) && v > 0 ? v : undefined;
+  };
+  return [...shapeIssues(num), ...trainIssues(o, num), ...rerankIssues(o, num), ...dvaeDataIssues(o, num)];
 }
 
 /** A fully resolved run spec: preset values with overrides applied, cross-field rules checked. */

@@ -174,6 +174,84 @@ function insideIdeal(
   }
 }
 
+/** A component's pixels: their mean colour and their bounding box [x0, x1] × [y0, y1] (inclusive). */
+function componentStats(rgb: Uint8Array, pixels: number[], S: number) {
+  let [sr, sg, sb] = [0, 0, 0];
+  let [x0, y0, x1, y1] = [S, S, -1, -1];
+  for (const p of pixels) {
+    sr += rgb[3 * p]!;
+    sg += rgb[3 * p + 1]!;
+    sb += rgb[3 * p + 2]!;
+    const x = p % S;
+    const y = (p - x) / S;
+    x0 = Math.min(x0, x);
+    x1 = Math.max(x1, x);
+    y0 = Math.min(y0, y);
+    y1 = Math.max(y1, y);
+  }
+  const n = pixels.length;
+  const meanRgb: [number, number, number] = [sr / n, sg / n, sb / n];
+  return { meanRgb, x0, y0, x1, y1 };
+}
+
+interface Box {
+  bx: number;
+  by: number;
+  bw: number;
+  bh: number;
+}
+
+/** The boxes an ideal outline is fitted to: the component's own box and, where it touches the canvas edge
+ *  (a square clipped by the edge), square boxes grown past the touching edges by up to a quarter side. */
+function candidateBoxes(x0: number, y0: number, x1: number, y1: number, S: number): Box[] {
+  const w = x1 - x0 + 1;
+  const h = y1 - y0 + 1;
+  const side = Math.max(w, h);
+  const boxes = [{ bx: x0, by: y0, bw: w, bh: h }];
+  const touches = { l: x0 === 0, r: x1 === S - 1, t: y0 === 0, b: y1 === S - 1 };
+  if (touches.l || touches.r || touches.t || touches.b) {
+    for (let s = side; s <= side + Math.max(2, Math.ceil(side / 4)); s++) {
+      const gx = s - w;
+      const gy = s - h;
+      if (
+        (gx > 0 && !touches.l && !touches.r) ||
+        (gy > 0 && !touches.t && !touches.b) ||
+        (gx === 0 && gy === 0)
+      )
+        continue;
+      boxes.push({ bx: touches.l ? x0 - gx : x0, by: touches.t ? y0 - gy : y0, bw: s, bh: s });
+    }
+  }
+  return boxes;
+}
+
+/** IoU of the component with each kind's ideal outline, the best over the candidate boxes, scored on the
+ *  canvas pixels of the component's box only. */
+function shapeIous(pixels: number[], S: number, stats: ReturnType<typeof componentStats>) {
+  const { x0, y0, x1, y1 } = stats;
+  const n = pixels.length;
+  const inComp = new Uint8Array(S * S);
+  for (const p of pixels) inComp[p] = 1;
+  const boxes = candidateBoxes(x0, y0, x1, y1, S);
+  const iou = {} as Record<ShapeKind, number>;
+  for (const kind of SHAPE_KINDS) {
+    iou[kind] = 0;
+    for (const { bx, by, bw, bh } of boxes) {
+      let inter = 0;
+      let ideal = 0;
+      for (let y = y0; y <= y1; y++) {
+        for (let x = x0; x <= x1; x++) {
+          if (!insideIdeal(kind, x + 0.5, y + 0.5, bx, by, bw, bh)) continue;
+          ideal++;
+          inter += inComp[y * S + x]!;
+        }
+      }
+      iou[kind] = Math.max(iou[kind], inter / (ideal + n - inter));
+    }
+  }
+  return iou;
+}
+
 /**
  * Judges one packed RGB image [canvas, canvas, 3] of the shapes set. Returns null when the image has no
  * shape (no foreground component of at least `minPixels`). Throws AnalyzerInputError on a bad input.
@@ -191,21 +269,8 @@ export function analyzeShape(
   if (pixels.length < minPixels) return null;
 
   // Colour: the component's mean against the palette.
-  let [sr, sg, sb] = [0, 0, 0];
-  let [x0, y0, x1, y1] = [S, S, -1, -1];
-  for (const p of pixels) {
-    sr += rgb[3 * p]!;
-    sg += rgb[3 * p + 1]!;
-    sb += rgb[3 * p + 2]!;
-    const x = p % S;
-    const y = (p - x) / S;
-    x0 = Math.min(x0, x);
-    x1 = Math.max(x1, x);
-    y0 = Math.min(y0, y);
-    y1 = Math.max(y1, y);
-  }
-  const n = pixels.length;
-  const meanRgb: [number, number, number] = [sr / n, sg / n, sb / n];
+  const stats = componentStats(rgb, pixels, S);
+  const { meanRgb, x0, y0, x1, y1 } = stats;
   const color = nearest(PALETTE.map((c) => toBlend(meanRgb, c)));
 
   // Size: the longer side of the box (a shape clipped by the canvas edge keeps its other side) against
@@ -222,45 +287,11 @@ export function analyzeShape(
     POSITION_NAMES.map((p) => Math.hypot(cx - S * POSITIONS[p][0], cy - S * POSITIONS[p][1])),
   );
 
-  // Shape: IoU of the component with each ideal outline inside the same box. Every kind's outline fills a
-  // square box, so a box that touches the canvas edge may be a clipped square: then square boxes grown past
-  // the touching edges (up to a quarter of the side) are tried too, scored on the canvas pixels only.
-  const inComp = new Uint8Array(S * S);
-  for (const p of pixels) inComp[p] = 1;
-  const boxes = [{ bx: x0, by: y0, bw: w, bh: h }];
-  const touches = { l: x0 === 0, r: x1 === S - 1, t: y0 === 0, b: y1 === S - 1 };
-  if (touches.l || touches.r || touches.t || touches.b) {
-    for (let s = side; s <= side + Math.max(2, Math.ceil(side / 4)); s++) {
-      const gx = s - w;
-      const gy = s - h;
-      if (
-        (gx > 0 && !touches.l && !touches.r) ||
-        (gy > 0 && !touches.t && !touches.b) ||
-        (gx === 0 && gy === 0)
-      )
-        continue;
-      boxes.push({ bx: touches.l ? x0 - gx : x0, by: touches.t ? y0 - gy : y0, bw: s, bh: s });
-    }
-  }
-  const iou = {} as Record<ShapeKind, number>;
-  for (const kind of SHAPE_KINDS) {
-    iou[kind] = 0;
-    for (const { bx, by, bw, bh } of boxes) {
-      let inter = 0;
-      let ideal = 0;
-      for (let y = y0; y <= y1; y++) {
-        for (let x = x0; x <= x1; x++) {
-          if (!insideIdeal(kind, x + 0.5, y + 0.5, bx, by, bw, bh)) continue;
-          ideal++;
-          inter += inComp[y * S + x]!;
-        }
-      }
-      iou[kind] = Math.max(iou[kind], inter / (ideal + n - inter));
-    }
-  }
+  // Shape: IoU of the component with each ideal outline inside the same box.
+  const iou = shapeIous(pixels, S, stats);
   const ranked = [...SHAPE_KINDS].sort((a, b) => iou[b] - iou[a]);
   const shape = ranked[0]!;
-
+  const n = pixels.length;
   return {
     color: COLOR_NAMES[color.index]!,
     shape,

@@ -19,7 +19,6 @@ import {
 import { createConnection, createServer } from 'node:net';
 import { homedir, tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { Connection } from '@temporalio/client';
 import { connect, type ConnectionOptions } from 'nats';
 import { natsOptions, redactUrl } from '../security/nats.ts';
@@ -32,6 +31,7 @@ import {
 } from '../security/secure-stack.ts';
 import { natsSecurity, temporalSecurity } from '../security/settings.ts';
 import { temporalConnectionOptions } from '../security/temporal.ts';
+import { packageFile } from '../config/package-root.ts';
 
 export const TEMPORAL_CLI_VERSION = '1.9.1';
 
@@ -388,7 +388,7 @@ function plainServices(e: ServiceEnv): ServiceDef[] {
   ];
 }
 
-const cli = fileURLToPath(new URL('../bin/dalle.js', import.meta.url));
+const cli = packageFile('bin/dalle.js');
 
 /** The secured stack: nats-server with TLS (client certificates) and JWT users; the dev server on a
  *  loopback port behind a mutual-TLS front at TEMPORAL_ADDRESS. Health is checked as the admin role. */

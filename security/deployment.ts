@@ -14,12 +14,12 @@
 import { randomBytes } from 'node:crypto';
 import { copyFileSync, existsSync, mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { ensureNatsAccounts, ROLES, type Role } from './nats-accounts.ts';
 import { ensurePki } from './pki.ts';
+import { packageFile } from '../config/package-root.ts';
 
 /** The shipped server configuration (no secret in it). */
-export const SHIPPED_NATS_CONFIG = fileURLToPath(new URL('../infra/nats/nats-server.conf', import.meta.url));
+export const SHIPPED_NATS_CONFIG = packageFile('infra/nats/nats-server.conf');
 
 export interface DeploymentFiles {
   dir: string;

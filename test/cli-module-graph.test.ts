@@ -11,7 +11,8 @@ import { fileURLToPath } from 'node:url';
 const root = fileURLToPath(new URL('..', import.meta.url));
 const HEAVY = ['@tensorflow/tfjs-core', '@temporalio/worker'];
 
-/** npm packages loaded by importing `file` (relative to the repository root) in a fresh process. */
+/** npm packages loaded by importing `file` (relative to the repository root) in a fresh process: a `.ts`
+ *  source through tsx, a compiled `.js` file of dist/ by plain node (as bin/dalle.js runs it). */
 function packagesLoadedBy(file: string): string[] {
   const script = `
     import { createRequire } from 'node:module';
@@ -19,7 +20,8 @@ function packagesLoadedBy(file: string): string[] {
     const files = Object.keys(createRequire(import.meta.url).cache);
     const names = files.map((f) => /node_modules\\/((?:@[^/]+\\/)?[^/]+)/.exec(f)?.[1]).filter(Boolean);
     console.log(JSON.stringify([...new Set(names)]));`;
-  const r = spawnSync(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', script], {
+  const loader = file.endsWith('.ts') ? ['--import', 'tsx'] : [];
+  const r = spawnSync(process.execPath, [...loader, '--input-type=module', '-e', script], {
     cwd: root,
     encoding: 'utf8',
     timeout: 120_000,
@@ -37,6 +39,16 @@ for (const cmd of ['train', 'status', 'generate']) {
   test(`cli: dalle ${cmd} loads neither TensorFlow.js nor @temporalio/worker`, () => {
     const loaded = packagesLoadedBy(`services/cli/${cmd}.ts`);
     for (const p of HEAVY) assert.ok(!loaded.includes(p), `dalle ${cmd} loads ${p}`);
+  });
+}
+
+// What users run: the compiled commands (npm test builds dist/ first) import nothing through tsx (a `.ts`
+// import would fail without its loader) and stay as light as their sources.
+for (const cmd of ['commands', 'train', 'status', 'generate']) {
+  test(`cli: the compiled ${cmd}.js runs without tsx and loads neither TensorFlow.js nor @temporalio/worker`, () => {
+    const loaded = packagesLoadedBy(`dist/services/cli/${cmd}.js`);
+    for (const p of [...HEAVY, 'tsx']) assert.ok(!loaded.includes(p), `dist ${cmd}.js loads ${p}`);
+    assert.ok(loaded.includes('yaml'), `the probe saw what ${cmd}.js loads: ${loaded.join(' ')}`);
   });
 }
 

@@ -12,7 +12,8 @@ const dir = fileURLToPath(new URL('./fixtures/histories/', import.meta.url));
 test('workflows: recorded histories replay deterministically', async () => {
   Runtime.install({ logger: new DefaultLogger('WARN') });
   const files = readdirSync(dir).filter((f) => f.endsWith('.json'));
-  assert.ok(files.length >= 3, 'histories of trainDalle and both trainStage kinds are recorded');
+  // train-stage-dvae-sharded-tiny: a sharded stage whose segment was placed on per-host queues.
+  assert.ok(files.length >= 4, 'histories of trainDalle, both trainStage kinds and a placed sharded stage');
   const histories = files.map((f) => ({
     workflowId: f.replace(/\.json$/, ''),
     history: JSON.parse(readFileSync(dir + f, 'utf8')),

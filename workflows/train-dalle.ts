@@ -74,16 +74,29 @@ function freshProgress(input: TrainDalleInput): RunProgress {
   };
 }
 
-export async function trainDalle(input: TrainDalleInput): Promise<TrainDalleResult> {
-  const { runId, spec } = input;
-  const p: RunProgress = input.carry?.progress ?? freshProgress(input);
-  const restartsBy: Record<string, number> = { ...input.carry?.restartsBy };
-  let child: ChildWorkflowHandle<typeof trainStage> | undefined;
-  const event = (m: string) => {
-    p.events.push(m);
-    if (p.events.length > MAX_EVENTS) p.events.shift();
-  };
+/** What the run keeps in memory: the progress the query answers, restarts per stage (a relaunched stage
+ *  reports its own total), and the stage workflow in flight (signals are forwarded to it). */
+interface RunState {
+  p: RunProgress;
+  restartsBy: Record<string, number>;
+  child?: ChildWorkflowHandle<typeof trainStage>;
+}
 
+function addEvent(p: RunProgress, message: string): void {
+  p.events.push(message);
+  if (p.events.length > MAX_EVENTS) p.events.shift();
+}
+
+/** Passes a control signal on to the stage in flight; between stages the next stage starts with the state. */
+async function forward(s: RunState, fn: (c: ChildWorkflowHandle<typeof trainStage>) => Promise<void>) {
+  if (s.child)
+    await fn(s.child).catch((e: unknown) => log.warn('could not forward signal', { error: String(e) }));
+}
+
+/** The `progress` query, and the reports that keep it current: quality points from rank 0 and the stages'
+ *  own events (checkpoints, restarts, world size, resumes). */
+function handleProgress(s: RunState): void {
+  const { p } = s;
   setHandler(progressQuery, () => p);
   // Step-level progress moved to the run's KV record; rank 0 still signals each checkpoint's quality point
   // (runs started before the move also signal their steps here).
@@ -106,90 +119,111 @@ export async function trainDalle(input: TrainDalleInput): Promise<TrainDalleResu
   setHandler(stageEventSignal, (e) => {
     if (e.checkpointStep !== undefined && e.stage === p.stage) p.checkpointStep = e.checkpointStep;
     if (e.restarts !== undefined) {
-      restartsBy[e.stage] = e.restarts;
-      p.restarts = Object.values(restartsBy).reduce((a, b) => a + b, 0);
+      s.restartsBy[e.stage] = e.restarts;
+      p.restarts = Object.values(s.restartsBy).reduce((a, b) => a + b, 0);
     }
     if (e.worldSize !== undefined && e.stage === p.stage) p.worldSize = e.worldSize;
     if (e.resumedFrom !== undefined)
       p.lastResume = { stage: e.stage, fromStep: e.resumedFrom, restarts: p.restarts };
-    if (e.message) event(e.message);
+    if (e.message) addEvent(p, e.message);
   });
-  const forward = async (fn: (c: ChildWorkflowHandle<typeof trainStage>) => Promise<void>) => {
-    if (child)
-      await fn(child).catch((e: unknown) => log.warn('could not forward signal', { error: String(e) }));
-  };
+}
+
+/** pause / resume / setWorldSize: recorded in the run's state and forwarded to the stage in flight. */
+function handleControl(s: RunState, spec: TrainDalleInput['spec']): void {
   setHandler(pauseSignal, async () => {
-    p.paused = true;
-    await forward((c) => c.signal(pauseSignal));
+    s.p.paused = true;
+    await forward(s, (c) => c.signal(pauseSignal));
   });
   setHandler(resumeSignal, async () => {
-    p.paused = false;
-    await forward((c) => c.signal(resumeSignal));
+    s.p.paused = false;
+    await forward(s, (c) => c.signal(resumeSignal));
   });
   setHandler(setWorldSizeSignal, async (w) => {
     const next = clampWorldSize(spec, w);
     if (next === undefined) return log.warn('ignoring setWorldSize', { w });
-    p.worldSize = next;
-    await forward((c) => c.signal(setWorldSizeSignal, next));
+    s.p.worldSize = next;
+    await forward(s, (c) => c.signal(setWorldSizeSignal, next));
   });
+}
 
-  const runStage = async (stage: StageName): Promise<TrainStageResult> => {
-    Object.assign(p, { stage, step: 0, totalSteps: stageSteps(spec, stage), checkpointStep: 0, loss: null });
-    const { worldSize, paused } = p;
-    child = await startChild(trainStage, {
-      workflowId: stageWorkflowId(runId, stage),
-      args: [{ runId, stage, spec, worldSize, parentId: workflowInfo().workflowId, paused }],
+/** One stage as a child workflow, started with the run's current world size and pause state. */
+async function runStage(s: RunState, input: TrainDalleInput, stage: StageName): Promise<TrainStageResult> {
+  const { runId, spec } = input;
+  const { p } = s;
+  Object.assign(p, { stage, step: 0, totalSteps: stageSteps(spec, stage), checkpointStep: 0, loss: null });
+  const { worldSize, paused } = p;
+  s.child = await startChild(trainStage, {
+    workflowId: stageWorkflowId(runId, stage),
+    args: [{ runId, stage, spec, worldSize, parentId: workflowInfo().workflowId, paused }],
+  });
+  // A signal that came while the child was starting found no child to forward to: pass it on now.
+  if (p.worldSize !== worldSize) await forward(s, (c) => c.signal(setWorldSizeSignal, p.worldSize));
+  if (p.paused !== paused) await forward(s, (c) => c.signal(p.paused ? pauseSignal : resumeSignal));
+  const result = await s.child.result();
+  s.child = undefined;
+  p.bytesRaw += result.bytesRaw;
+  p.bytesSent += result.bytesSent;
+  return result;
+}
+
+/** At a phase boundary: continue as new when the history asks for it (nothing is in flight here). */
+async function boundary(
+  s: RunState,
+  input: TrainDalleInput,
+  carry: Omit<TrainDalleCarry, 'progress' | 'restartsBy'>,
+) {
+  if (patched(ROOT_CONTINUE_AS_NEW) && workflowInfo().continueAsNewSuggested)
+    await continueAsNew<typeof trainDalle>({
+      runId: input.runId,
+      spec: input.spec,
+      carry: { ...carry, progress: s.p, restartsBy: s.restartsBy },
     });
-    // A signal that came while the child was starting found no child to forward to: pass it on now.
-    if (p.worldSize !== worldSize) await forward((c) => c.signal(setWorldSizeSignal, p.worldSize));
-    if (p.paused !== paused) await forward((c) => c.signal(p.paused ? pauseSignal : resumeSignal));
-    const result = await child.result();
-    child = undefined;
-    p.bytesRaw += result.bytesRaw;
-    p.bytesSent += result.bytesSent;
-    return result;
-  };
-  /** At a phase boundary: continue as new when the history asks for it (nothing is in flight here). */
-  const boundary = async (carry: TrainDalleCarry) => {
-    if (patched(ROOT_CONTINUE_AS_NEW) && workflowInfo().continueAsNewSuggested)
-      await continueAsNew<typeof trainDalle>({ runId, spec, carry: { ...carry, progress: p, restartsBy } });
-  };
+}
 
-  const next = input.carry?.next ?? 'dvae';
-  const dvae = next === 'dvae' ? await runStage('dvae') : input.carry!.dvae;
+/** The stages from where this (possibly continued) run stands: dvae → encode → transformer → rerank. */
+async function trainStages(
+  s: RunState,
+  input: TrainDalleInput,
+): Promise<Pick<TrainDalleResult, 'dvae' | 'transformer' | 'rerank'>> {
+  const { runId, spec, carry } = input;
+  const next = carry?.next ?? 'dvae';
+  const dvae = next === 'dvae' ? await runStage(s, input, 'dvae') : carry!.dvae;
   if (next === 'dvae' || next === 'encode') {
-    if (next === 'dvae') await boundary({ next: 'encode', dvae, progress: p, restartsBy });
-    await encodeDataset(p, runId, spec, dvae);
+    if (next === 'dvae') await boundary(s, input, { next: 'encode', dvae });
+    await encodeDataset(s.p, runId, spec, dvae);
   }
-  let transformer = input.carry?.transformer;
+  let transformer = carry?.transformer;
   if (next !== 'publish' && next !== 'rerank') {
-    await boundary({ next: 'transformer', dvae, progress: p, restartsBy });
-    transformer = await runStage('transformer');
+    await boundary(s, input, { next: 'transformer', dvae });
+    transformer = await runStage(s, input, 'transformer');
   }
   // The reranker needs the tokenizer and the images only; it runs last so the transformer is never delayed.
   // patched(): a run recorded before this stage existed goes straight on to publishing.
-  let rerank = input.carry?.rerank;
+  let rerank = carry?.rerank;
   const rerankNext =
     next === 'rerank' || (next !== 'publish' && stageSteps(spec, 'rerank') > 0 && patched(PATCH.rerankStage));
   if (rerankNext) {
-    await boundary({ next: 'rerank', dvae, transformer, progress: p, restartsBy });
-    rerank = await runStage('rerank');
+    await boundary(s, input, { next: 'rerank', dvae, transformer });
+    rerank = await runStage(s, input, 'rerank');
   }
-  if (next !== 'publish')
-    await boundary({ next: 'publish', dvae, transformer, rerank, progress: p, restartsBy });
+  if (next !== 'publish') await boundary(s, input, { next: 'publish', dvae, transformer, rerank });
+  return { dvae, transformer: transformer!, ...(rerank ? { rerank } : {}) };
+}
 
-  Object.assign(p, { stage: 'publish' });
-  const model = await utilityActivities.publishModel({ runId, spec });
-  Object.assign(p, { stage: 'done' });
-  event(`published ${model.name} v${model.version}`);
-  return {
-    runId,
-    dvae,
-    transformer: transformer!,
-    ...(rerank ? { rerank } : {}),
-    model,
-    restarts: p.restarts,
+export async function trainDalle(input: TrainDalleInput): Promise<TrainDalleResult> {
+  const s: RunState = {
+    p: input.carry?.progress ?? freshProgress(input),
+    restartsBy: { ...input.carry?.restartsBy },
   };
+  handleProgress(s);
+  handleControl(s, input.spec);
+  const stages = await trainStages(s, input);
+  Object.assign(s.p, { stage: 'publish' });
+  const model = await utilityActivities.publishModel({ runId: input.runId, spec: input.spec });
+  Object.assign(s.p, { stage: 'done' });
+  addEvent(s.p, `published ${model.name} v${model.version}`);
+  return { runId: input.runId, ...stages, model, restarts: s.p.restarts, progress: s.p };
 }
 
 /** Tokenizer and image tokens for stage 2, sharded over the workers that are there. */

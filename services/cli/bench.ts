@@ -4,14 +4,15 @@ import { readdirSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { command, parseCommand, usageError } from './args.ts';
 import { commands } from './commands.ts';
+import { MODULE_EXT } from '../../config/package-root.ts';
 
-const benchDir = fileURLToPath(new URL('../../bench/', import.meta.url));
+const benchDir = fileURLToPath(new URL('../../bench/', import.meta.url)); // compiled beside this file, or the sources
 
-/** The benchmarks: bench/*.ts (bench/lib/ holds their shared helpers). */
+/** The benchmarks: bench/*.ts (bench/lib/ holds their shared helpers), compiled or not. */
 export function benchmarks(): string[] {
   return readdirSync(benchDir)
-    .filter((f) => f.endsWith('.ts') && !f.endsWith('.test.ts'))
-    .map((f) => f.slice(0, -3))
+    .filter((f) => f.endsWith(MODULE_EXT) && !f.endsWith(`.test${MODULE_EXT}`))
+    .map((f) => f.slice(0, -MODULE_EXT.length))
     .sort();
 }
 
@@ -35,6 +36,6 @@ export async function run(argv: string[]): Promise<void> {
       `${name ? `unknown benchmark '${name}'` : 'which benchmark?'}; available: ${benchmarks().join(', ')}`,
     );
   }
-  const mod = (await import(`${benchDir}${name}.ts`)) as { main(argv: string[]): Promise<void> };
+  const mod = (await import(`${benchDir}${name}${MODULE_EXT}`)) as { main(argv: string[]): Promise<void> };
   await mod.main(rest);
 }

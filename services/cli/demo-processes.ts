@@ -4,9 +4,9 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { createWriteStream } from 'node:fs';
 import { cpus } from 'node:os';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { packageFile } from '../../config/package-root.ts';
 
-const CLI = fileURLToPath(new URL('../../bin/dalle.js', import.meta.url));
+const CLI = packageFile('bin/dalle.js');
 
 /** `dalle <args>` as a child process, its stdout and stderr appended to `logFile`. */
 export function spawnLogged(args: string[], logFile: string): ChildProcess {

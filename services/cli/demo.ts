@@ -5,7 +5,6 @@
 import { spawnSync } from 'node:child_process';
 import { closeSync, mkdirSync, openSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import type { Client, WorkflowHandle } from '@temporalio/client';
 import { resolveSpec, type RunSpec } from '../../config/index.ts';
 import { HELD_OUT_COMPOSITIONS, TRAIN_COMPOSITIONS } from '../../data/shapes.ts';
@@ -37,8 +36,9 @@ import { startConsoleChild, untilInterrupted } from './demo-console.ts';
 import { DemoProcesses } from './demo-processes.ts';
 import { writeDemoReport } from './demo-report.ts';
 import { watchTraining } from './demo-watch.ts';
+import { packageFile } from '../../config/package-root.ts';
 
-const NATIVE_INSTALLER = fileURLToPath(new URL('../../infra/native/install-tfjs-node.sh', import.meta.url));
+const NATIVE_INSTALLER = packageFile('infra/native/install-tfjs-node.sh');
 /** Minutes the shapes preset's step counts take end to end on this 2-core machine: 57 measured at load
  *  20–30 without the reranker, whose 300 steps add about 2 (0.2–0.25 s a step in one process at load 20). */
 const BASE_MINUTES = 57;

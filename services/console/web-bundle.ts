@@ -3,9 +3,9 @@
 // nothing generated is committed, and the page loads one HTML, one script and one stylesheet.
 import { createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
-import { fileURLToPath } from 'node:url';
 import { gzipSync } from 'node:zlib';
 import { build } from 'esbuild';
+import { packageFile } from '../../config/package-root.ts';
 
 export interface Asset {
   body: Uint8Array;
@@ -16,7 +16,7 @@ export interface Asset {
 
 export type Assets = Record<'/' | '/app.js' | '/app.css', Asset>;
 
-const WEB = fileURLToPath(new URL('./web/', import.meta.url));
+const WEB = packageFile('services/console/web/');
 
 function asset(body: Uint8Array, type: string): Asset {
   return {

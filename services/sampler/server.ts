@@ -4,7 +4,6 @@
 // the request to `generate` (a plain function of request, sink and signal), and maps whatever it throws
 // to a status in one place (errors.ts). `onRequest` is the one seam where every request starts and ends
 // (telemetry hangs its spans there).
-import { fileURLToPath } from 'node:url';
 import * as grpc from '@grpc/grpc-js';
 import { trace } from '@opentelemetry/api';
 import * as protoLoader from '@grpc/proto-loader';
@@ -23,14 +22,28 @@ import { samplerServerCredentials, samplerTokenCheck } from '../../security/grpc
 import type { SamplerServerSecurity } from '../../security/settings.ts';
 import type { ModelStore } from '../../store/index.ts';
 import { GENERATE_ATTR } from '../../telemetry/grpc.ts';
-import type { ModelFacts, ModelLoader } from './engine.ts';
+import type { ModelFacts, ModelLoader, SamplingModel } from './engine.ts';
 import { DrainingError, GenerationStoppedError, toStatus } from './errors.ts';
 import { EventWriter, type GenerateSink } from './event-writer.ts';
 import { ModelRegistry } from './model-registry.ts';
 import { encodePng } from './png.ts';
-import { checkAgainstModel, imageSeed, requestRowSpecs, validateRequest } from './request.ts';
-import { keepBest } from './candidates.ts';
-import { Scheduler, type SchedulerObserver, type SchedulerOptions } from './scheduler.ts';
+import {
+  checkAgainstModel,
+  imageSeed,
+  requestRowSpecs,
+  validateRequest,
+  type ValidRequest,
+} from './request.ts';
+import { keepBest, type KeptImage } from './candidates.ts';
+import {
+  Scheduler,
+  type Job,
+  type Reservation,
+  type SampledImage,
+  type SchedulerObserver,
+  type SchedulerOptions,
+} from './scheduler.ts';
+import { packageFile } from '../../config/package-root.ts';
 
 export const SERVICE_NAME = 'dalle.v1.Sampler';
 export const DEFAULT_ADDRESS = '127.0.0.1:50051';
@@ -104,7 +117,7 @@ export interface GenerateSummary {
   timings: Timings;
 }
 
-const protoRoot = fileURLToPath(new URL('../../proto/', import.meta.url));
+const protoRoot = packageFile('proto/');
 
 /** Reflection serves dalle.v1 only. grpc.health.v1 stays out: proto-loader names the map entry of its
  *  HealthListResponse `Statuses` instead of `StatusesEntry`, and strict clients (buf curl) then discard
@@ -305,89 +318,59 @@ export class SamplerService {
     }
     try {
       const model = lease.model;
-      const facts: ModelFacts = model.facts;
-      checkAgainstModel(req, facts, {
+      checkAgainstModel(req, model.facts, {
         maxCandidates: this.maxCandidates,
         maxBatchRows: this.scheduler.options.maxBatchRows,
       });
-      const stopped = () => new GenerationStoppedError(signal.reason as GenerationStoppedError['reason'], 0);
-      if (signal.aborted) throw stopped();
+      if (signal.aborted) throw stoppedBy(signal);
       const text = model.encodePrompt(req.prompt);
-      const rows = requestRowSpecs(req, text);
-      const total = facts.grid * facts.grid;
-      // Rows move in lockstep: every returned image has the same tokens done.
-      const perImage = (done: number) => Array.from({ length: req.numImages }, () => done);
-      const job = this.scheduler.submit(
-        model,
-        rows,
-        {
-          onQueued: (position) =>
-            out.progress({ tokensDone: perImage(0), tokensTotal: total, queuePosition: position }, true),
-          onProgress: (done) =>
-            out.progress(
-              { tokensDone: perImage(done[0] ?? 0), tokensTotal: total, queuePosition: 0 },
-              done[0] === total,
-            ),
-        },
-        place,
-      );
-      const onAbort = () => job.cancel(signal.reason as GenerationStoppedError['reason']);
-      signal.addEventListener('abort', onAbort, { once: true });
-      if (signal.aborted) onAbort();
-      let samples;
-      try {
-        samples = await job.result;
-      } finally {
-        signal.removeEventListener('abort', onAbort);
-      }
+      const { job, samples } = await this.sample(model, req, text, place, out, signal);
       const tDecoded = performance.now();
       const { kept, ms: rerankMs } = keepBest(model, text, samples, req.candidates);
-      const pngs = await Promise.all(
-        kept.map((k) => encodePng(k.image.rgb, facts.resolution, facts.resolution)),
-      );
-      for (const k of kept) {
-        if (signal.aborted) throw stopped();
-        await out.send({
-          event: {
-            $case: 'image',
-            value: {
-              index: k.index,
-              seed: BigInt(imageSeed(req.seed, k.sample)),
-              png: pngs[k.index]!,
-              width: facts.resolution,
-              height: facts.resolution,
-              tokens: Array.from(k.image.tokens),
-              score: k.image.score,
-              rerankScore: k.rerankScore,
-              candidate: k.candidate,
-            },
-          },
-        });
-      }
-      const s = job.stats;
-      const timings: Timings = {
-        queueMs: (s.startedAt ?? s.enqueuedAt) - s.enqueuedAt,
-        sampleMs: (s.sampledAt ?? tDecoded) - (s.startedAt ?? s.enqueuedAt),
-        decodeMs: performance.now() - (s.sampledAt ?? tDecoded) - rerankMs,
-        totalMs: performance.now() - t0,
-        sharedSteps: s.sharedSteps,
-        rerankMs,
-      };
-      const summary: GenerateSummary = {
-        model: { name: facts.name, version: facts.version },
-        images: kept.length,
-        candidates: req.candidates,
-        guidanceScale: req.guidanceScale,
-        rows: job.cost,
-        imageTokens: total,
-        textTokens: text.reduce((n, id) => n + (id === 0 ? 0 : 1), 0),
-        timings,
-      };
-      await out.send({ event: { $case: 'done', value: { model: summary.model, timings } } });
+      await sendImages(kept, req, model.facts, out, signal);
+      const summary = summarize(req, model.facts, text, job, { t0, tDecoded, rerankMs }, kept.length);
+      await out.send({ event: { $case: 'done', value: { model: summary.model, timings: summary.timings } } });
       return summary;
     } finally {
       place.release(); // a no-op once the job took the place over
       lease.release();
+    }
+  }
+
+  /** Queues the request's rows on the scheduler (taking over `place`) and waits for its samples, streaming
+   *  the queue position and the tokens done; the signal cancels the job. */
+  private async sample(
+    model: SamplingModel,
+    req: ValidRequest,
+    text: Int32Array,
+    place: Reservation,
+    out: GenerateSink,
+    signal: AbortSignal,
+  ): Promise<{ job: Job; samples: SampledImage[] }> {
+    const total = model.facts.grid * model.facts.grid;
+    // Rows move in lockstep: every returned image has the same tokens done.
+    const perImage = (done: number) => Array.from({ length: req.numImages }, () => done);
+    const job = this.scheduler.submit(
+      model,
+      requestRowSpecs(req, text),
+      {
+        onQueued: (position) =>
+          out.progress({ tokensDone: perImage(0), tokensTotal: total, queuePosition: position }, true),
+        onProgress: (done) =>
+          out.progress(
+            { tokensDone: perImage(done[0] ?? 0), tokensTotal: total, queuePosition: 0 },
+            done[0] === total,
+          ),
+      },
+      place,
+    );
+    const onAbort = () => job.cancel(signal.reason as GenerationStoppedError['reason']);
+    signal.addEventListener('abort', onAbort, { once: true });
+    if (signal.aborted) onAbort();
+    try {
+      return { job, samples: await job.result };
+    } finally {
+      signal.removeEventListener('abort', onAbort);
     }
   }
 
@@ -500,4 +483,69 @@ export class SamplerService {
     })();
     return this.closing;
   }
+}
+
+/** The error for a request whose caller went away or whose deadline passed. */
+function stoppedBy(signal: AbortSignal): GenerationStoppedError {
+  return new GenerationStoppedError(signal.reason as GenerationStoppedError['reason'], 0);
+}
+
+/** PNG-encodes the kept images and sends each as an `image` event, unless the request stopped. */
+async function sendImages(
+  kept: KeptImage[],
+  req: ValidRequest,
+  facts: ModelFacts,
+  out: GenerateSink,
+  signal: AbortSignal,
+): Promise<void> {
+  const pngs = await Promise.all(kept.map((k) => encodePng(k.image.rgb, facts.resolution, facts.resolution)));
+  for (const k of kept) {
+    if (signal.aborted) throw stoppedBy(signal);
+    await out.send({
+      event: {
+        $case: 'image',
+        value: {
+          index: k.index,
+          seed: BigInt(imageSeed(req.seed, k.sample)),
+          png: pngs[k.index]!,
+          width: facts.resolution,
+          height: facts.resolution,
+          tokens: Array.from(k.image.tokens),
+          score: k.image.score,
+          rerankScore: k.rerankScore,
+          candidate: k.candidate,
+        },
+      },
+    });
+  }
+}
+
+/** What the request cost and where its time went (queue, sampling, decoding, reranking). */
+function summarize(
+  req: ValidRequest,
+  facts: ModelFacts,
+  text: Int32Array,
+  job: Job,
+  t: { t0: number; tDecoded: number; rerankMs: number },
+  images: number,
+): GenerateSummary {
+  const s = job.stats;
+  const timings: Timings = {
+    queueMs: (s.startedAt ?? s.enqueuedAt) - s.enqueuedAt,
+    sampleMs: (s.sampledAt ?? t.tDecoded) - (s.startedAt ?? s.enqueuedAt),
+    decodeMs: performance.now() - (s.sampledAt ?? t.tDecoded) - t.rerankMs,
+    totalMs: performance.now() - t.t0,
+    sharedSteps: s.sharedSteps,
+    rerankMs: t.rerankMs,
+  };
+  return {
+    model: { name: facts.name, version: facts.version },
+    images,
+    candidates: req.candidates,
+    guidanceScale: req.guidanceScale,
+    rows: job.cost,
+    imageTokens: facts.grid * facts.grid,
+    textTokens: text.reduce((n, id) => n + (id === 0 ? 0 : 1), 0),
+    timings,
+  };
 }

@@ -27,6 +27,7 @@ import {
 } from '../../telemetry/index.ts';
 import { temporalLogLevel } from './log-level.ts';
 import { RankSlots } from './rank-slots.ts';
+import { MODULE_EXT } from '../../config/package-root.ts';
 
 export interface WorkerOptions {
   slots?: number;
@@ -132,7 +133,7 @@ async function createWorkers(
     await Worker.create({
       ...options,
       taskQueue,
-      workflowsPath: fileURLToPath(new URL('../../workflows/index.ts', import.meta.url)),
+      workflowsPath: fileURLToPath(new URL(`../../workflows/index${MODULE_EXT}`, import.meta.url)),
       tuner: rankSlots.tuner(),
     }),
     await Worker.create({
