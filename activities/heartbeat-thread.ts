@@ -5,6 +5,7 @@
 // Temporal, or crashes) it is started again and the registered activities are handed to the new one.
 //
 // The thread runs plain CommonJS from a string (no TypeScript loader needed in it, before or after a build).
+import { createRequire } from 'node:module';
 import { Worker } from 'node:worker_threads';
 import type { TemporalSecurity } from '../security/settings.ts';
 import { temporalConnectionOptions } from '../security/temporal.ts';
@@ -34,11 +35,12 @@ export interface Vouching {
   remove(): void;
 }
 
-type FromThread = { id: number; gone: string } | { id: number; alive: boolean; name?: string };
+type FromThread =
+  { ready: true } | { id: number; gone: string } | { id: number; alive: boolean; name?: string };
 
 const THREAD = `
 const { workerData, parentPort } = require('node:worker_threads');
-const { Client, Connection } = require('@temporalio/client');
+const { Client, Connection } = require(workerData.clientModule);
 const beats = new Map();
 let client;
 const send = (b) => client.activity.heartbeat(b.taskToken, { step: b.shared[1], checkpointStep: b.shared[2] });
@@ -81,11 +83,17 @@ parentPort.on('message', (m) => {
 });
 Connection.connect(workerData.connection).then((connection) => {
   client = new Client({ connection, namespace: workerData.namespace });
+  parentPort.postMessage({ ready: true });
 });
 `;
 
-/** Wait before starting a thread that died, so one that cannot connect does not spin. */
+/** Wait before starting a thread that died, doubling while none connects, so one that cannot does not spin. */
 const RESTART_MS = 2000;
+const RESTART_MAX_MS = 60_000;
+
+// Resolved here, not in the thread: an eval'd thread resolves modules from the working directory, which
+// need not hold this package's node_modules (an installed `dalle`).
+const CLIENT_MODULE = createRequire(import.meta.url).resolve('@temporalio/client');
 
 interface Registration {
   beat: ThreadBeat;
@@ -99,6 +107,7 @@ export class HeartbeatThread {
   private nextId = 1;
   private closed = false;
   private restarts = 0;
+  private failing = 0; // threads in a row that died before they connected
 
   private constructor(
     private readonly sec: TemporalSecurity,
@@ -157,7 +166,11 @@ export class HeartbeatThread {
   private spawn(): void {
     const thread = new Worker(THREAD, {
       eval: true,
-      workerData: { namespace: this.sec.namespace, connection: temporalConnectionOptions(this.sec) },
+      workerData: {
+        clientModule: CLIENT_MODULE,
+        namespace: this.sec.namespace,
+        connection: temporalConnectionOptions(this.sec),
+      },
     });
     thread.unref(); // never what keeps a process alive
     thread.on('message', (m: FromThread) => this.onMessage(m));
@@ -168,6 +181,10 @@ export class HeartbeatThread {
   }
 
   private onMessage(m: FromThread): void {
+    if ('ready' in m) {
+      this.failing = 0;
+      return;
+    }
     const reg = this.registered.get(m.id);
     if (!reg) return;
     if ('gone' in m) {
@@ -183,12 +200,13 @@ export class HeartbeatThread {
     for (const reg of this.registered.values())
       answerProbes(reg, { alive: false, name: 'helper thread died' });
     if (this.closed) return;
-    this.log(`heartbeat thread exited; starting another in ${RESTART_MS} ms`);
+    const delay = Math.min(RESTART_MS * 2 ** this.failing++, RESTART_MAX_MS);
+    this.log(`heartbeat thread exited; starting another in ${delay} ms`);
     setTimeout(() => {
       if (this.closed || this.thread) return;
       this.restarts++;
       this.spawn();
-    }, RESTART_MS).unref();
+    }, delay).unref();
   }
 }
 

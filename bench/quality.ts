@@ -201,7 +201,7 @@ async function trainDvae(spec: RunSpec, o: Options, emit: Emit): Promise<Float32
         // The soft-vs-hard gap: the same images through the relaxation the decoder trains on (at this
         // step's τ) instead of the argmax tokens.
         const relaxed =
-          cfg.quantizer === 'gumbel'
+          cfg.quantizer !== 'vq'
             ? shapesReconstruction(m.reconstructRelaxed(held.images, tau, step), held.truth!, cfg.resolution)
                 .accuracy
             : undefined;
@@ -350,7 +350,7 @@ function printer(json: boolean): Emit {
     const s = f as Record<string, any>;
     if (event === 'dvae')
       console.log(
-        `dvae ${s.step} ${s.weights} (${s.trainSeconds} s): codes ${s.codesUsed} ppl ${s.perplexity.toFixed(1)} mse ${s.mse.toFixed(4)} recon ${acc(s.shapes.accuracy)}${s.relaxed ? ` relaxed ${acc(s.relaxed)}` : ''} colours ${s.shapes.colorsDistinct}/6 [${s.seconds.toFixed(2)} s]`,
+        `dvae ${s.step} ${s.weights} (${s.trainSeconds} s, ${(s.trainSeconds / s.step).toFixed(3)} s/step): codes ${s.codesUsed} ppl ${s.perplexity.toFixed(1)} mse ${s.mse.toFixed(4)} recon ${acc(s.shapes.accuracy)}${s.relaxed ? ` relaxed ${acc(s.relaxed)}` : ''} colours ${s.shapes.colorsDistinct}/6 [${s.seconds.toFixed(2)} s]`,
       );
     else if (event === 'transformer')
       console.log(

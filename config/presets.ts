@@ -79,11 +79,15 @@ export const presets: Record<PresetName, PresetInput> = {
       groups: 3,
       blocksPerGroup: 1,
       // 1,200 steps with the codebook started as an embedding table: colour, size and position of held-out
-      // reconstructions exact at seed 0 and 2 (seed 1 merges yellow into orange; 400 steps from the default
-      // init: 11 codes, 15 % right on all four). Shape
-      // stays at 54–59 % (small circles and triangles decode as squares) under every change measured at
-      // equal steps: betaMax 0.5 or 6.6, hidden 32, cosine logits, 2,400 steps; the decoder fed the relaxed
-      // sample instead of the argmax scores the same, so the argmax loses nothing.
+      // reconstructions exact (400 steps from the default init: 11 codes, 15 % right on all four). Shape
+      // was the ceiling: 54–59 % with the paper's network (nearest upsampling, resblocks at 32×32) under
+      // every loss/quantizer change measured, and even with no discretisation at all (decoder fed
+      // softmax(logits): 56 % at 600 steps). A learned 4×4 transposed conv for each ×2 upsampling and no
+      // resblocks at full resolution lift it: held-out reconstructions 66 % right on all four at 1,200 steps
+      // (the paper's network: 54 %), 6 of 6 colours, 16 codes, and 22 % less CPU per step (0.132 against
+      // 0.170 s). A strided-conv downsampling instead of the max-pool loses colour (17 %); lr 1e-3 is slower.
+      upsample: 'transpose',
+      fullResolutionBlocks: false,
       steps: 1200,
       lr: 4e-3,
       lrEnd: 1e-4,

@@ -124,13 +124,29 @@ export const DvaeConfig = z.strictObject({
   /** How the decoder doubles its resolution between groups: 'nearest' (the paper) repeats each pixel, so a
    *  code can only paint its whole cell; 'shuffle' is a 1×1 conv to 4× the channels whose slices become
    *  the 2×2 sub-pixels (pixel shuffle, started as nearest), so a code can draw an edge inside its cell. */
-  upsample: z.enum(['nearest', 'shuffle']).default('nearest'),
+  upsample: z.enum(['nearest', 'shuffle', 'transpose']).default('nearest'),
+  /** How the encoder halves its resolution between groups: 'maxpool' (the paper), a 2×2 max-pool, or
+   *  'conv', a learned 4×4 convolution with stride 2 (dalle-pytorch's DiscreteVAE). Likewise upsample
+   *  'transpose' is a learned 4×4 transposed convolution with stride 2. */
+  downsample: z.enum(['maxpool', 'conv']).default('maxpool'),
+  /** false: no resblocks in the full-resolution groups (the encoder's first, the decoder's last), so the
+   *  network's depth sits at the lower resolutions where it is cheap; with nearest upsampling the decoder
+   *  would then paint whole cells, so pair it with upsample 'shuffle' or 'transpose'. Paper: true. */
+  fullResolutionBlocks: z.boolean().default(true),
+  /** Gain on every resblock's residual branch: 0 is the paper's 1/n_layers² (n_layers = groups ·
+   *  blocksPerGroup), which keeps a deep network near the identity at initialisation; in a shallow one it
+   *  is 1/9 (3 groups of 1 block), so Adam needs many steps to grow the branches that draw detail. */
+  resblockGain: z.number().nonnegative().default(0),
   /** How a cell becomes a code: 'gumbel', the paper's Gumbel-softmax relaxation of a categorical
    *  posterior (with the KL term, τ and β schedules), or 'vq', the nearest vector of a learned codebook
    *  (VQ-VAE: codebook and commitment terms, the decoder's gradient passed straight through to the
    *  encoder; β, τ and the Gumbel-only options are then unused). The codebook is decoder.input's kernel
-   *  either way, so tokens, encode and decode mean the same thing. */
-  quantizer: z.enum(['gumbel', 'vq']).default('gumbel'),
+   *  either way, so tokens, encode and decode mean the same thing. 'continuous' is a diagnostic, not a
+   *  tokenizer: the decoder is fed softmax(logits), with no noise and no KL term, so each cell passes a
+   *  point of the K-simplex (a continuous bottleneck; the raw logits, unbounded, diverge): what the
+   *  architecture can draw from its grid before discretisation. Only `Dvae.reconstructRelaxed` is
+   *  meaningful for it. */
+  quantizer: z.enum(['gumbel', 'vq', 'continuous']).default('gumbel'),
   /** vq: weight of the commitment term ‖z_e − sg(e)‖² (VQ-VAE: 0.25). */
   commitmentWeight: z.number().nonnegative().default(0.25),
   /** Dead-code restarts (model/code-restart.ts; needs straightThrough): every this many updates, codes

@@ -58,6 +58,9 @@ export interface TrainDalleResult {
   rerank?: TrainStageResult;
   model: PublishResult;
   restarts: number;
+  /** The run's final progress (quality points, events): a finished run's status needs no worker to answer a
+   *  query. Absent in runs that finished before it was recorded. */
+  progress?: RunProgress;
 }
 
 export interface TrainStageInput {

@@ -133,7 +133,7 @@ export function copyCodes(a: CodebookArrays, restarts: readonly Restart[]): void
 }
 
 /** The parameters a restart rewrites: the codebook alone (VQ), or also the encoder's logits (Gumbel). */
-export function restartedParams(quantizer: 'gumbel' | 'vq'): string[] {
+export function restartedParams(quantizer: 'gumbel' | 'vq' | 'continuous'): string[] {
   return quantizer === 'vq'
     ? ['decoder.input.w']
     : ['encoder.output.w', 'encoder.output.b', 'decoder.input.w'];
@@ -143,7 +143,7 @@ export function restartedParams(quantizer: 'gumbel' | 'vq'): string[] {
  *  follower (Adam moments, EMA: arrays shaped like the parameters) copied plainly. Wherever the arrays live
  *  (one trainer's optimizer, or gathered from the shards of a host) the result is the same. */
 export function applyRestarts(
-  quantizer: 'gumbel' | 'vq',
+  quantizer: 'gumbel' | 'vq' | 'continuous',
   codebookSize: number,
   plan: readonly Restart[],
   values: ReadonlyMap<string, Float32Array>,

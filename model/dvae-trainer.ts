@@ -72,8 +72,17 @@ const architectureFields = [
   'groups',
   'blocksPerGroup',
   'upsample',
+  'downsample',
+  'fullResolutionBlocks',
   'quantizer',
 ] as const;
+/** What a state written before a field existed used. */
+const legacyArchitecture: Partial<Record<(typeof architectureFields)[number], string | boolean>> = {
+  upsample: 'nearest',
+  downsample: 'maxpool',
+  fullResolutionBlocks: true,
+  quantizer: 'gumbel',
+};
 const STATE_FORMAT = 1;
 
 interface DvaeStateMeta {
@@ -293,9 +302,8 @@ class DvaeTrainer implements Trainer<DvaeBatch> {
     if (meta?.format !== STATE_FORMAT)
       problems.push(`state format ${String(meta?.format)}, this code reads ${STATE_FORMAT}`);
     for (const f of architectureFields) {
-      // States written before `upsample` and `quantizer` existed used nearest upsampling and Gumbel codes.
-      const saved =
-        meta?.config?.[f] ?? ({ upsample: 'nearest', quantizer: 'gumbel' } as Record<string, string>)[f];
+      // States written before these fields existed used the paper's architecture and Gumbel codes.
+      const saved = meta?.config?.[f] ?? legacyArchitecture[f];
       if (saved !== this.cfg[f])
         problems.push(`config.${f} is ${String(saved)} in the state, ${this.cfg[f]} here`);
     }

@@ -236,6 +236,63 @@ test('dvae: upsample "shuffle" starts as nearest-neighbour upsampling and has a 
   m.dispose();
 });
 
+test('dvae: downsample "conv" / upsample "transpose" resample with 4×4 stride-2 convs; fullResolutionBlocks false drops the full-resolution blocks', () => {
+  const l = dvaeLayout(strided);
+  assert.deepEqual(
+    l.encoder.groups.map((g) => g.blocks.length),
+    [0, 2, 2],
+  );
+  assert.deepEqual(
+    l.decoder.groups.map((g) => g.blocks.length),
+    [2, 2, 0],
+  );
+  // The encoder's stem (width 8) is downsampled as is; the decoder's last width (16) reaches the output.
+  assert.deepEqual(
+    l.encoder.groups.map((g) => g.down && [g.down.k, g.down.nIn, g.down.nOut]),
+    [[4, 8, 8], [4, 16, 16], undefined],
+  );
+  assert.deepEqual(
+    l.decoder.groups.map((g) => g.transpose && [g.transpose.k, g.transpose.nIn, g.transpose.nOut]),
+    [[4, 32, 32], [4, 16, 16], undefined],
+  );
+  assert.equal(l.decoder.output.nIn, 16);
+  assert.equal(l.encoder.output.nIn, 32);
+  assert.equal(l.postGain, 1 / 36, 'the paper gain 1/(groups·blocksPerGroup)² unless resblockGain is set');
+  assert.equal(dvaeLayout({ ...strided, resblockGain: 1 }).postGain, 1);
+  const specs = dvaeParamSpecs(strided);
+  assert.equal(
+    dvaeParameterCount(strided),
+    specs.reduce((a, s) => a + s.shape.reduce((x, y) => x * y, 1), 0),
+  );
+  const m = new Dvae(strided, { seed: 5 });
+  const tokens = m.encode(images(3, 16));
+  assert.equal(tokens.length, 3 * 4 * 4);
+  assert.equal(m.decode(tokens).length, 3 * 16 * 16 * 3);
+  m.dispose();
+});
+
+test('dvae: quantizer "continuous" decodes softmax(logits), no noise, no KL term', () => {
+  const cfg = { ...tiny, quantizer: 'continuous' as const };
+  const m = new Dvae(cfg, { seed: 6, trainable: true });
+  const n = 2;
+  const x255 = tf.tensor4d(images(n, 16), [n, 16, 16, 3], 'int32').toFloat() as tf.Tensor4D;
+  const noise = gumbelNoise(1, 0, 0, [n, 4, 4, 32]);
+  const t = m.lossTerms(x255, noise, 0.5, 3);
+  assert.equal(t.kl.dataSync()[0], 0);
+  const expected = tf.tidy(() => {
+    const x = mapPixels(x255, 0.1) as tf.Tensor4D;
+    const stats = m.decoderStats(tf.softmax(m.encoderLogits(x)) as tf.Tensor4D);
+    const mu = stats.slice([0, 0, 0, 0], [n, 16, 16, 3]);
+    const lnB = stats.slice([0, 0, 0, 3], [n, 16, 16, 3]);
+    return logitLaplaceNll(x, mu, lnB).mean().dataSync()[0]!;
+  });
+  assert.ok(Math.abs(t.loss.dataSync()[0]! - expected) < 1e-5, `${t.loss.dataSync()[0]} vs ${expected}`);
+  // Noise and τ play no part: the relaxed reconstruction is the same for any seed.
+  assert.deepEqual(m.reconstructRelaxed(images(n, 16), 1, 1), m.reconstructRelaxed(images(n, 16), 0.1, 2));
+  tf.dispose([x255, noise, t.loss, t.recon, t.kl, t.mse, t.codes]);
+  m.dispose();
+});
+
 test('dvae: quantizer "vq" encodes each cell to its nearest codebook row; codebook and encoder both learn', () => {
   const cfg = { ...tiny, quantizer: 'vq' as const };
   const specs = dvaeParamSpecs(cfg);
@@ -412,8 +469,16 @@ test('dvae: the loss and its gradient are batch means (so rank averages give the
   m.dispose();
 });
 
+/** Learned 4×4 stride-2 resampling on both sides, no blocks at full resolution. */
+const strided: DvaeConfig = {
+  ...deeper,
+  downsample: 'conv',
+  upsample: 'transpose',
+  fullResolutionBlocks: false,
+};
+
 test(`dvae: every parameter gradient on ${['wasm', ...native].join(' and ')} matches cpu (relative error < 1e-4)`, () => {
-  for (const cfg of [tiny, deeper]) {
+  for (const cfg of [tiny, deeper, strided]) {
     const m = new Dvae(cfg, { seed: 2, trainable: true });
     const n = 3;
     const x = images(n, 16);

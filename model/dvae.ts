@@ -9,6 +9,9 @@
 // Resblock: x ↦ id(x) + (1/n_layers²)·res(x), n_layers = G·B; res is ReLU-conv ×4 with width n_out/4
 //   (encoder kernels 3,3,3,1; decoder 1,3,3,3); id is a 1×1 conv when the width changes.
 // n_init = n_hid/2 (the official 128 for n_hid 256). Weights ~ N(0, 1/(n_in·k²)), biases 0.
+// Beyond the paper (config, off by default): learned resampling (downsample 'conv', upsample 'shuffle' or
+//   'transpose'), no resblocks at full resolution (fullResolutionBlocks false), the residual gain
+//   (resblockGain), and the quantizers 'vq' and 'continuous' (a diagnostic with no discretisation).
 // The encoder sees φ(x) as in the official code, or 2φ(x)−1 with config centerInput (see config/spec.ts).
 import * as tf from '@tensorflow/tfjs';
 import type { DvaeConfig } from '../config/index.ts';
@@ -71,6 +74,10 @@ interface GroupSpec {
   /** Decoder with config upsample 'shuffle': the 1×1 conv C → 4C whose four slices become the four
    *  pixels of each 2×2 block (pixel shuffle), in place of nearest-neighbour upsampling. */
   shuffle?: ConvSpec;
+  /** Decoder with config upsample 'transpose': a 4×4 transposed conv C → C with stride 2. */
+  transpose?: ConvSpec;
+  /** Encoder with config downsample 'conv': a 4×4 conv C → C with stride 2, in place of the max-pool. */
+  down?: ConvSpec;
 }
 
 export interface DvaeLayout {
@@ -87,8 +94,9 @@ export interface DvaeLayout {
   minLnB: number;
   /** ln of the largest logit-Laplace scale, or +∞ for none (config logitLaplaceMaxScale). */
   maxLnB: number;
-  /** How cells become codes (config quantizer): 'gumbel' (the paper) or 'vq' (nearest codebook vector). */
-  quantizer: 'gumbel' | 'vq';
+  /** How cells become codes (config quantizer): 'gumbel' (the paper), 'vq' (nearest codebook vector) or
+   *  'continuous' (softmax(logits), no noise: a diagnostic autoencoder). */
+  quantizer: DvaeConfig['quantizer'];
   /** vq: weight of the commitment term (config commitmentWeight). */
   commitment: number;
   grid: number;
@@ -162,27 +170,8 @@ export function dvaeLayout(cfg: DvaeConfig): DvaeLayout {
   const nInit = Math.max(1, Math.round(h / 2));
   const encWidth = (g: number) => 2 ** g * h;
   const decWidth = (g: number) => 2 ** (G - 1 - g) * h;
-  const shuffle = (cfg.upsample ?? 'nearest') === 'shuffle';
-  const groups = (
-    side: 'encoder' | 'decoder',
-    width: (g: number) => number,
-    first: number,
-    kernels: number[],
-  ) =>
-    Array.from({ length: G }, (_, g) => ({
-      resample: g < G - 1,
-      ...(side === 'decoder' && shuffle && g < G - 1
-        ? { shuffle: conv(`decoder.group${g}.upsample`, 1, width(g), 4 * width(g)) }
-        : {}),
-      blocks: Array.from({ length: B }, (_, i) =>
-        block(
-          `${side}.group${g}.block${i}`,
-          i > 0 ? width(g) : g > 0 ? width(g - 1) : first,
-          width(g),
-          kernels,
-        ),
-      ),
-    }));
+  const encoder = groupSpecs('encoder', cfg, encWidth, h, [3, 3, 3, 1]);
+  const decoder = groupSpecs('decoder', cfg, decWidth, nInit, [1, 3, 3, 3]);
   return {
     resolution: cfg.resolution,
     centerInput: cfg.centerInput ?? false,
@@ -196,32 +185,71 @@ export function dvaeLayout(cfg: DvaeConfig): DvaeLayout {
     grid: cfg.grid,
     codebookSize: K,
     nLayers: G * B,
-    postGain: 1 / (G * B) ** 2,
+    postGain: (cfg.resblockGain ?? 0) > 0 ? cfg.resblockGain! : 1 / (G * B) ** 2,
     nInit,
     encoder: {
       input: conv('encoder.input', 7, 3, h),
-      groups: groups('encoder', encWidth, h, [3, 3, 3, 1]),
+      groups: encoder.groups,
       // Gumbel: maps to the K logits, treated like an unembedding (fp32, uncompressed, no decay).
       // VQ: maps to a vector in the codebook's space (n_init wide), compared with every code.
       output:
         (cfg.quantizer ?? 'gumbel') === 'vq'
-          ? conv('encoder.output', 1, encWidth(G - 1), nInit)
-          : conv('encoder.output', 1, encWidth(G - 1), K, 'unembedding'),
+          ? conv('encoder.output', 1, encoder.width, nInit)
+          : conv('encoder.output', 1, encoder.width, K, 'unembedding'),
     },
     decoder: {
       // Its rows are the codebook vectors e_i: treated like an embedding.
       input: conv('decoder.input', 1, K, nInit, 'embedding'),
-      groups: groups('decoder', decWidth, nInit, [1, 3, 3, 3]),
-      output: conv('decoder.output', 1, h, 6),
+      groups: decoder.groups,
+      output: conv('decoder.output', 1, decoder.width, 6),
     },
   };
+}
+
+/** One side's groups: group g's blocks take the running width to width(g) (none in a full-resolution group
+ *  when config fullResolutionBlocks is false), then the resampling op (learned ones keep the width).
+ *  Returns the groups and the width they end with. */
+function groupSpecs(
+  side: 'encoder' | 'decoder',
+  cfg: DvaeConfig,
+  width: (g: number) => number,
+  first: number,
+  kernels: number[],
+): { groups: GroupSpec[]; width: number } {
+  const G = cfg.groups;
+  const fullRes = side === 'encoder' ? 0 : G - 1;
+  const up = cfg.upsample ?? 'nearest';
+  let cur = first;
+  const groups = Array.from({ length: G }, (_, g): GroupSpec => {
+    const nBlocks = g === fullRes && cfg.fullResolutionBlocks === false ? 0 : cfg.blocksPerGroup;
+    const blocks = Array.from({ length: nBlocks }, (_, i) =>
+      block(`${side}.group${g}.block${i}`, i > 0 ? width(g) : cur, width(g), kernels),
+    );
+    if (nBlocks > 0) cur = width(g);
+    const resample = g < G - 1;
+    const name = `${side}.group${g}`;
+    if (!resample) return { blocks, resample };
+    if (side === 'encoder')
+      return cfg.downsample === 'conv'
+        ? { blocks, resample, down: conv(`${name}.downsample`, 4, cur, cur) }
+        : { blocks, resample };
+    if (up === 'shuffle') return { blocks, resample, shuffle: conv(`${name}.upsample`, 1, cur, 4 * cur) };
+    if (up === 'transpose') return { blocks, resample, transpose: conv(`${name}.transpose`, 4, cur, cur) };
+    return { blocks, resample };
+  });
+  return { groups, width: cur };
+}
+
+/** The learned resampling convs of a group (none, or one of shuffle / transpose / down). */
+function resampleConvs(g: GroupSpec): ConvSpec[] {
+  return [g.shuffle, g.transpose, g.down].filter((c): c is ConvSpec => c !== undefined);
 }
 
 function allConvs(l: DvaeLayout): ConvSpec[] {
   const ofGroups = (gs: GroupSpec[]) =>
     gs.flatMap((g) => [
       ...g.blocks.flatMap((b) => [...(b.id ? [b.id] : []), ...b.convs]),
-      ...(g.shuffle ? [g.shuffle] : []),
+      ...resampleConvs(g),
     ]);
   return [
     l.encoder.input,
@@ -256,6 +284,7 @@ export function dvaeForwardMacs(cfg: DvaeConfig): number {
   for (const g of l.encoder.groups) {
     for (const b of g.blocks) [...(b.id ? [b.id] : []), ...b.convs].forEach((c) => at(c, side));
     if (g.resample) side /= 2;
+    if (g.down) at(g.down, side); // stride 2: one k×k window per output pixel
   }
   at(l.encoder.output, side);
   at(l.decoder.input, side);
@@ -263,6 +292,8 @@ export function dvaeForwardMacs(cfg: DvaeConfig): number {
     for (const b of g.blocks) [...(b.id ? [b.id] : []), ...b.convs].forEach((c) => at(c, side));
     if (g.shuffle) at(g.shuffle, side);
     if (g.resample) side *= 2;
+    if (g.transpose)
+      macs += (side * side * g.transpose.k * g.transpose.k * g.transpose.nIn * g.transpose.nOut) / 4;
   }
   at(l.decoder.output, side);
   return macs;
@@ -284,7 +315,9 @@ export function initDvaeParams(cfg: DvaeConfig, seed: number): Float32Array[] {
     }
     // The codebook (decoder.input's rows) may start as an embedding table does, N(0, σ²).
     const codebook = s.name === 'decoder.input.w' && (cfg.codebookInitStd ?? 0) > 0;
-    const std = codebook ? cfg.codebookInitStd : 1 / Math.sqrt(nIn * k * k);
+    // A stride-2 transposed conv feeds each output pixel (k/2)² of its k² taps: that is its fan-in.
+    const fanIn = s.name.endsWith('.transpose.w') ? (nIn * k * k) / 4 : nIn * k * k;
+    const std = codebook ? cfg.codebookInitStd : 1 / Math.sqrt(fanIn);
     const z = normals({ seed, stream: RngStream.init, step: i, rank: 0 }, n);
     for (let j = 0; j < n; j++) z[j]! *= std;
     return z;
@@ -354,7 +387,9 @@ function encoderTrunk(p: Params, l: DvaeLayout, x: tf.Tensor4D): tf.Tensor4D {
   let h = applyConv(p, l.encoder.input, x); // [N, R, R, n_hid]
   for (const g of l.encoder.groups) {
     for (const b of g.blocks) h = resblock(p, b, h, l.postGain);
-    if (g.resample) h = tf.maxPool(h, 2, 2, 'valid'); // [N, side/2, side/2, C]
+    if (g.down)
+      h = stridedConv(p, g.down, h); // [N, side/2, side/2, C]
+    else if (g.resample) h = tf.maxPool(h, 2, 2, 'valid');
   }
   return relu(h);
 }
@@ -384,7 +419,10 @@ function decoderFromEmbedded(p: Params, l: DvaeLayout, e: tf.Tensor4D): DecoderH
   let h = e;
   for (const g of l.decoder.groups) {
     for (const b of g.blocks) h = resblock(p, b, h, l.postGain);
-    if (g.resample) h = g.shuffle ? pixelShuffle(applyConv(p, g.shuffle, h)) : upsample2x(h); // [N, 2·side, 2·side, C]
+    if (g.shuffle)
+      h = pixelShuffle(applyConv(p, g.shuffle, h)); // [N, 2·side, 2·side, C]
+    else if (g.transpose) h = transposedConv(p, g.transpose, h);
+    else if (g.resample) h = upsample2x(h);
   }
   h = relu(h);
   // The 6-channel output conv, run as its μ half and its ln b half: slicing the [1, 1, C, 6] kernel is
@@ -394,6 +432,19 @@ function decoderFromEmbedded(p: Params, l: DvaeLayout, e: tf.Tensor4D): DecoderH
   const c = w.shape[2];
   const half = (from: number) => conv2dBias(h, w.slice([0, 0, 0, from], [1, 1, c, 3]), b.slice([from], [3]));
   return { mu: half(0), lnB: half(3) };
+}
+
+/** k×k conv with stride 2, 'same' padding (1 on each side for k = 4, as dalle-pytorch's): [N, H, W, C] →
+ *  [N, H/2, W/2, C']. */
+function stridedConv(p: Params, c: ConvSpec, x: tf.Tensor4D): tf.Tensor4D {
+  return tf.conv2d(x, p.get(`${c.name}.w`) as tf.Tensor4D, 2, 'same').add(p.get(`${c.name}.b`)!);
+}
+
+/** k×k transposed conv with stride 2: [N, H, W, C] → [N, 2H, 2W, C] (the kernel is square in C). */
+function transposedConv(p: Params, c: ConvSpec, x: tf.Tensor4D): tf.Tensor4D {
+  const [n, hh, ww] = x.shape;
+  const w = p.get(`${c.name}.w`) as tf.Tensor4D;
+  return tf.conv2dTranspose(x, w, [n, 2 * hh, 2 * ww, c.nOut], 2, 'same').add(p.get(`${c.name}.b`)!);
 }
 
 /** [N, H, W, 4C] → [N, 2H, 2W, C]: channel slice q = 2·dy + dx becomes pixel (2y + dy, 2x + dx). */
@@ -423,6 +474,14 @@ export interface DvaeLossTerms {
   codes: tf.Tensor3D;
 }
 
+/** What the decoder sees in training: the Gumbel-softmax sample at τ, or for the continuous diagnostic
+ *  softmax(logits) without noise (bounded: the raw logits diverge under the logit-Laplace). */
+function relaxed(l: DvaeLayout, logits: tf.Tensor4D, noise: tf.Tensor, tau: number): tf.Tensor4D {
+  return (
+    l.quantizer === 'continuous' ? tf.softmax(logits) : gumbelSoftmax(logits, noise, tau)
+  ) as tf.Tensor4D;
+}
+
 /** Loss terms for a batch of uint8-valued images [N, R, R, 3] (as float) with Gumbel noise [N, g, g, K]. */
 function lossTerms(
   p: Params,
@@ -436,14 +495,15 @@ function lossTerms(
   const x = mapPixels(x255, eps) as tf.Tensor4D; // [N, R, R, 3] in [ε, 1−ε]
   if (l.quantizer === 'vq') return vqLossTerms(p, l, eps, x255, x);
   const logits = encoderForward(p, l, x); // [N, g, g, K]
-  const soft = gumbelSoftmax(logits, noise, tau) as tf.Tensor4D; // [N, g, g, K]
-  const z = l.straightThrough ? straightThrough(soft) : soft;
+  const continuous = l.quantizer === 'continuous';
+  const soft = relaxed(l, logits, noise, tau); // [N, g, g, K]
+  const z = l.straightThrough && !continuous ? straightThrough(soft) : soft;
   const { mu, lnB } = decoderForward(p, l, z); // [N, R, R, 3] each
   const [n, r] = mu.shape;
   const perPixelChannel = r * r * 3;
   const cells = l.grid * l.grid;
   const nllSum = logitLaplaceNll(x, mu, clampLnB(l, lnB)).sum().div(n); // Σ over pixels, mean over batch
-  const klSum = klToUniform(logits).sum().div(n); // Σ over cells, mean over batch
+  const klSum = continuous ? tf.scalar(0) : klToUniform(logits).sum().div(n); // Σ over cells, mean over batch
   let loss = nllSum.add(klSum.mul(beta)).div(perPixelChannel) as tf.Scalar;
   if (l.diversityWeight > 0) loss = loss.add(codebookDivergence(logits).mul(l.diversityWeight));
   const mse = tf.tidy(() => reconstruction(mu, eps).sub(x255.div(255)).square().mean()) as tf.Scalar;
@@ -667,7 +727,8 @@ export class Dvae {
   /** Images uint8 [n, R, R, 3] → their reconstructions through the training-time relaxation: the decoder
    *  fed the Gumbel-softmax sample softmax((logits + g) / τ) (noise from `seed`) instead of the one-hot
    *  argmax that `encode` + `decode` use. Set beside `decode(encode(x))` it measures what the argmax
-   *  loses (the soft-vs-hard gap); `vq` has no relaxation and is refused. */
+   *  loses (the soft-vs-hard gap); `continuous` feeds softmax(logits), no noise; `vq` has no relaxation
+   *  and is refused. */
   reconstructRelaxed(images: Uint8Array, tau: number, seed: number): Uint8Array {
     if (this.layout.quantizer === 'vq') throw new DvaeInputError('quantizer', 'vq has no relaxed sample');
     const R = this.cfg.resolution;
@@ -681,7 +742,8 @@ export class Dvae {
       const img = tf.tidy(() => {
         const x255 = tf.tensor4d(images.subarray(i0 * per, (i0 + m) * per), [m, R, R, 3], 'int32').toFloat();
         const x = mapPixels(x255, this.cfg.logitLaplaceEps) as tf.Tensor4D;
-        const z = gumbelSoftmax(encoderForward(this.byName, this.layout, x), noise, tau) as tf.Tensor4D;
+        const logits = encoderForward(this.byName, this.layout, x);
+        const z = relaxed(this.layout, logits, noise, tau);
         const { mu } = decoderForward(this.byName, this.layout, z);
         return reconstruction(mu, this.cfg.logitLaplaceEps).mul(255).round();
       });

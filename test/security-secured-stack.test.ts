@@ -160,7 +160,8 @@ test('security: a run trains, publishes and is served over TLS with per-run rank
       transformer: { steps: 10 },
       train: { segmentSteps: 10, checkpointEvery: 5 },
     });
-    const run = stack.dalle('cli', ['train', '--config', spec, '--run-id', 'secured-run', '--json'], 300_000);
+    // Minutes: a tiny run's 40 steps took over 300 s on this 2-core machine at load 25.
+    const run = stack.dalle('cli', ['train', '--config', spec, '--run-id', 'secured-run', '--json'], 600_000);
     assert.equal(run.code, 0, `${run.err}\n${workers.flatMap((w) => w.output).join('\n')}`);
     assert.equal(JSON.parse(run.out.trim().split('\n').pop()!).model.version, 1);
     // The worker role may not publish on any run's subjects (previous test): the collective ran over the

@@ -223,7 +223,7 @@ export async function trainDalle(input: TrainDalleInput): Promise<TrainDalleResu
   const model = await utilityActivities.publishModel({ runId: input.runId, spec: input.spec });
   Object.assign(s.p, { stage: 'done' });
   addEvent(s.p, `published ${model.name} v${model.version}`);
-  return { runId: input.runId, ...stages, model, restarts: s.p.restarts };
+  return { runId: input.runId, ...stages, model, restarts: s.p.restarts, progress: s.p };
 }
 
 /** Tokenizer and image tokens for stage 2, sharded over the workers that are there. */

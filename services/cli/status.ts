@@ -63,10 +63,11 @@ export async function runStatus(runId: string): Promise<RunStatus> {
     const t = desc.status.name;
     const status: RunStatus['status'] =
       t === 'RUNNING' ? 'running' : t === 'COMPLETED' ? 'completed' : 'failed';
-    const progress = (await runProgress(client, records.checkpoints, runId)) ?? null;
     let result: TrainDalleResult | null = null;
     let failure: string | null = null;
     if (status === 'completed') result = await handle.result();
+    // A finished run carries its final progress in its result: no query, so no worker needs to replay it.
+    const progress = result?.progress ?? (await runProgress(client, records.checkpoints, runId)) ?? null;
     if (status === 'failed')
       failure = await handle.result().then(
         () => null,

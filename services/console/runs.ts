@@ -213,6 +213,6 @@ export class RunReader {
         : null,
       note: closed.note,
     };
-    return { summary, progress: null, closed, start };
+    return { summary, progress: r?.progress ?? null, closed, start };
   }
 }
