@@ -65,11 +65,9 @@ function tokens(n: number, vocab: number, seed: number): Int32Array {
   return out;
 }
 
-/** Builds the step's variables and batch on the current backend. */
-export function transformerStep(shape: StepShape = benchShape, seed = 1): TransformerStep {
-  const { batch: B, tokens: T, width: C, layers: L, heads: H, vocab: V } = shape;
-  const D = C / H;
-  if (!Number.isInteger(D)) throw new StepShapeError(C, H);
+/** The step's variables, drawn in a fixed order with fixed seeds so every backend starts from the same values. */
+function stepVariables(shape: StepShape, seed: number) {
+  const { tokens: T, width: C, layers: L, vocab: V } = shape;
   let seq = seed * 1000;
   // tidy frees each initial value once its variable holds the data (a variable is never tidied away).
   const w = (shape: number[], scale: number): tf.Variable =>
@@ -94,32 +92,28 @@ export function transformerStep(shape: StepShape = benchShape, seed = 1): Transf
   const lnfg = ones(C);
   const lnfb = zeros(C);
   const head = w([C, V], 0.02); // [C, V]
-  const vars = [tokEmb, posEmb, ...blocks.flatMap((b) => Object.values(b)), lnfg, lnfb, head];
-  const params = vars.reduce((n, v) => n + v.size, 0);
+  return { tokEmb, posEmb, blocks, lnfg, lnfb, head };
+}
+type StepVariables = ReturnType<typeof stepVariables>;
 
+/** One-hot inputs and next-token targets [B·T, V] of a fixed token stream, and the causal mask [T, T]. */
+function stepBatch(shape: StepShape, seed: number) {
+  const { batch: B, tokens: T, vocab: V } = shape;
   const ids = tokens(B * (T + 1), V, seed);
-  const input = tf.tidy(() =>
-    tf
-      .oneHot(
-        tf
-          .tensor2d(ids, [B, T + 1], 'int32')
-          .slice([0, 0], [B, T])
-          .reshape([B * T]),
-        V,
-      )
-      .toFloat(),
-  ); // [B·T, V]
-  const target = tf.tidy(() =>
-    tf
-      .oneHot(
-        tf
-          .tensor2d(ids, [B, T + 1], 'int32')
-          .slice([0, 1], [B, T])
-          .reshape([B * T]),
-        V,
-      )
-      .toFloat(),
-  ); // [B·T, V]
+  const oneHot = (from: number) =>
+    tf.tidy(() =>
+      tf
+        .oneHot(
+          tf
+            .tensor2d(ids, [B, T + 1], 'int32')
+            .slice([0, from], [B, T])
+            .reshape([B * T]),
+          V,
+        )
+        .toFloat(),
+    ); // [B·T, V]
+  const input = oneHot(0);
+  const target = oneHot(1);
   // Causal mask added to scores: 0 on and below the diagonal, -1e9 above.
   const mask = tf.tidy(() =>
     tf.linalg
@@ -127,34 +121,44 @@ export function transformerStep(shape: StepShape = benchShape, seed = 1): Transf
       .sub(1)
       .mul(1e9),
   ); // [T, T]
-  const optimizer = tf.train.adam(1e-3);
+  return { input, target, mask };
+}
 
-  const layerNorm = (x: tf.Tensor2D, g: tf.Tensor, b: tf.Tensor): tf.Tensor2D =>
-    tf.tidy(() => {
-      const { mean, variance } = tf.moments(x, -1, true);
-      return x.sub(mean).mul(variance.add(1e-5).rsqrt()).mul(g).add(b);
-    });
-  const gelu = (x: tf.Tensor2D): tf.Tensor2D =>
-    tf.tidy(() =>
-      x.mul(0.5).mul(
-        x
-          .add(x.mul(x).mul(x).mul(0.044715))
-          .mul(Math.sqrt(2 / Math.PI))
-          .tanh()
-          .add(1),
-      ),
-    );
+const layerNorm = (x: tf.Tensor2D, g: tf.Tensor, b: tf.Tensor): tf.Tensor2D =>
+  tf.tidy(() => {
+    const { mean, variance } = tf.moments(x, -1, true);
+    return x.sub(mean).mul(variance.add(1e-5).rsqrt()).mul(g).add(b);
+  });
+
+const gelu = (x: tf.Tensor2D): tf.Tensor2D =>
+  tf.tidy(() =>
+    x.mul(0.5).mul(
+      x
+        .add(x.mul(x).mul(x).mul(0.044715))
+        .mul(Math.sqrt(2 / Math.PI))
+        .tanh()
+        .add(1),
+    ),
+  );
+
+/** The forward pass (pre-norm blocks, causal attention, GELU MLP) and its cross-entropy. */
+function stepLoss(
+  shape: StepShape,
+  v: StepVariables,
+  { input, target, mask }: ReturnType<typeof stepBatch>,
+): () => tf.Scalar {
+  const { batch: B, tokens: T, width: C, heads: H } = shape;
+  const D = C / H;
   const heads = (x: tf.Tensor2D): tf.Tensor4D => x.reshape([B, T, H, D]).transpose([0, 2, 1, 3]); // [B, H, T, D]
-
-  const loss = (): tf.Scalar =>
+  return () =>
     tf.tidy(() => {
       let x = input
-        .matMul(tokEmb)
+        .matMul(v.tokEmb)
         .reshape([B, T, C])
-        .add(posEmb)
+        .add(v.posEmb)
         .reshape([B * T, C]) as tf.Tensor2D; // [B·T, C]
-      for (const p of blocks) {
-        const [q, k, v] = tf.split(layerNorm(x, p.ln1g, p.ln1b).matMul(p.qkv), 3, 1) as tf.Tensor2D[]; // [B·T, C] each
+      for (const p of v.blocks) {
+        const [q, k, val] = tf.split(layerNorm(x, p.ln1g, p.ln1b).matMul(p.qkv), 3, 1) as tf.Tensor2D[]; // [B·T, C] each
         const att = tf.softmax(
           tf
             .matMul(heads(q), heads(k), false, true)
@@ -162,16 +166,28 @@ export function transformerStep(shape: StepShape = benchShape, seed = 1): Transf
             .add(mask),
         ) as tf.Tensor4D; // [B, H, T, T]
         const y = tf
-          .matMul(att, heads(v))
+          .matMul(att, heads(val))
           .transpose([0, 2, 1, 3])
           .reshape([B * T, C]) as tf.Tensor2D; // [B·T, C]
         x = x.add(y.matMul(p.proj));
         const h = gelu(layerNorm(x, p.ln2g, p.ln2b).matMul(p.fc1).add(p.fc1b)); // [B·T, 4C]
         x = x.add(h.matMul(p.fc2).add(p.fc2b));
       }
-      const logits = layerNorm(x, lnfg, lnfb).matMul(head); // [B·T, V]
+      const logits = layerNorm(x, v.lnfg, v.lnfb).matMul(v.head); // [B·T, V]
       return tf.losses.softmaxCrossEntropy(target, logits) as tf.Scalar;
     });
+}
+
+/** Builds the step's variables and batch on the current backend. */
+export function transformerStep(shape: StepShape = benchShape, seed = 1): TransformerStep {
+  const { batch: B, tokens: T, width: C, layers: L, heads: H, vocab: V } = shape;
+  if (!Number.isInteger(C / H)) throw new StepShapeError(C, H);
+  const v = stepVariables(shape, seed);
+  const vars = [v.tokEmb, v.posEmb, ...v.blocks.flatMap((b) => Object.values(b)), v.lnfg, v.lnfb, v.head];
+  const params = vars.reduce((n, x) => n + x.size, 0);
+  const batch = stepBatch(shape, seed);
+  const optimizer = tf.train.adam(1e-3);
+  const loss = stepLoss(shape, v, batch);
 
   // Forward matmul FLOPs per token: embedding + per layer (qkv, proj, fc1, fc2, QKᵀ, AV) + head.
   const perToken = 2 * V * C + L * (2 * 12 * C * C + 2 * 2 * T * C) + 2 * C * V;
@@ -187,7 +203,7 @@ export function transformerStep(shape: StepShape = benchShape, seed = 1): Transf
     },
     dispose() {
       optimizer.dispose();
-      tf.dispose([...vars, input, target, mask]);
+      tf.dispose([...vars, batch.input, batch.target, batch.mask]);
     },
   };
 }
@@ -360,6 +376,68 @@ function options(argv: string[]) {
   };
 }
 
+/** Each requested backend that initializes: its matmul, conv2d and training-step figures. */
+async function measureBackends(
+  backends: Backend[],
+  steps: Record<Backend, number>,
+  reps: Record<Backend, number>,
+  say: (s: string) => void,
+) {
+  const native = backends.includes('tensorflow') ? await loadNative() : { error: 'not requested' };
+  if ('pkg' in native)
+    say(`native: ${native.pkg} on TensorFlow ${native.version}${native.gpu ? ' (GPU)' : ' (CPU)'}`);
+  else say(`native: unavailable (${native.error}); run infra/native/install-tfjs-node.sh`);
+  if (backends.includes('wasm')) await import('@tensorflow/tfjs-backend-wasm');
+
+  const results: Partial<Record<Backend, BackendFigures>> = {};
+  for (const b of backends) {
+    if (b === 'tensorflow' && !('pkg' in native)) continue;
+    if (!(await tf.setBackend(b))) {
+      say(`${b}: failed to initialize, skipped`);
+      continue;
+    }
+    await tf.ready();
+    say(`measuring ${b} (${steps[b]} timed step${steps[b] > 1 ? 's' : ''}) …`);
+    results[b] = await measureBackend(steps[b], reps[b]);
+  }
+  return { native, results };
+}
+
+/** The figures as a table, then the ratios against their goals. */
+function printReport(
+  results: Partial<Record<Backend, BackendFigures>>,
+  ratios: Record<
+    'stepNativeOverWasm' | 'stepCpuTimeWasmOverNative' | 'matmulNativeOverNumpy' | 'conv2dNativeOverWasm',
+    number | null
+  >,
+  params: number,
+  loadBefore: number,
+  loadAfter: number,
+): void {
+  console.log(
+    `\ntransformer-like step: ${(params / 1e6).toFixed(2)}M params, batch ${benchShape.batch} × ${benchShape.tokens} tokens, width ${benchShape.width}, ${benchShape.layers} layers, Adam`,
+  );
+  console.log(
+    'backend     matmul 1024²     conv2d 3×3 64→64   train step (wall)          cpu s/step  first loss  leaked',
+  );
+  for (const [b, r] of Object.entries(results)) {
+    console.log(
+      `${b.padEnd(11)} ${r.matmulGflops.toFixed(1).padStart(6)} GFLOP/s ${r.conv2dGflops.toFixed(1).padStart(8)} GFLOP/s ` +
+        `${r.stepSeconds.toFixed(3).padStart(9)} s (${r.stepGflops.toFixed(1).padStart(5)} GFLOP/s) ` +
+        `${r.stepCpuSeconds.toFixed(3).padStart(9)} ${r.firstLoss.toFixed(5).padStart(11)} ${String(r.stepLeakedTensors).padStart(7)}`,
+    );
+  }
+  const times = (x: number | null): string => (x === null ? 'n/a' : `${x.toFixed(1)}×`);
+  const percent = (x: number | null): string => (x === null ? 'n/a' : `${(100 * x).toFixed(0)} %`);
+  console.log(
+    `\nload average ${loadBefore.toFixed(1)} before, ${loadAfter.toFixed(1)} after, ${availableParallelism()} cores`,
+  );
+  console.log(`native / wasm, training step: ${times(ratios.stepNativeOverWasm)} (goal ≥ 30×)`);
+  console.log(`  by cpu time per step:       ${times(ratios.stepCpuTimeWasmOverNative)}`);
+  console.log(`native / numpy, matmul 1024²: ${percent(ratios.matmulNativeOverNumpy)} (goal ≥ 50 %)`);
+  console.log(`native / wasm, conv2d:        ${times(ratios.conv2dNativeOverWasm)}`);
+}
+
 export async function main(argv: string[]): Promise<void> {
   const args = options(argv);
   // Timed steps per backend: enough to average, few enough that the cpu backend (~1 min/step) ends.
@@ -384,23 +462,7 @@ export async function main(argv: string[]): Promise<void> {
       : `numpy: unavailable (${numpyBefore.error})`,
   );
 
-  const native = args.backends.includes('tensorflow') ? await loadNative() : { error: 'not requested' };
-  if ('pkg' in native)
-    say(`native: ${native.pkg} on TensorFlow ${native.version}${native.gpu ? ' (GPU)' : ' (CPU)'}`);
-  else say(`native: unavailable (${native.error}); run infra/native/install-tfjs-node.sh`);
-  if (args.backends.includes('wasm')) await import('@tensorflow/tfjs-backend-wasm');
-
-  const results: Partial<Record<Backend, BackendFigures>> = {};
-  for (const b of args.backends) {
-    if (b === 'tensorflow' && !('pkg' in native)) continue;
-    if (!(await tf.setBackend(b))) {
-      say(`${b}: failed to initialize, skipped`);
-      continue;
-    }
-    await tf.ready();
-    say(`measuring ${b} (${steps[b]} timed step${steps[b] > 1 ? 's' : ''}) …`);
-    results[b] = await measureBackend(steps[b], reps[b]);
-  }
+  const { native, results } = await measureBackends(args.backends, steps, reps, say);
 
   // numpy again at the end; the ratio uses the better of the two, which is the harder bar.
   const numpyAfter = 'gflops' in numpyBefore ? numpyGflops(python) : numpyBefore;
@@ -436,28 +498,7 @@ export async function main(argv: string[]): Promise<void> {
     );
     return;
   }
-  console.log(
-    `\ntransformer-like step: ${(params / 1e6).toFixed(2)}M params, batch ${benchShape.batch} × ${benchShape.tokens} tokens, width ${benchShape.width}, ${benchShape.layers} layers, Adam`,
-  );
-  console.log(
-    'backend     matmul 1024²     conv2d 3×3 64→64   train step (wall)          cpu s/step  first loss  leaked',
-  );
-  for (const [b, r] of Object.entries(results)) {
-    console.log(
-      `${b.padEnd(11)} ${r.matmulGflops.toFixed(1).padStart(6)} GFLOP/s ${r.conv2dGflops.toFixed(1).padStart(8)} GFLOP/s ` +
-        `${r.stepSeconds.toFixed(3).padStart(9)} s (${r.stepGflops.toFixed(1).padStart(5)} GFLOP/s) ` +
-        `${r.stepCpuSeconds.toFixed(3).padStart(9)} ${r.firstLoss.toFixed(5).padStart(11)} ${String(r.stepLeakedTensors).padStart(7)}`,
-    );
-  }
-  const times = (x: number | null): string => (x === null ? 'n/a' : `${x.toFixed(1)}×`);
-  const percent = (x: number | null): string => (x === null ? 'n/a' : `${(100 * x).toFixed(0)} %`);
-  console.log(
-    `\nload average ${loadBefore.toFixed(1)} before, ${loadAfter.toFixed(1)} after, ${availableParallelism()} cores`,
-  );
-  console.log(`native / wasm, training step: ${times(ratios.stepNativeOverWasm)} (goal ≥ 30×)`);
-  console.log(`  by cpu time per step:       ${times(ratios.stepCpuTimeWasmOverNative)}`);
-  console.log(`native / numpy, matmul 1024²: ${percent(ratios.matmulNativeOverNumpy)} (goal ≥ 50 %)`);
-  console.log(`native / wasm, conv2d:        ${times(ratios.conv2dNativeOverWasm)}`);
+  printReport(results, ratios, params, loadBefore, loadAfter);
 }
 
 /** Parameter count of a step shape, computed without allocating tensors. */
