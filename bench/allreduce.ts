@@ -133,10 +133,82 @@ async function rawPubSub(
 
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
 
+interface AllReduceRow {
+  worldSize: number;
+  chunksOn: 'data plane' | 'nats.js';
+  sizeMB: number;
+  ms: number;
+  algMBps: number;
+  busMBps: number;
+  busToRaw: number;
+  samplesMs: number[];
+  /** CPU seconds per 100 MB of bus traffic, ranks and (when known) server; all sizes of this W. */
+  cpuPer100MB?: number;
+}
+
+/** One world size on one chunk path: W rank processes, every size, `iters` timed iterations each. */
+async function measureWorld(
+  url: string,
+  serverPid: number | undefined,
+  W: number,
+  dataPlane: boolean,
+  sizesMB: number[],
+  iters: number,
+): Promise<AllReduceRow[]> {
+  const runId = `bench-${process.pid}-${W}-${Date.now()}`;
+  const ranks = Array.from({ length: W }, (_, rank) =>
+    runChild({ kind: 'rank', url, runId, rank, worldSize: W, sizesMB, iters, dataPlane }),
+  );
+  // (the server's CPU over the ranks' whole lives: their joins are a few messages, not bytes)
+  const s0 = processCpuSeconds(serverPid);
+  const outs = await Promise.all(ranks.map((r) => r.lines));
+  const s1 = processCpuSeconds(serverPid);
+  // CPU of every rank and the server over this W's whole run (warm-up iterations included), per bus byte
+  const rankCpu = outs.reduce((sum, o) => sum + (o.at(-1) as { cpu: number }).cpu, 0);
+  const busBytes = sizesMB.reduce((sum, mb) => sum + ((iters + 1) * mb * MB * 2 * (W - 1)) / W, 0);
+  const cpuPer100MB =
+    s0 !== undefined && s1 !== undefined ? ((rankCpu + s1 - s0) / busBytes) * 100 * MB : undefined;
+  return sizesMB.map((sizeMB) => {
+    // an iteration ends when the slowest rank has its result
+    const per = outs.map((o) => (o.find((l) => l.sizeMB === sizeMB) as { times: number[] }).times);
+    const samples = per[0]!.map((_, i) => Math.max(...per.map((t) => t[i]!)));
+    const ms = median(samples);
+    const algMBps = sizeMB / (ms / 1000);
+    const busMBps = (algMBps * 2 * (W - 1)) / W;
+    const chunksOn = dataPlane ? 'data plane' : 'nats.js';
+    return {
+      worldSize: W,
+      chunksOn,
+      sizeMB,
+      ms,
+      algMBps,
+      busMBps,
+      busToRaw: 0,
+      samplesMs: samples,
+      cpuPer100MB,
+    };
+  });
+}
+
+interface AllReduceReport {
+  bench: 'allreduce';
+  machine: { cpus: number; loadavg1: number };
+  chunkBytes: number;
+  iters: number;
+  raw: {
+    what: string;
+    msgBytes: number;
+    MBps: number;
+    beforeMBps: number;
+    afterMBps: number;
+    cpuPer100MB: number | undefined;
+  };
+  results: AllReduceRow[];
+}
+
 export async function main(argv: string[]): Promise<void> {
   const { values } = parseCommand(argv, cli);
   const read = readers(cli);
-  const json = !!values.json;
   const sizesMB = read.ints('sizes', values.sizes, 1) ?? [1, 16, 64];
   const worlds = read.ints('worlds', values.worlds, 2) ?? [2, 4];
   const iters = read.int('iters', values.iters, 1) ?? 3;
@@ -150,105 +222,61 @@ export async function main(argv: string[]): Promise<void> {
     // raw throughput before and after the all-reduces (this machine's load drifts): the ratio uses the mean
     const serverPid = 'pid' in server ? server.pid : undefined;
     const before = await rawPubSub(server.url, chunkBytes, 48 * MB, serverPid);
-    const rawBefore = before.MBps;
-    const results: {
-      worldSize: number;
-      chunksOn: 'data plane' | 'nats.js';
-      sizeMB: number;
-      ms: number;
-      algMBps: number;
-      busMBps: number;
-      busToRaw: number;
-      samplesMs: number[];
-      /** CPU seconds per 100 MB of bus traffic, ranks and (when known) server; all sizes of this W. */
-      cpuPer100MB?: number;
-    }[] = [];
+    const results: AllReduceRow[] = [];
     const paths = values['nats-too'] ? [true, false] : [true];
-    for (const [W, dataPlane] of worlds.flatMap((w) => paths.map((p) => [w, p] as const))) {
-      const runId = `bench-${process.pid}-${W}-${Date.now()}`;
-      const ranks = Array.from({ length: W }, (_, rank) =>
-        runChild({ kind: 'rank', url: server.url, runId, rank, worldSize: W, sizesMB, iters, dataPlane }),
-      );
-      // (the server's CPU over the ranks' whole lives: their joins are a few messages, not bytes)
-      const s0 = processCpuSeconds(serverPid);
-      const outs = await Promise.all(ranks.map((r) => r.lines));
-      const s1 = processCpuSeconds(serverPid);
-      // CPU of every rank and the server over this W's whole run (warm-up iterations included), per bus byte
-      const rankCpu = outs.reduce((sum, o) => sum + (o.at(-1) as { cpu: number }).cpu, 0);
-      const busBytes = sizesMB.reduce((sum, mb) => sum + ((iters + 1) * mb * MB * 2 * (W - 1)) / W, 0);
-      const cpuPer100MB =
-        s0 !== undefined && s1 !== undefined ? ((rankCpu + s1 - s0) / busBytes) * 100 * MB : undefined;
-      for (const sizeMB of sizesMB) {
-        // an iteration ends when the slowest rank has its result
-        const per = outs.map((o) => (o.find((l) => l.sizeMB === sizeMB) as { times: number[] }).times);
-        const samples = per[0]!.map((_, i) => Math.max(...per.map((t) => t[i]!)));
-        const ms = median(samples);
-        const algMBps = sizeMB / (ms / 1000);
-        const busMBps = (algMBps * 2 * (W - 1)) / W;
-        results.push({
-          worldSize: W,
-          chunksOn: dataPlane ? 'data plane' : 'nats.js',
-          sizeMB,
-          ms,
-          algMBps,
-          busMBps,
-          busToRaw: 0,
-          samplesMs: samples,
-          cpuPer100MB,
-        });
-      }
-    }
+    for (const [W, dataPlane] of worlds.flatMap((w) => paths.map((p) => [w, p] as const)))
+      results.push(...(await measureWorld(server.url, serverPid, W, dataPlane, sizesMB, iters)));
     const after = await rawPubSub(server.url, chunkBytes, 48 * MB, serverPid);
-    const rawAfter = after.MBps;
-    const rawMBps = (rawBefore + rawAfter) / 2;
+    const rawMBps = (before.MBps + after.MBps) / 2;
     const rawCpu =
       before.cpuPer100MB !== undefined && after.cpuPer100MB !== undefined
         ? (before.cpuPer100MB + after.cpuPer100MB) / 2
         : undefined;
     for (const r of results) r.busToRaw = r.busMBps / rawMBps;
-    const report = {
+    const report: AllReduceReport = {
       bench: 'allreduce',
-      machine: { cpus: cpus().length, loadavg1: loadavg()[0] },
+      machine: { cpus: cpus().length, loadavg1: loadavg()[0]! },
       chunkBytes,
       iters,
       raw: {
         what: 'one publisher process → one subscriber process',
         msgBytes: chunkBytes,
         MBps: rawMBps,
-        beforeMBps: rawBefore,
-        afterMBps: rawAfter,
+        beforeMBps: before.MBps,
+        afterMBps: after.MBps,
         cpuPer100MB: rawCpu,
       },
       results,
     };
-    if (json) {
-      console.log(JSON.stringify(report));
-      return;
-    }
-    console.log(
-      `all-reduce over NATS (one process per rank), ${iters} timed iterations, median; chunk ${chunkBytes} B; load ${report.machine.loadavg1.toFixed(1)} on ${report.machine.cpus} cores`,
-    );
-    const cpuText = (c: number | undefined) => (c === undefined ? '–' : c.toFixed(2));
-    console.log(
-      `raw NATS pub/sub, 1 → 1 process, ${chunkBytes} B messages: ${rawMBps.toFixed(0)} MB/s (before ${rawBefore.toFixed(0)}, after ${rawAfter.toFixed(0)}); CPU s per 100 MB, publisher + subscriber + server: ${cpuText(rawCpu)}`,
-    );
-    console.log(
-      '   W chunks on    size      time   alg bw   bus bw   bus/raw   CPU s/100 MB (ranks + server)',
-    );
-    for (const r of results) {
-      console.log(
-        `${String(r.worldSize).padStart(4)} ${r.chunksOn.padEnd(10)} ${String(r.sizeMB).padStart(4)} MB ${r.ms.toFixed(1).padStart(8)} ms ${r.algMBps.toFixed(0).padStart(5)} MB/s ${r.busMBps.toFixed(0).padStart(5)} MB/s ${(r.busToRaw * 100).toFixed(0).padStart(6)} %   ${cpuText(r.cpuPer100MB)}`,
-      );
-    }
-    for (const r of results.filter((x) => x.sizeMB === sizesMB[0])) {
-      const c = r.cpuPer100MB;
-      if (c !== undefined && rawCpu !== undefined)
-        console.log(
-          `W = ${r.worldSize}, chunks on ${r.chunksOn}: ${c.toFixed(2)} CPU s per 100 MB of bus traffic against raw's ${rawCpu.toFixed(2)}: with the cores saturated, bus/raw ≤ ${((100 * rawCpu) / c).toFixed(0)} %`,
-        );
-    }
+    if (values.json) console.log(JSON.stringify(report));
+    else printReport(report, sizesMB);
   } finally {
     server.stop();
+  }
+}
+
+function printReport(report: AllReduceReport, sizesMB: number[]): void {
+  const { chunkBytes, iters, raw, results } = report;
+  const rawCpu = raw.cpuPer100MB;
+  console.log(
+    `all-reduce over NATS (one process per rank), ${iters} timed iterations, median; chunk ${chunkBytes} B; load ${report.machine.loadavg1.toFixed(1)} on ${report.machine.cpus} cores`,
+  );
+  const cpuText = (c: number | undefined) => (c === undefined ? '–' : c.toFixed(2));
+  console.log(
+    `raw NATS pub/sub, 1 → 1 process, ${chunkBytes} B messages: ${raw.MBps.toFixed(0)} MB/s (before ${raw.beforeMBps.toFixed(0)}, after ${raw.afterMBps.toFixed(0)}); CPU s per 100 MB, publisher + subscriber + server: ${cpuText(rawCpu)}`,
+  );
+  console.log('   W chunks on    size      time   alg bw   bus bw   bus/raw   CPU s/100 MB (ranks + server)');
+  for (const r of results) {
+    console.log(
+      `${String(r.worldSize).padStart(4)} ${r.chunksOn.padEnd(10)} ${String(r.sizeMB).padStart(4)} MB ${r.ms.toFixed(1).padStart(8)} ms ${r.algMBps.toFixed(0).padStart(5)} MB/s ${r.busMBps.toFixed(0).padStart(5)} MB/s ${(r.busToRaw * 100).toFixed(0).padStart(6)} %   ${cpuText(r.cpuPer100MB)}`,
+    );
+  }
+  for (const r of results.filter((x) => x.sizeMB === sizesMB[0])) {
+    const c = r.cpuPer100MB;
+    if (c !== undefined && rawCpu !== undefined)
+      console.log(
+        `W = ${r.worldSize}, chunks on ${r.chunksOn}: ${c.toFixed(2)} CPU s per 100 MB of bus traffic against raw's ${rawCpu.toFixed(2)}: with the cores saturated, bus/raw ≤ ${((100 * rawCpu) / c).toFixed(0)} %`,
+      );
   }
 }
 
