@@ -49,12 +49,6 @@ function fence(files, ignores, patterns = [], paths = []) {
   };
 }
 
-/** Files with a function over the length limit below, and that function's length in lines. */
-const LONG_FUNCTIONS_TO_SPLIT = [
-  'model/kernels/conv2d-backprop-filter.ts', // conv2DBackpropFilter 99
-  'model/kernels/conv2d-backprop-input.ts', // makeConv2DBackpropInputWasmConfig 87
-];
-
 export default tseslint.config(
   {
     ignores: [
@@ -168,11 +162,10 @@ export default tseslint.config(
     ],
   ),
   // Function length: at most 80 lines (blank lines and comments not counted) outside tests, so that a long
-  // procedure reads as a list of named steps. The files below still hold a longer function (its length at
-  // the time this rule came in): each is to be cut along its seams, then taken off this list.
+  // procedure reads as a list of named steps.
   {
     files: ['**/*.ts'],
-    ignores: ['**/*.test.ts', 'test/**', ...LONG_FUNCTIONS_TO_SPLIT],
+    ignores: ['**/*.test.ts', 'test/**'],
     rules: {
       'max-lines-per-function': ['error', { max: 80, skipBlankLines: true, skipComments: true, IIFEs: true }],
     },

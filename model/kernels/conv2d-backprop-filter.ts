@@ -20,26 +20,23 @@ export function setIm2colBudget(floats: number): number {
   return old;
 }
 
-function conv2DBackpropFilter(args: {
-  inputs: { x: TensorInfo; dy: TensorInfo };
-  backend: BackendWasm;
-  attrs: backend_util.Conv2DInfo | any;
-}): TensorInfo {
-  const { inputs, backend, attrs } = args;
-  const { x, dy } = inputs;
-  const { strides, pad, dataFormat, dimRoundingMode, filterShape } = attrs as {
-    strides: [number, number] | number;
-    pad: any;
-    dataFormat: 'NHWC' | 'NCHW';
-    dimRoundingMode?: 'floor' | 'round' | 'ceil';
-    filterShape: [number, number, number, number];
-  };
+type FilterAttrs = {
+  strides: [number, number] | number;
+  pad: any;
+  dataFormat: 'NHWC' | 'NCHW';
+  dimRoundingMode?: 'floor' | 'round' | 'ceil';
+  filterShape: [number, number, number, number];
+};
+
+/** The convolution's geometry, after checking what this kernel supports (float32, NHWC). */
+function filterGeometry(x: TensorInfo, dy: TensorInfo, attrs: FilterAttrs): backend_util.Conv2DInfo {
+  const { strides, pad, dataFormat, dimRoundingMode, filterShape } = attrs;
   if (x.dtype !== 'float32' || dy.dtype !== 'float32')
     throw new Error(`Conv2DBackpropFilter (wasm): float32 only, got ${x.dtype}/${dy.dtype}`);
   const fmt = backend_util.convertConv2DDataFormat(dataFormat);
   if (fmt !== 'channelsLast')
     throw new Error(`Conv2DBackpropFilter (wasm): dataFormat ${dataFormat} unsupported, use NHWC`);
-  const info = backend_util.computeConv2DInfo(
+  return backend_util.computeConv2DInfo(
     x.shape as [number, number, number, number],
     filterShape,
     strides,
@@ -49,19 +46,58 @@ function conv2DBackpropFilter(args: {
     false,
     fmt,
   );
-  const {
-    batchSize: B,
-    inHeight: H,
-    inWidth: W,
-    inChannels: CI,
-    outHeight: OH,
-    outWidth: OW,
-    outChannels: CO,
-  } = info;
+}
+
+/** colsᵀ for images b0 … b0+nb−1: row k = (kh, kw, c) holds x shifted by (kh − pt, kw − pl), channel c, over
+ *  (b, oy, ox). Contiguous writes, reads strided by CI; the in-bounds ox range is hoisted out of the inner loop. */
+function im2colTransposed(
+  cv: Float32Array,
+  xv: Float32Array,
+  info: backend_util.Conv2DInfo,
+  b0: number,
+  nb: number,
+): void {
+  const { inHeight: H, inWidth: W, inChannels: CI, outHeight: OH, outWidth: OW } = info;
   const { filterHeight: FH, filterWidth: FW, strideHeight: SH, strideWidth: SW } = info;
   const pt = info.padInfo.top;
   const pl = info.padInfo.left;
-  const K = FH * FW * CI;
+  const rows = nb * OH * OW;
+  for (let kh = 0; kh < FH; kh++) {
+    for (let kw = 0; kw < FW; kw++) {
+      // ox with 0 ≤ ox·SW + kw − pl < W
+      const oxLo = Math.min(OW, Math.max(0, Math.ceil((pl - kw) / SW)));
+      const oxHi = Math.max(oxLo, Math.min(OW, Math.ceil((W + pl - kw) / SW)));
+      for (let c = 0; c < CI; c++) {
+        let at = ((kh * FW + kw) * CI + c) * rows;
+        for (let b = b0; b < b0 + nb; b++) {
+          for (let oy = 0; oy < OH; oy++, at += OW) {
+            const iy = oy * SH + kh - pt;
+            if (iy < 0 || iy >= H) {
+              cv.fill(0, at, at + OW);
+              continue;
+            }
+            for (let ox = 0; ox < oxLo; ox++) cv[at + ox] = 0;
+            let src = ((b * H + iy) * W + oxLo * SW + kw - pl) * CI + c;
+            const step = SW * CI;
+            for (let ox = oxLo; ox < oxHi; ox++, src += step) cv[at + ox] = xv[src]!;
+            for (let ox = oxHi; ox < OW; ox++) cv[at + ox] = 0;
+          }
+        }
+      }
+    }
+  }
+}
+
+function conv2DBackpropFilter(args: {
+  inputs: { x: TensorInfo; dy: TensorInfo };
+  backend: BackendWasm;
+  attrs: backend_util.Conv2DInfo | any;
+}): TensorInfo {
+  const { inputs, backend, attrs } = args;
+  const { x, dy } = inputs;
+  const info = filterGeometry(x, dy, attrs as FilterAttrs);
+  const { batchSize: B, inChannels: CI, outHeight: OH, outWidth: OW, outChannels: CO } = info;
+  const K = info.filterHeight * info.filterWidth * CI;
   const rowsPerImage = OH * OW;
   const perChunk = Math.max(1, Math.min(B, Math.floor(colsBudget / Math.max(1, rowsPerImage * K))));
   const acc = new Float32Array(K * CO); // [K, CO] = [kh, kw, ci, co], summed over chunks in order
@@ -75,40 +111,19 @@ function conv2DBackpropFilter(args: {
       nb === B
         ? runWasmKernel(backend, 'Reshape', { x: dy }, { shape: [rows, CO] })
         : allocate(backend, [rows, CO]);
-    const xv = heapView(backend, x) as Float32Array;
-    const cv = heapView(backend, colsT) as Float32Array;
     if (nb !== B) {
       const dyv = heapView(backend, dy) as Float32Array;
       (heapView(backend, dyRows) as Float32Array).set(
         dyv.subarray(b0 * rowsPerImage * CO, (b0 + nb) * rowsPerImage * CO),
       );
     }
-    // colsᵀ row k = (kh, kw, c) holds x shifted by (kh − pt, kw − pl), channel c, over (b, oy, ox):
-    // contiguous writes, reads strided by CI; the in-bounds ox range is hoisted out of the inner loop.
-    for (let kh = 0; kh < FH; kh++) {
-      for (let kw = 0; kw < FW; kw++) {
-        // ox with 0 ≤ ox·SW + kw − pl < W
-        const oxLo = Math.min(OW, Math.max(0, Math.ceil((pl - kw) / SW)));
-        const oxHi = Math.max(oxLo, Math.min(OW, Math.ceil((W + pl - kw) / SW)));
-        for (let c = 0; c < CI; c++) {
-          let at = ((kh * FW + kw) * CI + c) * rows;
-          for (let b = b0; b < b0 + nb; b++) {
-            for (let oy = 0; oy < OH; oy++, at += OW) {
-              const iy = oy * SH + kh - pt;
-              if (iy < 0 || iy >= H) {
-                cv.fill(0, at, at + OW);
-                continue;
-              }
-              for (let ox = 0; ox < oxLo; ox++) cv[at + ox] = 0;
-              let src = ((b * H + iy) * W + oxLo * SW + kw - pl) * CI + c;
-              const step = SW * CI;
-              for (let ox = oxLo; ox < oxHi; ox++, src += step) cv[at + ox] = xv[src]!;
-              for (let ox = oxHi; ox < OW; ox++) cv[at + ox] = 0;
-            }
-          }
-        }
-      }
-    }
+    im2colTransposed(
+      heapView(backend, colsT) as Float32Array,
+      heapView(backend, x) as Float32Array,
+      info,
+      b0,
+      nb,
+    );
     const prod = runWasmKernel(
       backend,
       'BatchMatMul',
@@ -120,7 +135,7 @@ function conv2DBackpropFilter(args: {
     else for (let i = 0; i < acc.length; i++) acc[i]! += pv[i]!;
     free(backend, colsT, dyRows, prod);
   }
-  const out = allocate(backend, [...filterShape]);
+  const out = allocate(backend, [...(attrs as FilterAttrs).filterShape]);
   (heapView(backend, out) as Float32Array).set(acc);
   return out;
 }

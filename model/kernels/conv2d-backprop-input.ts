@@ -13,6 +13,63 @@ import {
 import type { BackendWasm } from '@tensorflow/tfjs-backend-wasm';
 import { allocate, free, heapView, runWasmKernel } from './wasm-util.ts';
 
+type InputAttrs = {
+  strides: [number, number] | number;
+  pad: any;
+  dataFormat: 'NHWC' | 'NCHW';
+  dimRoundingMode?: 'floor' | 'round' | 'ceil';
+  inputShape: [number, number, number, number];
+};
+
+/** The geometry when the fast path covers it (stride 1, NHWC, float32, pads within fh−1), else undefined. */
+function fastGeometry(
+  dy: TensorInfo,
+  filter: TensorInfo,
+  attrs: InputAttrs,
+): backend_util.Conv2DInfo | undefined {
+  const { strides, pad, dataFormat, dimRoundingMode, inputShape } = attrs;
+  const fmt = backend_util.convertConv2DDataFormat(dataFormat);
+  const info = backend_util.computeConv2DInfo(
+    inputShape,
+    filter.shape as [number, number, number, number],
+    strides,
+    1,
+    pad,
+    dimRoundingMode,
+    false,
+    fmt,
+  );
+  const { filterHeight: FH, filterWidth: FW } = info;
+  const p = info.padInfo;
+  const fast =
+    fmt === 'channelsLast' &&
+    dy.dtype === 'float32' &&
+    filter.dtype === 'float32' &&
+    info.strideHeight === 1 &&
+    info.strideWidth === 1 &&
+    p.top <= FH - 1 &&
+    p.bottom <= FH - 1 &&
+    p.left <= FW - 1 &&
+    p.right <= FW - 1;
+  return fast ? info : undefined;
+}
+
+/** flip(W)ᵀ[kh, kw, co, ci] = W[fh−1−kh, fw−1−kw, ci, co], in a new heap tensor. */
+function flippedFilter(backend: BackendWasm, filter: TensorInfo, info: backend_util.Conv2DInfo): TensorInfo {
+  const { filterHeight: FH, filterWidth: FW, inChannels: CI, outChannels: CO } = info;
+  const flipped = allocate(backend, [FH, FW, CO, CI]);
+  const wv = heapView(backend, filter) as Float32Array;
+  const fv = heapView(backend, flipped) as Float32Array;
+  for (let kh = 0; kh < FH; kh++) {
+    for (let kw = 0; kw < FW; kw++) {
+      const src = ((FH - 1 - kh) * FW + (FW - 1 - kw)) * CI * CO;
+      const dst = (kh * FW + kw) * CO * CI;
+      for (let c = 0; c < CI; c++) for (let o = 0; o < CO; o++) fv[dst + o * CI + c] = wv[src + c * CO + o]!;
+    }
+  }
+  return flipped;
+}
+
 /** `stock` is the backend's own kernel, used for the cases the fast path does not cover. */
 export function makeConv2DBackpropInputWasmConfig(stock: KernelConfig | undefined): KernelConfig {
   // Unregistering the stock kernel skips its setupFunc at backend init: run it ourselves once.
@@ -32,48 +89,12 @@ export function makeConv2DBackpropInputWasmConfig(stock: KernelConfig | undefine
   }): TensorInfo => {
     const { inputs, backend, attrs } = args;
     const { dy, filter } = inputs;
-    const { strides, pad, dataFormat, dimRoundingMode, inputShape } = attrs as {
-      strides: [number, number] | number;
-      pad: any;
-      dataFormat: 'NHWC' | 'NCHW';
-      dimRoundingMode?: 'floor' | 'round' | 'ceil';
-      inputShape: [number, number, number, number];
-    };
-    const fmt = backend_util.convertConv2DDataFormat(dataFormat);
-    const info = backend_util.computeConv2DInfo(
-      inputShape,
-      filter.shape as [number, number, number, number],
-      strides,
-      1,
-      pad,
-      dimRoundingMode,
-      false,
-      fmt,
-    );
-    const { filterHeight: FH, filterWidth: FW, inChannels: CI, outChannels: CO } = info;
+    const { inputShape } = attrs as InputAttrs;
+    const info = fastGeometry(dy, filter, attrs as InputAttrs);
+    if (!info) return fallback(args);
+    const { filterHeight: FH, filterWidth: FW } = info;
     const p = info.padInfo;
-    const fast =
-      fmt === 'channelsLast' &&
-      dy.dtype === 'float32' &&
-      filter.dtype === 'float32' &&
-      info.strideHeight === 1 &&
-      info.strideWidth === 1 &&
-      p.top <= FH - 1 &&
-      p.bottom <= FH - 1 &&
-      p.left <= FW - 1 &&
-      p.right <= FW - 1;
-    if (!fast) return fallback(args);
-    const flipped = allocate(backend, [FH, FW, CO, CI]);
-    const wv = heapView(backend, filter) as Float32Array;
-    const fv = heapView(backend, flipped) as Float32Array;
-    for (let kh = 0; kh < FH; kh++) {
-      for (let kw = 0; kw < FW; kw++) {
-        const src = ((FH - 1 - kh) * FW + (FW - 1 - kw)) * CI * CO;
-        const dst = (kh * FW + kw) * CO * CI;
-        for (let c = 0; c < CI; c++)
-          for (let o = 0; o < CO; o++) fv[dst + o * CI + c] = wv[src + c * CO + o]!;
-      }
-    }
+    const flipped = flippedFilter(backend, filter, info);
     const dx = runWasmKernel(
       backend,
       'Conv2D',
