@@ -110,7 +110,7 @@ function captionSection(o: DemoOutcome): string[] {
     o.table,
     '```',
     '',
-    'Reference points measured on this machine class (2026-12-01): this demo before the quality work (dVAE 400 steps, transformer 300), held-out 1.9 % and seen 1.9 % right on all four; this recipe trained in one process (`dalle bench quality`, W = 1, no PowerSGD, 24 prompts per group), held-out 25 % and seen 50 % after 1,250 transformer steps, with held-out reconstructions 54 % right (colour, size and position 100 %, shape 54 %: shape is what limits both stages); dalle-pytorch 1.6.6 on the same shapes set, held-out never above 22 % and seen 80 % after 10–15 CPU-minutes.',
+    'Reference points measured on this machine class: this demo before the quality work (2026-12-01, dVAE 400 steps, transformer 300), held-out 1.9 % and seen 1.9 % right on all four; this recipe trained in one process (`dalle bench quality`, W = 1, no PowerSGD, 24 prompts per group, 2026-12-02), held-out 38 % and seen 54 % after 1,250 transformer steps, with held-out reconstructions 66 % right (colour, size and position 100 %, shape 66 %: shape is what limits both stages; 54–56 % at other seeds and at W = 2); dalle-pytorch 1.6.6 on the same shapes set, held-out never above 22 % and seen 80 % after 10–15 CPU-minutes.',
     '',
     'Quality at every checkpoint, against minutes since the demo started (EMA weights, the probe of `train.qualityExamples` / `train.qualitySamples`):',
     '',

@@ -1,21 +1,21 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { resolveSpec } from '../../config/index.ts';
-import { demoSpec } from './demo.ts';
+import { BASE_MINUTES, demoSpec } from './demo.ts';
 
 test('demo: --minutes scales the step counts of all three stages, the reranker included', () => {
   const base = resolveSpec({ preset: 'shapes' });
-  const full = demoSpec(57);
+  const full = demoSpec(BASE_MINUTES);
   assert.deepEqual(
     [full.dvae.steps, full.transformer.steps, full.rerank.steps],
     [base.dvae.steps, base.transformer.steps, base.rerank.steps],
     'the default budget trains the preset as it is',
   );
-  const twice = demoSpec(114);
+  const twice = demoSpec(2 * BASE_MINUTES);
   assert.equal(twice.rerank.steps, 2 * base.rerank.steps);
   assert.equal(twice.rerank.warmupSteps, 2 * base.rerank.warmupSteps);
   assert.equal(twice.transformer.steps, 2 * base.transformer.steps);
-  const short = demoSpec(3);
+  const short = demoSpec(1);
   // A short budget: every stage at its floor of two checkpoints, not the reranker at its full 300.
   for (const s of [short.dvae.steps, short.transformer.steps, short.rerank.steps])
     assert.equal(s, 2 * base.train.checkpointEvery);

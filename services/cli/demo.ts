@@ -39,9 +39,9 @@ import { watchTraining } from './demo-watch.ts';
 import { packageFile } from '../../config/package-root.ts';
 
 const NATIVE_INSTALLER = packageFile('infra/native/install-tfjs-node.sh');
-/** Minutes the shapes preset's step counts take end to end on this 2-core machine: 57 measured at load
- *  20–30 without the reranker, whose 300 steps add about 2 (0.2–0.25 s a step in one process at load 20). */
-const BASE_MINUTES = 57;
+/** Minutes the shapes preset's step counts take end to end on this 2-core machine: 22.8 measured at load
+ *  4–16 (2026-12-02: dVAE 8.1, transformer 9.6, reranker 1.1 min; W = 2 workers with 2 threads each). */
+export const BASE_MINUTES = 23;
 
 /** The shapes preset with every stage's step counts (and the schedules tied to them) scaled to a time
  *  budget. */
