@@ -6,7 +6,7 @@
 // takes a slow path for transposeA, so the big operand goes left, untransposed, and dy (small) right.
 import { backend_util, type KernelConfig, type KernelFunc, type TensorInfo } from '@tensorflow/tfjs';
 import type { BackendWasm } from '@tensorflow/tfjs-backend-wasm';
-import { allocate, free, heapView, runWasmKernel } from './wasm-util.ts';
+import { allocate, free, heapView, runWasmKernel, type ConvAttrs } from './wasm-util.ts';
 
 /** Floats of im2col per chunk: bounds the extra heap a backward pass needs (default 64 MiB). */
 let colsBudget = 16 * 1024 * 1024;
@@ -20,13 +20,7 @@ export function setIm2colBudget(floats: number): number {
   return old;
 }
 
-type FilterAttrs = {
-  strides: [number, number] | number;
-  pad: any;
-  dataFormat: 'NHWC' | 'NCHW';
-  dimRoundingMode?: 'floor' | 'round' | 'ceil';
-  filterShape: [number, number, number, number];
-};
+type FilterAttrs = ConvAttrs & { filterShape: [number, number, number, number] };
 
 /** The convolution's geometry, after checking what this kernel supports (float32, NHWC). */
 function filterGeometry(x: TensorInfo, dy: TensorInfo, attrs: FilterAttrs): backend_util.Conv2DInfo {

@@ -11,15 +11,9 @@ import {
   type TensorInfo,
 } from '@tensorflow/tfjs';
 import type { BackendWasm } from '@tensorflow/tfjs-backend-wasm';
-import { allocate, free, heapView, runWasmKernel } from './wasm-util.ts';
+import { allocate, free, heapView, runWasmKernel, type ConvAttrs } from './wasm-util.ts';
 
-type InputAttrs = {
-  strides: [number, number] | number;
-  pad: any;
-  dataFormat: 'NHWC' | 'NCHW';
-  dimRoundingMode?: 'floor' | 'round' | 'ceil';
-  inputShape: [number, number, number, number];
-};
+type InputAttrs = ConvAttrs & { inputShape: [number, number, number, number] };
 
 /** The geometry when the fast path covers it (stride 1, NHWC, float32, pads within fh−1), else undefined. */
 function fastGeometry(

@@ -37,3 +37,11 @@ export function runWasmKernel(
 export function free(backend: BackendWasm, ...ts: TensorInfo[]): void {
   for (const t of ts) backend.disposeData(t.dataId);
 }
+
+/** The attributes every Conv2D backprop kernel receives (the rest is the shape of what it computes). */
+export interface ConvAttrs {
+  strides: [number, number] | number;
+  pad: any;
+  dataFormat: 'NHWC' | 'NCHW';
+  dimRoundingMode?: 'floor' | 'round' | 'ceil';
+}
