@@ -350,7 +350,7 @@ function printer(json: boolean): Emit {
     const s = f as Record<string, any>;
     if (event === 'dvae')
       console.log(
-        `dvae ${s.step} ${s.weights} (${s.trainSeconds} s, ${(s.trainSeconds / s.step).toFixed(3)} s/step): codes ${s.codesUsed} ppl ${s.perplexity.toFixed(1)} mse ${s.mse.toFixed(4)} recon ${acc(s.shapes.accuracy)}${s.relaxed ? ` relaxed ${acc(s.relaxed)}` : ''} colours ${s.shapes.colorsDistinct}/6 [${s.seconds.toFixed(2)} s]`,
+        `dvae ${s.step} ${s.weights} (${s.trainSeconds} s, ${(s.trainSeconds / s.step).toFixed(3)} s/step): codes ${s.codesUsed} ppl ${s.perplexity.toFixed(1)} mse ${s.mse.toFixed(4)} recon ${acc(s.shapes.accuracy)}${s.relaxed ? ` relaxed ${acc(s.relaxed)}` : ''} colours ${s.shapes.colorsDistinct}/6${lostColours(s.shapes.colorAccuracy)} [${s.seconds.toFixed(2)} s]`,
       );
     else if (event === 'transformer')
       console.log(
@@ -394,4 +394,10 @@ export async function main(argv: string[]): Promise<void> {
     emit('cache', { file, seconds: +((performance.now() - t0) / 1000).toFixed(1) });
   } else emit('cache', { file, reused: true });
   if (o.stage !== 'dvae') await trainTransformer(spec, cache, o, emit);
+}
+
+/** " (orange 0 %, …)" for the colours whose reconstructions are mostly judged another colour, or "". */
+function lostColours(perColour: Record<string, number>): string {
+  const lost = Object.entries(perColour).filter(([, a]) => a <= 0.5);
+  return lost.length ? ` (${lost.map(([c, a]) => `${c} ${Math.round(100 * a)} %`).join(', ')})` : '';
 }

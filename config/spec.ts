@@ -101,6 +101,11 @@ export const DvaeConfig = z.strictObject({
    *  ln b for getting it wrong; capped, a wrong edge pixel costs |logit error| / b, so the few pixels that
    *  tell a circle from a square weigh as much as they matter. */
   logitLaplaceMaxScale: z.number().nonnegative().default(0),
+  /** Extra weight w of the reconstruction term at pixels that have another colour within their 3×3
+   *  neighbourhood (edges): those pixels count 1 + w times. 0: every pixel counts once (the paper). On flat
+   *  synthetic images the few edge pixels are what tells one shape from another, and the learned scale b
+   *  lets the decoder give up on them; the weight keeps their share of the gradient. */
+  edgeWeight: z.number().nonnegative().default(0),
   /** Feed the encoder 2φ(x)−1 instead of φ(x) (the official code feeds φ(x): false). On flat white
    *  backgrounds the uncentred input's constant term makes every cell pick one code early in training. */
   centerInput: z.boolean().default(false),

@@ -293,6 +293,51 @@ test('dvae: quantizer "continuous" decodes softmax(logits), no noise, no KL term
   m.dispose();
 });
 
+test('dvae: edgeWeight counts the pixels with another colour in their 3×3 neighbourhood 1 + w times; recon stays unweighted', () => {
+  const n = 2;
+  const px = images(n, 16);
+  // Edge pixels, computed here from the bytes: some pixel of the 3×3 neighbourhood differs by > 2 % of φ's range.
+  const edge = new Float32Array(n * 16 * 16);
+  for (let i = 0; i < n; i++)
+    for (let y = 0; y < 16; y++)
+      for (let x = 0; x < 16; x++)
+        for (let dy = -1; dy <= 1; dy++)
+          for (let dx = -1; dx <= 1; dx++) {
+            const u = x + dx;
+            const v = y + dy;
+            if (u < 0 || v < 0 || u >= 16 || v >= 16) continue;
+            for (let c = 0; c < 3; c++) {
+              const a = px[((i * 16 + y) * 16 + x) * 3 + c]!;
+              const b = px[((i * 16 + v) * 16 + u) * 3 + c]!;
+              if (Math.abs(a - b) * 0.8 > 0.02 * 255) edge[(i * 16 + y) * 16 + x] = 1;
+            }
+          }
+  const edges = edge.reduce((a, b) => a + b, 0);
+  assert.ok(edges > 20 && edges < (n * 256) / 2, `${edges} edge pixels`);
+  const x255 = tf.tensor4d(px, [n, 16, 16, 3], 'int32').toFloat() as tf.Tensor4D;
+  const noise = gumbelNoise(1, 0, 0, [n, 4, 4, 32]);
+  const cfg = { ...tiny, quantizer: 'continuous' as const };
+  const plain = new Dvae(cfg, { seed: 6 });
+  const weighted = new Dvae({ ...cfg, edgeWeight: 9 }, { seed: 6 });
+  const a = plain.lossTerms(x255, noise, 0.5, 3);
+  const b = weighted.lossTerms(x255, noise, 0.5, 3);
+  const expected = tf.tidy(() => {
+    const x = mapPixels(x255, 0.1) as tf.Tensor4D;
+    const stats = plain.decoderStats(tf.softmax(plain.encoderLogits(x)) as tf.Tensor4D);
+    const mu = stats.slice([0, 0, 0, 0], [n, 16, 16, 3]);
+    const lnB = stats.slice([0, 0, 0, 3], [n, 16, 16, 3]);
+    const w = tf.tensor4d(edge, [n, 16, 16, 1]).mul(9).add(1);
+    return logitLaplaceNll(x, mu, lnB).mul(w).mean().dataSync()[0]!;
+  });
+  const got = b.loss.dataSync()[0]!;
+  assert.ok(Math.abs(got - expected) < 1e-4 * Math.abs(expected), `${got} vs ${expected}`);
+  assert.notEqual(got, a.loss.dataSync()[0]);
+  assert.equal(b.recon.dataSync()[0], a.recon.dataSync()[0], 'recon reports the plain likelihood');
+  tf.dispose([x255, noise, a.loss, a.recon, a.kl, a.mse, a.codes, b.loss, b.recon, b.kl, b.mse, b.codes]);
+  plain.dispose();
+  weighted.dispose();
+});
+
 test('dvae: quantizer "vq" encodes each cell to its nearest codebook row; codebook and encoder both learn', () => {
   const cfg = { ...tiny, quantizer: 'vq' as const };
   const specs = dvaeParamSpecs(cfg);

@@ -99,6 +99,8 @@ export interface DvaeLayout {
   quantizer: DvaeConfig['quantizer'];
   /** vq: weight of the commitment term (config commitmentWeight). */
   commitment: number;
+  /** Extra weight of the pixels next to an edge in the reconstruction term (config edgeWeight). */
+  edgeWeight: number;
   grid: number;
   codebookSize: number;
   nLayers: number;
@@ -175,6 +177,7 @@ export function dvaeLayout(cfg: DvaeConfig): DvaeLayout {
   return {
     resolution: cfg.resolution,
     centerInput: cfg.centerInput ?? false,
+    edgeWeight: cfg.edgeWeight ?? 0,
     straightThrough: cfg.straightThrough ?? false,
     diversityWeight: cfg.diversityWeight ?? 0,
     codeLogitScale: cfg.codeLogitScale ?? 0,
@@ -502,9 +505,9 @@ function lossTerms(
   const [n, r] = mu.shape;
   const perPixelChannel = r * r * 3;
   const cells = l.grid * l.grid;
-  const nllSum = logitLaplaceNll(x, mu, clampLnB(l, lnB)).sum().div(n); // Σ over pixels, mean over batch
+  const { nllSum, fit } = reconstructionTerms(l, x, mu, lnB);
   const klSum = continuous ? tf.scalar(0) : klToUniform(logits).sum().div(n); // Σ over cells, mean over batch
-  let loss = nllSum.add(klSum.mul(beta)).div(perPixelChannel) as tf.Scalar;
+  let loss = fit.add(klSum.mul(beta)).div(perPixelChannel) as tf.Scalar;
   if (l.diversityWeight > 0) loss = loss.add(codebookDivergence(logits).mul(l.diversityWeight));
   const mse = tf.tidy(() => reconstruction(mu, eps).sub(x255.div(255)).square().mean()) as tf.Scalar;
   const codes = logits.argMax(-1) as tf.Tensor3D;
@@ -531,6 +534,31 @@ export function dvaeLossTerms(
   const specs = dvaeParamSpecs(cfg);
   const p: Params = new Map(specs.map((s, i) => [s.name, params[i]!]));
   return lossTerms(p, layout, cfg.logitLaplaceEps, x255, noise, tau, beta);
+}
+
+/** The reconstruction NLL summed over pixels and averaged over the batch (`nllSum`), and the same with the
+ *  edge weights the loss uses (`fit`; the same tensor when edgeWeight is 0). */
+function reconstructionTerms(
+  l: DvaeLayout,
+  x: tf.Tensor4D,
+  mu: tf.Tensor4D,
+  lnB: tf.Tensor4D,
+): { nllSum: tf.Tensor; fit: tf.Tensor } {
+  const n = x.shape[0];
+  const nll = logitLaplaceNll(x, mu, clampLnB(l, lnB));
+  const nllSum = nll.sum().div(n);
+  return { nllSum, fit: l.edgeWeight > 0 ? nll.mul(edgeWeights(x, l.edgeWeight)).sum().div(n) : nllSum };
+}
+
+/** 1 + w at every pixel whose 3×3 neighbourhood holds another colour (any channel apart by more than
+ *  2 % of the range), 1 elsewhere: [N, R, R, 1], no gradient (it is a function of the input alone). */
+function edgeWeights(x: tf.Tensor4D, w: number): tf.Tensor4D {
+  return tf.tidy(() => {
+    const hi = tf.maxPool(x, 3, 1, 'same');
+    const lo = tf.maxPool(x.neg() as tf.Tensor4D, 3, 1, 'same').neg();
+    const edge = hi.sub(lo).max(3, true).greater(0.02).toFloat();
+    return edge.mul(w).add(1) as tf.Tensor4D;
+  });
 }
 
 /** ln b within the configured scale range. */
@@ -564,9 +592,9 @@ function vqLossTerms(
   const e = st.reshape([n, g, g, D]).add(p.get(`${l.decoder.input.name}.b`)!) as tf.Tensor4D;
   const { mu, lnB } = decoderFromEmbedded(p, l, e);
   const perPixelChannel = mu.shape[1] * mu.shape[2] * 3;
-  const nllSum = logitLaplaceNll(x, mu, clampLnB(l, lnB)).sum().div(n);
+  const { nllSum, fit } = reconstructionTerms(l, x, mu, lnB);
   const vq = codebookTerm.add(commitTerm.mul(l.commitment)).div(n);
-  const loss = nllSum.add(vq).div(perPixelChannel) as tf.Scalar;
+  const loss = fit.add(vq).div(perPixelChannel) as tf.Scalar;
   const mse = tf.tidy(() => reconstruction(mu, eps).sub(x255.div(255)).square().mean()) as tf.Scalar;
   return {
     loss,
