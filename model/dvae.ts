@@ -550,8 +550,8 @@ function reconstructionTerms(
   return { nllSum, fit: l.edgeWeight > 0 ? nll.mul(edgeWeights(x, l.edgeWeight)).sum().div(n) : nllSum };
 }
 
-/** 1 + w at every pixel whose 3×3 neighbourhood holds another colour (any channel apart by more than
- *  2 % of the range), 1 elsewhere: [N, R, R, 1], no gradient (it is a function of the input alone). */
+/** 1 + w at every pixel whose 3×3 neighbourhood holds another colour (some channel apart by more than 0.02
+ *  in φ, about 6 of 255 levels), 1 elsewhere: [N, R, R, 1], no gradient (a function of the input alone). */
 function edgeWeights(x: tf.Tensor4D, w: number): tf.Tensor4D {
   return tf.tidy(() => {
     const hi = tf.maxPool(x, 3, 1, 'same');
