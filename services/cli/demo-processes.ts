@@ -43,7 +43,10 @@ export class DemoProcesses {
    *  Measured on this 2-core host at W = 2, `dalle demo --minutes 1 --no-kill --eval-n 1`, three runs in
    *  one session (2026-12-01, load 13-27 from other jobs), dVAE / transformer / reranker steps per minute:
    *  1 thread per worker 59.9 / 38.0 / 72.8, then 2 threads 153.6 / 113.0 / 189.4, then 1 thread again
-   *  35.8 / 42.2 / 93.1. */
+   *  35.8 / 42.2 / 93.1. On a quiet machine it goes the other way (2026-12-02, load ~2, `--minutes 3 --no-kill
+   *  --eval-n 1`, runs 1, 2, 1 threads): 294 / 259 / 555, then 287 / 218 / 373, then 343 / 242 / 511, so one
+   *  thread per worker is 5–20 % faster there; kept at all cores because a different thread count also changes
+   *  the float rounding, hence the run's trajectory, and the figures quoted for the demo are of this one. */
   private readonly threads: number;
 
   constructor(
