@@ -35,6 +35,13 @@ const deeper: DvaeConfig = DvaeConfig.parse({
   steps: 1,
 });
 
+/** −log f(x | μ, b) per pixel-channel of the decoder fed codes z, for images x already mapped by φ. */
+function pixelNll(m: Dvae, x: tf.Tensor4D, z: tf.Tensor4D): tf.Tensor {
+  const stats = m.decoderStats(z);
+  const [n, r] = x.shape;
+  return logitLaplaceNll(x, stats.slice([0, 0, 0, 0], [n, r, r, 3]), stats.slice([0, 0, 0, 3], [n, r, r, 3]));
+}
+
 /** Filled squares and discs on white, deterministic. */
 function images(n: number, res: number): Uint8Array {
   const out = new Uint8Array(n * res * res * 3).fill(255);
@@ -281,10 +288,9 @@ test('dvae: quantizer "continuous" decodes softmax(logits), no noise, no KL term
   assert.equal(t.kl.dataSync()[0], 0);
   const expected = tf.tidy(() => {
     const x = mapPixels(x255, 0.1) as tf.Tensor4D;
-    const stats = m.decoderStats(tf.softmax(m.encoderLogits(x)) as tf.Tensor4D);
-    const mu = stats.slice([0, 0, 0, 0], [n, 16, 16, 3]);
-    const lnB = stats.slice([0, 0, 0, 3], [n, 16, 16, 3]);
-    return logitLaplaceNll(x, mu, lnB).mean().dataSync()[0]!;
+    return pixelNll(m, x, tf.softmax(m.encoderLogits(x)) as tf.Tensor4D)
+      .mean()
+      .dataSync()[0]!;
   });
   assert.ok(Math.abs(t.loss.dataSync()[0]! - expected) < 1e-5, `${t.loss.dataSync()[0]} vs ${expected}`);
   // Noise and τ play no part: the relaxed reconstruction is the same for any seed.
@@ -323,11 +329,9 @@ test('dvae: edgeWeight counts the pixels with another colour in their 3×3 neigh
   const b = weighted.lossTerms(x255, noise, 0.5, 3);
   const expected = tf.tidy(() => {
     const x = mapPixels(x255, 0.1) as tf.Tensor4D;
-    const stats = plain.decoderStats(tf.softmax(plain.encoderLogits(x)) as tf.Tensor4D);
-    const mu = stats.slice([0, 0, 0, 0], [n, 16, 16, 3]);
-    const lnB = stats.slice([0, 0, 0, 3], [n, 16, 16, 3]);
     const w = tf.tensor4d(edge, [n, 16, 16, 1]).mul(9).add(1);
-    return logitLaplaceNll(x, mu, lnB).mul(w).mean().dataSync()[0]!;
+    const nll = pixelNll(plain, x, tf.softmax(plain.encoderLogits(x)) as tf.Tensor4D);
+    return nll.mul(w).mean().dataSync()[0]!;
   });
   const got = b.loss.dataSync()[0]!;
   assert.ok(Math.abs(got - expected) < 1e-4 * Math.abs(expected), `${got} vs ${expected}`);
@@ -390,10 +394,9 @@ test('dvae: straightThrough decodes the one-hot argmax of the relaxed sample, gr
   const hard = tf.tidy(() => {
     const logits = m.encoderLogits(mapPixels(x255, 0.1) as tf.Tensor4D);
     const z = tf.oneHot(logits.add(noise).argMax(-1), 32, 1, 0, 'int32').toFloat() as tf.Tensor4D;
-    const stats = m.decoderStats(z);
-    const mu = stats.slice([0, 0, 0, 0], [n, 16, 16, 3]);
-    const lnB = stats.slice([0, 0, 0, 3], [n, 16, 16, 3]);
-    return logitLaplaceNll(mapPixels(x255, 0.1), mu, lnB).mean().dataSync()[0]!;
+    return pixelNll(m, mapPixels(x255, 0.1) as tf.Tensor4D, z)
+      .mean()
+      .dataSync()[0]!;
   });
   assert.ok(Math.abs(t.recon.dataSync()[0]! - hard) < 1e-4, `${t.recon.dataSync()[0]} vs ${hard}`);
   const { grads } = tf.variableGrads(() => m.lossTerms(x255, noise, 0.9, 0).loss, m.variables);
