@@ -38,6 +38,7 @@ export const cli = command({
     },
     every: { type: 'string', value: 'N', help: 'measure every N steps (default: at the end only)' },
     model: { type: 'string', value: 'NAME', help: "train on this published model's spec and tokenizer" },
+    version: { type: 'string', value: 'V', help: 'the version of --model (default the latest)' },
     store: { type: 'string', value: 'DIR', help: 'the folder model store of --model (default: NATS_URL)' },
     publish: {
       type: 'string',
@@ -56,6 +57,7 @@ interface Base {
 /** The spec and tokenizer to train on: a published model's, or the preset's with a tokenizer trained here. */
 async function base(o: {
   model?: string;
+  version?: number;
   store?: string;
   preset: PresetName;
   overrides: object;
@@ -67,7 +69,7 @@ async function base(o: {
   }
   const { models, close } = await modelStore(o.store);
   try {
-    const { bundle } = await models.load(o.model);
+    const { bundle } = await models.load(o.model, o.version);
     const b = decodeBundle(bundle);
     // The current preset's reranker (the model may have been trained without one, or an older one).
     const preset = presets[b.spec.preset as PresetName] as { rerank?: object } | undefined;
@@ -144,6 +146,7 @@ export async function main(argv: string[]): Promise<void> {
     preset: read.choice('preset', values.preset, shapesPresets) ?? 'shapes',
     overrides: parseSets(values.set ?? [], (m) => read.error(m)),
     model: values.model,
+    version: read.int('version', values.version, 1),
     store: values.store,
   };
   if (values.publish !== undefined && o.model === undefined) throw read.error('--publish needs --model');
