@@ -21,6 +21,8 @@
 import * as tf from '@tensorflow/tfjs';
 import type { DvaeConfig, RerankConfig, TransformerConfig } from '../config/index.ts';
 import { mixSeed, normals, RngStream } from '../random/index.ts';
+import { conv2dBias } from './ops/conv.ts';
+import { relu } from './ops/relu.ts';
 import type { ParamSpec } from './trainer.ts';
 
 /** Sizes every part of the reranker derives from the configs. */
@@ -299,14 +301,7 @@ export class Reranker {
         this.dims.rgbInConv ? tf.concat([raw.div(127.5).sub(1), contrast], 3) : contrast
       ) as tf.Tensor4D;
       this.dims.widths.forEach((_, s) => {
-        x = tf.fused.conv2d({
-          x,
-          filter: this.w(`image.conv${s}.w`) as tf.Tensor4D,
-          bias: this.w(`image.conv${s}.b`),
-          strides: 1,
-          pad: 'same',
-          activation: 'relu',
-        });
+        x = conv2dBias(x, this.w(`image.conv${s}.w`) as tf.Tensor4D, this.w(`image.conv${s}.b`), 'relu');
         x = tf.maxPool(x, 2, 2, 'valid'); // [n, side/2, side/2, w_s]
       });
       const flat = x.reshape([n, this.dims.features]) as tf.Tensor2D;
@@ -317,9 +312,9 @@ export class Reranker {
         .div(127.5)
         .sub(1)
         .reshape([n * R * R, 3]) as tf.Tensor2D;
-      const detectors = tf
-        .relu(tf.matMul(pixels, this.w('image.color.fc.w') as tf.Tensor2D).add(this.w('image.color.fc.b')))
-        .reshape([n, R * R, COLOR_HIDDEN]);
+      const detectors = relu(
+        tf.matMul(pixels, this.w('image.color.fc.w') as tf.Tensor2D).add(this.w('image.color.fc.b')),
+      ).reshape([n, R * R, COLOR_HIDDEN]);
       const pooled = tf.concat([detectors.max(1), detectors.mean(1).mul(COLOR_MEAN_GAIN)], 1) as tf.Tensor2D;
       const color = tf.matMul(pooled, this.w('image.color.proj.w') as tf.Tensor2D);
       return l2Normalize(tf.matMul(flat, this.w('image.proj.w') as tf.Tensor2D).add(color));
