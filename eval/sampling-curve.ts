@@ -2,14 +2,17 @@
 // the best) and the classifier-free guidance scale. Every setting draws the same held-out prompts with the
 // same seeds as `evaluateShapes` (so N = 1 at scale 1 is its held-out row exactly) and is judged from the
 // pixels alone; the cost is the wall time per image returned, all candidates and guidance rows included,
-// after one untimed warm-up request per setting.
-import { HELD_OUT_COMPOSITIONS } from '../data/shapes.ts';
+// after one untimed warm-up request per setting. With N > 1 the candidates are also drawn plainly and judged
+// one by one (untimed): whether any was right separates what the reranker missed from what the transformer
+// never drew.
+import { HELD_OUT_COMPOSITIONS, type ShapeComposition } from '../data/shapes.ts';
 import type { SamplingChoice } from './generators.ts';
 import {
   ATTRIBUTES,
   evalCaption,
   EvalOptionError,
   generateAndJudge,
+  judge,
   pickCompositions,
   type GenerateFn,
   type GroupScore,
@@ -22,6 +25,10 @@ export interface CurvePoint extends CurveSetting {
   heldOut: GroupScore;
   /** Wall milliseconds per image returned. */
   msPerImage: number;
+  /** With N > 1 candidates: the share of prompts for which any of the N candidates is right on all four
+   *  attributes, i.e. what a reranker that always found the right one would reach. The candidates are drawn
+   *  again without reranking, with the same seeds. */
+  anyCandidateRight?: number;
 }
 
 /** Every combination of the candidate counts and guidance scales, in the order given. */
@@ -59,10 +66,16 @@ export async function heldOutCurve(opts: {
         (seed + n) % 2 ** 32,
         opts.resolution,
       );
-      const point = { ...setting, heldOut: score, msPerImage: (1000 * score.seconds) / n };
+      const point: CurvePoint = { ...setting, heldOut: score, msPerImage: (1000 * score.seconds) / n };
       opts.log?.(
         `N ${setting.candidates}, guidance ${setting.guidanceScale}: held-out all four ${(100 * score.accuracy.all).toFixed(1)}%, ${point.msPerImage.toFixed(0)} ms/image`,
       );
+      if (setting.candidates > 1) {
+        point.anyCandidateRight = await anyCandidateRight(opts, setting, comps, (seed + n) % 2 ** 32);
+        opts.log?.(
+          `  any of the ${setting.candidates} right: ${(100 * point.anyCandidateRight).toFixed(1)}%`,
+        );
+      }
       points.push(point);
     } finally {
       g.close?.();
@@ -71,15 +84,45 @@ export async function heldOutCurve(opts: {
   return points;
 }
 
+/** The N candidates of each prompt drawn as N plain images of one request (the reranked request's samples:
+ *  sample c of prompt k has the seed of candidate c), judged one by one: the share of prompts with one right. */
+async function anyCandidateRight(
+  opts: {
+    generatorFor: (s: CurveSetting) => Promise<{ generate: GenerateFn; close?: () => void }>;
+    resolution: number;
+  },
+  setting: CurveSetting,
+  comps: ShapeComposition[],
+  seed: number,
+): Promise<number> {
+  const N = setting.candidates;
+  const R = opts.resolution;
+  const px = R * R * 3;
+  const g = await opts.generatorFor({ candidates: 1, guidanceScale: setting.guidanceScale });
+  try {
+    const prompts = comps.map(evalCaption);
+    const images = await g.generate(prompts, N, seed);
+    const hits = comps.filter((c, k) =>
+      Array.from(
+        { length: N },
+        (_, i) => judge('heldOut', prompts[k]!, c, images[k]!.subarray(i * px, (i + 1) * px), R).correct.all,
+      ).some(Boolean),
+    );
+    return hits.length / comps.length;
+  } finally {
+    g.close?.();
+  }
+}
+
 /** The curve as a Markdown table. */
 export function formatCurve(points: CurvePoint[]): string {
   const pct = (v: number) => `${(100 * v).toFixed(1)}%`;
   return [
-    '| candidates N | guidance scale | n | color | shape | size | position | all four | ms per image |',
-    '| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |',
+    '| candidates N | guidance scale | n | color | shape | size | position | all four | any candidate right | ms per image |',
+    '| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |',
     ...points.map(
       (p) =>
-        `| ${p.candidates} | ${p.guidanceScale} | ${p.heldOut.images} | ${[...ATTRIBUTES, 'all' as const].map((k) => pct(p.heldOut.accuracy[k])).join(' | ')} | ${p.msPerImage.toFixed(0)} |`,
+        `| ${p.candidates} | ${p.guidanceScale} | ${p.heldOut.images} | ${[...ATTRIBUTES, 'all' as const].map((k) => pct(p.heldOut.accuracy[k])).join(' | ')} | ${p.anyCandidateRight === undefined ? '–' : pct(p.anyCandidateRight)} | ${p.msPerImage.toFixed(0)} |`,
     ),
   ].join('\n');
 }

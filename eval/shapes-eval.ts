@@ -156,7 +156,8 @@ export function evalCaption(c: ShapeComposition, k: number): string {
   return CAPTION_TEMPLATES[k % CAPTION_TEMPLATES.length]!(c);
 }
 
-function judge(
+/** One image judged from its pixels against the composition its prompt names. */
+export function judge(
   group: GroupName,
   prompt: string,
   expected: ShapeComposition,

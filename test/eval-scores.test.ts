@@ -99,6 +99,10 @@ test('eval: the reranker scores generated vs real held-out images, on shapes and
     );
     assert.deepEqual(curve[0]!.heldOut.accuracy, out.heldOut.accuracy);
     assert.ok(curve.every((p) => p.msPerImage > 0));
+    // The reranker keeps one of the N candidates: it cannot be right more often than any candidate is.
+    assert.ok(curve[0]!.anyCandidateRight >= curve[0]!.heldOut.accuracy.all, JSON.stringify(curve[0]));
+    assert.ok(curve[0]!.anyCandidateRight <= 1);
+    assert.equal(curve[1]!.anyCandidateRight, undefined, 'one candidate: nothing to rerank');
     const badScale = dalle(['--store', dir, '--guidance-scale', '1,x']);
     assert.equal(badScale.status, 2);
     assert.match(badScale.stderr, /--guidance-scale must be a comma list of numbers ≥ 0, got 'x'/);

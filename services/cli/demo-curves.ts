@@ -46,7 +46,7 @@ export function demoCurvesSection(points: CurvePoint[] | null, spec: RunSpec): s
     '',
     ...(points
       ? [
-          'Each image is the best of N candidates by the run’s reranker; guidance samples from u + s·(c − u). Same prompts and seeds for every row; time per image returned.',
+          'Each image is the best of N candidates by the run’s reranker; guidance samples from u + s·(c − u). Same prompts and seeds for every row; time per image returned. “Any candidate right”: the share of prompts for which one of the N candidates was right on all four, the most a reranker can reach (the rest is the transformer’s).',
           '',
           '```',
           formatCurve(points),

@@ -358,6 +358,12 @@ async function evaluateModel(
   }
   const table = formatEvalTable(evaluation);
   console.log(table);
-  const curves = await demoCurves({ address, spec, n: Math.min(evalN, 36), log: (l) => say(`  ${l}`) });
+  // Every held-out composition once per setting (fewer when --eval-n asks for fewer).
+  const curves = await demoCurves({
+    address,
+    spec,
+    n: Math.min(evalN, HELD_OUT_COMPOSITIONS.length),
+    log: (l) => say(`  ${l}`),
+  });
   return { evaluation, table, curves };
 }
