@@ -118,10 +118,13 @@ export const presets: Record<PresetName, PresetInput> = {
       plateauSmoothing: 0.95,
       emaDecay: 0.95,
     },
-    // 300 steps: real held-out images named right on all four attributes 99.9 % of the time among the 324
-    // compositions' captions (98 % at 200, 76 % at 100; `dalle bench rerank`), 0.2–0.4 s a step here.
+    // Real held-out images are named right among the 324 compositions' captions 99.9 % of the time from 300
+    // steps on (`dalle bench rerank`), but generated candidates need more: of 16 candidates per held-out
+    // prompt of one demo model, the kept one was right for 71 % of prompts at 300 steps, 82 % at 900, 87 % at
+    // 1,500, 89 % at 2,000 and 3,000, where one of the 16 was right for 96 % (docs/experiments/quality.md,
+    // section 12). ~0.07 s a step at W = 1 here.
     rerank: {
-      steps: 300,
+      steps: 2000,
       embedDim: 64,
       imageWidth: 16,
       imageStages: 3,
