@@ -110,7 +110,7 @@ function captionSection(o: DemoOutcome): string[] {
     o.table,
     '```',
     '',
-    'Reference points measured on this machine class: this demo before the quality work (2026-12-01, dVAE 400 steps, transformer 300), held-out 1.9 % and seen 1.9 % right on all four; the same demo on 2026-12-02 before the dVAE weighted its edges, held-out 41.2 % and seen 54.2 % with held-out reconstructions 53.7 % right (shape was what limited both stages), and after it, held-out 57.9 %, seen 84.3 %, reconstructions 79.6 %; this recipe’s dVAE trained in one process (`dalle bench quality`, W = 1), held-out reconstructions 77 % and 92 % right at seeds 0 and 1; dalle-pytorch 1.6.6 on the same shapes set, held-out never above 22 % and seen 80 % after 10–15 CPU-minutes.',
+    'Reference points measured on this machine class: this demo before the quality work (2026-12-01, dVAE 400 steps, transformer 300), held-out 1.9 % and seen 1.9 % right on all four; the same demo on 2026-12-02 before the dVAE weighted its edges, held-out 41.2 % and seen 54.2 % with held-out reconstructions 53.7 % right (shape was what limited both stages), and after it, held-out 57.9 %, seen 84.3 %, reconstructions 79.6 %, the best of 16 candidates 75.0 % with a reranker trained 300 steps and 87.0 % with 2,000; this recipe’s dVAE trained in one process (`dalle bench quality`, W = 1), held-out reconstructions 77 % and 92 % right at seeds 0 and 1; dalle-pytorch 1.6.6 on the same shapes set, held-out never above 22 % and seen 80 % after 10–15 CPU-minutes.',
     '',
     'Quality at every checkpoint, against minutes since the demo started (EMA weights, the probe of `train.qualityExamples` / `train.qualitySamples`):',
     '',

@@ -39,8 +39,9 @@ import { watchTraining } from './demo-watch.ts';
 import { packageFile } from '../../config/package-root.ts';
 
 const NATIVE_INSTALLER = packageFile('infra/native/install-tfjs-node.sh');
-/** Minutes the shapes preset's step counts take end to end on this 2-core machine: 22.8 measured at load
- *  4–16 (2026-12-02: dVAE 8.1, transformer 9.6, reranker 1.1 min; W = 2 workers with 2 threads each). */
+/** Minutes the shapes preset's step counts take end to end on this 2-core machine: 22.5 measured at load ~2
+ *  (2026-12-02: dVAE 4.8, transformer 7.2, reranker 4.8 min, evaluation 5.5 min; W = 2 workers with 2 threads
+ *  each). */
 export const BASE_MINUTES = 23;
 
 /** The shapes preset with every stage's step counts (and the schedules tied to them) scaled to a time
