@@ -36,9 +36,12 @@ export function curveSettings(candidates: number[], guidanceScales: number[]): C
   return candidates.flatMap((c) => guidanceScales.map((g) => ({ candidates: c, guidanceScale: g })));
 }
 
+/** Makes the model's generator for one sampling setting. */
+type GeneratorFor = (s: CurveSetting) => Promise<{ generate: GenerateFn; close?: () => void }>;
+
 /** Held-out accuracy for each setting; `generatorFor` makes the model's generator for one setting. */
 export async function heldOutCurve(opts: {
-  generatorFor: (s: CurveSetting) => Promise<{ generate: GenerateFn; close?: () => void }>;
+  generatorFor: GeneratorFor;
   settings: CurveSetting[];
   /** The model's image side. */
   resolution: number;
@@ -53,25 +56,20 @@ export async function heldOutCurve(opts: {
   if (!opts.settings.length) throw new EvalOptionError('settings', 0, 'the curve needs ≥ 1 setting');
   // The held-out prompts and seeds of evaluateShapes (its held-out group follows n seen prompts).
   const comps = pickCompositions(HELD_OUT_COMPOSITIONS, n, seed, 'heldout');
+  const sampleSeed = (seed + n) % 2 ** 32;
   const points: CurvePoint[] = [];
   for (const setting of opts.settings) {
     const g = await opts.generatorFor(setting);
     try {
       // Untimed: the first session of a setting pays for allocation and kernel warm-up, not sampling.
       await g.generate([evalCaption(comps[0]!, 0)], 1, seed);
-      const { score } = await generateAndJudge(
-        g.generate,
-        'heldOut',
-        comps,
-        (seed + n) % 2 ** 32,
-        opts.resolution,
-      );
+      const { score } = await generateAndJudge(g.generate, 'heldOut', comps, sampleSeed, opts.resolution);
       const point: CurvePoint = { ...setting, heldOut: score, msPerImage: (1000 * score.seconds) / n };
       opts.log?.(
         `N ${setting.candidates}, guidance ${setting.guidanceScale}: held-out all four ${(100 * score.accuracy.all).toFixed(1)}%, ${point.msPerImage.toFixed(0)} ms/image`,
       );
       if (setting.candidates > 1) {
-        point.anyCandidateRight = await anyCandidateRight(opts, setting, comps, (seed + n) % 2 ** 32);
+        point.anyCandidateRight = await anyCandidateRight(opts, setting, comps, sampleSeed);
         opts.log?.(
           `  any of the ${setting.candidates} right: ${(100 * point.anyCandidateRight).toFixed(1)}%`,
         );
@@ -87,10 +85,7 @@ export async function heldOutCurve(opts: {
 /** The N candidates of each prompt drawn as N plain images of one request (the reranked request's samples:
  *  sample c of prompt k has the seed of candidate c), judged one by one: the share of prompts with one right. */
 async function anyCandidateRight(
-  opts: {
-    generatorFor: (s: CurveSetting) => Promise<{ generate: GenerateFn; close?: () => void }>;
-    resolution: number;
-  },
+  opts: { generatorFor: GeneratorFor; resolution: number },
   setting: CurveSetting,
   comps: ShapeComposition[],
   seed: number,

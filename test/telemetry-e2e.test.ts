@@ -298,8 +298,13 @@ test(
       assert.equal(rx.latestPoint(METRIC_NAMES.inFlight, sameExport)?.value, 0);
       assert.equal(rx.latestPoint(METRIC_NAMES.queueDepth, sameExport)?.value, 0);
     } catch (e) {
+      const samplerMetrics: string[] = [
+        METRIC_NAMES.inFlight,
+        METRIC_NAMES.queueDepth,
+        METRIC_NAMES.generateSeconds,
+      ];
       for (const p of rx.points.filter(
-        (q) => q.service === 'dalle-sampler' && /in_flight|queue|generate/.test(q.name),
+        (q) => q.service === 'dalle-sampler' && samplerMetrics.includes(q.name),
       ))
         t.diagnostic(
           `${p.timeNs} ${p.name} ${JSON.stringify(p.attributes)} value ${p.value} count ${p.count}`,
