@@ -91,9 +91,11 @@ export async function run(argv: string[]): Promise<number> {
     `sampler: listening on ${host}:${port} (${how}), model '${opts.model}' from ${store.where} (health NOT_SERVING until a version loads)\n`,
   );
   await untilStopped(svc, opts.graceMs);
-  stopQueueGauge();
   await store.close();
+  // The final export still asks the drained scheduler for its queue depth: with the callback removed first,
+  // that export repeated the last value observed while a request waited.
   await shutdownTelemetry();
+  stopQueueGauge();
   return 0;
 }
 
