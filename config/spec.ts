@@ -106,6 +106,10 @@ export const DvaeConfig = z.strictObject({
    *  synthetic images the few edge pixels are what tells one shape from another, and the learned scale b
    *  lets the decoder give up on them; the weight keeps their share of the gradient. */
   edgeWeight: z.number().nonnegative().default(0),
+  /** Weight of a per-cell colour term (0: none, the paper): a 1×1 head predicts each cell's mean colour
+   *  from its code alone, so every code must say its cell's colour instead of leaving it to the decoder's
+   *  view of the neighbours (gumbel and continuous quantizers). */
+  cellColorWeight: z.number().nonnegative().default(0),
   /** Feed the encoder 2φ(x)−1 instead of φ(x) (the official code feeds φ(x): false). On flat white
    *  backgrounds the uncentred input's constant term makes every cell pick one code early in training. */
   centerInput: z.boolean().default(false),

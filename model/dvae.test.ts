@@ -432,6 +432,52 @@ test('dvae: diversityWeight adds w·(log K − H(mean softmax)) to the loss', ()
   div.dispose();
 });
 
+test("dvae: cellColorWeight adds w·MSE(a 1×1 head on each cell's code, the cell's mean colour) and its head", () => {
+  const w = 2;
+  const plain = new Dvae(tiny, { seed: 6 });
+  const withHead = new Dvae({ ...tiny, cellColorWeight: w }, { seed: 6 });
+  const names = withHead.specs.map((s) => s.name);
+  assert.deepEqual(
+    names.slice(0, plain.specs.length),
+    plain.specs.map((s) => s.name),
+    'old order kept',
+  );
+  assert.deepEqual(
+    withHead.specs.slice(plain.specs.length).map((s) => [s.name, s.shape.join('x')]),
+    [
+      ['decoder.cellColor.w', `1x1x${tiny.codebookSize}x3`],
+      ['decoder.cellColor.b', '3'],
+    ],
+  );
+  // The same encoder/decoder weights, a known head: the difference of the two losses is the colour term.
+  const head = withHead.params().slice(plain.specs.length);
+  const both = Dvae.fromParams({ ...tiny, cellColorWeight: w }, [...plain.params(), ...head]);
+  const cfg = { ...tiny, quantizer: 'continuous' as const };
+  const a = Dvae.fromParams(cfg, plain.params());
+  const b = Dvae.fromParams({ ...cfg, cellColorWeight: w }, [...plain.params(), ...head]);
+  const n = 2;
+  const x255 = tf.tensor4d(images(n, 16), [n, 16, 16, 3], 'int32').toFloat() as tf.Tensor4D;
+  const noise = gumbelNoise(2, 1, 0, [n, 4, 4, 32]);
+  const la = a.lossTerms(x255, noise, 0.8, 1.5);
+  const lb = b.lossTerms(x255, noise, 0.8, 1.5);
+  const expected = tf.tidy(() => {
+    const x = mapPixels(x255, 0.1) as tf.Tensor4D;
+    const z = tf.softmax(a.encoderLogits(x)); // the continuous quantizer's z
+    const [hw, hb] = head.map((h) => tf.tensor(h));
+    const pred = tf.matMul(z.reshape([-1, 32]), hw!.reshape([32, 3])).add(hb!);
+    const cells = tf.avgPool(x, 4, 4, 'valid').reshape([-1, 3]);
+    return pred.sub(cells).square().mean().mul(w).dataSync()[0]!;
+  });
+  const got = lb.loss.dataSync()[0]! - la.loss.dataSync()[0]!;
+  assert.ok(expected > 0 && Math.abs(got - expected) < 1e-5, `${got} vs ${expected}`);
+  assert.throws(
+    () => new Dvae({ ...tiny, quantizer: 'vq', cellColorWeight: 1 }, { seed: 0 }),
+    /cellColorWeight = 1: needs the gumbel or continuous quantizer/,
+  );
+  tf.dispose([x255, noise, ...Object.values(la), ...Object.values(lb)]);
+  for (const m of [plain, withHead, both, a, b]) m.dispose();
+});
+
 test('dvae: the loss is the paper negative ELBO per pixel-channel, checked in float64', () => {
   const m = new Dvae(tiny, { seed: 5 });
   const n = 2;

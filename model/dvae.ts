@@ -101,6 +101,9 @@ export interface DvaeLayout {
   commitment: number;
   /** Extra weight of the pixels next to an edge in the reconstruction term (config edgeWeight). */
   edgeWeight: number;
+  /** Weight of the per-cell colour term and its 1×1 head from the code to the cell's mean colour (config
+   *  cellColorWeight; absent when 0). */
+  cellColor?: { weight: number; head: ConvSpec };
   grid: number;
   codebookSize: number;
   nLayers: number;
@@ -131,6 +134,12 @@ export function checkDvaeConfig(cfg: DvaeConfig): void {
   if (!(cfg.logitLaplaceEps > 0 && cfg.logitLaplaceEps < 0.5)) {
     throw new DvaeConfigError('logitLaplaceEps', cfg.logitLaplaceEps, 'must be in (0, 0.5)');
   }
+  if ((cfg.cellColorWeight ?? 0) > 0 && cfg.quantizer === 'vq')
+    throw new DvaeConfigError(
+      'cellColorWeight',
+      cfg.cellColorWeight,
+      'needs the gumbel or continuous quantizer',
+    );
   if ((cfg.codeRestartEvery ?? 0) > 0 && !cfg.straightThrough && cfg.quantizer !== 'vq') {
     throw new DvaeConfigError(
       'codeRestartEvery',
@@ -178,6 +187,10 @@ export function dvaeLayout(cfg: DvaeConfig): DvaeLayout {
     resolution: cfg.resolution,
     centerInput: cfg.centerInput ?? false,
     edgeWeight: cfg.edgeWeight ?? 0,
+    cellColor:
+      (cfg.cellColorWeight ?? 0) > 0
+        ? { weight: cfg.cellColorWeight!, head: conv('decoder.cellColor', 1, K, 3) }
+        : undefined,
     straightThrough: cfg.straightThrough ?? false,
     diversityWeight: cfg.diversityWeight ?? 0,
     codeLogitScale: cfg.codeLogitScale ?? 0,
@@ -261,6 +274,7 @@ function allConvs(l: DvaeLayout): ConvSpec[] {
     l.decoder.input,
     ...ofGroups(l.decoder.groups),
     l.decoder.output,
+    ...(l.cellColor ? [l.cellColor.head] : []),
   ];
 }
 
@@ -509,6 +523,7 @@ function lossTerms(
   const klSum = continuous ? tf.scalar(0) : klToUniform(logits).sum().div(n); // Σ over cells, mean over batch
   let loss = fit.add(klSum.mul(beta)).div(perPixelChannel) as tf.Scalar;
   if (l.diversityWeight > 0) loss = loss.add(codebookDivergence(logits).mul(l.diversityWeight));
+  if (l.cellColor) loss = loss.add(cellColorError(p, l.cellColor.head, z, x).mul(l.cellColor.weight));
   const mse = tf.tidy(() => reconstruction(mu, eps).sub(x255.div(255)).square().mean()) as tf.Scalar;
   const codes = logits.argMax(-1) as tf.Tensor3D;
   return {
@@ -518,6 +533,17 @@ function lossTerms(
     mse,
     codes,
   };
+}
+
+/** Mean squared error of each cell's colour as its code alone predicts it (a 1×1 head on the relaxed
+ *  sample z [N, g, g, K]) against the cell's mean pixel x [N, R, R, 3]. The decoder can draw a cell's
+ *  colour from its neighbours' codes, so nothing else stops two colours from sharing one interior code (on
+ *  `shapes`, yellow's and orange's did), which leaves the transformer to choose the colour through the
+ *  rarer edge codes; this term makes each code carry its cell's colour. */
+function cellColorError(p: Params, head: ConvSpec, z: tf.Tensor4D, x: tf.Tensor4D): tf.Scalar {
+  const cell = x.shape[1] / z.shape[1];
+  const target = tf.avgPool(x, cell, cell, 'valid'); // [N, g, g, 3]
+  return applyConv(p, head, z).sub(target).square().mean() as tf.Scalar;
 }
 
 /** The loss terms with the parameters given as tensors in `dvaeParamSpecs(cfg)` order (a trainer's
