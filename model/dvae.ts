@@ -580,10 +580,13 @@ function reconstructionTerms(
  *  in φ, about 6 of 255 levels), 1 elsewhere: [N, R, R, 1], no gradient (a function of the input alone). */
 function edgeWeights(x: tf.Tensor4D, w: number): tf.Tensor4D {
   return tf.tidy(() => {
-    const hi = tf.maxPool(x, 3, 1, 'same');
-    const lo = tf.maxPool(x.neg() as tf.Tensor4D, 3, 1, 'same').neg();
-    const edge = hi.sub(lo).max(3, true).greater(0.02).toFloat();
-    return edge.mul(w).add(1) as tf.Tensor4D;
+    // The max-pools run on one image whose channels are every (sample, channel) pair: TensorFlow's
+    // MaxPool over 3 channels is slow (vectorised over channels), over N·3 it is 2× faster all told.
+    const [n, r, , c] = x.shape;
+    const y = x.transpose([1, 2, 0, 3]).reshape([1, r, r, n * c]) as tf.Tensor4D;
+    const range = tf.maxPool(y, 3, 1, 'same').add(tf.maxPool(y.neg() as tf.Tensor4D, 3, 1, 'same')); // max − min
+    const edge = range.reshape([r, r, n, c]).max(3).greater(0.02).toFloat(); // [R, R, N]
+    return edge.mul(w).add(1).transpose([2, 0, 1]).expandDims(3) as tf.Tensor4D;
   });
 }
 
