@@ -25,7 +25,7 @@ import {
   type Trainer,
 } from '../model/index.ts';
 import type { CheckpointManifest, CheckpointStore, PartRef } from '../store/index.ts';
-import type { TrainShardInput } from '../contract/index.ts';
+import { stagePowerSgd, type TrainShardInput } from '../contract/index.ts';
 import { discoverLayout, paramPieces, pieceConfig, pieceSpecs, type HostLayout } from './host-layout.ts';
 import { rankParts } from './rank-state.ts';
 import type { RankMemory, RankRuntime, StepOutcome } from './rank-runtime.ts';
@@ -75,11 +75,15 @@ export async function openShardedRuntime(
   const [h, l] = [layout.hostOf[rank]!, layout.localOf[rank]!];
   const specs = trainer.paramSpecs();
   const pieces = paramPieces(specs, layout.perHost, l);
-  const psgd = new PowerSgd(pieceSpecs(specs, pieces), pieceConfig(spec.powersgd, layout.perHost), {
-    rank: h,
-    worldSize: layout.hosts,
-    seed: spec.train.seed,
-  });
+  const psgd = new PowerSgd(
+    pieceSpecs(specs, pieces),
+    pieceConfig(stagePowerSgd(spec, input.stage), layout.perHost),
+    {
+      rank: h,
+      worldSize: layout.hosts,
+      seed: spec.train.seed,
+    },
+  );
   const params = trainer.exportParams('params');
   const opt = new ShardedAdamW(pieces, params);
   if (manifest)

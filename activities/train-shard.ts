@@ -30,6 +30,7 @@ import { resizeDecision } from './resize.ts';
 import { openShardedRuntime } from './sharded-runtime.ts';
 import { createStageTrainer } from './stage-trainer.ts';
 import {
+  stagePowerSgd,
   progressSignal,
   stageBatchSize,
   stageSteps,
@@ -152,7 +153,7 @@ async function openLayout(
       throw e;
     }
   }
-  const psgd = new PowerSgd(trainer.paramSpecs(), spec.powersgd, {
+  const psgd = new PowerSgd(trainer.paramSpecs(), stagePowerSgd(spec, input.stage), {
     rank: input.rank,
     worldSize,
     seed: spec.train.seed,

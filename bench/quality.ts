@@ -17,6 +17,7 @@ import { encodeItems } from '../activities/encode-dataset.ts';
 import { transformerBatch } from '../activities/batches.ts';
 import { PowerSgd, type Group } from '../collective/index.ts';
 import { presets, PresetName, resolveSpec, type RunSpec } from '../config/index.ts';
+import { stagePowerSgd } from '../contract/index.ts';
 import { loadBatch, openDataset, Tokenizer, trainTokenizer, type Dataset } from '../data/index.ts';
 import {
   captionInformation,
@@ -130,12 +131,13 @@ class DataParallel<B> {
   constructor(
     readonly trainer: Trainer<B>,
     spec: RunSpec,
+    stage: 'dvae' | 'transformer',
     readonly world: number,
   ) {
     this.groups = localGroups(world);
+    const cfg = stagePowerSgd(spec, stage);
     this.psgd = this.groups.map(
-      (_, rank) =>
-        new PowerSgd(trainer.paramSpecs(), spec.powersgd, { rank, worldSize: world, seed: spec.train.seed }),
+      (_, rank) => new PowerSgd(trainer.paramSpecs(), cfg, { rank, worldSize: world, seed: spec.train.seed }),
     );
   }
 
@@ -187,7 +189,7 @@ async function trainDvae(spec: RunSpec, o: Options, emit: Emit): Promise<Float32
   const ds = await openDataset(spec.dataset);
   const held = shapesValidation('heldOut', 108, cfg.resolution, shapesSeed(spec));
   const trainer = createDvaeTrainer(cfg, spec.train.seed, o.world);
-  const dp = new DataParallel(trainer, spec, o.world);
+  const dp = new DataParallel(trainer, spec, 'dvae', o.world);
   let trainSec = 0;
   const measure = (step: number, tau: number) => {
     for (const weights of ['ema', 'params'] as const) {
@@ -241,7 +243,7 @@ function cacheKey(spec: RunSpec, world: number): string {
     dvae: spec.dvae,
     seed: spec.train.seed,
     batch: spec.train.batchSize,
-    ...(world > 1 ? { world, powersgd: spec.powersgd } : {}),
+    ...(world > 1 ? { world, powersgd: stagePowerSgd(spec, 'dvae') } : {}),
   };
   return createHash('sha256').update(JSON.stringify(what)).digest('hex').slice(0, 16);
 }
@@ -290,7 +292,7 @@ async function trainTransformer(spec: RunSpec, c: DvaeCache, o: Options, emit: E
     heldOut: encodeValidation(shapesValidation('heldOut', 108, R, shapesSeed(spec)), dvae, c.tokenizer, L),
   };
   const trainer = createTransformerTrainer(spec.transformer, spec.dvae, spec.train.seed, o.world);
-  const dp = new DataParallel(trainer, spec, o.world);
+  const dp = new DataParallel(trainer, spec, 'transformer', o.world);
   let trainSec = 0;
   const measure = (step: number) => {
     for (const which of ['ema', 'params'] as const) {

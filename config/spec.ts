@@ -282,6 +282,12 @@ export const PowerSgdConfig = z.strictObject({
   epsilon: z.number().nonnegative().default(1e-6),
   /** Error feedback (paper, torch default): what compression dropped is added to the next step's gradient. */
   errorFeedback: z.boolean().default(true),
+  /** The stages whose gradients are compressed; absent: every stage. The paper compresses the transformer's
+   *  (its dVAE trained apart). No default, so that specs written before the field existed keep their hash. */
+  stages: z
+    .array(z.enum(['dvae', 'transformer', 'rerank']))
+    .refine((a) => new Set(a).size === a.length, 'each stage at most once')
+    .optional(),
   /** fp16 wire: each resblock's scale starts at worldSize·2^scaleInitLog2 and stays within
    *  worldSize·2^[scaleMinLog2, scaleMaxLog2] (paper: 13, 7, 24). */
   scaleInitLog2: z.number().default(13),

@@ -14,6 +14,15 @@ export function stageSteps(spec: RunSpec, stage: StageName): number {
   return (spec.rerank as RunSpec['rerank'] | undefined)?.steps ?? 0;
 }
 
+/** The PowerSGD settings a stage trains with: `spec.powersgd`, turned off for a stage that its `stages`
+ *  leaves out. */
+export function stagePowerSgd(spec: RunSpec, stage: StageName): RunSpec['powersgd'] {
+  const { stages } = spec.powersgd;
+  return stages === undefined || stages.includes(stage)
+    ? spec.powersgd
+    : { ...spec.powersgd, enabled: false };
+}
+
 /** Global batch of a stage: train.batchSize, or the reranker's own rerank.batchSize when set. */
 export function stageBatchSize(spec: RunSpec, stage: StageName): number {
   const own = stage === 'rerank' ? (spec.rerank as RunSpec['rerank'] | undefined)?.batchSize : undefined;

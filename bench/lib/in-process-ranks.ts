@@ -11,7 +11,7 @@ import type { Trainer, TransformerBatch } from '../../model/index.ts';
 import type { StageBatchSource } from '../../activities/batches.ts';
 import { rankGradients } from '../../activities/rank-gradients.ts';
 import type { CheckpointStore } from '../../store/index.ts';
-import type { TrainShardInput } from '../../contract/index.ts';
+import { stagePowerSgd, type TrainShardInput } from '../../contract/index.ts';
 import { FlatRuntime, type RankRuntime, type StepOutcome } from '../../activities/rank-runtime.ts';
 import { openShardedRuntime } from '../../activities/sharded-runtime.ts';
 import { createStageTrainer } from '../../activities/stage-trainer.ts';
@@ -95,7 +95,11 @@ export async function openRanks(o: {
             checkpoints,
             inputs[r]!,
             trainers[r]!,
-            new PowerSgd(trainers[r]!.paramSpecs(), spec.powersgd, { rank: r, worldSize: W, seed }),
+            new PowerSgd(trainers[r]!.paramSpecs(), stagePowerSgd(spec, stage), {
+              rank: r,
+              worldSize: W,
+              seed,
+            }),
             g,
           ),
     ),
