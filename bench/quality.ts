@@ -373,7 +373,7 @@ export async function main(argv: string[]): Promise<void> {
     preset: o.preset,
     overrides: o.overrides,
     world: o.world,
-    powersgd: o.world > 1 && spec.powersgd.enabled,
+    powersgd: o.world > 1 && stagePowerSgd(spec, o.stage === 'transformer' ? 'transformer' : 'dvae').enabled,
   });
   await mkdir(o.cache, { recursive: true });
   const key = cacheKey(spec, o.world) + (o.dvaeFrom ? `-from-${basename(o.dvaeFrom, '.bin')}` : '');
