@@ -72,6 +72,10 @@ export const DvaeConfig = z.strictObject({
   lr: z.number().positive().default(1e-4),
   lrEnd: z.number().nonnegative().default(1.25e-6),
   lrDecaySteps: upTo(SCHEDULE_MAX).default(1_200_000),
+  /** Linear warm-up of the first updates to lr (update i runs at lr·(i+1)/n), the cosine decay unchanged
+   *  underneath; absent or 0: none (the paper). Optional without a default, so specs written before it
+   *  keep their hash. */
+  lrWarmupSteps: nonNegInt.max(SCHEDULE_MAX).optional(),
   /** KL weight β: cosine 0 → betaMax over betaWarmupSteps (paper: 6.6 over 5,000). */
   betaMax: z.number().nonnegative().default(6.6),
   betaWarmupSteps: upTo(SCHEDULE_MAX).default(5_000),

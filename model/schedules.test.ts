@@ -49,6 +49,17 @@ test('schedules: scaled presets use their own lengths', () => {
   assert.equal(lrAt(0, shapes), shapes.lr);
 });
 
+test('schedules: the lr warm-up ramps linearly to the cosine and then leaves it alone', () => {
+  const cfg = { lr: 1e-3, lrEnd: 1e-5, lrDecaySteps: 1000, lrWarmupSteps: 100 };
+  const plain = { ...cfg, lrWarmupSteps: undefined };
+  assert.equal(lrAt(0, cfg), lrAt(0, plain) / 100);
+  assert.equal(lrAt(49, cfg), lrAt(49, plain) / 2);
+  assert.equal(lrAt(99, cfg), lrAt(99, plain));
+  for (const s of [100, 500, 1000, 5000]) assert.equal(lrAt(s, cfg), lrAt(s, plain));
+  assert.equal(lrAt(0, { ...cfg, lrWarmupSteps: 0 }), 1e-3);
+  assert.throws(() => lrAt(-1, cfg), ScheduleStepError);
+});
+
 test('schedules: a bad step is named', () => {
   for (const bad of [-1, NaN, Infinity]) {
     assert.throws(

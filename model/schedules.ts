@@ -1,7 +1,7 @@
 // The dVAE's three schedules, as docs/model.md states them, each a pure function of the update index:
 //   β  (KL weight)            cosine 0 → 6.6 over the first 5,000 updates
 //   τ  (Gumbel temperature)   cosine 1 → 1/16 over the first 150,000 updates (linear diverged)
-//   lr (step size)            cosine 1e-4 → 1.25e-6 over 1,200,000 updates
+//   lr (step size)            cosine 1e-4 → 1.25e-6 over 1,200,000 updates (optionally warmed up linearly)
 // then constant at the end value. Config fields scale them (the `paper-12b` preset holds the paper's).
 import type { DvaeConfig } from '../config/index.ts';
 
@@ -23,7 +23,7 @@ export function cosineAnneal(step: number, start: number, end: number, steps: nu
 
 type BetaFields = Pick<DvaeConfig, 'betaMax' | 'betaWarmupSteps'>;
 type TauFields = Pick<DvaeConfig, 'tauStart' | 'tauEnd' | 'tauDecaySteps'>;
-type LrFields = Pick<DvaeConfig, 'lr' | 'lrEnd' | 'lrDecaySteps'>;
+type LrFields = Pick<DvaeConfig, 'lr' | 'lrEnd' | 'lrDecaySteps' | 'lrWarmupSteps'>;
 
 /** KL weight β at `step`: cosine 0 → betaMax over betaWarmupSteps. */
 export function betaAt(step: number, cfg: BetaFields): number {
@@ -35,7 +35,10 @@ export function tauAt(step: number, cfg: TauFields): number {
   return cosineAnneal(step, cfg.tauStart, cfg.tauEnd, cfg.tauDecaySteps);
 }
 
-/** Learning rate at `step`: cosine lr → lrEnd over lrDecaySteps. */
+/** Learning rate at `step`: cosine lr → lrEnd over lrDecaySteps, times (step+1)/lrWarmupSteps during the
+ *  warm-up. */
 export function lrAt(step: number, cfg: LrFields): number {
-  return cosineAnneal(step, cfg.lr, cfg.lrEnd, cfg.lrDecaySteps);
+  const lr = cosineAnneal(step, cfg.lr, cfg.lrEnd, cfg.lrDecaySteps);
+  const warmup = cfg.lrWarmupSteps ?? 0;
+  return step < warmup ? (lr * (step + 1)) / warmup : lr;
 }
