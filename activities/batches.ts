@@ -89,6 +89,24 @@ export async function stageBatches(
   };
 }
 
+/** The dVAE's probe for codebook splitting (dvae.codeSplitEvery): the first codeSplitProbe images (256 when
+ *  absent) of the training order at step 0, preprocessed as the dVAE sees them; the same on every rank
+ *  and after every resume. */
+export async function dvaeProbe(spec: RunSpec, ds?: Dataset): Promise<Uint8Array> {
+  const data = ds ?? (await dataset(spec.dataset));
+  const n = Math.min(spec.dvae.codeSplitProbe ?? 256, data.size);
+  const b = await loadBatch(data, {
+    seed: spec.train.seed,
+    globalBatch: n,
+    resolution: spec.dvae.resolution,
+    step: 0,
+    rank: 0,
+    worldSize: 1,
+    pipeline: 'dvae',
+  });
+  return b.images;
+}
+
 /** Stage 2's batch for a loaded batch: each caption as the transformer trains on it (transformerCaption:
  *  BPE dropout and caption dropout keyed by its stream position) next to the precomputed dVAE tokens of
  *  the same dataset item. */

@@ -9,6 +9,7 @@ import {
   type TrainerOptions,
 } from '../model/index.ts';
 import type { StageName } from '../contract/index.ts';
+import { dvaeProbe } from './batches.ts';
 
 export async function createStageTrainer(
   stage: StageName,
@@ -18,7 +19,10 @@ export async function createStageTrainer(
 ): Promise<Trainer<any>> {
   await initTfBackend();
   const seed = spec.train.seed;
-  if (stage === 'dvae') return createDvaeTrainer(spec.dvae, seed, worldSize, opts);
+  if (stage === 'dvae') {
+    const probe = (spec.dvae.codeSplitEvery ?? 0) > 0 ? await dvaeProbe(spec) : undefined;
+    return createDvaeTrainer(spec.dvae, seed, worldSize, probe ? { ...opts, probe } : opts);
+  }
   if (stage === 'transformer')
     return createTransformerTrainer(spec.transformer, spec.dvae, seed, worldSize, opts);
   return createRerankTrainer(spec.rerank, spec.transformer, spec.dvae, seed, worldSize, opts);

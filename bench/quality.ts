@@ -14,7 +14,7 @@ import { createHash } from 'node:crypto';
 import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { basename, join } from 'node:path';
 import { encodeItems } from '../activities/encode-dataset.ts';
-import { transformerBatch } from '../activities/batches.ts';
+import { dvaeProbe, transformerBatch } from '../activities/batches.ts';
 import { PowerSgd, type Group } from '../collective/index.ts';
 import { presets, PresetName, resolveSpec, type RunSpec } from '../config/index.ts';
 import { stagePowerSgd } from '../contract/index.ts';
@@ -188,7 +188,8 @@ async function trainDvae(spec: RunSpec, o: Options, emit: Emit): Promise<Float32
   const cfg = spec.dvae;
   const ds = await openDataset(spec.dataset);
   const held = shapesValidation('heldOut', 108, cfg.resolution, shapesSeed(spec));
-  const trainer = createDvaeTrainer(cfg, spec.train.seed, o.world);
+  const probe = (cfg.codeSplitEvery ?? 0) > 0 ? await dvaeProbe(spec, ds) : undefined;
+  const trainer = createDvaeTrainer(cfg, spec.train.seed, o.world, probe ? { probe } : {});
   const dp = new DataParallel(trainer, spec, 'dvae', o.world);
   let trainSec = 0;
   const measure = (step: number, tau: number) => {

@@ -157,3 +157,28 @@ test('config: numbers have upper bounds that name the field (no 10^16-parameter 
   assert.deepEqual(err({ rerank: { embedDim: 1e9 } }), ['rerank.embedDim']);
   assert.deepEqual(err({ rerank: { steps: Number.MAX_SAFE_INTEGER } }), ['rerank.steps']);
 });
+
+test('config: code splitting names what it needs; a spec without it keeps its hash', () => {
+  const issues = (over: Record<string, unknown>) => {
+    try {
+      resolveSpec({ preset: 'tiny', dvae: { codeSplitEvery: 10, ...over } });
+      return [];
+    } catch (e) {
+      assert.ok(e instanceof ConfigError);
+      return e.issues.map((i) => `${i.path}: ${i.message}`);
+    }
+  };
+  assert.deepEqual(issues({}), []);
+  assert.deepEqual(issues({ quantizer: 'vq' }), ['dvae.codeSplitEvery: needs dvae.quantizer gumbel, not vq']);
+  assert.deepEqual(issues({ codeLogitScale: 5 }), [
+    'dvae.codeSplitEvery: needs dvae.codeLogitScale 0 (a split moves the linear logits of a code)',
+  ]);
+  assert.deepEqual(issues({ straightThrough: true, codeRestartEvery: 5 }), [
+    'dvae.codeSplitEvery: cannot be combined with dvae.codeRestartEvery (both rewrite codes)',
+  ]);
+  const plain = resolveSpec({ preset: 'tiny' });
+  assert.ok(
+    !('codeSplitEvery' in plain.dvae) && !('lrWarmupSteps' in plain.dvae),
+    'absent fields stay absent',
+  );
+});

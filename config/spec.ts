@@ -167,6 +167,17 @@ export const DvaeConfig = z.strictObject({
   codeRestartEvery: nonNegInt.default(0),
   /** … up to this update (restarts late in training would leave the EMA weights no time to follow). */
   codeRestartUntil: nonNegInt.default(0),
+  /** Codebook splitting (model/code-split.ts; the gumbel quantizer with plain logits): every this many
+   *  updates the codes whose cells differ most in their pixels, on a fixed probe of training images, are
+   *  each split in two along what tells their cells apart, into codes the probe does not use. Absent or 0:
+   *  never (the paper). Optional without defaults, so specs written before it keep their hash. */
+  codeSplitEvery: nonNegInt.max(SCHEDULE_MAX).optional(),
+  /** … before this update (absent: codeSplitEvery · 4) … */
+  codeSplitUntil: nonNegInt.max(SCHEDULE_MAX).optional(),
+  /** … at most this many codes a time (absent: 4) … */
+  codeSplitCodes: upTo(4096).optional(),
+  /** … judged on this many training images (the first of step 0's order; absent: 256). */
+  codeSplitProbe: upTo(4096).optional(),
 });
 export type DvaeConfig = z.infer<typeof DvaeConfig>;
 
@@ -496,6 +507,17 @@ function dvaeDataIssues(o: RawSpec, num: NumberOf): Issue[] {
       message:
         'needs dvae.straightThrough: true or dvae.quantizer: vq (code usage is read from the gradient of one-hot codes)',
     });
+  }
+  if (num('dvae', 'codeSplitEvery')) {
+    const why =
+      o.dvae?.quantizer !== undefined && o.dvae.quantizer !== 'gumbel'
+        ? `needs dvae.quantizer gumbel, not ${o.dvae.quantizer}`
+        : num('dvae', 'codeLogitScale')
+          ? 'needs dvae.codeLogitScale 0 (a split moves the linear logits of a code)'
+          : num('dvae', 'codeRestartEvery')
+            ? 'cannot be combined with dvae.codeRestartEvery (both rewrite codes)'
+            : undefined;
+    if (why) out.push({ path: ['dvae', 'codeSplitEvery'], message: why });
   }
   const res = num('dvae', 'resolution');
   const canvas = o.dataset?.kind === 'shapes' ? num('dataset', 'canvas') : undefined;

@@ -217,3 +217,37 @@ test('dvae-trainer: a batch split into parts at their sample offsets gives the w
   assert.throws(() => t.computeGradients({ ...whole, first: -1 }, 2, 0), DvaeStepError);
   t.dispose();
 });
+
+test('dvae-trainer: code splits happen on schedule from the probe, and resume exactly', () => {
+  const sc = { ...cfg, codeSplitEvery: 2, codeSplitUntil: 6 };
+  const probe = batch(6, 99).images;
+  const straight = createDvaeTrainer(sc, 5, 1, { probe });
+  const first = createDvaeTrainer(sc, 5, 1, { probe });
+  const splits: number[] = [];
+  const run = (t: ReturnType<typeof createDvaeTrainer>, from: number, to: number, log = false) => {
+    for (let s = from; s < to; s++) {
+      const r = t.computeGradients(batch(4, s), s, 0);
+      const m = t.applyGradients(r.grads, s, r.loss);
+      if (log) splits.push(m.codeRestarts!);
+    }
+  };
+  run(straight, 0, 8, true);
+  // Six noise images over a 4×4 grid use a few of 32 codes, each for cells of many kinds: every split step
+  // before codeSplitUntil (1, 3, 5) splits; the others and the steps after it never do.
+  assert.ok(splits[1]! > 0 && splits[3]! > 0 && splits[5]! > 0, `splits per step ${splits}`);
+  assert.deepEqual([splits[0], splits[2], splits[4], splits[6], splits[7]], [0, 0, 0, 0, 0]);
+  run(first, 0, 3);
+  const blob = first.saveState();
+  first.dispose();
+  const resumed = createDvaeTrainer(sc, 5, 1, { probe });
+  resumed.loadState(blob);
+  run(resumed, 3, 8);
+  assert.deepEqual(bits(resumed.exportParams('params')), bits(straight.exportParams('params')));
+  assert.deepEqual(resumed.saveState(), straight.saveState());
+  // Without splitting the same run ends elsewhere.
+  const plain = createDvaeTrainer(cfg, 5, 1);
+  run(plain, 0, 8);
+  assert.notDeepEqual(bits(plain.exportParams('params')), bits(straight.exportParams('params')));
+  assert.throws(() => createDvaeTrainer(sc, 5, 1), /codeSplitEvery needs a probe/);
+  for (const t of [resumed, straight, plain]) t.dispose();
+});

@@ -9,12 +9,20 @@
 import * as tf from '@tensorflow/tfjs';
 import type { DvaeConfig } from '../config/index.ts';
 import { AdamW, adamwConfigOf, adamwOverTheta, decaysByDefault } from './adamw.ts';
-import { applyRestarts, CodeUsage, restartedParams, type Restart } from './code-restart.ts';
+import {
+  applyRestarts,
+  CodeUsage,
+  restartedParams,
+  type CodebookArrays,
+  type Restart,
+} from './code-restart.ts';
+import { applySplits, cellPixels, planSplits, type CodeSplit } from './code-split.ts';
 import {
   dvaeLayout,
   dvaeLossTerms,
   dvaeParamSpecs,
   DvaeInputError,
+  encoderFeatures,
   initDvaeParams,
   type DvaeLayout,
 } from './dvae.ts';
@@ -104,6 +112,8 @@ class DvaeTrainer implements Trainer<DvaeBatch> {
   private readonly specs: ParamSpec[];
   /** Present when dead-code restarts are on. */
   private readonly usage?: CodeUsage;
+  /** Present when codebook splitting is on: the probe's images and each of its cells' pixels. */
+  private readonly probe?: { images: Uint8Array; pixels: Float32Array };
   /** The update count when the optimizer is outside (setParams). */
   private outsideUpdates = 0;
 
@@ -121,6 +131,17 @@ class DvaeTrainer implements Trainer<DvaeBatch> {
     this.specs = dvaeParamSpecs(cfg);
     this.params = new ParamVector(this.specs, initDvaeParams(cfg, seed), `dvae-trainer${trainers++}/theta`);
     if ((cfg.codeRestartEvery ?? 0) > 0) this.usage = new CodeUsage(cfg.codebookSize);
+    if ((cfg.codeSplitEvery ?? 0) > 0) {
+      const per = cfg.resolution * cfg.resolution * 3;
+      const images = opts.probe;
+      if (!(images instanceof Uint8Array) || images.length === 0 || images.length % per !== 0)
+        throw new DvaeStepError(
+          'probe',
+          images?.length,
+          `dvae.codeSplitEvery needs a probe of training images, uint8 [n, ${cfg.resolution}, ${cfg.resolution}, 3]`,
+        );
+      this.probe = { images, pixels: cellPixels(images, cfg.resolution, cfg.grid) };
+    }
     // Without the optimizer, dead-code restarts (which rewrite its moments and EMA too) are made by whoever
     // holds them, through `outsideRewrites`.
     if (opts.optimizer === false) return;
@@ -185,6 +206,8 @@ class DvaeTrainer implements Trainer<DvaeBatch> {
     if (!this.opt) throw new NoOptimizerError('dvae applyGradients');
     const lr = lrAt(step, this.cfg);
     const clip = this.cfg.gradClip ?? 0;
+    // Splits are planned on the parameters this step's forward used, as a sharded optimizer's holder does.
+    const splits = this.splitsDue(step);
     const r = this.opt.apply(grads, lr, clip > 0 ? { maxGradNorm: clip } : {});
     let restarted = 0;
     if (this.usage && !r.skipped) {
@@ -193,13 +216,51 @@ class DvaeTrainer implements Trainer<DvaeBatch> {
       if (plan.length > 0) this.restart(plan, step);
       restarted = plan.length;
     }
+    if (splits.length > 0 && !r.skipped) {
+      this.rewriteCodes((values, followers) => applySplits(values, followers, splits));
+      restarted = splits.length;
+    }
     return {
       lr,
       gradNorm: r.gradNorm,
       skipped: r.skipped ? 1 : 0,
       updates: r.updates,
-      ...(this.usage ? { codeRestarts: restarted } : {}),
+      ...(this.usage || this.probe ? { codeRestarts: restarted } : {}),
     };
+  }
+
+  /** The code splits due after update `step` (model/code-split.ts), from the current parameters. */
+  private splitsDue(step: number): CodeSplit[] {
+    const every = this.cfg.codeSplitEvery ?? 0;
+    if (!this.probe || (step + 1) % every !== 0 || step >= (this.cfg.codeSplitUntil ?? every * 4)) return [];
+    const probe = this.probe;
+    const t = this.params.tensors();
+    try {
+      const { codes, features } = encoderFeatures(this.cfg, this.layout, t, probe.images);
+      const probeOf = { codes, features, pixels: probe.pixels, codebookSize: this.cfg.codebookSize };
+      return planSplits(probeOf, this.cfg.codeSplitCodes ?? 4);
+    } finally {
+      tf.dispose(t);
+    }
+  }
+
+  /** Rewrites the codebook's arrays (encoder logits, decoder rows) in the parameters and in their Adam
+   *  moments and EMA. */
+  private rewriteCodes(fn: (values: CodebookArrays, followers: CodebookArrays[]) => void): void {
+    if (!this.opt) throw new NoOptimizerError('dvae code rewrites');
+    const params = this.params.arrays();
+    const state = new Map(this.opt.stateArrays());
+    const of = (get: (name: string) => Float32Array): CodebookArrays => ({
+      encW: get('encoder.output.w'),
+      encB: get('encoder.output.b'),
+      decW: get('decoder.input.w'),
+    });
+    fn(
+      of((n) => params[this.index(n)]!),
+      ['m', 'v', 'ema'].map((w) => of((n) => state.get(`${n}.${w}`)!)),
+    );
+    this.params.assign(params);
+    this.opt.loadStateArrays(state, this.opt.updates);
   }
 
   private index(name: string): number {
@@ -230,10 +291,28 @@ class DvaeTrainer implements Trainer<DvaeBatch> {
     return { seed: this.seed, step, jitter: 0.1 };
   }
 
-  /** Dead-code restarts for a sharded optimizer: the usage is observed from the rows' Σg² the ranks sum
-   *  between them, and the plan is applied to the arrays they gather. */
+  /** Code rewrites for a sharded optimizer. Dead-code restarts: the usage is observed from the rows' Σg²
+   *  the ranks sum between them. Code splits: planned from the parameters of the step's forward (which
+   *  every rank holds whole until the all-gather). Either plan is applied to the arrays they gather. */
   get outsideRewrites(): OutsideRewrites | undefined {
-    if (this.opt || !this.usage) return undefined;
+    if (this.opt) return undefined;
+    if (this.probe) {
+      const names = ['encoder.output.w', 'encoder.output.b', 'decoder.input.w'];
+      const of = (a: Float32Array[]): CodebookArrays => ({ encW: a[0]!, encB: a[1]!, decW: a[2]! });
+      return {
+        watch: this.index('decoder.input.w'),
+        observe: (step) => {
+          const splits = this.splitsDue(step);
+          if (splits.length === 0) return undefined;
+          return {
+            params: names.map((n) => this.index(n)),
+            count: splits.length,
+            apply: (values, followers) => applySplits(of(values), followers.map(of), splits),
+          };
+        },
+      };
+    }
+    if (!this.usage) return undefined;
     const usage = this.usage;
     const names = restartedParams(this.cfg.quantizer);
     return {

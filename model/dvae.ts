@@ -562,6 +562,33 @@ export function dvaeLossTerms(
   return lossTerms(p, layout, cfg.logitLaplaceEps, x255, noise, tau, beta);
 }
 
+/** Each cell's argmax code [n·g²] and encoder features [n·g², C] (the input of the logits conv) for
+ *  images uint8 [n, R, R, 3], the parameters given as in `dvaeLossTerms`: what codebook splitting
+ *  (model/code-split.ts) reads. No Gumbel noise. */
+export function encoderFeatures(
+  cfg: DvaeConfig,
+  layout: DvaeLayout,
+  params: readonly tf.Tensor[],
+  images: Uint8Array,
+): { codes: Int32Array; features: Float32Array } {
+  const R = cfg.resolution;
+  const n = countOf(images, R * R * 3, 'images', `uint8 [n, ${R}, ${R}, 3]`);
+  const specs = dvaeParamSpecs(cfg);
+  const p: Params = new Map(specs.map((s, i) => [s.name, params[i]!]));
+  const [h, codes] = tf.tidy(() => {
+    const x = mapPixels(tf.tensor4d(images, [n, R, R, 3], 'int32').toFloat(), cfg.logitLaplaceEps);
+    const h = encoderTrunk(p, layout, x as tf.Tensor4D);
+    const logits =
+      layout.codeLogitScale === 0 ? applyConv(p, layout.encoder.output, h) : cosineLogits(p, layout, h);
+    return [h, logits.argMax(-1)];
+  });
+  try {
+    return { codes: codes.dataSync() as Int32Array, features: h.dataSync() as Float32Array };
+  } finally {
+    tf.dispose([h, codes]);
+  }
+}
+
 /** The reconstruction NLL summed over pixels and averaged over the batch (`nllSum`), and the same with the
  *  edge weights the loss uses (`fit`; the same tensor when edgeWeight is 0). */
 function reconstructionTerms(

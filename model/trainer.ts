@@ -34,6 +34,9 @@ export interface TrainerOptions {
    *  rank's shard of a sharded AdamW (`updateRule` + `setParams`), and the state a trainer saves and loads
    *  is parameters and schedules only. Default true. */
   optimizer?: boolean;
+  /** The dVAE's probe for codebook splitting (dvae.codeSplitEvery): training images uint8 [n, R, R, 3],
+   *  the same on every rank. */
+  probe?: Uint8Array;
 }
 
 /** What one AdamW update applies, for an optimizer outside the trainer (model/sharded-adamw.ts). */
@@ -50,7 +53,7 @@ export interface UpdateRule {
   maxGradNorm?: number;
 }
 
-/** Rewrites a recipe makes after some updates (the dVAE's dead-code restarts), for an optimizer outside
+/** Rewrites a recipe makes after some updates (the dVAE's dead-code restarts and code splits), for an optimizer outside
  *  the trainer: the trainer decides, the optimizer's holder gathers the arrays and writes them back. */
 export interface OutsideRewrites {
   /** The parameter (`paramSpecs()` index) whose averaged gradient the trainer watches, row by row of its

@@ -77,3 +77,40 @@ test('sharding: a sharded dVAE restarts the same dead codes as the flat one, and
     await closeRanks(sharded);
   }
 });
+
+test('sharding: a sharded dVAE splits the same codes as the flat one, every rank alike', async (t) => {
+  const spec = resolveSpec({
+    preset: 'tiny',
+    powersgd: { enabled: false },
+    dvae: { codeSplitEvery: 2, codeSplitUntil: 100 },
+    train: { worldSize: 4 },
+  });
+  const checkpoints = (await openStores({ dir: mkdtempSync(join(tmpdir(), 'shard-')) })).checkpoints;
+  const open = (hostIds?: string[]) =>
+    openRanks({ url: NATS_URL, spec, stage: 'dvae', hostIds, checkpoints, runId: uniqueId('split') });
+  const flat = await open();
+  const sharded = await open(['a', 'b', 'a', 'b']);
+  try {
+    const batchOf = (step: number, rank: number) => patches(spec.dvae.resolution, step, rank);
+    const splits = async (ranks: typeof flat) =>
+      (await trainRanks(ranks, spec, 0, 6, batchOf)).map((s) => s.ranks.map((r) => r.metrics.codeRestarts));
+    const [sf, ss] = [await splits(flat), await splits(sharded)];
+    t.diagnostic(
+      `codes split per step (every rank): flat ${JSON.stringify(sf)}, sharded ${JSON.stringify(ss)}`,
+    );
+    for (const s of [...sf, ...ss]) assert.equal(new Set(s).size, 1, `every rank splits alike: ${s}`);
+    assert.deepEqual(ss, sf, 'the same splits at the same steps');
+    assert.ok(
+      sf.every((s, step) => (step % 2 === 1 ? s[0]! > 0 : s[0] === 0)),
+      'codes split after every second update',
+    );
+    const params = sharded.trainers.map((tr) => tr.exportParams('params'));
+    for (const p of params.slice(1))
+      assert.equal(maxAbs(params[0]!, p), 0, 'every rank gathers the same bits');
+    const diff = maxAbs(flat.trainers[0]!.exportParams('params'), params[0]!);
+    assert.ok(diff < 1e-4, `parameters differ by ${diff} (only the order of float additions differs)`);
+  } finally {
+    await closeRanks(flat);
+    await closeRanks(sharded);
+  }
+});
