@@ -58,6 +58,12 @@ export function demoSpec(minutes: number): RunSpec {
       lrDecaySteps: scale(base.dvae.lrDecaySteps),
       betaWarmupSteps: scale(base.dvae.betaWarmupSteps),
       tauDecaySteps: scale(base.dvae.tauDecaySteps),
+      ...(base.dvae.codeSplitEvery
+        ? {
+            codeSplitEvery: scale(base.dvae.codeSplitEvery),
+            codeSplitUntil: scale(base.dvae.codeSplitUntil ?? 4 * base.dvae.codeSplitEvery),
+          }
+        : {}),
     },
     transformer: {
       steps: steps(base.transformer.steps),
