@@ -19,6 +19,7 @@ import {
   shapeItem,
 } from '../data/index.ts';
 import { createDvaeTrainer, Dvae, initTfBackend } from '../model/index.ts';
+import { dvaeProbe } from '../activities/batches.ts';
 import { command, parseCommand, readers } from '../services/cli/args.ts';
 
 export const cli = command({
@@ -92,7 +93,7 @@ async function train(spec: Spec, steps: number, batch: number, quiet: boolean) {
   const cfg = spec.dvae;
   const R = cfg.resolution;
   const ds = await openDataset(spec.dataset);
-  const trainer = createDvaeTrainer(cfg, spec.train.seed, 1);
+  const trainer = createDvaeTrainer(cfg, spec.train.seed, 1, { probe: await dvaeProbe(spec, ds) });
   const mean = new Float64Array(R * R * 3);
   let seen = 0;
   let last: Record<string, number> = {};

@@ -94,7 +94,8 @@ function measure(o: Options, backend: string, requestedBatch: number): DvaeBacke
   const steps = backend === 'cpu' ? Math.min(o.steps, CPU_LIMITS.steps) : o.steps;
   const R = cfg.resolution;
   const matmul = matmulGflops();
-  const trainer = createDvaeTrainer(cfg, 0, 1);
+  // Its first batch doubles as the probe of codebook splitting (dvae.codeSplitEvery), a run's training images.
+  const trainer = createDvaeTrainer(cfg, 0, 1, { probe: shapesBatch(batch, R, 0) });
   const once = (step: number) => {
     const g = trainer.computeGradients({ images: shapesBatch(batch, R, step * batch), n: batch }, step, 0);
     trainer.applyGradients(g.grads, step, g.loss);

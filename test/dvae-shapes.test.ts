@@ -24,6 +24,7 @@ import {
   HELD_OUT_COMPOSITIONS,
 } from '../data/index.ts';
 import { createDvaeTrainer, Dvae, initTfBackend } from '../model/index.ts';
+import { dvaeProbe } from '../activities/batches.ts';
 
 /** Steps and batch of this test: ~1 minute of one wasm core on an idle machine. */
 const STEPS = 100;
@@ -44,7 +45,8 @@ test('dvae: shapes reconstruction of held-out compositions beats half the code-f
   const cfg = spec.dvae;
   const R = cfg.resolution;
   const ds = await openDataset(spec.dataset);
-  const trainer = createDvaeTrainer(cfg, spec.train.seed, 1);
+  // The preset splits codes (dvae.codeSplitEvery) from a probe of training images, as every run does.
+  const trainer = createDvaeTrainer(cfg, spec.train.seed, 1, { probe: await dvaeProbe(spec, ds) });
   const tensorsBefore = tf.memory().numTensors;
   const mean = new Float64Array(R * R * 3);
   let seen = 0;

@@ -40,7 +40,12 @@ export interface SideResult {
 interface ModelSurface {
   initTfBackend(): Promise<string>;
   requestedThreads?: () => number | undefined;
-  createDvaeTrainer(cfg: unknown, seed: number, worldSize: number): StepTrainer;
+  createDvaeTrainer(
+    cfg: unknown,
+    seed: number,
+    worldSize: number,
+    opts?: { probe?: Uint8Array },
+  ): StepTrainer;
   createTransformerTrainer(cfg: unknown, dvae: unknown, seed: number, worldSize: number): StepTrainer;
 }
 interface StepTrainer {
@@ -84,10 +89,12 @@ export async function timeStep(job: StepJob): Promise<SideResult> {
   const model = (await import(pathToFileURL(resolve(root, 'model/index.ts')).href)) as ModelSurface;
   const backend = await model.initTfBackend();
   const dvae = job.model === 'dvae';
-  const trainer = dvae
-    ? model.createDvaeTrainer(job.dvae, 0, 1)
-    : model.createTransformerTrainer(job.transformer, job.dvae, 0, 1);
   const batches = dvae ? [0, 1, 2, 3].map((k) => dvaeBatch(job, k * job.batch)) : [transformerBatch(job)];
+  // The timed batches double as the probe of codebook splitting (dvae.codeSplitEvery), as a run's
+  // training images do: the median step is the plain one either way.
+  const trainer = dvae
+    ? model.createDvaeTrainer(job.dvae, 0, 1, { probe: (batches[0] as { images: Uint8Array }).images })
+    : model.createTransformerTrainer(job.transformer, job.dvae, 0, 1);
   const parameters = trainer.paramSpecs().reduce((s, p) => s + p.shape.reduce((a, b) => a * b, 1), 0);
   const step = (s: number) => {
     const g = trainer.computeGradients(batches[s % batches.length], s, 0);
