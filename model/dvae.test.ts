@@ -4,6 +4,7 @@ import * as tf from '@tensorflow/tfjs';
 import { DvaeConfig, loadSpec } from '../config/index.ts';
 import { initTfBackend } from './tf-backend.ts';
 import {
+  encoderFeatures,
   Dvae,
   DvaeConfigError,
   DvaeInputError,
@@ -672,4 +673,21 @@ test('dvae: logit-Laplace density integrates to 1 on (0, 1)', () => {
     for (let i = 0; i < steps; i++) integral += Math.exp(-nll[i]!) / steps;
     assert.ok(Math.abs(integral - 1) < 2e-3, `μ=${mu}, ln b=${lnB}: ∫f = ${integral}`);
   }
+});
+
+test('dvae: encoderFeatures gives each cell its argmax code (as encode does) and its features, chunk by chunk', () => {
+  const m = new Dvae(tiny, { seed: 3 });
+  const R = tiny.resolution;
+  const images = Uint8Array.from({ length: 5 * R * R * 3 }, (_, i) => (i * 37) % 256);
+  const layout = dvaeLayout(tiny);
+  const params = m.params().map((a, i) => tf.tensor(a, dvaeParamSpecs(tiny)[i]!.shape));
+  const whole = encoderFeatures(tiny, layout, params, images);
+  const chunked = encoderFeatures(tiny, layout, params, images, 2);
+  tf.dispose(params);
+  assert.deepEqual(whole.codes, m.encode(images));
+  assert.deepEqual(chunked.codes, whole.codes);
+  assert.deepEqual(chunked.features, whole.features);
+  assert.equal(whole.features.length % whole.codes.length, 0);
+  assert.ok(whole.features.some((v) => v > 0));
+  m.dispose();
 });

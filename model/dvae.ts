@@ -564,29 +564,41 @@ export function dvaeLossTerms(
 
 /** Each cell's argmax code [n·g²] and encoder features [n·g², C] (the input of the logits conv) for
  *  images uint8 [n, R, R, 3], the parameters given as in `dvaeLossTerms`: what codebook splitting
- *  (model/code-split.ts) reads. No Gumbel noise. */
+ *  (model/code-split.ts) reads. No Gumbel noise; `chunk` images at a time. */
 export function encoderFeatures(
   cfg: DvaeConfig,
   layout: DvaeLayout,
   params: readonly tf.Tensor[],
   images: Uint8Array,
+  chunk = 32,
 ): { codes: Int32Array; features: Float32Array } {
   const R = cfg.resolution;
-  const n = countOf(images, R * R * 3, 'images', `uint8 [n, ${R}, ${R}, 3]`);
+  const per = R * R * 3;
+  const n = countOf(images, per, 'images', `uint8 [n, ${R}, ${R}, 3]`);
   const specs = dvaeParamSpecs(cfg);
   const p: Params = new Map(specs.map((s, i) => [s.name, params[i]!]));
-  const [h, codes] = tf.tidy(() => {
-    const x = mapPixels(tf.tensor4d(images, [n, R, R, 3], 'int32').toFloat(), cfg.logitLaplaceEps);
-    const h = encoderTrunk(p, layout, x as tf.Tensor4D);
-    const logits =
-      layout.codeLogitScale === 0 ? applyConv(p, layout.encoder.output, h) : cosineLogits(p, layout, h);
-    return [h, logits.argMax(-1)];
-  });
-  try {
-    return { codes: codes.dataSync() as Int32Array, features: h.dataSync() as Float32Array };
-  } finally {
-    tf.dispose([h, codes]);
+  const cells = cfg.grid * cfg.grid;
+  const codes = new Int32Array(n * cells);
+  let features = new Float32Array(0);
+  for (let i0 = 0; i0 < n; i0 += chunk) {
+    const m = Math.min(chunk, n - i0);
+    const [h, k] = tf.tidy(() => {
+      const x255 = tf.tensor4d(images.subarray(i0 * per, (i0 + m) * per), [m, R, R, 3], 'int32').toFloat();
+      const h = encoderTrunk(p, layout, mapPixels(x255, cfg.logitLaplaceEps) as tf.Tensor4D);
+      const logits =
+        layout.codeLogitScale === 0 ? applyConv(p, layout.encoder.output, h) : cosineLogits(p, layout, h);
+      return [h, logits.argMax(-1)];
+    });
+    try {
+      const C = h.shape.at(-1)!;
+      if (i0 === 0) features = new Float32Array(n * cells * C);
+      features.set(h.dataSync() as Float32Array, i0 * cells * C);
+      codes.set(k.dataSync() as Int32Array, i0 * cells);
+    } finally {
+      tf.dispose([h, k]);
+    }
   }
+  return { codes, features };
 }
 
 /** The reconstruction NLL summed over pixels and averaged over the batch (`nllSum`), and the same with the
