@@ -90,13 +90,9 @@ export const presets: Record<PresetName, PresetInput> = {
       // The pixels along an edge weighted 31× in the reconstruction term, with the paper's β 6.6 (β 2 lost a
       // colour with it): 77 % and 92 % at seeds 0 and 1 (shape 82 % and 97 %, 6 of 6 colours; the learned
       // scale b no longer lets the decoder give up on the edges that tell a circle from a square).
-      // Which colour a run then lost (yellow, as orange, in most) followed the seed: one code held the insides
-      // of yellow and orange figures, or the decoder painted a yellow-only code orange under a wide scale b.
-      // Codebook splitting (16 codes every 100 updates until 1,000) gives merged colours codes of their own,
-      // and the scale capped at 0.3 keeps the decoder from giving up on them: held-out reconstructions 86 /
-      // 90 / 82 % right at seeds 0 / 1 / 2, all six colours in each (77 / 92 / 74 % before, yellow lost at two
-      // of three seeds in other runs); either alone lost yellow at some seed (docs/experiments/quality.md,
-      // section 17).
+      // Codebook splitting (codeSplitEvery 100, Until 1,000, Codes 16) with logitLaplaceMaxScale 0.3 kept all
+      // six colours at every seed and took the demo's reconstructions to 95 %, but its 64 colour-specific codes
+      // cost the transformer the held-out compositions (23.6 % against 55.6 %): not taken (quality.md, 17).
       upsample: 'transpose',
       fullResolutionBlocks: false,
       edgeWeight: 30,
@@ -109,10 +105,6 @@ export const presets: Record<PresetName, PresetInput> = {
       emaDecay: 0.99,
       centerInput: true,
       codebookInitStd: 1,
-      codeSplitEvery: 100,
-      codeSplitUntil: 1000,
-      codeSplitCodes: 16,
-      logitLaplaceMaxScale: 0.3,
     },
     transformer: {
       layers: 4,

@@ -15,11 +15,6 @@ test('demo: --minutes scales the step counts of all three stages, the reranker i
   assert.equal(twice.rerank.steps, 2 * base.rerank.steps);
   assert.equal(twice.rerank.warmupSteps, 2 * base.rerank.warmupSteps);
   assert.equal(twice.transformer.steps, 2 * base.transformer.steps);
-  assert.equal(
-    twice.dvae.codeSplitUntil,
-    2 * base.dvae.codeSplitUntil!,
-    'code splits stop at the same fraction',
-  );
   const short = demoSpec(1);
   // A short budget: every stage at its floor of two checkpoints, not the reranker at its full 300.
   for (const s of [short.dvae.steps, short.transformer.steps, short.rerank.steps])

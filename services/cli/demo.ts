@@ -58,12 +58,6 @@ export function demoSpec(minutes: number): RunSpec {
       lrDecaySteps: scale(base.dvae.lrDecaySteps),
       betaWarmupSteps: scale(base.dvae.betaWarmupSteps),
       tauDecaySteps: scale(base.dvae.tauDecaySteps),
-      ...(base.dvae.codeSplitEvery
-        ? {
-            codeSplitEvery: scale(base.dvae.codeSplitEvery),
-            codeSplitUntil: scale(base.dvae.codeSplitUntil ?? 4 * base.dvae.codeSplitEvery),
-          }
-        : {}),
     },
     transformer: {
       steps: steps(base.transformer.steps),
