@@ -108,19 +108,21 @@ test('dvae-trainer: saveState/loadState resumes exactly (params, moments, EMA, u
   straight.dispose();
 });
 
+/** Trains steps [from, to) on `batch(4, step)`; returns each step's codeRestarts metric. */
+function run(t: ReturnType<typeof createDvaeTrainer>, from: number, to: number): number[] {
+  const rewrites: number[] = [];
+  for (let s = from; s < to; s++) {
+    const r = t.computeGradients(batch(4, s), s, 0);
+    rewrites.push(t.applyGradients(r.grads, s, r.loss).codeRestarts ?? 0);
+  }
+  return rewrites;
+}
+
 test('dvae-trainer: dead-code restarts happen on schedule, copy codes, and resume exactly', () => {
   const rc = { ...cfg, straightThrough: true, codeRestartEvery: 2, codeRestartUntil: 6 };
   const straight = createDvaeTrainer(rc, 5, 1);
   const first = createDvaeTrainer(rc, 5, 1);
-  const restarts: number[] = [];
-  const run = (t: ReturnType<typeof createDvaeTrainer>, from: number, to: number, log = false) => {
-    for (let s = from; s < to; s++) {
-      const r = t.computeGradients(batch(4, s), s, 0);
-      const m = t.applyGradients(r.grads, s, r.loss);
-      if (log) restarts.push(m.codeRestarts!);
-    }
-  };
-  run(straight, 0, 8, true);
+  const restarts = run(straight, 0, 8);
   // A 4×4 grid of 4 images uses far fewer than 32 codes: the restart steps before codeRestartUntil (1, 3,
   // 5) restart some (which of them depends on the Gumbel draws); after codeRestartUntil, none.
   assert.ok(restarts[1]! + restarts[3]! + restarts[5]! > 0, `restarts per step ${restarts}`);
@@ -223,15 +225,7 @@ test('dvae-trainer: code splits happen on schedule from the probe, and resume ex
   const probe = batch(6, 99).images;
   const straight = createDvaeTrainer(sc, 5, 1, { probe });
   const first = createDvaeTrainer(sc, 5, 1, { probe });
-  const splits: number[] = [];
-  const run = (t: ReturnType<typeof createDvaeTrainer>, from: number, to: number, log = false) => {
-    for (let s = from; s < to; s++) {
-      const r = t.computeGradients(batch(4, s), s, 0);
-      const m = t.applyGradients(r.grads, s, r.loss);
-      if (log) splits.push(m.codeRestarts!);
-    }
-  };
-  run(straight, 0, 8, true);
+  const splits = run(straight, 0, 8);
   // Six noise images over a 4×4 grid use a few of 32 codes, each for cells of many kinds: every split step
   // before codeSplitUntil (1, 3, 5) splits; the others and the steps after it never do.
   assert.ok(splits[1]! > 0 && splits[3]! > 0 && splits[5]! > 0, `splits per step ${splits}`);

@@ -32,23 +32,33 @@ function patches(resolution: number, step: number, rank: number): DvaeBatch {
   return { images, n, first: rank * n };
 }
 
-test('sharding: a sharded dVAE restarts the same dead codes as the flat one, and rank 0 gathers its EMA', async (t) => {
-  const spec = resolveSpec({
-    preset: 'tiny',
-    powersgd: { enabled: false },
-    dvae: { quantizer: 'vq', codeRestartEvery: 2, codeRestartUntil: 100 },
-    train: { worldSize: 4 },
-  });
+/** A tiny dVAE (W = 4, uncompressed) with `dvae` set, opened flat and sharded over two hosts; `rewrites`
+ *  trains both 6 steps and returns each step's codeRestarts on every rank. */
+async function flatAndSharded(dvae: Record<string, unknown>) {
+  const spec = resolveSpec({ preset: 'tiny', powersgd: { enabled: false }, dvae, train: { worldSize: 4 } });
   const checkpoints = (await openStores({ dir: mkdtempSync(join(tmpdir(), 'shard-')) })).checkpoints;
   const open = (hostIds?: string[]) =>
     openRanks({ url: NATS_URL, spec, stage: 'dvae', hostIds, checkpoints, runId: uniqueId('recipe') });
   const flat = await open();
   const sharded = await open(['a', 'b', 'a', 'b']);
+  const batchOf = (step: number, rank: number) => patches(spec.dvae.resolution, step, rank);
+  const rewrites = async (ranks: typeof flat) =>
+    (await trainRanks(ranks, spec, 0, 6, batchOf)).map((s) => s.ranks.map((r) => r.metrics.codeRestarts));
+  const close = async () => {
+    await closeRanks(flat);
+    await closeRanks(sharded);
+  };
+  return { flat, sharded, rewrites, close };
+}
+
+test('sharding: a sharded dVAE restarts the same dead codes as the flat one, and rank 0 gathers its EMA', async (t) => {
+  const { flat, sharded, rewrites, close } = await flatAndSharded({
+    quantizer: 'vq',
+    codeRestartEvery: 2,
+    codeRestartUntil: 100,
+  });
   try {
-    const batchOf = (step: number, rank: number) => patches(spec.dvae.resolution, step, rank);
-    const restarts = async (ranks: typeof flat) =>
-      (await trainRanks(ranks, spec, 0, 6, batchOf)).map((s) => s.ranks.map((r) => r.metrics.codeRestarts));
-    const [rf, rs] = [await restarts(flat), await restarts(sharded)];
+    const [rf, rs] = [await rewrites(flat), await rewrites(sharded)];
     t.diagnostic(
       `codes restarted per step (every rank): flat ${JSON.stringify(rf)}, sharded ${JSON.stringify(rs)}`,
     );
@@ -73,28 +83,14 @@ test('sharding: a sharded dVAE restarts the same dead codes as the flat one, and
     const emaDiff = maxAbs(flat.trainers[0]!.exportParams('ema'), emas[0]!);
     assert.ok(emaDiff < 1e-5, `EMA differs from the flat trainer's by ${emaDiff}`);
   } finally {
-    await closeRanks(flat);
-    await closeRanks(sharded);
+    await close();
   }
 });
 
 test('sharding: a sharded dVAE splits the same codes as the flat one, every rank alike', async (t) => {
-  const spec = resolveSpec({
-    preset: 'tiny',
-    powersgd: { enabled: false },
-    dvae: { codeSplitEvery: 2, codeSplitUntil: 100 },
-    train: { worldSize: 4 },
-  });
-  const checkpoints = (await openStores({ dir: mkdtempSync(join(tmpdir(), 'shard-')) })).checkpoints;
-  const open = (hostIds?: string[]) =>
-    openRanks({ url: NATS_URL, spec, stage: 'dvae', hostIds, checkpoints, runId: uniqueId('split') });
-  const flat = await open();
-  const sharded = await open(['a', 'b', 'a', 'b']);
+  const { flat, sharded, rewrites, close } = await flatAndSharded({ codeSplitEvery: 2, codeSplitUntil: 100 });
   try {
-    const batchOf = (step: number, rank: number) => patches(spec.dvae.resolution, step, rank);
-    const splits = async (ranks: typeof flat) =>
-      (await trainRanks(ranks, spec, 0, 6, batchOf)).map((s) => s.ranks.map((r) => r.metrics.codeRestarts));
-    const [sf, ss] = [await splits(flat), await splits(sharded)];
+    const [sf, ss] = [await rewrites(flat), await rewrites(sharded)];
     t.diagnostic(
       `codes split per step (every rank): flat ${JSON.stringify(sf)}, sharded ${JSON.stringify(ss)}`,
     );
@@ -110,7 +106,6 @@ test('sharding: a sharded dVAE splits the same codes as the flat one, every rank
     const diff = maxAbs(flat.trainers[0]!.exportParams('params'), params[0]!);
     assert.ok(diff < 1e-4, `parameters differ by ${diff} (only the order of float additions differs)`);
   } finally {
-    await closeRanks(flat);
-    await closeRanks(sharded);
+    await close();
   }
 });
