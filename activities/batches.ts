@@ -89,10 +89,11 @@ export async function stageBatches(
   };
 }
 
-/** The dVAE's probe for codebook splitting (dvae.codeSplitEvery): the first codeSplitProbe images (256 when
- *  absent) of the training order at step 0, preprocessed as the dVAE sees them; the same on every rank
- *  and after every resume. */
-export async function dvaeProbe(spec: RunSpec, ds?: Dataset): Promise<Uint8Array> {
+/** The dVAE's probe for codebook splitting: the first codeSplitProbe images (256 when absent) of the
+ *  training order at step 0, preprocessed as the dVAE sees them; the same on every rank and after every
+ *  resume. Undefined when dvae.codeSplitEvery is off. */
+export async function dvaeProbe(spec: RunSpec, ds?: Dataset): Promise<Uint8Array | undefined> {
+  if (!((spec.dvae.codeSplitEvery ?? 0) > 0)) return undefined;
   const data = ds ?? (await dataset(spec.dataset));
   const n = Math.min(spec.dvae.codeSplitProbe ?? 256, data.size);
   const b = await loadBatch(data, {

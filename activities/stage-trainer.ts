@@ -19,10 +19,8 @@ export async function createStageTrainer(
 ): Promise<Trainer<any>> {
   await initTfBackend();
   const seed = spec.train.seed;
-  if (stage === 'dvae') {
-    const probe = (spec.dvae.codeSplitEvery ?? 0) > 0 ? await dvaeProbe(spec) : undefined;
-    return createDvaeTrainer(spec.dvae, seed, worldSize, probe ? { ...opts, probe } : opts);
-  }
+  if (stage === 'dvae')
+    return createDvaeTrainer(spec.dvae, seed, worldSize, { ...opts, probe: await dvaeProbe(spec) });
   if (stage === 'transformer')
     return createTransformerTrainer(spec.transformer, spec.dvae, seed, worldSize, opts);
   return createRerankTrainer(spec.rerank, spec.transformer, spec.dvae, seed, worldSize, opts);

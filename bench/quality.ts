@@ -188,8 +188,7 @@ async function trainDvae(spec: RunSpec, o: Options, emit: Emit): Promise<Float32
   const cfg = spec.dvae;
   const ds = await openDataset(spec.dataset);
   const held = shapesValidation('heldOut', 108, cfg.resolution, shapesSeed(spec));
-  const probe = (cfg.codeSplitEvery ?? 0) > 0 ? await dvaeProbe(spec, ds) : undefined;
-  const trainer = createDvaeTrainer(cfg, spec.train.seed, o.world, probe ? { probe } : {});
+  const trainer = createDvaeTrainer(cfg, spec.train.seed, o.world, { probe: await dvaeProbe(spec, ds) });
   const dp = new DataParallel(trainer, spec, 'dvae', o.world);
   let trainSec = 0;
   const measure = (step: number, tau: number) => {

@@ -139,6 +139,17 @@ export function restartedParams(quantizer: 'gumbel' | 'vq' | 'continuous'): stri
     : ['encoder.output.w', 'encoder.output.b', 'decoder.input.w'];
 }
 
+function at(m: ReadonlyMap<string, Float32Array>, name: string): Float32Array {
+  const a = m.get(name);
+  if (!a) throw new Error(`code restart: no array for ${name}`);
+  return a;
+}
+
+/** The codebook's arrays among arrays named as the parameters (`restartedParams('gumbel')`). */
+export function codebookOf(m: ReadonlyMap<string, Float32Array>): CodebookArrays {
+  return { encW: at(m, 'encoder.output.w'), encB: at(m, 'encoder.output.b'), decW: at(m, 'decoder.input.w') };
+}
+
 /** Applies `plan` to whole arrays of the restarted parameters (by name): their values perturbed, each
  *  follower (Adam moments, EMA: arrays shaped like the parameters) copied plainly. Wherever the arrays live
  *  (one trainer's optimizer, or gathered from the shards of a host) the result is the same. */
@@ -150,22 +161,12 @@ export function applyRestarts(
   followers: readonly ReadonlyMap<string, Float32Array>[],
   opts: { seed: number; step: number; jitter: number },
 ): void {
-  const at = (m: ReadonlyMap<string, Float32Array>, name: string) => {
-    const a = m.get(name);
-    if (!a) throw new Error(`code restart: no array for ${name}`);
-    return a;
-  };
-  const of = (m: ReadonlyMap<string, Float32Array>): CodebookArrays => ({
-    encW: at(m, 'encoder.output.w'),
-    encB: at(m, 'encoder.output.b'),
-    decW: at(m, 'decoder.input.w'),
-  });
   const still = { seed: 0, step: 0, jitter: 0 };
   if (quantizer === 'vq') {
     restartCodebookRows(at(values, 'decoder.input.w'), codebookSize, plan, opts);
     for (const f of followers) restartCodebookRows(at(f, 'decoder.input.w'), codebookSize, plan, still);
     return;
   }
-  restartCodes(of(values), plan, opts);
-  for (const f of followers) copyCodes(of(f), plan);
+  restartCodes(codebookOf(values), plan, opts);
+  for (const f of followers) copyCodes(codebookOf(f), plan);
 }

@@ -70,7 +70,6 @@ export function codeDistortion(p: SplitProbe): { count: Int32Array; distortion: 
  *  does not tell apart) are passed over. */
 export function planSplits(p: SplitProbe, max: number): CodeSplit[] {
   const { count, distortion } = codeDistortion(p);
-  const K = p.codebookSize;
   const dead = [...count.keys()].filter((k) => count[k] === 0);
   const live = [...count.keys()]
     .filter((k) => count[k]! >= 2 && distortion[k]! > 1e-9)
@@ -81,7 +80,6 @@ export function planSplits(p: SplitProbe, max: number): CodeSplit[] {
     const s = splitOne(p, k);
     if (s) out.push({ dead: dead[out.length]!, source: k, ...s });
   }
-  if (out.some((s) => s.dead >= K)) throw new Error('code split: dead code out of range');
   return out;
 }
 

@@ -9,13 +9,7 @@
 import * as tf from '@tensorflow/tfjs';
 import type { DvaeConfig } from '../config/index.ts';
 import { AdamW, adamwConfigOf, adamwOverTheta, decaysByDefault } from './adamw.ts';
-import {
-  applyRestarts,
-  CodeUsage,
-  restartedParams,
-  type CodebookArrays,
-  type Restart,
-} from './code-restart.ts';
+import { applyRestarts, codebookOf, CodeUsage, restartedParams } from './code-restart.ts';
 import { applySplits, cellPixels, planSplits, type CodeSplit } from './code-split.ts';
 import {
   dvaeLayout,
@@ -99,6 +93,13 @@ interface DvaeStateMeta {
   seed: number;
   updates: number;
   config: DvaeConfig;
+}
+
+/** A rewrite of the codebook (dead-code restarts or code splits) due after an update: how many codes it
+ *  rewrites, and how, on arrays named as the parameters (`restartedParams`) with their followers. */
+interface CodeRewrite {
+  count: number;
+  apply(values: ReadonlyMap<string, Float32Array>, followers: ReadonlyMap<string, Float32Array>[]): void;
 }
 
 let trainers = 0;
@@ -207,135 +208,95 @@ class DvaeTrainer implements Trainer<DvaeBatch> {
     const lr = lrAt(step, this.cfg);
     const clip = this.cfg.gradClip ?? 0;
     // Splits are planned on the parameters this step's forward used, as a sharded optimizer's holder does.
-    const splits = this.splitsDue(step);
+    const split = this.splitDue(step);
     const r = this.opt.apply(grads, lr, clip > 0 ? { maxGradNorm: clip } : {});
-    let restarted = 0;
-    if (this.usage && !r.skipped) {
-      this.usage.observe(grads[this.index('decoder.input.w')]!);
-      const plan = this.planDue(step);
-      if (plan.length > 0) this.restart(plan, step);
-      restarted = plan.length;
+    let rewrite: CodeRewrite | undefined;
+    if (!r.skipped) {
+      this.usage?.observe(grads[this.index('decoder.input.w')]!);
+      rewrite = this.usage ? this.restartDue(step) : split;
     }
-    if (splits.length > 0 && !r.skipped) {
-      this.rewriteCodes((values, followers) => applySplits(values, followers, splits));
-      restarted = splits.length;
-    }
+    if (rewrite) this.rewrite(rewrite);
     return {
       lr,
       gradNorm: r.gradNorm,
       skipped: r.skipped ? 1 : 0,
       updates: r.updates,
-      ...(this.usage || this.probe ? { codeRestarts: restarted } : {}),
+      ...(this.usage || this.probe ? { codeRestarts: rewrite?.count ?? 0 } : {}),
     };
-  }
-
-  /** The code splits due after update `step` (model/code-split.ts), from the current parameters. */
-  private splitsDue(step: number): CodeSplit[] {
-    const every = this.cfg.codeSplitEvery ?? 0;
-    if (!this.probe || (step + 1) % every !== 0 || step >= (this.cfg.codeSplitUntil ?? every * 4)) return [];
-    const probe = this.probe;
-    const t = this.params.tensors();
-    try {
-      const { codes, features } = encoderFeatures(this.cfg, this.layout, t, probe.images);
-      const probeOf = { codes, features, pixels: probe.pixels, codebookSize: this.cfg.codebookSize };
-      return planSplits(probeOf, this.cfg.codeSplitCodes ?? 4);
-    } finally {
-      tf.dispose(t);
-    }
-  }
-
-  /** Rewrites the codebook's arrays (encoder logits, decoder rows) in the parameters and in their Adam
-   *  moments and EMA. */
-  private rewriteCodes(fn: (values: CodebookArrays, followers: CodebookArrays[]) => void): void {
-    if (!this.opt) throw new NoOptimizerError('dvae code rewrites');
-    const params = this.params.arrays();
-    const state = new Map(this.opt.stateArrays());
-    const of = (get: (name: string) => Float32Array): CodebookArrays => ({
-      encW: get('encoder.output.w'),
-      encB: get('encoder.output.b'),
-      decW: get('decoder.input.w'),
-    });
-    fn(
-      of((n) => params[this.index(n)]!),
-      ['m', 'v', 'ema'].map((w) => of((n) => state.get(`${n}.${w}`)!)),
-    );
-    this.params.assign(params);
-    this.opt.loadStateArrays(state, this.opt.updates);
   }
 
   private index(name: string): number {
     return this.specs.findIndex((s) => s.name === name);
   }
 
-  /** The restarts due after update `step` (none between windows and after codeRestartUntil). */
-  private planDue(step: number): Restart[] {
+  /** The dead-code restarts due after update `step` (none between windows and after codeRestartUntil). */
+  private restartDue(step: number): CodeRewrite | undefined {
     const every = this.cfg.codeRestartEvery;
-    if (!this.usage || (step + 1) % every !== 0 || step >= this.cfg.codeRestartUntil) return [];
-    return this.usage.plan(every);
+    if (!this.usage || (step + 1) % every !== 0 || step >= this.cfg.codeRestartUntil) return undefined;
+    const plan = this.usage.plan(every);
+    const { quantizer, codebookSize } = this.cfg;
+    const jitter = { seed: this.seed, step, jitter: 0.1 };
+    return plan.length === 0
+      ? undefined
+      : {
+          count: plan.length,
+          apply: (values, followers) =>
+            applyRestarts(quantizer, codebookSize, plan, values, followers, jitter),
+        };
   }
 
-  /** Applies restarts to the parameters (perturbed) and to their Adam moments and EMA (plain copies). */
-  private restart(plan: Restart[], step: number): void {
-    if (!this.opt) throw new NoOptimizerError('dvae code restarts');
+  /** The code splits due after update `step` (model/code-split.ts), planned on the current parameters. */
+  private splitDue(step: number): CodeRewrite | undefined {
+    const every = this.cfg.codeSplitEvery ?? 0;
+    if (!this.probe || (step + 1) % every !== 0 || step >= (this.cfg.codeSplitUntil ?? every * 4))
+      return undefined;
+    const t = this.params.tensors();
+    let splits: CodeSplit[];
+    try {
+      const { codes, features } = encoderFeatures(this.cfg, this.layout, t, this.probe.images);
+      const probe = { codes, features, pixels: this.probe.pixels, codebookSize: this.cfg.codebookSize };
+      splits = planSplits(probe, this.cfg.codeSplitCodes ?? 4);
+    } finally {
+      tf.dispose(t);
+    }
+    return splits.length === 0
+      ? undefined
+      : {
+          count: splits.length,
+          apply: (values, followers) => applySplits(codebookOf(values), followers.map(codebookOf), splits),
+        };
+  }
+
+  /** Applies a rewrite to the codebook's parameters and to their Adam moments and EMA. */
+  private rewrite(rw: CodeRewrite): void {
+    if (!this.opt) throw new NoOptimizerError('dvae code rewrites');
     const params = this.params.arrays();
     const state = new Map(this.opt.stateArrays());
     const names = restartedParams(this.cfg.quantizer);
     const values = new Map(names.map((n) => [n, params[this.index(n)]!]));
     const followers = ['m', 'v', 'ema'].map((w) => new Map(names.map((n) => [n, state.get(`${n}.${w}`)!])));
-    applyRestarts(this.cfg.quantizer, this.cfg.codebookSize, plan, values, followers, this.jitter(step));
+    rw.apply(values, followers);
     this.params.assign(params);
     this.opt.loadStateArrays(state, this.opt.updates);
   }
 
-  private jitter(step: number) {
-    return { seed: this.seed, step, jitter: 0.1 };
-  }
-
-  /** Code rewrites for a sharded optimizer. Dead-code restarts: the usage is observed from the rows' Σg²
-   *  the ranks sum between them. Code splits: planned from the parameters of the step's forward (which
-   *  every rank holds whole until the all-gather). Either plan is applied to the arrays they gather. */
+  /** Code rewrites for a sharded optimizer, applied to the arrays the host's ranks gather. Dead-code
+   *  restarts: the usage is observed from the rows' Σg² the ranks sum between them. Code splits: planned on
+   *  the parameters of the step's forward (which every rank holds whole until the all-gather). */
   get outsideRewrites(): OutsideRewrites | undefined {
-    if (this.opt) return undefined;
-    if (this.probe) {
-      const names = ['encoder.output.w', 'encoder.output.b', 'decoder.input.w'];
-      const of = (a: Float32Array[]): CodebookArrays => ({ encW: a[0]!, encB: a[1]!, decW: a[2]! });
-      return {
-        watch: this.index('decoder.input.w'),
-        observe: (step) => {
-          const splits = this.splitsDue(step);
-          if (splits.length === 0) return undefined;
-          return {
-            params: names.map((n) => this.index(n)),
-            count: splits.length,
-            apply: (values, followers) => applySplits(of(values), followers.map(of), splits),
-          };
-        },
-      };
-    }
-    if (!this.usage) return undefined;
-    const usage = this.usage;
+    if (this.opt || !(this.usage || this.probe)) return undefined;
     const names = restartedParams(this.cfg.quantizer);
+    const byName = (arrays: Float32Array[]) => new Map(names.map((n, i) => [n, arrays[i]!]));
     return {
       watch: this.index('decoder.input.w'),
       observe: (step, rowSq) => {
-        usage.observeRows(rowSq);
-        const plan = this.planDue(step);
-        if (plan.length === 0) return undefined;
+        this.usage?.observeRows(rowSq);
+        const rw = this.usage ? this.restartDue(step) : this.splitDue(step);
+        if (!rw) return undefined;
         return {
           params: names.map((n) => this.index(n)),
-          count: plan.length,
-          apply: (values, followers) => {
-            const byName = (arrays: Float32Array[]) => new Map(names.map((n, i) => [n, arrays[i]!]));
-            const { quantizer, codebookSize } = this.cfg;
-            applyRestarts(
-              quantizer,
-              codebookSize,
-              plan,
-              byName(values),
-              followers.map(byName),
-              this.jitter(step),
-            );
-          },
+          count: rw.count,
+          apply: (values, followers) => rw.apply(byName(values), followers.map(byName)),
         };
       },
     };

@@ -378,8 +378,13 @@ function encoderForward(p: Params, l: DvaeLayout, x: tf.Tensor4D): tf.Tensor4D {
       .neg()
       .reshape([n, g, g, l.codebookSize]) as tf.Tensor4D;
   }
-  if (l.codeLogitScale === 0) return applyConv(p, l.encoder.output, h); // [N, g, g, K]
-  return cosineLogits(p, l, h);
+  return gumbelLogits(p, l, h);
+}
+
+/** The Gumbel quantizer's logits [N, g, g, K] of encoder features [N, g, g, C]: the output conv, or cosine
+ *  logits (codeLogitScale). */
+function gumbelLogits(p: Params, l: DvaeLayout, h: tf.Tensor4D): tf.Tensor4D {
+  return l.codeLogitScale === 0 ? applyConv(p, l.encoder.output, h) : cosineLogits(p, l, h);
 }
 
 /** The codebook [K, D]: decoder.input's kernel (one-hot codes through a 1×1 conv pick its rows). */
@@ -585,9 +590,7 @@ export function encoderFeatures(
     const [h, k] = tf.tidy(() => {
       const x255 = tf.tensor4d(images.subarray(i0 * per, (i0 + m) * per), [m, R, R, 3], 'int32').toFloat();
       const h = encoderTrunk(p, layout, mapPixels(x255, cfg.logitLaplaceEps) as tf.Tensor4D);
-      const logits =
-        layout.codeLogitScale === 0 ? applyConv(p, layout.encoder.output, h) : cosineLogits(p, layout, h);
-      return [h, logits.argMax(-1)];
+      return [h, gumbelLogits(p, layout, h).argMax(-1)];
     });
     try {
       const C = h.shape.at(-1)!;

@@ -45,7 +45,7 @@ test('dvae: shapes reconstruction of held-out compositions beats half the code-f
   const cfg = spec.dvae;
   const R = cfg.resolution;
   const ds = await openDataset(spec.dataset);
-  // A probe of training images, as every run builds one (used when dvae.codeSplitEvery is on).
+  // The probe codebook splitting needs, as every run builds it (none while dvae.codeSplitEvery is off).
   const trainer = createDvaeTrainer(cfg, spec.train.seed, 1, { probe: await dvaeProbe(spec, ds) });
   const tensorsBefore = tf.memory().numTensors;
   const mean = new Float64Array(R * R * 3);
