@@ -10,7 +10,7 @@ import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { resolveSpec } from '../config/index.ts';
-import { initTfBackend, type DvaeBatch } from '../model/index.ts';
+import { initTfBackend, type DvaeBatch, type Trainer } from '../model/index.ts';
 import { openStores } from '../store/index.ts';
 import { closeRanks, openRanks, trainRanks } from '../bench/lib/in-process-ranks.ts';
 import { NATS_URL, uniqueId } from './collective-helpers.ts';
@@ -30,6 +30,19 @@ function patches(resolution: number, step: number, rank: number): DvaeBatch {
     images[i] = ((quadrant + step + rank) * 97 + (i % 3) * 61) % 256;
   }
   return { images, n, first: rank * n };
+}
+
+/** Every sharded rank gathers the same bits, within `tol` of the flat trainer's (only the order of float
+ *  additions differs). */
+function sameParams(
+  flat: { trainers: Trainer<DvaeBatch>[] },
+  sharded: { trainers: Trainer<DvaeBatch>[] },
+  tol: number,
+) {
+  const params = sharded.trainers.map((tr) => tr.exportParams('params'));
+  for (const p of params.slice(1)) assert.equal(maxAbs(params[0]!, p), 0, 'every rank gathers the same bits');
+  const diff = maxAbs(flat.trainers[0]!.exportParams('params'), params[0]!);
+  assert.ok(diff < tol, `parameters differ by ${diff} (only the order of float additions differs)`);
 }
 
 /** A tiny dVAE (W = 4, uncompressed) with `dvae` set, opened flat and sharded over two hosts; `rewrites`
@@ -68,11 +81,7 @@ test('sharding: a sharded dVAE restarts the same dead codes as the flat one, and
       'some codes were restarted',
     );
 
-    const params = sharded.trainers.map((tr) => tr.exportParams('params'));
-    for (const p of params.slice(1))
-      assert.equal(maxAbs(params[0]!, p), 0, 'every rank gathers the same bits');
-    const diff = maxAbs(flat.trainers[0]!.exportParams('params'), params[0]!);
-    assert.ok(diff < 1e-5, `parameters differ by ${diff} (only the order of float additions differs)`);
+    sameParams(flat, sharded, 1e-5);
 
     const emas = await Promise.all(sharded.runtimes.map((r) => r.gatherEma(6)));
     assert.deepEqual(
@@ -100,11 +109,7 @@ test('sharding: a sharded dVAE splits the same codes as the flat one, every rank
       sf.every((s, step) => (step % 2 === 1 ? s[0]! > 0 : s[0] === 0)),
       'codes split after every second update',
     );
-    const params = sharded.trainers.map((tr) => tr.exportParams('params'));
-    for (const p of params.slice(1))
-      assert.equal(maxAbs(params[0]!, p), 0, 'every rank gathers the same bits');
-    const diff = maxAbs(flat.trainers[0]!.exportParams('params'), params[0]!);
-    assert.ok(diff < 1e-4, `parameters differ by ${diff} (only the order of float additions differs)`);
+    sameParams(flat, sharded, 1e-4);
   } finally {
     await close();
   }
