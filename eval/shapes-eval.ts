@@ -2,8 +2,8 @@
 // and of the six held-out colour–shape pairs, and each image's colour, shape, size and position is judged
 // from its pixels by data/shapes-analyzer.ts, which knows nothing of the model. Three reference rows keep
 // the numbers honest: random image tokens through the same dVAE decoder (what "knows nothing about the
-// caption" scores), the dVAE's own reconstructions of held-out images (the ceiling the decoder allows), and
-// chance.
+// caption" scores), the dVAE's own reconstructions of held-out and of seen images (the ceilings the decoder
+// allows each group), and chance.
 //
 // `evaluateShapes` is a plain function over a `generate` function and the dVAE, so `dalle eval` and
 // `dalle demo` run the same code whichever way the images are produced (generators.ts, bundle-dvae.ts).
@@ -20,6 +20,7 @@ import {
   SIZE_NAMES,
   TRAIN_COMPOSITIONS,
   type ShapeComposition,
+  type ShapeSpec,
 } from '../data/shapes.ts';
 
 export const ATTRIBUTES = ['color', 'shape', 'size', 'position'] as const;
@@ -58,7 +59,7 @@ export interface EvaluateOptions {
   log?: (line: string) => void;
 }
 
-export type GroupName = 'seen' | 'heldOut' | 'random' | 'reconstruction';
+export type GroupName = 'seen' | 'heldOut' | 'random' | 'reconstruction' | 'seenReconstruction';
 
 export interface EvalItem {
   group: GroupName;
@@ -93,6 +94,8 @@ export interface EvalReport {
   reconstruction: GroupScore;
   /** Mean squared error of those reconstructions, pixels scaled to [0, 1]. */
   reconstructionMse: number;
+  /** dVAE encode → decode of one training image of every seen composition: the ceiling of the seen row. */
+  seenReconstruction: GroupScore;
   /** Accuracy of guessing uniformly: 1/6, 1/3, 1/2, 1/9, and 1/324 for all four. */
   chance: Record<Attribute | 'all', number>;
   items: EvalItem[];
@@ -212,6 +215,28 @@ export async function generateAndJudge(
   return { items, score: score(items, seconds) };
 }
 
+/** Ground-truth renderings through the dVAE's encode → decode, judged against their compositions. */
+async function reconstructAndJudge(
+  dvae: EvalDvae,
+  group: 'reconstruction' | 'seenReconstruction',
+  specs: ShapeSpec[],
+): Promise<{ items: EvalItem[]; score: GroupScore; mse: number }> {
+  const R = dvae.resolution;
+  const per = R * R * 3;
+  const truth = new Uint8Array(specs.length * per);
+  specs.forEach((s, i) => truth.set(renderShape(s, R), i * per));
+  const t0 = performance.now();
+  const rgb = await dvae.reconstruct(truth, specs.length);
+  const seconds = (performance.now() - t0) / 1000;
+  checkBytes(`dvae.reconstruct (${group})`, rgb, specs.length, R);
+  let se = 0;
+  for (let j = 0; j < truth.length; j++) se += ((truth[j]! - rgb[j]!) / 255) ** 2;
+  const items = specs.map((s, k) =>
+    judge(group, evalCaption(s, k), s, rgb.subarray(k * per, (k + 1) * per), R),
+  );
+  return { items, score: score(items, seconds), mse: se / truth.length };
+}
+
 /** Runs the evaluation; see the file header. */
 export async function evaluateShapes(opts: EvaluateOptions): Promise<EvalReport> {
   const n = opts.n ?? HELD_OUT_COMPOSITIONS.length;
@@ -265,26 +290,19 @@ export async function evaluateShapes(opts: EvaluateOptions): Promise<EvalReport>
     scores.random = score(mine, seconds);
   }
 
-  // Reconstruction: every held-out image of the dataset (its jitter included) through encode → decode.
-  let mse: number;
-  {
-    const m = HELD_OUT_COMPOSITIONS.length;
-    const specs = Array.from({ length: m }, (_, i) => shapeItem(i, 'heldout', datasetSeed));
-    const truth = new Uint8Array(m * per);
-    specs.forEach((s, i) => truth.set(renderShape(s, R), i * per));
-    const t0 = performance.now();
-    const rgb = await dvae.reconstruct(truth, m);
-    const seconds = (performance.now() - t0) / 1000;
-    checkBytes('dvae.reconstruct', rgb, m, R);
-    let se = 0;
-    for (let j = 0; j < truth.length; j++) se += ((truth[j]! - rgb[j]!) / 255) ** 2;
-    mse = se / truth.length;
-    const mine = specs.map((s, k) =>
-      judge('reconstruction', evalCaption(s, k), s, rgb.subarray(k * per, (k + 1) * per), R),
-    );
-    items.push(...mine);
-    scores.reconstruction = score(mine, seconds);
-  }
+  // Reconstruction: every held-out image of the dataset (its jitter included) through encode → decode, and
+  // one training image of every seen composition.
+  const heldOutRec = await reconstructAndJudge(
+    dvae,
+    'reconstruction',
+    HELD_OUT_COMPOSITIONS.map((_, i) => shapeItem(i, 'heldout', datasetSeed)),
+  );
+  const seenRec = await reconstructAndJudge(
+    dvae,
+    'seenReconstruction',
+    TRAIN_COMPOSITIONS.map((_, i) => shapeItem(i, 'train', datasetSeed)),
+  );
+  items.push(...heldOutRec.items, ...seenRec.items);
 
   return {
     canvas: R,
@@ -293,8 +311,9 @@ export async function evaluateShapes(opts: EvaluateOptions): Promise<EvalReport>
     seen: scores.seen,
     heldOut: scores.heldOut,
     random: scores.random,
-    reconstruction: scores.reconstruction,
-    reconstructionMse: mse,
+    reconstruction: heldOutRec.score,
+    reconstructionMse: heldOutRec.mse,
+    seenReconstruction: seenRec.score,
     chance: CHANCE,
     items,
   };
@@ -312,6 +331,7 @@ export function formatEvalTable(r: EvalReport): string {
     row('held-out compositions (zero-shot)', r.heldOut),
     row('random image tokens (baseline)', r.random),
     row('dVAE reconstruction of held-out images', r.reconstruction),
+    row('dVAE reconstruction of seen images', r.seenReconstruction),
     row('chance', { accuracy: r.chance }),
     '',
     `dVAE reconstruction MSE on the ${r.reconstruction.images} held-out images (pixels in [0, 1]): ${r.reconstructionMse.toFixed(5)}`,

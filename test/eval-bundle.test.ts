@@ -133,7 +133,7 @@ test('eval: a published bundle is judged alike in process and over gRPC, and by 
     assert.equal(cli.status, 0, cli.stderr);
     const out = JSON.parse(cli.stdout) as Record<string, any>;
     assert.deepEqual(out.model, { name: 'dalle', version: 1 });
-    for (const g of ['seen', 'heldOut', 'random', 'reconstruction'])
+    for (const g of ['seen', 'heldOut', 'random', 'reconstruction', 'seenReconstruction'])
       assert.deepEqual(out[g].accuracy, (local as any)[g].accuracy, g);
     assert.equal(out.reconstructionMse, local.reconstructionMse);
     assert.equal(out.items, undefined, 'items only with --details');

@@ -12,6 +12,7 @@ import {
   JITTER_PX,
   parseShapesCaption,
   renderShape,
+  TRAIN_COMPOSITIONS,
   type ShapeComposition,
 } from '../data/shapes.ts';
 import { Dvae, initTfBackend } from '../model/index.ts';
@@ -77,7 +78,10 @@ test('eval: the renderer as generator scores 100 % on seen and held-out prompts;
       Number.isFinite(r.reconstructionMse) && r.reconstructionMse > 0.01,
       `untrained dVAE MSE ${r.reconstructionMse}`,
     );
-    assert.equal(r.items.length, 3 * 108 + 108);
+    // One training-jitter image of every seen composition, through the same untrained dVAE.
+    assert.equal(r.seenReconstruction.images, TRAIN_COMPOSITIONS.length);
+    assert.ok(r.seenReconstruction.accuracy.all < 0.05, formatEvalTable(r));
+    assert.equal(r.items.length, 3 * 108 + 108 + TRAIN_COMPOSITIONS.length);
     assert.match(
       formatEvalTable(r),
       /\| held-out compositions \(zero-shot\) \| 108 \| 100\.0% \| 100\.0% \| 100\.0% \| 100\.0% \| 100\.0% \|/,
@@ -128,7 +132,16 @@ test('eval: a generator that ignores the caption scores exactly the captions it 
   assert.equal(r.random.empty + r.items.filter((i) => i.group === 'random' && i.judged !== null).length, n);
   assert.ok(r.random.empty > 0);
   assert.equal(r.reconstructionMse, 0);
-  for (const k of [...ATTRIBUTES, 'all'] as const) assert.equal(r.reconstruction.accuracy[k], 1);
+  for (const k of [...ATTRIBUTES, 'all'] as const) {
+    assert.equal(r.reconstruction.accuracy[k], 1);
+    assert.equal(r.seenReconstruction.accuracy[k], 1);
+  }
+  // The seen reconstructions are of seen compositions only, every one once.
+  const rebuilt = r.items.filter((i) => i.group === 'seenReconstruction').map((i) => i.expected);
+  assert.equal(rebuilt.length, TRAIN_COMPOSITIONS.length);
+  assert.ok(rebuilt.every((c) => !isHeldOut(c)));
+  const key = (c: ShapeComposition) => `${c.color} ${c.shape} ${c.size} ${c.position}`;
+  assert.equal(new Set(rebuilt.map(key)).size, TRAIN_COMPOSITIONS.length);
 });
 
 test('eval: bad options and wrong-sized images are named', async () => {

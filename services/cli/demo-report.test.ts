@@ -37,6 +37,7 @@ test('demo report: report.json holds the figures and report.md the sections, sta
       random: score(0),
       reconstruction: score(0.75),
       reconstructionMse: 0.01,
+      seenReconstruction: score(0.875),
       chance: { color: 1 / 6, shape: 1 / 3, size: 1 / 2, position: 1 / 9, all: 1 / 324 },
       items: [],
     };
@@ -80,6 +81,7 @@ test('demo report: report.json holds the figures and report.md the sections, sta
       md,
       /\*\*25\.0 %\*\* of plain samples right on all four attributes; seen compositions 50\.0 %/,
     );
+    assert.match(md, /held-out images 75\.0 % and of seen ones 87\.5 % \(the ceilings\)/);
     assert.match(md, /\| dVAE \| 100 \| 60 \| 100\.0 \| 25\.0 % \| -2\.5000 \|/);
     assert.match(md, /\| transformer \| 200 \| 120 \| 100\.0 \| 25\.0 % \| 0\.5000 \|/);
     assert.doesNotMatch(md, /\| reranker \|/);

@@ -104,7 +104,7 @@ function captionSection(o: DemoOutcome): string[] {
   return [
     '## Does the image follow the caption?',
     '',
-    `Held-out compositions (colour–shape pairs that never appear in any training image or caption): **${pct(e.heldOut.accuracy.all)}** of plain samples right on all four attributes; seen compositions ${pct(e.seen.accuracy.all)}; random image tokens ${pct(e.random.accuracy.all)}; the dVAE's own reconstructions of the held-out images ${pct(e.reconstruction.accuracy.all)} (the ceiling); chance ${pct(e.chance.all)}. Temperature 1, no reranking, ${e.promptsPerGroup} prompts per group, judged from pixels.`,
+    `Held-out compositions (colour–shape pairs that never appear in any training image or caption): **${pct(e.heldOut.accuracy.all)}** of plain samples right on all four attributes; seen compositions ${pct(e.seen.accuracy.all)}; random image tokens ${pct(e.random.accuracy.all)}; the dVAE's own reconstructions of the held-out images ${pct(e.reconstruction.accuracy.all)} and of seen ones ${pct(e.seenReconstruction.accuracy.all)} (the ceilings); chance ${pct(e.chance.all)}. Temperature 1, no reranking, ${e.promptsPerGroup} prompts per group, judged from pixels.`,
     '',
     '```',
     o.table,
