@@ -13,3 +13,4 @@ export * from './validation.ts';
 export * from './quality-probe.ts';
 export * from './quality-line.ts';
 export * from './reranker-attributes.ts';
+export * from './code-usage.ts';
