@@ -39,10 +39,10 @@ import { watchTraining } from './demo-watch.ts';
 import { packageFile } from '../../config/package-root.ts';
 
 const NATIVE_INSTALLER = packageFile('infra/native/install-tfjs-node.sh');
-/** Minutes the shapes preset's step counts take end to end on this 2-core machine: 22.5 measured at load ~2
- *  (2026-12-02: dVAE 4.8, transformer 7.2, reranker 4.8 min, evaluation 5.5 min; W = 2 workers with 2 threads
- *  each). */
-export const BASE_MINUTES = 23;
+/** Minutes the shapes preset's step counts take end to end on this 2-core machine: 26.1 measured at load ~2
+ *  (2026-12-03: dVAE 4.5, transformer 12.7, reranker 3.7 min, evaluation 4.6 min; W = 2 workers with 2
+ *  threads each). */
+export const BASE_MINUTES = 26;
 
 /** The shapes preset with every stage's step counts (and the schedules tied to them) scaled to a time
  *  budget. */
