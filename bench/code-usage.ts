@@ -7,54 +7,35 @@
 // that does not compose it. Training images include the extra colours and kinds the dataset options add;
 // multi-shape scenes are left out.
 import { HELD_OUT_COMPOSITIONS, renderShape, shapeItem, ShapesDataset } from '../data/index.ts';
-import { codeUsage, type EncodedShape } from '../eval/index.ts';
-import { decodeState, Dvae, dvaeParamSpecs, initTfBackend } from '../model/index.ts';
-import { connectNats } from '../security/nats.ts';
+import { codeUsage, dvaeOfBundle, type EncodedShape } from '../eval/index.ts';
 import { command, parseCommand, readers } from '../services/cli/args.ts';
-import { decodeBundle, openModelStore } from '../store/index.ts';
+import { cli as evalCli, openModels } from '../services/cli/eval.ts';
 
 export const cli = command({
   name: 'bench code-usage',
   summary: 'whether the codes held-out images need were ever training targets, per colour and shape',
   options: {
-    model: { type: 'string', value: 'NAME', help: "the published model (default 'dalle')" },
-    version: { type: 'string', value: 'V', help: 'its version (default the latest)' },
-    store: {
-      type: 'string',
-      value: 'DIR',
-      help: 'load the model from a local store folder (default: JetStream at NATS_URL)',
-    },
+    // The model is found as `dalle eval` finds it.
+    model: evalCli.options.model,
+    version: evalCli.options.version,
+    store: evalCli.options.store,
     json: { type: 'boolean', help: 'print the figures as JSON' },
   },
 });
 
-async function loadModel(values: { model?: string; version?: string; store?: string }) {
-  const version = readers(cli).int('version', values.version, 1);
-  if (values.store)
-    return (await openModelStore({ dir: values.store })).load(values.model ?? 'dalle', version);
-  const nc = await connectNats({ name: 'dalle-bench-code-usage' });
-  try {
-    return await (await openModelStore({ nc }, { readOnly: true })).load(values.model ?? 'dalle', version);
-  } finally {
-    await nc.drain();
-  }
-}
-
 export async function main(argv: string[]): Promise<void> {
   const { values } = parseCommand(argv, cli);
-  const { info, bundle } = await loadModel(values);
-  await initTfBackend();
-  const b = decodeBundle(bundle);
-  if (b.spec.dataset.kind !== 'shapes')
+  const { models, closeNats } = await openModels(values.store);
+  const { info, bundle } = await models
+    .load(values.model ?? 'dalle', readers(cli).int('version', values.version, 1))
+    .finally(closeNats);
+  const { dvae, spec } = await dvaeOfBundle(bundle);
+  if (spec.dataset.kind !== 'shapes') {
+    dvae.dispose();
     throw readers(cli).error(`--model ${info.name} v${info.version} was not trained on the shapes set`);
-  const specs = dvaeParamSpecs(b.spec.dvae);
-  const { arrays } = decodeState(b.dvae);
-  const dvae = Dvae.fromParams(
-    b.spec.dvae,
-    specs.map((s) => arrays.get(s.name)!),
-  );
-  const R = b.spec.dvae.resolution;
-  const g = b.spec.dvae.grid;
+  }
+  const R = spec.dvae.resolution;
+  const g = spec.dvae.grid;
   const encodeAll = async (items: { composition: EncodedShape['composition']; rgb: Uint8Array }[]) => {
     const out: EncodedShape[] = [];
     for (let i = 0; i < items.length; i += 256) {
@@ -66,13 +47,13 @@ export async function main(argv: string[]): Promise<void> {
     }
     return out;
   };
-  const ds = new ShapesDataset(b.spec.dataset, 'train');
+  const ds = new ShapesDataset(spec.dataset, 'train');
   const trainItems = [];
   for (let i = 0; i < ds.size; i++) {
     const scene = ds.scene(i);
     if (scene.length === 1) trainItems.push({ composition: scene[0]!, rgb: (await ds.get(i)).rgb });
   }
-  const datasetSeed = b.spec.dataset.seed ?? 1234;
+  const datasetSeed = spec.dataset.seed ?? 1234;
   const held = HELD_OUT_COMPOSITIONS.map((_, i) => shapeItem(i, 'heldout', datasetSeed));
   const usage = codeUsage(
     await encodeAll(trainItems),

@@ -138,6 +138,22 @@ test('eval: a published bundle is judged alike in process and over gRPC, and by 
     assert.equal(out.reconstructionMse, local.reconstructionMse);
     assert.equal(out.items, undefined, 'items only with --details');
 
+    // The code-usage bench finds the model the same way and counts every held-out composition's cells.
+    const usage = spawnSync(
+      process.execPath,
+      ['bin/dalle.js', 'bench', 'code-usage', '--store', dir, '--json'],
+      { cwd: root, encoding: 'utf8', timeout: 120_000 },
+    );
+    assert.equal(usage.status, 0, usage.stderr);
+    const u = JSON.parse(usage.stdout.trim().split('\n').at(-1)!) as Record<string, any>;
+    const spec = loadSpec('tiny');
+    assert.equal(u.trainImages, spec.dataset.kind === 'shapes' ? spec.dataset.count : -1);
+    assert.equal(u.heldOut.length, 12, 'six held-out pairs in two sizes');
+    for (const r of u.heldOut) {
+      assert.ok(r.cells > 0, r.composition);
+      assert.ok(r.unseen + r.unseenWithColour + r.unseenWithShape <= 1 + 1e-9, r.composition);
+    }
+
     const table = spawnSync(process.execPath, ['bin/dalle.js', 'eval', '--store', dir, '--n', '3'], {
       cwd: root,
       encoding: 'utf8',

@@ -146,7 +146,7 @@ function datasetOf(spec: RunSpec, path: string | undefined): RunSpec['dataset'] 
 }
 
 /** The model store, read-only: a local folder, or JetStream at NATS_URL (with the NATS_* credentials). */
-async function openModels(dir: string | undefined) {
+export async function openModels(dir: string | undefined) {
   const { openModelStore } = await import('../../store/index.ts');
   if (dir) return { models: await openModelStore({ dir }), closeNats: async () => {} };
   const { connectNats } = await import('../../security/nats.ts');
