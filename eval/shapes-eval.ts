@@ -94,7 +94,8 @@ export interface EvalReport {
   reconstruction: GroupScore;
   /** Mean squared error of those reconstructions, pixels scaled to [0, 1]. */
   reconstructionMse: number;
-  /** dVAE encode → decode of one training image of every seen composition: the ceiling of the seen row. */
+  /** dVAE encode → decode of one image of every seen composition (jittered as the plain training split is):
+   *  the ceiling of the seen row. */
   seenReconstruction: GroupScore;
   /** Accuracy of guessing uniformly: 1/6, 1/3, 1/2, 1/9, and 1/324 for all four. */
   chance: Record<Attribute | 'all', number>;
@@ -291,7 +292,7 @@ export async function evaluateShapes(opts: EvaluateOptions): Promise<EvalReport>
   }
 
   // Reconstruction: every held-out image of the dataset (its jitter included) through encode → decode, and
-  // one training image of every seen composition.
+  // one image of every seen composition.
   const heldOutRec = await reconstructAndJudge(
     dvae,
     'reconstruction',

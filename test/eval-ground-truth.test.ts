@@ -78,7 +78,7 @@ test('eval: the renderer as generator scores 100 % on seen and held-out prompts;
       Number.isFinite(r.reconstructionMse) && r.reconstructionMse > 0.01,
       `untrained dVAE MSE ${r.reconstructionMse}`,
     );
-    // One training-jitter image of every seen composition, through the same untrained dVAE.
+    // One image of every seen composition, through the same untrained dVAE.
     assert.equal(r.seenReconstruction.images, TRAIN_COMPOSITIONS.length);
     assert.ok(r.seenReconstruction.accuracy.all < 0.05, formatEvalTable(r));
     assert.equal(r.items.length, 3 * 108 + 108 + TRAIN_COMPOSITIONS.length);
