@@ -172,7 +172,7 @@ export const DvaeConfig = z.strictObject({
    *  each split in two along what tells their cells apart, into codes the probe does not use. Absent or 0:
    *  never (the paper). Optional without defaults, so specs written before it keep their hash. */
   codeSplitEvery: nonNegInt.max(SCHEDULE_MAX).optional(),
-  /** … before this update (absent: codeSplitEvery · 4) … */
+  /** … before this update (absent: codeSplitEvery · 4), and never in the stage's last codeSplitEvery updates … */
   codeSplitUntil: nonNegInt.max(SCHEDULE_MAX).optional(),
   /** … at most this many codes a time (absent: 4) … */
   codeSplitCodes: upTo(4096).optional(),

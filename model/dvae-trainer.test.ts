@@ -243,5 +243,10 @@ test('dvae-trainer: code splits happen on schedule from the probe, and resume ex
   run(plain, 0, 8);
   assert.notDeepEqual(bits(plain.exportParams('params')), bits(straight.exportParams('params')));
   assert.throws(() => createDvaeTrainer(sc, 5, 1), /codeSplitEvery needs a probe/);
-  for (const t of [resumed, straight, plain]) t.dispose();
+  // A stage of 6 updates leaves its last 2 (codeSplitEvery) without a split, whatever codeSplitUntil says.
+  const short = createDvaeTrainer({ ...sc, steps: 6, codeSplitUntil: 100 }, 5, 1, { probe });
+  const shortSplits = run(short, 0, 6);
+  assert.ok(shortSplits[1]! > 0 && shortSplits[3]! > 0, `splits per step ${shortSplits}`);
+  assert.equal(shortSplits[5], 0, 'no split in the last codeSplitEvery updates');
+  for (const t of [resumed, straight, plain, short]) t.dispose();
 });

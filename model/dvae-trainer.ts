@@ -245,11 +245,13 @@ class DvaeTrainer implements Trainer<DvaeBatch> {
         };
   }
 
-  /** The code splits due after update `step` (model/code-split.ts), planned on the current parameters. */
+  /** The code splits due after update `step` (model/code-split.ts), planned on the current parameters. Never
+   *  in the stage's last `every` updates: a split reassigns cells near the split codes at once, and the
+   *  weights a run publishes must have had time to settle after it. */
   private splitDue(step: number): CodeRewrite | undefined {
     const every = this.cfg.codeSplitEvery ?? 0;
-    if (!this.probe || (step + 1) % every !== 0 || step >= (this.cfg.codeSplitUntil ?? every * 4))
-      return undefined;
+    const until = Math.min(this.cfg.codeSplitUntil ?? every * 4, this.cfg.steps - every);
+    if (!this.probe || (step + 1) % every !== 0 || step >= until) return undefined;
     const t = this.params.tensors();
     let splits: CodeSplit[];
     try {

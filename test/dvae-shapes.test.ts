@@ -42,7 +42,8 @@ function mse(a: Uint8Array, b: Uint8Array): number {
 test('dvae: shapes reconstruction of held-out compositions beats half the code-free baseline', async (t) => {
   await initTfBackend('wasm');
   const spec = loadSpec('shapes');
-  const cfg = spec.dvae;
+  // A stage of STEPS updates, as the trainer schedules it (codebook splits, for one, stay clear of its end).
+  const cfg = { ...spec.dvae, steps: STEPS };
   const R = cfg.resolution;
   const ds = await openDataset(spec.dataset);
   // The probe codebook splitting needs, as every run builds it (none while dvae.codeSplitEvery is off).
