@@ -39,10 +39,10 @@ import { watchTraining } from './demo-watch.ts';
 import { packageFile } from '../../config/package-root.ts';
 
 const NATIVE_INSTALLER = packageFile('infra/native/install-tfjs-node.sh');
-/** Minutes the shapes preset's step counts take end to end on this 2-core machine: 26.1 measured at load ~2
- *  (2026-12-03: dVAE 4.5, transformer 12.7, reranker 3.7 min, evaluation 4.6 min; W = 2 workers with 2
+/** Minutes the shapes preset's step counts take end to end on this 2-core machine: 29.6 measured at load ~2
+ *  (2026-12-03: dVAE 8.0, transformer 12.8, reranker 3.7 min, then the evaluation; W = 2 workers with 2
  *  threads each). */
-export const BASE_MINUTES = 26;
+export const BASE_MINUTES = 29;
 
 /** The shapes preset with every stage's step counts (and the schedules tied to them) scaled to a time
  *  budget. */
