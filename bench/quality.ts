@@ -16,7 +16,7 @@ import { basename, join } from 'node:path';
 import { encodeItems } from '../activities/encode-dataset.ts';
 import { dvaeProbe, transformerBatch } from '../activities/batches.ts';
 import { PowerSgd, type Group } from '../collective/index.ts';
-import { presets, PresetName, resolveSpec, type RunSpec } from '../config/index.ts';
+import { parseSets, presets, PresetName, resolveSpec, type RunSpec } from '../config/index.ts';
 import { stagePowerSgd } from '../contract/index.ts';
 import { loadBatch, openDataset, Tokenizer, trainTokenizer, type Dataset } from '../data/index.ts';
 import {
@@ -39,7 +39,6 @@ import {
 } from '../model/index.ts';
 import { command, parseCommand, readers } from '../services/cli/args.ts';
 import { localGroups } from './lib/local-groups.ts';
-import { parseSets } from './lib/overrides.ts';
 
 export const cli = command({
   name: 'bench quality',

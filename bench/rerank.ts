@@ -7,7 +7,7 @@
 // NATS_URL) instead of the preset's, and `--publish DIR` then writes that bundle again with this reranker in
 // it (the spec's `rerank` block replaced by the model preset's, with `--set rerank.*` over it) as a new version in the folder model store DIR:
 // a model trained without a rerank stage gets one without retraining the other two (`dalle eval --store DIR`).
-import { presets, PresetName, resolveSpec, type RunSpec } from '../config/index.ts';
+import { parseSets, presets, PresetName, resolveSpec, type RunSpec } from '../config/index.ts';
 import { openDataset, Tokenizer, trainTokenizer } from '../data/index.ts';
 import { rerankBatches } from '../activities/batches.ts';
 import { rankGradients } from '../activities/rank-gradients.ts';
@@ -23,7 +23,6 @@ import {
 } from '../model/index.ts';
 import { decodeBundle, encodeBundle, openModelStore, type ModelStore } from '../store/index.ts';
 import { command, parseCommand, readers } from '../services/cli/args.ts';
-import { parseSets } from './lib/overrides.ts';
 
 export const cli = command({
   name: 'bench rerank',

@@ -8,6 +8,7 @@ import { crossFieldIssues, PresetName, RunSpec } from './spec.ts';
 export * from './spec.ts';
 export { specHash } from './spec-hash.ts';
 export { presets } from './presets.ts';
+export { parseSets } from './overrides.ts';
 
 /** A config that failed validation; `issues` lists every offending path and why. */
 export class ConfigError extends Error {

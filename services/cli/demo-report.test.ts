@@ -46,8 +46,9 @@ test('demo report: report.json holds the figures and report.md the sections, sta
       runId: 'demo-test',
       t0: Date.now() - 60_000,
       minutes: 2,
+      sets: ['transformer.captionDropout=0.1'],
       backend: 'wasm',
-      spec: resolveSpec({ preset: 'shapes' }),
+      spec: resolveSpec({ preset: 'shapes', transformer: { captionDropout: 0.1 } }),
       training: {
         result: {
           runId: 'demo-test',
@@ -85,6 +86,7 @@ test('demo report: report.json holds the figures and report.md the sections, sta
     assert.match(md, /\| dVAE \| 100 \| 60 \| 100\.0 \| 25\.0 % \| -2\.5000 \|/);
     assert.match(md, /\| transformer \| 200 \| 120 \| 100\.0 \| 25\.0 % \| 0\.5000 \|/);
     assert.doesNotMatch(md, /\| reranker \|/);
+    assert.match(md, /Preset `shapes` with `--set transformer\.captionDropout=0\.1` \(2-minute budget\)/);
     assert.match(md, /worker 1 SIGKILLed at dVAE step 54; resumed from checkpoint 50 after 24\.1 s/);
     assert.match(md, /Gradient traffic: 8\.0 MiB raw, 2\.0 MiB sent, compression rate 75\.0 %/);
     assert.match(readFileSync(join(dir, 'loss.svg'), 'utf8'), /<svg/);

@@ -16,6 +16,8 @@ export interface DemoOutcome {
   /** When the demo started (ms since the epoch). */
   t0: number;
   minutes: number;
+  /** The `--set path=value` flags the preset was trained with (none: the preset as it is). */
+  sets?: readonly string[];
   backend: string;
   spec: RunSpec;
   training: WatchedRun;
@@ -129,7 +131,7 @@ function trainingSection(o: DemoOutcome, report: DemoReport): string[] {
   return [
     '## Training',
     '',
-    `Preset \`shapes\` (${o.minutes}-minute budget), W = ${spec.train.worldSize}, PowerSGD rank ${spec.powersgd.rank}, tfjs backend ${o.backend}, wall time ${(report.wallSeconds / 60).toFixed(1)} min.`,
+    `Preset \`shapes\`${o.sets?.length ? ` with ${o.sets.map((x) => `\`--set ${x}\``).join(' ')}` : ''} (${o.minutes}-minute budget), W = ${spec.train.worldSize}, PowerSGD rank ${spec.powersgd.rank}, tfjs backend ${o.backend}, wall time ${(report.wallSeconds / 60).toFixed(1)} min.`,
     '',
     '| stage | steps | seconds | steps/min | exposed communication | final loss |',
     '| --- | --- | --- | --- | --- | --- |',

@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { resolveSpec } from '../../config/index.ts';
+import { ConfigError, resolveSpec } from '../../config/index.ts';
 import { BASE_MINUTES, demoSpec } from './demo.ts';
 
 test('demo: --minutes scales the step counts of all three stages, the reranker included', () => {
@@ -19,4 +19,21 @@ test('demo: --minutes scales the step counts of all three stages, the reranker i
   // A short budget: every stage at its floor of two checkpoints, not the reranker at its full 300.
   for (const s of [short.dvae.steps, short.transformer.steps, short.rerank.steps])
     assert.equal(s, 2 * base.train.checkpointEvery);
+});
+
+test('demo: --set overrides the preset, and its step counts are scaled with the budget like the preset’s', () => {
+  const base = resolveSpec({ preset: 'shapes' });
+  const spec = demoSpec(BASE_MINUTES, { transformer: { captionDropout: 0.1 }, dvae: { steps: 1000 } });
+  assert.equal(spec.transformer.captionDropout, 0.1, 'a field the budget does not touch is kept');
+  assert.equal(spec.transformer.steps, base.transformer.steps, 'fields beside it keep the preset');
+  assert.equal(spec.dvae.steps, 1000);
+  assert.equal(demoSpec(2 * BASE_MINUTES, { dvae: { steps: 1000 } }).dvae.steps, 2000);
+  assert.throws(
+    () => demoSpec(BASE_MINUTES, { preset: 'tiny' }),
+    (e: unknown) => e instanceof ConfigError && /demo trains the shapes preset/.test(e.message),
+  );
+  assert.throws(
+    () => demoSpec(BASE_MINUTES, { transformer: { captionDropout: 2 } }),
+    (e: unknown) => e instanceof ConfigError && /transformer\.captionDropout/.test(e.message),
+  );
 });

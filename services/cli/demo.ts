@@ -6,7 +6,7 @@ import { spawnSync } from 'node:child_process';
 import { closeSync, mkdirSync, openSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Client, WorkflowHandle } from '@temporalio/client';
-import { resolveSpec, type RunSpec } from '../../config/index.ts';
+import { ConfigError, parseSets, resolveSpec, type RunSpec } from '../../config/index.ts';
 import { HELD_OUT_COMPOSITIONS, TRAIN_COMPOSITIONS } from '../../data/shapes.ts';
 import { check, down, serviceEnv, up, type ServiceEnv } from '../../infra/services.ts';
 import { connectNats, redactUrl } from '../../security/nats.ts';
@@ -44,32 +44,49 @@ const NATIVE_INSTALLER = packageFile('infra/native/install-tfjs-node.sh');
  *  threads each). */
 export const BASE_MINUTES = 29;
 
-/** The shapes preset with every stage's step counts (and the schedules tied to them) scaled to a time
- *  budget. */
-export function demoSpec(minutes: number): RunSpec {
-  const base = resolveSpec({ preset: 'shapes' });
+/** The shapes preset, with `overrides` (`--set`) over it, and every stage's step counts (and the schedules tied
+ *  to them) scaled to a time budget. Overrides of step counts are scaled too: the budget is relative to the
+ *  preset's minutes. */
+export function demoSpec(minutes: number, overrides: Record<string, unknown> = {}): RunSpec {
+  if ('preset' in overrides)
+    throw new ConfigError('--set', [{ path: 'preset', message: 'the demo trains the shapes preset' }]);
+  const input = { ...overrides, preset: 'shapes' };
+  const base = resolveSpec(input, '--set');
   const k = minutes / BASE_MINUTES;
   const steps = (n: number) => Math.max(base.train.checkpointEvery * 2, Math.round((n * k) / 10) * 10);
   const scale = (n: number) => Math.max(1, Math.round(n * k));
-  return resolveSpec({
-    preset: 'shapes',
-    dvae: {
-      steps: steps(base.dvae.steps),
-      lrDecaySteps: scale(base.dvae.lrDecaySteps),
-      betaWarmupSteps: scale(base.dvae.betaWarmupSteps),
-      tauDecaySteps: scale(base.dvae.tauDecaySteps),
+  const given = (stage: string): object => {
+    const v = overrides[stage];
+    return typeof v === 'object' && v !== null ? v : {};
+  };
+  return resolveSpec(
+    {
+      ...input,
+      dvae: {
+        ...given('dvae'),
+        steps: steps(base.dvae.steps),
+        lrDecaySteps: scale(base.dvae.lrDecaySteps),
+        betaWarmupSteps: scale(base.dvae.betaWarmupSteps),
+        tauDecaySteps: scale(base.dvae.tauDecaySteps),
+      },
+      transformer: {
+        ...given('transformer'),
+        steps: steps(base.transformer.steps),
+        warmupSteps: scale(base.transformer.warmupSteps),
+        plateauPatience: scale(base.transformer.plateauPatience),
+      },
+      // Scaled like the others, so that a short budget is not spent on a full reranker; 0 (none) stays 0.
+      rerank:
+        base.rerank.steps > 0
+          ? {
+              ...given('rerank'),
+              steps: steps(base.rerank.steps),
+              warmupSteps: scale(base.rerank.warmupSteps),
+            }
+          : given('rerank'),
     },
-    transformer: {
-      steps: steps(base.transformer.steps),
-      warmupSteps: scale(base.transformer.warmupSteps),
-      plateauPatience: scale(base.transformer.plateauPatience),
-    },
-    // Scaled like the others, so that a short budget is not spent on a full reranker; 0 (none) stays 0.
-    rerank:
-      base.rerank.steps > 0
-        ? { steps: steps(base.rerank.steps), warmupSteps: scale(base.rerank.warmupSteps) }
-        : {},
-  });
+    '--set',
+  );
 }
 
 export const cli = command({
@@ -93,6 +110,12 @@ export const cli = command({
       value: 'N',
       help: "native threads per worker (dalle worker --threads; default: all of this host's cores)",
     },
+    set: {
+      type: 'string',
+      value: 'path=value',
+      multiple: true,
+      help: 'override one field of the shapes preset, e.g. transformer.captionDropout=0.1 (repeatable)',
+    },
   },
   notes: ['Writes $DALLE_HOME/demo/: grid.png, loss.svg, report.md, report.json and every process log.'],
 });
@@ -104,6 +127,9 @@ interface DemoOptions {
   native: boolean;
   console: boolean;
   threads?: number;
+  /** The `--set` flags as given, and the overrides object they make. */
+  sets: string[];
+  overrides: Record<string, unknown>;
 }
 
 function demoOptions(argv: string[]): DemoOptions {
@@ -118,6 +144,8 @@ function demoOptions(argv: string[]): DemoOptions {
     native: !values['no-native'],
     console: !values['no-console'],
     threads: read.int('threads', values.threads, 1),
+    sets: values.set ?? [],
+    overrides: parseSets(values.set ?? [], (m) => read.error(m)),
   };
 }
 
@@ -134,20 +162,20 @@ interface Demo {
   runId: string;
 }
 
-function newDemo(minutes: number): Demo {
+function newDemo(minutes: number, overrides: Record<string, unknown>): Demo {
   const t0 = Date.now();
   const say = (s: string) => console.log(`[demo ${((Date.now() - t0) / 1000).toFixed(0).padStart(4)}s] ${s}`);
   const env = serviceEnv();
   const outDir = join(env.home, 'demo');
   mkdirSync(join(outDir, 'samples'), { recursive: true });
   const runId = `demo-${new Date().toISOString().replace(/[-:T]/g, '').slice(0, 14)}`;
-  return { t0, say, env, outDir, spec: demoSpec(minutes), runId };
+  return { t0, say, env, outDir, spec: demoSpec(minutes, overrides), runId };
 }
 
 /** The steps, in order: backend, services, workers (and console), train, sample, evaluate, report. */
 export async function run(argv: string[]): Promise<number> {
   const opts = demoOptions(argv);
-  const demo = newDemo(opts.minutes);
+  const demo = newDemo(opts.minutes, opts.overrides);
   const { say, env, outDir, spec } = demo;
   const backend = chooseBackend(demo, opts.native);
   const weStarted = await startServices(demo);
@@ -184,6 +212,7 @@ export async function run(argv: string[]): Promise<number> {
       runId: demo.runId,
       t0: demo.t0,
       minutes: opts.minutes,
+      sets: opts.sets,
       backend,
       spec,
       training,

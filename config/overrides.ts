@@ -1,5 +1,5 @@
-// `--set path=value` of the recipe benchmarks: one config field per flag, the value parsed as JSON when it is
-// JSON (a plain string otherwise), so an experiment is a command line.
+// `--set path=value` (the recipe benchmarks, `dalle demo`): one config field per flag, the value parsed as JSON
+// when it is JSON (a plain string otherwise), so an experiment is a command line.
 
 /** The overrides object of `--set` flags (fed to resolveSpec with the preset). `fail` names a bad flag. */
 export function parseSets(
