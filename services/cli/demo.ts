@@ -50,43 +50,31 @@ export const BASE_MINUTES = 29;
 export function demoSpec(minutes: number, overrides: Record<string, unknown> = {}): RunSpec {
   if ('preset' in overrides)
     throw new ConfigError('--set', [{ path: 'preset', message: 'the demo trains the shapes preset' }]);
-  const input = { ...overrides, preset: 'shapes' };
-  const base = resolveSpec(input, '--set');
+  const base = resolveSpec({ ...overrides, preset: 'shapes' }, '--set');
   const k = minutes / BASE_MINUTES;
   const steps = (n: number) => Math.max(base.train.checkpointEvery * 2, Math.round((n * k) / 10) * 10);
   const scale = (n: number) => Math.max(1, Math.round(n * k));
-  const given = (stage: string): object => {
-    const v = overrides[stage];
-    return typeof v === 'object' && v !== null ? v : {};
-  };
-  return resolveSpec(
-    {
-      ...input,
-      dvae: {
-        ...given('dvae'),
-        steps: steps(base.dvae.steps),
-        lrDecaySteps: scale(base.dvae.lrDecaySteps),
-        betaWarmupSteps: scale(base.dvae.betaWarmupSteps),
-        tauDecaySteps: scale(base.dvae.tauDecaySteps),
-      },
-      transformer: {
-        ...given('transformer'),
-        steps: steps(base.transformer.steps),
-        warmupSteps: scale(base.transformer.warmupSteps),
-        plateauPatience: scale(base.transformer.plateauPatience),
-      },
-      // Scaled like the others, so that a short budget is not spent on a full reranker; 0 (none) stays 0.
-      rerank:
-        base.rerank.steps > 0
-          ? {
-              ...given('rerank'),
-              steps: steps(base.rerank.steps),
-              warmupSteps: scale(base.rerank.warmupSteps),
-            }
-          : given('rerank'),
+  return resolveSpec({
+    ...base,
+    dvae: {
+      ...base.dvae,
+      steps: steps(base.dvae.steps),
+      lrDecaySteps: scale(base.dvae.lrDecaySteps),
+      betaWarmupSteps: scale(base.dvae.betaWarmupSteps),
+      tauDecaySteps: scale(base.dvae.tauDecaySteps),
     },
-    '--set',
-  );
+    transformer: {
+      ...base.transformer,
+      steps: steps(base.transformer.steps),
+      warmupSteps: scale(base.transformer.warmupSteps),
+      plateauPatience: scale(base.transformer.plateauPatience),
+    },
+    // Scaled like the others, so that a short budget is not spent on a full reranker; 0 (none) stays 0.
+    rerank:
+      base.rerank.steps > 0
+        ? { ...base.rerank, steps: steps(base.rerank.steps), warmupSteps: scale(base.rerank.warmupSteps) }
+        : base.rerank,
+  });
 }
 
 export const cli = command({
@@ -163,13 +151,14 @@ interface Demo {
 }
 
 function newDemo(minutes: number, overrides: Record<string, unknown>): Demo {
+  const spec = demoSpec(minutes, overrides); // a bad --set fails here, before anything is written
   const t0 = Date.now();
   const say = (s: string) => console.log(`[demo ${((Date.now() - t0) / 1000).toFixed(0).padStart(4)}s] ${s}`);
   const env = serviceEnv();
   const outDir = join(env.home, 'demo');
   mkdirSync(join(outDir, 'samples'), { recursive: true });
   const runId = `demo-${new Date().toISOString().replace(/[-:T]/g, '').slice(0, 14)}`;
-  return { t0, say, env, outDir, spec: demoSpec(minutes, overrides), runId };
+  return { t0, say, env, outDir, spec, runId };
 }
 
 /** The steps, in order: backend, services, workers (and console), train, sample, evaluate, report. */
