@@ -1,6 +1,6 @@
 // `dalle bench compare [--configs tiny,shapes,large] [--models dvae,transformer] [--threads 1,2]
 //                      [--batch 32] [--steps 10] [--warmup 3] [--install-anchor] [--no-anchor]
-//                      [--baseline DIR] [--json]`
+//                      [--baseline DIR] [--kernels] [--json]`
 //
 // Our training step against the reference implementation, dalle-pytorch on PyTorch's CPU kernels, in one
 // run: for each config, model and thread count, our step (the real Trainer: computeGradients +
@@ -22,6 +22,10 @@
 // `--baseline DIR` also times the same step with another checkout's model code (before/after a change,
 // in the same run): e.g. `mkdir /tmp/base && git archive main | tar -x -C /tmp/base && ln -s
 // "$PWD/node_modules" /tmp/base/`.
+//
+// `--kernels` also profiles our timed steps kernel by kernel (every TensorFlow kernel, download and upload,
+// with its calls and wall ms per step, and the time outside them: the tfjs engine and JS): the profile that
+// says where a step's time goes before changing it.
 //
 // Figures only, never pass/fail: quote ratios from one run, with the load it reports.
 import { spawn } from 'node:child_process';
@@ -85,6 +89,7 @@ interface Options {
   installAnchor: boolean;
   anchor: boolean;
   baseline?: string;
+  kernels: boolean;
   json: boolean;
 }
 
@@ -112,6 +117,10 @@ export const cli = command({
       value: 'DIR',
       help: 'also time the step of another checkout (e.g. main, unpacked beside a node_modules): before/after',
     },
+    kernels: {
+      type: 'boolean',
+      help: 'profile our timed steps kernel by kernel (native backend): calls and ms per step of each',
+    },
     json: { type: 'boolean', help: 'print the figures as JSON' },
   },
   notes: [
@@ -133,6 +142,7 @@ function options(argv: string[]): Options {
     installAnchor: !!values['install-anchor'],
     anchor: !values['no-anchor'],
     baseline: values.baseline === undefined ? undefined : resolve(values.baseline),
+    kernels: !!values.kernels,
     json: !!values.json,
   };
 }
@@ -146,6 +156,7 @@ interface Job {
   threads: number;
   warmup: number;
   steps: number;
+  kernels: boolean;
 }
 
 function stepJob(job: Job, root: string): StepJob {
@@ -162,6 +173,7 @@ function stepJob(job: Job, root: string): StepJob {
     batch: job.batch,
     warmup: job.warmup,
     steps: job.steps,
+    kernels: job.kernels,
   };
 }
 
@@ -325,7 +337,15 @@ export async function main(argv: string[]): Promise<void> {
   for (const config of o.configs) {
     for (const model of o.models) {
       for (const threads of o.threads) {
-        const job: Job = { model, config, threads, batch: o.batch, warmup: o.warmup, steps: o.steps };
+        const job: Job = {
+          model,
+          config,
+          threads,
+          batch: o.batch,
+          warmup: o.warmup,
+          steps: o.steps,
+          kernels: o.kernels,
+        };
         process.stderr.write(`bench compare: ${model} ${config}, ${threads} thread(s)…\n`);
         const baseline = o.baseline ? figures(await runOurs(job, o.baseline), o.batch) : undefined;
         const ours = figures(await runOurs(job, repoRoot), o.batch);
@@ -408,4 +428,26 @@ function printTable(r: {
     cells.map((c, i) => (i < 2 ? c.padEnd(cols[i]![1]) : c.padStart(cols[i]![1]))).join(' ');
   console.log(line(cols.map((c) => c[0])));
   for (const x of r.rows) console.log(line(cols.map((c) => c[2](x))));
+  for (const x of r.rows) if (x.ours.kernels) printKernels(x, x.ours.kernels);
+}
+
+/** `--kernels`: where one row's step time went, the 20 costliest kernels first. */
+function printKernels(x: Comparison, k: NonNullable<SideResult['kernels']>): void {
+  const step = x.ours.stepSecMedian * 1000;
+  const calls = k.perKernel.reduce((a, q) => a + q.callsPerStep, 0);
+  console.log(
+    `\nkernels of our ${x.model} step (${x.config}, ${x.threads} thread(s)): ${calls.toFixed(0)} calls, ` +
+      `${k.kernelMsPerStep.toFixed(1)} ms per step in them, ${k.outsideMsPerStep.toFixed(1)} ms outside ` +
+      `(tfjs engine, JS); median step ${step.toFixed(1)} ms`,
+  );
+  console.log(
+    `${'kernel'.padEnd(34)} ${'calls'.padStart(7)} ${'ms/step'.padStart(8)} ${'share'.padStart(6)}`,
+  );
+  const total = k.kernelMsPerStep + k.outsideMsPerStep;
+  for (const q of k.perKernel.slice(0, 20)) {
+    console.log(
+      `${q.name.padEnd(34)} ${q.callsPerStep.toFixed(1).padStart(7)} ${q.msPerStep.toFixed(2).padStart(8)} ` +
+        `${((100 * q.msPerStep) / total).toFixed(1).padStart(5)}%`,
+    );
+  }
 }

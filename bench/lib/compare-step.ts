@@ -23,6 +23,15 @@ export interface StepJob {
   batch: number;
   warmup: number;
   steps: number;
+  /** Also profile the timed steps kernel by kernel (native backend only): `SideResult.kernels`. */
+  kernels?: boolean;
+}
+
+/** One TensorFlow kernel's share of the timed steps (`bench compare --kernels`). */
+export interface KernelFigure {
+  name: string;
+  callsPerStep: number;
+  msPerStep: number;
 }
 
 /** What each side's child prints (the anchor's script prints the same fields). */
@@ -34,6 +43,9 @@ export interface SideResult {
   trainFlopsPerItem: number;
   parameters: number;
   detail: Record<string, unknown>;
+  /** With `kernels`: every TensorFlow kernel the timed steps ran, most time first (wall ms; eager
+   *  kernels run synchronously on the CPU backend), and the steps' time outside them. */
+  kernels?: { perKernel: KernelFigure[]; kernelMsPerStep: number; outsideMsPerStep: number };
 }
 
 /** The parts of a checkout's model surface the step uses; its types are the root's own, unknown here. */
@@ -101,6 +113,7 @@ export async function timeStep(job: StepJob): Promise<SideResult> {
     trainer.applyGradients(g.grads, s, g.loss);
   };
   for (let s = 0; s < job.warmup; s++) step(s);
+  const profile = job.kernels ? await kernelProfile() : undefined;
   const stepSec: number[] = [];
   const cpuSec: number[] = [];
   for (let s = job.warmup; s < job.warmup + job.steps; s++) {
@@ -111,6 +124,7 @@ export async function timeStep(job: StepJob): Promise<SideResult> {
     const c = process.cpuUsage(c0);
     cpuSec.push((c.user + c.system) / 1e6);
   }
+  const kernels = profile?.stop(job.steps, stepSec.reduce((a, b) => a + b, 0) * 1000);
   trainer.dispose();
   return {
     impl: 'dalle-cluster',
@@ -119,11 +133,53 @@ export async function timeStep(job: StepJob): Promise<SideResult> {
     stepSecMedian: median(stepSec),
     trainFlopsPerItem: job.trainFlopsPerItem,
     parameters,
+    kernels,
     // A baseline may predate DALLE_THREADS: the parent also sets TensorFlow's own thread variables.
     detail: {
       backend,
       root,
       threads: model.requestedThreads?.() ?? Number(process.env.TF_NUM_INTRAOP_THREADS),
+    },
+  };
+}
+
+/** Times every call into TensorFlow's eager executor (tfjs-node's `binding.executeOp`, which every kernel
+ *  goes through), every download (`tensorDataSync`) and upload (`createTensor`) until `stop`. */
+async function kernelProfile() {
+  const tf = await import('@tensorflow/tfjs');
+  type Binding = Record<string, (...args: unknown[]) => unknown>;
+  const backend = tf.backend() as unknown as { binding?: Binding };
+  const binding = backend.binding;
+  if (!binding?.executeOp) throw new Error('bench compare --kernels: needs the native backend (tfjs-node)');
+  const totals = new Map<string, { calls: number; ms: number }>();
+  const timed =
+    (key: string, name: (args: unknown[]) => string) =>
+    (...args: unknown[]) => {
+      const t0 = performance.now();
+      try {
+        return binding[key]!(...args);
+      } finally {
+        const k = name(args);
+        const t = totals.get(k) ?? { calls: 0, ms: 0 };
+        t.calls++;
+        t.ms += performance.now() - t0;
+        totals.set(k, t);
+      }
+    };
+  // The addon's exports cannot be reassigned: the backend gets a stand-in that times three of them.
+  backend.binding = Object.create(binding, {
+    executeOp: { value: timed('executeOp', (a) => String(a[0])) },
+    tensorDataSync: { value: timed('tensorDataSync', () => '(download)') },
+    createTensor: { value: timed('createTensor', () => '(upload)') },
+  }) as Binding;
+  return {
+    stop(steps: number, stepMs: number) {
+      backend.binding = binding;
+      const perKernel = [...totals]
+        .map(([name, t]) => ({ name, callsPerStep: t.calls / steps, msPerStep: t.ms / steps }))
+        .sort((a, b) => b.msPerStep - a.msPerStep);
+      const kernelMsPerStep = perKernel.reduce((a, k) => a + k.msPerStep, 0);
+      return { perKernel, kernelMsPerStep, outsideMsPerStep: stepMs / steps - kernelMsPerStep };
     },
   };
 }

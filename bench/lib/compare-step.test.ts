@@ -1,0 +1,48 @@
+// `bench compare --kernels`: the profile counts every TensorFlow kernel of the timed steps and hands the
+// backend its own binding back afterwards. Native backend only; skipped, saying why, without it.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import * as tf from '@tensorflow/tfjs';
+import { loadSpec } from '../../config/index.ts';
+import { PACKAGE_ROOT } from '../../config/package-root.ts';
+import { initTfBackend } from '../../model/index.ts';
+import { timeStep, type StepJob } from './compare-step.ts';
+
+const backend = await initTfBackend().catch(() => 'none');
+const skip = backend === 'tensorflow' ? false : `needs the native backend (this process got ${backend})`;
+
+test(
+  'bench compare --kernels: every kernel of the timed steps, then the binding restored',
+  { skip },
+  async () => {
+    const spec = loadSpec('tiny');
+    const binding = (tf.backend() as unknown as { binding: unknown }).binding;
+    const job: StepJob = {
+      model: 'dvae',
+      root: PACKAGE_ROOT,
+      dvae: spec.dvae,
+      transformer: spec.transformer,
+      trainFlopsPerItem: 1,
+      batch: 4,
+      warmup: 1,
+      steps: 2,
+      kernels: true,
+    };
+    const r = await timeStep(job);
+    const k = r.kernels!;
+    assert.ok(k, 'no kernel profile');
+    const names = new Set(k.perKernel.map((q) => q.name));
+    for (const name of ['Conv2DBackpropFilter', 'ReluGrad', '(download)']) assert.ok(names.has(name), name);
+    for (let i = 1; i < k.perKernel.length; i++) {
+      assert.ok(k.perKernel[i - 1]!.msPerStep >= k.perKernel[i]!.msPerStep, 'sorted by time');
+    }
+    // Kernels are a part of the step: never more than it took.
+    const stepMs = (r.stepSec.reduce((a, b) => a + b, 0) * 1000) / job.steps;
+    assert.ok(k.kernelMsPerStep > 0 && k.kernelMsPerStep <= stepMs, `${k.kernelMsPerStep} of ${stepMs} ms`);
+    assert.ok(Math.abs(k.kernelMsPerStep + k.outsideMsPerStep - stepMs) < 1e-6);
+    assert.equal((tf.backend() as unknown as { binding: unknown }).binding, binding);
+    // Without the flag, no profile and no stand-in binding.
+    const plain = await timeStep({ ...job, kernels: false });
+    assert.equal(plain.kernels, undefined);
+  },
+);
