@@ -207,6 +207,9 @@ export const TransformerConfig = z.strictObject({
   plateauHalvings: nonNegInt.max(64).default(5),
   /** Plateau rule: the loss it watches is an EMA of the per-update training loss with this decay (noise filter). */
   plateauSmoothing: z.number().min(0).max(1).lt(1).default(0.99),
+  /** Cool-down: the last cooldownSteps updates before `steps` scale the plateau rule's lr linearly down to
+   *  zero (update s runs at lr·(steps − s)/cooldownSteps). 0 (the paper): no cool-down. */
+  cooldownSteps: nonNegInt.max(SCHEDULE_MAX).default(0),
   /** Logits use the transposed text/image token embeddings (GPT-2 style). false adds separate unembedding
    *  matrices, as docs/model.md's fp32 "unembeddings" suggest: paper-12b then counts 12.29B instead of 12.20B. */
   tiedUnembedding: z.boolean().default(true),

@@ -17,6 +17,8 @@ const cfg: PlateauConfig = {
   plateauThreshold: 1e-3,
   plateauHalvings: 5,
   plateauSmoothing: 0,
+  steps: 1000,
+  cooldownSteps: 0,
 };
 
 /** Runs the schedule over `losses` (update i gets losses[i]) and returns the lr used at each update. */
@@ -85,4 +87,23 @@ test('lr-plateau: no warm-up starts at the peak and still counts from the first 
   assert.equal(lrs[0], 1e-3);
   assert.equal(lrs[9], 1e-3);
   assert.equal(lrs[10], 1e-3 / 2);
+});
+
+test('lr-plateau: the cool-down scales the last cooldownSteps updates linearly to zero, halvings included', () => {
+  const c = { ...cfg, steps: 100, cooldownSteps: 20 };
+  const s = initialPlateauState();
+  assert.equal(lrAt(c, s, 79), 1e-3);
+  assert.equal(lrAt(c, s, 80), 1e-3);
+  assert.equal(lrAt(c, s, 90), 1e-3 / 2);
+  assert.equal(lrAt(c, s, 99), 1e-3 / 20);
+  assert.equal(lrAt(c, s, 100), 0);
+  assert.equal(lrAt(c, s, 150), 0);
+  assert.equal(lrAt(c, { ...s, halvings: 1 }, 90), 1e-3 / 4);
+  // Warm-up and cool-down overlap when the budget is shorter than both: the factors multiply.
+  const short = { ...c, steps: 10, cooldownSteps: 10 };
+  assert.equal(lrAt(short, s, 0), (1e-3 / 5) * 1);
+  assert.ok(Math.abs(lrAt(short, s, 4) - 1e-3 * 0.6) < 1e-18);
+  // Off by default, and the paper's preset has none.
+  assert.equal(lrAt(cfg, s, 999_999), 1e-3);
+  assert.equal(loadSpec('paper-12b').transformer.cooldownSteps, 0);
 });

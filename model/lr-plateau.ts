@@ -1,6 +1,8 @@
 // Stage 2's learning-rate schedule (docs/model.md): linear warm-up to the peak over `warmupSteps` updates,
 // then halved each time the training loss plateaus, at most `plateauHalvings` times (paper: 5, so the
-// final lr is 32× smaller). The paper does not state its plateau test; ours, explicitly:
+// final lr is 32× smaller), and, when `cooldownSteps` > 0, scaled linearly down to zero over the last
+// `cooldownSteps` updates before `steps` (a fixed budget's cool-down; the paper has none). The paper does
+// not state its plateau test; ours, explicitly:
 //
 //   1. Non-finite losses (skipped updates) are ignored.
 //   2. The watched loss is s ← β·s + (1 − β)·loss (β = plateauSmoothing; the first loss seeds s), so
@@ -17,7 +19,14 @@ import type { TransformerConfig } from '../config/index.ts';
 
 export type PlateauConfig = Pick<
   TransformerConfig,
-  'lr' | 'warmupSteps' | 'plateauPatience' | 'plateauThreshold' | 'plateauHalvings' | 'plateauSmoothing'
+  | 'lr'
+  | 'warmupSteps'
+  | 'plateauPatience'
+  | 'plateauThreshold'
+  | 'plateauHalvings'
+  | 'plateauSmoothing'
+  | 'steps'
+  | 'cooldownSteps'
 >;
 
 export interface PlateauState {
@@ -47,11 +56,13 @@ function checkStep(step: number): void {
   if (!Number.isInteger(step) || step < 0) throw new ScheduleStepError(step);
 }
 
-/** Learning rate of update `step` (0-based): peak·(step+1)/warmupSteps during warm-up, then peak·2^−halvings. */
+/** Learning rate of update `step` (0-based): peak·(step+1)/warmupSteps during warm-up, then peak·2^−halvings,
+ *  times (steps − step)/cooldownSteps over the cool-down (never below 0, past `steps` included). */
 export function lrAt(cfg: PlateauConfig, state: PlateauState, step: number): number {
   checkStep(step);
   const warm = cfg.warmupSteps > 0 ? Math.min(1, (step + 1) / cfg.warmupSteps) : 1;
-  return cfg.lr * warm * 2 ** -state.halvings;
+  const cool = cfg.cooldownSteps > 0 ? Math.min(1, Math.max(0, (cfg.steps - step) / cfg.cooldownSteps)) : 1;
+  return cfg.lr * warm * cool * 2 ** -state.halvings;
 }
 
 /** The state after observing the training loss of update `step` (rules 1–5 above). */
