@@ -208,8 +208,9 @@ export const TransformerConfig = z.strictObject({
   /** Plateau rule: the loss it watches is an EMA of the per-update training loss with this decay (noise filter). */
   plateauSmoothing: z.number().min(0).max(1).lt(1).default(0.99),
   /** Cool-down: the last cooldownSteps updates before `steps` scale the plateau rule's lr linearly down to
-   *  zero (update s runs at lr·(steps − s)/cooldownSteps). 0 (the paper): no cool-down. */
-  cooldownSteps: nonNegInt.max(SCHEDULE_MAX).default(0),
+   *  zero (update s runs at lr·(steps − s)/cooldownSteps). Absent or 0 (the paper): no cool-down. Optional
+   *  without a default, so specs written before it keep their hash. */
+  cooldownSteps: nonNegInt.max(SCHEDULE_MAX).optional(),
   /** Logits use the transposed text/image token embeddings (GPT-2 style). false adds separate unembedding
    *  matrices, as docs/model.md's fp32 "unembeddings" suggest: paper-12b then counts 12.29B instead of 12.20B. */
   tiedUnembedding: z.boolean().default(true),

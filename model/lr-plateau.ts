@@ -61,7 +61,8 @@ function checkStep(step: number): void {
 export function lrAt(cfg: PlateauConfig, state: PlateauState, step: number): number {
   checkStep(step);
   const warm = cfg.warmupSteps > 0 ? Math.min(1, (step + 1) / cfg.warmupSteps) : 1;
-  const cool = cfg.cooldownSteps > 0 ? Math.min(1, Math.max(0, (cfg.steps - step) / cfg.cooldownSteps)) : 1;
+  const cd = cfg.cooldownSteps ?? 0;
+  const cool = cd > 0 ? Math.min(1, Math.max(0, (cfg.steps - step) / cd)) : 1;
   return cfg.lr * warm * cool * 2 ** -state.halvings;
 }
 
