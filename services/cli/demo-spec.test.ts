@@ -28,6 +28,12 @@ test('demo: --set overrides the preset, and its step counts are scaled with the 
   assert.equal(spec.transformer.steps, base.transformer.steps, 'fields beside it keep the preset');
   assert.equal(spec.dvae.steps, 1000);
   assert.equal(demoSpec(2 * BASE_MINUTES, { dvae: { steps: 1000 } }).dvae.steps, 2000);
+  // A cool-down set over the preset stays the same share of the stage at any budget; none stays none.
+  assert.equal(
+    demoSpec(BASE_MINUTES / 2, { transformer: { cooldownSteps: 1000 } }).transformer.cooldownSteps,
+    500,
+  );
+  assert.ok(!('cooldownSteps' in demoSpec(BASE_MINUTES / 2).transformer));
   assert.throws(
     () => demoSpec(BASE_MINUTES, { preset: 'tiny' }),
     (e: unknown) => e instanceof ConfigError && /demo trains the shapes preset/.test(e.message),

@@ -68,6 +68,8 @@ export function demoSpec(minutes: number, overrides: Record<string, unknown> = {
       steps: steps(base.transformer.steps),
       warmupSteps: scale(base.transformer.warmupSteps),
       plateauPatience: scale(base.transformer.plateauPatience),
+      // A --set cool-down keeps its share of the stage (absent stays absent: the spec's hash is unchanged).
+      ...(base.transformer.cooldownSteps ? { cooldownSteps: scale(base.transformer.cooldownSteps) } : {}),
     },
     // Scaled like the others, so that a short budget is not spent on a full reranker; 0 (none) stays 0.
     rerank:
