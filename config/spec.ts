@@ -207,6 +207,12 @@ export const TransformerConfig = z.strictObject({
   plateauHalvings: nonNegInt.max(64).default(5),
   /** Plateau rule: the loss it watches is an EMA of the per-update training loss with this decay (noise filter). */
   plateauSmoothing: z.number().min(0).max(1).lt(1).default(0.99),
+  /** Image → image attention: `sparse` (absent; the paper) gives each layer the row, column or
+   *  convolutional pattern of model/masks.ts, `full` lets every layer attend every earlier image position
+   *  (dense causal, as small open implementations do; the T × T scores cost the same, so it is a choice of
+   *  quality, not speed, at small grids). Optional without a default, so specs written before it keep
+   *  their hash. */
+  attention: z.enum(['sparse', 'full']).optional(),
   /** Cool-down: the last cooldownSteps updates before `steps` scale the plateau rule's lr linearly down to
    *  zero (update s runs at lr·(steps − s)/cooldownSteps). Absent or 0 (the paper): no cool-down. Optional
    *  without a default, so specs written before it keep their hash. */

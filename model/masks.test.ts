@@ -30,12 +30,14 @@ test('masks: the paper layer rule for 64 layers (column where (i-2) mod 4 = 0, c
   assert.equal(kinds.filter((k) => k === 'row').length, 47);
   assert.deepEqual(layerKinds(2), ['row', 'conv']);
   assert.deepEqual(layerKinds(1), ['conv']);
+  assert.deepEqual(layerKinds(3, 'full'), ['full', 'full', 'full']);
+  assert.deepEqual(layerKinds(3, 'sparse'), layerKinds(3));
   assert.throws(() => attentionKindOf(4, 4), LayerIndexError);
   assert.throws(() => attentionKindOf(-1, 4), LayerIndexError);
 });
 
 test('masks: text positions are causal and never see the image', () => {
-  for (const kind of ['row', 'column', 'conv'] as const) {
+  for (const kind of ['row', 'column', 'conv', 'full'] as const) {
     assert.deepEqual(allowedKeys(kind, g, 0), [0]);
     assert.deepEqual(allowedKeys(kind, g, 1), [0, 1]);
     assert.deepEqual(allowedKeys(kind, g, 2), [0, 1, 2]);
@@ -67,10 +69,16 @@ test('masks: the last layer is a causal 3x3 convolution with raster wraparound',
   assert.equal(allowedKeys('conv', paper, 256 + 32 * 20 + 16).length, 256 + 5 * 11 + 6);
 });
 
+test('masks: full attention sees all text and every earlier image position', () => {
+  assert.deepEqual(allowedKeys('full', g, img(0)[0]), [...text, ...img(0)]);
+  assert.deepEqual(allowedKeys('full', g, img(9)[0]), [...text, ...img(0, 1, 2, 3, 4, 5, 6, 7, 8, 9)]);
+  assert.equal(allowedKeys('full', g, img(15)[0]).length, 3 + 16);
+});
+
 test('masks: the full matrix and its additive bias agree, every row non-empty', () => {
   const T = sequenceLength(g);
   assert.equal(T, 19);
-  for (const kind of ['row', 'column', 'conv'] as const) {
+  for (const kind of ['row', 'column', 'conv', 'full'] as const) {
     const m = attentionMask(kind, g);
     const b = attentionBias(kind, g);
     assert.equal(m.length, T * T);

@@ -19,9 +19,16 @@
 //   conv    a k×k kernel centred on the position, keeping its causal half (PixelCNN's masked kernel):
 //           d = dr·w + dc with 0 ≤ dr ≤ h, −h ≤ dc ≤ h, h = ⌊k/2⌋, d ≥ 0 (figure 11d with k = 3; 11 in
 //           the paper).
+//   full    d ≥ 0: every earlier image position (a dense causal transformer; not the paper's, which
+//           sparsifies for speed at a 32×32 grid — a config choice of small models, where the T × T
+//           scores cost the same under every pattern).
 // No tfjs here: masks are plain arrays so they can be asserted exactly and built once per model.
 
-export type AttentionKind = 'row' | 'column' | 'conv';
+export type AttentionKind = 'row' | 'column' | 'conv' | 'full';
+
+/** Which image → image patterns a model's layers use: the paper's row/column/conv rule, or full causal
+ *  attention in every layer. */
+export type AttentionLayout = 'sparse' | 'full';
 
 export interface MaskGeometry {
   /** Text positions L. */
@@ -69,9 +76,9 @@ export function attentionKindOf(layer: number, layers: number): AttentionKind {
   return (((i - 2) % 4) + 4) % 4 === 0 ? 'column' : 'row';
 }
 
-/** The patterns of every layer, in order. */
-export function layerKinds(layers: number): AttentionKind[] {
-  return Array.from({ length: layers }, (_, l) => attentionKindOf(l, layers));
+/** The patterns of every layer, in order: the paper's rule (`sparse`), or `full` in every layer. */
+export function layerKinds(layers: number, layout: AttentionLayout = 'sparse'): AttentionKind[] {
+  return Array.from({ length: layers }, (_, l) => (layout === 'full' ? 'full' : attentionKindOf(l, layers)));
 }
 
 export function sequenceLength(g: Pick<MaskGeometry, 'textLen' | 'grid'>): number {
@@ -95,6 +102,8 @@ export function imageOffsetAllowed(kind: AttentionKind, d: number, w: number, co
       return d <= w;
     case 'column':
       return d % w === 0;
+    case 'full':
+      return true;
     case 'conv': {
       const h = (convKernel - 1) / 2;
       for (let dr = 0; dr <= h; dr++) if (Math.abs(d - dr * w) <= h) return true;

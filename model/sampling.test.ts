@@ -71,6 +71,29 @@ test('sampling: KV-cache sampling gives the cache-free reference tokens for the 
   assert.ok(new Set(cached[0]).size > 3);
 });
 
+test('sampling: with full attention too, KV-cache sampling gives the cache-free reference tokens', () => {
+  const cfg = { ...tiny.transformer, attention: 'full' as const };
+  const full = Transformer.fromArrays(
+    cfg,
+    tiny.dvae,
+    initTransformerParams(cfg, tiny.dvae, 3).map((a) => a.map((x) => x * 4)),
+  );
+  const rows: SampleRow[] = [
+    { text: caption(0), seed: 1 },
+    { text: caption(2), seed: 3, topK: 5 },
+  ];
+  const s = createSampler(full).start(rows);
+  while (!s.done) s.step();
+  const reference = sampleWithoutCache(full, rows);
+  rows.forEach((_, i) => assert.deepEqual([...s.tokens(i)], [...reference[i]!], `row ${i}`));
+  assert.notDeepEqual(
+    [...s.tokens(0)],
+    [...runSession([rows[0]!])[0]!],
+    'full attention changes the samples',
+  );
+  full.dispose();
+});
+
 test('sampling: the same seed gives the same tokens whatever the batch composition', () => {
   const alone = runSession([{ text: caption(1), seed: 42, topK: 8 }])[0]!;
   const mixed = runSession([

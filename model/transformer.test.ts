@@ -228,6 +228,37 @@ test('transformer: image logits see all text and only earlier image tokens', () 
   m.dispose();
 });
 
+test('transformer: attention full lets the last image logits see the first token, where the sparse conv layer does not', () => {
+  // One layer is the paper's convolutional one: a 3×3 causal kernel on the 4×4 grid, so z_15's logits
+  // (position L + 15) see back to z_9 at most; `full` sees every earlier image token.
+  const seesFirstToken = (attention: 'sparse' | 'full') => {
+    const cfg = { ...tiny.transformer, layers: 1, attention };
+    const m = Transformer.fromArrays(
+      cfg,
+      tiny.dvae,
+      initTransformerParams(cfg, tiny.dvae, 4).map((a) => a.map((x) => x * 2)), // softmax not one-hot
+    );
+    const last = (imageIds: Int32Array) =>
+      tf.tidy(
+        () =>
+          m
+            .logits(
+              tf.tensor2d(captions(1), [1, L], 'int32'),
+              tf.tensor2d(imageIds.subarray(0, N - 1), [1, N - 1], 'int32'),
+            )
+            .image.arraySync()[0]![N - 1]!,
+      );
+    const z0 = images(1);
+    const z1 = z0.slice();
+    z1[0] = (z1[0]! + 1) % tiny.dvae.codebookSize;
+    const [a, b] = [last(z0), last(z1)];
+    m.dispose();
+    return !a.every((x, k) => x === b[k]);
+  };
+  assert.equal(seesFirstToken('sparse'), false);
+  assert.equal(seesFirstToken('full'), true);
+});
+
 test('transformer: bad parameter arrays and token ids are named', () => {
   const arrays = initTransformerParams(tiny.transformer, tiny.dvae, 0);
   assert.throws(

@@ -245,7 +245,7 @@ export class Transformer {
     this.dims = transformerDims(cfg, dvae);
     this.specs = transformerParamSpecs(cfg, dvae);
     this.bind(params);
-    this.kinds = layerKinds(this.dims.layers);
+    this.kinds = layerKinds(this.dims.layers, cfg.attention ?? 'sparse');
     const geom = maskGeometry(this.dims);
     const T = this.dims.seqLen;
     this.bias = new Map(
