@@ -23,12 +23,13 @@
 //           sparsifies for speed at a 32×32 grid — a config choice of small models, where the T × T
 //           scores cost the same under every pattern).
 // No tfjs here: masks are plain arrays so they can be asserted exactly and built once per model.
+import type { TransformerConfig } from '../config/index.ts';
 
 export type AttentionKind = 'row' | 'column' | 'conv' | 'full';
 
-/** Which image → image patterns a model's layers use: the paper's row/column/conv rule, or full causal
- *  attention in every layer. */
-export type AttentionLayout = 'sparse' | 'full';
+/** Which image → image patterns a model's layers use (`transformer.attention`): the paper's row/column/conv
+ *  rule, or full causal attention in every layer. */
+export type AttentionLayout = NonNullable<TransformerConfig['attention']>;
 
 export interface MaskGeometry {
   /** Text positions L. */
