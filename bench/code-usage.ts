@@ -4,10 +4,11 @@
 // shapes model's training set and the 108 held-out images with its dVAE and prints, per held-out composition,
 // the share of foreground cells whose code never appeared on a training image's foreground, never with that
 // colour, or never with that shape. Tells a codebook that cannot express a held-out pair from a transformer
-// that does not compose it. Training images include the extra colours and kinds the dataset options add;
+// that does not compose it. It also prints how much of a training image's token grid its figure's ±1 px
+// shift decides (shiftEntropy). Training images include the extra colours and kinds the dataset options add;
 // multi-shape scenes are left out.
 import { HELD_OUT_COMPOSITIONS, renderShape, shapeItem, ShapesDataset } from '../data/index.ts';
-import { codeUsage, dvaeOfBundle, type EncodedShape } from '../eval/index.ts';
+import { codeUsage, dvaeOfBundle, shiftEntropy, type EncodedShape } from '../eval/index.ts';
 import { command, parseCommand, readers } from '../services/cli/args.ts';
 import { cli as evalCli, openModels } from '../services/cli/eval.ts';
 
@@ -55,8 +56,10 @@ export async function main(argv: string[]): Promise<void> {
   }
   const datasetSeed = spec.dataset.seed ?? 1234;
   const held = HELD_OUT_COMPOSITIONS.map((_, i) => shapeItem(i, 'heldout', datasetSeed));
+  const train = await encodeAll(trainItems);
+  const shift = shiftEntropy(train);
   const usage = codeUsage(
-    await encodeAll(trainItems),
+    train,
     await encodeAll(held.map((s) => ({ composition: s, rgb: renderShape(s, R) }))),
     R,
     g,
@@ -68,6 +71,7 @@ export async function main(argv: string[]): Promise<void> {
         model: { name: info.name, version: info.version },
         trainImages: trainItems.length,
         ...usage,
+        shiftEntropy: shift,
       }),
     );
     return;
@@ -75,6 +79,9 @@ export async function main(argv: string[]): Promise<void> {
   const pct = (v: number) => `${(100 * v).toFixed(0)} %`;
   console.log(
     `code-usage: ${info.name} v${info.version}, ${trainItems.length} training images: ${usage.trainCodes} codes on foreground cells; codes used with 1…${usage.codesByColours.length} colours: ${usage.codesByColours.join(' / ')}`,
+  );
+  console.log(
+    `code-usage: a cell's code leaves ${shift.perCellGivenComposition.toFixed(3)} nats open given the caption's composition, ${shift.perCellGivenShift.toFixed(3)} given also the figure's shift: ${(shift.perCellGivenComposition * g * g).toFixed(1)} nats over ${g * g} cells if predicted cell by cell, against ${shift.perImageShifts.toFixed(2)} for the whole image (the shifts seen per composition)`,
   );
   console.log(
     '| held-out | foreground cells | code never in training | never with this colour | with it, never this shape |',

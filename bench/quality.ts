@@ -298,10 +298,12 @@ async function trainTransformer(spec: RunSpec, c: DvaeCache, o: Options, emit: E
       const t0 = performance.now();
       const model = Transformer.fromArrays(spec.transformer, spec.dvae, trainer.exportParams(which));
       try {
-        const info = {
-          seen: captionInformation(model, val.seen.text, val.seen.image, val.seen.n).information,
-          heldOut: captionInformation(model, val.heldOut.text, val.heldOut.image, val.heldOut.n).information,
-        };
+        const seen = captionInformation(model, val.seen.text, val.seen.image, val.seen.n);
+        const heldOut = captionInformation(model, val.heldOut.text, val.heldOut.image, val.heldOut.n);
+        const info = { seen: seen.information, heldOut: heldOut.information };
+        // The validation image-token loss with the true caption: beside the training loss, it says whether
+        // a plateau of the sample accuracy is the model overfitting its training images.
+        const valLoss = { seen: seen.lossTrue, heldOut: heldOut.lossTrue };
         const infoSec = (performance.now() - t0) / 1000;
         const acc = sampleAccuracy({
           model,
@@ -315,6 +317,7 @@ async function trainTransformer(spec: RunSpec, c: DvaeCache, o: Options, emit: E
           weights: which,
           trainSeconds: +trainSec.toFixed(1),
           information: info,
+          valLoss,
           infoSeconds: +infoSec.toFixed(2),
           seen: acc.seen,
           heldOut: acc.heldOut,
@@ -355,7 +358,7 @@ function printer(json: boolean): Emit {
       );
     else if (event === 'transformer')
       console.log(
-        `transformer ${s.step} ${s.weights} (${s.trainSeconds} s): info seen ${s.information.seen.toFixed(3)} held ${s.information.heldOut.toFixed(3)} | seen ${acc(s.seen)} | held ${acc(s.heldOut)} [${s.infoSeconds}+${s.sampleSeconds} s]`,
+        `transformer ${s.step} ${s.weights} (${s.trainSeconds} s): info seen ${s.information.seen.toFixed(3)} held ${s.information.heldOut.toFixed(3)} val loss ${s.valLoss.seen.toFixed(3)} / ${s.valLoss.heldOut.toFixed(3)} | seen ${acc(s.seen)} | held ${acc(s.heldOut)} [${s.infoSeconds}+${s.sampleSeconds} s]`,
       );
     else
       console.log(`${event} ${JSON.stringify(f, (_, v) => (typeof v === 'number' ? +v.toPrecision(4) : v))}`);

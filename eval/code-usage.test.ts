@@ -1,7 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { renderShape, type ShapeComposition } from '../data/shapes.ts';
-import { codeUsage, type EncodedShape } from './code-usage.ts';
+import { codeUsage, shiftEntropy, type EncodedShape } from './code-usage.ts';
 
 const R = 32;
 const G = 8;
@@ -62,4 +62,42 @@ test('code usage: a token grid of the wrong size is named', () => {
   const bad = { ...encoded(at('red', 'square'), () => 1), tokens: new Int32Array(10) };
   assert.throws(() => codeUsage([bad], [], R, G), /10 tokens for a 8×8 grid/);
   assert.throws(() => codeUsage([], [], 30, G), /canvas 30 is not a multiple of grid 8/);
+});
+
+test('shift entropy: codes that follow the shift count given the composition and vanish given the shift', () => {
+  const tokens = (first: number) => Int32Array.from({ length: G * G }, (_, c) => (c === 0 ? first : 3));
+  const img = (color: string, dx: number, first: number): EncodedShape => ({
+    composition: { ...at(color, 'square'), jitter: { dx, dy: 0 } },
+    rgb: new Uint8Array(0),
+    tokens: tokens(first),
+  });
+  // Per composition two shifts, twice each; cell 0's code is the shift's, every other cell's is 3.
+  const train = [
+    img('red', -1, 1),
+    img('red', -1, 1),
+    img('red', 1, 2),
+    img('red', 1, 2),
+    img('blue', 0, 4),
+    img('blue', 0, 4),
+    img('blue', 1, 5),
+    img('blue', 1, 5),
+  ];
+  const h = shiftEntropy(train);
+  assert.equal(h.images, 8);
+  assert.ok(
+    Math.abs(h.perCellGivenComposition - Math.log(2) / (G * G)) < 1e-12,
+    String(h.perCellGivenComposition),
+  );
+  assert.equal(h.perCellGivenShift, 0);
+  assert.ok(Math.abs(h.perImageShifts - Math.log(2)) < 1e-12);
+  // A cell whose code does not follow the shift (noise the shift does not explain) stays open given it.
+  const noisy = shiftEntropy([img('red', 0, 1), img('red', 0, 2)]);
+  assert.ok(Math.abs(noisy.perCellGivenShift - Math.log(2) / (G * G)) < 1e-12);
+  assert.equal(noisy.perImageShifts, 0);
+  // Images without a position or shift (multi-shape scenes, held-out renderings) are left out.
+  assert.equal(
+    shiftEntropy([{ ...img('red', 0, 1), composition: { color: 'red', shape: 'square', size: 'large' } }])
+      .images,
+    0,
+  );
 });

@@ -9,7 +9,9 @@ import { BACKGROUND, type SceneShape } from '../data/shapes.ts';
 
 /** One rendered single-shape image (any training colour or kind) and the dVAE's tokens for it. */
 export interface EncodedShape {
-  composition: Pick<SceneShape, 'color' | 'shape' | 'size'>;
+  /** Position and jitter are only read by `shiftEntropy`. */
+  composition: Pick<SceneShape, 'color' | 'shape' | 'size'> &
+    Partial<Pick<SceneShape, 'position' | 'jitter'>>;
   /** RGB [R, R, 3], as rendered (not reconstructed). */
   rgb: Uint8Array;
   /** Row-major token grid [g, g]. */
@@ -113,5 +115,64 @@ export function codeUsage(
         unseenWithColour: share(r.colour, r.cells),
         unseenWithShape: share(r.shape, r.cells),
       })),
+  };
+}
+
+export interface ShiftEntropy {
+  /** Images measured (those with a position and a jitter). */
+  images: number;
+  /** Mean over cells of H(code | cell, composition), nats: what one cell's code leaves open when the caption
+   *  is known but not the shift of the figure's centre. */
+  perCellGivenComposition: number;
+  /** The same given the shift as well (0 when the dVAE encodes like images alike). */
+  perCellGivenShift: number;
+  /** Mean over compositions of log(distinct shifts seen): the most one whole image leaves open, nats. */
+  perImageShifts: number;
+}
+
+/** How much of a training image's token grid depends on the ±px shift of its figure, from the training
+ *  set's own counts. A caption fixes the colour, kind, size and place; the shift is the only thing left, so
+ *  per image at most log(shifts) nats are open. When perCellGivenComposition × cells is far above that,
+ *  the shift moves codes in many cells at once: a transformer must read it from the codes it has drawn
+ *  and keep every later cell consistent with it, and one that predicts each cell from the caption alone
+ *  mixes shifts within one figure (at temperature 1, a small figure's cells then disagree). */
+export function shiftEntropy(train: readonly EncodedShape[]): ShiftEntropy {
+  const imgs = train.filter(
+    (t) => t.composition.position !== undefined && t.composition.jitter !== undefined,
+  );
+  const comp = (t: EncodedShape) => {
+    const c = t.composition;
+    return `${c.color} ${c.shape} ${c.size} ${c.position}`;
+  };
+  const shift = (t: EncodedShape) => `${t.composition.jitter!.dx},${t.composition.jitter!.dy}`;
+  /** Mean over cells of H(code | cell, key(image)). */
+  const entropy = (key: (t: EncodedShape) => string): number => {
+    const counts = new Map<string, Map<number, number>>();
+    let cells = 0;
+    for (const t of imgs)
+      t.tokens.forEach((code, c) => {
+        const k = `${c}|${key(t)}`;
+        const m = counts.get(k) ?? new Map<number, number>();
+        m.set(code, (m.get(code) ?? 0) + 1);
+        counts.set(k, m);
+        cells++;
+      });
+    let h = 0;
+    for (const m of counts.values()) {
+      let total = 0;
+      for (const v of m.values()) total += v;
+      for (const v of m.values()) h -= v * Math.log(v / total);
+    }
+    return cells ? h / cells : 0;
+  };
+  const shifts = new Map<string, Set<string>>();
+  for (const t of imgs) shifts.set(comp(t), (shifts.get(comp(t)) ?? new Set()).add(shift(t)));
+  let logShifts = 0;
+  for (const s of shifts.values()) logShifts += Math.log(s.size);
+  return {
+    images: imgs.length,
+    perCellGivenComposition: entropy(comp),
+    perCellGivenShift: entropy((t) => `${comp(t)}|${shift(t)}`),
+    perImageShifts: shifts.size ? logShifts / shifts.size : 0,
   };
 }
