@@ -26,6 +26,7 @@ import {
   sampleAccuracy,
   shapesReconstruction,
   shapesValidation,
+  type SampleMiss,
 } from '../eval/index.ts';
 import {
   createDvaeTrainer,
@@ -321,6 +322,7 @@ async function trainTransformer(spec: RunSpec, c: DvaeCache, o: Options, emit: E
           infoSeconds: +infoSec.toFixed(2),
           seen: acc.seen,
           heldOut: acc.heldOut,
+          misses: acc.misses,
           sampleSeconds: +acc.seconds.toFixed(2),
         });
       } finally {
@@ -345,6 +347,27 @@ async function trainTransformer(spec: RunSpec, c: DvaeCache, o: Options, emit: E
   dvae.dispose();
 }
 
+/** "small shape triangle→circle ×3, large colour red→orange ×1, …": each miss by the asked size and the
+ *  attributes read wrong, most frequent first ("nothing" when no figure was found). */
+function missSummary(misses: SampleMiss[]): string {
+  const counts = new Map<string, number>();
+  for (const { asked, drawn } of misses) {
+    const wrong = drawn
+      ? (['color', 'shape', 'size', 'position'] as const)
+          .filter((k) => drawn[k] !== asked[k])
+          .map((k) => `${k} ${asked[k]}→${drawn[k]}`)
+          .join(', ')
+      : 'nothing';
+    const key = `${asked.size} ${wrong}`;
+    counts.set(key, (counts.get(key) ?? 0) + 1);
+  }
+  if (counts.size === 0) return 'none';
+  return [...counts.entries()]
+    .sort((a, b) => b[1] - a[1] || a[0].localeCompare(b[0]))
+    .map(([k, v]) => `${k} ×${v}`)
+    .join('; ');
+}
+
 function printer(json: boolean): Emit {
   const pct = (v: number) => `${(100 * v).toFixed(0)}%`;
   const acc = (a: Record<string, number>) =>
@@ -358,7 +381,7 @@ function printer(json: boolean): Emit {
       );
     else if (event === 'transformer')
       console.log(
-        `transformer ${s.step} ${s.weights} (${s.trainSeconds} s): info seen ${s.information.seen.toFixed(3)} held ${s.information.heldOut.toFixed(3)} val loss ${s.valLoss.seen.toFixed(3)} / ${s.valLoss.heldOut.toFixed(3)} | seen ${acc(s.seen)} | held ${acc(s.heldOut)} [${s.infoSeconds}+${s.sampleSeconds} s]`,
+        `transformer ${s.step} ${s.weights} (${s.trainSeconds} s): info seen ${s.information.seen.toFixed(3)} held ${s.information.heldOut.toFixed(3)} val loss ${s.valLoss.seen.toFixed(3)} / ${s.valLoss.heldOut.toFixed(3)} | seen ${acc(s.seen)} | held ${acc(s.heldOut)} [${s.infoSeconds}+${s.sampleSeconds} s]\n  seen misses: ${missSummary(s.misses.seen)}`,
       );
     else
       console.log(`${event} ${JSON.stringify(f, (_, v) => (typeof v === 'number' ? +v.toPrecision(4) : v))}`);

@@ -13,8 +13,16 @@ export interface SampleAccuracy {
   n: number;
   seen: AttributeAccuracy;
   heldOut: AttributeAccuracy;
+  /** Every sample not right on all four attributes: what was asked and what the analyzer read (null: no
+   *  figure found). */
+  misses: { seen: SampleMiss[]; heldOut: SampleMiss[] };
   /** Wall time of sampling, decoding and judging. */
   seconds: number;
+}
+
+export interface SampleMiss {
+  asked: ShapeComposition;
+  drawn: ShapeComposition | null;
 }
 
 /** Image tokens [rows, g²] for caption ids `texts` (each [textLen]), row r with seed `seed + r`. */
@@ -56,7 +64,21 @@ export function sampleAccuracy(o: SampleAccuracyOptions): SampleAccuracy {
   const texts = all.map((c, k) => o.tokenizer.encode(evalCaption(c, k % n), o.model.dims.textLen).ids);
   const rgb = o.decode(sampleTokens(o.model, texts, seed));
   const per = o.canvas * o.canvas * 3;
-  const seen = judgeShapes(rgb.subarray(0, n * per), groups[0]![1], o.canvas).accuracy;
-  const heldOut = judgeShapes(rgb.subarray(n * per), groups[1]![1], o.canvas).accuracy;
-  return { n, seen, heldOut, seconds: (performance.now() - t0) / 1000 };
+  const judged = groups.map(([, comps], g) => {
+    const j = judgeShapes(rgb.subarray(g * n * per, (g + 1) * n * per), comps, o.canvas);
+    const misses = comps.flatMap((asked, i): SampleMiss[] => {
+      const drawn = j.perImage[i] ?? null;
+      const right =
+        drawn && (['color', 'shape', 'size', 'position'] as const).every((k) => drawn[k] === asked[k]);
+      return right ? [] : [{ asked, drawn }];
+    });
+    return { accuracy: j.accuracy, misses };
+  });
+  return {
+    n,
+    seen: judged[0]!.accuracy,
+    heldOut: judged[1]!.accuracy,
+    misses: { seen: judged[0]!.misses, heldOut: judged[1]!.misses },
+    seconds: (performance.now() - t0) / 1000,
+  };
 }
