@@ -15,7 +15,7 @@ test('demo: --minutes scales the step counts of all three stages, the reranker i
   assert.equal(twice.rerank.steps, 2 * base.rerank.steps);
   assert.equal(twice.rerank.warmupSteps, 2 * base.rerank.warmupSteps);
   assert.equal(twice.transformer.steps, 2 * base.transformer.steps);
-  const short = demoSpec(1);
+  const short = demoSpec(BASE_MINUTES / 1000);
   // A short budget: every stage at its floor of two checkpoints, not the reranker at its full 300.
   for (const s of [short.dvae.steps, short.transformer.steps, short.rerank.steps])
     assert.equal(s, 2 * base.train.checkpointEvery);
