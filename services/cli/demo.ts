@@ -39,10 +39,11 @@ import { watchTraining } from './demo-watch.ts';
 import { packageFile } from '../../config/package-root.ts';
 
 const NATIVE_INSTALLER = packageFile('infra/native/install-tfjs-node.sh');
-/** Minutes the shapes preset's step counts take end to end on this 2-core machine: 29.6 measured at load ~2
- *  (2026-12-03: dVAE 8.0, transformer 12.8, reranker 3.7 min, then the evaluation; W = 2 workers with 2
+/** Minutes the shapes preset's step counts take end to end on this 2-core machine, about 52 on a quiet one
+ *  (2026-12-03 14:15: dVAE 8.6, transformer 5,000 steps 35.2 min, then reranker and evaluation, which took
+ *  3.7 and ~4 min in the demo before, 8.6 and 12 here with the test suite beside them; W = 2 workers with 2
  *  threads each). */
-export const BASE_MINUTES = 29;
+export const BASE_MINUTES = 52;
 
 /** The shapes preset, with `overrides` (`--set`) over it, and every stage's step counts (and the schedules tied
  *  to them) scaled to a time budget. Overrides of step counts are scaled too: the budget is relative to the
