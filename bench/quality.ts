@@ -20,6 +20,7 @@ import { parseSets, presets, PresetName, resolveSpec, type RunSpec } from '../co
 import { stagePowerSgd } from '../contract/index.ts';
 import { loadBatch, openDataset, Tokenizer, trainTokenizer, type Dataset } from '../data/index.ts';
 import {
+  ATTRIBUTES,
   captionInformation,
   encodeValidation,
   measureDvae,
@@ -353,8 +354,7 @@ function missSummary(misses: SampleMiss[]): string {
   const counts = new Map<string, number>();
   for (const { asked, drawn } of misses) {
     const wrong = drawn
-      ? (['color', 'shape', 'size', 'position'] as const)
-          .filter((k) => drawn[k] !== asked[k])
+      ? ATTRIBUTES.filter((k) => drawn[k] !== asked[k])
           .map((k) => `${k} ${asked[k]}→${drawn[k]}`)
           .join(', ')
       : 'nothing';

@@ -4,7 +4,7 @@
 import { HELD_OUT_COMPOSITIONS, TRAIN_COMPOSITIONS, type ShapeComposition } from '../data/shapes.ts';
 import type { Tokenizer } from '../data/index.ts';
 import { createSampler, type Transformer } from '../model/index.ts';
-import { evalCaption, pickCompositions } from './shapes-eval.ts';
+import { ATTRIBUTES, evalCaption, pickCompositions } from './shapes-eval.ts';
 import type { AttributeAccuracy } from '../contract/index.ts';
 import { judgeShapes } from './dvae-quality.ts';
 
@@ -68,8 +68,7 @@ export function sampleAccuracy(o: SampleAccuracyOptions): SampleAccuracy {
     const j = judgeShapes(rgb.subarray(g * n * per, (g + 1) * n * per), comps, o.canvas);
     const misses = comps.flatMap((asked, i): SampleMiss[] => {
       const drawn = j.perImage[i] ?? null;
-      const right =
-        drawn && (['color', 'shape', 'size', 'position'] as const).every((k) => drawn[k] === asked[k]);
+      const right = drawn && ATTRIBUTES.every((k) => drawn[k] === asked[k]);
       return right ? [] : [{ asked, drawn }];
     });
     return { accuracy: j.accuracy, misses };
