@@ -22,6 +22,8 @@ import * as tf from '@tensorflow/tfjs';
 import type { DvaeConfig, RerankConfig, TransformerConfig } from '../config/index.ts';
 import { mixSeed, normals, RngStream } from '../random/index.ts';
 import { conv2dBias } from './ops/conv.ts';
+import { gelu } from './ops/gelu.ts';
+import { layerNorm as fusedLayerNorm } from './ops/layer-norm.ts';
 import { relu } from './ops/relu.ts';
 import type { ParamSpec } from './trainer.ts';
 
@@ -194,7 +196,6 @@ export function initRerankerParams(cfg: RerankConfig, D: RerankerDims, seed: num
 }
 
 const LN_EPS = 1e-5;
-const GELU_C = Math.sqrt(2 / Math.PI);
 /** Images (and captions) per forward pass in `score`: bounds memory for thousands of candidates. */
 const SCORE_CHUNK = 128;
 
@@ -204,17 +205,7 @@ function oneHot(indices: tf.Tensor1D, depth: number): tf.Tensor2D {
 }
 
 function layerNorm(x: tf.Tensor, g: tf.Tensor, b: tf.Tensor): tf.Tensor {
-  const { mean, variance } = tf.moments(x, -1, true);
-  return x
-    .sub(mean)
-    .mul(tf.rsqrt(variance.add(LN_EPS)))
-    .mul(g)
-    .add(b);
-}
-
-function gelu(x: tf.Tensor): tf.Tensor {
-  const inner = x.add(x.pow(3).mul(0.044715)).mul(GELU_C);
-  return x.mul(tf.tanh(inner).add(1)).mul(0.5);
+  return fusedLayerNorm(x, g, b, LN_EPS);
 }
 
 function l2Normalize(x: tf.Tensor2D): tf.Tensor2D {

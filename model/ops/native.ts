@@ -225,6 +225,15 @@ export class NativeOps {
     return this.run('TanhGrad', [y, dy]);
   }
 
+  sigmoid(x: tf.Tensor): tf.Tensor {
+    return this.run('Sigmoid', [x]);
+  }
+
+  /** dy·y·(1 − y) for y = σ(x): the gradient of the sigmoid from its output. */
+  sigmoidGrad(y: tf.Tensor, dy: tf.Tensor): tf.Tensor {
+    return this.run('SigmoidGrad', [y, dy]);
+  }
+
   square(x: tf.Tensor): tf.Tensor {
     return this.run('Square', [x]);
   }
