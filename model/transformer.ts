@@ -22,8 +22,7 @@ import type { DvaeConfig, TransformerConfig } from '../config/index.ts';
 import { attentionBias, layerKinds, type AttentionKind, type MaskGeometry } from './masks.ts';
 import { attention } from './ops/attention.ts';
 import { softmaxCrossEntropy } from './ops/cross-entropy.ts';
-import { dense } from './ops/dense.ts';
-import { gelu } from './ops/gelu.ts';
+import { dense, denseGelu } from './ops/dense.ts';
 import { layerNorm as fusedLayerNorm } from './ops/layer-norm.ts';
 import { normals, RngStream } from '../random/index.ts';
 import type { ParamSpec } from './trainer.ts';
@@ -378,10 +377,15 @@ export class Transformer {
 
   // ---- blocks ----------------------------------------------------------------------------------------
 
-  /** Splits [n·S, d] into heads: [n, H, S, dh]. */
-  private heads(x: tf.Tensor, n: number, S: number): tf.Tensor4D {
+  /** Splits the fused projection q|k|v [n·S, 3d] into q, k and v by heads, each [n, H, S, dh]: one
+   *  reshape, transpose and unstack (three kernels on native TensorFlow, not a slice and two per part). */
+  private splitHeads(qkv: tf.Tensor, n: number, S: number): [tf.Tensor4D, tf.Tensor4D, tf.Tensor4D] {
     const { heads: H, dh } = this.dims;
-    return x.reshape([n, S, H, dh]).transpose([0, 2, 1, 3]) as tf.Tensor4D;
+    return tf.unstack(qkv.reshape([n, S, 3, H, dh]).transpose([2, 0, 3, 1, 4])) as [
+      tf.Tensor4D,
+      tf.Tensor4D,
+      tf.Tensor4D,
+    ];
   }
 
   /** Attention of layer l over S positions: its output [n·S, d] and the fused projection q|k|v
@@ -399,7 +403,7 @@ export class Transformer {
   }
 
   private mlp(l: number, h: tf.Tensor): tf.Tensor {
-    const a = gelu(dense(h as tf.Tensor2D, this.w(`layer${l}.mlp.fc.w`), this.w(`layer${l}.mlp.fc.b`)));
+    const a = denseGelu(h as tf.Tensor2D, this.w(`layer${l}.mlp.fc.w`), this.w(`layer${l}.mlp.fc.b`));
     return dense(a, this.w(`layer${l}.mlp.proj.w`), this.w(`layer${l}.mlp.proj.b`));
   }
 
@@ -421,8 +425,9 @@ export class Transformer {
       r = r.add(a.out);
       r = r.add(this.mlp(l, layerNorm(r, this.w(`layer${l}.ln2.g`), this.w(`layer${l}.ln2.b`))));
       if (keepKv) {
-        ks.push(this.heads(a.qkv.slice([0, d], [-1, d]), n, S));
-        vs.push(this.heads(a.qkv.slice([0, 2 * d], [-1, d]), n, S));
+        const [, k, v] = this.splitHeads(a.qkv, n, S);
+        ks.push(k);
+        vs.push(v);
       }
     }
     return { h: layerNorm(r, this.w('final.ln.g'), this.w('final.ln.b')) as tf.Tensor2D, k: ks, v: vs };
@@ -538,13 +543,11 @@ export class Transformer {
       for (let l = 0; l < layers; l++) {
         const h = layerNorm(r, this.w(`layer${l}.ln1.g`), this.w(`layer${l}.ln1.b`)) as tf.Tensor2D;
         const qkv = dense(h, this.w(`layer${l}.attn.qkv.w`), this.w(`layer${l}.attn.qkv.b`)); // [R, 3d]
+        const [qNew, kNew, vNew] = this.splitHeads(qkv, R, 1); // each [R, H, 1, dh]
         // q scaled before the product, as the training attention does (same rounding)
-        const q = this.heads(qkv.slice([0, 0], [-1, d]), R, 1).mul(1 / Math.sqrt(this.dims.dh)); // [R, H, 1, dh]
-        const k = tf.concat([cache.k[l]!, this.heads(qkv.slice([0, d], [-1, d]), R, 1)], 2) as tf.Tensor4D; // [R, H, pos+1, dh]
-        const v = tf.concat(
-          [cache.v[l]!, this.heads(qkv.slice([0, 2 * d], [-1, d]), R, 1)],
-          2,
-        ) as tf.Tensor4D;
+        const q = qNew.mul(1 / Math.sqrt(this.dims.dh));
+        const k = tf.concat([cache.k[l]!, kNew], 2) as tf.Tensor4D; // [R, H, pos+1, dh]
+        const v = tf.concat([cache.v[l]!, vNew], 2) as tf.Tensor4D;
         const bias = this.bias.get(this.kinds[l]!)!.slice([pos, 0], [1, pos + 1]); // [1, pos+1]: this position's mask row
         const scores = tf.matMul(q, k, false, true).add(bias); // [R, H, 1, pos+1]
         const y = tf.matMul(tf.softmax(scores), v).transpose([0, 2, 1, 3]).reshape([R, d]) as tf.Tensor2D;

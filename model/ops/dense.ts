@@ -3,6 +3,7 @@
 // their gradients (a reduction and reshapes for the bias).
 import * as tf from '@tensorflow/tfjs';
 import { nativeOps } from './native.ts';
+import { gelu } from './gelu.ts';
 import { registerOp } from './register.ts';
 
 const KERNEL = 'DalleDense';
@@ -26,4 +27,14 @@ registerOp({
 /** x·w + b: x [m, k], w [k, n], b [n] → [m, n]. */
 export function dense(x: tf.Tensor2D, w: tf.Tensor, b: tf.Tensor): tf.Tensor2D {
   return tf.engine().runKernel(KERNEL, { x, w, b }) as tf.Tensor2D;
+}
+
+/** gelu(x·w + b): where no gradient is recorded (sampling, evaluation) one oneDNN kernel on native
+ *  TensorFlow, else the two ops. */
+export function denseGelu(x: tf.Tensor2D, w: tf.Tensor, b: tf.Tensor): tf.Tensor2D {
+  if (!tf.engine().isTapeOn()) {
+    const y = nativeOps()?.matMulBiasGelu(x, w, b);
+    if (y) return y as tf.Tensor2D;
+  }
+  return gelu(dense(x, w, b));
 }

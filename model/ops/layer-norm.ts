@@ -3,7 +3,8 @@
 // Backward, per row with x̂ = (x − μ)·r, r = rsqrt(σ² + ε) and the row width d:
 //   ∂x = r·(ĝ − mean(ĝ) − x̂·mean(ĝ·x̂)),  ĝ = ∂y·g;   ∂g = Σ_rows ∂y·x̂;   ∂b = Σ_rows ∂y
 // x̂ and r are saved by the forward pass. On native TensorFlow that is about 13 kernels under one tape
-// node, against ~40 tfjs ops (moments, their gradients, broadcasts) for the plain formula.
+// node, against ~40 tfjs ops (moments, their gradients, broadcasts) for the plain formula; a pass that
+// records no gradient runs oneDNN's fused layer norm instead (one kernel).
 import * as tf from '@tensorflow/tfjs';
 import { nativeOps, type NativeOps } from './native.ts';
 
@@ -43,6 +44,11 @@ function gradients(dy: tf.Tensor, g: tf.Tensor, xhat: tf.Tensor, r: tf.Tensor): 
 
 /** LayerNorm over the last axis with gain g and bias b (each [d]). */
 export function layerNorm<T extends tf.Tensor>(x: T, g: tf.Tensor, b: tf.Tensor, eps: number): T {
+  // Where no gradient is recorded (sampling, evaluation), oneDNN's layer norm is one kernel for nine.
+  if (!tf.engine().isTapeOn()) {
+    const y = nativeOps()?.layerNormRows(x, g, b, eps);
+    if (y) return y as T;
+  }
   // One tape node (tf.customGrad) that saves g, x̂ and r: the backward pass does not recompute the row
   // statistics (seven kernels per call on native).
   const op = tf.customGrad((xIn, gIn, bIn, save) => {

@@ -43,6 +43,8 @@ export class NativeOps {
   /** oneDNN's fused kernels are usable: the binding passes list attributes, the library has them, and
    *  TensorFlow runs on the CPU (on a GPU, soft placement would run these CPU kernels between copies). */
   private fusedKernels: boolean;
+  /** The oneDNN kernels of passes without a gradient (layer norm, matmul + GELU) are usable. */
+  private inferenceKernels = true;
 
   constructor(private readonly backend: NodeBackend) {
     this.b = backend.binding;
@@ -216,15 +218,6 @@ export class NativeOps {
     return this.withInts(shape, (s) => this.run('Reshape', [x, s], attrs));
   }
 
-  tanh(x: tf.Tensor): tf.Tensor {
-    return this.run('Tanh', [x]);
-  }
-
-  /** dy·(1 − y²) for y = tanh(x): the gradient of tanh from its output. */
-  tanhGrad(y: tf.Tensor, dy: tf.Tensor): tf.Tensor {
-    return this.run('TanhGrad', [y, dy]);
-  }
-
   sigmoid(x: tf.Tensor): tf.Tensor {
     return this.run('Sigmoid', [x]);
   }
@@ -290,6 +283,47 @@ export class NativeOps {
     const out = this.biasAdd(y, b);
     y.dispose();
     return out;
+  }
+
+  /** gelu(x·w + b) (tanh form) for 2-D x in one oneDNN kernel, for passes that record no gradient (its
+   *  backward would need x·w + b); undefined where the kernel is unavailable (the caller composes it). */
+  matMulBiasGelu(x: tf.Tensor, w: tf.Tensor, b: tf.Tensor): tf.Tensor | undefined {
+    if (!this.fusedKernels || !this.inferenceKernels) return undefined;
+    const attrs = [
+      this.f32,
+      { name: 'transpose_a', type: this.b.TF_ATTR_BOOL, value: false },
+      { name: 'transpose_b', type: this.b.TF_ATTR_BOOL, value: false },
+      { name: 'is_filter_const', type: this.b.TF_ATTR_BOOL, value: false },
+      { name: 'num_args', type: this.b.TF_ATTR_INT, value: 1 },
+      { name: 'fused_ops', type: this.b.TF_ATTR_STRING, value: ['BiasAdd', 'GeluApproximate'] },
+      { name: '_kernel', type: this.b.TF_ATTR_STRING, value: 'MklNameChangeOp' },
+    ];
+    return this.tryInference('_MklNativeFusedMatMul', [x, w, b], attrs);
+  }
+
+  /** Layer norm of the rows of 2-D x, (x − μ)·rsqrt(σ² + ε)·g + b, in one oneDNN kernel, for passes that
+   *  record no gradient (the backward needs the row statistics); undefined where it is unavailable. */
+  layerNormRows(x: tf.Tensor, g: tf.Tensor, b: tf.Tensor, eps: number): tf.Tensor | undefined {
+    if (!this.fusedKernels || !this.inferenceKernels || x.rank !== 2) return undefined;
+    // The kernel is registered without a label; TensorFlow's eager oneDNN rewrite would add one unless
+    // the attribute is there, empty.
+    const attrs = [
+      this.f32,
+      { name: 'epsilon', type: this.b.TF_ATTR_FLOAT, value: eps },
+      { name: '_kernel', type: this.b.TF_ATTR_STRING, value: '' },
+    ];
+    return this.tryInference('_MklLayerNorm', [x, g, b], attrs);
+  }
+
+  /** Runs a oneDNN inference kernel; the first failure turns them all off (the composed forms remain). */
+  private tryInference(name: string, inputs: tf.TensorInfo[], attrs: TfeAttr[]): tf.Tensor | undefined {
+    try {
+      return this.run(name, inputs, attrs);
+    } catch (e) {
+      this.inferenceKernels = false;
+      debug(`oneDNN ${name} unavailable, composing it: ${String((e as Error)?.message).split('\n')[0]}`);
+      return undefined;
+    }
   }
 
   /** Batched a·b over the leading axes (broadcast), either operand's last two axes transposed. */

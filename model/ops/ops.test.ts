@@ -9,9 +9,10 @@ import { ParamVector } from '../param-vector.ts';
 import { attention } from './attention.ts';
 import { conv2dBias } from './conv.ts';
 import { softmaxCrossEntropy } from './cross-entropy.ts';
-import { dense } from './dense.ts';
+import { dense, denseGelu } from './dense.ts';
 import { layerNorm } from './layer-norm.ts';
 import { gelu } from './gelu.ts';
+import { onNativeOp } from './native.ts';
 import { relu } from './relu.ts';
 import { upsample2x } from './upsample.ts';
 
@@ -191,6 +192,25 @@ test(`ops: dense, layerNorm, attention and softmaxCrossEntropy match the transfo
     (x, g, b) => plainLayerNorm(x!, g!, b!),
     1e-4,
   );
+  // Outside a gradient tape (the output above and here), native TensorFlow runs one oneDNN kernel for a
+  // 2-D layer norm and for dense + GELU; under the tape (the gradients), the ops.
+  await check(
+    'layerNorm of rows',
+    [[6, 8], [8], [8]],
+    (x, g, b) => layerNorm(x!, g!, b!, 1e-5),
+    (x, g, b) => plainLayerNorm(x!, g!, b!),
+    1e-4,
+  );
+  await check(
+    'denseGelu',
+    [[7, 5], [5, 6], [6]],
+    (x, w, b) => denseGelu(x as tf.Tensor2D, w!, b!),
+    (x, w, b) => {
+      const y = tf.matMul(x as tf.Tensor2D, w as tf.Tensor2D).add(b!);
+      return y.mul(tf.tanh(y.add(y.pow(3).mul(0.044715)).mul(Math.sqrt(2 / Math.PI))).add(1)).mul(0.5);
+    },
+    1e-4,
+  );
   // 2 sequences of 5 positions, 2 heads of width 3; a causal mask.
   const [n, S, H, dh] = [2, 5, 2, 3];
   const d = H * dh;
@@ -237,3 +257,37 @@ test(`ops: dense, layerNorm, attention and softmaxCrossEntropy match the transfo
     () => [tf.tensor1d([0, 4, 2, 2, 1, 3], 'int32')],
   );
 });
+
+test(
+  'ops: outside a gradient tape, native TensorFlow runs one oneDNN kernel for a layer norm of rows and for dense + GELU',
+  {
+    skip: !backends.includes('tensorflow') && 'tfjs-node is not installed here',
+  },
+  async () => {
+    await initTfBackend('tensorflow');
+    const kernels = (f: () => tf.Tensor): string[] => {
+      const names: string[] = [];
+      onNativeOp((name) => names.push(name));
+      try {
+        tf.tidy(f);
+      } finally {
+        onNativeOp(undefined);
+      }
+      return names;
+    };
+    const [x, g, b, w] = [tf.randomNormal([4, 8]), tf.ones([8]), tf.zeros([8]), tf.randomNormal([8, 16])];
+    const b16 = tf.zeros([16]);
+    assert.deepEqual(
+      kernels(() => layerNorm(x, g, b, 1e-5)),
+      ['_MklLayerNorm'],
+    );
+    assert.deepEqual(
+      kernels(() => denseGelu(x as tf.Tensor2D, w, b16)),
+      ['_MklNativeFusedMatMul'],
+    );
+    // Under a tape the ops run (their backward needs the intermediates).
+    const taped = kernels(() => tf.grad((y: tf.Tensor) => layerNorm(y, g, b, 1e-5).sum())(x));
+    assert.ok(!taped.includes('_MklLayerNorm') && taped.includes('Rsqrt'), taped.join(', '));
+    tf.dispose([x, g, b, w, b16]);
+  },
+);
