@@ -33,29 +33,29 @@ export function stop(child: ChildProcess, signal: NodeJS.Signals = 'SIGTERM'): P
   });
 }
 
+/** Native threads for each of `workers` workers on this host: its cores shared among them (at least one).
+ *  TensorFlow's kernels on the demo's small tensors gain little from a second thread and pay for its
+ *  hand-offs: one shapes transformer step ran 5.0 steps/s with 1 thread and 3.1 with 2 (`dalle bench compare
+ *  --configs shapes`, 2026-12-03 16:08, load 1.1), and a second thread per worker when two share two cores
+ *  oversubscribes them. Measured on this 2-core host at W = 2, quiet (2026-12-02, `dalle demo --minutes 3
+ *  --no-kill --eval-n 1`, runs with 1, 2, 1 threads), dVAE / transformer / reranker steps per minute: 294 /
+ *  259 / 555, then 287 / 218 / 373, then 343 / 242 / 511. (Under other jobs' load on 2026-12-01 it went the
+ *  other way, 2 threads 2.5× faster: a process's share of an oversubscribed machine follows its runnable
+ *  threads; `--threads` is there for that case.) */
+export function workerThreads(workers: number, cores = cpus().length): number {
+  return Math.max(1, Math.floor(cores / Math.max(1, workers)));
+}
+
 /** Every child the demo started, with the workers by index (a restarted worker takes its index over). */
 export class DemoProcesses {
   readonly children: ChildProcess[] = [];
   readonly workers: ChildProcess[] = [];
-  /** Native threads per worker (`dalle demo --threads`). Default: every core of the host for each worker,
-   *  not cores/W. The W ranks of a step take turns more than they overlap (each waits on the all-reduce
-   *  while a peer computes), and on a shared machine a process's CPU share follows its runnable threads.
-   *  Measured on this 2-core host at W = 2, `dalle demo --minutes 1 --no-kill --eval-n 1`, three runs in
-   *  one session (2026-12-01, load 13-27 from other jobs), dVAE / transformer / reranker steps per minute:
-   *  1 thread per worker 59.9 / 38.0 / 72.8, then 2 threads 153.6 / 113.0 / 189.4, then 1 thread again
-   *  35.8 / 42.2 / 93.1. On a quiet machine it goes the other way (2026-12-02, load ~2, `--minutes 3 --no-kill
-   *  --eval-n 1`, runs 1, 2, 1 threads): 294 / 259 / 555, then 287 / 218 / 373, then 343 / 242 / 511, so one
-   *  thread per worker is 5–20 % faster there; kept at all cores because a different thread count also changes
-   *  the float rounding, hence the run's trajectory, and the figures quoted for the demo are of this one. */
-  private readonly threads: number;
-
   constructor(
     private readonly outDir: string,
     private readonly say: (line: string) => void,
-    threads?: number,
-  ) {
-    this.threads = threads ?? cpus().length;
-  }
+    /** Native threads per worker (`dalle demo --threads`, default `workerThreads`). */
+    private readonly threads: number,
+  ) {}
 
   /** Adds a child started elsewhere (the console) so that stopAll stops it too. */
   adopt(child: ChildProcess): void {

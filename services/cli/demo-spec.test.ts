@@ -2,6 +2,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { ConfigError, resolveSpec } from '../../config/index.ts';
 import { BASE_MINUTES, demoSpec } from './demo.ts';
+import { workerThreads } from './demo-processes.ts';
 
 test('demo: --minutes scales the step counts of all three stages, the reranker included', () => {
   const base = resolveSpec({ preset: 'shapes' });
@@ -42,4 +43,12 @@ test('demo: --set overrides the preset, and its step counts are scaled with the 
     () => demoSpec(BASE_MINUTES, { transformer: { captionDropout: 2 } }),
     (e: unknown) => e instanceof ConfigError && /transformer\.captionDropout/.test(e.message),
   );
+});
+
+test('demo: each worker gets its share of the host’s cores, at least one', () => {
+  assert.equal(workerThreads(2, 2), 1);
+  assert.equal(workerThreads(2, 16), 8);
+  assert.equal(workerThreads(3, 2), 1);
+  assert.equal(workerThreads(1, 2), 2);
+  assert.equal(workerThreads(4, 6), 1);
 });

@@ -33,7 +33,7 @@ import { temporalClient } from './temporal.ts';
 import { demoCurves } from './demo-curves.ts';
 import { labelledGridPng } from './demo-render.ts';
 import { startConsoleChild, untilInterrupted } from './demo-console.ts';
-import { DemoProcesses } from './demo-processes.ts';
+import { DemoProcesses, workerThreads } from './demo-processes.ts';
 import { writeDemoReport } from './demo-report.ts';
 import { watchTraining } from './demo-watch.ts';
 import { packageFile } from '../../config/package-root.ts';
@@ -42,7 +42,7 @@ const NATIVE_INSTALLER = packageFile('infra/native/install-tfjs-node.sh');
 /** Minutes the shapes preset's step counts take end to end on this 2-core machine, about 52 on a quiet one
  *  (2026-12-03 14:15: dVAE 8.6, transformer 5,000 steps 35.2 min, then reranker and evaluation, which took
  *  3.7 and ~4 min in the demo before, 8.6 and 12 here with the test suite beside them; W = 2 workers with 2
- *  threads each). */
+ *  threads each then, 1 each since). */
 export const BASE_MINUTES = 52;
 
 /** The shapes preset, with `overrides` (`--set`) over it, and every stage's step counts (and the schedules tied
@@ -99,7 +99,7 @@ export const cli = command({
     threads: {
       type: 'string',
       value: 'N',
-      help: "native threads per worker (dalle worker --threads; default: all of this host's cores)",
+      help: "native threads per worker (dalle worker --threads; default: this host's cores shared among the workers)",
     },
     set: {
       type: 'string',
@@ -171,7 +171,7 @@ export async function run(argv: string[]): Promise<number> {
   const { say, env, outDir, spec } = demo;
   const backend = chooseBackend(demo, opts.native);
   const weStarted = await startServices(demo);
-  const processes = new DemoProcesses(outDir, say, opts.threads);
+  const processes = new DemoProcesses(outDir, say, opts.threads ?? workerThreads(spec.train.worldSize));
   const { client, close: closeTemporal } = await temporalClient();
   const nc = await connectNats({ name: 'dalle-demo' });
   const { checkpoints, models } = await openStores({ nc });
