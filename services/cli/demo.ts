@@ -39,11 +39,11 @@ import { watchTraining } from './demo-watch.ts';
 import { packageFile } from '../../config/package-root.ts';
 
 const NATIVE_INSTALLER = packageFile('infra/native/install-tfjs-node.sh');
-/** Minutes the shapes preset's step counts take end to end on this 2-core machine, about 52 on a quiet one
- *  (2026-12-03 14:15: dVAE 8.6, transformer 5,000 steps 35.2 min, then reranker and evaluation, which took
- *  3.7 and ~4 min in the demo before, 8.6 and 12 here with the test suite beside them; W = 2 workers with 2
- *  threads each then, 1 each since). */
-export const BASE_MINUTES = 52;
+/** Minutes the shapes preset's step counts take end to end on this 2-core machine, quiet: 38.9 on
+ *  2026-12-03 16:27 (dVAE 2,000 steps 6.0 min, transformer 5,000 steps 22.8, reranker 2,000 steps 4.1, then
+ *  sampling and the evaluation of 216 prompts per group; W = 2 workers with one native thread each). With two
+ *  threads per worker and the kernels of before, the same steps took about 52. */
+export const BASE_MINUTES = 39;
 
 /** The shapes preset, with `overrides` (`--set`) over it, and every stage's step counts (and the schedules tied
  *  to them) scaled to a time budget. Overrides of step counts are scaled too: the budget is relative to the
