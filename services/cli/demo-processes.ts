@@ -36,7 +36,7 @@ export function stop(child: ChildProcess, signal: NodeJS.Signals = 'SIGTERM'): P
 /** Native threads for each of `workers` workers on this host: its cores shared among them (at least one).
  *  TensorFlow's kernels on the demo's small tensors gain little from a second thread and pay for its
  *  hand-offs: one shapes transformer step ran 5.0 steps/s with 1 thread and 3.1 with 2 (`dalle bench compare
- *  --configs shapes`, 2026-12-03 16:08, load 1.1), and a second thread per worker when two share two cores
+ *  --configs shapes`, 2026-12-03 16:07, load 1.1), and a second thread per worker when two share two cores
  *  oversubscribes them. Measured on this 2-core host at W = 2, quiet (2026-12-02, `dalle demo --minutes 3
  *  --no-kill --eval-n 1`, runs with 1, 2, 1 threads), dVAE / transformer / reranker steps per minute: 294 /
  *  259 / 555, then 287 / 218 / 373, then 343 / 242 / 511. (Under other jobs' load on 2026-12-01 it went the
