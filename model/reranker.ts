@@ -23,7 +23,7 @@ import type { DvaeConfig, RerankConfig, TransformerConfig } from '../config/inde
 import { mixSeed, normals, RngStream } from '../random/index.ts';
 import { conv2dBias } from './ops/conv.ts';
 import { gelu } from './ops/gelu.ts';
-import { layerNorm as fusedLayerNorm } from './ops/layer-norm.ts';
+import { layerNorm } from './ops/layer-norm.ts';
 import { relu } from './ops/relu.ts';
 import type { ParamSpec } from './trainer.ts';
 
@@ -195,17 +195,12 @@ export function initRerankerParams(cfg: RerankConfig, D: RerankerDims, seed: num
   });
 }
 
-const LN_EPS = 1e-5;
 /** Images (and captions) per forward pass in `score`: bounds memory for thousands of candidates. */
 const SCORE_CHUNK = 128;
 
 /** int32 one-hot then cast: tfjs-backend-wasm 4.22's OneHot ignores a float32 dtype. */
 function oneHot(indices: tf.Tensor1D, depth: number): tf.Tensor2D {
   return tf.oneHot(indices, depth, 1, 0, 'int32').cast('float32') as tf.Tensor2D;
-}
-
-function layerNorm(x: tf.Tensor, g: tf.Tensor, b: tf.Tensor): tf.Tensor {
-  return fusedLayerNorm(x, g, b, LN_EPS);
 }
 
 function l2Normalize(x: tf.Tensor2D): tf.Tensor2D {

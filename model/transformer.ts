@@ -23,7 +23,7 @@ import { attentionBias, layerKinds, type AttentionKind, type MaskGeometry } from
 import { attention } from './ops/attention.ts';
 import { softmaxCrossEntropy } from './ops/cross-entropy.ts';
 import { dense, denseGelu } from './ops/dense.ts';
-import { layerNorm as fusedLayerNorm } from './ops/layer-norm.ts';
+import { layerNorm } from './ops/layer-norm.ts';
 import { normals, RngStream } from '../random/index.ts';
 import type { ParamSpec } from './trainer.ts';
 
@@ -204,16 +204,10 @@ export interface KvCache {
   length: number;
 }
 
-const LN_EPS = 1e-5;
-
 /** One-hot rows as float32. tfjs-backend-wasm 4.22's OneHot ignores a float32 dtype and writes int32
  *  bits (1 reads as 1.4e-45), so build int32 and cast: correct on every backend. */
 function oneHot(indices: tf.Tensor, depth: number): tf.Tensor2D {
   return tf.oneHot(indices as tf.Tensor1D, depth, 1, 0, 'int32').cast('float32') as tf.Tensor2D;
-}
-
-function layerNorm(x: tf.Tensor, g: tf.Tensor, b: tf.Tensor): tf.Tensor {
-  return fusedLayerNorm(x, g, b, LN_EPS);
 }
 
 /**

@@ -42,8 +42,8 @@ function gradients(dy: tf.Tensor, g: tf.Tensor, xhat: tf.Tensor, r: tf.Tensor): 
   return [dx, dy.mul(xhat).sum(rows), dy.sum(rows)];
 }
 
-/** LayerNorm over the last axis with gain g and bias b (each [d]). */
-export function layerNorm<T extends tf.Tensor>(x: T, g: tf.Tensor, b: tf.Tensor, eps: number): T {
+/** LayerNorm over the last axis with gain g and bias b (each [d]); ε 1e-5 by default, the models' own. */
+export function layerNorm<T extends tf.Tensor>(x: T, g: tf.Tensor, b: tf.Tensor, eps = 1e-5): T {
   // Where no gradient is recorded (sampling, evaluation), oneDNN's layer norm is one kernel for nine.
   if (!tf.engine().isTapeOn()) {
     const y = nativeOps()?.layerNormRows(x, g, b, eps);

@@ -260,18 +260,22 @@ export class NativeOps {
     return this.run('MatMul', [a, b], attrs);
   }
 
+  /** Attributes of a fused x·w + b (then `fusedOps` after BiasAdd), neither operand transposed. */
+  private fusedMatMulAttrs(fusedOps: string[]): TfeAttr[] {
+    return [
+      this.f32,
+      { name: 'transpose_a', type: this.b.TF_ATTR_BOOL, value: false },
+      { name: 'transpose_b', type: this.b.TF_ATTR_BOOL, value: false },
+      { name: 'num_args', type: this.b.TF_ATTR_INT, value: 1 },
+      { name: 'fused_ops', type: this.b.TF_ATTR_STRING, value: ['BiasAdd', ...fusedOps] },
+    ];
+  }
+
   /** x·w + b for 2-D x: one kernel (_FusedMatMul) where the binding passes list attributes. */
   matMulBias(x: tf.Tensor, w: tf.Tensor, b: tf.Tensor): tf.Tensor {
     if (this.fusedKernels) {
-      const attrs = [
-        this.f32,
-        { name: 'transpose_a', type: this.b.TF_ATTR_BOOL, value: false },
-        { name: 'transpose_b', type: this.b.TF_ATTR_BOOL, value: false },
-        { name: 'num_args', type: this.b.TF_ATTR_INT, value: 1 },
-        { name: 'fused_ops', type: this.b.TF_ATTR_STRING, value: ['BiasAdd'] },
-      ];
       try {
-        return this.run('_FusedMatMul', [x, w, b], attrs);
+        return this.run('_FusedMatMul', [x, w, b], this.fusedMatMulAttrs([]));
       } catch (e) {
         this.fusedKernels = false;
         debug(
@@ -290,12 +294,8 @@ export class NativeOps {
   matMulBiasGelu(x: tf.Tensor, w: tf.Tensor, b: tf.Tensor): tf.Tensor | undefined {
     if (!this.fusedKernels || !this.inferenceKernels) return undefined;
     const attrs = [
-      this.f32,
-      { name: 'transpose_a', type: this.b.TF_ATTR_BOOL, value: false },
-      { name: 'transpose_b', type: this.b.TF_ATTR_BOOL, value: false },
+      ...this.fusedMatMulAttrs(['GeluApproximate']),
       { name: 'is_filter_const', type: this.b.TF_ATTR_BOOL, value: false },
-      { name: 'num_args', type: this.b.TF_ATTR_INT, value: 1 },
-      { name: 'fused_ops', type: this.b.TF_ATTR_STRING, value: ['BiasAdd', 'GeluApproximate'] },
       { name: '_kernel', type: this.b.TF_ATTR_STRING, value: 'MklNameChangeOp' },
     ];
     return this.tryInference('_MklNativeFusedMatMul', [x, w, b], attrs);
