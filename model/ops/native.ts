@@ -32,8 +32,14 @@ interface NodeBackend {
   /** tfjs-node-gpu on a machine where TensorFlow found a GPU. */
   isUsingGpuDevice?: boolean;
   executeSingleOutput(name: string, attrs: TfeAttr[], inputs: tf.TensorInfo[]): tf.Tensor;
+  /** Stores values in the backend alone (no engine tensor); `disposeData` releases them. */
+  write(values: Int32Array, shape: number[], dtype: 'int32'): tf.DataId;
+  disposeData(dataId: tf.DataId, force: boolean): void;
   executeMultipleOutputs(name: string, attrs: TfeAttr[], inputs: tf.TensorInfo[], n: number): tf.Tensor[];
 }
+
+/** Distinct int32 constants kept at once (see NativeOps.int). */
+const MAX_INTS = 4096;
 
 /** TensorFlow ops by name, with the attributes our models use. */
 export class NativeOps {
@@ -65,14 +71,24 @@ export class NativeOps {
     return out;
   }
 
-  /** An int32 vector input (shapes, sizes), disposed right after the op that reads it. */
-  private withInts<T>(values: number[], f: (t: tf.Tensor) => T): T {
-    const t = tf.tensor1d(values, 'int32');
-    try {
-      return f(t);
-    } finally {
-      t.dispose();
+  /** int32 inputs (shapes, sizes, axes) by value: written to the backend once and kept, so TensorFlow
+   *  gets the same handle every call instead of a tensor built, uploaded and disposed per kernel (10–30 µs
+   *  each, and a step issues a hundred). They live in the backend's storage only (the engine does not
+   *  count them as tensors). A model uses a few dozen distinct ones; the cache starts over past MAX_INTS. */
+  private readonly ints = new Map<string, tf.TensorInfo>();
+  private int(values: number[], scalar = false): tf.TensorInfo {
+    const key = scalar ? `s${values[0]}` : values.join(',');
+    let t = this.ints.get(key);
+    if (!t) {
+      if (this.ints.size >= MAX_INTS) {
+        for (const c of this.ints.values()) this.backend.disposeData(c.dataId, true);
+        this.ints.clear();
+      }
+      const shape = scalar ? [] : [values.length];
+      t = { dataId: this.backend.write(Int32Array.from(values), shape, 'int32'), shape, dtype: 'int32' };
+      this.ints.set(key, t);
     }
+    return t;
   }
 
   private convAttrs(stride: number, pad: 'SAME' | 'VALID'): TfeAttr[] {
@@ -130,16 +146,12 @@ export class NativeOps {
     stride = 1,
     pad: 'SAME' | 'VALID' = 'SAME',
   ) {
-    return this.withInts(wShape, (s) =>
-      this.run('Conv2DBackpropFilter', [x, s, dy], this.convAttrs(stride, pad)),
-    );
+    return this.run('Conv2DBackpropFilter', [x, this.int(wShape), dy], this.convAttrs(stride, pad));
   }
 
   /** ∂L/∂x of conv2d(x, w) given dy. */
   conv2dInputGrad(xShape: number[], w: tf.Tensor, dy: tf.Tensor, stride = 1, pad: 'SAME' | 'VALID' = 'SAME') {
-    return this.withInts(xShape, (s) =>
-      this.run('Conv2DBackpropInput', [s, w, dy], this.convAttrs(stride, pad)),
-    );
+    return this.run('Conv2DBackpropInput', [this.int(xShape), w, dy], this.convAttrs(stride, pad));
   }
 
   /** x + b over the last axis. */
@@ -168,7 +180,7 @@ export class NativeOps {
       { name: 'align_corners', type: this.b.TF_ATTR_BOOL, value: false },
       { name: 'half_pixel_centers', type: this.b.TF_ATTR_BOOL, value: false },
     ];
-    return this.withInts([h, w], (s) => this.run('ResizeNearestNeighbor', [x, s], attrs));
+    return this.run('ResizeNearestNeighbor', [x, this.int([h, w])], attrs);
   }
 
   /** Gradient of resizeNearest: dy summed back onto the [h, w] source pixels. */
@@ -178,7 +190,7 @@ export class NativeOps {
       { name: 'align_corners', type: this.b.TF_ATTR_BOOL, value: false },
       { name: 'half_pixel_centers', type: this.b.TF_ATTR_BOOL, value: false },
     ];
-    return this.withInts([h, w], (s) => this.run('ResizeNearestNeighborGrad', [dy, s], attrs));
+    return this.run('ResizeNearestNeighborGrad', [dy, this.int([h, w])], attrs);
   }
 
   /** x along axis 0 into pieces of the given sizes. */
@@ -188,14 +200,8 @@ export class NativeOps {
       this.f32,
       { name: 'Tlen', type: this.b.TF_ATTR_TYPE, value: this.b.TF_INT32 },
     ];
-    return this.withInts(sizes, (s) => {
-      const axis = tf.scalar(0, 'int32');
-      try {
-        return this.backend.executeMultipleOutputs('SplitV', attrs, [x, s, axis], sizes.length);
-      } finally {
-        axis.dispose();
-      }
-    });
+    const inputs = [x, this.int(sizes), this.int([0], true)];
+    return this.backend.executeMultipleOutputs('SplitV', attrs, inputs, sizes.length);
   }
 
   /** Float32 tensors joined along axis 0. */
@@ -205,17 +211,12 @@ export class NativeOps {
       { name: 'Tidx', type: this.b.TF_ATTR_TYPE, value: this.b.TF_INT32 },
       this.f32,
     ];
-    const axis = tf.scalar(0, 'int32');
-    try {
-      return this.run('ConcatV2', [...xs, axis], attrs);
-    } finally {
-      axis.dispose();
-    }
+    return this.run('ConcatV2', [...xs, this.int([0], true)], attrs);
   }
 
   reshape(x: tf.Tensor, shape: number[]): tf.Tensor {
     const attrs = [this.f32, { name: 'Tshape', type: this.b.TF_ATTR_TYPE, value: this.b.TF_INT32 }];
-    return this.withInts(shape, (s) => this.run('Reshape', [x, s], attrs));
+    return this.run('Reshape', [x, this.int(shape)], attrs);
   }
 
   sigmoid(x: tf.Tensor): tf.Tensor {
@@ -338,7 +339,7 @@ export class NativeOps {
 
   transpose(x: tf.Tensor, perm: number[]): tf.Tensor {
     const attrs = [this.f32, { name: 'Tperm', type: this.b.TF_ATTR_TYPE, value: this.b.TF_INT32 }];
-    return this.withInts(perm, (p) => this.run('Transpose', [x, p], attrs));
+    return this.run('Transpose', [x, this.int(perm)], attrs);
   }
 
   /** The `num` slices of x along `axis`, that axis removed. */
@@ -368,7 +369,7 @@ export class NativeOps {
       this.f32,
       { name: 'Tidx', type: this.b.TF_ATTR_TYPE, value: this.b.TF_INT32 },
     ];
-    return this.withInts(axes, (a) => this.run(op, [x, a], attrs));
+    return this.run(op, [x, this.int(axes)], attrs);
   }
 
   sub(a: tf.Tensor, b: tf.Tensor): tf.Tensor {
