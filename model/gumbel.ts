@@ -5,35 +5,46 @@
 // never by rank: a sample gets the same noise whichever rank, world size or micro-batch computes it, so a
 // run whose world size changes draws exactly the noise of a run that kept it.
 import * as tf from '@tensorflow/tfjs';
-import { RngStream, randomWords } from '../random/index.ts';
+import { RngStream, statelessSeed, statelessWords } from '../random/index.ts';
+import { nativeOps } from './ops/native.ts';
 
-const TWO_POW_M32 = 2 ** -32;
+const TWO_POW_M25 = 2 ** -25;
 
 /**
  * Gumbel(0, 1) noise for samples `first`, `first + 1`, … of step `step`'s global batch, shaped [n, ...cell]
- * like the logits it will perturb (n = shape[0]): −log(−log u) with u = (w + ½)/2³² from the counter-based
- * stream's words w of each sample, as `gumbels` in rng.ts defines it.
+ * like the logits it will perturb (n = shape[0]): −log(−log u) with u = (k + ½)/2^24 for the top 24 bits k
+ * of each of the sample's words, as `gumbels` in random/philox.ts defines it.
  *
- * The words come from JS (Philox); the two logarithms, which cost more than the words in JS (16 of
- * 28 ms for a shapes batch), run on the backend in float32. To keep float64's accuracy where u is
- * close to 1 (−log u ≈ 1 − u would cancel), JS hands over u itself when u < ½ and −(1 − u) otherwise,
- * each exact to float32 rounding; the backend takes −log u or −log1p(−(1 − u)) accordingly. The result
- * agrees with `gumbels` to a few float32 ulps.
+ * The words are TensorFlow's stateless Philox stream for the sample's seed pair (`statelessWords`): on the
+ * native backend its own kernel draws them (one call per sample) and integer ops turn them into u; on the
+ * others JS draws the same words. Either way u reaches the logarithms as x, exact in float32: u itself
+ * when u < ½ and −(1 − u) otherwise, x = ((w >> 7) | 1) / 2^25 for the word w as an int32. The backend
+ * takes −log x or −log1p(x) accordingly (1 − u never cancels), so the result agrees with `gumbels` to a
+ * few float32 ulps on every backend.
  */
 export function gumbelNoise(seed: number, step: number, first: number, shape: number[]): tf.Tensor {
   const [samples = 0, ...cell] = shape;
   const per = cell.reduce((a, b) => a * b, 1);
-  const n = samples * per;
-  const w = new Uint32Array(n);
-  for (let j = 0; j < samples; j++)
-    w.set(randomWords({ seed, stream: RngStream.gumbel, step, rank: first + j }, per), j * per);
-  const x = new Float32Array(n);
-  for (let i = 0; i < n; i++) {
-    const wi = w[i]!;
-    x[i] = wi < 0x80000000 ? (wi + 0.5) * TWO_POW_M32 : -((0xffffffff - wi + 0.5) * TWO_POW_M32);
-  }
+  const keys = Array.from({ length: samples }, (_, j) => ({
+    seed,
+    stream: RngStream.gumbel,
+    step,
+    rank: first + j,
+  }));
+  const native = nativeOps();
   return tf.tidy(() => {
-    const t = tf.tensor(x, shape, 'float32');
+    let t: tf.Tensor;
+    if (native && samples > 0 && per > 0) {
+      const words = native.statelessWords(keys.map(statelessSeed), per);
+      t = native.shiftRightOdd(words, 7).toFloat().mul(TWO_POW_M25).reshape(shape);
+    } else {
+      const x = new Float32Array(samples * per);
+      keys.forEach((key, j) => {
+        const w = new Int32Array(statelessWords(key, per).buffer);
+        for (let i = 0; i < per; i++) x[j * per + i] = ((w[i]! >> 7) | 1) * TWO_POW_M25;
+      });
+      t = tf.tensor(x, shape, 'float32');
+    }
     const e = tf.where(t.greater(0), tf.log(t).neg(), log1p(t).neg()); // −log u
     return tf.log(e).neg();
   });

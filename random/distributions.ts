@@ -1,6 +1,6 @@
 // Uniform uint32 words → the distributions the project draws from. Shared by every word source, so a
-// float conversion or Box–Muller exists once; the formulas are part of what makes a run reproducible and
-// never change (random.test.ts pins their output).
+// float conversion or Box–Muller exists once; the formulas are part of what makes a run reproducible
+// (random.test.ts pins their output): a change means a run resumed across it draws other numbers from then on.
 
 const TWO_32 = 4294967296;
 
@@ -11,10 +11,13 @@ export function uniformsFromWords(w: Uint32Array, n = w.length): Float32Array {
   return out;
 }
 
-/** Standard Gumbel(0, 1): −log(−log u), u = (k + ½)/2^32 from a full 32-bit word (float64 math). */
+/** Standard Gumbel(0, 1): −log(−log u), u = (k + ½)/2^24 for the top 24 bits k of each word (float64
+ *  math). 24 bits, not 32: u is then exact in float32 (as u below ½, as −(1 − u) above it), so a backend
+ *  builds it from the word with integer ops and one exact float conversion (model/gumbel.ts); the tails
+ *  it cuts (g above 17.3, below −2.85) have probability ~3·10⁻⁸ each per draw. */
 export function gumbelsFromWords(w: Uint32Array, n = w.length): Float32Array {
   const out = new Float32Array(n);
-  for (let i = 0; i < n; i++) out[i] = -Math.log(-Math.log((w[i]! + 0.5) / TWO_32));
+  for (let i = 0; i < n; i++) out[i] = -Math.log(-Math.log(((w[i]! >>> 8) + 0.5) / 16777216));
   return out;
 }
 

@@ -1,7 +1,16 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { RngKeyError } from './key-error.ts';
-import { RngStream, gumbels, normals, philox4x32, randomWords, uniforms } from './philox.ts';
+import {
+  RngStream,
+  gumbels,
+  normals,
+  philox4x32,
+  randomWords,
+  statelessSeed,
+  statelessWords,
+  uniforms,
+} from './philox.ts';
 
 const hex = (a: Uint32Array) => [...a].map((x) => x.toString(16).padStart(8, '0')).join(' ');
 
@@ -16,6 +25,18 @@ test('rng: Philox4x32-10 matches the Random123 known-answer vectors', () => {
     hex(philox4x32([0x243f6a88, 0x85a308d3, 0x13198a2e, 0x03707344], [0xa4093822, 0x299f31d0])),
     'd16cfe09 94fdcceb 5001e420 24126ea1',
   );
+});
+
+test("rng: statelessWords are TensorFlow's stateless Philox words for the seed pair", () => {
+  // StatelessRandomUniformFullInt (int32 output, int64 seed [1234 + 2^32·1, 77 + 2^32·5]) returned these
+  // eight words from TensorFlow 2.18's kernel; gumbel.test.ts compares against the kernel itself.
+  const key = { seed: 1234, stream: 1, step: 77, rank: 5 };
+  assert.deepEqual(statelessSeed(key), [1234, 1, 77, 5]);
+  assert.equal(
+    hex(statelessWords(key, 8)),
+    '03a4ac5e 3e129090 0d915928 8f77d511 e3724c11 9e2cd534 b49f382b 30a6eb12',
+  );
+  assert.deepEqual(statelessWords(key, 3), statelessWords(key, 8).slice(0, 3));
 });
 
 test('rng: words are a pure function of (seed, stream, step, rank, index)', () => {

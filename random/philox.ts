@@ -3,8 +3,9 @@
 // sampling). Every number is a pure function of (seed, stream, step, rank, index), so a resumed run,
 // another rank or another backend draws exactly the same numbers with no RNG state to checkpoint.
 //
-//   philox key     = [seed, stream]
-//   philox counter = [block, step, rank, 0]      (block = index / 4: each call yields 4 words)
+//   randomWords      philox key = [seed, stream], counter = [block, step, rank, 0]   (block = index / 4)
+//   statelessWords   TensorFlow's stateless scheme: [seed, stream, step, rank] scrambled by one Philox call
+//                    into a key and a counter (the Gumbel noise, which the native backend's kernel draws)
 import { gumbelsFromWords, normalsFromWords, uniformsFromWords } from './distributions.ts';
 import { RngKeyError } from './key-error.ts';
 
@@ -116,14 +117,41 @@ export function randomWords(key: RngKey, n: number): Uint32Array {
   return n === out.length ? out : out.slice(0, n);
 }
 
+/** The key TensorFlow's stateless random ops scramble their seed with (GenerateKey). */
+const TF_SEED_KEY = [0x3ec8f720, 0x02461e29] as const;
+
+/** The int64 seed pair of `key` as four 32-bit words, low word first: (seed + 2^32·stream, step +
+ *  2^32·rank). What `statelessWords` draws from, and what TensorFlow's stateless kernels are given. */
+export function statelessSeed(key: RngKey): [number, number, number, number] {
+  checkKey(key);
+  return [key.seed, key.stream, key.step, key.rank];
+}
+
+/** `n` uint32 words for `key`, exactly as TensorFlow's stateless random ops (StatelessRandomUniformFullInt)
+ *  draw them for `statelessSeed(key)`: one Philox call scrambles the seed into a key (its words 0, 1) and
+ *  a counter's upper half (words 2, 3); word i is then word i % 4 of Philox at counter (⌊i/4⌋, 0, ·, ·).
+ *  So the native backend's kernel and this function give the same words (gumbel.test.ts checks it). */
+export function statelessWords(key: RngKey, n: number): Uint32Array {
+  if (!(Number.isInteger(n) && n >= 0 && n <= 4 * 2 ** 32))
+    throw new RangeError(`statelessWords: n = ${n} out of range`);
+  const mix = new Uint32Array(4);
+  const [c0, c1, c2, c3] = statelessSeed(key);
+  philoxInto(c0, c1, c2, c3, TF_SEED_KEY[0], TF_SEED_KEY[1], mix, 0);
+  const blocks = Math.ceil(n / 4);
+  const out = new Uint32Array(blocks * 4);
+  for (let b = 0; b < blocks; b++) philoxInto(b, 0, mix[2]!, mix[3]!, mix[0]!, mix[1]!, out, 4 * b);
+  return n === out.length ? out : out.slice(0, n);
+}
+
 /** `n` float32 uniforms in the open interval (0, 1). */
 export function uniforms(key: RngKey, n: number): Float32Array {
   return uniformsFromWords(randomWords(key, n));
 }
 
-/** `n` standard Gumbel(0, 1) samples. */
+/** `n` standard Gumbel(0, 1) samples, from the words TensorFlow's stateless kernel draws (`statelessWords`):
+ *  the dVAE's noise (model/gumbel.ts). */
 export function gumbels(key: RngKey, n: number): Float32Array {
-  return gumbelsFromWords(randomWords(key, n));
+  return gumbelsFromWords(statelessWords(key, n));
 }
 
 /** `n` standard normal samples (Box–Muller on pairs of words). */

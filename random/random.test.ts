@@ -24,7 +24,7 @@ test('random: Philox streams give the recorded numbers', () => {
   assert.deepEqual([RngStream.init, RngStream.gumbel, RngStream.sampling], [0, 1, 5]);
   assert.equal(u32(randomWords(init, 6)), 'ab269480 12ef5c9b da19d8e3 a44a4094 7dd0fd4e b125e862');
   assert.equal(f32(uniforms(sampling, 5)), '3db40e88 3edabea6 3f6f35bb 3e797cbc 3f7bd929');
-  assert.equal(f32(gumbels(gumbel, 5)), 'bee69f6b bf35bead bf00a04e 3f1a3d69 be2eef6f');
+  assert.equal(f32(gumbels(gumbel, 5)), 'bf19d035 3d433f61 3eb1de2b 3c18e63b bdfb9853');
   assert.equal(f32(normals(init, 5)), '3f4d5c71 3ecdeb6f beb6442a bee15829 bed99004');
 });
 

@@ -28,12 +28,13 @@ interface NodeBackend {
     TF_ATTR_TYPE: number;
     TF_FLOAT: number;
     TF_INT32: number;
+    TF_INT64: number;
   };
   /** tfjs-node-gpu on a machine where TensorFlow found a GPU. */
   isUsingGpuDevice?: boolean;
   executeSingleOutput(name: string, attrs: TfeAttr[], inputs: tf.TensorInfo[]): tf.Tensor;
   /** Stores values in the backend alone (no engine tensor); `disposeData` releases them. */
-  write(values: Int32Array, shape: number[], dtype: 'int32'): tf.DataId;
+  write(values: Int32Array, shape: number[], dtype: 'int32' | 'int64'): tf.DataId;
   disposeData(dataId: tf.DataId, force: boolean): void;
   executeMultipleOutputs(name: string, attrs: TfeAttr[], inputs: tf.TensorInfo[], n: number): tf.Tensor[];
 }
@@ -226,6 +227,48 @@ export class NativeOps {
   /** dy·y·(1 − y) for y = σ(x): the gradient of the sigmoid from its output. */
   sigmoidGrad(y: tf.Tensor, dy: tf.Tensor): tf.Tensor {
     return this.run('SigmoidGrad', [y, dy]);
+  }
+
+  /** TensorFlow's StatelessRandomUniformFullInt words (as int32) for each int64 seed pair, one row per
+   *  pair: [seeds.length, n]. A seed is its two int64s as four 32-bit words, low word first; what the
+   *  kernel computes from them is `statelessWords` in random/philox.ts. */
+  statelessWords(seeds: readonly (readonly number[])[], n: number): tf.Tensor {
+    const int32 = { name: 'T', type: this.b.TF_ATTR_TYPE, value: this.b.TF_INT32 };
+    const attrs = [
+      { name: 'dtype', type: this.b.TF_ATTR_TYPE, value: this.b.TF_INT32 },
+      int32,
+      { name: 'Tseed', type: this.b.TF_ATTR_TYPE, value: this.b.TF_INT64 },
+    ];
+    const rows = seeds.map((words) => {
+      const seed: tf.TensorInfo = {
+        dataId: this.backend.write(Int32Array.from(words), [2], 'int64'),
+        shape: [2],
+        dtype: 'int32', // (tfjs has no int64; the backend keeps the type it was written with)
+      };
+      try {
+        return this.run('StatelessRandomUniformFullInt', [this.int([n]), seed], attrs);
+      } finally {
+        this.backend.disposeData(seed.dataId, true);
+      }
+    });
+    const packed = this.run('Pack', rows, [
+      { name: 'N', type: this.b.TF_ATTR_INT, value: rows.length },
+      int32,
+      { name: 'axis', type: this.b.TF_ATTR_INT, value: 0 },
+    ]);
+    tf.dispose(rows);
+    return packed;
+  }
+
+  /** (x >> bits) | 1 on int32 (arithmetic shift): an odd integer, the rounding offset built in. */
+  shiftRightOdd(x: tf.Tensor, bits: number): tf.Tensor {
+    const int32 = [{ name: 'T', type: this.b.TF_ATTR_TYPE, value: this.b.TF_INT32 }];
+    const shifted = this.run('RightShift', [x, this.int([bits], true)], int32);
+    try {
+      return this.run('BitwiseOr', [shifted, this.int([1], true)], int32);
+    } finally {
+      shifted.dispose();
+    }
   }
 
   square(x: tf.Tensor): tf.Tensor {
