@@ -1,6 +1,6 @@
 // `dalle bench compare [--configs tiny,shapes,large] [--models dvae,transformer] [--threads 1,2]
 //                      [--batch 32] [--steps 10] [--warmup 3] [--install-anchor] [--no-anchor]
-//                      [--baseline DIR] [--kernels] [--json]`
+//                      [--baseline DIR] [--kernels] [--no-ranks] [--json]`
 //
 // Our training step against the reference implementation, dalle-pytorch on PyTorch's CPU kernels, in one
 // run: for each config, model and thread count, our step (the real Trainer: computeGradients +
@@ -27,6 +27,12 @@
 // with its calls and wall ms per step, and the time outside them: the tfjs engine and JS): the profile that
 // says where a step's time goes before changing it.
 //
+// With T > 1 threads, ours is also timed as T single-thread ranks (`T ranks` in the layout column): T
+// processes on this host, batch/T each, whose step is a worker's (gradient, PowerSGD's all-reduce over a
+// nats-server the bench starts, AdamW, EMA), which is how `dalle worker` and the demo use T cores (cores/W
+// threads per rank). The anchor's row is the same T-thread run. CPU s is then every rank's (not the
+// server's). `--no-ranks` skips them.
+//
 // Figures only, never pass/fail: quote ratios from one run, with the load it reports.
 import { spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
@@ -37,6 +43,8 @@ import { dvaeForwardMacs, transformerFlopsPerSequence } from '../model/index.ts'
 import { command, parseCommand, readers } from '../services/cli/args.ts';
 import { median, type SideResult, type StepJob } from './lib/compare-step.ts';
 import { PACKAGE_ROOT, packageFile } from '../config/package-root.ts';
+import { stagePowerSgd } from '../contract/index.ts';
+import { startServer } from './lib/nats-server.ts';
 
 // Run from the sources through tsx, as a baseline checkout's step is.
 const stepChild = packageFile('bench/lib/compare-step.ts');
@@ -90,6 +98,7 @@ interface Options {
   anchor: boolean;
   baseline?: string;
   kernels: boolean;
+  ranks: boolean;
   json: boolean;
 }
 
@@ -121,6 +130,10 @@ export const cli = command({
       type: 'boolean',
       help: 'profile our timed steps kernel by kernel (native backend): calls and ms per step of each',
     },
+    'no-ranks': {
+      type: 'boolean',
+      help: 'with T > 1 threads, do not also time ours as T single-thread ranks (processes) on this host',
+    },
     json: { type: 'boolean', help: 'print the figures as JSON' },
   },
   notes: [
@@ -143,6 +156,7 @@ function options(argv: string[]): Options {
     anchor: !values['no-anchor'],
     baseline: values.baseline === undefined ? undefined : resolve(values.baseline),
     kernels: !!values.kernels,
+    ranks: !values['no-ranks'],
     json: !!values.json,
   };
 }
@@ -159,7 +173,7 @@ interface Job {
   kernels: boolean;
 }
 
-function stepJob(job: Job, root: string): StepJob {
+function stepJob(job: Job, root: string, ranks?: StepJob['ranks']): StepJob {
   const spec = compareSpec(job.config);
   return {
     model: job.model,
@@ -173,7 +187,8 @@ function stepJob(job: Job, root: string): StepJob {
     batch: job.batch,
     warmup: job.warmup,
     steps: job.steps,
-    kernels: job.kernels,
+    kernels: job.kernels && !ranks,
+    ranks,
   };
 }
 
@@ -217,6 +232,35 @@ function runOurs(job: Job, root: string): Promise<SideResult> {
     threadEnv(job.threads),
     `${root === repoRoot ? 'our' : `the baseline's (${root})`} ${job.model} step (${job.config}, ${job.threads} threads)`,
   );
+}
+
+/** Ours as `job.threads` single-thread ranks of one group: rank 0's step times (the all-reduce keeps the
+ *  ranks in step), every rank's CPU. */
+async function runRanks(job: Job, root: string, url: string): Promise<SideResult> {
+  const W = job.threads;
+  const runId = `compare-${process.pid}-${Date.now()}`;
+  const powersgd = stagePowerSgd(compareSpec(job.config), job.model);
+  const results = await Promise.all(
+    Array.from({ length: W }, (_, rank) =>
+      runChild(
+        process.execPath,
+        [
+          '--import',
+          'tsx',
+          stepChild,
+          JSON.stringify(stepJob(job, root, { url, runId, rank, worldSize: W, powersgd })),
+        ],
+        threadEnv(1),
+        `${root === repoRoot ? 'our' : `the baseline's (${root})`} ${job.model} rank ${rank} of ${W} (${job.config})`,
+      ),
+    ),
+  );
+  const first = results[0]!;
+  return {
+    ...first,
+    cpuSec: first.cpuSec.map((_, i) => results.reduce((sum, r) => sum + (r.cpuSec[i] ?? 0), 0)),
+    detail: { ...first.detail, layout: 'ranks' },
+  };
 }
 
 function anchorJob(job: Job): Record<string, unknown> {
@@ -305,6 +349,8 @@ export interface Comparison {
   model: ModelName;
   config: ConfigName;
   threads: number;
+  /** One process with `threads` intra-op threads, or `threads` single-thread ranks. */
+  layout: 'threads' | 'ranks';
   batch: number;
   ours: SideResult & { stepsPerSec: number; imagesPerSec: number; gflops: number };
   anchor?: SideResult & { stepsPerSec: number; imagesPerSec: number; gflops: number };
@@ -334,36 +380,50 @@ export async function main(argv: string[]): Promise<void> {
   }
   const startLoad = loadavg()[0]!;
   const rows: Comparison[] = [];
-  for (const config of o.configs) {
-    for (const model of o.models) {
-      for (const threads of o.threads) {
-        const job: Job = {
-          model,
-          config,
-          threads,
-          batch: o.batch,
-          warmup: o.warmup,
-          steps: o.steps,
-          kernels: o.kernels,
-        };
-        process.stderr.write(`bench compare: ${model} ${config}, ${threads} thread(s)…\n`);
-        const baseline = o.baseline ? figures(await runOurs(job, o.baseline), o.batch) : undefined;
-        const ours = figures(await runOurs(job, repoRoot), o.batch);
-        const anchor = venv ? figures(await runAnchor(job, venv), o.batch) : undefined;
-        rows.push({
-          model,
-          config,
-          threads,
-          batch: o.batch,
-          ours,
-          anchor,
-          ratio: anchor ? ours.stepsPerSec / anchor.stepsPerSec : undefined,
-          baseline,
-          speedup: baseline ? ours.stepsPerSec / baseline.stepsPerSec : undefined,
-          loadavg1: loadavg()[0]!,
-        });
+  const server = o.ranks && o.threads.some((t) => t > 1) ? await startServer() : undefined;
+  try {
+    for (const config of o.configs) {
+      for (const model of o.models) {
+        for (const threads of o.threads) {
+          const job: Job = {
+            model,
+            config,
+            threads,
+            batch: o.batch,
+            warmup: o.warmup,
+            steps: o.steps,
+            kernels: o.kernels,
+          };
+          process.stderr.write(`bench compare: ${model} ${config}, ${threads} thread(s)…\n`);
+          const baseline = o.baseline ? figures(await runOurs(job, o.baseline), o.batch) : undefined;
+          const ours = figures(await runOurs(job, repoRoot), o.batch);
+          const anchor = venv ? figures(await runAnchor(job, venv), o.batch) : undefined;
+          const row = (layout: Comparison['layout'], mine: typeof ours, base?: typeof ours): Comparison => ({
+            model,
+            config,
+            threads,
+            layout,
+            batch: o.batch,
+            ours: mine,
+            anchor,
+            ratio: anchor ? mine.stepsPerSec / anchor.stepsPerSec : undefined,
+            baseline: base,
+            speedup: base ? mine.stepsPerSec / base.stepsPerSec : undefined,
+            loadavg1: loadavg()[0]!,
+          });
+          rows.push(row('threads', ours, baseline));
+          if (server && threads > 1) {
+            process.stderr.write(`bench compare: ${model} ${config}, ${threads} single-thread ranks…\n`);
+            const baseRanks = o.baseline
+              ? figures(await runRanks(job, o.baseline, server.url), o.batch)
+              : undefined;
+            rows.push(row('ranks', figures(await runRanks(job, repoRoot, server.url), o.batch), baseRanks));
+          }
+        }
       }
     }
+  } finally {
+    server?.stop();
   }
   const report = {
     bench: 'compare',
@@ -402,6 +462,7 @@ function printTable(r: {
     ['model', 12, (x) => x.model],
     ['config', 7, (x) => x.config],
     ['thr', 4, (x) => String(x.threads)],
+    ['layout', 8, (x) => (x.layout === 'ranks' ? `${x.threads} ranks` : '1 proc')],
     ...((base
       ? [
           ['base steps/s', 13, (x) => f(x.baseline?.stepsPerSec)],
@@ -425,7 +486,7 @@ function printTable(r: {
     ['load', 5, (x) => x.loadavg1.toFixed(1)],
   ];
   const line = (cells: string[]) =>
-    cells.map((c, i) => (i < 2 ? c.padEnd(cols[i]![1]) : c.padStart(cols[i]![1]))).join(' ');
+    cells.map((c, i) => (i < 2 || i === 3 ? c.padEnd(cols[i]![1]) : c.padStart(cols[i]![1]))).join(' ');
   console.log(line(cols.map((c) => c[0])));
   for (const x of r.rows) console.log(line(cols.map((c) => c[2](x))));
   for (const x of r.rows) if (x.ours.kernels) printKernels(x, x.ours.kernels);

@@ -1,5 +1,6 @@
 // `bench compare --kernels`: the profile counts every TensorFlow kernel of the timed steps and hands the
-// backend its own binding back afterwards. Native backend only; skipped, saying why, without it.
+// backend its own binding back afterwards (native backend only; skipped, saying why, without it). Ranks:
+// two single-thread ranks of one step, in this process, over the suite's nats-server.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import * as tf from '@tensorflow/tfjs';
@@ -7,6 +8,8 @@ import { loadSpec } from '../../config/index.ts';
 import { PACKAGE_ROOT } from '../../config/package-root.ts';
 import { initTfBackend } from '../../model/index.ts';
 import { timeStep, type StepJob } from './compare-step.ts';
+import { serviceEnv } from '../../infra/services.ts';
+import { stagePowerSgd } from '../../contract/index.ts';
 
 const backend = await initTfBackend().catch(() => 'none');
 const skip = backend === 'tensorflow' ? false : `needs the native backend (this process got ${backend})`;
@@ -46,3 +49,37 @@ test(
     assert.equal(plain.kernels, undefined);
   },
 );
+
+test('bench compare, T single-thread ranks: each steps on its share of the batch through a real all-reduce', async () => {
+  const spec = loadSpec('tiny');
+  const runId = `compare-test-${process.pid}-${Date.now()}`;
+  const job = (rank: number): StepJob => ({
+    model: 'transformer',
+    root: PACKAGE_ROOT,
+    dvae: spec.dvae,
+    transformer: spec.transformer,
+    trainFlopsPerItem: 1,
+    batch: 4,
+    warmup: 1,
+    steps: 3,
+    ranks: {
+      url: serviceEnv().natsUrl,
+      runId,
+      rank,
+      worldSize: 2,
+      powersgd: stagePowerSgd(spec, 'transformer'),
+    },
+  });
+  const [r0, r1] = await Promise.all([timeStep(job(0)), timeStep(job(1))]);
+  for (const [r, rank] of [
+    [r0!, 0],
+    [r1!, 1],
+  ] as const) {
+    assert.equal(r.stepSec.length, 3);
+    assert.equal(r.detail.rank, rank);
+    assert.equal(r.detail.worldSize, 2);
+    assert.ok(Number(r.detail.exposedCommMs) >= 0, `exposed ${String(r.detail.exposedCommMs)}`);
+  }
+  // A batch that does not split over the ranks is refused, naming both.
+  await assert.rejects(timeStep({ ...job(0), batch: 5 }), /batch 5 does not split over 2 ranks/);
+});

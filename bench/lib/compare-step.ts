@@ -7,9 +7,17 @@
 // same child times the step before and after a change. Only the model is taken from the root: the
 // model sizes, the batches and the FLOP counts come from the parent, so both sides train the same model
 // on the same data even when the baseline's presets differ.
+//
+// With `ranks`, the child is one of W single-thread ranks on this host (W children of one job): each
+// computes the gradient of its batch/W share and the step goes on as a worker's does (FlatRuntime.step:
+// PowerSGD's all-reduce over NATS, then the trainer's AdamW and EMA). The collective is this checkout's.
 import { resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
+import { connect } from 'nats';
 import { renderShape, shapeItem } from '../../data/shapes.ts';
+import { joinGroup, PowerSgd } from '../../collective/index.ts';
+import type { RunSpec } from '../../config/index.ts';
+import type { ParamSpec } from '../../model/index.ts';
 
 /** What the parent asks one child to time. */
 export interface StepJob {
@@ -25,6 +33,15 @@ export interface StepJob {
   steps: number;
   /** Also profile the timed steps kernel by kernel (native backend only): `SideResult.kernels`. */
   kernels?: boolean;
+  /** This child is rank `rank` of `worldSize` single-thread ranks; `batch` is the global batch. */
+  ranks?: {
+    url: string;
+    runId: string;
+    rank: number;
+    worldSize: number;
+    /** The stage's PowerSGD settings (stagePowerSgd of the compared config). */
+    powersgd: RunSpec['powersgd'];
+  };
 }
 
 /** One TensorFlow kernel's share of the timed steps (`bench compare --kernels`). */
@@ -66,6 +83,12 @@ interface StepTrainer {
   applyGradients(grads: unknown, step: number, loss: number): unknown;
   dispose(): void;
 }
+/** The parts of a trainer a rank's step uses (activities/rank-runtime.ts's FlatRuntime). */
+interface RankTrainer extends StepTrainer {
+  paramSpecs(): ParamSpec[];
+  computeGradients(batch: unknown, step: number, rank: number): { grads: Float32Array[]; loss: number };
+  applyGradients(grads: Float32Array[], step: number, loss: number): unknown;
+}
 
 export const median = (xs: number[]): number => {
   const s = [...xs].sort((a, b) => a - b);
@@ -73,19 +96,17 @@ export const median = (xs: number[]): number => {
   return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
 };
 
-function dvaeBatch(job: StepJob, offset: number) {
+function dvaeBatch(job: StepJob, offset: number, n: number) {
   const R = job.dvae.resolution;
-  const n = job.batch;
   const images = new Uint8Array(n * R * R * 3);
   for (let i = 0; i < n; i++) images.set(renderShape(shapeItem(offset + i, 'train', 1234), R), i * R * R * 3);
-  return { images, n };
+  return { images, n, first: offset % job.batch };
 }
 
 /** Captions of varying length (0-padded at the end) and arbitrary image tokens, as the anchor uses. */
-function transformerBatch(job: StepJob) {
+function transformerBatch(job: StepJob, n: number) {
   const L = job.transformer.textLen;
   const N = job.dvae.grid ** 2;
-  const n = job.batch;
   return {
     n,
     text: Int32Array.from({ length: n * L }, (_, k) =>
@@ -95,36 +116,50 @@ function transformerBatch(job: StepJob) {
   };
 }
 
-/** Times `job.steps` steps of the root's real Trainer (forward, backward, AdamW, EMA) after a warm-up. */
+/** Times `job.steps` steps of the root's real Trainer (forward, backward, AdamW, EMA) after a warm-up; with
+ *  `job.ranks`, this rank's share of them (its step includes PowerSGD's all-reduce, as a worker's does). */
 export async function timeStep(job: StepJob): Promise<SideResult> {
   const root = resolve(job.root);
   const model = (await import(pathToFileURL(resolve(root, 'model/index.ts')).href)) as ModelSurface;
   const backend = await model.initTfBackend();
   const dvae = job.model === 'dvae';
-  const batches = dvae ? [0, 1, 2, 3].map((k) => dvaeBatch(job, k * job.batch)) : [transformerBatch(job)];
+  const W = job.ranks?.worldSize ?? 1;
+  const rank = job.ranks?.rank ?? 0;
+  if (job.batch % W !== 0) throw new RangeError(`batch ${job.batch} does not split over ${W} ranks`);
+  const n = job.batch / W;
+  const batches = dvae
+    ? [0, 1, 2, 3].map((k) => dvaeBatch(job, k * job.batch + rank * n, n))
+    : [transformerBatch(job, n)];
   // The timed batches double as the probe of codebook splitting (dvae.codeSplitEvery), as a run's
   // training images do: the median step is the plain one either way.
   const trainer = dvae
-    ? model.createDvaeTrainer(job.dvae, 0, 1, { probe: (batches[0] as { images: Uint8Array }).images })
-    : model.createTransformerTrainer(job.transformer, job.dvae, 0, 1);
+    ? model.createDvaeTrainer(job.dvae, 0, W, { probe: (batches[0] as { images: Uint8Array }).images })
+    : model.createTransformerTrainer(job.transformer, job.dvae, 0, W);
   const parameters = trainer.paramSpecs().reduce((s, p) => s + p.shape.reduce((a, b) => a * b, 1), 0);
-  const step = (s: number) => {
-    const g = trainer.computeGradients(batches[s % batches.length], s, 0);
-    trainer.applyGradients(g.grads, s, g.loss);
+  const net = job.ranks ? await joinRanks(job.ranks, trainer as RankTrainer) : undefined;
+  const step = async (s: number) => {
+    const g = trainer.computeGradients(batches[s % batches.length], s, rank);
+    if (!net) return void trainer.applyGradients(g.grads, s, g.loss);
+    const r = await net.psgd.reduce(net.group, g.grads as Float32Array[], s, Float32Array.of(g.loss));
+    exposedMs.push(r.stats.exposedCommMs);
+    if (!r.skipped) trainer.applyGradients(r.grads, s, r.extras[0]! / W);
   };
-  for (let s = 0; s < job.warmup; s++) step(s);
+  const exposedMs: number[] = [];
+  for (let s = 0; s < job.warmup; s++) await step(s);
   const profile = job.kernels ? await kernelProfile() : undefined;
   const stepSec: number[] = [];
   const cpuSec: number[] = [];
+  exposedMs.length = 0;
   for (let s = job.warmup; s < job.warmup + job.steps; s++) {
     const c0 = process.cpuUsage();
     const t0 = performance.now();
-    step(s);
+    await step(s);
     stepSec.push((performance.now() - t0) / 1000);
     const c = process.cpuUsage(c0);
     cpuSec.push((c.user + c.system) / 1e6);
   }
   const kernels = profile?.stop(job.steps, stepSec.reduce((a, b) => a + b, 0) * 1000);
+  await net?.close();
   trainer.dispose();
   return {
     impl: 'dalle-cluster',
@@ -139,6 +174,33 @@ export async function timeStep(job: StepJob): Promise<SideResult> {
       backend,
       root,
       threads: model.requestedThreads?.() ?? Number(process.env.TF_NUM_INTRAOP_THREADS),
+      ...(job.ranks ? { rank, worldSize: W, exposedCommMs: median(exposedMs) } : {}),
+    },
+  };
+}
+
+/** This rank's group and PowerSGD, as a worker's FlatRuntime holds them. */
+async function joinRanks(r: NonNullable<StepJob['ranks']>, trainer: RankTrainer) {
+  const nc = await connect({ servers: r.url });
+  const group = await joinGroup({
+    nc,
+    runId: r.runId,
+    groupId: 'compare',
+    rank: r.rank,
+    worldSize: r.worldSize,
+    timeoutMs: 60_000,
+  });
+  const psgd = new PowerSgd(trainer.paramSpecs(), r.powersgd, {
+    rank: r.rank,
+    worldSize: r.worldSize,
+    seed: 0,
+  });
+  return {
+    group,
+    psgd,
+    close: async () => {
+      await group.close();
+      await nc.close();
     },
   };
 }
