@@ -7,6 +7,10 @@
 // the figure to watch: the protocol's cost over the transport). Starts its own nats-server unless --url.
 // The all-reduce runs in place, as PowerSGD calls it (the result overwrites the input buffer).
 //
+// Raw pub/sub is also measured both ways at once (two processes, each publishing to the other while
+// receiving from it): per direction, that is what an all-reduce at W = 2 asks of the transport, since each
+// rank sends and receives its bus bytes at the same time through the one server (bus/2-way).
+//
 // It also accounts CPU seconds per 100 MB (each process's own, and the nats-server's from /proc when
 // the bench started it): raw moves each byte publisher → server → subscriber; the all-reduce moves each
 // bus byte in and out of every rank and twice through the server at W = 2 (more at W = 4). When the
@@ -15,7 +19,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { cpus, loadavg } from 'node:os';
 import { fileURLToPath, pathToFileURL } from 'node:url';
-import { connect } from 'nats';
+import { connect, type NatsConnection } from 'nats';
 import { joinGroup } from '../collective/index.ts';
 import { startServer } from './lib/nats-server.ts';
 import { command, parseCommand, readers } from '../services/cli/args.ts';
@@ -36,11 +40,15 @@ interface RankJob {
   dataPlane: boolean;
 }
 interface PubSubJob {
-  kind: 'pub' | 'sub';
+  kind: 'pub' | 'sub' | 'both';
   url: string;
+  /** Where this process publishes ('pub', 'both') or listens ('sub'). */
   subject: string;
   msgBytes: number;
   count: number;
+  /** 'both': where it listens, and the subject whose message starts both sides at once. */
+  inbox?: string;
+  go?: string;
 }
 
 export const cli = command({
@@ -131,6 +139,39 @@ async function rawPubSub(
   };
 }
 
+/** Raw NATS both ways at once: two processes, each publishing `totalBytes` to the other while receiving
+ *  the other's. MB/s per direction (the mean of the two), and CPU seconds per 100 MB moved. */
+async function rawBothWays(
+  url: string,
+  msgBytes: number,
+  totalBytes: number,
+  serverPid?: number,
+): Promise<{ MBps: number; cpuPer100MB?: number }> {
+  const count = Math.ceil(totalBytes / msgBytes);
+  const base = `bench.raw2.${process.pid}.${Date.now()}`;
+  const go = `${base}.go`;
+  const s0 = processCpuSeconds(serverPid);
+  const sides = [
+    runChild({ kind: 'both', url, subject: `${base}.a`, inbox: `${base}.b`, go, msgBytes, count }),
+    runChild({ kind: 'both', url, subject: `${base}.b`, inbox: `${base}.a`, go, msgBytes, count }),
+  ];
+  await Promise.all(sides.map((x) => x.first)); // both subscribed
+  const nc = await connect({ servers: url });
+  nc.publish(go);
+  await nc.flush();
+  await nc.close();
+  const outs = await Promise.all(sides.map((x) => x.lines));
+  const s1 = processCpuSeconds(serverPid);
+  const rs = outs.map((o) => o[o.length - 1] as { ms: number; bytes: number; cpu: number });
+  const MBps = rs.reduce((sum, r) => sum + r.bytes / MB / (r.ms / 1000), 0) / rs.length;
+  const cpu =
+    s0 !== undefined && s1 !== undefined ? rs.reduce((sum, r) => sum + r.cpu, 0) + (s1 - s0) : undefined;
+  return {
+    MBps,
+    cpuPer100MB: cpu === undefined ? undefined : (cpu / (2 * count * msgBytes)) * 100 * MB,
+  };
+}
+
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
 
 interface AllReduceRow {
@@ -141,6 +182,8 @@ interface AllReduceRow {
   algMBps: number;
   busMBps: number;
   busToRaw: number;
+  /** Bus bandwidth over raw pub/sub's per direction when both directions run at once. */
+  busToBothWays: number;
   samplesMs: number[];
   /** CPU seconds per 100 MB of bus traffic, ranks and (when known) server; all sizes of this W. */
   cpuPer100MB?: number;
@@ -184,6 +227,7 @@ async function measureWorld(
       algMBps,
       busMBps,
       busToRaw: 0,
+      busToBothWays: 0,
       samplesMs: samples,
       cpuPer100MB,
     };
@@ -202,6 +246,9 @@ interface AllReduceReport {
     beforeMBps: number;
     afterMBps: number;
     cpuPer100MB: number | undefined;
+    /** Per direction, both directions at once (rawBothWays), before and after averaged. */
+    bothWaysMBps: number;
+    bothWaysCpuPer100MB: number | undefined;
   };
   results: AllReduceRow[];
 }
@@ -222,17 +269,23 @@ export async function main(argv: string[]): Promise<void> {
     // raw throughput before and after the all-reduces (this machine's load drifts): the ratio uses the mean
     const serverPid = 'pid' in server ? server.pid : undefined;
     const before = await rawPubSub(server.url, chunkBytes, 48 * MB, serverPid);
+    const bothBefore = await rawBothWays(server.url, chunkBytes, 48 * MB, serverPid);
     const results: AllReduceRow[] = [];
     const paths = values['nats-too'] ? [true, false] : [true];
     for (const [W, dataPlane] of worlds.flatMap((w) => paths.map((p) => [w, p] as const)))
       results.push(...(await measureWorld(server.url, serverPid, W, dataPlane, sizesMB, iters)));
     const after = await rawPubSub(server.url, chunkBytes, 48 * MB, serverPid);
+    const bothAfter = await rawBothWays(server.url, chunkBytes, 48 * MB, serverPid);
+    const bothMBps = (bothBefore.MBps + bothAfter.MBps) / 2;
     const rawMBps = (before.MBps + after.MBps) / 2;
     const rawCpu =
       before.cpuPer100MB !== undefined && after.cpuPer100MB !== undefined
         ? (before.cpuPer100MB + after.cpuPer100MB) / 2
         : undefined;
-    for (const r of results) r.busToRaw = r.busMBps / rawMBps;
+    for (const r of results) {
+      r.busToRaw = r.busMBps / rawMBps;
+      r.busToBothWays = r.busMBps / bothMBps;
+    }
     const report: AllReduceReport = {
       bench: 'allreduce',
       machine: { cpus: cpus().length, loadavg1: loadavg()[0]! },
@@ -245,6 +298,11 @@ export async function main(argv: string[]): Promise<void> {
         beforeMBps: before.MBps,
         afterMBps: after.MBps,
         cpuPer100MB: rawCpu,
+        bothWaysMBps: bothMBps,
+        bothWaysCpuPer100MB:
+          bothBefore.cpuPer100MB !== undefined && bothAfter.cpuPer100MB !== undefined
+            ? (bothBefore.cpuPer100MB + bothAfter.cpuPer100MB) / 2
+            : undefined,
       },
       results,
     };
@@ -265,10 +323,15 @@ function printReport(report: AllReduceReport, sizesMB: number[]): void {
   console.log(
     `raw NATS pub/sub, 1 → 1 process, ${chunkBytes} B messages: ${raw.MBps.toFixed(0)} MB/s (before ${raw.beforeMBps.toFixed(0)}, after ${raw.afterMBps.toFixed(0)}); CPU s per 100 MB, publisher + subscriber + server: ${cpuText(rawCpu)}`,
   );
-  console.log('   W chunks on    size      time   alg bw   bus bw   bus/raw   CPU s/100 MB (ranks + server)');
+  console.log(
+    `raw NATS both ways at once, 2 processes, per direction: ${raw.bothWaysMBps.toFixed(0)} MB/s; CPU s per 100 MB, both + server: ${cpuText(raw.bothWaysCpuPer100MB)}`,
+  );
+  console.log(
+    '   W chunks on    size      time   alg bw   bus bw   bus/raw  bus/2-way   CPU s/100 MB (ranks + server)',
+  );
   for (const r of results) {
     console.log(
-      `${String(r.worldSize).padStart(4)} ${r.chunksOn.padEnd(10)} ${String(r.sizeMB).padStart(4)} MB ${r.ms.toFixed(1).padStart(8)} ms ${r.algMBps.toFixed(0).padStart(5)} MB/s ${r.busMBps.toFixed(0).padStart(5)} MB/s ${(r.busToRaw * 100).toFixed(0).padStart(6)} %   ${cpuText(r.cpuPer100MB)}`,
+      `${String(r.worldSize).padStart(4)} ${r.chunksOn.padEnd(10)} ${String(r.sizeMB).padStart(4)} MB ${r.ms.toFixed(1).padStart(8)} ms ${r.algMBps.toFixed(0).padStart(5)} MB/s ${r.busMBps.toFixed(0).padStart(5)} MB/s ${(r.busToRaw * 100).toFixed(0).padStart(6)} %  ${(r.busToBothWays * 100).toFixed(0).padStart(7)} %   ${cpuText(r.cpuPer100MB)}`,
     );
   }
   for (const r of results.filter((x) => x.sizeMB === sizesMB[0])) {
@@ -280,6 +343,32 @@ function printReport(report: AllReduceReport, sizesMB: number[]): void {
   }
 }
 
+/** Counts `count` messages on `subject`: first → last arrival (which covers count − 1 of them). */
+function receiver(nc: NatsConnection, subject: string, count: number) {
+  let n = 0;
+  let bytes = 0;
+  let t0 = 0;
+  return new Promise<{ ms: number; bytes: number }>((resolve) =>
+    nc.subscribe(subject, {
+      callback: (_e, m) => {
+        if (n === 0) t0 = performance.now();
+        n++;
+        bytes += m.data.length;
+        if (n === count) resolve({ ms: performance.now() - t0, bytes: (bytes * (count - 1)) / count });
+      },
+    }),
+  );
+}
+
+async function publishAll(nc: NatsConnection, job: PubSubJob): Promise<void> {
+  const payload = new Uint8Array(job.msgBytes).fill(7);
+  for (let i = 0; i < job.count; i++) {
+    nc.publish(job.subject, payload);
+    if (i % 8 === 7) await nc.flush(); // keep the client's outbound buffer bounded, as the all-reduce's window does
+  }
+  await nc.flush();
+}
+
 async function child(job: RankJob | PubSubJob): Promise<void> {
   const c0 = process.cpuUsage();
   const cpuSeconds = () => {
@@ -287,38 +376,21 @@ async function child(job: RankJob | PubSubJob): Promise<void> {
     return (c.user + c.system) / 1e6;
   };
   const nc = await connect({ servers: job.url });
-  if (job.kind === 'sub') {
-    let n = 0;
-    let bytes = 0;
-    let t0 = 0;
-    const done = new Promise<void>((resolve) =>
-      nc.subscribe(job.subject, {
-        callback: (_e, m) => {
-          if (n === 0) t0 = performance.now();
-          n++;
-          bytes += m.data.length;
-          if (n === job.count) resolve();
-        },
-      }),
-    );
+  if (job.kind === 'sub' || job.kind === 'both') {
+    // 'both' publishes to `subject` while receiving on `inbox`, from the moment `go` arrives
+    const received = receiver(nc, job.kind === 'sub' ? job.subject : job.inbox!, job.count);
+    const go =
+      job.kind === 'both' &&
+      new Promise<void>((resolve) => nc.subscribe(job.go!, { max: 1, callback: () => resolve() }));
     await nc.flush();
     console.log(JSON.stringify({ ready: true }));
-    await done;
-    // first → last arrival covers count−1 messages
-    console.log(
-      JSON.stringify({
-        ms: performance.now() - t0,
-        bytes: (bytes * (job.count - 1)) / job.count,
-        cpu: cpuSeconds(),
-      }),
-    );
-  } else if (job.kind === 'pub') {
-    const payload = new Uint8Array(job.msgBytes).fill(7);
-    for (let i = 0; i < job.count; i++) {
-      nc.publish(job.subject, payload);
-      if (i % 8 === 7) await nc.flush(); // keep the client's outbound buffer bounded, as the all-reduce's window does
+    if (go) {
+      await go;
+      await publishAll(nc, job);
     }
-    await nc.flush();
+    console.log(JSON.stringify({ ...(await received), cpu: cpuSeconds() }));
+  } else if (job.kind === 'pub') {
+    await publishAll(nc, job);
     console.log(JSON.stringify({ cpu: cpuSeconds() }));
   } else if (job.kind === 'rank') {
     const g = await joinGroup({
