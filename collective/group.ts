@@ -449,7 +449,12 @@ class NatsGroup implements Group, OpHost {
     if (!h || typeof h.instance !== 'string' || !Array.isArray(h.seen))
       return this.reject(m.subject, 'malformed join announcement', from);
     if (from === this.rank) {
-      if (h.instance !== this.instance) this.failGroup(new DuplicateRankError(this.rank, this.groupId));
+      if (h.instance !== this.instance) {
+        // Once more before failing: the other instance may have subscribed after our last hello, and it
+        // must fail for the same reason rather than wait out the join timeout.
+        if (!this.failure) this.sayHello();
+        this.failGroup(new DuplicateRankError(this.rank, this.groupId));
+      }
       return;
     }
     if (from < 0 || from >= this.worldSize)

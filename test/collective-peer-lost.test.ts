@@ -193,6 +193,21 @@ test('peer-lost: a rank that leaves the group fails the others at once; two proc
         String((r as PromiseRejectedResult).reason),
       );
     }
+    // A second instance that arrives after the first has announced itself is told too, not left to wait
+    // out the join timeout: the first says hello once more as it fails.
+    const [run2, group2] = [uniqueId('dup'), uniqueId('g')];
+    const join2 = (i: number) =>
+      joinGroup({ nc: ncs[i]!, runId: run2, groupId: group2, rank: 1, worldSize: 2, timeoutMs: 3000 });
+    const first = join2(0);
+    await new Promise((r) => setTimeout(r, 250));
+    const t0 = performance.now();
+    const late = await Promise.allSettled([first, join2(1)]);
+    for (const r of late) {
+      assert.equal(r.status, 'rejected');
+      const why = (r as PromiseRejectedResult).reason;
+      assert.ok(why instanceof DuplicateRankError, String(why));
+    }
+    assert.ok(performance.now() - t0 < 2000, `${performance.now() - t0} ms`);
   } finally {
     await Promise.all(ncs.map((nc) => nc.close()));
   }
