@@ -137,6 +137,7 @@ export async function timeStep(job: StepJob): Promise<SideResult> {
     : model.createTransformerTrainer(job.transformer, job.dvae, 0, W);
   const parameters = trainer.paramSpecs().reduce((s, p) => s + p.shape.reduce((a, b) => a * b, 1), 0);
   const net = job.ranks ? await joinRanks(job.ranks, trainer as RankTrainer) : undefined;
+  const exposedMs: number[] = [];
   const step = async (s: number) => {
     const g = trainer.computeGradients(batches[s % batches.length], s, rank);
     if (!net) return void trainer.applyGradients(g.grads, s, g.loss);
@@ -144,7 +145,6 @@ export async function timeStep(job: StepJob): Promise<SideResult> {
     exposedMs.push(r.stats.exposedCommMs);
     if (!r.skipped) trainer.applyGradients(r.grads, s, r.extras[0]! / W);
   };
-  const exposedMs: number[] = [];
   for (let s = 0; s < job.warmup; s++) await step(s);
   const profile = job.kernels ? await kernelProfile() : undefined;
   const stepSec: number[] = [];

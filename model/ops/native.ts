@@ -75,15 +75,18 @@ export class NativeOps {
   /** int32 inputs (shapes, sizes, axes) by value: written to the backend once and kept, so TensorFlow
    *  gets the same handle every call instead of a tensor built, uploaded and disposed per kernel (10–30 µs
    *  each, and a step issues a hundred). They live in the backend's storage only (the engine does not
-   *  count them as tensors). A model uses a few dozen distinct ones; the cache starts over past MAX_INTS. */
-  private readonly ints = new Map<string, tf.TensorInfo>();
+   *  count them as tensors). Past MAX_INTS distinct values the cache starts over; the values it held are
+   *  released one start-over later, so none is released between two `int` calls feeding one kernel. */
+  private ints = new Map<string, tf.TensorInfo>();
+  private retiredInts: tf.TensorInfo[] = [];
   private int(values: number[], scalar = false): tf.TensorInfo {
     const key = scalar ? `s${values[0]}` : values.join(',');
     let t = this.ints.get(key);
     if (!t) {
       if (this.ints.size >= MAX_INTS) {
-        for (const c of this.ints.values()) this.backend.disposeData(c.dataId, true);
-        this.ints.clear();
+        for (const old of this.retiredInts) this.backend.disposeData(old.dataId, true);
+        this.retiredInts = [...this.ints.values()];
+        this.ints = new Map();
       }
       const shape = scalar ? [] : [values.length];
       t = { dataId: this.backend.write(Int32Array.from(values), shape, 'int32'), shape, dtype: 'int32' };

@@ -12,7 +12,7 @@ import { softmaxCrossEntropy } from './cross-entropy.ts';
 import { dense, denseGelu } from './dense.ts';
 import { layerNorm } from './layer-norm.ts';
 import { gelu } from './gelu.ts';
-import { onNativeOp } from './native.ts';
+import { nativeOps, onNativeOp } from './native.ts';
 import { relu } from './relu.ts';
 import { upsample2x } from './upsample.ts';
 
@@ -289,5 +289,34 @@ test(
     const taped = kernels(() => tf.grad((y: tf.Tensor) => layerNorm(y, g, b, 1e-5).sum())(x));
     assert.ok(!taped.includes('_MklLayerNorm') && taped.includes('Rsqrt'), taped.join(', '));
     tf.dispose([x, g, b, w, b16]);
+  },
+);
+
+test(
+  'ops: the native int32 inputs are kept by value, and past the cache bound the old ones are released, not lost',
+  {
+    skip: !backends.includes('tensorflow') && 'tfjs-node is not installed here',
+  },
+  async () => {
+    await initTfBackend('tensorflow');
+    const native = nativeOps()!;
+    const backend = tf.backend();
+    const x = tf.ones([1, 1, 1, 1]);
+    const before = backend.numDataIds();
+    // 100 × 100 distinct [h, w] size inputs: the cache (4,096) starts over twice, releasing the first lot.
+    for (let h = 1; h <= 100; h++) {
+      for (let w = 1; w <= 100; w++) {
+        const y = native.resizeNearest(x, h, w);
+        if (w === h) assert.deepEqual([...y.shape, y.dataSync()[h * w - 1]], [1, h, w, 1, 1]);
+        y.dispose();
+      }
+    }
+    // A repeated size is the same handle: nothing new is written.
+    const held = backend.numDataIds();
+    native.resizeNearest(x, 100, 100).dispose();
+    assert.equal(backend.numDataIds(), held);
+    // Bounded: at most two generations of the cache, fewer than the 10,000 written.
+    assert.ok(held - before <= 2 * 4096, `${held - before} int inputs kept`);
+    x.dispose();
   },
 );
