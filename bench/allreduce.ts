@@ -114,62 +114,46 @@ function runChild(job: RankJob | PubSubJob): {
   return { child, lines, first };
 }
 
-/** Raw NATS: one publisher process → one subscriber process, `count` messages of `msgBytes`: MB/s, and CPU
- *  seconds per 100 MB of publisher, subscriber and (when known) server together. */
+/** Raw NATS between two processes, `count` messages of `msgBytes` each way: one way (a publisher → a
+ *  subscriber) or both ways at once (each publishing to the other while receiving the other's). MB/s per
+ *  direction (the mean of the receivers'), and CPU seconds per 100 MB moved of both processes and (when
+ *  known) the server together. */
 async function rawPubSub(
   url: string,
   msgBytes: number,
   totalBytes: number,
+  bothWays: boolean,
   serverPid?: number,
 ): Promise<{ MBps: number; cpuPer100MB?: number }> {
   const count = Math.ceil(totalBytes / msgBytes);
-  const subject = `bench.raw.${process.pid}.${Date.now()}`;
+  const base = `bench.raw.${process.pid}.${Date.now()}`;
   const s0 = processCpuSeconds(serverPid);
-  const sub = runChild({ kind: 'sub', url, subject, msgBytes, count });
-  await sub.first; // subscribed
-  const pub = runChild({ kind: 'pub', url, subject, msgBytes, count });
-  const [res, pubRes] = await Promise.all([sub.lines, pub.lines]);
-  const s1 = processCpuSeconds(serverPid);
-  const r = res[res.length - 1] as { ms: number; bytes: number; cpu: number };
-  const p = pubRes[pubRes.length - 1] as { cpu: number };
-  const cpu = s0 !== undefined && s1 !== undefined ? r.cpu + p.cpu + (s1 - s0) : undefined;
-  return {
-    MBps: r.bytes / MB / (r.ms / 1000),
-    cpuPer100MB: cpu === undefined ? undefined : (cpu / (count * msgBytes)) * 100 * MB,
-  };
-}
-
-/** Raw NATS both ways at once: two processes, each publishing `totalBytes` to the other while receiving
- *  the other's. MB/s per direction (the mean of the two), and CPU seconds per 100 MB moved. */
-async function rawBothWays(
-  url: string,
-  msgBytes: number,
-  totalBytes: number,
-  serverPid?: number,
-): Promise<{ MBps: number; cpuPer100MB?: number }> {
-  const count = Math.ceil(totalBytes / msgBytes);
-  const base = `bench.raw2.${process.pid}.${Date.now()}`;
-  const go = `${base}.go`;
-  const s0 = processCpuSeconds(serverPid);
-  const sides = [
-    runChild({ kind: 'both', url, subject: `${base}.a`, inbox: `${base}.b`, go, msgBytes, count }),
-    runChild({ kind: 'both', url, subject: `${base}.b`, inbox: `${base}.a`, go, msgBytes, count }),
-  ];
-  await Promise.all(sides.map((x) => x.first)); // both subscribed
-  const nc = await connect({ servers: url });
-  nc.publish(go);
-  await nc.flush();
-  await nc.close();
+  let sides: ReturnType<typeof runChild>[];
+  if (bothWays) {
+    const go = `${base}.go`;
+    sides = [
+      runChild({ kind: 'both', url, subject: `${base}.a`, inbox: `${base}.b`, go, msgBytes, count }),
+      runChild({ kind: 'both', url, subject: `${base}.b`, inbox: `${base}.a`, go, msgBytes, count }),
+    ];
+    await Promise.all(sides.map((x) => x.first)); // both subscribed
+    const nc = await connect({ servers: url });
+    nc.publish(go);
+    await nc.flush();
+    await nc.close();
+  } else {
+    const sub = runChild({ kind: 'sub', url, subject: base, msgBytes, count });
+    await sub.first; // subscribed
+    sides = [sub, runChild({ kind: 'pub', url, subject: base, msgBytes, count })];
+  }
   const outs = await Promise.all(sides.map((x) => x.lines));
   const s1 = processCpuSeconds(serverPid);
-  const rs = outs.map((o) => o[o.length - 1] as { ms: number; bytes: number; cpu: number });
-  const MBps = rs.reduce((sum, r) => sum + r.bytes / MB / (r.ms / 1000), 0) / rs.length;
+  const last = outs.map((o) => o[o.length - 1] as { ms?: number; bytes?: number; cpu: number });
+  const received = last.filter((r) => r.ms !== undefined);
+  const MBps = received.reduce((sum, r) => sum + r.bytes! / MB / (r.ms! / 1000), 0) / received.length;
   const cpu =
-    s0 !== undefined && s1 !== undefined ? rs.reduce((sum, r) => sum + r.cpu, 0) + (s1 - s0) : undefined;
-  return {
-    MBps,
-    cpuPer100MB: cpu === undefined ? undefined : (cpu / (2 * count * msgBytes)) * 100 * MB,
-  };
+    s0 !== undefined && s1 !== undefined ? last.reduce((sum, r) => sum + r.cpu, 0) + (s1 - s0) : undefined;
+  const moved = count * msgBytes * (bothWays ? 2 : 1);
+  return { MBps, cpuPer100MB: cpu === undefined ? undefined : (cpu / moved) * 100 * MB };
 }
 
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
@@ -246,7 +230,7 @@ interface AllReduceReport {
     beforeMBps: number;
     afterMBps: number;
     cpuPer100MB: number | undefined;
-    /** Per direction, both directions at once (rawBothWays), before and after averaged. */
+    /** Per direction, both directions at once (rawPubSub both ways), before and after averaged. */
     bothWaysMBps: number;
     bothWaysCpuPer100MB: number | undefined;
   };
@@ -268,14 +252,14 @@ export async function main(argv: string[]): Promise<void> {
     const chunkBytes = Math.min(MB, maxPayload - 4096) - (Math.min(MB, maxPayload - 4096) % 4);
     // raw throughput before and after the all-reduces (this machine's load drifts): the ratio uses the mean
     const serverPid = 'pid' in server ? server.pid : undefined;
-    const before = await rawPubSub(server.url, chunkBytes, 48 * MB, serverPid);
-    const bothBefore = await rawBothWays(server.url, chunkBytes, 48 * MB, serverPid);
+    const before = await rawPubSub(server.url, chunkBytes, 48 * MB, false, serverPid);
+    const bothBefore = await rawPubSub(server.url, chunkBytes, 48 * MB, true, serverPid);
     const results: AllReduceRow[] = [];
     const paths = values['nats-too'] ? [true, false] : [true];
     for (const [W, dataPlane] of worlds.flatMap((w) => paths.map((p) => [w, p] as const)))
       results.push(...(await measureWorld(server.url, serverPid, W, dataPlane, sizesMB, iters)));
-    const after = await rawPubSub(server.url, chunkBytes, 48 * MB, serverPid);
-    const bothAfter = await rawBothWays(server.url, chunkBytes, 48 * MB, serverPid);
+    const after = await rawPubSub(server.url, chunkBytes, 48 * MB, false, serverPid);
+    const bothAfter = await rawPubSub(server.url, chunkBytes, 48 * MB, true, serverPid);
     const bothMBps = (bothBefore.MBps + bothAfter.MBps) / 2;
     const rawMBps = (before.MBps + after.MBps) / 2;
     const rawCpu =

@@ -14,23 +14,25 @@ import { stagePowerSgd } from '../../contract/index.ts';
 const backend = await initTfBackend().catch(() => 'none');
 const skip = backend === 'tensorflow' ? false : `needs the native backend (this process got ${backend})`;
 
+const spec = loadSpec('tiny');
+/** A few steps of the tiny preset's `model`, batch 4. */
+const tinyJob = (model: StepJob['model'], steps: number): StepJob => ({
+  model,
+  root: PACKAGE_ROOT,
+  dvae: spec.dvae,
+  transformer: spec.transformer,
+  trainFlopsPerItem: 1,
+  batch: 4,
+  warmup: 1,
+  steps,
+});
+
 test(
   'bench compare --kernels: every kernel of the timed steps, then the binding restored',
   { skip },
   async () => {
-    const spec = loadSpec('tiny');
     const binding = (tf.backend() as unknown as { binding: unknown }).binding;
-    const job: StepJob = {
-      model: 'dvae',
-      root: PACKAGE_ROOT,
-      dvae: spec.dvae,
-      transformer: spec.transformer,
-      trainFlopsPerItem: 1,
-      batch: 4,
-      warmup: 1,
-      steps: 2,
-      kernels: true,
-    };
+    const job: StepJob = { ...tinyJob('dvae', 2), kernels: true };
     const r = await timeStep(job);
     const k = r.kernels!;
     assert.ok(k, 'no kernel profile');
@@ -51,17 +53,9 @@ test(
 );
 
 test('bench compare, T single-thread ranks: each steps on its share of the batch through a real all-reduce', async () => {
-  const spec = loadSpec('tiny');
   const runId = `compare-test-${process.pid}-${Date.now()}`;
   const job = (rank: number): StepJob => ({
-    model: 'transformer',
-    root: PACKAGE_ROOT,
-    dvae: spec.dvae,
-    transformer: spec.transformer,
-    trainFlopsPerItem: 1,
-    batch: 4,
-    warmup: 1,
-    steps: 3,
+    ...tinyJob('transformer', 3),
     ranks: {
       url: serviceEnv().natsUrl,
       runId,
