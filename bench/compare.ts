@@ -225,12 +225,16 @@ function threadEnv(threads: number): NodeJS.ProcessEnv {
 }
 
 /** Our step, with the model of `root` (this checkout or the baseline). */
-function runOurs(job: Job, root: string): Promise<SideResult> {
+/** Our step in a child process: with the model of `root`, and with `ranks` as one single-thread rank. */
+function runOurs(job: Job, root: string, ranks?: StepJob['ranks']): Promise<SideResult> {
+  const who = root === repoRoot ? 'our' : `the baseline's (${root})`;
   return runChild(
     process.execPath,
-    ['--import', 'tsx', stepChild, JSON.stringify(stepJob(job, root))],
-    threadEnv(job.threads),
-    `${root === repoRoot ? 'our' : `the baseline's (${root})`} ${job.model} step (${job.config}, ${job.threads} threads)`,
+    ['--import', 'tsx', stepChild, JSON.stringify(stepJob(job, root, ranks))],
+    threadEnv(ranks ? 1 : job.threads),
+    ranks
+      ? `${who} ${job.model} rank ${ranks.rank} of ${ranks.worldSize} (${job.config})`
+      : `${who} ${job.model} step (${job.config}, ${job.threads} threads)`,
   );
 }
 
@@ -241,19 +245,7 @@ async function runRanks(job: Job, root: string, url: string): Promise<SideResult
   const runId = `compare-${process.pid}-${Date.now()}`;
   const powersgd = stagePowerSgd(compareSpec(job.config), job.model);
   const results = await Promise.all(
-    Array.from({ length: W }, (_, rank) =>
-      runChild(
-        process.execPath,
-        [
-          '--import',
-          'tsx',
-          stepChild,
-          JSON.stringify(stepJob(job, root, { url, runId, rank, worldSize: W, powersgd })),
-        ],
-        threadEnv(1),
-        `${root === repoRoot ? 'our' : `the baseline's (${root})`} ${job.model} rank ${rank} of ${W} (${job.config})`,
-      ),
-    ),
+    Array.from({ length: W }, (_, rank) => runOurs(job, root, { url, runId, rank, worldSize: W, powersgd })),
   );
   const first = results[0]!;
   return {
