@@ -91,16 +91,23 @@ test('backend: the choice is logged once per process, skipped options only at de
 
 test('backend: DALLE_THREADS sizes the native thread pools before TensorFlow loads, and is checked', () => {
   const script =
-    "import { initTfBackend } from './model/tf-backend.ts'; await initTfBackend(); console.log(process.env.TF_NUM_INTRAOP_THREADS, process.env.TF_NUM_INTEROP_THREADS, process.env.TF_ENABLE_ONEDNN_OPTS);";
-  const run = (threads: string) =>
+    "import { initTfBackend } from './model/tf-backend.ts'; await initTfBackend(); const e = process.env; console.log(e.TF_NUM_INTRAOP_THREADS, e.TF_NUM_INTEROP_THREADS, e.TF_ENABLE_ONEDNN_OPTS, e.TF_MKL_OPTIMIZE_PRIMITIVE_MEMUSE);";
+  const run = (threads: string, memUse?: string) =>
     spawnSync(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', script], {
       cwd: new URL('..', import.meta.url).pathname,
-      env: { ...process.env, DALLE_BACKEND: '', DALLE_THREADS: threads, DALLE_LOG_LEVEL: 'silent' },
+      env: {
+        ...process.env,
+        DALLE_BACKEND: '',
+        DALLE_THREADS: threads,
+        DALLE_LOG_LEVEL: 'silent',
+        TF_MKL_OPTIMIZE_PRIMITIVE_MEMUSE: memUse,
+      },
       encoding: 'utf8',
     });
   const ok = run('1');
   assert.equal(ok.status, 0, ok.stderr);
-  assert.equal(ok.stdout.trim(), '1 1 1');
+  assert.equal(ok.stdout.trim(), '1 1 1 false'); // oneDNN keeps its convolution gradients by shape
+  assert.equal(run('1', 'true').stdout.trim(), '1 1 1 true'); // an explicit choice is left as it is
   const bad = run('two');
   assert.notEqual(bad.status, 0);
   assert.match(bad.stderr, /DALLE_THREADS = "two": must be a positive integer/);
