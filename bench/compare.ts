@@ -13,6 +13,9 @@
 // Models compared: the transformer with our sizes (d_model, layers, heads, text and image lengths,
 // vocabularies; full attention on their side). The dVAEs share no architecture, so theirs
 // (DiscreteVAE, one resblock) gets the width whose forward multiply-adds per image are closest to ours.
+// dVAE rows also time PyTorch running OUR network (`our net on torch`: bench/anchor/anchor_step.py
+// rebuilds it from dvaeLayout, parameter count checked, with our loss terms): the ratio against it is
+// the implementations' alone, the ratio against dalle-pytorch also the architectures'.
 // Configs: `tiny` and `shapes` are the presets; `large` is `shapes` with a 32-wide dVAE and a
 // d256 × 8-layer transformer.
 //
@@ -39,7 +42,12 @@ import { existsSync } from 'node:fs';
 import { cpus, homedir, loadavg } from 'node:os';
 import { join, resolve } from 'node:path';
 import { loadSpec, resolveSpec, type RunSpec } from '../config/index.ts';
-import { dvaeForwardMacs, transformerFlopsPerSequence } from '../model/index.ts';
+import {
+  dvaeForwardMacs,
+  dvaeLayout,
+  dvaeParameterCount,
+  transformerFlopsPerSequence,
+} from '../model/index.ts';
 import { command, parseCommand, readers } from '../services/cli/args.ts';
 import { median, type SideResult, type StepJob } from './lib/compare-step.ts';
 import { PACKAGE_ROOT, packageFile } from '../config/package-root.ts';
@@ -163,7 +171,7 @@ function options(argv: string[]): Options {
 
 // ---- one side of one comparison, in a child process ------------------------------------------------
 
-interface Job {
+export interface Job {
   model: ModelName;
   config: ConfigName;
   batch: number;
@@ -224,7 +232,6 @@ function threadEnv(threads: number): NodeJS.ProcessEnv {
   };
 }
 
-/** Our step, with the model of `root` (this checkout or the baseline). */
 /** Our step in a child process: with the model of `root`, and with `ranks` as one single-thread rank. */
 function runOurs(job: Job, root: string, ranks?: StepJob['ranks']): Promise<SideResult> {
   const who = root === repoRoot ? 'our' : `the baseline's (${root})`;
@@ -255,7 +262,7 @@ async function runRanks(job: Job, root: string, url: string): Promise<SideResult
   };
 }
 
-function anchorJob(job: Job): Record<string, unknown> {
+function anchorJob(job: Job, network?: 'ours'): Record<string, unknown> {
   const spec = compareSpec(job.config);
   const base = {
     model: job.model,
@@ -264,6 +271,20 @@ function anchorJob(job: Job): Record<string, unknown> {
     warmup: job.warmup,
     steps: job.steps,
   };
+  if (job.model === 'dvae' && network === 'ours') {
+    const d = spec.dvae;
+    const layout = dvaeLayout(d);
+    return {
+      ...base,
+      network,
+      dvae: {
+        resolution: d.resolution,
+        parameters: dvaeParameterCount(d),
+        // ±∞ (no clamp) travels as null.
+        layout: { ...layout, eps: d.logitLaplaceEps },
+      },
+    };
+  }
   if (job.model === 'dvae') {
     const d = spec.dvae;
     return {
@@ -292,19 +313,31 @@ function anchorJob(job: Job): Record<string, unknown> {
   };
 }
 
-function anchorVenv(): string {
+export function anchorVenv(): string {
   return (
     process.env.DALLE_ANCHOR_VENV ??
     join(process.env.XDG_CACHE_HOME ?? join(homedir(), '.cache'), 'dalle', 'anchor', 'dalle-pytorch-1.6.6')
   );
 }
 
-async function runAnchor(job: Job, venv: string): Promise<SideResult> {
+/** What anchor_step.py's rebuild of our dVAE leaves out: a layout using any of it has no `our net on
+ *  torch` figure (the presets use none). */
+function unsupportedByTorchRebuild(job: Job): string | undefined {
+  const l = dvaeLayout(compareSpec(job.config).dvae);
+  if (l.quantizer !== 'gumbel') return `quantizer ${l.quantizer}`;
+  if (l.straightThrough) return 'straightThrough';
+  if (l.diversityWeight > 0) return 'diversityWeight';
+  if (l.codeLogitScale !== 0) return 'codeLogitScale';
+  if (l.cellColor) return 'cellColorWeight';
+  return undefined;
+}
+
+export async function runAnchor(job: Job, venv: string, network?: 'ours'): Promise<SideResult> {
   const r = await runChild(
     join(venv, 'bin', 'python'),
-    [join(anchorDir, 'anchor_step.py'), JSON.stringify(anchorJob(job))],
+    [join(anchorDir, 'anchor_step.py'), JSON.stringify(anchorJob(job, network))],
     threadEnv(job.threads),
-    `dalle-pytorch ${job.model} step (${job.config}, ${job.threads} threads)`,
+    `${network ? 'PyTorch with our network' : 'dalle-pytorch'}: ${job.model} step (${job.config}, ${job.threads} threads)`,
   );
   const { impl, stepSec, cpuSec, stepSecMedian, trainFlopsPerItem, parameters, ...detail } = r as SideResult &
     Record<string, unknown>;
@@ -348,6 +381,10 @@ export interface Comparison {
   anchor?: SideResult & { stepsPerSec: number; imagesPerSec: number; gflops: number };
   /** Our steps/s over dalle-pytorch's. */
   ratio?: number;
+  /** dVAE: PyTorch running our network (same layers and loss terms), same batch and threads. */
+  ourNetOnTorch?: SideResult & { stepsPerSec: number; imagesPerSec: number; gflops: number };
+  /** Our steps/s over ourNetOnTorch's: the implementations alone. */
+  ratioOurNet?: number;
   /** The same step with `--baseline`'s model code. */
   baseline?: SideResult & { stepsPerSec: number; imagesPerSec: number; gflops: number };
   /** Our steps/s over the baseline's. */
@@ -390,6 +427,12 @@ export async function main(argv: string[]): Promise<void> {
           const baseline = o.baseline ? figures(await runOurs(job, o.baseline), o.batch) : undefined;
           const ours = figures(await runOurs(job, repoRoot), o.batch);
           const anchor = venv ? figures(await runAnchor(job, venv), o.batch) : undefined;
+          const skip = model === 'dvae' && venv ? unsupportedByTorchRebuild(job) : undefined;
+          if (skip) process.stderr.write(`bench compare: no PyTorch rebuild of a dVAE with ${skip}\n`);
+          const ourNet =
+            model === 'dvae' && venv && !skip
+              ? figures(await runAnchor(job, venv, 'ours'), o.batch)
+              : undefined;
           const row = (layout: Comparison['layout'], mine: typeof ours, base?: typeof ours): Comparison => ({
             model,
             config,
@@ -399,6 +442,8 @@ export async function main(argv: string[]): Promise<void> {
             ours: mine,
             anchor,
             ratio: anchor ? mine.stepsPerSec / anchor.stepsPerSec : undefined,
+            ourNetOnTorch: ourNet,
+            ratioOurNet: ourNet ? mine.stepsPerSec / ourNet.stepsPerSec : undefined,
             baseline: base,
             speedup: base ? mine.stepsPerSec / base.stepsPerSec : undefined,
             loadavg1: loadavg()[0]!,
@@ -475,6 +520,13 @@ function printTable(r: {
     ['GFLOP/s', 8, (x) => f(x.anchor?.gflops, 1)],
     ['CPU s', 7, (x) => f(x.anchor && median(x.anchor.cpuSec), 3)],
     ['ratio', 7, (x) => (x.ratio === undefined ? '–' : `${x.ratio.toFixed(2)}×`)],
+    ...((r.rows.some((x) => x.ourNetOnTorch)
+      ? [
+          ['our net on torch', 16, (x) => f(x.ourNetOnTorch?.stepsPerSec)],
+          ['CPU s', 7, (x) => f(x.ourNetOnTorch && median(x.ourNetOnTorch.cpuSec), 3)],
+          ['ratio', 7, (x) => (x.ratioOurNet === undefined ? '–' : `${x.ratioOurNet.toFixed(2)}×`)],
+        ]
+      : []) as [string, number, (x: Comparison) => string][]),
     ['load', 5, (x) => x.loadavg1.toFixed(1)],
   ];
   const line = (cells: string[]) =>

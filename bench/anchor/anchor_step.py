@@ -13,6 +13,11 @@ A timed step is what our trainer does in one step: zero the gradients, forward w
 (global-norm clipping at 4 for the transformer), AdamW, and an EMA of the weights. The dVAE has no
 architecture in common with ours, so its width is chosen to match our forward multiply-accumulates per
 image (the work); the transformer takes our sizes directly. Prints one JSON line with the step times.
+
+With "network": "ours" in a dVAE job (and "layout", our network's layout as model/dvae.ts's dvaeLayout
+gives it, plus "parameters", our count), PyTorch runs OUR dVAE instead of dalle-pytorch's: the same convs,
+resblocks, resampling and loss terms (logit-Laplace NLL with its edge weights, KL to uniform, Gumbel-softmax
+sample, argmax codes and MSE), so the two implementations can be told apart from the two architectures.
 """
 import json
 import math
@@ -123,6 +128,137 @@ def dvae_job(job):
     return step, model, info
 
 
+class OurDvae(torch.nn.Module):
+    """Our dVAE network (model/dvae.ts) from its layout, NCHW as PyTorch runs convolutions."""
+
+    def __init__(self, layout):
+        super().__init__()
+        nn = torch.nn
+        self.layout = layout
+        self.convs = nn.ModuleDict()
+
+        def conv(c, stride=1):
+            name = c["name"].replace(".", "_")
+            k = c["k"]
+            pad = "same" if stride == 1 else (k - 1) // 2
+            self.convs[name] = nn.Conv2d(c["nIn"], c["nOut"], k, stride=stride, padding=pad)
+            return name
+
+        def tconv(c):
+            name = c["name"].replace(".", "_")
+            self.convs[name] = nn.ConvTranspose2d(c["nIn"], c["nOut"], c["k"], stride=2, padding=1)
+            return name
+
+        def side(s):
+            groups = []
+            for g in s["groups"]:
+                blocks = [
+                    {"id": conv(b["id"]) if b.get("id") else None, "convs": [conv(c) for c in b["convs"]]}
+                    for b in g["blocks"]
+                ]
+                resample = None
+                if g["resample"]:
+                    if g.get("transpose"):
+                        resample = ("transpose", tconv(g["transpose"]))
+                    elif g.get("shuffle"):
+                        resample = ("shuffle", conv(g["shuffle"]))
+                    elif g.get("down"):
+                        resample = ("down", conv(g["down"], stride=2))
+                    else:
+                        resample = ("pool",) if s is layout["encoder"] else ("nearest",)
+                groups.append((blocks, resample))
+            return {"input": conv(s["input"]), "groups": groups, "output": conv(s["output"])}
+
+        self.enc = side(layout["encoder"])
+        self.dec = side(layout["decoder"])
+
+    def run(self, s, h):
+        F = torch.nn.functional
+        gain = self.layout["postGain"]
+        h = self.convs[s["input"]](h)
+        for blocks, resample in s["groups"]:
+            for b in blocks:
+                r = h
+                for name in b["convs"]:
+                    r = self.convs[name](F.relu(r))
+                h = (self.convs[b["id"]](h) if b["id"] else h) + gain * r
+            if resample is None:
+                continue
+            kind = resample[0]
+            if kind == "pool":
+                h = F.max_pool2d(h, 2)
+            elif kind == "nearest":
+                h = F.interpolate(h, scale_factor=2, mode="nearest")
+            elif kind == "shuffle":
+                h = F.pixel_shuffle(self.convs[resample[1]](h), 2)
+            else:
+                h = self.convs[resample[1]](h)
+        return self.convs[s["output"]](F.relu(h))
+
+    def loss(self, x255, tau, beta):
+        """Our training loss for uint8-valued images [N, 3, R, R] (logit-Laplace, edge weights, KL)."""
+        F = torch.nn.functional
+        lay = self.layout
+        eps = lay["eps"]
+        n, _, r, _ = x255.shape
+        x = x255 * ((1 - 2 * eps) / 255) + eps
+        logits = self.run(self.enc, 2 * x - 1 if lay["centerInput"] else x)
+        u = torch.rand_like(logits)
+        z = F.softmax((logits - torch.log(-torch.log(u))) / tau, dim=1)
+        out = self.run(self.dec, z)
+        mu, ln_b = out[:, :3], out[:, 3:]
+        if lay["maxLnB"] is not None:
+            ln_b = ln_b.clamp(max=lay["maxLnB"])
+        if lay["minLnB"] is not None:
+            ln_b = ln_b.clamp(min=lay["minLnB"])
+        logit_x = torch.log(x) - torch.log(1 - x)
+        nll = (logit_x - mu).abs() * torch.exp(-ln_b) + ln_b + math.log(2) + torch.log(x * (1 - x))
+        if lay["edgeWeight"] > 0:
+            with torch.no_grad():
+                spread = F.max_pool2d(x, 3, 1, 1) + F.max_pool2d(-x, 3, 1, 1)
+                edge = (spread.amax(1, keepdim=True) > 0.02).float()
+            fit = (nll * (1 + lay["edgeWeight"] * edge)).sum() / n
+        else:
+            fit = nll.sum() / n
+        log_q = F.log_softmax(logits, dim=1)
+        kl = ((log_q.exp() * log_q).sum(1) + math.log(logits.shape[1])).sum() / n
+        loss = (fit + beta * kl) / (r * r * 3)
+        with torch.no_grad():
+            recon = ((torch.sigmoid(mu) - eps) / (1 - 2 * eps)).clamp(0, 1)
+            mse = (recon - x255 / 255).square().mean()
+            codes = logits.argmax(1)
+        return loss, mse, codes
+
+
+def our_dvae_job(job):
+    cfg = job["dvae"]
+    torch.manual_seed(0)
+    model = OurDvae(cfg["layout"])
+    count = sum(p.numel() for p in model.parameters())
+    if count != cfg["parameters"]:
+        raise SystemExit(f"our dVAE rebuilt in PyTorch has {count} parameters, ours {cfg['parameters']}")
+    model.train()
+    n, res = job["batch"], cfg["resolution"]
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=1e-4)
+    ema = WeightEma(model.parameters(), 0.99)
+    gen = torch.Generator().manual_seed(1)
+    batches = [torch.randint(0, 256, (n, 3, res, res), generator=gen).float() for _ in range(4)]
+    i = [0]
+
+    def step():
+        x = batches[i[0] % len(batches)]
+        i[0] += 1
+        opt.zero_grad(set_to_none=True)
+        loss, _, _ = model.loss(x, 1.0, 1.0)
+        loss.backward()
+        opt.step()
+        ema.update()
+
+    macs = forward_macs(model, lambda: model.loss(batches[0][:1], 1.0, 1.0))
+    info = {"network": "ours", "forwardMacsPerItem": macs, "trainFlopsPerItem": 6 * macs}
+    return step, model, info
+
+
 def transformer_job(job):
     cfg = job["transformer"]
     torch.manual_seed(0)
@@ -180,7 +316,10 @@ def transformer_job(job):
 
 def main():
     job = JOB
-    step, model, info = (dvae_job if job["model"] == "dvae" else transformer_job)(job)
+    if job["model"] == "dvae":
+        step, model, info = (our_dvae_job if job.get("network") == "ours" else dvae_job)(job)
+    else:
+        step, model, info = transformer_job(job)
     for _ in range(job["warmup"]):
         step()
     times, cpu = [], []
@@ -190,7 +329,7 @@ def main():
         times.append(time.perf_counter() - t0)
         cpu.append(time.process_time() - c0)
     out = {
-        "impl": "dalle-pytorch",
+        "impl": "torch (our network)" if job.get("network") == "ours" else "dalle-pytorch",
         "model": job["model"],
         "versions": {"torch": torch.__version__, "dalle_pytorch": getattr(dalle_pytorch, "__version__", "?")},
         "threads": torch.get_num_threads(),
