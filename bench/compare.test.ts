@@ -4,13 +4,11 @@
 // --install-anchor`); skipped, saying so, where it is not installed (CI).
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { existsSync } from 'node:fs';
-import { join } from 'node:path';
 import { dvaeForwardMacs, dvaeParameterCount } from '../model/index.ts';
-import { anchorVenv, compareSpec, configNames, runAnchor } from './compare.ts';
+import { anchorInstalled, anchorVenv, compareSpec, configNames, runAnchor } from './compare.ts';
 
 const venv = anchorVenv();
-const skip = existsSync(join(venv, '.dalle-anchor.json')) ? false : `the anchor is not installed in ${venv}`;
+const skip = anchorInstalled(venv) ? false : `the anchor is not installed in ${venv}`;
 
 test(
   'bench compare: our dVAE rebuilt in PyTorch has our parameters and forward multiply-adds',

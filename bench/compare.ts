@@ -313,6 +313,11 @@ function anchorJob(job: Job, network?: 'ours'): Record<string, unknown> {
   };
 }
 
+/** dalle-pytorch's environment is complete in `venv` (install-anchor.sh writes the marker last). */
+export function anchorInstalled(venv: string): boolean {
+  return existsSync(join(venv, '.dalle-anchor.json'));
+}
+
 export function anchorVenv(): string {
   return (
     process.env.DALLE_ANCHOR_VENV ??
@@ -346,7 +351,7 @@ export async function runAnchor(job: Job, venv: string, network?: 'ours'): Promi
 
 async function ensureAnchor(o: Options): Promise<string> {
   const venv = anchorVenv();
-  const installed = existsSync(join(venv, '.dalle-anchor.json'));
+  const installed = anchorInstalled(venv);
   if (installed && !o.installAnchor) return venv;
   if (!o.installAnchor) {
     throw new AnchorError(

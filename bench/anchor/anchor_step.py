@@ -107,25 +107,30 @@ class WeightEma:
 def dvae_job(job):
     cfg = job["dvae"]
     model, hidden, macs = matched_vae(cfg)
-    model.train()
+    gen = torch.Generator().manual_seed(1)
     n, res = job["batch"], cfg["resolution"]
+    batches = [torch.rand(n, 3, res, res, generator=gen) for _ in range(4)]
+    step = image_step(model, batches, lambda x: model(x, return_loss=True))
+    info = {"hidden": hidden, "forwardMacsPerItem": macs, "trainFlopsPerItem": 6 * macs}
+    return step, model, info
+
+
+def image_step(model, batches, loss_of):
+    """One timed dVAE step over the batches in turn: zero the gradients, loss, backward, AdamW, EMA."""
+    model.train()
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=1e-4)
     ema = WeightEma(model.parameters(), 0.99)
-    gen = torch.Generator().manual_seed(1)
-    batches = [torch.rand(n, 3, res, res, generator=gen) for _ in range(4)]
     i = [0]
 
     def step():
         x = batches[i[0] % len(batches)]
         i[0] += 1
         opt.zero_grad(set_to_none=True)
-        loss = model(x, return_loss=True)
-        loss.backward()
+        loss_of(x).backward()
         opt.step()
         ema.update()
 
-    info = {"hidden": hidden, "forwardMacsPerItem": macs, "trainFlopsPerItem": 6 * macs}
-    return step, model, info
+    return step
 
 
 class OurDvae(torch.nn.Module):
@@ -237,23 +242,10 @@ def our_dvae_job(job):
     count = sum(p.numel() for p in model.parameters())
     if count != cfg["parameters"]:
         raise SystemExit(f"our dVAE rebuilt in PyTorch has {count} parameters, ours {cfg['parameters']}")
-    model.train()
-    n, res = job["batch"], cfg["resolution"]
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=1e-4)
-    ema = WeightEma(model.parameters(), 0.99)
     gen = torch.Generator().manual_seed(1)
+    n, res = job["batch"], cfg["resolution"]
     batches = [torch.randint(0, 256, (n, 3, res, res), generator=gen).float() for _ in range(4)]
-    i = [0]
-
-    def step():
-        x = batches[i[0] % len(batches)]
-        i[0] += 1
-        opt.zero_grad(set_to_none=True)
-        loss, _, _ = model.loss(x, 1.0, 1.0)
-        loss.backward()
-        opt.step()
-        ema.update()
-
+    step = image_step(model, batches, lambda x: model.loss(x, 1.0, 1.0)[0])
     macs = forward_macs(model, lambda: model.loss(batches[0][:1], 1.0, 1.0))
     info = {"network": "ours", "forwardMacsPerItem": macs, "trainFlopsPerItem": 6 * macs}
     return step, model, info
