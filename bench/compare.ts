@@ -1,5 +1,5 @@
 // `dalle bench compare [--configs tiny,shapes,large] [--models dvae,transformer] [--threads 1,2]
-//                      [--batch 32] [--steps 10] [--warmup 3] [--install-anchor] [--no-anchor]
+//                      [--batch 32] [--steps 10] [--warmup 3] [--rounds 1] [--install-anchor] [--no-anchor]
 //                      [--baseline DIR] [--kernels] [--no-ranks] [--json]`
 //
 // Our training step against the reference implementation, dalle-pytorch on PyTorch's CPU kernels, in one
@@ -35,6 +35,11 @@
 // nats-server the bench starts, AdamW, EMA), which is how `dalle worker` and the demo use T cores (cores/W
 // threads per rank). The anchor's row is the same T-thread run. CPU s is then every rank's (not the
 // server's). `--no-ranks` skips them.
+//
+// `--rounds R` runs every side of a row R times, alternating (odd rounds in reverse order): a side's
+// figures pool the timed steps of its rounds, and a ratio is the median of the rounds' ratios with the
+// lowest and highest beside it. On a shared machine one round's ratio moves by ±30 % between runs; the
+// range says how far to trust it.
 //
 // Figures only, never pass/fail: quote ratios from one run, with the load it reports.
 import { spawn } from 'node:child_process';
@@ -102,6 +107,7 @@ interface Options {
   batch: number;
   steps: number;
   warmup: number;
+  rounds: number;
   installAnchor: boolean;
   anchor: boolean;
   baseline?: string;
@@ -124,6 +130,11 @@ export const cli = command({
     batch: { type: 'string', value: 'B', help: 'images (sequences) per step, both sides (default 32)' },
     steps: { type: 'string', value: 'N', help: 'timed steps; the median is reported (default 10)' },
     warmup: { type: 'string', value: 'N', help: 'untimed steps first (default 3)' },
+    rounds: {
+      type: 'string',
+      value: 'R',
+      help: 'run every side R times, alternating; ratios are the median of the rounds, with their range (default 1)',
+    },
     'install-anchor': {
       type: 'boolean',
       help: "create dalle-pytorch's virtual environment first if missing (~5.5 GB, outside the repository)",
@@ -147,6 +158,7 @@ export const cli = command({
   notes: [
     'The anchor lives in $DALLE_ANCHOR_VENV (default ~/.cache/dalle/anchor/dalle-pytorch-1.6.6).',
     'Quote ratios from one run, with the load it prints: a shared machine stretches wall time.',
+    'On a noisy machine use --rounds 3 or more and quote the range with the ratio.',
   ],
 });
 
@@ -160,6 +172,7 @@ function options(argv: string[]): Options {
     batch: read.int('batch', values.batch, 1) ?? 32,
     steps: read.int('steps', values.steps, 1) ?? 10,
     warmup: read.int('warmup', values.warmup, 0) ?? 3,
+    rounds: read.int('rounds', values.rounds, 1) ?? 1,
     installAnchor: !!values['install-anchor'],
     anchor: !values['no-anchor'],
     baseline: values.baseline === undefined ? undefined : resolve(values.baseline),
@@ -382,18 +395,25 @@ export interface Comparison {
   /** One process with `threads` intra-op threads, or `threads` single-thread ranks. */
   layout: 'threads' | 'ranks';
   batch: number;
+  /** Each side ran this many times, alternating with the others (`--rounds`). */
+  rounds: number;
+  /** Every side's figures pool the timed steps of all its rounds (their median). */
   ours: SideResult & { stepsPerSec: number; imagesPerSec: number; gflops: number };
   anchor?: SideResult & { stepsPerSec: number; imagesPerSec: number; gflops: number };
-  /** Our steps/s over dalle-pytorch's. */
+  /** Our steps/s over dalle-pytorch's: the median over rounds of each round's ratio. */
   ratio?: number;
+  /** The lowest and highest round's ratio (more than one round). */
+  ratioRange?: [number, number];
   /** dVAE: PyTorch running our network (same layers and loss terms), same batch and threads. */
   ourNetOnTorch?: SideResult & { stepsPerSec: number; imagesPerSec: number; gflops: number };
   /** Our steps/s over ourNetOnTorch's: the implementations alone. */
   ratioOurNet?: number;
+  ratioOurNetRange?: [number, number];
   /** The same step with `--baseline`'s model code. */
   baseline?: SideResult & { stepsPerSec: number; imagesPerSec: number; gflops: number };
   /** Our steps/s over the baseline's. */
   speedup?: number;
+  speedupRange?: [number, number];
   loadavg1: number;
 }
 
@@ -404,6 +424,94 @@ function figures(r: SideResult, batch: number) {
     imagesPerSec: batch / r.stepSecMedian,
     gflops: (r.trainFlopsPerItem * batch) / r.stepSecMedian / 1e9,
   };
+}
+
+/** The processes a row times: ours, the anchor, PyTorch with our network, the baseline, and ours and the
+ *  baseline as single-thread ranks. */
+type Side = 'baseline' | 'ours' | 'anchor' | 'ourNet' | 'baseRanks' | 'ranks';
+type Round = Partial<Record<Side, SideResult>>;
+
+/** Every side of a row once. Odd rounds run them in reverse, so that load drifting through the run weighs
+ *  on both ends of a ratio alike. */
+async function runRound(runs: [Side, () => Promise<SideResult>][], backwards: boolean): Promise<Round> {
+  const round: Round = {};
+  for (const [side, run] of backwards ? [...runs].reverse() : runs) round[side] = await run();
+  return round;
+}
+
+/** One side's rounds as one result: the timed steps of every round, and their median. */
+export function pooled(results: SideResult[]): SideResult {
+  const stepSec = results.flatMap((r) => r.stepSec);
+  return {
+    ...results[0]!,
+    stepSec,
+    cpuSec: results.flatMap((r) => r.cpuSec),
+    stepSecMedian: median(stepSec),
+  };
+}
+
+/** `a`'s steps/s over `b`'s in every round that timed both: their median and range; undefined when none
+ *  did. Each ratio is of two processes that ran minutes apart at most, not of pooled figures that a
+ *  change of load between rounds would skew. */
+export function overRounds(
+  rounds: Round[],
+  a: Side,
+  b: Side,
+): { median: number; range: [number, number] } | undefined {
+  const xs = rounds.flatMap((r) => (r[a] && r[b] ? [r[b].stepSecMedian / r[a].stepSecMedian] : []));
+  if (xs.length === 0) return undefined;
+  return { median: median(xs), range: [Math.min(...xs), Math.max(...xs)] };
+}
+
+/** One config, model and thread count: every side `o.rounds` times; a row of one process with
+ *  `job.threads` threads, and one of single-thread ranks when a server is given and threads > 1. */
+async function timeRow(job: Job, o: Options, venv?: string, serverUrl?: string): Promise<Comparison[]> {
+  const { model, config, threads } = job;
+  const skip = model === 'dvae' && venv ? unsupportedByTorchRebuild(job) : undefined;
+  if (skip) process.stderr.write(`bench compare: no PyTorch rebuild of a dVAE with ${skip}\n`);
+  const runs: [Side, () => Promise<SideResult>][] = [];
+  if (o.baseline) runs.push(['baseline', () => runOurs(job, o.baseline!)]);
+  runs.push(['ours', () => runOurs(job, repoRoot)]);
+  if (venv) runs.push(['anchor', () => runAnchor(job, venv)]);
+  if (venv && model === 'dvae' && !skip) runs.push(['ourNet', () => runAnchor(job, venv, 'ours')]);
+  if (serverUrl && job.threads > 1) {
+    if (o.baseline) runs.push(['baseRanks', () => runRanks(job, o.baseline!, serverUrl)]);
+    runs.push(['ranks', () => runRanks(job, repoRoot, serverUrl)]);
+  }
+  const rounds: Round[] = [];
+  for (let r = 0; r < o.rounds; r++) {
+    const which = o.rounds > 1 ? ` (round ${r + 1} of ${o.rounds})` : '';
+    process.stderr.write(`bench compare: ${model} ${config}, ${threads} thread(s)${which}…\n`);
+    rounds.push(await runRound(runs, r % 2 === 1));
+  }
+  const side = (s: Side) => (rounds[0]![s] ? figures(pooled(rounds.map((x) => x[s]!)), o.batch) : undefined);
+  const row = (layout: Comparison['layout'], mine: Side, base: Side): Comparison => {
+    const ratio = overRounds(rounds, mine, 'anchor');
+    const ratioOurNet = overRounds(rounds, mine, 'ourNet');
+    const speedup = overRounds(rounds, mine, base);
+    return {
+      model,
+      config,
+      threads,
+      layout,
+      batch: o.batch,
+      rounds: o.rounds,
+      ours: side(mine)!,
+      anchor: side('anchor'),
+      ratio: ratio?.median,
+      ratioRange: ratio?.range,
+      ourNetOnTorch: side('ourNet'),
+      ratioOurNet: ratioOurNet?.median,
+      ratioOurNetRange: ratioOurNet?.range,
+      baseline: side(base),
+      speedup: speedup?.median,
+      speedupRange: speedup?.range,
+      loadavg1: loadavg()[0]!,
+    };
+  };
+  const rows = [row('threads', 'ours', 'baseline')];
+  if (rounds[0]!.ranks) rows.push(row('ranks', 'ranks', 'baseRanks'));
+  return rows;
 }
 
 export async function main(argv: string[]): Promise<void> {
@@ -428,39 +536,7 @@ export async function main(argv: string[]): Promise<void> {
             steps: o.steps,
             kernels: o.kernels,
           };
-          process.stderr.write(`bench compare: ${model} ${config}, ${threads} thread(s)…\n`);
-          const baseline = o.baseline ? figures(await runOurs(job, o.baseline), o.batch) : undefined;
-          const ours = figures(await runOurs(job, repoRoot), o.batch);
-          const anchor = venv ? figures(await runAnchor(job, venv), o.batch) : undefined;
-          const skip = model === 'dvae' && venv ? unsupportedByTorchRebuild(job) : undefined;
-          if (skip) process.stderr.write(`bench compare: no PyTorch rebuild of a dVAE with ${skip}\n`);
-          const ourNet =
-            model === 'dvae' && venv && !skip
-              ? figures(await runAnchor(job, venv, 'ours'), o.batch)
-              : undefined;
-          const row = (layout: Comparison['layout'], mine: typeof ours, base?: typeof ours): Comparison => ({
-            model,
-            config,
-            threads,
-            layout,
-            batch: o.batch,
-            ours: mine,
-            anchor,
-            ratio: anchor ? mine.stepsPerSec / anchor.stepsPerSec : undefined,
-            ourNetOnTorch: ourNet,
-            ratioOurNet: ourNet ? mine.stepsPerSec / ourNet.stepsPerSec : undefined,
-            baseline: base,
-            speedup: base ? mine.stepsPerSec / base.stepsPerSec : undefined,
-            loadavg1: loadavg()[0]!,
-          });
-          rows.push(row('threads', ours, baseline));
-          if (server && threads > 1) {
-            process.stderr.write(`bench compare: ${model} ${config}, ${threads} single-thread ranks…\n`);
-            const baseRanks = o.baseline
-              ? figures(await runRanks(job, o.baseline, server.url), o.batch)
-              : undefined;
-            rows.push(row('ranks', figures(await runRanks(job, repoRoot, server.url), o.batch), baseRanks));
-          }
+          rows.push(...(await timeRow(job, o, venv, server?.url)));
         }
       }
     }
@@ -473,6 +549,7 @@ export async function main(argv: string[]): Promise<void> {
     batch: o.batch,
     steps: o.steps,
     warmup: o.warmup,
+    rounds: o.rounds,
     rows,
   };
   if (o.json) {
@@ -487,12 +564,22 @@ function printTable(r: {
   batch: number;
   steps: number;
   warmup: number;
+  rounds: number;
   rows: Comparison[];
 }): void {
   const f = (x: number | undefined, d = 2) => (x === undefined ? '–' : x.toFixed(d));
+  const several = r.rounds > 1;
+  // With several rounds: the median round's ratio and, in brackets, the lowest and highest.
+  const times = (x: number | undefined, range?: [number, number]) =>
+    x === undefined
+      ? '–'
+      : `${x.toFixed(2)}×` + (several && range ? ` (${range[0].toFixed(2)}–${range[1].toFixed(2)})` : '');
+  const wide = several ? 18 : 7;
   const first = r.rows[0];
   console.log(
-    `bench compare: batch ${r.batch}, median of ${r.steps} steps after ${r.warmup} warm-up; ours on ${String(first?.ours.detail.backend ?? '?')}` +
+    `bench compare: batch ${r.batch}, median of ${r.steps} steps after ${r.warmup} warm-up` +
+      (several ? ` in each of ${r.rounds} alternating rounds` : '') +
+      `; ours on ${String(first?.ours.detail.backend ?? '?')}` +
       (first?.anchor
         ? `, dalle-pytorch ${String((first.anchor.detail.versions as Record<string, string>)?.dalle_pytorch)} on torch ${String((first.anchor.detail.versions as Record<string, string>)?.torch)}`
         : '') +
@@ -515,7 +602,7 @@ function printTable(r: {
     ['images/s', 9, (x) => f(x.ours.imagesPerSec, 0)],
     ['GFLOP/s', 8, (x) => f(x.ours.gflops, 1)],
     ['CPU s', 7, (x) => f(median(x.ours.cpuSec), 3)],
-    ...((base ? [['×base', 7, (x) => (x.speedup === undefined ? '–' : `${x.speedup.toFixed(2)}×`)]] : []) as [
+    ...((base ? [['×base', wide, (x) => times(x.speedup, x.speedupRange)]] : []) as [
       string,
       number,
       (x: Comparison) => string,
@@ -524,12 +611,12 @@ function printTable(r: {
     ['images/s', 9, (x) => f(x.anchor?.imagesPerSec, 0)],
     ['GFLOP/s', 8, (x) => f(x.anchor?.gflops, 1)],
     ['CPU s', 7, (x) => f(x.anchor && median(x.anchor.cpuSec), 3)],
-    ['ratio', 7, (x) => (x.ratio === undefined ? '–' : `${x.ratio.toFixed(2)}×`)],
+    ['ratio', wide, (x) => times(x.ratio, x.ratioRange)],
     ...((r.rows.some((x) => x.ourNetOnTorch)
       ? [
           ['our net on torch', 16, (x) => f(x.ourNetOnTorch?.stepsPerSec)],
           ['CPU s', 7, (x) => f(x.ourNetOnTorch && median(x.ourNetOnTorch.cpuSec), 3)],
-          ['ratio', 7, (x) => (x.ratioOurNet === undefined ? '–' : `${x.ratioOurNet.toFixed(2)}×`)],
+          ['ratio', wide, (x) => times(x.ratioOurNet, x.ratioOurNetRange)],
         ]
       : []) as [string, number, (x: Comparison) => string][]),
     ['load', 5, (x) => x.loadavg1.toFixed(1)],
