@@ -439,7 +439,8 @@ async function runRound(runs: [Side, () => Promise<SideResult>][], backwards: bo
   return round;
 }
 
-/** One side's rounds as one result: the timed steps of every round, and their median. */
+/** One side's rounds as one result: the timed steps of every round, and their median (`--kernels`: the
+ *  first round's profile). */
 export function pooled(results: SideResult[]): SideResult {
   const stepSec = results.flatMap((r) => r.stepSec);
   return {
