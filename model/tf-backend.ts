@@ -11,6 +11,13 @@
 // every core). `DALLE_THREADS=N` sizes it (and the inter-op pool to 1: ops are issued one at a time from
 // the JS thread), so that W processes on one host can share its cores without oversubscribing them.
 // wasm and cpu run on the JS thread alone and ignore it.
+//
+// These settings reach TensorFlow through the process's environment. A worker thread's process.env is
+// its own copy, so from a worker they must already be in the environment the process started with: there
+// a missing one is an error (TensorFlow would load with its defaults, two intra-op threads and oneDNN
+// rebuilding its gradients per call: a step 1.4–1.8× slower, and heap corruption seen under a profiler).
+import { createRequire } from 'node:module';
+import { isMainThread } from 'node:worker_threads';
 import * as tf from '@tensorflow/tfjs';
 import { registerWasmKernels } from './kernels/index.ts';
 
@@ -49,6 +56,18 @@ export class BackendThreadsError extends Error {
   }
 }
 
+/** The native backend was started in a worker thread whose process environment lacks its settings. */
+export class NativeSettingsError extends Error {
+  override name = 'NativeSettingsError';
+  constructor(readonly missing: [string, string][]) {
+    super(
+      'the native backend in a worker thread: TensorFlow reads its settings from the process environment, ' +
+        "which a worker's process.env (a copy) does not change; start the process with " +
+        missing.map(([k, v]) => `${k}=${v}`).join(' '),
+    );
+  }
+}
+
 /** The intra-op thread count DALLE_THREADS asks for; undefined when unset (TensorFlow's default). */
 export function requestedThreads(): number | undefined {
   const v = process.env.DALLE_THREADS;
@@ -64,13 +83,43 @@ export function requestedThreads(): number | undefined {
  *  them by shape: ~100 µs less per Conv2DBackpropFilter on the small shapes of a dVAE step, the same
  *  resident memory on the shapes preset (docs/performance.md). Explicit values of either are left as
  *  they are. */
-function configureNative(): void {
-  process.env.TF_ENABLE_ONEDNN_OPTS ??= '1';
-  process.env.TF_MKL_OPTIMIZE_PRIMITIVE_MEMUSE ??= 'false';
+export function nativeSettings(): Record<string, string> {
+  const settings: Record<string, string> = {
+    TF_ENABLE_ONEDNN_OPTS: process.env.TF_ENABLE_ONEDNN_OPTS ?? '1',
+    TF_MKL_OPTIMIZE_PRIMITIVE_MEMUSE: process.env.TF_MKL_OPTIMIZE_PRIMITIVE_MEMUSE ?? 'false',
+  };
   const n = requestedThreads();
-  if (n === undefined) return;
-  process.env.TF_NUM_INTRAOP_THREADS = String(n);
-  process.env.TF_NUM_INTEROP_THREADS = '1';
+  if (n !== undefined) {
+    settings.TF_NUM_INTRAOP_THREADS = String(n);
+    settings.TF_NUM_INTEROP_THREADS = '1';
+  }
+  return settings;
+}
+
+const nativePackages = ['@tensorflow/tfjs-node-gpu', '@tensorflow/tfjs-node'];
+
+/** Puts nativeSettings() where TensorFlow will read them; from a worker thread, checks they are there. */
+function configureNative(): void {
+  if (isMainThread) {
+    Object.assign(process.env, nativeSettings());
+    return;
+  }
+  const missing = missingNativeSettings();
+  if (missing.length > 0 && nativePackages.some(resolvable)) throw new NativeSettingsError(missing);
+}
+
+/** The nativeSettings() this thread's process.env does not hold, as [name, value]. */
+export function missingNativeSettings(): [string, string][] {
+  return Object.entries(nativeSettings()).filter(([k, v]) => process.env[k] !== v);
+}
+
+function resolvable(pkg: string): boolean {
+  try {
+    createRequire(import.meta.url).resolve(pkg);
+    return true;
+  } catch {
+    return false;
+  }
 }
 
 const debug = (msg: string): void => {
@@ -80,7 +129,7 @@ const debug = (msg: string): void => {
 /** Loads tfjs-node-gpu or tfjs-node (registers the 'tensorflow' backend); returns the package loaded. */
 async function loadNative(reasons: string[]): Promise<string | undefined> {
   configureNative();
-  for (const pkg of ['@tensorflow/tfjs-node-gpu', '@tensorflow/tfjs-node']) {
+  for (const pkg of nativePackages) {
     try {
       // A variable specifier: these packages are optional and absent from package.json.
       await import(pkg);
