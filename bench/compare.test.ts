@@ -18,7 +18,7 @@ import {
   runAnchor,
   type Comparison,
 } from './compare.ts';
-import type { SideResult } from './lib/compare-step.ts';
+import { median, type SideResult } from './lib/compare-step.ts';
 
 const venv = anchorVenv();
 const skip = anchorInstalled(venv) ? false : `the anchor is not installed in ${venv}`;
@@ -51,7 +51,7 @@ const side = (stepSec: number[]): SideResult => ({
   impl: 'x',
   stepSec,
   cpuSec: stepSec.map((t) => t / 2),
-  stepSecMedian: [...stepSec].sort((a, b) => a - b)[stepSec.length >> 1]!,
+  stepSecMedian: median(stepSec),
   trainFlopsPerItem: 1,
   parameters: 1,
   detail: {},

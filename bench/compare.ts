@@ -475,7 +475,7 @@ async function timeRow(job: Job, o: Options, venv?: string, serverUrl?: string):
   runs.push(['ours', () => runOurs(job, repoRoot)]);
   if (venv) runs.push(['anchor', () => runAnchor(job, venv)]);
   if (venv && model === 'dvae' && !skip) runs.push(['ourNet', () => runAnchor(job, venv, 'ours')]);
-  if (serverUrl && job.threads > 1) {
+  if (serverUrl && threads > 1) {
     if (o.baseline) runs.push(['baseRanks', () => runRanks(job, o.baseline!, serverUrl)]);
     runs.push(['ranks', () => runRanks(job, repoRoot, serverUrl)]);
   }
